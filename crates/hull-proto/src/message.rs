@@ -1,0 +1,206 @@
+//! The messages carried as JSON in `Hello`, `Request`, `Response` and `Event` frames.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one direction of one process's stdio on the channel; chosen by
+/// the host, unique per connection.
+pub type StreamId = u32;
+
+/// The first frame each side sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// Name and version of the software speaking, for error messages.
+    pub software: String,
+}
+
+/// What the host asks of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    /// Mounts a container's rootfs and prepares its namespaces' mounts.
+    CreateContainer(ContainerSpec),
+    /// Starts a process in a created container; answered with `Started`.
+    StartProcess(ProcessSpec),
+    Signal {
+        container: String,
+        process: String,
+        signal: i32,
+    },
+    ResizeTerminal {
+        container: String,
+        process: String,
+        rows: u16,
+        cols: u16,
+    },
+    /// Syncs filesystems and powers the VM off after answering.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub hostname: String,
+    pub rootfs: RootfsSpec,
+}
+
+/// The read-only image disk; the agent overlays a writable layer on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsSpec {
+    /// SCSI serial the host gave the disk; the agent finds the device by it.
+    pub serial: String,
+    /// Filesystem of the disk, e.g. `erofs`.
+    pub fs_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub container: String,
+    /// Unique within the container; the main process is `init`.
+    pub id: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// As in an image config: empty (root), `name`, `uid`, `uid:gid`, `name:group`.
+    pub user: String,
+    pub terminal: bool,
+    pub stdin: Option<StreamId>,
+    pub stdout: StreamId,
+    /// `None` with a terminal, where both outputs share the pty.
+    pub stderr: Option<StreamId>,
+}
+
+/// The agent's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "value", rename_all = "snake_case")]
+pub enum Response {
+    Done,
+    Started { pid: i32 },
+    Failed(RequestError),
+}
+
+/// Why a request failed, classified so the host can map it (e.g. to exit code 127).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    InvalidRequest,
+    NotFound,
+    /// The process's executable does not exist in the container.
+    CommandNotFound,
+    /// The process's executable exists but cannot be executed.
+    CommandNotExecutable,
+    Internal,
+}
+
+/// Something the agent reports unasked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "args", rename_all = "snake_case")]
+pub enum Event {
+    /// Sent after every byte of the process's output and its `Eof` frames.
+    ProcessExited {
+        container: String,
+        process: String,
+        status: ExitStatus,
+    },
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The exit code a shell (and docker) reports: the code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Code(code) => code,
+            Self::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(value: T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let json = serde_json::to_string(&value).unwrap();
+        assert_eq!(serde_json::from_str::<T>(&json).unwrap(), value, "{json}");
+    }
+
+    #[test]
+    fn every_message_survives_json() {
+        round_trip(Request::Ping);
+        round_trip(Request::Shutdown);
+        round_trip(Request::CreateContainer(ContainerSpec {
+            id: "c1".into(),
+            hostname: "c1".into(),
+            rootfs: RootfsSpec {
+                serial: "hull-rootfs".into(),
+                fs_type: "erofs".into(),
+            },
+        }));
+        round_trip(Request::StartProcess(ProcessSpec {
+            container: "c1".into(),
+            id: "init".into(),
+            args: vec!["sh".into(), "-c".into(), "exit 7".into()],
+            env: vec!["A=1".into()],
+            cwd: "/tmp".into(),
+            user: "1000:1000".into(),
+            terminal: false,
+            stdin: Some(1),
+            stdout: 2,
+            stderr: Some(3),
+        }));
+        round_trip(Request::Signal {
+            container: "c1".into(),
+            process: "init".into(),
+            signal: 15,
+        });
+        round_trip(Response::Started { pid: 42 });
+        round_trip(Response::Failed(RequestError::new(
+            ErrorKind::CommandNotFound,
+            "exec: \"nope\": executable file not found in $PATH",
+        )));
+        round_trip(Event::ProcessExited {
+            container: "c1".into(),
+            process: "init".into(),
+            status: ExitStatus::Signal(9),
+        });
+    }
+
+    #[test]
+    fn signals_map_to_128_plus_n() {
+        assert_eq!(ExitStatus::Code(7).code(), 7);
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
+        assert_eq!(ExitStatus::Signal(2).code(), 130);
+    }
+
+    #[test]
+    fn unknown_ops_are_a_decode_error() {
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reformat_disk"}"#).is_err());
+    }
+}
