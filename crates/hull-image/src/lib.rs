@@ -1,1 +1,24 @@
+//! Hull's image store: content-addressed blobs, docker-archive and OCI-layout
+//! import, layer flattening with whiteouts, and erofs root filesystems.
+//!
+//! The API is blocking; the daemon calls it from `spawn_blocking`.
 
+pub mod archive;
+pub mod digest;
+pub mod erofs;
+mod fsutil;
+pub mod layer;
+pub mod reference;
+mod rootpath;
+pub mod spec;
+mod store;
+#[cfg(test)]
+mod testutil;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use reference::Reference;
+pub use spec::ImageConfig;
+pub use store::{
+    Image, ImageRecord, ImageStore, ImageSummary, LayerRecord, LoadedImage, StoreError,
+};
