@@ -1,1 +1,80 @@
+//! Virtual machines for Hull: the [`Hypervisor`] and [`Vm`] traits, the QEMU
+//! `microvm` backend, accelerator detection and the guest's boot artifacts.
 
+pub mod accel;
+pub mod artifacts;
+mod initramfs;
+pub mod qemu;
+pub mod qmp;
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+
+pub use accel::{Accel, AccelChoice, AccelDecision};
+pub use artifacts::{ArtifactError, ArtifactSources, GuestArtifacts};
+pub use qemu::{Qemu, QemuError, QemuVm};
+
+/// What a VM is made of.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub id: String,
+    /// A directory owned by this VM for its sockets and logs; must exist.
+    pub run_dir: PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Disks attached at boot.
+    pub disks: Vec<DiskConfig>,
+}
+
+/// A raw disk image, found in the guest by its SCSI serial.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub id: String,
+    pub path: PathBuf,
+    pub serial: String,
+    pub read_only: bool,
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmExit {
+    /// The hypervisor exited by itself with this status (a guest poweroff is 0).
+    Exited(i32),
+    /// The hypervisor was killed by this signal.
+    Killed(i32),
+}
+
+impl fmt::Display for VmExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(code) => write!(f, "the hypervisor exited with status {code}"),
+            Self::Killed(signal) => write!(f, "the hypervisor was killed by signal {signal}"),
+        }
+    }
+}
+
+/// Starts VMs. QEMU is one implementation; tests may provide fakes.
+pub trait Hypervisor: Send + Sync + 'static {
+    type Vm: Vm;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn start(&self, config: VmConfig)
+        -> impl Future<Output = Result<Self::Vm, Self::Error>> + Send;
+}
+
+/// A running VM. Dropping it stops the VM.
+pub trait Vm: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    /// The byte stream to the guest agent; it can be taken once.
+    fn take_control_channel(&mut self) -> Option<UnixStream>;
+    /// Becomes `Some` when the VM has stopped, for whatever reason.
+    fn exit(&self) -> watch::Receiver<Option<VmExit>>;
+    /// Stops the VM at once; the guest gets no chance to clean up.
+    fn kill(&self);
+    /// The last lines the guest wrote to its console, to explain a failure.
+    fn console_tail(&self) -> String;
+}

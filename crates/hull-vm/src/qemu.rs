@@ -1,0 +1,371 @@
+//! The QEMU `microvm` backend.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::net::UnixStream;
+use tokio::sync::{watch, Mutex};
+use tracing::debug;
+
+use crate::qmp::{Qmp, QmpError};
+use crate::{Accel, GuestArtifacts, Hypervisor, Vm, VmConfig, VmExit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("{binary} not found: install QEMU (apt-get install qemu-system-x86) or set HULL_QEMU")]
+    NotFound { binary: String },
+    #[error("cannot start {binary}")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create the VM's socket {}", .path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("QEMU failed to start: {0}")]
+    EarlyExit(String),
+    #[error("QEMU's control connection failed")]
+    Qmp(#[from] QmpError),
+}
+
+/// Boots VMs with `qemu-system-x86_64 -M microvm`.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    pub binary: String,
+    pub accel: Accel,
+    pub artifacts: GuestArtifacts,
+    /// Appended to the kernel command line.
+    pub extra_cmdline: String,
+}
+
+impl Qemu {
+    pub fn new(accel: Accel, artifacts: GuestArtifacts) -> Self {
+        Self {
+            binary: std::env::var("HULL_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+            accel,
+            artifacts,
+            extra_cmdline: String::new(),
+        }
+    }
+
+    /// The command line for one VM, without the sockets' file descriptors.
+    pub fn args(&self, config: &VmConfig, control_fd: RawFd, qmp_fd: RawFd) -> Vec<String> {
+        let console = config.run_dir.join("console.log");
+        // Without ACPI there is no poweroff: the agent reboots instead, which a
+        // triple fault (`reboot=t`) turns into a QEMU exit under `-no-reboot`.
+        let mut cmdline = String::from("console=ttyS0 quiet panic=-1 reboot=t");
+        if !self.extra_cmdline.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&self.extra_cmdline);
+        }
+        let mut args: Vec<String> = [
+            "-M",
+            // No ACPI: the kernel learns the virtio-mmio devices from the command
+            // line QEMU appends, and boots faster without the ACPI tables.
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off",
+            "-accel",
+            self.accel.qemu_name(),
+            "-cpu",
+            self.accel.cpu_model(),
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            // A guest reboot or panic ends the VM rather than looping.
+            "-no-reboot",
+            // Modern virtio-mmio: fewer exits than the legacy register layout.
+            "-global",
+            "virtio-mmio.force-legacy=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([
+            "-smp".into(),
+            config.vcpus.to_string(),
+            "-m".into(),
+            format!("{}M", config.memory_mib),
+            "-kernel".into(),
+            self.artifacts.kernel.display().to_string(),
+            "-initrd".into(),
+            self.artifacts.initramfs.display().to_string(),
+            "-append".into(),
+            cmdline,
+            "-serial".into(),
+            format!("file:{}", console.display()),
+            "-chardev".into(),
+            format!("socket,id=qmp,fd={qmp_fd},server=on,wait=off"),
+            "-mon".into(),
+            "chardev=qmp,mode=control".into(),
+            "-device".into(),
+            "virtio-serial-device".into(),
+            "-chardev".into(),
+            format!("socket,id=ctl,fd={control_fd},server=on,wait=off"),
+            "-device".into(),
+            format!(
+                "virtserialport,chardev=ctl,name={}",
+                hull_proto::CONTROL_PORT_NAME
+            ),
+            "-device".into(),
+            "virtio-rng-device".into(),
+            "-device".into(),
+            "virtio-scsi-device,id=scsi0".into(),
+        ]);
+        for disk in &config.disks {
+            args.extend([
+                "-blockdev".into(),
+                format!(
+                    "driver=file,filename={},node-name={},read-only={},cache.direct=off",
+                    disk.path.display(),
+                    disk.id,
+                    if disk.read_only { "on" } else { "off" }
+                ),
+                "-device".into(),
+                format!(
+                    "scsi-hd,bus=scsi0.0,drive={},serial={}",
+                    disk.id, disk.serial
+                ),
+            ]);
+        }
+        args
+    }
+}
+
+fn listen(path: &Path) -> Result<UnixListener, QemuError> {
+    let _ = fs::remove_file(path);
+    UnixListener::bind(path).map_err(|source| QemuError::Socket {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Hypervisor for Qemu {
+    type Vm = QemuVm;
+    type Error = QemuError;
+
+    async fn start(&self, config: VmConfig) -> Result<QemuVm, QemuError> {
+        // QEMU inherits listening sockets already bound, so the host can
+        // connect at once instead of polling for QEMU to create them.
+        let control_path = config.run_dir.join("control.sock");
+        let qmp_path = config.run_dir.join("qmp.sock");
+        let control_listener = listen(&control_path)?;
+        let qmp_listener = listen(&qmp_path)?;
+        let inherited = [control_listener.as_raw_fd(), qmp_listener.as_raw_fd()];
+        let args = self.args(&config, inherited[0], inherited[1]);
+        debug!(vm = %config.id, ?args, "starting QEMU");
+
+        let log_path = config.run_dir.join("qemu.log");
+        let log = fs::File::create(&log_path).map_err(|source| QemuError::Socket {
+            path: log_path.clone(),
+            source,
+        })?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe system calls (fcntl, prctl) on integers
+        // captured by value.
+        unsafe {
+            command.pre_exec(move || {
+                for fd in inherited {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                // If hulld dies, its VMs die with it instead of lingering.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                QemuError::NotFound {
+                    binary: self.binary.clone(),
+                }
+            } else {
+                QemuError::Spawn {
+                    binary: self.binary.clone(),
+                    source,
+                }
+            }
+        })?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let control = UnixStream::connect(&control_path).await;
+        let qmp_stream = UnixStream::connect(&qmp_path).await;
+        drop((control_listener, qmp_listener));
+
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let exit = match status {
+                Ok(status) => match (
+                    status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                ) {
+                    (Some(code), _) => VmExit::Exited(code),
+                    (None, Some(signal)) => VmExit::Killed(signal),
+                    (None, None) => VmExit::Exited(-1),
+                },
+                Err(_) => VmExit::Exited(-1),
+            };
+            let _ = exit_tx.send(Some(exit));
+        });
+
+        let mut vm = QemuVm {
+            id: config.id.clone(),
+            pid,
+            control: None,
+            qmp: None,
+            exit: exit_rx,
+            run_dir: config.run_dir.clone(),
+        };
+        let (control, qmp_stream) = match (control, qmp_stream) {
+            (Ok(c), Ok(q)) => (c, q),
+            _ => return Err(vm.early_exit().await),
+        };
+        let mut exited = vm.exit.clone();
+        let qmp = tokio::select! {
+            qmp = Qmp::handshake(qmp_stream) => qmp.ok(),
+            _ = exited.wait_for(Option::is_some) => None,
+        };
+        let Some(qmp) = qmp else {
+            return Err(vm.early_exit().await);
+        };
+        vm.control = Some(control);
+        vm.qmp = Some(Mutex::new(qmp));
+        Ok(vm)
+    }
+}
+
+/// A VM run by one QEMU process.
+pub struct QemuVm {
+    id: String,
+    pid: u32,
+    control: Option<UnixStream>,
+    qmp: Option<Mutex<Qmp>>,
+    exit: watch::Receiver<Option<VmExit>>,
+    run_dir: PathBuf,
+}
+
+impl QemuVm {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Runs a QMP command against this VM.
+    pub async fn qmp(
+        &self,
+        command: &str,
+        arguments: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, QmpError> {
+        let qmp = self.qmp.as_ref().ok_or(QmpError::Closed)?;
+        qmp.lock().await.execute(command, arguments).await
+    }
+
+    /// QEMU quit before it was usable: wait for it, then report what it said.
+    async fn early_exit(&mut self) -> QemuError {
+        self.kill();
+        let _ = self.exit.wait_for(Option::is_some).await;
+        let log = fs::read_to_string(self.run_dir.join("qemu.log")).unwrap_or_default();
+        QemuError::EarlyExit(last_lines(&log, 5))
+    }
+}
+
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
+impl Vm for QemuVm {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn take_control_channel(&mut self) -> Option<UnixStream> {
+        self.control.take()
+    }
+
+    fn exit(&self) -> watch::Receiver<Option<VmExit>> {
+        self.exit.clone()
+    }
+
+    fn kill(&self) {
+        if self.exit.borrow().is_none() {
+            let pid = libc::pid_t::try_from(self.pid).expect("pids fit pid_t");
+            // SAFETY: kill(2) on the pid of our own child, which is not yet
+            // reaped (its waiter has not reported an exit), so it cannot be reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    fn console_tail(&self) -> String {
+        let console = fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default();
+        last_lines(&console, 20)
+    }
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DiskConfig;
+
+    fn qemu() -> Qemu {
+        Qemu::new(
+            Accel::Tcg,
+            GuestArtifacts {
+                kernel: "/k/vmlinux".into(),
+                initramfs: "/k/initramfs.cpio".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn command_line_wires_sockets_disks_and_accelerator() {
+        let config = VmConfig {
+            id: "vm1".into(),
+            run_dir: "/run/vm1".into(),
+            vcpus: 2,
+            memory_mib: 128,
+            disks: vec![DiskConfig {
+                id: "rootfs".into(),
+                path: "/images/a.erofs".into(),
+                serial: "hull-rootfs".into(),
+                read_only: true,
+            }],
+        };
+        let args = qemu().args(&config, 7, 8).join(" ");
+        assert!(args.contains("-accel tcg -cpu max"));
+        assert!(args.contains("-smp 2 -m 128M"));
+        assert!(args.contains("socket,id=ctl,fd=7,server=on"));
+        assert!(args.contains("socket,id=qmp,fd=8,server=on"));
+        assert!(args.contains("virtserialport,chardev=ctl,name=hull.ctl"));
+        assert!(args.contains("filename=/images/a.erofs,node-name=rootfs,read-only=on"));
+        assert!(args.contains("scsi-hd,bus=scsi0.0,drive=rootfs,serial=hull-rootfs"));
+        assert!(args.contains("file:/run/vm1/console.log"));
+    }
+
+    #[test]
+    fn last_lines_skips_blank_lines() {
+        assert_eq!(last_lines("a\n\nb\nc\n\n", 2), "b\nc");
+        assert_eq!(last_lines("", 3), "");
+    }
+}
