@@ -247,3 +247,33 @@ fn nested_indexes_resolve_to_this_platforms_manifest() {
         assert_eq!(images[0].config.digest, busybox().id());
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_importer(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = import(&bytes[..], dir.path(), &mut |_| {});
+    }
+
+    #[test]
+    fn damaging_any_byte_of_an_archive_is_caught_or_harmless(at in 0usize..100_000, value: u8) {
+        let tar = testutil::archive(&docker_files(&[busybox()], false));
+        let mut damaged = tar.clone();
+        let at = at % damaged.len();
+        damaged[at] = value;
+        let dir = tempfile::tempdir().unwrap();
+        if let Ok(images) = import(&damaged[..], dir.path(), &mut |_| {}) {
+            // Damage in padding or unused header fields may pass; a layer never
+            // passes with content other than its diff_id says.
+            for image in images {
+                for layer in &image.layers {
+                    proptest::prop_assert_eq!(&layer.file.digest, &layer.diff_id);
+                }
+            }
+        }
+    }
+}

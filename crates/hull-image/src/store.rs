@@ -75,6 +75,12 @@ pub enum StoreError {
         #[source]
         source: UnpackError,
     },
+    #[error("cannot finish the flattened rootfs of image {image}")]
+    Flatten {
+        image: Digest,
+        #[source]
+        source: UnpackError,
+    },
     #[error("cannot build the rootfs of image {image}")]
     Erofs {
         image: Digest,
@@ -323,11 +329,8 @@ impl ImageStore {
             let (_, tar) = layer::decompress(blob).map_err(|e| unpack_err(UnpackError::Read(e)))?;
             unpacker.apply_layer(tar).map_err(unpack_err)?;
         }
-        unpacker.finish().map_err(|source| StoreError::Unpack {
-            layer: record
-                .layers
-                .last()
-                .map_or_else(|| record.id.clone(), |l| l.digest.clone()),
+        unpacker.finish().map_err(|source| StoreError::Flatten {
+            image: record.id.clone(),
             source,
         })
     }

@@ -353,3 +353,36 @@ fn truncated_layers_are_read_errors() {
         "{err}"
     );
 }
+
+fn path_strategy() -> &'static str {
+    "(/|\\.\\./)?([a-c]|\\.\\.)(/([a-c]|\\.\\.)){0,3}"
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever names, link targets and kinds a layer holds, nothing lands outside the root.
+    #[test]
+    fn no_layer_writes_outside_the_root(
+        entries in proptest::collection::vec((0u8..4, path_strategy(), path_strategy()), 1..12)
+    ) {
+        let s = Scratch::new();
+        let layers: Vec<Vec<u8>> = entries
+            .chunks(3)
+            .map(|chunk| {
+                let es: Vec<E<'_>> = chunk
+                    .iter()
+                    .map(|(kind, name, target)| match kind {
+                        0 => file(name, b"x"),
+                        1 => dir(name),
+                        2 => link(EntryType::Symlink, name, target),
+                        _ => link(EntryType::Link, name, target),
+                    })
+                    .collect();
+                layer(&es)
+            })
+            .collect();
+        let _ = s.unpack(&layers);
+        proptest::prop_assert!(s.outside().is_empty(), "{:?}", s.outside());
+    }
+}
