@@ -1,0 +1,373 @@
+//! `run`: one container in its own VM, from image to exit status.
+
+use std::fs;
+use std::future::Future;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hull_image::{ImageStore, StoreError};
+use hull_proto::{
+    ContainerSpec, ErrorKind, ExitStatus, ProcessSpec, Request, Response, RootfsSpec,
+};
+use hull_vm::{DiskConfig, Hypervisor, Vm, VmConfig, VmExit};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info};
+
+use crate::agent::{AgentClient, AgentError, OutputStream};
+use crate::spec::{process_config, ProcessOptions, SpecError};
+
+/// How long a VM may take from QEMU start to the agent's hello. Generous:
+/// under TCG on a loaded machine a boot can take several seconds.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+const ROOTFS_SERIAL: &str = "hull-rootfs";
+const STDIN: u32 = 1;
+const STDOUT: u32 = 2;
+const STDERR: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Image(#[from] StoreError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("cannot prepare the VM directory {}", .path.display())]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the VM")]
+    Hypervisor(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the VM did not come up within {}s; its console ends with:\n{console}", BOOT_TIMEOUT.as_secs())]
+    BootTimeout { console: String },
+    #[error("the VM stopped unexpectedly ({exit}); its console ends with:\n{console}")]
+    VmDied { exit: VmExit, console: String },
+    #[error("{0}")]
+    CommandNotFound(String),
+    #[error("{0}")]
+    CommandNotExecutable(String),
+    #[error("talking to the guest agent failed")]
+    Agent(#[from] AgentError),
+}
+
+impl RunError {
+    /// The exit code `hull run` reports for this error, as docker does.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::CommandNotFound(_) => 127,
+            Self::CommandNotExecutable(_) => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// Sizes and places for VMs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Parent of the per-VM directories.
+    pub run_root: PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub image: String,
+    pub options: ProcessOptions,
+    /// Whether the caller sends stdin; otherwise the process reads /dev/null.
+    pub stdin: bool,
+}
+
+/// Asynchronous requests from the caller while the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunControl {
+    Resize { rows: u16, cols: u16 },
+    Signal(i32),
+}
+
+/// The caller's ends of the process's stdio. Closing `stdin` is EOF;
+/// `stdout`/`stderr` are bounded so a slow reader slows the process.
+pub struct RunIo {
+    pub stdin: mpsc::Receiver<Bytes>,
+    pub stdout: mpsc::Sender<Bytes>,
+    pub stderr: mpsc::Sender<Bytes>,
+    pub control: mpsc::Receiver<RunControl>,
+}
+
+/// Runs containers in VMs started by `H`.
+pub struct Runtime<H: Hypervisor> {
+    hypervisor: H,
+    images: Arc<ImageStore>,
+    config: RuntimeConfig,
+}
+
+impl<H: Hypervisor> Runtime<H> {
+    pub fn new(hypervisor: H, images: Arc<ImageStore>, config: RuntimeConfig) -> Self {
+        Self {
+            hypervisor,
+            images,
+            config,
+        }
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    /// Checks what can be checked before a VM starts, so an unknown image or a
+    /// missing command is an error and not a failed boot.
+    pub async fn prepare(&self, request: &RunRequest) -> Result<Prepared, RunError> {
+        let images = self.images.clone();
+        let reference = request.image.clone();
+        let image = blocking(move || images.resolve(&reference)).await?;
+        let process = process_config(&image.config, &request.options)?;
+        let images = self.images.clone();
+        let rootfs = blocking(move || images.rootfs(&image)).await?;
+        Ok(Prepared {
+            process,
+            rootfs,
+            stdin: request.stdin,
+        })
+    }
+
+    /// Boots a VM, runs the prepared process in it with `io`, and returns how
+    /// it exited. The VM is gone when this returns or is dropped.
+    pub async fn run(&self, prepared: Prepared, io: RunIo) -> Result<ExitStatus, RunError> {
+        let id = new_container_id();
+        let run_dir = RunDir::create(self.config.run_root.join(&id))?;
+        let vm_config = VmConfig {
+            id: id.clone(),
+            run_dir: run_dir.path.clone(),
+            vcpus: self.config.vcpus,
+            memory_mib: self.config.memory_mib,
+            disks: vec![DiskConfig {
+                id: "rootfs".into(),
+                path: prepared.rootfs.clone(),
+                serial: ROOTFS_SERIAL.into(),
+                read_only: true,
+            }],
+        };
+        let started = std::time::Instant::now();
+        let mut vm = self
+            .hypervisor
+            .start(vm_config)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+        let exit = vm.exit();
+        let control = vm.take_control_channel().expect("a new VM has its channel");
+        let agent = match tokio::time::timeout(
+            BOOT_TIMEOUT,
+            unless_vm_dies(&vm, exit.clone(), AgentClient::handshake(control)),
+        )
+        .await
+        {
+            Ok(agent) => agent??,
+            Err(_) => {
+                return Err(RunError::BootTimeout {
+                    console: vm.console_tail(),
+                })
+            }
+        };
+        info!(container = %id, elapsed_ms = started.elapsed().as_millis() as u64, "guest agent ready");
+
+        let hostname = id[..12].to_string();
+        let create = Request::CreateContainer(ContainerSpec {
+            id: id.clone(),
+            hostname,
+            rootfs: RootfsSpec {
+                serial: ROOTFS_SERIAL.into(),
+                fs_type: "erofs".into(),
+            },
+        });
+        unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await??;
+
+        let status =
+            unless_vm_dies(&vm, exit.clone(), run_process(&agent, &id, prepared, io)).await??;
+        debug!(container = %id, ?status, "process exited");
+        vm.kill();
+        let mut exit = exit;
+        let _ = exit.wait_for(Option::is_some).await;
+        drop(run_dir);
+        Ok(status)
+    }
+}
+
+/// What `prepare` found: the process to run and the image's rootfs.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub process: crate::spec::ProcessConfig,
+    pub rootfs: PathBuf,
+    pub stdin: bool,
+}
+
+async fn run_process(
+    agent: &AgentClient,
+    container: &str,
+    prepared: Prepared,
+    io: RunIo,
+) -> Result<ExitStatus, RunError> {
+    let process = prepared.process;
+    let spec = ProcessSpec {
+        container: container.to_string(),
+        id: "init".into(),
+        args: process.args,
+        env: process.env,
+        cwd: process.cwd,
+        user: process.user,
+        terminal: process.tty,
+        stdin: prepared.stdin.then_some(STDIN),
+        stdout: STDOUT,
+        stderr: (!process.tty).then_some(STDERR),
+    };
+    let exited = agent.watch_exit(container, "init");
+    let mut pumps = vec![tokio::spawn(forward(agent.open_output(STDOUT), io.stdout))];
+    if spec.stderr.is_some() {
+        pumps.push(tokio::spawn(forward(agent.open_output(STDERR), io.stderr)));
+    }
+    let input = spec.stdin.map(|stream| agent.open_input(stream));
+
+    match agent.request(&Request::StartProcess(spec)).await {
+        Ok(Response::Started { .. }) => {}
+        Ok(other) => return Err(AgentError::UnexpectedResponse(other).into()),
+        Err(AgentError::Refused(refusal)) => {
+            return Err(match refusal.kind {
+                ErrorKind::CommandNotFound => RunError::CommandNotFound(refusal.message),
+                ErrorKind::CommandNotExecutable => RunError::CommandNotExecutable(refusal.message),
+                _ => AgentError::Refused(refusal).into(),
+            })
+        }
+        Err(other) => return Err(other.into()),
+    }
+
+    let stdin_pump = input.map(|input| {
+        let mut stdin = io.stdin;
+        tokio::spawn(async move {
+            while let Some(chunk) = stdin.recv().await {
+                if input.write(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = input.close();
+        })
+    });
+    let control_pump = tokio::spawn(relay_control(
+        agent.clone(),
+        container.to_string(),
+        io.control,
+    ));
+
+    let status = exited.await.map_err(|_| AgentError::Disconnected)?;
+    // The agent reports the exit after the last output, so the pumps end soon.
+    for pump in pumps {
+        let _ = pump.await;
+    }
+    control_pump.abort();
+    if let Some(pump) = stdin_pump {
+        pump.abort();
+    }
+    Ok(status)
+}
+
+async fn forward(mut output: OutputStream, to: mpsc::Sender<Bytes>) {
+    while let Some(chunk) = output.recv().await {
+        if to.send(chunk).await.is_err() {
+            // The caller went away; keep draining so the process never blocks.
+            while output.recv().await.is_some() {}
+            return;
+        }
+    }
+}
+
+async fn relay_control(
+    agent: AgentClient,
+    container: String,
+    mut control: mpsc::Receiver<RunControl>,
+) {
+    while let Some(request) = control.recv().await {
+        let request = match request {
+            RunControl::Signal(signal) => Request::Signal {
+                container: container.clone(),
+                process: "init".into(),
+                signal,
+            },
+            RunControl::Resize { rows, cols } => Request::ResizeTerminal {
+                container: container.clone(),
+                process: "init".into(),
+                rows,
+                cols,
+            },
+        };
+        if let Err(err) = agent.request(&request).await {
+            debug!(error = %err, "control request failed");
+        }
+    }
+}
+
+/// Runs `work` unless the VM stops first, which becomes `VmDied`.
+async fn unless_vm_dies<V: Vm, T>(
+    vm: &V,
+    mut exit: watch::Receiver<Option<VmExit>>,
+    work: impl Future<Output = T>,
+) -> Result<T, RunError> {
+    let died = async {
+        match exit.wait_for(Option::is_some).await {
+            Ok(code) => (*code).expect("waited for an exit"),
+            // The sender lives as long as the QEMU child's waiter task.
+            Err(_) => VmExit::Exited(-1),
+        }
+    };
+    tokio::select! {
+        result = work => Ok(result),
+        code = died => Err(RunError::VmDied { exit: code, console: vm.console_tail() }),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("image store tasks do not panic")
+        .map_err(RunError::from)
+}
+
+/// A 64-hex-digit id like docker's.
+pub fn new_container_id() -> String {
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom is readable");
+    hex::encode(bytes)
+}
+
+/// A VM's directory, removed when dropped.
+struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    fn create(path: PathBuf) -> Result<Self, RunError> {
+        fs::create_dir_all(&path).map_err(|source| RunError::RunDir {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        remove_dir(&self.path);
+    }
+}
+
+fn remove_dir(path: &Path) {
+    if let Err(err) = fs::remove_dir_all(path) {
+        debug!(path = %path.display(), error = %err, "cannot remove VM directory");
+    }
+}
