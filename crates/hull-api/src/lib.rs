@@ -1,1 +1,32 @@
+//! Hull's HTTP API on a Unix socket: the Docker Engine API subset that Hull
+//! serves, Hull's own endpoints, the daemon behind them and a client.
 
+pub mod client;
+pub mod daemon;
+pub mod server;
+pub mod types;
+
+pub use client::{Client, ClientError};
+pub use daemon::{Daemon, DaemonConfig};
+pub use types::{RunControlMessage, RunEvent, RunSpec};
+
+/// The Docker Engine API version Hull answers with.
+pub const DOCKER_API_VERSION: &str = "1.43";
+
+/// Upgrade protocol name of Hull's run stream.
+pub const RUN_UPGRADE: &str = "hull-run";
+
+/// Stream ids on the run stream between the CLI and hulld.
+pub mod run_stream {
+    pub const STDIN: u32 = 0;
+    pub const STDOUT: u32 = 1;
+    pub const STDERR: u32 = 2;
+}
+
+/// Where hulld listens unless told otherwise.
+pub const DEFAULT_HOST: &str = "unix:///run/hull/hull.sock";
+
+/// The socket path of a `unix://` host address (a bare path is accepted too).
+pub fn socket_path(host: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(host.strip_prefix("unix://").unwrap_or(host))
+}

@@ -1,1 +1,67 @@
-fn main() {}
+//! hull: the command-line client of hulld. Parses arguments and calls the API.
+
+mod daemon;
+mod images;
+mod info;
+mod run;
+mod terminal;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hull", version, about = "Run containers in lightweight VMs")]
+struct Cli {
+    /// hulld's address (unix:///path).
+    #[arg(short = 'H', long, global = true, env = "HULL_HOST", default_value = hull_api::DEFAULT_HOST)]
+    host: String,
+    /// State directory of a hulld that hull starts when none is running.
+    #[arg(
+        long,
+        global = true,
+        env = "HULL_ROOT",
+        default_value = "/var/lib/hull"
+    )]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in a new container, in its own VM.
+    Run(run::RunArgs),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Load images from a docker-archive or OCI-layout tar.
+    Load(images::LoadArgs),
+    /// Show how hulld runs VMs here.
+    Info,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    let result = runtime.block_on(async {
+        let client = daemon::connect(&cli.host, &cli.root).await?;
+        match cli.command {
+            Command::Run(args) => run::run(&client, args).await,
+            Command::Images(args) => images::list(&client, args).await.map(|()| 0),
+            Command::Load(args) => images::load(&client, args).await.map(|()| 0),
+            Command::Info => info::show(&client).await.map(|()| 0),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("hull: {err:#}");
+            ExitCode::from(125)
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! A client of hulld's API, used by the `hull` CLI.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use crate::types::{ErrorBody, ProgressLine, RunSpec};
+use crate::RUN_UPGRADE;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no hulld is listening on {}", .socket.display())]
+    NoDaemon { socket: PathBuf },
+    #[error("cannot connect to hulld at {}", .socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the connection to hulld failed")]
+    Http(#[from] hyper::Error),
+    /// hulld answered with an error; the message is its own.
+    #[error("{message}")]
+    Api { status: StatusCode, message: String },
+    #[error("hulld sent a malformed answer")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot read {}", .path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Talks to one hulld over its Unix socket; one connection per request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| match source.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                        ClientError::NoDaemon {
+                            socket: self.socket.clone(),
+                        }
+                    }
+                    _ => ClientError::Connect {
+                        socket: self.socket.clone(),
+                        source,
+                    },
+                })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        Ok(sender.send_request(request).await?)
+    }
+
+    fn request(method: Method, path: &str, body: Body) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "hulld")
+            .body(body)
+            .expect("static request parts are valid")
+    }
+
+    /// Fails with hulld's own message unless the status is a success.
+    async fn check(response: Response<Incoming>) -> Result<Response<Incoming>, ClientError> {
+        let status = response.status();
+        if status.is_success() || status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(response);
+        }
+        let body = response.into_body().collect().await?.to_bytes();
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        Err(ClientError::Api { status, message })
+    }
+
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let response = self
+            .send(Self::request(Method::GET, "/_ping", empty()))
+            .await?;
+        Self::check(response).await.map(drop)
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.send(Self::request(Method::GET, path, empty())).await?;
+        let body = Self::check(response).await?.into_body().collect().await?;
+        Ok(serde_json::from_slice(&body.to_bytes())?)
+    }
+
+    /// Uploads an image archive (a file, or stdin for `-`) and returns hulld's progress lines.
+    pub async fn load(&self, archive: &Path) -> Result<Vec<ProgressLine>, ClientError> {
+        let read_err = |source| ClientError::ReadFile {
+            path: archive.to_owned(),
+            source,
+        };
+        let reader: Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin> =
+            if archive == Path::new("-") {
+                Box::new(tokio::io::stdin())
+            } else {
+                Box::new(tokio::fs::File::open(archive).await.map_err(read_err)?)
+            };
+        let chunks = tokio_util::io::ReaderStream::new(reader).map_ok(Frame::data);
+        let body = BodyExt::boxed(StreamBody::new(chunks));
+        let mut request = Self::request(Method::POST, "/images/load", body);
+        request.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-tar"),
+        );
+        let response = Self::check(self.send(request).await?).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        body.split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).map_err(ClientError::from))
+            .collect()
+    }
+
+    /// Starts a run and returns the upgraded stream that carries its stdio.
+    pub async fn run(&self, spec: &RunSpec) -> Result<TokioIo<Upgraded>, ClientError> {
+        let body = serde_json::to_vec(spec)?;
+        let mut request = Self::request(Method::POST, "/hull/run", full(body));
+        let headers = request.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static(RUN_UPGRADE));
+        let response = Self::check(self.send(request).await?).await?;
+        let upgraded = hyper::upgrade::on(response).await?;
+        Ok(TokioIo::new(upgraded))
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed()
+}
+
+fn empty() -> Body {
+    full(Bytes::new())
+}

@@ -1,0 +1,103 @@
+//! The daemon's state: the image store and the runtime that boots VMs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hull_image::{ImageStore, StoreError};
+use hull_runtime::{Runtime, RuntimeConfig};
+use hull_vm::accel::{self, SystemProbe};
+use hull_vm::{AccelChoice, AccelDecision, ArtifactError, ArtifactSources, GuestArtifacts, Qemu};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot open the image store")]
+    Store(#[from] StoreError),
+    #[error("cannot prepare the guest")]
+    Artifacts(#[from] ArtifactError),
+    #[error("cannot create {}", .path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Everything Hull keeps lives under this directory.
+    pub root: PathBuf,
+    pub accel: AccelChoice,
+    pub artifacts: ArtifactSources,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+pub struct Daemon {
+    config: DaemonConfig,
+    images: Arc<ImageStore>,
+    accel: AccelDecision,
+    runtime: OnceCell<Arc<Runtime<Qemu>>>,
+}
+
+impl Daemon {
+    /// Opens the state under `config.root`. VM directories left by a daemon
+    /// that died are removed: their QEMUs died with it.
+    pub fn open(config: DaemonConfig) -> Result<Self, DaemonError> {
+        let create = |path: PathBuf| {
+            std::fs::create_dir_all(&path).map_err(|source| DaemonError::StateDir { path, source })
+        };
+        create(config.root.clone())?;
+        let vms = config.root.join("vms");
+        if vms.exists() {
+            if let Err(err) = std::fs::remove_dir_all(&vms) {
+                warn!(error = %err, "cannot remove stale VM directories");
+            }
+        }
+        create(vms)?;
+        let images = Arc::new(ImageStore::open(&config.root.join("images"))?);
+        let accel = accel::decide(config.accel, &SystemProbe, false);
+        info!("{}", accel.reason);
+        Ok(Self {
+            config,
+            images,
+            accel,
+            runtime: OnceCell::new(),
+        })
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    pub fn accel(&self) -> &AccelDecision {
+        &self.accel
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.config.root
+    }
+
+    /// The runtime, set up on first use so that a missing kernel only
+    /// matters to commands that boot VMs.
+    pub async fn runtime(&self) -> Result<Arc<Runtime<Qemu>>, DaemonError> {
+        self.runtime
+            .get_or_try_init(|| async {
+                let artifacts = GuestArtifacts::prepare(
+                    &self.config.artifacts,
+                    &self.config.root.join("artifacts"),
+                )?;
+                info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
+                let qemu = Qemu::new(self.accel.accel, artifacts);
+                let config = RuntimeConfig {
+                    run_root: self.config.root.join("vms"),
+                    vcpus: self.config.vcpus,
+                    memory_mib: self.config.memory_mib,
+                };
+                Ok(Arc::new(Runtime::new(qemu, self.images.clone(), config)))
+            })
+            .await
+            .cloned()
+    }
+}

@@ -1,0 +1,100 @@
+//! Request and response bodies, named after the Docker Engine API's own fields
+//! where they exist there.
+
+use hull_runtime::ProcessOptions;
+use serde::{Deserialize, Serialize};
+
+/// `GET /images/json` entries, as in the Engine API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageSummary {
+    pub id: String,
+    pub parent_id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub created: i64,
+    pub size: i64,
+    pub shared_size: i64,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub containers: i64,
+}
+
+/// The Engine API's error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}
+
+/// One line of a JSON progress stream (`POST /images/load`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProgressLine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(
+        default,
+        rename = "errorDetail",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_detail: Option<ErrorBody>,
+}
+
+/// `GET /version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Version {
+    pub version: String,
+    pub api_version: String,
+    pub min_api_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel_version: String,
+}
+
+/// `GET /info`: the Engine API's basics and how Hull runs VMs here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Info {
+    pub images: usize,
+    #[serde(rename = "OperatingSystem")]
+    pub operating_system: String,
+    #[serde(rename = "DockerRootDir")]
+    pub root_dir: String,
+    /// `kvm` or `tcg`, once known.
+    pub accelerator: Option<String>,
+    /// Why that accelerator, in one line.
+    pub accelerator_reason: Option<String>,
+}
+
+/// Body of `POST /hull/run`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub image: String,
+    #[serde(flatten)]
+    pub process: ProcessOptions,
+    /// The client will send stdin.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The client's terminal size, for `tty`.
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
+}
+
+/// Sent by hulld on the run stream as `Event` frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// The process ended; the CLI exits with `code`.
+    Exited { code: i32 },
+    /// The run failed; `code` is what the CLI exits with (125, 126, 127).
+    Failed { message: String, code: i32 },
+}
+
+/// Sent by the CLI on the run stream as `Event` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "control", rename_all = "snake_case")]
+pub enum RunControlMessage {
+    Resize { rows: u16, cols: u16 },
+    Signal { signal: i32 },
+}

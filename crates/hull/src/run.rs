@@ -1,0 +1,213 @@
+//! `hull run`: start a container in a VM and stay attached until it exits.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use hull_api::run_stream::{STDERR, STDIN, STDOUT};
+use hull_api::types::{RunControlMessage, RunEvent, RunSpec};
+use hull_api::Client;
+use hull_proto::{Frame, FrameDecoder, FrameKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::terminal;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits (every run is removed in this version).
+    #[arg(long)]
+    rm: bool,
+    /// Keep stdin open and send it to the process.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User to run as: name, uid, uid:gid or name:group.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Image to run.
+    image: String,
+    /// Command and arguments; the image's command when omitted.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Signals `hull run` passes on to the process when it has no terminal, as docker's sig-proxy does.
+const FORWARDED_SIGNALS: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn spec(args: &RunArgs) -> RunSpec {
+    let env = args
+        .env
+        .iter()
+        .filter_map(|entry| {
+            if entry.contains('=') {
+                Some(entry.clone())
+            } else {
+                // Like docker: a bare name copies this shell's value, or is dropped.
+                std::env::var(entry)
+                    .ok()
+                    .map(|value| format!("{entry}={value}"))
+            }
+        })
+        .collect();
+    let mut spec = RunSpec {
+        image: args.image.clone(),
+        stdin: args.interactive,
+        tty_size: if args.tty { terminal::size(1) } else { None },
+        ..Default::default()
+    };
+    spec.process.cmd = args.command.clone();
+    spec.process.entrypoint = args.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            Vec::new()
+        } else {
+            vec![e.clone()]
+        }
+    });
+    spec.process.env = env;
+    spec.process.workdir = args.workdir.clone();
+    spec.process.user = args.user.clone();
+    spec.process.tty = args.tty;
+    spec
+}
+
+pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
+    if args.tty && args.interactive && !terminal::is_terminal(0) {
+        bail!("the input device is not a TTY; drop -t to pipe input");
+    }
+    let stream = client.run(&spec(&args)).await?;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let _raw = if args.tty && args.interactive {
+        terminal::RawMode::enable(0)
+    } else {
+        None
+    };
+
+    let (frames, mut outgoing) = mpsc::channel::<Frame>(16);
+    tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if writer.write_all(&frame.encode()).await.is_err() {
+                return;
+            }
+        }
+    });
+    if args.interactive {
+        tokio::spawn(send_stdin(frames.clone()));
+    }
+    if args.tty {
+        tokio::spawn(send_resizes(frames.clone()));
+    } else {
+        for signal_number in FORWARDED_SIGNALS {
+            tokio::spawn(forward_signal(signal_number, frames.clone()));
+        }
+    }
+
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let mut decoder = FrameDecoder::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(frame) = decoder
+            .next_frame()
+            .context("hulld sent a malformed frame")?
+        {
+            match (frame.kind, frame.channel) {
+                (FrameKind::Data, STDOUT) => {
+                    stdout.write_all(&frame.payload).await?;
+                    stdout.flush().await?;
+                }
+                (FrameKind::Data, STDERR) => {
+                    stderr.write_all(&frame.payload).await?;
+                    stderr.flush().await?;
+                }
+                (FrameKind::Event, _) => {
+                    return match frame.parse::<RunEvent>()? {
+                        RunEvent::Exited { code } => Ok(code),
+                        RunEvent::Failed { message, code } => {
+                            drop(_raw);
+                            eprintln!("hull: {message}");
+                            Ok(code)
+                        }
+                    };
+                }
+                _ => {}
+            }
+        }
+        let n = reader.read(&mut buffer).await?;
+        if n == 0 {
+            bail!("hulld closed the run stream before the process exited");
+        }
+        decoder.extend(&buffer[..n]);
+    }
+}
+
+async fn send_stdin(frames: mpsc::Sender<Frame>) {
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = vec![0u8; hull_proto::MAX_DATA_CHUNK];
+    loop {
+        match stdin.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = Bytes::copy_from_slice(&buffer[..n]);
+                if frames.send(Frame::data(STDIN, &chunk)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = frames.send(Frame::eof(STDIN)).await;
+}
+
+async fn send_resizes(frames: mpsc::Sender<Frame>) {
+    let Ok(mut winch) = signal(SignalKind::window_change()) else {
+        return;
+    };
+    while winch.recv().await.is_some() {
+        if let Some((rows, cols)) = terminal::size(1) {
+            let message = RunControlMessage::Resize { rows, cols };
+            if frames
+                .send(Frame::json(FrameKind::Event, 0, &message))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+async fn forward_signal(signal_number: i32, frames: mpsc::Sender<Frame>) {
+    let Ok(mut signals) = signal(SignalKind::from_raw(signal_number)) else {
+        return;
+    };
+    while signals.recv().await.is_some() {
+        let message = RunControlMessage::Signal {
+            signal: signal_number,
+        };
+        if frames
+            .send(Frame::json(FrameKind::Event, 0, &message))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
