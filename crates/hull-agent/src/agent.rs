@@ -1,0 +1,449 @@
+//! The control channel's server: handshake, request dispatch, stdio streams,
+//! and the reaper that turns child exits into events.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hull_proto::{
+    ContainerSpec, ErrorKind, Event, ExitStatus, Frame, FrameError, FrameKind, Hello, Request,
+    RequestError, Response, StreamId, INITIAL_WINDOW, PROTOCOL_VERSION,
+};
+
+use crate::channel::Channel;
+use crate::container::{self, Container};
+use crate::flow::{CreditWindow, InputQueue};
+use crate::process::{exit_status, Process};
+use crate::{disk, error_chain, log, pty, sys};
+
+/// How long CreateContainer waits for its disk to be hot-plugged.
+const DISK_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot duplicate the control port descriptor")]
+    Duplicate(#[source] io::Error),
+    #[error("cannot send the agent's hello")]
+    SendHello(#[source] FrameError),
+    #[error("the host closed the control channel before its hello")]
+    NoHello,
+    #[error("the host sent a {0:?} frame instead of its hello")]
+    NotHello(FrameKind),
+    #[error(
+        "the host ({software}) speaks protocol version {version}, this agent {PROTOCOL_VERSION}"
+    )]
+    VersionMismatch { version: u32, software: String },
+    #[error("cannot read the control channel")]
+    Read(#[source] FrameError),
+    #[error("cannot start the child reaper")]
+    Reaper(#[source] io::Error),
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The two kinds of stdio stream the host addresses by id.
+#[derive(Clone)]
+pub(crate) enum Stream {
+    /// Process output: the credit the host granted.
+    Output(Arc<CreditWindow>),
+    /// Process input: bytes waiting to be written.
+    Input(Arc<InputQueue>),
+}
+
+#[derive(Default)]
+pub(crate) struct ProcessTable {
+    pub by_name: HashMap<(String, String), Arc<Process>>,
+    /// Only processes not yet reaped, so a reused pid never finds a stale entry.
+    pub by_pid: HashMap<i32, Arc<Process>>,
+}
+
+pub struct Agent {
+    pub(crate) channel: Channel,
+    /// `None` while the container is being created.
+    pub(crate) containers: Mutex<HashMap<String, Option<Arc<Container>>>>,
+    /// Locked across spawn and registration, so the reaper never misses a pid.
+    pub(crate) processes: Mutex<ProcessTable>,
+    pub(crate) streams: Mutex<HashMap<StreamId, Stream>>,
+}
+
+/// Greets the host on `port` and serves it until it closes the channel.
+pub fn serve(port: File) -> Result<(), AgentError> {
+    let writer = port.try_clone().map_err(AgentError::Duplicate)?;
+    let mut reader = BufReader::new(port);
+    let channel = Channel::new(writer);
+    handshake(&channel, &mut reader)?;
+    log!("the host said hello; serving");
+    let agent = Arc::new(Agent {
+        channel,
+        containers: Mutex::default(),
+        processes: Mutex::default(),
+        streams: Mutex::default(),
+    });
+    start_reaper(agent.clone()).map_err(AgentError::Reaper)?;
+    agent.read_loop(&mut reader)
+}
+
+fn handshake(channel: &Channel, reader: &mut impl Read) -> Result<(), AgentError> {
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        software: format!("hull-agent {}", env!("CARGO_PKG_VERSION")),
+    };
+    // Blocks until the host connects: virtio-serial holds writes until then.
+    channel
+        .send_checked(&Frame::json(FrameKind::Hello, 0, &hello))
+        .map_err(AgentError::SendHello)?;
+    let frame = Frame::read_from(reader)
+        .map_err(AgentError::Read)?
+        .ok_or(AgentError::NoHello)?;
+    if frame.kind != FrameKind::Hello {
+        return Err(AgentError::NotHello(frame.kind));
+    }
+    let host: Hello = frame.parse().map_err(AgentError::Read)?;
+    if host.version != PROTOCOL_VERSION {
+        return Err(AgentError::VersionMismatch {
+            version: host.version,
+            software: host.software,
+        });
+    }
+    Ok(())
+}
+
+impl Agent {
+    fn read_loop(self: &Arc<Self>, reader: &mut impl Read) -> Result<(), AgentError> {
+        loop {
+            let Some(frame) = Frame::read_from(reader).map_err(AgentError::Read)? else {
+                return Ok(());
+            };
+            match frame.kind {
+                FrameKind::Request => self.on_request(&frame),
+                FrameKind::Data => self.on_data(frame.channel, frame.payload),
+                FrameKind::Eof => self.on_eof(frame.channel),
+                FrameKind::Credit => self.on_credit(&frame),
+                kind => log!("ignoring a {kind:?} frame from the host"),
+            }
+        }
+    }
+
+    fn on_request(self: &Arc<Self>, frame: &Frame) {
+        let id = frame.channel;
+        let request: Request = match frame.parse() {
+            Ok(request) => request,
+            Err(e) => {
+                let message = format!("malformed request: {}", error_chain(&e));
+                let error = RequestError::new(ErrorKind::InvalidRequest, message);
+                return self.channel.respond(id, &Response::Failed(error));
+            }
+        };
+        let response = match request {
+            Request::Ping => Ok(Response::Done),
+            Request::Signal {
+                container,
+                process,
+                signal,
+            } => self.signal(&container, &process, signal),
+            Request::ResizeTerminal {
+                container,
+                process,
+                rows,
+                cols,
+            } => self.resize(&container, &process, rows, cols),
+            Request::Shutdown => self.shutdown(id),
+            Request::CreateContainer(spec) => {
+                return self.in_background(id, move |agent| {
+                    let response = agent.create_container(spec);
+                    agent.channel.respond(id, &into_response(response));
+                });
+            }
+            Request::StartProcess(spec) => match self.register_streams(&spec) {
+                Ok(()) => {
+                    return self.in_background(id, move |agent| agent.start_process(id, spec));
+                }
+                Err(e) => Err(e),
+            },
+        };
+        self.channel.respond(id, &into_response(response));
+    }
+
+    /// Runs a slow request on its own thread, so the reader never blocks.
+    fn in_background(self: &Arc<Self>, id: u32, work: impl FnOnce(&Arc<Agent>) + Send + 'static) {
+        let agent = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("request-{id}"))
+            .spawn(move || work(&agent));
+        if let Err(e) = spawned {
+            let message = format!("cannot start a thread for request {id}: {e}");
+            let error = RequestError::new(ErrorKind::Internal, message);
+            self.channel.respond(id, &Response::Failed(error));
+        }
+    }
+
+    fn shutdown(&self, id: u32) -> ! {
+        log!("shutting down at the host's request");
+        sys::sync();
+        self.channel.respond(id, &Response::Done);
+        crate::boot::power_off()
+    }
+
+    fn create_container(&self, spec: ContainerSpec) -> Result<Response, RequestError> {
+        let invalid = |e: container::ContainerError| {
+            RequestError::new(ErrorKind::InvalidRequest, e.to_string())
+        };
+        container::validate_id(&spec.id).map_err(invalid)?;
+        {
+            let mut containers = lock(&self.containers);
+            if containers.contains_key(&spec.id) {
+                let message = format!("container {} already exists", spec.id);
+                return Err(RequestError::new(ErrorKind::InvalidRequest, message));
+            }
+            containers.insert(spec.id.clone(), None);
+        }
+        let created = disk::wait_for_disk(&spec.rootfs.serial, DISK_WAIT)
+            .map_err(|e| RequestError::new(ErrorKind::NotFound, e.to_string()))
+            .and_then(|disk| {
+                container::create(&spec, &disk).map_err(|e| {
+                    let message =
+                        format!("cannot create container {}: {}", spec.id, error_chain(&e));
+                    RequestError::new(ErrorKind::Internal, message)
+                })
+            });
+        let mut containers = lock(&self.containers);
+        match created {
+            Ok(container) => {
+                log!("created container {}", spec.id);
+                containers.insert(spec.id, Some(Arc::new(container)));
+                Ok(Response::Done)
+            }
+            Err(e) => {
+                containers.remove(&spec.id);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn container(&self, id: &str) -> Result<Arc<Container>, RequestError> {
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| {
+                RequestError::new(ErrorKind::NotFound, format!("no such container: {id}"))
+            })
+    }
+
+    /// A process that has not exited yet.
+    pub(crate) fn running(&self, container: &str, id: &str) -> Result<Arc<Process>, RequestError> {
+        let key = (container.to_owned(), id.to_owned());
+        lock(&self.processes)
+            .by_name
+            .get(&key)
+            .filter(|p| !p.track(|t| t.has_exited()))
+            .cloned()
+            .ok_or_else(|| {
+                let message = format!("no running process {id} in container {container}");
+                RequestError::new(ErrorKind::NotFound, message)
+            })
+    }
+
+    fn signal(&self, container: &str, id: &str, signal: i32) -> Result<Response, RequestError> {
+        let process = self.running(container, id)?;
+        sys::kill(process.pid, signal).map_err(|e| {
+            let kind = match e.raw_os_error() {
+                Some(libc::ESRCH) => ErrorKind::NotFound,
+                Some(libc::EINVAL) => ErrorKind::InvalidRequest,
+                _ => ErrorKind::Internal,
+            };
+            let message = format!("cannot send signal {signal} to process {id}: {e}");
+            RequestError::new(kind, message)
+        })?;
+        Ok(Response::Done)
+    }
+
+    fn resize(
+        &self,
+        container: &str,
+        id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<Response, RequestError> {
+        let process = self.running(container, id)?;
+        let Some(master) = &process.pty else {
+            let message = format!("process {id} has no terminal to resize");
+            return Err(RequestError::new(ErrorKind::InvalidRequest, message));
+        };
+        pty::set_size(master, rows, cols).map_err(|e| {
+            let message =
+                format!("cannot resize the terminal of process {id} to {rows}x{cols}: {e}");
+            RequestError::new(ErrorKind::Internal, message)
+        })?;
+        Ok(Response::Done)
+    }
+
+    /// Registers the process's streams before its request is handled, so
+    /// input or credit the host sends right after the request is not lost.
+    fn register_streams(&self, spec: &hull_proto::ProcessSpec) -> Result<(), RequestError> {
+        let mut wanted = vec![(spec.stdout, false)];
+        wanted.extend(spec.stderr.map(|s| (s, false)));
+        wanted.extend(spec.stdin.map(|s| (s, true)));
+        let mut streams = lock(&self.streams);
+        for (i, (id, _)) in wanted.iter().enumerate() {
+            if streams.contains_key(id) || wanted[..i].iter().any(|(other, _)| other == id) {
+                let message = format!("stream {id} is already in use");
+                return Err(RequestError::new(ErrorKind::InvalidRequest, message));
+            }
+        }
+        for (id, input) in wanted {
+            let stream = if input {
+                Stream::Input(Arc::new(InputQueue::new()))
+            } else {
+                Stream::Output(Arc::new(CreditWindow::new(INITIAL_WINDOW)))
+            };
+            streams.insert(id, stream);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stream(&self, id: StreamId) -> Option<Stream> {
+        lock(&self.streams).get(&id).cloned()
+    }
+
+    /// Forgets streams, waking whatever still waits on them.
+    pub(crate) fn unregister_streams(&self, ids: &[StreamId]) {
+        let mut streams = lock(&self.streams);
+        for id in ids {
+            match streams.remove(id) {
+                Some(Stream::Output(window)) => window.close(),
+                Some(Stream::Input(queue)) => queue.finish(),
+                None => {}
+            }
+        }
+    }
+
+    fn on_data(&self, stream: StreamId, payload: Vec<u8>) {
+        match self.stream(stream) {
+            Some(Stream::Input(queue)) => {
+                if queue.push(payload) > INITIAL_WINDOW as usize {
+                    log!("the host overran the window of input stream {stream}");
+                }
+            }
+            _ => log!("dropping data for unknown input stream {stream}"),
+        }
+    }
+
+    fn on_eof(&self, stream: StreamId) {
+        if let Some(Stream::Input(queue)) = self.stream(stream) {
+            queue.finish();
+        }
+    }
+
+    fn on_credit(&self, frame: &Frame) {
+        match frame.credit_bytes() {
+            Ok(bytes) => {
+                // Credit for a stream that just ended is normal: ignore it.
+                if let Some(Stream::Output(window)) = self.stream(frame.channel) {
+                    window.grant(bytes);
+                }
+            }
+            Err(e) => log!("ignoring a credit frame: {e}"),
+        }
+    }
+
+    /// One output stream of `process` sent its Eof.
+    pub(crate) fn output_done(&self, process: &Arc<Process>) {
+        if let Some(status) = process.track(|t| t.output_closed()) {
+            self.report_exit(process, status);
+        }
+    }
+
+    pub(crate) fn report_exit(&self, process: &Arc<Process>, status: ExitStatus) {
+        self.channel.event(&Event::ProcessExited {
+            container: process.container.clone(),
+            process: process.id.clone(),
+            status,
+        });
+        let key = (process.container.clone(), process.id.clone());
+        let mut table = lock(&self.processes);
+        if table
+            .by_name
+            .get(&key)
+            .is_some_and(|p| Arc::ptr_eq(p, process))
+        {
+            table.by_name.remove(&key);
+        }
+        drop(table);
+        self.unregister_streams(&process.streams);
+    }
+
+    fn on_reaped(&self, pid: i32, raw_status: libc::c_int) {
+        let Some(process) = lock(&self.processes).by_pid.remove(&pid) else {
+            return; // an orphan reparented to PID 1, or a process whose exec failed
+        };
+        let status = exit_status(raw_status);
+        log!(
+            "process {} of container {} (pid {pid}) exited: {status:?}",
+            process.id,
+            process.container
+        );
+        // Nobody reads the input any more: let its writer close the pipe.
+        for id in &process.streams {
+            if let Some(Stream::Input(queue)) = self.stream(*id) {
+                queue.finish();
+            }
+        }
+        if let Some(status) = process.track(|t| t.exited(status)) {
+            self.report_exit(&process, status);
+        }
+    }
+
+    fn reap_all(&self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into a local int.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            self.on_reaped(pid, status);
+        }
+    }
+}
+
+fn into_response(result: Result<Response, RequestError>) -> Response {
+    result.unwrap_or_else(Response::Failed)
+}
+
+/// SIGCHLD is blocked in every thread; a signalfd wakes the reaper instead.
+fn start_reaper(agent: Arc<Agent>) -> io::Result<()> {
+    // SAFETY: `set` is initialized by sigemptyset before use; signalfd
+    // returns a new descriptor or -1.
+    let fd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
+    };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut signals = unsafe { File::from_raw_fd(fd) };
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+            loop {
+                agent.reap_all();
+                if let Err(e) = signals.read(&mut info) {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        log!("cannot read the SIGCHLD signalfd: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}

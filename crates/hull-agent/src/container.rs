@@ -1,0 +1,317 @@
+//! Preparing a container's root filesystem: the image disk under a writable
+//! overlay, and the mounts and files a container expects (as runc makes them).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hull_proto::ContainerSpec;
+
+use crate::sys;
+
+/// Where each container's mounts live in the guest.
+pub const CONTAINERS_DIR: &str = "/run/hull/containers";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container id {0:?}: it must be a non-empty file name")]
+    InvalidId(String),
+    #[error("cannot mount {fstype} at {}", .target.display())]
+    Mount {
+        fstype: String,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create {}", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the image's {} is not a directory; cannot mount on it", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot set the hostname to {name:?}")]
+    Hostname {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A created container: its mounts are in place.
+#[derive(Debug)]
+pub struct Container {
+    pub id: String,
+    pub hostname: String,
+    pub dir: PathBuf,
+}
+
+impl Container {
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+}
+
+/// Container ids become directory names.
+pub fn validate_id(id: &str) -> Result<(), ContainerError> {
+    if id.is_empty() || id == "." || id == ".." || id.contains(['/', '\0']) {
+        return Err(ContainerError::InvalidId(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// The contents of a container's `/etc/hosts`.
+pub fn hosts_file(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// Mounts undone if creation fails half-way.
+struct Mounts(Vec<PathBuf>);
+
+impl Mounts {
+    fn mount(
+        &mut self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> Result<(), ContainerError> {
+        let fs_arg = (fstype != "bind").then_some(fstype);
+        sys::mount(source, target, fs_arg, flags, data).map_err(|source| {
+            ContainerError::Mount {
+                fstype: fstype.to_owned(),
+                target: target.to_owned(),
+                source,
+            }
+        })?;
+        self.0.push(target.to_owned());
+        Ok(())
+    }
+
+    fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = sys::umount_detach(target);
+        }
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), ContainerError> {
+    fs::create_dir_all(path).map_err(|source| ContainerError::Create {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Mounts the image `disk` read-only under a tmpfs-backed overlay and
+/// prepares the rootfs; then sets the guest's hostname.
+pub fn create(spec: &ContainerSpec, disk: &Path) -> Result<Container, ContainerError> {
+    validate_id(&spec.id)?;
+    let dir = Path::new(CONTAINERS_DIR).join(&spec.id);
+    let (image, rw, rootfs) = (dir.join("image"), dir.join("rw"), dir.join("rootfs"));
+    for path in [&image, &rw, &rootfs] {
+        create_dir(path)?;
+    }
+    let mut mounts = Mounts(Vec::new());
+    let disk = disk.to_string_lossy();
+    mounts.mount(&disk, &image, &spec.rootfs.fs_type, libc::MS_RDONLY, None)?;
+    mounts.mount("tmpfs", &rw, "tmpfs", 0, Some("mode=0755"))?;
+    let (upper, work) = (rw.join("upper"), rw.join("work"));
+    create_dir(&upper)?;
+    create_dir(&work)?;
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        image.display(),
+        upper.display(),
+        work.display()
+    );
+    mounts.mount("overlay", &rootfs, "overlay", 0, Some(&options))?;
+    prepare_rootfs(&rootfs, &mut mounts)?;
+    write_etc(&rootfs, &spec.hostname)?;
+    sys::sethostname(&spec.hostname).map_err(|source| ContainerError::Hostname {
+        name: spec.hostname.clone(),
+        source,
+    })?;
+    mounts.keep();
+    Ok(Container {
+        id: spec.id.clone(),
+        hostname: spec.hostname.clone(),
+        dir,
+    })
+}
+
+/// A directory of the rootfs to mount on. The mount happens in the agent's
+/// namespace, so a symlink planted by the image is refused, not followed.
+fn mount_point(rootfs: &Path, relative: &str) -> Result<PathBuf, ContainerError> {
+    let path = rootfs.join(relative);
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => Ok(path),
+        Ok(_) => Err(ContainerError::NotADirectory(
+            PathBuf::from("/").join(relative),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dir(&path)?;
+            Ok(path)
+        }
+        Err(source) => Err(ContainerError::Create { path, source }),
+    }
+}
+
+/// The device nodes runc gives every container, with the guest's numbers.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn prepare_rootfs(rootfs: &Path, mounts: &mut Mounts) -> Result<(), ContainerError> {
+    mount_point(rootfs, "proc")?;
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let sys_dir = mount_point(rootfs, "sys")?;
+    mounts.mount(
+        "sysfs",
+        &sys_dir,
+        "sysfs",
+        nosuid_nodev_noexec | libc::MS_RDONLY,
+        None,
+    )?;
+    let dev = mount_point(rootfs, "dev")?;
+    let dev_flags = libc::MS_NOSUID | libc::MS_STRICTATIME;
+    mounts.mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        dev_flags,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in DEVICES {
+        let node = dev.join(name);
+        let guest = Path::new("/dev").join(name);
+        let create = |source| ContainerError::Create {
+            path: node.clone(),
+            source,
+        };
+        let rdev = fs::metadata(&guest).map_err(create)?.rdev();
+        sys::mknod_char(&node, 0o666, rdev).map_err(create)?;
+        fs::set_permissions(&node, fs::Permissions::from_mode(0o666)).map_err(create)?;
+    }
+    let links = [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ];
+    for (name, target) in links {
+        let link = dev.join(name);
+        std::os::unix::fs::symlink(target, &link)
+            .map_err(|source| ContainerError::Create { path: link, source })?;
+    }
+    let pts = dev.join("pts");
+    create_dir(&pts)?;
+    mounts.mount("/dev/pts", &pts, "bind", libc::MS_BIND, None)?;
+    let shm = dev.join("shm");
+    create_dir(&shm)?;
+    let shm_options = Some("mode=1777,size=65536k");
+    mounts.mount("shm", &shm, "tmpfs", nosuid_nodev_noexec, shm_options)?;
+    Ok(())
+}
+
+/// `/etc/hostname`, `/etc/hosts`, and an empty `/etc/resolv.conf` when the
+/// image has none. Existing entries are unlinked first, so a symlink in the
+/// image never redirects the agent's writes.
+fn write_etc(rootfs: &Path, hostname: &str) -> Result<(), ContainerError> {
+    let etc = rootfs.join("etc");
+    if !fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let replace = |name: &str, contents: &str| {
+        let path = etc.join(name);
+        if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+            let _ = fs::remove_file(&path);
+        }
+        fs::write(&path, contents).map_err(|source| ContainerError::Create { path, source })
+    };
+    replace("hostname", &format!("{hostname}\n"))?;
+    replace("hosts", &hosts_file(hostname))?;
+    let resolv = etc.join("resolv.conf");
+    if !fs::symlink_metadata(&resolv).is_ok_and(|m| m.is_file()) {
+        replace("resolv.conf", "")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_are_not_plain_names_are_refused() {
+        for bad in ["", ".", "..", "a/b", "/x", "a\0b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        validate_id("c1-abc_def.2").unwrap();
+    }
+
+    #[test]
+    fn hosts_names_localhost_and_the_container() {
+        let hosts = hosts_file("web");
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"));
+        assert!(hosts.contains("::1\tlocalhost"));
+        assert!(hosts.ends_with("127.0.1.1\tweb\n"));
+    }
+
+    #[test]
+    fn etc_files_replace_symlinks_instead_of_following_them() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.path().join("etc/hosts")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", root.path().join("etc/resolv.conf")).unwrap();
+        write_etc(root.path(), "box").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        let etc = root.path().join("etc");
+        assert_eq!(fs::read_to_string(etc.join("hostname")).unwrap(), "box\n");
+        assert_eq!(
+            fs::read_to_string(etc.join("hosts")).unwrap(),
+            hosts_file("box")
+        );
+        assert_eq!(fs::read_to_string(etc.join("resolv.conf")).unwrap(), "");
+    }
+
+    #[test]
+    fn an_existing_resolv_conf_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        fs::write(root.path().join("etc/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
+        write_etc(root.path(), "box").unwrap();
+        let kept = fs::read_to_string(root.path().join("etc/resolv.conf")).unwrap();
+        assert_eq!(kept, "nameserver 1.1.1.1\n");
+    }
+
+    #[test]
+    fn an_image_without_etc_gets_no_files() {
+        let root = tempfile::tempdir().unwrap();
+        write_etc(root.path(), "box").unwrap();
+        assert!(!root.path().join("etc").exists());
+    }
+
+    #[test]
+    fn mount_points_are_created_but_symlinks_refused() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(mount_point(root.path(), "proc").unwrap().is_dir());
+        std::os::unix::fs::symlink("/", root.path().join("sys")).unwrap();
+        assert!(matches!(
+            mount_point(root.path(), "sys"),
+            Err(ContainerError::NotADirectory(_))
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! Finding a hot-plugged SCSI disk by the serial number the host gave it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How often the sysfs scan repeats while the disk has not appeared.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("no disk with serial {serial:?} appeared within {waited:?}")]
+    NotFound { serial: String, waited: Duration },
+}
+
+/// The serial of a VPD page 0x80 ("unit serial number"): a 4-byte header
+/// (its bytes 2-3 the page length, big-endian) then the serial, padded with
+/// spaces or NULs.
+pub fn parse_vpd_pg80(page: &[u8]) -> Option<String> {
+    let header = page.get(..4)?;
+    if header[1] != 0x80 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let body = page.get(4..)?;
+    let body = &body[..len.min(body.len())];
+    let text = String::from_utf8_lossy(body);
+    Some(
+        text.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .to_owned(),
+    )
+}
+
+/// The name (`sda`, …) of the SCSI disk under `sys_block` whose serial is `serial`.
+pub fn find_by_serial(sys_block: &Path, serial: &str) -> Option<String> {
+    let entries = fs::read_dir(sys_block).ok()?;
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        if !name.starts_with("sd") {
+            return None;
+        }
+        let page = fs::read(entry.path().join("device/vpd_pg80")).ok()?;
+        (parse_vpd_pg80(&page)? == serial.trim()).then_some(name)
+    })
+}
+
+/// Waits until the disk with `serial` is visible and its device node exists.
+pub fn wait_for_disk(serial: &str, timeout: Duration) -> Result<PathBuf, DiskError> {
+    let start = Instant::now();
+    loop {
+        if let Some(name) = find_by_serial(Path::new("/sys/block"), serial) {
+            let node = Path::new("/dev").join(name);
+            if node.exists() {
+                return Ok(node);
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(DiskError::NotFound {
+                serial: serial.to_owned(),
+                waited: timeout,
+            });
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(serial: &[u8]) -> Vec<u8> {
+        let mut page = vec![0, 0x80, 0, serial.len() as u8];
+        page.extend_from_slice(serial);
+        page
+    }
+
+    #[test]
+    fn serial_is_read_after_the_header_and_trimmed() {
+        assert_eq!(
+            parse_vpd_pg80(&page(b"hull-rootfs")).as_deref(),
+            Some("hull-rootfs")
+        );
+        assert_eq!(parse_vpd_pg80(&page(b"  abc \0\0")).as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn page_length_bounds_the_serial() {
+        let mut bytes = page(b"abc");
+        bytes.extend_from_slice(b"junk");
+        assert_eq!(parse_vpd_pg80(&bytes).as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn short_or_foreign_pages_have_no_serial() {
+        assert_eq!(parse_vpd_pg80(&[0, 0x80]), None);
+        assert_eq!(parse_vpd_pg80(&[0, 0x83, 0, 1, b'x']), None);
+    }
+
+    #[test]
+    fn disks_are_found_by_serial_in_sysfs() {
+        let sys = tempfile::tempdir().unwrap();
+        for (name, serial) in [
+            ("sda", &b"other"[..]),
+            ("sdb", b"hull-rootfs"),
+            ("vda", b"hull-rootfs"),
+        ] {
+            let dir = sys.path().join(name).join("device");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("vpd_pg80"), page(serial)).unwrap();
+        }
+        fs::create_dir_all(sys.path().join("sdc")).unwrap();
+        assert_eq!(
+            find_by_serial(sys.path(), "hull-rootfs").as_deref(),
+            Some("sdb")
+        );
+        assert_eq!(find_by_serial(sys.path(), "missing"), None);
+    }
+}

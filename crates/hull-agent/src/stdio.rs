@@ -1,0 +1,154 @@
+//! Moving a process's stdio over the channel, within the flow-control windows.
+
+use std::io::{self, Read, Write};
+
+use hull_proto::{Frame, MAX_DATA_CHUNK};
+
+use crate::channel::Channel;
+use crate::flow::{CreditWindow, InputQueue};
+
+/// Sends what `source` yields as `Data` frames on `stream`, never more than
+/// the host granted, then `Eof`. A pty master reads EIO once the slave side
+/// is closed: that is its end of file.
+pub fn pump_output(mut source: impl Read, stream: u32, window: &CreditWindow, channel: &Channel) {
+    let mut buf = vec![0u8; MAX_DATA_CHUNK];
+    while let Some(allowed) = window.acquire(buf.len()) {
+        match source.read(&mut buf[..allowed]) {
+            Ok(0) => break,
+            Ok(n) => {
+                window.consume(n);
+                channel.send(&Frame::data(stream, &buf[..n]));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => {
+                crate::log!("cannot read output stream {stream}: {e}");
+                break;
+            }
+        }
+    }
+    channel.send(&Frame::eof(stream));
+}
+
+/// Writes queued input to `sink`, granting the host credit for every byte
+/// taken off the queue (also when the process no longer reads). Returns at
+/// the end of input; the caller then closes the pipe (or, for a pty, not).
+pub fn pump_input(queue: &InputQueue, mut sink: impl Write, stream: u32, channel: &Channel) {
+    let mut broken = false;
+    while let Some(chunk) = queue.pop() {
+        if !broken {
+            if let Err(e) = sink.write_all(&chunk) {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    crate::log!("cannot write input stream {stream}: {e}");
+                }
+                broken = true;
+            }
+        }
+        let granted = u32::try_from(chunk.len()).expect("chunks are frame payloads");
+        channel.send(&Frame::credit(stream, granted));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hull_proto::{FrameKind, INITIAL_WINDOW};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Wire(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Wire {
+        fn frames(&self) -> Vec<Frame> {
+            let bytes = self.0.lock().unwrap().clone();
+            let mut reader = bytes.as_slice();
+            std::iter::from_fn(|| Frame::read_from(&mut reader).unwrap()).collect()
+        }
+    }
+
+    #[test]
+    fn output_is_chunked_within_credit_and_ends_with_eof() {
+        let wire = Wire::default();
+        let channel = Channel::new(wire.clone());
+        let window = CreditWindow::new(INITIAL_WINDOW);
+        let data = vec![7u8; MAX_DATA_CHUNK + 10];
+        pump_output(data.as_slice(), 3, &window, &channel);
+        let frames = wire.frames();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].payload.len(), MAX_DATA_CHUNK);
+        assert_eq!(frames[1].payload.len(), 10);
+        assert_eq!(frames[2], Frame::eof(3));
+        assert_eq!(
+            window.available(),
+            u64::from(INITIAL_WINDOW) - data.len() as u64
+        );
+    }
+
+    #[test]
+    fn output_stops_at_the_window_until_credit_arrives() {
+        let wire = Wire::default();
+        let channel = Channel::new(wire.clone());
+        let window = Arc::new(CreditWindow::new(4));
+        let pump = {
+            let (window, channel) = (window.clone(), channel.clone());
+            std::thread::spawn(move || pump_output(&b"abcdefgh"[..], 1, &window, &channel))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(wire.frames(), vec![Frame::data(1, b"abcd")]);
+        window.grant(100);
+        pump.join().unwrap();
+        let frames = wire.frames();
+        assert_eq!(frames[1], Frame::data(1, b"efgh"));
+        assert_eq!(frames[2].kind, FrameKind::Eof);
+    }
+
+    #[test]
+    fn input_is_written_and_credited_back() {
+        let wire = Wire::default();
+        let channel = Channel::new(wire.clone());
+        let queue = InputQueue::new();
+        queue.push(b"hello ".to_vec());
+        queue.push(b"world".to_vec());
+        queue.finish();
+        let mut sink = Vec::new();
+        pump_input(&queue, &mut sink, 5, &channel);
+        assert_eq!(sink, b"hello world");
+        assert_eq!(
+            wire.frames(),
+            vec![Frame::credit(5, 6), Frame::credit(5, 5)]
+        );
+    }
+
+    #[test]
+    fn input_to_a_closed_pipe_is_still_credited() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let wire = Wire::default();
+        let queue = InputQueue::new();
+        queue.push(b"abc".to_vec());
+        queue.push(b"de".to_vec());
+        queue.finish();
+        pump_input(&queue, Closed, 9, &Channel::new(wire.clone()));
+        assert_eq!(
+            wire.frames(),
+            vec![Frame::credit(9, 3), Frame::credit(9, 2)]
+        );
+    }
+}

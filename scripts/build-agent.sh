@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds hull-agent, the guest's PID 1, as a static binary and prints its path.
+#
+# Usage: scripts/build-agent.sh [--release]
+#
+# glibc's crt-static stands in for musl (this toolchain has no musl target).
+# The explicit --target keeps the flag off build scripts and proc macros,
+# which must stay dynamically linked to load into the host's cargo.
+set -euo pipefail
+
+target=x86_64-unknown-linux-gnu
+profile=debug
+args=()
+case "${1:-}" in
+    --release) profile=release; args+=(--release) ;;
+    "") ;;
+    *) echo "usage: $0 [--release]" >&2; exit 2 ;;
+esac
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build -p hull-agent --target "$target" "${args[@]}" >&2
+
+target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+binary="$target_dir/$target/$profile/hull-agent"
+
+if readelf -l "$binary" | grep -q 'INTERP'; then
+    echo "error: $binary has an ELF interpreter: it is not statically linked" >&2
+    exit 1
+fi
+echo "$binary"
