@@ -63,6 +63,9 @@ async fn main() -> Result<()> {
         memory_mib: args.memory,
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
+    let pid_file = args.root.join("hulld.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
     info!(socket = %socket.display(), root = %args.root.display(), "hulld listening");
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -73,6 +76,7 @@ async fn main() -> Result<()> {
         _ = interrupt.recv() => Ok(()),
     };
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&pid_file);
     info!("hulld stopped");
     served
 }

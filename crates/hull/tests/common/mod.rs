@@ -1,0 +1,187 @@
+//! Shared set-up of the end-to-end tests: one hulld per test binary with its
+//! own state directory, the guest kernel, and the busybox test image loaded once.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository's top directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where cargo put `hull` and `hulld`.
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_hull"))
+        .parent()
+        .expect("binaries live in a directory")
+        .to_owned()
+}
+
+/// The guest kernel: `HULL_KERNEL`, or the cached build of guest/kernel/build.sh.
+pub fn kernel() -> PathBuf {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            if let Ok(path) = std::env::var("HULL_KERNEL") {
+                return PathBuf::from(path);
+            }
+            let output = Command::new("bash")
+                .arg(repo().join("guest/kernel/build.sh"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("guest/kernel/build.sh runs");
+            assert!(output.status.success(), "building the guest kernel failed");
+            let dir = String::from_utf8(output.stdout).unwrap();
+            PathBuf::from(dir.trim()).join("vmlinux")
+        })
+        .clone()
+}
+
+/// A daemon owned by the tests, killed when the test process exits.
+pub struct Daemon {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts hulld with extra environment; waits until it answers.
+    pub fn start(env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("hull-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("root");
+        let socket = dir.path().join("hull.sock");
+        let log = std::fs::File::create(dir.path().join("hulld.log")).unwrap();
+        let mut command = Command::new(bin_dir().join("hulld"));
+        command
+            .arg("--root")
+            .arg(&root)
+            .arg("--host")
+            .arg(format!("unix://{}", socket.display()))
+            .env("HULL_KERNEL", kernel())
+            .env("HULL_LOG", "info,hull_runtime=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // The daemon must not outlive the tests. PR_SET_PDEATHSIG follows the
+        // spawning thread, so spawn from a thread that lives as long as the process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: prctl is async-signal-safe and touches no memory.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            tx.send(command.spawn().expect("hulld starts")).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        let _child = rx.recv().unwrap();
+        let daemon = Daemon {
+            root,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemon.hull(&["images", "-q"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "hulld did not start: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.parent().unwrap().join("hulld.log")).unwrap_or_default()
+    }
+
+    /// A `hull` command aimed at this daemon.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
+        command
+            .args(args)
+            .env("HULL_HOST", format!("unix://{}", self.socket.display()))
+            .env("HULL_ROOT", &self.root)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn hull(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("hull runs")
+    }
+
+    /// Runs hull with `input` on its stdin.
+    pub fn hull_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hull runs");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// The daemon shared by the tests of one test binary, with busybox loaded.
+pub fn daemon() -> &'static Daemon {
+    static DAEMON: OnceLock<Daemon> = OnceLock::new();
+    DAEMON.get_or_init(|| {
+        let daemon = Daemon::start(&[]);
+        let archive = busybox_archive();
+        let loaded = daemon.hull(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(loaded.status.success(), "{}", text(&loaded.stderr));
+        daemon
+    })
+}
+
+/// The busybox docker-archive built by scripts/busybox-image.sh.
+pub fn busybox_archive() -> PathBuf {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("hull-e2e-images-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let archive = dir.join("busybox.tar");
+            let status = Command::new("sh")
+                .arg(repo().join("scripts/busybox-image.sh"))
+                .arg(&archive)
+                .status()
+                .expect("scripts/busybox-image.sh runs");
+            assert!(status.success(), "building the busybox image failed");
+            archive
+        })
+        .clone()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn stdout_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}

@@ -1,0 +1,309 @@
+//! `hull run` end to end: real VMs under QEMU, the real agent, real images.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{daemon, stdout_of, text, Daemon};
+
+#[test]
+fn loaded_images_are_listed() {
+    let output = daemon().hull(&["images"]);
+    let listing = stdout_of(&output);
+    let mut lines = listing.lines();
+    let header = lines.next().unwrap();
+    for column in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = lines
+        .find(|l| l.starts_with("busybox "))
+        .expect("busybox listed");
+    assert!(row.contains("latest"), "{row}");
+}
+
+#[test]
+fn echo_prints_from_inside_a_vm() {
+    let output = daemon().hull(&["run", "--rm", "busybox:latest", "echo", "hello"]);
+    assert_eq!(stdout_of(&output), "hello\n");
+}
+
+#[test]
+fn the_exit_code_of_the_process_is_returned() {
+    let output = daemon().hull(&["run", "--rm", "busybox", "sh", "-c", "exit 7"]);
+    assert_eq!(output.status.code(), Some(7), "{}", text(&output.stderr));
+}
+
+#[test]
+fn a_process_killed_by_a_signal_exits_128_plus_n() {
+    // The container's PID 1 ignores signals sent from inside its namespace (as
+    // in docker), but not the kernel's SIGKILL at the CPU-time hard limit.
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "ulimit -t 1; while :; do :; done",
+    ]);
+    assert_eq!(output.status.code(), Some(137), "{}", text(&output.stderr));
+}
+
+#[test]
+fn stdin_reaches_the_process() {
+    let output = daemon().hull_with_input(&["run", "--rm", "-i", "busybox", "cat"], b"data\n");
+    assert_eq!(stdout_of(&output), "data\n");
+}
+
+#[test]
+fn large_input_and_output_stream_through_flow_control() {
+    // More than the 256 KiB window in both directions.
+    let input: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let output = daemon().hull_with_input(&["run", "--rm", "-i", "busybox", "cat"], &input);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(output.stdout.len(), input.len());
+    assert!(output.stdout == input, "output differs from input");
+}
+
+#[test]
+fn stdout_and_stderr_stay_separate() {
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(stdout_of(&output), "out\n");
+    assert_eq!(text(&output.stderr), "err\n");
+}
+
+#[test]
+fn env_workdir_and_user_options_apply() {
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(id -u) $(id -g)",
+    ]);
+    assert_eq!(stdout_of(&output), "1 /tmp 1000 1000\n");
+}
+
+#[test]
+fn a_user_name_is_resolved_from_the_image_passwd() {
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "-u",
+        "hull",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; echo $HOME",
+    ]);
+    assert_eq!(stdout_of(&output), "1000\n/home/hull\n");
+}
+
+#[test]
+fn the_kernel_is_the_guest_kernel_not_the_hosts() {
+    let output = daemon().hull(&["run", "--rm", "busybox", "uname", "-r"]);
+    let guest = stdout_of(&output);
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(guest.trim(), host.trim());
+    assert!(guest.starts_with("6.1."), "{guest}");
+}
+
+#[test]
+fn the_container_process_is_pid_1_of_its_own_namespace() {
+    let output = daemon().hull(&["run", "--rm", "busybox", "sh", "-c", "echo $$; hostname"]);
+    let out = stdout_of(&output);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("1"));
+    assert_eq!(
+        lines.next().map(str::len),
+        Some(12),
+        "hostname is the short id: {out}"
+    );
+}
+
+#[test]
+fn the_image_command_runs_when_none_is_given() {
+    // busybox's Cmd is `sh`, which reads the script from stdin.
+    let output = daemon().hull_with_input(&["run", "--rm", "-i", "busybox"], b"echo from-cmd\n");
+    assert_eq!(stdout_of(&output), "from-cmd\n");
+}
+
+#[test]
+fn entrypoint_override_replaces_the_command() {
+    let output = daemon().hull(&["run", "--rm", "--entrypoint", "echo", "busybox", "a", "b"]);
+    assert_eq!(stdout_of(&output), "a b\n");
+}
+
+#[test]
+fn a_missing_command_exits_127_like_docker() {
+    let output = daemon().hull(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(output.status.code(), Some(127));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("no-such-command"), "{stderr}");
+    assert!(stderr.contains("executable file not found"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_image_is_a_clear_error() {
+    let output = daemon().hull(&["run", "--rm", "nosuchimage", "true"]);
+    assert_eq!(output.status.code(), Some(125));
+    assert!(
+        text(&output.stderr).contains("no such image: nosuchimage"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn a_tty_gives_the_process_a_terminal() {
+    let output = daemon().hull(&["run", "--rm", "-t", "busybox", "tty"]);
+    let out = stdout_of(&output);
+    assert!(out.starts_with("/dev/pts/"), "{out:?}");
+    assert!(
+        out.ends_with("\r\n"),
+        "a terminal translates newlines: {out:?}"
+    );
+}
+
+#[test]
+fn sigterm_to_hull_run_reaches_the_process() {
+    let mut child = daemon()
+        .command(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-term\n");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+#[test]
+fn a_vm_that_dies_mid_run_is_reported_and_cleaned_up() {
+    // A daemon of its own, so the one VM directory is this run's.
+    let daemon = Daemon::start(&[]);
+    let archive = common::busybox_archive();
+    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+    let mut child = daemon
+        .command(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; sleep 600",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+
+    let vms = daemon.root.join("vms");
+    let dirs: Vec<_> = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let pgrep = std::process::Command::new("pgrep")
+        .args(["-f", &dirs[0].display().to_string()])
+        .output()
+        .unwrap();
+    let pids = text(&pgrep.stdout);
+    assert!(
+        !pids.trim().is_empty(),
+        "no QEMU runs for {}",
+        dirs[0].display()
+    );
+    for pid in pids.split_whitespace() {
+        let status = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("stopped unexpectedly"), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dirs[0].exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the dead VM's directory was left behind"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_missing_kernel_is_named_in_the_error() {
+    let daemon = Daemon::start(&[("HULL_KERNEL", "/nonexistent/vmlinux")]);
+    let archive = common::busybox_archive();
+    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+    let output = daemon.hull(&["run", "--rm", "busybox", "true"]);
+    assert_eq!(output.status.code(), Some(125));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("/nonexistent/vmlinux"), "{stderr}");
+}
+
+#[test]
+fn hull_starts_a_daemon_when_none_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let socket = dir.path().join("hull.sock");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hull"))
+        .args(["images", "-q"])
+        .env("HULL_HOST", format!("unix://{}", socket.display()))
+        .env("HULL_ROOT", &root)
+        .env("HULL_KERNEL", common::kernel())
+        .output()
+        .unwrap();
+    let pid = std::fs::read_to_string(root.join("hulld.pid")).unwrap_or_default();
+    if let Ok(pid) = pid.trim().parse::<i32>() {
+        // SAFETY: stopping the daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        pid.trim().parse::<i32>().is_ok(),
+        "no hulld.pid was written"
+    );
+    assert!(text(&output.stdout).trim().is_empty());
+}

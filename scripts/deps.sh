@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what Hull needs to build and run on Debian: QEMU, the kernel source
+# and its build tools, erofs-utils, busybox-static for the test image, and
+# runc for the benchmark's reference. Skips apt entirely when all is present.
+set -euo pipefail
+
+packages=(
+  qemu-system-x86 linux-source erofs-utils busybox-static runc cpio
+  build-essential flex bison bc libelf-dev libssl-dev xz-utils procps bsdutils
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found: install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
