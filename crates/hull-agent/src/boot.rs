@@ -59,15 +59,27 @@ pub fn power_off() -> ! {
     // Console output still queued in the tty layer is lost at power off.
     // SAFETY: tcdrain only takes a descriptor number.
     unsafe { libc::tcdrain(2) };
-    if std::process::id() == 1 {
-        // SAFETY: reboot only takes an integer command; it returns only on failure.
-        unsafe { libc::reboot(libc::RB_POWER_OFF) };
-        crate::log!("power off failed: {}; halting", io::Error::last_os_error());
-        loop {
-            std::thread::park();
-        }
+    if std::process::id() != 1 {
+        std::process::exit(1);
     }
-    std::process::exit(1)
+    // Without working ACPI the kernel turns power off into a halt, which
+    // leaves QEMU running; a reset ends QEMU too when it runs with -no-reboot.
+    let command = if acpi_works() {
+        libc::RB_POWER_OFF
+    } else {
+        libc::RB_AUTOBOOT
+    };
+    // SAFETY: reboot only takes an integer command; it returns only on failure.
+    unsafe { libc::reboot(command) };
+    crate::log!("power off failed: {}; halting", io::Error::last_os_error());
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The kernel enumerated ACPI devices, so it can power the machine off.
+fn acpi_works() -> bool {
+    fs::read_dir("/sys/bus/acpi/devices").is_ok_and(|mut entries| entries.next().is_some())
 }
 
 /// Everything PID 1 needs before serving: a pivotable root, /proc, /sys,
