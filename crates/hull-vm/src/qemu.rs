@@ -3,8 +3,8 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::net::UnixStream;
@@ -24,8 +24,14 @@ pub enum QemuError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot create the VM's socket {}", .path.display())]
+    #[error("cannot create the VM's {what} socket")]
     Socket {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create the QEMU log {}", .path.display())]
+    Log {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -56,7 +62,7 @@ impl Qemu {
         }
     }
 
-    /// The command line for one VM, without the sockets' file descriptors.
+    /// The command line for one VM whose sockets QEMU inherits as `control_fd` and `qmp_fd`.
     pub fn args(&self, config: &VmConfig, control_fd: RawFd, qmp_fd: RawFd) -> Vec<String> {
         let console = config.run_dir.join("console.log");
         // Without ACPI there is no poweroff: the agent reboots instead, which a
@@ -101,13 +107,13 @@ impl Qemu {
             "-serial".into(),
             format!("file:{}", console.display()),
             "-chardev".into(),
-            format!("socket,id=qmp,fd={qmp_fd},server=on,wait=off"),
+            format!("socket,id=qmp,fd={qmp_fd}"),
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
             "-device".into(),
             "virtio-serial-device".into(),
             "-chardev".into(),
-            format!("socket,id=ctl,fd={control_fd},server=on,wait=off"),
+            format!("socket,id=ctl,fd={control_fd}"),
             "-device".into(),
             format!(
                 "virtserialport,chardev=ctl,name={}",
@@ -138,12 +144,15 @@ impl Qemu {
     }
 }
 
-fn listen(path: &Path) -> Result<UnixListener, QemuError> {
-    let _ = fs::remove_file(path);
-    UnixListener::bind(path).map_err(|source| QemuError::Socket {
-        path: path.to_owned(),
-        source,
-    })
+/// A connected socket pair: QEMU inherits one end, the host keeps the other.
+/// No path on disk, so nothing to race for, clean up or outgrow `sun_path`.
+fn socket_pair(what: &'static str) -> Result<(UnixStream, StdUnixStream), QemuError> {
+    let (host, guest) =
+        StdUnixStream::pair().map_err(|source| QemuError::Socket { what, source })?;
+    host.set_nonblocking(true)
+        .map_err(|source| QemuError::Socket { what, source })?;
+    let host = UnixStream::from_std(host).map_err(|source| QemuError::Socket { what, source })?;
+    Ok((host, guest))
 }
 
 impl Hypervisor for Qemu {
@@ -151,18 +160,14 @@ impl Hypervisor for Qemu {
     type Error = QemuError;
 
     async fn start(&self, config: VmConfig) -> Result<QemuVm, QemuError> {
-        // QEMU inherits listening sockets already bound, so the host can
-        // connect at once instead of polling for QEMU to create them.
-        let control_path = config.run_dir.join("control.sock");
-        let qmp_path = config.run_dir.join("qmp.sock");
-        let control_listener = listen(&control_path)?;
-        let qmp_listener = listen(&qmp_path)?;
-        let inherited = [control_listener.as_raw_fd(), qmp_listener.as_raw_fd()];
+        let (control, control_for_qemu) = socket_pair("control channel")?;
+        let (qmp_stream, qmp_for_qemu) = socket_pair("QMP")?;
+        let inherited = [control_for_qemu.as_raw_fd(), qmp_for_qemu.as_raw_fd()];
         let args = self.args(&config, inherited[0], inherited[1]);
         debug!(vm = %config.id, ?args, "starting QEMU");
 
         let log_path = config.run_dir.join("qemu.log");
-        let log = fs::File::create(&log_path).map_err(|source| QemuError::Socket {
+        let log = fs::File::create(&log_path).map_err(|source| QemuError::Log {
             path: log_path.clone(),
             source,
         })?;
@@ -203,9 +208,7 @@ impl Hypervisor for Qemu {
             }
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
-        let control = UnixStream::connect(&control_path).await;
-        let qmp_stream = UnixStream::connect(&qmp_path).await;
-        drop((control_listener, qmp_listener));
+        drop((control_for_qemu, qmp_for_qemu));
 
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
@@ -231,10 +234,6 @@ impl Hypervisor for Qemu {
             qmp: None,
             exit: exit_rx,
             run_dir: config.run_dir.clone(),
-        };
-        let (control, qmp_stream) = match (control, qmp_stream) {
-            (Ok(c), Ok(q)) => (c, q),
-            _ => return Err(vm.early_exit().await),
         };
         let mut exited = vm.exit.clone();
         let qmp = tokio::select! {
@@ -355,8 +354,8 @@ mod tests {
         let args = qemu().args(&config, 7, 8).join(" ");
         assert!(args.contains("-accel tcg -cpu max"));
         assert!(args.contains("-smp 2 -m 128M"));
-        assert!(args.contains("socket,id=ctl,fd=7,server=on"));
-        assert!(args.contains("socket,id=qmp,fd=8,server=on"));
+        assert!(args.contains("socket,id=ctl,fd=7 "));
+        assert!(args.contains("socket,id=qmp,fd=8 "));
         assert!(args.contains("virtserialport,chardev=ctl,name=hull.ctl"));
         assert!(args.contains("filename=/images/a.erofs,node-name=rootfs,read-only=on"));
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=rootfs,serial=hull-rootfs"));

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Benchmark: start-to-exit time of `hull run --rm busybox true` (cold boot)
+# against, in the same run, `runc run` of the same rootfs (the reference for a
+# container start) and a raw QEMU boot of the same kernel to a trivial init
+# (the floor for any VM). Prints medians and ratios.
+#
+#   scripts/bench-run.sh            RUNS=20 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${RUNS:-20}"
+
+scripts/deps.sh
+command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >&2
+command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >&2
+cargo build --release --locked -q -p hull -p hulld
+agent=$(scripts/build-agent.sh --release)
+kernel="$(guest/kernel/build.sh)/vmlinux"
+
+work=$(mktemp -d /tmp/hull-bench.XXXXXX)
+daemon_pid=""
+cleanup() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The image, and its rootfs unpacked for runc.
+scripts/busybox-image.sh "$work/busybox.tar" >/dev/null
+mkdir -p "$work/archive" "$work/bundle/rootfs"
+tar -xf "$work/busybox.tar" -C "$work/archive"
+for layer in $(jq -r '.[0].Layers[]' "$work/archive/manifest.json"); do
+  tar -xf "$work/archive/$layer" -C "$work/bundle/rootfs"
+done
+(cd "$work/bundle" && runc spec)
+jq '.process.args = ["true"] | .process.terminal = false' "$work/bundle/config.json" >"$work/bundle/config.tmp"
+mv "$work/bundle/config.tmp" "$work/bundle/config.json"
+
+# The floor: the same microvm and kernel, an init that exits at once.
+mkdir -p "$work/floor/dev"
+cp /bin/busybox "$work/floor/busybox"
+printf '#!/busybox sh\n/busybox reboot -f\n' >"$work/floor/init"
+chmod +x "$work/floor/init"
+mknod "$work/floor/dev/console" c 5 1
+(cd "$work/floor" && find . | cpio -o -H newc --quiet) >"$work/floor.cpio"
+accel=tcg
+if [ -w /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ]; then accel=kvm; fi
+cat >"$work/floor.sh" <<FLOOR
+exec qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off \\
+  -accel $accel -cpu max -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot \\
+  -kernel $kernel -initrd $work/floor.cpio -append "console=ttyS0 quiet panic=-1 reboot=t" \\
+  -serial null </dev/null
+FLOOR
+
+# Hull: a daemon of its own; one warm-up run builds the erofs image and initramfs.
+export HULL_ROOT="$work/root" HULL_HOST="unix://$work/hull.sock"
+target/release/hulld --kernel "$kernel" --agent "$agent" --accel "$accel" 2>"$work/hulld.log" &
+daemon_pid=$!
+target/release/hull load -q -i "$work/busybox.tar"
+target/release/hull run --rm busybox true
+
+echo "accelerator: $accel; $runs runs each" >&2
+hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/results.json" \
+  -n "runc run (reference)" "runc run -b $work/bundle hull-bench" \
+  -n "raw QEMU boot to trivial init (floor)" "bash $work/floor.sh" \
+  -n "hull run --rm busybox true (cold boot)" "target/release/hull run --rm busybox true" >&2
+
+echo
+jq -r '
+  (.results[0].median) as $runc |
+  (.results[1].median) as $floor |
+  .results[] |
+  "\(.command | .[0:42] | . + " " * (42 - length)) median \(.median * 1000 | floor) ms   \(.median / $runc * 10 | floor / 10)x runc   \(.median / $floor * 100 | floor / 100)x floor"
+' "$work/results.json"
