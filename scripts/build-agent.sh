@@ -11,8 +11,10 @@ set -euo pipefail
 target=x86_64-unknown-linux-gnu
 profile=debug
 args=()
+flags="-C target-feature=+crt-static"
 case "${1:-}" in
-    --release) profile=release; args+=(--release) ;;
+    # Symbols are dead weight in every initramfs; panics still name file and line.
+    --release) profile=release; args+=(--release); flags+=" -C strip=symbols" ;;
     "") ;;
     *) echo "usage: $0 [--release]" >&2; exit 2 ;;
 esac
@@ -20,7 +22,7 @@ esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+RUSTFLAGS="${RUSTFLAGS:-} $flags" \
     cargo build -p hull-agent --target "$target" "${args[@]}" >&2
 
 target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"

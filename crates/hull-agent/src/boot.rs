@@ -45,6 +45,17 @@ pub fn block_sigchld() -> Result<(), BootError> {
     Ok(())
 }
 
+/// Time since the kernel started, for boot-speed figures in the log.
+pub fn since_boot() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 /// A panic anywhere must not leave a VM that never answers: log and power off.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {

@@ -19,6 +19,8 @@ pub mod spawn;
 mod start;
 pub mod stdio;
 pub mod sys;
+#[cfg(test)]
+mod testutil;
 pub mod user;
 
 /// Logs a line to stderr, which is the guest console (ttyS0).

@@ -14,6 +14,11 @@ fn main() {
         log!("{}", error_chain(&e));
     }
     boot::install_panic_hook();
+    log!(
+        "hull-agent {} starting ({:?} after boot)",
+        env!("CARGO_PKG_VERSION"),
+        boot::since_boot()
+    );
     if let Err(e) = run() {
         log!("{}", error_chain(e.as_ref()));
     }

@@ -52,29 +52,9 @@ pub fn pump_input(queue: &InputQueue, mut sink: impl Write, stream: u32, channel
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Wire;
     use hull_proto::{FrameKind, INITIAL_WINDOW};
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Wire(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Wire {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Wire {
-        fn frames(&self) -> Vec<Frame> {
-            let bytes = self.0.lock().unwrap().clone();
-            let mut reader = bytes.as_slice();
-            std::iter::from_fn(|| Frame::read_from(&mut reader).unwrap()).collect()
-        }
-    }
+    use std::sync::Arc;
 
     #[test]
     fn output_is_chunked_within_credit_and_ends_with_eof() {
