@@ -90,6 +90,18 @@ mod tests {
         assert_eq!(parse_vpd_pg80(&bytes).as_deref(), Some("abc"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_page_parses_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = parse_vpd_pg80(&bytes);
+        }
+
+        #[test]
+        fn printable_serials_round_trip(serial in "[!-~]{1,36}") {
+            proptest::prop_assert_eq!(parse_vpd_pg80(&page(serial.as_bytes())), Some(serial));
+        }
+    }
+
     #[test]
     fn short_or_foreign_pages_have_no_serial() {
         assert_eq!(parse_vpd_pg80(&[0, 0x80]), None);

@@ -251,6 +251,23 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_files_and_specs_never_panic(
+            passwd in "[a-z0-9:#\n/,]{0,200}",
+            group in "[a-z0-9:#\n,]{0,200}",
+            spec in "[a-z0-9:]{0,20}",
+        ) {
+            let _ = resolve(&spec, &parse_passwd(&passwd), &parse_group(&group));
+        }
+
+        #[test]
+        fn numeric_specs_resolve_to_their_ids(uid in 0u32..=MAX_ID, gid in 0u32..=MAX_ID) {
+            let user = resolve(&format!("{uid}:{gid}"), &[], &[]).unwrap();
+            proptest::prop_assert_eq!((user.uid, user.gid), (uid, gid));
+        }
+    }
+
     #[test]
     fn ids_past_int32_are_rejected() {
         assert!(matches!(
