@@ -15,6 +15,7 @@ pub mod port;
 pub mod procenv;
 pub mod process;
 pub mod pty;
+mod reaper;
 pub mod spawn;
 mod start;
 pub mod stdio;
