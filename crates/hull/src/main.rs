@@ -57,6 +57,9 @@ fn main() -> ExitCode {
             Command::Info => info::show(&client).await.map(|()| 0),
         }
     });
+    // A task may be blocked reading stdin, which would hold up a normal
+    // shutdown until the user typed something.
+    runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
         Err(err) => {

@@ -307,3 +307,89 @@ fn hull_starts_a_daemon_when_none_is_running() {
     );
     assert!(text(&output.stdout).trim().is_empty());
 }
+
+/// An image whose config sets every field `hull run` honours.
+fn configured_image() -> &'static str {
+    static LOADED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    LOADED.get_or_init(|| {
+        let archive = common::derived_archive("configured:v1", |config| {
+            config["Entrypoint"] = serde_json::json!(["/bin/sh", "-c"]);
+            config["Cmd"] = serde_json::json!(["echo $GREETING $(pwd) $(id -un) $(id -u)"]);
+            config["Env"] = serde_json::json!([
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "GREETING=from-image"
+            ]);
+            config["WorkingDir"] = serde_json::json!("/home/hull");
+            config["User"] = serde_json::json!("hull");
+        });
+        stdout_of(&daemon().hull(&["load", "-i", archive.to_str().unwrap()]));
+    });
+    "configured:v1"
+}
+
+#[test]
+fn the_image_config_is_honoured() {
+    let output = daemon().hull(&["run", "--rm", configured_image()]);
+    assert_eq!(stdout_of(&output), "from-image /home/hull hull 1000\n");
+}
+
+#[test]
+fn a_command_replaces_the_image_cmd_and_keeps_its_entrypoint() {
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=overridden",
+        configured_image(),
+        "echo $GREETING",
+    ]);
+    assert_eq!(stdout_of(&output), "overridden\n");
+}
+
+#[test]
+fn options_override_the_image_workdir_and_user() {
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "-w",
+        "/tmp",
+        "-u",
+        "root",
+        configured_image(),
+    ]);
+    assert_eq!(stdout_of(&output), "from-image /tmp root 0\n");
+}
+
+#[test]
+fn an_interactive_tty_carries_ctrl_c_to_the_process() {
+    use std::io::{Read, Write};
+    // `script` gives hull a real terminal on a pty, as a user's shell would.
+    let hull = env!("CARGO_BIN_EXE_hull");
+    let inner = format!(
+        "{hull} run --rm -it busybox sh -c 'trap \"echo caught-int; exit 5\" INT; echo ready; while true; do sleep 0.1; done'"
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &inner, "/dev/null"])
+        .env("HULL_HOST", format!("unix://{}", daemon().socket.display()))
+        .env("HULL_ROOT", &daemon().root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 1024];
+    while !seen.contains("ready") {
+        let n = stdout.read(&mut buffer).unwrap();
+        assert!(n > 0, "the shell ended before it was ready: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    stdout.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert!(seen.contains("caught-int"), "{seen:?}");
+    assert_eq!(status.code(), Some(5), "{seen:?}");
+}

@@ -83,19 +83,20 @@ impl Daemon {
                     Ok(())
                 });
             }
-            tx.send(command.spawn().expect("hulld starts")).unwrap();
-            loop {
-                std::thread::park();
-            }
+            let mut child = command.spawn().expect("hulld starts");
+            tx.send(()).unwrap();
+            // Waiting keeps this thread alive for as long as hulld, and reaps it.
+            let _ = child.wait();
         });
-        let _child = rx.recv().unwrap();
+        rx.recv().unwrap();
         let daemon = Daemon {
             root,
             socket,
             _dir: dir,
         };
+        // Poll the socket itself: `hull` would start a daemon of its own.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !daemon.hull(&["images", "-q"]).status.success() {
+        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "hulld did not start: {}",
@@ -159,12 +160,16 @@ pub fn busybox_archive() -> PathBuf {
             let dir = std::env::temp_dir().join(format!("hull-e2e-images-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let archive = dir.join("busybox.tar");
-            let status = Command::new("sh")
+            let output = Command::new("sh")
                 .arg(repo().join("scripts/busybox-image.sh"))
                 .arg(&archive)
-                .status()
+                .output()
                 .expect("scripts/busybox-image.sh runs");
-            assert!(status.success(), "building the busybox image failed");
+            assert!(
+                output.status.success(),
+                "building the busybox image failed: {}",
+                text(&output.stderr)
+            );
             archive
         })
         .clone()
@@ -184,4 +189,61 @@ pub fn stdout_of(output: &Output) -> String {
         text(&output.stderr)
     );
     text(&output.stdout)
+}
+
+/// A docker-archive made from the busybox one: the same layers, its config
+/// changed by `edit`, tagged `tag`.
+pub fn derived_archive(tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let source = busybox_archive();
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&source).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            files.insert(path, data);
+        }
+    }
+    let mut manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config_name = manifest[0]["Config"].as_str().unwrap().to_string();
+    let mut config: serde_json::Value = serde_json::from_slice(&files[&config_name]).unwrap();
+    edit(&mut config["config"]);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let new_config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
+    files.remove(&config_name);
+    files.insert(new_config_name.clone(), config_bytes);
+    manifest[0]["Config"] = new_config_name.into();
+    manifest[0]["RepoTags"] = serde_json::json!([tag]);
+    files.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    );
+
+    let out = source.with_file_name(format!("{}.tar", tag.replace([':', '/'], "_")));
+    write_tar(
+        &out,
+        files
+            .iter()
+            .map(|(name, data)| (name.as_str(), data.as_slice())),
+    );
+    out
+}
+
+/// Writes a tar of regular files, names taken as they are (even `../x`).
+pub fn write_tar<'a>(out: &Path, files: impl Iterator<Item = (&'a str, &'a [u8])>) {
+    let mut builder = tar::Builder::new(std::fs::File::create(out).unwrap());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        let field = &mut header.as_gnu_mut().unwrap().name;
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    builder.finish().unwrap();
 }
