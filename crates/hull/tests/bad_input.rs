@@ -87,9 +87,7 @@ fn a_layer_escaping_the_rootfs_writes_nothing_outside() {
 
 #[test]
 fn a_missing_qemu_is_named_with_what_to_install() {
-    let daemon = Daemon::start(&[("HULL_QEMU", "/nonexistent/qemu-system-x86_64")]);
-    let archive = common::busybox_archive();
-    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+    let daemon = common::loaded_daemon(&[("HULL_QEMU", "/nonexistent/qemu-system-x86_64")]);
     let output = daemon.hull(&["run", "--rm", "busybox", "true"]);
     assert_eq!(output.status.code(), Some(125));
     let stderr = text(&output.stderr);

@@ -2,42 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{stdout_of, text, Daemon};
-
-fn loaded_daemon() -> Daemon {
-    let daemon = Daemon::start(&[]);
-    let archive = common::busybox_archive();
-    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
-    daemon
-}
-
-/// Starts a long run and returns once its process printed.
-fn start_long_run(daemon: &Daemon) -> Child {
-    let mut child = daemon
-        .command(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "echo started; sleep 600",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "started\n");
-    child
-}
+use common::text;
 
 fn qemus_under(root: &Path) -> String {
     let output = Command::new("pgrep")
@@ -57,8 +26,8 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn killing_the_client_stops_its_vm() {
-    let daemon = loaded_daemon();
-    let mut child = start_long_run(&daemon);
+    let daemon = common::loaded_daemon(&[]);
+    let mut child = common::start_long_run(&daemon);
     assert!(!qemus_under(&daemon.root).is_empty(), "the run has a QEMU");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -71,8 +40,8 @@ fn killing_the_client_stops_its_vm() {
 
 #[test]
 fn killing_hulld_stops_its_vms() {
-    let daemon = loaded_daemon();
-    let mut child = start_long_run(&daemon);
+    let daemon = common::loaded_daemon(&[]);
+    let mut child = common::start_long_run(&daemon);
     assert!(!qemus_under(&daemon.root).is_empty(), "the run has a QEMU");
     let pid = std::fs::read_to_string(daemon.root.join("hulld.pid")).unwrap();
     let status = Command::new("kill")
@@ -84,4 +53,50 @@ fn killing_hulld_stops_its_vms() {
     // The client learns that its run ended.
     let status = child.wait().unwrap();
     assert!(!status.success());
+}
+
+#[test]
+fn a_vm_that_dies_mid_run_is_reported_and_cleaned_up() {
+    // A daemon of its own, so the one VM directory is this run's.
+    let daemon = common::loaded_daemon(&[]);
+    let mut child = common::start_long_run(&daemon);
+
+    let vms = daemon.root.join("vms");
+    let dirs: Vec<_> = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let pgrep = std::process::Command::new("pgrep")
+        .args(["-f", &dirs[0].display().to_string()])
+        .output()
+        .unwrap();
+    let pids = text(&pgrep.stdout);
+    assert!(
+        !pids.trim().is_empty(),
+        "no QEMU runs for {}",
+        dirs[0].display()
+    );
+    for pid in pids.split_whitespace() {
+        let status = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("stopped unexpectedly"), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dirs[0].exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the dead VM's directory was left behind"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

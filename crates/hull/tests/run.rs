@@ -2,11 +2,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use common::{daemon, stdout_of, text, Daemon};
+use common::{daemon, stdout_of, text};
 
 #[test]
 fn loaded_images_are_listed() {
@@ -182,23 +181,12 @@ fn a_tty_gives_the_process_a_terminal() {
 
 #[test]
 fn sigterm_to_hull_run_reaches_the_process() {
-    let mut child = daemon()
-        .command(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut stdout) = common::start_run(
+        daemon(),
+        "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        "ready",
+    );
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
     let pid = i32::try_from(child.id()).unwrap();
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -209,74 +197,8 @@ fn sigterm_to_hull_run_reaches_the_process() {
 }
 
 #[test]
-fn a_vm_that_dies_mid_run_is_reported_and_cleaned_up() {
-    // A daemon of its own, so the one VM directory is this run's.
-    let daemon = Daemon::start(&[]);
-    let archive = common::busybox_archive();
-    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
-    let mut child = daemon
-        .command(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "echo started; sleep 600",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
-
-    let vms = daemon.root.join("vms");
-    let dirs: Vec<_> = std::fs::read_dir(&vms)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    let pgrep = std::process::Command::new("pgrep")
-        .args(["-f", &dirs[0].display().to_string()])
-        .output()
-        .unwrap();
-    let pids = text(&pgrep.stdout);
-    assert!(
-        !pids.trim().is_empty(),
-        "no QEMU runs for {}",
-        dirs[0].display()
-    );
-    for pid in pids.split_whitespace() {
-        let status = std::process::Command::new("kill")
-            .args(["-9", pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(125), "{stderr}");
-    assert!(stderr.contains("stopped unexpectedly"), "{stderr}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dirs[0].exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the dead VM's directory was left behind"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[test]
 fn a_missing_kernel_is_named_in_the_error() {
-    let daemon = Daemon::start(&[("HULL_KERNEL", "/nonexistent/vmlinux")]);
-    let archive = common::busybox_archive();
-    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+    let daemon = common::loaded_daemon(&[("HULL_KERNEL", "/nonexistent/vmlinux")]);
     let output = daemon.hull(&["run", "--rm", "busybox", "true"]);
     assert_eq!(output.status.code(), Some(125));
     let stderr = text(&output.stderr);

@@ -143,13 +143,44 @@ impl Daemon {
 /// The daemon shared by the tests of one test binary, with busybox loaded.
 pub fn daemon() -> &'static Daemon {
     static DAEMON: OnceLock<Daemon> = OnceLock::new();
-    DAEMON.get_or_init(|| {
-        let daemon = Daemon::start(&[]);
-        let archive = busybox_archive();
-        let loaded = daemon.hull(&["load", "-i", archive.to_str().unwrap()]);
-        assert!(loaded.status.success(), "{}", text(&loaded.stderr));
-        daemon
-    })
+    DAEMON.get_or_init(|| loaded_daemon(&[]))
+}
+
+/// A daemon of the caller's own, with busybox loaded.
+pub fn loaded_daemon(env: &[(&str, &str)]) -> Daemon {
+    let daemon = Daemon::start(env);
+    let archive = busybox_archive();
+    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+    daemon
+}
+
+/// Starts `sh -c script` in a busybox container and returns once its first
+/// line of output is `first_line`, with the rest of its output to read.
+pub fn start_run(
+    daemon: &Daemon,
+    script: &str,
+    first_line: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = daemon
+        .command(&["run", "--rm", "busybox", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), first_line);
+    (child, stdout)
+}
+
+/// Starts a run that lasts, and returns once its process is running.
+pub fn start_long_run(daemon: &Daemon) -> std::process::Child {
+    start_run(daemon, "echo started; sleep 600", "started").0
 }
 
 /// The busybox docker-archive built by scripts/busybox-image.sh.
