@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests drive the built binaries; cargo test alone builds only
+# the binaries of the package under test.
+cargo build --workspace --locked
 scripts/build-agent.sh >/dev/null
 kernel_dir=$(guest/kernel/build.sh)
 export HULL_KERNEL="$kernel_dir/vmlinux"

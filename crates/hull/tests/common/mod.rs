@@ -60,7 +60,13 @@ impl Daemon {
         let root = dir.path().join("root");
         let socket = dir.path().join("hull.sock");
         let log = std::fs::File::create(dir.path().join("hulld.log")).unwrap();
-        let mut command = Command::new(bin_dir().join("hulld"));
+        let hulld = bin_dir().join("hulld");
+        assert!(
+            hulld.is_file(),
+            "{} is missing: build it first (cargo build --workspace; scripts/test.sh does)",
+            hulld.display()
+        );
+        let mut command = Command::new(hulld);
         command
             .arg("--root")
             .arg(&root)
