@@ -166,7 +166,7 @@ impl<H: Hypervisor> Runtime<H> {
         )
         .await
         {
-            Ok(agent) => agent??,
+            Ok(agent) => agent?,
             Err(_) => {
                 return Err(RunError::BootTimeout {
                     console: vm.console_tail(),
@@ -184,10 +184,10 @@ impl<H: Hypervisor> Runtime<H> {
                 fs_type: "erofs".into(),
             },
         });
-        unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await??;
+        unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
 
         let status =
-            unless_vm_dies(&vm, exit.clone(), run_process(&agent, &id, prepared, io)).await??;
+            unless_vm_dies(&vm, exit.clone(), run_process(&agent, &id, prepared, io)).await?;
         debug!(container = %id, ?status, "process exited");
         vm.kill();
         let mut exit = exit;
@@ -308,22 +308,41 @@ async fn relay_control(
     }
 }
 
-/// Runs `work` unless the VM stops first, which becomes `VmDied`.
-async fn unless_vm_dies<V: Vm, T>(
+/// How long a lost control channel may precede the VM's exit and still be
+/// reported as the VM's death: both follow from one QEMU exit.
+const EXIT_AFTER_DISCONNECT: Duration = Duration::from_secs(2);
+
+/// Runs `work` unless the VM stops first, which becomes `VmDied`. A channel
+/// lost because the VM died is reported as the death, not the symptom.
+async fn unless_vm_dies<V: Vm, T, E: Into<RunError>>(
     vm: &V,
     mut exit: watch::Receiver<Option<VmExit>>,
-    work: impl Future<Output = T>,
+    work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, RunError> {
-    let died = async {
-        match exit.wait_for(Option::is_some).await {
-            Ok(code) => (*code).expect("waited for an exit"),
-            // The sender lives as long as the QEMU child's waiter task.
-            Err(_) => VmExit::Exited(-1),
-        }
+    let died = |code: VmExit| RunError::VmDied {
+        exit: code,
+        console: vm.console_tail(),
     };
-    tokio::select! {
-        result = work => Ok(result),
-        code = died => Err(RunError::VmDied { exit: code, console: vm.console_tail() }),
+    let result = tokio::select! {
+        result = work => result.map_err(Into::into),
+        code = wait_exit(&mut exit) => return Err(died(code)),
+    };
+    match result {
+        Err(RunError::Agent(AgentError::Disconnected)) => {
+            match tokio::time::timeout(EXIT_AFTER_DISCONNECT, wait_exit(&mut exit)).await {
+                Ok(code) => Err(died(code)),
+                Err(_) => Err(AgentError::Disconnected.into()),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn wait_exit(exit: &mut watch::Receiver<Option<VmExit>>) -> VmExit {
+    match exit.wait_for(Option::is_some).await {
+        Ok(code) => (*code).expect("waited for an exit"),
+        // The sender lives as long as the QEMU child's waiter task.
+        Err(_) => VmExit::Exited(-1),
     }
 }
 

@@ -8,7 +8,7 @@ use hull_api::types::{RunControlMessage, RunEvent, RunSpec};
 use hull_api::Client;
 use hull_proto::{Frame, FrameDecoder, FrameKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::terminal;
@@ -113,10 +113,14 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         tokio::spawn(send_stdin(frames.clone()));
     }
     if args.tty {
-        tokio::spawn(send_resizes(frames.clone()));
+        let winch = signal(SignalKind::window_change())?;
+        tokio::spawn(send_resizes(winch, frames.clone()));
     } else {
         for signal_number in FORWARDED_SIGNALS {
-            tokio::spawn(forward_signal(signal_number, frames.clone()));
+            // Registered here, not in the task, so no signal slips past
+            // between this point and the task's first poll.
+            let signals = signal(SignalKind::from_raw(signal_number))?;
+            tokio::spawn(forward_signal(signal_number, signals, frames.clone()));
         }
     }
 
@@ -176,10 +180,7 @@ async fn send_stdin(frames: mpsc::Sender<Frame>) {
     let _ = frames.send(Frame::eof(STDIN)).await;
 }
 
-async fn send_resizes(frames: mpsc::Sender<Frame>) {
-    let Ok(mut winch) = signal(SignalKind::window_change()) else {
-        return;
-    };
+async fn send_resizes(mut winch: Signal, frames: mpsc::Sender<Frame>) {
     while winch.recv().await.is_some() {
         if let Some((rows, cols)) = terminal::size(1) {
             let message = RunControlMessage::Resize { rows, cols };
@@ -194,10 +195,7 @@ async fn send_resizes(frames: mpsc::Sender<Frame>) {
     }
 }
 
-async fn forward_signal(signal_number: i32, frames: mpsc::Sender<Frame>) {
-    let Ok(mut signals) = signal(SignalKind::from_raw(signal_number)) else {
-        return;
-    };
+async fn forward_signal(signal_number: i32, mut signals: Signal, frames: mpsc::Sender<Frame>) {
     while signals.recv().await.is_some() {
         let message = RunControlMessage::Signal {
             signal: signal_number,
