@@ -1,9 +1,8 @@
-//! `hull images` and `hull load`.
+//! `hull images`.
 
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use hull_api::types::ImageSummary;
 use hull_api::Client;
@@ -16,28 +15,6 @@ pub struct ImagesArgs {
     /// Show only image ids.
     #[arg(short, long)]
     quiet: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// Archive to read; standard input when omitted.
-    #[arg(short, long, default_value = "-")]
-    input: PathBuf,
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    quiet: bool,
-}
-
-pub async fn load(client: &Client, args: LoadArgs) -> Result<()> {
-    for line in client.load(&args.input).await? {
-        if let Some(error) = line.error {
-            bail!("{error}");
-        }
-        if let (Some(text), false) = (line.stream, args.quiet) {
-            print!("{text}");
-        }
-    }
-    Ok(())
 }
 
 pub async fn list(client: &Client, args: ImagesArgs) -> Result<()> {

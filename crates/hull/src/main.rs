@@ -3,6 +3,7 @@
 mod daemon;
 mod images;
 mod info;
+mod load;
 mod run;
 mod terminal;
 
@@ -36,7 +37,7 @@ enum Command {
     /// List images.
     Images(images::ImagesArgs),
     /// Load images from a docker-archive or OCI-layout tar.
-    Load(images::LoadArgs),
+    Load(load::LoadArgs),
     /// Show how hulld runs VMs here.
     Info,
 }
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(&client, args).await,
             Command::Images(args) => images::list(&client, args).await.map(|()| 0),
-            Command::Load(args) => images::load(&client, args).await.map(|()| 0),
+            Command::Load(args) => load::load(&client, args).await.map(|()| 0),
             Command::Info => info::show(&client).await.map(|()| 0),
         }
     });

@@ -1,0 +1,196 @@
+//! The HTTP server: routing, Docker-shaped errors, and one module per resource.
+
+mod images;
+mod run;
+mod system;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hull_image::StoreError;
+use hull_runtime::RunError;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tracing::debug;
+
+use crate::daemon::Daemon;
+use crate::types::ErrorBody;
+use crate::DOCKER_API_VERSION;
+
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+
+/// An error answered in the Engine API's shape.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        json_response(
+            self.status,
+            &ErrorBody {
+                message: self.message,
+            },
+        )
+    }
+}
+
+/// An error and its causes on one line, for the client to print.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let status = match error {
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Archive(_) | StoreError::Reference(_) | StoreError::Ambiguous { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, error_chain(&error))
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(error: RunError) -> Self {
+        match error {
+            RunError::Image(store) => store.into(),
+            RunError::Spec(spec) => Self::new(StatusCode::BAD_REQUEST, spec.to_string()),
+            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&other)),
+        }
+    }
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    let mut response = Response::new(full(serde_json::to_vec(body).expect("API types serialize")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let daemon = daemon.clone();
+                async move { Ok::<_, Infallible>(route(daemon, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(err) = connection.await {
+                debug!(error = %err, "API connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Docker clients prefix paths with the API version (`/v1.43/images/json`).
+fn strip_version(path: &str) -> &str {
+    if let Some(rest) = path.strip_prefix("/v") {
+        if let Some(slash) = rest.find('/') {
+            if rest[..slash]
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.')
+            {
+                return &rest[slash..];
+            }
+        }
+    }
+    path
+}
+
+async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body> {
+    let path = strip_version(request.uri().path()).to_string();
+    let method = request.method().clone();
+    let result = match (&method, path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
+        (&Method::GET, "/version") => Ok(system::version()),
+        (&Method::GET, "/info") => system::info(&daemon).await,
+        (&Method::GET, "/images/json") => images::list(&daemon).await,
+        (&Method::POST, "/images/load") => images::load(&daemon, request).await,
+        (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("page not found: {method} {path}"),
+        )),
+    };
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    response
+        .headers_mut()
+        .insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
+    response
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "an image task failed"))?
+        .map_err(ApiError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_version_prefixes_are_stripped() {
+        assert_eq!(strip_version("/v1.43/images/json"), "/images/json");
+        assert_eq!(strip_version("/v1.24/_ping"), "/_ping");
+        assert_eq!(strip_version("/images/json"), "/images/json");
+        assert_eq!(strip_version("/volumes"), "/volumes");
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let store = StoreError::Write {
+            path: "/var/lib/hull/x".into(),
+            source: io,
+        };
+        assert_eq!(
+            error_chain(&store),
+            "cannot write /var/lib/hull/x: disk full"
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! `/_ping`, `/version`, `/info`.
+
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::{blocking, full, json_response, ApiError, Body};
+use crate::daemon::Daemon;
+use crate::types::{Info, Version};
+use crate::DOCKER_API_VERSION;
+
+pub(super) fn ping() -> Response<Body> {
+    let mut response = Response::new(full("OK"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+pub(super) fn version() -> Response<Body> {
+    let kernel_version = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    json_response(
+        StatusCode::OK,
+        &Version {
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: DOCKER_API_VERSION.into(),
+            min_api_version: "1.24".into(),
+            os: "linux".into(),
+            arch: "amd64".into(),
+            kernel_version,
+        },
+    )
+}
+
+pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
+    let images = daemon.images().clone();
+    let count = blocking(move || images.list()).await?.len();
+    let accel = daemon.accel();
+    Ok(json_response(
+        StatusCode::OK,
+        &Info {
+            images: count,
+            operating_system: "Hull".into(),
+            root_dir: daemon.root().display().to_string(),
+            accelerator: Some(accel.accel.to_string()),
+            accelerator_reason: Some(accel.reason.clone()),
+        },
+    ))
+}
