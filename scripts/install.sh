@@ -24,7 +24,7 @@ if [ -f /var/lib/hull/hulld.pid ] && kill "$(cat /var/lib/hull/hulld.pid)" 2>/de
 fi
 
 image=$(mktemp -d)/busybox.tar
-scripts/busybox-image.sh "$image"
+scripts/busybox-image.sh "$image" >/dev/null
 "$prefix/bin/hull" load -i "$image"
 rm -rf "$(dirname "$image")"
 "$prefix/bin/hull" run --rm busybox sh -c 'echo "hello from a Hull VM running kernel $(uname -r)"'
