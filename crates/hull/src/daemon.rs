@@ -23,7 +23,10 @@ pub async fn connect(host: &str, root: &Path) -> Result<Client> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match client.ping().await {
-            Ok(()) => return Ok(client),
+            Ok(()) => {
+                announce(&client).await;
+                return Ok(client);
+            }
             Err(ClientError::NoDaemon { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -35,6 +38,15 @@ pub async fn connect(host: &str, root: &Path) -> Result<Client> {
                     )
                 })
             }
+        }
+    }
+}
+
+/// Says once, when hull started the daemon, how it will run VMs here.
+async fn announce(client: &Client) {
+    if let Ok(info) = client.get_json::<hull_api::types::Info>("/info").await {
+        if let Some(reason) = info.accelerator_reason {
+            eprintln!("hull: started hulld; {reason}");
         }
     }
 }

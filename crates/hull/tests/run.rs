@@ -228,6 +228,11 @@ fn hull_starts_a_daemon_when_none_is_running() {
         "no hulld.pid was written"
     );
     assert!(text(&output.stdout).trim().is_empty());
+    assert!(
+        text(&output.stderr).contains("accelerator: "),
+        "the accelerator is named once: {}",
+        text(&output.stderr)
+    );
 }
 
 /// An image whose config sets every field `hull run` honours.
