@@ -145,6 +145,36 @@ impl Client {
             .collect()
     }
 
+    /// Starts pulling `reference` (docker's `POST /images/create`); the
+    /// progress lines come from the returned stream as the pull runs.
+    /// `registry_auth` is an `X-Registry-Auth` value; `insecure` allows plain HTTP.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        registry_auth: Option<&str>,
+        insecure: bool,
+    ) -> Result<ProgressStream, ClientError> {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("fromImage", reference);
+        if insecure {
+            query.append_pair("insecure", "1");
+        }
+        let path = format!("/images/create?{}", query.finish());
+        let mut request = Self::request(Method::POST, &path, empty());
+        if let Some(auth) = registry_auth {
+            let value = HeaderValue::from_str(auth).map_err(|_| ClientError::Api {
+                status: StatusCode::BAD_REQUEST,
+                message: "the registry credentials are not a valid header value".into(),
+            })?;
+            request.headers_mut().insert("X-Registry-Auth", value);
+        }
+        let response = Self::check(self.send(request).await?).await?;
+        Ok(ProgressStream {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        })
+    }
+
     /// Starts a run and returns the upgraded stream that carries its stdio.
     pub async fn run(&self, spec: &RunSpec) -> Result<TokioIo<Upgraded>, ClientError> {
         let body = serde_json::to_vec(spec)?;
@@ -159,6 +189,39 @@ impl Client {
         let response = Self::check(self.send(request).await?).await?;
         let upgraded = hyper::upgrade::on(response).await?;
         Ok(TokioIo::new(upgraded))
+    }
+}
+
+/// A JSON-lines progress stream (`POST /images/create`), read as it arrives.
+pub struct ProgressStream {
+    body: Incoming,
+    buffer: Vec<u8>,
+}
+
+impl ProgressStream {
+    /// The next line, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<ProgressLine>, ClientError> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(serde_json::from_slice(&line)?));
+            }
+            match self.body.frame().await {
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                None if self.buffer.iter().all(u8::is_ascii_whitespace) => return Ok(None),
+                None => {
+                    let line = std::mem::take(&mut self.buffer);
+                    return Ok(Some(serde_json::from_slice(&line)?));
+                }
+            }
+        }
     }
 }
 

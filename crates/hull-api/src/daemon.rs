@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use hull_image::registry::{self, RegistryClient, RegistryConfig};
 use hull_image::{ImageStore, StoreError};
 use hull_runtime::{Runtime, RuntimeConfig};
 use hull_vm::accel::{self, SystemProbe};
@@ -16,12 +17,33 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("cannot prepare the guest")]
     Artifacts(#[from] ArtifactError),
+    #[error("cannot set up the registry client")]
+    Registry(#[from] registry::ClientError),
     #[error("cannot create {}", .path.display())]
     StateDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Credentials for registries, under the state directory.
+pub const AUTH_FILE: &str = "auth.json";
+/// Registries (`host[:port]`, comma-separated) reached over plain HTTP
+/// although not on loopback, like docker's `insecure-registries`.
+pub const INSECURE_REGISTRIES_ENV: &str = "HULL_INSECURE_REGISTRIES";
+
+fn registry_config() -> RegistryConfig {
+    let insecure = std::env::var(INSECURE_REGISTRIES_ENV).unwrap_or_default();
+    RegistryConfig {
+        insecure: insecure
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        credentials: Vec::new(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +59,7 @@ pub struct DaemonConfig {
 pub struct Daemon {
     config: DaemonConfig,
     images: Arc<ImageStore>,
+    registry: RegistryClient,
     accel: AccelDecision,
     runtime: OnceCell<Arc<Runtime<Qemu>>>,
 }
@@ -59,9 +82,11 @@ impl Daemon {
         let images = Arc::new(ImageStore::open(&config.root.join("images"))?);
         let accel = accel::decide(config.accel, &SystemProbe, false);
         info!("{}", accel.reason);
+        let registry = RegistryClient::new(registry_config())?;
         Ok(Self {
             config,
             images,
+            registry,
             accel,
             runtime: OnceCell::new(),
         })
@@ -69,6 +94,23 @@ impl Daemon {
 
     pub fn images(&self) -> &Arc<ImageStore> {
         &self.images
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    /// Credentials kept for `domain` in `<root>/auth.json` (docker's `auths`
+    /// format), read on each pull so that a login takes effect at once.
+    pub fn stored_credentials(&self, domain: &str) -> Option<registry::Credentials> {
+        let path = self.config.root.join(AUTH_FILE);
+        let bytes = std::fs::read(&path).ok()?;
+        registry::auth::AuthFile::parse(&bytes)
+            .and_then(|file| file.credentials(domain))
+            .unwrap_or_else(|err| {
+                warn!(path = %path.display(), error = %err, "ignoring unreadable credentials");
+                None
+            })
     }
 
     pub fn accel(&self) -> &AccelDecision {

@@ -6,8 +6,10 @@ pub mod daemon;
 pub mod server;
 pub mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ProgressStream};
 pub use daemon::{Daemon, DaemonConfig};
+pub use hull_image::registry::auth::{AuthFile, Credentials};
+pub use hull_image::Reference;
 pub use types::{RunControlMessage, RunEvent, RunSpec};
 
 /// The Docker Engine API version Hull answers with.

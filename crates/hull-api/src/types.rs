@@ -25,11 +25,22 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// One line of a JSON progress stream (`POST /images/load`).
+/// One line of a JSON progress stream (`POST /images/load`, `POST /images/create`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProgressLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The layer (short digest) or tag a `status` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(
+        default,
+        rename = "progressDetail",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub progress_detail: Option<ProgressDetail>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(
@@ -38,6 +49,15 @@ pub struct ProgressLine {
         skip_serializing_if = "Option::is_none"
     )]
     pub error_detail: Option<ErrorBody>,
+}
+
+/// Bytes done of a download, in a progress line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
 
 /// `GET /version`.

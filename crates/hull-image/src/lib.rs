@@ -1,5 +1,6 @@
 //! Hull's image store: content-addressed blobs, docker-archive and OCI-layout
-//! import, layer flattening with whiteouts, and erofs root filesystems.
+//! import, pulling from registries, layer flattening with whiteouts, and erofs
+//! root filesystems.
 //!
 //! The API is blocking; the daemon calls it from `spawn_blocking`.
 
@@ -9,6 +10,7 @@ pub mod erofs;
 mod fsutil;
 pub mod layer;
 pub mod reference;
+pub mod registry;
 mod rootpath;
 pub mod spec;
 mod store;
@@ -20,5 +22,6 @@ pub use digest::Digest;
 pub use reference::Reference;
 pub use spec::ImageConfig;
 pub use store::{
-    Image, ImageRecord, ImageStore, ImageSummary, LayerRecord, LoadedImage, StoreError,
+    CommitError, Committed, Image, ImageRecord, ImageStore, ImageSummary, LayerRecord, LoadedImage,
+    PulledImage, PulledLayer, StoreError,
 };

@@ -26,6 +26,10 @@ use crate::reference::{self, Reference, ReferenceError};
 use crate::spec::{self, ConfigFile, Descriptor, ImageConfig};
 use crate::unpack::{UnpackError, Unpacker};
 
+mod pulled;
+
+pub use pulled::{CommitError, Committed, PulledImage, PulledLayer};
+
 const TAGS: &str = "tags.json";
 /// Leftovers of interrupted loads and builds older than this are removed on open.
 const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
@@ -43,6 +47,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     #[error("no such image: {0}")]
     NotFound(String),
     #[error("image reference '{reference}' is ambiguous: it matches {count} images")]
@@ -100,6 +106,9 @@ pub struct ImageRecord {
     /// The manifest the image came with (OCI layouts), stored as a blob too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Descriptor>,
+    /// The index the manifest was chosen from, for images pulled through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Descriptor>,
 }
 
 /// One layer of an image.
@@ -371,6 +380,7 @@ impl ImageStore {
                 .manifest
                 .as_ref()
                 .map(|m| descriptor(spec::MEDIA_TYPE_OCI_MANIFEST, m)),
+            index: None,
         };
         self.write_json(&self.record_path(&record.id), &record)
     }
@@ -436,7 +446,10 @@ impl ImageStore {
         Ok(self
             .records()?
             .into_iter()
-            .find(|r| &r.id == digest || r.manifest.as_ref().is_some_and(|m| &m.digest == digest))
+            .find(|r| {
+                let is = |d: &Option<Descriptor>| d.as_ref().is_some_and(|d| &d.digest == digest);
+                &r.id == digest || is(&r.manifest) || is(&r.index)
+            })
             .map(|r| r.id))
     }
 

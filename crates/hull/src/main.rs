@@ -4,6 +4,7 @@ mod daemon;
 mod images;
 mod info;
 mod load;
+mod pull;
 mod run;
 mod terminal;
 
@@ -38,6 +39,8 @@ enum Command {
     Images(images::ImagesArgs),
     /// Load images from a docker-archive or OCI-layout tar.
     Load(load::LoadArgs),
+    /// Pull an image from a registry.
+    Pull(pull::PullArgs),
     /// Show how hulld runs VMs here.
     Info,
 }
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(&client, args).await,
             Command::Images(args) => images::list(&client, args).await.map(|()| 0),
             Command::Load(args) => load::load(&client, args).await.map(|()| 0),
+            Command::Pull(args) => pull::pull(&client, args).await.map(|()| 0),
             Command::Info => info::show(&client).await.map(|()| 0),
         }
     });

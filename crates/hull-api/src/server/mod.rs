@@ -1,6 +1,7 @@
 //! The HTTP server: routing, Docker-shaped errors, and one module per resource.
 
 mod images;
+mod pull;
 mod run;
 mod system;
 
@@ -147,6 +148,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::GET, "/info") => system::info(&daemon).await,
         (&Method::GET, "/images/json") => images::list(&daemon).await,
         (&Method::POST, "/images/load") => images::load(&daemon, request).await,
+        (&Method::POST, "/images/create") => pull::create(&daemon, request).await,
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -78,23 +78,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // The daemon must not outlive the tests. PR_SET_PDEATHSIG follows the
-        // spawning thread, so spawn from a thread that lives as long as the process.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // SAFETY: prctl is async-signal-safe and touches no memory.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = command.spawn().expect("hulld starts");
-            tx.send(()).unwrap();
-            // Waiting keeps this thread alive for as long as hulld, and reaps it.
-            let _ = child.wait();
-        });
-        rx.recv().unwrap();
+        spawn_owned(command);
         let daemon = Daemon {
             root,
             socket,
@@ -144,6 +128,26 @@ impl Daemon {
         child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     }
+}
+
+/// Spawns a peer that must not outlive the tests and returns its pid.
+/// PR_SET_PDEATHSIG follows the spawning thread, so the peer is spawned from
+/// a thread that lives as long as it does (and reaps it).
+pub fn spawn_owned(mut command: Command) -> u32 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: prctl is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("the peer starts");
+        tx.send(child.id()).unwrap();
+        let _ = child.wait();
+    });
+    rx.recv().unwrap()
 }
 
 /// The daemon shared by the tests of one test binary, with busybox loaded.
@@ -284,3 +288,5 @@ pub fn write_tar<'a>(out: &Path, files: impl Iterator<Item = (&'a str, &'a [u8])
     }
     builder.finish().unwrap();
 }
+
+pub mod registry;

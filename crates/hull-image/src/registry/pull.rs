@@ -1,0 +1,290 @@
+//! Pulling an image: resolve the reference to the platform's manifest, fetch
+//! what the store lacks (a few layers at a time, each verified while it
+//! streams), then commit the whole image at once.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::auth::Credentials;
+use super::client::{ClientError, RegistryClient, Repository};
+use super::download::{self, DownloadError};
+use super::manifest::{self, Document, ManifestError};
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::spec::{Descriptor, Manifest};
+use crate::store::{ImageStore, PulledImage, PulledLayer, StoreError};
+
+/// Layers downloaded at the same time, as docker's default.
+const CONCURRENT_DOWNLOADS: usize = 3;
+/// Least time between two progress events of one layer.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Errors of pulling an image.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] ClientError),
+    #[error("cannot read the manifest of {reference}")]
+    Manifest {
+        reference: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("no matching manifest for {platform} in the manifest list entries of {reference}")]
+    NoPlatform { reference: String, platform: String },
+    #[error("manifest {digest} is {actual} bytes long, the index says {expected}")]
+    ManifestSize {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the image store task of the pull of {reference} failed")]
+    Task { reference: String },
+}
+
+/// A step of a pull, shaped like a line of docker's progress stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullEvent {
+    /// The layer (short digest) or tag the event is about.
+    pub id: Option<String>,
+    pub status: String,
+    /// Bytes done and total, while downloading.
+    pub progress: Option<(u64, u64)>,
+}
+
+impl PullEvent {
+    fn new(id: Option<&str>, status: impl Into<String>) -> PullEvent {
+        PullEvent {
+            id: id.map(str::to_owned),
+            status: status.into(),
+            progress: None,
+        }
+    }
+}
+
+/// What a pull brought.
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    /// The reference as pulled, its tag defaulted.
+    pub reference: Reference,
+    /// Digest of what the reference named: the index or the manifest.
+    pub digest: Digest,
+    /// The image id (its config's digest).
+    pub id: Digest,
+    /// False when the store already had this image under this name.
+    pub changed: bool,
+}
+
+type Events<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
+
+/// Pulls `reference` into `store`, reporting each step to `events`.
+pub async fn pull(
+    store: &ImageStore,
+    client: &RegistryClient,
+    reference: &Reference,
+    credentials: Option<Credentials>,
+    events: Events<'_>,
+) -> Result<Pulled, PullError> {
+    let reference = reference.clone().with_default_tag();
+    let shown = reference.familiar();
+    let repository = client.repository(&reference, credentials);
+    let wanted = match (reference.digest(), reference.tag()) {
+        (Some(digest), _) => digest.to_string(),
+        (None, tag) => tag.unwrap_or(crate::reference::DEFAULT_TAG).to_owned(),
+    };
+    events(PullEvent::new(
+        Some(&wanted),
+        format!("Pulling from {}", reference.path()),
+    ));
+    let (bytes, content_type, digest) = repository.manifest(&shown, &wanted).await?;
+    let parse = |content_type: Option<&str>, bytes: &[u8]| {
+        manifest::parse(content_type, bytes).map_err(|source| PullError::Manifest {
+            reference: shown.clone(),
+            source,
+        })
+    };
+    let (manifest, manifest_desc, manifest_bytes, index) =
+        match parse(content_type.as_deref(), &bytes)? {
+            Document::Manifest(m) => {
+                let media_type = m.media_type.clone().or(content_type);
+                let desc = descriptor(media_type, &digest, bytes.len());
+                (m, desc, bytes, None)
+            }
+            Document::Index(index) => {
+                let platform = manifest::host_platform();
+                let chosen =
+                    manifest::select(&index, &platform).ok_or_else(|| PullError::NoPlatform {
+                        reference: shown.clone(),
+                        platform: manifest::platform_name(&platform),
+                    })?;
+                let chosen = chosen.clone();
+                let (m_bytes, m_type, _) = repository
+                    .manifest(&shown, &chosen.digest.to_string())
+                    .await?;
+                if m_bytes.len() as u64 != chosen.size {
+                    return Err(PullError::ManifestSize {
+                        digest: chosen.digest,
+                        expected: chosen.size,
+                        actual: m_bytes.len() as u64,
+                    });
+                }
+                let Document::Manifest(m) = parse(m_type.as_deref(), &m_bytes)? else {
+                    return Err(PullError::Manifest {
+                        reference: shown.clone(),
+                        source: ManifestError::MediaType(chosen.media_type),
+                    });
+                };
+                let index_desc = descriptor(
+                    index.media_type.clone().or(content_type),
+                    &digest,
+                    bytes.len(),
+                );
+                (m, chosen, m_bytes, Some((index_desc, bytes.to_vec())))
+            }
+        };
+    tracing::info!(reference = %shown, manifest = %manifest_desc.digest, "pulling");
+
+    let staging = store.staging_dir("pull-")?;
+    let config_bytes = fetch_config(store, &repository, &manifest.config, staging.path()).await?;
+    let layers = fetch_layers(store, &repository, &manifest, staging.path(), events).await?;
+    let downloaded: Vec<Digest> = layers
+        .iter()
+        .filter(|l| l.staged.is_some())
+        .map(|l| l.descriptor.digest.clone())
+        .collect();
+
+    let image = PulledImage {
+        manifest: manifest_desc,
+        manifest_bytes: manifest_bytes.to_vec(),
+        index,
+        config: manifest.config.clone(),
+        config_bytes,
+        layers,
+        tag: reference.tag().map(|_| reference.to_string()),
+    };
+    let committing = store.clone();
+    let committed = tokio::task::spawn_blocking(move || committing.commit_pulled(image))
+        .await
+        .map_err(|_| PullError::Task {
+            reference: shown.clone(),
+        })??;
+    drop(staging);
+    for layer in &downloaded {
+        events(PullEvent::new(Some(layer.short()), "Pull complete"));
+    }
+    events(PullEvent::new(None, format!("Digest: {digest}")));
+    let status = if committed.changed {
+        format!("Status: Downloaded newer image for {shown}")
+    } else {
+        format!("Status: Image is up to date for {shown}")
+    };
+    events(PullEvent::new(None, status));
+    Ok(Pulled {
+        reference,
+        digest,
+        id: committed.id,
+        changed: committed.changed,
+    })
+}
+
+fn descriptor(media_type: Option<String>, digest: &Digest, size: usize) -> Descriptor {
+    Descriptor {
+        media_type: media_type.unwrap_or_else(|| crate::spec::MEDIA_TYPE_OCI_MANIFEST.to_owned()),
+        digest: digest.clone(),
+        size: size as u64,
+        annotations: None,
+        platform: None,
+    }
+}
+
+async fn fetch_config(
+    store: &ImageStore,
+    repository: &Repository,
+    config: &Descriptor,
+    staging: &Path,
+) -> Result<Vec<u8>, PullError> {
+    if store.has_blob(&config.digest) {
+        return Ok(store.read_blob(&config.digest)?);
+    }
+    let path = staging.join(config.digest.hex());
+    download::blob(repository, config, &path, &mut |_| {}).await?;
+    std::fs::read(&path).map_err(|source| {
+        PullError::Download(DownloadError::Write {
+            path: path.clone(),
+            source,
+        })
+    })
+}
+
+/// Downloads the layers the store lacks, a few at a time.
+async fn fetch_layers(
+    store: &ImageStore,
+    repository: &Repository,
+    manifest: &Manifest,
+    staging: &Path,
+    events: Events<'_>,
+) -> Result<Vec<PulledLayer>, PullError> {
+    let mut missing = Vec::new();
+    for layer in &manifest.layers {
+        let id = Some(layer.digest.short());
+        if store.has_blob(&layer.digest) {
+            events(PullEvent::new(id, "Already exists"));
+        } else {
+            events(PullEvent::new(id, "Pulling fs layer"));
+            missing.push(layer);
+        }
+    }
+    // Futures built up front: a closure in the stream would make the pull's
+    // future not provably Send (rust-lang/rust#102211).
+    let fetches: Vec<_> = missing
+        .into_iter()
+        .map(|layer| fetch_layer(repository, layer, staging, events))
+        .collect();
+    let downloads = futures_util::stream::iter(fetches)
+        .buffer_unordered(CONCURRENT_DOWNLOADS)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(manifest
+        .layers
+        .iter()
+        .map(|layer| PulledLayer {
+            descriptor: layer.clone(),
+            staged: downloads
+                .iter()
+                .find(|(d, _)| *d == layer.digest)
+                .map(|(_, path)| path.clone()),
+        })
+        .collect())
+}
+
+async fn fetch_layer(
+    repository: &Repository,
+    layer: &Descriptor,
+    staging: &Path,
+    events: Events<'_>,
+) -> Result<(Digest, std::path::PathBuf), PullError> {
+    let id = layer.digest.short();
+    let path = staging.join(layer.digest.hex());
+    let total = layer.size;
+    let mut last = Instant::now() - PROGRESS_INTERVAL;
+    let mut progress = |current: u64| {
+        if current == total || last.elapsed() >= PROGRESS_INTERVAL {
+            last = Instant::now();
+            events(PullEvent {
+                id: Some(id.to_owned()),
+                status: "Downloading".to_owned(),
+                progress: Some((current, total)),
+            });
+        }
+    };
+    download::blob(repository, layer, &path, &mut progress).await?;
+    events(PullEvent::new(Some(id), "Verifying Checksum"));
+    events(PullEvent::new(Some(id), "Download complete"));
+    Ok((layer.digest.clone(), path))
+}

@@ -1,0 +1,155 @@
+//! A real distribution registry (`docker-registry`) on a loopback port, and
+//! skopeo to put images into it.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{spawn_owned, stdout_of, text};
+
+/// A registry of the test's own, killed when dropped.
+pub struct Registry {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    pub storage: PathBuf,
+    pid: u32,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// An anonymous registry.
+    pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that wants basic authentication as `user`:`password`.
+    pub fn with_basic_auth(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(basic: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("hull-registry-")
+            .tempdir()
+            .unwrap();
+        let storage = dir.path().join("storage");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            storage.display()
+        );
+        if let Some((user, password)) = basic {
+            let output = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd (apache2-utils) runs");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, stdout_of(&output).trim()).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: hull-tests\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let mut command = Command::new("docker-registry");
+        command
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let pid = spawn_owned(command);
+        let registry = Registry {
+            addr,
+            storage,
+            pid,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&registry.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start: {}",
+                registry.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        registry
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// `<addr>/<name>`.
+    pub fn name(&self, name: &str) -> String {
+        format!("{}/{name}", self.addr)
+    }
+
+    /// Copies a docker-archive into the registry as `name` (`repo:tag`),
+    /// with skopeo's extra `args` (e.g. `--format oci`, `--dest-creds u:p`).
+    pub fn push_archive(&self, archive: &Path, name: &str, args: &[&str]) {
+        let output = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(args)
+            .arg(format!("docker-archive:{}", archive.display()))
+            .arg(format!("docker://{}", self.name(name)))
+            .output()
+            .expect("skopeo runs");
+        stdout_of(&output);
+    }
+
+    /// The manifest of `name` exactly as the registry stores it.
+    pub fn raw_manifest(&self, name: &str, args: &[&str]) -> Vec<u8> {
+        let output = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .args(args)
+            .arg(format!("docker://{}", self.name(name)))
+            .output()
+            .expect("skopeo runs");
+        stdout_of(&output);
+        output.stdout
+    }
+
+    /// Puts a manifest (or index) document straight through the registry API.
+    pub fn put_manifest(&self, repository: &str, tag: &str, media_type: &str, body: &[u8]) {
+        let file = self.dir.path().join("put-manifest.json");
+        std::fs::write(&file, body).unwrap();
+        let output = Command::new("curl")
+            .args(["-fsS", "-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {media_type}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(format!(
+                "http://{}/v2/{repository}/manifests/{tag}",
+                self.addr
+            ))
+            .output()
+            .expect("curl runs");
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+
+    /// Where the registry keeps blob `hex`'s content.
+    pub fn blob_data(&self, hex: &str) -> PathBuf {
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal; the pid is the registry's, reaped by its own thread.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+    }
+}

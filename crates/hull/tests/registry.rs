@@ -1,0 +1,212 @@
+//! `hull pull` against a real distribution registry on loopback, fed by skopeo.
+
+mod common;
+
+use common::registry::Registry;
+use common::{busybox_archive, derived_archive, stdout_of, text, Daemon};
+use sha2::{Digest, Sha256};
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The digest line of `hull pull`'s output.
+fn digest_line(output: &str) -> &str {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .unwrap_or_else(|| panic!("no digest in: {output}"))
+}
+
+#[test]
+fn a_pulled_image_is_listed_and_runs_in_a_vm() {
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let daemon = Daemon::start(&[]);
+    let name = registry.name("library/busybox:1.36");
+
+    let pulled = stdout_of(&daemon.hull(&["pull", &name]));
+    let manifest = registry.raw_manifest("library/busybox:1.36", &[]);
+    assert!(pulled.contains("Pulling from library/busybox"), "{pulled}");
+    assert!(pulled.contains("Download complete"), "{pulled}");
+    assert_eq!(digest_line(&pulled), sha256(&manifest));
+    assert!(
+        pulled.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{pulled}"
+    );
+    assert_eq!(pulled.lines().last(), Some(name.as_str()));
+
+    let images = stdout_of(&daemon.hull(&["images"]));
+    let repository = registry.name("library/busybox");
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with(&repository) && l.contains(" 1.36 ")),
+        "{images}"
+    );
+    let output = daemon.hull(&["run", "--rm", &name, "echo", "hi"]);
+    assert_eq!(stdout_of(&output), "hi\n");
+
+    let again = stdout_of(&daemon.hull(&["pull", &name]));
+    assert!(again.contains("Already exists"), "{again}");
+    assert!(!again.contains("Downloading"), "{again}");
+    assert!(again.contains("Status: Image is up to date"), "{again}");
+}
+
+#[test]
+fn an_image_is_pulled_by_digest() {
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let digest = sha256(&registry.raw_manifest("library/busybox:1.36", &[]));
+    let daemon = Daemon::start(&[]);
+    let name = format!("{}@{digest}", registry.name("library/busybox"));
+
+    let pulled = stdout_of(&daemon.hull(&["pull", &name]));
+    assert_eq!(digest_line(&pulled), digest);
+    // Pulled by digest, so not tagged; but the digest names it.
+    let images = stdout_of(&daemon.hull(&["images"]));
+    assert!(images.contains("<none>"), "{images}");
+    let inspect_by_digest = daemon.hull(&["run", "--rm", &name, "true"]);
+    assert!(
+        inspect_by_digest.status.success(),
+        "{}",
+        text(&inspect_by_digest.stderr)
+    );
+}
+
+#[test]
+fn a_wrong_digest_is_refused() {
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let daemon = Daemon::start(&[]);
+    let wrong = format!(
+        "{}@sha256:{}",
+        registry.name("library/busybox"),
+        "0".repeat(64)
+    );
+    let output = daemon.hull(&["pull", &wrong]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("not found"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn basic_auth_credentials_come_from_the_environment() {
+    let registry = Registry::with_basic_auth("hull", "s3cret");
+    registry.push_archive(
+        &busybox_archive(),
+        "library/busybox:1.36",
+        &["--dest-creds", "hull:s3cret"],
+    );
+    let daemon = Daemon::start(&[]);
+    let name = registry.name("library/busybox:1.36");
+
+    let anonymous = daemon.hull(&["pull", &name]);
+    assert!(!anonymous.status.success());
+    let stderr = text(&anonymous.stderr);
+    assert!(stderr.contains("denied"), "{stderr}");
+    assert!(stderr.contains(&registry.addr), "{stderr}");
+
+    let wrong = daemon
+        .command(&["pull", &name])
+        .env("HULL_REGISTRY_AUTH", "hull:wrong")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+
+    let output = daemon
+        .command(&["pull", &name])
+        .env("HULL_REGISTRY_AUTH", "hull:s3cret")
+        .output()
+        .unwrap();
+    let pulled = stdout_of(&output);
+    assert!(pulled.contains("Downloaded newer image"), "{pulled}");
+}
+
+#[test]
+fn basic_auth_credentials_come_from_an_auth_file() {
+    let registry = Registry::with_basic_auth("hull", "s3cret");
+    registry.push_archive(
+        &busybox_archive(),
+        "library/busybox:1.36",
+        &["--dest-creds", "hull:s3cret"],
+    );
+    let daemon = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.json");
+    // base64("hull:s3cret"), docker's config.json format.
+    let auths = serde_json::json!({"auths": {registry.addr.clone(): {"auth": "aHVsbDpzM2NyZXQ="}}});
+    std::fs::write(&auth_file, auths.to_string()).unwrap();
+    let output = daemon
+        .command(&["pull", &registry.name("library/busybox:1.36")])
+        .env("HULL_AUTH_FILE", &auth_file)
+        .output()
+        .unwrap();
+    stdout_of(&output);
+}
+
+#[test]
+fn a_corrupt_blob_fails_the_pull_and_leaves_the_store_unchanged() {
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&registry.raw_manifest("library/busybox:1.36", &[])).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let data = registry.blob_data(layer.strip_prefix("sha256:").unwrap());
+    let size = std::fs::metadata(&data).unwrap().len() as usize;
+    std::fs::write(&data, vec![0x5a; size]).unwrap();
+
+    let daemon = Daemon::start(&[]);
+    let before = stdout_of(&daemon.hull(&["images"]));
+    let output = daemon.hull(&["pull", &registry.name("library/busybox:1.36")]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("blob {layer} failed verification")),
+        "{stderr}"
+    );
+    assert_eq!(stdout_of(&daemon.hull(&["images"])), before);
+    let staged = std::fs::read_dir(daemon.root.join("images/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0, "the failed pull left files in the store's tmp/");
+}
+
+#[test]
+fn linux_amd64_is_picked_from_a_multi_arch_index() {
+    let registry = Registry::start();
+    let mut entries = Vec::new();
+    // arm64 first, so that taking the first entry would be caught.
+    for arch in ["arm64", "amd64"] {
+        let archive = derived_archive(&format!("multi:{arch}"), |config| {
+            config["Env"] = serde_json::json!([format!("ARCH={arch}")]);
+        });
+        let tag = format!("library/multi:{arch}");
+        registry.push_archive(&archive, &tag, &["--format", "oci"]);
+        let manifest = registry.raw_manifest(&tag, &[]);
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256(&manifest),
+            "size": manifest.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let media_type = "application/vnd.oci.image.index.v1+json";
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": entries,
+    }))
+    .unwrap();
+    registry.put_manifest("library/multi", "latest", media_type, &index);
+
+    let daemon = Daemon::start(&[]);
+    let name = registry.name("library/multi");
+    let pulled = stdout_of(&daemon.hull(&["pull", &name]));
+    assert_eq!(digest_line(&pulled), sha256(&index));
+    let output = daemon.hull(&["run", "--rm", &name, "sh", "-c", "echo $ARCH"]);
+    assert_eq!(stdout_of(&output), "amd64\n");
+}
