@@ -160,7 +160,31 @@ impl Client {
             query.append_pair("insecure", "1");
         }
         let path = format!("/images/create?{}", query.finish());
-        let mut request = Self::request(Method::POST, &path, empty());
+        self.progress(&path, registry_auth).await
+    }
+
+    /// Starts pushing the stored image `name` (with its tag) to its registry
+    /// (docker's `POST /images/{name}/push`); progress lines come as for a pull.
+    pub async fn push(
+        &self,
+        name: &str,
+        registry_auth: Option<&str>,
+        insecure: bool,
+    ) -> Result<ProgressStream, ClientError> {
+        let mut path = format!("/images/{name}/push");
+        if insecure {
+            path.push_str("?insecure=1");
+        }
+        self.progress(&path, registry_auth).await
+    }
+
+    /// A `POST` answered with a JSON progress stream.
+    async fn progress(
+        &self,
+        path: &str,
+        registry_auth: Option<&str>,
+    ) -> Result<ProgressStream, ClientError> {
+        let mut request = Self::request(Method::POST, path, empty());
         if let Some(auth) = registry_auth {
             let value = HeaderValue::from_str(auth).map_err(|_| ClientError::Api {
                 status: StatusCode::BAD_REQUEST,

@@ -5,6 +5,7 @@ mod images;
 mod info;
 mod load;
 mod pull;
+mod push;
 mod run;
 mod terminal;
 
@@ -41,6 +42,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Pull an image from a registry.
     Pull(pull::PullArgs),
+    /// Push an image to a registry.
+    Push(push::PushArgs),
     /// Show how hulld runs VMs here.
     Info,
 }
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Images(args) => images::list(&client, args).await.map(|()| 0),
             Command::Load(args) => load::load(&client, args).await.map(|()| 0),
             Command::Pull(args) => pull::pull(&client, args).await.map(|()| 0),
+            Command::Push(args) => push::push(&client, args).await.map(|()| 0),
             Command::Info => info::show(&client).await.map(|()| 0),
         }
     });

@@ -47,7 +47,7 @@ pub async fn pull(client: &Client, args: PullArgs) -> Result<()> {
 }
 
 /// The credentials for `domain`: `HULL_REGISTRY_AUTH`, else the auth file.
-fn credentials(domain: &str) -> Result<Option<Credentials>> {
+pub(crate) fn credentials(domain: &str) -> Result<Option<Credentials>> {
     if let Ok(pair) = std::env::var(AUTH_ENV) {
         let mut c = Credentials::parse_pair(domain, &pair)?;
         c.server_address = domain.to_owned();
@@ -78,21 +78,21 @@ fn config_dir() -> Option<PathBuf> {
 
 /// Renders progress lines: on a terminal one line per layer, rewritten in
 /// place as docker does; otherwise each change of status on its own line.
-struct View {
+pub(crate) struct View {
     terminal: bool,
     /// Ids shown so far and their last status, in screen order.
     rows: Vec<(String, String)>,
 }
 
 impl View {
-    fn new(terminal: bool) -> View {
+    pub(crate) fn new(terminal: bool) -> View {
         View {
             terminal,
             rows: Vec::new(),
         }
     }
 
-    fn show(&mut self, line: &ProgressLine) -> std::io::Result<()> {
+    pub(crate) fn show(&mut self, line: &ProgressLine) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         let Some(status) = &line.status else {
             if let Some(text) = &line.stream {

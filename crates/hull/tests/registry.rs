@@ -1,9 +1,12 @@
-//! `hull pull` against a real distribution registry on loopback, fed by skopeo.
+//! `hull pull` and `hull push` against a real distribution registry on
+//! loopback, with skopeo on the other side.
 
 mod common;
 
 use common::registry::Registry;
 use common::{busybox_archive, derived_archive, stdout_of, text, Daemon};
+use std::process::Command;
+
 use sha2::{Digest, Sha256};
 
 fn sha256(bytes: &[u8]) -> String {
@@ -209,4 +212,64 @@ fn linux_amd64_is_picked_from_a_multi_arch_index() {
     assert_eq!(digest_line(&pulled), sha256(&index));
     let output = daemon.hull(&["run", "--rm", &name, "sh", "-c", "echo $ARCH"]);
     assert_eq!(stdout_of(&output), "amd64\n");
+}
+
+#[test]
+fn a_pushed_image_reads_back_with_skopeo_and_pulls_into_another_daemon() {
+    let registry = Registry::start();
+    let name = registry.name("me/busybox:mine");
+    let archive = derived_archive(&name, |config| {
+        config["Env"] = serde_json::json!(["PUSHED=yes"]);
+    });
+    let daemon = Daemon::start(&[]);
+    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+
+    let pushed = stdout_of(&daemon.hull(&["push", &name]));
+    assert!(pushed.contains("Pushed"), "{pushed}");
+    let digest_line = pushed
+        .lines()
+        .find(|l| l.starts_with("mine: digest: "))
+        .unwrap_or_else(|| panic!("no digest line: {pushed}"));
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    let inspected: serde_json::Value = serde_json::from_str(&stdout_of(&inspect)).unwrap();
+    let digest = inspected["Digest"].as_str().unwrap();
+    assert!(digest_line.contains(digest), "{digest_line} vs {digest}");
+    assert_eq!(inspected["Env"], serde_json::json!(["PUSHED=yes"]));
+
+    let again = stdout_of(&daemon.hull(&["push", &name]));
+    assert!(again.contains("Layer already exists"), "{again}");
+
+    let other = Daemon::start(&[]);
+    let pulled = stdout_of(&other.hull(&["pull", &name]));
+    assert!(pulled.contains(&format!("Digest: {digest}")), "{pulled}");
+    let ids = |d: &Daemon| stdout_of(&d.hull(&["images", "-q", "--no-trunc"]));
+    assert_eq!(ids(&other), ids(&daemon));
+}
+
+#[test]
+fn a_push_to_a_registry_with_basic_auth_needs_the_credentials() {
+    let registry = Registry::with_basic_auth("hull", "s3cret");
+    let name = registry.name("me/busybox:auth");
+    let archive = derived_archive(&name, |_| {});
+    let daemon = Daemon::start(&[]);
+    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+
+    let anonymous = daemon.hull(&["push", &name]);
+    assert!(!anonymous.status.success());
+    assert!(
+        text(&anonymous.stderr).contains("denied"),
+        "{}",
+        text(&anonymous.stderr)
+    );
+
+    let output = daemon
+        .command(&["push", &name])
+        .env("HULL_REGISTRY_AUTH", "hull:s3cret")
+        .output()
+        .unwrap();
+    assert!(stdout_of(&output).contains("auth: digest: sha256:"));
 }

@@ -2,6 +2,7 @@
 
 mod images;
 mod pull;
+mod push;
 mod run;
 mod system;
 
@@ -149,6 +150,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::GET, "/images/json") => images::list(&daemon).await,
         (&Method::POST, "/images/load") => images::load(&daemon, request).await,
         (&Method::POST, "/images/create") => pull::create(&daemon, request).await,
+        (&Method::POST, p) if p.starts_with("/images/") && p.ends_with("/push") => {
+            push::push(&daemon, p, request).await
+        }
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -74,35 +74,63 @@ pub(super) async fn create(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let (reference, insecure) = parse_query(request.uri().query().unwrap_or(""))?;
-    let credentials = match request.headers().get(REGISTRY_AUTH) {
-        Some(value) => Credentials::from_header(value.to_str().unwrap_or(""))
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, error_chain(&e)))?,
-        None => None,
-    }
-    .or_else(|| daemon.stored_credentials(reference.domain()));
+    let credentials = credentials(daemon, &request, &reference)?;
     let client = if insecure {
         daemon.registry().with_insecure(reference.domain())
     } else {
         daemon.registry().clone()
     };
     let store = daemon.images().clone();
-    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let (progress, response) = progress_response();
     tokio::spawn(async move {
-        let events_tx = tx.clone();
-        let events = move |event: PullEvent| {
-            let _ = events_tx.send(event_line(event));
-        };
+        let events = |event: PullEvent| progress.event(event);
         let result = registry::pull(&store, &client, &reference, credentials, &events).await;
         if let Err(err) = result {
-            let message = error_chain(&err);
-            tracing::warn!(reference = %reference, error = %message, "pull failed");
-            let _ = tx.send(line(&ProgressLine {
-                error: Some(message.clone()),
-                error_detail: Some(ErrorBody { message }),
-                ..Default::default()
-            }));
+            tracing::warn!(reference = %reference, error = %error_chain(&err), "pull failed");
+            progress.error(&err);
         }
     });
+    Ok(response)
+}
+
+/// The credentials of a pull or push: docker's `X-Registry-Auth` header, else
+/// those hulld keeps for the registry.
+pub(super) fn credentials(
+    daemon: &Daemon,
+    request: &Request<Incoming>,
+    reference: &Reference,
+) -> Result<Option<Credentials>, ApiError> {
+    let sent = match request.headers().get(REGISTRY_AUTH) {
+        Some(value) => Credentials::from_header(value.to_str().unwrap_or(""))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, error_chain(&e)))?,
+        None => None,
+    };
+    Ok(sent.or_else(|| daemon.stored_credentials(reference.domain())))
+}
+
+/// The sending end of a JSON progress stream.
+pub(super) struct Progress(mpsc::UnboundedSender<Bytes>);
+
+impl Progress {
+    pub(super) fn event(&self, event: PullEvent) {
+        let _ = self.0.send(event_line(event));
+    }
+
+    /// Ends the stream with docker's error line.
+    pub(super) fn error(&self, error: &(dyn std::error::Error + 'static)) {
+        let message = error_chain(error);
+        let _ = self.0.send(line(&ProgressLine {
+            error: Some(message.clone()),
+            error_detail: Some(ErrorBody { message }),
+            ..Default::default()
+        }));
+    }
+}
+
+/// A response whose body is the lines sent to the returned [`Progress`],
+/// as they come; it ends when the `Progress` is dropped.
+pub(super) fn progress_response() -> (Progress, Response<Body>) {
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
         let bytes = rx.recv().await?;
         Some((Ok::<_, Infallible>(Frame::data(bytes)), rx))
@@ -115,7 +143,7 @@ pub(super) async fn create(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    (Progress(tx), response)
 }
 
 #[cfg(test)]

@@ -218,17 +218,51 @@ impl Repository {
         self.check(response, &format!("blob {digest}")).await
     }
 
-    /// Sends a request, answering one authentication challenge if it gets one.
+    /// `<base>/v2/<name>/blobs/uploads/`.
+    pub fn upload_url(&self) -> String {
+        format!("{}/v2/{}/blobs/uploads/", self.base, self.path)
+    }
+
     pub(crate) async fn send(
         &self,
         method: Method,
         url: &str,
         headers: HeaderMap,
     ) -> Result<Response, ClientError> {
+        self.send_with(method, url, headers, None).await
+    }
+
+    /// Sends a request with the authorization earned so far and no retry: for
+    /// bodies that cannot be sent twice.
+    pub(crate) async fn send_stream(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: reqwest::Body,
+    ) -> Result<Response, ClientError> {
+        let auth = self.auth.lock().await.clone();
+        let request = self.http.request(method, url).headers(headers).body(body);
+        self.execute(self.authorize(request, auth.as_ref())).await
+    }
+
+    /// Sends a request, answering one authentication challenge if it gets one.
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<Response, ClientError> {
         let request = || {
-            self.http
+            let request = self
+                .http
                 .request(method.clone(), url)
-                .headers(headers.clone())
+                .headers(headers.clone());
+            match &body {
+                Some(body) => request.body(body.clone()),
+                None => request,
+            }
         };
         let auth = self.auth.lock().await.clone();
         let response = self

@@ -1,6 +1,6 @@
 //! A client of the OCI distribution spec (v2): resolving references to
-//! manifests, token and basic authentication, verified blob downloads, and
-//! pulling whole images into the store.
+//! manifests, token and basic authentication, verified blob downloads,
+//! pulling whole images into the store and pushing them out of it.
 //!
 //! Unlike the rest of the crate this part is async: it runs on the daemon's
 //! tokio runtime and reaches the blocking store through `spawn_blocking`.
@@ -12,12 +12,14 @@ pub mod manifest;
 pub mod pull;
 #[cfg(test)]
 mod pull_tests;
+pub mod push;
 
 use std::net::IpAddr;
 
 pub use auth::{Credentials, CredentialsError};
 pub use client::{ClientError, RegistryClient, Repository};
 pub use pull::{pull, PullError, PullEvent, Pulled};
+pub use push::{push, PushError, Pushed};
 
 /// The host serving the default domain's API.
 pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";

@@ -198,6 +198,11 @@ impl ImageStore {
         })
     }
 
+    /// The file of a blob of the store, e.g. a layer to push.
+    pub fn blob_file(&self, digest: &Digest) -> PathBuf {
+        self.blob_path(digest)
+    }
+
     /// Reads a blob of the store, e.g. a manifest to push.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
