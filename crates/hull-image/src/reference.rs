@@ -79,9 +79,6 @@ impl Reference {
         if name.is_empty() {
             return Err(malformed());
         }
-        if name.len() > MAX_NAME_LEN {
-            return Err(ReferenceError::NameTooLong(s.to_owned()));
-        }
         let (domain, path) = split_domain(name);
         if !valid_domain(domain) {
             return Err(malformed());
@@ -93,6 +90,11 @@ impl Reference {
             return Err(malformed());
         }
         let (domain, path) = normalize(domain, path);
+        // Like docker, the limit holds for the normalized name, so that
+        // every accepted reference prints to one that parses again.
+        if domain.len() + 1 + path.len() > MAX_NAME_LEN {
+            return Err(ReferenceError::NameTooLong(s.to_owned()));
+        }
         if domain == DEFAULT_DOMAIN && is_sha256_hex(path.trim_start_matches("library/")) {
             return Err(ReferenceError::HexName(s.to_owned()));
         }
@@ -299,6 +301,19 @@ mod tests {
     use proptest::prelude::*;
 
     const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn the_length_limit_applies_to_the_normalized_name() {
+        // 250 characters fit as typed, but not once `docker.io/library/` is added.
+        let short = "a".repeat(250);
+        assert!(matches!(
+            Reference::parse(&short),
+            Err(ReferenceError::NameTooLong(_))
+        ));
+        let fits = format!("docker.io/library/{}", "a".repeat(255 - 18));
+        let parsed = Reference::parse(&fits).unwrap();
+        assert!(Reference::parse(&parsed.to_string()).is_ok());
+    }
 
     #[test]
     fn short_names_normalize_to_docker_hub_library() {
