@@ -159,6 +159,10 @@ impl Agent {
                 cols,
             } => self.resize(&container, &process, rows, cols),
             Request::Shutdown => self.shutdown(id),
+            Request::Resume {
+                unix_time_nanos,
+                entropy,
+            } => resume(unix_time_nanos, &entropy),
             Request::CreateContainer(spec) => {
                 return self.in_background(id, move |agent| {
                     let response = agent.create_container(spec);
@@ -387,6 +391,16 @@ impl Agent {
 
 fn into_response(result: Result<Response, RequestError>) -> Response {
     result.unwrap_or_else(Response::Failed)
+}
+
+/// A clone of a template wakes with the template's clock and RNG state.
+fn resume(unix_time_nanos: u64, entropy: &[u8]) -> Result<Response, RequestError> {
+    let internal = |what: &str, e: io::Error| {
+        RequestError::new(ErrorKind::Internal, format!("cannot {what}: {e}"))
+    };
+    sys::set_realtime(unix_time_nanos).map_err(|e| internal("set the clock", e))?;
+    sys::add_entropy(entropy).map_err(|e| internal("reseed the random number generator", e))?;
+    Ok(Response::Done)
 }
 
 #[cfg(test)]

@@ -95,3 +95,37 @@ pub fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
         )
     })
 }
+
+/// Sets the wall clock.
+pub fn set_realtime(unix_nanos: u64) -> io::Result<()> {
+    let time = libc::timespec {
+        tv_sec: (unix_nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (unix_nanos % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `time` is a valid timespec that outlives the call.
+    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &time) })
+}
+
+/// Mixes `bytes` into the kernel's pool, credited as entropy, and forces the
+/// CRNG to reseed from it at once.
+pub fn add_entropy(bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // `struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }`
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    let len = libc::c_int::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too much entropy at once"))?;
+    let mut info = Vec::with_capacity(8 + bytes.len().next_multiple_of(4));
+    info.extend_from_slice(&(len * 8).to_ne_bytes());
+    info.extend_from_slice(&len.to_ne_bytes());
+    info.extend_from_slice(bytes);
+    info.resize(info.capacity(), 0);
+    // SAFETY: `info` holds a rand_pool_info header followed by `len` bytes,
+    // and lives across the call; the fd is open.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) })?;
+    // SAFETY: RNDRESEEDCRNG takes no argument; the fd is open.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG) })
+}

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use hull_image::registry::{self, RegistryClient, RegistryConfig};
 use hull_image::{ImageStore, StoreError};
+use hull_runtime::TemplateConfig;
 use hull_runtime::{Runtime, RuntimeConfig};
 use hull_vm::accel::{self, SystemProbe};
 use hull_vm::{AccelChoice, AccelDecision, ArtifactError, ArtifactSources, GuestArtifacts, Qemu};
+use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
@@ -54,6 +56,10 @@ pub struct DaemonConfig {
     pub artifacts: ArtifactSources,
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// Start VMs as clones of a booted template instead of booting each.
+    pub templates: bool,
+    /// Where template memory lives; a per-root directory on /dev/shm when `None`.
+    pub template_dir: Option<PathBuf>,
 }
 
 pub struct Daemon {
@@ -121,6 +127,12 @@ impl Daemon {
         &self.config.root
     }
 
+    /// The VM template's state, once the runtime is set up.
+    pub fn template_status(&self) -> Option<&'static str> {
+        let runtime = self.runtime.get()?;
+        Some(runtime.templates().map_or("disabled", |t| t.status()))
+    }
+
     /// The runtime, set up on first use so that a missing kernel only
     /// matters to commands that boot VMs.
     pub async fn runtime(&self) -> Result<Arc<Runtime<Qemu>>, DaemonError> {
@@ -132,14 +144,55 @@ impl Daemon {
                 )?;
                 info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
                 let qemu = Qemu::new(self.accel.accel, artifacts);
+                let templates = self.config.templates.then(|| TemplateConfig {
+                    dir: self
+                        .config
+                        .template_dir
+                        .clone()
+                        .unwrap_or_else(|| template_dir(&self.config.root)),
+                    key: template_key(&qemu, &self.config),
+                });
                 let config = RuntimeConfig {
                     run_root: self.config.root.join("vms"),
                     vcpus: self.config.vcpus,
                     memory_mib: self.config.memory_mib,
+                    templates,
                 };
-                Ok(Arc::new(Runtime::new(qemu, self.images.clone(), config)))
+                let runtime = Arc::new(Runtime::new(qemu, self.images.clone(), config));
+                runtime.prepare_template();
+                Ok(runtime)
             })
             .await
             .cloned()
     }
+}
+
+/// Templates keep guest memory in files on tmpfs, one directory per state root.
+fn template_dir(root: &std::path::Path) -> PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return root.join("templates");
+    }
+    let root_id = hex::encode(Sha256::digest(root.display().to_string()));
+    shm.join(format!("hull-{}", &root_id[..12]))
+}
+
+/// Everything a template's memory and device state depend on.
+fn template_key(qemu: &Qemu, config: &DaemonConfig) -> String {
+    let kernel = &qemu.artifacts.kernel;
+    let kernel_stamp = std::fs::metadata(kernel)
+        .and_then(|m| m.modified().map(|t| (m.len(), t)))
+        .map(|(len, modified)| format!("{len}:{modified:?}"))
+        .unwrap_or_default();
+    let inputs = format!(
+        "hull {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {} | {} vcpus {} MiB",
+        env!("CARGO_PKG_VERSION"),
+        kernel.display(),
+        qemu.artifacts.initramfs.display(),
+        qemu.binary,
+        qemu.accel,
+        config.vcpus,
+        config.memory_mib,
+    );
+    hex::encode(Sha256::digest(inputs))[..16].to_string()
 }

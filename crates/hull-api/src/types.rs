@@ -85,6 +85,9 @@ pub struct Info {
     pub accelerator: Option<String>,
     /// Why that accelerator, in one line.
     pub accelerator_reason: Option<String>,
+    /// The VM template: `disabled`, `missing`, `building` or `ready`.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// Body of `POST /hull/run`.

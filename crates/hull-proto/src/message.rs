@@ -36,6 +36,12 @@ pub enum Request {
     },
     /// Syncs filesystems and powers the VM off after answering.
     Shutdown,
+    /// The VM was restored from a template: set the clock and reseed the
+    /// random number generator, so that no two clones share either.
+    Resume {
+        unix_time_nanos: u64,
+        entropy: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +185,10 @@ mod tests {
             container: "c1".into(),
             process: "init".into(),
             signal: 15,
+        });
+        round_trip(Request::Resume {
+            unix_time_nanos: 1_795_000_000_000_000_000,
+            entropy: vec![1, 2, 3],
         });
         round_trip(Response::Started { pid: 42 });
         round_trip(Response::Failed(RequestError::new(

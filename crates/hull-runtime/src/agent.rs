@@ -83,6 +83,24 @@ impl AgentClient {
             .await
             .map_err(|_| AgentError::Disconnected)?;
 
+        Ok(Self::serve_channel(reader, writer))
+    }
+
+    /// Takes over the channel of a VM cloned from a template: the agent in
+    /// it greeted the template's host already, so no hello is exchanged.
+    pub fn resumed<S>(stream: S) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (reader, writer) = tokio::io::split(stream);
+        Self::serve_channel(reader, writer)
+    }
+
+    fn serve_channel<R, W>(mut reader: R, mut writer: W) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (frames, mut outgoing) = mpsc::unbounded_channel::<Frame>();
         tokio::spawn(async move {
             while let Some(frame) = outgoing.recv().await {
@@ -105,7 +123,7 @@ impl AgentClient {
             }
             dispatcher.close();
         });
-        Ok(client)
+        client
     }
 
     async fn serve<R: AsyncRead + Unpin>(&self, reader: &mut R) -> Result<(), AgentError> {

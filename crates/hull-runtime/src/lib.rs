@@ -4,9 +4,11 @@
 pub mod agent;
 pub mod run;
 pub mod spec;
+pub mod template;
 
 pub use agent::{AgentClient, AgentError};
 pub use run::{
     new_container_id, Prepared, RunControl, RunError, RunIo, RunRequest, Runtime, RuntimeConfig,
 };
 pub use spec::{process_config, ProcessConfig, ProcessOptions, SpecError};
+pub use template::{Template, TemplateConfig, Templates};

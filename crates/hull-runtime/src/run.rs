@@ -5,19 +5,20 @@ use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hull_image::{ImageStore, StoreError};
 use hull_proto::{
     ContainerSpec, ErrorKind, ExitStatus, ProcessSpec, Request, Response, RootfsSpec,
 };
-use hull_vm::{DiskConfig, Hypervisor, Vm, VmConfig, VmExit};
+use hull_vm::{DiskConfig, Hypervisor, MemoryFile, Vm, VmConfig, VmExit};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::agent::{AgentClient, AgentError, OutputStream};
 use crate::spec::{process_config, ProcessOptions, SpecError};
+use crate::template::{Template, TemplateConfig, Templates};
 
 /// How long a VM may take from QEMU start to the agent's hello. Generous:
 /// under TCG on a loaded machine a boot can take several seconds.
@@ -72,6 +73,8 @@ pub struct RuntimeConfig {
     pub run_root: PathBuf,
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// Clone VMs from a template; `None` boots every VM cold.
+    pub templates: Option<TemplateConfig>,
 }
 
 /// What to run.
@@ -101,17 +104,23 @@ pub struct RunIo {
 
 /// Runs containers in VMs started by `H`.
 pub struct Runtime<H: Hypervisor> {
-    hypervisor: H,
+    hypervisor: Arc<H>,
     images: Arc<ImageStore>,
     config: RuntimeConfig,
+    templates: Option<Arc<Templates>>,
 }
 
 impl<H: Hypervisor> Runtime<H> {
     pub fn new(hypervisor: H, images: Arc<ImageStore>, config: RuntimeConfig) -> Self {
+        let templates = config
+            .templates
+            .clone()
+            .map(|templates| Arc::new(Templates::new(templates)));
         Self {
-            hypervisor,
+            hypervisor: Arc::new(hypervisor),
             images,
             config,
+            templates,
         }
     }
 
@@ -135,45 +144,125 @@ impl<H: Hypervisor> Runtime<H> {
         })
     }
 
-    /// Boots a VM, runs the prepared process in it with `io`, and returns how
-    /// it exited. The VM is gone when this returns or is dropped.
-    pub async fn run(&self, prepared: Prepared, io: RunIo) -> Result<ExitStatus, RunError> {
-        let id = new_container_id();
-        let run_dir = RunDir::create(self.config.run_root.join(&id))?;
-        let vm_config = VmConfig {
-            id: id.clone(),
-            run_dir: run_dir.path.clone(),
-            vcpus: self.config.vcpus,
-            memory_mib: self.config.memory_mib,
-            disks: vec![DiskConfig {
-                id: "rootfs".into(),
-                path: prepared.rootfs.clone(),
-                serial: ROOTFS_SERIAL.into(),
-                read_only: true,
-            }],
-        };
+    /// Builds the VM template in the background when templates are on and
+    /// none is ready; runs boot cold until it is.
+    pub fn prepare_template(&self) {
+        if let Some(templates) = &self.templates {
+            let templates = templates.clone();
+            let hypervisor = self.hypervisor.clone();
+            let (vcpus, memory_mib) = (self.config.vcpus, self.config.memory_mib);
+            tokio::spawn(async move {
+                let _ = templates.build(&*hypervisor, vcpus, memory_mib).await;
+            });
+        }
+    }
+
+    pub fn templates(&self) -> Option<&Arc<Templates>> {
+        self.templates.as_ref()
+    }
+
+    /// A VM with a ready agent and the rootfs attached: a clone of the
+    /// template when there is one, else a cold boot.
+    async fn start_vm(
+        &self,
+        id: &str,
+        run_dir: &Path,
+        rootfs: DiskConfig,
+    ) -> Result<(H::Vm, AgentClient), RunError> {
         let started = std::time::Instant::now();
+        if let Some(template) = self.templates.as_ref().and_then(|t| t.ready()) {
+            match self.clone_vm(&template, id, run_dir, &rootfs).await {
+                Ok(vm) => {
+                    info!(container = %id, start = "template clone", elapsed_ms = started.elapsed().as_millis() as u64, "VM ready");
+                    return Ok(vm);
+                }
+                Err(err) => {
+                    warn!(error = %err, "cloning the VM template failed; rebuilding it, booting cold");
+                    if let Some(templates) = &self.templates {
+                        templates.invalidate(&template);
+                    }
+                    self.prepare_template();
+                }
+            }
+        }
+        let config = self.vm_config(id, run_dir, vec![rootfs]);
         let mut vm = self
             .hypervisor
-            .start(vm_config)
+            .start(config)
             .await
             .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let exit = vm.exit();
+        let agent = greet(&mut vm).await?;
+        info!(container = %id, start = "cold boot", elapsed_ms = started.elapsed().as_millis() as u64, "VM ready");
+        Ok((vm, agent))
+    }
+
+    fn vm_config(&self, id: &str, run_dir: &Path, disks: Vec<DiskConfig>) -> VmConfig {
+        VmConfig {
+            id: id.to_string(),
+            run_dir: run_dir.to_owned(),
+            vcpus: self.config.vcpus,
+            memory_mib: self.config.memory_mib,
+            disks,
+            memory_file: None,
+            restore_from: None,
+        }
+    }
+
+    async fn clone_vm(
+        &self,
+        template: &Template,
+        id: &str,
+        run_dir: &Path,
+        rootfs: &DiskConfig,
+    ) -> Result<(H::Vm, AgentClient), RunError> {
+        let mut config = self.vm_config(id, run_dir, Vec::new());
+        config.memory_file = Some(MemoryFile {
+            path: template.memory.clone(),
+            shared: false,
+        });
+        config.restore_from = Some(template.state.clone());
+        let mut vm = self
+            .hypervisor
+            .start(config)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
-        let agent = match tokio::time::timeout(
-            BOOT_TIMEOUT,
-            unless_vm_dies(&vm, exit.clone(), AgentClient::handshake(control)),
-        )
-        .await
-        {
-            Ok(agent) => agent?,
+        let agent = AgentClient::resumed(control);
+        let resume = Request::Resume {
+            unix_time_nanos: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            entropy: random_bytes::<64>().to_vec(),
+        };
+        let resumed = unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
+        match tokio::time::timeout(BOOT_TIMEOUT, resumed).await {
+            Ok(result) => result?,
             Err(_) => {
                 return Err(RunError::BootTimeout {
                     console: vm.console_tail(),
                 })
             }
+        }
+        vm.attach_disk(rootfs)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+        Ok((vm, agent))
+    }
+
+    /// Runs the prepared process in a VM of its own with `io`, and returns how
+    /// it exited. The VM is gone when this returns or is dropped.
+    pub async fn run(&self, prepared: Prepared, io: RunIo) -> Result<ExitStatus, RunError> {
+        let id = new_container_id();
+        let run_dir = RunDir::create(self.config.run_root.join(&id))?;
+        let rootfs = DiskConfig {
+            id: "rootfs".into(),
+            path: prepared.rootfs.clone(),
+            serial: ROOTFS_SERIAL.into(),
+            read_only: true,
         };
-        info!(container = %id, elapsed_ms = started.elapsed().as_millis() as u64, "guest agent ready");
+        let (vm, agent) = self.start_vm(&id, &run_dir.path, rootfs).await?;
+        let exit = vm.exit();
 
         let hostname = id[..12].to_string();
         let create = Request::CreateContainer(ContainerSpec {
@@ -194,6 +283,18 @@ impl<H: Hypervisor> Runtime<H> {
         let _ = exit.wait_for(Option::is_some).await;
         drop(run_dir);
         Ok(status)
+    }
+}
+
+/// Waits for a freshly booted VM's agent to say hello.
+pub(crate) async fn greet<V: Vm>(vm: &mut V) -> Result<AgentClient, RunError> {
+    let control = vm.take_control_channel().expect("a new VM has its channel");
+    let greeted = unless_vm_dies(vm, vm.exit(), AgentClient::handshake(control));
+    match tokio::time::timeout(BOOT_TIMEOUT, greeted).await {
+        Ok(agent) => agent,
+        Err(_) => Err(RunError::BootTimeout {
+            console: vm.console_tail(),
+        }),
     }
 }
 
@@ -357,11 +458,15 @@ async fn blocking<T: Send + 'static>(
 
 /// A 64-hex-digit id like docker's.
 pub fn new_container_id() -> String {
-    let mut bytes = [0u8; 32];
+    hex::encode(random_bytes::<32>())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .expect("/dev/urandom is readable");
-    hex::encode(bytes)
+    bytes
 }
 
 /// A VM's directory, removed when dropped.

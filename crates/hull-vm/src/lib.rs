@@ -28,6 +28,20 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Disks attached at boot.
     pub disks: Vec<DiskConfig>,
+    /// Guest memory in a file (templates and their clones) instead of
+    /// anonymous memory.
+    pub memory_file: Option<MemoryFile>,
+    /// Device state saved by [`Vm::save_state`]: the VM resumes from it
+    /// instead of booting. Needs the template's `memory_file`.
+    pub restore_from: Option<PathBuf>,
+}
+
+/// A file holding guest RAM. A template maps it shared, so its memory lands
+/// in the file; clones map it private, sharing its pages copy-on-write.
+#[derive(Debug, Clone)]
+pub struct MemoryFile {
+    pub path: PathBuf,
+    pub shared: bool,
 }
 
 /// A raw disk image, found in the guest by its SCSI serial.
@@ -68,6 +82,8 @@ pub trait Hypervisor: Send + Sync + 'static {
 
 /// A running VM. Dropping it stops the VM.
 pub trait Vm: Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+
     fn id(&self) -> &str;
     /// The byte stream to the guest agent; it can be taken once.
     fn take_control_channel(&mut self) -> Option<UnixStream>;
@@ -77,4 +93,15 @@ pub trait Vm: Send + Sync + 'static {
     fn kill(&self);
     /// The last lines the guest wrote to its console, to explain a failure.
     fn console_tail(&self) -> String;
+    /// Plugs a disk into the running VM; the guest finds it by serial.
+    fn attach_disk(
+        &self,
+        disk: &DiskConfig,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Pauses the VM and writes its device state to `path` (its memory is
+    /// already in its memory file). The VM stays paused.
+    fn save_state(
+        &self,
+        path: &std::path::Path,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

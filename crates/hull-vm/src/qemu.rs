@@ -12,7 +12,8 @@ use tokio::sync::{watch, Mutex};
 use tracing::debug;
 
 use crate::qmp::{Qmp, QmpError};
-use crate::{Accel, GuestArtifacts, Hypervisor, Vm, VmConfig, VmExit};
+use crate::{Accel, DiskConfig, GuestArtifacts, Hypervisor, Vm, VmConfig, VmExit};
+use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
@@ -40,6 +41,8 @@ pub enum QemuError {
     EarlyExit(String),
     #[error("QEMU's control connection failed")]
     Qmp(#[from] QmpError),
+    #[error("migration failed: {0}")]
+    Migration(String),
 }
 
 /// Boots VMs with `qemu-system-x86_64 -M microvm`.
@@ -72,11 +75,15 @@ impl Qemu {
             cmdline.push(' ');
             cmdline.push_str(&self.extra_cmdline);
         }
+        // No ACPI: the kernel learns the virtio-mmio devices from the command
+        // line QEMU appends, and boots faster without the ACPI tables.
+        let mut machine = String::from("microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off");
+        if config.memory_file.is_some() {
+            machine.push_str(",memory-backend=mem");
+        }
         let mut args: Vec<String> = [
             "-M",
-            // No ACPI: the kernel learns the virtio-mmio devices from the command
-            // line QEMU appends, and boots faster without the ACPI tables.
-            "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off",
+            &machine,
             "-accel",
             self.accel.qemu_name(),
             "-cpu",
@@ -124,6 +131,20 @@ impl Qemu {
             "-device".into(),
             "virtio-scsi-device,id=scsi0".into(),
         ]);
+        if let Some(memory) = &config.memory_file {
+            args.extend([
+                "-object".into(),
+                format!(
+                    "memory-backend-file,id=mem,size={}M,mem-path={},share={}",
+                    config.memory_mib,
+                    memory.path.display(),
+                    if memory.shared { "on" } else { "off" }
+                ),
+            ]);
+        }
+        if config.restore_from.is_some() {
+            args.extend(["-incoming".into(), "defer".into()]);
+        }
         for disk in &config.disks {
             args.extend([
                 "-blockdev".into(),
@@ -245,6 +266,12 @@ impl Hypervisor for Qemu {
         };
         vm.control = Some(control);
         vm.qmp = Some(Mutex::new(qmp));
+        if let Some(state) = &config.restore_from {
+            if let Err(err) = vm.restore(state).await {
+                vm.kill();
+                return Err(err);
+            }
+        }
         Ok(vm)
     }
 }
@@ -274,6 +301,34 @@ impl QemuVm {
         qmp.lock().await.execute(command, arguments).await
     }
 
+    /// Loads device state saved by [`Vm::save_state`] and runs the VM. Memory
+    /// comes from the memory file, which migration skips (`x-ignore-shared`).
+    async fn restore(&self, state: &std::path::Path) -> Result<(), QemuError> {
+        self.qmp("migrate-set-capabilities", Some(ignore_shared()))
+            .await?;
+        let uri = format!("exec:cat {}", shell_quote(state));
+        self.qmp("migrate-incoming", Some(json!({ "uri": uri })))
+            .await?;
+        loop {
+            let status = self.qmp("query-status", None).await?;
+            match status["status"].as_str() {
+                Some("inmigrate") => tokio::time::sleep(POLL).await,
+                Some("running") => return Ok(()),
+                Some("paused" | "prelaunch" | "postmigrate") => {
+                    self.qmp("cont", None).await?;
+                    return Ok(());
+                }
+                other => {
+                    return Err(QemuError::Migration(format!(
+                        "restoring {} left the VM {}",
+                        state.display(),
+                        other.unwrap_or("in an unknown state")
+                    )))
+                }
+            }
+        }
+    }
+
     /// QEMU quit before it was usable: wait for it, then report what it said.
     async fn early_exit(&mut self) -> QemuError {
         self.kill();
@@ -283,12 +338,27 @@ impl QemuVm {
     }
 }
 
+/// How often migration progress is polled.
+const POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Guest RAM lives in a file the clone maps itself, so migration leaves it out.
+fn ignore_shared() -> serde_json::Value {
+    json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+}
+
+/// QEMU runs `exec:` migration URIs through `/bin/sh -c`.
+fn shell_quote(path: &std::path::Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
 fn last_lines(text: &str, count: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
 impl Vm for QemuVm {
+    type Error = QemuError;
+
     fn id(&self) -> &str {
         &self.id
     }
@@ -310,6 +380,55 @@ impl Vm for QemuVm {
         }
     }
 
+    async fn attach_disk(&self, disk: &DiskConfig) -> Result<(), QemuError> {
+        self.qmp(
+            "blockdev-add",
+            Some(json!({
+                "driver": "file",
+                "filename": disk.path,
+                "node-name": disk.id,
+                "read-only": disk.read_only,
+            })),
+        )
+        .await?;
+        self.qmp(
+            "device_add",
+            Some(json!({
+                "driver": "scsi-hd",
+                "bus": "scsi0.0",
+                "drive": disk.id,
+                "serial": disk.serial,
+                "id": format!("dev-{}", disk.id),
+            })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn save_state(&self, path: &std::path::Path) -> Result<(), QemuError> {
+        self.qmp("stop", None).await?;
+        self.qmp("migrate-set-capabilities", Some(ignore_shared()))
+            .await?;
+        let uri = format!("exec:cat > {}", shell_quote(path));
+        self.qmp("migrate", Some(json!({ "uri": uri }))).await?;
+        loop {
+            let migration = self.qmp("query-migrate", None).await?;
+            match migration["status"].as_str() {
+                Some("completed") => return Ok(()),
+                Some("failed" | "cancelled") => {
+                    let reason = migration["error-desc"]
+                        .as_str()
+                        .unwrap_or("no reason given");
+                    return Err(QemuError::Migration(format!(
+                        "saving {} failed: {reason}",
+                        path.display()
+                    )));
+                }
+                _ => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
     fn console_tail(&self) -> String {
         let console = fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default();
         last_lines(&console, 20)
@@ -325,7 +444,7 @@ impl Drop for QemuVm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DiskConfig;
+    use std::path::Path;
 
     fn qemu() -> Qemu {
         Qemu::new(
@@ -350,6 +469,8 @@ mod tests {
                 serial: "hull-rootfs".into(),
                 read_only: true,
             }],
+            memory_file: None,
+            restore_from: None,
         };
         let args = qemu().args(&config, 7, 8).join(" ");
         assert!(args.contains("-accel tcg -cpu max"));
@@ -360,6 +481,33 @@ mod tests {
         assert!(args.contains("filename=/images/a.erofs,node-name=rootfs,read-only=on"));
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=rootfs,serial=hull-rootfs"));
         assert!(args.contains("file:/run/vm1/console.log"));
+    }
+
+    #[test]
+    fn clones_map_the_template_memory_privately_and_wait_for_state() {
+        let config = VmConfig {
+            id: "clone".into(),
+            run_dir: "/run/clone".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            disks: vec![],
+            memory_file: Some(crate::MemoryFile {
+                path: "/dev/shm/t/memory".into(),
+                shared: false,
+            }),
+            restore_from: Some("/dev/shm/t/state".into()),
+        };
+        let args = qemu().args(&config, 7, 8).join(" ");
+        assert!(args.contains("acpi=off,memory-backend=mem"));
+        assert!(args
+            .contains("memory-backend-file,id=mem,size=256M,mem-path=/dev/shm/t/memory,share=off"));
+        assert!(args.contains("-incoming defer"));
+    }
+
+    #[test]
+    fn migration_paths_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote(Path::new("/a b/state")), "'/a b/state'");
+        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
     }
 
     #[test]

@@ -14,5 +14,8 @@ pub async fn show(client: &Client) -> Result<()> {
     if let Some(reason) = info.accelerator_reason {
         println!("  {reason}");
     }
+    if let Some(template) = info.template {
+        println!("VM Template: {template}");
+    }
     Ok(())
 }

@@ -10,7 +10,8 @@ fn image_ids(daemon: &Daemon) -> String {
 
 #[test]
 fn a_truncated_archive_is_refused_and_the_store_is_unchanged() {
-    let daemon = daemon();
+    // A daemon of its own: other tests load images into the shared one.
+    let daemon = &common::loaded_daemon(&[]);
     let before = image_ids(daemon);
     let whole = std::fs::read(common::busybox_archive()).unwrap();
     let dir = tempfile::tempdir().unwrap();

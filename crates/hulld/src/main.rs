@@ -38,6 +38,12 @@ struct Args {
     /// Memory per VM, in MiB.
     #[arg(long, default_value_t = 256)]
     memory: u32,
+    /// Boot every VM cold instead of cloning a booted template.
+    #[arg(long, env = "HULL_NO_TEMPLATES", value_parser = clap::builder::BoolishValueParser::new())]
+    no_templates: bool,
+    /// Directory for VM templates' memory and state (best on tmpfs).
+    #[arg(long, env = "HULL_TEMPLATE_DIR")]
+    template_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -62,6 +68,8 @@ async fn main() -> Result<()> {
         },
         vcpus: args.cpus,
         memory_mib: args.memory,
+        templates: !args.no_templates,
+        template_dir: args.template_dir,
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
     let pid_file = args.root.join("hulld.pid");

@@ -46,6 +46,7 @@ pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
             root_dir: daemon.root().display().to_string(),
             accelerator: Some(accel.accel.to_string()),
             accelerator_reason: Some(accel.reason.clone()),
+            template: daemon.template_status().map(str::to_string),
         },
     ))
 }

@@ -43,6 +43,27 @@ pub fn kernel() -> PathBuf {
         .clone()
 }
 
+/// Directories to remove when the test process exits: the shared daemons
+/// live in statics, which are never dropped.
+static TO_REMOVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn remove_registered_dirs() {
+    if let Ok(dirs) = TO_REMOVE.lock() {
+        for dir in dirs.iter() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub fn remove_at_exit(dir: &Path) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain function that lives for the whole program.
+        unsafe { libc::atexit(remove_registered_dirs) };
+    });
+    TO_REMOVE.lock().unwrap().push(dir.to_owned());
+}
+
 /// A daemon owned by the tests, killed when the test process exits.
 pub struct Daemon {
     pub root: PathBuf,
@@ -57,6 +78,7 @@ impl Daemon {
             .prefix("hull-e2e-")
             .tempdir()
             .expect("temp dir");
+        remove_at_exit(dir.path());
         let root = dir.path().join("root");
         let socket = dir.path().join("hull.sock");
         let log = std::fs::File::create(dir.path().join("hulld.log")).unwrap();
@@ -73,6 +95,7 @@ impl Daemon {
             .arg("--host")
             .arg(format!("unix://{}", socket.display()))
             .env("HULL_KERNEL", kernel())
+            .env("HULL_TEMPLATE_DIR", dir.path().join("templates"))
             .env("HULL_LOG", "info,hull_runtime=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -95,6 +118,38 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         daemon
+    }
+
+    /// The VM template's state as `hull info` reports it.
+    pub fn template_status(&self) -> String {
+        let info = stdout_of(&self.hull(&["info"]));
+        info.lines()
+            .find_map(|line| line.strip_prefix("VM Template: "))
+            .unwrap_or("not started")
+            .to_string()
+    }
+
+    /// Runs a first container (which starts the template's build) and waits
+    /// until the template is ready.
+    pub fn wait_for_template(&self) {
+        stdout_of(&self.hull(&["run", "--rm", "busybox", "true"]));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.template_status() != "ready" {
+            assert!(
+                Instant::now() < deadline,
+                "the VM template was not built: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.root.join("hulld.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn log(&self) -> String {
@@ -150,10 +205,25 @@ pub fn spawn_owned(mut command: Command) -> u32 {
     rx.recv().unwrap()
 }
 
-/// The daemon shared by the tests of one test binary, with busybox loaded.
+impl Drop for Daemon {
+    /// A test's own daemon ends with the test (its VMs die with it).
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: signalling the daemon this harness started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The daemon shared by the tests of one test binary, with busybox loaded
+/// and its VM template ready, so its runs are clones.
 pub fn daemon() -> &'static Daemon {
     static DAEMON: OnceLock<Daemon> = OnceLock::new();
-    DAEMON.get_or_init(|| loaded_daemon(&[]))
+    DAEMON.get_or_init(|| {
+        let daemon = loaded_daemon(&[]);
+        daemon.wait_for_template();
+        daemon
+    })
 }
 
 /// A daemon of the caller's own, with busybox loaded.
@@ -200,6 +270,7 @@ pub fn busybox_archive() -> PathBuf {
         .get_or_init(|| {
             let dir = std::env::temp_dir().join(format!("hull-e2e-images-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
+            remove_at_exit(&dir);
             let archive = dir.join("busybox.tar");
             let output = Command::new("sh")
                 .arg(repo().join("scripts/busybox-image.sh"))

@@ -1,0 +1,199 @@
+//! VM templates: one VM booted to a ready agent, paused, its device state
+//! saved and its memory left in a file on tmpfs. A clone maps that file
+//! copy-on-write and resumes from the state instead of booting, so the
+//! kernel, the initramfs and the agent's pages are shared by every clone.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use hull_proto::Request;
+use hull_vm::{Hypervisor, MemoryFile, Vm, VmConfig};
+use tracing::{info, warn};
+
+use crate::run::RunError;
+
+/// The files of a ready template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub memory: PathBuf,
+    pub state: PathBuf,
+}
+
+/// Where templates live and what they are built from.
+#[derive(Debug, Clone)]
+pub struct TemplateConfig {
+    /// A directory on tmpfs, so guest memory stays in RAM and is shared.
+    pub dir: PathBuf,
+    /// Digest of everything a template depends on (kernel, agent, size,
+    /// hypervisor, Hull's version): another key means another template.
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Missing,
+    Building,
+    Ready(Arc<Template>),
+}
+
+/// The template of one VM size and its state.
+#[derive(Debug)]
+pub struct Templates {
+    config: TemplateConfig,
+    slot: Mutex<Slot>,
+}
+
+const READY_MARKER: &str = "ready";
+
+impl Templates {
+    /// Picks up a template a previous daemon left, if it was built from the
+    /// same inputs, and removes templates of other inputs: their memory
+    /// files would otherwise hold on to RAM in tmpfs for nothing.
+    pub fn new(config: TemplateConfig) -> Self {
+        if let Ok(entries) = fs::read_dir(&config.dir) {
+            for entry in entries.flatten() {
+                if entry.file_name() != config.key.as_str() {
+                    info!(path = %entry.path().display(), "removing an outdated VM template");
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let template = Self::files(&config);
+        let ready = fs::read_to_string(config.dir.join(&config.key).join(READY_MARKER))
+            .is_ok_and(|marker| marker.trim() == config.key)
+            && template.memory.is_file()
+            && template.state.is_file();
+        let slot = if ready {
+            info!(key = %config.key, "reusing the VM template");
+            Slot::Ready(Arc::new(template))
+        } else {
+            Slot::Missing
+        };
+        Self {
+            config,
+            slot: Mutex::new(slot),
+        }
+    }
+
+    fn files(config: &TemplateConfig) -> Template {
+        let dir = config.dir.join(&config.key);
+        Template {
+            memory: dir.join("memory"),
+            state: dir.join("state"),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn ready(&self) -> Option<Arc<Template>> {
+        match &*self.slot() {
+            Slot::Ready(template) => Some(template.clone()),
+            _ => None,
+        }
+    }
+
+    /// `missing`, `building` or `ready`, for `hull info`.
+    pub fn status(&self) -> &'static str {
+        match &*self.slot() {
+            Slot::Missing => "missing",
+            Slot::Building => "building",
+            Slot::Ready(_) => "ready",
+        }
+    }
+
+    /// Forgets a template that failed to clone, so the next build replaces it.
+    pub fn invalidate(&self, template: &Template) {
+        let mut slot = self.slot();
+        if matches!(&*slot, Slot::Ready(t) if **t == *template) {
+            *slot = Slot::Missing;
+            if let Some(dir) = template.state.parent() {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    /// Builds the template unless one is ready or being built.
+    pub async fn build<H: Hypervisor>(
+        &self,
+        hypervisor: &H,
+        vcpus: u32,
+        memory_mib: u32,
+    ) -> Result<(), RunError> {
+        {
+            let mut slot = self.slot();
+            if !matches!(*slot, Slot::Missing) {
+                return Ok(());
+            }
+            *slot = Slot::Building;
+        }
+        let result = self.boot_and_save(hypervisor, vcpus, memory_mib).await;
+        let mut slot = self.slot();
+        match result {
+            Ok(template) => {
+                let dir = template.state.parent().unwrap_or(&self.config.dir);
+                info!(key = %self.config.key, dir = %dir.display(), "VM template ready");
+                *slot = Slot::Ready(Arc::new(template));
+                Ok(())
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot build the VM template; VMs boot cold");
+                *slot = Slot::Missing;
+                Err(err)
+            }
+        }
+    }
+
+    async fn boot_and_save<H: Hypervisor>(
+        &self,
+        hypervisor: &H,
+        vcpus: u32,
+        memory_mib: u32,
+    ) -> Result<Template, RunError> {
+        let template = Self::files(&self.config);
+        let dir = template
+            .state
+            .parent()
+            .expect("template files are in a dir")
+            .to_owned();
+        let _ = fs::remove_dir_all(&dir);
+        let run_dir = dir.join("vm");
+        fs::create_dir_all(&run_dir).map_err(|source| RunError::RunDir {
+            path: run_dir.clone(),
+            source,
+        })?;
+        let config = VmConfig {
+            id: format!("template-{}", self.config.key),
+            run_dir,
+            vcpus,
+            memory_mib,
+            disks: Vec::new(),
+            memory_file: Some(MemoryFile {
+                path: template.memory.clone(),
+                shared: true,
+            }),
+            restore_from: None,
+        };
+        let mut vm = hypervisor
+            .start(config)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+        let agent = crate::run::greet(&mut vm).await?;
+        // The agent answers, so it is idle in its read loop: the state to clone.
+        agent.request_done(&Request::Ping).await?;
+        vm.save_state(&template.state)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+        vm.kill();
+        let mut exit = vm.exit();
+        let _ = exit.wait_for(Option::is_some).await;
+        let marker = dir.join(READY_MARKER);
+        fs::write(&marker, &self.config.key).map_err(|source| RunError::RunDir {
+            path: marker,
+            source,
+        })?;
+        Ok(template)
+    }
+}

@@ -1,0 +1,114 @@
+//! VMs cloned from a template, and VMs booted cold, both end to end.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{daemon, stdout_of, text};
+
+/// Hostname, 16 bytes of the guest's RNG, the guest's clock, and whether a
+/// file written by an earlier clone is visible.
+const IDENTITY: &str = "echo $(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' ') $(date +%s) $(cat /marker 2>/dev/null || echo none); echo written > /marker";
+
+fn identity() -> Vec<String> {
+    let output = daemon().hull(&["run", "--rm", "busybox", "sh", "-c", IDENTITY]);
+    stdout_of(&output)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn clones_run_commands_with_the_requested_rootfs() {
+    assert_eq!(daemon().template_status(), "ready");
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/passwd | grep -c hull; exit 4",
+    ]);
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "1\n");
+    assert!(
+        daemon().log().contains("start=\"template clone\""),
+        "{}",
+        daemon().log()
+    );
+}
+
+#[test]
+fn clones_share_no_hostname_entropy_clock_or_files() {
+    let (first, second) = (identity(), identity());
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert_ne!(first[0], second[0], "hostnames");
+    assert_ne!(first[1], second[1], "random bytes");
+    assert_eq!(
+        (first[3].as_str(), second[3].as_str()),
+        ("none", "none"),
+        "writable layers"
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for clock in [&first[2], &second[2]] {
+        let guest: i64 = clock.parse().unwrap();
+        // The template was saved minutes ago; a clone's clock is set on resume.
+        assert!((now - guest).abs() < 60, "guest clock {guest}, host {now}");
+    }
+}
+
+#[test]
+fn a_corrupt_template_is_replaced_and_the_run_still_succeeds() {
+    let daemon = common::loaded_daemon(&[]);
+    daemon.wait_for_template();
+    let states: Vec<_> = glob_template_states(&daemon);
+    assert_eq!(states.len(), 1, "{states:?}");
+    std::fs::write(&states[0], b"not a migration stream").unwrap();
+
+    let output = daemon.hull(&["run", "--rm", "busybox", "echo", "survived"]);
+    assert_eq!(stdout_of(&output), "survived\n");
+    assert!(
+        daemon.log().contains("cloning the VM template failed"),
+        "{}",
+        daemon.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while daemon.template_status() != "ready" {
+        assert!(Instant::now() < deadline, "the template was not rebuilt");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = std::fs::read(&glob_template_states(&daemon)[0]).unwrap();
+    assert_ne!(state, b"not a migration stream");
+    let output = daemon.hull(&["run", "--rm", "busybox", "echo", "cloned"]);
+    assert_eq!(stdout_of(&output), "cloned\n");
+}
+
+#[test]
+fn without_templates_every_vm_boots_cold() {
+    let daemon = common::loaded_daemon(&[("HULL_NO_TEMPLATES", "1")]);
+    let output = daemon.hull_with_input(
+        &["run", "--rm", "-i", "busybox", "sh", "-c", "cat; exit 3"],
+        b"cold\n",
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "cold\n");
+    assert_eq!(daemon.template_status(), "disabled");
+    assert!(daemon.log().contains("start=\"cold boot\""));
+}
+
+/// The state files of the daemon's templates, found through its log.
+fn glob_template_states(daemon: &common::Daemon) -> Vec<std::path::PathBuf> {
+    daemon
+        .log()
+        .lines()
+        .filter(|line| line.contains("VM template ready"))
+        .filter_map(|line| line.split(" dir=").nth(1))
+        .map(|dir| std::path::Path::new(dir.trim()).join("state"))
+        .filter(|state| state.is_file())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
