@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmark: start-to-exit time of `hull run --rm busybox true` (cold boot)
-# against, in the same run, `runc run` of the same rootfs (the reference for a
-# container start) and a raw QEMU boot of the same kernel to a trivial init
-# (the floor for any VM). Prints medians and ratios.
+# Benchmark: start-to-exit time of `hull run --rm busybox true`, from a VM
+# template clone and from a cold boot, against, in the same run, `runc run` of
+# the same rootfs (the reference for a container start) and a raw QEMU boot of
+# the same kernel to a trivial init (the floor for a cold VM). Prints medians
+# and ratios.
 #
 #   scripts/bench-run.sh            RUNS=20 by default
 set -euo pipefail
@@ -17,9 +18,9 @@ agent=$(scripts/build-agent.sh --release)
 kernel="$(guest/kernel/build.sh)/vmlinux"
 
 work=$(mktemp -d /tmp/hull-bench.XXXXXX)
-daemon_pid=""
+daemon_pids=()
 cleanup() {
-  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null || true
+  for pid in "${daemon_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,23 +52,35 @@ exec qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=o
   -serial null </dev/null
 FLOOR
 
-# Hull: a daemon of its own; one warm-up run builds the erofs image and initramfs.
-export HULL_ROOT="$work/root" HULL_HOST="unix://$work/hull.sock"
-target/release/hulld --kernel "$kernel" --agent "$agent" --accel "$accel" 2>"$work/hulld.log" &
-daemon_pid=$!
-target/release/hull load -q -i "$work/busybox.tar"
-target/release/hull run --rm busybox true
+# Hull: one daemon that clones its VM template, one that boots every VM cold.
+start_daemon() { # NAME EXTRA-ARGS...
+  local name=$1
+  shift
+  target/release/hulld --root "$work/$name" --host "unix://$work/$name.sock" \
+    --kernel "$kernel" --agent "$agent" --accel "$accel" \
+    --template-dir "/dev/shm/hull-bench-$$" "$@" 2>"$work/$name.log" &
+  daemon_pids+=($!)
+  while [ ! -S "$work/$name.sock" ]; do sleep 0.05; done
+  target/release/hull -H "unix://$work/$name.sock" load -q -i "$work/busybox.tar"
+  # Builds the erofs image, and the template where there is one.
+  target/release/hull -H "unix://$work/$name.sock" run --rm busybox true
+}
+start_daemon template
+start_daemon cold --no-templates
+until target/release/hull -H "unix://$work/template.sock" info | grep -q "VM Template: ready"; do sleep 0.1; done
+trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$"' EXIT
 
 echo "accelerator: $accel; $runs runs each" >&2
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/results.json" \
   -n "runc run (reference)" "runc run -b $work/bundle hull-bench" \
   -n "raw QEMU boot to trivial init (floor)" "bash $work/floor.sh" \
-  -n "hull run --rm busybox true (cold boot)" "target/release/hull run --rm busybox true" >&2
+  -n "hull run --rm busybox true (template clone)" "target/release/hull -H unix://$work/template.sock run --rm busybox true" \
+  -n "hull run --rm busybox true (cold boot)" "target/release/hull -H unix://$work/cold.sock run --rm busybox true" >&2
 
 echo
 jq -r '
   (.results[0].median) as $runc |
   (.results[1].median) as $floor |
   .results[] |
-  "\(.command | .[0:42] | . + " " * (42 - length)) median \(.median * 1000 | floor) ms   \(.median / $runc * 10 | floor / 10)x runc   \(.median / $floor * 100 | floor / 100)x floor"
+  "\(.command | .[0:46] | . + " " * (46 - length)) median \(.median * 1000 | floor) ms   \(.median / $runc * 10 | floor / 10)x runc   \(.median / $floor * 100 | floor / 100)x floor"
 ' "$work/results.json"
