@@ -323,7 +323,7 @@ impl ImageStore {
     }
 
     /// Applies the image's layers, in order, into the empty directory `dir`.
-    fn flatten(&self, record: &ImageRecord, dir: &Path) -> Result<(), StoreError> {
+    pub(crate) fn flatten(&self, record: &ImageRecord, dir: &Path) -> Result<(), StoreError> {
         let mut unpacker = Unpacker::new(dir);
         for layer in &record.layers {
             let path = self.blob_path(&layer.digest);

@@ -273,3 +273,37 @@ fn a_push_to_a_registry_with_basic_auth_needs_the_credentials() {
         .unwrap();
     assert!(stdout_of(&output).contains("auth: digest: sha256:"));
 }
+
+#[test]
+fn the_docker_cli_pulls_and_pushes_through_hulld() {
+    let docker_present = Command::new("docker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !docker_present {
+        eprintln!("skipped: no docker CLI on this machine");
+        return;
+    }
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let daemon = Daemon::start(&[]);
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", daemon.socket.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let name = registry.name("library/busybox:1.36");
+    let pulled = stdout_of(&docker(&["pull", &name]));
+    assert!(pulled.contains("Downloaded newer image"), "{pulled}");
+    assert!(stdout_of(&daemon.hull(&["images"])).contains(&registry.name("library/busybox")));
+
+    let mine = registry.name("me/busybox:docker");
+    let archive = derived_archive(&mine, |_| {});
+    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+    let pushed = stdout_of(&docker(&["push", &mine]));
+    assert!(pushed.contains("docker: digest: sha256:"), "{pushed}");
+    registry.raw_manifest("me/busybox:docker", &[]);
+}

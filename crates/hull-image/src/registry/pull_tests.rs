@@ -1,5 +1,5 @@
 //! Pulls from a small in-process registry: bearer tokens on a 401 challenge,
-//! blob redirects, a download cut short and resumed with Range, and a
+//! gzip and zstd layers, blob redirects, a download cut short and resumed with Range, and a
 //! corrupt blob that must leave nothing in the store.
 
 use std::collections::HashMap;
@@ -18,7 +18,9 @@ use crate::digest::Digest;
 use crate::layer::tests::gzip;
 use crate::reference::Reference;
 use crate::registry::download::DownloadError;
-use crate::spec::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST};
+use crate::spec::{
+    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_ZSTD, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST,
+};
 use crate::testutil;
 use crate::ImageStore;
 
@@ -145,13 +147,22 @@ async fn start(corrupt: bool) -> (Arc<FakeRegistry>, Digest) {
         testutil::layer(&[("bin/", b""), ("bin/tool", &[7u8; 300_000])]),
     ];
     let config = testutil::config(&layers, "/bin/tool");
-    let blobs: Vec<Vec<u8>> = layers.iter().map(|l| gzip(l)).collect();
+    // One zstd layer and one gzip layer.
+    let blobs = [
+        zstd::encode_all(&layers[0][..], 3).unwrap(),
+        gzip(&layers[1]),
+    ];
+    let media_types = [MEDIA_TYPE_LAYER_ZSTD, MEDIA_TYPE_LAYER_GZIP];
     let descriptor = |media_type: &str, bytes: &[u8]| serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": bytes.len()});
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_TYPE_OCI_MANIFEST,
         "config": descriptor(MEDIA_TYPE_OCI_CONFIG, &config),
-        "layers": blobs.iter().map(|b| descriptor(MEDIA_TYPE_LAYER_GZIP, b)).collect::<Vec<_>>(),
+        "layers": blobs
+            .iter()
+            .zip(media_types)
+            .map(|(b, t)| descriptor(t, b))
+            .collect::<Vec<_>>(),
     }))
     .unwrap();
     let mut served: HashMap<String, Vec<u8>> = blobs
@@ -218,6 +229,19 @@ async fn a_pull_earns_a_token_follows_redirects_and_resumes_a_cut_download() {
         .unwrap();
     assert_eq!(image.id, id.to_string());
     assert_eq!(image.config.cmd, Some(vec!["/bin/tool".to_owned()]));
+    let media_types: Vec<&str> = image
+        .record
+        .layers
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .collect();
+    assert_eq!(media_types, [MEDIA_TYPE_LAYER_ZSTD, MEDIA_TYPE_LAYER_GZIP]);
+    let rootfs = tempfile::tempdir().unwrap();
+    store.flatten(&image.record, rootfs.path()).unwrap();
+    assert_eq!(
+        std::fs::read(rootfs.path().join("etc/hello")).unwrap(),
+        b"hello"
+    );
 
     let log = registry.log.lock().unwrap().clone();
     assert!(log.iter().any(|l| l.starts_with("/token")), "{log:?}");
