@@ -274,6 +274,7 @@ impl<H: Hypervisor> Runtime<H> {
             },
         });
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
+        debug!(container = %id, "container created");
 
         let status =
             unless_vm_dies(&vm, exit.clone(), run_process(&agent, &id, prepared, io)).await?;
@@ -333,7 +334,7 @@ async fn run_process(
     let input = spec.stdin.map(|stream| agent.open_input(stream));
 
     match agent.request(&Request::StartProcess(spec)).await {
-        Ok(Response::Started { .. }) => {}
+        Ok(Response::Started { pid }) => debug!(container, pid, "process started"),
         Ok(other) => return Err(AgentError::UnexpectedResponse(other).into()),
         Err(AgentError::Refused(refusal)) => {
             return Err(match refusal.kind {
