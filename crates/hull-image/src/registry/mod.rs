@@ -10,9 +10,9 @@ pub mod client;
 mod download;
 pub mod manifest;
 pub mod pull;
-#[cfg(test)]
-mod pull_tests;
 pub mod push;
+#[cfg(test)]
+mod transfer_tests;
 
 use std::net::IpAddr;
 

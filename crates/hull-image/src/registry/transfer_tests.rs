@@ -1,6 +1,7 @@
-//! Pulls from a small in-process registry: bearer tokens on a 401 challenge,
-//! gzip and zstd layers, blob redirects, a download cut short and resumed with Range, and a
-//! corrupt blob that must leave nothing in the store.
+//! Pulls from and pushes to a small in-process registry: bearer tokens on a
+//! 401 challenge (a wider one for pushing), gzip and zstd layers, blob
+//! redirects, a download cut short and resumed with Range, and a corrupt blob
+//! that must leave nothing in the store.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,8 +31,9 @@ const TOKEN: &str = "t0k";
 
 struct FakeRegistry {
     addr: String,
-    manifest: Vec<u8>,
-    blobs: HashMap<String, Vec<u8>>,
+    /// Manifests by `repository:tag`.
+    manifests: Mutex<HashMap<String, Vec<u8>>>,
+    blobs: Mutex<HashMap<String, Vec<u8>>>,
     /// Blobs whose first full download is cut in the middle.
     cut: Mutex<Vec<String>>,
     log: Mutex<Vec<String>>,
@@ -52,33 +54,46 @@ fn answer(status: StatusCode, headers: &[(&str, String)], content: Body) -> Resp
 }
 
 impl FakeRegistry {
-    fn serve(&self, request: &Request<hyper::body::Incoming>) -> Response<Body> {
-        let path = request.uri().path().to_owned();
+    async fn serve(&self, request: Request<hyper::body::Incoming>) -> Response<Body> {
+        let (parts, content) = request.into_parts();
+        let content = content.collect().await.unwrap().to_bytes();
+        let path = parts.uri.path().to_owned();
         let header = |name: &str| {
-            request
-                .headers()
+            parts
+                .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned()
         };
         let range = header("range");
-        self.log.lock().unwrap().push(format!("{path} {range}"));
+        let method = parts.method.clone();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{method} {path} {range}"));
         if path == "/token" {
-            let query = request.uri().query().unwrap_or("");
-            assert!(query.contains("scope=repository%3Aa%2Fb%3Apull"), "{query}");
+            let query = parts.uri.query().unwrap_or("");
+            let scope = form_scope(query);
+            let actions = scope.strip_prefix("repository:a/b:").unwrap_or("");
             return answer(
                 StatusCode::OK,
                 &[],
-                body(format!(r#"{{"token":"{TOKEN}"}}"#)),
+                body(format!(r#"{{"token":"{TOKEN}:{actions}"}}"#)),
             );
         }
         if let Some(digest) = path.strip_prefix("/storage/") {
             return self.storage(digest, &range);
         }
-        if header("authorization") != format!("Bearer {TOKEN}") {
+        let needed = match method {
+            hyper::Method::GET | hyper::Method::HEAD => "pull",
+            _ => "pull,push",
+        };
+        let auth = header("authorization");
+        let granted = auth.strip_prefix(&format!("Bearer {TOKEN}:")).unwrap_or("");
+        if granted != needed && granted != "pull,push" {
             let challenge = format!(
-                r#"Bearer realm="http://{}/token",service="fake",scope="repository:a/b:pull""#,
+                r#"Bearer realm="http://{}/token",service="fake",scope="repository:a/b:{needed}""#,
                 self.addr
             );
             return answer(
@@ -87,11 +102,33 @@ impl FakeRegistry {
                 body(r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#),
             );
         }
-        if path == "/v2/a/b/manifests/1.0" {
-            let content_type = ("content-type", MEDIA_TYPE_OCI_MANIFEST.to_owned());
-            return answer(StatusCode::OK, &[content_type], body(self.manifest.clone()));
+        if let Some(upload) = path.strip_prefix("/v2/a/b/blobs/uploads/") {
+            return self.upload(&method, upload, parts.uri.query().unwrap_or(""), content);
+        }
+        if let Some(tag) = path.strip_prefix("/v2/a/b/manifests/") {
+            let mut manifests = self.manifests.lock().unwrap();
+            if method == hyper::Method::PUT {
+                manifests.insert(tag.to_owned(), content.to_vec());
+                return answer(StatusCode::CREATED, &[], body(""));
+            }
+            return match manifests.get(tag) {
+                Some(m) => {
+                    let content_type = ("content-type", MEDIA_TYPE_OCI_MANIFEST.to_owned());
+                    answer(StatusCode::OK, &[content_type], body(m.clone()))
+                }
+                None => answer(StatusCode::NOT_FOUND, &[], body("")),
+            };
         }
         if let Some(digest) = path.strip_prefix("/v2/a/b/blobs/") {
+            if method == hyper::Method::HEAD {
+                let found = self.blobs.lock().unwrap().contains_key(digest);
+                let status = if found {
+                    StatusCode::OK
+                } else {
+                    StatusCode::NOT_FOUND
+                };
+                return answer(status, &[], body(""));
+            }
             let location = format!("http://{}/storage/{digest}", self.addr);
             return answer(
                 StatusCode::TEMPORARY_REDIRECT,
@@ -102,8 +139,38 @@ impl FakeRegistry {
         answer(StatusCode::NOT_FOUND, &[], body(""))
     }
 
+    /// `POST uploads/` opens an upload at a relative location; `PUT
+    /// uploads/<id>?digest=…` completes it, if the content has that digest.
+    fn upload(
+        &self,
+        method: &hyper::Method,
+        upload: &str,
+        query: &str,
+        content: Bytes,
+    ) -> Response<Body> {
+        if *method == hyper::Method::POST {
+            let location = ("location", "/v2/a/b/blobs/uploads/u1?_state=x".to_owned());
+            return answer(StatusCode::ACCEPTED, &[location], body(""));
+        }
+        assert_eq!(upload, "u1");
+        let digest = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("digest="))
+            .unwrap()
+            .replace("%3A", ":");
+        if Digest::of(&content).to_string() != digest {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                &[],
+                body(r#"{"errors":[{"code":"DIGEST_INVALID"}]}"#),
+            );
+        }
+        self.blobs.lock().unwrap().insert(digest, content.to_vec());
+        answer(StatusCode::CREATED, &[], body(""))
+    }
+
     fn storage(&self, digest: &str, range: &str) -> Response<Body> {
-        let Some(blob) = self.blobs.get(digest) else {
+        let Some(blob) = self.blobs.lock().unwrap().get(digest).cloned() else {
             return answer(StatusCode::NOT_FOUND, &[], body(""));
         };
         if let Some(from) = range
@@ -136,7 +203,7 @@ impl FakeRegistry {
                 BodyExt::boxed(StreamBody::new(frames)),
             );
         }
-        answer(StatusCode::OK, &[length], body(blob.clone()))
+        answer(StatusCode::OK, &[length], body(blob))
     }
 }
 
@@ -176,13 +243,26 @@ async fn start(corrupt: bool) -> (Arc<FakeRegistry>, Digest) {
         let last = blob.len() - 1;
         blob[last] ^= 0xff;
     }
+    let registry = serve().await;
+    registry
+        .manifests
+        .lock()
+        .unwrap()
+        .insert("1.0".to_owned(), manifest);
+    *registry.blobs.lock().unwrap() = served;
+    registry.cut.lock().unwrap().push(second);
+    (registry, Digest::of(&config))
+}
+
+/// An empty registry on a loopback port.
+async fn serve() -> Arc<FakeRegistry> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry = Arc::new(FakeRegistry {
         addr: listener.local_addr().unwrap().to_string(),
-        manifest,
-        blobs: served,
-        cut: Mutex::new(vec![second]),
-        log: Mutex::new(Vec::new()),
+        manifests: Mutex::default(),
+        blobs: Mutex::default(),
+        cut: Mutex::default(),
+        log: Mutex::default(),
     });
     let serving = registry.clone();
     tokio::spawn(async move {
@@ -191,8 +271,8 @@ async fn start(corrupt: bool) -> (Arc<FakeRegistry>, Digest) {
             let registry = serving.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let response = registry.serve(&request);
-                    async move { Ok::<_, Infallible>(response) }
+                    let registry = registry.clone();
+                    async move { Ok::<_, Infallible>(registry.serve(request).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -200,7 +280,18 @@ async fn start(corrupt: bool) -> (Arc<FakeRegistry>, Digest) {
             });
         }
     });
-    (registry, Digest::of(&config))
+    registry
+}
+
+/// The `scope` parameter of a token request.
+fn form_scope(query: &str) -> String {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("scope="))
+        .unwrap_or("")
+        .replace("%3A", ":")
+        .replace("%2F", "/")
+        .replace("%2C", ",")
 }
 
 async fn pull_from(
@@ -244,7 +335,7 @@ async fn a_pull_earns_a_token_follows_redirects_and_resumes_a_cut_download() {
     );
 
     let log = registry.log.lock().unwrap().clone();
-    assert!(log.iter().any(|l| l.starts_with("/token")), "{log:?}");
+    assert!(log.iter().any(|l| l.starts_with("GET /token")), "{log:?}");
     assert!(
         log.iter().any(|l| l.contains("bytes=")),
         "no resumed download: {log:?}"
@@ -298,4 +389,49 @@ async fn a_corrupt_blob_fails_the_pull_and_stores_nothing() {
         std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
         0
     );
+}
+
+#[tokio::test]
+async fn a_push_earns_a_wider_token_uploads_blobs_and_pulls_back() {
+    let registry = serve().await;
+    let tag: &'static str = Box::leak(format!("{}/a/b:2.0", registry.addr).into_boxed_str());
+    let tar = testutil::layer(&[("etc/", b""), ("etc/pushed", b"yes")]);
+    let image = testutil::TestImage {
+        config: testutil::config(std::slice::from_ref(&tar), "sh"),
+        layers: vec![gzip(&tar)],
+        tags: vec![tag],
+    };
+    let id = image.id();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let archive = testutil::archive(&testutil::docker_files(&[image], false));
+    store.load(&archive[..], &mut |_| {}).unwrap();
+
+    let client = RegistryClient::new(RegistryConfig::default()).unwrap();
+    let reference = Reference::parse(tag).unwrap();
+    let events = Mutex::new(Vec::new());
+    let record = |e: PullEvent| events.lock().unwrap().push(e);
+    let pushed = super::push(&store, &client, &reference, None, &record)
+        .await
+        .unwrap();
+    assert_eq!(
+        Digest::of(&registry.manifests.lock().unwrap()["2.0"]),
+        pushed.digest
+    );
+    assert_eq!(registry.blobs.lock().unwrap().len(), 2);
+    let events = events.into_inner().unwrap();
+    assert!(events.iter().any(|e| e.status == "Pushed"), "{events:?}");
+    let log = registry.log.lock().unwrap().clone();
+    // One token to look for blobs, a wider one to upload them.
+    let tokens = log.iter().filter(|l| l.starts_with("GET /token")).count();
+    assert_eq!(tokens, 2, "{log:?}");
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = ImageStore::open(other_dir.path()).unwrap();
+    let noop = |_: PullEvent| {};
+    let pulled = pull(&other, &client, &reference, None, &noop)
+        .await
+        .unwrap();
+    assert_eq!(pulled.id, id);
+    assert_eq!(pulled.digest, pushed.digest);
 }
