@@ -51,6 +51,9 @@ pub enum RunError {
     CommandNotFound(String),
     #[error("{0}")]
     CommandNotExecutable(String),
+    /// The agent refused the process as specified (an unknown user, say).
+    #[error("{0}")]
+    InvalidProcess(String),
     #[error("talking to the guest agent failed")]
     Agent(#[from] AgentError),
 }
@@ -340,6 +343,7 @@ async fn run_process(
             return Err(match refusal.kind {
                 ErrorKind::CommandNotFound => RunError::CommandNotFound(refusal.message),
                 ErrorKind::CommandNotExecutable => RunError::CommandNotExecutable(refusal.message),
+                ErrorKind::InvalidRequest => RunError::InvalidProcess(refusal.message),
                 _ => AgentError::Refused(refusal).into(),
             })
         }

@@ -157,7 +157,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         }
         let n = reader.read(&mut buffer).await?;
         if n == 0 {
-            bail!("hulld closed the run stream before the process exited");
+            bail!("lost the connection to hulld before the container exited");
         }
         decoder.extend(&buffer[..n]);
     }

@@ -158,6 +158,27 @@ fn a_missing_command_exits_127_like_docker() {
 }
 
 #[test]
+fn an_unknown_user_is_named_like_docker_does() {
+    let output = daemon().hull(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
+    assert_eq!(output.status.code(), Some(125));
+    assert_eq!(
+        text(&output.stderr),
+        "hull: unable to find user nosuchuser: no matching entries in passwd file\n"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_executable_exits_126() {
+    let output = daemon().hull(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(output.status.code(), Some(126));
+    assert!(
+        text(&output.stderr).contains("permission denied"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
 fn an_unknown_image_is_a_clear_error() {
     let output = daemon().hull(&["run", "--rm", "nosuchimage", "true"]);
     assert_eq!(output.status.code(), Some(125));
