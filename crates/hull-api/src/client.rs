@@ -35,6 +35,11 @@ pub enum ClientError {
     Api { status: StatusCode, message: String },
     #[error("hulld sent a malformed answer")]
     Json(#[from] serde_json::Error),
+    #[error("cannot write the output")]
+    WriteOutput {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read {}", .path.display())]
     ReadFile {
         path: PathBuf,
@@ -118,6 +123,29 @@ impl Client {
         Ok(serde_json::from_slice(&body.to_bytes())?)
     }
 
+    /// Sends `method path` with a JSON body (or none) and decodes the JSON answer;
+    /// an empty answer decodes as `null`.
+    pub async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = match body {
+            Some(value) => full(serde_json::to_vec(value)?),
+            None => empty(),
+        };
+        let mut request = Self::request(method, path, body);
+        request.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let response = Self::check(self.send(request).await?).await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
     /// Uploads an image archive (a file, or stdin for `-`) and returns hulld's progress lines.
     pub async fn load(&self, archive: &Path) -> Result<Vec<ProgressLine>, ClientError> {
         let read_err = |source| ClientError::ReadFile {
@@ -143,6 +171,35 @@ impl Client {
             .filter(|line| !line.is_empty())
             .map(|line| serde_json::from_slice(line).map_err(ClientError::from))
             .collect()
+    }
+
+    /// Streams the `docker save` archive of `names` (an OCI layout when `oci`) into `out`.
+    pub async fn save(
+        &self,
+        names: &[String],
+        oci: bool,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<(), ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for name in names {
+            query.append_pair("names", name);
+        }
+        if oci {
+            query.append_pair("format", "oci");
+        }
+        let path = format!("/images/get?{}", query.finish());
+        let response = self
+            .send(Self::request(Method::GET, &path, empty()))
+            .await?;
+        let mut body = Self::check(response).await?.into_body();
+        let write_err = |source| ClientError::WriteOutput { source };
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.write_all(&data).await.map_err(write_err)?;
+            }
+        }
+        out.flush().await.map_err(write_err)
     }
 
     /// Starts pulling `reference` (docker's `POST /images/create`); the

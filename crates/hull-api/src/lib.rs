@@ -10,6 +10,7 @@ pub use client::{Client, ClientError, ProgressStream};
 pub use daemon::{Daemon, DaemonConfig};
 pub use hull_image::registry::auth::{AuthFile, Credentials};
 pub use hull_image::Reference;
+pub use hyper::Method;
 pub use types::{RunControlMessage, RunEvent, RunSpec};
 
 /// The Docker Engine API version Hull answers with.

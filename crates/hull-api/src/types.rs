@@ -121,3 +121,84 @@ pub enum RunControlMessage {
     Resize { rows: u16, cols: u16 },
     Signal { signal: i32 },
 }
+
+/// `GET /images/{name}/json`, as in the Engine API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub parent: String,
+    pub comment: String,
+    /// RFC 3339, as the image config says.
+    pub created: String,
+    pub docker_version: String,
+    pub author: String,
+    pub config: hull_image::ImageConfig,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    pub os: String,
+    pub size: i64,
+    #[serde(rename = "RootFS")]
+    pub root_fs: InspectRootFs,
+}
+
+/// The `RootFS` object of an image inspection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectRootFs {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub layers: Vec<String>,
+}
+
+/// One entry of `DELETE /images/{name}` and of a prune's `ImagesDeleted`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageDeleteItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untagged: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<String>,
+}
+
+/// `POST /images/prune`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImagePruneReport {
+    pub images_deleted: Option<Vec<ImageDeleteItem>>,
+    pub space_reclaimed: u64,
+}
+
+/// `GET /system/df`: Hull keeps images only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DiskUsage {
+    pub layers_size: i64,
+    pub images: Vec<ImageSummary>,
+    pub containers: Vec<serde_json::Value>,
+    pub volumes: Vec<serde_json::Value>,
+    pub build_cache: Vec<serde_json::Value>,
+}
+
+/// Body of `POST /auth`, as docker sends it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default, rename = "serveraddress")]
+    pub server_address: String,
+}
+
+/// Answer of `POST /auth`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AuthResponse {
+    pub status: String,
+    #[serde(default)]
+    pub identity_token: String,
+}

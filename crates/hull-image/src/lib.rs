@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod digest;
 pub mod erofs;
+pub mod export;
 mod fsutil;
 pub mod layer;
 pub mod reference;
@@ -23,5 +24,5 @@ pub use reference::Reference;
 pub use spec::ImageConfig;
 pub use store::{
     CommitError, Committed, Image, ImageRecord, ImageStore, ImageSummary, LayerRecord, LoadedImage,
-    PulledImage, PulledLayer, StoreError,
+    Pruned, PulledImage, PulledLayer, Removal, StoreError, TagError,
 };

@@ -143,7 +143,7 @@ pub struct Index {
 }
 
 /// One entry of a `docker save` manifest.json.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DockerArchiveEntry {
     pub config: String,

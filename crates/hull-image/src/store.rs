@@ -27,8 +27,10 @@ use crate::spec::{self, ConfigFile, Descriptor, ImageConfig};
 use crate::unpack::{UnpackError, Unpacker};
 
 mod pulled;
+mod tags;
 
 pub use pulled::{CommitError, Committed, PulledImage, PulledLayer};
+pub use tags::{Pruned, Removal, TagError};
 
 const TAGS: &str = "tags.json";
 /// Leftovers of interrupted loads and builds older than this are removed on open.
@@ -53,6 +55,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("image reference '{reference}' is ambiguous: it matches {count} images")]
     Ambiguous { reference: String, count: usize },
+    #[error(transparent)]
+    Tag(#[from] TagError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error(transparent)]
@@ -109,6 +113,9 @@ pub struct ImageRecord {
     /// The index the manifest was chosen from, for images pulled through one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<Descriptor>,
+    /// `repository@digest` of every registry the image was pulled from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_digests: Vec<String>,
 }
 
 /// One layer of an image.
@@ -132,6 +139,8 @@ pub struct Image {
     pub id: String,
     /// Normalized tags, e.g. `docker.io/library/busybox:latest`.
     pub repo_tags: Vec<String>,
+    /// Normalized `repository@digest` names it was pulled by.
+    pub repo_digests: Vec<String>,
     pub config: ImageConfig,
     pub created: Option<String>,
     pub architecture: String,
@@ -146,6 +155,8 @@ pub struct Image {
 pub struct ImageSummary {
     pub id: String,
     pub repo_tags: Vec<String>,
+    /// Normalized `repository@digest` names it was pulled by.
+    pub repo_digests: Vec<String>,
     /// As the config says, RFC 3339.
     pub created: Option<String>,
     /// The same, in seconds since the epoch.
@@ -239,6 +250,7 @@ impl ImageStore {
                 created_unix: image.created.as_deref().and_then(spec::parse_rfc3339),
                 id: image.id,
                 repo_tags: image.repo_tags,
+                repo_digests: image.repo_digests,
                 created: image.created,
                 size: image.size,
             });
@@ -290,7 +302,7 @@ impl ImageStore {
     /// Path of the image's erofs rootfs, built on first use and shared afterwards.
     pub fn rootfs(&self, image: &Image) -> Result<PathBuf, StoreError> {
         let id = &image.record.id;
-        let out = self.root.join("erofs").join(format!("{}.erofs", id.hex()));
+        let out = self.erofs_path(id);
         if out.exists() {
             return Ok(out);
         }
@@ -346,6 +358,7 @@ impl ImageStore {
 
     /// Moves an imported image's blobs into the store and writes its record.
     fn commit(&self, image: &ImportedImage) -> Result<(), StoreError> {
+        let _blobs = self.lock("blobs")?;
         let blobs = image
             .layers
             .iter()
@@ -362,7 +375,7 @@ impl ImageStore {
             annotations: None,
             platform: None,
         };
-        let record = ImageRecord {
+        let mut record = ImageRecord {
             id: image.config.digest.clone(),
             config: descriptor(&image.config_media_type, &image.config),
             layers: image
@@ -381,8 +394,13 @@ impl ImageStore {
                 .as_ref()
                 .map(|m| descriptor(spec::MEDIA_TYPE_OCI_MANIFEST, m)),
             index: None,
+            repo_digests: Vec::new(),
         };
-        self.write_json(&self.record_path(&record.id), &record)
+        let path = self.record_path(&record.id);
+        if let Ok(old) = self.read_json::<ImageRecord>(&path) {
+            record.repo_digests = old.repo_digests;
+        }
+        self.write_json(&path, &record)
     }
 
     fn put_blob(&self, file: &StagedFile) -> Result<(), StoreError> {
@@ -408,6 +426,7 @@ impl ImageStore {
         Ok(Image {
             id: record.id.to_string(),
             repo_tags,
+            repo_digests: record.repo_digests.clone(),
             config: config.config,
             created: config.created,
             architecture: config.architecture,
@@ -510,6 +529,10 @@ impl ImageStore {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn erofs_path(&self, id: &Digest) -> PathBuf {
+        self.root.join("erofs").join(format!("{}.erofs", id.hex()))
     }
 
     fn record_path(&self, id: &Digest) -> PathBuf {

@@ -15,6 +15,9 @@ pub struct ImagesArgs {
     /// Show only image ids.
     #[arg(short, long)]
     quiet: bool,
+    /// Show the digests images were pulled by.
+    #[arg(long)]
+    digests: bool,
 }
 
 pub async fn list(client: &Client, args: ImagesArgs) -> Result<()> {
@@ -24,13 +27,12 @@ pub async fn list(client: &Client, args: ImagesArgs) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let mut rows = vec![[
-        "REPOSITORY".to_string(),
-        "TAG".into(),
-        "IMAGE ID".into(),
-        "CREATED".into(),
-        "SIZE".into(),
-    ]];
+    let mut header = vec!["REPOSITORY".to_string(), "TAG".into()];
+    if args.digests {
+        header.push("DIGEST".into());
+    }
+    header.extend(["IMAGE ID".into(), "CREATED".into(), "SIZE".into()]);
+    let mut rows = vec![header];
     for image in &images {
         let id = image.id.trim_start_matches("sha256:");
         let id = if args.no_trunc {
@@ -42,19 +44,32 @@ pub async fn list(client: &Client, args: ImagesArgs) -> Result<()> {
             println!("{id}");
             continue;
         }
-        let tags: Vec<(String, String)> = if image.repo_tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
-        } else {
-            image.repo_tags.iter().map(|t| split_tag(t)).collect()
+        let digests: Vec<(&str, &str)> = image
+            .repo_digests
+            .iter()
+            .filter_map(|d| d.split_once('@'))
+            .collect();
+        let tags: Vec<(String, String)> = match (&image.repo_tags[..], &digests[..]) {
+            ([], []) => vec![("<none>".into(), "<none>".into())],
+            ([], digests) if args.digests => digests
+                .iter()
+                .map(|(repository, _)| (repository.to_string(), "<none>".into()))
+                .collect(),
+            ([], _) => vec![("<none>".into(), "<none>".into())],
+            (tags, _) => tags.iter().map(|t| split_tag(t)).collect(),
         };
         for (repository, tag) in tags {
-            rows.push([
-                repository,
-                tag,
+            let mut row = vec![repository.clone(), tag];
+            if args.digests {
+                let digest = digests.iter().find(|(r, _)| *r == repository);
+                row.push(digest.map_or("<none>", |(_, d)| d).to_owned());
+            }
+            row.extend([
                 id.to_string(),
                 human_age(now - image.created),
                 human_size(image.size),
             ]);
+            rows.push(row);
         }
     }
     if !args.quiet {
@@ -75,8 +90,8 @@ fn split_tag(reference: &str) -> (String, String) {
     }
 }
 
-fn print_table(rows: &[[String; 5]]) {
-    let mut widths = [0usize; 5];
+fn print_table(rows: &[Vec<String>]) {
+    let mut widths = vec![0usize; rows[0].len()];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -120,7 +135,7 @@ fn human_age(seconds: i64) -> String {
 }
 
 /// Decimal units with three significant digits, as docker prints sizes.
-fn human_size(bytes: i64) -> String {
+pub fn human_size(bytes: i64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes.max(0) as f64;
     let mut unit = 0;

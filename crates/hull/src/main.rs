@@ -1,12 +1,16 @@
 //! hull: the command-line client of hulld. Parses arguments and calls the API.
 
 mod daemon;
+mod image;
 mod images;
 mod info;
 mod load;
+mod login;
 mod pull;
 mod push;
 mod run;
+mod save;
+mod tag;
 mod terminal;
 
 use std::path::PathBuf;
@@ -44,6 +48,22 @@ enum Command {
     Pull(pull::PullArgs),
     /// Push an image to a registry.
     Push(push::PushArgs),
+    /// Save images to a tar archive (docker-archive, or an OCI layout).
+    Save(save::SaveArgs),
+    /// Give an image another name.
+    Tag(tag::TagArgs),
+    /// Remove images (or tags of them).
+    Rmi(tag::RmiArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Show what the store takes.
+    #[command(subcommand)]
+    System(image::SystemCommand),
+    /// Log in to a registry.
+    Login(login::LoginArgs),
+    /// Log out of a registry.
+    Logout(login::LogoutArgs),
     /// Show how hulld runs VMs here.
     Info,
 }
@@ -67,6 +87,13 @@ fn main() -> ExitCode {
             Command::Load(args) => load::load(&client, args).await.map(|()| 0),
             Command::Pull(args) => pull::pull(&client, args).await.map(|()| 0),
             Command::Push(args) => push::push(&client, args).await.map(|()| 0),
+            Command::Save(args) => save::save(&client, args).await.map(|()| 0),
+            Command::Tag(args) => tag::tag(&client, args).await.map(|()| 0),
+            Command::Rmi(args) => tag::rmi(&client, args).await,
+            Command::Image(command) => image::run(&client, command).await,
+            Command::System(command) => image::system(&client, command).await.map(|()| 0),
+            Command::Login(args) => login::login(&client, args).await.map(|()| 0),
+            Command::Logout(args) => login::logout(args).await.map(|()| 0),
             Command::Info => info::show(&client).await.map(|()| 0),
         }
     });

@@ -53,12 +53,8 @@ pub(crate) fn credentials(domain: &str) -> Result<Option<Credentials>> {
         c.server_address = domain.to_owned();
         return Ok(Some(c));
     }
-    let path = match std::env::var_os(AUTH_FILE_ENV) {
-        Some(path) => PathBuf::from(path),
-        None => match config_dir() {
-            Some(dir) => dir.join("hull/auth.json"),
-            None => return Ok(None),
-        },
+    let Some(path) = auth_file() else {
+        return Ok(None);
     };
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -68,6 +64,14 @@ pub(crate) fn credentials(domain: &str) -> Result<Option<Credentials>> {
     let file =
         AuthFile::parse(&bytes).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(file.credentials(domain)?)
+}
+
+/// The credentials file: `HULL_AUTH_FILE`, else `~/.config/hull/auth.json`.
+pub(crate) fn auth_file() -> Option<PathBuf> {
+    match std::env::var_os(AUTH_FILE_ENV) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => config_dir().map(|dir| dir.join("hull/auth.json")),
+    }
 }
 
 fn config_dir() -> Option<PathBuf> {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::registry::Registry;
-use common::{busybox_archive, derived_archive, stdout_of, text, Daemon};
+use common::{busybox_archive, derived_archive, has_docker_cli, stdout_of, text, Daemon};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
@@ -276,25 +276,13 @@ fn a_push_to_a_registry_with_basic_auth_needs_the_credentials() {
 
 #[test]
 fn the_docker_cli_pulls_and_pushes_through_hulld() {
-    let docker_present = Command::new("docker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !docker_present {
-        eprintln!("skipped: no docker CLI on this machine");
+    if !has_docker_cli() {
         return;
     }
     let registry = Registry::start();
     registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
     let daemon = Daemon::start(&[]);
-    let docker = |args: &[&str]| {
-        Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", daemon.socket.display()))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let docker = |args: &[&str]| daemon.docker(args);
     let name = registry.name("library/busybox:1.36");
     let pulled = stdout_of(&docker(&["pull", &name]));
     assert!(pulled.contains("Downloaded newer image"), "{pulled}");

@@ -1,4 +1,4 @@
-//! `/images/...`: list and load.
+//! `/images/...`: list, load, inspect, tag, remove and prune.
 
 use futures_util::TryStreamExt;
 use http_body_util::BodyStream;
@@ -10,30 +10,178 @@ use tokio::io::AsyncWriteExt;
 
 use super::{blocking, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
-use crate::types::{ImageSummary, ProgressLine};
+use crate::types::{
+    ImageDeleteItem, ImageInspect, ImagePruneReport, ImageSummary, InspectRootFs, ProgressLine,
+};
+use hull_image::reference::familiar;
+use hull_image::Removal;
 
 pub(super) async fn list(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(StatusCode::OK, &summaries(daemon).await?))
+}
+
+/// Every image as `GET /images/json` lists it.
+pub(super) async fn summaries(daemon: &Daemon) -> Result<Vec<ImageSummary>, ApiError> {
     let images = daemon.images().clone();
     let summaries = blocking(move || images.list()).await?;
-    let body: Vec<ImageSummary> = summaries
+    Ok(summaries
         .into_iter()
         .map(|image| ImageSummary {
             id: image.id,
             parent_id: String::new(),
-            repo_tags: image
-                .repo_tags
-                .iter()
-                .map(|tag| hull_image::reference::familiar(tag))
-                .collect(),
-            repo_digests: Vec::new(),
+            repo_tags: image.repo_tags.iter().map(|t| familiar(t)).collect(),
+            repo_digests: image.repo_digests.iter().map(|d| familiar(d)).collect(),
             created: image.created_unix.unwrap_or(0),
             size: i64::try_from(image.size).unwrap_or(i64::MAX),
             shared_size: -1,
             labels: Default::default(),
             containers: -1,
         })
-        .collect();
+        .collect())
+}
+
+/// The image name of `/images/{name}{suffix}`, percent-decoded.
+pub(super) fn name_in(path: &str, suffix: &str) -> Result<String, ApiError> {
+    let name = path
+        .strip_prefix("/images/")
+        .and_then(|p| p.strip_suffix(suffix))
+        .unwrap_or("");
+    let decoded = form_urlencoded::parse(format!("n={name}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if decoded.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "no image name given",
+        ));
+    }
+    Ok(decoded)
+}
+
+/// The value of `key` in a query string.
+pub(super) fn query_value(request: &Request<Incoming>, key: &str) -> Option<String> {
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn is_true(value: Option<String>) -> bool {
+    matches!(value.as_deref(), Some("1" | "true" | "True"))
+}
+
+/// `GET /images/{name}/json`.
+pub(super) async fn inspect(daemon: &Daemon, path: &str) -> Result<Response<Body>, ApiError> {
+    let name = name_in(path, "/json")?;
+    let images = daemon.images().clone();
+    let image = blocking(move || images.resolve(&name)).await?;
+    let body = ImageInspect {
+        id: image.id,
+        repo_tags: image.repo_tags.iter().map(|t| familiar(t)).collect(),
+        repo_digests: image.repo_digests.iter().map(|d| familiar(d)).collect(),
+        parent: String::new(),
+        comment: String::new(),
+        created: image.created.unwrap_or_default(),
+        docker_version: String::new(),
+        author: String::new(),
+        config: image.config,
+        architecture: image.architecture,
+        variant: None,
+        os: image.os,
+        size: i64::try_from(image.size).unwrap_or(i64::MAX),
+        root_fs: InspectRootFs {
+            kind: "layers".into(),
+            layers: image
+                .record
+                .layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect(),
+        },
+    };
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /images/{name}/tag?repo=…&tag=…`.
+pub(super) async fn tag(
+    daemon: &Daemon,
+    path: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let name = name_in(path, "/tag")?;
+    let repo = query_value(request, "repo").unwrap_or_default();
+    if repo.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "repository name must have at least one component",
+        ));
+    }
+    let target = match query_value(request, "tag").filter(|t| !t.is_empty()) {
+        Some(tag) => format!("{repo}:{tag}"),
+        None => repo,
+    };
+    let images = daemon.images().clone();
+    blocking(move || images.tag(&name, &target)).await?;
+    let mut response = Response::new(full(""));
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+/// `DELETE /images/{name}?force=…`.
+pub(super) async fn remove(
+    daemon: &Daemon,
+    path: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let name = name_in(path, "")?;
+    let force = is_true(query_value(request, "force"));
+    let images = daemon.images().clone();
+    let removals = blocking(move || images.remove(&name, force)).await?;
+    let body: Vec<ImageDeleteItem> = removals.into_iter().map(delete_item).collect();
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /images/prune?filters={"dangling":["false"]}`: `dangling=false` is `prune -a`.
+pub(super) async fn prune(
+    daemon: &Daemon,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let all = match query_value(request, "filters") {
+        Some(filters) => {
+            let filters: std::collections::BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(&filters).map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid filters: {e}"))
+                })?;
+            filters.get("dangling").is_some_and(|v| {
+                let text = v.to_string();
+                text.contains("false") || text.contains("\"0\"")
+            })
+        }
+        None => false,
+    };
+    let images = daemon.images().clone();
+    let pruned = blocking(move || images.prune(all, &Default::default())).await?;
+    let deleted: Vec<ImageDeleteItem> = pruned.removals.into_iter().map(delete_item).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &ImagePruneReport {
+            images_deleted: (!deleted.is_empty()).then_some(deleted),
+            space_reclaimed: pruned.space_reclaimed,
+        },
+    ))
+}
+
+fn delete_item(removal: Removal) -> ImageDeleteItem {
+    match removal {
+        Removal::Untagged(tag) => ImageDeleteItem {
+            untagged: Some(tag),
+            ..Default::default()
+        },
+        Removal::Deleted(id) => ImageDeleteItem {
+            deleted: Some(id),
+            ..Default::default()
+        },
+    }
 }
 
 /// `POST /images/load`: the body is a docker-archive or OCI-layout tar.

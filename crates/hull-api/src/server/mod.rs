@@ -1,9 +1,11 @@
 //! The HTTP server: routing, Docker-shaped errors, and one module per resource.
 
+mod auth;
 mod images;
 mod pull;
 mod push;
 mod run;
+mod save;
 mod system;
 
 use std::convert::Infallible;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hull_image::StoreError;
+use hull_image::{StoreError, TagError};
 use hull_runtime::RunError;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -19,6 +21,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tracing::debug;
+
+pub use auth::registry_domain;
 
 use crate::daemon::Daemon;
 use crate::types::ErrorBody;
@@ -70,9 +74,11 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         let status = match error {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Archive(_) | StoreError::Reference(_) | StoreError::Ambiguous { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            StoreError::Tag(TagError::MultipleTags { .. }) => StatusCode::CONFLICT,
+            StoreError::Archive(_)
+            | StoreError::Reference(_)
+            | StoreError::Ambiguous { .. }
+            | StoreError::Tag(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error_chain(&error))
@@ -150,8 +156,25 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::GET, "/images/json") => images::list(&daemon).await,
         (&Method::POST, "/images/load") => images::load(&daemon, request).await,
         (&Method::POST, "/images/create") => pull::create(&daemon, request).await,
+        (&Method::POST, "/images/prune") => images::prune(&daemon, &request).await,
+        (&Method::GET, "/system/df") => system::df(&daemon).await,
+        (&Method::POST, "/auth") => auth::login(&daemon, request).await,
         (&Method::POST, p) if p.starts_with("/images/") && p.ends_with("/push") => {
             push::push(&daemon, p, request).await
+        }
+        (&Method::POST, p) if p.starts_with("/images/") && p.ends_with("/tag") => {
+            images::tag(&daemon, p, &request).await
+        }
+        (&Method::GET, p)
+            if p == "/images/get" || (p.starts_with("/images/") && p.ends_with("/get")) =>
+        {
+            save::save(&daemon, p, &request).await
+        }
+        (&Method::GET, p) if p.starts_with("/images/") && p.ends_with("/json") => {
+            images::inspect(&daemon, p).await
+        }
+        (&Method::DELETE, p) if p.starts_with("/images/") => {
+            images::remove(&daemon, p, &request).await
         }
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
         _ => Err(ApiError::new(

@@ -1,11 +1,11 @@
-//! `/_ping`, `/version`, `/info`.
+//! `/_ping`, `/version`, `/info`, `/system/df`.
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::{blocking, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
-use crate::types::{Info, Version};
+use crate::types::{DiskUsage, Info, Version};
 use crate::DOCKER_API_VERSION;
 
 pub(super) fn ping() -> Response<Body> {
@@ -47,6 +47,21 @@ pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
             accelerator: Some(accel.accel.to_string()),
             accelerator_reason: Some(accel.reason.clone()),
             template: daemon.template_status().map(str::to_string),
+        },
+    ))
+}
+
+/// `GET /system/df`: the images and the bytes their layers take.
+pub(super) async fn df(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
+    let images = super::images::summaries(daemon).await?;
+    let store = daemon.images().clone();
+    let layers_size = blocking(move || store.disk_usage()).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &DiskUsage {
+            layers_size: i64::try_from(layers_size).unwrap_or(i64::MAX),
+            images,
+            ..Default::default()
         },
     ))
 }

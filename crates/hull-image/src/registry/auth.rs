@@ -119,7 +119,12 @@ impl AuthFile {
         Ok(Some(credentials))
     }
 
-    /// Stores credentials for `domain`, as `hull login` will.
+    /// Forgets the credentials of `domain`; false if there were none.
+    pub fn remove(&mut self, domain: &str) -> bool {
+        self.auths.remove(domain).is_some()
+    }
+
+    /// Stores credentials for `domain`, as `hull login` does.
     pub fn set(&mut self, domain: &str, credentials: &Credentials) {
         let pair = format!("{}:{}", credentials.username, credentials.password);
         self.auths.insert(

@@ -40,6 +40,8 @@ pub enum ClientError {
         repository: String,
         message: String,
     },
+    #[error("login to {registry} was refused{}: check the username and password", detail(.message))]
+    LoginRefused { registry: String, message: String },
     #[error("manifest for {reference} not found")]
     ManifestNotFound { reference: String },
     #[error("cannot get a token for {repository} from {realm}")]
@@ -113,6 +115,39 @@ impl RegistryClient {
             credentials,
             auth: Mutex::new(None),
         }
+    }
+}
+
+impl RegistryClient {
+    /// Checks `credentials` against the registry at `domain` as `docker login`
+    /// does: `GET /v2/`, answering a basic or bearer challenge.
+    pub async fn login(&self, domain: &str, credentials: Credentials) -> Result<(), ClientError> {
+        let registry = Repository {
+            http: self.http.clone(),
+            base: self.config.base_url(domain),
+            domain: domain.to_owned(),
+            path: String::new(),
+            credentials: Some(credentials),
+            auth: Mutex::new(None),
+        };
+        let url = format!("{}/v2/", registry.base);
+        let refused = |message| ClientError::LoginRefused {
+            registry: domain.to_owned(),
+            message,
+        };
+        let checked = match registry.send(Method::GET, &url, HeaderMap::new()).await {
+            Ok(response) => registry.check(response, "the login").await.map(drop),
+            Err(err) => Err(err),
+        };
+        checked.map_err(|err| match err {
+            ClientError::Unauthorized { message, .. } => refused(message),
+            ClientError::Token { source, .. }
+                if matches!(*source, ClientError::Unauthorized { .. }) =>
+            {
+                refused(String::new())
+            }
+            other => other,
+        })
     }
 }
 
@@ -309,8 +344,10 @@ impl Repository {
         service: Option<String>,
         scope: Option<String>,
     ) -> Result<String, ClientError> {
-        let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.path));
-        let mut query = vec![("scope", scope)];
+        // A login asks for a token of no scope, as docker's does.
+        let scope = scope
+            .or_else(|| (!self.path.is_empty()).then(|| format!("repository:{}:pull", self.path)));
+        let mut query: Vec<(&str, String)> = scope.map(|s| ("scope", s)).into_iter().collect();
         if let Some(service) = service {
             query.push(("service", service));
         }

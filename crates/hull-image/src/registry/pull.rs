@@ -167,6 +167,7 @@ pub async fn pull(
         config_bytes,
         layers,
         tag: reference.tag().map(|_| reference.to_string()),
+        repository: reference.name(),
     };
     let committing = store.clone();
     let committed = tokio::task::spawn_blocking(move || committing.commit_pulled(image))

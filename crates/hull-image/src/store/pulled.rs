@@ -68,6 +68,8 @@ pub struct PulledImage {
     pub layers: Vec<PulledLayer>,
     /// The normalized tag to point at the image (none when pulled by digest).
     pub tag: Option<String>,
+    /// The normalized repository it came from, e.g. `127.0.0.1:5000/library/busybox`.
+    pub repository: String,
 }
 
 /// What committing changed.
@@ -97,6 +99,7 @@ impl ImageStore {
     /// Checks a pulled image's layers against its config, moves its blobs into
     /// the store, writes its record, then points its tag at it.
     pub fn commit_pulled(&self, image: PulledImage) -> Result<Committed, StoreError> {
+        let _blobs = self.lock("blobs")?;
         let config: ConfigFile =
             serde_json::from_slice(&image.config_bytes).map_err(|source| CommitError::Config {
                 config: image.config.digest.clone(),
@@ -136,15 +139,25 @@ impl ImageStore {
                     .map_err(|source| StoreError::Write { path: dest, source })?;
             }
         }
+        let pulled_by = image.index.as_ref().map_or(&image.manifest, |(d, _)| d);
+        let repo_digest = format!("{}@{}", image.repository, pulled_by.digest);
+        let record_path = self.record_path(&image.config.digest);
+        let mut changed = !record_path.exists();
+        let mut repo_digests = match self.read_json::<ImageRecord>(&record_path) {
+            Ok(old) => old.repo_digests,
+            Err(_) => Vec::new(),
+        };
+        repo_digests.retain(|d| d.split('@').next() != Some(image.repository.as_str()));
+        repo_digests.push(repo_digest);
+        repo_digests.sort();
         let record = ImageRecord {
             id: image.config.digest.clone(),
             config: image.config.clone(),
             layers,
             manifest: Some(image.manifest.clone()),
             index: image.index.map(|(d, _)| d),
+            repo_digests,
         };
-        let record_path = self.record_path(&record.id);
-        let mut changed = !record_path.exists();
         self.write_json(&record_path, &record)?;
         if let Some(tag) = image.tag {
             let _lock = self.lock("tags")?;

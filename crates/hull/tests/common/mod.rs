@@ -171,6 +171,24 @@ impl Daemon {
         self.command(args).output().expect("hull runs")
     }
 
+    /// The stock docker CLI aimed at this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker runs")
+    }
+
+    /// The full id of the image `name`, as `hull image inspect` reports it.
+    pub fn image_id(&self, name: &str) -> String {
+        let output = stdout_of(&self.hull(&["image", "inspect", name]));
+        let inspected: serde_json::Value = serde_json::from_str(&output).unwrap();
+        inspected[0]["Id"].as_str().unwrap().to_owned()
+    }
+
     /// Runs hull with `input` on its stdin.
     pub fn hull_with_input(&self, args: &[&str], input: &[u8]) -> Output {
         let mut child = self
@@ -183,6 +201,18 @@ impl Daemon {
         child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     }
+}
+
+/// Whether the docker CLI is installed; tests of it are skipped, saying so, when not.
+pub fn has_docker_cli() -> bool {
+    let present = Command::new("docker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!("skipped: no docker CLI on this machine");
+    }
+    present
 }
 
 /// Spawns a peer that must not outlive the tests and returns its pid.

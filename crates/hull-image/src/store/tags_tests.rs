@@ -1,0 +1,153 @@
+use std::collections::BTreeSet;
+use std::fs;
+
+use super::*;
+use crate::testutil::{self, docker_files, TestImage};
+
+fn store() -> (tempfile::TempDir, ImageStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&dir.path().join("images")).unwrap();
+    (dir, store)
+}
+
+fn image(cmd: &str, tags: Vec<&'static str>) -> TestImage {
+    TestImage::new(
+        vec![
+            testutil::layer(&[("bin/", b""), ("bin/sh", b"#!")]),
+            testutil::layer(&[("etc/", b""), ("etc/passwd", cmd.as_bytes())]),
+        ],
+        cmd,
+        tags,
+    )
+}
+
+fn load(store: &ImageStore, images: &[TestImage]) {
+    let archive = testutil::archive(&docker_files(images, false));
+    store.load(&archive[..], &mut |_| {}).unwrap();
+}
+
+fn blob_count(store: &ImageStore) -> usize {
+    fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_tag_names_the_same_image() {
+    let (_dir, store) = store();
+    load(&store, &[image("sh", vec!["busybox:latest"])]);
+    let tag = store.tag("busybox", "127.0.0.1:5000/me/bb:v1").unwrap();
+    assert_eq!(tag, "127.0.0.1:5000/me/bb:v1");
+    let tagged = store.resolve("127.0.0.1:5000/me/bb:v1").unwrap();
+    assert_eq!(tagged.id, store.resolve("busybox").unwrap().id);
+    assert_eq!(
+        tagged.repo_tags,
+        vec![
+            "127.0.0.1:5000/me/bb:v1",
+            "docker.io/library/busybox:latest"
+        ]
+    );
+    assert!(matches!(
+        store.tag("busybox", &format!("x@{}", tagged.id)),
+        Err(StoreError::Tag(TagError::DigestTarget(_)))
+    ));
+    assert!(matches!(
+        store.tag("nothing", "x:1"),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn removing_one_of_two_tags_only_untags() {
+    let (_dir, store) = store();
+    load(&store, &[image("sh", vec!["busybox:latest"])]);
+    store.tag("busybox", "other:tag").unwrap();
+    let removals = store.remove("other:tag", false).unwrap();
+    assert_eq!(removals, vec![Removal::Untagged("other:tag".into())]);
+    assert!(store.resolve("busybox").is_ok());
+    assert!(store.resolve("other:tag").is_err());
+}
+
+#[test]
+fn removing_the_last_tag_deletes_the_image_and_its_blobs() {
+    let (_dir, store) = store();
+    let busybox = image("sh", vec!["busybox:latest"]);
+    let id = busybox.id();
+    load(&store, &[busybox]);
+    let removals = store.remove("busybox", false).unwrap();
+    assert_eq!(
+        removals,
+        vec![
+            Removal::Untagged("busybox:latest".into()),
+            Removal::Deleted(id.to_string())
+        ]
+    );
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(blob_count(&store), 0);
+}
+
+#[test]
+fn an_id_with_several_tags_is_removed_only_when_forced() {
+    let (_dir, store) = store();
+    let busybox = image("sh", vec!["busybox:latest"]);
+    let id = busybox.id();
+    load(&store, &[busybox]);
+    store.tag("busybox", "other:tag").unwrap();
+    let err = store.remove(id.hex(), false).unwrap_err();
+    assert!(err.to_string().contains("must be forced"), "{err}");
+    let removals = store.remove(id.hex(), true).unwrap();
+    assert_eq!(removals.len(), 3);
+    assert_eq!(removals[2], Removal::Deleted(id.to_string()));
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn removing_an_image_keeps_blobs_another_image_uses() {
+    let (_dir, store) = store();
+    let a = image("sh", vec!["a:1"]);
+    let b = image("ls", vec!["b:1"]);
+    load(&store, &[a, b]);
+    // one shared layer, a layer and a config each
+    assert_eq!(blob_count(&store), 5);
+    store.remove("a:1", false).unwrap();
+    assert_eq!(blob_count(&store), 3);
+    let b = store.resolve("b:1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    store.flatten(&b.record, dir.path()).unwrap();
+    assert_eq!(fs::read(dir.path().join("etc/passwd")).unwrap(), b"ls");
+}
+
+#[test]
+fn prune_removes_dangling_images_and_with_all_the_unused_ones() {
+    let (_dir, store) = store();
+    load(&store, &[image("sh", vec!["busybox:latest"])]);
+    let newer = image("ls", vec!["busybox:latest"]);
+    let newer_id = newer.id().to_string();
+    load(&store, &[newer, image("true", vec!["kept:1"])]);
+    let stray = store
+        .root()
+        .join("erofs/0000000000000000000000000000000000000000000000000000000000000000.erofs");
+    fs::write(&stray, b"old rootfs").unwrap();
+
+    let pruned = store.prune(false, &BTreeSet::new()).unwrap();
+    assert_eq!(
+        pruned.removals,
+        vec![Removal::Deleted(image("sh", vec![]).id().to_string())]
+    );
+    assert!(pruned.space_reclaimed > 0);
+    assert!(!stray.exists());
+    assert_eq!(store.list().unwrap().len(), 2);
+
+    let in_use = BTreeSet::from([newer_id.clone()]);
+    let pruned = store.prune(true, &in_use).unwrap();
+    assert_eq!(
+        pruned.removals,
+        vec![
+            Removal::Untagged("kept:1".into()),
+            Removal::Deleted(image("true", vec![]).id().to_string())
+        ]
+    );
+    let left = store.list().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, newer_id);
+}

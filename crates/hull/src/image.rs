@@ -1,0 +1,115 @@
+//! `hull image inspect|prune` and `hull system df`.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use hull_api::types::{DiskUsage, ImagePruneReport};
+use hull_api::{Client, Method};
+
+use crate::images::human_size;
+use crate::tag::{encode, print_removals};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Show images' details as JSON.
+    Inspect(InspectArgs),
+    /// Remove dangling images, or with -a every image, and the blobs no image uses.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Images: names, ids or digests.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove every image, not only the untagged ones.
+    #[arg(short, long)]
+    all: bool,
+    /// Do not ask for confirmation (hull never asks).
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub async fn run(client: &Client, command: ImageCommand) -> Result<i32> {
+    match command {
+        ImageCommand::Inspect(args) => inspect(client, args).await,
+        ImageCommand::Prune(args) => prune(client, args).await.map(|()| 0),
+    }
+}
+
+/// Prints the JSON array docker prints; exits 1 if an image is missing.
+async fn inspect(client: &Client, args: InspectArgs) -> Result<i32> {
+    let mut found = Vec::new();
+    let mut code = 0;
+    for image in &args.images {
+        let path = format!("/images/{}/json", encode(image));
+        match client.get_json::<serde_json::Value>(&path).await {
+            Ok(value) => found.push(value),
+            Err(err) => {
+                eprintln!("Error: {err}");
+                code = 1;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&found)?);
+    Ok(code)
+}
+
+async fn prune(client: &Client, args: PruneArgs) -> Result<()> {
+    let _ = args.force;
+    let path = if args.all {
+        format!(
+            "/images/prune?filters={}",
+            encode(r#"{"dangling":["false"]}"#)
+        )
+    } else {
+        "/images/prune".to_owned()
+    };
+    let report: ImagePruneReport = client.call_json(Method::POST, &path, None::<&()>).await?;
+    if let Some(items) = &report.images_deleted {
+        println!("Deleted Images:");
+        print_removals(items);
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(i64::try_from(report.space_reclaimed).unwrap_or(i64::MAX))
+    );
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show the disk space images take.
+    Df,
+}
+
+pub async fn system(client: &Client, command: SystemCommand) -> Result<()> {
+    match command {
+        SystemCommand::Df => df(client).await,
+    }
+}
+
+/// Docker's table; no container holds an image here, so every image is reclaimable.
+async fn df(client: &Client) -> Result<()> {
+    let usage: DiskUsage = client.get_json("/system/df").await?;
+    let size = human_size(usage.images.iter().map(|i| i.size).sum());
+    let reclaimable = if usage.images.is_empty() {
+        "0B".to_owned()
+    } else {
+        format!("{size} (100%)")
+    };
+    println!("TYPE            TOTAL     ACTIVE    SIZE        RECLAIMABLE");
+    println!(
+        "{:<15} {:<9} {:<9} {:<11} {reclaimable}",
+        "Images",
+        usage.images.len(),
+        0,
+        size,
+    );
+    println!("Store on disk: {}", human_size(usage.layers_size));
+    Ok(())
+}
