@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use crate::in_use::ImagesInUse;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot open the image store")]
@@ -68,6 +70,7 @@ pub struct Daemon {
     registry: RegistryClient,
     accel: AccelDecision,
     runtime: OnceCell<Arc<Runtime<Qemu>>>,
+    in_use: ImagesInUse,
 }
 
 impl Daemon {
@@ -95,11 +98,17 @@ impl Daemon {
             registry,
             accel,
             runtime: OnceCell::new(),
+            in_use: ImagesInUse::default(),
         })
     }
 
     pub fn images(&self) -> &Arc<ImageStore> {
         &self.images
+    }
+
+    /// The images of running containers.
+    pub fn images_in_use(&self) -> &ImagesInUse {
+        &self.in_use
     }
 
     pub fn registry(&self) -> &RegistryClient {

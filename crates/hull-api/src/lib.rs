@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod in_use;
 pub mod server;
 pub mod types;
 

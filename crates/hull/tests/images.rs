@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::registry::Registry;
-use common::{busybox_archive, has_docker_cli, loaded_daemon, stdout_of, text, Daemon};
+use common::{
+    busybox_archive, has_docker_cli, loaded_daemon, start_long_run, stdout_of, text, Daemon,
+};
 
 fn inspect(daemon: &Daemon, name: &str) -> serde_json::Value {
     let output = stdout_of(&daemon.hull(&["image", "inspect", name]));
@@ -66,6 +68,41 @@ fn rmi_force_removes_an_image_with_several_tags() {
         removed,
         format!("Untagged: a:1\nUntagged: busybox:latest\nDeleted: {id}\n")
     );
+}
+
+#[test]
+fn an_image_a_run_uses_is_kept_until_the_run_ends() {
+    let daemon = loaded_daemon(&[]);
+    let id = daemon.image_id("busybox");
+    let mut run = start_long_run(&daemon);
+
+    let refused = daemon.hull(&["rmi", "busybox"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("being used by a running container"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let pruned = stdout_of(&daemon.hull(&["image", "prune", "-a", "-f"]));
+    assert!(!pruned.contains("Deleted"), "{pruned}");
+    // forced, the image only loses its tag while the run lasts
+    let forced = stdout_of(&daemon.hull(&["rmi", "-f", "busybox"]));
+    assert_eq!(forced, "Untagged: busybox:latest\n");
+    assert_eq!(daemon.image_id(&id), id);
+    assert!(run.try_wait().unwrap().is_none(), "the run ended");
+
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pruned = stdout_of(&daemon.hull(&["image", "prune", "-f"]));
+        if pruned.contains(&format!("Deleted: {id}")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pruned}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(stdout_of(&daemon.hull(&["images", "-q"])), "");
 }
 
 #[test]

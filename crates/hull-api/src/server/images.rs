@@ -136,7 +136,8 @@ pub(super) async fn remove(
     let name = name_in(path, "")?;
     let force = is_true(query_value(request, "force"));
     let images = daemon.images().clone();
-    let removals = blocking(move || images.remove(&name, force)).await?;
+    let in_use = daemon.images_in_use().ids();
+    let removals = blocking(move || images.remove(&name, force, &in_use)).await?;
     let body: Vec<ImageDeleteItem> = removals.into_iter().map(delete_item).collect();
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -160,7 +161,8 @@ pub(super) async fn prune(
         None => false,
     };
     let images = daemon.images().clone();
-    let pruned = blocking(move || images.prune(all, &Default::default())).await?;
+    let in_use = daemon.images_in_use().ids();
+    let pruned = blocking(move || images.prune(all, &in_use)).await?;
     let deleted: Vec<ImageDeleteItem> = pruned.removals.into_iter().map(delete_item).collect();
     Ok(json_response(
         StatusCode::OK,

@@ -74,7 +74,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         let status = match error {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Tag(TagError::MultipleTags { .. }) => StatusCode::CONFLICT,
+            StoreError::Tag(TagError::MultipleTags { .. } | TagError::InUse { .. }) => {
+                StatusCode::CONFLICT
+            }
             StoreError::Archive(_)
             | StoreError::Reference(_)
             | StoreError::Ambiguous { .. }

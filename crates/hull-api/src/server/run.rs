@@ -64,9 +64,14 @@ pub(super) async fn start(
         stdin: spec.stdin,
     };
     let prepared = runtime.prepare(&run_request).await?;
+    let in_use = daemon
+        .images()
+        .rootfs_image(&prepared.rootfs)
+        .map(|id| daemon.images_in_use().hold(id));
 
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
+        let _in_use = in_use;
         match upgrade.await {
             Ok(upgraded) => serve_run(TokioIo::new(upgraded), runtime, prepared, spec).await,
             Err(err) => warn!(error = %err, "run stream upgrade failed"),

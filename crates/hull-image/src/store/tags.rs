@@ -21,6 +21,8 @@ pub enum TagError {
     DigestTarget(String),
     #[error("conflict: unable to delete {image} (must be forced) - image is referenced in multiple repositories")]
     MultipleTags { image: String },
+    #[error("conflict: unable to delete {image} (must be forced) - image is being used by a running container")]
+    InUse { image: String },
 }
 
 /// One line of what a removal did, as docker reports it.
@@ -59,8 +61,15 @@ impl ImageStore {
 
     /// Removes a tag, or an image with all its tags (`docker rmi`). An image
     /// loses its last tag only with itself; an image named by id that has
-    /// several tags is removed only when `force`.
-    pub fn remove(&self, name: &str, force: bool) -> Result<Vec<Removal>, StoreError> {
+    /// several tags is removed only when `force`. An image whose id is in
+    /// `in_use` is not deleted: without `force` that is an error, with it
+    /// the image only loses its tags, as docker does for running containers.
+    pub fn remove(
+        &self,
+        name: &str,
+        force: bool,
+        in_use: &BTreeSet<String>,
+    ) -> Result<Vec<Removal>, StoreError> {
         let _blobs = self.lock("blobs")?;
         let _tags = self.lock("tags")?;
         let image = self.resolve(name)?;
@@ -81,6 +90,14 @@ impl ImageStore {
             }
             None => image.repo_tags.clone(),
         };
+        let deleting = image.repo_tags.iter().all(|t| untag.contains(t));
+        let in_use = in_use.contains(&image.id);
+        if deleting && in_use && !force {
+            return Err(TagError::InUse {
+                image: id.hex()[..12].to_owned(),
+            }
+            .into());
+        }
         let mut removals = Vec::new();
         for tag in &untag {
             tags.remove(tag);
@@ -89,7 +106,7 @@ impl ImageStore {
         if !untag.is_empty() {
             self.write_json(&self.root.join(TAGS), &tags)?;
         }
-        if !tags.values().any(|t| *t == id) {
+        if deleting && !in_use {
             self.delete_image(&image.record)?;
             removals.push(Removal::Deleted(id.to_string()));
         }
@@ -175,6 +192,13 @@ impl ImageStore {
             }
         }
         Ok(freed)
+    }
+
+    /// The id of the image whose erofs rootfs is `path`, e.g. to mark it in use.
+    pub fn rootfs_image(&self, path: &std::path::Path) -> Option<String> {
+        let hex = path.file_name()?.to_str()?.strip_suffix(".erofs")?;
+        let id = Digest::from_hex(hex).ok()?;
+        (path.parent()? == self.root.join("erofs")).then(|| id.to_string())
     }
 
     /// Bytes the store's blobs and erofs files take.

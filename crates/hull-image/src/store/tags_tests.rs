@@ -26,6 +26,10 @@ fn load(store: &ImageStore, images: &[TestImage]) {
     store.load(&archive[..], &mut |_| {}).unwrap();
 }
 
+fn none() -> BTreeSet<String> {
+    BTreeSet::new()
+}
+
 fn blob_count(store: &ImageStore) -> usize {
     fs::read_dir(store.root().join("blobs/sha256"))
         .unwrap()
@@ -62,7 +66,7 @@ fn removing_one_of_two_tags_only_untags() {
     let (_dir, store) = store();
     load(&store, &[image("sh", vec!["busybox:latest"])]);
     store.tag("busybox", "other:tag").unwrap();
-    let removals = store.remove("other:tag", false).unwrap();
+    let removals = store.remove("other:tag", false, &none()).unwrap();
     assert_eq!(removals, vec![Removal::Untagged("other:tag".into())]);
     assert!(store.resolve("busybox").is_ok());
     assert!(store.resolve("other:tag").is_err());
@@ -74,7 +78,7 @@ fn removing_the_last_tag_deletes_the_image_and_its_blobs() {
     let busybox = image("sh", vec!["busybox:latest"]);
     let id = busybox.id();
     load(&store, &[busybox]);
-    let removals = store.remove("busybox", false).unwrap();
+    let removals = store.remove("busybox", false, &none()).unwrap();
     assert_eq!(
         removals,
         vec![
@@ -93,9 +97,9 @@ fn an_id_with_several_tags_is_removed_only_when_forced() {
     let id = busybox.id();
     load(&store, &[busybox]);
     store.tag("busybox", "other:tag").unwrap();
-    let err = store.remove(id.hex(), false).unwrap_err();
+    let err = store.remove(id.hex(), false, &none()).unwrap_err();
     assert!(err.to_string().contains("must be forced"), "{err}");
-    let removals = store.remove(id.hex(), true).unwrap();
+    let removals = store.remove(id.hex(), true, &none()).unwrap();
     assert_eq!(removals.len(), 3);
     assert_eq!(removals[2], Removal::Deleted(id.to_string()));
     assert!(store.list().unwrap().is_empty());
@@ -109,7 +113,7 @@ fn removing_an_image_keeps_blobs_another_image_uses() {
     load(&store, &[a, b]);
     // one shared layer, a layer and a config each
     assert_eq!(blob_count(&store), 5);
-    store.remove("a:1", false).unwrap();
+    store.remove("a:1", false, &none()).unwrap();
     assert_eq!(blob_count(&store), 3);
     let b = store.resolve("b:1").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -150,4 +154,26 @@ fn prune_removes_dangling_images_and_with_all_the_unused_ones() {
     let left = store.list().unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].id, newer_id);
+}
+
+#[test]
+fn an_image_in_use_is_only_untagged_and_only_when_forced() {
+    let (_dir, store) = store();
+    load(&store, &[image("sh", vec!["busybox:latest"])]);
+    let image = store.resolve("busybox").unwrap();
+    let in_use = BTreeSet::from([image.id.clone()]);
+    let rootfs = store
+        .root()
+        .join(format!("erofs/{}.erofs", image.record.id.hex()));
+    assert_eq!(store.rootfs_image(&rootfs), Some(image.id.clone()));
+
+    let err = store.remove("busybox", false, &in_use).unwrap_err();
+    assert!(
+        err.to_string().contains("used by a running container"),
+        "{err}"
+    );
+    let removals = store.remove("busybox", true, &in_use).unwrap();
+    assert_eq!(removals, vec![Removal::Untagged("busybox:latest".into())]);
+    assert_eq!(store.resolve(&image.id).unwrap().id, image.id);
+    assert!(store.prune(true, &in_use).unwrap().removals.is_empty());
 }
