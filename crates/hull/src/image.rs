@@ -1,4 +1,5 @@
-//! `hull image inspect|prune` and `hull system df`.
+//! `hull image …` (inspect, prune, and docker's other names of the image
+//! commands) and `hull system df`.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -12,6 +13,18 @@ use crate::tag::{encode, print_removals};
 pub enum ImageCommand {
     /// Show images' details as JSON.
     Inspect(InspectArgs),
+    /// List images (`hull images`).
+    #[command(alias = "list")]
+    Ls(crate::images::ImagesArgs),
+    /// Remove images (`hull rmi`).
+    #[command(alias = "remove")]
+    Rm(crate::tag::RmiArgs),
+    /// Give an image another name (`hull tag`).
+    Tag(crate::tag::TagArgs),
+    /// Save images to a tar archive (`hull save`).
+    Save(crate::save::SaveArgs),
+    /// Load images from a tar archive (`hull load`).
+    Load(crate::load::LoadArgs),
     /// Remove dangling images, or with -a every image, and the blobs no image uses.
     Prune(PruneArgs),
 }
@@ -36,6 +49,11 @@ pub struct PruneArgs {
 pub async fn run(client: &Client, command: ImageCommand) -> Result<i32> {
     match command {
         ImageCommand::Inspect(args) => inspect(client, args).await,
+        ImageCommand::Ls(args) => crate::images::list(client, args).await.map(|()| 0),
+        ImageCommand::Rm(args) => crate::tag::rmi(client, args).await,
+        ImageCommand::Tag(args) => crate::tag::tag(client, args).await.map(|()| 0),
+        ImageCommand::Save(args) => crate::save::save(client, args).await.map(|()| 0),
+        ImageCommand::Load(args) => crate::load::load(client, args).await.map(|()| 0),
         ImageCommand::Prune(args) => prune(client, args).await.map(|()| 0),
     }
 }

@@ -59,6 +59,26 @@ fn a_tag_names_the_image_and_rmi_of_the_last_tag_deletes_it() {
 }
 
 #[test]
+fn image_subcommands_are_the_same_commands() {
+    let daemon = loaded_daemon(&[]);
+    let id = daemon.image_id("busybox");
+    stdout_of(&daemon.hull(&["image", "tag", "busybox", "viaimage:1"]));
+    let listed = stdout_of(&daemon.hull(&["image", "ls"]));
+    assert!(
+        listed.lines().any(|l| l.starts_with("viaimage ")),
+        "{listed}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tar");
+    let path = archive.to_str().unwrap();
+    stdout_of(&daemon.hull(&["image", "save", "-o", path, "viaimage:1"]));
+    let removed = stdout_of(&daemon.hull(&["image", "rm", "viaimage:1"]));
+    assert_eq!(removed, "Untagged: viaimage:1\n");
+    stdout_of(&daemon.hull(&["image", "load", "-i", path]));
+    assert_eq!(daemon.image_id("viaimage:1"), id);
+}
+
+#[test]
 fn rmi_force_removes_an_image_with_several_tags() {
     let daemon = loaded_daemon(&[]);
     let id = daemon.image_id("busybox");
@@ -373,6 +393,12 @@ fn the_docker_cli_tags_inspects_saves_removes_and_logs_in() {
         .contains("no such image"));
     let loaded = stdout_of(&daemon.docker(&["load", "-i", archive.to_str().unwrap()]));
     assert!(loaded.contains("viadocker:1"), "{loaded}");
+    let df = stdout_of(&daemon.docker(&["system", "df"]));
+    assert!(df.lines().any(|l| l.starts_with("Images ")), "{df}");
+    let pruned = stdout_of(&daemon.docker(&["image", "prune", "-a", "-f"]));
+    assert!(pruned.contains(&format!("deleted: {id}")), "{pruned}");
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    assert_eq!(stdout_of(&daemon.hull(&["images", "-q"])), "");
 
     let registry = Registry::with_basic_auth("hull", "s3cret");
     let config = dir.path().join("docker-config");
