@@ -319,6 +319,10 @@ async fn a_pull_earns_a_token_follows_redirects_and_resumes_a_cut_download() {
         .resolve(&format!("{}/a/b:1.0", registry.addr))
         .unwrap();
     assert_eq!(image.id, id.to_string());
+    assert_eq!(
+        image.repo_digests,
+        [format!("{}/a/b@{}", registry.addr, pulled.digest)]
+    );
     assert_eq!(image.config.cmd, Some(vec!["/bin/tool".to_owned()]));
     let media_types: Vec<&str> = image
         .record
@@ -352,6 +356,10 @@ async fn a_pull_earns_a_token_follows_redirects_and_resumes_a_cut_download() {
     let before = registry.log.lock().unwrap().len();
     let (result, events) = pull_from(&registry, &store).await;
     assert!(!result.unwrap().changed);
+    assert_eq!(
+        store.resolve(&id.to_string()).unwrap().repo_digests.len(),
+        1
+    );
     let log = registry.log.lock().unwrap()[before..].to_vec();
     assert!(log.iter().all(|l| !l.contains("/blobs/")), "{log:?}");
     assert_eq!(
