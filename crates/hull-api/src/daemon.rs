@@ -62,6 +62,8 @@ pub struct DaemonConfig {
     pub templates: bool,
     /// Where template memory lives; a per-root directory on /dev/shm when `None`.
     pub template_dir: Option<PathBuf>,
+    /// Template clones kept resumed for the next runs (needs templates).
+    pub pool_size: usize,
 }
 
 pub struct Daemon {
@@ -142,6 +144,11 @@ impl Daemon {
         Some(runtime.templates().map_or("disabled", |t| t.status()))
     }
 
+    /// Idle VMs in the pool, once the runtime is set up and if it has a pool.
+    pub fn pooled_vms(&self) -> Option<usize> {
+        self.runtime.get()?.pooled()
+    }
+
     /// The runtime, set up on first use so that a missing kernel only
     /// matters to commands that boot VMs.
     pub async fn runtime(&self) -> Result<Arc<Runtime<Qemu>>, DaemonError> {
@@ -166,6 +173,7 @@ impl Daemon {
                     vcpus: self.config.vcpus,
                     memory_mib: self.config.memory_mib,
                     templates,
+                    pool_size: self.config.pool_size,
                 };
                 let runtime = Arc::new(Runtime::new(qemu, self.images.clone(), config));
                 runtime.prepare_template();

@@ -88,6 +88,9 @@ pub struct Info {
     /// The VM template: `disabled`, `missing`, `building` or `ready`.
     #[serde(default)]
     pub template: Option<String>,
+    /// Idle VMs waiting in the pool.
+    #[serde(default)]
+    pub pooled_vms: Option<usize>,
 }
 
 /// Body of `POST /hull/run`.

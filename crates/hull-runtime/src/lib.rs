@@ -2,8 +2,10 @@
 //! side of the agent protocol, and the lifecycle of a run.
 
 pub mod agent;
+pub mod pool;
 pub mod run;
 pub mod spec;
+mod start;
 pub mod template;
 
 pub use agent::{AgentClient, AgentError};

@@ -5,24 +5,26 @@ use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hull_image::{ImageStore, StoreError};
 use hull_proto::{
     ContainerSpec, ErrorKind, ExitStatus, ProcessSpec, Request, Response, RootfsSpec,
 };
-use hull_vm::{DiskConfig, Hypervisor, MemoryFile, Vm, VmConfig, VmExit};
+use hull_vm::{DiskConfig, Hypervisor, Vm, VmExit};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::agent::{AgentClient, AgentError, OutputStream};
+use crate::pool::Pool;
 use crate::spec::{process_config, ProcessOptions, SpecError};
-use crate::template::{Template, TemplateConfig, Templates};
+use crate::start::{StartedVm, VmFactory};
+use crate::template::{TemplateConfig, Templates};
 
 /// How long a VM may take from QEMU start to the agent's hello. Generous:
 /// under TCG on a loaded machine a boot can take several seconds.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 const ROOTFS_SERIAL: &str = "hull-rootfs";
 const STDIN: u32 = 1;
@@ -78,6 +80,8 @@ pub struct RuntimeConfig {
     pub memory_mib: u32,
     /// Clone VMs from a template; `None` boots every VM cold.
     pub templates: Option<TemplateConfig>,
+    /// Template clones kept resumed and idle for the next runs.
+    pub pool_size: usize,
 }
 
 /// What to run.
@@ -107,23 +111,28 @@ pub struct RunIo {
 
 /// Runs containers in VMs started by `H`.
 pub struct Runtime<H: Hypervisor> {
-    hypervisor: Arc<H>,
     images: Arc<ImageStore>,
-    config: RuntimeConfig,
-    templates: Option<Arc<Templates>>,
+    vms: Arc<VmFactory<H>>,
 }
 
 impl<H: Hypervisor> Runtime<H> {
     pub fn new(hypervisor: H, images: Arc<ImageStore>, config: RuntimeConfig) -> Self {
         let templates = config
             .templates
-            .clone()
             .map(|templates| Arc::new(Templates::new(templates)));
-        Self {
+        let pool = (templates.is_some() && config.pool_size > 0)
+            .then(|| Arc::new(Pool::new(config.pool_size)));
+        let vms = VmFactory {
             hypervisor: Arc::new(hypervisor),
-            images,
-            config,
             templates,
+            pool,
+            run_root: config.run_root,
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+        };
+        Self {
+            images,
+            vms: Arc::new(vms),
         }
     }
 
@@ -147,124 +156,32 @@ impl<H: Hypervisor> Runtime<H> {
         })
     }
 
-    /// Builds the VM template in the background when templates are on and
-    /// none is ready; runs boot cold until it is.
+    /// Builds the VM template, then fills the pool, in the background;
+    /// runs boot cold until the template is ready.
     pub fn prepare_template(&self) {
-        if let Some(templates) = &self.templates {
-            let templates = templates.clone();
-            let hypervisor = self.hypervisor.clone();
-            let (vcpus, memory_mib) = (self.config.vcpus, self.config.memory_mib);
-            tokio::spawn(async move {
-                let _ = templates.build(&*hypervisor, vcpus, memory_mib).await;
-            });
-        }
+        self.vms.prepare();
     }
 
     pub fn templates(&self) -> Option<&Arc<Templates>> {
-        self.templates.as_ref()
+        self.vms.templates.as_ref()
     }
 
-    /// A VM with a ready agent and the rootfs attached: a clone of the
-    /// template when there is one, else a cold boot.
-    async fn start_vm(
-        &self,
-        id: &str,
-        run_dir: &Path,
-        rootfs: DiskConfig,
-    ) -> Result<(H::Vm, AgentClient), RunError> {
-        let started = std::time::Instant::now();
-        if let Some(template) = self.templates.as_ref().and_then(|t| t.ready()) {
-            match self.clone_vm(&template, id, run_dir, &rootfs).await {
-                Ok(vm) => {
-                    info!(container = %id, start = "template clone", elapsed_ms = started.elapsed().as_millis() as u64, "VM ready");
-                    return Ok(vm);
-                }
-                Err(err) => {
-                    warn!(error = %err, "cloning the VM template failed; rebuilding it, booting cold");
-                    if let Some(templates) = &self.templates {
-                        templates.invalidate(&template);
-                    }
-                    self.prepare_template();
-                }
-            }
-        }
-        let config = self.vm_config(id, run_dir, vec![rootfs]);
-        let mut vm = self
-            .hypervisor
-            .start(config)
-            .await
-            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let agent = greet(&mut vm).await?;
-        info!(container = %id, start = "cold boot", elapsed_ms = started.elapsed().as_millis() as u64, "VM ready");
-        Ok((vm, agent))
-    }
-
-    fn vm_config(&self, id: &str, run_dir: &Path, disks: Vec<DiskConfig>) -> VmConfig {
-        VmConfig {
-            id: id.to_string(),
-            run_dir: run_dir.to_owned(),
-            vcpus: self.config.vcpus,
-            memory_mib: self.config.memory_mib,
-            disks,
-            memory_file: None,
-            restore_from: None,
-        }
-    }
-
-    async fn clone_vm(
-        &self,
-        template: &Template,
-        id: &str,
-        run_dir: &Path,
-        rootfs: &DiskConfig,
-    ) -> Result<(H::Vm, AgentClient), RunError> {
-        let mut config = self.vm_config(id, run_dir, Vec::new());
-        config.memory_file = Some(MemoryFile {
-            path: template.memory.clone(),
-            shared: false,
-        });
-        config.restore_from = Some(template.state.clone());
-        let mut vm = self
-            .hypervisor
-            .start(config)
-            .await
-            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let control = vm.take_control_channel().expect("a new VM has its channel");
-        let agent = AgentClient::resumed(control);
-        let resume = Request::Resume {
-            unix_time_nanos: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-            entropy: random_bytes::<64>().to_vec(),
-        };
-        let resumed = unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
-        match tokio::time::timeout(BOOT_TIMEOUT, resumed).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(RunError::BootTimeout {
-                    console: vm.console_tail(),
-                })
-            }
-        }
-        vm.attach_disk(rootfs)
-            .await
-            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        Ok((vm, agent))
+    /// Idle VMs waiting in the pool, if there is one.
+    pub fn pooled(&self) -> Option<usize> {
+        self.vms.pool.as_ref().map(|pool| pool.len())
     }
 
     /// Runs the prepared process in a VM of its own with `io`, and returns how
     /// it exited. The VM is gone when this returns or is dropped.
     pub async fn run(&self, prepared: Prepared, io: RunIo) -> Result<ExitStatus, RunError> {
         let id = new_container_id();
-        let run_dir = RunDir::create(self.config.run_root.join(&id))?;
         let rootfs = DiskConfig {
             id: "rootfs".into(),
             path: prepared.rootfs.clone(),
             serial: ROOTFS_SERIAL.into(),
             read_only: true,
         };
-        let (vm, agent) = self.start_vm(&id, &run_dir.path, rootfs).await?;
+        let StartedVm { vm, agent, run_dir } = self.vms.start(&id, rootfs).await?;
         let exit = vm.exit();
 
         let hostname = id[..12].to_string();
@@ -420,7 +337,7 @@ const EXIT_AFTER_DISCONNECT: Duration = Duration::from_secs(2);
 
 /// Runs `work` unless the VM stops first, which becomes `VmDied`. A channel
 /// lost because the VM died is reported as the death, not the symptom.
-async fn unless_vm_dies<V: Vm, T, E: Into<RunError>>(
+pub(crate) async fn unless_vm_dies<V: Vm, T, E: Into<RunError>>(
     vm: &V,
     mut exit: watch::Receiver<Option<VmExit>>,
     work: impl Future<Output = Result<T, E>>,
@@ -466,7 +383,7 @@ pub fn new_container_id() -> String {
     hex::encode(random_bytes::<32>())
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -475,12 +392,12 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// A VM's directory, removed when dropped.
-struct RunDir {
-    path: PathBuf,
+pub struct RunDir {
+    pub(crate) path: PathBuf,
 }
 
 impl RunDir {
-    fn create(path: PathBuf) -> Result<Self, RunError> {
+    pub(crate) fn create(path: PathBuf) -> Result<Self, RunError> {
         fs::create_dir_all(&path).map_err(|source| RunError::RunDir {
             path: path.clone(),
             source,

@@ -17,5 +17,8 @@ pub async fn show(client: &Client) -> Result<()> {
     if let Some(template) = info.template {
         println!("VM Template: {template}");
     }
+    if let Some(pooled) = info.pooled_vms {
+        println!("VM Pool: {pooled} idle");
+    }
     Ok(())
 }

@@ -112,3 +112,37 @@ fn glob_template_states(daemon: &common::Daemon) -> Vec<std::path::PathBuf> {
         .into_iter()
         .collect()
 }
+
+#[test]
+fn a_pool_hands_out_resumed_clones_and_refills() {
+    let daemon = common::loaded_daemon(&[("HULL_POOL", "2")]);
+    daemon.wait_for_template();
+    let pooled = |daemon: &common::Daemon| {
+        let info = stdout_of(&daemon.hull(&["info"]));
+        info.lines()
+            .find_map(|line| line.strip_prefix("VM Pool: "))
+            .map(|rest| rest.trim_end_matches(" idle").to_string())
+    };
+    let wait_for_full_pool = || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while pooled(&daemon).as_deref() != Some("2") {
+            assert!(
+                Instant::now() < deadline,
+                "the pool did not fill: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for_full_pool();
+    let first = daemon.hull(&["run", "--rm", "busybox", "hostname"]);
+    let second = daemon.hull(&["run", "--rm", "busybox", "hostname"]);
+    assert_ne!(stdout_of(&first), stdout_of(&second));
+    assert_eq!(
+        daemon.log().matches("start=\"pool\"").count(),
+        2,
+        "{}",
+        daemon.log()
+    );
+    wait_for_full_pool();
+}

@@ -47,6 +47,7 @@ pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
             accelerator: Some(accel.accel.to_string()),
             accelerator_reason: Some(accel.reason.clone()),
             template: daemon.template_status().map(str::to_string),
+            pooled_vms: daemon.pooled_vms(),
         },
     ))
 }

@@ -1,0 +1,195 @@
+//! How a run gets its VM: from the pool, as a template clone, or by a cold
+//! boot, each one falling back to the next.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hull_proto::Request;
+use hull_vm::{DiskConfig, Hypervisor, MemoryFile, Vm, VmConfig};
+use tracing::{info, warn};
+
+use crate::agent::AgentClient;
+use crate::pool::{Pool, PooledVm};
+use crate::run::{
+    greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError, BOOT_TIMEOUT,
+};
+use crate::template::{Template, Templates};
+
+/// A VM with a ready agent and its rootfs attached.
+pub(crate) struct StartedVm<V> {
+    pub vm: V,
+    pub agent: AgentClient,
+    pub run_dir: RunDir,
+}
+
+/// Builds VMs of one size.
+pub(crate) struct VmFactory<H: Hypervisor> {
+    pub hypervisor: Arc<H>,
+    pub templates: Option<Arc<Templates>>,
+    pub pool: Option<Arc<Pool<H::Vm>>>,
+    pub run_root: std::path::PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+impl<H: Hypervisor> VmFactory<H> {
+    fn config(&self, id: &str, run_dir: &Path, disks: Vec<DiskConfig>) -> VmConfig {
+        VmConfig {
+            id: id.to_string(),
+            run_dir: run_dir.to_owned(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            disks,
+            memory_file: None,
+            restore_from: None,
+        }
+    }
+
+    /// Builds the template, then fills the pool, in the background.
+    pub fn prepare(self: &Arc<Self>) {
+        let Some(templates) = self.templates.clone() else {
+            return;
+        };
+        let factory = self.clone();
+        tokio::spawn(async move {
+            let _ = templates
+                .build(&*factory.hypervisor, factory.vcpus, factory.memory_mib)
+                .await;
+            factory.fill_pool().await;
+        });
+    }
+
+    /// Adds clones to the pool until it is full; one task at a time.
+    async fn fill_pool(&self) {
+        let (Some(pool), Some(templates)) = (&self.pool, &self.templates) else {
+            return;
+        };
+        if !pool.start_filling() {
+            return;
+        }
+        while pool.missing() > 0 {
+            let Some(template) = templates.ready() else {
+                break;
+            };
+            let id = format!("pool-{}", &new_container_id()[..12]);
+            let cloned = async {
+                let run_dir = RunDir::create(self.run_root.join(&id))?;
+                let (vm, agent) = self.clone_template(&template, &id, &run_dir.path).await?;
+                Ok::<_, RunError>(PooledVm { vm, agent, run_dir })
+            };
+            match cloned.await {
+                Ok(pooled) => pool.add(pooled),
+                Err(err) => {
+                    warn!(error = %err, "cannot add a VM to the pool");
+                    break;
+                }
+            }
+        }
+        pool.stop_filling();
+    }
+
+    /// A VM for container `id` with `rootfs` attached.
+    pub async fn start(
+        self: &Arc<Self>,
+        id: &str,
+        rootfs: DiskConfig,
+    ) -> Result<StartedVm<H::Vm>, RunError> {
+        let started = Instant::now();
+        let elapsed_ms = || started.elapsed().as_millis() as u64;
+        if let Some(pooled) = self.pool.as_ref().and_then(|pool| pool.take()) {
+            let factory = self.clone();
+            tokio::spawn(async move { factory.fill_pool().await });
+            match attach(&pooled.vm, &rootfs).await {
+                Ok(()) => {
+                    info!(container = %id, start = "pool", elapsed_ms = elapsed_ms(), "VM ready");
+                    return Ok(StartedVm {
+                        vm: pooled.vm,
+                        agent: pooled.agent,
+                        run_dir: pooled.run_dir,
+                    });
+                }
+                Err(err) => warn!(error = %err, "a pooled VM refused its rootfs; cloning"),
+            }
+        }
+        let run_dir = RunDir::create(self.run_root.join(id))?;
+        if let Some(template) = self.templates.as_ref().and_then(|t| t.ready()) {
+            let cloned = async {
+                let (vm, agent) = self.clone_template(&template, id, &run_dir.path).await?;
+                attach(&vm, &rootfs).await?;
+                Ok::<_, RunError>((vm, agent))
+            };
+            match cloned.await {
+                Ok((vm, agent)) => {
+                    info!(container = %id, start = "template clone", elapsed_ms = elapsed_ms(), "VM ready");
+                    return Ok(StartedVm { vm, agent, run_dir });
+                }
+                Err(err) => {
+                    warn!(error = %err, "cloning the VM template failed; rebuilding it, booting cold");
+                    if let Some(templates) = &self.templates {
+                        templates.invalidate(&template);
+                    }
+                    self.prepare();
+                }
+            }
+        }
+        let config = self.config(id, &run_dir.path, vec![rootfs]);
+        let mut vm = self
+            .hypervisor
+            .start(config)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+        let agent = greet(&mut vm).await?;
+        info!(container = %id, start = "cold boot", elapsed_ms = elapsed_ms(), "VM ready");
+        Ok(StartedVm { vm, agent, run_dir })
+    }
+
+    /// Resumes a clone of `template` and gives it its own clock and entropy.
+    async fn clone_template(
+        &self,
+        template: &Template,
+        id: &str,
+        run_dir: &Path,
+    ) -> Result<(H::Vm, AgentClient), RunError> {
+        let mut config = self.config(id, run_dir, Vec::new());
+        config.memory_file = Some(MemoryFile {
+            path: template.memory.clone(),
+            shared: false,
+        });
+        config.restore_from = Some(template.state.clone());
+        let mut vm = self
+            .hypervisor
+            .start(config)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+        let control = vm.take_control_channel().expect("a new VM has its channel");
+        let agent = AgentClient::resumed(control);
+        let resume = Request::Resume {
+            unix_time_nanos: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            entropy: random_bytes::<64>().to_vec(),
+        };
+        let resumed = unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
+        match tokio::time::timeout(BOOT_TIMEOUT, resumed).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RunError::BootTimeout {
+                    console: vm.console_tail(),
+                })
+            }
+        }
+        Ok((vm, agent))
+    }
+}
+
+async fn attach<V: Vm>(vm: &V, rootfs: &DiskConfig) -> Result<(), RunError> {
+    let attached = tokio::time::timeout(Duration::from_secs(30), vm.attach_disk(rootfs));
+    match attached.await {
+        Ok(result) => result.map_err(|e| RunError::Hypervisor(Box::new(e))),
+        Err(_) => Err(RunError::BootTimeout {
+            console: vm.console_tail(),
+        }),
+    }
+}
