@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use hull_api::types::ProgressLine;
-use hull_api::{AuthFile, Client, Credentials, Reference};
+use hull_api::{AuthFile, Client, Credentials, ProgressStream, Reference};
 
 use crate::terminal;
 
@@ -30,19 +30,25 @@ pub struct PullArgs {
 pub async fn pull(client: &Client, args: PullArgs) -> Result<()> {
     let reference = Reference::parse(&args.image)?.with_default_tag();
     let auth = credentials(reference.domain())?.map(|c| c.to_header());
-    let mut stream = client
+    let stream = client
         .pull(&reference.to_string(), auth.as_deref(), args.insecure)
         .await?;
-    let mut view = View::new(terminal::is_terminal(1) && !args.quiet);
+    follow(stream, args.quiet).await?;
+    println!("{reference}");
+    Ok(())
+}
+
+/// Shows a pull's or push's progress until it ends; its error ends it.
+pub(crate) async fn follow(mut stream: ProgressStream, quiet: bool) -> Result<()> {
+    let mut view = View::new(terminal::is_terminal(1) && !quiet);
     while let Some(line) = stream.next().await? {
         if let Some(error) = line.error {
             bail!("{error}");
         }
-        if !args.quiet {
+        if !quiet {
             view.show(&line)?;
         }
     }
-    println!("{reference}");
     Ok(())
 }
 

@@ -4,8 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use hull_api::{Client, Reference};
 
-use crate::pull::{credentials, View};
-use crate::terminal;
+use crate::pull::{credentials, follow};
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
@@ -25,17 +24,8 @@ pub async fn push(client: &Client, args: PushArgs) -> Result<()> {
         bail!("cannot push {}: push a tag, not a digest", args.image);
     }
     let auth = credentials(reference.domain())?.map(|c| c.to_header());
-    let mut stream = client
+    let stream = client
         .push(&reference.to_string(), auth.as_deref(), args.insecure)
         .await?;
-    let mut view = View::new(terminal::is_terminal(1) && !args.quiet);
-    while let Some(line) = stream.next().await? {
-        if let Some(error) = line.error {
-            bail!("{error}");
-        }
-        if !args.quiet {
-            view.show(&line)?;
-        }
-    }
-    Ok(())
+    follow(stream, args.quiet).await
 }

@@ -74,7 +74,26 @@ pub(super) async fn create(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let (reference, insecure) = parse_query(request.uri().query().unwrap_or(""))?;
-    let credentials = credentials(daemon, &request, &reference)?;
+    transfer(daemon, &request, reference, insecure, Direction::Pull)
+}
+
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Direction {
+    Pull,
+    Push,
+}
+
+/// Runs a pull or push in the background and answers with its progress,
+/// streamed as it happens.
+pub(super) fn transfer(
+    daemon: &Daemon,
+    request: &Request<Incoming>,
+    reference: Reference,
+    insecure: bool,
+    direction: Direction,
+) -> Result<Response<Body>, ApiError> {
+    let credentials = credentials(daemon, request, &reference)?;
     let client = if insecure {
         daemon.registry().with_insecure(reference.domain())
     } else {
@@ -84,10 +103,20 @@ pub(super) async fn create(
     let (progress, response) = progress_response();
     tokio::spawn(async move {
         let events = |event: PullEvent| progress.event(event);
-        let result = registry::pull(&store, &client, &reference, credentials, &events).await;
+        let result = match direction {
+            Direction::Pull => registry::pull(&store, &client, &reference, credentials, &events)
+                .await
+                .map(drop)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            Direction::Push => registry::push(&store, &client, &reference, credentials, &events)
+                .await
+                .map(drop)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+        };
         if let Err(err) = result {
-            tracing::warn!(reference = %reference, error = %error_chain(&err), "pull failed");
-            progress.error(&err);
+            let message = error_chain(err.as_ref());
+            tracing::warn!(reference = %reference, ?direction, error = %message, "transfer failed");
+            progress.error(err.as_ref());
         }
     });
     Ok(response)

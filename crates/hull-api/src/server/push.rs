@@ -1,13 +1,12 @@
 //! `POST /images/{name}/push?tag=…`: pushing a stored image to its registry,
 //! answered with docker's JSON progress stream.
 
-use hull_image::registry::{self, PullEvent};
 use hull_image::Reference;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use super::pull::{credentials, progress_response};
-use super::{error_chain, ApiError, Body};
+use super::pull::{transfer, Direction};
+use super::{ApiError, Body};
 use crate::daemon::Daemon;
 
 /// The reference a push path and its `tag` query name.
@@ -44,23 +43,7 @@ pub(super) async fn push(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let (reference, insecure) = parse(path, request.uri().query().unwrap_or(""))?;
-    let credentials = credentials(daemon, &request, &reference)?;
-    let client = if insecure {
-        daemon.registry().with_insecure(reference.domain())
-    } else {
-        daemon.registry().clone()
-    };
-    let store = daemon.images().clone();
-    let (progress, response) = progress_response();
-    tokio::spawn(async move {
-        let events = |event: PullEvent| progress.event(event);
-        let result = registry::push(&store, &client, &reference, credentials, &events).await;
-        if let Err(err) = result {
-            tracing::warn!(reference = %reference, error = %error_chain(&err), "push failed");
-            progress.error(&err);
-        }
-    });
-    Ok(response)
+    transfer(daemon, &request, reference, insecure, Direction::Push)
 }
 
 #[cfg(test)]
