@@ -341,3 +341,26 @@ fn an_interactive_tty_carries_ctrl_c_to_the_process() {
     assert!(seen.contains("caught-int"), "{seen:?}");
     assert_eq!(status.code(), Some(5), "{seen:?}");
 }
+
+#[test]
+fn loading_an_image_builds_its_rootfs_before_any_run() {
+    let daemon = common::loaded_daemon(&[("HULL_NO_TEMPLATES", "1")]);
+    let erofs = daemon.root.join("images/erofs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let built = std::fs::read_dir(&erofs)
+            .map(|dir| {
+                dir.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "erofs"))
+            })
+            .unwrap_or(false);
+        if built {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no erofs image was built after the load"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -222,18 +222,22 @@ pub(super) async fn load(
     drop(file);
 
     let images = daemon.images().clone();
-    let lines = blocking(move || {
+    let (lines, loaded) = blocking(move || {
         let archive = std::fs::File::open(spool.path()).map_err(|source| StoreError::Read {
             path: spool.path().to_owned(),
             source,
         })?;
         let mut lines = Vec::new();
-        images.load(std::io::BufReader::new(archive), &mut |message| {
+        let loaded = images.load(std::io::BufReader::new(archive), &mut |message| {
             lines.push(message.to_string())
         })?;
-        Ok(lines)
+        Ok((lines, loaded))
     })
     .await?;
+    super::prebuild_rootfs(
+        daemon.images().clone(),
+        loaded.into_iter().map(|image| image.id).collect(),
+    );
     let mut body = Vec::new();
     for line in lines {
         let progress = ProgressLine {

@@ -55,6 +55,19 @@ impl ApiError {
     }
 }
 
+/// Builds the erofs rootfs of new images in the background, so that their
+/// first run does not wait for it.
+pub(crate) fn prebuild_rootfs(images: Arc<hull_image::ImageStore>, ids: Vec<String>) {
+    tokio::task::spawn_blocking(move || {
+        for id in ids {
+            let built = images.resolve(&id).and_then(|image| images.rootfs(&image));
+            if let Err(err) = built {
+                tracing::warn!(image = %id, error = %error_chain(&err), "cannot build the rootfs ahead of a run");
+            }
+        }
+    });
+}
+
 /// An error and its causes on one line, for the client to print.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();

@@ -106,7 +106,7 @@ pub(super) fn transfer(
         let result = match direction {
             Direction::Pull => registry::pull(&store, &client, &reference, credentials, &events)
                 .await
-                .map(drop)
+                .map(|pulled| super::prebuild_rootfs(store.clone(), vec![pulled.id.to_string()]))
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
             Direction::Push => registry::push(&store, &client, &reference, credentials, &events)
                 .await
