@@ -2,24 +2,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use super::*;
-use crate::testutil::{self, docker_files, TestImage};
-
-fn empty_store() -> (tempfile::TempDir, ImageStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(&dir.path().join("images")).unwrap();
-    (dir, store)
-}
-
-fn image(cmd: &str, tags: Vec<&'static str>) -> TestImage {
-    TestImage::new(
-        vec![
-            testutil::layer(&[("bin/", b""), ("bin/sh", b"#!")]),
-            testutil::layer(&[("etc/", b""), ("etc/passwd", cmd.as_bytes())]),
-        ],
-        cmd,
-        tags,
-    )
-}
+use crate::testutil::{self, docker_files, empty_store, two_layer_image as image, TestImage};
 
 fn loaded(images: &[TestImage]) -> (tempfile::TempDir, ImageStore) {
     let (dir, store) = empty_store();

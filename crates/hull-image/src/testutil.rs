@@ -143,3 +143,23 @@ pub fn oci_files(images: &[TestImage], layer_media_type: &str) -> Vec<(String, V
     files.push(("index.json".into(), serde_json::to_vec(&index).unwrap()));
     files
 }
+
+/// A store in a fresh temp dir; keep the dir alive as long as the store.
+pub fn empty_store() -> (tempfile::TempDir, crate::ImageStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::ImageStore::open(&dir.path().join("images")).unwrap();
+    (dir, store)
+}
+
+/// A two-layer image whose second layer differs by `cmd`, so images with
+/// different commands share their first layer.
+pub fn two_layer_image(cmd: &str, tags: Vec<&'static str>) -> TestImage {
+    TestImage::new(
+        vec![
+            layer(&[("bin/", b""), ("bin/sh", b"#!")]),
+            layer(&[("etc/", b""), ("etc/passwd", cmd.as_bytes())]),
+        ],
+        cmd,
+        tags,
+    )
+}

@@ -2,24 +2,9 @@ use std::collections::BTreeSet;
 use std::fs;
 
 use super::*;
-use crate::testutil::{self, docker_files, TestImage};
-
-fn store() -> (tempfile::TempDir, ImageStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(&dir.path().join("images")).unwrap();
-    (dir, store)
-}
-
-fn image(cmd: &str, tags: Vec<&'static str>) -> TestImage {
-    TestImage::new(
-        vec![
-            testutil::layer(&[("bin/", b""), ("bin/sh", b"#!")]),
-            testutil::layer(&[("etc/", b""), ("etc/passwd", cmd.as_bytes())]),
-        ],
-        cmd,
-        tags,
-    )
-}
+use crate::testutil::{
+    self, docker_files, empty_store as store, two_layer_image as image, TestImage,
+};
 
 fn load(store: &ImageStore, images: &[TestImage]) {
     let archive = testutil::archive(&docker_files(images, false));
