@@ -285,12 +285,7 @@ fn prune_removes_untagged_images_and_df_counts_what_is_left() {
 
 #[test]
 fn login_checks_the_password_and_keeps_it_for_pulls() {
-    let registry = Registry::with_basic_auth("hull", "s3cret");
-    registry.push_archive(
-        &busybox_archive(),
-        "library/busybox:1.36",
-        &["--dest-creds", "hull:s3cret"],
-    );
+    let registry = Registry::with_busybox_behind_basic_auth();
     let daemon = Daemon::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let auth_file = dir.path().join("conf/auth.json");

@@ -98,12 +98,7 @@ fn a_wrong_digest_is_refused() {
 
 #[test]
 fn basic_auth_credentials_come_from_the_environment() {
-    let registry = Registry::with_basic_auth("hull", "s3cret");
-    registry.push_archive(
-        &busybox_archive(),
-        "library/busybox:1.36",
-        &["--dest-creds", "hull:s3cret"],
-    );
+    let registry = Registry::with_busybox_behind_basic_auth();
     let daemon = Daemon::start(&[]);
     let name = registry.name("library/busybox:1.36");
 
@@ -131,12 +126,7 @@ fn basic_auth_credentials_come_from_the_environment() {
 
 #[test]
 fn basic_auth_credentials_come_from_an_auth_file() {
-    let registry = Registry::with_basic_auth("hull", "s3cret");
-    registry.push_archive(
-        &busybox_archive(),
-        "library/busybox:1.36",
-        &["--dest-creds", "hull:s3cret"],
-    );
+    let registry = Registry::with_busybox_behind_basic_auth();
     let daemon = Daemon::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let auth_file = dir.path().join("auth.json");

@@ -28,6 +28,18 @@ impl Registry {
         Registry::start_with(Some((user, password)))
     }
 
+    /// A registry that wants user `hull`, password `s3cret`, holding the
+    /// busybox test image as `library/busybox:1.36`.
+    pub fn with_busybox_behind_basic_auth() -> Registry {
+        let registry = Registry::with_basic_auth("hull", "s3cret");
+        registry.push_archive(
+            &super::busybox_archive(),
+            "library/busybox:1.36",
+            &["--dest-creds", "hull:s3cret"],
+        );
+        registry
+    }
+
     fn start_with(basic: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("hull-registry-")
