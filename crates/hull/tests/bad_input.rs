@@ -90,12 +90,7 @@ fn a_layer_escaping_the_rootfs_writes_nothing_outside() {
 fn a_missing_qemu_is_named_with_what_to_install() {
     let daemon = common::loaded_daemon(&[("HULL_QEMU", "/nonexistent/qemu-system-x86_64")]);
     let output = daemon.hull(&["run", "--rm", "busybox", "true"]);
-    assert_eq!(output.status.code(), Some(125));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("apt-get install qemu-system-x86"),
-        "{stderr}"
-    );
+    common::assert_fails(&output, 125, &["apt-get install qemu-system-x86"]);
     let leftovers = std::fs::read_dir(daemon.root.join("vms")).unwrap().count();
     assert_eq!(leftovers, 0, "a failed start left a VM directory behind");
 }

@@ -151,10 +151,11 @@ fn entrypoint_override_replaces_the_command() {
 #[test]
 fn a_missing_command_exits_127_like_docker() {
     let output = daemon().hull(&["run", "--rm", "busybox", "no-such-command"]);
-    assert_eq!(output.status.code(), Some(127));
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("no-such-command"), "{stderr}");
-    assert!(stderr.contains("executable file not found"), "{stderr}");
+    common::assert_fails(
+        &output,
+        127,
+        &["no-such-command", "executable file not found"],
+    );
 }
 
 #[test]
@@ -170,23 +171,13 @@ fn an_unknown_user_is_named_like_docker_does() {
 #[test]
 fn a_file_that_is_not_executable_exits_126() {
     let output = daemon().hull(&["run", "--rm", "busybox", "/etc/passwd"]);
-    assert_eq!(output.status.code(), Some(126));
-    assert!(
-        text(&output.stderr).contains("permission denied"),
-        "{}",
-        text(&output.stderr)
-    );
+    common::assert_fails(&output, 126, &["permission denied"]);
 }
 
 #[test]
 fn an_unknown_image_is_a_clear_error() {
     let output = daemon().hull(&["run", "--rm", "nosuchimage", "true"]);
-    assert_eq!(output.status.code(), Some(125));
-    assert!(
-        text(&output.stderr).contains("no such image: nosuchimage"),
-        "{}",
-        text(&output.stderr)
-    );
+    common::assert_fails(&output, 125, &["no such image: nosuchimage"]);
 }
 
 #[test]
@@ -221,9 +212,7 @@ fn sigterm_to_hull_run_reaches_the_process() {
 fn a_missing_kernel_is_named_in_the_error() {
     let daemon = common::loaded_daemon(&[("HULL_KERNEL", "/nonexistent/vmlinux")]);
     let output = daemon.hull(&["run", "--rm", "busybox", "true"]);
-    assert_eq!(output.status.code(), Some(125));
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("/nonexistent/vmlinux"), "{stderr}");
+    common::assert_fails(&output, 125, &["/nonexistent/vmlinux"]);
 }
 
 #[test]

@@ -321,6 +321,17 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that `output` exited with `code` and that its stderr names every
+/// one of `needles`; returns the stderr.
+pub fn assert_fails(output: &Output, code: i32, needles: &[&str]) -> String {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    stderr
+}
+
 /// Asserts success and returns stdout.
 pub fn stdout_of(output: &Output) -> String {
     assert!(
