@@ -287,10 +287,6 @@ pub struct QemuVm {
 }
 
 impl QemuVm {
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// Runs a QMP command against this VM.
     pub async fn qmp(
         &self,
