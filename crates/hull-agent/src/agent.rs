@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -194,6 +195,9 @@ impl Agent {
 
     fn shutdown(&self, id: u32) -> ! {
         log!("shutting down at the host's request");
+        // sync(2) commits ext4's journal and flushes the disks' caches, so a
+        // writable disk is consistent without unmounting it under processes
+        // that may still run.
         sys::sync();
         self.channel.respond(id, &Response::Done);
         crate::boot::power_off()
@@ -212,15 +216,12 @@ impl Agent {
             }
             containers.insert(spec.id.clone(), None);
         }
-        let created = disk::wait_for_disk(&spec.rootfs.serial, DISK_WAIT)
-            .map_err(|e| RequestError::new(ErrorKind::NotFound, e.to_string()))
-            .and_then(|disk| {
-                container::create(&spec, &disk).map_err(|e| {
-                    let message =
-                        format!("cannot create container {}: {}", spec.id, error_chain(&e));
-                    RequestError::new(ErrorKind::Internal, message)
-                })
-            });
+        let created = wait_for_disks(&spec).and_then(|(image, writable)| {
+            container::create(&spec, &image, writable.as_deref()).map_err(|e| {
+                let message = format!("cannot create container {}: {}", spec.id, error_chain(&e));
+                RequestError::new(ErrorKind::Internal, message)
+            })
+        });
         let mut containers = lock(&self.containers);
         match created {
             Ok(container) => {
@@ -387,6 +388,21 @@ impl Agent {
         drop(table);
         self.unregister_streams(&process.streams);
     }
+}
+
+/// The image disk and, if the container has one, its writable disk.
+fn wait_for_disks(spec: &ContainerSpec) -> Result<(PathBuf, Option<PathBuf>), RequestError> {
+    let wait = |serial: &str| {
+        disk::wait_for_disk(serial, DISK_WAIT)
+            .map_err(|e| RequestError::new(ErrorKind::NotFound, e.to_string()))
+    };
+    let image = wait(&spec.rootfs.serial)?;
+    let writable = spec
+        .writable
+        .as_ref()
+        .map(|w| wait(&w.serial))
+        .transpose()?;
+    Ok((image, writable))
 }
 
 fn into_response(result: Result<Response, RequestError>) -> Response {

@@ -7,6 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hull_proto::ContainerSpec;
+#[cfg(test)]
+use hull_proto::RootfsSpec;
 
 use crate::sys;
 
@@ -93,6 +95,11 @@ impl Mounts {
         Ok(())
     }
 
+    fn mount_plan(&mut self, plan: &MountPlan) -> Result<(), ContainerError> {
+        let data = plan.data.as_deref();
+        self.mount(&plan.source, &plan.target, &plan.fstype, plan.flags, data)
+    }
+
     fn keep(mut self) {
         self.0.clear();
     }
@@ -113,29 +120,93 @@ fn create_dir(path: &Path) -> Result<(), ContainerError> {
     })
 }
 
-/// Mounts the image `disk` read-only under a tmpfs-backed overlay and
-/// prepares the rootfs; then sets the guest's hostname.
-pub fn create(spec: &ContainerSpec, disk: &Path) -> Result<Container, ContainerError> {
-    validate_id(&spec.id)?;
-    let dir = Path::new(CONTAINERS_DIR).join(&spec.id);
+/// One mount of a container's layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountPlan {
+    source: String,
+    target: PathBuf,
+    fstype: String,
+    flags: libc::c_ulong,
+    data: Option<String>,
+}
+
+/// The image, the writable layer and the overlay of both, under `dir`.
+fn layer_mounts(
+    spec: &ContainerSpec,
+    dir: &Path,
+    disk: &Path,
+    writable: Option<&Path>,
+) -> [MountPlan; 3] {
     let (image, rw, rootfs) = (dir.join("image"), dir.join("rw"), dir.join("rootfs"));
-    for path in [&image, &rw, &rootfs] {
-        create_dir(path)?;
-    }
-    let mut mounts = Mounts(Vec::new());
-    let disk = disk.to_string_lossy();
-    mounts.mount(&disk, &image, &spec.rootfs.fs_type, libc::MS_RDONLY, None)?;
-    mounts.mount("tmpfs", &rw, "tmpfs", 0, Some("mode=0755"))?;
-    let (upper, work) = (rw.join("upper"), rw.join("work"));
-    create_dir(&upper)?;
-    create_dir(&work)?;
+    let writable_layer = match writable {
+        Some(device) => MountPlan {
+            source: device.to_string_lossy().into_owned(),
+            target: rw.clone(),
+            fstype: spec
+                .writable
+                .as_ref()
+                .map_or("ext4", |w| w.fs_type.as_str())
+                .to_owned(),
+            flags: libc::MS_NOATIME,
+            data: None,
+        },
+        None => MountPlan {
+            source: "tmpfs".into(),
+            target: rw.clone(),
+            fstype: "tmpfs".into(),
+            flags: 0,
+            data: Some("mode=0755".into()),
+        },
+    };
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
         image.display(),
-        upper.display(),
-        work.display()
+        rw.join("upper").display(),
+        rw.join("work").display()
     );
-    mounts.mount("overlay", &rootfs, "overlay", 0, Some(&options))?;
+    [
+        MountPlan {
+            source: disk.to_string_lossy().into_owned(),
+            target: image,
+            fstype: spec.rootfs.fs_type.clone(),
+            flags: libc::MS_RDONLY,
+            data: None,
+        },
+        writable_layer,
+        MountPlan {
+            source: "overlay".into(),
+            target: rootfs,
+            fstype: "overlay".into(),
+            flags: 0,
+            data: Some(options),
+        },
+    ]
+}
+
+/// Mounts the image `disk` read-only under an overlay whose upper layer is
+/// the `writable` disk (or a tmpfs without one), prepares the rootfs, and
+/// sets the guest's hostname.
+pub fn create(
+    spec: &ContainerSpec,
+    disk: &Path,
+    writable: Option<&Path>,
+) -> Result<Container, ContainerError> {
+    validate_id(&spec.id)?;
+    let dir = Path::new(CONTAINERS_DIR).join(&spec.id);
+    let [image, rw, overlay] = layer_mounts(spec, &dir, disk, writable);
+    for plan in [&image, &rw, &overlay] {
+        create_dir(&plan.target)?;
+    }
+    let mut mounts = Mounts(Vec::new());
+    for plan in [&image, &rw] {
+        mounts.mount_plan(plan)?;
+    }
+    // On a writable disk both survive from the last start: overlayfs takes
+    // an upper dir back as it left it, and empties its work dir itself.
+    create_dir(&rw.target.join("upper"))?;
+    create_dir(&rw.target.join("work"))?;
+    mounts.mount_plan(&overlay)?;
+    let rootfs = overlay.target;
     prepare_rootfs(&rootfs, &mut mounts)?;
     write_etc(&rootfs, &spec.hostname)?;
     sys::sethostname(&spec.hostname).map_err(|source| ContainerError::Hostname {
@@ -257,6 +328,61 @@ mod tests {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
         validate_id("c1-abc_def.2").unwrap();
+    }
+
+    fn spec(writable: Option<RootfsSpec>) -> ContainerSpec {
+        ContainerSpec {
+            id: "c1".into(),
+            hostname: "c1".into(),
+            rootfs: RootfsSpec {
+                serial: "hull-rootfs".into(),
+                fs_type: "erofs".into(),
+            },
+            writable,
+        }
+    }
+
+    #[test]
+    fn without_a_writable_disk_the_upper_layer_is_a_tmpfs() {
+        let dir = Path::new("/run/c1");
+        let [image, rw, overlay] = layer_mounts(&spec(None), dir, Path::new("/dev/sda"), None);
+        assert_eq!(
+            (image.source.as_str(), image.fstype.as_str()),
+            ("/dev/sda", "erofs")
+        );
+        assert_eq!(image.flags, libc::MS_RDONLY);
+        assert_eq!((rw.source.as_str(), rw.fstype.as_str()), ("tmpfs", "tmpfs"));
+        assert_eq!(
+            overlay.data.as_deref(),
+            Some("lowerdir=/run/c1/image,upperdir=/run/c1/rw/upper,workdir=/run/c1/rw/work")
+        );
+        assert_eq!(overlay.target, dir.join("rootfs"));
+    }
+
+    #[test]
+    fn a_writable_disk_holds_the_upper_and_work_dirs() {
+        let writable = RootfsSpec {
+            serial: "hull-rw".into(),
+            fs_type: "ext4".into(),
+        };
+        let dir = Path::new("/run/c1");
+        let disk = Path::new("/dev/sda");
+        let [_, rw, overlay] = layer_mounts(
+            &spec(Some(writable)),
+            dir,
+            disk,
+            Some(Path::new("/dev/sdb")),
+        );
+        assert_eq!(
+            (rw.source.as_str(), rw.fstype.as_str()),
+            ("/dev/sdb", "ext4")
+        );
+        assert_eq!(
+            (rw.target.as_path(), rw.data),
+            (dir.join("rw").as_path(), None)
+        );
+        let options = overlay.data.unwrap();
+        assert!(options.contains("upperdir=/run/c1/rw/upper,workdir=/run/c1/rw/work"));
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub use message::{
 };
 
 /// Version of the message set; both sides must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: containers may have a writable disk; process listing, guest
+/// statistics and path archives.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port that carries the control channel.
 pub const CONTROL_PORT_NAME: &str = "hull.ctl";

@@ -49,9 +49,16 @@ pub struct ContainerSpec {
     pub id: String,
     pub hostname: String,
     pub rootfs: RootfsSpec,
+    /// The container's own disk (fs_type `ext4`) for the overlay's upper
+    /// layer, so its changes survive a stop and start of the VM. The host
+    /// hands it over formatted; the agent keeps `upper` and `work` on it.
+    /// `None`: the upper layer is a tmpfs, gone with the VM.
+    #[serde(default)]
+    pub writable: Option<RootfsSpec>,
 }
 
-/// The read-only image disk; the agent overlays a writable layer on it.
+/// A disk the agent mounts: the read-only image disk under the overlay, or
+/// the container's writable disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootfsSpec {
     /// SCSI serial the host gave the disk; the agent finds the device by it.
@@ -168,6 +175,10 @@ mod tests {
                 serial: "hull-rootfs".into(),
                 fs_type: "erofs".into(),
             },
+            writable: Some(RootfsSpec {
+                serial: "hull-rw".into(),
+                fs_type: "ext4".into(),
+            }),
         }));
         round_trip(Request::StartProcess(ProcessSpec {
             container: "c1".into(),
@@ -200,6 +211,13 @@ mod tests {
             process: "init".into(),
             status: ExitStatus::Signal(9),
         });
+    }
+
+    #[test]
+    fn a_container_spec_without_a_writable_disk_still_decodes() {
+        let json = r#"{"id":"c1","hostname":"c1","rootfs":{"serial":"r","fs_type":"erofs"}}"#;
+        let spec: ContainerSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(spec.writable, None);
     }
 
     #[test]

@@ -192,6 +192,7 @@ impl<H: Hypervisor> Runtime<H> {
                 serial: ROOTFS_SERIAL.into(),
                 fs_type: "erofs".into(),
             },
+            writable: None,
         });
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
         debug!(container = %id, "container created");
