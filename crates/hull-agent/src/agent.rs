@@ -159,6 +159,7 @@ impl Agent {
                 rows,
                 cols,
             } => self.resize(&container, &process, rows, cols),
+            Request::ListProcesses { container } => self.list_processes(&container),
             Request::Shutdown => self.shutdown(id),
             Request::Resume {
                 unix_time_nanos,

@@ -17,7 +17,7 @@ use crate::{error_chain, log, procenv, pty, stdio, sys, user};
 
 /// The process id docker gives a container's main process; it gets fresh
 /// namespaces, later processes join its.
-const INIT: &str = "init";
+pub(crate) const INIT: &str = "init";
 
 /// Where the process's output goes once it runs, and where its input comes from.
 struct Pumps {

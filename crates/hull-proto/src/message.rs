@@ -34,6 +34,11 @@ pub enum Request {
         rows: u16,
         cols: u16,
     },
+    /// Lists the processes of a container (`docker top`); answered with
+    /// `Processes`.
+    ListProcesses {
+        container: String,
+    },
     /// Syncs filesystems and powers the VM off after answering.
     Shutdown,
     /// The VM was restored from a template: set the clock and reseed the
@@ -89,8 +94,37 @@ pub struct ProcessSpec {
 #[serde(tag = "result", content = "value", rename_all = "snake_case")]
 pub enum Response {
     Done,
-    Started { pid: i32 },
+    Started {
+        pid: i32,
+    },
+    /// Sorted by pid.
+    Processes(Vec<ProcessInfo>),
     Failed(RequestError),
+}
+
+/// Clock ticks per second of [`ProcessInfo`]'s tick counts: the kernel's
+/// `USER_HZ`, which is 100 on every architecture the guest runs on.
+pub const USER_HZ: u64 = 100;
+
+/// One process of a container, as `ps` shows it. Pids are the guest's (the
+/// VM's), not the container's PID namespace's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    /// Effective user id.
+    pub uid: u32,
+    /// One letter, as in `/proc/<pid>/stat`: `R`, `S`, `D`, `Z`, `T`, …
+    pub state: String,
+    /// When the process started, in [`USER_HZ`] ticks after the guest booted.
+    pub start_ticks: u64,
+    /// User plus system CPU time, in [`USER_HZ`] ticks.
+    pub cpu_ticks: u64,
+    /// Controlling terminal, e.g. `pts/0`, or `?` without one.
+    pub tty: String,
+    /// Its command line; `[name]` for a process without one (a kernel
+    /// thread or a zombie).
+    pub args: Vec<String>,
 }
 
 /// Why a request failed, classified so the host can map it (e.g. to exit code 127).
@@ -201,7 +235,20 @@ mod tests {
             unix_time_nanos: 1_795_000_000_000_000_000,
             entropy: vec![1, 2, 3],
         });
+        round_trip(Request::ListProcesses {
+            container: "c1".into(),
+        });
         round_trip(Response::Started { pid: 42 });
+        round_trip(Response::Processes(vec![ProcessInfo {
+            pid: 7,
+            ppid: 1,
+            uid: 0,
+            state: "S".into(),
+            start_ticks: 1234,
+            cpu_ticks: 5,
+            tty: "pts/0".into(),
+            args: vec!["sh".into(), "-c".into(), "sleep 1".into()],
+        }]));
         round_trip(Response::Failed(RequestError::new(
             ErrorKind::CommandNotFound,
             "exec: \"nope\": executable file not found in $PATH",
