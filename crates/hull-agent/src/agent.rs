@@ -160,6 +160,7 @@ impl Agent {
                 cols,
             } => self.resize(&container, &process, rows, cols),
             Request::ListProcesses { container } => self.list_processes(&container),
+            Request::Stats { container } => self.stats(&container),
             Request::Shutdown => self.shutdown(id),
             Request::Resume {
                 unix_time_nanos,

@@ -20,6 +20,7 @@ pub mod pty;
 mod reaper;
 pub mod spawn;
 mod start;
+pub mod stats;
 pub mod stdio;
 pub mod sys;
 #[cfg(test)]

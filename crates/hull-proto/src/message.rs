@@ -39,6 +39,10 @@ pub enum Request {
     ListProcesses {
         container: String,
     },
+    /// CPU, memory and pid figures for `docker stats`; answered with `Stats`.
+    Stats {
+        container: String,
+    },
     /// Syncs filesystems and powers the VM off after answering.
     Shutdown,
     /// The VM was restored from a template: set the clock and reseed the
@@ -99,6 +103,7 @@ pub enum Response {
     },
     /// Sorted by pid.
     Processes(Vec<ProcessInfo>),
+    Stats(GuestStats),
     Failed(RequestError),
 }
 
@@ -125,6 +130,26 @@ pub struct ProcessInfo {
     /// Its command line; `[name]` for a process without one (a kernel
     /// thread or a zombie).
     pub args: Vec<String>,
+}
+
+/// What `docker stats` needs, measured for the whole guest: a VM runs one
+/// container. CPU times are cumulative since the guest booted; a reader
+/// takes the difference of two samples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestStats {
+    /// CPU time spent busy, all CPUs together: the user, nice, system, irq,
+    /// softirq and steal times of `/proc/stat`.
+    pub cpu_total_ns: u64,
+    /// CPU time that passed, all CPUs together: the busy times plus idle
+    /// and iowait (docker's `system_cpu_usage`).
+    pub system_ns: u64,
+    pub online_cpus: u32,
+    /// `MemTotal - MemAvailable` of `/proc/meminfo`.
+    pub memory_used_bytes: u64,
+    /// `MemTotal`: the VM's memory is the container's limit.
+    pub memory_limit_bytes: u64,
+    /// Processes in the container.
+    pub pids: u32,
 }
 
 /// Why a request failed, classified so the host can map it (e.g. to exit code 127).
@@ -238,6 +263,17 @@ mod tests {
         round_trip(Request::ListProcesses {
             container: "c1".into(),
         });
+        round_trip(Request::Stats {
+            container: "c1".into(),
+        });
+        round_trip(Response::Stats(GuestStats {
+            cpu_total_ns: 1_500_000_000,
+            system_ns: 9_000_000_000,
+            online_cpus: 2,
+            memory_used_bytes: 20 << 20,
+            memory_limit_bytes: 128 << 20,
+            pids: 3,
+        }));
         round_trip(Response::Started { pid: 42 });
         round_trip(Response::Processes(vec![ProcessInfo {
             pid: 7,
