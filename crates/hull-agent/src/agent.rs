@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -136,7 +135,7 @@ impl Agent {
         }
     }
 
-    fn on_request(self: &Arc<Self>, frame: &Frame) {
+    pub(crate) fn on_request(self: &Arc<Self>, frame: &Frame) {
         let id = frame.channel;
         let request: Request = match frame.parse() {
             Ok(request) => request,
@@ -161,6 +160,25 @@ impl Agent {
             } => self.resize(&container, &process, rows, cols),
             Request::ListProcesses { container } => self.list_processes(&container),
             Request::Stats { container } => self.stats(&container),
+            Request::StatPath { container, path } => self.stat_path(&container, &path),
+            Request::ReadArchive {
+                container,
+                path,
+                stream,
+            } => {
+                return self.with_stream(id, (stream, false), move |agent| {
+                    agent.read_archive(id, &container, &path, stream)
+                });
+            }
+            Request::WriteArchive {
+                container,
+                path,
+                stream,
+            } => {
+                return self.with_stream(id, (stream, true), move |agent| {
+                    agent.write_archive(id, &container, &path, stream)
+                });
+            }
             Request::Shutdown => self.shutdown(id),
             Request::Resume {
                 unix_time_nanos,
@@ -195,6 +213,20 @@ impl Agent {
         }
     }
 
+    /// Registers the request's stream (`(id, is_input)`) before a data or
+    /// credit frame can race it, then does the work in the background.
+    fn with_stream(
+        self: &Arc<Self>,
+        id: u32,
+        stream: (StreamId, bool),
+        work: impl FnOnce(&Arc<Agent>) + Send + 'static,
+    ) {
+        match self.register(&[stream]) {
+            Ok(()) => self.in_background(id, work),
+            Err(error) => self.channel.respond(id, &Response::Failed(error)),
+        }
+    }
+
     fn shutdown(&self, id: u32) -> ! {
         log!("shutting down at the host's request");
         // sync(2) commits ext4's journal and flushes the disks' caches, so a
@@ -218,12 +250,15 @@ impl Agent {
             }
             containers.insert(spec.id.clone(), None);
         }
-        let created = wait_for_disks(&spec).and_then(|(image, writable)| {
-            container::create(&spec, &image, writable.as_deref()).map_err(|e| {
-                let message = format!("cannot create container {}: {}", spec.id, error_chain(&e));
-                RequestError::new(ErrorKind::Internal, message)
-            })
-        });
+        let created = disk::wait_for_container_disks(&spec, DISK_WAIT)
+            .map_err(|e| RequestError::new(ErrorKind::NotFound, e.to_string()))
+            .and_then(|(image, writable)| {
+                container::create(&spec, &image, writable.as_deref()).map_err(|e| {
+                    let message =
+                        format!("cannot create container {}: {}", spec.id, error_chain(&e));
+                    RequestError::new(ErrorKind::Internal, message)
+                })
+            });
         let mut containers = lock(&self.containers);
         match created {
             Ok(container) => {
@@ -302,6 +337,11 @@ impl Agent {
         let mut wanted = vec![(spec.stdout, false)];
         wanted.extend(spec.stderr.map(|s| (s, false)));
         wanted.extend(spec.stdin.map(|s| (s, true)));
+        self.register(&wanted)
+    }
+
+    /// Registers new streams, each `(id, is_input)`, all or none.
+    pub(crate) fn register(&self, wanted: &[(StreamId, bool)]) -> Result<(), RequestError> {
         let mut streams = lock(&self.streams);
         for (i, (id, _)) in wanted.iter().enumerate() {
             if streams.contains_key(id) || wanted[..i].iter().any(|(other, _)| other == id) {
@@ -309,7 +349,7 @@ impl Agent {
                 return Err(RequestError::new(ErrorKind::InvalidRequest, message));
             }
         }
-        for (id, input) in wanted {
+        for &(id, input) in wanted {
             let stream = if input {
                 Stream::Input(Arc::new(InputQueue::new()))
             } else {
@@ -336,7 +376,7 @@ impl Agent {
         }
     }
 
-    fn on_data(&self, stream: StreamId, payload: Vec<u8>) {
+    pub(crate) fn on_data(&self, stream: StreamId, payload: Vec<u8>) {
         match self.stream(stream) {
             Some(Stream::Input(queue)) => {
                 if queue.push(payload) > INITIAL_WINDOW as usize {
@@ -347,7 +387,7 @@ impl Agent {
         }
     }
 
-    fn on_eof(&self, stream: StreamId) {
+    pub(crate) fn on_eof(&self, stream: StreamId) {
         if let Some(Stream::Input(queue)) = self.stream(stream) {
             queue.finish();
         }
@@ -390,21 +430,6 @@ impl Agent {
         drop(table);
         self.unregister_streams(&process.streams);
     }
-}
-
-/// The image disk and, if the container has one, its writable disk.
-fn wait_for_disks(spec: &ContainerSpec) -> Result<(PathBuf, Option<PathBuf>), RequestError> {
-    let wait = |serial: &str| {
-        disk::wait_for_disk(serial, DISK_WAIT)
-            .map_err(|e| RequestError::new(ErrorKind::NotFound, e.to_string()))
-    };
-    let image = wait(&spec.rootfs.serial)?;
-    let writable = spec
-        .writable
-        .as_ref()
-        .map(|w| wait(&w.serial))
-        .transpose()?;
-    Ok((image, writable))
 }
 
 fn into_response(result: Result<Response, RequestError>) -> Response {

@@ -4,6 +4,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hull_proto::ContainerSpec;
+
 /// How often the sysfs scan repeats while the disk has not appeared.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -62,6 +64,20 @@ pub fn wait_for_disk(serial: &str, timeout: Duration) -> Result<PathBuf, DiskErr
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Waits for a container's image disk and, if it has one, its writable disk.
+pub fn wait_for_container_disks(
+    spec: &ContainerSpec,
+    timeout: Duration,
+) -> Result<(PathBuf, Option<PathBuf>), DiskError> {
+    let image = wait_for_disk(&spec.rootfs.serial, timeout)?;
+    let writable = spec
+        .writable
+        .as_ref()
+        .map(|w| wait_for_disk(&w.serial, timeout))
+        .transpose()?;
+    Ok((image, writable))
 }
 
 #[cfg(test)]

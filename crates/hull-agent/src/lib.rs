@@ -6,11 +6,14 @@
 //! `sys`); the rest is logic with unit tests that run on the host.
 
 pub mod agent;
+pub mod archive;
 pub mod boot;
 pub mod channel;
 pub mod container;
+mod copy;
 pub mod disk;
 pub mod flow;
+pub mod fsat;
 mod inspect;
 pub mod port;
 pub mod procenv;
@@ -25,6 +28,7 @@ pub mod stdio;
 pub mod sys;
 #[cfg(test)]
 mod testutil;
+pub mod unpack;
 pub mod user;
 
 /// Logs a line to stderr, which is the guest console (ttyS0).

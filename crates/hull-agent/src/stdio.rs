@@ -1,4 +1,5 @@
-//! Moving a process's stdio over the channel, within the flow-control windows.
+//! Moving a process's stdio, or an archive, over the channel, within the
+//! flow-control windows.
 
 use std::io::{self, Read, Write};
 
@@ -46,6 +47,84 @@ pub fn pump_input(queue: &InputQueue, mut sink: impl Write, stream: u32, channel
         }
         let granted = u32::try_from(chunk.len()).expect("chunks are frame payloads");
         channel.send(&Frame::credit(stream, granted));
+    }
+}
+
+/// An output stream as a `Write`: each write sends what the host's credit
+/// allows, at most one frame. Buffer it to send full frames.
+pub struct StreamWriter<'a> {
+    pub stream: u32,
+    pub window: &'a CreditWindow,
+    pub channel: &'a Channel,
+}
+
+impl Write for StreamWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let max = buf.len().min(MAX_DATA_CHUNK);
+        let Some(allowed) = self.window.acquire(max) else {
+            let message = format!("stream {} was closed", self.stream);
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, message));
+        };
+        self.window.consume(allowed);
+        let frame = Frame::data(self.stream, &buf[..allowed]);
+        self.channel
+            .send_checked(&frame)
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))?;
+        Ok(allowed)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An input stream as a `Read`, crediting the host for every chunk taken;
+/// it reads end of file at the stream's `Eof`.
+pub struct StreamReader<'a> {
+    stream: u32,
+    queue: &'a InputQueue,
+    channel: &'a Channel,
+    chunk: Vec<u8>,
+    taken: usize,
+}
+
+impl<'a> StreamReader<'a> {
+    pub fn new(stream: u32, queue: &'a InputQueue, channel: &'a Channel) -> Self {
+        Self {
+            stream,
+            queue,
+            channel,
+            chunk: Vec::new(),
+            taken: 0,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        let chunk = self.queue.pop()?;
+        let granted = u32::try_from(chunk.len()).expect("chunks are frame payloads");
+        self.channel.send(&Frame::credit(self.stream, granted));
+        Some(chunk)
+    }
+
+    /// Takes, and credits, whatever the host still sends until its `Eof`,
+    /// so it is never left waiting for credit.
+    pub fn drain(&mut self) {
+        while self.next_chunk().is_some() {}
+    }
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.taken == self.chunk.len() {
+            let Some(chunk) = self.next_chunk() else {
+                return Ok(0);
+            };
+            (self.chunk, self.taken) = (chunk, 0);
+        }
+        let n = buf.len().min(self.chunk.len() - self.taken);
+        buf[..n].copy_from_slice(&self.chunk[self.taken..self.taken + n]);
+        self.taken += n;
+        Ok(n)
     }
 }
 
@@ -107,6 +186,47 @@ mod tests {
             wire.frames(),
             vec![Frame::credit(5, 6), Frame::credit(5, 5)]
         );
+    }
+
+    #[test]
+    fn a_stream_writer_sends_no_more_than_the_credit_per_write() {
+        let wire = Wire::default();
+        let channel = Channel::new(wire.clone());
+        let window = CreditWindow::new(5);
+        let mut writer = StreamWriter {
+            stream: 4,
+            window: &window,
+            channel: &channel,
+        };
+        assert_eq!(writer.write(b"abcdefgh").unwrap(), 5);
+        window.close();
+        let err = writer.write(b"fgh").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(wire.frames(), vec![Frame::data(4, b"abcde")]);
+    }
+
+    #[test]
+    fn a_stream_reader_reads_across_chunks_and_credits_each() {
+        let wire = Wire::default();
+        let channel = Channel::new(wire.clone());
+        let queue = InputQueue::new();
+        for chunk in [&b"abc"[..], b"de", b"fg"] {
+            queue.push(chunk.to_vec());
+        }
+        queue.finish();
+        let mut reader = StreamReader::new(6, &queue, &channel);
+        let mut first = [0u8; 4];
+        reader.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"abcd");
+        reader.drain();
+        assert_eq!(reader.read(&mut first).unwrap(), 1);
+        assert_eq!(reader.read(&mut first).unwrap(), 0);
+        let credits = [
+            Frame::credit(6, 3),
+            Frame::credit(6, 2),
+            Frame::credit(6, 2),
+        ];
+        assert_eq!(wire.frames(), credits);
     }
 
     #[test]

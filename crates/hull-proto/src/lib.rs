@@ -13,8 +13,8 @@ pub use frame::{
     parse_header, Frame, FrameDecoder, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use message::{
-    ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, ProcessInfo, ProcessSpec,
-    Request, RequestError, Response, RootfsSpec, StreamId, USER_HZ,
+    path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, PathStat,
+    ProcessInfo, ProcessSpec, Request, RequestError, Response, RootfsSpec, StreamId, USER_HZ,
 };
 
 /// Version of the message set; both sides must speak the same one.

@@ -43,6 +43,33 @@ pub enum Request {
     Stats {
         container: String,
     },
+    /// What is at `path` in the container (`docker cp`'s stat); answered
+    /// with `PathStat`. A symlink there is described, not followed.
+    StatPath {
+        container: String,
+        path: String,
+    },
+    /// Sends a tar of `path` in the container on the output stream
+    /// `stream`, which the host registered before asking. Answered with
+    /// `Done` before the first byte; `Eof` on the stream ends the archive.
+    /// The entries are named from the path's base name, as docker names
+    /// them (`/etc/hostname` → `hostname`, `/etc` → `etc/…`); a path ending
+    /// in `/.` gives the directory's contents (`./…`).
+    ReadArchive {
+        container: String,
+        path: String,
+        stream: StreamId,
+    },
+    /// Unpacks the tar the host sends on the input stream `stream`, ended by
+    /// `Eof`, into the directory `path` of the container, keeping modes,
+    /// owners and modification times. Answered with `Done` after the stream's
+    /// `Eof` once every entry is written; a failure is answered at once, and
+    /// the agent still takes (and credits) the stream's data until its `Eof`.
+    WriteArchive {
+        container: String,
+        path: String,
+        stream: StreamId,
+    },
     /// Syncs filesystems and powers the VM off after answering.
     Shutdown,
     /// The VM was restored from a template: set the clock and reseed the
@@ -104,6 +131,7 @@ pub enum Response {
     /// Sorted by pid.
     Processes(Vec<ProcessInfo>),
     Stats(GuestStats),
+    PathStat(PathStat),
     Failed(RequestError),
 }
 
@@ -150,6 +178,37 @@ pub struct GuestStats {
     pub memory_limit_bytes: u64,
     /// Processes in the container.
     pub pids: u32,
+}
+
+/// A path in a container, as docker's `X-Docker-Container-Path-Stat`
+/// header describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStat {
+    /// The path's base name.
+    pub name: String,
+    pub size: i64,
+    /// Go's `os.FileMode`: the permission bits (0o777), and of the type and
+    /// special bits those of [`path_mode`].
+    pub mode: u32,
+    pub mtime_unix_nanos: i64,
+    /// For a symlink, the absolute path in the container it resolves to (its
+    /// raw target if that does not exist); empty otherwise.
+    pub link_target: String,
+}
+
+/// Bits of Go's `os.FileMode` that [`PathStat::mode`] uses.
+pub mod path_mode {
+    pub const DIR: u32 = 1 << 31;
+    pub const SYMLINK: u32 = 1 << 27;
+    /// Block and character devices; the latter also carry [`CHAR_DEVICE`].
+    pub const DEVICE: u32 = 1 << 26;
+    pub const NAMED_PIPE: u32 = 1 << 25;
+    pub const SOCKET: u32 = 1 << 24;
+    pub const SETUID: u32 = 1 << 23;
+    pub const SETGID: u32 = 1 << 22;
+    pub const CHAR_DEVICE: u32 = 1 << 21;
+    pub const STICKY: u32 = 1 << 20;
+    pub const PERMISSIONS: u32 = 0o777;
 }
 
 /// Why a request failed, classified so the host can map it (e.g. to exit code 127).
@@ -273,6 +332,27 @@ mod tests {
             memory_used_bytes: 20 << 20,
             memory_limit_bytes: 128 << 20,
             pids: 3,
+        }));
+        round_trip(Request::StatPath {
+            container: "c1".into(),
+            path: "/etc/hostname".into(),
+        });
+        round_trip(Request::ReadArchive {
+            container: "c1".into(),
+            path: "/etc".into(),
+            stream: 4,
+        });
+        round_trip(Request::WriteArchive {
+            container: "c1".into(),
+            path: "/tmp".into(),
+            stream: 5,
+        });
+        round_trip(Response::PathStat(PathStat {
+            name: "sh".into(),
+            size: 7,
+            mode: path_mode::SYMLINK | 0o777,
+            mtime_unix_nanos: 1_700_000_000_123_456_789,
+            link_target: "/bin/busybox".into(),
         }));
         round_trip(Response::Started { pid: 42 });
         round_trip(Response::Processes(vec![ProcessInfo {
