@@ -25,10 +25,10 @@ fn resolve_error(error: &ArchiveError, path: &str, container: &str) -> RequestEr
     if error.is_not_found() {
         return not_found(path, container);
     }
-    let message = format!(
-        "cannot find {path} in container {container}: {}",
-        error_chain(error)
-    );
+    // The error's own message repeats the path: keep only its cause.
+    let cause = std::error::Error::source(error)
+        .map_or_else(|| error.to_string(), |source| source.to_string());
+    let message = format!("cannot open {path} in container {container}: {cause}");
     RequestError::new(ErrorKind::Internal, message)
 }
 
@@ -250,6 +250,23 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(wire.frames().len(), 1);
         assert!(lock(&agent.streams).is_empty());
+    }
+
+    #[test]
+    fn an_archive_on_a_stream_in_use_is_refused() {
+        let (agent, wire, _dir) = agent();
+        agent.register(&[(9, true)]).unwrap();
+        let read = Request::ReadArchive {
+            container: "c".into(),
+            path: "/etc".into(),
+            stream: 9,
+        };
+        ask(&agent, 3, &read);
+        assert_eq!(
+            failure(&wire.wait_for(1)[0]).kind,
+            ErrorKind::InvalidRequest
+        );
+        assert!(matches!(agent.stream(9), Some(Stream::Input(_))));
     }
 
     fn tar_of(name: &str, body: &[u8]) -> Vec<u8> {

@@ -65,6 +65,9 @@ pub enum Request {
     /// owners and modification times. Answered with `Done` after the stream's
     /// `Eof` once every entry is written; a failure is answered at once, and
     /// the agent still takes (and credits) the stream's data until its `Eof`.
+    /// The host sends this request before the stream's first `Data` frame
+    /// (the agent drops data for a stream it does not know), and without
+    /// waiting for the answer, which follows the `Eof`.
     WriteArchive {
         container: String,
         path: String,
