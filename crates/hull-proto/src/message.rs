@@ -54,7 +54,8 @@ pub enum Request {
     /// `Done` before the first byte; `Eof` on the stream ends the archive.
     /// The entries are named from the path's base name, as docker names
     /// them (`/etc/hostname` → `hostname`, `/etc` → `etc/…`); a path ending
-    /// in `/.` gives the directory's contents (`./…`).
+    /// in `/.` gives the directory's contents (an entry `.`, then the names
+    /// in it).
     ReadArchive {
         container: String,
         path: String,
