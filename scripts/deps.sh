@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(
   qemu-system-x86 linux-source erofs-utils busybox-static runc cpio
   build-essential flex bison bc libelf-dev libssl-dev xz-utils procps bsdutils
-  docker-registry skopeo apache2-utils curl
+  docker-registry skopeo apache2-utils curl e2fsprogs
 )
 
 missing=()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use hull_image::registry::{self, RegistryClient, RegistryConfig};
 use hull_image::{ImageStore, StoreError};
 use hull_runtime::TemplateConfig;
-use hull_runtime::{Runtime, RuntimeConfig};
+use hull_runtime::{Containers, Runtime, RuntimeConfig};
 use hull_vm::accel::{self, SystemProbe};
 use hull_vm::{AccelChoice, AccelDecision, ArtifactError, ArtifactSources, GuestArtifacts, Qemu};
 use sha2::{Digest, Sha256};
@@ -23,6 +23,8 @@ pub enum DaemonError {
     Artifacts(#[from] ArtifactError),
     #[error("cannot set up the registry client")]
     Registry(#[from] registry::ClientError),
+    #[error("cannot load the containers")]
+    Containers(#[from] hull_runtime::ContainerError),
     #[error("cannot create {}", .path.display())]
     StateDir {
         path: PathBuf,
@@ -72,6 +74,7 @@ pub struct Daemon {
     registry: RegistryClient,
     accel: AccelDecision,
     runtime: OnceCell<Arc<Runtime<Qemu>>>,
+    containers: Arc<Containers<Qemu>>,
     in_use: ImagesInUse,
 }
 
@@ -94,14 +97,42 @@ impl Daemon {
         let accel = accel::decide(config.accel, &SystemProbe, false);
         info!("{}", accel.reason);
         let registry = RegistryClient::new(registry_config())?;
+        let containers = Arc::new(Containers::open(
+            &config.root.join("containers"),
+            images.clone(),
+        )?);
         Ok(Self {
             config,
             images,
             registry,
             accel,
             runtime: OnceCell::new(),
+            containers,
             in_use: ImagesInUse::default(),
         })
+    }
+
+    pub fn containers(&self) -> &Arc<Containers<Qemu>> {
+        &self.containers
+    }
+
+    /// Images that `rmi` and prune must leave: those of running `hull run`s
+    /// and of every container, as docker keeps the images of its containers.
+    pub fn used_image_ids(&self) -> std::collections::BTreeSet<String> {
+        let mut ids = self.in_use.ids();
+        ids.extend(self.containers.image_ids());
+        ids
+    }
+
+    /// Starts again the containers that ran when the last hulld stopped, if
+    /// their restart policy says so.
+    pub async fn resume_containers(&self) -> Result<(), DaemonError> {
+        if self.containers.interrupted().is_empty() {
+            return Ok(());
+        }
+        let runtime = self.runtime().await?;
+        self.containers.resume_policies(&runtime);
+        Ok(())
     }
 
     pub fn images(&self) -> &Arc<ImageStore> {

@@ -2,6 +2,7 @@
 //! side of the agent protocol, and the lifecycle of a run.
 
 pub mod agent;
+pub mod container;
 pub mod pool;
 pub mod run;
 pub mod spec;
@@ -9,8 +10,24 @@ mod start;
 pub mod template;
 
 pub use agent::{AgentClient, AgentError};
+pub use container::{Container, ContainerError, Containers, CreateOptions, WaitCondition};
 pub use run::{
     new_container_id, Prepared, RunControl, RunError, RunIo, RunRequest, Runtime, RuntimeConfig,
 };
 pub use spec::{process_config, ProcessConfig, ProcessOptions, SpecError};
 pub use template::{Template, TemplateConfig, Templates};
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

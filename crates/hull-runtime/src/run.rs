@@ -112,7 +112,7 @@ pub struct RunIo {
 /// Runs containers in VMs started by `H`.
 pub struct Runtime<H: Hypervisor> {
     images: Arc<ImageStore>,
-    vms: Arc<VmFactory<H>>,
+    pub(crate) vms: Arc<VmFactory<H>>,
 }
 
 impl<H: Hypervisor> Runtime<H> {
@@ -181,7 +181,7 @@ impl<H: Hypervisor> Runtime<H> {
             serial: ROOTFS_SERIAL.into(),
             read_only: true,
         };
-        let StartedVm { vm, agent, run_dir } = self.vms.start(&id, rootfs).await?;
+        let StartedVm { vm, agent, run_dir } = self.vms.start(&id, vec![rootfs]).await?;
         let exit = vm.exit();
 
         let hostname = id[..12].to_string();

@@ -89,18 +89,18 @@ impl<H: Hypervisor> VmFactory<H> {
         pool.stop_filling();
     }
 
-    /// A VM for container `id` with `rootfs` attached.
+    /// A VM for container `id` with `disks` attached.
     pub async fn start(
         self: &Arc<Self>,
         id: &str,
-        rootfs: DiskConfig,
+        disks: Vec<DiskConfig>,
     ) -> Result<StartedVm<H::Vm>, RunError> {
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         if let Some(pooled) = self.pool.as_ref().and_then(|pool| pool.take()) {
             let factory = self.clone();
             tokio::spawn(async move { factory.fill_pool().await });
-            match attach(&pooled.vm, &rootfs).await {
+            match attach(&pooled.vm, &disks).await {
                 Ok(()) => {
                     info!(container = %id, start = "pool", elapsed_ms = elapsed_ms(), "VM ready");
                     return Ok(StartedVm {
@@ -116,7 +116,7 @@ impl<H: Hypervisor> VmFactory<H> {
         if let Some(template) = self.templates.as_ref().and_then(|t| t.ready()) {
             let cloned = async {
                 let (vm, agent) = self.clone_template(&template, id, &run_dir.path).await?;
-                attach(&vm, &rootfs).await?;
+                attach(&vm, &disks).await?;
                 Ok::<_, RunError>((vm, agent))
             };
             match cloned.await {
@@ -133,7 +133,7 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
             }
         }
-        let config = self.config(id, &run_dir.path, vec![rootfs]);
+        let config = self.config(id, &run_dir.path, disks);
         let mut vm = self
             .hypervisor
             .start(config)
@@ -184,12 +184,17 @@ impl<H: Hypervisor> VmFactory<H> {
     }
 }
 
-async fn attach<V: Vm>(vm: &V, rootfs: &DiskConfig) -> Result<(), RunError> {
-    let attached = tokio::time::timeout(Duration::from_secs(30), vm.attach_disk(rootfs));
-    match attached.await {
-        Ok(result) => result.map_err(|e| RunError::Hypervisor(Box::new(e))),
-        Err(_) => Err(RunError::BootTimeout {
-            console: vm.console_tail(),
-        }),
+async fn attach<V: Vm>(vm: &V, disks: &[DiskConfig]) -> Result<(), RunError> {
+    for disk in disks {
+        let attached = tokio::time::timeout(Duration::from_secs(30), vm.attach_disk(disk));
+        match attached.await {
+            Ok(result) => result.map_err(|e| RunError::Hypervisor(Box::new(e)))?,
+            Err(_) => {
+                return Err(RunError::BootTimeout {
+                    console: vm.console_tail(),
+                })
+            }
+        }
     }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use hull_api::{Daemon, DaemonConfig};
 use hull_vm::{AccelChoice, ArtifactSources};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,10 +81,18 @@ async fn main() -> Result<()> {
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
     info!(socket = %socket.display(), root = %args.root.display(), "hulld listening");
 
+    let daemon = Arc::new(daemon);
+    let resuming = daemon.clone();
+    tokio::spawn(async move {
+        if let Err(err) = resuming.resume_containers().await {
+            warn!(error = %hull_api::server::error_chain(&err), "cannot start containers again");
+        }
+    });
+
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let served = tokio::select! {
-        served = hull_api::server::serve(listener, Arc::new(daemon)) => served.context("serving the API failed"),
+        served = hull_api::server::serve(listener, daemon) => served.context("serving the API failed"),
         _ = terminate.recv() => Ok(()),
         _ = interrupt.recv() => Ok(()),
     };

@@ -136,7 +136,7 @@ pub(super) async fn remove(
     let name = name_in(path, "")?;
     let force = is_true(query_value(request, "force"));
     let images = daemon.images().clone();
-    let in_use = daemon.images_in_use().ids();
+    let in_use = daemon.used_image_ids();
     let removals = blocking(move || images.remove(&name, force, &in_use)).await?;
     let body: Vec<ImageDeleteItem> = removals.into_iter().map(delete_item).collect();
     Ok(json_response(StatusCode::OK, &body))
@@ -161,7 +161,7 @@ pub(super) async fn prune(
         None => false,
     };
     let images = daemon.images().clone();
-    let in_use = daemon.images_in_use().ids();
+    let in_use = daemon.used_image_ids();
     let pruned = blocking(move || images.prune(all, &in_use)).await?;
     let deleted: Vec<ImageDeleteItem> = pruned.removals.into_iter().map(delete_item).collect();
     Ok(json_response(

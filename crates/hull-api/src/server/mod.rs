@@ -1,11 +1,15 @@
 //! The HTTP server: routing, Docker-shaped errors, and one module per resource.
 
+mod attach;
 mod auth;
+mod containers;
+mod exec;
 mod images;
 mod pull;
 mod push;
 mod run;
 mod save;
+mod stream;
 mod system;
 
 use std::convert::Infallible;
@@ -192,16 +196,74 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
             images::remove(&daemon, p, &request).await
         }
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("page not found: {method} {path}"),
-        )),
+        (&Method::POST, "/containers/create") => containers::create(&daemon, request).await,
+        (&Method::GET, "/containers/json") => containers::list(&daemon, &request).await,
+        (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
+        (_, p) if p.starts_with("/containers/") => {
+            let (reference, action) = split_resource(p, "/containers/");
+            container_route(&daemon, &method, &reference, action, request).await
+        }
+        (_, p) if p.starts_with("/exec/") => {
+            let (id, action) = split_resource(p, "/exec/");
+            match (&method, action) {
+                (&Method::POST, "start") => exec::start(&daemon, &id, request).await,
+                (&Method::GET, "json") => exec::inspect(&daemon, &id),
+                (&Method::POST, "resize") => exec::resize(&daemon, &id, &request).await,
+                _ => Err(not_found(&method, &path)),
+            }
+        }
+        _ => Err(not_found(&method, &path)),
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
     response
         .headers_mut()
         .insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
     response
+}
+
+fn not_found(method: &Method, path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("page not found: {method} {path}"),
+    )
+}
+
+/// `/containers/{reference}/{action}` → the percent-decoded reference and the action.
+fn split_resource<'a>(path: &'a str, prefix: &str) -> (String, &'a str) {
+    let rest = path.strip_prefix(prefix).unwrap_or("");
+    let (reference, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let decoded = form_urlencoded::parse(format!("r={reference}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    (decoded, action)
+}
+
+async fn container_route(
+    daemon: &Daemon,
+    method: &Method,
+    reference: &str,
+    action: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    match (method, action) {
+        (&Method::GET, "json") => containers::inspect(daemon, reference),
+        (&Method::POST, "start") => containers::start(daemon, reference).await,
+        (&Method::POST, "stop") => containers::stop(daemon, reference, &request).await,
+        (&Method::POST, "restart") => containers::restart(daemon, reference, &request).await,
+        (&Method::POST, "kill") => containers::kill(daemon, reference, &request).await,
+        (&Method::POST, "wait") => containers::wait(daemon, reference, &request).await,
+        (&Method::POST, "rename") => containers::rename(daemon, reference, &request),
+        (&Method::POST, "resize") => containers::resize(daemon, reference, &request).await,
+        (&Method::GET, "logs") => containers::logs(daemon, reference, &request).await,
+        (&Method::POST, "attach") => attach::attach(daemon, reference, request).await,
+        (&Method::POST, "exec") => exec::create(daemon, reference, request).await,
+        (&Method::DELETE, "") => containers::remove(daemon, reference, &request).await,
+        _ => Err(not_found(
+            method,
+            &format!("/containers/{reference}/{action}"),
+        )),
+    }
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(

@@ -1,6 +1,8 @@
 //! Request and response bodies, named after the Docker Engine API's own fields
 //! where they exist there.
 
+pub mod container;
+
 use hull_runtime::ProcessOptions;
 use serde::{Deserialize, Serialize};
 

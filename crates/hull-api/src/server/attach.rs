@@ -1,0 +1,145 @@
+//! `POST /containers/{id}/attach`: the connection is taken over; the
+//! container's output goes out (framed by stream unless it has a tty) and
+//! what the client writes is its stdin.
+
+use bytes::Bytes;
+use hull_runtime::container::{LogFilter, OutputChunk, StdinMessage};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::containers::Query;
+use super::stream::{stdcopy, upgraded_response, wants_upgrade, CONTENT_MULTIPLEXED, CONTENT_RAW};
+use super::{ApiError, Body};
+use crate::daemon::Daemon;
+
+pub(super) async fn attach(
+    daemon: &Daemon,
+    reference: &str,
+    mut request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = daemon.containers().get(reference)?;
+    if !wants_upgrade(&request) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "attach takes over the connection: send 'Connection: Upgrade' and 'Upgrade: tcp'",
+        ));
+    }
+    let query = Query::of(&request);
+    let (stdout, stderr) = (query.flag("stdout"), query.flag("stderr"));
+    let config = container.config();
+    let tty = config.process.tty;
+    // Subscribe before answering: `docker run` starts the container as soon
+    // as the attach is answered, and its first output must not be missed.
+    let live = query
+        .flag("stream")
+        .then(|| container.attach_output(stdout, stderr));
+    let history = if query.flag("logs") {
+        let filter = LogFilter {
+            stdout,
+            stderr,
+            ..Default::default()
+        };
+        let mut entries = container.logs(filter, false);
+        let mut history = Vec::new();
+        while let Some(Ok(entry)) = entries.recv().await {
+            history.push((entry.stream, Bytes::from(entry.line)));
+        }
+        history
+    } else {
+        Vec::new()
+    };
+    let stdin = query
+        .flag("stdin")
+        .then(|| container.stdin())
+        .flatten()
+        .map(|tx| (tx, config.stdin_once));
+
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => serve(TokioIo::new(upgraded), tty, history, live, stdin).await,
+            Err(err) => warn!(error = %err, "attach upgrade failed"),
+        }
+    });
+    Ok(upgraded_response(if tty {
+        CONTENT_RAW
+    } else {
+        CONTENT_MULTIPLEXED
+    }))
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+    connection: S,
+    tty: bool,
+    history: Vec<OutputChunk>,
+    live: Option<mpsc::Receiver<OutputChunk>>,
+    stdin: Option<(mpsc::Sender<StdinMessage>, bool)>,
+) {
+    let (mut reader, mut writer) = tokio::io::split(connection);
+    let output = async {
+        for (stream, bytes) in history {
+            write_chunk(&mut writer, tty, stream, &bytes).await?;
+        }
+        if let Some(mut live) = live {
+            while let Some((stream, bytes)) = live.recv().await {
+                write_chunk(&mut writer, tty, stream, &bytes).await?;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let input = async {
+        if let Some((tx, stdin_once)) = stdin {
+            forward_stdin(&mut reader, &tx, stdin_once).await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        result = output => if let Err(err) = result {
+            debug!(error = %err, "the attached client went away");
+        },
+        () = input => {}
+    }
+    let _ = writer.shutdown().await;
+}
+
+pub(super) async fn write_chunk<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    tty: bool,
+    stream: hull_runtime::container::LogStream,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    if tty {
+        writer.write_all(bytes).await?;
+    } else {
+        writer.write_all(&stdcopy(stream, bytes)).await?;
+    }
+    writer.flush().await
+}
+
+/// Copies the client's bytes to the container's stdin until the client
+/// closes its side; then, with `stdin_once`, the process gets EOF.
+async fn forward_stdin<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    tx: &mpsc::Sender<StdinMessage>,
+    stdin_once: bool,
+) {
+    let mut buffer = vec![0u8; 32 * 1024];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = Bytes::copy_from_slice(&buffer[..n]);
+                if tx.send(StdinMessage::Data(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if stdin_once {
+        let _ = tx.send(StdinMessage::Close).await;
+    }
+}

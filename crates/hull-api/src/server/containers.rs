@@ -1,0 +1,776 @@
+//! `/containers/...`: create, list, inspect, start, stop, restart, kill,
+//! wait, remove, rename, prune, resize and logs, in the Engine API's shapes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hull_runtime::container::{parse_signal, LogFilter, Record, RestartPolicy as Policy, Status};
+use hull_runtime::{
+    Container, ContainerError, CreateOptions, ProcessOptions, RunError, WaitCondition,
+};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
+use super::{error_chain, full, json_response, ApiError, Body};
+use crate::daemon::Daemon;
+use crate::types::container::{
+    ContainerCreate, ContainerCreated, ContainerInspect, ContainerStateBody, ContainerSummary,
+    ContainersPruned, InspectConfig, InspectHostConfig, InspectNetworkSettings, LogConfig,
+    RestartPolicy, SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
+};
+
+impl From<ContainerError> for ApiError {
+    fn from(error: ContainerError) -> Self {
+        let status = match &error {
+            ContainerError::NotFound(_) | ContainerError::ExecNotFound(_) => StatusCode::NOT_FOUND,
+            ContainerError::NameInUse { .. }
+            | ContainerError::NotRunning(_)
+            | ContainerError::RemoveRunning(_)
+            | ContainerError::ExecAlreadyRan(_) => StatusCode::CONFLICT,
+            ContainerError::InvalidName(_)
+            | ContainerError::InvalidSignal(_)
+            | ContainerError::Spec(_) => StatusCode::BAD_REQUEST,
+            ContainerError::Run(
+                RunError::CommandNotFound(_)
+                | RunError::CommandNotExecutable(_)
+                | RunError::InvalidProcess(_),
+            ) => StatusCode::BAD_REQUEST,
+            ContainerError::Image(_) => {
+                let ContainerError::Image(store) = error else {
+                    unreachable!()
+                };
+                return store.into();
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, error_chain(&error))
+    }
+}
+
+/// The query parameters of a request.
+pub(super) struct Query(BTreeMap<String, String>);
+
+impl Query {
+    pub(super) fn of<B>(request: &Request<B>) -> Self {
+        Self(
+            form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub(super) fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("1" | "true" | "True" | "yes"))
+    }
+
+    pub(super) fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid {key}: {v:?}"))
+                })
+            })
+            .transpose()
+    }
+}
+
+pub(super) async fn read_json<T: serde::de::DeserializeOwned + Default>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request failed: {e}"),
+            )
+        })?
+        .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+fn not_modified() -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    response
+}
+
+/// `POST /containers/create?name=…`.
+pub(super) async fn create(
+    daemon: &Daemon,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::of(&request);
+    let name = query.get("name").map(str::to_owned);
+    let body: ContainerCreate = read_json(request).await?;
+    let options = create_options(body, name)?;
+    let container = daemon.containers().create(options).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &ContainerCreated {
+            id: container.id.clone(),
+            warnings: Vec::new(),
+        },
+    ))
+}
+
+fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateOptions, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    if body.image.is_empty() {
+        return Err(bad("no image given: set Image".into()));
+    }
+    let host = body.host_config.unwrap_or_default();
+    if host.binds.as_ref().is_some_and(|b| !b.is_empty())
+        || host.mounts.as_ref().is_some_and(|m| !m.is_empty())
+    {
+        return Err(bad(
+            "volumes and bind mounts are not supported by Hull yet".into()
+        ));
+    }
+    if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(bad("published ports are not supported by Hull yet".into()));
+    }
+    let policy = host.restart_policy.unwrap_or_default();
+    let restart = Policy::from_docker(&policy.name, policy.maximum_retry_count)
+        .ok_or_else(|| bad(format!("invalid restart policy '{}'", policy.name)))?;
+    if host.auto_remove && restart != Policy::No {
+        return Err(bad(
+            "conflicting options: cannot specify both --restart and --rm".into(),
+        ));
+    }
+    // `--entrypoint ""` arrives as `[""]`: it clears the image's entrypoint.
+    let entrypoint = body
+        .entrypoint
+        .map(|e| e.into_iter().filter(|part| !part.is_empty()).collect());
+    Ok(CreateOptions {
+        name,
+        image: body.image,
+        process: ProcessOptions {
+            cmd: body.cmd.unwrap_or_default(),
+            entrypoint,
+            env: body.env.unwrap_or_default(),
+            workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
+            user: Some(body.user).filter(|u| !u.is_empty()),
+            tty: body.tty,
+        },
+        hostname: Some(body.hostname).filter(|h| !h.is_empty()),
+        open_stdin: body.open_stdin,
+        stdin_once: body.stdin_once,
+        attach_stdin: body.attach_stdin,
+        attach_stdout: body.attach_stdout,
+        attach_stderr: body.attach_stderr,
+        labels: body.labels.unwrap_or_default(),
+        restart,
+        auto_remove: host.auto_remove,
+        stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
+        stop_timeout: body.stop_timeout,
+    })
+}
+
+/// `GET /containers/json?all=…&filters=…&limit=…`.
+pub(super) async fn list(
+    daemon: &Daemon,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::of(request);
+    let all = query.flag("all");
+    let filters = Filters::parse(query.get("filters"))?;
+    let limit: Option<usize> = query
+        .number("limit")?
+        .filter(|&l: &i64| l > 0)
+        .map(|l| l as usize);
+    let images = daemon.images().clone();
+    let mut summaries = Vec::new();
+    for container in daemon.containers().list() {
+        let record = container.record();
+        let wanted_by_status = all || record.state.running() || filters.has("status");
+        if !wanted_by_status || !filters.accepts(&record, &images) {
+            continue;
+        }
+        summaries.push(summary(&record));
+        if limit.is_some_and(|l| summaries.len() >= l) {
+            break;
+        }
+    }
+    Ok(json_response(StatusCode::OK, &summaries))
+}
+
+/// Docker's `filters` query: `{"name":["web"],"status":["exited"]}`.
+struct Filters(BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    fn parse(text: Option<&str>) -> Result<Self, ApiError> {
+        let Some(text) = text.filter(|t| !t.is_empty()) else {
+            return Ok(Self(BTreeMap::new()));
+        };
+        let value: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid filters: {e}")))?;
+        let mut filters = BTreeMap::new();
+        for (key, values) in value {
+            // Both `["a"]` and the older `{"a": true}` shapes.
+            let values: Vec<String> = match values {
+                serde_json::Value::Array(list) => list
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                serde_json::Value::Object(map) => map.into_iter().map(|(k, _)| k).collect(),
+                _ => Vec::new(),
+            };
+            match key.as_str() {
+                "id" | "name" | "status" | "label" | "ancestor" | "exited" => {}
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid filter '{other}'"),
+                    ))
+                }
+            }
+            filters.insert(key, values);
+        }
+        Ok(Self(filters))
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    fn accepts(&self, record: &Record, images: &hull_image::ImageStore) -> bool {
+        self.0.iter().all(|(key, values)| {
+            values.iter().any(|value| match key.as_str() {
+                "id" => record.id.starts_with(value.as_str()),
+                "name" => record.name.contains(value.trim_start_matches('/')),
+                "status" => record.state.status.as_str() == value,
+                "exited" => {
+                    record.state.status == Status::Exited
+                        && value.parse::<i32>() == Ok(record.state.exit_code)
+                }
+                "label" => match value.split_once('=') {
+                    Some((k, v)) => record.config.labels.get(k).is_some_and(|l| l == v),
+                    None => record.config.labels.contains_key(value.as_str()),
+                },
+                "ancestor" => {
+                    record.config.image == *value
+                        || images
+                            .resolve(value)
+                            .is_ok_and(|image| image.id == record.config.image_id)
+                }
+                _ => false,
+            })
+        })
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(time: Option<SystemTime>) -> String {
+    match time {
+        Some(time) => humantime::format_rfc3339_nanos(time).to_string(),
+        None => "0001-01-01T00:00:00Z".into(),
+    }
+}
+
+/// Docker's `Status` column: "Up 5 seconds", "Exited (0) 2 minutes ago".
+fn status_text(record: &Record, now: SystemTime) -> String {
+    let since = |time: Option<SystemTime>| {
+        human_duration(
+            time.and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default(),
+        )
+    };
+    let state = &record.state;
+    match state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(state.started_at)),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            state.exit_code,
+            since(state.finished_at)
+        ),
+        Status::Exited => match state.finished_at {
+            Some(_) => format!(
+                "Exited ({}) {} ago",
+                state.exit_code,
+                since(state.finished_at)
+            ),
+            None => "Created".into(),
+        },
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// Durations as docker words them (go-units' `HumanDuration`).
+pub(super) fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    match seconds {
+        0 => "Less than a second".into(),
+        1..=59 => plural(seconds, "second"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => plural(minutes, "minute"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => plural(hours, "hour"),
+        _ if hours < 24 * 7 * 2 => plural(hours / 24, "day"),
+        _ if hours < 24 * 30 * 2 => plural(hours / 24 / 7, "week"),
+        _ if hours < 24 * 365 * 2 => plural(hours / 24 / 30, "month"),
+        _ => plural(hours / 24 / 365, "year"),
+    }
+}
+
+fn command_line(record: &Record) -> String {
+    record.config.process.args.join(" ")
+}
+
+fn summary(record: &Record) -> ContainerSummary {
+    ContainerSummary {
+        id: record.id.clone(),
+        names: vec![format!("/{}", record.name)],
+        image: record.config.image.clone(),
+        image_id: record.config.image_id.clone(),
+        command: command_line(record),
+        created: unix_seconds(record.created),
+        ports: Vec::new(),
+        labels: record.config.labels.clone(),
+        state: record.state.status.as_str().into(),
+        status: status_text(record, SystemTime::now()),
+        host_config: SummaryHostConfig {
+            network_mode: "none".into(),
+        },
+        network_settings: SummaryNetworks::default(),
+        mounts: Vec::new(),
+    }
+}
+
+/// The container named by `/containers/{reference}/…`.
+fn container(daemon: &Daemon, reference: &str) -> Result<Arc<Container>, ApiError> {
+    Ok(daemon.containers().get(reference)?)
+}
+
+/// `GET /containers/{id}/json`.
+pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let record = container.record();
+    let (config, state) = (&record.config, &record.state);
+    let mut args = config.process.args.clone();
+    let path = if args.is_empty() {
+        String::new()
+    } else {
+        args.remove(0)
+    };
+    let body = ContainerInspect {
+        id: record.id.clone(),
+        created: rfc3339(Some(record.created)),
+        path,
+        args,
+        state: ContainerStateBody {
+            status: state.status.as_str().into(),
+            running: state.status == Status::Running,
+            paused: false,
+            restarting: state.status == Status::Restarting,
+            oom_killed: false,
+            dead: state.status == Status::Dead,
+            pid: state.pid,
+            exit_code: state.exit_code,
+            error: state.error.clone(),
+            started_at: rfc3339(state.started_at),
+            finished_at: rfc3339(state.finished_at),
+        },
+        image: config.image_id.clone(),
+        resolv_conf_path: String::new(),
+        hostname_path: String::new(),
+        hosts_path: String::new(),
+        log_path: container.log_path().display().to_string(),
+        name: format!("/{}", record.name),
+        restart_count: state.restart_count,
+        driver: "erofs+overlay".into(),
+        platform: "linux".into(),
+        exec_ids: Some(container.execs()).filter(|e| !e.is_empty()),
+        host_config: InspectHostConfig {
+            network_mode: "none".into(),
+            restart_policy: RestartPolicy {
+                name: config.restart.docker_name().into(),
+                maximum_retry_count: config.restart.max_retries(),
+            },
+            auto_remove: config.auto_remove,
+            log_config: LogConfig {
+                kind: "json-file".into(),
+                config: BTreeMap::new(),
+            },
+            binds: None,
+            port_bindings: BTreeMap::new(),
+        },
+        mounts: Vec::new(),
+        config: InspectConfig {
+            hostname: config.hostname.clone(),
+            domainname: String::new(),
+            user: config.process.user.clone(),
+            attach_stdin: config.attach_stdin,
+            attach_stdout: config.attach_stdout,
+            attach_stderr: config.attach_stderr,
+            tty: config.process.tty,
+            open_stdin: config.open_stdin,
+            stdin_once: config.stdin_once,
+            env: config.process.env.clone(),
+            cmd: Some(config.cmd.clone()).filter(|c| !c.is_empty()),
+            image: config.image.clone(),
+            working_dir: config.process.cwd.clone(),
+            entrypoint: Some(config.entrypoint.clone()).filter(|e| !e.is_empty()),
+            labels: config.labels.clone(),
+            stop_signal: config.stop_signal.clone(),
+            stop_timeout: config.stop_timeout,
+        },
+        network_settings: InspectNetworkSettings::default(),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /containers/{id}/start`.
+pub(super) async fn start(daemon: &Daemon, reference: &str) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let runtime = daemon
+        .runtime()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
+    if daemon.containers().start(&runtime, &container).await? {
+        Ok(no_content())
+    } else {
+        Ok(not_modified())
+    }
+}
+
+/// `POST /containers/{id}/stop?t=…`.
+pub(super) async fn stop(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let timeout = stop_timeout(&Query::of(request))?;
+    if daemon.containers().stop(&container, timeout).await? {
+        Ok(no_content())
+    } else {
+        Ok(not_modified())
+    }
+}
+
+fn stop_timeout(query: &Query) -> Result<Option<u32>, ApiError> {
+    // `-1` means wait forever in docker; a day is as good here.
+    let seconds: Option<i64> = query.number("t")?;
+    Ok(seconds.map(|s| if s < 0 { 86_400 } else { s.min(86_400) as u32 }))
+}
+
+/// `POST /containers/{id}/restart?t=…`.
+pub(super) async fn restart(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let timeout = stop_timeout(&Query::of(request))?;
+    let runtime = daemon
+        .runtime()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
+    daemon
+        .containers()
+        .restart(&runtime, &container, timeout)
+        .await?;
+    Ok(no_content())
+}
+
+/// `POST /containers/{id}/kill?signal=…`.
+pub(super) async fn kill(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let signal = match Query::of(request).get("signal").filter(|s| !s.is_empty()) {
+        Some(signal) => parse_signal(signal)?,
+        None => parse_signal("KILL")?,
+    };
+    daemon
+        .containers()
+        .kill(&container, signal)
+        .await
+        .map_err(|err| match err {
+            ContainerError::NotRunning(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Cannot kill container: {reference}: Container {id} is not running"),
+            ),
+            other => other.into(),
+        })?;
+    Ok(no_content())
+}
+
+/// `POST /containers/{id}/wait?condition=…`: the headers go out at once,
+/// the body when the condition is met, as docker's client expects.
+pub(super) async fn wait(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let condition = match Query::of(request).get("condition").unwrap_or("") {
+        "" | "not-running" => WaitCondition::NotRunning,
+        "next-exit" => WaitCondition::NextExit,
+        "removed" => WaitCondition::Removed,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid condition: {other:?}"),
+            ))
+        }
+    };
+    let (tx, mut response) = channel_body(1);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    tokio::spawn(async move {
+        let (code, error) = container.wait(condition).await;
+        let body = WaitResponse {
+            status_code: i64::from(code),
+            error: (!error.is_empty()).then_some(WaitError { message: error }),
+        };
+        let mut bytes = serde_json::to_vec(&body).expect("wait bodies serialize");
+        bytes.push(b'\n');
+        let _ = tx.send(Bytes::from(bytes)).await;
+    });
+    Ok(response)
+}
+
+/// `DELETE /containers/{id}?force=…`.
+pub(super) async fn remove(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let force = Query::of(request).flag("force");
+    daemon.containers().remove(&container, force).await?;
+    Ok(no_content())
+}
+
+/// `POST /containers/{id}/rename?name=…`.
+pub(super) fn rename(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::of(request);
+    let name = query
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no new name given"))?;
+    daemon.containers().rename(reference, name)?;
+    Ok(no_content())
+}
+
+/// `POST /containers/prune`: removes every stopped container.
+pub(super) async fn prune(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0;
+    for container in daemon.containers().list() {
+        let state = container.state();
+        if state.running() {
+            continue;
+        }
+        let size = dir_size(container.dir());
+        if daemon.containers().remove(&container, false).await.is_ok() {
+            deleted.push(container.id.clone());
+            reclaimed += size;
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &ContainersPruned {
+            containers_deleted: deleted,
+            space_reclaimed: reclaimed,
+        },
+    ))
+}
+
+/// Bytes a directory's files take on disk (sparse files count what they use).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|meta| meta.blocks() * 512)
+        .sum()
+}
+
+/// `POST /containers/{id}/resize?h=…&w=…`.
+pub(super) async fn resize(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let (rows, cols) = terminal_size(&Query::of(request))?;
+    container.resize(rows, cols).await?;
+    Ok(json_response(StatusCode::OK, &serde_json::json!({})))
+}
+
+pub(super) fn terminal_size(query: &Query) -> Result<(u16, u16), ApiError> {
+    let rows: Option<u16> = query.number("h")?;
+    let cols: Option<u16> = query.number("w")?;
+    Ok((rows.unwrap_or(24), cols.unwrap_or(80)))
+}
+
+/// `GET /containers/{id}/logs?follow&stdout&stderr&since&until&timestamps&tail`.
+pub(super) async fn logs(
+    daemon: &Daemon,
+    reference: &str,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    let query = Query::of(request);
+    let (stdout, stderr) = (query.flag("stdout"), query.flag("stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    let tail =
+        match query.get("tail").unwrap_or("all") {
+            "all" | "" => None,
+            n => Some(n.parse::<usize>().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("invalid tail: {n:?}"))
+            })?),
+        };
+    let filter = LogFilter {
+        stdout,
+        stderr,
+        since: timestamp(query.get("since"))?,
+        until: timestamp(query.get("until"))?,
+        tail,
+    };
+    let timestamps = query.flag("timestamps");
+    let tty = container.config().process.tty;
+    let mut entries = container.logs(filter, query.flag("follow"));
+    let (tx, mut response) = channel_body(16);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(if tty {
+            CONTENT_RAW
+        } else {
+            CONTENT_MULTIPLEXED
+        }),
+    );
+    tokio::spawn(async move {
+        while let Some(entry) = entries.recv().await {
+            let Ok(entry) = entry else { return };
+            let mut line = Vec::with_capacity(entry.line.len() + 32);
+            if timestamps {
+                line.extend_from_slice(
+                    humantime::format_rfc3339_nanos(entry.time)
+                        .to_string()
+                        .as_bytes(),
+                );
+                line.push(b' ');
+            }
+            line.extend_from_slice(&entry.line);
+            let chunk = if tty {
+                Bytes::from(line)
+            } else {
+                stdcopy(entry.stream, &line)
+            };
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(response)
+}
+
+/// Docker's `since`/`until`: Unix seconds with an optional fraction.
+fn timestamp(value: Option<&str>) -> Result<Option<SystemTime>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_empty() && *v != "0") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid timestamp: {value:?}"),
+        )
+    };
+    let (seconds, fraction) = value.split_once('.').unwrap_or((value, "0"));
+    let seconds: u64 = seconds.parse().map_err(|_| invalid())?;
+    let digits = &fraction[..fraction.len().min(9)];
+    let nanos: u32 = format!("{digits:0<9}").parse().map_err(|_| invalid())?;
+    Ok(Some(UNIX_EPOCH + Duration::new(seconds, nanos)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_dockers() {
+        let s = Duration::from_secs;
+        assert_eq!(human_duration(s(0)), "Less than a second");
+        assert_eq!(human_duration(s(1)), "1 second");
+        assert_eq!(human_duration(s(59)), "59 seconds");
+        assert_eq!(human_duration(s(90)), "About a minute");
+        assert_eq!(human_duration(s(600)), "10 minutes");
+        assert_eq!(human_duration(s(3700)), "About an hour");
+        assert_eq!(human_duration(s(5 * 3600)), "5 hours");
+        assert_eq!(human_duration(s(3 * 86400)), "3 days");
+    }
+
+    #[test]
+    fn timestamps_take_fractions() {
+        let at = timestamp(Some("1700000000.5")).unwrap().unwrap();
+        assert_eq!(at, UNIX_EPOCH + Duration::new(1_700_000_000, 500_000_000));
+        assert_eq!(timestamp(Some("0")).unwrap(), None);
+        assert!(timestamp(Some("soon")).is_err());
+    }
+
+    #[test]
+    fn restart_and_rm_conflict_and_volumes_are_refused() {
+        let body: ContainerCreate = serde_json::from_str(
+            r#"{"Image":"busybox","HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#,
+        )
+        .unwrap();
+        assert!(create_options(body, None).is_err());
+        let body: ContainerCreate =
+            serde_json::from_str(r#"{"Image":"busybox","HostConfig":{"Binds":["/a:/b"]}}"#)
+                .unwrap();
+        assert!(create_options(body, None).is_err());
+        let body: ContainerCreate =
+            serde_json::from_str(r#"{"Image":"busybox","Entrypoint":[""],"Cmd":["ls"]}"#).unwrap();
+        let options = create_options(body, None).unwrap();
+        assert_eq!(options.process.entrypoint, Some(vec![]));
+    }
+}

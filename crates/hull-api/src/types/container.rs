@@ -1,0 +1,317 @@
+//! Container bodies of the Engine API, with the fields the docker CLI and
+//! docker-py read. Unknown request fields are ignored, as docker ignores them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Docker accepts a command as a list or as one string (split by a shell's
+/// rules in the CLI, taken whole here).
+fn string_or_list<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Either>::deserialize(de)? {
+        None => None,
+        Some(Either::One(one)) => Some(vec![one]),
+        Some(Either::Many(many)) => Some(many),
+    })
+}
+
+/// `POST /containers/create`: the container config with `HostConfig` inside.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerCreate {
+    pub hostname: String,
+    pub domainname: String,
+    pub user: String,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub env: Option<Vec<String>>,
+    #[serde(deserialize_with = "string_or_list")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(deserialize_with = "string_or_list")]
+    pub entrypoint: Option<Vec<String>>,
+    pub image: String,
+    pub working_dir: String,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<u32>,
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    pub host_config: Option<HostConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfig {
+    pub binds: Option<Vec<String>>,
+    pub network_mode: Option<String>,
+    pub port_bindings: Option<BTreeMap<String, serde_json::Value>>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub auto_remove: bool,
+    pub mounts: Option<Vec<serde_json::Value>>,
+    pub privileged: bool,
+    pub memory: Option<i64>,
+    pub nano_cpus: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCreated {
+    pub id: String,
+    pub warnings: Vec<String>,
+}
+
+/// `GET /containers/json` entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    pub id: String,
+    pub names: Vec<String>,
+    pub image: String,
+    #[serde(rename = "ImageID")]
+    pub image_id: String,
+    pub command: String,
+    pub created: i64,
+    pub ports: Vec<serde_json::Value>,
+    pub labels: BTreeMap<String, String>,
+    pub state: String,
+    pub status: String,
+    pub host_config: SummaryHostConfig,
+    pub network_settings: SummaryNetworks,
+    pub mounts: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SummaryHostConfig {
+    pub network_mode: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SummaryNetworks {
+    pub networks: BTreeMap<String, serde_json::Value>,
+}
+
+/// `GET /containers/{id}/json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerInspect {
+    pub id: String,
+    pub created: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub state: ContainerStateBody,
+    pub image: String,
+    pub resolv_conf_path: String,
+    pub hostname_path: String,
+    pub hosts_path: String,
+    pub log_path: String,
+    pub name: String,
+    pub restart_count: u32,
+    pub driver: String,
+    pub platform: String,
+    #[serde(rename = "ExecIDs")]
+    pub exec_ids: Option<Vec<String>>,
+    pub host_config: InspectHostConfig,
+    pub mounts: Vec<serde_json::Value>,
+    pub config: InspectConfig,
+    pub network_settings: InspectNetworkSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerStateBody {
+    pub status: String,
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub dead: bool,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectHostConfig {
+    pub network_mode: String,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    pub log_config: LogConfig,
+    pub binds: Option<Vec<String>>,
+    pub port_bindings: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectConfig {
+    pub hostname: String,
+    pub domainname: String,
+    pub user: String,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub image: String,
+    pub working_dir: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectNetworkSettings {
+    pub networks: BTreeMap<String, serde_json::Value>,
+    pub ports: BTreeMap<String, serde_json::Value>,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    pub mac_address: String,
+}
+
+/// `POST /containers/{id}/wait`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitResponse {
+    pub status_code: i64,
+    pub error: Option<WaitError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitError {
+    pub message: String,
+}
+
+/// `POST /containers/prune`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainersPruned {
+    pub containers_deleted: Vec<String>,
+    pub space_reclaimed: u64,
+}
+
+/// `POST /containers/{id}/exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ExecCreate {
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub tty: bool,
+    pub env: Option<Vec<String>>,
+    #[serde(deserialize_with = "string_or_list")]
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: String,
+    pub user: String,
+    pub privileged: bool,
+    pub console_size: Option<[u16; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IdResponse {
+    pub id: String,
+}
+
+/// `POST /exec/{id}/start`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ExecStart {
+    pub detach: bool,
+    pub tty: bool,
+    pub console_size: Option<[u16; 2]>,
+}
+
+/// `GET /exec/{id}/json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecInspect {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    pub open_stdin: bool,
+    pub open_stderr: bool,
+    pub open_stdout: bool,
+    #[serde(rename = "ContainerID")]
+    pub container_id: String,
+    pub pid: i32,
+    pub process_config: ExecProcessConfig,
+    pub can_remove: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecProcessConfig {
+    pub tty: bool,
+    pub entrypoint: String,
+    pub arguments: Vec<String>,
+    pub privileged: bool,
+    pub user: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_bodies_from_the_docker_cli_parse() {
+        let body = r#"{"Hostname":"","User":"","AttachStdin":false,"AttachStdout":true,
+            "Tty":false,"OpenStdin":false,"Env":null,"Cmd":["sh","-c","echo hi"],
+            "Image":"busybox","Volumes":{},"WorkingDir":"","Entrypoint":null,
+            "Labels":{"a":"b"},"HostConfig":{"Binds":null,"NetworkMode":"default",
+            "PortBindings":{},"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3},
+            "AutoRemove":true,"ConsoleSize":[24,80],"Unknown":1},"NetworkingConfig":{}}"#;
+        let create: ContainerCreate = serde_json::from_str(body).unwrap();
+        assert_eq!(create.cmd.unwrap(), ["sh", "-c", "echo hi"]);
+        assert!(create.entrypoint.is_none());
+        let host = create.host_config.unwrap();
+        assert!(host.auto_remove);
+        assert_eq!(host.restart_policy.unwrap().maximum_retry_count, 3);
+    }
+
+    #[test]
+    fn a_command_may_be_one_string() {
+        let create: ContainerCreate =
+            serde_json::from_str(r#"{"Image":"x","Cmd":"top","Entrypoint":[""]}"#).unwrap();
+        assert_eq!(create.cmd.unwrap(), ["top"]);
+        assert_eq!(create.entrypoint.unwrap(), [""]);
+    }
+}

@@ -1,0 +1,311 @@
+//! What hulld remembers of a container: its configuration, fixed at create,
+//! and its state, rewritten atomically at every change.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ProcessConfig;
+
+/// The file in a container's directory holding its record.
+pub const RECORD_FILE: &str = "container.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot write the container record {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the container record {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the container record {} is malformed", .path.display())]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// When a container is started again after its process exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure {
+        /// Restarts allowed; 0 means no limit.
+        max_retries: u32,
+    },
+}
+
+impl RestartPolicy {
+    /// Parses docker's `Name` and `MaximumRetryCount`.
+    pub fn from_docker(name: &str, max_retries: u32) -> Option<Self> {
+        match name {
+            "" | "no" => Some(Self::No),
+            "always" => Some(Self::Always),
+            "unless-stopped" => Some(Self::UnlessStopped),
+            "on-failure" => Some(Self::OnFailure { max_retries }),
+            _ => None,
+        }
+    }
+
+    pub fn docker_name(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::Always => "always",
+            Self::UnlessStopped => "unless-stopped",
+            Self::OnFailure { .. } => "on-failure",
+        }
+    }
+
+    pub fn max_retries(self) -> u32 {
+        match self {
+            Self::OnFailure { max_retries } => max_retries,
+            _ => 0,
+        }
+    }
+
+    /// Whether a process that exited with `code` is started again, given
+    /// how often it was restarted already and whether a user stopped it.
+    pub fn restarts(self, code: i32, restart_count: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self {
+            Self::No => false,
+            Self::Always | Self::UnlessStopped => true,
+            Self::OnFailure { max_retries } => {
+                code != 0 && (max_retries == 0 || restart_count < max_retries)
+            }
+        }
+    }
+}
+
+/// Everything a container was created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// The reference the user gave, as docker shows it.
+    pub image: String,
+    /// `sha256:…` of the image config.
+    pub image_id: String,
+    pub hostname: String,
+    pub process: StoredProcess,
+    /// The command as the user gave it (`Cmd`), and the entrypoint used,
+    /// for inspect.
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub open_stdin: bool,
+    /// Close stdin after the first attached client detaches.
+    pub stdin_once: bool,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub labels: BTreeMap<String, String>,
+    pub restart: RestartPolicy,
+    /// Remove the container when its process exits.
+    pub auto_remove: bool,
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before killing; docker's default is 10.
+    pub stop_timeout: Option<u32>,
+    /// Keep the writable layer on a disk so it survives stop and start.
+    pub persistent: bool,
+}
+
+/// The process of a container, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredProcess {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub tty: bool,
+}
+
+impl From<ProcessConfig> for StoredProcess {
+    fn from(process: ProcessConfig) -> Self {
+        Self {
+            args: process.args,
+            env: process.env,
+            cwd: process.cwd,
+            user: process.user,
+            tty: process.tty,
+        }
+    }
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Restarting,
+    Exited,
+    Removing,
+    Dead,
+}
+
+impl Status {
+    /// Docker's name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Exited => "exited",
+            Self::Removing => "removing",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// A container's changing state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub status: Status,
+    /// The main process's pid in the guest while it runs.
+    pub pid: i32,
+    pub exit_code: i32,
+    /// Why the last start failed or the VM died.
+    pub error: String,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub restart_count: u32,
+    /// Set by stop and kill, so restart policies leave the container down.
+    pub stopped_by_user: bool,
+    /// Exits seen, so a waiter for the next exit can tell one from another.
+    pub exits: u64,
+}
+
+impl ContainerState {
+    pub fn running(&self) -> bool {
+        matches!(self.status, Status::Running | Status::Restarting)
+    }
+}
+
+/// A container's record on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub created: SystemTime,
+    pub config: ContainerConfig,
+    pub state: ContainerState,
+}
+
+impl Record {
+    /// Writes the record into `dir` atomically: a crash leaves the old or the new one.
+    pub fn save(&self, dir: &Path) -> Result<(), RecordError> {
+        let path = dir.join(RECORD_FILE);
+        let temp = dir.join(format!("{RECORD_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::File::create(&temp)?;
+            file.write_all(&serde_json::to_vec_pretty(self).expect("records serialize"))?;
+            file.sync_all()?;
+            fs::rename(&temp, &path)
+        };
+        write().map_err(|source| RecordError::Write {
+            path: path.clone(),
+            source,
+        })
+    }
+
+    pub fn load(dir: &Path) -> Result<Self, RecordError> {
+        let path = dir.join(RECORD_FILE);
+        let bytes = fs::read(&path).map_err(|source| RecordError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| RecordError::Malformed { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Record {
+        Record {
+            id: "ab".repeat(32),
+            name: "web".into(),
+            created: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            config: ContainerConfig {
+                image: "busybox".into(),
+                image_id: format!("sha256:{}", "cd".repeat(32)),
+                hostname: "abababababab".into(),
+                process: StoredProcess {
+                    args: vec!["sh".into()],
+                    env: vec!["PATH=/bin".into()],
+                    cwd: "/".into(),
+                    user: String::new(),
+                    tty: false,
+                },
+                cmd: vec!["sh".into()],
+                entrypoint: vec![],
+                open_stdin: false,
+                stdin_once: false,
+                attach_stdin: false,
+                attach_stdout: true,
+                attach_stderr: true,
+                labels: BTreeMap::from([("a".into(), "b".into())]),
+                restart: RestartPolicy::OnFailure { max_retries: 3 },
+                auto_remove: false,
+                stop_signal: None,
+                stop_timeout: Some(5),
+                persistent: true,
+            },
+            state: ContainerState::default(),
+        }
+    }
+
+    #[test]
+    fn records_survive_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = sample();
+        record.save(dir.path()).unwrap();
+        record.state.status = Status::Exited;
+        record.state.exit_code = 3;
+        record.save(dir.path()).unwrap();
+        assert_eq!(Record::load(dir.path()).unwrap(), record);
+        assert!(!dir.path().join("container.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_malformed_record_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(RECORD_FILE), b"{").unwrap();
+        let err = Record::load(dir.path()).unwrap_err();
+        assert!(matches!(err, RecordError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn restart_policies_follow_docker() {
+        let on_failure = RestartPolicy::OnFailure { max_retries: 3 };
+        assert!(on_failure.restarts(1, 2, false));
+        assert!(!on_failure.restarts(1, 3, false));
+        assert!(!on_failure.restarts(0, 0, false));
+        assert!(RestartPolicy::OnFailure { max_retries: 0 }.restarts(1, 100, false));
+        assert!(RestartPolicy::Always.restarts(0, 9, false));
+        assert!(!RestartPolicy::Always.restarts(0, 0, true));
+        assert!(!RestartPolicy::No.restarts(1, 0, false));
+        assert_eq!(RestartPolicy::from_docker("bogus", 0), None);
+        assert_eq!(
+            RestartPolicy::from_docker("on-failure", 3),
+            Some(on_failure)
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! Starting a container in a VM of its own, and watching it until the VM is
+//! gone: logs, attached clients, restart policies, removal at exit.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hull_proto::{
+    ContainerSpec, ErrorKind, ExitStatus, ProcessSpec, Request, Response, RootfsSpec,
+};
+use hull_vm::{DiskConfig, Hypervisor, Vm, VmExit};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::attach::StdinMessage;
+use super::logs::{LogStream, LogWriter};
+use super::{lock, Container, ContainerError, Containers, RunHandle, Status, WRITABLE_DISK};
+use crate::agent::{AgentClient, AgentError, InputStream, OutputStream};
+use crate::run::{unless_vm_dies, RunDir, RunError, Runtime};
+use crate::start::StartedVm;
+
+const ROOTFS_SERIAL: &str = "hull-rootfs";
+const WRITABLE_SERIAL: &str = "hull-writable";
+const STDIN: u32 = 1;
+const STDOUT: u32 = 2;
+const STDERR: u32 = 3;
+
+/// How long the guest gets to sync its disks and power off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long output may trail the exit event (it normally precedes it).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
+/// Restart delays double from this, as docker's do, up to `MAX_RESTART_DELAY`.
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(100);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+/// A run this long resets the restart delay.
+const STABLE_RUN: Duration = Duration::from_secs(10);
+
+type Launch<'a> = Pin<Box<dyn Future<Output = Result<(), ContainerError>> + Send + 'a>>;
+
+impl<H: Hypervisor> Containers<H> {
+    /// Starts a created or stopped container. Returns false if it was running.
+    pub async fn start(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+    ) -> Result<bool, ContainerError> {
+        let _op = container.ops.lock().await;
+        if container.state().running() {
+            return Ok(false);
+        }
+        container.update(|s| s.stopped_by_user = false);
+        let launched = self.launch(runtime, container).await;
+        if launched.is_err() && container.config().auto_remove {
+            // Nothing will ever run in it: docker removes it too.
+            self.remove_now(container);
+        }
+        launched.map(|()| true)
+    }
+
+    /// Stops the container if it runs, then starts it.
+    pub async fn restart(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        timeout: Option<u32>,
+    ) -> Result<(), ContainerError> {
+        let _op = container.ops.lock().await;
+        self.stop_locked(container, timeout).await?;
+        container.update(|s| s.stopped_by_user = false);
+        self.launch(runtime, container).await
+    }
+
+    /// The containers that ran when the previous hulld stopped and whose
+    /// restart policy asks for them to run again.
+    pub fn interrupted(&self) -> Vec<Arc<Container>> {
+        self.list()
+            .into_iter()
+            .filter(|container| {
+                let record = container.record();
+                record.state.error == super::INTERRUPTED
+                    && record.config.restart != super::RestartPolicy::No
+                    && !record.state.stopped_by_user
+            })
+            .collect()
+    }
+
+    /// Starts the interrupted containers again.
+    pub fn resume_policies(self: &Arc<Self>, runtime: &Arc<Runtime<H>>) {
+        for container in self.interrupted() {
+            let (containers, runtime) = (self.clone(), runtime.clone());
+            tokio::spawn(async move {
+                info!(container = %container.id, "starting again by its restart policy");
+                if let Err(err) = containers.start(&runtime, &container).await {
+                    warn!(container = %container.id, error = %err, "cannot start the container again");
+                }
+            });
+        }
+    }
+
+    /// Boots the container's VM and starts its process. Boxed: a restart
+    /// launches from inside the supervisor that a launch spawned.
+    fn launch<'a>(
+        self: &'a Arc<Self>,
+        runtime: &'a Arc<Runtime<H>>,
+        container: &'a Arc<Container>,
+    ) -> Launch<'a> {
+        Box::pin(async move {
+            match self.try_launch(runtime, container).await {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    let code = match &err {
+                        ContainerError::Run(run) => run.exit_code(),
+                        _ => 125,
+                    };
+                    let message = crate::error_chain(&err);
+                    container.update(|s| {
+                        if s.status == Status::Restarting {
+                            s.status = Status::Exited;
+                        }
+                        s.exit_code = code;
+                        s.error = message;
+                    });
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    async fn try_launch(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+    ) -> Result<(), ContainerError> {
+        let config = container.config();
+        let id = container.id.clone();
+        let images = self.images.clone();
+        let image_id = config.image_id.clone();
+        let rootfs = tokio::task::spawn_blocking(move || {
+            let image = images.resolve(&image_id)?;
+            images.rootfs(&image)
+        })
+        .await
+        .expect("image tasks do not panic")?;
+        let mut disks = vec![DiskConfig {
+            id: "rootfs".into(),
+            path: rootfs,
+            serial: ROOTFS_SERIAL.into(),
+            read_only: true,
+        }];
+        if config.persistent {
+            disks.push(DiskConfig {
+                id: "writable".into(),
+                path: container.dir.join(WRITABLE_DISK),
+                serial: WRITABLE_SERIAL.into(),
+                read_only: false,
+            });
+        }
+        let StartedVm { vm, agent, run_dir } = runtime.vms.start(&id, disks).await?;
+        let exit = vm.exit();
+        let create = Request::CreateContainer(ContainerSpec {
+            id: id.clone(),
+            hostname: config.hostname.clone(),
+            rootfs: RootfsSpec {
+                serial: ROOTFS_SERIAL.into(),
+                fs_type: "erofs".into(),
+            },
+            writable: config.persistent.then(|| RootfsSpec {
+                serial: WRITABLE_SERIAL.into(),
+                fs_type: "ext4".into(),
+            }),
+        });
+        unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
+
+        let process = &config.process;
+        let spec = ProcessSpec {
+            container: id.clone(),
+            id: "init".into(),
+            args: process.args.clone(),
+            env: process.env.clone(),
+            cwd: process.cwd.clone(),
+            user: process.user.clone(),
+            terminal: process.tty,
+            stdin: config.open_stdin.then_some(STDIN),
+            stdout: STDOUT,
+            stderr: (!process.tty).then_some(STDERR),
+        };
+        let exited = agent.watch_exit(&id, "init");
+        let stdout = agent.open_output(STDOUT);
+        let stderr = spec.stderr.map(|stream| agent.open_output(stream));
+        let stdin = spec.stdin.map(|stream| agent.open_input(stream));
+        let log = LogWriter::open(&container.log_path(), container.log.clone())?;
+        let pid = unless_vm_dies(&vm, exit, start_process(&agent, spec)).await?;
+        debug!(container = %id, pid, "container process started");
+
+        let kill = CancellationToken::new();
+        *lock(&container.run) = Some(RunHandle {
+            agent: agent.clone(),
+            kill: kill.clone(),
+        });
+        container.update(|s| {
+            s.status = Status::Running;
+            s.pid = pid;
+            s.started_at = Some(SystemTime::now());
+            s.exit_code = 0;
+            s.error.clear();
+        });
+        let pump = tokio::spawn(pump_output(container.clone(), log, stdout, stderr));
+        let stdin_pump = stdin.map(|input| tokio::spawn(pump_stdin(container.clone(), input)));
+        let run = Run {
+            vm,
+            agent,
+            run_dir,
+            exited,
+            pump,
+            stdin_pump,
+            kill,
+        };
+        tokio::spawn(
+            self.clone()
+                .supervise(runtime.clone(), container.clone(), run),
+        );
+        Ok(())
+    }
+
+    /// Waits for the process to exit (or the VM to die), powers the VM off,
+    /// records the exit, and restarts or removes the container as configured.
+    async fn supervise(
+        self: Arc<Self>,
+        runtime: Arc<Runtime<H>>,
+        container: Arc<Container>,
+        run: Run<H::Vm>,
+    ) {
+        let Run {
+            vm,
+            agent,
+            run_dir,
+            exited,
+            pump,
+            stdin_pump,
+            kill,
+        } = run;
+        let started = std::time::Instant::now();
+        let mut vm_exit = vm.exit();
+        let (code, error) = tokio::select! {
+            status = exited => match status {
+                Ok(status) => (status.code(), String::new()),
+                Err(_) => (255, format!("the connection to the VM's agent was lost; its console ends with:\n{}", vm.console_tail())),
+            },
+            code = wait_exit(&mut vm_exit) => (255, format!("the VM stopped unexpectedly ({code}); its console ends with:\n{}", vm.console_tail())),
+            () = kill.cancelled() => (137, "the VM did not answer and was killed".to_owned()),
+        };
+        if tokio::time::timeout(OUTPUT_DRAIN, pump).await.is_err() {
+            warn!(container = %container.id, "the container's output did not end with its process");
+        }
+        if let Some(stdin_pump) = stdin_pump {
+            stdin_pump.abort();
+        }
+        power_off(&vm, &agent, &mut vm_exit).await;
+        drop(vm);
+        drop(run_dir);
+        *lock(&container.run) = None;
+
+        let config = container.config();
+        let mut restart = false;
+        container.update(|s| {
+            s.status = Status::Exited;
+            s.pid = 0;
+            s.exit_code = code;
+            s.error = error;
+            s.finished_at = Some(SystemTime::now());
+            s.exits += 1;
+            restart = !config.auto_remove
+                && config
+                    .restart
+                    .restarts(code, s.restart_count, s.stopped_by_user);
+            if restart {
+                s.status = Status::Restarting;
+                s.restart_count += 1;
+            }
+        });
+        info!(container = %container.id, code, restart, "container exited");
+        if config.auto_remove {
+            let _op = container.ops.lock().await;
+            self.remove_now(&container);
+            return;
+        }
+        if !restart {
+            return;
+        }
+        let count = container.state().restart_count;
+        let delay = if started.elapsed() >= STABLE_RUN {
+            FIRST_RESTART_DELAY
+        } else {
+            (FIRST_RESTART_DELAY * 2u32.saturating_pow(count.saturating_sub(1).min(16)))
+                .min(MAX_RESTART_DELAY)
+        };
+        tokio::time::sleep(delay).await;
+        let _op = container.ops.lock().await;
+        let state = container.state();
+        if state.status != Status::Restarting
+            || state.stopped_by_user
+            || container.changes.borrow().removed
+        {
+            return;
+        }
+        if let Err(err) = self.launch(&runtime, &container).await {
+            warn!(container = %container.id, error = %err, "cannot restart the container");
+        }
+    }
+}
+
+/// One run of a container, handed to its supervisor.
+struct Run<V> {
+    vm: V,
+    agent: AgentClient,
+    run_dir: RunDir,
+    exited: oneshot::Receiver<ExitStatus>,
+    pump: JoinHandle<()>,
+    stdin_pump: Option<JoinHandle<()>>,
+    kill: CancellationToken,
+}
+
+pub(super) async fn start_process(agent: &AgentClient, spec: ProcessSpec) -> Result<i32, RunError> {
+    match agent.request(&Request::StartProcess(spec)).await {
+        Ok(Response::Started { pid }) => Ok(pid),
+        Ok(other) => Err(AgentError::UnexpectedResponse(other).into()),
+        Err(AgentError::Refused(refusal)) => Err(match refusal.kind {
+            ErrorKind::CommandNotFound => RunError::CommandNotFound(refusal.message),
+            ErrorKind::CommandNotExecutable => RunError::CommandNotExecutable(refusal.message),
+            ErrorKind::InvalidRequest => RunError::InvalidProcess(refusal.message),
+            _ => AgentError::Refused(refusal).into(),
+        }),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Lets the guest sync the writable layer and power off; kills it if it
+/// does not in time.
+async fn power_off<V: Vm>(
+    vm: &V,
+    agent: &AgentClient,
+    exit: &mut tokio::sync::watch::Receiver<Option<VmExit>>,
+) {
+    if exit.borrow().is_some() {
+        return;
+    }
+    let asked = tokio::time::timeout(SHUTDOWN_GRACE, agent.request_done(&Request::Shutdown)).await;
+    if !matches!(asked, Ok(Ok(()))) {
+        debug!(vm = vm.id(), "the agent did not confirm its shutdown");
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, exit.wait_for(Option::is_some))
+        .await
+        .is_err()
+    {
+        warn!(vm = vm.id(), "the VM did not power off; killing it");
+        vm.kill();
+        let _ = exit.wait_for(Option::is_some).await;
+    }
+}
+
+async fn wait_exit(exit: &mut tokio::sync::watch::Receiver<Option<VmExit>>) -> VmExit {
+    match exit.wait_for(Option::is_some).await {
+        Ok(code) => (*code).expect("waited for an exit"),
+        Err(_) => VmExit::Exited(-1),
+    }
+}
+
+/// Copies the process's output to the log and to attached clients.
+async fn pump_output(
+    container: Arc<Container>,
+    mut log: LogWriter,
+    mut stdout: OutputStream,
+    mut stderr: Option<OutputStream>,
+) {
+    let mut stdout_open = true;
+    while stdout_open || stderr.is_some() {
+        let (stream, chunk) = tokio::select! {
+            chunk = stdout.recv(), if stdout_open => (LogStream::Stdout, chunk),
+            chunk = async { stderr.as_mut().expect("checked").recv().await }, if stderr.is_some() => (LogStream::Stderr, chunk),
+        };
+        match chunk {
+            Some(bytes) => {
+                log.append(stream, &bytes, SystemTime::now());
+                container.output.publish(stream, &bytes).await;
+            }
+            None if stream == LogStream::Stdout => stdout_open = false,
+            None => stderr = None,
+        }
+    }
+    log.finish(SystemTime::now());
+    container.output.close();
+}
+
+/// Feeds what attached clients write to the process's stdin.
+async fn pump_stdin(container: Arc<Container>, input: InputStream) {
+    let Some(pipe) = &container.stdin else {
+        return;
+    };
+    let mut messages = pipe.rx.lock().await;
+    while let Some(message) = messages.recv().await {
+        match message {
+            StdinMessage::Data(bytes) => {
+                if input.write(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            StdinMessage::Close => {
+                let _ = input.close();
+                return;
+            }
+        }
+    }
+}
