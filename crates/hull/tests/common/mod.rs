@@ -79,45 +79,68 @@ impl Daemon {
             .tempdir()
             .expect("temp dir");
         remove_at_exit(dir.path());
-        let root = dir.path().join("root");
-        let socket = dir.path().join("hull.sock");
-        let log = std::fs::File::create(dir.path().join("hulld.log")).unwrap();
+        let daemon = Daemon {
+            root: dir.path().join("root"),
+            socket: dir.path().join("hull.sock"),
+            _dir: dir,
+        };
+        daemon.spawn(env);
+        daemon
+    }
+
+    /// Kills hulld with SIGKILL, as a crash would, and starts a new one on
+    /// the same state; its log is appended to.
+    pub fn restart_after_crash(&self, env: &[(&str, &str)]) {
+        let pid = self.pid().expect("hulld wrote its pid");
+        // SAFETY: signalling the daemon this harness started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // SAFETY: signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            assert!(Instant::now() < deadline, "hulld {pid} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.spawn(env);
+    }
+
+    fn spawn(&self, env: &[(&str, &str)]) {
+        let dir = self.root.parent().unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("hulld.log"))
+            .unwrap();
         let hulld = bin_dir().join("hulld");
         assert!(
             hulld.is_file(),
             "{} is missing: build it first (cargo build --workspace; scripts/test.sh does)",
             hulld.display()
         );
+        let _ = std::fs::remove_file(&self.socket);
         let mut command = Command::new(hulld);
         command
             .arg("--root")
-            .arg(&root)
+            .arg(&self.root)
             .arg("--host")
-            .arg(format!("unix://{}", socket.display()))
+            .arg(format!("unix://{}", self.socket.display()))
             .env("HULL_KERNEL", kernel())
-            .env("HULL_TEMPLATE_DIR", dir.path().join("templates"))
+            .env("HULL_TEMPLATE_DIR", dir.join("templates"))
             .env("HULL_LOG", "info,hull_runtime=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         spawn_owned(command);
-        let daemon = Daemon {
-            root,
-            socket,
-            _dir: dir,
-        };
         // Poll the socket itself: `hull` would start a daemon of its own.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "hulld did not start: {}",
-                daemon.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        daemon
     }
 
     /// The VM template's state as `hull info` reports it.
@@ -171,15 +194,25 @@ impl Daemon {
         self.command(args).output().expect("hull runs")
     }
 
-    /// The stock docker CLI aimed at this daemon.
-    pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
+    /// A command of the stock docker CLI aimed at this daemon.
+    pub fn docker_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("docker");
+        command
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker runs")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// The stock docker CLI aimed at this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_command(args).output().expect("docker runs")
+    }
+
+    /// The docker CLI with `input` on its stdin.
+    pub fn docker_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        with_input(self.docker_command(args), input)
     }
 
     /// The full id of the image `name`, as `hull image inspect` reports it.
@@ -191,16 +224,19 @@ impl Daemon {
 
     /// Runs hull with `input` on its stdin.
     pub fn hull_with_input(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("hull runs");
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
+        with_input(self.command(args), input)
     }
+}
+
+fn with_input(mut command: Command, input: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Whether the docker CLI is installed; tests of it are skipped, saying so, when not.

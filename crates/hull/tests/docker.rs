@@ -1,0 +1,363 @@
+//! The stock docker CLI against hulld: containers that run, live, stop,
+//! start again with their files, restart by policy, and outlive a crash of
+//! hulld as records.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{daemon, has_docker_cli, loaded_daemon, stdout_of, text, Daemon};
+
+/// `docker inspect -f FORMAT NAME`, trimmed.
+fn inspect(daemon: &Daemon, format: &str, name: &str) -> String {
+    stdout_of(&daemon.docker(&["inspect", "-f", format, name]))
+        .trim()
+        .to_owned()
+}
+
+/// Polls `docker inspect` until `format` renders as `expected`.
+fn wait_for(daemon: &Daemon, format: &str, name: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = inspect(daemon, format, name);
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {format} stayed {now:?}, expected {expected:?}; hulld log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn docker_run_rm_streams_output_stdin_and_exit_codes() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let run = daemon.docker(&[
+        "run",
+        "--rm",
+        "--name",
+        "rm-me",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "out\n");
+    assert!(text(&run.stderr).contains("err\n"), "{}", text(&run.stderr));
+    // --rm: the container is gone once docker run returns.
+    let gone = daemon.docker(&["inspect", "rm-me"]);
+    assert!(!gone.status.success());
+    assert!(
+        text(&gone.stderr).contains("No such"),
+        "{}",
+        text(&gone.stderr)
+    );
+
+    let piped = daemon.docker_with_input(
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "busybox",
+            "sh",
+            "-c",
+            "read line; echo got $line; exec cat",
+        ],
+        b"first\nsecond\n",
+    );
+    assert_eq!(
+        text(&piped.stdout),
+        "got first\nsecond\n",
+        "{}",
+        text(&piped.stderr)
+    );
+    assert_eq!(piped.status.code(), Some(0));
+
+    let missing = daemon.docker(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(127),
+        "{}",
+        text(&missing.stderr)
+    );
+    assert!(
+        text(&missing.stderr).contains("executable file not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let leftovers = stdout_of(&daemon.docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        "ancestor=busybox",
+        "--filter",
+        "status=created",
+    ]));
+    assert_eq!(leftovers, "", "a failed --rm run left its container");
+}
+
+#[test]
+fn docker_run_t_gives_the_process_a_terminal() {
+    if !has_docker_cli() {
+        return;
+    }
+    // `script` gives docker the terminal it needs for -t.
+    let socket = format!("unix://{}", daemon().socket.display());
+    let output = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("docker -H {socket} run --rm -t busybox sh -c 'tty; exit 5'"),
+        ])
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script runs");
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("/dev/pts/0"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+#[test]
+fn a_detached_container_logs_execs_stops_and_keeps_its_files() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let script =
+        "echo started; echo oops >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done";
+    let run = daemon.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "tier=front",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let id = stdout_of(&run).trim().to_owned();
+    assert_eq!(id.len(), 64, "docker run -d prints the id: {id:?}");
+
+    let listed = stdout_of(&daemon.docker(&[
+        "ps",
+        "--format",
+        "{{.ID}} {{.Names}} {{.Status}} {{.Labels}}",
+    ]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("{} web Up", &id[..12])) && l.ends_with("tier=front")),
+        "{listed}"
+    );
+    assert_eq!(
+        inspect(
+            daemon,
+            "{{.State.Status}} {{.Name}} {{.Config.Image}} {{.Config.Hostname}}",
+            "web"
+        ),
+        format!("running /web busybox {}", &id[..12])
+    );
+    let filtered =
+        stdout_of(&daemon.docker(&["ps", "-q", "--no-trunc", "--filter", "label=tier=front"]));
+    assert_eq!(filtered.trim(), id);
+
+    // Logs keep the streams apart.
+    wait_for_log(daemon, "web", "started");
+    let logs = daemon.docker(&["logs", "web"]);
+    assert_eq!(text(&logs.stdout), "started\n");
+    assert_eq!(text(&logs.stderr), "oops\n");
+    // The last line is the stderr one: tail counts both streams, as docker's does.
+    let stamped = stdout_of(&daemon.docker(&["logs", "-t", "--tail", "2", "web"]));
+    assert!(
+        stamped.ends_with(" started\n") && stamped.starts_with("20"),
+        "{stamped:?}"
+    );
+
+    // Exec: output, exit codes, stdin, the container's environment and files.
+    let exec = daemon.docker(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo in $(hostname); echo hi > /root/kept; exit 3",
+    ]);
+    assert_eq!(exec.status.code(), Some(3), "{}", text(&exec.stderr));
+    assert_eq!(text(&exec.stdout), format!("in {}\n", &id[..12]));
+    let echoed = daemon.docker_with_input(&["exec", "-i", "web", "cat"], b"through stdin\n");
+    assert_eq!(text(&echoed.stdout), "through stdin\n");
+    let missing = daemon.docker(&["exec", "web", "no-such-command"]);
+    assert_ne!(missing.status.code(), Some(0));
+
+    // Removing a running container needs force.
+    let refused = daemon.docker(&["rm", "web"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("stop the container"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // Stop: the trap runs, the exit is recorded, the log has its last word.
+    let stop = daemon.docker(&["stop", "-t", "20", "web"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    assert_eq!(
+        inspect(daemon, "{{.State.Status}} {{.State.ExitCode}}", "web"),
+        "exited 0"
+    );
+    assert!(stdout_of(&daemon.docker(&["logs", "web"])).ends_with("bye\n"));
+    let exited = stdout_of(&daemon.docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--filter",
+        "name=web",
+        "--format",
+        "{{.Status}}",
+    ]));
+    assert!(exited.starts_with("Exited (0)"), "{exited}");
+    let exec_stopped = daemon.docker(&["exec", "web", "true"]);
+    assert!(!exec_stopped.status.success());
+
+    // Start again: the writable layer survived the VM.
+    let start = daemon.docker(&["start", "web"]);
+    assert!(start.status.success(), "{}", text(&start.stderr));
+    let kept = daemon.docker(&["exec", "web", "cat", "/root/kept"]);
+    assert_eq!(text(&kept.stdout), "hi\n", "{}", text(&kept.stderr));
+
+    // kill, wait, rename, rm -f.
+    let kill = daemon.docker(&["kill", "web"]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    let waited = stdout_of(&daemon.docker(&["wait", "web"]));
+    assert_eq!(waited.trim(), "137");
+    assert!(daemon.docker(&["rename", "web", "web2"]).status.success());
+    assert_eq!(inspect(daemon, "{{.Name}}", &id), "/web2");
+    assert!(daemon.docker(&["rm", "-f", "web2"]).status.success());
+    assert!(!daemon.docker(&["inspect", &id]).status.success());
+}
+
+fn wait_for_log(daemon: &Daemon, name: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !text(&daemon.docker(&["logs", name]).stdout).contains(needle) {
+        assert!(Instant::now() < deadline, "{name} never logged {needle:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn logs_follow_until_the_container_exits() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let id = stdout_of(&daemon.docker(&[
+        "run",
+        "-d",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; sleep 0.3; done",
+    ]));
+    let followed = daemon.docker(&["logs", "-f", id.trim()]);
+    assert_eq!(text(&followed.stdout), "line 1\nline 2\nline 3\n");
+    assert_eq!(stdout_of(&daemon.docker(&["wait", id.trim()])), "0\n");
+    assert!(daemon.docker(&["rm", id.trim()]).status.success());
+}
+
+#[test]
+fn restart_policies_restart_failed_containers() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let run = daemon.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    wait_for(
+        daemon,
+        "{{.State.Status}} {{.RestartCount}}",
+        "flaky",
+        "exited 2",
+    );
+    assert_eq!(
+        inspect(
+            daemon,
+            "{{.State.ExitCode}} {{.HostConfig.RestartPolicy.Name}}",
+            "flaky"
+        ),
+        "1 on-failure"
+    );
+    assert_eq!(
+        stdout_of(&daemon.docker(&["logs", "flaky"])),
+        "run\nrun\nrun\n"
+    );
+    assert!(daemon.docker(&["rm", "flaky"]).status.success());
+}
+
+#[test]
+fn containers_outlive_a_crash_of_hulld_as_records() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = loaded_daemon(&[("HULL_NO_TEMPLATES", "1")]);
+    let plain =
+        stdout_of(&daemon.docker(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"]));
+    let always = daemon.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; sleep 1000",
+    ]);
+    assert!(always.status.success(), "{}", text(&always.stderr));
+    let stopped = daemon.docker(&["create", "--name", "created", "busybox", "true"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    wait_for_log(&daemon, "always", "up");
+
+    daemon.restart_after_crash(&[("HULL_NO_TEMPLATES", "1")]);
+    // The container without a policy is exited, with the cause.
+    assert_eq!(
+        inspect(&daemon, "{{.State.Status}} {{.State.ExitCode}}", "plain"),
+        "exited 255"
+    );
+    assert!(inspect(&daemon, "{{.State.Error}}", plain.trim()).contains("hulld stopped"));
+    assert_eq!(inspect(&daemon, "{{.State.Status}}", "created"), "created");
+    // The one with `--restart always` runs again, its logs kept.
+    wait_for(&daemon, "{{.State.Status}}", "always", "running");
+    wait_for_log(&daemon, "always", "up\nup\n");
+    let exec = daemon.docker(&["exec", "always", "echo", "alive"]);
+    assert_eq!(text(&exec.stdout), "alive\n", "{}", text(&exec.stderr));
+    assert!(daemon
+        .docker(&["rm", "-f", "always", "plain", "created"])
+        .status
+        .success());
+    assert_eq!(stdout_of(&daemon.docker(&["ps", "-aq"])), "");
+}
