@@ -1,15 +1,14 @@
-//! The control channel's server: handshake, request dispatch, stdio streams,
-//! and the reaper that turns child exits into events.
+//! The control channel's server: request dispatch, stdio streams, and exit
+//! reports (the hosts' connections are `session`'s).
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hull_proto::{
-    ContainerSpec, ErrorKind, Event, ExitStatus, Frame, FrameError, FrameKind, Hello, Request,
-    RequestError, Response, StreamId, INITIAL_WINDOW, PROTOCOL_VERSION,
+    ContainerSpec, ErrorKind, Event, ExitStatus, Frame, FrameKind, ProcessState, Request,
+    RequestError, Response, StreamId, INITIAL_WINDOW,
 };
 
 use crate::channel::Channel;
@@ -20,26 +19,6 @@ use crate::{disk, error_chain, log, pty, sys};
 
 /// How long CreateContainer waits for its disk to be hot-plugged.
 const DISK_WAIT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("cannot duplicate the control port descriptor")]
-    Duplicate(#[source] io::Error),
-    #[error("cannot send the agent's hello")]
-    SendHello(#[source] FrameError),
-    #[error("the host closed the control channel before its hello")]
-    NoHello,
-    #[error("the host sent a {0:?} frame instead of its hello")]
-    NotHello(FrameKind),
-    #[error(
-        "the host ({software}) speaks protocol version {version}, this agent {PROTOCOL_VERSION}"
-    )]
-    VersionMismatch { version: u32, software: String },
-    #[error("cannot read the control channel")]
-    Read(#[source] FrameError),
-    #[error("cannot start the child reaper")]
-    Reaper(#[source] io::Error),
-}
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -56,10 +35,19 @@ pub(crate) enum Stream {
 
 #[derive(Default)]
 pub(crate) struct ProcessTable {
+    /// Processes whose exit is not reported yet.
     pub by_name: HashMap<(String, String), Arc<Process>>,
     /// Only processes not yet reaped, so a reused pid never finds a stale entry.
     pub by_pid: HashMap<i32, Arc<Process>>,
+    /// The last [`EXITED_KEPT`] processes whose exit was reported, oldest
+    /// first: the host that received the event may have died before it
+    /// acted on it.
+    pub exited: VecDeque<ProcessState>,
 }
+
+/// Exited processes a `Reattached` listing names; a restarted host needs
+/// only those that ended while it was away.
+pub(crate) const EXITED_KEPT: usize = 256;
 
 pub struct Agent {
     pub(crate) channel: Channel,
@@ -68,46 +56,6 @@ pub struct Agent {
     /// Locked across spawn and registration, so the reaper never misses a pid.
     pub(crate) processes: Mutex<ProcessTable>,
     pub(crate) streams: Mutex<HashMap<StreamId, Stream>>,
-}
-
-/// Greets the host on `port` and serves it until it closes the channel.
-pub fn serve(port: File) -> Result<(), AgentError> {
-    let writer = port.try_clone().map_err(AgentError::Duplicate)?;
-    let mut reader = BufReader::new(port);
-    let channel = Channel::new(writer);
-    handshake(&channel, &mut reader)?;
-    log!(
-        "the host said hello; serving ({:?} after boot)",
-        crate::boot::since_boot()
-    );
-    let agent = Arc::new(Agent::new(channel));
-    crate::reaper::start(agent.clone()).map_err(AgentError::Reaper)?;
-    agent.read_loop(&mut reader)
-}
-
-fn handshake(channel: &Channel, reader: &mut impl Read) -> Result<(), AgentError> {
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        software: format!("hull-agent {}", env!("CARGO_PKG_VERSION")),
-    };
-    // Blocks until the host connects: virtio-serial holds writes until then.
-    channel
-        .send_checked(&Frame::json(FrameKind::Hello, 0, &hello))
-        .map_err(AgentError::SendHello)?;
-    let frame = Frame::read_from(reader)
-        .map_err(AgentError::Read)?
-        .ok_or(AgentError::NoHello)?;
-    if frame.kind != FrameKind::Hello {
-        return Err(AgentError::NotHello(frame.kind));
-    }
-    let host: Hello = frame.parse().map_err(AgentError::Read)?;
-    if host.version != PROTOCOL_VERSION {
-        return Err(AgentError::VersionMismatch {
-            version: host.version,
-            software: host.software,
-        });
-    }
-    Ok(())
 }
 
 impl Agent {
@@ -120,18 +68,14 @@ impl Agent {
         }
     }
 
-    fn read_loop(self: &Arc<Self>, reader: &mut impl Read) -> Result<(), AgentError> {
-        loop {
-            let Some(frame) = Frame::read_from(reader).map_err(AgentError::Read)? else {
-                return Ok(());
-            };
-            match frame.kind {
-                FrameKind::Request => self.on_request(&frame),
-                FrameKind::Data => self.on_data(frame.channel, frame.payload),
-                FrameKind::Eof => self.on_eof(frame.channel),
-                FrameKind::Credit => self.on_credit(&frame),
-                kind => log!("ignoring a {kind:?} frame from the host"),
-            }
+    /// Handles one frame of a host that said hello.
+    pub(crate) fn dispatch(self: &Arc<Self>, frame: Frame) {
+        match frame.kind {
+            FrameKind::Request => self.on_request(&frame),
+            FrameKind::Data => self.on_data(frame.channel, frame.payload),
+            FrameKind::Eof => self.on_eof(frame.channel),
+            FrameKind::Credit => self.on_credit(&frame),
+            kind => log!("ignoring a {kind:?} frame from the host"),
         }
     }
 
@@ -180,6 +124,7 @@ impl Agent {
                 });
             }
             Request::Shutdown => self.shutdown(id),
+            Request::Reattach => return self.reattach(id),
             Request::Resume {
                 unix_time_nanos,
                 entropy,
@@ -413,11 +358,22 @@ impl Agent {
     }
 
     pub(crate) fn report_exit(&self, process: &Arc<Process>, status: ExitStatus) {
-        self.channel.event(&Event::ProcessExited {
-            container: process.container.clone(),
-            process: process.id.clone(),
-            status,
+        // Retired with the channel held: a `Reattached` listing then either
+        // names the exit or is written before its event.
+        self.channel.send_with(|| {
+            self.retire(process, status);
+            let event = Event::ProcessExited {
+                container: process.container.clone(),
+                process: process.id.clone(),
+                status,
+            };
+            Frame::json(FrameKind::Event, 0, &event)
         });
+        self.unregister_streams(&process.streams());
+    }
+
+    /// Moves a process whose exit is being reported to the exited records.
+    fn retire(&self, process: &Arc<Process>, status: ExitStatus) {
         let key = (process.container.clone(), process.id.clone());
         let mut table = lock(&self.processes);
         if table
@@ -427,8 +383,10 @@ impl Agent {
         {
             table.by_name.remove(&key);
         }
-        drop(table);
-        self.unregister_streams(&process.streams);
+        table.exited.push_back(process.state(Some(status)));
+        if table.exited.len() > EXITED_KEPT {
+            table.exited.pop_front();
+        }
     }
 }
 

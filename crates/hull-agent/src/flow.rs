@@ -64,6 +64,13 @@ impl CreditWindow {
         self.changed.notify_all();
     }
 
+    /// Replaces the credit with `credit`: zero holds the sender while no
+    /// host listens; a new host grants its window from scratch.
+    pub fn reset(&self, credit: u32) {
+        lock(&self.state).available = u64::from(credit);
+        self.changed.notify_all();
+    }
+
     /// Wakes the sender for good: nothing more will be sent.
     pub fn close(&self) {
         lock(&self.state).closed = true;
@@ -171,6 +178,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         window.close();
         assert_eq!(waiter.join().unwrap(), None);
+    }
+
+    #[test]
+    fn a_reset_window_holds_the_sender_until_it_is_reset_again() {
+        let window = Arc::new(CreditWindow::new(100));
+        window.reset(0);
+        let waiter = {
+            let window = window.clone();
+            std::thread::spawn(move || window.acquire(10))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished());
+        window.reset(7);
+        assert_eq!(waiter.join().unwrap(), Some(7));
+        window.consume(50);
+        assert_eq!(window.available(), 0);
     }
 
     #[test]

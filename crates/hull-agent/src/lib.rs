@@ -21,6 +21,7 @@ pub mod process;
 pub mod ps;
 pub mod pty;
 mod reaper;
+pub mod session;
 pub mod spawn;
 mod start;
 pub mod stats;

@@ -1,8 +1,10 @@
-//! The guest's PID 1: boot the guest, serve the host, power off.
+//! The guest's PID 1: boot the guest, then serve hosts until one asks it to
+//! power off (or the agent cannot start).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
-use hull_agent::{agent, boot, error_chain, log, port};
+use hull_agent::{boot, error_chain, log, port, session};
 
 /// The port appears when the virtio-serial device is probed, which may
 /// finish just after init starts.
@@ -19,18 +21,17 @@ fn main() {
         env!("CARGO_PKG_VERSION"),
         boot::since_boot()
     );
-    if let Err(e) = run() {
-        log!("{}", error_chain(e.as_ref()));
-    }
+    let Err(e) = run();
+    log!("{}; powering off", error_chain(e.as_ref()));
     boot::power_off();
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// Serving returns only if the agent cannot start; the end of the control
+/// channel is not the end of the VM: a restarted hulld connects again.
+fn run() -> Result<Infallible, Box<dyn std::error::Error>> {
     if std::process::id() == 1 {
         boot::init_system()?;
     }
     let port = port::open(hull_proto::CONTROL_PORT_NAME, PORT_WAIT)?;
-    agent::serve(port)?;
-    log!("the host closed the control channel; powering off");
-    Ok(())
+    Ok(session::serve(port)?)
 }

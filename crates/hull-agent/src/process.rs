@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hull_proto::ExitStatus;
+use hull_proto::{ExitStatus, ProcessState, StreamId};
 
 /// The exit event goes out only after the `Started` answer, after the
 /// process was reaped, and after every output stream reached `Eof`, so the
@@ -76,14 +76,38 @@ pub struct Process {
     pub pid: i32,
     /// The pty master, for resizing; `None` without a terminal.
     pub pty: Option<Arc<File>>,
-    /// Stream ids of the process's stdio, unregistered when it ends.
-    pub streams: Vec<u32>,
+    /// Its stdio streams as its `StartProcess` named them; unregistered
+    /// when it ends.
+    pub stdin: Option<StreamId>,
+    pub stdout: StreamId,
+    pub stderr: Option<StreamId>,
     pub tracker: Mutex<ExitTracker>,
 }
 
 impl Process {
     pub fn track<R>(&self, f: impl FnOnce(&mut ExitTracker) -> R) -> R {
         f(&mut self.tracker.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn streams(&self) -> Vec<StreamId> {
+        let mut ids = vec![self.stdout];
+        ids.extend(self.stderr);
+        ids.extend(self.stdin);
+        ids
+    }
+
+    /// How a `Reattached` listing names it.
+    pub fn state(&self, exited: Option<ExitStatus>) -> ProcessState {
+        ProcessState {
+            container: self.container.clone(),
+            process: self.id.clone(),
+            pid: self.pid,
+            terminal: self.pty.is_some(),
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            exited,
+        }
     }
 }
 

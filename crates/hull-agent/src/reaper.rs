@@ -23,8 +23,8 @@ impl Agent {
             process.container
         );
         // Nobody reads the input any more: let its writer close the pipe.
-        for id in &process.streams {
-            if let Some(Stream::Input(queue)) = self.stream(*id) {
+        for id in process.streams() {
+            if let Some(Stream::Input(queue)) = self.stream(id) {
                 queue.finish();
             }
         }

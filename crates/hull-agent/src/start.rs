@@ -47,7 +47,7 @@ impl Agent {
     /// `Started` answer precedes any output and the exit event.
     pub(crate) fn start_process(self: &Arc<Self>, request: u32, spec: ProcessSpec) {
         let stream_ids = spec_streams(&spec);
-        let (process, pumps) = match self.launch(&spec, stream_ids.clone()) {
+        let (process, pumps) = match self.launch(&spec) {
             Ok(launched) => launched,
             Err(error) => {
                 log!(
@@ -105,11 +105,7 @@ impl Agent {
         }
     }
 
-    fn launch(
-        &self,
-        spec: &ProcessSpec,
-        streams: Vec<StreamId>,
-    ) -> Result<(Arc<Process>, Pumps), RequestError> {
+    fn launch(&self, spec: &ProcessSpec) -> Result<(Arc<Process>, Pumps), RequestError> {
         let container = self.container(&spec.container)?;
         let namespaces = self.namespaces(&container, &spec.id)?;
         let (plan, pumps, pty) = prepare(spec, &container, namespaces)?;
@@ -135,7 +131,9 @@ impl Agent {
             id: spec.id.clone(),
             pid,
             pty,
-            streams,
+            stdin: spec.stdin,
+            stdout: spec.stdout,
+            stderr: spec.stderr,
             tracker: Mutex::new(ExitTracker::new(outputs)),
         });
         table.by_name.insert(key, process.clone());

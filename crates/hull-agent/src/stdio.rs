@@ -16,10 +16,12 @@ pub fn pump_output(mut source: impl Read, stream: u32, window: &CreditWindow, ch
     while let Some(allowed) = window.acquire(buf.len()) {
         match source.read(&mut buf[..allowed]) {
             Ok(0) => break,
-            Ok(n) => {
+            Ok(n) => channel.send_with(|| {
+                // Taken with the channel held: a window reset for a new
+                // host then counts exactly the data written after it.
                 window.consume(n);
-                channel.send(&Frame::data(stream, &buf[..n]));
-            }
+                Frame::data(stream, &buf[..n])
+            }),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
             Err(e) => {
@@ -65,10 +67,11 @@ impl Write for StreamWriter<'_> {
             let message = format!("stream {} was closed", self.stream);
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, message));
         };
-        self.window.consume(allowed);
-        let frame = Frame::data(self.stream, &buf[..allowed]);
         self.channel
-            .send_checked(&frame)
+            .try_send_with(|| {
+                self.window.consume(allowed);
+                Frame::data(self.stream, &buf[..allowed])
+            })
             .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))?;
         Ok(allowed)
     }

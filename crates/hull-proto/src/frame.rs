@@ -12,7 +12,8 @@ pub const MAX_PAYLOAD: u32 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FrameKind {
-    /// Handshake, JSON [`crate::Hello`]; channel 0.
+    /// Handshake, JSON [`crate::Hello`]; channel 0. On a reconnection the
+    /// host's comes first and the agent's follows [`crate::RESYNC`].
     Hello = 1,
     /// JSON [`crate::Request`]; channel is the request id.
     Request = 2,

@@ -5,22 +5,32 @@
 //! process stdio travels as `Data` frames per stream id, flow-controlled by
 //! `Credit` frames; the agent reports process exits as events. Both sides open
 //! with a [`Hello`] carrying [`PROTOCOL_VERSION`].
+//!
+//! A restarted host re-attaches to a running agent: it connects again, sends
+//! its `Hello` first, skips what it reads up to [`RESYNC`], reads the
+//! agent's `Hello`, and asks [`Request::Reattach`] for the processes.
 
 mod frame;
 mod message;
+mod resync;
 
 pub use frame::{
     parse_header, Frame, FrameDecoder, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use message::{
     path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, PathStat,
-    ProcessInfo, ProcessSpec, Request, RequestError, Response, RootfsSpec, StreamId, USER_HZ,
+    ProcessInfo, ProcessSpec, ProcessState, Request, RequestError, Response, RootfsSpec, StreamId,
+    USER_HZ,
 };
+pub use resync::{find_resync, ResyncScanner, RESYNC};
 
 /// Version of the message set; both sides must speak the same one.
 /// 2: containers may have a writable disk; process listing, guest
 /// statistics and path archives.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: a restarted host re-attaches: the agent outlives its host, answers a
+/// later `Hello` with [`RESYNC`] and its own, and lists its processes
+/// (`Reattach`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Name of the virtio-serial port that carries the control channel.
 pub const CONTROL_PORT_NAME: &str = "hull.ctl";

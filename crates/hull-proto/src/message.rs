@@ -74,8 +74,21 @@ pub enum Request {
         path: String,
         stream: StreamId,
     },
-    /// Syncs filesystems and powers the VM off after answering.
+    /// Syncs filesystems and powers the VM off after answering. (The end of
+    /// the channel does not: the agent waits for a host to connect again.)
     Shutdown,
+    /// A host that connected to an agent it did not start (hulld restarted)
+    /// learns its processes; answered with `Reattached`. It is the first
+    /// request after the reconnection's `Hello`: from the agent noticing the
+    /// host left (or a new host's `Hello`) until this request, output
+    /// streams get no credit, so their output waits in the guest. Answering
+    /// it sets every open output stream's window to [`crate::INITIAL_WINDOW`]:
+    /// `Data` written after the answer counts against that fresh window;
+    /// `Data` between the `Hello` and the answer (at most one chunk per
+    /// stream, read before the agent knew) does not. Input streams keep
+    /// going as they were. Exits after the answer are reported by
+    /// `ProcessExited` as usual.
+    Reattach,
     /// The VM was restored from a template: set the clock and reseed the
     /// random number generator, so that no two clones share either.
     Resume {
@@ -124,6 +137,25 @@ pub struct ProcessSpec {
     pub stderr: Option<StreamId>,
 }
 
+/// A process as `Reattach` lists it: what its `StartProcess` named, and its
+/// fate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub container: String,
+    /// The process id of its `StartProcess`.
+    pub process: String,
+    /// The guest's pid.
+    pub pid: i32,
+    pub terminal: bool,
+    pub stdin: Option<StreamId>,
+    pub stdout: StreamId,
+    pub stderr: Option<StreamId>,
+    /// `Some` once its `ProcessExited` was sent (every byte of its output
+    /// and its `Eof` frames preceded it); `None` while that event is still
+    /// to come, even if the process already died and its output drains.
+    pub exited: Option<ExitStatus>,
+}
+
 /// The agent's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", content = "value", rename_all = "snake_case")]
@@ -136,6 +168,10 @@ pub enum Response {
     Processes(Vec<ProcessInfo>),
     Stats(GuestStats),
     PathStat(PathStat),
+    /// Every process the agent knows of: those not yet reported exited,
+    /// sorted by pid, then those reported exited (oldest first, the last
+    /// 256), whose `ProcessExited` the host may have missed.
+    Reattached(Vec<ProcessState>),
     Failed(RequestError),
 }
 
@@ -290,6 +326,29 @@ mod tests {
     fn every_message_survives_json() {
         round_trip(Request::Ping);
         round_trip(Request::Shutdown);
+        round_trip(Request::Reattach);
+        round_trip(Response::Reattached(vec![
+            ProcessState {
+                container: "c1".into(),
+                process: "init".into(),
+                pid: 12,
+                terminal: false,
+                stdin: Some(1),
+                stdout: 2,
+                stderr: Some(3),
+                exited: None,
+            },
+            ProcessState {
+                container: "c1".into(),
+                process: "exec-1".into(),
+                pid: 30,
+                terminal: true,
+                stdin: None,
+                stdout: 4,
+                stderr: None,
+                exited: Some(ExitStatus::Signal(9)),
+            },
+        ]));
         round_trip(Request::CreateContainer(ContainerSpec {
             id: "c1".into(),
             hostname: "c1".into(),
@@ -392,6 +451,32 @@ mod tests {
         assert_eq!(ExitStatus::Code(7).code(), 7);
         assert_eq!(ExitStatus::Signal(9).code(), 137);
         assert_eq!(ExitStatus::Signal(2).code(), 130);
+    }
+
+    #[test]
+    fn reattach_speaks_the_json_the_host_expects() {
+        assert_eq!(
+            serde_json::to_string(&Request::Reattach).unwrap(),
+            r#"{"op":"reattach"}"#
+        );
+        let listing = Response::Reattached(vec![ProcessState {
+            container: "c1".into(),
+            process: "init".into(),
+            pid: 7,
+            terminal: false,
+            stdin: None,
+            stdout: 2,
+            stderr: Some(3),
+            exited: Some(ExitStatus::Code(0)),
+        }]);
+        assert_eq!(
+            serde_json::to_string(&listing).unwrap(),
+            concat!(
+                r#"{"result":"reattached","value":[{"container":"c1","process":"init","#,
+                r#""pid":7,"terminal":false,"stdin":null,"stdout":2,"stderr":3,"#,
+                r#""exited":{"code":0}}]}"#
+            )
+        );
     }
 
     #[test]
