@@ -1,5 +1,7 @@
 //! A client of hulld's API, used by the `hull` CLI.
 
+mod containers;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -15,6 +17,8 @@ use tokio::net::UnixStream;
 
 use crate::types::{ErrorBody, ProgressLine, RunSpec};
 use crate::RUN_UPGRADE;
+
+pub use containers::{ContainerStream, LogsOptions, PendingWait};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -258,19 +262,41 @@ impl Client {
 
     /// Starts a run and returns the upgraded stream that carries its stdio.
     pub async fn run(&self, spec: &RunSpec) -> Result<TokioIo<Upgraded>, ClientError> {
-        let body = serde_json::to_vec(spec)?;
-        let mut request = Self::request(Method::POST, "/hull/run", full(body));
+        let body = full(serde_json::to_vec(spec)?);
+        let (stream, _) = self.upgrade("/hull/run", body, RUN_UPGRADE).await?;
+        Ok(stream)
+    }
+
+    /// Sends a `POST` that takes over the connection; returns the stream and
+    /// the content type of the answer.
+    async fn upgrade(
+        &self,
+        path: &str,
+        body: Body,
+        protocol: &'static str,
+    ) -> Result<(TokioIo<Upgraded>, String), ClientError> {
+        let mut request = Self::request(Method::POST, path, body);
         let headers = request.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static(RUN_UPGRADE));
+        headers.insert(header::UPGRADE, HeaderValue::from_static(protocol));
         let response = Self::check(self.send(request).await?).await?;
+        let content_type = content_type(&response);
         let upgraded = hyper::upgrade::on(response).await?;
-        Ok(TokioIo::new(upgraded))
+        Ok((TokioIo::new(upgraded), content_type))
     }
+}
+
+fn content_type<B>(response: &Response<B>) -> String {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// A JSON-lines progress stream (`POST /images/create`), read as it arrives.

@@ -5,7 +5,9 @@ pub mod client;
 pub mod daemon;
 pub mod in_use;
 pub mod server;
+pub mod stdcopy;
 pub mod types;
+pub mod units;
 
 pub use client::{Client, ClientError, ProgressStream};
 pub use daemon::{Daemon, DaemonConfig};

@@ -90,11 +90,12 @@ fn split_tag(reference: &str) -> (String, String) {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub fn print_table(rows: &[Vec<String>]) {
     let mut widths = vec![0usize; rows[0].len()];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
+            // Characters, as `format!` pads: a cut command ends in a 3-byte `…`.
+            *width = (*width).max(cell.chars().count());
         }
     }
     for row in rows {

@@ -1,15 +1,22 @@
 //! hull: the command-line client of hulld. Parses arguments and calls the API.
 
+mod attach;
+mod containers;
+mod create;
 mod daemon;
+mod exec;
 mod image;
 mod images;
 mod info;
 mod load;
 mod login;
+mod logs;
+mod ps;
 mod pull;
 mod push;
 mod run;
 mod save;
+mod stdio;
 mod tag;
 mod terminal;
 
@@ -40,6 +47,33 @@ struct Cli {
 enum Command {
     /// Run a command in a new container, in its own VM.
     Run(run::RunArgs),
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Start stopped containers.
+    Start(containers::StartArgs),
+    /// Stop running containers: their stop signal, then SIGKILL.
+    Stop(containers::StopArgs),
+    /// Stop and start containers.
+    Restart(containers::StopArgs),
+    /// Send a signal to running containers.
+    Kill(containers::KillArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// Show containers' (or images') details as JSON.
+    Inspect(containers::InspectArgs),
+    /// Show a container's output.
+    Logs(logs::LogsArgs),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Attach this terminal to a running container.
+    Attach(attach::AttachArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(containers::ContainerCommand),
     /// List images.
     Images(images::ImagesArgs),
     /// Load images from a docker-archive or OCI-layout tar.
@@ -83,6 +117,27 @@ fn main() -> ExitCode {
         let client = daemon::connect(&cli.host, &cli.root).await?;
         match cli.command {
             Command::Run(args) => run::run(&client, args).await,
+            Command::Ps(args) => ps::ps(&client, args).await.or_else(containers::failed),
+            Command::Start(args) => containers::start(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Stop(args) => containers::stop(&client, args).await,
+            Command::Restart(args) => containers::restart(&client, args).await,
+            Command::Kill(args) => containers::kill(&client, args).await,
+            Command::Wait(args) => containers::wait(&client, args).await,
+            Command::Rm(args) => containers::rm(&client, args).await,
+            Command::Rename(args) => containers::rename(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Inspect(args) => containers::inspect(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Logs(args) => logs::logs(&client, args).await.or_else(containers::failed),
+            Command::Exec(args) => exec::exec(&client, args).await.or_else(containers::failed),
+            Command::Attach(args) => attach::attach(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Container(command) => containers::container(&client, command).await,
             Command::Images(args) => images::list(&client, args).await.map(|()| 0),
             Command::Load(args) => load::load(&client, args).await.map(|()| 0),
             Command::Pull(args) => pull::pull(&client, args).await.map(|()| 0),

@@ -1,4 +1,7 @@
 //! `hull run`: start a container in a VM and stay attached until it exits.
+//! `--rm` in the foreground takes Hull's own run stream (`POST /hull/run`),
+//! which never records the container; every other run goes through docker's
+//! endpoints (see `create.rs`).
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -11,63 +14,70 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::terminal;
+use crate::{stdio, terminal};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Remove the container when it exits (every run is removed in this version).
+    /// Remove the container when it exits.
     #[arg(long)]
-    rm: bool,
+    pub(crate) rm: bool,
+    /// Run in the background and print the container's id.
+    #[arg(short, long)]
+    pub(crate) detach: bool,
+    /// Name the container.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// When to start the container again: no, always, unless-stopped, on-failure[:N].
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) restart: Option<String>,
+    /// Set a label (KEY=VALUE, or KEY).
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
+    /// The container's host name.
+    #[arg(long)]
+    pub(crate) hostname: Option<String>,
     /// Keep stdin open and send it to the process.
     #[arg(short, long)]
-    interactive: bool,
+    pub(crate) interactive: bool,
     /// Give the process a terminal.
     #[arg(short, long)]
-    tty: bool,
+    pub(crate) tty: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long)]
-    workdir: Option<String>,
+    pub(crate) workdir: Option<String>,
     /// User to run as: name, uid, uid:gid or name:group.
     #[arg(short, long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Override the image's entrypoint ("" clears it).
     #[arg(long)]
-    entrypoint: Option<String>,
+    pub(crate) entrypoint: Option<String>,
     /// Image to run.
-    image: String,
+    pub(crate) image: String,
     /// Command and arguments; the image's command when omitted.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
-/// Signals `hull run` passes on to the process when it has no terminal, as docker's sig-proxy does.
-const FORWARDED_SIGNALS: [i32; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
-fn spec(args: &RunArgs) -> RunSpec {
-    let env = args
-        .env
+/// `-e` entries; like docker, a bare name copies this shell's value, or is dropped.
+pub(crate) fn environment(entries: &[String]) -> Vec<String> {
+    entries
         .iter()
         .filter_map(|entry| {
             if entry.contains('=') {
                 Some(entry.clone())
             } else {
-                // Like docker: a bare name copies this shell's value, or is dropped.
                 std::env::var(entry)
                     .ok()
                     .map(|value| format!("{entry}={value}"))
             }
         })
-        .collect();
+        .collect()
+}
+
+fn spec(args: &RunArgs) -> RunSpec {
     let mut spec = RunSpec {
         image: args.image.clone(),
         stdin: args.interactive,
@@ -82,7 +92,7 @@ fn spec(args: &RunArgs) -> RunSpec {
             vec![e.clone()]
         }
     });
-    spec.process.env = env;
+    spec.process.env = environment(&args.env);
     spec.process.workdir = args.workdir.clone();
     spec.process.user = args.user.clone();
     spec.process.tty = args.tty;
@@ -90,16 +100,21 @@ fn spec(args: &RunArgs) -> RunSpec {
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
-    if args.tty && args.interactive && !terminal::is_terminal(0) {
-        bail!("the input device is not a TTY; drop -t to pipe input");
+    if args.rm && args.restart.as_deref().is_some_and(|policy| policy != "no") {
+        bail!("Conflicting options: --restart and --rm");
     }
+    if args.rm && !args.detach {
+        return run_streamed(client, args).await;
+    }
+    crate::create::run(client, args).await
+}
+
+/// Runs over Hull's own stream, which carries stdio, signals and the exit.
+async fn run_streamed(client: &Client, args: RunArgs) -> Result<i32> {
+    stdio::check_tty_input(args.tty, args.interactive)?;
     let stream = client.run(&spec(&args)).await?;
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let _raw = if args.tty && args.interactive {
-        terminal::RawMode::enable(0)
-    } else {
-        None
-    };
+    let _raw = stdio::raw_mode(args.tty, args.interactive);
 
     let (frames, mut outgoing) = mpsc::channel::<Frame>(16);
     tokio::spawn(async move {
@@ -116,7 +131,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         let winch = signal(SignalKind::window_change())?;
         tokio::spawn(send_resizes(winch, frames.clone()));
     } else {
-        for signal_number in FORWARDED_SIGNALS {
+        for signal_number in stdio::FORWARDED_SIGNALS {
             // Registered here, not in the task, so no signal slips past
             // between this point and the task's first poll.
             let signals = signal(SignalKind::from_raw(signal_number))?;

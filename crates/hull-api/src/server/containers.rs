@@ -22,6 +22,7 @@ use crate::types::container::{
     ContainersPruned, InspectConfig, InspectHostConfig, InspectNetworkSettings, LogConfig,
     RestartPolicy, SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
 };
+use crate::units::human_duration;
 
 impl From<ContainerError> for ApiError {
     fn from(error: ContainerError) -> Self {
@@ -321,25 +322,6 @@ fn status_text(record: &Record, now: SystemTime) -> String {
         },
         Status::Removing => "Removal In Progress".into(),
         Status::Dead => "Dead".into(),
-    }
-}
-
-/// Durations as docker words them (go-units' `HumanDuration`).
-pub(super) fn human_duration(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    let (minutes, hours) = (seconds / 60, seconds / 3600);
-    match seconds {
-        0 => "Less than a second".into(),
-        1..=59 => plural(seconds, "second"),
-        _ if minutes == 1 => "About a minute".into(),
-        _ if minutes < 60 => plural(minutes, "minute"),
-        _ if hours == 1 => "About an hour".into(),
-        _ if hours < 48 => plural(hours, "hour"),
-        _ if hours < 24 * 7 * 2 => plural(hours / 24, "day"),
-        _ if hours < 24 * 30 * 2 => plural(hours / 24 / 7, "week"),
-        _ if hours < 24 * 365 * 2 => plural(hours / 24 / 30, "month"),
-        _ => plural(hours / 24 / 365, "year"),
     }
 }
 
@@ -735,19 +717,6 @@ fn timestamp(value: Option<&str>) -> Result<Option<SystemTime>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_like_dockers() {
-        let s = Duration::from_secs;
-        assert_eq!(human_duration(s(0)), "Less than a second");
-        assert_eq!(human_duration(s(1)), "1 second");
-        assert_eq!(human_duration(s(59)), "59 seconds");
-        assert_eq!(human_duration(s(90)), "About a minute");
-        assert_eq!(human_duration(s(600)), "10 minutes");
-        assert_eq!(human_duration(s(3700)), "About an hour");
-        assert_eq!(human_duration(s(5 * 3600)), "5 hours");
-        assert_eq!(human_duration(s(3 * 86400)), "3 days");
-    }
 
     #[test]
     fn timestamps_take_fractions() {

@@ -1,0 +1,166 @@
+//! `hull run` through docker's endpoints: create, then attach, wait and
+//! start, as the docker CLI does; the container stays until it is removed.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use hull_api::types::container::{ContainerCreate, HostConfig, RestartPolicy};
+use hull_api::{Client, ClientError};
+
+use crate::containers::describe;
+use crate::run::{environment, RunArgs};
+use crate::stdio::{self, SizeOf};
+
+/// Runs the container; failures are reported here, with docker's exit codes.
+pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
+    match create_and_run(client, &args).await {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("hull: {}", describe(&err));
+            Ok(125)
+        }
+    }
+}
+
+async fn create_and_run(client: &Client, args: &RunArgs) -> Result<i32> {
+    if !args.detach {
+        stdio::check_tty_input(args.tty, args.interactive)?;
+    }
+    let body = body(args)?;
+    let id = client
+        .create_container(args.name.as_deref(), &body)
+        .await?
+        .id;
+    if args.detach {
+        if let Err(code) = start(client, &id).await {
+            return Ok(code);
+        }
+        println!("{id}");
+        return Ok(0);
+    }
+    let attached = client.attach_container(&id, args.interactive).await?;
+    let wait = client.wait_container(&id, "next-exit").await?;
+    let _raw = stdio::raw_mode(args.tty, args.interactive);
+    if let Err(code) = start(client, &id).await {
+        return Ok(code);
+    }
+    if args.tty {
+        stdio::follow_size(client, SizeOf::Container(id.clone()))?;
+    } else {
+        stdio::proxy_signals(client, &id)?;
+    }
+    stdio::relay(attached, args.interactive).await?;
+    let status = wait.result().await?;
+    drop(_raw);
+    if let Some(error) = status.error.filter(|e| !e.message.is_empty()) {
+        eprintln!("hull: {}", error.message);
+    }
+    Ok(i32::try_from(status.status_code).unwrap_or(125))
+}
+
+/// Starts the container; a failure is printed and becomes docker's exit
+/// code: 127 for a missing command, 126 for one that cannot run, else 125.
+async fn start(client: &Client, id: &str) -> Result<(), i32> {
+    match client.start_container(id).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let message = err.to_string();
+            let code = if message.contains("executable file not found")
+                || message.contains("no such file or directory")
+            {
+                127
+            } else if message.contains("permission denied") || message.contains("is a directory") {
+                126
+            } else {
+                125
+            };
+            match err {
+                ClientError::Api { .. } => eprintln!("hull: Error response from daemon: {message}"),
+                _ => eprintln!("hull: {message}"),
+            }
+            Err(code)
+        }
+    }
+}
+
+/// The create request of `args`, as the docker CLI builds it.
+fn body(args: &RunArgs) -> Result<ContainerCreate> {
+    let attached = !args.detach;
+    Ok(ContainerCreate {
+        hostname: args.hostname.clone().unwrap_or_default(),
+        user: args.user.clone().unwrap_or_default(),
+        attach_stdin: attached && args.interactive,
+        attach_stdout: attached,
+        attach_stderr: attached,
+        tty: args.tty,
+        open_stdin: args.interactive,
+        stdin_once: attached && args.interactive,
+        env: Some(environment(&args.env)),
+        cmd: Some(args.command.clone()).filter(|c| !c.is_empty()),
+        // `--entrypoint ""` is sent as `[""]`: it clears the image's.
+        entrypoint: args.entrypoint.clone().map(|e| vec![e]),
+        image: args.image.clone(),
+        working_dir: args.workdir.clone().unwrap_or_default(),
+        labels: Some(labels(&args.label)),
+        host_config: Some(HostConfig {
+            restart_policy: args.restart.as_deref().map(restart_policy).transpose()?,
+            auto_remove: args.rm,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// `KEY=VALUE`, or `KEY` with an empty value.
+fn labels(entries: &[String]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((key, value)) => (key.to_owned(), value.to_owned()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure[:N]`; hulld checks the name.
+fn restart_policy(text: &str) -> Result<RestartPolicy> {
+    let (name, count) = text.split_once(':').unwrap_or((text, ""));
+    let maximum_retry_count = if count.is_empty() {
+        0
+    } else {
+        if name != "on-failure" {
+            bail!("invalid restart policy format: maximum retry count can only be used with 'on-failure'");
+        }
+        count
+            .parse()
+            .context("invalid restart policy format: maximum retry count must be an integer")?
+    };
+    Ok(RestartPolicy {
+        name: name.to_owned(),
+        maximum_retry_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_like_dockers() {
+        let policy = restart_policy("on-failure:2").unwrap();
+        assert_eq!(
+            (policy.name.as_str(), policy.maximum_retry_count),
+            ("on-failure", 2)
+        );
+        assert_eq!(restart_policy("always").unwrap().maximum_retry_count, 0);
+        assert!(restart_policy("always:3").is_err());
+        assert!(restart_policy("on-failure:x").is_err());
+    }
+
+    #[test]
+    fn labels_without_a_value_are_empty() {
+        let parsed = labels(&["a=b=c".into(), "flag".into()]);
+        assert_eq!(parsed["a"], "b=c");
+        assert_eq!(parsed["flag"], "");
+    }
+}

@@ -1,0 +1,223 @@
+//! Containers that outlive a command, end to end through the `hull` CLI:
+//! run -d, ps, logs, exec, stop, start, restart, kill, wait, rm and restart
+//! policies, each over real VMs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_fails, daemon, stdout_of, text};
+
+/// Waits until `check` holds, or fails naming `what`.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `hull inspect name`'s only element.
+fn inspect(name: &str) -> serde_json::Value {
+    let output = stdout_of(&daemon().hull(&["inspect", name]));
+    let mut array: Vec<serde_json::Value> = serde_json::from_str(&output).unwrap();
+    assert_eq!(array.len(), 1, "{output}");
+    array.remove(0)
+}
+
+/// The `hull ps` row of the container `name` (the last column is NAMES).
+fn ps_row(args: &[&str], name: &str) -> Option<String> {
+    let mut full = vec!["ps"];
+    full.extend_from_slice(args);
+    let listing = stdout_of(&daemon().hull(&full));
+    assert!(listing.starts_with("CONTAINER ID   IMAGE"), "{listing}");
+    listing
+        .lines()
+        .find(|line| line.split_whitespace().last() == Some(name))
+        .map(str::to_owned)
+}
+
+fn hull_out(args: &[&str]) -> String {
+    stdout_of(&daemon().hull(args))
+}
+
+#[test]
+fn a_detached_container_lives_through_exec_stop_start_restart_kill_and_rm() {
+    let id = hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "tier=front",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1' USR1; while true; do echo tick; sleep 1; done",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "run -d prints the full id: {id:?}");
+    let row = ps_row(&[], "web").expect("ps lists the running container");
+    assert!(row.starts_with(&id[..12]), "{row}");
+    assert!(row.contains("Up "), "{row}");
+    assert!(row.contains("\"sh -c trap 'echo go…\""), "{row}");
+    let filtered = hull_out(&["ps", "-q", "--no-trunc", "-f", "label=tier=front"]);
+    assert_eq!(filtered.trim(), id);
+
+    eventually("two ticks in the logs", || {
+        hull_out(&["logs", "web"]).matches("tick").count() >= 2
+    });
+    assert_eq!(hull_out(&["logs", "--tail", "1", "web"]), "tick\n");
+
+    // exec: exit codes, stdin, and stdout and stderr kept apart.
+    let output = daemon().hull(&["exec", "web", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "out\n");
+    assert_eq!(text(&output.stderr), "err\n");
+    let output = daemon().hull_with_input(&["exec", "-i", "web", "cat"], b"piped\n");
+    assert_eq!(stdout_of(&output), "piped\n");
+    hull_out(&["exec", "web", "sh", "-c", "echo kept > /root/note"]);
+
+    // kill -s reaches the process's trap.
+    assert_eq!(hull_out(&["kill", "-s", "USR1", "web"]), "web\n");
+    eventually("the trap's line in the logs", || {
+        hull_out(&["logs", "web"]).contains("got-usr1")
+    });
+
+    // PID 1 has no TERM handler, so stop kills it after its timeout.
+    assert_eq!(hull_out(&["stop", "-t", "1", "web"]), "web\n");
+    assert!(ps_row(&[], "web").is_none(), "ps lists only running ones");
+    let row = ps_row(&["-a"], "web").expect("ps -a lists the stopped container");
+    assert!(
+        row.contains("Exited (137)") || row.contains("Exited (143)"),
+        "{row}"
+    );
+    let output = daemon().hull(&["exec", "web", "true"]);
+    assert_fails(
+        &output,
+        1,
+        &["Error response from daemon:", "is not running"],
+    );
+
+    // The writable layer survives the stop.
+    assert_eq!(hull_out(&["start", "web"]), "web\n");
+    assert_eq!(hull_out(&["exec", "web", "cat", "/root/note"]), "kept\n");
+
+    let started = inspect("web")["State"]["StartedAt"].clone();
+    assert_eq!(hull_out(&["restart", "-t", "1", "web"]), "web\n");
+    let state = inspect("web")["State"].clone();
+    assert_eq!(state["Running"], true);
+    assert_ne!(state["StartedAt"], started, "restart starts it anew");
+
+    assert_eq!(hull_out(&["kill", "web"]), "web\n");
+    assert_eq!(hull_out(&["wait", "web"]), "137\n");
+
+    assert_eq!(hull_out(&["start", "web"]), "web\n");
+    let output = daemon().hull(&["rm", "web"]);
+    assert_fails(
+        &output,
+        1,
+        &["Error response from daemon:", "container is running"],
+    );
+    assert_eq!(hull_out(&["rm", "-f", "web"]), "web\n");
+    assert!(ps_row(&["-a"], "web").is_none());
+    let output = daemon().hull(&["inspect", "web"]);
+    assert_fails(&output, 1, &["No such object: web"]);
+}
+
+#[test]
+fn logs_follow_until_the_container_stops_with_streams_apart() {
+    let id = hull_out(&[
+        "run",
+        "-d",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 1; done; echo done >&2",
+    ]);
+    let output = daemon().hull(&["logs", "-f", id.trim()]);
+    assert_eq!(stdout_of(&output), "line1\nline2\nline3\n");
+    assert_eq!(text(&output.stderr), "done\n");
+    let stamped = hull_out(&["logs", "-t", "--tail", "2", id.trim()]);
+    assert!(stamped.ends_with("Z line3\n"), "{stamped:?}");
+    assert_eq!(hull_out(&["wait", id.trim()]), "0\n");
+    assert_eq!(hull_out(&["rm", id.trim()]), format!("{}\n", id.trim()));
+}
+
+#[test]
+fn an_on_failure_policy_restarts_the_container_twice() {
+    hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; exit 1",
+    ]);
+    eventually("two restarts and a final exit", || {
+        let state = inspect("flaky");
+        state["RestartCount"] == 2 && state["State"]["Status"] == "exited"
+    });
+    let inspected = inspect("flaky");
+    assert_eq!(inspected["State"]["ExitCode"], 1);
+    assert_eq!(
+        inspected["HostConfig"]["RestartPolicy"]["Name"],
+        "on-failure"
+    );
+    assert_eq!(hull_out(&["logs", "flaky"]), "try\ntry\ntry\n");
+    assert_eq!(hull_out(&["rm", "flaky"]), "flaky\n");
+}
+
+#[test]
+fn a_foreground_run_without_rm_leaves_an_exited_container() {
+    let output = daemon().hull(&[
+        "run",
+        "--name",
+        "fg",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    ]);
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "out\n");
+    assert_eq!(text(&output.stderr), "err\n");
+    let row = ps_row(&["-a", "-f", "name=fg"], "fg").expect("ps -a lists it");
+    assert!(row.contains("Exited (4)"), "{row}");
+
+    let before = hull_out(&["ps", "-aq", "--no-trunc"]);
+    stdout_of(&daemon().hull(&["run", "busybox", "true"]));
+    let after = hull_out(&["ps", "-aq", "--no-trunc"]);
+    let new: Vec<&str> = after.lines().filter(|id| !before.contains(id)).collect();
+    assert_eq!(new.len(), 1, "one container more: {after}");
+    let inspected = inspect(new[0]);
+    assert_eq!(inspected["State"]["Status"], "exited");
+    assert_eq!(inspected["State"]["ExitCode"], 0);
+
+    let output = daemon().hull_with_input(&["run", "-i", "busybox", "cat"], b"through stdin\n");
+    assert_eq!(stdout_of(&output), "through stdin\n");
+    let output = daemon().hull(&["run", "busybox", "no-such-command"]);
+    assert_fails(
+        &output,
+        127,
+        &["Error response from daemon:", "no-such-command"],
+    );
+    let output = daemon().hull(&["run", "-d", "no-such-image"]);
+    assert_fails(
+        &output,
+        125,
+        &["Error response from daemon:", "no-such-image"],
+    );
+    let output = daemon().hull(&["stop", "no-such-container"]);
+    assert_fails(
+        &output,
+        1,
+        &["Error response from daemon: No such container: no-such-container"],
+    );
+    assert_eq!(hull_out(&["rename", "fg", "fg2"]), "");
+    assert!(ps_row(&["-a"], "fg2").is_some());
+}
