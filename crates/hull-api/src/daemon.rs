@@ -80,16 +80,24 @@ pub struct Daemon {
 
 impl Daemon {
     /// Opens the state under `config.root`. VM directories left by a daemon
-    /// that died are removed: their QEMUs died with it.
+    /// that died are removed, except those of containers' VMs, which outlive
+    /// hulld and are taken back by `reattach_containers`.
     pub fn open(config: DaemonConfig) -> Result<Self, DaemonError> {
         let create = |path: PathBuf| {
             std::fs::create_dir_all(&path).map_err(|source| DaemonError::StateDir { path, source })
         };
         create(config.root.clone())?;
         let vms = config.root.join("vms");
-        if vms.exists() {
-            if let Err(err) = std::fs::remove_dir_all(&vms) {
-                warn!(error = %err, "cannot remove stale VM directories");
+        for entry in std::fs::read_dir(&vms).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name
+                .to_string_lossy()
+                .starts_with(hull_runtime::container::DETACHED_VM_PREFIX)
+            {
+                continue;
+            }
+            if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                warn!(dir = %entry.path().display(), error = %err, "cannot remove a stale VM directory");
             }
         }
         create(vms)?;
@@ -124,15 +132,30 @@ impl Daemon {
         ids
     }
 
-    /// Starts again the containers that ran when the last hulld stopped, if
-    /// their restart policy says so.
-    pub async fn resume_containers(&self) -> Result<(), DaemonError> {
-        if self.containers.interrupted().is_empty() {
+    /// Takes back the VMs of the containers that ran when the last hulld
+    /// stopped. If no VM can be started here, they are recorded as exited.
+    pub async fn reattach_containers(&self) -> Result<(), DaemonError> {
+        let orphans = self.containers.orphans();
+        if orphans.is_empty() {
             return Ok(());
         }
-        let runtime = self.runtime().await?;
-        self.containers.resume_policies(&runtime);
-        Ok(())
+        match self.runtime().await {
+            Ok(runtime) => {
+                self.containers.reattach_all(&runtime).await;
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!(
+                    "{}: {}",
+                    hull_runtime::container::INTERRUPTED,
+                    crate::server::error_chain(&err)
+                );
+                for container in orphans {
+                    container.record_lost(message.clone());
+                }
+                Err(err)
+            }
+        }
     }
 
     pub fn images(&self) -> &Arc<ImageStore> {

@@ -86,6 +86,43 @@ impl AgentClient {
         Ok(Self::serve_channel(reader, writer))
     }
 
+    /// Connects to the agent of a VM that an earlier hulld started. The host
+    /// speaks first; what the agent wrote before it noticed the new host
+    /// (perhaps half a frame) precedes its resync marker and is skipped.
+    /// Ask it [`Request::Reattach`] next, after registering the streams and
+    /// exits to watch.
+    pub async fn reconnect<S>(stream: S) -> Result<Self, AgentError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (reader, mut writer) = tokio::io::split(stream);
+        let ours = Hello {
+            version: PROTOCOL_VERSION,
+            software: format!("hulld {}", env!("CARGO_PKG_VERSION")),
+        };
+        writer
+            .write_all(&Frame::json(FrameKind::Hello, 0, &ours).encode())
+            .await
+            .map_err(|_| AgentError::Disconnected)?;
+        let mut reader = tokio::io::BufReader::new(reader);
+        skip_to_resync(&mut reader).await?;
+        let first = read_frame(&mut reader)
+            .await?
+            .ok_or(AgentError::Disconnected)?;
+        if first.kind != FrameKind::Hello {
+            return Err(AgentError::NoHello(first.kind));
+        }
+        let hello: Hello = first.parse()?;
+        if hello.version != PROTOCOL_VERSION {
+            return Err(AgentError::VersionMismatch {
+                agent: hello.version,
+                host: PROTOCOL_VERSION,
+                software: hello.software,
+            });
+        }
+        Ok(Self::serve_channel(reader, writer))
+    }
+
     /// Takes over the channel of a VM cloned from a template: the agent in
     /// it greeted the template's host already, so no hello is exchanged.
     pub fn resumed<S>(stream: S) -> Self
@@ -275,6 +312,15 @@ impl OutputStream {
     }
 }
 
+impl Drop for OutputStream {
+    /// A stream the agent never opened (its request was refused) gets no
+    /// `Eof`: forget it here, so refused copies leave nothing behind.
+    fn drop(&mut self) {
+        let mut shared = self.client.shared.lock().expect("agent state lock");
+        shared.outputs.remove(&self.stream);
+    }
+}
+
 /// Input to a guest process, sent only as far as the agent granted credit.
 pub struct InputStream {
     stream: StreamId,
@@ -301,6 +347,25 @@ impl InputStream {
     /// Tells the agent no more input follows.
     pub fn close(self) -> Result<(), AgentError> {
         self.client.send(Frame::eof(self.stream))
+    }
+}
+
+/// Reads until just past the agent's resync marker.
+async fn skip_to_resync<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(), AgentError> {
+    let marker = hull_proto::RESYNC;
+    let mut recent = [0u8; 16];
+    let mut seen = 0usize;
+    loop {
+        let byte = reader
+            .read_u8()
+            .await
+            .map_err(|_| AgentError::Disconnected)?;
+        recent.rotate_left(1);
+        recent[15] = byte;
+        seen += 1;
+        if seen >= marker.len() && recent == marker {
+            return Ok(());
+        }
     }
 }
 

@@ -181,7 +181,7 @@ impl<H: Hypervisor> Runtime<H> {
             serial: ROOTFS_SERIAL.into(),
             read_only: true,
         };
-        let StartedVm { vm, agent, run_dir } = self.vms.start(&id, vec![rootfs]).await?;
+        let StartedVm { vm, agent, run_dir } = self.vms.start(&id, vec![rootfs], false).await?;
         let exit = vm.exit();
 
         let hostname = id[..12].to_string();
@@ -398,6 +398,11 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The existing directory of a VM taken back from an earlier hulld.
+    pub(crate) fn adopt(path: PathBuf) -> Self {
+        Self { path }
+    }
+
     pub(crate) fn create(path: PathBuf) -> Result<Self, RunError> {
         fs::create_dir_all(&path).map_err(|source| RunError::RunDir {
             path: path.clone(),

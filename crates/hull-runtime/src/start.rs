@@ -34,7 +34,7 @@ pub(crate) struct VmFactory<H: Hypervisor> {
 }
 
 impl<H: Hypervisor> VmFactory<H> {
-    fn config(&self, id: &str, run_dir: &Path, disks: Vec<DiskConfig>) -> VmConfig {
+    fn config(&self, id: &str, run_dir: &Path, disks: Vec<DiskConfig>, detached: bool) -> VmConfig {
         VmConfig {
             id: id.to_string(),
             run_dir: run_dir.to_owned(),
@@ -43,6 +43,7 @@ impl<H: Hypervisor> VmFactory<H> {
             disks,
             memory_file: None,
             restore_from: None,
+            detached,
         }
     }
 
@@ -75,7 +76,9 @@ impl<H: Hypervisor> VmFactory<H> {
             let id = format!("pool-{}", &new_container_id()[..12]);
             let cloned = async {
                 let run_dir = RunDir::create(self.run_root.join(&id))?;
-                let (vm, agent) = self.clone_template(&template, &id, &run_dir.path).await?;
+                let (vm, agent) = self
+                    .clone_template(&template, &id, &run_dir.path, false)
+                    .await?;
                 Ok::<_, RunError>(PooledVm { vm, agent, run_dir })
             };
             match cloned.await {
@@ -89,15 +92,22 @@ impl<H: Hypervisor> VmFactory<H> {
         pool.stop_filling();
     }
 
-    /// A VM for container `id` with `disks` attached.
+    /// A VM for container `id` with `disks` attached. A `detached` one
+    /// outlives hulld (see [`VmConfig::detached`]); pooled VMs are not, so
+    /// it is cloned or booted.
     pub async fn start(
         self: &Arc<Self>,
         id: &str,
         disks: Vec<DiskConfig>,
+        detached: bool,
     ) -> Result<StartedVm<H::Vm>, RunError> {
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
-        if let Some(pooled) = self.pool.as_ref().and_then(|pool| pool.take()) {
+        let pooled = match (&self.pool, detached) {
+            (Some(pool), false) => pool.take(),
+            _ => None,
+        };
+        if let Some(pooled) = pooled {
             let factory = self.clone();
             tokio::spawn(async move { factory.fill_pool().await });
             match attach(&pooled.vm, &disks).await {
@@ -115,8 +125,13 @@ impl<H: Hypervisor> VmFactory<H> {
         let run_dir = RunDir::create(self.run_root.join(id))?;
         if let Some(template) = self.templates.as_ref().and_then(|t| t.ready()) {
             let cloned = async {
-                let (vm, agent) = self.clone_template(&template, id, &run_dir.path).await?;
-                attach(&vm, &disks).await?;
+                let (vm, agent) = self
+                    .clone_template(&template, id, &run_dir.path, detached)
+                    .await?;
+                if let Err(err) = attach(&vm, &disks).await {
+                    vm.kill();
+                    return Err(err);
+                }
                 Ok::<_, RunError>((vm, agent))
             };
             match cloned.await {
@@ -133,13 +148,19 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
             }
         }
-        let config = self.config(id, &run_dir.path, disks);
+        let config = self.config(id, &run_dir.path, disks, detached);
         let mut vm = self
             .hypervisor
             .start(config)
             .await
             .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let agent = greet(&mut vm).await?;
+        let agent = match greet(&mut vm).await {
+            Ok(agent) => agent,
+            Err(err) => {
+                vm.kill();
+                return Err(err);
+            }
+        };
         info!(container = %id, start = "cold boot", elapsed_ms = elapsed_ms(), "VM ready");
         Ok(StartedVm { vm, agent, run_dir })
     }
@@ -150,8 +171,9 @@ impl<H: Hypervisor> VmFactory<H> {
         template: &Template,
         id: &str,
         run_dir: &Path,
+        detached: bool,
     ) -> Result<(H::Vm, AgentClient), RunError> {
-        let mut config = self.config(id, run_dir, Vec::new());
+        let mut config = self.config(id, run_dir, Vec::new(), detached);
         config.memory_file = Some(MemoryFile {
             path: template.memory.clone(),
             shared: false,
@@ -172,13 +194,15 @@ impl<H: Hypervisor> VmFactory<H> {
             entropy: random_bytes::<64>().to_vec(),
         };
         let resumed = unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
-        match tokio::time::timeout(BOOT_TIMEOUT, resumed).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(RunError::BootTimeout {
-                    console: vm.console_tail(),
-                })
-            }
+        let result = match tokio::time::timeout(BOOT_TIMEOUT, resumed).await {
+            Ok(result) => result,
+            Err(_) => Err(RunError::BootTimeout {
+                console: vm.console_tail(),
+            }),
+        };
+        if let Err(err) = result {
+            vm.kill();
+            return Err(err);
         }
         Ok((vm, agent))
     }

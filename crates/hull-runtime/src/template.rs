@@ -175,6 +175,7 @@ impl Templates {
                 shared: true,
             }),
             restore_from: None,
+            detached: false,
         };
         let mut vm = hypervisor
             .start(config)

@@ -34,6 +34,10 @@ pub struct VmConfig {
     /// Device state saved by [`Vm::save_state`]: the VM resumes from it
     /// instead of booting. Needs the template's `memory_file`.
     pub restore_from: Option<PathBuf>,
+    /// Keep the VM running when this process exits, so that a later one can
+    /// take it back with [`Hypervisor::adopt`]. Otherwise the VM dies with
+    /// its parent and with its handle.
+    pub detached: bool,
 }
 
 /// A file holding guest RAM. A template maps it shared, so its memory lands
@@ -78,6 +82,14 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     fn start(&self, config: VmConfig)
         -> impl Future<Output = Result<Self::Vm, Self::Error>> + Send;
+
+    /// Takes back a detached VM that an earlier process started with
+    /// `run_dir` as its directory.
+    fn adopt(
+        &self,
+        id: &str,
+        run_dir: &std::path::Path,
+    ) -> impl Future<Output = Result<Self::Vm, Self::Error>> + Send;
 }
 
 /// A running VM. Dropping it stops the VM.
@@ -91,6 +103,8 @@ pub trait Vm: Send + Sync + 'static {
     fn exit(&self) -> watch::Receiver<Option<VmExit>>;
     /// Stops the VM at once; the guest gets no chance to clean up.
     fn kill(&self);
+    /// Whether the VM keeps running when its handle is dropped.
+    fn is_detached(&self) -> bool;
     /// The last lines the guest wrote to its console, to explain a failure.
     fn console_tail(&self) -> String;
     /// Plugs a disk into the running VM; the guest finds it by serial.

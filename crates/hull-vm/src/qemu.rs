@@ -2,10 +2,11 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::net::UnixStream;
 use tokio::sync::{watch, Mutex};
@@ -43,6 +44,8 @@ pub enum QemuError {
     Qmp(#[from] QmpError),
     #[error("migration failed: {0}")]
     Migration(String),
+    #[error("the VM of {} is gone: {why}", .run_dir.display())]
+    Gone { run_dir: PathBuf, why: String },
 }
 
 /// Boots VMs with `qemu-system-x86_64 -M microvm`.
@@ -65,8 +68,15 @@ impl Qemu {
         }
     }
 
-    /// The command line for one VM whose sockets QEMU inherits as `control_fd` and `qmp_fd`.
-    pub fn args(&self, config: &VmConfig, control_fd: RawFd, qmp_fd: RawFd) -> Vec<String> {
+    /// The command line for one VM with its control and QMP `sockets`.
+    pub fn args(&self, config: &VmConfig, sockets: &Sockets) -> Vec<String> {
+        let (control, qmp) = match sockets {
+            Sockets::Inherited { control, qmp } => (format!("fd={control}"), format!("fd={qmp}")),
+            Sockets::Listening { control, qmp } => (
+                format!("path={},server=on,wait=off", control.display()),
+                format!("path={},server=on,wait=off", qmp.display()),
+            ),
+        };
         let console = config.run_dir.join("console.log");
         // Without ACPI there is no poweroff: the agent reboots instead, which a
         // triple fault (`reboot=t`) turns into a QEMU exit under `-no-reboot`.
@@ -114,13 +124,13 @@ impl Qemu {
             "-serial".into(),
             format!("file:{}", console.display()),
             "-chardev".into(),
-            format!("socket,id=qmp,fd={qmp_fd}"),
+            format!("socket,id=qmp,{qmp}"),
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
             "-device".into(),
             "virtio-serial-device".into(),
             "-chardev".into(),
-            format!("socket,id=ctl,fd={control_fd}"),
+            format!("socket,id=ctl,{control}"),
             "-device".into(),
             format!(
                 "virtserialport,chardev=ctl,name={}",
@@ -165,6 +175,46 @@ impl Qemu {
     }
 }
 
+/// How QEMU gets its control channel and QMP sockets.
+#[derive(Debug, Clone)]
+pub enum Sockets {
+    /// Connected socket pairs whose other ends the host keeps: no path on
+    /// disk, so nothing to race for, clean up or outgrow `sun_path`.
+    Inherited { control: RawFd, qmp: RawFd },
+    /// Sockets QEMU listens on, so that a restarted host can connect again.
+    Listening { control: PathBuf, qmp: PathBuf },
+}
+
+/// The paths of a detached VM's sockets and pid file in its directory.
+fn detached_paths(run_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        run_dir.join("ctl"),
+        run_dir.join("qmp"),
+        run_dir.join("qemu.pid"),
+    )
+}
+
+/// How long a detached QEMU may take to create its sockets.
+const SOCKET_WAIT: Duration = Duration::from_secs(20);
+
+/// Connects to a socket QEMU listens on, waiting for QEMU to create it.
+async fn connect_when_ready(
+    path: &Path,
+    what: &'static str,
+    exit: &mut watch::Receiver<Option<VmExit>>,
+) -> Result<UnixStream, QemuError> {
+    let deadline = tokio::time::Instant::now() + SOCKET_WAIT;
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(stream) => return Ok(stream),
+            Err(source) if tokio::time::Instant::now() >= deadline || exit.borrow().is_some() => {
+                return Err(QemuError::Socket { what, source })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
 /// A connected socket pair: QEMU inherits one end, the host keeps the other.
 /// No path on disk, so nothing to race for, clean up or outgrow `sun_path`.
 fn socket_pair(what: &'static str) -> Result<(UnixStream, StdUnixStream), QemuError> {
@@ -181,10 +231,31 @@ impl Hypervisor for Qemu {
     type Error = QemuError;
 
     async fn start(&self, config: VmConfig) -> Result<QemuVm, QemuError> {
-        let (control, control_for_qemu) = socket_pair("control channel")?;
-        let (qmp_stream, qmp_for_qemu) = socket_pair("QMP")?;
-        let inherited = [control_for_qemu.as_raw_fd(), qmp_for_qemu.as_raw_fd()];
-        let args = self.args(&config, inherited[0], inherited[1]);
+        let (ctl_path, qmp_path, pid_path) = detached_paths(&config.run_dir);
+        let mut pairs = None;
+        let sockets = if config.detached {
+            for path in [&ctl_path, &qmp_path] {
+                let _ = fs::remove_file(path);
+            }
+            Sockets::Listening {
+                control: ctl_path.clone(),
+                qmp: qmp_path.clone(),
+            }
+        } else {
+            let (control, control_for_qemu) = socket_pair("control channel")?;
+            let (qmp, qmp_for_qemu) = socket_pair("QMP")?;
+            let sockets = Sockets::Inherited {
+                control: control_for_qemu.as_raw_fd(),
+                qmp: qmp_for_qemu.as_raw_fd(),
+            };
+            pairs = Some(((control, qmp), (control_for_qemu, qmp_for_qemu)));
+            sockets
+        };
+        let inherited: Vec<RawFd> = match &sockets {
+            Sockets::Inherited { control, qmp } => vec![*control, *qmp],
+            Sockets::Listening { .. } => Vec::new(),
+        };
+        let args = self.args(&config, &sockets);
         debug!(vm = %config.id, ?args, "starting QEMU");
 
         let log_path = config.run_dir.join("qemu.log");
@@ -198,19 +269,25 @@ impl Hypervisor for Qemu {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .kill_on_drop(true);
+            .kill_on_drop(!config.detached);
+        let detached = config.detached;
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (fcntl, prctl) on integers
-        // captured by value.
+        // makes async-signal-safe system calls (fcntl, prctl, setsid) on
+        // integers captured by value.
         unsafe {
             command.pre_exec(move || {
-                for fd in inherited {
+                for &fd in &inherited {
                     if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                         return Err(io::Error::last_os_error());
                     }
                 }
-                // If hulld dies, its VMs die with it instead of lingering.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                if detached {
+                    // Its own session: a Ctrl-C meant for hulld spares it.
+                    if libc::setsid() == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    // If hulld dies, its VMs die with it instead of lingering.
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
@@ -229,7 +306,11 @@ impl Hypervisor for Qemu {
             }
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
-        drop((control_for_qemu, qmp_for_qemu));
+        let (host_ends, qemu_ends) = match pairs {
+            Some((host, qemu)) => (Some(host), Some(qemu)),
+            None => (None, None),
+        };
+        drop(qemu_ends);
 
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
@@ -251,10 +332,38 @@ impl Hypervisor for Qemu {
         let mut vm = QemuVm {
             id: config.id.clone(),
             pid,
+            pidfd: None,
+            detached,
             control: None,
             qmp: None,
             exit: exit_rx,
             run_dir: config.run_dir.clone(),
+        };
+        let connected = async {
+            match host_ends {
+                Some((control, qmp)) => Ok((control, qmp)),
+                None => {
+                    if let Err(source) = fs::write(&pid_path, format!("{pid}\n")) {
+                        return Err(QemuError::Log {
+                            path: pid_path.clone(),
+                            source,
+                        });
+                    }
+                    let mut exit = vm.exit.clone();
+                    let qmp = connect_when_ready(&qmp_path, "QMP", &mut exit).await?;
+                    let control =
+                        connect_when_ready(&ctl_path, "control channel", &mut exit).await?;
+                    Ok((control, qmp))
+                }
+            }
+        };
+        let (control, qmp_stream) = match connected.await {
+            Ok(streams) => streams,
+            Err(err) => {
+                vm.kill();
+                let _ = vm.exit.wait_for(Option::is_some).await;
+                return Err(err);
+            }
         };
         let mut exited = vm.exit.clone();
         let qmp = tokio::select! {
@@ -274,12 +383,82 @@ impl Hypervisor for Qemu {
         }
         Ok(vm)
     }
+
+    async fn adopt(&self, id: &str, run_dir: &Path) -> Result<QemuVm, QemuError> {
+        let (ctl_path, qmp_path, pid_path) = detached_paths(run_dir);
+        let gone = |why: String| QemuError::Gone {
+            run_dir: run_dir.to_owned(),
+            why,
+        };
+        let pid: u32 = fs::read_to_string(&pid_path)
+            .map_err(|e| gone(format!("its pid file is unreadable ({e})")))?
+            .trim()
+            .parse()
+            .map_err(|_| gone("its pid file is malformed".into()))?;
+        let pidfd =
+            pidfd_open(pid).map_err(|e| gone(format!("QEMU (pid {pid}) is not running ({e})")))?;
+        // The pid may have been reused: it must be the QEMU serving this directory.
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = ctl_path.display().to_string();
+        if !String::from_utf8_lossy(&cmdline).contains(&needle) {
+            return Err(gone(format!("pid {pid} is no longer its QEMU")));
+        }
+        let exit = watch_pidfd(&pidfd).map_err(|e| gone(format!("cannot watch QEMU: {e}")))?;
+        let mut vm = QemuVm {
+            id: id.to_owned(),
+            pid,
+            pidfd: Some(pidfd),
+            detached: true,
+            control: None,
+            qmp: None,
+            exit,
+            run_dir: run_dir.to_owned(),
+        };
+        let mut exit = vm.exit.clone();
+        let qmp = connect_when_ready(&qmp_path, "QMP", &mut exit).await?;
+        vm.qmp = Some(Mutex::new(Qmp::handshake(qmp).await?));
+        vm.control = Some(connect_when_ready(&ctl_path, "control channel", &mut exit).await?);
+        Ok(vm)
+    }
+}
+
+/// A pidfd for `pid`: signals and exit notification without pid reuse races.
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Reports the exit of a process that is not our child: its pidfd becomes
+/// readable. Its exit status cannot be known, so it is reported as -1.
+fn watch_pidfd(pidfd: &OwnedFd) -> io::Result<watch::Receiver<Option<VmExit>>> {
+    let owned = pidfd.try_clone()?;
+    // SAFETY: the AsyncFd owns this duplicate descriptor, which stays open
+    // and unchanged until the AsyncFd is dropped.
+    let watched = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
+    }
+    .map_err(io::Error::from)?;
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let _ = watched.readable().await;
+        let _ = tx.send(Some(VmExit::Exited(-1)));
+    });
+    Ok(rx)
 }
 
 /// A VM run by one QEMU process.
 pub struct QemuVm {
     id: String,
     pid: u32,
+    /// Set for an adopted VM, which is not our child: signals go through it.
+    pidfd: Option<OwnedFd>,
+    detached: bool,
     control: Option<UnixStream>,
     qmp: Option<Mutex<Qmp>>,
     exit: watch::Receiver<Option<VmExit>>,
@@ -368,12 +547,35 @@ impl Vm for QemuVm {
     }
 
     fn kill(&self) {
-        if self.exit.borrow().is_none() {
-            let pid = libc::pid_t::try_from(self.pid).expect("pids fit pid_t");
-            // SAFETY: kill(2) on the pid of our own child, which is not yet
-            // reaped (its waiter has not reported an exit), so it cannot be reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        if self.exit.borrow().is_some() {
+            return;
         }
+        match &self.pidfd {
+            Some(pidfd) => {
+                // SAFETY: pidfd_send_signal on a descriptor we own, with no
+                // siginfo; the pidfd names this very process even if its pid
+                // were reused.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
+            }
+            None => {
+                let pid = libc::pid_t::try_from(self.pid).expect("pids fit pid_t");
+                // SAFETY: kill(2) on the pid of our own child, which is not yet
+                // reaped (its waiter has not reported an exit), so it cannot be reused.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    fn is_detached(&self) -> bool {
+        self.detached
     }
 
     async fn attach_disk(&self, disk: &DiskConfig) -> Result<(), QemuError> {
@@ -432,8 +634,11 @@ impl Vm for QemuVm {
 }
 
 impl Drop for QemuVm {
+    /// A detached VM outlives its handle, as it outlives hulld.
     fn drop(&mut self) {
-        self.kill();
+        if !self.detached {
+            self.kill();
+        }
     }
 }
 
@@ -467,8 +672,11 @@ mod tests {
             }],
             memory_file: None,
             restore_from: None,
+            detached: false,
         };
-        let args = qemu().args(&config, 7, 8).join(" ");
+        let args = qemu()
+            .args(&config, &Sockets::Inherited { control: 7, qmp: 8 })
+            .join(" ");
         assert!(args.contains("-accel tcg -cpu max"));
         assert!(args.contains("-smp 2 -m 128M"));
         assert!(args.contains("socket,id=ctl,fd=7 "));
@@ -492,8 +700,14 @@ mod tests {
                 shared: false,
             }),
             restore_from: Some("/dev/shm/t/state".into()),
+            detached: true,
         };
-        let args = qemu().args(&config, 7, 8).join(" ");
+        let sockets = Sockets::Listening {
+            control: "/run/clone/ctl".into(),
+            qmp: "/run/clone/qmp".into(),
+        };
+        let args = qemu().args(&config, &sockets).join(" ");
+        assert!(args.contains("socket,id=ctl,path=/run/clone/ctl,server=on,wait=off"));
         assert!(args.contains("acpi=off,memory-backend=mem"));
         assert!(args
             .contains("memory-backend-file,id=mem,size=256M,mem-path=/dev/shm/t/memory,share=off"));

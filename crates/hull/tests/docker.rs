@@ -318,18 +318,21 @@ fn restart_policies_restart_failed_containers() {
 }
 
 #[test]
-fn containers_outlive_a_crash_of_hulld_as_records() {
+fn a_restarted_hulld_reattaches_running_containers() {
     if !has_docker_cli() {
         return;
     }
     let daemon = loaded_daemon(&[("HULL_NO_TEMPLATES", "1")]);
-    let plain =
-        stdout_of(&daemon.docker(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"]));
-    let always = daemon.docker(&[
+    let counter = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
+    let run = daemon.docker(&[
+        "run", "-d", "--name", "counter", "busybox", "sh", "-c", counter,
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let victim = daemon.docker(&[
         "run",
         "-d",
         "--name",
-        "always",
+        "victim",
         "--restart",
         "always",
         "busybox",
@@ -337,27 +340,58 @@ fn containers_outlive_a_crash_of_hulld_as_records() {
         "-c",
         "echo up; sleep 1000",
     ]);
-    assert!(always.status.success(), "{}", text(&always.stderr));
-    let stopped = daemon.docker(&["create", "--name", "created", "busybox", "true"]);
-    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
-    wait_for_log(&daemon, "always", "up");
+    assert!(victim.status.success(), "{}", text(&victim.stderr));
+    let victim = text(&victim.stdout).trim().to_owned();
+    let created = daemon.docker(&["create", "--name", "created", "busybox", "true"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    wait_for_log(&daemon, "counter", "3\n");
+    wait_for_log(&daemon, "victim", "up");
+    let pid = inspect(&daemon, "{{.State.Pid}}", "counter");
+    let exec = daemon.docker(&["exec", "counter", "sh", "-c", "echo kept > /root/file"]);
+    assert!(exec.status.success(), "{}", text(&exec.stderr));
 
-    daemon.restart_after_crash(&[("HULL_NO_TEMPLATES", "1")]);
-    // The container without a policy is exited, with the cause.
-    assert_eq!(
-        inspect(&daemon, "{{.State.Status}} {{.State.ExitCode}}", "plain"),
-        "exited 255"
+    // hulld dies; while it is away, the victim's VM dies too.
+    daemon.restart_after_crash_with(&[("HULL_NO_TEMPLATES", "1")], || {
+        common::kill_processes_using(&daemon.root.join("vms").join(format!("c-{}", &victim[..16])));
+    });
+
+    // The counter's VM was taken back: same process, output still flowing
+    // into the same log, exec and files as before.
+    wait_for(
+        &daemon,
+        "{{.State.Status}} {{.State.Pid}}",
+        "counter",
+        &format!("running {pid}"),
     );
-    assert!(inspect(&daemon, "{{.State.Error}}", plain.trim()).contains("hulld stopped"));
+    let before = last_number(&daemon, "counter");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_number(&daemon, "counter") < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the counter's output stopped at {before}:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let kept = daemon.docker(&["exec", "counter", "cat", "/root/file"]);
+    assert_eq!(text(&kept.stdout), "kept\n", "{}", text(&kept.stderr));
+    let stop = daemon.docker(&["stop", "-t", "1", "counter"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    assert_eq!(inspect(&daemon, "{{.State.Status}}", "counter"), "exited");
+
+    // The victim lost its VM: recorded with the cause, started again by its policy.
+    wait_for_log(&daemon, "victim", "up\nup\n");
+    wait_for(&daemon, "{{.State.Status}}", "victim", "running");
     assert_eq!(inspect(&daemon, "{{.State.Status}}", "created"), "created");
-    // The one with `--restart always` runs again, its logs kept.
-    wait_for(&daemon, "{{.State.Status}}", "always", "running");
-    wait_for_log(&daemon, "always", "up\nup\n");
-    let exec = daemon.docker(&["exec", "always", "echo", "alive"]);
-    assert_eq!(text(&exec.stdout), "alive\n", "{}", text(&exec.stderr));
     assert!(daemon
-        .docker(&["rm", "-f", "always", "plain", "created"])
+        .docker(&["rm", "-f", "victim", "counter", "created"])
         .status
         .success());
     assert_eq!(stdout_of(&daemon.docker(&["ps", "-aq"])), "");
+}
+
+/// The last number a counting container logged.
+fn last_number(daemon: &Daemon, name: &str) -> u64 {
+    let logs = text(&daemon.docker(&["logs", "--tail", "1", name]).stdout);
+    logs.trim().parse().unwrap_or(0)
 }

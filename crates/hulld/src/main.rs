@@ -84,8 +84,8 @@ async fn main() -> Result<()> {
     let daemon = Arc::new(daemon);
     let resuming = daemon.clone();
     tokio::spawn(async move {
-        if let Err(err) = resuming.resume_containers().await {
-            warn!(error = %hull_api::server::error_chain(&err), "cannot start containers again");
+        if let Err(err) = resuming.reattach_containers().await {
+            warn!(error = %hull_api::server::error_chain(&err), "cannot re-attach to the containers of the last hulld");
         }
     });
 

@@ -697,7 +697,7 @@ pub(super) async fn logs(
 }
 
 /// Docker's `since`/`until`: Unix seconds with an optional fraction.
-fn timestamp(value: Option<&str>) -> Result<Option<SystemTime>, ApiError> {
+pub(super) fn timestamp(value: Option<&str>) -> Result<Option<SystemTime>, ApiError> {
     let Some(value) = value.filter(|v| !v.is_empty() && *v != "0") else {
         return Ok(None);
     };

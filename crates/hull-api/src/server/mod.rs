@@ -3,6 +3,7 @@
 mod attach;
 mod auth;
 mod containers;
+mod events;
 mod exec;
 mod images;
 mod pull;
@@ -198,6 +199,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
         (&Method::POST, "/containers/create") => containers::create(&daemon, request).await,
         (&Method::GET, "/containers/json") => containers::list(&daemon, &request).await,
+        (&Method::GET, "/events") => events::events(&daemon, &request).await,
         (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");

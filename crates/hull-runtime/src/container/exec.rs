@@ -14,8 +14,9 @@ use super::logs::LogStream;
 use super::{lock, Container, ContainerError, Containers};
 use crate::run::{new_container_id, RunError};
 
-/// Stream ids of exec processes; those below are the main process's.
-static NEXT_STREAM: AtomicU32 = AtomicU32::new(16);
+/// Stream ids of exec processes and archives; those below are the main
+/// process's.
+pub(super) static NEXT_STREAM: AtomicU32 = AtomicU32::new(16);
 
 /// What `docker exec` asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,7 +80,13 @@ impl<H: Hypervisor> Containers<H> {
                 started: false,
             }),
         };
+        let command = lock(&exec.info).config.args.join(" ");
         lock(&container.execs).insert(id.clone(), Arc::new(exec));
+        self.emit(
+            container,
+            &format!("exec_create: {command}"),
+            &[("execID", id.clone())],
+        );
         Ok(id)
     }
 
@@ -107,15 +114,28 @@ impl<H: Hypervisor> Containers<H> {
             info.running = true;
             info.config.clone()
         };
+        let command = config.args.join(" ");
+        self.emit(
+            &exec.container,
+            &format!("exec_start: {command}"),
+            &[("execID", id.to_owned())],
+        );
         let result = run_exec(&exec, id, config, io).await;
         let code = match &result {
             Ok(code) => *code,
             Err(ContainerError::Run(err)) => err.exit_code(),
             Err(_) => 126,
         };
-        let mut info = lock(&exec.info);
-        info.running = false;
-        info.exit_code = Some(code);
+        {
+            let mut info = lock(&exec.info);
+            info.running = false;
+            info.exit_code = Some(code);
+        }
+        self.emit(
+            &exec.container,
+            "exec_die",
+            &[("execID", id.to_owned()), ("exitCode", code.to_string())],
+        );
         result
     }
 

@@ -3,6 +3,7 @@
 //! live under one directory each, so a restarted hulld knows them all.
 
 pub mod attach;
+pub mod events;
 mod exec;
 pub mod logs;
 pub mod names;
@@ -34,12 +35,15 @@ use attach::{OutputHub, StdinPipe};
 use exec::Exec;
 use logs::LogProgress;
 
+/// Directories of containers' VMs under the VM root start with this; they
+/// outlive hulld, unlike the others.
+pub const DETACHED_VM_PREFIX: &str = "c-";
 /// The writable layer's disk image in a container's directory.
 const WRITABLE_DISK: &str = "writable.ext4";
 /// Its size: sparse, so only what the container writes takes space.
 const WRITABLE_DISK_BYTES: u64 = 10 << 30;
 /// The error of containers whose VM stopped with the hulld that ran it.
-const INTERRUPTED: &str = "hulld stopped while the container ran; its VM stopped too";
+pub const INTERRUPTED: &str = "hulld stopped while the container ran, and its VM is gone";
 /// Docker's default grace period for `stop`.
 const DEFAULT_STOP_TIMEOUT: u32 = 10;
 /// How long a killed process may take to be reported gone before its VM is
@@ -91,6 +95,12 @@ pub enum ContainerError {
     },
     #[error("the guest agent refused: {0}")]
     Agent(#[from] AgentError),
+    #[error("it was restarting")]
+    Interrupted,
+    #[error("the guest agent did not answer")]
+    AgentSilent,
+    #[error("the guest has no record of the container's process")]
+    ProcessLost,
 }
 
 /// What `create` is given, besides the image.
@@ -305,6 +315,23 @@ impl Container {
         })
     }
 
+    /// Marks the container exited because its VM was lost with hulld;
+    /// returns whether its restart policy wants it started again.
+    pub fn record_lost(&self, message: String) -> bool {
+        let config = self.config();
+        let mut restart = false;
+        self.update(|s| {
+            s.status = Status::Exited;
+            s.pid = 0;
+            s.exit_code = 255;
+            s.error = message;
+            s.finished_at = Some(SystemTime::now());
+            s.exits += 1;
+            restart = config.restart != RestartPolicy::No && !s.stopped_by_user;
+        });
+        restart
+    }
+
     /// The container's exec instances.
     pub fn execs(&self) -> Vec<String> {
         lock(&self.execs).keys().cloned().collect()
@@ -377,13 +404,13 @@ pub struct Containers<H: Hypervisor> {
     dir: PathBuf,
     images: Arc<ImageStore>,
     table: Mutex<BTreeMap<String, Arc<Container>>>,
+    events: events::Events,
     _hypervisor: std::marker::PhantomData<fn() -> H>,
 }
 
 impl<H: Hypervisor> Containers<H> {
     /// Loads the containers recorded under `dir`. Those a previous hulld left
-    /// running lost their VM with it: they are marked exited, and
-    /// `resume_policies` starts again the ones whose policy says so.
+    /// running are taken back by `reattach_all`.
     pub fn open(dir: &Path, images: Arc<ImageStore>) -> Result<Self, ContainerError> {
         std::fs::create_dir_all(dir).map_err(|source| ContainerError::Io {
             what: "create",
@@ -398,30 +425,19 @@ impl<H: Hypervisor> Containers<H> {
         })?;
         for entry in entries.flatten() {
             let path = entry.path();
-            let mut record = match Record::load(&path) {
+            let record = match Record::load(&path) {
                 Ok(record) => record,
                 Err(err) => {
                     warn!(dir = %path.display(), error = %err, "skipping a container directory");
                     continue;
                 }
             };
-            let container = if record.state.running() {
-                record.state.status = Status::Exited;
-                record.state.exit_code = 255;
-                record.state.pid = 0;
-                record.state.error = INTERRUPTED.into();
-                record.state.finished_at = Some(SystemTime::now());
-                record.state.exits += 1;
-                if let Err(err) = record.save(&path) {
-                    warn!(dir = %path.display(), error = %err, "cannot save the container's state");
-                }
-                Container::new(path, record)
-            } else if record.state.status == Status::Removing {
+            if record.state.status == Status::Removing {
                 remove_dir(&path);
                 continue;
-            } else {
-                Container::new(path, record)
-            };
+            }
+            // Running ones keep their state until `reattach_all` finds their VM.
+            let container = Container::new(path, record);
             table.insert(container.id.clone(), Arc::new(container));
         }
         info!(containers = table.len(), "containers loaded");
@@ -429,6 +445,7 @@ impl<H: Hypervisor> Containers<H> {
             dir: dir.to_owned(),
             images,
             table: Mutex::new(table),
+            events: events::Events::default(),
             _hypervisor: std::marker::PhantomData,
         })
     }
@@ -457,6 +474,28 @@ impl<H: Hypervisor> Containers<H> {
         let mut all: Vec<Arc<Container>> = lock(&self.table).values().cloned().collect();
         all.sort_by_key(|c| std::cmp::Reverse(lock(&c.record).created));
         all
+    }
+
+    /// The feed of container events.
+    pub fn events(&self) -> &events::Events {
+        &self.events
+    }
+
+    pub(crate) fn emit(&self, container: &Container, action: &str, extra: &[(&str, String)]) {
+        let record = lock(&container.record);
+        let mut attributes = BTreeMap::from([
+            ("name".to_owned(), record.name.clone()),
+            ("image".to_owned(), record.config.image.clone()),
+        ]);
+        attributes.extend(record.config.labels.clone());
+        drop(record);
+        attributes.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        self.events.emit(events::ContainerEvent {
+            id: container.id.clone(),
+            action: action.to_owned(),
+            attributes,
+            time: SystemTime::now(),
+        });
     }
 
     /// Image ids used by any container, so that `rmi` leaves them.
@@ -550,6 +589,8 @@ impl<H: Hypervisor> Containers<H> {
         }
         let container = Arc::new(Container::new(dir, record));
         table.insert(id, container.clone());
+        drop(table);
+        self.emit(&container, "create", &[]);
         Ok(container)
     }
 
@@ -571,8 +612,11 @@ impl<H: Hypervisor> Containers<H> {
             });
         }
         let mut record = lock(&container.record);
-        record.name = new_name.to_owned();
+        let old_name = std::mem::replace(&mut record.name, new_name.to_owned());
         record.save(&container.dir)?;
+        drop(record);
+        drop(table);
+        self.emit(&container, "rename", &[("oldName", format!("/{old_name}"))]);
         Ok(())
     }
 
@@ -584,7 +628,11 @@ impl<H: Hypervisor> Containers<H> {
         timeout: Option<u32>,
     ) -> Result<bool, ContainerError> {
         let _op = container.ops.lock().await;
-        self.stop_locked(container, timeout).await
+        let stopped = self.stop_locked(container, timeout).await?;
+        if stopped {
+            self.emit(container, "stop", &[]);
+        }
+        Ok(stopped)
     }
 
     async fn stop_locked(
@@ -611,7 +659,9 @@ impl<H: Hypervisor> Containers<H> {
         let exits = state.exits;
         let exited = |s: &Snapshot| s.state.exits > exits || s.removed;
         if timeout > 0 {
-            match container.signal(container.stop_signal()).await {
+            let signal = container.stop_signal();
+            self.emit(container, "kill", &[("signal", signal.to_string())]);
+            match container.signal(signal).await {
                 Ok(()) | Err(ContainerError::NotRunning(_)) => {}
                 Err(err) => {
                     warn!(container = %container.id, error = %err, "cannot send the stop signal")
@@ -636,6 +686,7 @@ impl<H: Hypervisor> Containers<H> {
         changes: &mut watch::Receiver<Snapshot>,
         exited: impl Fn(&Snapshot) -> bool + Copy,
     ) {
+        self.emit(container, "kill", &[("signal", libc::SIGKILL.to_string())]);
         if let Err(err) = container.signal(libc::SIGKILL).await {
             warn!(container = %container.id, error = %err, "cannot kill the main process");
         }
@@ -662,6 +713,7 @@ impl<H: Hypervisor> Containers<H> {
         if signal == libc::SIGKILL {
             container.update(|s| s.stopped_by_user = true);
         }
+        self.emit(container, "kill", &[("signal", signal.to_string())]);
         container.signal(signal).await
     }
 
@@ -700,6 +752,7 @@ impl<H: Hypervisor> Containers<H> {
         lock(&self.table).remove(&container.id);
         remove_dir(&container.dir);
         container.changes.send_modify(|s| s.removed = true);
+        self.emit(container, "destroy", &[]);
         info!(container = %container.id, "container removed");
     }
 }

@@ -28,6 +28,8 @@ const STDIN: u32 = 1;
 const STDOUT: u32 = 2;
 const STDERR: u32 = 3;
 
+/// How long a re-attached agent may take to answer.
+const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guest gets to sync its disks and power off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long output may trail the exit event (it normally precedes it).
@@ -70,34 +72,18 @@ impl<H: Hypervisor> Containers<H> {
         let _op = container.ops.lock().await;
         self.stop_locked(container, timeout).await?;
         container.update(|s| s.stopped_by_user = false);
-        self.launch(runtime, container).await
+        self.launch(runtime, container).await?;
+        self.emit(container, "restart", &[]);
+        Ok(())
     }
 
-    /// The containers that ran when the previous hulld stopped and whose
-    /// restart policy asks for them to run again.
-    pub fn interrupted(&self) -> Vec<Arc<Container>> {
+    /// Containers recorded as running that no VM of this hulld runs: those
+    /// of an earlier hulld, until `reattach_all` finds them.
+    pub fn orphans(&self) -> Vec<Arc<Container>> {
         self.list()
             .into_iter()
-            .filter(|container| {
-                let record = container.record();
-                record.state.error == super::INTERRUPTED
-                    && record.config.restart != super::RestartPolicy::No
-                    && !record.state.stopped_by_user
-            })
+            .filter(|c| c.state().running() && lock(&c.run).is_none())
             .collect()
-    }
-
-    /// Starts the interrupted containers again.
-    pub fn resume_policies(self: &Arc<Self>, runtime: &Arc<Runtime<H>>) {
-        for container in self.interrupted() {
-            let (containers, runtime) = (self.clone(), runtime.clone());
-            tokio::spawn(async move {
-                info!(container = %container.id, "starting again by its restart policy");
-                if let Err(err) = containers.start(&runtime, &container).await {
-                    warn!(container = %container.id, error = %err, "cannot start the container again");
-                }
-            });
-        }
     }
 
     /// Boots the container's VM and starts its process. Boxed: a restart
@@ -158,8 +144,12 @@ impl<H: Hypervisor> Containers<H> {
                 read_only: false,
             });
         }
-        let StartedVm { vm, agent, run_dir } = runtime.vms.start(&id, disks).await?;
-        let exit = vm.exit();
+        let StartedVm { vm, agent, run_dir } =
+            runtime.vms.start(&vm_name(&id), disks, true).await?;
+        // Detached VMs outlive their handle: until the run is handed to its
+        // supervisor, an error must stop the VM explicitly.
+        let vm = KillUnlessReleased(Some(vm));
+        let exit = vm.get().exit();
         let create = Request::CreateContainer(ContainerSpec {
             id: id.clone(),
             hostname: config.hostname.clone(),
@@ -172,7 +162,7 @@ impl<H: Hypervisor> Containers<H> {
                 fs_type: "ext4".into(),
             }),
         });
-        unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
+        unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&create)).await?;
 
         let process = &config.process;
         let spec = ProcessSpec {
@@ -191,25 +181,168 @@ impl<H: Hypervisor> Containers<H> {
         let stdout = agent.open_output(STDOUT);
         let stderr = spec.stderr.map(|stream| agent.open_output(stream));
         let stdin = spec.stdin.map(|stream| agent.open_input(stream));
-        let log = LogWriter::open(&container.log_path(), container.log.clone())?;
-        let pid = unless_vm_dies(&vm, exit, start_process(&agent, spec)).await?;
+        let pid = unless_vm_dies(vm.get(), exit, start_process(&agent, spec)).await?;
         debug!(container = %id, pid, "container process started");
+        let run = Run {
+            vm: vm.release(),
+            agent,
+            run_dir,
+            exited,
+            outputs: Some((stdout, stderr)),
+            stdin,
+        };
+        self.watch_run(runtime, container, run, pid, true)
+    }
 
+    /// Takes back the VMs of containers that were running when the previous
+    /// hulld stopped; a container whose VM is gone is marked exited, and
+    /// started again if its restart policy says so.
+    pub async fn reattach_all(self: &Arc<Self>, runtime: &Arc<Runtime<H>>) {
+        for container in self.list() {
+            let state = container.state();
+            if !state.running() || lock(&container.run).is_some() {
+                continue;
+            }
+            let _op = container.ops.lock().await;
+            let reattached = if state.status == Status::Running {
+                self.reattach(runtime, &container).await
+            } else {
+                Err(ContainerError::Interrupted)
+            };
+            match reattached {
+                Ok(()) => info!(container = %container.id, "re-attached to its VM"),
+                Err(err) => {
+                    let message = format!("{}: {}", super::INTERRUPTED, crate::error_chain(&err));
+                    warn!(container = %container.id, error = %message, "cannot re-attach");
+                    self.interrupted_exit(runtime, &container, message);
+                }
+            }
+        }
+    }
+
+    /// Records that a container's VM was lost with hulld, and restarts it
+    /// if its policy says so.
+    fn interrupted_exit(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        message: String,
+    ) {
+        remove_dir(&runtime.vms.run_root.join(vm_name(&container.id)));
+        if container.record_lost(message) {
+            let (containers, runtime, container) =
+                (self.clone(), runtime.clone(), container.clone());
+            tokio::spawn(async move {
+                info!(container = %container.id, "starting again by its restart policy");
+                if let Err(err) = containers.start(&runtime, &container).await {
+                    warn!(container = %container.id, error = %err, "cannot start the container again");
+                }
+            });
+        }
+    }
+
+    async fn reattach(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+    ) -> Result<(), ContainerError> {
+        let id = container.id.clone();
+        let name = vm_name(&id);
+        let path = runtime.vms.run_root.join(&name);
+        let mut vm = runtime
+            .vms
+            .hypervisor
+            .adopt(&name, &path)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+        let control = vm
+            .take_control_channel()
+            .expect("an adopted VM has its channel");
+        let vm = KillUnlessReleased(Some(vm));
+        let agent =
+            match tokio::time::timeout(REATTACH_TIMEOUT, AgentClient::reconnect(control)).await {
+                Ok(agent) => agent?,
+                Err(_) => return Err(ContainerError::AgentSilent),
+            };
+        let tty = container.config().process.tty;
+        let exited = agent.watch_exit(&id, "init");
+        let stdout = agent.open_output(STDOUT);
+        let stderr = (!tty).then(|| agent.open_output(STDERR));
+        let listed =
+            tokio::time::timeout(REATTACH_TIMEOUT, agent.request(&Request::Reattach)).await;
+        let processes = match listed {
+            Ok(Ok(Response::Reattached(processes))) => processes,
+            Ok(Ok(other)) => return Err(AgentError::UnexpectedResponse(other).into()),
+            Ok(Err(err)) => return Err(err.into()),
+            Err(_) => return Err(ContainerError::AgentSilent),
+        };
+        let init = processes
+            .into_iter()
+            .find(|p| p.container == id && p.process == "init")
+            .ok_or(ContainerError::ProcessLost)?;
+        let run_dir = RunDir::adopt(path);
+        let (exited, outputs, stdin) = match init.exited {
+            // It ended while no hulld listened: its output is over too.
+            Some(status) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(status);
+                (rx, None, None)
+            }
+            None => (
+                exited,
+                Some((stdout, stderr)),
+                init.stdin.map(|stream| agent.open_input(stream)),
+            ),
+        };
+        let run = Run {
+            vm: vm.release(),
+            agent,
+            run_dir,
+            exited,
+            outputs,
+            stdin,
+        };
+        self.watch_run(runtime, container, run, init.pid, false)
+    }
+
+    /// Records a started (or re-attached) run and hands it to a supervisor.
+    fn watch_run(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        run: Run<H::Vm>,
+        pid: i32,
+        fresh: bool,
+    ) -> Result<(), ContainerError> {
+        let log = LogWriter::open(&container.log_path(), container.log.clone())?;
         let kill = CancellationToken::new();
         *lock(&container.run) = Some(RunHandle {
-            agent: agent.clone(),
+            agent: run.agent.clone(),
             kill: kill.clone(),
         });
         container.update(|s| {
             s.status = Status::Running;
             s.pid = pid;
-            s.started_at = Some(SystemTime::now());
-            s.exit_code = 0;
-            s.error.clear();
+            if fresh {
+                s.started_at = Some(SystemTime::now());
+                s.exit_code = 0;
+                s.error.clear();
+            }
         });
-        let pump = tokio::spawn(pump_output(container.clone(), log, stdout, stderr));
+        let Run {
+            vm,
+            agent,
+            run_dir,
+            exited,
+            outputs,
+            stdin,
+        } = run;
+        if fresh {
+            self.emit(container, "start", &[]);
+        }
+        let pump = tokio::spawn(pump_output(container.clone(), log, outputs));
         let stdin_pump = stdin.map(|input| tokio::spawn(pump_stdin(container.clone(), input)));
-        let run = Run {
+        let watched = Watched {
             vm,
             agent,
             run_dir,
@@ -220,7 +353,7 @@ impl<H: Hypervisor> Containers<H> {
         };
         tokio::spawn(
             self.clone()
-                .supervise(runtime.clone(), container.clone(), run),
+                .supervise(runtime.clone(), container.clone(), watched),
         );
         Ok(())
     }
@@ -231,9 +364,9 @@ impl<H: Hypervisor> Containers<H> {
         self: Arc<Self>,
         runtime: Arc<Runtime<H>>,
         container: Arc<Container>,
-        run: Run<H::Vm>,
+        run: Watched<H::Vm>,
     ) {
-        let Run {
+        let Watched {
             vm,
             agent,
             run_dir,
@@ -282,6 +415,7 @@ impl<H: Hypervisor> Containers<H> {
             }
         });
         info!(container = %container.id, code, restart, "container exited");
+        self.emit(&container, "die", &[("exitCode", code.to_string())]);
         if config.auto_remove {
             let _op = container.ops.lock().await;
             self.remove_now(&container);
@@ -312,8 +446,19 @@ impl<H: Hypervisor> Containers<H> {
     }
 }
 
-/// One run of a container, handed to its supervisor.
+/// A container's VM with its process started or found running.
 struct Run<V> {
+    vm: V,
+    agent: AgentClient,
+    run_dir: RunDir,
+    exited: oneshot::Receiver<ExitStatus>,
+    /// The process's stdout and stderr; `None` once they have ended.
+    outputs: Option<(OutputStream, Option<OutputStream>)>,
+    stdin: Option<InputStream>,
+}
+
+/// One run of a container, handed to its supervisor.
+struct Watched<V> {
     vm: V,
     agent: AgentClient,
     run_dir: RunDir,
@@ -321,6 +466,45 @@ struct Run<V> {
     pump: JoinHandle<()>,
     stdin_pump: Option<JoinHandle<()>>,
     kill: CancellationToken,
+}
+
+/// A detached VM, killed if dropped before it is released to a supervisor.
+struct KillUnlessReleased<V: Vm>(Option<V>);
+
+impl<V: Vm> KillUnlessReleased<V> {
+    fn get(&self) -> &V {
+        self.0.as_ref().expect("not yet released")
+    }
+
+    fn release(mut self) -> V {
+        self.0.take().expect("released once")
+    }
+}
+
+impl<V: Vm> Drop for KillUnlessReleased<V> {
+    fn drop(&mut self) {
+        if let Some(vm) = &self.0 {
+            vm.kill();
+        }
+    }
+}
+
+/// The directory name of a container's VM: short, because QEMU's sockets
+/// live in it and socket paths are limited to 108 bytes.
+fn vm_name(container: &str) -> String {
+    format!(
+        "{}{}",
+        super::DETACHED_VM_PREFIX,
+        &container[..16.min(container.len())]
+    )
+}
+
+fn remove_dir(path: &std::path::Path) {
+    if let Err(err) = std::fs::remove_dir_all(path) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            debug!(path = %path.display(), error = %err, "cannot remove a VM directory");
+        }
+    }
 }
 
 pub(super) async fn start_process(agent: &AgentClient, spec: ProcessSpec) -> Result<i32, RunError> {
@@ -372,22 +556,23 @@ async fn wait_exit(exit: &mut tokio::sync::watch::Receiver<Option<VmExit>>) -> V
 async fn pump_output(
     container: Arc<Container>,
     mut log: LogWriter,
-    mut stdout: OutputStream,
-    mut stderr: Option<OutputStream>,
+    outputs: Option<(OutputStream, Option<OutputStream>)>,
 ) {
-    let mut stdout_open = true;
-    while stdout_open || stderr.is_some() {
-        let (stream, chunk) = tokio::select! {
-            chunk = stdout.recv(), if stdout_open => (LogStream::Stdout, chunk),
-            chunk = async { stderr.as_mut().expect("checked").recv().await }, if stderr.is_some() => (LogStream::Stderr, chunk),
-        };
-        match chunk {
-            Some(bytes) => {
-                log.append(stream, &bytes, SystemTime::now());
-                container.output.publish(stream, &bytes).await;
+    if let Some((mut stdout, mut stderr)) = outputs {
+        let mut stdout_open = true;
+        while stdout_open || stderr.is_some() {
+            let (stream, chunk) = tokio::select! {
+                chunk = stdout.recv(), if stdout_open => (LogStream::Stdout, chunk),
+                chunk = async { stderr.as_mut().expect("checked").recv().await }, if stderr.is_some() => (LogStream::Stderr, chunk),
+            };
+            match chunk {
+                Some(bytes) => {
+                    log.append(stream, &bytes, SystemTime::now());
+                    container.output.publish(stream, &bytes).await;
+                }
+                None if stream == LogStream::Stdout => stdout_open = false,
+                None => stderr = None,
             }
-            None if stream == LogStream::Stdout => stdout_open = false,
-            None => stderr = None,
         }
     }
     log.finish(SystemTime::now());

@@ -50,7 +50,24 @@ static TO_REMOVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::ne
 extern "C" fn remove_registered_dirs() {
     if let Ok(dirs) = TO_REMOVE.lock() {
         for dir in dirs.iter() {
+            kill_processes_using(dir);
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Kills the processes whose command line names `dir`: the VMs of
+/// containers, which outlive hulld by design, must not outlive the tests.
+pub fn kill_processes_using(dir: &Path) {
+    let needle = dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            // SAFETY: signalling a process this test run started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }
@@ -91,6 +108,11 @@ impl Daemon {
     /// Kills hulld with SIGKILL, as a crash would, and starts a new one on
     /// the same state; its log is appended to.
     pub fn restart_after_crash(&self, env: &[(&str, &str)]) {
+        self.restart_after_crash_with(env, || {});
+    }
+
+    /// As `restart_after_crash`, doing `meanwhile` while no hulld runs.
+    pub fn restart_after_crash_with(&self, env: &[(&str, &str)], meanwhile: impl FnOnce()) {
         let pid = self.pid().expect("hulld wrote its pid");
         // SAFETY: signalling the daemon this harness started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -100,6 +122,7 @@ impl Daemon {
             assert!(Instant::now() < deadline, "hulld {pid} survived SIGKILL");
             std::thread::sleep(Duration::from_millis(20));
         }
+        meanwhile();
         self.spawn(env);
     }
 
@@ -278,6 +301,7 @@ impl Drop for Daemon {
             // SAFETY: signalling the daemon this harness started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        kill_processes_using(self.root.parent().unwrap());
     }
 }
 

@@ -1,0 +1,203 @@
+//! `GET /events`: container events as docker streams them, one JSON object
+//! per line, from `since` (kept history) until `until` or the client leaves.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hull_runtime::container::events::ContainerEvent;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::containers::{timestamp, Query};
+use super::stream::channel_body;
+use super::{ApiError, Body};
+use crate::daemon::Daemon;
+
+#[derive(Serialize)]
+struct EventMessage<'a> {
+    status: &'a str,
+    id: &'a str,
+    from: &'a str,
+    #[serde(rename = "Type")]
+    kind: &'static str,
+    #[serde(rename = "Action")]
+    action: &'a str,
+    #[serde(rename = "Actor")]
+    actor: Actor<'a>,
+    scope: &'static str,
+    time: u64,
+    #[serde(rename = "timeNano")]
+    time_nano: u128,
+}
+
+#[derive(Serialize)]
+struct Actor<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
+    #[serde(rename = "Attributes")]
+    attributes: &'a BTreeMap<String, String>,
+}
+
+/// Docker's event filters that apply to containers.
+struct EventFilter(BTreeMap<String, Vec<String>>);
+
+impl EventFilter {
+    fn parse(text: Option<&str>) -> Result<Self, ApiError> {
+        let Some(text) = text.filter(|t| !t.is_empty()) else {
+            return Ok(Self(BTreeMap::new()));
+        };
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid filters: {e}")))?;
+        let mut filters = BTreeMap::new();
+        for (key, value) in raw {
+            let values = match value {
+                serde_json::Value::Array(list) => list
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                serde_json::Value::Object(map) => map.into_iter().map(|(k, _)| k).collect(),
+                _ => Vec::new(),
+            };
+            filters.insert(key, values);
+        }
+        Ok(Self(filters))
+    }
+
+    fn accepts(&self, event: &ContainerEvent) -> bool {
+        self.0.iter().all(|(key, values)| {
+            values.iter().any(|value| match key.as_str() {
+                "type" => value == "container",
+                // `exec_start: sh` matches `exec_start`, as in docker.
+                "event" => event.action.split(':').next() == Some(value.as_str()),
+                "container" => {
+                    event.id.starts_with(value.as_str())
+                        || event.attributes.get("name") == Some(value)
+                }
+                "image" => event.attributes.get("image") == Some(value),
+                "label" => match value.split_once('=') {
+                    Some((k, v)) => event.attributes.get(k).is_some_and(|a| a == v),
+                    None => event.attributes.contains_key(value.as_str()),
+                },
+                _ => false,
+            })
+        })
+    }
+}
+
+fn encode(event: &ContainerEvent) -> Bytes {
+    let since_epoch = event.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let image = event.attributes.get("image").map_or("", String::as_str);
+    let message = EventMessage {
+        status: &event.action,
+        id: &event.id,
+        from: image,
+        kind: "container",
+        action: &event.action,
+        actor: Actor {
+            id: &event.id,
+            attributes: &event.attributes,
+        },
+        scope: "local",
+        time: since_epoch.as_secs(),
+        time_nano: since_epoch.as_nanos(),
+    };
+    let mut line = serde_json::to_vec(&message).expect("events serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// `GET /events?since=…&until=…&filters=…`.
+pub(super) async fn events(
+    daemon: &Daemon,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::of(request);
+    let since = timestamp(query.get("since"))?;
+    let until = timestamp(query.get("until"))?;
+    let filter = EventFilter::parse(query.get("filters"))?;
+    let (past, mut live) = daemon.containers().events().subscribe(since);
+    let (tx, mut response) = channel_body(64);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    tokio::spawn(async move {
+        let in_window = |event: &ContainerEvent| until.is_none_or(|until| event.time <= until);
+        for event in past.iter().filter(|e| in_window(e) && filter.accepts(e)) {
+            if tx.send(encode(event)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = until.map(|until| {
+            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        loop {
+            let next = async {
+                match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, live.recv()).await.ok(),
+                    None => Some(live.recv().await),
+                }
+            };
+            let event = tokio::select! {
+                event = next => event,
+                () = tx.closed() => return,
+            };
+            match event {
+                None | Some(Err(RecvError::Closed)) => return,
+                // A reader too slow for the feed misses events, as with docker.
+                Some(Err(RecvError::Lagged(_))) => continue,
+                Some(Ok(event)) => {
+                    if filter.accepts(&event) && tx.send(encode(&event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str) -> ContainerEvent {
+        ContainerEvent {
+            id: "abc123".into(),
+            action: action.into(),
+            attributes: BTreeMap::from([
+                ("name".to_owned(), "web".to_owned()),
+                ("image".to_owned(), "busybox".to_owned()),
+            ]),
+            time: UNIX_EPOCH + std::time::Duration::from_nanos(1_700_000_000_123_456_789),
+        }
+    }
+
+    #[test]
+    fn events_read_like_dockers() {
+        let line = String::from_utf8(encode(&event("start")).to_vec()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["Action"], "start");
+        assert_eq!(value["Actor"]["Attributes"]["name"], "web");
+        assert_eq!(value["from"], "busybox");
+        assert_eq!(value["time"], 1_700_000_000);
+        assert_eq!(value["timeNano"], 1_700_000_000_123_456_789u64);
+    }
+
+    #[test]
+    fn filters_match_type_event_container_and_image() {
+        let filter = EventFilter::parse(Some(
+            r#"{"type":["container"],"event":["exec_start"],"container":["web"]}"#,
+        ))
+        .unwrap();
+        assert!(filter.accepts(&event("exec_start: sh -c true")));
+        assert!(!filter.accepts(&event("start")));
+        let images = EventFilter::parse(Some(r#"{"type":{"image":true}}"#)).unwrap();
+        assert!(!images.accepts(&event("start")));
+    }
+}
