@@ -395,3 +395,41 @@ fn last_number(daemon: &Daemon, name: &str) -> u64 {
     let logs = text(&daemon.docker(&["logs", "--tail", "1", name]).stdout);
     logs.trim().parse().unwrap_or(0)
 }
+
+#[test]
+fn docker_events_report_a_containers_life() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let run = daemon.docker(&[
+        "run", "--rm", "--name", "evented", "busybox", "sh", "-c", "exit 2",
+    ]);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    let until = (std::time::SystemTime::now() + Duration::from_secs(1))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let events = stdout_of(&daemon.docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=evented",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+    ]));
+    assert_eq!(
+        events,
+        "container create evented <no value>\ncontainer start evented <no value>\n\
+         container die evented 2\ncontainer destroy evented <no value>\n"
+    );
+}
