@@ -239,6 +239,8 @@ pub enum ContainerCommand {
     Ls(crate::ps::PsArgs),
     /// Create and run a container (`hull run`).
     Run(crate::run::RunArgs),
+    /// Create a container without starting it (`hull create`).
+    Create(crate::run::RunArgs),
     /// Start stopped containers (`hull start`).
     Start(StartArgs),
     /// Stop running containers (`hull stop`).
@@ -269,6 +271,7 @@ pub enum ContainerCommand {
 pub async fn container(client: &Client, command: ContainerCommand) -> Result<i32> {
     let result = match command {
         ContainerCommand::Run(args) => return crate::run::run(client, args).await,
+        ContainerCommand::Create(args) => return crate::create::create(client, args).await,
         ContainerCommand::Ls(args) => crate::ps::ps(client, args).await,
         ContainerCommand::Start(args) => start(client, args).await,
         ContainerCommand::Stop(args) => stop(client, args).await,

@@ -1,5 +1,6 @@
-//! `hull run` through docker's endpoints: create, then attach, wait and
-//! start, as the docker CLI does; the container stays until it is removed.
+//! `hull create`, and `hull run` through docker's endpoints: create, then
+//! attach, wait and start, as the docker CLI does; the container stays until
+//! it is removed.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,27 @@ use crate::stdio::{self, SizeOf};
 pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
     match create_and_run(client, &args).await {
         Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("hull: {}", describe(&err));
+            Ok(125)
+        }
+    }
+}
+
+/// Creates the container and prints its id, as `docker create` does.
+pub async fn create(client: &Client, args: RunArgs) -> Result<i32> {
+    let created = match body(&args) {
+        Ok(body) => client
+            .create_container(args.name.as_deref(), &body)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(err) => Err(err),
+    };
+    match created {
+        Ok(created) => {
+            println!("{}", created.id);
+            Ok(0)
+        }
         Err(err) => {
             eprintln!("hull: {}", describe(&err));
             Ok(125)

@@ -47,6 +47,8 @@ struct Cli {
 enum Command {
     /// Run a command in a new container, in its own VM.
     Run(run::RunArgs),
+    /// Create a container without starting it; prints its id.
+    Create(run::RunArgs),
     /// List containers.
     Ps(ps::PsArgs),
     /// Start stopped containers.
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
         let client = daemon::connect(&cli.host, &cli.root).await?;
         match cli.command {
             Command::Run(args) => run::run(&client, args).await,
+            Command::Create(args) => create::create(&client, args).await,
             Command::Ps(args) => ps::ps(&client, args).await.or_else(containers::failed),
             Command::Start(args) => containers::start(&client, args)
                 .await

@@ -220,4 +220,21 @@ fn a_foreground_run_without_rm_leaves_an_exited_container() {
     );
     assert_eq!(hull_out(&["rename", "fg", "fg2"]), "");
     assert!(ps_row(&["-a"], "fg2").is_some());
+
+    // create, then start -a: attached to its output, exiting with its code.
+    let id = hull_out(&[
+        "create",
+        "--name",
+        "made",
+        "busybox",
+        "sh",
+        "-c",
+        "echo made; exit 5",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let row = ps_row(&["-a"], "made").expect("ps -a lists a created container");
+    assert!(row.contains("Created"), "{row}");
+    let output = daemon().hull(&["start", "-a", "made"]);
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "made\n");
 }
