@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -195,9 +196,7 @@ fn append<W: Write>(
     header.set_mode(meta.mode() & 0o7777);
     let kind = meta.file_type();
     if kind.is_dir() {
-        builder
-            .append_data(&mut header, name, io::empty())
-            .map_err(failed)?;
+        put(builder, &mut header, name, None, io::empty()).map_err(failed)?;
         for child in children(fd).map_err(failed)? {
             let flags = libc::O_PATH | libc::O_NOFOLLOW;
             match fsat::open_at(fd, Path::new(&child), flags, 0) {
@@ -210,20 +209,78 @@ fn append<W: Write>(
         return Ok(());
     }
     let appended = if kind.is_file() {
-        File::open(fsat::fd_path(fd))
-            .and_then(|file| builder.append_data(&mut header, name, Exactly::new(file, meta.len())))
+        File::open(fsat::fd_path(fd)).and_then(|file| {
+            put(
+                builder,
+                &mut header,
+                name,
+                None,
+                Exactly::new(file, meta.len()),
+            )
+        })
     } else if kind.is_symlink() {
-        fsat::read_link(fd).and_then(|target| builder.append_link(&mut header, name, target))
+        fsat::read_link(fd)
+            .and_then(|target| put(builder, &mut header, name, Some(&target), io::empty()))
     } else if kind.is_char_device() || kind.is_block_device() || kind.is_fifo() {
         let rdev = meta.rdev();
         header
             .set_device_major(libc::major(rdev))
             .and_then(|()| header.set_device_minor(libc::minor(rdev)))
-            .and_then(|()| builder.append_data(&mut header, name, io::empty()))
+            .and_then(|()| put(builder, &mut header, name, None, io::empty()))
     } else {
         Ok(())
     };
     appended.map_err(failed)
+}
+
+/// Appends an entry named `name` byte for byte. The tar crate would drop
+/// its `.` components, but docker names the contents of `dir/.` `./…`, and
+/// its CLI renames them by replacing that first `.` (`docker cp c:/dir/.
+/// new` makes `new/…`): without it, they would land beside `new`.
+fn put<W: Write>(
+    builder: &mut tar::Builder<W>,
+    header: &mut tar::Header,
+    name: &Path,
+    link: Option<&Path>,
+    data: impl Read,
+) -> io::Result<()> {
+    if let Some(target) = link {
+        let field = &mut header.as_old_mut().linkname;
+        set_field(builder, field, target, tar::EntryType::GNULongLink)?;
+    }
+    let field = &mut header.as_old_mut().name;
+    set_field(builder, field, name, tar::EntryType::GNULongName)?;
+    header.set_cksum();
+    builder.append(header, data)
+}
+
+/// Puts `value` in a header's name or link field; a value too long for it
+/// goes before, in an entry of its own (GNU's long names, which Go's tar
+/// and so docker read), and the field keeps its start.
+fn set_field<W: Write>(
+    builder: &mut tar::Builder<W>,
+    field: &mut [u8; 100],
+    value: &Path,
+    long: tar::EntryType,
+) -> io::Result<()> {
+    let value = value.as_os_str().as_bytes();
+    if value.len() > field.len() {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        // With its terminating NUL, as GNU tar writes it.
+        header.set_size(value.len() as u64 + 1);
+        header.set_entry_type(long);
+        header.set_cksum();
+        builder.append(&header, value.chain(&[0u8][..]))?;
+    }
+    let kept = &value[..value.len().min(field.len())];
+    field.fill(0);
+    field[..kept.len()].copy_from_slice(kept);
+    Ok(())
 }
 
 /// The names in the directory `fd`, sorted so archives are reproducible.
@@ -369,8 +426,24 @@ mod tests {
             .into_iter()
             .map(|(name, _, _)| name)
             .collect();
-        // The tar crate drops the `./` of `./deep` in the entry's name.
-        assert_eq!(names, [".", "deep"]);
+        assert_eq!(names, [".", "./deep"]);
+    }
+
+    #[test]
+    fn long_names_and_link_targets_survive() {
+        let (dir, root) = rootfs();
+        let long = "n".repeat(150);
+        let deep = dir.path().join("etc/sub").join(&long);
+        fs::write(&deep, "far").unwrap();
+        symlink(&deep, dir.path().join("etc/sub/far")).unwrap();
+        let entries = entries(&pack_path(&root, "/etc/sub"));
+        let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["sub", "sub/deep", "sub/far", &format!("sub/{long}")]
+        );
+        assert_eq!(entries[2].2, deep.to_string_lossy());
+        assert_eq!(entries[3].2, "far");
     }
 
     #[test]

@@ -54,8 +54,7 @@ pub enum Request {
     /// `Done` before the first byte; `Eof` on the stream ends the archive.
     /// The entries are named from the path's base name, as docker names
     /// them (`/etc/hostname` → `hostname`, `/etc` → `etc/…`); a path ending
-    /// in `/.` gives the directory's contents (an entry `.`, then the names
-    /// in it).
+    /// in `/.` gives the directory's contents (an entry `.`, then `./…`).
     ReadArchive {
         container: String,
         path: String,
