@@ -1,5 +1,6 @@
 //! The HTTP server: routing, Docker-shaped errors, and one module per resource.
 
+mod archive;
 mod attach;
 mod auth;
 mod containers;
@@ -10,8 +11,10 @@ mod pull;
 mod push;
 mod run;
 mod save;
+mod stats;
 mod stream;
 mod system;
+mod top;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -261,6 +264,11 @@ async fn container_route(
         (&Method::POST, "attach") => attach::attach(daemon, reference, request).await,
         (&Method::POST, "exec") => exec::create(daemon, reference, request).await,
         (&Method::DELETE, "") => containers::remove(daemon, reference, &request).await,
+        (&Method::GET, "top") => top::top(daemon, reference, &request).await,
+        (&Method::GET, "stats") => stats::stats(daemon, reference, &request).await,
+        (&Method::HEAD, "archive") => archive::stat(daemon, reference, &request).await,
+        (&Method::GET, "archive") => archive::get(daemon, reference, &request).await,
+        (&Method::PUT, "archive") => archive::put(daemon, reference, request).await,
         _ => Err(not_found(
             method,
             &format!("/containers/{reference}/{action}"),

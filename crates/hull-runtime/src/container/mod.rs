@@ -2,9 +2,11 @@
 //! started again with their files intact, removed. Their records and logs
 //! live under one directory each, so a restarted hulld knows them all.
 
+mod archive;
 pub mod attach;
 pub mod events;
 mod exec;
+mod inspect;
 pub mod logs;
 pub mod names;
 pub mod record;
@@ -70,6 +72,19 @@ pub enum ContainerError {
     ExecAlreadyRan(String),
     #[error("invalid signal: {0}")]
     InvalidSignal(String),
+    #[error("container {0} is not running: Hull copies files only while the container runs")]
+    CopyNotRunning(String),
+    #[error("Could not find the file {path} in container {container}")]
+    PathNotFound { path: String, container: String },
+    /// The agent refused a copy as asked (not a directory, a malformed tar).
+    #[error("{0}")]
+    CopyRefused(String),
+    #[error("cannot read the archive to copy into {path}")]
+    ArchiveBody {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] StoreError),
     #[error(transparent)]

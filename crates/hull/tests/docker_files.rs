@@ -1,0 +1,108 @@
+//! The stock docker CLI looking into a container that hulld runs: `docker
+//! top` lists its processes, `docker stats` its VM's figures, and `docker
+//! cp` moves files in and out of it.
+
+mod common;
+
+use common::{assert_fails, daemon, has_docker_cli, stdout_of, text};
+
+#[test]
+fn top_stats_and_cp_reach_into_a_running_container() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let run = daemon.docker(&["run", "-d", "--name", "files", "busybox", "sleep", "1000"]);
+    let id = stdout_of(&run).trim().to_owned();
+
+    let top = stdout_of(&daemon.docker(&["top", "files"]));
+    let mut lines = top.lines();
+    let titles: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        titles,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    let sleep = lines
+        .find(|line| line.ends_with("sleep 1000"))
+        .unwrap_or_else(|| panic!("no sleep 1000 in:\n{top}"));
+    assert!(sleep.starts_with("root "), "{sleep}");
+
+    let stats = stdout_of(&daemon.docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.PIDs}}|{{.MemUsage}}",
+        "files",
+    ]));
+    let fields: Vec<&str> = stats.trim().split('|').collect();
+    assert_eq!(fields[..2], ["files", "1"], "{stats}");
+    let (usage, limit) = fields[2]
+        .split_once(" / ")
+        .unwrap_or_else(|| panic!("no usage / limit in {stats:?}"));
+    assert_ne!(usage, "0B", "{stats}");
+    assert!(limit.ends_with("MiB") || limit.ends_with("GiB"), "{stats}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let copied = daemon.docker(&["cp", "files:/etc/hostname", out.to_str().unwrap()]);
+    stdout_of(&copied);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("{}\n", &id[..12])
+    );
+
+    let payload = dir.path().join("payload");
+    std::fs::create_dir_all(payload.join("sub")).unwrap();
+    std::fs::write(payload.join("file"), "copied in\n").unwrap();
+    std::fs::write(payload.join("sub/deeper"), "further down\n").unwrap();
+    stdout_of(&daemon.docker(&["cp", payload.to_str().unwrap(), "files:/tmp/"]));
+    let read_back = daemon.docker(&["exec", "files", "cat", "/tmp/payload/file"]);
+    assert_eq!(stdout_of(&read_back), "copied in\n");
+
+    // And out again: a directory comes back whole.
+    let back = dir.path().join("back");
+    stdout_of(&daemon.docker(&["cp", "files:/tmp/payload", back.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read_to_string(back.join("sub/deeper")).unwrap(),
+        "further down\n"
+    );
+
+    // `dir/.` is the directory's contents, here into a new directory.
+    let contents = dir.path().join("contents");
+    let dot = daemon.docker(&["cp", "files:/tmp/payload/.", contents.to_str().unwrap()]);
+    stdout_of(&dot);
+    assert_eq!(
+        std::fs::read_to_string(contents.join("sub/deeper")).unwrap(),
+        "further down\n"
+    );
+
+    let missing = daemon.docker(&["cp", "files:/nope", dir.path().to_str().unwrap()]);
+    assert_fails(
+        &missing,
+        1,
+        &["Could not find the file /nope in container files"],
+    );
+
+    // A stopped container has no VM: top and cp say so, stats reads zero.
+    stdout_of(&daemon.docker(&["kill", "files"]));
+    stdout_of(&daemon.docker(&["wait", "files"]));
+    let top = daemon.docker(&["top", "files"]);
+    assert_fails(&top, 1, &[&format!("container {id} is not running")]);
+    let cp = daemon.docker(&["cp", "files:/etc/hostname", out.to_str().unwrap()]);
+    assert_fails(&cp, 1, &["Hull copies files only while the container runs"]);
+    let stats = daemon.docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}} {{.PIDs}}",
+        "files",
+    ]);
+    assert_eq!(
+        stdout_of(&stats).trim(),
+        "0B / 0B 0",
+        "{}",
+        text(&stats.stderr)
+    );
+
+    stdout_of(&daemon.docker(&["rm", "-f", "files"]));
+}
