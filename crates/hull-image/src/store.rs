@@ -326,6 +326,12 @@ impl ImageStore {
             image: id.clone(),
             source,
         })?;
+        // Under the lock that removals take: an image removed while its
+        // rootfs was built must not leave the rootfs behind.
+        let _blobs = self.lock("blobs")?;
+        if !self.record_path(id).exists() {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
         rename_durably(&built, &out).map_err(|source| StoreError::Write {
             path: out.clone(),
             source,
