@@ -106,15 +106,21 @@ impl LogWriter {
         self.write(stream, lines, now);
     }
 
-    /// Writes what is left of unfinished lines; the process ended.
-    pub fn finish(&mut self, now: SystemTime) {
+    /// Writes what is left of unfinished lines: the process's output ended.
+    /// Followers keep following until [`LogWriter::close`].
+    pub fn flush(&mut self, now: SystemTime) {
         for stream in [LogStream::Stdout, LogStream::Stderr] {
             let partial = std::mem::take(&mut self.partial[stream as usize]);
             if !partial.is_empty() {
                 self.write(stream, vec![partial], now);
             }
         }
-        self.progress.send_modify(|p| p.open = false);
+    }
+
+    /// Ends the followers of the log written through `progress`: the
+    /// process's exit is recorded, so a follower that returns sees it.
+    pub fn close(progress: &watch::Sender<LogProgress>) {
+        progress.send_modify(|p| p.open = false);
     }
 
     fn write(&mut self, stream: LogStream, lines: Vec<Vec<u8>>, now: SystemTime) {
@@ -297,7 +303,7 @@ mod tests {
         writer.append(LogStream::Stdout, b"one\ntw", at(1));
         writer.append(LogStream::Stderr, b"err\n", at(2));
         writer.append(LogStream::Stdout, b"o\nthree", at(3));
-        writer.finish(at(4));
+        writer.flush(at(4));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.starts_with(r#"{"log":"one\n","stream":"stdout","time":"2023-11-14T22:13:21"#),
@@ -370,7 +376,8 @@ mod tests {
         writer.append(LogStream::Stdout, b"after\n", at(1));
         let second = followed.recv().await.unwrap().unwrap();
         assert_eq!(second.line, b"after\n");
-        writer.finish(at(2));
+        writer.flush(at(2));
+        LogWriter::close(&writer.progress);
         assert!(followed.recv().await.is_none());
     }
 }

@@ -414,6 +414,7 @@ impl<H: Hypervisor> Containers<H> {
                 s.restart_count += 1;
             }
         });
+        LogWriter::close(&container.log);
         info!(container = %container.id, code, restart, "container exited");
         self.emit(&container, "die", &[("exitCode", code.to_string())]);
         if config.auto_remove {
@@ -575,7 +576,7 @@ async fn pump_output(
             }
         }
     }
-    log.finish(SystemTime::now());
+    log.flush(SystemTime::now());
     container.output.close();
 }
 
