@@ -203,6 +203,16 @@ impl Daemon {
         self.runtime.get()?.pooled()
     }
 
+    /// The runtime if something set it up already: reports about VMs do
+    /// not boot any.
+    pub fn started_runtime(&self) -> Option<Arc<Runtime<Qemu>>> {
+        self.runtime.get().cloned()
+    }
+
+    pub fn vm_size(&self) -> (u32, u32) {
+        (self.config.vcpus, self.config.memory_mib)
+    }
+
     /// The runtime, set up on first use so that a missing kernel only
     /// matters to commands that boot VMs.
     pub async fn runtime(&self) -> Result<Arc<Runtime<Qemu>>, DaemonError> {

@@ -6,7 +6,7 @@ pub mod container;
 pub mod pool;
 pub mod run;
 pub mod spec;
-mod start;
+pub mod start;
 pub mod template;
 
 pub use agent::{AgentClient, AgentError};
@@ -15,7 +15,8 @@ pub use run::{
     new_container_id, Prepared, RunControl, RunError, RunIo, RunRequest, Runtime, RuntimeConfig,
 };
 pub use spec::{process_config, ProcessConfig, ProcessOptions, SpecError};
-pub use template::{Template, TemplateConfig, Templates};
+pub use start::StartRecord;
+pub use template::{Template, TemplateConfig, TemplateInfo, Templates};
 
 /// An error and its causes on one line.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -47,6 +47,11 @@ impl<V: Vm> Pool<V> {
         None
     }
 
+    /// The number of idle VMs the pool keeps.
+    pub fn target(&self) -> usize {
+        self.target
+    }
+
     pub fn len(&self) -> usize {
         self.ready().len()
     }

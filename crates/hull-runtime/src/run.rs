@@ -129,6 +129,7 @@ impl<H: Hypervisor> Runtime<H> {
             run_root: config.run_root,
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
+            starts: Default::default(),
         };
         Self {
             images,
@@ -164,6 +165,19 @@ impl<H: Hypervisor> Runtime<H> {
 
     pub fn templates(&self) -> Option<&Arc<Templates>> {
         self.vms.templates.as_ref()
+    }
+
+    /// How the most recent VMs were started, oldest first.
+    pub fn recent_starts(&self) -> Vec<crate::start::StartRecord> {
+        self.vms.recent_starts()
+    }
+
+    /// The pool's size and idle VMs, if there is a pool.
+    pub fn pool_status(&self) -> Option<(usize, usize)> {
+        self.vms
+            .pool
+            .as_ref()
+            .map(|pool| (pool.target(), pool.len()))
     }
 
     /// Idle VMs waiting in the pool, if there is one.

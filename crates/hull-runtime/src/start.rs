@@ -23,6 +23,19 @@ pub(crate) struct StartedVm<V> {
     pub run_dir: RunDir,
 }
 
+/// Starts remembered for `hull info`.
+const START_HISTORY: usize = 20;
+
+/// How one VM was started, and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartRecord {
+    pub vm: String,
+    /// `pool`, `template clone` or `cold boot`.
+    pub path: &'static str,
+    pub elapsed_ms: u64,
+    pub at: std::time::SystemTime,
+}
+
 /// Builds VMs of one size.
 pub(crate) struct VmFactory<H: Hypervisor> {
     pub hypervisor: Arc<H>,
@@ -31,6 +44,7 @@ pub(crate) struct VmFactory<H: Hypervisor> {
     pub run_root: std::path::PathBuf,
     pub vcpus: u32,
     pub memory_mib: u32,
+    pub starts: std::sync::Mutex<std::collections::VecDeque<StartRecord>>,
 }
 
 impl<H: Hypervisor> VmFactory<H> {
@@ -112,7 +126,7 @@ impl<H: Hypervisor> VmFactory<H> {
             tokio::spawn(async move { factory.fill_pool().await });
             match attach(&pooled.vm, &disks).await {
                 Ok(()) => {
-                    info!(container = %id, start = "pool", elapsed_ms = elapsed_ms(), "VM ready");
+                    self.record_start(id, "pool", elapsed_ms());
                     return Ok(StartedVm {
                         vm: pooled.vm,
                         agent: pooled.agent,
@@ -136,7 +150,7 @@ impl<H: Hypervisor> VmFactory<H> {
             };
             match cloned.await {
                 Ok((vm, agent)) => {
-                    info!(container = %id, start = "template clone", elapsed_ms = elapsed_ms(), "VM ready");
+                    self.record_start(id, "template clone", elapsed_ms());
                     return Ok(StartedVm { vm, agent, run_dir });
                 }
                 Err(err) => {
@@ -161,8 +175,36 @@ impl<H: Hypervisor> VmFactory<H> {
                 return Err(err);
             }
         };
-        info!(container = %id, start = "cold boot", elapsed_ms = elapsed_ms(), "VM ready");
+        self.record_start(id, "cold boot", elapsed_ms());
+        // A template that went missing (removed, or failed) is built again.
+        if self
+            .templates
+            .as_ref()
+            .is_some_and(|t| t.status() == "missing")
+        {
+            self.prepare();
+        }
         Ok(StartedVm { vm, agent, run_dir })
+    }
+
+    fn record_start(&self, vm: &str, path: &'static str, elapsed_ms: u64) {
+        info!(container = %vm, start = path, elapsed_ms, "VM ready");
+        let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        if starts.len() == START_HISTORY {
+            starts.pop_front();
+        }
+        starts.push_back(StartRecord {
+            vm: vm.to_owned(),
+            path,
+            elapsed_ms,
+            at: SystemTime::now(),
+        });
+    }
+
+    /// The most recent starts, oldest first.
+    pub fn recent_starts(&self) -> Vec<StartRecord> {
+        let starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        starts.iter().cloned().collect()
     }
 
     /// Resumes a clone of `template` and gives it its own clock and entropy.

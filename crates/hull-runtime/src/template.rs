@@ -20,6 +20,17 @@ pub struct Template {
     pub state: PathBuf,
 }
 
+/// A ready template, as `hull template ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateInfo {
+    pub key: String,
+    pub dir: PathBuf,
+    /// Guest RAM in the memory file, shared by every clone.
+    pub memory_bytes: u64,
+    pub state_bytes: u64,
+    pub built: Option<std::time::SystemTime>,
+}
+
 /// Where templates live and what they are built from.
 #[derive(Debug, Clone)]
 pub struct TemplateConfig {
@@ -101,6 +112,42 @@ impl Templates {
             Slot::Missing => "missing",
             Slot::Building => "building",
             Slot::Ready(_) => "ready",
+        }
+    }
+
+    /// What `hull template ls` shows; `None` unless one is ready.
+    pub fn describe(&self) -> Option<TemplateInfo> {
+        let template = self.ready()?;
+        let dir = template.state.parent()?.to_owned();
+        let size = |path: &std::path::Path| fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let built = fs::metadata(dir.join(READY_MARKER))
+            .and_then(|m| m.modified())
+            .ok();
+        Some(TemplateInfo {
+            key: self.config.key.clone(),
+            memory_bytes: size(&template.memory),
+            state_bytes: size(&template.state),
+            built,
+            dir,
+        })
+    }
+
+    /// Removes the ready template with `key` (a prefix will do): its memory
+    /// leaves tmpfs once the clones that map it are gone. The next VM boots
+    /// cold and builds a new one.
+    pub fn remove(&self, key: &str) -> bool {
+        let mut slot = self.slot();
+        let matches = !key.is_empty() && self.config.key.starts_with(key);
+        match &*slot {
+            Slot::Ready(template) if matches => {
+                if let Some(dir) = template.state.parent() {
+                    let _ = fs::remove_dir_all(dir);
+                }
+                info!(key = %self.config.key, "VM template removed");
+                *slot = Slot::Missing;
+                true
+            }
+            _ => false,
         }
     }
 

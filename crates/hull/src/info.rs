@@ -20,5 +20,17 @@ pub async fn show(client: &Client) -> Result<()> {
     if let Some(pooled) = info.pooled_vms {
         println!("VM Pool: {pooled} idle");
     }
+    if !info.recent_starts.is_empty() {
+        let count = |path: &str| info.recent_starts.iter().filter(|s| s.path == path).count();
+        println!(
+            "Recent VM Starts: {} from the pool, {} template clones, {} cold boots",
+            count("pool"),
+            count("template clone"),
+            count("cold boot")
+        );
+        for start in info.recent_starts.iter().rev().take(5) {
+            println!("  {} {} ms  {}", start.path, start.elapsed_ms, start.vm);
+        }
+    }
     Ok(())
 }

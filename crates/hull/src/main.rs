@@ -18,6 +18,7 @@ mod run;
 mod save;
 mod stdio;
 mod tag;
+mod templates;
 mod terminal;
 
 use std::path::PathBuf;
@@ -102,6 +103,12 @@ enum Command {
     Logout(login::LogoutArgs),
     /// Show how hulld runs VMs here.
     Info,
+    /// Manage VM templates.
+    #[command(subcommand)]
+    Template(templates::TemplateCommand),
+    /// Show the pool of ready VMs.
+    #[command(subcommand)]
+    Pool(templates::PoolCommand),
 }
 
 fn main() -> ExitCode {
@@ -153,6 +160,8 @@ fn main() -> ExitCode {
             Command::Login(args) => login::login(&client, args).await.map(|()| 0),
             Command::Logout(args) => login::logout(args).await.map(|()| 0),
             Command::Info => info::show(&client).await.map(|()| 0),
+            Command::Template(command) => templates::template(&client, command).await,
+            Command::Pool(command) => templates::pool(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

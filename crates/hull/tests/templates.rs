@@ -146,3 +146,57 @@ fn a_pool_hands_out_resumed_clones_and_refills() {
     );
     wait_for_full_pool();
 }
+
+#[test]
+fn templates_are_listed_removed_and_rebuilt_and_starts_are_reported() {
+    let daemon = common::loaded_daemon(&[]);
+    daemon.wait_for_template();
+    stdout_of(&daemon.hull(&["run", "--rm", "busybox", "true"]));
+    let info = stdout_of(&daemon.hull(&["info"]));
+    assert!(
+        info.contains("Recent VM Starts: 0 from the pool, 1 template clones, 1 cold boots"),
+        "{info}"
+    );
+
+    let listed = stdout_of(&daemon.hull(&["template", "ls"]));
+    let row = listed
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no template listed:\n{listed}"));
+    let key = row.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(key.len(), 16, "{listed}");
+    assert!(row.contains("MiB"), "{listed}");
+    let pool = stdout_of(&daemon.hull(&["pool", "ls"]));
+    assert_eq!(
+        pool.lines()
+            .nth(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["0", "0"])
+    );
+
+    assert_eq!(
+        stdout_of(&daemon.hull(&["template", "rm", &key[..8]])),
+        format!("{}\n", &key[..8])
+    );
+    assert_eq!(
+        stdout_of(&daemon.hull(&["template", "ls"])).lines().count(),
+        1
+    );
+    let again = daemon.hull(&["template", "rm", &key]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("no such VM template"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Without a template the next VM boots cold, and the template comes back.
+    stdout_of(&daemon.hull(&["run", "--rm", "busybox", "true"]));
+    let info = stdout_of(&daemon.hull(&["info"]));
+    assert!(info.contains("\n  cold boot "), "{info}");
+    daemon.wait_for_template();
+    assert_eq!(
+        stdout_of(&daemon.hull(&["template", "ls"])).lines().count(),
+        2
+    );
+}

@@ -14,6 +14,7 @@ mod save;
 mod stats;
 mod stream;
 mod system;
+mod templates;
 mod top;
 
 use std::convert::Infallible;
@@ -200,6 +201,12 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
             images::remove(&daemon, p, &request).await
         }
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
+        (&Method::GET, "/hull/templates") => Ok(templates::list(&daemon)),
+        (&Method::GET, "/hull/pool") => Ok(templates::pool(&daemon)),
+        (&Method::DELETE, p) if p.starts_with("/hull/templates/") => {
+            let (key, _) = split_resource(p, "/hull/templates/");
+            templates::remove(&daemon, &key)
+        }
         (&Method::POST, "/containers/create") => containers::create(&daemon, request).await,
         (&Method::GET, "/containers/json") => containers::list(&daemon, &request).await,
         (&Method::GET, "/events") => events::events(&daemon, &request).await,

@@ -5,7 +5,7 @@ use hyper::{Response, StatusCode};
 
 use super::{blocking, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
-use crate::types::{DiskUsage, Info, Version};
+use crate::types::{DiskUsage, Info, StartSummary, Version};
 use crate::DOCKER_API_VERSION;
 
 pub(super) fn ping() -> Response<Body> {
@@ -48,6 +48,18 @@ pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
             accelerator_reason: Some(accel.reason.clone()),
             template: daemon.template_status().map(str::to_string),
             pooled_vms: daemon.pooled_vms(),
+            recent_starts: daemon
+                .started_runtime()
+                .map(|runtime| runtime.recent_starts())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|start| StartSummary {
+                    vm: start.vm,
+                    path: start.path.to_owned(),
+                    elapsed_ms: start.elapsed_ms,
+                    at: unix_seconds(start.at),
+                })
+                .collect(),
         },
     ))
 }
@@ -65,4 +77,10 @@ pub(super) async fn df(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
             ..Default::default()
         },
     ))
+}
+
+pub(super) fn unix_seconds(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -94,6 +94,42 @@ pub struct Info {
     /// Idle VMs waiting in the pool.
     #[serde(default)]
     pub pooled_vms: Option<usize>,
+    /// How the most recent VMs were started, oldest first.
+    #[serde(default)]
+    pub recent_starts: Vec<StartSummary>,
+}
+
+/// One VM start, in `GET /info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartSummary {
+    pub vm: String,
+    /// `pool`, `template clone` or `cold boot`.
+    pub path: String,
+    pub elapsed_ms: u64,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// `GET /hull/templates` entries: the ready VM templates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateSummary {
+    pub key: String,
+    pub dir: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Bytes of guest RAM in the memory file that every clone shares.
+    pub memory_bytes: u64,
+    pub state_bytes: u64,
+    /// Unix seconds.
+    pub built: Option<i64>,
+}
+
+/// `GET /hull/pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// Idle VMs the pool keeps; 0 without a pool.
+    pub target: usize,
+    pub ready: usize,
 }
 
 /// Body of `POST /hull/run`.

@@ -1,0 +1,90 @@
+//! `hull template ls/rm` and `hull pool ls`: the VMs fast starts come from.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use clap::Subcommand;
+use hull_api::types::{PoolStatus, TemplateSummary};
+use hull_api::units::human_duration;
+use hull_api::{Client, Method};
+
+use crate::images::{human_size, print_table};
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// List the ready VM templates.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove a VM template (by key or key prefix); the next VM boots cold
+    /// and builds it again.
+    #[command(alias = "remove")]
+    Rm { key: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Show the pool of resumed template clones.
+    #[command(alias = "list")]
+    Ls,
+}
+
+fn ago(unix: i64) -> String {
+    let then = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    let elapsed = SystemTime::now().duration_since(then).unwrap_or_default();
+    format!("{} ago", human_duration(elapsed))
+}
+
+pub async fn template(client: &Client, command: TemplateCommand) -> Result<i32> {
+    match command {
+        TemplateCommand::Ls => {
+            let templates: Vec<TemplateSummary> = client.get_json("/hull/templates").await?;
+            let mut rows = vec![vec![
+                "KEY".to_owned(),
+                "SIZE".to_owned(),
+                "MEMORY FILE".to_owned(),
+                "BUILT".to_owned(),
+                "DIRECTORY".to_owned(),
+            ]];
+            for template in templates {
+                rows.push(vec![
+                    template.key,
+                    format!("{} vCPU, {} MiB", template.vcpus, template.memory_mib),
+                    human_size(i64::try_from(template.memory_bytes).unwrap_or(i64::MAX)),
+                    template.built.map(ago).unwrap_or_default(),
+                    template.dir,
+                ]);
+            }
+            print_table(&rows);
+            Ok(0)
+        }
+        TemplateCommand::Rm { key } => {
+            let path = format!("/hull/templates/{key}");
+            match client
+                .call_json::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
+                .await
+            {
+                Ok(_) => {
+                    println!("{key}");
+                    Ok(0)
+                }
+                Err(err) => {
+                    eprintln!("Error response from daemon: {err}");
+                    Ok(1)
+                }
+            }
+        }
+    }
+}
+
+pub async fn pool(client: &Client, command: PoolCommand) -> Result<i32> {
+    match command {
+        PoolCommand::Ls => {
+            let pool: PoolStatus = client.get_json("/hull/pool").await?;
+            print_table(&[
+                vec!["TARGET".to_owned(), "READY".to_owned()],
+                vec![pool.target.to_string(), pool.ready.to_string()],
+            ]);
+            Ok(0)
+        }
+    }
+}
