@@ -25,6 +25,10 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
 
 /// Creates the container and prints its id, as `docker create` does.
 pub async fn create(client: &Client, args: RunArgs) -> Result<i32> {
+    if let Err(err) = crate::pull::ensure_image(client, &args.image).await {
+        eprintln!("hull: {err:#}");
+        return Ok(125);
+    }
     let created = match body(&args) {
         Ok(body) => client
             .create_container(args.name.as_deref(), &body)

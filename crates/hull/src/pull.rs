@@ -38,6 +38,30 @@ pub async fn pull(client: &Client, args: PullArgs) -> Result<()> {
     Ok(())
 }
 
+/// Pulls `image` unless hulld has it, as `docker run` and `docker create`
+/// do, saying so on stderr so that the container's output stays its own.
+pub(crate) async fn ensure_image(client: &Client, image: &str) -> Result<()> {
+    let path = format!("/images/{}/json", crate::tag::encode(image));
+    match client.get_json::<serde_json::Value>(&path).await {
+        Ok(_) => return Ok(()),
+        Err(hull_api::ClientError::Api { status, .. }) if status.as_u16() == 404 => {}
+        Err(err) => return Err(err.into()),
+    }
+    let Ok(reference) = Reference::parse(image) else {
+        // Not a name a registry knows: let the daemon say what is wrong.
+        return Ok(());
+    };
+    let reference = reference.with_default_tag();
+    eprintln!("Unable to find image '{image}' locally");
+    let auth = credentials(reference.domain())?.map(|c| c.to_header());
+    let stream = client
+        .pull(&reference.to_string(), auth.as_deref(), false)
+        .await?;
+    follow(stream, true).await?;
+    eprintln!("Status: Downloaded newer image for {reference}");
+    Ok(())
+}
+
 /// Shows a pull's or push's progress until it ends; its error ends it.
 pub(crate) async fn follow(mut stream: ProgressStream, quiet: bool) -> Result<()> {
     let mut view = View::new(terminal::is_terminal(1) && !quiet);

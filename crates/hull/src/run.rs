@@ -103,6 +103,10 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
     if args.rm && args.restart.as_deref().is_some_and(|policy| policy != "no") {
         bail!("Conflicting options: --restart and --rm");
     }
+    if let Err(err) = crate::pull::ensure_image(client, &args.image).await {
+        eprintln!("hull: {err:#}");
+        return Ok(125);
+    }
     if args.rm && !args.detach {
         return run_streamed(client, args).await;
     }

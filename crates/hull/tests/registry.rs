@@ -285,3 +285,42 @@ fn the_docker_cli_pulls_and_pushes_through_hulld() {
     assert!(pushed.contains("docker: digest: sha256:"), "{pushed}");
     registry.raw_manifest("me/busybox:docker", &[]);
 }
+
+#[test]
+fn run_and_create_pull_a_missing_image_first() {
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let daemon = Daemon::start(&[]);
+    let name = registry.name("library/busybox:1.36");
+
+    let output = daemon.hull(&["run", "--rm", &name, "echo", "hi"]);
+    assert_eq!(
+        stdout_of(&output),
+        "hi\n",
+        "the container's output is its own"
+    );
+    let said = text(&output.stderr);
+    assert!(
+        said.contains(&format!("Unable to find image '{name}' locally")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{said}"
+    );
+    // Present now: no second pull.
+    let again = daemon.hull(&["run", "--rm", &name, "true"]);
+    assert!(
+        !text(&again.stderr).contains("Unable to find image"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let missing = daemon.hull(&["create", &registry.name("library/nothing:1")]);
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(
+        text(&missing.stderr).contains("Unable to find image"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
