@@ -324,3 +324,55 @@ fn run_and_create_pull_a_missing_image_first() {
         text(&missing.stderr)
     );
 }
+
+#[test]
+fn an_interrupted_download_resumes_and_a_dead_registry_fails_the_pull_cleanly() {
+    use common::registry::{Cut, CuttingProxy};
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let daemon = Daemon::start(&[]);
+    let blobs = daemon.root.join("images/blobs/sha256");
+    let blob_files = || std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+
+    // The registry dies in the middle of the layer: retries fail, nothing is kept.
+    let dying = CuttingProxy::new(&registry.addr, 64 * 1024, Cut::AndDie);
+    let name = format!("{}/library/busybox:1.36", dying.addr);
+    let failed = daemon.hull(&["pull", &name]);
+    assert!(!failed.status.success(), "{}", text(&failed.stdout));
+    assert!(
+        text(&failed.stderr).contains("blob sha256:"),
+        "{}",
+        text(&failed.stderr)
+    );
+    assert_eq!(dying.cuts(), 1);
+    assert_eq!(stdout_of(&daemon.hull(&["images", "-q"])), "");
+    assert_eq!(blob_files(), 0, "a failed pull left blobs behind");
+
+    // Back again: the same pull completes.
+    dying.revive();
+    let pulled = stdout_of(&daemon.hull(&["pull", &name]));
+    assert!(
+        pulled.contains("Status: Downloaded newer image"),
+        "{pulled}"
+    );
+
+    // A connection cut once mid-layer: the download resumes where it stopped.
+    let other = Daemon::start(&[]);
+    let flaky = CuttingProxy::new(&registry.addr, 64 * 1024, Cut::Once);
+    let name = format!("{}/library/busybox:1.36", flaky.addr);
+    let pulled = stdout_of(&other.hull(&["pull", &name]));
+    assert!(
+        pulled.contains("Status: Downloaded newer image"),
+        "{pulled}"
+    );
+    assert_eq!(flaky.cuts(), 1);
+    assert!(
+        other.log().contains("blob download interrupted: resuming"),
+        "{}",
+        other.log()
+    );
+    assert_eq!(
+        stdout_of(&other.hull(&["run", "--rm", &name, "echo", "whole"])),
+        "whole\n"
+    );
+}

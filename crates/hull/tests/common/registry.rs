@@ -165,3 +165,95 @@ impl Drop for Registry {
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
     }
 }
+
+/// What a [`CuttingProxy`] does with the next response longer than its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Forward everything.
+    Never,
+    /// Cut that one connection mid-response, then forward again.
+    Once,
+    /// Cut it, and refuse every connection after it: the registry died.
+    AndDie,
+}
+
+/// A TCP proxy in front of a registry that cuts a long response after
+/// `limit` bytes, as a registry dying or a network failing mid-download would.
+pub struct CuttingProxy {
+    /// `127.0.0.1:<port>`, to use in image names instead of the registry's.
+    pub addr: String,
+    mode: std::sync::Arc<std::sync::Mutex<Cut>>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    pub fn new(upstream: &str, limit: usize, mode: Cut) -> CuttingProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let upstream = upstream.to_owned();
+        let (shared_mode, shared_cuts) = (mode.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let dead = *shared_mode.lock().unwrap() == Cut::AndDie
+                    && shared_cuts.load(Ordering::SeqCst) > 0;
+                if dead {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mode, cuts) = (shared_mode.clone(), shared_cuts.clone());
+                let (client_in, server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut &client_in, &mut &server_out);
+                    let _ = server_out.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 16 * 1024];
+                    let mut forwarded = 0;
+                    loop {
+                        let n = match std::io::Read::read(&mut &server, &mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let cutting = *mode.lock().unwrap() != Cut::Never;
+                        if cutting && forwarded + n > limit {
+                            let keep = limit.saturating_sub(forwarded);
+                            let _ = std::io::Write::write_all(&mut &client, &buffer[..keep]);
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let mut mode = mode.lock().unwrap();
+                            if *mode == Cut::Once {
+                                *mode = Cut::Never;
+                            }
+                            break;
+                        }
+                        if std::io::Write::write_all(&mut &client, &buffer[..n]).is_err() {
+                            break;
+                        }
+                        forwarded += n;
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { addr, mode, cuts }
+    }
+
+    /// How many responses were cut.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Forward everything from now on: the registry is back.
+    pub fn revive(&self) {
+        *self.mode.lock().unwrap() = Cut::Never;
+        self.cuts.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
