@@ -175,6 +175,8 @@ pub struct LoadedImage {
 #[derive(Clone, Debug)]
 pub struct ImageStore {
     root: PathBuf,
+    /// Layers pulls are downloading now, shared by concurrent pulls.
+    pub(crate) downloads: std::sync::Arc<crate::registry::inflight::InFlight>,
 }
 
 impl ImageStore {
@@ -182,6 +184,7 @@ impl ImageStore {
     pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
         let store = ImageStore {
             root: root.to_owned(),
+            downloads: Default::default(),
         };
         let open_err = |source| StoreError::Open {
             path: root.to_owned(),

@@ -376,3 +376,42 @@ fn an_interrupted_download_resumes_and_a_dead_registry_fails_the_pull_cleanly() 
         "whole\n"
     );
 }
+
+#[test]
+fn concurrent_pulls_download_a_shared_layer_once() {
+    use common::registry::CuttingProxy;
+    let registry = Registry::start();
+    registry.push_archive(&busybox_archive(), "library/busybox:1.36", &[]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&registry.raw_manifest("library/busybox:1.36", &[])).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let daemon = Daemon::start(&[]);
+    // Held-back responses make the two pulls overlap.
+    let proxy = CuttingProxy::slow(&registry.addr, std::time::Duration::from_millis(700));
+    let name = format!("{}/library/busybox:1.36", proxy.addr);
+
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            daemon
+                .command(&["pull", &name])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for pull in pulls {
+        let output = pull.wait_with_output().unwrap();
+        assert!(stdout_of(&output).contains(&format!("for {name}")));
+    }
+    let fetched = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains(&layer))
+        .count();
+    assert_eq!(fetched, 1, "{:#?}", proxy.requests());
+    assert_eq!(
+        stdout_of(&daemon.hull(&["run", "--rm", &name, "echo", "once"])),
+        "once\n"
+    );
+}

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client;
 mod download;
+pub(crate) mod inflight;
 pub mod manifest;
 pub mod pull;
 pub mod push;

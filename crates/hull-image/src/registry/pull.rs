@@ -10,6 +10,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::auth::Credentials;
 use super::client::{ClientError, RegistryClient, Repository};
 use super::download::{self, DownloadError};
+use super::inflight;
 use super::manifest::{self, Document, ManifestError};
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -245,7 +246,7 @@ async fn fetch_layers(
     // future not provably Send (rust-lang/rust#102211).
     let fetches: Vec<_> = missing
         .into_iter()
-        .map(|layer| fetch_layer(repository, layer, staging, events))
+        .map(|layer| fetch_shared_layer(store, repository, layer, staging, events))
         .collect();
     let downloads = futures_util::stream::iter(fetches)
         .buffer_unordered(CONCURRENT_DOWNLOADS)
@@ -259,9 +260,46 @@ async fn fetch_layers(
             staged: downloads
                 .iter()
                 .find(|(d, _)| *d == layer.digest)
-                .map(|(_, path)| path.clone()),
+                .and_then(|(_, path)| path.clone()),
         })
         .collect())
+}
+
+/// Fetches a layer unless a concurrent pull is fetching it already; then it
+/// waits and links that pull's file into its own staging directory. `None`:
+/// the other pull stored it meanwhile.
+async fn fetch_shared_layer(
+    store: &ImageStore,
+    repository: &Repository,
+    layer: &Descriptor,
+    staging: &Path,
+    events: Events<'_>,
+) -> Result<(Digest, Option<std::path::PathBuf>), PullError> {
+    let id = layer.digest.short();
+    loop {
+        match store.downloads.claim(&layer.digest) {
+            inflight::Claim::Mine(download) => {
+                let (digest, path) = fetch_layer(repository, layer, staging, events).await?;
+                download.finish(path.clone());
+                return Ok((digest, Some(path)));
+            }
+            inflight::Claim::Theirs(other) => {
+                events(PullEvent::new(Some(id), "Waiting"));
+                if let Some(theirs) = inflight::wait(other).await {
+                    let ours = staging.join(layer.digest.hex());
+                    if std::fs::hard_link(&theirs, &ours).is_ok() {
+                        events(PullEvent::new(Some(id), "Download complete"));
+                        return Ok((layer.digest.clone(), Some(ours)));
+                    }
+                }
+                if store.has_blob(&layer.digest) {
+                    events(PullEvent::new(Some(id), "Already exists"));
+                    return Ok((layer.digest.clone(), None));
+                }
+                // Their download failed or its file is gone: try ourselves.
+            }
+        }
+    }
 }
 
 async fn fetch_layer(

@@ -184,17 +184,35 @@ pub struct CuttingProxy {
     pub addr: String,
     mode: std::sync::Arc<std::sync::Mutex<Cut>>,
     cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl CuttingProxy {
     pub fn new(upstream: &str, limit: usize, mode: Cut) -> CuttingProxy {
+        CuttingProxy::with_delay(upstream, limit, mode, Duration::ZERO)
+    }
+
+    /// A proxy that holds every response back for `delay`, so that
+    /// concurrent clients overlap, and cuts nothing.
+    pub fn slow(upstream: &str, delay: Duration) -> CuttingProxy {
+        CuttingProxy::with_delay(upstream, usize::MAX, Cut::Never, delay)
+    }
+
+    /// The first line of every request that went through.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn with_delay(upstream: &str, limit: usize, mode: Cut, delay: Duration) -> CuttingProxy {
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
         let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let upstream = upstream.to_owned();
-        let (shared_mode, shared_cuts) = (mode.clone(), cuts.clone());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (shared_mode, shared_cuts, shared_requests) =
+            (mode.clone(), cuts.clone(), requests.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -210,8 +228,27 @@ impl CuttingProxy {
                 let (mode, cuts) = (shared_mode.clone(), shared_cuts.clone());
                 let (client_in, server_out) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let requests = shared_requests.clone();
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut &client_in, &mut &server_out);
+                    let mut buffer = [0u8; 16 * 1024];
+                    loop {
+                        let n = match std::io::Read::read(&mut &client_in, &mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let text = String::from_utf8_lossy(&buffer[..n]);
+                        for line in text.lines() {
+                            if ["GET ", "HEAD ", "PUT ", "POST ", "PATCH "]
+                                .iter()
+                                .any(|m| line.starts_with(m))
+                            {
+                                requests.lock().unwrap().push(line.to_owned());
+                            }
+                        }
+                        if std::io::Write::write_all(&mut &server_out, &buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
                     let _ = server_out.shutdown(std::net::Shutdown::Write);
                 });
                 std::thread::spawn(move || {
@@ -222,6 +259,9 @@ impl CuttingProxy {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
+                        if forwarded == 0 {
+                            std::thread::sleep(delay);
+                        }
                         let cutting = *mode.lock().unwrap() != Cut::Never;
                         if cutting && forwarded + n > limit {
                             let keep = limit.saturating_sub(forwarded);
@@ -243,7 +283,12 @@ impl CuttingProxy {
                 });
             }
         });
-        CuttingProxy { addr, mode, cuts }
+        CuttingProxy {
+            addr,
+            mode,
+            cuts,
+            requests,
+        }
     }
 
     /// How many responses were cut.
