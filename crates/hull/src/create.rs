@@ -26,7 +26,8 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
 /// Creates the container and prints its id, as `docker create` does.
 pub async fn create(client: &Client, args: RunArgs) -> Result<i32> {
     if let Err(err) = crate::pull::ensure_image(client, &args.image).await {
-        eprintln!("hull: {err:#}");
+        // The pull failed in hulld, as docker's daemon reports it.
+        eprintln!("hull: Error response from daemon: {err:#}");
         return Ok(125);
     }
     let created = match body(&args) {

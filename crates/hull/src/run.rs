@@ -104,7 +104,8 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         bail!("Conflicting options: --restart and --rm");
     }
     if let Err(err) = crate::pull::ensure_image(client, &args.image).await {
-        eprintln!("hull: {err:#}");
+        // The pull failed in hulld, as docker's daemon reports it.
+        eprintln!("hull: Error response from daemon: {err:#}");
         return Ok(125);
     }
     if args.rm && !args.detach {
