@@ -206,7 +206,7 @@ fn a_foreground_run_without_rm_leaves_an_exited_container() {
         127,
         &["Error response from daemon:", "no-such-command"],
     );
-    let output = daemon().hull(&["run", "-d", "no-such-image"]);
+    let output = daemon().hull(&["run", "-d", "127.0.0.1:1/no-such-image"]);
     assert_fails(
         &output,
         125,

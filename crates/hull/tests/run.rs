@@ -176,8 +176,16 @@ fn a_file_that_is_not_executable_exits_126() {
 
 #[test]
 fn an_unknown_image_is_a_clear_error() {
-    let output = daemon().hull(&["run", "--rm", "nosuchimage", "true"]);
-    common::assert_fails(&output, 125, &["no such image: nosuchimage"]);
+    // Missing here, it is pulled first; no registry listens on port 1.
+    let output = daemon().hull(&["run", "--rm", "127.0.0.1:1/nosuchimage", "true"]);
+    common::assert_fails(
+        &output,
+        125,
+        &[
+            "Unable to find image '127.0.0.1:1/nosuchimage' locally",
+            "Error response from daemon: cannot reach registry 127.0.0.1:1",
+        ],
+    );
 }
 
 #[test]
