@@ -162,6 +162,8 @@ pub struct ImageSummary {
     /// The same, in seconds since the epoch.
     pub created_unix: Option<i64>,
     pub size: u64,
+    /// Whether its erofs rootfs is built, so a run need not wait for it.
+    pub rootfs_ready: bool,
 }
 
 /// An image `load` brought in.
@@ -248,6 +250,7 @@ impl ImageStore {
         let tags = self.tags()?;
         let mut summaries = Vec::new();
         for record in self.records()? {
+            let record_id = record.id.clone();
             let image = self.image(record, &tags)?;
             summaries.push(ImageSummary {
                 created_unix: image.created.as_deref().and_then(spec::parse_rfc3339),
@@ -256,6 +259,7 @@ impl ImageStore {
                 repo_digests: image.repo_digests,
                 created: image.created,
                 size: image.size,
+                rootfs_ready: self.erofs_path(&record_id).exists(),
             });
         }
         summaries.sort_by(|a, b| b.created_unix.cmp(&a.created_unix).then(a.id.cmp(&b.id)));

@@ -31,7 +31,12 @@ pub async fn list(client: &Client, args: ImagesArgs) -> Result<()> {
     if args.digests {
         header.push("DIGEST".into());
     }
-    header.extend(["IMAGE ID".into(), "CREATED".into(), "SIZE".into()]);
+    header.extend([
+        "IMAGE ID".into(),
+        "CREATED".into(),
+        "SIZE".into(),
+        "ROOTFS".into(),
+    ]);
     let mut rows = vec![header];
     for image in &images {
         let id = image.id.trim_start_matches("sha256:");
@@ -64,10 +69,17 @@ pub async fn list(client: &Client, args: ImagesArgs) -> Result<()> {
                 let digest = digests.iter().find(|(r, _)| *r == repository);
                 row.push(digest.map_or("<none>", |(_, d)| d).to_owned());
             }
+            // Built in the background after a load or pull; a run waits for it.
+            let rootfs = match image.rootfs_ready {
+                Some(true) => "ready",
+                Some(false) => "pending",
+                None => "",
+            };
             row.extend([
                 id.to_string(),
                 human_age(now - image.created),
                 human_size(image.size),
+                rootfs.to_owned(),
             ]);
             rows.push(row);
         }

@@ -49,6 +49,18 @@ fn a_pulled_image_is_listed_and_runs_in_a_vm() {
     );
     let output = daemon.hull(&["run", "--rm", &name, "echo", "hi"]);
     assert_eq!(stdout_of(&output), "hi\n");
+    // The run needed the rootfs: it is built now.
+    let images = stdout_of(&daemon.hull(&["images"]));
+    assert!(
+        images.lines().next().unwrap().ends_with("ROOTFS"),
+        "{images}"
+    );
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with(&repository) && l.ends_with(" ready")),
+        "{images}"
+    );
 
     let again = stdout_of(&daemon.hull(&["pull", &name]));
     assert!(again.contains("Already exists"), "{again}");

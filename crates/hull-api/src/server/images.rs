@@ -36,6 +36,7 @@ pub(super) async fn summaries(daemon: &Daemon) -> Result<Vec<ImageSummary>, ApiE
             shared_size: -1,
             labels: Default::default(),
             containers: -1,
+            rootfs_ready: Some(image.rootfs_ready),
         })
         .collect())
 }

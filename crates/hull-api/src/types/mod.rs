@@ -20,6 +20,9 @@ pub struct ImageSummary {
     pub shared_size: i64,
     pub labels: std::collections::BTreeMap<String, String>,
     pub containers: i64,
+    /// Hull's own: whether the image's erofs rootfs is built yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_ready: Option<bool>,
 }
 
 /// The Engine API's error body.
