@@ -23,6 +23,6 @@ pub use digest::Digest;
 pub use reference::Reference;
 pub use spec::ImageConfig;
 pub use store::{
-    CommitError, Committed, Image, ImageRecord, ImageStore, ImageSummary, LayerRecord, LoadedImage,
-    Pruned, PulledImage, PulledLayer, Removal, StoreError, TagError,
+    CommitError, Committed, HistoryEntry, Image, ImageRecord, ImageStore, ImageSummary,
+    LayerRecord, LoadedImage, Pruned, PulledImage, PulledLayer, Removal, StoreError, TagError,
 };

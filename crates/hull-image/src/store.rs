@@ -26,9 +26,11 @@ use crate::reference::{self, Reference, ReferenceError};
 use crate::spec::{self, ConfigFile, Descriptor, ImageConfig};
 use crate::unpack::{UnpackError, Unpacker};
 
+mod history;
 mod pulled;
 mod tags;
 
+pub use history::HistoryEntry;
 pub use pulled::{CommitError, Committed, PulledImage, PulledLayer};
 pub use tags::{Pruned, Removal, TagError};
 

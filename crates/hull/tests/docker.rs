@@ -436,3 +436,24 @@ fn docker_events_report_a_containers_life() {
          container die evented 2\ncontainer destroy evented <no value>\n"
     );
 }
+
+#[test]
+fn docker_history_lists_the_steps_that_built_an_image() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let history =
+        stdout_of(&daemon.docker(&["history", "--format", "{{.CreatedBy}}|{{.Size}}", "busybox"]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 1, "{history}");
+    let (created_by, size) = lines[0].split_once('|').unwrap();
+    assert_eq!(created_by, "scripts/busybox-image.sh (busybox-static)");
+    assert!(size.ends_with("MB") || size.ends_with("kB"), "{size}");
+    let missing = daemon.docker(&["history", "no-such-image"]);
+    assert!(
+        text(&missing.stderr).contains("no such image"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

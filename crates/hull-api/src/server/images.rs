@@ -255,3 +255,37 @@ pub(super) async fn load(
     );
     Ok(response)
 }
+
+/// `GET /images/{name}/history`: newest step first, as docker lists it.
+pub(super) async fn history(daemon: &Daemon, path: &str) -> Result<Response<Body>, ApiError> {
+    let name = name_in(path, "/history")?;
+    let images = daemon.images().clone();
+    let (image, steps) = blocking(move || {
+        let image = images.resolve(&name)?;
+        let steps = images.history(&image)?;
+        Ok((image, steps))
+    })
+    .await?;
+    let body: Vec<crate::types::HistoryItem> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| crate::types::HistoryItem {
+            // Only the newest step is an image of its own, as in docker.
+            id: if i == 0 {
+                image.id.clone()
+            } else {
+                "<missing>".to_owned()
+            },
+            created: step
+                .created
+                .as_deref()
+                .and_then(hull_image::spec::parse_rfc3339)
+                .unwrap_or(0),
+            created_by: step.created_by,
+            tags: (i == 0).then(|| image.repo_tags.iter().map(|t| familiar(t)).collect()),
+            size: i64::try_from(step.size).unwrap_or(i64::MAX),
+            comment: step.comment,
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &body))
+}

@@ -194,6 +194,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         {
             save::save(&daemon, p, &request).await
         }
+        (&Method::GET, p) if p.starts_with("/images/") && p.ends_with("/history") => {
+            images::history(&daemon, p).await
+        }
         (&Method::GET, p) if p.starts_with("/images/") && p.ends_with("/json") => {
             images::inspect(&daemon, p).await
         }

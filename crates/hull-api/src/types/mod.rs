@@ -25,6 +25,18 @@ pub struct ImageSummary {
     pub rootfs_ready: Option<bool>,
 }
 
+/// `GET /images/{name}/history` entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryItem {
+    pub id: String,
+    pub created: i64,
+    pub created_by: String,
+    pub tags: Option<Vec<String>>,
+    pub size: i64,
+    pub comment: String,
+}
+
 /// The Engine API's error body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
