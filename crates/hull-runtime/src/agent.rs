@@ -60,28 +60,8 @@ impl AgentClient {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let first = read_frame(&mut reader)
-            .await?
-            .ok_or(AgentError::Disconnected)?;
-        if first.kind != FrameKind::Hello {
-            return Err(AgentError::NoHello(first.kind));
-        }
-        let hello: Hello = first.parse()?;
-        if hello.version != PROTOCOL_VERSION {
-            return Err(AgentError::VersionMismatch {
-                agent: hello.version,
-                host: PROTOCOL_VERSION,
-                software: hello.software,
-            });
-        }
-        let ours = Hello {
-            version: PROTOCOL_VERSION,
-            software: format!("hulld {}", env!("CARGO_PKG_VERSION")),
-        };
-        writer
-            .write_all(&Frame::json(FrameKind::Hello, 0, &ours).encode())
-            .await
-            .map_err(|_| AgentError::Disconnected)?;
+        expect_hello(&mut reader).await?;
+        send_hello(&mut writer).await?;
 
         Ok(Self::serve_channel(reader, writer))
     }
@@ -96,30 +76,10 @@ impl AgentClient {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (reader, mut writer) = tokio::io::split(stream);
-        let ours = Hello {
-            version: PROTOCOL_VERSION,
-            software: format!("hulld {}", env!("CARGO_PKG_VERSION")),
-        };
-        writer
-            .write_all(&Frame::json(FrameKind::Hello, 0, &ours).encode())
-            .await
-            .map_err(|_| AgentError::Disconnected)?;
+        send_hello(&mut writer).await?;
         let mut reader = tokio::io::BufReader::new(reader);
         skip_to_resync(&mut reader).await?;
-        let first = read_frame(&mut reader)
-            .await?
-            .ok_or(AgentError::Disconnected)?;
-        if first.kind != FrameKind::Hello {
-            return Err(AgentError::NoHello(first.kind));
-        }
-        let hello: Hello = first.parse()?;
-        if hello.version != PROTOCOL_VERSION {
-            return Err(AgentError::VersionMismatch {
-                agent: hello.version,
-                host: PROTOCOL_VERSION,
-                software: hello.software,
-            });
-        }
+        expect_hello(&mut reader).await?;
         Ok(Self::serve_channel(reader, writer))
     }
 
@@ -348,6 +308,34 @@ impl InputStream {
     pub fn close(self) -> Result<(), AgentError> {
         self.client.send(Frame::eof(self.stream))
     }
+}
+
+/// Reads the agent's hello and checks that it speaks our version.
+async fn expect_hello<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(), AgentError> {
+    let first = read_frame(reader).await?.ok_or(AgentError::Disconnected)?;
+    if first.kind != FrameKind::Hello {
+        return Err(AgentError::NoHello(first.kind));
+    }
+    let hello: Hello = first.parse()?;
+    if hello.version != PROTOCOL_VERSION {
+        return Err(AgentError::VersionMismatch {
+            agent: hello.version,
+            host: PROTOCOL_VERSION,
+            software: hello.software,
+        });
+    }
+    Ok(())
+}
+
+async fn send_hello<W: AsyncWrite + Unpin>(writer: &mut W) -> Result<(), AgentError> {
+    let ours = Hello {
+        version: PROTOCOL_VERSION,
+        software: format!("hulld {}", env!("CARGO_PKG_VERSION")),
+    };
+    writer
+        .write_all(&Frame::json(FrameKind::Hello, 0, &ours).encode())
+        .await
+        .map_err(|_| AgentError::Disconnected)
 }
 
 /// Reads until just past the agent's resync marker.

@@ -217,20 +217,18 @@ pub(super) async fn list(
     Ok(json_response(StatusCode::OK, &summaries))
 }
 
-/// Docker's `filters` query: `{"name":["web"],"status":["exited"]}`.
-struct Filters(BTreeMap<String, Vec<String>>);
-
-impl Filters {
-    fn parse(text: Option<&str>) -> Result<Self, ApiError> {
-        let Some(text) = text.filter(|t| !t.is_empty()) else {
-            return Ok(Self(BTreeMap::new()));
-        };
-        let value: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid filters: {e}")))?;
-        let mut filters = BTreeMap::new();
-        for (key, values) in value {
-            // Both `["a"]` and the older `{"a": true}` shapes.
-            let values: Vec<String> = match values {
+/// Parses docker's `filters` query, `{"name":["web"]}` or the older
+/// `{"name":{"web":true}}`, into each key's values.
+pub(super) fn parse_filters(text: Option<&str>) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid filters: {e}")))?;
+    Ok(raw
+        .into_iter()
+        .map(|(key, values)| {
+            let values = match values {
                 serde_json::Value::Array(list) => list
                     .into_iter()
                     .filter_map(|v| v.as_str().map(str::to_owned))
@@ -238,16 +236,23 @@ impl Filters {
                 serde_json::Value::Object(map) => map.into_iter().map(|(k, _)| k).collect(),
                 _ => Vec::new(),
             };
-            match key.as_str() {
-                "id" | "name" | "status" | "label" | "ancestor" | "exited" => {}
-                other => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("invalid filter '{other}'"),
-                    ))
-                }
-            }
-            filters.insert(key, values);
+            (key, values)
+        })
+        .collect())
+}
+
+/// The container filters of `GET /containers/json`.
+struct Filters(BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    fn parse(text: Option<&str>) -> Result<Self, ApiError> {
+        let filters = parse_filters(text)?;
+        const KNOWN: [&str; 6] = ["id", "name", "status", "label", "ancestor", "exited"];
+        if let Some(other) = filters.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid filter '{other}'"),
+            ));
         }
         Ok(Self(filters))
     }
@@ -432,13 +437,18 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
     Ok(json_response(StatusCode::OK, &body))
 }
 
+/// The runtime that boots VMs: setting it up can fail (a missing kernel).
+async fn runtime(daemon: &Daemon) -> Result<Arc<hull_runtime::Runtime<hull_vm::Qemu>>, ApiError> {
+    daemon
+        .runtime()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))
+}
+
 /// `POST /containers/{id}/start`.
 pub(super) async fn start(daemon: &Daemon, reference: &str) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
-    let runtime = daemon
-        .runtime()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
+    let runtime = runtime(daemon).await?;
     if daemon.containers().start(&runtime, &container).await? {
         Ok(no_content())
     } else {
@@ -475,10 +485,7 @@ pub(super) async fn restart(
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let timeout = stop_timeout(&Query::of(request))?;
-    let runtime = daemon
-        .runtime()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))?;
+    let runtime = runtime(daemon).await?;
     daemon
         .containers()
         .restart(&runtime, &container, timeout)

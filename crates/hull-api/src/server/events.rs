@@ -8,11 +8,11 @@ use bytes::Bytes;
 use hull_runtime::container::events::ContainerEvent;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::containers::{timestamp, Query};
+use super::containers::{parse_filters, timestamp, Query};
 use super::stream::channel_body;
 use super::{ApiError, Body};
 use crate::daemon::Daemon;
@@ -47,24 +47,7 @@ struct EventFilter(BTreeMap<String, Vec<String>>);
 
 impl EventFilter {
     fn parse(text: Option<&str>) -> Result<Self, ApiError> {
-        let Some(text) = text.filter(|t| !t.is_empty()) else {
-            return Ok(Self(BTreeMap::new()));
-        };
-        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid filters: {e}")))?;
-        let mut filters = BTreeMap::new();
-        for (key, value) in raw {
-            let values = match value {
-                serde_json::Value::Array(list) => list
-                    .into_iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-                serde_json::Value::Object(map) => map.into_iter().map(|(k, _)| k).collect(),
-                _ => Vec::new(),
-            };
-            filters.insert(key, values);
-        }
-        Ok(Self(filters))
+        parse_filters(text).map(Self)
     }
 
     fn accepts(&self, event: &ContainerEvent) -> bool {

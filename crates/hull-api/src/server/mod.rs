@@ -77,20 +77,7 @@ pub(crate) fn prebuild_rootfs(images: Arc<hull_image::ImageStore>, ids: Vec<Stri
     });
 }
 
-/// An error and its causes on one line, for the client to print.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
+pub use hull_runtime::error_chain;
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
