@@ -200,7 +200,7 @@ impl Daemon {
 
     /// Idle VMs in the pool, once the runtime is set up and if it has a pool.
     pub fn pooled_vms(&self) -> Option<usize> {
-        self.runtime.get()?.pooled()
+        self.runtime.get()?.pool_status().map(|(_, ready)| ready)
     }
 
     /// The runtime if something set it up already: reports about VMs do

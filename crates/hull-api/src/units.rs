@@ -42,6 +42,13 @@ pub fn api_timestamp(text: &str, now: SystemTime) -> Option<String> {
     humantime::parse_rfc3339_weak(text).ok().map(seconds)
 }
 
+/// Seconds since the epoch, as the Engine API's integer times are.
+pub fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

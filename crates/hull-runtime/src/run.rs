@@ -14,7 +14,7 @@ use hull_proto::{
 };
 use hull_vm::{DiskConfig, Hypervisor, Vm, VmExit};
 use tokio::sync::{mpsc, watch};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::agent::{AgentClient, AgentError, OutputStream};
 use crate::pool::Pool;
@@ -26,10 +26,11 @@ use crate::template::{TemplateConfig, Templates};
 /// under TCG on a loaded machine a boot can take several seconds.
 pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
-const ROOTFS_SERIAL: &str = "hull-rootfs";
-const STDIN: u32 = 1;
-const STDOUT: u32 = 2;
-const STDERR: u32 = 3;
+pub(crate) const ROOTFS_SERIAL: &str = "hull-rootfs";
+/// Stream ids of a container's main process; execs take ids above them.
+pub(crate) const STDIN: u32 = 1;
+pub(crate) const STDOUT: u32 = 2;
+pub(crate) const STDERR: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -180,11 +181,6 @@ impl<H: Hypervisor> Runtime<H> {
             .map(|pool| (pool.target(), pool.len()))
     }
 
-    /// Idle VMs waiting in the pool, if there is one.
-    pub fn pooled(&self) -> Option<usize> {
-        self.vms.pool.as_ref().map(|pool| pool.len())
-    }
-
     /// Runs the prepared process in a VM of its own with `io`, and returns how
     /// it exited. The VM is gone when this returns or is dropped.
     pub async fn run(&self, prepared: Prepared, io: RunIo) -> Result<ExitStatus, RunError> {
@@ -268,19 +264,8 @@ async fn run_process(
     }
     let input = spec.stdin.map(|stream| agent.open_input(stream));
 
-    match agent.request(&Request::StartProcess(spec)).await {
-        Ok(Response::Started { pid }) => debug!(container, pid, "process started"),
-        Ok(other) => return Err(AgentError::UnexpectedResponse(other).into()),
-        Err(AgentError::Refused(refusal)) => {
-            return Err(match refusal.kind {
-                ErrorKind::CommandNotFound => RunError::CommandNotFound(refusal.message),
-                ErrorKind::CommandNotExecutable => RunError::CommandNotExecutable(refusal.message),
-                ErrorKind::InvalidRequest => RunError::InvalidProcess(refusal.message),
-                _ => AgentError::Refused(refusal).into(),
-            })
-        }
-        Err(other) => return Err(other.into()),
-    }
+    let pid = start_process(agent, spec).await?;
+    debug!(container, pid, "process started");
 
     let stdin_pump = input.map(|input| {
         let mut stdin = io.stdin;
@@ -376,7 +361,23 @@ pub(crate) async fn unless_vm_dies<V: Vm, T, E: Into<RunError>>(
     }
 }
 
-async fn wait_exit(exit: &mut watch::Receiver<Option<VmExit>>) -> VmExit {
+/// Starts a process; the agent's refusals become the errors docker's exit
+/// codes follow (127, 126).
+pub(crate) async fn start_process(agent: &AgentClient, spec: ProcessSpec) -> Result<i32, RunError> {
+    match agent.request(&Request::StartProcess(spec)).await {
+        Ok(Response::Started { pid }) => Ok(pid),
+        Ok(other) => Err(AgentError::UnexpectedResponse(other).into()),
+        Err(AgentError::Refused(refusal)) => Err(match refusal.kind {
+            ErrorKind::CommandNotFound => RunError::CommandNotFound(refusal.message),
+            ErrorKind::CommandNotExecutable => RunError::CommandNotExecutable(refusal.message),
+            ErrorKind::InvalidRequest => RunError::InvalidProcess(refusal.message),
+            _ => AgentError::Refused(refusal).into(),
+        }),
+        Err(other) => Err(other.into()),
+    }
+}
+
+pub(crate) async fn wait_exit(exit: &mut watch::Receiver<Option<VmExit>>) -> VmExit {
     match exit.wait_for(Option::is_some).await {
         Ok(code) => (*code).expect("waited for an exit"),
         // The sender lives as long as the QEMU child's waiter task.
@@ -432,8 +433,10 @@ impl Drop for RunDir {
     }
 }
 
-fn remove_dir(path: &Path) {
+pub(crate) fn remove_dir(path: &Path) {
     if let Err(err) = fs::remove_dir_all(path) {
-        debug!(path = %path.display(), error = %err, "cannot remove VM directory");
+        if err.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %path.display(), error = %err, "cannot remove a directory");
+        }
     }
 }

@@ -4,17 +4,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{assert_fails, daemon, stdout_of, text};
 
 /// Waits until `check` holds, or fails naming `what`.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::eventually(60, || check().then_some(()).ok_or_else(|| what.to_owned()));
 }
 
 /// `hull inspect name`'s only element.

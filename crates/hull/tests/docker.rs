@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{daemon, has_docker_cli, loaded_daemon, stdout_of, text, Daemon};
 
@@ -17,19 +17,16 @@ fn inspect(daemon: &Daemon, format: &str, name: &str) -> String {
 
 /// Polls `docker inspect` until `format` renders as `expected`.
 fn wait_for(daemon: &Daemon, format: &str, name: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    common::eventually(90, || {
         let now = inspect(daemon, format, name);
         if now == expected {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "{name}: {format} stayed {now:?}, expected {expected:?}; hulld log:\n{}",
             daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        ))
+    });
 }
 
 #[test]
@@ -253,11 +250,12 @@ fn a_detached_container_logs_execs_stops_and_keeps_its_files() {
 }
 
 fn wait_for_log(daemon: &Daemon, name: &str, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !text(&daemon.docker(&["logs", name]).stdout).contains(needle) {
-        assert!(Instant::now() < deadline, "{name} never logged {needle:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::eventually(60, || {
+        let logged = text(&daemon.docker(&["logs", name]).stdout).contains(needle);
+        logged
+            .then_some(())
+            .ok_or_else(|| format!("{name} never logged {needle:?}"))
+    });
 }
 
 #[test]
@@ -367,15 +365,12 @@ fn a_restarted_hulld_reattaches_running_containers() {
         &format!("running {pid}"),
     );
     let before = last_number(&daemon, "counter");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while last_number(&daemon, "counter") < before + 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the counter's output stopped at {before}:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::eventually(60, || {
+        let now = last_number(&daemon, "counter");
+        (now >= before + 3)
+            .then_some(())
+            .ok_or_else(|| format!("the counter's output stopped at {now}:\n{}", daemon.log()))
+    });
     let kept = daemon.docker(&["exec", "counter", "cat", "/root/file"]);
     assert_eq!(text(&kept.stdout), "kept\n", "{}", text(&kept.stderr));
     let stop = daemon.docker(&["stop", "-t", "1", "counter"]);

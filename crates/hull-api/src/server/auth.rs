@@ -1,7 +1,6 @@
 //! `POST /auth`: checks credentials against a registry, as `docker login`
 //! asks the daemon to. Storing them is the client's part.
 
-use http_body_util::BodyExt;
 use hull_image::registry::{ClientError, Credentials};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -27,15 +26,10 @@ pub fn registry_domain(server_address: &str) -> String {
 
 pub(super) async fn login(
     daemon: &Daemon,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| bad(format!("cannot read the request: {e}")))?
-        .to_bytes();
+    let body = super::body_bytes(&mut request).await?;
     let config: AuthConfig =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid login request: {e}")))?;
     if config.username.is_empty() {

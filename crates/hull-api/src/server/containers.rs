@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hull_runtime::container::{parse_signal, LogFilter, Record, RestartPolicy as Policy, Status};
 use hull_runtime::{
     Container, ContainerError, CreateOptions, ProcessOptions, RunError, WaitCondition,
@@ -22,10 +21,15 @@ use crate::types::container::{
     ContainersPruned, InspectConfig, InspectHostConfig, InspectNetworkSettings, LogConfig,
     RestartPolicy, SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
 };
-use crate::units::human_duration;
+use crate::units::{human_duration, unix_seconds};
 
 impl From<ContainerError> for ApiError {
     fn from(error: ContainerError) -> Self {
+        // The image store has its own mapping (404 for a missing image).
+        let error = match error {
+            ContainerError::Image(store) => return store.into(),
+            other => other,
+        };
         let status = match &error {
             ContainerError::NotFound(_) | ContainerError::ExecNotFound(_) => StatusCode::NOT_FOUND,
             ContainerError::NameInUse { .. }
@@ -40,12 +44,6 @@ impl From<ContainerError> for ApiError {
                 | RunError::CommandNotExecutable(_)
                 | RunError::InvalidProcess(_),
             ) => StatusCode::BAD_REQUEST,
-            ContainerError::Image(_) => {
-                let ContainerError::Image(store) = error else {
-                    unreachable!()
-                };
-                return store.into();
-            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error_chain(&error))
@@ -85,19 +83,9 @@ impl Query {
 }
 
 pub(super) async fn read_json<T: serde::de::DeserializeOwned + Default>(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("reading the request failed: {e}"),
-            )
-        })?
-        .to_bytes();
+    let body = super::body_bytes(&mut request).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -111,7 +99,11 @@ fn no_content() -> Response<Body> {
     response
 }
 
-fn not_modified() -> Response<Body> {
+/// 204 when a start or stop changed something, 304 when it was already so.
+fn changed(changed: bool) -> Response<Body> {
+    if changed {
+        return no_content();
+    }
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     response
@@ -196,17 +188,16 @@ pub(super) async fn list(
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(request);
     let all = query.flag("all");
-    let filters = Filters::parse(query.get("filters"))?;
+    let filters = Filters::parse(query.get("filters"), daemon.images())?;
     let limit: Option<usize> = query
         .number("limit")?
         .filter(|&l: &i64| l > 0)
         .map(|l| l as usize);
-    let images = daemon.images().clone();
     let mut summaries = Vec::new();
     for container in daemon.containers().list() {
         let record = container.record();
         let wanted_by_status = all || record.state.running() || filters.has("status");
-        if !wanted_by_status || !filters.accepts(&record, &images) {
+        if !wanted_by_status || !filters.accepts(&record) {
             continue;
         }
         summaries.push(summary(&record));
@@ -242,27 +233,41 @@ pub(super) fn parse_filters(text: Option<&str>) -> Result<BTreeMap<String, Vec<S
 }
 
 /// The container filters of `GET /containers/json`.
-struct Filters(BTreeMap<String, Vec<String>>);
+struct Filters {
+    values: BTreeMap<String, Vec<String>>,
+    /// The image ids `ancestor` names, resolved once for every container.
+    ancestor_ids: Vec<String>,
+}
 
 impl Filters {
-    fn parse(text: Option<&str>) -> Result<Self, ApiError> {
-        let filters = parse_filters(text)?;
+    fn parse(text: Option<&str>, images: &hull_image::ImageStore) -> Result<Self, ApiError> {
+        let values = parse_filters(text)?;
         const KNOWN: [&str; 6] = ["id", "name", "status", "label", "ancestor", "exited"];
-        if let Some(other) = filters.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        if let Some(other) = values.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("invalid filter '{other}'"),
             ));
         }
-        Ok(Self(filters))
+        let ancestor_ids = values
+            .get("ancestor")
+            .into_iter()
+            .flatten()
+            .filter_map(|name| images.resolve(name).ok())
+            .map(|image| image.id)
+            .collect();
+        Ok(Self {
+            values,
+            ancestor_ids,
+        })
     }
 
     fn has(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        self.values.contains_key(key)
     }
 
-    fn accepts(&self, record: &Record, images: &hull_image::ImageStore) -> bool {
-        self.0.iter().all(|(key, values)| {
+    fn accepts(&self, record: &Record) -> bool {
+        self.values.iter().all(|(key, values)| {
             values.iter().any(|value| match key.as_str() {
                 "id" => record.id.starts_with(value.as_str()),
                 "name" => record.name.contains(value.trim_start_matches('/')),
@@ -277,20 +282,12 @@ impl Filters {
                 },
                 "ancestor" => {
                     record.config.image == *value
-                        || images
-                            .resolve(value)
-                            .is_ok_and(|image| image.id == record.config.image_id)
+                        || self.ancestor_ids.contains(&record.config.image_id)
                 }
                 _ => false,
             })
         })
     }
-}
-
-fn unix_seconds(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn rfc3339(time: Option<SystemTime>) -> String {
@@ -326,7 +323,6 @@ fn status_text(record: &Record, now: SystemTime) -> String {
             None => "Created".into(),
         },
         Status::Removing => "Removal In Progress".into(),
-        Status::Dead => "Dead".into(),
     }
 }
 
@@ -381,7 +377,7 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
             paused: false,
             restarting: state.status == Status::Restarting,
             oom_killed: false,
-            dead: state.status == Status::Dead,
+            dead: false,
             pid: state.pid,
             exit_code: state.exit_code,
             error: state.error.clone(),
@@ -449,11 +445,8 @@ async fn runtime(daemon: &Daemon) -> Result<Arc<hull_runtime::Runtime<hull_vm::Q
 pub(super) async fn start(daemon: &Daemon, reference: &str) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let runtime = runtime(daemon).await?;
-    if daemon.containers().start(&runtime, &container).await? {
-        Ok(no_content())
-    } else {
-        Ok(not_modified())
-    }
+    let started = daemon.containers().start(&runtime, &container).await?;
+    Ok(changed(started))
 }
 
 /// `POST /containers/{id}/stop?t=…`.
@@ -464,11 +457,8 @@ pub(super) async fn stop(
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let timeout = stop_timeout(&Query::of(request))?;
-    if daemon.containers().stop(&container, timeout).await? {
-        Ok(no_content())
-    } else {
-        Ok(not_modified())
-    }
+    let stopped = daemon.containers().stop(&container, timeout).await?;
+    Ok(changed(stopped))
 }
 
 fn stop_timeout(query: &Query) -> Result<Option<u32>, ApiError> {

@@ -273,6 +273,21 @@ async fn container_route(
     }
 }
 
+/// The whole body of a request; a client that breaks off sending it gets 400.
+pub(super) async fn body_bytes(request: &mut Request<Incoming>) -> Result<Bytes, ApiError> {
+    Ok(request
+        .body_mut()
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request failed: {e}"),
+            )
+        })?
+        .to_bytes())
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hull_proto::{Frame, FrameKind};
 use hull_runtime::{Prepared, RunControl, RunIo, Runtime};
 use hull_vm::Qemu;
@@ -37,17 +36,7 @@ pub(super) async fn start(
             format!("POST /hull/run needs 'Connection: Upgrade' and 'Upgrade: {RUN_UPGRADE}'"),
         ));
     }
-    let body = request
-        .body_mut()
-        .collect()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("reading the request failed: {e}"),
-            )
-        })?
-        .to_bytes();
+    let body = super::body_bytes(&mut request).await?;
     let spec: RunSpec = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

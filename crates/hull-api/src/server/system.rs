@@ -6,6 +6,7 @@ use hyper::{Response, StatusCode};
 use super::{blocking, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
 use crate::types::{DiskUsage, Info, StartSummary, Version};
+use crate::units::unix_seconds;
 use crate::DOCKER_API_VERSION;
 
 pub(super) fn ping() -> Response<Body> {
@@ -77,10 +78,4 @@ pub(super) async fn df(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
             ..Default::default()
         },
     ))
-}
-
-pub(super) fn unix_seconds(time: std::time::SystemTime) -> i64 {
-    time.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -2,10 +2,10 @@
 
 use hyper::{Response, StatusCode};
 
-use super::system::unix_seconds;
 use super::{json_response, ApiError, Body};
 use crate::daemon::Daemon;
 use crate::types::{PoolStatus, TemplateSummary};
+use crate::units::unix_seconds;
 
 /// `GET /hull/templates`: the ready template, if any. Asking boots nothing.
 pub(super) fn list(daemon: &Daemon) -> Response<Body> {

@@ -91,8 +91,8 @@ impl<H: Hypervisor> Containers<H> {
     }
 
     fn exec(&self, id: &str) -> Result<Arc<Exec>, ContainerError> {
-        self.list()
-            .iter()
+        lock(&self.table)
+            .values()
             .find_map(|c| lock(&c.execs).get(id).cloned())
             .ok_or_else(|| ContainerError::ExecNotFound(id.to_owned()))
     }
@@ -206,7 +206,7 @@ async fn run_exec(
         ));
     }
     let input = stdin.map(|stream| agent.open_input(stream));
-    let pid = super::run::start_process(&agent, spec)
+    let pid = crate::run::start_process(&agent, spec)
         .await
         .map_err(ContainerError::Run)?;
     lock(&exec.info).pid = pid;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{AgentClient, AgentError};
-use crate::run::{new_container_id, RunError};
+use crate::run::{new_container_id, remove_dir, RunError};
 use crate::spec::{process_config, ProcessOptions, SpecError};
 
 pub use attach::{OutputChunk, StdinMessage};
@@ -816,14 +816,6 @@ fn create_writable_disk(path: &Path) -> Result<(), ContainerError> {
         ))));
     }
     Ok(())
-}
-
-fn remove_dir(path: &Path) {
-    if let Err(err) = std::fs::remove_dir_all(path) {
-        if err.kind() != std::io::ErrorKind::NotFound {
-            warn!(path = %path.display(), error = %err, "cannot remove the container directory");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -156,7 +156,6 @@ pub enum Status {
     Restarting,
     Exited,
     Removing,
-    Dead,
 }
 
 impl Status {
@@ -168,7 +167,6 @@ impl Status {
             Self::Restarting => "restarting",
             Self::Exited => "exited",
             Self::Removing => "removing",
-            Self::Dead => "dead",
         }
     }
 }

@@ -6,9 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hull_proto::{
-    ContainerSpec, ErrorKind, ExitStatus, ProcessSpec, Request, Response, RootfsSpec,
-};
+use hull_proto::{ContainerSpec, ExitStatus, ProcessSpec, Request, Response, RootfsSpec};
 use hull_vm::{DiskConfig, Hypervisor, Vm, VmExit};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -19,14 +17,13 @@ use super::attach::StdinMessage;
 use super::logs::{LogStream, LogWriter};
 use super::{lock, Container, ContainerError, Containers, RunHandle, Status, WRITABLE_DISK};
 use crate::agent::{AgentClient, AgentError, InputStream, OutputStream};
-use crate::run::{unless_vm_dies, RunDir, RunError, Runtime};
+use crate::run::{
+    remove_dir, start_process, unless_vm_dies, wait_exit, RunDir, RunError, Runtime, ROOTFS_SERIAL,
+    STDERR, STDIN, STDOUT,
+};
 use crate::start::StartedVm;
 
-const ROOTFS_SERIAL: &str = "hull-rootfs";
 const WRITABLE_SERIAL: &str = "hull-writable";
-const STDIN: u32 = 1;
-const STDOUT: u32 = 2;
-const STDERR: u32 = 3;
 
 /// How long a re-attached agent may take to answer.
 const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,10 +185,12 @@ impl<H: Hypervisor> Containers<H> {
             agent,
             run_dir,
             exited,
+        };
+        let stdio = Stdio {
             outputs: Some((stdout, stderr)),
             stdin,
         };
-        self.watch_run(runtime, container, run, pid, true)
+        self.watch_run(runtime, container, run, stdio, pid, true)
     }
 
     /// Takes back the VMs of containers that were running when the previous
@@ -299,10 +298,9 @@ impl<H: Hypervisor> Containers<H> {
             agent,
             run_dir,
             exited,
-            outputs,
-            stdin,
         };
-        self.watch_run(runtime, container, run, init.pid, false)
+        let stdio = Stdio { outputs, stdin };
+        self.watch_run(runtime, container, run, stdio, init.pid, false)
     }
 
     /// Records a started (or re-attached) run and hands it to a supervisor.
@@ -311,6 +309,7 @@ impl<H: Hypervisor> Containers<H> {
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
         run: Run<H::Vm>,
+        stdio: Stdio,
         pid: i32,
         fresh: bool,
     ) -> Result<(), ContainerError> {
@@ -329,24 +328,15 @@ impl<H: Hypervisor> Containers<H> {
                 s.error.clear();
             }
         });
-        let Run {
-            vm,
-            agent,
-            run_dir,
-            exited,
-            outputs,
-            stdin,
-        } = run;
         if fresh {
             self.emit(container, "start", &[]);
         }
-        let pump = tokio::spawn(pump_output(container.clone(), log, outputs));
-        let stdin_pump = stdin.map(|input| tokio::spawn(pump_stdin(container.clone(), input)));
+        let pump = tokio::spawn(pump_output(container.clone(), log, stdio.outputs));
+        let stdin_pump = stdio
+            .stdin
+            .map(|input| tokio::spawn(pump_stdin(container.clone(), input)));
         let watched = Watched {
-            vm,
-            agent,
-            run_dir,
-            exited,
+            run,
             pump,
             stdin_pump,
             kill,
@@ -367,10 +357,13 @@ impl<H: Hypervisor> Containers<H> {
         run: Watched<H::Vm>,
     ) {
         let Watched {
-            vm,
-            agent,
-            run_dir,
-            exited,
+            run:
+                Run {
+                    vm,
+                    agent,
+                    run_dir,
+                    exited,
+                },
             pump,
             stdin_pump,
             kill,
@@ -453,17 +446,18 @@ struct Run<V> {
     agent: AgentClient,
     run_dir: RunDir,
     exited: oneshot::Receiver<ExitStatus>,
-    /// The process's stdout and stderr; `None` once they have ended.
+}
+
+/// The process's stdio, as far as it is still open.
+struct Stdio {
+    /// Stdout and stderr; `None` once they have ended.
     outputs: Option<(OutputStream, Option<OutputStream>)>,
     stdin: Option<InputStream>,
 }
 
 /// One run of a container, handed to its supervisor.
 struct Watched<V> {
-    vm: V,
-    agent: AgentClient,
-    run_dir: RunDir,
-    exited: oneshot::Receiver<ExitStatus>,
+    run: Run<V>,
     pump: JoinHandle<()>,
     stdin_pump: Option<JoinHandle<()>>,
     kill: CancellationToken,
@@ -500,28 +494,6 @@ fn vm_name(container: &str) -> String {
     )
 }
 
-fn remove_dir(path: &std::path::Path) {
-    if let Err(err) = std::fs::remove_dir_all(path) {
-        if err.kind() != std::io::ErrorKind::NotFound {
-            debug!(path = %path.display(), error = %err, "cannot remove a VM directory");
-        }
-    }
-}
-
-pub(super) async fn start_process(agent: &AgentClient, spec: ProcessSpec) -> Result<i32, RunError> {
-    match agent.request(&Request::StartProcess(spec)).await {
-        Ok(Response::Started { pid }) => Ok(pid),
-        Ok(other) => Err(AgentError::UnexpectedResponse(other).into()),
-        Err(AgentError::Refused(refusal)) => Err(match refusal.kind {
-            ErrorKind::CommandNotFound => RunError::CommandNotFound(refusal.message),
-            ErrorKind::CommandNotExecutable => RunError::CommandNotExecutable(refusal.message),
-            ErrorKind::InvalidRequest => RunError::InvalidProcess(refusal.message),
-            _ => AgentError::Refused(refusal).into(),
-        }),
-        Err(other) => Err(other.into()),
-    }
-}
-
 /// Lets the guest sync the writable layer and power off; kills it if it
 /// does not in time.
 async fn power_off<V: Vm>(
@@ -543,13 +515,6 @@ async fn power_off<V: Vm>(
         warn!(vm = vm.id(), "the VM did not power off; killing it");
         vm.kill();
         let _ = exit.wait_for(Option::is_some).await;
-    }
-}
-
-async fn wait_exit(exit: &mut tokio::sync::watch::Receiver<Option<VmExit>>) -> VmExit {
-    match exit.wait_for(Option::is_some).await {
-        Ok(code) => (*code).expect("waited for an exit"),
-        Err(_) => VmExit::Exited(-1),
     }
 }
 

@@ -377,6 +377,18 @@ pub fn busybox_archive() -> PathBuf {
         .clone()
 }
 
+/// Polls `check` until it passes; after `seconds`, fails with what it last said.
+pub fn eventually(seconds: u64, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "timed out: {why}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
