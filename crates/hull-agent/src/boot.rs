@@ -126,6 +126,10 @@ pub fn init_system() -> Result<(), BootError> {
     let _ = fs::remove_file("/dev/ptmx");
     let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
     ensure_console_stdio();
+    // The containers of a pod talk to each other on localhost.
+    if let Err(e) = sys::set_link_up("lo") {
+        crate::log!("cannot bring up the loopback interface: {e}");
+    }
     Ok(())
 }
 

@@ -6,14 +6,16 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use hull_proto::ContainerSpec;
 #[cfg(test)]
 use hull_proto::RootfsSpec;
+use hull_proto::{ContainerSpec, MountSpec};
 
-use crate::sys;
+use crate::{fsat, sys};
 
 /// Where each container's mounts live in the guest.
 pub const CONTAINERS_DIR: &str = "/run/hull/containers";
+/// Where the directories that containers of the VM share live.
+pub const SHARED_DIRS: &str = "/run/hull/shared";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -34,6 +36,16 @@ pub enum ContainerError {
     },
     #[error("the image's {} is not a directory; cannot mount on it", .0.display())]
     NotADirectory(PathBuf),
+    #[error("invalid shared directory name {0:?}: it must be a non-empty file name")]
+    InvalidSharedDir(String),
+    #[error("invalid mount target {0:?}: it must be an absolute path")]
+    InvalidTarget(String),
+    #[error("cannot prepare the mount point {target} in the container")]
+    MountPoint {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot set the hostname to {name:?}")]
     Hostname {
         name: String,
@@ -209,6 +221,9 @@ pub fn create(
     let rootfs = overlay.target;
     prepare_rootfs(&rootfs, &mut mounts)?;
     write_etc(&rootfs, &spec.hostname)?;
+    for mount in &spec.mounts {
+        mount_shared_dir(&rootfs, mount)?;
+    }
     sys::sethostname(&spec.hostname).map_err(|source| ContainerError::Hostname {
         name: spec.hostname.clone(),
         source,
@@ -236,6 +251,69 @@ fn mount_point(rootfs: &Path, relative: &str) -> Result<PathBuf, ContainerError>
         }
         Err(source) => Err(ContainerError::Create { path, source }),
     }
+}
+
+/// Bind-mounts a directory the VM's containers share at `mount.target`.
+/// The target is made inside the rootfs with `openat2(RESOLVE_IN_ROOT)`, so
+/// the image's symlinks cannot send the mount outside it. (An error leaves
+/// the mount to the overlay's lazy unmount, which takes its submounts along.)
+fn mount_shared_dir(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerError> {
+    validate_id(&mount.shared_dir)
+        .map_err(|_| ContainerError::InvalidSharedDir(mount.shared_dir.clone()))?;
+    let source = Path::new(SHARED_DIRS).join(&mount.shared_dir);
+    create_dir(&source)?;
+    // Shared by containers that may run as different users, as emptyDir is.
+    fs::set_permissions(&source, fs::Permissions::from_mode(0o777)).map_err(|source_err| {
+        ContainerError::Create {
+            path: source.clone(),
+            source: source_err,
+        }
+    })?;
+    let point_error = |source| ContainerError::MountPoint {
+        target: mount.target.clone(),
+        source,
+    };
+    let target = mount_point_in_root(rootfs, &mount.target)?;
+    let source = source.to_string_lossy();
+    sys::mount(&source, &fsat::fd_path(&target), None, libc::MS_BIND, None)
+        .map_err(point_error)?;
+    if mount.read_only {
+        // The descriptor still holds the directory under the new mount:
+        // the remount needs the mount itself, so the path is opened again.
+        let mounted = mount_point_in_root(rootfs, &mount.target)?;
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        sys::mount("none", &fsat::fd_path(&mounted), None, flags, None).map_err(point_error)?;
+    }
+    Ok(())
+}
+
+/// Opens (creating what is missing) the directory `target` of the rootfs,
+/// resolving every component inside it.
+fn mount_point_in_root(rootfs: &Path, target: &str) -> Result<fs::File, ContainerError> {
+    let point_error = |source| ContainerError::MountPoint {
+        target: target.to_owned(),
+        source,
+    };
+    let relative = target
+        .strip_prefix('/')
+        .filter(|rest| !rest.is_empty())
+        .ok_or_else(|| ContainerError::InvalidTarget(target.to_owned()))?;
+    let root = fs::File::open(rootfs).map_err(point_error)?;
+    let directory = libc::O_PATH | libc::O_DIRECTORY;
+    let mut current = PathBuf::new();
+    for component in Path::new(relative).components() {
+        let std::path::Component::Normal(name) = component else {
+            return Err(ContainerError::InvalidTarget(target.to_owned()));
+        };
+        let parent = fsat::open_in_root(&root, &current, directory).map_err(point_error)?;
+        match fsat::mkdir_at(&parent, Path::new(name), 0o755) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(point_error(e)),
+        }
+        current.push(name);
+    }
+    fsat::open_in_root(&root, &current, directory).map_err(point_error)
 }
 
 /// The device nodes runc gives every container, with the guest's numbers.
@@ -339,6 +417,7 @@ mod tests {
                 fs_type: "erofs".into(),
             },
             writable,
+            mounts: Vec::new(),
         }
     }
 
@@ -428,6 +507,34 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         write_etc(root.path(), "box").unwrap();
         assert!(!root.path().join("etc").exists());
+    }
+
+    #[test]
+    fn mount_targets_are_made_inside_the_rootfs_even_through_symlinks() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let climb = "../".repeat(20);
+        std::os::unix::fs::symlink(&climb, root.path().join("up")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("dangling")).unwrap();
+        fs::create_dir(root.path().join("data")).unwrap();
+        std::os::unix::fs::symlink("/data", root.path().join("link")).unwrap();
+        // `..` stops at the rootfs: the directories land inside it.
+        mount_point_in_root(root.path(), "/up/x/y").unwrap();
+        assert!(root.path().join("x/y").is_dir());
+        mount_point_in_root(root.path(), "/link/sub").unwrap();
+        assert!(root.path().join("data/sub").is_dir());
+        // An absolute symlink is the rootfs's path, which is missing here.
+        assert!(mount_point_in_root(root.path(), "/dangling/z").is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        for bad in ["relative", "/", "/a/../b", ""] {
+            assert!(
+                matches!(
+                    mount_point_in_root(root.path(), bad),
+                    Err(ContainerError::InvalidTarget(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

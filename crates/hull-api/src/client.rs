@@ -1,6 +1,7 @@
 //! A client of hulld's API, used by the `hull` CLI.
 
 mod containers;
+mod pods;
 
 use std::path::{Path, PathBuf};
 

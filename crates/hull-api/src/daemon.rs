@@ -107,6 +107,7 @@ impl Daemon {
         let registry = RegistryClient::new(registry_config())?;
         let containers = Arc::new(Containers::open(
             &config.root.join("containers"),
+            &config.root.join("pods"),
             images.clone(),
         )?);
         Ok(Self {

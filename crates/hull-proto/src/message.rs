@@ -107,6 +107,21 @@ pub struct ContainerSpec {
     /// `None`: the upper layer is a tmpfs, gone with the VM.
     #[serde(default)]
     pub writable: Option<RootfsSpec>,
+    /// Directories of the VM mounted into the container: the volumes that
+    /// the containers of a pod share.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// A directory the VM keeps for its containers, bind-mounted into one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// The shared directory's name: created empty the first time a
+    /// container of the VM names it, then the same for every container.
+    pub shared_dir: String,
+    /// Absolute path in the container; created if missing.
+    pub target: String,
+    pub read_only: bool,
 }
 
 /// A disk the agent mounts: the read-only image disk under the overlay, or
@@ -359,6 +374,11 @@ mod tests {
                 serial: "hull-rw".into(),
                 fs_type: "ext4".into(),
             }),
+            mounts: vec![MountSpec {
+                shared_dir: "cache".into(),
+                target: "/var/cache/app".into(),
+                read_only: true,
+            }],
         }));
         round_trip(Request::StartProcess(ProcessSpec {
             container: "c1".into(),

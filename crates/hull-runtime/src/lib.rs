@@ -1,10 +1,12 @@
 //! Containers in VMs: merging image config with the user's options, the host
-//! side of the agent protocol, and the lifecycle of a run.
+//! side of the agent protocol, the lifecycle of a run, and pods.
 
 pub mod agent;
 pub mod container;
+pub mod pod;
 pub mod pool;
 pub mod run;
+pub mod size;
 pub mod spec;
 pub mod start;
 pub mod template;

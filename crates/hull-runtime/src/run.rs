@@ -203,6 +203,7 @@ impl<H: Hypervisor> Runtime<H> {
                 fs_type: "erofs".into(),
             },
             writable: None,
+            mounts: Vec::new(),
         });
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
         debug!(container = %id, "container created");

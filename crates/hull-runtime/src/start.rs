@@ -14,6 +14,7 @@ use crate::pool::{Pool, PooledVm};
 use crate::run::{
     greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError, BOOT_TIMEOUT,
 };
+use crate::size::VmSize;
 use crate::template::{Template, Templates};
 
 /// A VM with a ready agent and its rootfs attached.
@@ -115,6 +116,30 @@ impl<H: Hypervisor> VmFactory<H> {
         disks: Vec<DiskConfig>,
         detached: bool,
     ) -> Result<StartedVm<H::Vm>, RunError> {
+        self.start_sized(id, disks, detached, None).await
+    }
+
+    /// As [`Self::start`], of `size` rather than the factory's own: the
+    /// pool and the template have the factory's size, so another size
+    /// boots cold.
+    pub async fn start_sized(
+        self: &Arc<Self>,
+        id: &str,
+        disks: Vec<DiskConfig>,
+        detached: bool,
+        size: Option<VmSize>,
+    ) -> Result<StartedVm<H::Vm>, RunError> {
+        let own_size = VmSize {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+        };
+        if let Some(size) = size.filter(|s| *s != own_size) {
+            let run_dir = RunDir::create(self.run_root.join(id))?;
+            let mut config = self.config(id, &run_dir.path, disks, detached);
+            config.vcpus = size.vcpus;
+            config.memory_mib = size.memory_mib;
+            return self.boot(config, run_dir, Instant::now()).await;
+        }
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         let pooled = match (&self.pool, detached) {
@@ -163,6 +188,26 @@ impl<H: Hypervisor> VmFactory<H> {
             }
         }
         let config = self.config(id, &run_dir.path, disks, detached);
+        let started_vm = self.boot(config, run_dir, started).await?;
+        // A template that went missing (removed, or failed) is built again.
+        if self
+            .templates
+            .as_ref()
+            .is_some_and(|t| t.status() == "missing")
+        {
+            self.prepare();
+        }
+        Ok(started_vm)
+    }
+
+    /// Boots a VM cold and waits for its agent.
+    async fn boot(
+        &self,
+        config: VmConfig,
+        run_dir: RunDir,
+        started: Instant,
+    ) -> Result<StartedVm<H::Vm>, RunError> {
+        let id = config.id.clone();
         let mut vm = self
             .hypervisor
             .start(config)
@@ -175,15 +220,7 @@ impl<H: Hypervisor> VmFactory<H> {
                 return Err(err);
             }
         };
-        self.record_start(id, "cold boot", elapsed_ms());
-        // A template that went missing (removed, or failed) is built again.
-        if self
-            .templates
-            .as_ref()
-            .is_some_and(|t| t.status() == "missing")
-        {
-            self.prepare();
-        }
+        self.record_start(&id, "cold boot", started.elapsed().as_millis() as u64);
         Ok(StartedVm { vm, agent, run_dir })
     }
 

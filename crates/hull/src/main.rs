@@ -11,6 +11,7 @@ mod info;
 mod load;
 mod login;
 mod logs;
+mod pods;
 mod ps;
 mod pull;
 mod push;
@@ -109,6 +110,9 @@ enum Command {
     /// Show the pool of ready VMs.
     #[command(subcommand)]
     Pool(templates::PoolCommand),
+    /// Manage pods: several containers in one VM, from a pod file.
+    #[command(subcommand)]
+    Pod(pods::PodCommand),
 }
 
 fn main() -> ExitCode {
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
             Command::Info => info::show(&client).await.map(|()| 0),
             Command::Template(command) => templates::template(&client, command).await,
             Command::Pool(command) => templates::pool(&client, command).await,
+            Command::Pod(command) => pods::pod(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

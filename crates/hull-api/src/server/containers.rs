@@ -32,9 +32,13 @@ impl From<ContainerError> for ApiError {
         };
         let status = match &error {
             ContainerError::NotFound(_) | ContainerError::ExecNotFound(_) => StatusCode::NOT_FOUND,
+            ContainerError::Pod(hull_runtime::pod::PodError::NotFound(_)) => StatusCode::NOT_FOUND,
             ContainerError::NameInUse { .. }
             | ContainerError::NotRunning(_)
             | ContainerError::RemoveRunning(_)
+            | ContainerError::PodMember { .. }
+            | ContainerError::PodRunning(_)
+            | ContainerError::Pod(hull_runtime::pod::PodError::NameInUse { .. })
             | ContainerError::ExecAlreadyRan(_) => StatusCode::CONFLICT,
             ContainerError::InvalidName(_)
             | ContainerError::InvalidSignal(_)
@@ -93,7 +97,7 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))
 }
 
-fn no_content() -> Response<Body> {
+pub(super) fn no_content() -> Response<Body> {
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
@@ -178,6 +182,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         auto_remove: host.auto_remove,
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout: body.stop_timeout,
+        pod: None,
     })
 }
 
@@ -434,7 +439,9 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
 }
 
 /// The runtime that boots VMs: setting it up can fail (a missing kernel).
-async fn runtime(daemon: &Daemon) -> Result<Arc<hull_runtime::Runtime<hull_vm::Qemu>>, ApiError> {
+pub(super) async fn runtime(
+    daemon: &Daemon,
+) -> Result<Arc<hull_runtime::Runtime<hull_vm::Qemu>>, ApiError> {
     daemon
         .runtime()
         .await
@@ -461,7 +468,7 @@ pub(super) async fn stop(
     Ok(changed(stopped))
 }
 
-fn stop_timeout(query: &Query) -> Result<Option<u32>, ApiError> {
+pub(super) fn stop_timeout(query: &Query) -> Result<Option<u32>, ApiError> {
     // `-1` means wait forever in docker; a day is as good here.
     let seconds: Option<i64> = query.number("t")?;
     Ok(seconds.map(|s| if s < 0 { 86_400 } else { s.min(86_400) as u32 }))

@@ -7,6 +7,7 @@ mod containers;
 mod events;
 mod exec;
 mod images;
+mod pods;
 mod pull;
 mod push;
 mod run;
@@ -193,6 +194,18 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
         (&Method::GET, "/hull/templates") => Ok(templates::list(&daemon)),
         (&Method::GET, "/hull/pool") => Ok(templates::pool(&daemon)),
+        (&Method::POST, "/hull/pods/create") => pods::create(&daemon, request).await,
+        (&Method::GET, "/hull/pods/json") => Ok(pods::list(&daemon)),
+        (method, p) if p.starts_with("/hull/pods/") => {
+            let (reference, action) = split_resource(p, "/hull/pods/");
+            match (method, action) {
+                (&Method::GET, "json") => pods::inspect(&daemon, &reference),
+                (&Method::POST, "start") => pods::start(&daemon, &reference).await,
+                (&Method::POST, "stop") => pods::stop(&daemon, &reference, &request).await,
+                (&Method::DELETE, "") => pods::remove(&daemon, &reference, &request).await,
+                _ => Err(not_found(method, p)),
+            }
+        }
         (&Method::DELETE, p) if p.starts_with("/hull/templates/") => {
             let (key, _) = split_resource(p, "/hull/templates/");
             templates::remove(&daemon, &key)

@@ -2,6 +2,7 @@
 //! where they exist there.
 
 pub mod container;
+pub mod pod;
 pub mod stats;
 
 use hull_runtime::ProcessOptions;

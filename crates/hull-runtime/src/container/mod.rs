@@ -9,6 +9,7 @@ mod exec;
 mod inspect;
 pub mod logs;
 pub mod names;
+mod pod;
 pub mod record;
 mod run;
 
@@ -31,7 +32,11 @@ use crate::spec::{process_config, ProcessOptions, SpecError};
 pub use attach::{OutputChunk, StdinMessage};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
 pub use logs::{LogEntry, LogFilter, LogStream};
-pub use record::{ContainerConfig, ContainerState, Record, RestartPolicy, Status, StoredProcess};
+pub use pod::PodStatus;
+pub use record::{
+    ContainerConfig, ContainerState, PodMembership, Record, RestartPolicy, Status, StoredProcess,
+    StreamIds,
+};
 
 use attach::{OutputHub, StdinPipe};
 use exec::Exec;
@@ -116,6 +121,12 @@ pub enum ContainerError {
     AgentSilent,
     #[error("the guest has no record of the container's process")]
     ProcessLost,
+    #[error(transparent)]
+    Pod(#[from] crate::pod::PodError),
+    #[error("container {container} belongs to pod {pod}: remove the pod instead")]
+    PodMember { container: String, pod: String },
+    #[error("cannot remove pod {0}: its containers are running: stop the pod before removing it or force remove")]
+    PodRunning(String),
 }
 
 /// What `create` is given, besides the image.
@@ -135,6 +146,8 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<u32>,
+    /// The pod whose VM it runs in.
+    pub pod: Option<PodMembership>,
 }
 
 /// A container's state and whether it still exists, as waiters see it.
@@ -420,13 +433,20 @@ pub struct Containers<H: Hypervisor> {
     images: Arc<ImageStore>,
     table: Mutex<BTreeMap<String, Arc<Container>>>,
     events: events::Events,
-    _hypervisor: std::marker::PhantomData<fn() -> H>,
+    pods: crate::pod::Pods,
+    /// Each pod's VM while it runs; the lock orders its boot and power-off.
+    pod_vms: Mutex<BTreeMap<String, pod::PodSlot<H::Vm>>>,
 }
 
 impl<H: Hypervisor> Containers<H> {
-    /// Loads the containers recorded under `dir`. Those a previous hulld left
-    /// running are taken back by `reattach_all`.
-    pub fn open(dir: &Path, images: Arc<ImageStore>) -> Result<Self, ContainerError> {
+    /// Loads the containers recorded under `dir` and the pods under
+    /// `pods_dir`. Those a previous hulld left running are taken back by
+    /// `reattach_all`.
+    pub fn open(
+        dir: &Path,
+        pods_dir: &Path,
+        images: Arc<ImageStore>,
+    ) -> Result<Self, ContainerError> {
         std::fs::create_dir_all(dir).map_err(|source| ContainerError::Io {
             what: "create",
             path: dir.to_owned(),
@@ -456,12 +476,14 @@ impl<H: Hypervisor> Containers<H> {
             table.insert(container.id.clone(), Arc::new(container));
         }
         info!(containers = table.len(), "containers loaded");
+        let pods = crate::pod::Pods::open(pods_dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             images,
             table: Mutex::new(table),
             events: events::Events::default(),
-            _hypervisor: std::marker::PhantomData,
+            pods,
+            pod_vms: Mutex::default(),
         })
     }
 
@@ -583,6 +605,7 @@ impl<H: Hypervisor> Containers<H> {
                 stop_timeout: options.stop_timeout,
                 // A container removed at exit needs no disk: its changes die with it.
                 persistent: !options.auto_remove,
+                pod: options.pod,
             },
             state: ContainerState::default(),
         };
@@ -647,6 +670,8 @@ impl<H: Hypervisor> Containers<H> {
         if stopped {
             self.emit(container, "stop", &[]);
         }
+        // One stopped while it waited to restart leaves its pod's VM idle.
+        self.settle_pod_of(container).await;
         Ok(stopped)
     }
 
@@ -735,6 +760,23 @@ impl<H: Hypervisor> Containers<H> {
     /// Removes a container, its logs and its writable layer. A running one
     /// is killed first when `force`, refused otherwise.
     pub async fn remove(
+        &self,
+        container: &Arc<Container>,
+        force: bool,
+    ) -> Result<(), ContainerError> {
+        if let Some(membership) = &container.config().pod {
+            if let Ok(pod) = self.pods.get(&membership.pod) {
+                return Err(ContainerError::PodMember {
+                    container: container.name(),
+                    pod: pod.name().to_owned(),
+                });
+            }
+        }
+        self.remove_unchecked(container, force).await
+    }
+
+    /// Removes a container, whether or not a pod holds it.
+    async fn remove_unchecked(
         &self,
         container: &Arc<Container>,
         force: bool,

@@ -122,6 +122,9 @@ pub struct ContainerConfig {
     pub stop_timeout: Option<u32>,
     /// Keep the writable layer on a disk so it survives stop and start.
     pub persistent: bool,
+    /// The pod whose VM the container runs in; `None`: a VM of its own.
+    #[serde(default)]
+    pub pod: Option<PodMembership>,
 }
 
 /// The process of a container, as stored.
@@ -144,6 +147,25 @@ impl From<ProcessConfig> for StoredProcess {
             tty: process.tty,
         }
     }
+}
+
+/// A container's place in its pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMembership {
+    /// The pod's id.
+    pub pod: String,
+    /// Its position among the pod's containers, which names its disks.
+    pub index: usize,
+    /// The pod's shared directories it mounts.
+    pub mounts: Vec<hull_proto::MountSpec>,
+}
+
+/// The agent's stream ids of a main process's stdio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamIds {
+    pub stdin: Option<u32>,
+    pub stdout: u32,
+    pub stderr: Option<u32>,
 }
 
 /// Where a container is in its life.
@@ -187,6 +209,11 @@ pub struct ContainerState {
     pub stopped_by_user: bool,
     /// Exits seen, so a waiter for the next exit can tell one from another.
     pub exits: u64,
+    /// The main process's streams while it runs in a pod's VM (whose
+    /// containers share the agent's stream ids), so that a restarted hulld
+    /// listens on them before the agent resumes its output.
+    #[serde(default)]
+    pub streams: Option<StreamIds>,
 }
 
 impl ContainerState {
@@ -265,6 +292,7 @@ mod tests {
                 stop_signal: None,
                 stop_timeout: Some(5),
                 persistent: true,
+                pod: None,
             },
             state: ContainerState::default(),
         }

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::attach::StdinMessage;
 use super::logs::{LogStream, LogWriter};
+use super::pod::PodVm;
 use super::{lock, Container, ContainerError, Containers, RunHandle, Status, WRITABLE_DISK};
 use crate::agent::{AgentClient, AgentError, InputStream, OutputStream};
 use crate::run::{
@@ -26,7 +27,7 @@ use crate::start::StartedVm;
 const WRITABLE_SERIAL: &str = "hull-writable";
 
 /// How long a re-attached agent may take to answer.
-const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guest gets to sync its disks and power off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long output may trail the exit event (it normally precedes it).
@@ -118,6 +119,9 @@ impl<H: Hypervisor> Containers<H> {
         container: &Arc<Container>,
     ) -> Result<(), ContainerError> {
         let config = container.config();
+        if let Some(membership) = &config.pod {
+            return self.launch_member(runtime, container, membership).await;
+        }
         let id = container.id.clone();
         let images = self.images.clone();
         let image_id = config.image_id.clone();
@@ -158,6 +162,7 @@ impl<H: Hypervisor> Containers<H> {
                 serial: WRITABLE_SERIAL.into(),
                 fs_type: "ext4".into(),
             }),
+            mounts: Vec::new(),
         });
         unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&create)).await?;
 
@@ -181,15 +186,18 @@ impl<H: Hypervisor> Containers<H> {
         let pid = unless_vm_dies(vm.get(), exit, start_process(&agent, spec)).await?;
         debug!(container = %id, pid, "container process started");
         let run = Run {
-            vm: vm.release(),
+            sandbox: Sandbox::Own {
+                vm: vm.release(),
+                run_dir,
+            },
             agent,
-            run_dir,
             exited,
         };
         let stdio = Stdio {
             outputs: Some((stdout, stderr)),
             stdin,
         };
+        container.update(|s| s.streams = None);
         self.watch_run(runtime, container, run, stdio, pid, true)
     }
 
@@ -197,9 +205,13 @@ impl<H: Hypervisor> Containers<H> {
     /// hulld stopped; a container whose VM is gone is marked exited, and
     /// started again if its restart policy says so.
     pub async fn reattach_all(self: &Arc<Self>, runtime: &Arc<Runtime<H>>) {
+        self.reattach_pods(runtime).await;
         for container in self.list() {
             let state = container.state();
-            if !state.running() || lock(&container.run).is_some() {
+            if !state.running()
+                || lock(&container.run).is_some()
+                || container.config().pod.is_some()
+            {
                 continue;
             }
             let _op = container.ops.lock().await;
@@ -221,13 +233,15 @@ impl<H: Hypervisor> Containers<H> {
 
     /// Records that a container's VM was lost with hulld, and restarts it
     /// if its policy says so.
-    fn interrupted_exit(
+    pub(super) fn interrupted_exit(
         self: &Arc<Self>,
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
         message: String,
     ) {
-        remove_dir(&runtime.vms.run_root.join(vm_name(&container.id)));
+        if container.config().pod.is_none() {
+            remove_dir(&runtime.vms.run_root.join(vm_name(&container.id)));
+        }
         if container.record_lost(message) {
             let (containers, runtime, container) =
                 (self.clone(), runtime.clone(), container.clone());
@@ -294,9 +308,11 @@ impl<H: Hypervisor> Containers<H> {
             ),
         };
         let run = Run {
-            vm: vm.release(),
+            sandbox: Sandbox::Own {
+                vm: vm.release(),
+                run_dir,
+            },
             agent,
-            run_dir,
             exited,
         };
         let stdio = Stdio { outputs, stdin };
@@ -304,7 +320,7 @@ impl<H: Hypervisor> Containers<H> {
     }
 
     /// Records a started (or re-attached) run and hands it to a supervisor.
-    fn watch_run(
+    pub(super) fn watch_run(
         self: &Arc<Self>,
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
@@ -359,9 +375,8 @@ impl<H: Hypervisor> Containers<H> {
         let Watched {
             run:
                 Run {
-                    vm,
+                    sandbox,
                     agent,
-                    run_dir,
                     exited,
                 },
             pump,
@@ -369,6 +384,7 @@ impl<H: Hypervisor> Containers<H> {
             kill,
         } = run;
         let started = std::time::Instant::now();
+        let vm = sandbox.vm();
         let mut vm_exit = vm.exit();
         let (code, error) = tokio::select! {
             status = exited => match status {
@@ -376,7 +392,13 @@ impl<H: Hypervisor> Containers<H> {
                 Err(_) => (255, format!("the connection to the VM's agent was lost; its console ends with:\n{}", vm.console_tail())),
             },
             code = wait_exit(&mut vm_exit) => (255, format!("the VM stopped unexpectedly ({code}); its console ends with:\n{}", vm.console_tail())),
-            () = kill.cancelled() => (137, "the VM did not answer and was killed".to_owned()),
+            () = kill.cancelled() => {
+                if matches!(sandbox, Sandbox::Pod(_)) {
+                    // The guest ignores even SIGKILL: the pod's VM goes.
+                    vm.kill();
+                }
+                (137, "the VM did not answer and was killed".to_owned())
+            }
         };
         if tokio::time::timeout(OUTPUT_DRAIN, pump).await.is_err() {
             warn!(container = %container.id, "the container's output did not end with its process");
@@ -384,9 +406,15 @@ impl<H: Hypervisor> Containers<H> {
         if let Some(stdin_pump) = stdin_pump {
             stdin_pump.abort();
         }
-        power_off(&vm, &agent, &mut vm_exit).await;
-        drop(vm);
-        drop(run_dir);
+        let in_pod = match sandbox {
+            Sandbox::Own { vm, run_dir } => {
+                power_off(&vm, &agent, &mut vm_exit).await;
+                drop(vm);
+                drop(run_dir);
+                false
+            }
+            Sandbox::Pod(_) => true,
+        };
         *lock(&container.run) = None;
 
         let config = container.config();
@@ -410,6 +438,9 @@ impl<H: Hypervisor> Containers<H> {
         LogWriter::close(&container.log);
         info!(container = %container.id, code, restart, "container exited");
         self.emit(&container, "die", &[("exitCode", code.to_string())]);
+        if in_pod {
+            self.settle_pod_of(&container).await;
+        }
         if config.auto_remove {
             let _op = container.ops.lock().await;
             self.remove_now(&container);
@@ -436,23 +467,40 @@ impl<H: Hypervisor> Containers<H> {
         }
         if let Err(err) = self.launch(&runtime, &container).await {
             warn!(container = %container.id, error = %err, "cannot restart the container");
+            self.settle_pod_of(&container).await;
+        }
+    }
+}
+
+/// Where a container's process runs.
+pub(super) enum Sandbox<V> {
+    /// A VM of its own, powered off when the process ends.
+    Own { vm: V, run_dir: RunDir },
+    /// Its pod's VM, powered off when the pod's last process ends.
+    Pod(Arc<PodVm<V>>),
+}
+
+impl<V> Sandbox<V> {
+    fn vm(&self) -> &V {
+        match self {
+            Self::Own { vm, .. } => vm,
+            Self::Pod(pod) => &pod.vm,
         }
     }
 }
 
 /// A container's VM with its process started or found running.
-struct Run<V> {
-    vm: V,
-    agent: AgentClient,
-    run_dir: RunDir,
-    exited: oneshot::Receiver<ExitStatus>,
+pub(super) struct Run<V> {
+    pub sandbox: Sandbox<V>,
+    pub agent: AgentClient,
+    pub exited: oneshot::Receiver<ExitStatus>,
 }
 
 /// The process's stdio, as far as it is still open.
-struct Stdio {
+pub(super) struct Stdio {
     /// Stdout and stderr; `None` once they have ended.
-    outputs: Option<(OutputStream, Option<OutputStream>)>,
-    stdin: Option<InputStream>,
+    pub outputs: Option<(OutputStream, Option<OutputStream>)>,
+    pub stdin: Option<InputStream>,
 }
 
 /// One run of a container, handed to its supervisor.
@@ -464,14 +512,14 @@ struct Watched<V> {
 }
 
 /// A detached VM, killed if dropped before it is released to a supervisor.
-struct KillUnlessReleased<V: Vm>(Option<V>);
+pub(super) struct KillUnlessReleased<V: Vm>(pub Option<V>);
 
 impl<V: Vm> KillUnlessReleased<V> {
-    fn get(&self) -> &V {
+    pub fn get(&self) -> &V {
         self.0.as_ref().expect("not yet released")
     }
 
-    fn release(mut self) -> V {
+    pub fn release(mut self) -> V {
         self.0.take().expect("released once")
     }
 }
@@ -496,7 +544,7 @@ fn vm_name(container: &str) -> String {
 
 /// Lets the guest sync the writable layer and power off; kills it if it
 /// does not in time.
-async fn power_off<V: Vm>(
+pub(super) async fn power_off<V: Vm>(
     vm: &V,
     agent: &AgentClient,
     exit: &mut tokio::sync::watch::Receiver<Option<VmExit>>,

@@ -1,0 +1,166 @@
+//! Named VM sizes, as Hyper.sh sold them: S1 (1 vCPU, 64 MiB) to L3
+//! (8 vCPUs, 16 GiB). A request in CPUs and memory gets the smallest size
+//! that holds it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SizeError {
+    #[error("unknown size {0:?}: the sizes are S1, S2, S3, S4, M1, M2, M3, L1, L2 and L3")]
+    Unknown(String),
+    #[error(
+        "{cpus} CPUs and {memory_mib} MiB fit no size: the largest, L3, has 8 vCPUs and 16 GiB"
+    )]
+    TooLarge { cpus: f64, memory_mib: u64 },
+    #[error("invalid {what} quantity {text:?}: {why}")]
+    Quantity {
+        what: &'static str,
+        text: String,
+        why: &'static str,
+    },
+}
+
+/// The vCPUs and memory of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSize {
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+/// Hull's sizes, smallest first.
+pub const SIZES: [(&str, VmSize); 10] = [
+    ("S1", size(1, 64)),
+    ("S2", size(1, 128)),
+    ("S3", size(1, 256)),
+    ("S4", size(1, 512)),
+    ("M1", size(1, 1024)),
+    ("M2", size(2, 2048)),
+    ("M3", size(2, 4096)),
+    ("L1", size(4, 4096)),
+    ("L2", size(4, 8192)),
+    ("L3", size(8, 16384)),
+];
+
+const fn size(vcpus: u32, memory_mib: u32) -> VmSize {
+    VmSize { vcpus, memory_mib }
+}
+
+impl fmt::Display for VmSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vcpus = if self.vcpus == 1 { "vCPU" } else { "vCPUs" };
+        write!(f, "{} {vcpus}, {} MiB", self.vcpus, self.memory_mib)
+    }
+}
+
+/// The size named `name` (any case).
+pub fn named(name: &str) -> Result<VmSize, SizeError> {
+    SIZES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, size)| *size)
+        .ok_or_else(|| SizeError::Unknown(name.to_owned()))
+}
+
+/// The smallest size with at least `cpus` vCPUs and `memory_mib` MiB.
+pub fn fitting(cpus: f64, memory_mib: u64) -> Result<VmSize, SizeError> {
+    SIZES
+        .iter()
+        .map(|(_, size)| *size)
+        .find(|s| f64::from(s.vcpus) >= cpus && u64::from(s.memory_mib) >= memory_mib)
+        .ok_or(SizeError::TooLarge { cpus, memory_mib })
+}
+
+/// A Kubernetes CPU quantity (`2`, `0.5`, `500m`) in CPUs.
+pub fn parse_cpus(text: &str) -> Result<f64, SizeError> {
+    let invalid = |why| SizeError::Quantity {
+        what: "CPU",
+        text: text.to_owned(),
+        why,
+    };
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix('m') {
+        Some(milli) => (milli, 1000.0),
+        None => (trimmed, 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| invalid("expected a number of CPUs, such as 2, 0.5 or 500m"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(invalid("it must be a positive number"));
+    }
+    Ok(value / scale)
+}
+
+/// A Kubernetes memory quantity (`128Mi`, `1Gi`, `512M`, `1e9`, bytes) in
+/// MiB, rounded up.
+pub fn parse_memory_mib(text: &str) -> Result<u64, SizeError> {
+    let invalid = |why| SizeError::Quantity {
+        what: "memory",
+        text: text.to_owned(),
+        why,
+    };
+    let trimmed = text.trim();
+    const SUFFIXES: [(&str, f64); 10] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("k", 1e3),
+        ("K", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("", 1.0),
+    ];
+    let (number, scale) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, scale)| trimmed.strip_suffix(suffix).map(|n| (n, *scale)))
+        .expect("the empty suffix matches");
+    let value: f64 = number
+        .parse()
+        .map_err(|_| invalid("expected bytes or a number with Ki, Mi, Gi, Ti, k, M, G or T"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(invalid("it must be a positive amount"));
+    }
+    Ok((value * scale / 1048576.0).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_found_by_name_in_any_case() {
+        assert_eq!(named("s1").unwrap(), size(1, 64));
+        assert_eq!(named("M2").unwrap(), size(2, 2048));
+        assert_eq!(named("L3").unwrap(), size(8, 16384));
+        assert!(matches!(named("XL"), Err(SizeError::Unknown(_))));
+    }
+
+    #[test]
+    fn a_request_gets_the_smallest_size_that_holds_it() {
+        assert_eq!(fitting(0.5, 100).unwrap(), size(1, 128));
+        assert_eq!(fitting(1.0, 64).unwrap(), size(1, 64));
+        assert_eq!(fitting(2.0, 100).unwrap(), size(2, 2048));
+        assert_eq!(fitting(3.0, 5000).unwrap(), size(4, 8192));
+        assert!(matches!(fitting(9.0, 1), Err(SizeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn quantities_parse_as_kubernetes_writes_them() {
+        assert_eq!(parse_cpus("500m").unwrap(), 0.5);
+        assert_eq!(parse_cpus("2").unwrap(), 2.0);
+        assert_eq!(parse_cpus("0.25").unwrap(), 0.25);
+        assert!(parse_cpus("two").is_err());
+        assert!(parse_cpus("-1").is_err());
+        assert_eq!(parse_memory_mib("128Mi").unwrap(), 128);
+        assert_eq!(parse_memory_mib("1Gi").unwrap(), 1024);
+        assert_eq!(parse_memory_mib("512M").unwrap(), 489);
+        assert_eq!(parse_memory_mib("1048576").unwrap(), 1);
+        assert_eq!(parse_memory_mib("1e9").unwrap(), 954);
+        assert!(parse_memory_mib("lots").is_err());
+        assert!(parse_memory_mib("12Zi").is_err());
+    }
+}
