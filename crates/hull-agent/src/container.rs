@@ -275,8 +275,7 @@ fn mount_shared_dir(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerErr
     };
     let target = mount_point_in_root(rootfs, &mount.target)?;
     let source = source.to_string_lossy();
-    sys::mount(&source, &fsat::fd_path(&target), None, libc::MS_BIND, None)
-        .map_err(point_error)?;
+    sys::mount(&source, &fsat::fd_path(&target), None, libc::MS_BIND, None).map_err(point_error)?;
     if mount.read_only {
         // The descriptor still holds the directory under the new mount:
         // the remount needs the mount itself, so the path is opened again.

@@ -113,6 +113,7 @@ async fn start(client: &Client, id: &str) -> Result<(), i32> {
 /// The create request of `args`, as the docker CLI builds it.
 fn body(args: &RunArgs) -> Result<ContainerCreate> {
     let attached = !args.detach;
+    let (memory, nano_cpus) = resources(args)?;
     Ok(ContainerCreate {
         hostname: args.hostname.clone().unwrap_or_default(),
         user: args.user.clone().unwrap_or_default(),
@@ -132,10 +133,54 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
         host_config: Some(HostConfig {
             restart_policy: args.restart.as_deref().map(restart_policy).transpose()?,
             auto_remove: args.rm,
+            memory,
+            nano_cpus,
             ..Default::default()
         }),
         ..Default::default()
     })
+}
+
+/// Docker's `Memory` (bytes) and `NanoCpus` for `--size`, `--memory` and
+/// `--cpus`; hulld gives the VM the smallest size that holds them.
+fn resources(args: &RunArgs) -> Result<(Option<i64>, Option<i64>)> {
+    if let Some(name) = &args.size {
+        let size = hull_api::size::named(name)?;
+        return Ok((
+            Some(i64::from(size.memory_mib) << 20),
+            Some(i64::from(size.vcpus) * 1_000_000_000),
+        ));
+    }
+    let memory = args
+        .memory
+        .as_deref()
+        .map(|text| {
+            parse_bytes(text)
+                .with_context(|| format!("invalid argument {text:?} for \"-m, --memory\""))
+        })
+        .transpose()?;
+    let nano_cpus = args.cpus.map(|cpus| (cpus * 1e9) as i64);
+    Ok((memory, nano_cpus))
+}
+
+/// Docker's memory notation: a number with an optional b, k, m or g.
+fn parse_bytes(text: &str) -> Result<i64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => lower.split_at(at),
+        None => (lower.as_str(), ""),
+    };
+    let scale: i64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => bail!("expected a number with b, k, m or g"),
+    };
+    let value: f64 = number
+        .parse()
+        .context("expected a number with b, k, m or g")?;
+    Ok((value * scale as f64) as i64)
 }
 
 /// `KEY=VALUE`, or `KEY` with an empty value.

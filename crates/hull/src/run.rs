@@ -54,6 +54,15 @@ pub struct RunArgs {
     /// Override the image's entrypoint ("" clears it).
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,
+    /// The VM's size: S1 (1 vCPU, 64 MiB) … L3 (8 vCPUs, 16 GiB).
+    #[arg(long, conflicts_with_all = ["cpus", "memory"])]
+    pub(crate) size: Option<String>,
+    /// CPUs the VM needs; it gets the smallest size that holds them.
+    #[arg(long)]
+    pub(crate) cpus: Option<f64>,
+    /// Memory the VM needs (512m, 1g, bytes); it gets the smallest size that holds it.
+    #[arg(short, long)]
+    pub(crate) memory: Option<String>,
     /// Image to run.
     pub(crate) image: String,
     /// Command and arguments; the image's command when omitted.
@@ -108,7 +117,9 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         eprintln!("hull: Error response from daemon: {err:#}");
         return Ok(125);
     }
-    if args.rm && !args.detach {
+    // Hull's run stream takes the pool's VMs, all of the default size.
+    let sized = args.size.is_some() || args.cpus.is_some() || args.memory.is_some();
+    if args.rm && !args.detach && !sized {
         return run_streamed(client, args).await;
     }
     crate::create::run(client, args).await

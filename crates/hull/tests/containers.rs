@@ -232,3 +232,48 @@ fn a_foreground_run_without_rm_leaves_an_exited_container() {
     assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "made\n");
 }
+
+/// MemTotal of the container's VM, in KiB.
+fn guest_memory_kib(container: &str) -> u64 {
+    let meminfo = hull_out(&["exec", container, "cat", "/proc/meminfo"]);
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {meminfo}"))
+}
+
+#[test]
+fn a_containers_size_or_resources_pick_its_vm() {
+    // A named size.
+    hull_out(&[
+        "run", "-d", "--name", "sized", "--size", "s4", "busybox", "sleep", "1000",
+    ]);
+    let host = &inspect("sized")["HostConfig"];
+    assert_eq!(host["Memory"], 512 << 20, "{host}");
+    assert_eq!(host["NanoCpus"], 1_000_000_000_i64, "{host}");
+    let kib = guest_memory_kib("sized");
+    assert!((400 * 1024..=512 * 1024).contains(&kib), "{kib} KiB");
+
+    // --memory and --cpus get the smallest size that holds them: M2.
+    hull_out(&[
+        "run", "-d", "--name", "fitted", "--memory", "1500m", "--cpus", "1.5", "busybox", "sleep",
+        "1000",
+    ]);
+    let host = &inspect("fitted")["HostConfig"];
+    assert_eq!(host["Memory"], 2048_i64 << 20, "{host}");
+    assert_eq!(host["NanoCpus"], 2_000_000_000_i64, "{host}");
+    let cpus = hull_out(&["exec", "fitted", "nproc"]);
+    assert_eq!(cpus.trim(), "2");
+    assert!(daemon()
+        .hull(&["rm", "-f", "sized", "fitted"])
+        .status
+        .success());
+
+    // What fits no size, or is no size, is refused before anything runs.
+    let output = daemon().hull(&["run", "--rm", "--cpus", "9", "busybox", "true"]);
+    assert_fails(&output, 125, &["fit no size"]);
+    let output = daemon().hull(&["run", "--rm", "--size", "XL", "busybox", "true"]);
+    assert_fails(&output, 125, &["unknown size \"XL\""]);
+}

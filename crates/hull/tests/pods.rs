@@ -113,8 +113,14 @@ fn a_pods_containers_share_one_vm_its_network_and_volumes_but_not_their_rootfs()
     // One VM holds both (other tests' VMs may run beside it).
     let pod_vm = format!("c-pod-{}", &id[..16]);
     let members = [
-        inspect(daemon, "web.server")["Id"].as_str().unwrap().to_owned(),
-        inspect(daemon, "web.client")["Id"].as_str().unwrap().to_owned(),
+        inspect(daemon, "web.server")["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        inspect(daemon, "web.client")["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
     ];
     let vms = vm_dirs(daemon);
     assert!(vms.contains(&pod_vm), "{vms:?}");

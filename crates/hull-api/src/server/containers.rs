@@ -16,10 +16,12 @@ use hyper::{Request, Response, StatusCode};
 use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
+use hull_runtime::size::VmSize;
+
 use crate::types::container::{
     ContainerCreate, ContainerCreated, ContainerInspect, ContainerStateBody, ContainerSummary,
-    ContainersPruned, InspectConfig, InspectHostConfig, InspectNetworkSettings, LogConfig,
-    RestartPolicy, SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
+    ContainersPruned, HostConfig, InspectConfig, InspectHostConfig, InspectNetworkSettings,
+    LogConfig, RestartPolicy, SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
 };
 use crate::units::{human_duration, unix_seconds};
 
@@ -52,6 +54,20 @@ impl From<ContainerError> for ApiError {
         };
         Self::new(status, error_chain(&error))
     }
+}
+
+/// The VM size that holds docker's `Memory` and `NanoCpus`; `None` without them.
+fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
+    let memory = host.memory.filter(|m| *m > 0);
+    let nano_cpus = host.nano_cpus.filter(|n| *n > 0);
+    if memory.is_none() && nano_cpus.is_none() {
+        return Ok(None);
+    }
+    let memory_mib = memory.map_or(0, |bytes| (bytes as u64).div_ceil(1 << 20));
+    let cpus = nano_cpus.map_or(0.0, |n| n as f64 / 1e9);
+    hull_runtime::size::fitting(cpus, memory_mib)
+        .map(Some)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// The query parameters of a request.
@@ -148,6 +164,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
     if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
         return Err(bad("published ports are not supported by Hull yet".into()));
     }
+    let size = vm_size(&host)?;
     let policy = host.restart_policy.unwrap_or_default();
     let restart = Policy::from_docker(&policy.name, policy.maximum_retry_count)
         .ok_or_else(|| bad(format!("invalid restart policy '{}'", policy.name)))?;
@@ -183,6 +200,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout: body.stop_timeout,
         pod: None,
+        size,
     })
 }
 
@@ -412,6 +430,10 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
             },
             binds: None,
             port_bindings: BTreeMap::new(),
+            memory: config.size.map_or(0, |s| i64::from(s.memory_mib) << 20),
+            nano_cpus: config
+                .size
+                .map_or(0, |s| i64::from(s.vcpus) * 1_000_000_000),
         },
         mounts: Vec::new(),
         config: InspectConfig {

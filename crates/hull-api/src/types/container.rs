@@ -161,6 +161,11 @@ pub struct InspectHostConfig {
     pub log_config: LogConfig,
     pub binds: Option<Vec<String>>,
     pub port_bindings: BTreeMap<String, serde_json::Value>,
+    /// The VM's memory in bytes (docker's limit; here the VM's size).
+    #[serde(default)]
+    pub memory: i64,
+    #[serde(default)]
+    pub nano_cpus: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -148,6 +148,8 @@ pub struct CreateOptions {
     pub stop_timeout: Option<u32>,
     /// The pod whose VM it runs in.
     pub pod: Option<PodMembership>,
+    /// Its VM's size; `None`: the daemon's default.
+    pub size: Option<crate::size::VmSize>,
 }
 
 /// A container's state and whether it still exists, as waiters see it.
@@ -606,6 +608,7 @@ impl<H: Hypervisor> Containers<H> {
                 // A container removed at exit needs no disk: its changes die with it.
                 persistent: !options.auto_remove,
                 pod: options.pod,
+                size: options.size,
             },
             state: ContainerState::default(),
         };

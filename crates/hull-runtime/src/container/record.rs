@@ -125,6 +125,9 @@ pub struct ContainerConfig {
     /// The pod whose VM the container runs in; `None`: a VM of its own.
     #[serde(default)]
     pub pod: Option<PodMembership>,
+    /// Its VM's size; `None`: the daemon's default.
+    #[serde(default)]
+    pub size: Option<crate::size::VmSize>,
 }
 
 /// The process of a container, as stored.
@@ -293,6 +296,7 @@ mod tests {
                 stop_timeout: Some(5),
                 persistent: true,
                 pod: None,
+                size: None,
             },
             state: ContainerState::default(),
         }

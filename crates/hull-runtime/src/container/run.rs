@@ -145,8 +145,10 @@ impl<H: Hypervisor> Containers<H> {
                 read_only: false,
             });
         }
-        let StartedVm { vm, agent, run_dir } =
-            runtime.vms.start(&vm_name(&id), disks, true).await?;
+        let StartedVm { vm, agent, run_dir } = runtime
+            .vms
+            .start_sized(&vm_name(&id), disks, true, config.size)
+            .await?;
         // Detached VMs outlive their handle: until the run is handed to its
         // supervisor, an error must stop the VM explicitly.
         let vm = KillUnlessReleased(Some(vm));
