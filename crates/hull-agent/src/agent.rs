@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hull_proto::{
-    ContainerSpec, ErrorKind, Event, ExitStatus, Frame, FrameKind, ProcessState, Request,
-    RequestError, Response, StreamId, INITIAL_WINDOW,
+    ContainerSpec, ErrorKind, Event, ExitStatus, Frame, FrameKind, NetworkSpec, ProcessState,
+    Request, RequestError, Response, StreamId, INITIAL_WINDOW,
 };
 
 use crate::channel::Channel;
 use crate::container::{self, Container};
 use crate::flow::{CreditWindow, InputQueue};
 use crate::process::Process;
-use crate::{disk, error_chain, log, pty, sys};
+use crate::{disk, error_chain, log, network, pty, sys};
 
 /// How long CreateContainer waits for its disk to be hot-plugged.
 const DISK_WAIT: Duration = Duration::from_secs(10);
@@ -56,6 +56,8 @@ pub struct Agent {
     /// Locked across spawn and registration, so the reaper never misses a pid.
     pub(crate) processes: Mutex<ProcessTable>,
     pub(crate) streams: Mutex<HashMap<StreamId, Stream>>,
+    /// What `ConfigureNetwork` set, for the `/etc` files of containers.
+    network: Mutex<NetworkSpec>,
 }
 
 impl Agent {
@@ -65,6 +67,7 @@ impl Agent {
             containers: Mutex::default(),
             processes: Mutex::default(),
             streams: Mutex::default(),
+            network: Mutex::default(),
         }
     }
 
@@ -129,6 +132,12 @@ impl Agent {
                 unix_time_nanos,
                 entropy,
             } => resume(unix_time_nanos, &entropy),
+            Request::ConfigureNetwork(spec) => {
+                return self.in_background(id, move |agent| {
+                    let response = agent.configure_network(spec);
+                    agent.channel.respond(id, &into_response(response));
+                });
+            }
             Request::CreateContainer(spec) => {
                 return self.in_background(id, move |agent| {
                     let response = agent.create_container(spec);
@@ -182,6 +191,19 @@ impl Agent {
         crate::boot::power_off()
     }
 
+    fn configure_network(&self, spec: NetworkSpec) -> Result<Response, RequestError> {
+        network::configure(&spec).map_err(|e| {
+            let kind = match e {
+                network::NetworkError::Configure { .. } => ErrorKind::Internal,
+                _ => ErrorKind::InvalidRequest,
+            };
+            RequestError::new(kind, error_chain(&e))
+        })?;
+        log!("network configured: {} interfaces", spec.interfaces.len());
+        *lock(&self.network) = spec;
+        Ok(Response::Done)
+    }
+
     fn create_container(&self, spec: ContainerSpec) -> Result<Response, RequestError> {
         let invalid = |e: container::ContainerError| {
             RequestError::new(ErrorKind::InvalidRequest, e.to_string())
@@ -198,7 +220,8 @@ impl Agent {
         let created = disk::wait_for_container_disks(&spec, DISK_WAIT)
             .map_err(|e| RequestError::new(ErrorKind::NotFound, e.to_string()))
             .and_then(|(image, writable)| {
-                container::create(&spec, &image, writable.as_deref()).map_err(|e| {
+                let network = lock(&self.network).clone();
+                container::create(&spec, &image, writable.as_deref(), &network).map_err(|e| {
                     let message =
                         format!("cannot create container {}: {}", spec.id, error_chain(&e));
                     RequestError::new(ErrorKind::Internal, message)

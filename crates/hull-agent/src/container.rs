@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 #[cfg(test)]
 use hull_proto::RootfsSpec;
-use hull_proto::{ContainerSpec, MountSpec};
+use hull_proto::{ContainerSpec, MountSpec, NetworkSpec};
 
+use crate::network::{hosts_file, resolv_conf};
 use crate::{fsat, sys};
 
 /// Where each container's mounts live in the guest.
@@ -74,13 +75,6 @@ pub fn validate_id(id: &str) -> Result<(), ContainerError> {
         return Err(ContainerError::InvalidId(id.to_owned()));
     }
     Ok(())
-}
-
-/// The contents of a container's `/etc/hosts`.
-pub fn hosts_file(hostname: &str) -> String {
-    format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    )
 }
 
 /// Mounts undone if creation fails half-way.
@@ -202,6 +196,7 @@ pub fn create(
     spec: &ContainerSpec,
     disk: &Path,
     writable: Option<&Path>,
+    network: &NetworkSpec,
 ) -> Result<Container, ContainerError> {
     validate_id(&spec.id)?;
     let dir = Path::new(CONTAINERS_DIR).join(&spec.id);
@@ -220,7 +215,7 @@ pub fn create(
     mounts.mount_plan(&overlay)?;
     let rootfs = overlay.target;
     prepare_rootfs(&rootfs, &mut mounts)?;
-    write_etc(&rootfs, &spec.hostname)?;
+    write_etc(&rootfs, &spec.hostname, network)?;
     for mount in &spec.mounts {
         mount_shared_dir(&rootfs, mount)?;
     }
@@ -371,10 +366,11 @@ fn prepare_rootfs(rootfs: &Path, mounts: &mut Mounts) -> Result<(), ContainerErr
     Ok(())
 }
 
-/// `/etc/hostname`, `/etc/hosts`, and an empty `/etc/resolv.conf` when the
-/// image has none. Existing entries are unlinked first, so a symlink in the
-/// image never redirects the agent's writes.
-fn write_etc(rootfs: &Path, hostname: &str) -> Result<(), ContainerError> {
+/// `/etc/hostname`, `/etc/hosts`, and `/etc/resolv.conf` naming the VM's
+/// resolvers (without them, the image's, or an empty one if it has none).
+/// Existing entries are unlinked first, so a symlink in the image never
+/// redirects the agent's writes.
+fn write_etc(rootfs: &Path, hostname: &str, network: &NetworkSpec) -> Result<(), ContainerError> {
     let etc = rootfs.join("etc");
     if !fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
         return Ok(());
@@ -387,10 +383,15 @@ fn write_etc(rootfs: &Path, hostname: &str) -> Result<(), ContainerError> {
         fs::write(&path, contents).map_err(|source| ContainerError::Create { path, source })
     };
     replace("hostname", &format!("{hostname}\n"))?;
-    replace("hosts", &hosts_file(hostname))?;
-    let resolv = etc.join("resolv.conf");
-    if !fs::symlink_metadata(&resolv).is_ok_and(|m| m.is_file()) {
-        replace("resolv.conf", "")?;
+    replace("hosts", &hosts_file(hostname, network))?;
+    match resolv_conf(network) {
+        Some(text) => replace("resolv.conf", &text)?,
+        None => {
+            let resolv = etc.join("resolv.conf");
+            if !fs::symlink_metadata(&resolv).is_ok_and(|m| m.is_file()) {
+                replace("resolv.conf", "")?;
+            }
+        }
     }
     Ok(())
 }
@@ -464,14 +465,6 @@ mod tests {
     }
 
     #[test]
-    fn hosts_names_localhost_and_the_container() {
-        let hosts = hosts_file("web");
-        assert!(hosts.contains("127.0.0.1\tlocalhost\n"));
-        assert!(hosts.contains("::1\tlocalhost"));
-        assert!(hosts.ends_with("127.0.1.1\tweb\n"));
-    }
-
-    #[test]
     fn etc_files_replace_symlinks_instead_of_following_them() {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
@@ -480,13 +473,13 @@ mod tests {
         fs::create_dir(root.path().join("etc")).unwrap();
         std::os::unix::fs::symlink(&victim, root.path().join("etc/hosts")).unwrap();
         std::os::unix::fs::symlink("/nowhere", root.path().join("etc/resolv.conf")).unwrap();
-        write_etc(root.path(), "box").unwrap();
+        write_etc(root.path(), "box", &NetworkSpec::default()).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         let etc = root.path().join("etc");
         assert_eq!(fs::read_to_string(etc.join("hostname")).unwrap(), "box\n");
         assert_eq!(
             fs::read_to_string(etc.join("hosts")).unwrap(),
-            hosts_file("box")
+            hosts_file("box", &NetworkSpec::default())
         );
         assert_eq!(fs::read_to_string(etc.join("resolv.conf")).unwrap(), "");
     }
@@ -496,7 +489,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("etc")).unwrap();
         fs::write(root.path().join("etc/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
-        write_etc(root.path(), "box").unwrap();
+        write_etc(root.path(), "box", &NetworkSpec::default()).unwrap();
         let kept = fs::read_to_string(root.path().join("etc/resolv.conf")).unwrap();
         assert_eq!(kept, "nameserver 1.1.1.1\n");
     }
@@ -504,7 +497,7 @@ mod tests {
     #[test]
     fn an_image_without_etc_gets_no_files() {
         let root = tempfile::tempdir().unwrap();
-        write_etc(root.path(), "box").unwrap();
+        write_etc(root.path(), "box", &NetworkSpec::default()).unwrap();
         assert!(!root.path().join("etc").exists());
     }
 

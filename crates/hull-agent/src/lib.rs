@@ -15,6 +15,7 @@ pub mod disk;
 pub mod flow;
 pub mod fsat;
 mod inspect;
+pub mod network;
 pub mod port;
 pub mod procenv;
 pub mod process;

@@ -132,14 +132,31 @@ pub fn add_entropy(bytes: &[u8]) -> io::Result<()> {
 
 /// Brings the network interface `name` up, as `ip link set NAME up`.
 pub fn set_link_up(name: &str) -> io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    let mut request = interface_request(name)?;
+    // SAFETY: `request` is an ifreq naming the interface, valid for the call.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) })?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; the kernel only reads the name and flags.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) })
+}
+
+/// A socket for interface ioctls.
+fn ioctl_socket() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
     // SAFETY: socket(2) takes integers only.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd == -1 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// An `ifreq` naming the interface `name`.
+fn interface_request(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: ifreq is plain data for which all zeroes is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
@@ -152,10 +169,66 @@ pub fn set_link_up(name: &str) -> io::Result<()> {
     for (slot, byte) in request.ifr_name.iter_mut().zip(bytes) {
         *slot = *byte as libc::c_char;
     }
-    // SAFETY: `request` is an ifreq naming the interface, valid for the call.
-    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) })?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: as above; the kernel only reads the name and flags.
-    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) })
+    Ok(request)
+}
+
+fn sockaddr_in(address: std::net::Ipv4Addr) -> libc::sockaddr {
+    let inet = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(address).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads
+    // the family first and the rest as sockaddr_in.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(inet) }
+}
+
+/// Sets the interface's MAC address.
+pub fn set_mac_address(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    let mut request = interface_request(name)?;
+    // SAFETY: writing the hwaddr member of the union, which the ioctl reads.
+    unsafe {
+        request.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (slot, byte) in request.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *slot = byte as libc::c_char;
+        }
+    }
+    // SAFETY: `request` is a valid ifreq for the duration of the call.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFHWADDR, &request) })
+}
+
+/// Gives the interface an IPv4 address and netmask.
+pub fn set_ipv4_address(
+    name: &str,
+    address: std::net::Ipv4Addr,
+    netmask: std::net::Ipv4Addr,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    let mut request = interface_request(name)?;
+    request.ifr_ifru.ifru_addr = sockaddr_in(address);
+    // SAFETY: `request` is a valid ifreq holding the address.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFADDR, &request) })?;
+    request.ifr_ifru.ifru_netmask = sockaddr_in(netmask);
+    // SAFETY: as above, holding the netmask.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFNETMASK, &request) })
+}
+
+/// Adds the default route through `gateway`.
+pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    // SAFETY: rtentry is plain data for which all zeroes is a valid value.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+    route.rt_genmask = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+    route.rt_gateway = sockaddr_in(gateway);
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: `route` is a valid rtentry for the duration of the call.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) })
 }

@@ -267,8 +267,9 @@ fn template_key(qemu: &Qemu, config: &DaemonConfig) -> String {
         .map(|(len, modified)| format!("{len}:{modified:?}"))
         .unwrap_or_default();
     let inputs = format!(
-        "hull {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {} | {} vcpus {} MiB",
+        "hull {} | devices {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {} | {} vcpus {} MiB",
         env!("CARGO_PKG_VERSION"),
+        hull_vm::DEVICE_LAYOUT,
         kernel.display(),
         qemu.artifacts.initramfs.display(),
         qemu.binary,

@@ -88,6 +88,11 @@ pub enum Request {
     /// going as they were. Exits after the answer are reported by
     /// `ProcessExited` as usual.
     Reattach,
+    /// Gives the VM's network interfaces their addresses and routes, and
+    /// keeps the resolvers and host names that containers created after it
+    /// find in their `/etc/resolv.conf` and `/etc/hosts`. Sent before the
+    /// first `CreateContainer`; without it interfaces stay down.
+    ConfigureNetwork(NetworkSpec),
     /// The VM was restored from a template: set the clock and reseed the
     /// random number generator, so that no two clones share either.
     Resume {
@@ -111,6 +116,33 @@ pub struct ContainerSpec {
     /// the containers of a pod share.
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+}
+
+/// The VM's network, as the host set it up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// In the order of the VM's network devices.
+    pub interfaces: Vec<InterfaceSpec>,
+    /// Name servers' addresses for `/etc/resolv.conf`.
+    pub dns: Vec<String>,
+    /// Search domains for `/etc/resolv.conf`.
+    #[serde(default)]
+    pub search: Vec<String>,
+    /// `(address, names)` lines added to `/etc/hosts`.
+    #[serde(default)]
+    pub hosts: Vec<(String, Vec<String>)>,
+}
+
+/// One network interface of the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceSpec {
+    /// The MAC address it takes (`02:…`); a VM cloned from a template
+    /// would otherwise keep the template's.
+    pub mac: String,
+    /// IPv4 address with its prefix length, `10.0.2.15/24`.
+    pub address: String,
+    /// The default route's gateway, if this interface carries it.
+    pub gateway: Option<String>,
 }
 
 /// A directory the VM keeps for its containers, bind-mounted into one.
@@ -341,6 +373,16 @@ mod tests {
         round_trip(Request::Ping);
         round_trip(Request::Shutdown);
         round_trip(Request::Reattach);
+        round_trip(Request::ConfigureNetwork(NetworkSpec {
+            interfaces: vec![InterfaceSpec {
+                mac: "02:00:00:00:00:01".into(),
+                address: "10.0.2.15/24".into(),
+                gateway: Some("10.0.2.2".into()),
+            }],
+            dns: vec!["10.0.2.3".into()],
+            search: Vec::new(),
+            hosts: vec![("10.0.2.15".into(), vec!["web".into()])],
+        }));
         round_trip(Response::Reattached(vec![
             ProcessState {
                 container: "c1".into(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hull_proto::Request;
-use hull_vm::{DiskConfig, Hypervisor, MemoryFile, Vm, VmConfig};
+use hull_vm::{DiskConfig, Hypervisor, MemoryFile, NetBackend, Vm, VmConfig};
 use tracing::{info, warn};
 
 use crate::agent::AgentClient;
@@ -59,6 +59,7 @@ impl<H: Hypervisor> VmFactory<H> {
             memory_file: None,
             restore_from: None,
             detached,
+            network: NetBackend::Isolated,
         }
     }
 

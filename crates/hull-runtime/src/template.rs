@@ -223,6 +223,7 @@ impl Templates {
             }),
             restore_from: None,
             detached: false,
+            network: hull_vm::NetBackend::Isolated,
         };
         let mut vm = hypervisor
             .start(config)

@@ -38,6 +38,36 @@ pub struct VmConfig {
     /// take it back with [`Hypervisor::adopt`]. Otherwise the VM dies with
     /// its parent and with its handle.
     pub detached: bool,
+    /// What the VM's network device is connected to.
+    pub network: NetBackend,
+}
+
+/// Names the devices every VM has, for keys of saved device state: a
+/// clone's devices must be its template's.
+pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,net";
+
+/// The backend of a VM's network device. Every VM has the device, so that
+/// clones match their template; the backend is each VM's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetBackend {
+    /// Connected to nothing.
+    #[default]
+    Isolated,
+    /// QEMU's user-mode stack: the guest is 10.0.2.15 behind NAT, with
+    /// host ports forwarded in. Needs no privileges.
+    User { forwards: Vec<HostForward> },
+    /// A tap device the host created and bridged.
+    Tap { ifname: String },
+}
+
+/// A host port forwarded to the guest by the user-mode stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostForward {
+    pub udp: bool,
+    /// The host address to listen on; empty for all.
+    pub host_ip: String,
+    pub host_port: u16,
+    pub guest_port: u16,
 }
 
 /// A file holding guest RAM. A template maps it shared, so its memory lands

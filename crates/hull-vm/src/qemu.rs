@@ -13,7 +13,7 @@ use tokio::sync::{watch, Mutex};
 use tracing::debug;
 
 use crate::qmp::{Qmp, QmpError};
-use crate::{Accel, DiskConfig, GuestArtifacts, Hypervisor, Vm, VmConfig, VmExit};
+use crate::{Accel, DiskConfig, GuestArtifacts, Hypervisor, NetBackend, Vm, VmConfig, VmExit};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,10 @@ impl Qemu {
             "virtio-rng-device".into(),
             "-device".into(),
             "virtio-scsi-device,id=scsi0".into(),
+            "-netdev".into(),
+            netdev_arg(&config.network),
+            "-device".into(),
+            "virtio-net-device,netdev=net0".into(),
         ]);
         if let Some(memory) = &config.memory_file {
             args.extend([
@@ -172,6 +176,28 @@ impl Qemu {
             ]);
         }
         args
+    }
+}
+
+/// The `-netdev` of the VM's network device.
+fn netdev_arg(network: &NetBackend) -> String {
+    match network {
+        // A hub port with nothing else on its hub.
+        NetBackend::Isolated => "hubport,id=net0,hubid=0".into(),
+        NetBackend::User { forwards } => {
+            let mut arg = String::from("user,id=net0");
+            for forward in forwards {
+                let proto = if forward.udp { "udp" } else { "tcp" };
+                arg.push_str(&format!(
+                    ",hostfwd={proto}:{}:{}-:{}",
+                    forward.host_ip, forward.host_port, forward.guest_port
+                ));
+            }
+            arg
+        }
+        NetBackend::Tap { ifname } => {
+            format!("tap,id=net0,ifname={ifname},script=no,downscript=no")
+        }
     }
 }
 
@@ -673,6 +699,7 @@ mod tests {
             memory_file: None,
             restore_from: None,
             detached: false,
+            network: NetBackend::default(),
         };
         let args = qemu()
             .args(&config, &Sockets::Inherited { control: 7, qmp: 8 })
@@ -685,6 +712,40 @@ mod tests {
         assert!(args.contains("filename=/images/a.erofs,node-name=rootfs,read-only=on"));
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=rootfs,serial=hull-rootfs"));
         assert!(args.contains("file:/run/vm1/console.log"));
+        assert!(
+            args.contains("-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0")
+        );
+    }
+
+    #[test]
+    fn every_vm_has_a_network_device_on_its_own_backend() {
+        let user = NetBackend::User {
+            forwards: vec![
+                crate::HostForward {
+                    udp: false,
+                    host_ip: "127.0.0.1".into(),
+                    host_port: 8080,
+                    guest_port: 80,
+                },
+                crate::HostForward {
+                    udp: true,
+                    host_ip: String::new(),
+                    host_port: 5353,
+                    guest_port: 53,
+                },
+            ],
+        };
+        assert_eq!(
+            netdev_arg(&user),
+            "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp::5353-:53"
+        );
+        let tap = NetBackend::Tap {
+            ifname: "hullt1".into(),
+        };
+        assert_eq!(
+            netdev_arg(&tap),
+            "tap,id=net0,ifname=hullt1,script=no,downscript=no"
+        );
     }
 
     #[test]
@@ -701,6 +762,7 @@ mod tests {
             }),
             restore_from: Some("/dev/shm/t/state".into()),
             detached: true,
+            network: NetBackend::default(),
         };
         let sockets = Sockets::Listening {
             control: "/run/clone/ctl".into(),
