@@ -18,9 +18,9 @@ pub use frame::{
     parse_header, Frame, FrameDecoder, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use message::{
-    path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, InterfaceSpec, MountSpec, NetworkSpec, PathStat,
-    ProcessInfo, ProcessSpec, ProcessState, Request, RequestError, Response, RootfsSpec, StreamId,
-    USER_HZ,
+    path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, InterfaceSpec,
+    MountSpec, NetworkSpec, PathStat, ProcessInfo, ProcessSpec, ProcessState, Request,
+    RequestError, Response, RootfsSpec, StreamId, USER_HZ,
 };
 pub use resync::{find_resync, ResyncScanner, RESYNC};
 

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod container;
+pub mod network;
 pub mod pod;
 pub mod pool;
 pub mod run;

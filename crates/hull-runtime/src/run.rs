@@ -193,6 +193,9 @@ impl<H: Hypervisor> Runtime<H> {
         };
         let StartedVm { vm, agent, run_dir } = self.vms.start(&id, vec![rootfs], false).await?;
         let exit = vm.exit();
+        let (_, network) = crate::network::user_network(&[]);
+        let configure = Request::ConfigureNetwork(network);
+        unless_vm_dies(&vm, exit.clone(), agent.request_done(&configure)).await?;
 
         let hostname = id[..12].to_string();
         let create = Request::CreateContainer(ContainerSpec {

@@ -93,7 +93,7 @@ impl<H: Hypervisor> VmFactory<H> {
             let cloned = async {
                 let run_dir = RunDir::create(self.run_root.join(&id))?;
                 let (vm, agent) = self
-                    .clone_template(&template, &id, &run_dir.path, false)
+                    .clone_template(&template, &id, &run_dir.path, false, pooled_network())
                     .await?;
                 Ok::<_, RunError>(PooledVm { vm, agent, run_dir })
             };
@@ -108,27 +108,32 @@ impl<H: Hypervisor> VmFactory<H> {
         pool.stop_filling();
     }
 
-    /// A VM for container `id` with `disks` attached. A `detached` one
-    /// outlives hulld (see [`VmConfig::detached`]); pooled VMs are not, so
-    /// it is cloned or booted.
+    /// A VM for container `id` with `disks` attached, of the factory's
+    /// size, its network device on the user-mode network (as pooled VMs'
+    /// are). A `detached` one outlives hulld (see [`VmConfig::detached`]);
+    /// pooled VMs are not, so it is cloned or booted.
     pub async fn start(
         self: &Arc<Self>,
         id: &str,
         disks: Vec<DiskConfig>,
         detached: bool,
     ) -> Result<StartedVm<H::Vm>, RunError> {
-        self.start_sized(id, disks, detached, None).await
+        self.start_sized(id, disks, detached, None, pooled_network())
+            .await
     }
 
-    /// As [`Self::start`], of `size` rather than the factory's own: the
+    /// As [`Self::start`], of `size` rather than the factory's own (the
     /// pool and the template have the factory's size, so another size
-    /// boots cold.
+    /// boots cold), with its network device on `network` (pooled VMs are
+    /// on the user-mode network without forwarded ports; a VM on another
+    /// is cloned or booted).
     pub async fn start_sized(
         self: &Arc<Self>,
         id: &str,
         disks: Vec<DiskConfig>,
         detached: bool,
         size: Option<VmSize>,
+        network: NetBackend,
     ) -> Result<StartedVm<H::Vm>, RunError> {
         let own_size = VmSize {
             vcpus: self.vcpus,
@@ -139,12 +144,13 @@ impl<H: Hypervisor> VmFactory<H> {
             let mut config = self.config(id, &run_dir.path, disks, detached);
             config.vcpus = size.vcpus;
             config.memory_mib = size.memory_mib;
+            config.network = network;
             return self.boot(config, run_dir, Instant::now()).await;
         }
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         let pooled = match (&self.pool, detached) {
-            (Some(pool), false) => pool.take(),
+            (Some(pool), false) if network == pooled_network() => pool.take(),
             _ => None,
         };
         if let Some(pooled) = pooled {
@@ -166,7 +172,7 @@ impl<H: Hypervisor> VmFactory<H> {
         if let Some(template) = self.templates.as_ref().and_then(|t| t.ready()) {
             let cloned = async {
                 let (vm, agent) = self
-                    .clone_template(&template, id, &run_dir.path, detached)
+                    .clone_template(&template, id, &run_dir.path, detached, network.clone())
                     .await?;
                 if let Err(err) = attach(&vm, &disks).await {
                     vm.kill();
@@ -188,7 +194,8 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
             }
         }
-        let config = self.config(id, &run_dir.path, disks, detached);
+        let mut config = self.config(id, &run_dir.path, disks, detached);
+        config.network = network;
         let started_vm = self.boot(config, run_dir, started).await?;
         // A template that went missing (removed, or failed) is built again.
         if self
@@ -252,8 +259,10 @@ impl<H: Hypervisor> VmFactory<H> {
         id: &str,
         run_dir: &Path,
         detached: bool,
+        network: NetBackend,
     ) -> Result<(H::Vm, AgentClient), RunError> {
         let mut config = self.config(id, run_dir, Vec::new(), detached);
+        config.network = network;
         config.memory_file = Some(MemoryFile {
             path: template.memory.clone(),
             shared: false,
@@ -285,6 +294,13 @@ impl<H: Hypervisor> VmFactory<H> {
             return Err(err);
         }
         Ok((vm, agent))
+    }
+}
+
+/// The network of pooled VMs: the user-mode one, no ports forwarded.
+fn pooled_network() -> NetBackend {
+    NetBackend::User {
+        forwards: Vec::new(),
     }
 }
 

@@ -288,3 +288,47 @@ pub async fn container(client: &Client, command: ContainerCommand) -> Result<i32
     };
     result.or_else(failed)
 }
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    container: String,
+    /// One port: PORT[/PROTO].
+    port: Option<String>,
+}
+
+/// `hull port`: the container's published ports, as docker prints them.
+pub async fn port(client: &Client, args: PortArgs) -> Result<i32> {
+    let container = client.inspect_container(&args.container).await?;
+    let ports = &container.network_settings.ports;
+    let wanted = args.port.as_deref().map(|p| {
+        if p.contains('/') {
+            p.to_owned()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    let mut found = false;
+    for (key, hosts) in ports {
+        if wanted.as_ref().is_some_and(|w| w != key) {
+            continue;
+        }
+        for host in hosts.as_array().into_iter().flatten() {
+            let ip = host["HostIp"].as_str().unwrap_or_default();
+            let port = host["HostPort"].as_str().unwrap_or_default();
+            found = true;
+            if wanted.is_some() {
+                println!("{ip}:{port}");
+            } else {
+                println!("{key} -> {ip}:{port}");
+            }
+        }
+    }
+    if let (Some(wanted), false) = (wanted, found) {
+        eprintln!(
+            "Error: No public port '{wanted}' published for {}",
+            args.container
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}

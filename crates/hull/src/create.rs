@@ -135,6 +135,8 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             auto_remove: args.rm,
             memory,
             nano_cpus,
+            network_mode: args.network.clone(),
+            port_bindings: Some(port_bindings(&args.publish)?).filter(|b| !b.is_empty()),
             ..Default::default()
         }),
         ..Default::default()
@@ -181,6 +183,27 @@ fn parse_bytes(text: &str) -> Result<i64> {
         .parse()
         .context("expected a number with b, k, m or g")?;
     Ok((value * scale as f64) as i64)
+}
+
+/// `-p` entries as docker's `PortBindings`.
+fn port_bindings(publish: &[String]) -> Result<BTreeMap<String, serde_json::Value>> {
+    let mut bindings: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for entry in publish {
+        for binding in hull_api::network::parse_publish(entry)? {
+            let host_port = match binding.host_port {
+                0 => String::new(),
+                port => port.to_string(),
+            };
+            bindings
+                .entry(binding.key())
+                .or_default()
+                .push(serde_json::json!({"HostIp": binding.host_ip, "HostPort": host_port}));
+        }
+    }
+    Ok(bindings
+        .into_iter()
+        .map(|(key, hosts)| (key, serde_json::Value::Array(hosts)))
+        .collect())
 }
 
 /// `KEY=VALUE`, or `KEY` with an empty value.

@@ -69,6 +69,8 @@ enum Command {
     Rename(containers::RenameArgs),
     /// Show containers' (or images') details as JSON.
     Inspect(containers::InspectArgs),
+    /// List a container's published ports.
+    Port(containers::PortArgs),
     /// Show a container's output.
     Logs(logs::LogsArgs),
     /// Run a command in a running container.
@@ -141,6 +143,9 @@ fn main() -> ExitCode {
             Command::Wait(args) => containers::wait(&client, args).await,
             Command::Rm(args) => containers::rm(&client, args).await,
             Command::Rename(args) => containers::rename(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Port(args) => containers::port(&client, args)
                 .await
                 .or_else(containers::failed),
             Command::Inspect(args) => containers::inspect(&client, args)

@@ -107,9 +107,27 @@ fn row(container: &ContainerSummary, no_trunc: bool, now: SystemTime) -> Vec<Str
         format!("{command:?}"),
         format!("{} ago", human_duration(age)),
         container.status.clone(),
-        String::new(),
+        ports(container),
         names.join(","),
     ]
+}
+
+/// Docker's PORTS column: `127.0.0.1:8080->80/tcp, 0.0.0.0:5353->53/udp`.
+fn ports(container: &ContainerSummary) -> String {
+    container
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p["IP"].as_str().unwrap_or_default(),
+                p["PublicPort"],
+                p["PrivatePort"],
+                p["Type"].as_str().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// At most `width` characters, the last one `…` when cut, as docker cuts.

@@ -54,6 +54,12 @@ pub struct RunArgs {
     /// Override the image's entrypoint ("" clears it).
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,
+    /// Publish a container port on the host: [ip:][hostPort:]containerPort[/udp].
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub(crate) publish: Vec<String>,
+    /// The network to join: bridge (the default) or none.
+    #[arg(long, alias = "net")]
+    pub(crate) network: Option<String>,
     /// The VM's size: S1 (1 vCPU, 64 MiB) … L3 (8 vCPUs, 16 GiB).
     #[arg(long, conflicts_with_all = ["cpus", "memory"])]
     pub(crate) size: Option<String>,
@@ -117,9 +123,14 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         eprintln!("hull: Error response from daemon: {err:#}");
         return Ok(125);
     }
-    // Hull's run stream takes the pool's VMs, all of the default size.
-    let sized = args.size.is_some() || args.cpus.is_some() || args.memory.is_some();
-    if args.rm && !args.detach && !sized {
+    // Hull's run stream takes the pool's VMs, all of the default size on
+    // the default network, publishing nothing.
+    let pooled = args.size.is_none()
+        && args.cpus.is_none()
+        && args.memory.is_none()
+        && args.publish.is_empty()
+        && args.network.is_none();
+    if args.rm && !args.detach && pooled {
         return run_streamed(client, args).await;
     }
     crate::create::run(client, args).await

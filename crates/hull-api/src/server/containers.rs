@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
+use hull_runtime::network::{NetworkMode, PortBinding, Protocol};
 use hull_runtime::size::VmSize;
 
 use crate::types::container::{
@@ -44,7 +45,8 @@ impl From<ContainerError> for ApiError {
             | ContainerError::ExecAlreadyRan(_) => StatusCode::CONFLICT,
             ContainerError::InvalidName(_)
             | ContainerError::InvalidSignal(_)
-            | ContainerError::Spec(_) => StatusCode::BAD_REQUEST,
+            | ContainerError::Spec(_)
+            | ContainerError::Network(_) => StatusCode::BAD_REQUEST,
             ContainerError::Run(
                 RunError::CommandNotFound(_)
                 | RunError::CommandNotExecutable(_)
@@ -68,6 +70,72 @@ fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
     hull_runtime::size::fitting(cpus, memory_mib)
         .map(Some)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// Docker's `PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`.
+fn port_bindings(
+    bindings: Option<&BTreeMap<String, serde_json::Value>>,
+) -> Result<Vec<PortBinding>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let mut ports = Vec::new();
+    for (key, hosts) in bindings.into_iter().flatten() {
+        let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+        let container_port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad(format!("invalid container port {key:?}")))?;
+        let protocol = Protocol::parse(protocol).map_err(|e| bad(e.to_string()))?;
+        let hosts: Vec<serde_json::Value> = match hosts {
+            serde_json::Value::Null => vec![serde_json::Value::Null],
+            serde_json::Value::Array(hosts) if hosts.is_empty() => vec![serde_json::Value::Null],
+            serde_json::Value::Array(hosts) => hosts.clone(),
+            other => return Err(bad(format!("invalid port binding for {key}: {other}"))),
+        };
+        for host in hosts {
+            let field = |name: &str| host.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+            let host_port = match field("HostPort") {
+                "" => 0,
+                text => text
+                    .parse::<u16>()
+                    .map_err(|_| bad(format!("invalid host port {text:?} for {key}")))?,
+            };
+            let host_ip = field("HostIp").to_owned();
+            if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(bad(format!("invalid host address {host_ip:?} for {key}")));
+            }
+            ports.push(PortBinding {
+                protocol,
+                host_ip,
+                host_port,
+                container_port,
+            });
+        }
+    }
+    Ok(ports)
+}
+
+/// Docker's `Ports` map of inspect: each container port with its bindings.
+fn ports_map(ports: &[PortBinding], fill_ip: bool) -> BTreeMap<String, serde_json::Value> {
+    let mut map: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for port in ports {
+        let host_ip = if port.host_ip.is_empty() && fill_ip {
+            "0.0.0.0"
+        } else {
+            port.host_ip.as_str()
+        };
+        let host_port = if port.host_port == 0 {
+            String::new()
+        } else {
+            port.host_port.to_string()
+        };
+        map.entry(port.key())
+            .or_default()
+            .push(serde_json::json!({"HostIp": host_ip, "HostPort": host_port}));
+    }
+    map.into_iter()
+        .map(|(key, hosts)| (key, serde_json::Value::Array(hosts)))
+        .collect()
 }
 
 /// The query parameters of a request.
@@ -161,8 +229,13 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
             "volumes and bind mounts are not supported by Hull yet".into()
         ));
     }
-    if host.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(bad("published ports are not supported by Hull yet".into()));
+    let network = NetworkMode::parse(host.network_mode.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    let ports = port_bindings(host.port_bindings.as_ref())?;
+    if network == NetworkMode::None && !ports.is_empty() {
+        return Err(bad(
+            "conflicting options: port publishing and the container type network mode".into(),
+        ));
     }
     let size = vm_size(&host)?;
     let policy = host.restart_policy.unwrap_or_default();
@@ -201,6 +274,8 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         stop_timeout: body.stop_timeout,
         pod: None,
         size,
+        network,
+        ports,
     })
 }
 
@@ -361,12 +436,24 @@ fn summary(record: &Record) -> ContainerSummary {
         image_id: record.config.image_id.clone(),
         command: command_line(record),
         created: unix_seconds(record.created),
-        ports: Vec::new(),
+        ports: record
+            .state
+            .ports
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "IP": if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() },
+                    "PrivatePort": p.container_port,
+                    "PublicPort": p.host_port,
+                    "Type": p.protocol.to_string(),
+                })
+            })
+            .collect(),
         labels: record.config.labels.clone(),
         state: record.state.status.as_str().into(),
         status: status_text(record, SystemTime::now()),
         host_config: SummaryHostConfig {
-            network_mode: "none".into(),
+            network_mode: record.config.network.docker_name().into(),
         },
         network_settings: SummaryNetworks::default(),
         mounts: Vec::new(),
@@ -418,7 +505,7 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
         platform: "linux".into(),
         exec_ids: Some(container.execs()).filter(|e| !e.is_empty()),
         host_config: InspectHostConfig {
-            network_mode: "none".into(),
+            network_mode: config.network.docker_name().into(),
             restart_policy: RestartPolicy {
                 name: config.restart.docker_name().into(),
                 maximum_retry_count: config.restart.max_retries(),
@@ -429,7 +516,7 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
                 config: BTreeMap::new(),
             },
             binds: None,
-            port_bindings: BTreeMap::new(),
+            port_bindings: ports_map(&config.ports, false),
             memory: config.size.map_or(0, |s| i64::from(s.memory_mib) << 20),
             nano_cpus: config
                 .size
@@ -455,7 +542,16 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
             stop_signal: config.stop_signal.clone(),
             stop_timeout: config.stop_timeout,
         },
-        network_settings: InspectNetworkSettings::default(),
+        network_settings: InspectNetworkSettings {
+            ports: ports_map(&record.state.ports, true),
+            ip_address: record.state.ip_address.clone(),
+            gateway: if record.state.ip_address.is_empty() {
+                String::new()
+            } else {
+                hull_runtime::network::user_gateway().to_string()
+            },
+            ..InspectNetworkSettings::default()
+        },
     };
     Ok(json_response(StatusCode::OK, &body))
 }

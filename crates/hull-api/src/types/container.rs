@@ -207,6 +207,7 @@ pub struct InspectNetworkSettings {
     pub ports: BTreeMap<String, serde_json::Value>,
     #[serde(rename = "IPAddress")]
     pub ip_address: String,
+    pub gateway: String,
     pub mac_address: String,
 }
 

@@ -123,6 +123,8 @@ pub enum ContainerError {
     ProcessLost,
     #[error(transparent)]
     Pod(#[from] crate::pod::PodError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("container {container} belongs to pod {pod}: remove the pod instead")]
     PodMember { container: String, pod: String },
     #[error("cannot remove pod {0}: its containers are running: stop the pod before removing it or force remove")]
@@ -150,6 +152,8 @@ pub struct CreateOptions {
     pub pod: Option<PodMembership>,
     /// Its VM's size; `None`: the daemon's default.
     pub size: Option<crate::size::VmSize>,
+    pub network: crate::network::NetworkMode,
+    pub ports: Vec<crate::network::PortBinding>,
 }
 
 /// A container's state and whether it still exists, as waiters see it.
@@ -609,6 +613,8 @@ impl<H: Hypervisor> Containers<H> {
                 persistent: !options.auto_remove,
                 pod: options.pod,
                 size: options.size,
+                network: options.network,
+                ports: options.ports,
             },
             state: ContainerState::default(),
         };

@@ -351,7 +351,13 @@ impl<H: Hypervisor> Containers<H> {
         }
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
-            .start_sized(&pod_vm_name(&pod.id), disks, true, pod.spec.size)
+            .start_sized(
+                &pod_vm_name(&pod.id),
+                disks,
+                true,
+                pod.spec.size,
+                hull_vm::NetBackend::Isolated,
+            )
             .await?;
         let vm = KillUnlessReleased(Some(vm));
         for create in &creates {

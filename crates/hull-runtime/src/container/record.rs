@@ -128,6 +128,11 @@ pub struct ContainerConfig {
     /// Its VM's size; `None`: the daemon's default.
     #[serde(default)]
     pub size: Option<crate::size::VmSize>,
+    #[serde(default)]
+    pub network: crate::network::NetworkMode,
+    /// The ports it publishes, as asked (a host port 0 is chosen at start).
+    #[serde(default)]
+    pub ports: Vec<crate::network::PortBinding>,
 }
 
 /// The process of a container, as stored.
@@ -217,6 +222,12 @@ pub struct ContainerState {
     /// listens on them before the agent resumes its output.
     #[serde(default)]
     pub streams: Option<StreamIds>,
+    /// The ports published while it runs, with their host ports.
+    #[serde(default)]
+    pub ports: Vec<crate::network::PortBinding>,
+    /// Its address while it runs; empty without a network.
+    #[serde(default)]
+    pub ip_address: String,
 }
 
 impl ContainerState {
@@ -297,6 +308,8 @@ mod tests {
                 persistent: true,
                 pod: None,
                 size: None,
+                network: Default::default(),
+                ports: Vec::new(),
             },
             state: ContainerState::default(),
         }

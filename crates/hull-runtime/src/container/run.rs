@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hull_proto::{ContainerSpec, ExitStatus, ProcessSpec, Request, Response, RootfsSpec};
-use hull_vm::{DiskConfig, Hypervisor, Vm, VmExit};
+use hull_vm::{DiskConfig, Hypervisor, NetBackend, Vm, VmExit};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,7 @@ use super::logs::{LogStream, LogWriter};
 use super::pod::PodVm;
 use super::{lock, Container, ContainerError, Containers, RunHandle, Status, WRITABLE_DISK};
 use crate::agent::{AgentClient, AgentError, InputStream, OutputStream};
+use crate::network::{self, NetworkMode};
 use crate::run::{
     remove_dir, start_process, unless_vm_dies, wait_exit, RunDir, RunError, Runtime, ROOTFS_SERIAL,
     STDERR, STDIN, STDOUT,
@@ -145,14 +146,31 @@ impl<H: Hypervisor> Containers<H> {
                 read_only: false,
             });
         }
+        let (backend, network, ports) = match config.network {
+            NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
+            NetworkMode::User => {
+                let ports = network::assign_host_ports(&config.ports)?;
+                let (backend, spec) = network::user_network(&ports);
+                (backend, Some(spec), ports)
+            }
+        };
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
-            .start_sized(&vm_name(&id), disks, true, config.size)
+            .start_sized(&vm_name(&id), disks, true, config.size, backend)
             .await?;
         // Detached VMs outlive their handle: until the run is handed to its
         // supervisor, an error must stop the VM explicitly.
         let vm = KillUnlessReleased(Some(vm));
         let exit = vm.get().exit();
+        let ip_address = match network {
+            Some(spec) => {
+                let address = spec.interfaces[0].address.clone();
+                let configure = Request::ConfigureNetwork(spec);
+                unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&configure)).await?;
+                address.split('/').next().unwrap_or_default().to_owned()
+            }
+            None => String::new(),
+        };
         let create = Request::CreateContainer(ContainerSpec {
             id: id.clone(),
             hostname: config.hostname.clone(),
@@ -199,7 +217,11 @@ impl<H: Hypervisor> Containers<H> {
             outputs: Some((stdout, stderr)),
             stdin,
         };
-        container.update(|s| s.streams = None);
+        container.update(|s| {
+            s.streams = None;
+            s.ports = ports;
+            s.ip_address = ip_address;
+        });
         self.watch_run(runtime, container, run, stdio, pid, true)
     }
 
@@ -424,6 +446,8 @@ impl<H: Hypervisor> Containers<H> {
         container.update(|s| {
             s.status = Status::Exited;
             s.pid = 0;
+            s.ports.clear();
+            s.ip_address.clear();
             s.exit_code = code;
             s.error = error;
             s.finished_at = Some(SystemTime::now());

@@ -1,0 +1,207 @@
+//! Containers on the network, end to end: a server in a VM reached from the
+//! host through a published port (hull and the docker CLI), a container
+//! reaching a server on the host, the files that name its resolvers and
+//! itself, and `--network none`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::{assert_fails, daemon, has_docker_cli, stdout_of, text};
+
+fn hull_out(args: &[&str]) -> String {
+    stdout_of(&daemon().hull(args))
+}
+
+/// A port free on the host's loopback now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /` from `127.0.0.1:port`, once the server answers.
+fn fetch(port: u16) -> String {
+    let mut body = String::new();
+    common::eventually(60, || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(|e| e.to_string())?;
+        let (head, rest) = answer
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("no HTTP answer yet: {answer:?}"))?;
+        if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+            return Err(format!("not a 200 answer: {head}"));
+        }
+        body = rest.to_owned();
+        Ok(())
+    });
+    body
+}
+
+/// A busybox httpd on port 8080 serving its hostname.
+const SERVE_HOSTNAME: &str =
+    "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www";
+
+#[test]
+fn a_published_port_reaches_the_server_in_the_vm() {
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "served",
+        "--hostname",
+        "inside",
+        "-p",
+        &publish,
+        "busybox",
+        "sh",
+        "-c",
+        SERVE_HOSTNAME,
+    ]);
+    assert_eq!(fetch(port), "inside\n");
+
+    assert_eq!(
+        hull_out(&["port", "served"]),
+        format!("8080/tcp -> 127.0.0.1:{port}\n")
+    );
+    assert_eq!(
+        hull_out(&["port", "served", "8080"]),
+        format!("127.0.0.1:{port}\n")
+    );
+    assert_fails(
+        &daemon().hull(&["port", "served", "9090"]),
+        1,
+        &["No public port '9090/tcp' published for served"],
+    );
+    let listing = hull_out(&["ps", "-f", &format!("id={}", id.trim())]);
+    assert!(
+        listing.contains(&format!("127.0.0.1:{port}->8080/tcp")),
+        "{listing}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&hull_out(&["inspect", "served"])).unwrap();
+    let settings = &inspect[0]["NetworkSettings"];
+    assert_eq!(settings["IPAddress"], "10.0.2.15", "{settings}");
+    assert_eq!(inspect[0]["HostConfig"]["NetworkMode"], "bridge");
+
+    // The container's own files name its resolver and itself.
+    assert_eq!(
+        hull_out(&["exec", "served", "cat", "/etc/resolv.conf"]),
+        "nameserver 10.0.2.3\n"
+    );
+    let hosts = hull_out(&["exec", "served", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("10.0.2.15\tinside\n"), "{hosts}");
+
+    // Stopped, it publishes nothing; started again, the port is back.
+    hull_out(&["stop", "-t", "1", "served"]);
+    assert_eq!(hull_out(&["port", "served"]), "");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    hull_out(&["start", "served"]);
+    assert_eq!(fetch(port), "inside\n");
+    hull_out(&["rm", "-f", "served"]);
+
+    // A host port left out is chosen at start.
+    hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "anyport",
+        "-p",
+        "127.0.0.1::8080",
+        "busybox",
+        "sh",
+        "-c",
+        SERVE_HOSTNAME,
+    ]);
+    let mapped = hull_out(&["port", "anyport", "8080/tcp"]);
+    let chosen: u16 = mapped.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(chosen, 0);
+    assert!(!fetch(chosen).is_empty());
+    hull_out(&["rm", "-f", "anyport"]);
+}
+
+#[test]
+fn a_container_reaches_out_through_the_gateway() {
+    // A server on the host's loopback, which the user-mode network's
+    // gateway stands for.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request).unwrap();
+        stream
+            .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nhello from host\n")
+            .unwrap();
+    });
+    let url = format!("http://10.0.2.2:{port}/");
+    let output = daemon().hull(&["run", "--rm", "busybox", "wget", "-qO-", &url]);
+    assert_eq!(stdout_of(&output), "hello from host\n");
+    server.join().unwrap();
+
+    // Without a network: loopback only, and no way out.
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; wget -T 3 -qO- http://10.0.2.2:1/ || echo unreachable",
+    ]);
+    assert_eq!(stdout_of(&output), "unreachable\n");
+    let output = daemon().hull(&["run", "--rm", "--network", "backend", "busybox", "true"]);
+    assert_fails(&output, 125, &["network backend not found"]);
+}
+
+#[test]
+fn the_docker_cli_publishes_ports() {
+    if !has_docker_cli() {
+        eprintln!("skipped: the docker CLI is not installed");
+        return;
+    }
+    let daemon = daemon();
+    let port = free_port();
+    let output = daemon.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "dockerweb",
+        "--hostname",
+        "viadocker",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "busybox",
+        "sh",
+        "-c",
+        SERVE_HOSTNAME,
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(fetch(port), "viadocker\n");
+    let output = daemon.docker(&["port", "dockerweb"]);
+    assert_eq!(
+        text(&output.stdout),
+        format!("8080/tcp -> 127.0.0.1:{port}\n")
+    );
+    let output = daemon.docker(&["ps", "--filter", "name=dockerweb"]);
+    assert!(
+        text(&output.stdout).contains(&format!("127.0.0.1:{port}->8080/tcp")),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(daemon.docker(&["rm", "-f", "dockerweb"]).status.success());
+}
