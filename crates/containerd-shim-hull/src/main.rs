@@ -1,0 +1,38 @@
+//! `containerd-shim-hull-v2`: started by containerd, never by hand.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+
+use containerd_shim_hull::shim::{library_config, HullShim, RUNTIME_ID};
+use tracing_subscriber::EnvFilter;
+
+/// The serving shim logs to the `log` FIFO containerd reads in the bundle
+/// (its stderr goes nowhere); `start` and `delete` to stderr, which
+/// containerd shows when they fail. Writes that would block are dropped:
+/// a containerd that stopped reading must not stall the shim.
+fn init_logging() {
+    let serving = !std::env::args().any(|a| a == "start" || a == "delete");
+    let filter = EnvFilter::try_from_env("HULL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fifo = serving
+        .then(|| {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open("log")
+                .ok()
+        })
+        .flatten();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    match fifo {
+        Some(fifo) => builder.with_writer(std::sync::Mutex::new(fifo)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    init_logging();
+    containerd_shim::asynchronous::run::<HullShim>(RUNTIME_ID, Some(library_config())).await;
+}

@@ -1,0 +1,246 @@
+//! The sandbox's VM: booted for its first container, given each container's
+//! rootfs disk by hot-plug, paused and resumed with QMP, and powered off
+//! when its last container is gone.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use hull_proto::Request;
+use hull_runtime::{AgentClient, AgentError};
+use hull_vm::accel::{self, SystemProbe};
+use hull_vm::{
+    ArtifactError, ArtifactSources, DiskConfig, GuestArtifacts, Hypervisor, NetBackend, Qemu,
+    QemuError, QemuVm, Vm, VmConfig, VmExit,
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::{ConfigError, ShimConfig};
+
+/// A cold boot under TCG takes seconds; a wedged one is reported.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a powered-off guest may take to end its QEMU.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot find the guest's kernel and agent")]
+    Artifacts(#[from] ArtifactError),
+    #[error("cannot create the VM directory {}", .path.display())]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the sandbox's VM")]
+    Start(#[source] QemuError),
+    #[error("the sandbox's VM did not come up within {}s; its console ends with:\n{console}", BOOT_TIMEOUT.as_secs())]
+    BootTimeout { console: String },
+    #[error("the sandbox's VM stopped ({exit}); its console ends with:\n{console}")]
+    Died { exit: VmExit, console: String },
+    #[error("cannot reach the guest agent")]
+    Agent(#[from] AgentError),
+    #[error("cannot plug the rootfs {} into the VM", .path.display())]
+    AttachDisk {
+        path: PathBuf,
+        #[source]
+        source: QemuError,
+    },
+    #[error("QEMU refused to {action} the VM")]
+    Qmp {
+        action: &'static str,
+        #[source]
+        source: hull_vm::qmp::QmpError,
+    },
+}
+
+/// One VM and the connection to its agent.
+pub struct Sandbox {
+    vm: QemuVm,
+    agent: AgentClient,
+    run_dir: PathBuf,
+    next_disk: AtomicU32,
+}
+
+impl Sandbox {
+    /// Boots the VM of the sandbox `grouping` and waits for its agent.
+    pub async fn boot(config: &ShimConfig, grouping: &str) -> Result<Self, SandboxError> {
+        let accel = accel::decide(config.accel_choice()?, &SystemProbe, false);
+        info!("{}", accel.reason);
+        let sources = ArtifactSources {
+            kernel: config.kernel.clone(),
+            agent: config.agent.clone(),
+        };
+        let cache = config.cache_dir.join("artifacts");
+        let artifacts =
+            tokio::task::spawn_blocking(move || GuestArtifacts::prepare(&sources, &cache))
+                .await
+                .expect("preparing artifacts does not panic")?;
+        let qemu = Qemu::new(accel.accel, artifacts);
+        // containerd's ids are long; a short, unique directory name keeps
+        // the VM's socket paths within the 108 bytes a Unix address holds.
+        let run_dir = config.run_root.join(short_name(grouping));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir).map_err(|source| SandboxError::RunDir {
+            path: run_dir.clone(),
+            source,
+        })?;
+        let vm_config = VmConfig {
+            id: format!("shim-{}", short_name(grouping)),
+            run_dir: run_dir.clone(),
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            disks: Vec::new(),
+            memory_file: None,
+            restore_from: None,
+            detached: false,
+            // Containers reach no network yet: CRI's pod network lives in
+            // a namespace the VM would need a tap in.
+            network: NetBackend::Isolated,
+        };
+        let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
+        let control = vm.take_control_channel().expect("a new VM has its channel");
+        let greeted = unless_vm_dies(&vm, async { Ok(AgentClient::handshake(control).await?) });
+        let agent = match tokio::time::timeout(BOOT_TIMEOUT, greeted).await {
+            Ok(agent) => agent?,
+            Err(_) => {
+                return Err(SandboxError::BootTimeout {
+                    console: vm.console_tail(),
+                })
+            }
+        };
+        info!(vm = %vm.id(), "sandbox VM ready");
+        Ok(Self {
+            vm,
+            agent,
+            run_dir,
+            next_disk: AtomicU32::new(0),
+        })
+    }
+
+    pub fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+
+    pub fn exit(&self) -> watch::Receiver<Option<VmExit>> {
+        self.vm.exit()
+    }
+
+    pub fn console_tail(&self) -> String {
+        self.vm.console_tail()
+    }
+
+    /// Hot-plugs a read-only rootfs image; returns the serial the agent
+    /// finds it by.
+    pub async fn attach_rootfs(&self, image: &Path) -> Result<String, SandboxError> {
+        let n = self.next_disk.fetch_add(1, Ordering::Relaxed);
+        let disk = DiskConfig {
+            id: format!("rootfs{n}"),
+            path: image.to_owned(),
+            serial: format!("hull-shim-{n}"),
+            read_only: true,
+        };
+        unless_vm_dies(&self.vm, async {
+            self.vm
+                .attach_disk(&disk)
+                .await
+                .map_err(|source| SandboxError::AttachDisk {
+                    path: image.to_owned(),
+                    source,
+                })
+        })
+        .await?;
+        Ok(disk.serial)
+    }
+
+    /// Runs `request` unless the VM stops first.
+    pub async fn request(&self, request: &Request) -> Result<hull_proto::Response, SandboxError> {
+        unless_vm_dies(&self.vm, async { Ok(self.agent.request(request).await?) }).await
+    }
+
+    pub async fn request_done(&self, request: &Request) -> Result<(), SandboxError> {
+        unless_vm_dies(&self.vm, async {
+            Ok(self.agent.request_done(request).await?)
+        })
+        .await
+    }
+
+    /// Stops the VM's vCPUs (QMP `stop`): every container in it pauses.
+    pub async fn pause(&self) -> Result<(), SandboxError> {
+        self.qmp("stop", "pause").await
+    }
+
+    pub async fn resume(&self) -> Result<(), SandboxError> {
+        self.qmp("cont", "resume").await
+    }
+
+    async fn qmp(&self, command: &str, action: &'static str) -> Result<(), SandboxError> {
+        self.vm
+            .qmp(command, None)
+            .await
+            .map(drop)
+            .map_err(|source| SandboxError::Qmp { action, source })
+    }
+
+    /// Asks the guest to power off, and kills QEMU if it does not.
+    pub async fn shutdown(&self) {
+        let mut exit = self.vm.exit();
+        if let Err(err) = self.agent.request_done(&Request::Shutdown).await {
+            warn!(error = %err, "the guest did not take the shutdown; killing its VM");
+        }
+        let ended = tokio::time::timeout(POWEROFF_TIMEOUT, exit.wait_for(Option::is_some)).await;
+        if ended.is_err() {
+            self.vm.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// Runs `work` unless the VM stops first, which becomes `Died`.
+async fn unless_vm_dies<T>(
+    vm: &QemuVm,
+    work: impl std::future::Future<Output = Result<T, SandboxError>>,
+) -> Result<T, SandboxError> {
+    let mut exit = vm.exit();
+    tokio::select! {
+        result = work => result,
+        died = exit.wait_for(Option::is_some) => {
+            let exit = died.ok().and_then(|e| *e).unwrap_or(VmExit::Exited(-1));
+            Err(SandboxError::Died { exit, console: vm.console_tail() })
+        }
+    }
+}
+
+/// A file name of at most 16 characters for a containerd id.
+pub fn short_name(id: &str) -> String {
+    let clean: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    if clean.len() <= 16 && clean.len() == id.len() && !clean.is_empty() {
+        return clean;
+    }
+    // FNV-1a: stable across runs, so a restarted shim finds the same name.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_stay_and_long_ones_are_hashed() {
+        assert_eq!(short_name("t1"), "t1");
+        let long = "a".repeat(64);
+        assert_eq!(short_name(&long).len(), 16);
+        assert_eq!(short_name(&long), short_name(&long));
+        assert_ne!(short_name(&long), short_name(&"b".repeat(64)));
+        assert_ne!(short_name("a/b"), "ab");
+    }
+}

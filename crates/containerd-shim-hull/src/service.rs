@@ -1,0 +1,526 @@
+//! The sandbox's containers and processes, driven through the guest agent:
+//! what each Task API call does, apart from its wire types (in `task.rs`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::protos::types::mount::Mount;
+use hull_proto::{
+    ContainerSpec, ErrorKind, GuestStats, ProcessInfo, ProcessSpec, Request, Response, RootfsSpec,
+};
+use hull_runtime::AgentError;
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::config::ShimConfig;
+use crate::events::{Event, Events};
+use crate::rootfs::{self, RootfsError};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::spec::{ContainerConfig, ProcessConfig, SpecError};
+use crate::state::{agent_process_id, Container, Exited, Process, Stdio};
+use crate::stdio::{pump_input, pump_output, CloseInput, StdioError, Target};
+
+/// How long a process's output may still be draining into its FIFOs after
+/// it exited before the exit is reported anyway (a reader that left).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("container {0} does not exist in this sandbox")]
+    NoContainer(String),
+    #[error("container {container} has no process {exec_id}")]
+    NoProcess { container: String, exec_id: String },
+    #[error("container {0} exists already")]
+    ContainerExists(String),
+    #[error("container {container} has a process {exec_id} already")]
+    ProcessExists { container: String, exec_id: String },
+    #[error("exec id {0:?} is reserved for the container's own process")]
+    ReservedExecId(String),
+    #[error("process {0} is started already")]
+    AlreadyStarted(String),
+    #[error("process {0} is not started")]
+    NotStarted(String),
+    #[error("process {0} already finished")]
+    Finished(String),
+    #[error("container {0} is still running: kill it first")]
+    StillRunning(String),
+    #[error("the sandbox's VM is not running")]
+    NoSandbox,
+    #[error("cannot read the container's OCI spec")]
+    Spec(#[from] SpecError),
+    #[error("cannot prepare the container's rootfs")]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Stdio(#[from] StdioError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the guest agent answered {0:?} unexpectedly")]
+    Unexpected(Box<Response>),
+    #[error("updating a container's resources is not supported: a Hull VM's size is fixed when it boots")]
+    UpdateUnsupported,
+}
+
+impl ServiceError {
+    /// A refusal of the agent, as the error containerd shows its user.
+    fn from_sandbox(err: SandboxError) -> Self {
+        match err {
+            SandboxError::Agent(AgentError::Refused(refusal)) => match refusal.kind {
+                ErrorKind::NotFound
+                | ErrorKind::InvalidRequest
+                | ErrorKind::CommandNotFound
+                | ErrorKind::CommandNotExecutable => Self::Refused(refusal.message),
+                _ => Self::Sandbox(SandboxError::Agent(AgentError::Refused(refusal))),
+            },
+            other => Self::Sandbox(other),
+        }
+    }
+}
+
+/// The shim's one sandbox: its VM, booted with the first container, and
+/// its containers.
+pub struct Service {
+    config: ShimConfig,
+    events: Events,
+    sandbox: OnceCell<Arc<Sandbox>>,
+    containers: Mutex<HashMap<String, Container>>,
+    next_stream: AtomicU32,
+    paused: AtomicBool,
+}
+
+/// What containerd's `Create` carries.
+pub struct CreateRequest {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<Mount>,
+    pub stdio: Stdio,
+}
+
+impl Service {
+    pub fn new(config: ShimConfig, events: Events) -> Self {
+        Self {
+            config,
+            events,
+            sandbox: OnceCell::new(),
+            containers: Mutex::new(HashMap::new()),
+            // The agent's stream ids are per connection; 0 stays unused.
+            next_stream: AtomicU32::new(1),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Container>> {
+        self.containers.lock().expect("container table lock")
+    }
+
+    fn sandbox(&self) -> Result<Arc<Sandbox>, ServiceError> {
+        self.sandbox.get().cloned().ok_or(ServiceError::NoSandbox)
+    }
+
+    fn with_process<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&mut Process, &Path) -> Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let mut containers = self.containers();
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NoContainer(id.to_owned()))?;
+        let bundle = container.bundle.clone();
+        let process =
+            container
+                .processes
+                .get_mut(exec_id)
+                .ok_or_else(|| ServiceError::NoProcess {
+                    container: id.to_owned(),
+                    exec_id: exec_id.to_owned(),
+                })?;
+        f(process, &bundle)
+    }
+
+    /// Builds the rootfs image, boots the VM if this is its first
+    /// container, plugs the image in and has the agent mount it.
+    pub async fn create(&self, request: CreateRequest) -> Result<(), ServiceError> {
+        if self.containers().contains_key(&request.id) {
+            return Err(ServiceError::ContainerExists(request.id));
+        }
+        let config = ContainerConfig::load(&request.bundle)?;
+        if !config.unsupported_mounts.is_empty() {
+            warn!(container = %request.id, mounts = ?config.unsupported_mounts, "host mounts are not passed into the VM yet; skipping them");
+        }
+        let image = rootfs::build(&request.bundle, &request.rootfs).await?;
+        let grouping = config.grouping(&request.id);
+        let sandbox = self
+            .sandbox
+            .get_or_try_init(|| async {
+                Sandbox::boot(&self.config, &grouping).await.map(Arc::new)
+            })
+            .await?
+            .clone();
+        let serial = sandbox.attach_rootfs(&image).await?;
+        let hostname = match config.hostname.as_str() {
+            "" => request.id.chars().take(12).collect(),
+            name => name.to_owned(),
+        };
+        let spec = ContainerSpec {
+            id: request.id.clone(),
+            hostname,
+            rootfs: RootfsSpec {
+                serial,
+                fs_type: "erofs".into(),
+            },
+            writable: None,
+            mounts: Vec::new(),
+        };
+        sandbox
+            .request_done(&Request::CreateContainer(spec))
+            .await
+            .map_err(ServiceError::from_sandbox)?;
+        let mut stdio = request.stdio;
+        stdio.terminal |= config.process.terminal;
+        let init = Process::new(config.process, stdio.clone());
+        self.containers().insert(
+            request.id.clone(),
+            Container {
+                bundle: request.bundle.clone(),
+                image,
+                processes: HashMap::from([(String::new(), init)]),
+            },
+        );
+        info!(container = %request.id, "container created");
+        self.events.publish(Event::Create {
+            container: request.id,
+            bundle: request.bundle,
+            rootfs: request.rootfs,
+            stdio,
+        });
+        Ok(())
+    }
+
+    /// Starts a container's init process (`exec_id` empty) or an exec'd
+    /// one, wiring its stdio; returns the guest's pid.
+    pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32, ServiceError> {
+        let sandbox = self.sandbox()?;
+        let (config, stdio) = self.with_process(id, exec_id, |p, _| match p.pid {
+            Some(_) => Err(ServiceError::AlreadyStarted(describe(id, exec_id))),
+            None => Ok((p.config.clone(), p.stdio.clone())),
+        })?;
+        let terminal = stdio.terminal || config.terminal;
+        let base = self.next_stream.fetch_add(3, Ordering::Relaxed);
+        let (stdin, stdout, stderr) = (base, base + 1, base + 2);
+        let agent = sandbox.agent();
+        let name = agent_process_id(exec_id);
+        let spec = ProcessSpec {
+            container: id.to_owned(),
+            id: name.to_owned(),
+            args: config.args,
+            env: config.env,
+            cwd: config.cwd,
+            user: config.user,
+            terminal,
+            stdin: (!stdio.stdin.is_empty()).then_some(stdin),
+            stdout,
+            stderr: (!terminal).then_some(stderr),
+        };
+        let stdout_target = Target::parse(&stdio.stdout)?;
+        let stderr_target = Target::parse(&stdio.stderr)?;
+        let exited = agent.watch_exit(id, name);
+        let mut outputs = vec![pump_output(agent.open_output(stdout), stdout_target)];
+        if !terminal {
+            outputs.push(pump_output(agent.open_output(stderr), stderr_target));
+        }
+        let close_input = spec.stdin.map(|stream| {
+            let close = CloseInput::default();
+            pump_input(
+                agent.open_input(stream),
+                stdio.stdin.clone().into(),
+                close.clone(),
+            );
+            close
+        });
+        let pid = match sandbox.request(&Request::StartProcess(spec)).await {
+            Ok(Response::Started { pid }) => pid as u32,
+            Ok(other) => return Err(ServiceError::Unexpected(Box::new(other))),
+            Err(err) => return Err(ServiceError::from_sandbox(err)),
+        };
+        let exit = self.with_process(id, exec_id, |p, _| {
+            p.pid = Some(pid);
+            p.close_input = close_input;
+            Ok(p.exit.clone())
+        })?;
+        let events = self.events.clone();
+        let (container, exec) = (id.to_owned(), exec_id.to_owned());
+        tokio::spawn(async move {
+            // A channel lost with the VM is an exit with 255, as runc's
+            // shim reports a container whose init it could not wait for.
+            let status = exited.await.map(|s| s.code() as u32).unwrap_or(255);
+            for output in outputs {
+                let _ = tokio::time::timeout(OUTPUT_DRAIN, output).await;
+            }
+            let exited = Exited {
+                status,
+                at: SystemTime::now(),
+            };
+            exit.send_replace(Some(exited));
+            info!(container, exec, status, "process exited");
+            events.publish(Event::Exit {
+                container,
+                exec_id: exec,
+                pid,
+                exited,
+            });
+        });
+        self.events.publish(match exec_id {
+            "" => Event::Start {
+                container: id.to_owned(),
+                pid,
+            },
+            _ => Event::ExecStarted {
+                container: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                pid,
+            },
+        });
+        Ok(pid)
+    }
+
+    /// Registers a process to run in a container with a later `start`.
+    pub fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        spec_json: &[u8],
+        stdio: Stdio,
+    ) -> Result<(), ServiceError> {
+        if agent_process_id(exec_id) == "init" {
+            return Err(ServiceError::ReservedExecId(exec_id.to_owned()));
+        }
+        let config = ProcessConfig::from_exec_json(spec_json)?;
+        let mut containers = self.containers();
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NoContainer(id.to_owned()))?;
+        if container.processes.contains_key(exec_id) {
+            return Err(ServiceError::ProcessExists {
+                container: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            });
+        }
+        container
+            .processes
+            .insert(exec_id.to_owned(), Process::new(config, stdio));
+        drop(containers);
+        self.events.publish(Event::ExecAdded {
+            container: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// The process's state: (pid, status, stdio, exit).
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcessState, ServiceError> {
+        let paused = self.paused.load(Ordering::Relaxed);
+        self.with_process(id, exec_id, |p, bundle| {
+            Ok(ProcessState {
+                bundle: bundle.to_owned(),
+                pid: p.pid.unwrap_or(0),
+                status: p.status(paused),
+                stdio: p.stdio.clone(),
+                exited: p.exited(),
+            })
+        })
+    }
+
+    /// Waits for a process to exit.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exited, ServiceError> {
+        let mut exit = self.with_process(id, exec_id, |p, _| Ok(p.exit.subscribe()))?;
+        let exited = exit
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ServiceError::NoProcess {
+                container: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            })?;
+        Ok(exited.expect("waited for an exit"))
+    }
+
+    /// Signals a process. One not started yet ends at once, as a runc
+    /// container killed before its start does.
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), ServiceError> {
+        let started = self.with_process(id, exec_id, |p, _| {
+            if p.exited().is_some() {
+                return Err(ServiceError::Finished(describe(id, exec_id)));
+            }
+            if p.pid.is_none() {
+                let exited = Exited {
+                    status: 128 + signal,
+                    at: SystemTime::now(),
+                };
+                p.exit.send_replace(Some(exited));
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        if !started {
+            return Ok(());
+        }
+        let request = Request::Signal {
+            container: id.to_owned(),
+            process: agent_process_id(exec_id).to_owned(),
+            signal: signal as i32,
+        };
+        self.sandbox()?
+            .request_done(&request)
+            .await
+            .map_err(ServiceError::from_sandbox)
+    }
+
+    /// Forgets an exited process; for the init process, the container with
+    /// it. Its disk stays plugged into the VM until the VM ends.
+    pub fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Option<Exited>), ServiceError> {
+        let mut containers = self.containers();
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NoContainer(id.to_owned()))?;
+        let process = container
+            .processes
+            .get(exec_id)
+            .ok_or_else(|| ServiceError::NoProcess {
+                container: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            })?;
+        let (pid, exited) = (process.pid.unwrap_or(0), process.exited());
+        if process.pid.is_some() && exited.is_none() {
+            return Err(ServiceError::StillRunning(describe(id, exec_id)));
+        }
+        if !exec_id.is_empty() {
+            container.processes.remove(exec_id);
+            return Ok((pid, exited));
+        }
+        let container = containers.remove(id).expect("looked up above");
+        drop(containers);
+        let _ = std::fs::remove_file(&container.image);
+        let _ = rootfs::unmount(&container.bundle.join("rootfs"));
+        self.events.publish(Event::Delete {
+            container: id.to_owned(),
+            pid,
+            exited,
+        });
+        Ok((pid, exited))
+    }
+
+    pub fn close_input(&self, id: &str, exec_id: &str) -> Result<(), ServiceError> {
+        self.with_process(id, exec_id, |p, _| {
+            if let Some(close) = p.close_input.take() {
+                close.close();
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), ServiceError> {
+        self.with_process(id, exec_id, |p, _| match p.pid {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::NotStarted(describe(id, exec_id))),
+        })?;
+        let request = Request::ResizeTerminal {
+            container: id.to_owned(),
+            process: agent_process_id(exec_id).to_owned(),
+            rows,
+            cols,
+        };
+        self.sandbox()?
+            .request_done(&request)
+            .await
+            .map_err(ServiceError::from_sandbox)
+    }
+
+    pub async fn pids(&self, id: &str) -> Result<Vec<ProcessInfo>, ServiceError> {
+        self.state(id, "")?;
+        let request = Request::ListProcesses {
+            container: id.to_owned(),
+        };
+        match self.sandbox()?.request(&request).await {
+            Ok(Response::Processes(processes)) => Ok(processes),
+            Ok(other) => Err(ServiceError::Unexpected(Box::new(other))),
+            Err(err) => Err(ServiceError::from_sandbox(err)),
+        }
+    }
+
+    pub async fn stats(&self, id: &str) -> Result<GuestStats, ServiceError> {
+        self.state(id, "")?;
+        let request = Request::Stats {
+            container: id.to_owned(),
+        };
+        match self.sandbox()?.request(&request).await {
+            Ok(Response::Stats(stats)) => Ok(stats),
+            Ok(other) => Err(ServiceError::Unexpected(Box::new(other))),
+            Err(err) => Err(ServiceError::from_sandbox(err)),
+        }
+    }
+
+    /// Pauses (or resumes) the whole VM: every container of the sandbox.
+    pub async fn set_paused(&self, id: &str, paused: bool) -> Result<(), ServiceError> {
+        self.state(id, "")?;
+        let sandbox = self.sandbox()?;
+        if paused {
+            sandbox.pause().await?;
+        } else {
+            sandbox.resume().await?;
+        }
+        self.paused.store(paused, Ordering::Relaxed);
+        let container = id.to_owned();
+        self.events.publish(if paused {
+            Event::Paused { container }
+        } else {
+            Event::Resumed { container }
+        });
+        Ok(())
+    }
+
+    /// Powers the VM off once no container is left; says whether the shim
+    /// may exit.
+    pub async fn shutdown(&self) -> bool {
+        if !self.containers().is_empty() {
+            return false;
+        }
+        if let Some(sandbox) = self.sandbox.get() {
+            sandbox.shutdown().await;
+        }
+        true
+    }
+
+    pub fn init_pid(&self, id: &str) -> u32 {
+        self.containers()
+            .get(id)
+            .and_then(|c| c.init().pid)
+            .unwrap_or(0)
+    }
+}
+
+/// A process's state as `State` reports it.
+pub struct ProcessState {
+    pub bundle: PathBuf,
+    pub pid: u32,
+    pub status: containerd_shim::api::Status,
+    pub stdio: Stdio,
+    pub exited: Option<Exited>,
+}
+
+fn describe(id: &str, exec_id: &str) -> String {
+    match exec_id {
+        "" => id.to_owned(),
+        exec => format!("{exec} of {id}"),
+    }
+}

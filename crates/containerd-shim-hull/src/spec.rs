@@ -1,0 +1,213 @@
+//! What the shim takes from the OCI runtime spec in a bundle: the process
+//! (args, env, cwd, user, terminal), the hostname, the CRI sandbox
+//! annotations, and which mounts the guest agent already makes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use oci_spec::runtime::{Mount, Process, Spec};
+
+/// CRI's annotation naming the sandbox (pod) a container belongs to.
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// CRI's annotation saying whether a container is the sandbox itself
+/// (`sandbox`, the pause container) or one of its workloads (`container`).
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read the OCI spec {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("the OCI spec has no process to run")]
+    NoProcess,
+    #[error("the OCI spec's process has no args")]
+    NoArgs,
+    #[error("the exec request carries no process spec")]
+    NoExecSpec,
+    #[error("the exec request's process spec is not valid JSON")]
+    ExecSpec(#[source] serde_json::Error),
+}
+
+/// A process as the guest agent runs it, before stream ids are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `uid:gid`, numeric: containerd resolved names already.
+    pub user: String,
+    pub terminal: bool,
+}
+
+impl ProcessConfig {
+    pub fn from_oci(process: &Process) -> Result<Self, SpecError> {
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(SpecError::NoArgs);
+        }
+        let user = process.user();
+        let cwd = process.cwd().to_string_lossy().into_owned();
+        Ok(Self {
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: if cwd.is_empty() { "/".into() } else { cwd },
+            user: format!("{}:{}", user.uid(), user.gid()),
+            terminal: process.terminal().unwrap_or(false),
+        })
+    }
+
+    /// The process of an exec request: the OCI `Process` as JSON.
+    pub fn from_exec_json(json: &[u8]) -> Result<Self, SpecError> {
+        if json.is_empty() {
+            return Err(SpecError::NoExecSpec);
+        }
+        let process: Process = serde_json::from_slice(json).map_err(SpecError::ExecSpec)?;
+        Self::from_oci(&process)
+    }
+}
+
+/// The parts of a bundle's `config.json` a container is made from.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub process: ProcessConfig,
+    pub hostname: String,
+    pub annotations: HashMap<String, String>,
+    /// Mounts the guest cannot make (host paths); logged, not refused, as
+    /// CRI adds some to every container.
+    pub unsupported_mounts: Vec<String>,
+}
+
+impl ContainerConfig {
+    pub fn load(bundle: &Path) -> Result<Self, SpecError> {
+        let path = bundle.join("config.json");
+        let spec = Spec::load(&path).map_err(|source| SpecError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_spec(&spec)
+    }
+
+    pub fn from_spec(spec: &Spec) -> Result<Self, SpecError> {
+        let process = spec.process().as_ref().ok_or(SpecError::NoProcess)?;
+        let mounts = spec.mounts().as_deref().unwrap_or_default();
+        Ok(Self {
+            process: ProcessConfig::from_oci(process)?,
+            hostname: spec.hostname().clone().unwrap_or_default(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            unsupported_mounts: mounts
+                .iter()
+                .filter(|m| !made_by_agent(m))
+                .map(|m| m.destination().display().to_string())
+                .collect(),
+        })
+    }
+
+    /// The shim (and so the VM) that serves this container: its sandbox's,
+    /// or its own when it has none (`ctr run`).
+    pub fn grouping(&self, id: &str) -> String {
+        grouping(&self.annotations, id)
+    }
+}
+
+pub fn grouping(annotations: &HashMap<String, String>, id: &str) -> String {
+    match annotations.get(SANDBOX_ID) {
+        Some(sandbox) if !sandbox.is_empty() => sandbox.clone(),
+        _ => id.to_owned(),
+    }
+}
+
+/// The kernel filesystems every container gets from the guest agent, as
+/// runc makes them; the spec lists them too.
+fn made_by_agent(mount: &Mount) -> bool {
+    let kind = mount.typ().as_deref().unwrap_or_default();
+    let target = mount.destination().to_string_lossy();
+    matches!(
+        kind,
+        "proc" | "sysfs" | "devpts" | "mqueue" | "cgroup" | "cgroup2"
+    ) || (kind == "tmpfs" && matches!(&*target, "/dev" | "/dev/shm" | "/run"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const CTR_SPEC: &str = r#"{
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "user": {"uid": 1000, "gid": 100},
+            "args": ["sh", "-c", "echo hi"],
+            "env": ["PATH=/bin", "A=1"],
+            "cwd": "/tmp",
+            "terminal": true
+        },
+        "root": {"path": "rootfs"},
+        "hostname": "box",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs"},
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": "/x/resolv.conf"}
+        ],
+        "annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}
+    }"#;
+
+    #[test]
+    fn the_process_is_taken_as_the_agent_runs_it() {
+        let config = ContainerConfig::from_spec(&spec(CTR_SPEC)).unwrap();
+        assert_eq!(
+            config.process,
+            ProcessConfig {
+                args: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                env: vec!["PATH=/bin".into(), "A=1".into()],
+                cwd: "/tmp".into(),
+                user: "1000:100".into(),
+                terminal: true,
+            }
+        );
+        assert_eq!(config.hostname, "box");
+    }
+
+    #[test]
+    fn host_bind_mounts_are_the_unsupported_ones() {
+        let config = ContainerConfig::from_spec(&spec(CTR_SPEC)).unwrap();
+        assert_eq!(config.unsupported_mounts, vec!["/etc/resolv.conf"]);
+    }
+
+    #[test]
+    fn containers_of_a_sandbox_share_its_grouping() {
+        let config = ContainerConfig::from_spec(&spec(CTR_SPEC)).unwrap();
+        assert_eq!(config.grouping("c1"), "pod1");
+        assert_eq!(grouping(&HashMap::new(), "c1"), "c1");
+    }
+
+    #[test]
+    fn a_process_without_args_is_refused() {
+        let json =
+            r#"{"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/"}}"#;
+        assert!(matches!(
+            ContainerConfig::from_spec(&spec(json)),
+            Err(SpecError::NoArgs)
+        ));
+    }
+
+    #[test]
+    fn an_exec_process_comes_as_json() {
+        let json = br#"{"user": {"uid": 0, "gid": 0}, "args": ["ls", "/"], "cwd": ""}"#;
+        let process = ProcessConfig::from_exec_json(json).unwrap();
+        assert_eq!(process.args, vec!["ls", "/"]);
+        assert_eq!(process.cwd, "/");
+        assert_eq!(process.user, "0:0");
+        assert!(matches!(
+            ProcessConfig::from_exec_json(b""),
+            Err(SpecError::NoExecSpec)
+        ));
+    }
+}
