@@ -1,6 +1,7 @@
 //! A client of hulld's API, used by the `hull` CLI.
 
 mod containers;
+mod filters;
 mod pods;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use crate::types::{ErrorBody, ProgressLine, RunSpec};
 use crate::RUN_UPGRADE;
 
 pub use containers::{ContainerStream, LogsOptions, PendingWait};
+pub use filters::{flag_filters, FilterFlagError};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 

@@ -24,5 +24,6 @@ pub use reference::Reference;
 pub use spec::ImageConfig;
 pub use store::{
     CommitError, Committed, HistoryEntry, Image, ImageRecord, ImageStore, ImageSummary,
-    LayerRecord, LoadedImage, Pruned, PulledImage, PulledLayer, Removal, StoreError, TagError,
+    LabelFilter, LayerRecord, LoadedImage, PruneFilter, PruneFilterError, Pruned, PulledImage,
+    PulledLayer, Removal, StoreError, TagError,
 };

@@ -27,12 +27,14 @@ use crate::spec::{self, ConfigFile, Descriptor, ImageConfig};
 use crate::unpack::{UnpackError, Unpacker};
 
 mod history;
+mod prune;
 mod pulled;
 mod tags;
 
 pub use history::HistoryEntry;
+pub use prune::{LabelFilter, PruneFilter, PruneFilterError, Pruned};
 pub use pulled::{CommitError, Committed, PulledImage, PulledLayer};
-pub use tags::{Pruned, Removal, TagError};
+pub use tags::{Removal, TagError};
 
 const TAGS: &str = "tags.json";
 /// Leftovers of interrupted loads and builds older than this are removed on open.

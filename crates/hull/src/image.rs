@@ -7,7 +7,7 @@ use hull_api::types::{DiskUsage, ImagePruneReport};
 use hull_api::{Client, Method};
 
 use crate::images::human_size;
-use crate::tag::{encode, print_removals};
+use crate::tag::encode;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -38,9 +38,13 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove every image, not only the untagged ones.
+    /// Remove every unused image, not only the untagged ones.
     #[arg(short, long)]
     all: bool,
+    /// Which images: until=<timestamp or duration>, label=<key>[=<value>],
+    /// label!=<key>[=<value>].
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
     /// Do not ask for confirmation (hull never asks).
     #[arg(short, long)]
     force: bool,
@@ -78,18 +82,26 @@ async fn inspect(client: &Client, args: InspectArgs) -> Result<i32> {
 
 async fn prune(client: &Client, args: PruneArgs) -> Result<()> {
     let _ = args.force;
-    let path = if args.all {
-        format!(
-            "/images/prune?filters={}",
-            encode(r#"{"dangling":["false"]}"#)
-        )
-    } else {
-        "/images/prune".to_owned()
-    };
+    let mut filters = hull_api::client::flag_filters(&args.filter)?;
+    if args.all {
+        filters.insert("dangling".to_owned(), vec!["false".to_owned()]);
+    }
+    let path = format!(
+        "/images/prune?filters={}",
+        encode(&serde_json::to_string(&filters)?)
+    );
     let report: ImagePruneReport = client.call_json(Method::POST, &path, None::<&()>).await?;
     if let Some(items) = &report.images_deleted {
+        // docker's prune, unlike its rmi, writes these in lower case.
         println!("Deleted Images:");
-        print_removals(items);
+        for item in items {
+            if let Some(tag) = &item.untagged {
+                println!("untagged: {tag}");
+            }
+            if let Some(id) = &item.deleted {
+                println!("deleted: {id}");
+            }
+        }
         println!();
     }
     println!(

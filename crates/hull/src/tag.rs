@@ -81,7 +81,7 @@ pub async fn rmi(client: &Client, args: RmiArgs) -> Result<i32> {
 }
 
 /// docker's `Untagged: …` and `Deleted: …` lines.
-pub fn print_removals(items: &[ImageDeleteItem]) {
+fn print_removals(items: &[ImageDeleteItem]) {
     for item in items {
         if let Some(tag) = &item.untagged {
             println!("Untagged: {tag}");

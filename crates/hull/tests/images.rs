@@ -17,10 +17,22 @@ fn inspect(daemon: &Daemon, name: &str) -> serde_json::Value {
     all[0].take()
 }
 
+/// The image's layers; those of a loaded docker-archive are stored as they
+/// came, uncompressed, so each blob's digest is its diff_id.
+fn layers(daemon: &Daemon, name: &str) -> Vec<String> {
+    inspect(daemon, name)["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn a_tag_names_the_image_and_rmi_of_the_last_tag_deletes_it() {
     let daemon = loaded_daemon(&[]);
     let id = daemon.image_id("busybox");
+    let layer = layers(&daemon, "busybox").remove(0);
     stdout_of(&daemon.hull(&["tag", "busybox", "other:tag"]));
     assert_eq!(daemon.image_id("other:tag"), id);
     let images = stdout_of(&daemon.hull(&["images"]));
@@ -45,7 +57,7 @@ fn a_tag_names_the_image_and_rmi_of_the_last_tag_deletes_it() {
     );
     assert_eq!(
         stdout_of(&daemon.hull(&["rmi", "busybox"])),
-        format!("Untagged: busybox:latest\nDeleted: {id}\n")
+        format!("Untagged: busybox:latest\nDeleted: {id}\nDeleted: {layer}\n")
     );
     assert_eq!(stdout_of(&daemon.hull(&["images", "-q"])), "");
     let blobs = std::fs::read_dir(daemon.root.join("images/blobs/sha256"))
@@ -82,11 +94,12 @@ fn image_subcommands_are_the_same_commands() {
 fn rmi_force_removes_an_image_with_several_tags() {
     let daemon = loaded_daemon(&[]);
     let id = daemon.image_id("busybox");
+    let layer = layers(&daemon, "busybox").remove(0);
     stdout_of(&daemon.hull(&["tag", &id, "a:1"]));
     let removed = stdout_of(&daemon.hull(&["rmi", "-f", &id]));
     assert_eq!(
         removed,
-        format!("Untagged: a:1\nUntagged: busybox:latest\nDeleted: {id}\n")
+        format!("Untagged: a:1\nUntagged: busybox:latest\nDeleted: {id}\nDeleted: {layer}\n")
     );
 }
 
@@ -104,7 +117,7 @@ fn an_image_a_run_uses_is_kept_until_the_run_ends() {
         text(&refused.stderr)
     );
     let pruned = stdout_of(&daemon.hull(&["image", "prune", "-a", "-f"]));
-    assert!(!pruned.contains("Deleted"), "{pruned}");
+    assert!(!pruned.contains("deleted"), "{pruned}");
     // forced, the image only loses its tag while the run lasts
     let forced = stdout_of(&daemon.hull(&["rmi", "-f", "busybox"]));
     assert_eq!(forced, "Untagged: busybox:latest\n");
@@ -116,7 +129,7 @@ fn an_image_a_run_uses_is_kept_until_the_run_ends() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let pruned = stdout_of(&daemon.hull(&["image", "prune", "-f"]));
-        if pruned.contains(&format!("Deleted: {id}")) {
+        if pruned.contains(&format!("deleted: {id}")) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{pruned}");
@@ -179,6 +192,17 @@ fn a_pulled_image_lists_its_repo_digest() {
             .any(|l| l.starts_with(&repository) && l.contains(&digest)),
         "{images}"
     );
+
+    // rmi untags the name it was pulled by too, and lists its one layer,
+    // stored as the registry's compressed blob
+    let id = daemon.image_id(&name);
+    let removed = stdout_of(&daemon.hull(&["rmi", &name]));
+    let lines: Vec<&str> = removed.lines().collect();
+    assert_eq!(lines.len(), 4, "{removed}");
+    assert_eq!(lines[0], format!("Untagged: {name}"));
+    assert_eq!(lines[1], format!("Untagged: {repository}@{digest}"));
+    assert_eq!(lines[2], format!("Deleted: {id}"));
+    assert!(lines[3].starts_with("Deleted: sha256:"), "{removed}");
 }
 
 #[test]
@@ -263,8 +287,8 @@ fn prune_removes_untagged_images_and_df_counts_what_is_left() {
 
     let pruned = stdout_of(&daemon.hull(&["image", "prune", "-f"]));
     assert!(
-        pruned.contains(&format!("Deleted: {derived_id}")),
-        "{pruned}"
+        pruned.starts_with(&format!("Deleted Images:\ndeleted: {derived_id}\n\n")),
+        "only the image goes: the remaining images share its layer\n{pruned}"
     );
     assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
     assert_eq!(daemon.image_id("busybox"), busybox);
@@ -277,10 +301,48 @@ fn prune_removes_untagged_images_and_df_counts_what_is_left() {
     stdout_of(&output);
 
     let pruned = stdout_of(&daemon.hull(&["image", "prune", "-a", "-f"]));
-    assert!(pruned.contains("Untagged: busybox:latest"), "{pruned}");
+    assert!(pruned.contains("untagged: busybox:latest"), "{pruned}");
     assert_eq!(stdout_of(&daemon.hull(&["images", "-q"])), "");
     let df = stdout_of(&daemon.hull(&["system", "df"]));
     assert!(df.contains("Store on disk: 0B"), "{df}");
+}
+
+#[test]
+fn prune_filters_choose_by_label_and_age() {
+    let daemon = loaded_daemon(&[]);
+    let load = |tag: &str, labels: serde_json::Value| {
+        let archive = common::derived_archive(tag, |config| config["Labels"] = labels);
+        stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+        daemon.image_id(tag)
+    };
+    let web = load("web:1", serde_json::json!({"tier": "web"}));
+    let keep = load("keep:1", serde_json::json!({"tier": "db", "keep": "yes"}));
+    let prune = |filters: &[&str]| {
+        let mut args = vec!["image", "prune", "-a", "-f"];
+        for filter in filters {
+            args.extend(["--filter", filter]);
+        }
+        stdout_of(&daemon.hull(&args))
+    };
+
+    // every test image was created on 2024-01-01
+    let pruned = prune(&["until=2023-06-01T00:00:00Z"]);
+    assert!(!pruned.contains("deleted"), "{pruned}");
+    let pruned = prune(&["label=tier=web", "until=1h"]);
+    assert!(pruned.contains("untagged: web:1"), "{pruned}");
+    assert!(pruned.contains(&format!("deleted: {web}")), "{pruned}");
+    let pruned = prune(&["label!=keep"]);
+    assert!(pruned.contains("untagged: busybox:latest"), "{pruned}");
+    assert!(!pruned.contains(&keep), "{pruned}");
+    assert_eq!(daemon.image_id("keep:1"), keep);
+
+    let refused = daemon.hull(&["image", "prune", "-f", "--filter", "color=red"]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        text(&refused.stderr).contains("invalid filter 'color'"),
+        "{}",
+        text(&refused.stderr)
+    );
 }
 
 #[test]

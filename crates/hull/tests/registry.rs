@@ -427,3 +427,50 @@ fn concurrent_pulls_download_a_shared_layer_once() {
         "once\n"
     );
 }
+
+#[test]
+fn short_names_are_pulled_from_the_first_mirror_that_has_them() {
+    let mirror = Registry::start();
+    mirror.push_archive(&busybox_archive(), "library/busybox:latest", &[]);
+    let manifest = mirror.raw_manifest("library/busybox:latest", &[]);
+    // No registry listens on port 1: a mirror that is down is passed over.
+    let mirrors = format!("http://127.0.0.1:1,http://{}", mirror.addr);
+    let daemon = Daemon::start(&[("HULL_REGISTRY_MIRRORS", &mirrors)]);
+
+    let pulled = stdout_of(&daemon.hull(&["pull", "busybox"]));
+    assert!(pulled.contains("Pulling from library/busybox"), "{pulled}");
+    assert_eq!(digest_line(&pulled), sha256(&manifest));
+    assert!(
+        pulled.contains("Status: Downloaded newer image for busybox:latest"),
+        "{pulled}"
+    );
+    // The image keeps its Docker Hub name, as docker's mirrors leave it.
+    let output = stdout_of(&daemon.hull(&["image", "inspect", "busybox"]));
+    let inspected: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(
+        inspected[0]["RepoDigests"],
+        serde_json::json!([format!("busybox@{}", sha256(&manifest))])
+    );
+    let output = daemon.hull(&["run", "--rm", "busybox", "echo", "mirrored"]);
+    assert_eq!(stdout_of(&output), "mirrored\n");
+}
+
+#[test]
+fn hulld_refuses_a_mirror_that_is_not_a_registry_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(common::bin_dir().join("hulld"))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--host")
+        .arg(format!("unix://{}", dir.path().join("hull.sock").display()))
+        .args(["--registry-mirror", "https://mirror.example/v2/"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("cannot have a path"),
+        "{}",
+        text(&output.stderr)
+    );
+}

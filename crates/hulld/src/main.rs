@@ -47,6 +47,15 @@ struct Args {
     /// Directory for VM templates' memory and state (best on tmpfs).
     #[arg(long, env = "HULL_TEMPLATE_DIR")]
     template_dir: Option<PathBuf>,
+    /// A mirror of Docker Hub (http(s)://host[:port]), tried before it for
+    /// images like `busybox`; repeat it for several, tried in order.
+    #[arg(
+        long = "registry-mirror",
+        value_name = "URL",
+        env = "HULL_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
+    registry_mirrors: Vec<String>,
 }
 
 #[tokio::main]
@@ -76,6 +85,10 @@ async fn main() -> Result<()> {
         pool_size: args.pool,
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
+    daemon
+        .registry()
+        .set_mirrors(&args.registry_mirrors)
+        .context("cannot use the registry mirrors")?;
     let pid_file = args.root.join("hulld.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_file.display()))?;

@@ -14,7 +14,7 @@ use crate::types::{
     ImageDeleteItem, ImageInspect, ImagePruneReport, ImageSummary, InspectRootFs, ProgressLine,
 };
 use hull_image::reference::familiar;
-use hull_image::Removal;
+use hull_image::{PruneFilter, Removal};
 
 pub(super) async fn list(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
     Ok(json_response(StatusCode::OK, &summaries(daemon).await?))
@@ -143,27 +143,18 @@ pub(super) async fn remove(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// `POST /images/prune?filters={"dangling":["false"]}`: `dangling=false` is `prune -a`.
+/// `POST /images/prune?filters=…`: docker's `dangling` (`false` is `prune -a`),
+/// `until`, `label` and `label!`.
 pub(super) async fn prune(
     daemon: &Daemon,
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let all = match query_value(request, "filters") {
-        Some(filters) => {
-            let filters: std::collections::BTreeMap<String, serde_json::Value> =
-                serde_json::from_str(&filters).map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid filters: {e}"))
-                })?;
-            filters.get("dangling").is_some_and(|v| {
-                let text = v.to_string();
-                text.contains("false") || text.contains("\"0\"")
-            })
-        }
-        None => false,
-    };
+    let filters = super::containers::parse_filters(query_value(request, "filters").as_deref())?;
+    let filter = PruneFilter::from_docker(&filters, std::time::SystemTime::now())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let images = daemon.images().clone();
     let in_use = daemon.used_image_ids();
-    let pruned = blocking(move || images.prune(all, &in_use)).await?;
+    let pruned = blocking(move || images.prune(&filter, &in_use)).await?;
     let deleted: Vec<ImageDeleteItem> = pruned.removals.into_iter().map(delete_item).collect();
     Ok(json_response(
         StatusCode::OK,

@@ -2,6 +2,7 @@
 //! (anonymous, basic, bearer tokens fetched on a 401 challenge), manifests
 //! and blob requests.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use tokio::sync::Mutex;
 
 use super::auth::{Challenge, Credentials, TokenResponse};
 use super::manifest;
+use super::mirror::{Mirror, MirrorError};
 use super::RegistryConfig;
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -78,6 +80,9 @@ fn detail(message: &str) -> String {
 pub struct RegistryClient {
     http: reqwest::Client,
     config: RegistryConfig,
+    /// Shared by every clone and replaceable while pulls run, as docker
+    /// reloads its `registry-mirrors` without a restart.
+    mirrors: Arc<RwLock<Vec<Mirror>>>,
 }
 
 impl RegistryClient {
@@ -88,7 +93,46 @@ impl RegistryClient {
             .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(ClientError::Build)?;
-        Ok(RegistryClient { http, config })
+        Ok(RegistryClient {
+            http,
+            config,
+            mirrors: Arc::default(),
+        })
+    }
+
+    /// Makes pulls of Docker Hub images try the mirrors at `urls`, in order,
+    /// first (see [`Mirror::parse`]); with none, they go to Docker Hub alone.
+    pub fn set_mirrors(&self, urls: &[impl AsRef<str>]) -> Result<(), MirrorError> {
+        let mirrors = urls
+            .iter()
+            .map(|url| Mirror::parse(url.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for mirror in &mirrors {
+            tracing::info!(mirror = %mirror.base, "registry mirror");
+        }
+        *self.mirrors.write().unwrap_or_else(|e| e.into_inner()) = mirrors;
+        Ok(())
+    }
+
+    /// Sessions with the mirrors' copies of the repository `reference` names:
+    /// none unless it is on the default domain. A mirror gets only its own
+    /// configured credentials, never Docker Hub's.
+    pub fn mirror_repositories(&self, reference: &Reference) -> Vec<Repository> {
+        if reference.domain() != crate::reference::DEFAULT_DOMAIN {
+            return Vec::new();
+        }
+        let mirrors = self.mirrors.read().unwrap_or_else(|e| e.into_inner());
+        mirrors
+            .iter()
+            .map(|mirror| Repository {
+                http: self.http.clone(),
+                base: mirror.base.clone(),
+                domain: mirror.domain.clone(),
+                path: reference.path().to_owned(),
+                credentials: self.config.credentials_for(&mirror.domain).cloned(),
+                auth: Mutex::new(None),
+            })
+            .collect()
     }
 
     /// This client, reaching `domain` over plain HTTP as well.

@@ -10,6 +10,7 @@ pub mod client;
 mod download;
 pub(crate) mod inflight;
 pub mod manifest;
+pub mod mirror;
 pub mod pull;
 pub mod push;
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::net::IpAddr;
 
 pub use auth::{Credentials, CredentialsError};
 pub use client::{ClientError, RegistryClient, Repository};
+pub use mirror::{Mirror, MirrorError};
 pub use pull::{pull, PullError, PullEvent, Pulled};
 pub use push::{push, PushError, Pushed};
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::auth::Credentials;
@@ -94,7 +95,6 @@ pub async fn pull(
 ) -> Result<Pulled, PullError> {
     let reference = reference.clone().with_default_tag();
     let shown = reference.familiar();
-    let repository = client.repository(&reference, credentials);
     let wanted = match (reference.digest(), reference.tag()) {
         (Some(digest), _) => digest.to_string(),
         (None, tag) => tag.unwrap_or(crate::reference::DEFAULT_TAG).to_owned(),
@@ -103,7 +103,8 @@ pub async fn pull(
         Some(&wanted),
         format!("Pulling from {}", reference.path()),
     ));
-    let (bytes, content_type, digest) = repository.manifest(&shown, &wanted).await?;
+    let (repository, (bytes, content_type, digest)) =
+        first_source(client, &reference, credentials, &shown, &wanted).await?;
     let parse = |content_type: Option<&str>, bytes: &[u8]| {
         manifest::parse(content_type, bytes).map_err(|source| PullError::Manifest {
             reference: shown.clone(),
@@ -193,6 +194,32 @@ pub async fn pull(
         id: committed.id,
         changed: committed.changed,
     })
+}
+
+/// The first source that has the manifest: each mirror in turn, then the
+/// registry itself. A mirror that fails or lacks the image is passed over;
+/// the rest of the pull then comes from the source chosen.
+async fn first_source(
+    client: &RegistryClient,
+    reference: &Reference,
+    credentials: Option<Credentials>,
+    shown: &str,
+    wanted: &str,
+) -> Result<(Repository, (Bytes, Option<String>, Digest)), PullError> {
+    for mirror in client.mirror_repositories(reference) {
+        match mirror.manifest(shown, wanted).await {
+            Ok(found) => {
+                tracing::info!(mirror = %mirror.domain(), reference = %shown, "pulling from a mirror");
+                return Ok((mirror, found));
+            }
+            Err(error) => {
+                tracing::warn!(mirror = %mirror.domain(), reference = %shown, %error, "mirror failed, trying the next source");
+            }
+        }
+    }
+    let repository = client.repository(reference, credentials);
+    let found = repository.manifest(shown, wanted).await?;
+    Ok((repository, found))
 }
 
 fn descriptor(media_type: Option<String>, digest: &Digest, size: usize) -> Descriptor {

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 
-use super::{ImageRecord, ImageStore, StoreError, TAGS};
+use super::{ImageRecord, ImageStore, Pruned, StoreError, TAGS};
 use crate::digest::Digest;
 use crate::fsutil::sync_dir;
 use crate::reference::{self, Reference};
@@ -28,18 +28,10 @@ pub enum TagError {
 /// One line of what a removal did, as docker reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Removal {
-    /// A tag (familiar form) was removed.
+    /// A tag or a `repository@digest` name (familiar form) was removed.
     Untagged(String),
-    /// An image (its id) was deleted.
+    /// An image (its id) or one of its layers (the blob's digest) was deleted.
     Deleted(String),
-}
-
-/// What a prune removed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Pruned {
-    pub removals: Vec<Removal>,
-    /// Bytes of blobs and erofs files freed.
-    pub space_reclaimed: u64,
 }
 
 impl ImageStore {
@@ -64,6 +56,10 @@ impl ImageStore {
     /// several tags is removed only when `force`. An image whose id is in
     /// `in_use` is not deleted: without `force` that is an error, with it
     /// the image only loses its tags, as docker does for running containers.
+    ///
+    /// As docker reports it: the tags untagged, then, if the image goes, the
+    /// `repository@digest` names it was pulled by, its id, and each layer
+    /// whose blob no other image shared, topmost first.
     pub fn remove(
         &self,
         name: &str,
@@ -107,65 +103,55 @@ impl ImageStore {
             self.write_json(&self.root.join(TAGS), &tags)?;
         }
         if deleting && !in_use {
-            self.delete_image(&image.record)?;
-            removals.push(Removal::Deleted(id.to_string()));
+            removals.extend(self.delete_image(&image.record)?.removals);
         }
         Ok(removals)
     }
 
-    /// Removes dangling images (untagged), or with `all` every image not in
-    /// `in_use`; then every blob and erofs file no image refers to.
-    pub fn prune(&self, all: bool, in_use: &BTreeSet<String>) -> Result<Pruned, StoreError> {
-        let _blobs = self.lock("blobs")?;
-        let _tags = self.lock("tags")?;
-        let mut tags = self.tags()?;
-        let mut pruned = Pruned::default();
-        for record in self.records()? {
-            let id = record.id.to_string();
-            let tagged = tags.values().any(|t| *t == record.id);
-            if in_use.contains(&id) || (tagged && !all) {
-                continue;
-            }
-            let removed: Vec<String> = tags
-                .iter()
-                .filter(|(_, t)| **t == record.id)
-                .map(|(tag, _)| tag.clone())
-                .collect();
-            for tag in removed {
-                tags.remove(&tag);
-                pruned
-                    .removals
-                    .push(Removal::Untagged(reference::familiar(&tag)));
-            }
-            self.write_json(&self.root.join(TAGS), &tags)?;
-            pruned.space_reclaimed += self.delete_image(&record)?;
-            pruned.removals.push(Removal::Deleted(id));
-        }
-        pruned.space_reclaimed += self.collect_garbage()?;
-        Ok(pruned)
-    }
-
-    /// Deletes a record, its erofs file and the blobs only it used; returns the bytes freed.
-    fn delete_image(&self, record: &ImageRecord) -> Result<u64, StoreError> {
+    /// Deletes a record, its erofs file and the blobs only it used. Reports
+    /// the names it was pulled by, its id and the layers removed, as docker's
+    /// `rmi` lists them, and the bytes freed.
+    pub(super) fn delete_image(&self, record: &ImageRecord) -> Result<Pruned, StoreError> {
         let path = self.record_path(&record.id);
         fs::remove_file(&path).map_err(|source| StoreError::Write {
             path: path.clone(),
             source,
         })?;
         let _ = sync_dir(&self.root.join("images"));
-        let mut freed = self.remove_file(&self.erofs_path(&record.id))?;
+        let mut deleted = Pruned {
+            removals: record
+                .repo_digests
+                .iter()
+                .map(|d| Removal::Untagged(reference::familiar(d)))
+                .chain([Removal::Deleted(record.id.to_string())])
+                .collect(),
+            space_reclaimed: self.remove_file(&self.erofs_path(&record.id))?.unwrap_or(0),
+        };
         let used = self.used_blobs()?;
+        let mut removed = BTreeSet::new();
         for digest in blobs_of(record) {
-            if !used.contains(digest) {
-                freed += self.remove_file(&self.blob_path(digest))?;
+            if used.contains(digest) {
+                continue;
+            }
+            if let Some(size) = self.remove_file(&self.blob_path(digest))? {
+                deleted.space_reclaimed += size;
+                removed.insert(digest);
             }
         }
-        tracing::info!(image = %record.id, freed, "deleted image");
-        Ok(freed)
+        // Newest layer first, as docker releases a layer chain from its top.
+        for layer in record.layers.iter().rev() {
+            if removed.remove(&layer.digest) {
+                deleted
+                    .removals
+                    .push(Removal::Deleted(layer.digest.to_string()));
+            }
+        }
+        tracing::info!(image = %record.id, freed = deleted.space_reclaimed, "deleted image");
+        Ok(deleted)
     }
 
     /// Removes blobs and erofs files of images that no longer exist.
-    fn collect_garbage(&self) -> Result<u64, StoreError> {
+    pub(super) fn collect_garbage(&self) -> Result<u64, StoreError> {
         let used = self.used_blobs()?;
         let mut freed = 0;
         for (dir, suffix) in [("blobs/sha256", ""), ("erofs", ".erofs")] {
@@ -187,7 +173,7 @@ impl ImageStore {
                     _ => self.record_path(&digest).exists(),
                 };
                 if !keep {
-                    freed += self.remove_file(&entry.path())?;
+                    freed += self.remove_file(&entry.path())?.unwrap_or(0);
                 }
             }
         }
@@ -220,7 +206,7 @@ impl ImageStore {
     }
 
     /// Every blob some image's record refers to.
-    fn used_blobs(&self) -> Result<BTreeSet<Digest>, StoreError> {
+    pub(super) fn used_blobs(&self) -> Result<BTreeSet<Digest>, StoreError> {
         Ok(self
             .records()?
             .iter()
@@ -228,15 +214,15 @@ impl ImageStore {
             .collect())
     }
 
-    /// Removes a file if it exists; returns its size.
-    fn remove_file(&self, path: &std::path::Path) -> Result<u64, StoreError> {
+    /// Removes a file if it exists; returns its size, or `None` if it was not there.
+    fn remove_file(&self, path: &std::path::Path) -> Result<Option<u64>, StoreError> {
         let size = match fs::metadata(path) {
             Ok(meta) => meta.len(),
-            Err(_) => return Ok(0),
+            Err(_) => return Ok(None),
         };
         match fs::remove_file(path) {
-            Ok(()) => Ok(size),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Ok(()) => Ok(Some(size)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Write {
                 path: path.to_owned(),
                 source,
