@@ -71,6 +71,8 @@ spec:
       image: busybox
       command: [sh, -c]
       args: ["echo served-by-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+      ports:
+        - {containerPort: 8080, hostPort: HOST_PORT, hostIP: 127.0.0.1}
       volumeMounts:
         - {name: html, mountPath: /www}
     - name: client
@@ -94,7 +96,16 @@ spec:
 #[test]
 fn a_pods_containers_share_one_vm_its_network_and_volumes_but_not_their_rootfs() {
     let daemon = daemon();
-    let file = pod_file(daemon, "web", WEB);
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = pod_file(
+        daemon,
+        "web",
+        &WEB.replace("HOST_PORT", &host_port.to_string()),
+    );
     let id = hull_out(daemon, &["pod", "run", "-f", file.to_str().unwrap()]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "pod run prints the pod's id: {id:?}");
@@ -108,6 +119,13 @@ fn a_pods_containers_share_one_vm_its_network_and_volumes_but_not_their_rootfs()
     assert_eq!(
         logs, "served-by-web\nserved-by-web\nvolume is read-only\n",
         "{logs}"
+    );
+
+    // The server's hostPort reaches it from the host.
+    assert_eq!(fetch(host_port), "served-by-web\n");
+    assert_eq!(
+        hull_out(daemon, &["port", "web.server"]),
+        format!("8080/tcp -> 127.0.0.1:{host_port}\n")
     );
 
     // One VM holds both (other tests' VMs may run beside it).
@@ -274,6 +292,18 @@ fn a_bad_pod_file_is_refused_by_name_and_creates_nothing() {
     assert!(!hull_out(daemon, &["pod", "ls"]).contains("bad"));
     let all = hull_out(daemon, &["ps", "-a"]);
     assert!(!all.contains("bad."), "{all}");
+}
+
+/// The body of `GET /` from `127.0.0.1:port`.
+fn fetch(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect(&answer);
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_owned()
 }
 
 /// A raw HTTP request to hulld, as any client could send it.

@@ -19,6 +19,7 @@ use super::{
     DETACHED_VM_PREFIX, WRITABLE_DISK,
 };
 use crate::agent::{AgentClient, AgentError};
+use crate::network;
 use crate::pod::{member_name, PodRecord, PodSpec};
 use crate::run::{start_process, unless_vm_dies, RunDir, RunError, Runtime};
 use crate::spec::ProcessOptions;
@@ -278,7 +279,17 @@ impl<H: Hypervisor> Containers<H> {
         let vm = &pod_vm.vm;
         let pid = unless_vm_dies(vm, vm.exit(), start_process(&agent, spec)).await?;
         debug!(container = %container.id, pod = %pod.name(), pid, "pod container started");
-        container.update(|s| s.streams = Some(streams));
+        let ports = pod
+            .spec
+            .containers
+            .get(membership.index)
+            .map(|c| c.ports.clone())
+            .unwrap_or_default();
+        container.update(|s| {
+            s.streams = Some(streams);
+            s.ports = ports;
+            s.ip_address = network::USER_ADDRESS.to_owned();
+        });
         let run = Run {
             sandbox: Sandbox::Pod(pod_vm),
             agent,
@@ -349,17 +360,20 @@ impl<H: Hypervisor> Containers<H> {
                 mounts: config.pod.map(|p| p.mounts).unwrap_or_default(),
             }));
         }
+        let ports: Vec<_> = pod
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().cloned())
+            .collect();
+        let (backend, network) = network::user_network(&ports);
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
-            .start_sized(
-                &pod_vm_name(&pod.id),
-                disks,
-                true,
-                pod.spec.size,
-                hull_vm::NetBackend::Isolated,
-            )
+            .start_sized(&pod_vm_name(&pod.id), disks, true, pod.spec.size, backend)
             .await?;
         let vm = KillUnlessReleased(Some(vm));
+        let configure = Request::ConfigureNetwork(network);
+        unless_vm_dies(vm.get(), vm.get().exit(), agent.request_done(&configure)).await?;
         for create in &creates {
             let exit = vm.get().exit();
             unless_vm_dies(vm.get(), exit, agent.request_done(create)).await?;

@@ -8,6 +8,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::container::RestartPolicy;
+use crate::network::{PortBinding, Protocol};
 use crate::size::{self, SizeError, VmSize};
 
 /// The annotation that names a pod's size (`S1` … `L3`).
@@ -43,6 +44,8 @@ pub enum PodFileError {
     RelativeMountPath { container: String, path: String },
     #[error("container {container:?} sets {name:?} from valueFrom, which Hull does not support; give a value")]
     EnvValueFrom { container: String, name: String },
+    #[error("container {container:?} has an invalid port: {why}")]
+    Port { container: String, why: String },
     #[error("restartPolicy {0:?} is not Always, OnFailure or Never")]
     RestartPolicy(String),
     #[error(transparent)]
@@ -78,6 +81,9 @@ pub struct PodContainer {
     pub tty: bool,
     pub stdin: bool,
     pub mounts: Vec<PodMount>,
+    /// The ports it publishes on the host (those with a `hostPort`).
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,11 +144,22 @@ struct Container {
     resources: Resources,
     #[serde(default)]
     volume_mounts: Vec<VolumeMount>,
-    // Informational in Kubernetes too; networking publishes ports itself.
-    #[serde(rename = "ports")]
-    _ports: Option<IgnoredAny>,
+    #[serde(default)]
+    ports: Vec<ContainerPort>,
     #[serde(rename = "imagePullPolicy")]
     _image_pull_policy: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ContainerPort {
+    container_port: u16,
+    host_port: Option<u16>,
+    #[serde(rename = "hostIP")]
+    host_ip: Option<String>,
+    protocol: Option<String>,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +290,32 @@ pub fn parse(text: &str) -> Result<PodSpec, PodFileError> {
                 read_only: mount.read_only,
             });
         }
+        // As in Kubernetes, a port without a hostPort only documents itself.
+        let mut ports = Vec::new();
+        for port in &container.ports {
+            let Some(host_port) = port.host_port else {
+                continue;
+            };
+            let bad = |why: String| PodFileError::Port {
+                container: container.name.clone(),
+                why,
+            };
+            if port.container_port == 0 || host_port == 0 {
+                return Err(bad("ports are 1 to 65535".into()));
+            }
+            let protocol = Protocol::parse(port.protocol.as_deref().unwrap_or("TCP"))
+                .map_err(|e| bad(e.to_string()))?;
+            let host_ip = port.host_ip.clone().unwrap_or_default();
+            if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(bad(format!("invalid hostIP {host_ip:?}")));
+            }
+            ports.push(PortBinding {
+                protocol,
+                host_ip,
+                host_port,
+                container_port: port.container_port,
+            });
+        }
         // Limits bound what the VM must hold; requests stand in without them.
         let resources = container.resources;
         let wanted = |key: &str| {
@@ -299,6 +342,7 @@ pub fn parse(text: &str) -> Result<PodSpec, PodFileError> {
             tty: container.tty,
             stdin: container.stdin,
             mounts,
+            ports,
         });
     }
     let size = match file.metadata.annotations.get(SIZE_ANNOTATION) {
@@ -370,6 +414,7 @@ spec:
         limits: {cpu: 500m, memory: 64Mi}
       ports:
         - containerPort: 8080
+        - {containerPort: 8443, hostPort: 443, hostIP: 127.0.0.1, protocol: TCP}
     - name: writer
       image: busybox:1.36
       args: [sh, -c, "echo hi > /out/index.html; sleep 1000"]
@@ -401,6 +446,15 @@ spec:
                 volume: "html".into(),
                 path: "/www".into(),
                 read_only: true
+            }]
+        );
+        assert_eq!(
+            server.ports,
+            [PortBinding {
+                protocol: Protocol::Tcp,
+                host_ip: "127.0.0.1".into(),
+                host_port: 443,
+                container_port: 8443,
             }]
         );
         assert_eq!(writer.command, None);
