@@ -1,0 +1,311 @@
+//! containerd-shim-hull-v2 under the distribution's containerd, driven by
+//! `ctr`: a containerd of the tests' own (private socket, root and state)
+//! with the busybox image imported, running tasks in Hull VMs.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{
+    bin_dir, busybox_archive, eventually, kernel, remove_at_exit, repo, spawn_owned, stdout_of,
+    text,
+};
+
+const RUNTIME: &str = "io.containerd.hull.v2";
+const IMAGE: &str = "docker.io/library/busybox:latest";
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The tests' containerd; `None` (with the reason printed) when containerd
+/// cannot be installed here.
+struct Containerd {
+    dir: PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+fn containerd() -> Option<&'static Containerd> {
+    static CONTAINERD: OnceLock<Option<Containerd>> = OnceLock::new();
+    CONTAINERD.get_or_init(Containerd::start).as_ref()
+}
+
+fn installed(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Containerd {
+    fn start() -> Option<Containerd> {
+        if !installed("containerd") || !installed("ctr") {
+            // scripts/deps.sh installs it with the other peers.
+            let _ = Command::new("bash")
+                .arg(repo().join("scripts/deps.sh"))
+                .status();
+        }
+        if !installed("containerd") || !installed("ctr") {
+            println!("skipping: containerd and ctr are not installed and scripts/deps.sh could not install them");
+            return None;
+        }
+        let shim = bin_dir().join("containerd-shim-hull-v2");
+        assert!(
+            shim.is_file(),
+            "{} is missing: build it first (cargo build --workspace; scripts/test.sh does)",
+            shim.display()
+        );
+        let temp = tempfile::Builder::new()
+            .prefix("hull-ctr-")
+            .tempdir()
+            .expect("temp dir");
+        remove_at_exit(temp.path());
+        let dir = temp.path().to_owned();
+        let shim_config = dir.join("shim.toml");
+        std::fs::write(
+            &shim_config,
+            format!(
+                "run_root = \"{}\"\ncache_dir = \"{}\"\n",
+                dir.join("vms").display(),
+                dir.join("cache").display()
+            ),
+        )
+        .unwrap();
+        // The CRI plugin wants CNI and more; ctr needs none of it.
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/containerd.sock\"\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let mut command = Command::new("containerd");
+        command
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            // containerd finds `containerd-shim-hull-v2` on its PATH and
+            // starts it with its own environment.
+            .env("PATH", path_with(&bin_dir()))
+            .env("HULL_KERNEL", kernel())
+            .env("HULL_SHIM_CONFIG", &shim_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        spawn_owned(command);
+        let containerd = Containerd { dir, _temp: temp };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let archive = busybox_archive();
+        stdout_of(&containerd.ctr(&["image", "import", archive.to_str().unwrap()]));
+        Some(containerd)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(self.dir.join("containerd.sock"))
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("ctr runs")
+    }
+
+    fn ctr_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ctr runs");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `ctr run --runtime io.containerd.hull.v2 <flags> busybox <id> <cmd>`.
+    fn run(&self, flags: &[&str], id: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["run", "--runtime", RUNTIME];
+        args.extend(flags);
+        args.extend([IMAGE, id]);
+        args.extend(cmd);
+        self.ctr(&args)
+    }
+
+    /// The status column of `ctr task ls` for `id`.
+    fn status(&self, id: &str) -> String {
+        let out = stdout_of(&self.ctr(&["task", "ls"]));
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&id))
+            .and_then(|cols| cols.get(2).map(|s| s.to_string()))
+            .unwrap_or_default()
+    }
+
+    /// Kills a detached task, waits for it to stop, and removes it.
+    fn remove(&self, id: &str) {
+        stdout_of(&self.ctr(&["task", "kill", "-s", "KILL", id]));
+        eventually(30, || match self.status(id).as_str() {
+            "STOPPED" => Ok(()),
+            other => Err(format!("{id} is {other}")),
+        });
+        stdout_of(&self.ctr(&["task", "rm", id]));
+        stdout_of(&self.ctr(&["container", "rm", id]));
+    }
+
+    /// The shim processes serving this containerd that containerd started
+    /// for a container whose id starts with `prefix`.
+    fn shims_for(&self, prefix: &str) -> usize {
+        let socket = self.dir.join("containerd.sock").display().to_string();
+        let id_arg = format!("\0-id\0{prefix}");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("containerd-shim-hull-v2")
+                    && cmdline.contains(&socket)
+                    && cmdline.contains(&id_arg)
+            })
+            .count()
+    }
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn host_boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn ctr_run_rm_runs_the_command_in_a_vm_with_the_specs_env_and_cwd() {
+    let Some(ctr) = containerd() else { return };
+    let out = ctr.run(
+        &["--rm", "--env", "GREETING=hi", "--cwd", "/tmp"],
+        "rm-echo",
+        &[
+            "sh",
+            "-c",
+            "echo $GREETING; pwd; hostname; cat /proc/sys/kernel/random/boot_id",
+        ],
+    );
+    let stdout = stdout_of(&out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..3], ["hi", "/tmp", "rm-echo"], "{stdout}");
+    assert_ne!(
+        lines[3],
+        host_boot_id(),
+        "the command ran on the host's kernel"
+    );
+    assert!(
+        ctr.ctr(&["container", "info", "rm-echo"]).status.code() != Some(0),
+        "--rm left the container"
+    );
+}
+
+#[test]
+fn ctr_run_exits_with_the_processs_code_and_stderr() {
+    let Some(ctr) = containerd() else { return };
+    let out = ctr.run(&["--rm"], "rm-exit", &["sh", "-c", "echo oops >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn ctr_run_feeds_stdin_to_the_process_until_its_end() {
+    let Some(ctr) = containerd() else { return };
+    let args = [
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "rm-stdin",
+        "wc",
+        "-l",
+    ];
+    let out = ctr.ctr_with_input(&args, b"one\ntwo\nthree\n");
+    assert_eq!(stdout_of(&out).trim(), "3");
+}
+
+#[test]
+fn a_detached_task_takes_exec_ps_metrics_pause_resume_and_kill() {
+    let Some(ctr) = containerd() else { return };
+    let id = "detached";
+    stdout_of(&ctr.run(&["-d"], id, &["sleep", "1000"]));
+    assert_eq!(ctr.status(id), "RUNNING");
+
+    let ls = stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", "e1", id, "ls", "/"]));
+    assert!(ls.lines().any(|l| l == "bin"), "{ls}");
+    let failed = ctr.ctr(&["task", "exec", "--exec-id", "e2", id, "sh", "-c", "exit 3"]);
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed.stderr));
+
+    let ps = stdout_of(&ctr.ctr(&["task", "ps", id]));
+    assert!(ps.lines().count() >= 2, "no process listed: {ps}");
+    let metrics = stdout_of(&ctr.ctr(&["task", "metrics", id]));
+    assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
+
+    stdout_of(&ctr.ctr(&["task", "pause", id]));
+    assert_eq!(ctr.status(id), "PAUSED");
+    stdout_of(&ctr.ctr(&["task", "resume", id]));
+    assert_eq!(ctr.status(id), "RUNNING");
+    let after = stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", "e3", id, "echo", "back"]));
+    assert_eq!(after.trim(), "back");
+
+    ctr.remove(id);
+}
+
+#[test]
+fn containers_of_one_sandbox_share_its_vm_and_shim() {
+    let Some(ctr) = containerd() else { return };
+    let sandbox = format!("{SANDBOX_ID}=pod-a");
+    let boot_id = |id: &str, exec: &str| {
+        let out = ctr.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            exec,
+            id,
+            "cat",
+            "/proc/sys/kernel/random/boot_id",
+        ]);
+        stdout_of(&out).trim().to_owned()
+    };
+    for (id, kind) in [("pod-a-pause", "sandbox"), ("pod-a-app", "container")] {
+        let kind = format!("io.kubernetes.cri.container-type={kind}");
+        let flags = ["-d", "--annotation", &sandbox, "--annotation", &kind];
+        stdout_of(&ctr.run(&flags, id, &["sleep", "1000"]));
+    }
+    assert_eq!(boot_id("pod-a-pause", "b1"), boot_id("pod-a-app", "b2"));
+    assert_eq!(ctr.shims_for("pod-a-"), 1);
+    assert_ne!(boot_id("pod-a-app", "b3"), host_boot_id());
+
+    // The sandbox outlives one of its containers, then goes with the last.
+    ctr.remove("pod-a-app");
+    assert_eq!(boot_id("pod-a-pause", "b4").len(), 36);
+    ctr.remove("pod-a-pause");
+    eventually(30, || match ctr.shims_for("pod-a-") {
+        0 => Ok(()),
+        n => Err(format!("{n} shims of the sandbox still run")),
+    });
+}
