@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use artifacts::{ArtifactError, ArtifactSources, GuestArtifacts};
-pub use qemu::{Qemu, QemuError, QemuVm};
+pub use qemu::{parse_tb_size, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
 
 /// What a VM is made of.
 #[derive(Debug, Clone)]

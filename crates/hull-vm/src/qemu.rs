@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 use tokio::sync::{watch, Mutex};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::qmp::{Qmp, QmpError};
 use crate::{Accel, DiskConfig, GuestArtifacts, Hypervisor, NetBackend, Vm, VmConfig, VmExit};
@@ -46,6 +46,28 @@ pub enum QemuError {
     Migration(String),
     #[error("the VM of {} is gone: {why}", .run_dir.display())]
     Gone { run_dir: PathBuf, why: String },
+    #[error("TCG translation cache size '{0}' is not a number of MiB (at least 1) or 'default'")]
+    TbSize(String),
+}
+
+/// TCG's translation cache for a small guest, in MiB. QEMU's own default on
+/// a 64-bit host is 1 GiB, reserved at once and filled as code is
+/// translated: a cold boot of Hull's guest fills about 26 MiB of it, every
+/// byte of it resident in each VM. A clone translates only what it runs
+/// after resume, which stays under this cap, so the cap bounds the
+/// worst case (a cold boot, or a busy container) without flushing an idle
+/// one's cache.
+pub const DEFAULT_TCG_TB_SIZE_MIB: u32 = 16;
+
+/// Reads a TCG translation cache size: MiB, or `default` for QEMU's own.
+pub fn parse_tb_size(value: &str) -> Result<Option<u32>, QemuError> {
+    match value.trim() {
+        "default" => Ok(None),
+        number => match number.parse::<u32>() {
+            Ok(mib) if mib > 0 => Ok(Some(mib)),
+            _ => Err(QemuError::TbSize(value.to_string())),
+        },
+    }
 }
 
 /// Boots VMs with `qemu-system-x86_64 -M microvm`.
@@ -56,15 +78,38 @@ pub struct Qemu {
     pub artifacts: GuestArtifacts,
     /// Appended to the kernel command line.
     pub extra_cmdline: String,
+    /// TCG's translation cache in MiB (`-accel tcg,tb-size=`); `None` keeps
+    /// QEMU's default. KVM has no such cache, so it is ignored there. Device
+    /// state does not depend on it: templates made with one size restore
+    /// with another.
+    pub tcg_tb_size_mib: Option<u32>,
 }
 
 impl Qemu {
+    /// `HULL_QEMU` names the binary, `HULL_TCG_TB_SIZE` the translation
+    /// cache size ([`parse_tb_size`]; [`DEFAULT_TCG_TB_SIZE_MIB`] without it).
     pub fn new(accel: Accel, artifacts: GuestArtifacts) -> Self {
+        let tcg_tb_size_mib = match std::env::var("HULL_TCG_TB_SIZE") {
+            Ok(value) => parse_tb_size(&value).unwrap_or_else(|err| {
+                warn!(error = %err, default = DEFAULT_TCG_TB_SIZE_MIB, "ignoring HULL_TCG_TB_SIZE");
+                Some(DEFAULT_TCG_TB_SIZE_MIB)
+            }),
+            Err(_) => Some(DEFAULT_TCG_TB_SIZE_MIB),
+        };
         Self {
             binary: std::env::var("HULL_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
             accel,
             artifacts,
             extra_cmdline: String::new(),
+            tcg_tb_size_mib,
+        }
+    }
+
+    /// The value of `-accel`.
+    fn accel_arg(&self) -> String {
+        match (self.accel, self.tcg_tb_size_mib) {
+            (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
+            (accel, _) => accel.qemu_name().to_string(),
         }
     }
 
@@ -91,11 +136,12 @@ impl Qemu {
         if config.memory_file.is_some() {
             machine.push_str(",memory-backend=mem");
         }
+        let accel = self.accel_arg();
         let mut args: Vec<String> = [
             "-M",
             &machine,
             "-accel",
-            self.accel.qemu_name(),
+            &accel,
             "-cpu",
             self.accel.cpu_model(),
             "-nodefaults",
@@ -297,6 +343,7 @@ impl Hypervisor for Qemu {
             .stderr(log)
             .kill_on_drop(!config.detached);
         let detached = config.detached;
+        let no_huge_pages = self.accel == Accel::Tcg;
         // SAFETY: the closure runs in the forked child before exec and only
         // makes async-signal-safe system calls (fcntl, prctl, setsid) on
         // integers captured by value.
@@ -306,6 +353,14 @@ impl Hypervisor for Qemu {
                     if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                         return Err(io::Error::last_os_error());
                     }
+                }
+                // QEMU asks for huge pages for its translation cache, so a
+                // clone that translated a few hundred KiB holds a whole 2 MiB
+                // page; and under TCG guest RAM gains nothing from them, as
+                // every access goes through QEMU's own TLB. The setting
+                // survives exec; a failure only costs memory.
+                if no_huge_pages {
+                    libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
                 }
                 if detached {
                     // Its own session: a Ctrl-C meant for hulld spares it.
@@ -674,13 +729,16 @@ mod tests {
     use std::path::Path;
 
     fn qemu() -> Qemu {
-        Qemu::new(
+        let mut qemu = Qemu::new(
             Accel::Tcg,
             GuestArtifacts {
                 kernel: "/k/vmlinux".into(),
                 initramfs: "/k/initramfs.cpio".into(),
             },
-        )
+        );
+        // Whatever HULL_TCG_TB_SIZE the test runs with.
+        qemu.tcg_tb_size_mib = Some(DEFAULT_TCG_TB_SIZE_MIB);
+        qemu
     }
 
     #[test]
@@ -704,7 +762,9 @@ mod tests {
         let args = qemu()
             .args(&config, &Sockets::Inherited { control: 7, qmp: 8 })
             .join(" ");
-        assert!(args.contains("-accel tcg -cpu max"));
+        assert!(args.contains(&format!(
+            "-accel tcg,tb-size={DEFAULT_TCG_TB_SIZE_MIB} -cpu max"
+        )));
         assert!(args.contains("-smp 2 -m 128M"));
         assert!(args.contains("socket,id=ctl,fd=7 "));
         assert!(args.contains("socket,id=qmp,fd=8 "));
@@ -774,6 +834,29 @@ mod tests {
         assert!(args
             .contains("memory-backend-file,id=mem,size=256M,mem-path=/dev/shm/t/memory,share=off"));
         assert!(args.contains("-incoming defer"));
+    }
+
+    #[test]
+    fn the_translation_cache_size_applies_to_tcg_only() {
+        let mut qemu = qemu();
+        qemu.tcg_tb_size_mib = Some(8);
+        assert_eq!(qemu.accel_arg(), "tcg,tb-size=8");
+        qemu.tcg_tb_size_mib = None;
+        assert_eq!(qemu.accel_arg(), "tcg");
+        qemu.accel = Accel::Kvm;
+        qemu.tcg_tb_size_mib = Some(8);
+        assert_eq!(qemu.accel_arg(), "kvm");
+    }
+
+    #[test]
+    fn translation_cache_sizes_are_mib_or_default() {
+        assert_eq!(parse_tb_size("32").unwrap(), Some(32));
+        assert_eq!(parse_tb_size(" 8\n").unwrap(), Some(8));
+        assert_eq!(parse_tb_size("default").unwrap(), None);
+        for bad in ["0", "-1", "16M", ""] {
+            let err = parse_tb_size(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{bad}'")), "{err}");
+        }
     }
 
     #[test]
