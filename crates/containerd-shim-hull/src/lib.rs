@@ -3,6 +3,7 @@
 //! QEMU microvm; each container of the sandbox gets its rootfs as a disk
 //! in that VM and runs there under Hull's guest agent.
 
+pub mod binds;
 pub mod config;
 pub mod events;
 pub mod rootfs;

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use containerd_shim::protos::types::mount::Mount;
 use tracing::debug;
 
+use crate::binds::{self, Bind, BindError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error("cannot create {}", .path.display())]
@@ -36,6 +38,14 @@ pub enum RootfsError {
         #[source]
         source: hull_image::erofs::ErofsError,
     },
+    #[error("cannot mount the staging overlay at {}", .target.display())]
+    Staging {
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("cannot unmount {}", .target.display())]
     Unmount {
         target: PathBuf,
@@ -51,13 +61,15 @@ pub fn image_path(bundle: &Path) -> PathBuf {
 
 /// Mounts `mounts` at the bundle's `rootfs` (a bundle made with a rootfs
 /// already there, as `ctr run --rootfs` makes, has none), builds the image
-/// from it, and unmounts them again: the VM needs only the image.
-pub async fn build(bundle: &Path, mounts: &[Mount]) -> Result<PathBuf, RootfsError> {
+/// from it with `binds` copied in, and unmounts again: the VM needs only
+/// the image.
+pub async fn build(
+    bundle: &Path,
+    mounts: &[Mount],
+    binds: &[Bind],
+) -> Result<PathBuf, RootfsError> {
     let rootfs = bundle.join("rootfs");
-    std::fs::create_dir_all(&rootfs).map_err(|source| RootfsError::Create {
-        path: rootfs.clone(),
-        source,
-    })?;
+    create_dir(&rootfs)?;
     for mount in mounts {
         containerd_shim::asynchronous::util::mount_rootfs(mount, &rootfs)
             .await
@@ -68,19 +80,87 @@ pub async fn build(bundle: &Path, mounts: &[Mount]) -> Result<PathBuf, RootfsErr
             })?;
     }
     let image = image_path(bundle);
-    let (dir, file) = (rootfs.clone(), image.clone());
-    let built = tokio::task::spawn_blocking(move || hull_image::erofs::mkfs(&dir, &file))
+    let (bundle_dir, binds, file) = (bundle.to_owned(), binds.to_vec(), image.clone());
+    let built = tokio::task::spawn_blocking(move || image_of(&bundle_dir, &binds, &file))
         .await
-        .expect("mkfs does not panic");
+        .expect("building an image does not panic");
     if !mounts.is_empty() {
         unmount(&rootfs)?;
     }
-    built.map_err(|source| RootfsError::Image {
-        image: image.clone(),
-        source,
-    })?;
+    built?;
     debug!(image = %image.display(), "rootfs image built");
     Ok(image)
+}
+
+/// The image of the bundle's rootfs; with binds, of an overlay on it that
+/// holds their copies, so containerd's snapshot is left as it was.
+fn image_of(bundle: &Path, binds: &[Bind], image: &Path) -> Result<(), RootfsError> {
+    let rootfs = bundle.join("rootfs");
+    let mkfs = |dir: &Path| {
+        hull_image::erofs::mkfs(dir, image).map_err(|source| RootfsError::Image {
+            image: image.to_owned(),
+            source,
+        })
+    };
+    if binds.is_empty() {
+        return mkfs(&rootfs);
+    }
+    let staging = bundle.join("hull-staging");
+    let (upper, work) = (bundle.join("hull-upper"), bundle.join("hull-work"));
+    for dir in [&staging, &upper, &work] {
+        create_dir(dir)?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        rootfs.display(),
+        upper.display(),
+        work.display()
+    );
+    let mounted = overlay(&staging, &options);
+    let result = mounted.and_then(|()| {
+        for bind in binds {
+            binds::copy_into(&staging, bind)?;
+        }
+        mkfs(&staging)
+    });
+    unmount(&staging)?;
+    for dir in [&staging, &upper, &work] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn overlay(target: &Path, options: &str) -> Result<(), RootfsError> {
+    let c = |s: &[u8]| std::ffi::CString::new(s).expect("paths have no NUL bytes");
+    let (source, fstype) = (c(b"overlay"), c(b"overlay"));
+    let (c_target, data) = (
+        c(target.as_os_str().as_encoded_bytes()),
+        c(options.as_bytes()),
+    );
+    // SAFETY: every pointer is to a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            c_target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    Err(RootfsError::Staging {
+        target: target.to_owned(),
+        source: std::io::Error::last_os_error(),
+    })
+}
+
+fn create_dir(path: &Path) -> Result<(), RootfsError> {
+    std::fs::create_dir_all(path).map_err(|source| RootfsError::Create {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Unmounts what containerd's mounts left at `target`, if anything.

@@ -151,9 +151,9 @@ impl Service {
         }
         let config = ContainerConfig::load(&request.bundle)?;
         if !config.unsupported_mounts.is_empty() {
-            warn!(container = %request.id, mounts = ?config.unsupported_mounts, "host mounts are not passed into the VM yet; skipping them");
+            warn!(container = %request.id, mounts = ?config.unsupported_mounts, "these mounts cannot be made in the VM yet; skipping them");
         }
-        let image = rootfs::build(&request.bundle, &request.rootfs).await?;
+        let image = rootfs::build(&request.bundle, &request.rootfs, &config.binds).await?;
         let grouping = config.grouping(&request.id);
         let sandbox = self
             .sandbox

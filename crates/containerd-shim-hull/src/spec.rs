@@ -7,6 +7,8 @@ use std::path::Path;
 
 use oci_spec::runtime::{Mount, Process, Spec};
 
+use crate::binds::Bind;
+
 /// CRI's annotation naming the sandbox (pod) a container belongs to.
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// CRI's annotation saying whether a container is the sandbox itself
@@ -75,8 +77,10 @@ pub struct ContainerConfig {
     pub process: ProcessConfig,
     pub hostname: String,
     pub annotations: HashMap<String, String>,
-    /// Mounts the guest cannot make (host paths); logged, not refused, as
-    /// CRI adds some to every container.
+    /// Host paths bind-mounted into the container, to copy into its image.
+    pub binds: Vec<Bind>,
+    /// Mounts the guest cannot make; logged, not refused, so that a spec
+    /// made for runc still runs.
     pub unsupported_mounts: Vec<String>,
 }
 
@@ -97,9 +101,10 @@ impl ContainerConfig {
             process: ProcessConfig::from_oci(process)?,
             hostname: spec.hostname().clone().unwrap_or_default(),
             annotations: spec.annotations().clone().unwrap_or_default(),
+            binds: mounts.iter().filter_map(bind_of).collect(),
             unsupported_mounts: mounts
                 .iter()
-                .filter(|m| !made_by_agent(m))
+                .filter(|m| !made_by_agent(m) && bind_of(m).is_none())
                 .map(|m| m.destination().display().to_string())
                 .collect(),
         })
@@ -117,6 +122,19 @@ pub fn grouping(annotations: &HashMap<String, String>, id: &str) -> String {
         Some(sandbox) if !sandbox.is_empty() => sandbox.clone(),
         _ => id.to_owned(),
     }
+}
+
+/// A bind mount of a host path, as runc reads one: type `bind`, or any
+/// type with a `bind`/`rbind` option.
+fn bind_of(mount: &Mount) -> Option<Bind> {
+    let options = mount.options().as_deref().unwrap_or_default();
+    let is_bind = mount.typ().as_deref() == Some("bind")
+        || options.iter().any(|o| o == "bind" || o == "rbind");
+    let source = mount.source().as_ref()?;
+    (is_bind && source.is_absolute()).then(|| Bind {
+        source: source.clone(),
+        destination: mount.destination().display().to_string(),
+    })
 }
 
 /// The kernel filesystems every container gets from the guest agent, as
@@ -176,9 +194,29 @@ mod tests {
     }
 
     #[test]
-    fn host_bind_mounts_are_the_unsupported_ones() {
+    fn host_bind_mounts_are_copied_and_the_agents_own_skipped() {
         let config = ContainerConfig::from_spec(&spec(CTR_SPEC)).unwrap();
-        assert_eq!(config.unsupported_mounts, vec!["/etc/resolv.conf"]);
+        assert_eq!(
+            config.binds,
+            vec![Bind {
+                source: "/x/resolv.conf".into(),
+                destination: "/etc/resolv.conf".into(),
+            }]
+        );
+        assert!(config.unsupported_mounts.is_empty());
+    }
+
+    #[test]
+    fn other_mounts_are_unsupported() {
+        let json = r#"{"ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"},
+            "mounts": [
+                {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro"]},
+                {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}
+            ]}"#;
+        let config = ContainerConfig::from_spec(&spec(json)).unwrap();
+        assert_eq!(config.binds[0].destination, "/data");
+        assert_eq!(config.unsupported_mounts, vec!["/scratch"]);
     }
 
     #[test]

@@ -224,6 +224,29 @@ fn ctr_run_rm_runs_the_command_in_a_vm_with_the_specs_env_and_cwd() {
 }
 
 #[test]
+fn host_bind_mounts_are_copied_into_the_container() {
+    let Some(ctr) = containerd() else { return };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("motd"), "from the host\n").unwrap();
+    std::fs::create_dir(host.path().join("conf")).unwrap();
+    std::fs::write(host.path().join("conf/a.conf"), "a=1\n").unwrap();
+    let file = format!(
+        "type=bind,src={},dst=/etc/motd,options=rbind:ro",
+        host.path().join("motd").display()
+    );
+    let dir = format!(
+        "type=bind,src={},dst=/opt/conf,options=rbind:ro",
+        host.path().join("conf").display()
+    );
+    let out = ctr.run(
+        &["--rm", "--mount", &file, "--mount", &dir],
+        "rm-binds",
+        &["cat", "/etc/motd", "/opt/conf/a.conf"],
+    );
+    assert_eq!(stdout_of(&out), "from the host\na=1\n");
+}
+
+#[test]
 fn ctr_run_exits_with_the_processs_code_and_stderr() {
     let Some(ctr) = containerd() else { return };
     let out = ctr.run(&["--rm"], "rm-exit", &["sh", "-c", "echo oops >&2; exit 7"]);
