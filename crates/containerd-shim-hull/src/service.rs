@@ -253,6 +253,18 @@ impl Service {
             p.close_input = close_input;
             Ok(p.exit.clone())
         })?;
+        // The start is queued before the watcher can queue the exit.
+        self.events.publish(match exec_id {
+            "" => Event::Start {
+                container: id.to_owned(),
+                pid,
+            },
+            _ => Event::ExecStarted {
+                container: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                pid,
+            },
+        });
         let events = self.events.clone();
         let (container, exec) = (id.to_owned(), exec_id.to_owned());
         tokio::spawn(async move {
@@ -274,17 +286,6 @@ impl Service {
                 pid,
                 exited,
             });
-        });
-        self.events.publish(match exec_id {
-            "" => Event::Start {
-                container: id.to_owned(),
-                pid,
-            },
-            _ => Event::ExecStarted {
-                container: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-                pid,
-            },
         });
         Ok(pid)
     }

@@ -167,19 +167,30 @@ impl Containerd {
     fn shims_for(&self, prefix: &str) -> usize {
         let socket = self.dir.join("containerd.sock").display().to_string();
         let id_arg = format!("\0-id\0{prefix}");
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-            .filter(|e| {
-                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                cmdline.contains("containerd-shim-hull-v2")
-                    && cmdline.contains(&socket)
-                    && cmdline.contains(&id_arg)
-            })
-            .count()
+        pids_matching(&["containerd-shim-hull-v2", &socket, &id_arg]).len()
     }
+
+    /// The QEMU of the sandbox named after container `id`.
+    fn qemu_of(&self, id: &str) -> i32 {
+        let run_dir = format!("{}/", self.dir.join("vms").join(id).display());
+        let pids = pids_matching(&["qemu-system", &run_dir]);
+        assert_eq!(pids.len(), 1, "the VM of {id}: {pids:?}");
+        pids[0]
+    }
+}
+
+/// Processes whose command line holds every one of `needles`.
+fn pids_matching(needles: &[&str]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            needles.iter().all(|n| cmdline.contains(n)).then_some(pid)
+        })
+        .collect()
 }
 
 fn path_with(dir: &Path) -> String {
@@ -331,4 +342,25 @@ fn containers_of_one_sandbox_share_its_vm_and_shim() {
         0 => Ok(()),
         n => Err(format!("{n} shims of the sandbox still run")),
     });
+}
+
+#[test]
+fn a_task_whose_vm_dies_stops_with_255() {
+    let Some(ctr) = containerd() else { return };
+    let id = "vm-dies";
+    stdout_of(&ctr.run(&["-d"], id, &["sleep", "1000"]));
+    let qemu = ctr.qemu_of(id);
+    // SAFETY: signalling the QEMU of this test's own sandbox.
+    unsafe { libc::kill(qemu, libc::SIGKILL) };
+    eventually(30, || match ctr.status(id).as_str() {
+        "STOPPED" => Ok(()),
+        other => Err(format!("{id} is {other}")),
+    });
+    let deleted = ctr.ctr(&["task", "rm", id]);
+    assert!(
+        text(&deleted.stderr).contains("exit code 255"),
+        "{}",
+        text(&deleted.stderr)
+    );
+    stdout_of(&ctr.ctr(&["container", "rm", id]));
 }
