@@ -29,6 +29,7 @@ use crate::unpack::{UnpackError, Unpacker};
 mod history;
 mod prune;
 mod pulled;
+mod scratch;
 mod tags;
 
 pub use history::HistoryEntry;
@@ -326,7 +327,17 @@ impl ImageStore {
             .prefix("rootfs-")
             .tempdir_in(&tmp)
             .map_err(|source| StoreError::Write { path: tmp, source })?;
-        let dir = work.path().join("rootfs");
+        let scratch = scratch::for_tree(&self.root, image.size, work.path());
+        let tree = tempfile::Builder::new()
+            .prefix(&scratch.prefix)
+            .tempdir_in(&scratch.dir)
+            .map_err(|source| StoreError::Write {
+                path: scratch.dir,
+                source,
+            })?;
+        // Not the temporary directory itself: its mode, 0700, would become the
+        // rootfs's unless a layer sets one.
+        let dir = tree.path().join("rootfs");
         fs::create_dir(&dir).map_err(|source| StoreError::Write {
             path: dir.clone(),
             source,
@@ -337,6 +348,7 @@ impl ImageStore {
             image: id.clone(),
             source,
         })?;
+        drop(tree);
         // Under the lock that removals take: an image removed while its
         // rootfs was built must not leave the rootfs behind.
         let _blobs = self.lock("blobs")?;
@@ -556,14 +568,13 @@ impl ImageStore {
         self.root.join("images").join(format!("{}.json", id.hex()))
     }
 
-    /// Removes what interrupted loads and builds left in tmp/, if it is old
-    /// enough not to belong to one still running.
+    /// Removes what interrupted loads and builds left in tmp/ and on tmpfs,
+    /// if it is old enough not to belong to one still running.
     fn remove_stale_tmp(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
-            return;
-        };
+        let tmp = fs::read_dir(self.root.join("tmp")).into_iter().flatten();
+        let entries = tmp.flatten().chain(scratch::shm_trees(&self.root));
         let now = SystemTime::now();
-        for entry in entries.flatten() {
+        for entry in entries {
             let old = entry
                 .metadata()
                 .and_then(|m| m.modified())
