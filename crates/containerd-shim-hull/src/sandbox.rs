@@ -100,6 +100,7 @@ impl Sandbox {
             // Containers reach no network yet: CRI's pod network lives in
             // a namespace the VM would need a tap in.
             network: NetBackend::Isolated,
+            shares: Vec::new(),
         };
         let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
         let control = vm.take_control_channel().expect("a new VM has its channel");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[cfg(test)]
 use hull_proto::RootfsSpec;
-use hull_proto::{ContainerSpec, MountSpec, NetworkSpec};
+use hull_proto::{ContainerSpec, MountSource, MountSpec, NetworkSpec};
 
 use crate::network::{hosts_file, resolv_conf};
 use crate::{fsat, sys};
@@ -17,6 +17,12 @@ use crate::{fsat, sys};
 pub const CONTAINERS_DIR: &str = "/run/hull/containers";
 /// Where the directories that containers of the VM share live.
 pub const SHARED_DIRS: &str = "/run/hull/shared";
+/// Where volume disks are mounted, by serial.
+pub const VOLUME_DIRS: &str = "/run/hull/volumes";
+/// Where host directories shared over 9p are mounted, by tag.
+pub const HOST_DIRS: &str = "/run/hull/hostdirs";
+/// How long a volume's disk may take to appear.
+const VOLUME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -37,8 +43,17 @@ pub enum ContainerError {
     },
     #[error("the image's {} is not a directory; cannot mount on it", .0.display())]
     NotADirectory(PathBuf),
-    #[error("invalid shared directory name {0:?}: it must be a non-empty file name")]
+    #[error("invalid mount source {0:?}: it must be a non-empty file name")]
     InvalidSharedDir(String),
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
+    #[error("cannot mount the host directory tagged {tag} (the VM has: [{found}])")]
+    HostDir {
+        tag: String,
+        found: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid mount target {0:?}: it must be an absolute path")]
     InvalidTarget(String),
     #[error("cannot prepare the mount point {target} in the container")]
@@ -217,7 +232,7 @@ pub fn create(
     prepare_rootfs(&rootfs, &mut mounts)?;
     write_etc(&rootfs, &spec.hostname, network)?;
     for mount in &spec.mounts {
-        mount_shared_dir(&rootfs, mount)?;
+        mount_into(&rootfs, mount)?;
     }
     sys::sethostname(&spec.hostname).map_err(|source| ContainerError::Hostname {
         name: spec.hostname.clone(),
@@ -248,22 +263,54 @@ fn mount_point(rootfs: &Path, relative: &str) -> Result<PathBuf, ContainerError>
     }
 }
 
-/// Bind-mounts a directory the VM's containers share at `mount.target`.
-/// The target is made inside the rootfs with `openat2(RESOLVE_IN_ROOT)`, so
-/// the image's symlinks cannot send the mount outside it. (An error leaves
-/// the mount to the overlay's lazy unmount, which takes its submounts along.)
-fn mount_shared_dir(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerError> {
-    validate_id(&mount.shared_dir)
-        .map_err(|_| ContainerError::InvalidSharedDir(mount.shared_dir.clone()))?;
-    let source = Path::new(SHARED_DIRS).join(&mount.shared_dir);
-    create_dir(&source)?;
-    // Shared by containers that may run as different users, as emptyDir is.
-    fs::set_permissions(&source, fs::Permissions::from_mode(0o777)).map_err(|source_err| {
-        ContainerError::Create {
-            path: source.clone(),
-            source: source_err,
+/// Bind-mounts the mount's source at `mount.target`, mounting the source
+/// in the VM first if no container did yet. The target is made inside the
+/// rootfs with `openat2(RESOLVE_IN_ROOT)`, so the image's symlinks cannot
+/// send the mount outside it. (An error leaves the mount to the overlay's
+/// lazy unmount, which takes its submounts along.)
+fn mount_into(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerError> {
+    let source = match &mount.source {
+        MountSource::SharedDir { name } => {
+            let dir = source_dir(SHARED_DIRS, name)?;
+            // Shared by containers that may run as different users, as emptyDir is.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).map_err(|source| {
+                ContainerError::Create {
+                    path: dir.clone(),
+                    source,
+                }
+            })?;
+            dir
         }
-    })?;
+        MountSource::Disk { serial, fs_type } => {
+            let dir = source_dir(VOLUME_DIRS, serial)?;
+            if !is_mount_point(&dir) {
+                let device = crate::disk::wait_for_disk(serial, VOLUME_WAIT)?;
+                let device = device.to_string_lossy();
+                sys::mount(&device, &dir, Some(fs_type), libc::MS_NOATIME, None).map_err(
+                    |source| ContainerError::Mount {
+                        fstype: fs_type.clone(),
+                        target: dir.clone(),
+                        source,
+                    },
+                )?;
+            }
+            dir
+        }
+        MountSource::HostDir { tag } => {
+            let dir = source_dir(HOST_DIRS, tag)?;
+            if !is_mount_point(&dir) {
+                let options = "trans=virtio,version=9p2000.L,msize=262144,cache=none";
+                sys::mount(tag, &dir, Some("9p"), 0, Some(options)).map_err(|source| {
+                    ContainerError::HostDir {
+                        tag: tag.clone(),
+                        found: host_dir_tags().join(", "),
+                        source,
+                    }
+                })?;
+            }
+            dir
+        }
+    };
     let point_error = |source| ContainerError::MountPoint {
         target: mount.target.clone(),
         source,
@@ -279,6 +326,44 @@ fn mount_shared_dir(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerErr
         sys::mount("none", &fsat::fd_path(&mounted), None, flags, None).map_err(point_error)?;
     }
     Ok(())
+}
+
+/// `parent/name`, created if missing; `name` must be a plain file name.
+fn source_dir(parent: &str, name: &str) -> Result<PathBuf, ContainerError> {
+    validate_id(name).map_err(|_| ContainerError::InvalidSharedDir(name.to_owned()))?;
+    let dir = Path::new(parent).join(name);
+    create_dir(&dir)?;
+    Ok(dir)
+}
+
+/// The tags of the VM's 9p devices, for error messages.
+fn host_dir_tags() -> Vec<String> {
+    let devices = fs::read_dir("/sys/bus/virtio/devices")
+        .into_iter()
+        .flatten()
+        .flatten();
+    devices
+        .map(|device| {
+            let path = device.path();
+            let id = fs::read_to_string(path.join("device")).unwrap_or_default();
+            let tag = fs::read_to_string(path.join("mount_tag")).unwrap_or_default();
+            format!(
+                "{} device {} {}",
+                device.file_name().to_string_lossy(),
+                id.trim(),
+                tag.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            )
+        })
+        .collect()
+}
+
+/// Whether something is mounted at `dir`: it is on another device than
+/// its parent.
+fn is_mount_point(dir: &Path) -> bool {
+    match (fs::metadata(dir), fs::metadata(dir.join(".."))) {
+        (Ok(own), Ok(parent)) => own.dev() != parent.dev(),
+        _ => false,
+    }
 }
 
 /// Opens (creating what is missing) the directory `target` of the rootfs,

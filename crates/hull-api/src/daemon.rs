@@ -108,6 +108,7 @@ impl Daemon {
         let containers = Arc::new(Containers::open(
             &config.root.join("containers"),
             &config.root.join("pods"),
+            &config.root.join("volumes"),
             images.clone(),
         )?);
         Ok(Self {

@@ -19,7 +19,7 @@ pub use frame::{
 };
 pub use message::{
     path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, InterfaceSpec,
-    MountSpec, NetworkSpec, PathStat, ProcessInfo, ProcessSpec, ProcessState, Request,
+    MountSource, MountSpec, NetworkSpec, PathStat, ProcessInfo, ProcessSpec, ProcessState, Request,
     RequestError, Response, RootfsSpec, StreamId, USER_HZ,
 };
 pub use resync::{find_resync, ResyncScanner, RESYNC};

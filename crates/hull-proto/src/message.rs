@@ -145,15 +145,27 @@ pub struct InterfaceSpec {
     pub gateway: Option<String>,
 }
 
-/// A directory the VM keeps for its containers, bind-mounted into one.
+/// A directory bind-mounted into a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {
-    /// The shared directory's name: created empty the first time a
-    /// container of the VM names it, then the same for every container.
-    pub shared_dir: String,
+    pub source: MountSource,
     /// Absolute path in the container; created if missing.
     pub target: String,
     pub read_only: bool,
+}
+
+/// Where a container's mount comes from. Disks and host directories are
+/// mounted once in the VM and shared by the containers that name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MountSource {
+    /// A directory of the VM, created empty when first named (a pod's
+    /// emptyDir volume).
+    SharedDir { name: String },
+    /// A disk the host attached with this SCSI serial (a named volume).
+    Disk { serial: String, fs_type: String },
+    /// A host directory shared over virtio-9p under this mount tag.
+    HostDir { tag: String },
 }
 
 /// A disk the agent mounts: the read-only image disk under the overlay, or
@@ -416,11 +428,30 @@ mod tests {
                 serial: "hull-rw".into(),
                 fs_type: "ext4".into(),
             }),
-            mounts: vec![MountSpec {
-                shared_dir: "cache".into(),
-                target: "/var/cache/app".into(),
-                read_only: true,
-            }],
+            mounts: vec![
+                MountSpec {
+                    source: MountSource::SharedDir {
+                        name: "cache".into(),
+                    },
+                    target: "/var/cache/app".into(),
+                    read_only: true,
+                },
+                MountSpec {
+                    source: MountSource::Disk {
+                        serial: "hull-vol-0".into(),
+                        fs_type: "ext4".into(),
+                    },
+                    target: "/data".into(),
+                    read_only: false,
+                },
+                MountSpec {
+                    source: MountSource::HostDir {
+                        tag: "hull9p0".into(),
+                    },
+                    target: "/src".into(),
+                    read_only: true,
+                },
+            ],
         }));
         round_trip(Request::StartProcess(ProcessSpec {
             container: "c1".into(),

@@ -11,6 +11,7 @@ pub mod size;
 pub mod spec;
 pub mod start;
 pub mod template;
+pub mod volume;
 
 pub use agent::{AgentClient, AgentError};
 pub use container::{Container, ContainerError, Containers, CreateOptions, WaitCondition};

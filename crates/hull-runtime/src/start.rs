@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hull_proto::Request;
-use hull_vm::{DiskConfig, Hypervisor, MemoryFile, NetBackend, Vm, VmConfig};
+use hull_vm::{DiskConfig, HostShare, Hypervisor, MemoryFile, NetBackend, Vm, VmConfig};
 use tracing::{info, warn};
 
 use crate::agent::AgentClient;
@@ -60,6 +60,7 @@ impl<H: Hypervisor> VmFactory<H> {
             restore_from: None,
             detached,
             network: NetBackend::Isolated,
+            shares: Vec::new(),
         }
     }
 
@@ -118,7 +119,7 @@ impl<H: Hypervisor> VmFactory<H> {
         disks: Vec<DiskConfig>,
         detached: bool,
     ) -> Result<StartedVm<H::Vm>, RunError> {
-        self.start_sized(id, disks, detached, None, pooled_network())
+        self.start_sized(id, disks, detached, None, pooled_network(), Vec::new())
             .await
     }
 
@@ -134,17 +135,23 @@ impl<H: Hypervisor> VmFactory<H> {
         detached: bool,
         size: Option<VmSize>,
         network: NetBackend,
+        shares: Vec<HostShare>,
     ) -> Result<StartedVm<H::Vm>, RunError> {
         let own_size = VmSize {
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
         };
-        if let Some(size) = size.filter(|s| *s != own_size) {
+        let size = size.filter(|s| *s != own_size);
+        // The template has neither another size nor 9p devices.
+        if size.is_some() || !shares.is_empty() {
             let run_dir = RunDir::create(self.run_root.join(id))?;
             let mut config = self.config(id, &run_dir.path, disks, detached);
-            config.vcpus = size.vcpus;
-            config.memory_mib = size.memory_mib;
+            if let Some(size) = size {
+                config.vcpus = size.vcpus;
+                config.memory_mib = size.memory_mib;
+            }
             config.network = network;
+            config.shares = shares;
             return self.boot(config, run_dir, Instant::now()).await;
         }
         let started = Instant::now();
@@ -221,7 +228,15 @@ impl<H: Hypervisor> VmFactory<H> {
             .start(config)
             .await
             .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let agent = match greet(&mut vm).await {
+        let greeted = async {
+            let agent = greet(&mut vm).await?;
+            // The VM has no RTC: its clock starts from the host's.
+            let exit = vm.exit();
+            let resume = clock_and_entropy();
+            unless_vm_dies(&vm, exit, agent.request_done(&resume)).await?;
+            Ok::<_, RunError>(agent)
+        };
+        let agent = match greeted.await {
             Ok(agent) => agent,
             Err(err) => {
                 vm.kill();
@@ -275,13 +290,7 @@ impl<H: Hypervisor> VmFactory<H> {
             .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
         let agent = AgentClient::resumed(control);
-        let resume = Request::Resume {
-            unix_time_nanos: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-            entropy: random_bytes::<64>().to_vec(),
-        };
+        let resume = clock_and_entropy();
         let resumed = unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
         let result = match tokio::time::timeout(BOOT_TIMEOUT, resumed).await {
             Ok(result) => result,
@@ -294,6 +303,18 @@ impl<H: Hypervisor> VmFactory<H> {
             return Err(err);
         }
         Ok((vm, agent))
+    }
+}
+
+/// Sets a new VM's clock from the host's and reseeds its random number
+/// generator, so that no two clones share either.
+fn clock_and_entropy() -> Request {
+    Request::Resume {
+        unix_time_nanos: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        entropy: random_bytes::<64>().to_vec(),
     }
 }
 

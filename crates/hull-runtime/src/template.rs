@@ -224,6 +224,7 @@ impl Templates {
             restore_from: None,
             detached: false,
             network: hull_vm::NetBackend::Isolated,
+            shares: Vec::new(),
         };
         let mut vm = hypervisor
             .start(config)

@@ -40,11 +40,22 @@ pub struct VmConfig {
     pub detached: bool,
     /// What the VM's network device is connected to.
     pub network: NetBackend,
+    /// Host directories shared with the guest over virtio-9p. A VM with
+    /// shares has devices its template lacks, so it boots cold.
+    pub shares: Vec<HostShare>,
+}
+
+/// A host directory the guest mounts over virtio-9p by its tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostShare {
+    pub tag: String,
+    pub path: PathBuf,
+    pub read_only: bool,
 }
 
 /// Names the devices every VM has, for keys of saved device state: a
 /// clone's devices must be its template's.
-pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,net";
+pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,net;no-rtc";
 
 /// The backend of a VM's network device. Every VM has the device, so that
 /// clones match their template; the backend is each VM's own.

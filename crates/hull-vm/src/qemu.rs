@@ -133,7 +133,10 @@ impl Qemu {
         }
         // No ACPI: the kernel learns the virtio-mmio devices from the command
         // line QEMU appends, and boots faster without the ACPI tables.
-        let mut machine = String::from("microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off");
+        // No RTC: its IRQ 8 is one that virtio-mmio transports take without
+        // a second IOAPIC, so a fifth virtio device (a 9p share) would lose
+        // its interrupt. The host sets the guest's clock instead.
+        let mut machine = String::from("microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off");
         if config.memory_file.is_some() {
             machine.push_str(",memory-backend=mem");
         }
@@ -205,6 +208,20 @@ impl Qemu {
         }
         if config.restore_from.is_some() {
             args.extend(["-incoming".into(), "defer".into()]);
+        }
+        for (index, share) in config.shares.iter().enumerate() {
+            // passthrough: files keep their owners and modes, as a bind
+            // mount's do (hulld runs as root).
+            args.extend([
+                "-fsdev".into(),
+                format!(
+                    "local,id=fs{index},path={},security_model=passthrough{}",
+                    share.path.display(),
+                    if share.read_only { ",readonly=on" } else { "" }
+                ),
+                "-device".into(),
+                format!("virtio-9p-device,fsdev=fs{index},mount_tag={}", share.tag),
+            ]);
         }
         for disk in &config.disks {
             args.extend([
@@ -759,6 +776,11 @@ mod tests {
             restore_from: None,
             detached: false,
             network: NetBackend::default(),
+            shares: vec![crate::HostShare {
+                tag: "hull9p0".into(),
+                path: "/srv/src".into(),
+                read_only: true,
+            }],
         };
         let args = qemu()
             .args(&config, &Sockets::Inherited { control: 7, qmp: 8 })
@@ -824,6 +846,7 @@ mod tests {
             restore_from: Some("/dev/shm/t/state".into()),
             detached: true,
             network: NetBackend::default(),
+            shares: Vec::new(),
         };
         let sockets = Sockets::Listening {
             control: "/run/clone/ctl".into(),

@@ -134,13 +134,25 @@ pub struct RmArgs {
     /// Kill and remove a running container.
     #[arg(short, long)]
     force: bool,
+    /// Remove its anonymous volumes too.
+    #[arg(short, long)]
+    volumes: bool,
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
 }
 
 pub async fn rm(client: &Client, args: RmArgs) -> Result<i32> {
     Ok(each(&args.containers, |c| async move {
-        client.remove_container(&c, args.force).await.map(|()| c)
+        let path = format!(
+            "/containers/{}?force={}&v={}",
+            crate::tag::encode(&c),
+            args.force,
+            args.volumes
+        );
+        client
+            .call_json::<()>(hull_api::Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|()| c)
     })
     .await)
 }

@@ -136,6 +136,7 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             memory,
             nano_cpus,
             network_mode: args.network.clone(),
+            binds: Some(args.volume.clone()).filter(|v| !v.is_empty()),
             port_bindings: Some(port_bindings(&args.publish)?).filter(|b| !b.is_empty()),
             ..Default::default()
         }),

@@ -21,6 +21,7 @@ mod stdio;
 mod tag;
 mod templates;
 mod terminal;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +116,9 @@ enum Command {
     /// Manage pods: several containers in one VM, from a pod file.
     #[command(subcommand)]
     Pod(pods::PodCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
 }
 
 fn main() -> ExitCode {
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
             Command::Template(command) => templates::template(&client, command).await,
             Command::Pool(command) => templates::pool(&client, command).await,
             Command::Pod(command) => pods::pod(&client, command).await,
+            Command::Volume(command) => volumes::volume(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Override the image's entrypoint ("" clears it).
     #[arg(long)]
     pub(crate) entrypoint: Option<String>,
+    /// Mount a volume: NAME:/path[:ro], /host/dir:/path[:ro], or /path for
+    /// a new anonymous volume.
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub(crate) volume: Vec<String>,
     /// Publish a container port on the host: [ip:][hostPort:]containerPort[/udp].
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub(crate) publish: Vec<String>,
@@ -129,6 +133,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         && args.cpus.is_none()
         && args.memory.is_none()
         && args.publish.is_empty()
+        && args.volume.is_empty()
         && args.network.is_none();
     if args.rm && !args.detach && pooled {
         return run_streamed(client, args).await;

@@ -18,6 +18,7 @@ use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
 use hull_runtime::network::{NetworkMode, PortBinding, Protocol};
 use hull_runtime::size::VmSize;
+use hull_runtime::volume::{self, VolumeMount, VolumeSource};
 
 use crate::types::container::{
     ContainerCreate, ContainerCreated, ContainerInspect, ContainerStateBody, ContainerSummary,
@@ -47,6 +48,12 @@ impl From<ContainerError> for ApiError {
             | ContainerError::InvalidSignal(_)
             | ContainerError::Spec(_)
             | ContainerError::Network(_) => StatusCode::BAD_REQUEST,
+            ContainerError::Volume(hull_runtime::volume::VolumeError::NotFound(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            ContainerError::Volume(hull_runtime::volume::VolumeError::InUse { .. })
+            | ContainerError::VolumeBusy { .. } => StatusCode::CONFLICT,
+            ContainerError::Volume(_) => StatusCode::BAD_REQUEST,
             ContainerError::Run(
                 RunError::CommandNotFound(_)
                 | RunError::CommandNotExecutable(_)
@@ -70,6 +77,89 @@ fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
     hull_runtime::size::fitting(cpus, memory_mib)
         .map(Some)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// The container's volumes: `Binds` (`-v`), `Mounts` (`--mount` of type
+/// volume or bind), and an anonymous volume for each of `Volumes` (the
+/// image's and `-v /path`) that neither mounts.
+fn volume_mounts(
+    anonymous: &Option<BTreeMap<String, serde_json::Value>>,
+    host: &HostConfig,
+) -> Result<Vec<VolumeMount>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let new_name = || hull_runtime::new_container_id();
+    let mut mounts = Vec::new();
+    for bind in host.binds.iter().flatten() {
+        mounts.push(volume::parse_bind(bind, new_name).map_err(|e| bad(e.to_string()))?);
+    }
+    for mount in host.mounts.iter().flatten() {
+        let field = |name: &str| mount.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+        let target = field("Target");
+        if !target.starts_with('/') {
+            return Err(bad(format!(
+                "invalid mount target {target:?}: it must be absolute"
+            )));
+        }
+        let source = match (field("Type"), field("Source")) {
+            ("volume", "") => VolumeSource::Volume { name: new_name() },
+            ("volume", name) => VolumeSource::Volume { name: name.into() },
+            ("bind", path) if path.starts_with('/') => VolumeSource::Bind { path: path.into() },
+            ("bind", path) => {
+                return Err(bad(format!(
+                    "invalid mount source {path:?}: it must be absolute"
+                )))
+            }
+            (kind, _) => return Err(bad(format!("mounts of type {kind:?} are not supported"))),
+        };
+        mounts.push(VolumeMount {
+            source,
+            target: target.to_owned(),
+            read_only: mount
+                .get("ReadOnly")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        });
+    }
+    for target in anonymous.iter().flat_map(|v| v.keys()) {
+        if !mounts.iter().any(|m| &m.target == target) {
+            mounts.push(volume::parse_bind(target, new_name).map_err(|e| bad(e.to_string()))?);
+        }
+    }
+    Ok(mounts)
+}
+
+/// Docker's `Mounts` of inspect.
+fn mounts_json(daemon: &Daemon, volumes: &[VolumeMount]) -> Vec<serde_json::Value> {
+    volumes
+        .iter()
+        .map(|mount| {
+            let (kind, name, source) = match &mount.source {
+                VolumeSource::Volume { name } => {
+                    let path = daemon
+                        .containers()
+                        .volumes()
+                        .get(name)
+                        .map(|v| v.disk.display().to_string())
+                        .unwrap_or_default();
+                    ("volume", name.as_str(), path)
+                }
+                VolumeSource::Bind { path } => ("bind", "", path.display().to_string()),
+            };
+            let mut json = serde_json::json!({
+                "Type": kind,
+                "Source": source,
+                "Destination": mount.target,
+                "Mode": if mount.read_only { "ro" } else { "" },
+                "RW": !mount.read_only,
+                "Propagation": "",
+            });
+            if kind == "volume" {
+                json["Name"] = name.into();
+                json["Driver"] = "local".into();
+            }
+            json
+        })
+        .collect()
 }
 
 /// Docker's `PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`.
@@ -222,13 +312,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         return Err(bad("no image given: set Image".into()));
     }
     let host = body.host_config.unwrap_or_default();
-    if host.binds.as_ref().is_some_and(|b| !b.is_empty())
-        || host.mounts.as_ref().is_some_and(|m| !m.is_empty())
-    {
-        return Err(bad(
-            "volumes and bind mounts are not supported by Hull yet".into()
-        ));
-    }
+    let volumes = volume_mounts(&body.volumes, &host)?;
     let network = NetworkMode::parse(host.network_mode.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
     let ports = port_bindings(host.port_bindings.as_ref())?;
@@ -276,6 +360,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         size,
         network,
         ports,
+        volumes,
     })
 }
 
@@ -515,14 +600,29 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
                 kind: "json-file".into(),
                 config: BTreeMap::new(),
             },
-            binds: None,
+            binds: Some(
+                config
+                    .volumes
+                    .iter()
+                    .filter_map(|m| {
+                        let source = match &m.source {
+                            VolumeSource::Volume { name } if name.len() != 64 => name.clone(),
+                            VolumeSource::Bind { path } => path.display().to_string(),
+                            VolumeSource::Volume { .. } => return None,
+                        };
+                        let mode = if m.read_only { ":ro" } else { "" };
+                        Some(format!("{source}:{}{mode}", m.target))
+                    })
+                    .collect(),
+            )
+            .filter(|b: &Vec<String>| !b.is_empty()),
             port_bindings: ports_map(&config.ports, false),
             memory: config.size.map_or(0, |s| i64::from(s.memory_mib) << 20),
             nano_cpus: config
                 .size
                 .map_or(0, |s| i64::from(s.vcpus) * 1_000_000_000),
         },
-        mounts: Vec::new(),
+        mounts: mounts_json(daemon, &config.volumes),
         config: InspectConfig {
             hostname: config.hostname.clone(),
             domainname: String::new(),
@@ -677,8 +777,16 @@ pub(super) async fn remove(
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
-    let force = Query::of(request).flag("force");
-    daemon.containers().remove(&container, force).await?;
+    let query = Query::of(request);
+    daemon
+        .containers()
+        .remove(&container, query.flag("force"))
+        .await?;
+    if query.flag("v") {
+        daemon
+            .containers()
+            .remove_anonymous_volumes(&container.config());
+    }
     Ok(no_content())
 }
 
@@ -849,16 +957,37 @@ mod tests {
     }
 
     #[test]
-    fn restart_and_rm_conflict_and_volumes_are_refused() {
+    fn restart_and_rm_conflict_and_bad_volumes_are_refused() {
         let body: ContainerCreate = serde_json::from_str(
             r#"{"Image":"busybox","HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#,
         )
         .unwrap();
         assert!(create_options(body, None).is_err());
-        let body: ContainerCreate =
-            serde_json::from_str(r#"{"Image":"busybox","HostConfig":{"Binds":["/a:/b"]}}"#)
-                .unwrap();
-        assert!(create_options(body, None).is_err());
+        for host in [
+            r#"{"Binds":["rel/dir:/b"]}"#,
+            r#"{"Binds":["data:b"]}"#,
+            r#"{"Mounts":[{"Type":"tmpfs","Target":"/t"}]}"#,
+            r#"{"Mounts":[{"Type":"bind","Source":"rel","Target":"/t"}]}"#,
+        ] {
+            let text = format!(r#"{{"Image":"busybox","HostConfig":{host}}}"#);
+            let body: ContainerCreate = serde_json::from_str(&text).unwrap();
+            assert!(create_options(body, None).is_err(), "{host}");
+        }
+        let body: ContainerCreate = serde_json::from_str(
+            r#"{"Image":"busybox","Volumes":{"/cache":{}},"HostConfig":{"Binds":["/a:/b:ro","data:/d"]}}"#,
+        )
+        .unwrap();
+        let volumes = create_options(body, None).unwrap().volumes;
+        assert_eq!(volumes.len(), 3);
+        assert_eq!(volumes[0].source, VolumeSource::Bind { path: "/a".into() });
+        assert!(volumes[0].read_only);
+        assert_eq!(
+            volumes[1].source,
+            VolumeSource::Volume {
+                name: "data".into()
+            }
+        );
+        assert_eq!(volumes[2].target, "/cache");
         let body: ContainerCreate =
             serde_json::from_str(r#"{"Image":"busybox","Entrypoint":[""],"Cmd":["ls"]}"#).unwrap();
         let options = create_options(body, None).unwrap();

@@ -17,6 +17,7 @@ mod stream;
 mod system;
 mod templates;
 mod top;
+mod volumes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -214,6 +215,17 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::GET, "/containers/json") => containers::list(&daemon, &request).await,
         (&Method::GET, "/events") => events::events(&daemon, &request).await,
         (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
+        (&Method::GET, "/volumes") => Ok(volumes::list(&daemon)),
+        (&Method::POST, "/volumes/create") => volumes::create(&daemon, request).await,
+        (&Method::POST, "/volumes/prune") => volumes::prune(&daemon, &request),
+        (method, p) if p.starts_with("/volumes/") => {
+            let (name, _) = split_resource(p, "/volumes/");
+            match *method {
+                Method::GET => volumes::inspect(&daemon, &name),
+                Method::DELETE => volumes::remove(&daemon, &name),
+                _ => Err(not_found(method, p)),
+            }
+        }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");
             container_route(&daemon, &method, &reference, action, request).await

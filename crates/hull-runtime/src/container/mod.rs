@@ -12,6 +12,7 @@ pub mod names;
 mod pod;
 pub mod record;
 mod run;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,10 @@ pub enum ContainerError {
     Pod(#[from] crate::pod::PodError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error("volume {volume} is attached to the running container {container}: Hull gives a volume's disk to one VM at a time")]
+    VolumeBusy { volume: String, container: String },
     #[error("container {container} belongs to pod {pod}: remove the pod instead")]
     PodMember { container: String, pod: String },
     #[error("cannot remove pod {0}: its containers are running: stop the pod before removing it or force remove")]
@@ -154,6 +159,8 @@ pub struct CreateOptions {
     pub size: Option<crate::size::VmSize>,
     pub network: crate::network::NetworkMode,
     pub ports: Vec<crate::network::PortBinding>,
+    /// Named volumes (created if missing) and host directories.
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// A container's state and whether it still exists, as waiters see it.
@@ -440,6 +447,7 @@ pub struct Containers<H: Hypervisor> {
     table: Mutex<BTreeMap<String, Arc<Container>>>,
     events: events::Events,
     pods: crate::pod::Pods,
+    volumes: crate::volume::Volumes,
     /// Each pod's VM while it runs; the lock orders its boot and power-off.
     pod_vms: Mutex<BTreeMap<String, pod::PodSlot<H::Vm>>>,
 }
@@ -451,6 +459,7 @@ impl<H: Hypervisor> Containers<H> {
     pub fn open(
         dir: &Path,
         pods_dir: &Path,
+        volumes_dir: &Path,
         images: Arc<ImageStore>,
     ) -> Result<Self, ContainerError> {
         std::fs::create_dir_all(dir).map_err(|source| ContainerError::Io {
@@ -483,12 +492,14 @@ impl<H: Hypervisor> Containers<H> {
         }
         info!(containers = table.len(), "containers loaded");
         let pods = crate::pod::Pods::open(pods_dir)?;
+        let volumes = crate::volume::Volumes::open(volumes_dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             images,
             table: Mutex::new(table),
             events: events::Events::default(),
             pods,
+            volumes,
             pod_vms: Mutex::default(),
         })
     }
@@ -558,6 +569,12 @@ impl<H: Hypervisor> Containers<H> {
             .await
             .expect("image lookups do not panic")?;
         let process = process_config(&image.config, &options.process)?;
+        for mount in &options.volumes {
+            if let crate::volume::VolumeSource::Volume { name } = &mount.source {
+                let anonymous = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                self.volumes.create(name, None, anonymous)?;
+            }
+        }
         let id = new_container_id();
         let dir = self.dir.join(&id);
 
@@ -615,6 +632,7 @@ impl<H: Hypervisor> Containers<H> {
                 size: options.size,
                 network: options.network,
                 ports: options.ports,
+                volumes: options.volumes,
             },
             state: ContainerState::default(),
         };
@@ -841,32 +859,7 @@ impl Container {
 }
 
 fn create_writable_disk(path: &Path) -> Result<(), ContainerError> {
-    let error = |source| ContainerError::WritableDisk {
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::File::create(path)
-        .and_then(|file| file.set_len(WRITABLE_DISK_BYTES))
-        .map_err(error)?;
-    // Lazy initialisation keeps this to a few milliseconds on a sparse file.
-    let output = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| {
-            error(std::io::Error::new(
-                e.kind(),
-                format!("cannot run mkfs.ext4 ({e}); install e2fsprogs"),
-            ))
-        })?;
-    if !output.status.success() {
-        return Err(error(std::io::Error::other(format!(
-            "mkfs.ext4 failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))));
-    }
-    Ok(())
+    Ok(crate::volume::format_disk(path, WRITABLE_DISK_BYTES)?)
 }
 
 #[cfg(test)]

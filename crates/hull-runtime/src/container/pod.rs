@@ -132,7 +132,9 @@ impl<H: Hypervisor> Containers<H> {
                         .mounts
                         .iter()
                         .map(|m| hull_proto::MountSpec {
-                            shared_dir: m.volume.clone(),
+                            source: hull_proto::MountSource::SharedDir {
+                                name: m.volume.clone(),
+                            },
                             target: m.path.clone(),
                             read_only: m.read_only,
                         })
@@ -369,7 +371,14 @@ impl<H: Hypervisor> Containers<H> {
         let (backend, network) = network::user_network(&ports);
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
-            .start_sized(&pod_vm_name(&pod.id), disks, true, pod.spec.size, backend)
+            .start_sized(
+                &pod_vm_name(&pod.id),
+                disks,
+                true,
+                pod.spec.size,
+                backend,
+                Vec::new(),
+            )
             .await?;
         let vm = KillUnlessReleased(Some(vm));
         let configure = Request::ConfigureNetwork(network);

@@ -133,6 +133,8 @@ pub struct ContainerConfig {
     /// The ports it publishes, as asked (a host port 0 is chosen at start).
     #[serde(default)]
     pub ports: Vec<crate::network::PortBinding>,
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// The process of a container, as stored.
@@ -310,6 +312,7 @@ mod tests {
                 size: None,
                 network: Default::default(),
                 ports: Vec::new(),
+                volumes: Vec::new(),
             },
             state: ContainerState::default(),
         }

@@ -6,8 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hull_proto::{ContainerSpec, ExitStatus, ProcessSpec, Request, Response, RootfsSpec};
-use hull_vm::{DiskConfig, Hypervisor, NetBackend, Vm, VmExit};
+use hull_proto::{
+    ContainerSpec, ExitStatus, MountSource, MountSpec, ProcessSpec, Request, Response, RootfsSpec,
+};
+use hull_vm::{DiskConfig, HostShare, Hypervisor, NetBackend, Vm, VmExit};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,7 @@ use crate::run::{
     STDERR, STDIN, STDOUT,
 };
 use crate::start::StartedVm;
+use crate::volume::VolumeSource;
 
 const WRITABLE_SERIAL: &str = "hull-writable";
 
@@ -146,6 +149,7 @@ impl<H: Hypervisor> Containers<H> {
                 read_only: false,
             });
         }
+        let (mounts, shares) = self.volume_mounts(container, &mut disks)?;
         let (backend, network, ports) = match config.network {
             NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
             NetworkMode::User => {
@@ -156,7 +160,7 @@ impl<H: Hypervisor> Containers<H> {
         };
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
-            .start_sized(&vm_name(&id), disks, true, config.size, backend)
+            .start_sized(&vm_name(&id), disks, true, config.size, backend, shares)
             .await?;
         // Detached VMs outlive their handle: until the run is handed to its
         // supervisor, an error must stop the VM explicitly.
@@ -182,7 +186,7 @@ impl<H: Hypervisor> Containers<H> {
                 serial: WRITABLE_SERIAL.into(),
                 fs_type: "ext4".into(),
             }),
-            mounts: Vec::new(),
+            mounts,
         });
         unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&create)).await?;
 
@@ -495,6 +499,68 @@ impl<H: Hypervisor> Containers<H> {
             warn!(container = %container.id, error = %err, "cannot restart the container");
             self.settle_pod_of(&container).await;
         }
+    }
+}
+
+impl<H: Hypervisor> Containers<H> {
+    /// The disks (added to `disks`), 9p shares and mounts of the
+    /// container's volumes. A named volume's disk goes to one VM at a time.
+    fn volume_mounts(
+        &self,
+        container: &Container,
+        disks: &mut Vec<DiskConfig>,
+    ) -> Result<(Vec<MountSpec>, Vec<HostShare>), ContainerError> {
+        let config = container.config();
+        let (mut mounts, mut shares) = (Vec::new(), Vec::new());
+        for (index, mount) in config.volumes.iter().enumerate() {
+            let source = match &mount.source {
+                VolumeSource::Volume { name } => {
+                    let busy = self
+                        .volume_users(name)
+                        .into_iter()
+                        .find(|other| other.id != container.id && lock(&other.run).is_some());
+                    if let Some(other) = busy {
+                        return Err(ContainerError::VolumeBusy {
+                            volume: name.clone(),
+                            container: other.name(),
+                        });
+                    }
+                    let volume = self.volumes.get(name)?;
+                    let serial = format!("hull-vol-{index}");
+                    disks.push(DiskConfig {
+                        id: format!("volume{index}"),
+                        path: volume.disk,
+                        serial: serial.clone(),
+                        read_only: false,
+                    });
+                    MountSource::Disk {
+                        serial,
+                        fs_type: "ext4".into(),
+                    }
+                }
+                VolumeSource::Bind { path } => {
+                    // As `docker run -v` does, a missing host directory is made.
+                    std::fs::create_dir_all(path).map_err(|source| ContainerError::Io {
+                        what: "create the bind-mounted directory",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    let tag = format!("hull9p{index}");
+                    shares.push(HostShare {
+                        tag: tag.clone(),
+                        path: path.clone(),
+                        read_only: mount.read_only,
+                    });
+                    MountSource::HostDir { tag }
+                }
+            };
+            mounts.push(MountSpec {
+                source,
+                target: mount.target.clone(),
+                read_only: mount.read_only,
+            });
+        }
+        Ok((mounts, shares))
     }
 }
 

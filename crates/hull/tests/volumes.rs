@@ -1,0 +1,221 @@
+//! Volumes end to end: a named volume's data outliving its containers and
+//! read in another VM, read-only mounts, a host directory seen live in both
+//! directions over 9p, a volume in use refused removal, anonymous volumes
+//! removed with `rm -v`, and the docker CLI's `-v` and `docker volume`.
+
+mod common;
+
+use common::{assert_fails, daemon, has_docker_cli, stdout_of, text};
+
+fn hull_out(args: &[&str]) -> String {
+    stdout_of(&daemon().hull(args))
+}
+
+#[test]
+fn a_named_volumes_data_outlives_its_containers() {
+    assert_eq!(
+        hull_out(&["volume", "create", "-o", "size=64m", "data"]),
+        "data\n"
+    );
+    let listing = hull_out(&["volume", "ls"]);
+    assert!(listing.lines().any(|l| l.ends_with(" data")), "{listing}");
+
+    // Written in one VM, read in another after the first is gone.
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/file && df -m /data | tail -1",
+    ]);
+    let df = stdout_of(&output);
+    // A 64 MiB ext4 disk, not the VM's root.
+    assert!(
+        df.split_whitespace()
+            .nth(1)
+            .is_some_and(|mib| mib.parse::<u32>().is_ok_and(|m| (40..=64).contains(&m))),
+        "{df}"
+    );
+    assert_eq!(
+        hull_out(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/mnt/d:ro",
+            "busybox",
+            "cat",
+            "/mnt/d/file"
+        ]),
+        "kept\n"
+    );
+    // Read-only is honoured.
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/d:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /d/new 2>/dev/null && echo wrote || echo refused",
+    ]);
+    assert_eq!(stdout_of(&output), "refused\n");
+
+    // In use by a container, even a stopped one, it stays.
+    hull_out(&[
+        "create",
+        "--name",
+        "holder",
+        "-v",
+        "data:/data",
+        "busybox",
+        "true",
+    ]);
+    assert_fails(
+        &daemon().hull(&["volume", "rm", "data"]),
+        1,
+        &["volume is in use"],
+    );
+    // One running VM at a time holds its disk.
+    hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "runner",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert_fails(
+        &daemon().hull(&["start", "holder"]),
+        1,
+        &["attached to the running container runner"],
+    );
+    hull_out(&["rm", "-f", "holder", "runner"]);
+    assert_eq!(hull_out(&["volume", "rm", "data"]), "data\n");
+    assert_fails(
+        &daemon().hull(&["volume", "inspect", "data"]),
+        1,
+        &["no such volume"],
+    );
+}
+
+#[test]
+fn a_host_directory_is_shared_live_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("from-host"), "host\n").unwrap();
+    let bind = format!("{}:/src", dir.path().display());
+    hull_out(&[
+        "run", "-d", "--name", "binder", "-v", &bind, "busybox", "sleep", "1000",
+    ]);
+    assert_eq!(
+        hull_out(&["exec", "binder", "cat", "/src/from-host"]),
+        "host\n"
+    );
+    hull_out(&["exec", "binder", "sh", "-c", "echo guest > /src/from-guest"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("from-guest")).unwrap(),
+        "guest\n"
+    );
+    // A change on the host is seen at once.
+    std::fs::write(dir.path().join("from-host"), "changed\n").unwrap();
+    assert_eq!(
+        hull_out(&["exec", "binder", "cat", "/src/from-host"]),
+        "changed\n"
+    );
+    hull_out(&["rm", "-f", "binder"]);
+
+    // Read-only binds refuse writes.
+    let bind = format!("{}:/src:ro", dir.path().display());
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /src/from-host; touch /src/x 2>/dev/null && echo wrote || echo refused",
+    ]);
+    assert_eq!(stdout_of(&output), "changed\nrefused\n");
+    assert!(!dir.path().join("x").exists());
+}
+
+#[test]
+fn anonymous_volumes_go_with_rm_v() {
+    let id = hull_out(&[
+        "run", "-d", "--name", "anon", "-v", "/cache", "busybox", "sleep", "1000",
+    ]);
+    let inspect: serde_json::Value = serde_json::from_str(&hull_out(&["inspect", "anon"])).unwrap();
+    let mounts = inspect[0]["Mounts"].as_array().unwrap().clone();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["Type"], "volume");
+    assert_eq!(mounts[0]["Destination"], "/cache");
+    let name = mounts[0]["Name"].as_str().unwrap().to_owned();
+    assert_eq!(name.len(), 64);
+    assert!(hull_out(&["volume", "ls"]).contains(&name));
+    hull_out(&["rm", "-f", "-v", id.trim()]);
+    assert!(!hull_out(&["volume", "ls"]).contains(&name));
+}
+
+#[test]
+fn the_docker_cli_mounts_volumes() {
+    if !has_docker_cli() {
+        eprintln!("skipped: the docker CLI is not installed");
+        return;
+    }
+    let daemon = daemon();
+    let output = daemon.docker(&["volume", "create", "dockervol"]);
+    assert_eq!(
+        text(&output.stdout),
+        "dockervol\n",
+        "{}",
+        text(&output.stderr)
+    );
+    let output = daemon.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "dockervol:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo via-docker > /v/f",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = daemon.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "dockervol:/v:ro",
+        "busybox",
+        "cat",
+        "/v/f",
+    ]);
+    assert_eq!(
+        text(&output.stdout),
+        "via-docker\n",
+        "{}",
+        text(&output.stderr)
+    );
+    let output = daemon.docker(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Name}} {{.Driver}}",
+        "dockervol",
+    ]);
+    assert_eq!(
+        text(&output.stdout),
+        "dockervol local\n",
+        "{}",
+        text(&output.stderr)
+    );
+    let output = daemon.docker(&["volume", "rm", "dockervol"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
