@@ -66,8 +66,13 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Boots the VM of the sandbox `grouping` and waits for its agent.
-    pub async fn boot(config: &ShimConfig, grouping: &str) -> Result<Self, SandboxError> {
+    /// Boots the VM of the sandbox `grouping` of containerd's `namespace`
+    /// and waits for its agent.
+    pub async fn boot(
+        config: &ShimConfig,
+        namespace: &str,
+        grouping: &str,
+    ) -> Result<Self, SandboxError> {
         let accel = accel::decide(config.accel_choice()?, &SystemProbe, false);
         info!("{}", accel.reason);
         let sources = ArtifactSources {
@@ -82,14 +87,16 @@ impl Sandbox {
         let qemu = Qemu::new(accel.accel, artifacts);
         // containerd's ids are long; a short, unique directory name keeps
         // the VM's socket paths within the 108 bytes a Unix address holds.
-        let run_dir = config.run_root.join(short_name(grouping));
+        // Ids are unique per namespace only.
+        let name = short_name(&format!("{namespace}-{grouping}"));
+        let run_dir = config.run_root.join(&name);
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir).map_err(|source| SandboxError::RunDir {
             path: run_dir.clone(),
             source,
         })?;
         let vm_config = VmConfig {
-            id: format!("shim-{}", short_name(grouping)),
+            id: format!("shim-{name}"),
             run_dir: run_dir.clone(),
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
@@ -100,7 +107,6 @@ impl Sandbox {
             // Containers reach no network yet: CRI's pod network lives in
             // a namespace the VM would need a tap in.
             network: NetBackend::Isolated,
-            shares: Vec::new(),
         };
         let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
@@ -215,13 +221,13 @@ async fn unless_vm_dies<T>(
     }
 }
 
-/// A file name of at most 16 characters for a containerd id.
+/// A file name of at most 24 characters for a containerd id.
 pub fn short_name(id: &str) -> String {
     let clean: String = id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
-    if clean.len() <= 16 && clean.len() == id.len() && !clean.is_empty() {
+    if clean.len() <= 24 && clean.len() == id.len() && !clean.is_empty() {
         return clean;
     }
     // FNV-1a: stable across runs, so a restarted shim finds the same name.
@@ -237,7 +243,7 @@ mod tests {
 
     #[test]
     fn short_ids_stay_and_long_ones_are_hashed() {
-        assert_eq!(short_name("t1"), "t1");
+        assert_eq!(short_name("default-t1"), "default-t1");
         let long = "a".repeat(64);
         assert_eq!(short_name(&long).len(), 16);
         assert_eq!(short_name(&long), short_name(&long));

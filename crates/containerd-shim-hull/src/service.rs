@@ -41,8 +41,6 @@ pub enum ServiceError {
     ReservedExecId(String),
     #[error("process {0} is started already")]
     AlreadyStarted(String),
-    #[error("process {0} is not started")]
-    NotStarted(String),
     #[error("process {0} already finished")]
     Finished(String),
     #[error("container {0} is still running: kill it first")]
@@ -85,6 +83,7 @@ impl ServiceError {
 /// its containers.
 pub struct Service {
     config: ShimConfig,
+    namespace: String,
     events: Events,
     sandbox: OnceCell<Arc<Sandbox>>,
     containers: Mutex<HashMap<String, Container>>,
@@ -101,9 +100,10 @@ pub struct CreateRequest {
 }
 
 impl Service {
-    pub fn new(config: ShimConfig, events: Events) -> Self {
+    pub fn new(config: ShimConfig, namespace: String, events: Events) -> Self {
         Self {
             config,
+            namespace,
             events,
             sandbox: OnceCell::new(),
             containers: Mutex::new(HashMap::new()),
@@ -158,7 +158,9 @@ impl Service {
         let sandbox = self
             .sandbox
             .get_or_try_init(|| async {
-                Sandbox::boot(&self.config, &grouping).await.map(Arc::new)
+                Sandbox::boot(&self.config, &self.namespace, &grouping)
+                    .await
+                    .map(Arc::new)
             })
             .await?
             .clone();
@@ -248,11 +250,16 @@ impl Service {
             Ok(other) => return Err(ServiceError::Unexpected(Box::new(other))),
             Err(err) => return Err(ServiceError::from_sandbox(err)),
         };
-        let exit = self.with_process(id, exec_id, |p, _| {
+        let (exit, size) = self.with_process(id, exec_id, |p, _| {
             p.pid = Some(pid);
             p.close_input = close_input;
-            Ok(p.exit.clone())
+            Ok((p.exit.clone(), p.pending_size.take()))
         })?;
+        if let Some((rows, cols)) = size.filter(|_| terminal) {
+            if let Err(err) = self.send_size(id, exec_id, rows, cols).await {
+                warn!(container = id, error = %err, "cannot size the terminal");
+            }
+        }
         // The start is queued before the watcher can queue the exit.
         self.events.publish(match exec_id {
             "" => Event::Start {
@@ -424,6 +431,8 @@ impl Service {
         })
     }
 
+    /// Resizes a process's terminal; one not started yet gets the size
+    /// when it starts.
     pub async fn resize(
         &self,
         id: &str,
@@ -431,10 +440,25 @@ impl Service {
         rows: u16,
         cols: u16,
     ) -> Result<(), ServiceError> {
-        self.with_process(id, exec_id, |p, _| match p.pid {
-            Some(_) => Ok(()),
-            None => Err(ServiceError::NotStarted(describe(id, exec_id))),
+        let started = self.with_process(id, exec_id, |p, _| {
+            if p.pid.is_none() {
+                p.pending_size = Some((rows, cols));
+            }
+            Ok(p.pid.is_some())
         })?;
+        if started {
+            self.send_size(id, exec_id, rows, cols).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_size(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), ServiceError> {
         let request = Request::ResizeTerminal {
             container: id.to_owned(),
             process: agent_process_id(exec_id).to_owned(),

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::util::{read_file_to_str, write_str_to_file};
+use containerd_shim::util::write_str_to_file;
 use containerd_shim::{spawn, Config, DeleteResponse, Error, ExitSignal, Flags, Shim, StartOpts};
 use tracing::warn;
 
@@ -71,7 +71,6 @@ impl Shim for HullShim {
             warn!(error = %err, "cannot unmount a dead shim's rootfs");
         }
         let _ = std::fs::remove_file(rootfs::image_path(&bundle));
-        let _ = read_file_to_str("address").await;
         Ok(DeleteResponse {
             // As runc's shim reports a container it lost: killed.
             exit_status: 128 + libc::SIGKILL as u32,
@@ -95,6 +94,7 @@ impl Shim for HullShim {
             }
         };
         let events = Events::new(publisher, self.namespace.clone());
-        HullTask::new(Arc::new(Service::new(config, events)), self.exit.clone())
+        let service = Service::new(config, self.namespace.clone(), events);
+        HullTask::new(Arc::new(service), self.exit.clone())
     }
 }

@@ -36,6 +36,9 @@ pub struct Process {
     pub pid: Option<u32>,
     pub exit: watch::Sender<Option<Exited>>,
     pub close_input: Option<CloseInput>,
+    /// A terminal size (rows, columns) given before the process started,
+    /// as `ctr run -t` gives it.
+    pub pending_size: Option<(u16, u16)>,
 }
 
 impl Process {
@@ -46,6 +49,7 @@ impl Process {
             pid: None,
             exit: watch::channel(None).0,
             close_input: None,
+            pending_size: None,
         }
     }
 

@@ -54,7 +54,6 @@ fn status(err: ServiceError) -> ttrpc::Error {
             Code::INVALID_ARGUMENT
         }
         ServiceError::AlreadyStarted(_)
-        | ServiceError::NotStarted(_)
         | ServiceError::StillRunning(_)
         | ServiceError::NoSandbox => Code::FAILED_PRECONDITION,
         ServiceError::UpdateUnsupported => Code::UNIMPLEMENTED,

@@ -170,9 +170,11 @@ impl Containerd {
         pids_matching(&["containerd-shim-hull-v2", &socket, &id_arg]).len()
     }
 
-    /// The QEMU of the sandbox named after container `id`.
+    /// The QEMU of the sandbox named after container `id` (of ctr's
+    /// namespace, `default`).
     fn qemu_of(&self, id: &str) -> i32 {
-        let run_dir = format!("{}/", self.dir.join("vms").join(id).display());
+        let vm_dir = self.dir.join("vms").join(format!("default-{id}"));
+        let run_dir = format!("{}/", vm_dir.display());
         let pids = pids_matching(&["qemu-system", &run_dir]);
         assert_eq!(pids.len(), 1, "the VM of {id}: {pids:?}");
         pids[0]
@@ -363,4 +365,24 @@ fn a_task_whose_vm_dies_stops_with_255() {
         text(&deleted.stderr)
     );
     stdout_of(&ctr.ctr(&["container", "rm", id]));
+}
+
+#[test]
+fn ctr_run_t_gives_the_process_a_terminal_of_the_callers_size() {
+    let Some(ctr) = containerd() else { return };
+    // `script` (bsdutils) gives ctr the terminal that `-t` wants.
+    let inner = format!(
+        "stty cols 100 rows 30; ctr --address {} run --rm -t --runtime {RUNTIME} {IMAGE} rm-tty \
+         sh -c 'stty size; tty; exit 4'",
+        ctr.dir.join("containerd.sock").display()
+    );
+    let out = Command::new("script")
+        .args(["-eqc", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script runs");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("30 100"), "{stdout}");
+    assert!(stdout.contains("/dev/pts/"), "{stdout}");
 }
