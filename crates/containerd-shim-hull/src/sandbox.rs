@@ -107,6 +107,9 @@ impl Sandbox {
             // Containers reach no network yet: CRI's pod network lives in
             // a namespace the VM would need a tap in.
             network: NetBackend::Isolated,
+            // virtio-9p devices are fixed at boot and a sandbox's containers
+            // arrive one by one: their rootfs come as hot-plugged disks.
+            shares: Vec::new(),
         };
         let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
