@@ -327,7 +327,7 @@ impl ImageStore {
             .prefix("rootfs-")
             .tempdir_in(&tmp)
             .map_err(|source| StoreError::Write { path: tmp, source })?;
-        let scratch = scratch::for_tree(&self.root, image.size, work.path());
+        let scratch = scratch::for_tree(image.size, work.path());
         let tree = tempfile::Builder::new()
             .prefix(&scratch.prefix)
             .tempdir_in(&scratch.dir)
@@ -568,13 +568,15 @@ impl ImageStore {
         self.root.join("images").join(format!("{}.json", id.hex()))
     }
 
-    /// Removes what interrupted loads and builds left in tmp/ and on tmpfs,
-    /// if it is old enough not to belong to one still running.
+    /// Removes what interrupted loads and builds left: in tmp/ if it is old
+    /// enough not to belong to one still running, on tmpfs if its process died.
     fn remove_stale_tmp(&self) {
-        let tmp = fs::read_dir(self.root.join("tmp")).into_iter().flatten();
-        let entries = tmp.flatten().chain(scratch::shm_trees(&self.root));
+        scratch::remove_orphans();
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
         let now = SystemTime::now();
-        for entry in entries {
+        for entry in entries.flatten() {
             let old = entry
                 .metadata()
                 .and_then(|m| m.modified())
