@@ -1,13 +1,19 @@
 //! Host bind mounts of the OCI spec (CRI's `/etc/hosts`, `/etc/resolv.conf`,
-//! `/etc/hostname`, secrets, `ctr run --mount type=bind`), copied into the
-//! container's rootfs image when it is built: the VM cannot reach the host's
-//! files, and a copy made at create time serves the files that CRI writes
-//! once. Later changes on either side are not seen by the other.
+//! emptyDir and secret volumes, `ctr run --mount type=bind`).
 //!
-//! The copies land in a staging directory standing for the rootfs (an
-//! overlay on it, in practice): every path is resolved in it component by
-//! component, and a symlink met on the way is replaced rather than
-//! followed, so an image's link can never lead a copy out to the host.
+//! Directories reach the VM live, over the sandbox's one virtio-9p share:
+//! each is bind-mounted on the host into the share's directory, which the
+//! VM has had since it booted (9p devices cannot be hot-plugged), and the
+//! agent bind-mounts it from there into the container. Two containers
+//! naming one host directory (a pod's emptyDir) share it.
+//!
+//! Files (9p exports directories) are copied into the container's rootfs
+//! image when it is built: a copy made at create time serves the files
+//! that CRI writes once; later changes are not seen. The copies land in a
+//! staging directory standing for the rootfs (an overlay on it, in
+//! practice): every path is resolved in it component by component, and a
+//! symlink met on the way is replaced rather than followed, so an image's
+//! link can never lead a copy out to the host.
 
 use std::fs;
 use std::io;
@@ -16,6 +22,13 @@ use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
+    #[error("cannot bind-mount the host's {} into the sandbox's share at {}", .source_path.display(), .target.display())]
+    Share {
+        source_path: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("invalid mount destination {0:?}: it must be an absolute path")]
     Destination(String),
     #[error("cannot copy the host's {} to {} in the container", .source_path.display(), .destination)]
@@ -27,11 +40,71 @@ pub enum BindError {
     },
 }
 
-/// A host path to copy into the container.
+/// A host path bind-mounted into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     pub source: PathBuf,
     pub destination: String,
+    pub read_only: bool,
+}
+
+/// Bind-mounts the host directory of `bind` at `<share>/<container>/<index>`
+/// and returns that path relative to the share, for the agent.
+pub fn mount_in_share(
+    share: &Path,
+    container: &str,
+    index: usize,
+    bind: &Bind,
+) -> Result<String, BindError> {
+    let relative = format!("{container}/{index}");
+    let target = share.join(&relative);
+    let err = |source| BindError::Share {
+        source_path: bind.source.clone(),
+        target: target.clone(),
+        source,
+    };
+    fs::create_dir_all(&target).map_err(err)?;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes());
+    let (c_source, c_target) = (c(&bind.source), c(&target));
+    let (Ok(c_source), Ok(c_target)) = (c_source, c_target) else {
+        return Err(err(io::ErrorKind::InvalidInput.into()));
+    };
+    let flags = libc::MS_BIND | libc::MS_REC;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call;
+    // a bind mount takes no filesystem type or data.
+    let rc = unsafe {
+        libc::mount(
+            c_source.as_ptr(),
+            c_target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(relative)
+}
+
+/// Unmounts a container's directories from the share and removes their
+/// mount points. Only empty directories are removed, so a mount that
+/// stayed can never have the host's files deleted through it.
+pub fn release(share: &Path, container: &str) {
+    let dir = share.join(container);
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let _ = crate::rootfs::unmount(&entry.path());
+        let _ = fs::remove_dir(entry.path());
+    }
+    let _ = fs::remove_dir(&dir);
+}
+
+/// Releases every container's directories and the share itself.
+pub fn release_all(share: &Path) {
+    for entry in fs::read_dir(share).into_iter().flatten().flatten() {
+        release(share, &entry.file_name().to_string_lossy());
+    }
+    let _ = fs::remove_dir(share);
 }
 
 /// Copies `bind` into the tree at `root`.
@@ -138,6 +211,7 @@ mod tests {
         Bind {
             source: source.to_owned(),
             destination: destination.into(),
+            read_only: false,
         }
     }
 

@@ -2,13 +2,14 @@
 //! (an overlay on the host) flattened into a read-only erofs image in the
 //! bundle, which the VM gets as a hot-plugged disk under a tmpfs overlay.
 //!
-//! An image rather than a virtio-9p share of the merged directory: virtio
-//! devices of QEMU's microvm cannot be hot-plugged, so a share would be
-//! fixed at boot, while a sandbox's containers arrive one by one; disks
-//! hot-plug (as every Hull container's do) and erofs reads faster in the
-//! guest than 9p. The price: the container's writes stay in its VM (they
-//! do not reach containerd's snapshot), and creating a container copies
-//! its rootfs once.
+//! An image rather than the merged directory over the sandbox's virtio-9p
+//! share (which host directories take, see `binds`): the agent mounts a
+//! rootfs from a disk under an overlay, as it does for every Hull container,
+//! reads from erofs come from the guest's page cache instead of a 9p round
+//! trip through QEMU per access, and the container's root does not depend
+//! on a host mount staying in place. The price: the container's writes stay
+//! in its VM (they do not reach containerd's snapshot, so a commit of the
+//! container sees none), and creating a container copies its rootfs once.
 
 use std::path::{Path, PathBuf};
 

@@ -10,13 +10,17 @@ use hull_proto::Request;
 use hull_runtime::{AgentClient, AgentError};
 use hull_vm::accel::{self, SystemProbe};
 use hull_vm::{
-    ArtifactError, ArtifactSources, DiskConfig, GuestArtifacts, Hypervisor, NetBackend, Qemu,
-    QemuError, QemuVm, Vm, VmConfig, VmExit,
+    ArtifactError, ArtifactSources, DiskConfig, GuestArtifacts, HostShare, Hypervisor, NetBackend,
+    Qemu, QemuError, QemuVm, Vm, VmConfig, VmExit,
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, ShimConfig};
+
+/// The tag of the sandbox's one virtio-9p share, where the host
+/// directories bind-mounted into its containers appear.
+pub const SHARE_TAG: &str = "hullshim";
 
 /// A cold boot under TCG takes seconds; a wedged one is reported.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -90,9 +94,11 @@ impl Sandbox {
         // Ids are unique per namespace only.
         let name = short_name(&format!("{namespace}-{grouping}"));
         let run_dir = config.run_root.join(&name);
-        let _ = std::fs::remove_dir_all(&run_dir);
-        std::fs::create_dir_all(&run_dir).map_err(|source| SandboxError::RunDir {
-            path: run_dir.clone(),
+        // A shim that died left its directory, perhaps with binds in it.
+        remove_run_dir(&run_dir);
+        let share = run_dir.join("shared");
+        std::fs::create_dir_all(&share).map_err(|source| SandboxError::RunDir {
+            path: share.clone(),
             source,
         })?;
         let vm_config = VmConfig {
@@ -107,9 +113,11 @@ impl Sandbox {
             // Containers reach no network yet: CRI's pod network lives in
             // a namespace the VM would need a tap in.
             network: NetBackend::Isolated,
-            // virtio-9p devices are fixed at boot and a sandbox's containers
-            // arrive one by one: their rootfs come as hot-plugged disks.
-            shares: Vec::new(),
+            shares: vec![HostShare {
+                tag: SHARE_TAG.into(),
+                path: share,
+                read_only: false,
+            }],
         };
         let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
@@ -129,6 +137,11 @@ impl Sandbox {
             run_dir,
             next_disk: AtomicU32::new(0),
         })
+    }
+
+    /// The host side of the VM's 9p share.
+    pub fn share(&self) -> PathBuf {
+        self.run_dir.join("shared")
     }
 
     pub fn agent(&self) -> &AgentClient {
@@ -205,7 +218,20 @@ impl Sandbox {
         if ended.is_err() {
             self.vm.kill();
         }
-        let _ = std::fs::remove_dir_all(&self.run_dir);
+        remove_run_dir(&self.run_dir);
+    }
+}
+
+/// Removes a VM's directory, its share's binds released first: the tree
+/// goes only if the share is gone, so nothing is ever removed through a
+/// bind that stayed mounted.
+fn remove_run_dir(run_dir: &Path) {
+    let share = run_dir.join("shared");
+    crate::binds::release_all(&share);
+    if !share.exists() {
+        let _ = std::fs::remove_dir_all(run_dir);
+    } else {
+        warn!(dir = %share.display(), "host directories stay mounted in the sandbox's share; leaving it");
     }
 }
 

@@ -9,16 +9,18 @@ use std::time::{Duration, SystemTime};
 
 use containerd_shim::protos::types::mount::Mount;
 use hull_proto::{
-    ContainerSpec, ErrorKind, GuestStats, ProcessInfo, ProcessSpec, Request, Response, RootfsSpec,
+    ContainerSpec, ErrorKind, GuestStats, MountSource, MountSpec, ProcessInfo, ProcessSpec,
+    Request, Response, RootfsSpec,
 };
 use hull_runtime::AgentError;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use crate::binds::{self, Bind, BindError};
 use crate::config::ShimConfig;
 use crate::events::{Event, Events};
 use crate::rootfs::{self, RootfsError};
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::{short_name, Sandbox, SandboxError, SHARE_TAG};
 use crate::spec::{ContainerConfig, ProcessConfig, SpecError};
 use crate::state::{agent_process_id, Container, Exited, Process, Stdio};
 use crate::stdio::{pump_input, pump_output, CloseInput, StdioError, Target};
@@ -51,6 +53,8 @@ pub enum ServiceError {
     Spec(#[from] SpecError),
     #[error("cannot prepare the container's rootfs")]
     Rootfs(#[from] RootfsError),
+    #[error("cannot share a host directory with the VM")]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
@@ -153,7 +157,12 @@ impl Service {
         if !config.unsupported_mounts.is_empty() {
             warn!(container = %request.id, mounts = ?config.unsupported_mounts, "these mounts cannot be made in the VM yet; skipping them");
         }
-        let image = rootfs::build(&request.bundle, &request.rootfs, &config.binds).await?;
+        let (dirs, files): (Vec<Bind>, Vec<Bind>) = config
+            .binds
+            .iter()
+            .cloned()
+            .partition(|b| b.source.is_dir());
+        let image = rootfs::build(&request.bundle, &request.rootfs, &files).await?;
         let grouping = config.grouping(&request.id);
         let sandbox = self
             .sandbox
@@ -169,6 +178,13 @@ impl Service {
             "" => request.id.chars().take(12).collect(),
             name => name.to_owned(),
         };
+        let mounts = match share_dirs(&sandbox, &request.id, &dirs) {
+            Ok(mounts) => mounts,
+            Err(err) => {
+                binds::release(&sandbox.share(), &short_name(&request.id));
+                return Err(err.into());
+            }
+        };
         let spec = ContainerSpec {
             id: request.id.clone(),
             hostname,
@@ -177,12 +193,16 @@ impl Service {
                 fs_type: "erofs".into(),
             },
             writable: None,
-            mounts: Vec::new(),
+            mounts,
         };
-        sandbox
+        let created = sandbox
             .request_done(&Request::CreateContainer(spec))
             .await
-            .map_err(ServiceError::from_sandbox)?;
+            .map_err(ServiceError::from_sandbox);
+        if let Err(err) = created {
+            binds::release(&sandbox.share(), &short_name(&request.id));
+            return Err(err);
+        }
         let mut stdio = request.stdio;
         stdio.terminal |= config.process.terminal;
         let init = Process::new(config.process, stdio.clone());
@@ -412,6 +432,11 @@ impl Service {
         }
         let container = containers.remove(id).expect("looked up above");
         drop(containers);
+        // The agent keeps its mounts of them until the VM ends; the host's
+        // directories leave the share now.
+        if let Some(sandbox) = self.sandbox.get() {
+            binds::release(&sandbox.share(), &short_name(id));
+        }
         let _ = std::fs::remove_file(&container.image);
         let _ = rootfs::unmount(&container.bundle.join("rootfs"));
         self.events.publish(Event::Delete {
@@ -541,6 +566,26 @@ pub struct ProcessState {
     pub status: containerd_shim::api::Status,
     pub stdio: Stdio,
     pub exited: Option<Exited>,
+}
+
+/// Puts a container's host directories into the sandbox's share, and says
+/// where the agent finds them.
+fn share_dirs(sandbox: &Sandbox, id: &str, dirs: &[Bind]) -> Result<Vec<MountSpec>, BindError> {
+    let share = sandbox.share();
+    let name = short_name(id);
+    let mut mounts = Vec::new();
+    for (index, bind) in dirs.iter().enumerate() {
+        let path = binds::mount_in_share(&share, &name, index, bind)?;
+        mounts.push(MountSpec {
+            source: MountSource::HostSubdir {
+                tag: SHARE_TAG.into(),
+                path,
+            },
+            target: bind.destination.clone(),
+            read_only: bind.read_only,
+        });
+    }
+    Ok(mounts)
 }
 
 fn describe(id: &str, exec_id: &str) -> String {

@@ -134,6 +134,7 @@ fn bind_of(mount: &Mount) -> Option<Bind> {
     (is_bind && source.is_absolute()).then(|| Bind {
         source: source.clone(),
         destination: mount.destination().display().to_string(),
+        read_only: options.iter().any(|o| o == "ro"),
     })
 }
 
@@ -201,6 +202,7 @@ mod tests {
             vec![Bind {
                 source: "/x/resolv.conf".into(),
                 destination: "/etc/resolv.conf".into(),
+                read_only: false,
             }]
         );
         assert!(config.unsupported_mounts.is_empty());
@@ -216,6 +218,7 @@ mod tests {
             ]}"#;
         let config = ContainerConfig::from_spec(&spec(json)).unwrap();
         assert_eq!(config.binds[0].destination, "/data");
+        assert!(config.binds[0].read_only);
         assert_eq!(config.unsupported_mounts, vec!["/scratch"]);
     }
 

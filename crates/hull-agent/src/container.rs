@@ -296,20 +296,8 @@ fn mount_into(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerError> {
             }
             dir
         }
-        MountSource::HostDir { tag } => {
-            let dir = source_dir(HOST_DIRS, tag)?;
-            if !is_mount_point(&dir) {
-                let options = "trans=virtio,version=9p2000.L,msize=262144,cache=none";
-                sys::mount(tag, &dir, Some("9p"), 0, Some(options)).map_err(|source| {
-                    ContainerError::HostDir {
-                        tag: tag.clone(),
-                        found: host_dir_tags().join(", "),
-                        source,
-                    }
-                })?;
-            }
-            dir
-        }
+        MountSource::HostDir { tag } => host_dir(tag)?,
+        MountSource::HostSubdir { tag, path } => host_subdir(&host_dir(tag)?, path)?,
     };
     let point_error = |source| ContainerError::MountPoint {
         target: mount.target.clone(),
@@ -326,6 +314,39 @@ fn mount_into(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerError> {
         sys::mount("none", &fsat::fd_path(&mounted), None, flags, None).map_err(point_error)?;
     }
     Ok(())
+}
+
+/// Where the 9p share `tag` is mounted in the VM, mounting it the first time.
+fn host_dir(tag: &str) -> Result<PathBuf, ContainerError> {
+    let dir = source_dir(HOST_DIRS, tag)?;
+    if !is_mount_point(&dir) {
+        let options = "trans=virtio,version=9p2000.L,msize=262144,cache=none";
+        sys::mount(tag, &dir, Some("9p"), 0, Some(options)).map_err(|source| {
+            ContainerError::HostDir {
+                tag: tag.to_owned(),
+                found: host_dir_tags().join(", "),
+                source,
+            }
+        })?;
+    }
+    Ok(dir)
+}
+
+/// The directory `path` (plain names only) in a mounted share; every step
+/// must be a real directory, so a link in the share cannot lead elsewhere.
+fn host_subdir(share: &Path, path: &str) -> Result<PathBuf, ContainerError> {
+    let invalid = || ContainerError::InvalidSharedDir(path.to_owned());
+    let mut dir = share.to_owned();
+    for name in path.split('/') {
+        validate_id(name).map_err(|_| invalid())?;
+        dir.push(name);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(ContainerError::NotADirectory(dir)),
+            Err(source) => return Err(ContainerError::Create { path: dir, source }),
+        }
+    }
+    Ok(dir)
 }
 
 /// `parent/name`, created if missing; `name` must be a plain file name.
@@ -491,6 +512,18 @@ mod tests {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
         validate_id("c1-abc_def.2").unwrap();
+    }
+
+    #[test]
+    fn a_share_subdirectory_is_plain_directories_all_the_way() {
+        let share = tempfile::tempdir().unwrap();
+        fs::create_dir_all(share.path().join("c1/0")).unwrap();
+        std::os::unix::fs::symlink("/etc", share.path().join("c1/link")).unwrap();
+        let found = host_subdir(share.path(), "c1/0").unwrap();
+        assert_eq!(found, share.path().join("c1/0"));
+        for bad in ["c1/link", "c1/../c1/0", "/c1/0", "c1//0", "c1/missing"] {
+            assert!(host_subdir(share.path(), bad).is_err(), "{bad:?}");
+        }
     }
 
     fn spec(writable: Option<RootfsSpec>) -> ContainerSpec {

@@ -166,6 +166,11 @@ pub enum MountSource {
     Disk { serial: String, fs_type: String },
     /// A host directory shared over virtio-9p under this mount tag.
     HostDir { tag: String },
+    /// A directory inside the 9p share `tag`: `path`, relative, of plain
+    /// names. A share is fixed when the VM boots, so a host that learns of
+    /// its directories later (containerd's shim, one container after
+    /// another) shares one directory and bind-mounts them into it.
+    HostSubdir { tag: String, path: String },
 }
 
 /// A disk the agent mounts: the read-only image disk under the overlay, or
@@ -449,6 +454,14 @@ mod tests {
                         tag: "hull9p0".into(),
                     },
                     target: "/src".into(),
+                    read_only: true,
+                },
+                MountSpec {
+                    source: MountSource::HostSubdir {
+                        tag: "hullshim".into(),
+                        path: "c1/0".into(),
+                    },
+                    target: "/etc/config".into(),
                     read_only: true,
                 },
             ],

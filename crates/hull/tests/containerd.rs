@@ -237,26 +237,51 @@ fn ctr_run_rm_runs_the_command_in_a_vm_with_the_specs_env_and_cwd() {
 }
 
 #[test]
-fn host_bind_mounts_are_copied_into_the_container() {
+fn host_directories_are_shared_live_and_host_files_copied() {
     let Some(ctr) = containerd() else { return };
     let host = tempfile::tempdir().unwrap();
-    std::fs::write(host.path().join("motd"), "from the host\n").unwrap();
-    std::fs::create_dir(host.path().join("conf")).unwrap();
-    std::fs::write(host.path().join("conf/a.conf"), "a=1\n").unwrap();
-    let file = format!(
-        "type=bind,src={},dst=/etc/motd,options=rbind:ro",
-        host.path().join("motd").display()
+    let path = |name: &str| host.path().join(name);
+    std::fs::write(path("motd"), "from the host\n").unwrap();
+    std::fs::create_dir(path("conf")).unwrap();
+    std::fs::write(path("conf/a.conf"), "a=1\n").unwrap();
+    std::fs::create_dir(path("data")).unwrap();
+    let mount = |src: &str, dst: &str, mode: &str| {
+        format!(
+            "type=bind,src={},dst={dst},options=rbind:{mode}",
+            path(src).display()
+        )
+    };
+    let (motd, conf, data) = (
+        mount("motd", "/etc/motd", "ro"),
+        mount("conf", "/opt/conf", "ro"),
+        mount("data", "/data", "rw"),
     );
-    let dir = format!(
-        "type=bind,src={},dst=/opt/conf,options=rbind:ro",
-        host.path().join("conf").display()
+    let id = "binds";
+    let flags = ["-d", "--mount", &motd, "--mount", &conf, "--mount", &data];
+    stdout_of(&ctr.run(&flags, id, &["sleep", "1000"]));
+    let exec = |exec_id: &str, script: &str| {
+        ctr.ctr(&["task", "exec", "--exec-id", exec_id, id, "sh", "-c", script])
+    };
+
+    let out = stdout_of(&exec("x1", "cat /etc/motd /opt/conf/a.conf"));
+    assert_eq!(out, "from the host\na=1\n");
+    std::fs::write(path("conf/b.conf"), "b=2\n").unwrap();
+    assert_eq!(stdout_of(&exec("x2", "cat /opt/conf/b.conf")), "b=2\n");
+    stdout_of(&exec("x3", "echo from the vm > /data/out"));
+    assert_eq!(
+        std::fs::read_to_string(path("data/out")).unwrap(),
+        "from the vm\n"
     );
-    let out = ctr.run(
-        &["--rm", "--mount", &file, "--mount", &dir],
-        "rm-binds",
-        &["cat", "/etc/motd", "/opt/conf/a.conf"],
+    let refused = exec("x4", "echo no > /opt/conf/c");
+    assert_ne!(
+        refused.status.code(),
+        Some(0),
+        "a read-only bind took a write"
     );
-    assert_eq!(stdout_of(&out), "from the host\na=1\n");
+
+    ctr.remove(id);
+    // The binds left the sandbox's share without taking the host's files.
+    assert!(path("conf/a.conf").is_file() && path("data/out").is_file());
 }
 
 #[test]
@@ -327,12 +352,31 @@ fn containers_of_one_sandbox_share_its_vm_and_shim() {
         ]);
         stdout_of(&out).trim().to_owned()
     };
+    // A pod's emptyDir: one host directory bound into both containers.
+    let empty_dir = tempfile::tempdir().unwrap();
+    let volume = format!(
+        "type=bind,src={},dst=/cache,options=rbind:rw",
+        empty_dir.path().display()
+    );
     for (id, kind) in [("pod-a-pause", "sandbox"), ("pod-a-app", "container")] {
         let kind = format!("io.kubernetes.cri.container-type={kind}");
         let flags = ["-d", "--annotation", &sandbox, "--annotation", &kind];
+        let flags = [&flags[..], &["--mount", &volume]].concat();
         stdout_of(&ctr.run(&flags, id, &["sleep", "1000"]));
     }
     assert_eq!(boot_id("pod-a-pause", "b1"), boot_id("pod-a-app", "b2"));
+    let write = ["task", "exec", "--exec-id", "w1", "pod-a-app", "sh", "-c"];
+    stdout_of(&ctr.ctr(&[&write[..], &["echo shared > /cache/f"]].concat()));
+    let read = [
+        "task",
+        "exec",
+        "--exec-id",
+        "r1",
+        "pod-a-pause",
+        "cat",
+        "/cache/f",
+    ];
+    assert_eq!(stdout_of(&ctr.ctr(&read)), "shared\n");
     assert_eq!(ctr.shims_for("pod-a-"), 1);
     assert_ne!(boot_id("pod-a-app", "b3"), host_boot_id());
 
