@@ -8,7 +8,8 @@
 #       view (MemTotal/MemAvailable from `hull exec … cat /proc/meminfo`);
 #   (b) density: idle template clones started one after another until N are
 #       running or the host's MemAvailable falls under MARGIN_MIB, with the
-#       host memory they use in total and per container;
+#       host memory they use in total and per container, and the CPU they
+#       take while idle;
 #   (c) creation rate: idle containers started by PARALLEL clients for
 #       RATE_SECONDS, in containers per second.
 # Then every container is removed.
@@ -100,6 +101,16 @@ kib() { # FIELD FILE: a "Field: N kB" line's N
 mem_available_kib() { kib MemAvailable /proc/meminfo; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
+# CPU time of the running QEMUs of a daemon, in clock ticks.
+qemu_ticks() { # DAEMON
+  local pid total=0
+  for pid in $(qemu_pids "$work/$1"); do
+    # utime and stime, counted after the ")" that ends the command name.
+    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+  done
+  echo "$total"
+}
+
 # Prints "pss private" in KiB for one QEMU.
 qemu_memory() { # PID
   awk '$1 == "Pss:" { pss = $2 }
@@ -172,7 +183,11 @@ if [ "$n" -gt 0 ]; then
     printf '  host memory used: %s MiB in all, %s MiB per container; sum of QEMU PSS %s MiB, %s MiB per container\n' \
       "$(mib "$used")" "$(mib $((used / started)))" "$(mib "$pss_total")" "$(mib $((pss_total / started)))"
   fi
-  printf '  template memory on tmpfs: %s; host load average: %s\n' \
+  ticks=$(qemu_ticks clones)
+  sleep "$settle"
+  ticks=$(($(qemu_ticks clones) - ticks))
+  printf '  idle CPU: %s%% of a core per container; template memory on tmpfs: %s; host load average: %s\n' \
+    "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v s="$settle" -v n="$started" 'BEGIN { printf "%.2f", n ? t / hz / s / n * 100 : 0 }')" \
     "$(du -sh "$templates" | cut -f1)" "$(cut -d' ' -f1-3 /proc/loadavg)"
   remove_all clones
 fi
