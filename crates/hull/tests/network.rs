@@ -169,6 +169,24 @@ fn a_container_reaches_out_through_the_gateway() {
 }
 
 #[test]
+fn clones_of_one_template_do_not_share_their_mac_address() {
+    let mac = || {
+        let output = daemon().hull(&[
+            "run",
+            "--rm",
+            "busybox",
+            "cat",
+            "/sys/class/net/eth0/address",
+        ]);
+        stdout_of(&output).trim().to_owned()
+    };
+    let (first, second) = (mac(), mac());
+    assert!(first.starts_with("02:"), "{first}");
+    assert_eq!(first.len(), 17, "{first}");
+    assert_ne!(first, second);
+}
+
+#[test]
 fn the_docker_cli_publishes_ports() {
     if !has_docker_cli() {
         eprintln!("skipped: the docker CLI is not installed");
