@@ -1,9 +1,8 @@
 //! `hull ps`: containers in docker's table.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use hull_api::types::container::ContainerSummary;
 use hull_api::units::human_duration;
@@ -34,7 +33,7 @@ pub struct PsArgs {
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> Result<i32> {
-    let filters = filters(&args.filter)?;
+    let filters = hull_api::client::flag_filters(&args.filter)?;
     let last = if args.latest { Some(1) } else { args.last };
     let mut containers = client
         .list_containers(args.all || last.is_some(), &filters)
@@ -63,21 +62,6 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<i32> {
     rows.extend(containers.iter().map(|c| row(c, args.no_trunc, now)));
     print_table(&rows);
     Ok(0)
-}
-
-/// `key=value` flags as the API's `{"key":["value",…]}`.
-fn filters(entries: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for entry in entries {
-        let (key, value) = entry
-            .split_once('=')
-            .with_context(|| format!("invalid argument {entry:?} for \"-f, --filter\" flag: bad format of filter (expected name=value)"))?;
-        filters
-            .entry(key.trim().to_lowercase())
-            .or_default()
-            .push(value.to_owned());
-    }
-    Ok(filters)
 }
 
 fn short_id(id: &str, no_trunc: bool) -> &str {
@@ -150,12 +134,5 @@ mod tests {
         let cut = ellipsis("sh -c while true; do echo tick; done", 20);
         assert_eq!(cut, "sh -c while true; d…");
         assert_eq!(cut.chars().count(), 20);
-    }
-
-    #[test]
-    fn filters_group_values_by_key() {
-        let parsed = filters(&["status=exited".into(), "status=created".into()]).unwrap();
-        assert_eq!(parsed["status"], ["exited", "created"]);
-        assert!(filters(&["status".into()]).is_err());
     }
 }
