@@ -19,7 +19,7 @@ pub use run::{
     new_container_id, Prepared, RunControl, RunError, RunIo, RunRequest, Runtime, RuntimeConfig,
 };
 pub use spec::{process_config, ProcessConfig, ProcessOptions, SpecError};
-pub use start::StartRecord;
+pub use start::{clock_and_entropy, StartRecord};
 pub use template::{Template, TemplateConfig, TemplateInfo, Templates};
 
 /// An error and its causes on one line.

@@ -306,9 +306,9 @@ impl<H: Hypervisor> VmFactory<H> {
     }
 }
 
-/// Sets a new VM's clock from the host's and reseeds its random number
-/// generator, so that no two clones share either.
-fn clock_and_entropy() -> Request {
+/// Sets a new VM's clock from the host's (VMs have no RTC) and reseeds its
+/// random number generator, so that no two clones share either.
+pub fn clock_and_entropy() -> Request {
     Request::Resume {
         unix_time_nanos: SystemTime::now()
             .duration_since(UNIX_EPOCH)
