@@ -6,6 +6,7 @@ pub mod container;
 pub mod network;
 pub mod pod;
 pub mod pool;
+mod records;
 pub mod run;
 pub mod size;
 pub mod spec;

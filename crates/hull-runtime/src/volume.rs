@@ -3,7 +3,6 @@
 //! host directory (shared over virtio-9p).
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -246,13 +245,8 @@ impl Volumes {
                 size,
                 anonymous,
             };
-            let temp = dir.join(format!("{RECORD_FILE}.tmp"));
-            let mut file = fs::File::create(&temp).map_err(io("write", &temp))?;
-            file.write_all(&serde_json::to_vec_pretty(&record).expect("records serialize"))
-                .and_then(|()| file.sync_all())
-                .map_err(io("write", &temp))?;
-            fs::rename(&temp, dir.join(RECORD_FILE)).map_err(io("write", &temp))?;
-            Ok(())
+            let path = dir.join(RECORD_FILE);
+            crate::records::write_json(&path, &record).map_err(io("write", &path))
         })();
         if let Err(err) = made {
             let _ = fs::remove_dir_all(&dir);

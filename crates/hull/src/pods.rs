@@ -66,41 +66,20 @@ pub async fn pod(client: &Client, command: PodCommand) -> Result<i32> {
     match command {
         PodCommand::Create(args) => create(client, args, false).await.or_else(failed),
         PodCommand::Run(args) => create(client, args, true).await.or_else(failed),
-        PodCommand::Start { pods } => {
-            each(&pods, |pod| async move {
-                let path = format!("/hull/pods/{}/start", encode(&pod));
-                client
-                    .call_json::<()>(Method::POST, &path, None::<&()>)
-                    .await?;
-                println!("{pod}");
-                Ok(())
-            })
-            .await
-        }
+        PodCommand::Start { pods } => each(client, &pods, Method::POST, "/start").await,
         PodCommand::Stop(args) => {
-            let query = args.time.map(|t| format!("?t={t}")).unwrap_or_default();
-            let query = &query;
-            each(&args.pods, |pod| async move {
-                let path = format!("/hull/pods/{}/stop{query}", encode(&pod));
-                client
-                    .call_json::<()>(Method::POST, &path, None::<&()>)
-                    .await?;
-                println!("{pod}");
-                Ok(())
-            })
+            let query = args.time.map(|t| format!("/stop?t={t}"));
+            each(
+                client,
+                &args.pods,
+                Method::POST,
+                query.as_deref().unwrap_or("/stop"),
+            )
             .await
         }
         PodCommand::Rm(args) => {
-            let force = args.force;
-            each(&args.pods, |pod| async move {
-                let path = format!("/hull/pods/{}?force={force}", encode(&pod));
-                client
-                    .call_json::<()>(Method::DELETE, &path, None::<&()>)
-                    .await?;
-                println!("{pod}");
-                Ok(())
-            })
-            .await
+            let query = format!("?force={}", args.force);
+            each(client, &args.pods, Method::DELETE, &query).await
         }
         PodCommand::Ls => list(client).await.or_else(failed),
         PodCommand::Inspect { pods } => {
@@ -119,16 +98,18 @@ pub async fn pod(client: &Client, command: PodCommand) -> Result<i32> {
     }
 }
 
-/// Runs `action` for each pod; a failure is reported and the rest go ahead.
-async fn each<F, Fut>(pods: &[String], action: F) -> Result<i32>
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
+/// Sends `method /hull/pods/{pod}{suffix}` for each pod, printing its name;
+/// a failure is reported and the rest go ahead.
+async fn each(client: &Client, pods: &[String], method: Method, suffix: &str) -> Result<i32> {
     let mut code = 0;
     for pod in pods {
-        if let Err(err) = action(pod.clone()).await {
-            code = failed(err)?;
+        let path = format!("/hull/pods/{}{suffix}", encode(pod));
+        match client
+            .call_json::<()>(method.clone(), &path, None::<&()>)
+            .await
+        {
+            Ok(()) => println!("{pod}"),
+            Err(err) => code = failed(err.into())?,
         }
     }
     Ok(code)

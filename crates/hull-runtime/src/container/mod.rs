@@ -506,21 +506,10 @@ impl<H: Hypervisor> Containers<H> {
 
     /// Finds a container by full id, name, or unique id prefix, as docker does.
     pub fn get(&self, reference: &str) -> Result<Arc<Container>, ContainerError> {
-        let table = lock(&self.table);
         let reference = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(container) = table.get(reference) {
-            return Ok(container.clone());
-        }
-        if let Some(container) = table.values().find(|c| c.name() == reference) {
-            return Ok(container.clone());
-        }
-        let mut matches = table
-            .range(reference.to_owned()..)
-            .take_while(|(id, _)| id.starts_with(reference));
-        match (matches.next(), matches.next(), reference.is_empty()) {
-            (Some((_, container)), None, false) => Ok(container.clone()),
-            _ => Err(ContainerError::NotFound(reference.to_owned())),
-        }
+        crate::records::find(&lock(&self.table), reference, |c| c.name())
+            .cloned()
+            .ok_or_else(|| ContainerError::NotFound(reference.to_owned()))
     }
 
     /// Every container, newest first.

@@ -6,22 +6,24 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hull_proto::{ContainerSpec, ProcessSpec, Request, Response, RootfsSpec};
+use hull_proto::{ContainerSpec, ProcessSpec, Request, RootfsSpec};
 use hull_vm::{DiskConfig, Hypervisor, Vm};
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::exec::NEXT_STREAM;
-use super::run::{power_off, KillUnlessReleased, Run, Sandbox, Stdio, REATTACH_TIMEOUT};
+use super::run::{
+    adopt, power_off, processes_after_reattach, KillUnlessReleased, Run, Sandbox, Stdio,
+};
 use super::{
     lock, Container, ContainerError, Containers, CreateOptions, PodMembership, Status, StreamIds,
     DETACHED_VM_PREFIX, WRITABLE_DISK,
 };
-use crate::agent::{AgentClient, AgentError};
+use crate::agent::AgentClient;
 use crate::network;
 use crate::pod::{member_name, PodRecord, PodSpec};
-use crate::run::{start_process, unless_vm_dies, RunDir, RunError, Runtime};
+use crate::run::{start_process, unless_vm_dies, RunDir, Runtime};
 use crate::spec::ProcessOptions;
 use crate::start::StartedVm;
 
@@ -462,21 +464,7 @@ impl<H: Hypervisor> Containers<H> {
         let mut running_vm = slot.lock().await;
         let name = pod_vm_name(&pod.id);
         let path = runtime.vms.run_root.join(&name);
-        let mut vm = runtime
-            .vms
-            .hypervisor
-            .adopt(&name, &path)
-            .await
-            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let control = vm
-            .take_control_channel()
-            .expect("an adopted VM has its channel");
-        let vm = KillUnlessReleased(Some(vm));
-        let agent =
-            match tokio::time::timeout(REATTACH_TIMEOUT, AgentClient::reconnect(control)).await {
-                Ok(agent) => agent?,
-                Err(_) => return Err(ContainerError::AgentSilent),
-            };
+        let (vm, agent) = adopt(runtime, &name, &path).await?;
         // Listen before the agent resumes the output it held back.
         let mut listening = Vec::new();
         for container in orphans {
@@ -490,14 +478,7 @@ impl<H: Hypervisor> Containers<H> {
             });
             listening.push((container, state, exited, outputs));
         }
-        let listed =
-            tokio::time::timeout(REATTACH_TIMEOUT, agent.request(&Request::Reattach)).await;
-        let processes = match listed {
-            Ok(Ok(Response::Reattached(processes))) => processes,
-            Ok(Ok(other)) => return Err(AgentError::UnexpectedResponse(other).into()),
-            Ok(Err(err)) => return Err(err.into()),
-            Err(_) => return Err(ContainerError::AgentSilent),
-        };
+        let processes = processes_after_reattach(&agent).await?;
         // Streams of this hulld must not reuse those the agent still has open.
         let highest = processes
             .iter()

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -252,17 +251,8 @@ impl Record {
     /// Writes the record into `dir` atomically: a crash leaves the old or the new one.
     pub fn save(&self, dir: &Path) -> Result<(), RecordError> {
         let path = dir.join(RECORD_FILE);
-        let temp = dir.join(format!("{RECORD_FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = fs::File::create(&temp)?;
-            file.write_all(&serde_json::to_vec_pretty(self).expect("records serialize"))?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)
-        };
-        write().map_err(|source| RecordError::Write {
-            path: path.clone(),
-            source,
-        })
+        crate::records::write_json(&path, self)
+            .map_err(|source| RecordError::Write { path, source })
     }
 
     pub fn load(dir: &Path) -> Result<Self, RecordError> {

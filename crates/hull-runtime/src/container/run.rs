@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hull_proto::{
-    ContainerSpec, ExitStatus, MountSource, MountSpec, ProcessSpec, Request, Response, RootfsSpec,
+    ContainerSpec, ExitStatus, MountSource, MountSpec, ProcessSpec, ProcessState, Request,
+    Response, RootfsSpec,
 };
 use hull_vm::{DiskConfig, HostShare, Hypervisor, NetBackend, Vm, VmExit};
 use tokio::sync::oneshot;
@@ -290,33 +291,12 @@ impl<H: Hypervisor> Containers<H> {
         let id = container.id.clone();
         let name = vm_name(&id);
         let path = runtime.vms.run_root.join(&name);
-        let mut vm = runtime
-            .vms
-            .hypervisor
-            .adopt(&name, &path)
-            .await
-            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let control = vm
-            .take_control_channel()
-            .expect("an adopted VM has its channel");
-        let vm = KillUnlessReleased(Some(vm));
-        let agent =
-            match tokio::time::timeout(REATTACH_TIMEOUT, AgentClient::reconnect(control)).await {
-                Ok(agent) => agent?,
-                Err(_) => return Err(ContainerError::AgentSilent),
-            };
+        let (vm, agent) = adopt(runtime, &name, &path).await?;
         let tty = container.config().process.tty;
         let exited = agent.watch_exit(&id, "init");
         let stdout = agent.open_output(STDOUT);
         let stderr = (!tty).then(|| agent.open_output(STDERR));
-        let listed =
-            tokio::time::timeout(REATTACH_TIMEOUT, agent.request(&Request::Reattach)).await;
-        let processes = match listed {
-            Ok(Ok(Response::Reattached(processes))) => processes,
-            Ok(Ok(other)) => return Err(AgentError::UnexpectedResponse(other).into()),
-            Ok(Err(err)) => return Err(err.into()),
-            Err(_) => return Err(ContainerError::AgentSilent),
-        };
+        let processes = processes_after_reattach(&agent).await?;
         let init = processes
             .into_iter()
             .find(|p| p.container == id && p.process == "init")
@@ -621,6 +601,43 @@ impl<V: Vm> Drop for KillUnlessReleased<V> {
         if let Some(vm) = &self.0 {
             vm.kill();
         }
+    }
+}
+
+/// Takes back the detached VM `name` of an earlier hulld and reconnects to
+/// its agent; the VM is killed if dropped before it is released.
+pub(super) async fn adopt<H: Hypervisor>(
+    runtime: &Runtime<H>,
+    name: &str,
+    path: &std::path::Path,
+) -> Result<(KillUnlessReleased<H::Vm>, AgentClient), ContainerError> {
+    let mut vm = runtime
+        .vms
+        .hypervisor
+        .adopt(name, path)
+        .await
+        .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+    let control = vm
+        .take_control_channel()
+        .expect("an adopted VM has its channel");
+    let vm = KillUnlessReleased(Some(vm));
+    match tokio::time::timeout(REATTACH_TIMEOUT, AgentClient::reconnect(control)).await {
+        Ok(agent) => Ok((vm, agent?)),
+        Err(_) => Err(ContainerError::AgentSilent),
+    }
+}
+
+/// Asks a reconnected agent for its processes, which resumes their output:
+/// the caller listens on their streams first.
+pub(super) async fn processes_after_reattach(
+    agent: &AgentClient,
+) -> Result<Vec<ProcessState>, ContainerError> {
+    let listed = tokio::time::timeout(REATTACH_TIMEOUT, agent.request(&Request::Reattach)).await;
+    match listed {
+        Ok(Ok(Response::Reattached(processes))) => Ok(processes),
+        Ok(Ok(other)) => Err(AgentError::UnexpectedResponse(other).into()),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => Err(ContainerError::AgentSilent),
     }
 }
 

@@ -7,7 +7,6 @@ pub mod file;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -57,14 +56,7 @@ impl PodRecord {
 
     fn save(&self, dir: &Path) -> Result<(), PodError> {
         let path = dir.join(RECORD_FILE);
-        let temp = dir.join(format!("{RECORD_FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = fs::File::create(&temp)?;
-            file.write_all(&serde_json::to_vec_pretty(self).expect("records serialize"))?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)
-        };
-        write().map_err(|source| PodError::Io {
+        crate::records::write_json(&path, self).map_err(|source| PodError::Io {
             what: "write",
             path,
             source,
@@ -129,20 +121,9 @@ impl Pods {
 
     /// A pod by id, name, or unique id prefix.
     pub fn get(&self, reference: &str) -> Result<Arc<PodRecord>, PodError> {
-        let table = self.lock();
-        if let Some(pod) = table.get(reference) {
-            return Ok(pod.clone());
-        }
-        if let Some(pod) = table.values().find(|p| p.name() == reference) {
-            return Ok(pod.clone());
-        }
-        let mut matches = table
-            .range(reference.to_owned()..)
-            .take_while(|(id, _)| id.starts_with(reference));
-        match (matches.next(), matches.next(), reference.is_empty()) {
-            (Some((_, pod)), None, false) => Ok(pod.clone()),
-            _ => Err(PodError::NotFound(reference.to_owned())),
-        }
+        crate::records::find(&self.lock(), reference, |p| p.name().to_owned())
+            .cloned()
+            .ok_or_else(|| PodError::NotFound(reference.to_owned()))
     }
 
     /// Every pod, newest first.
