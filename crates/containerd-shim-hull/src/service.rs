@@ -21,7 +21,7 @@ use crate::config::ShimConfig;
 use crate::events::{Event, Events};
 use crate::rootfs::{self, RootfsError};
 use crate::sandbox::{short_name, Sandbox, SandboxError, SHARE_TAG};
-use crate::spec::{ContainerConfig, ProcessConfig, SpecError};
+use crate::spec::{process_from_exec_json, ContainerConfig, SpecError};
 use crate::state::{agent_process_id, Container, Exited, Process, Stdio};
 use crate::stdio::{pump_input, pump_output, CloseInput, StdioError, Target};
 
@@ -204,7 +204,7 @@ impl Service {
             return Err(err);
         }
         let mut stdio = request.stdio;
-        stdio.terminal |= config.process.terminal;
+        stdio.terminal |= config.process.tty;
         let init = Process::new(config.process, stdio.clone());
         self.containers().insert(
             request.id.clone(),
@@ -232,7 +232,7 @@ impl Service {
             Some(_) => Err(ServiceError::AlreadyStarted(describe(id, exec_id))),
             None => Ok((p.config.clone(), p.stdio.clone())),
         })?;
-        let terminal = stdio.terminal || config.terminal;
+        let terminal = stdio.terminal || config.tty;
         let base = self.next_stream.fetch_add(3, Ordering::Relaxed);
         let (stdin, stdout, stderr) = (base, base + 1, base + 2);
         let agent = sandbox.agent();
@@ -328,7 +328,7 @@ impl Service {
         if agent_process_id(exec_id) == "init" {
             return Err(ServiceError::ReservedExecId(exec_id.to_owned()));
         }
-        let config = ProcessConfig::from_exec_json(spec_json)?;
+        let config = process_from_exec_json(spec_json)?;
         let mut containers = self.containers();
         let container = containers
             .get_mut(id)

@@ -33,42 +33,35 @@ pub enum SpecError {
     ExecSpec(#[source] serde_json::Error),
 }
 
-/// A process as the guest agent runs it, before stream ids are given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessConfig {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    /// `uid:gid`, numeric: containerd resolved names already.
-    pub user: String,
-    pub terminal: bool,
+/// A process as the guest agent runs it, before stream ids are given: the
+/// same as a Hull container's, its user `uid:gid` (containerd resolved
+/// names already).
+pub use hull_runtime::ProcessConfig;
+
+/// The process an OCI `Process` describes.
+pub fn process_from_oci(process: &Process) -> Result<ProcessConfig, SpecError> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(SpecError::NoArgs);
+    }
+    let user = process.user();
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    Ok(ProcessConfig {
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: if cwd.is_empty() { "/".into() } else { cwd },
+        user: format!("{}:{}", user.uid(), user.gid()),
+        tty: process.terminal().unwrap_or(false),
+    })
 }
 
-impl ProcessConfig {
-    pub fn from_oci(process: &Process) -> Result<Self, SpecError> {
-        let args = process.args().clone().unwrap_or_default();
-        if args.is_empty() {
-            return Err(SpecError::NoArgs);
-        }
-        let user = process.user();
-        let cwd = process.cwd().to_string_lossy().into_owned();
-        Ok(Self {
-            args,
-            env: process.env().clone().unwrap_or_default(),
-            cwd: if cwd.is_empty() { "/".into() } else { cwd },
-            user: format!("{}:{}", user.uid(), user.gid()),
-            terminal: process.terminal().unwrap_or(false),
-        })
+/// The process of an exec request: the OCI `Process` as JSON.
+pub fn process_from_exec_json(json: &[u8]) -> Result<ProcessConfig, SpecError> {
+    if json.is_empty() {
+        return Err(SpecError::NoExecSpec);
     }
-
-    /// The process of an exec request: the OCI `Process` as JSON.
-    pub fn from_exec_json(json: &[u8]) -> Result<Self, SpecError> {
-        if json.is_empty() {
-            return Err(SpecError::NoExecSpec);
-        }
-        let process: Process = serde_json::from_slice(json).map_err(SpecError::ExecSpec)?;
-        Self::from_oci(&process)
-    }
+    let process: Process = serde_json::from_slice(json).map_err(SpecError::ExecSpec)?;
+    process_from_oci(&process)
 }
 
 /// The parts of a bundle's `config.json` a container is made from.
@@ -98,7 +91,7 @@ impl ContainerConfig {
         let process = spec.process().as_ref().ok_or(SpecError::NoProcess)?;
         let mounts = spec.mounts().as_deref().unwrap_or_default();
         Ok(Self {
-            process: ProcessConfig::from_oci(process)?,
+            process: process_from_oci(process)?,
             hostname: spec.hostname().clone().unwrap_or_default(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             binds: mounts.iter().filter_map(bind_of).collect(),
@@ -188,7 +181,7 @@ mod tests {
                 env: vec!["PATH=/bin".into(), "A=1".into()],
                 cwd: "/tmp".into(),
                 user: "1000:100".into(),
-                terminal: true,
+                tty: true,
             }
         );
         assert_eq!(config.hostname, "box");
@@ -242,12 +235,12 @@ mod tests {
     #[test]
     fn an_exec_process_comes_as_json() {
         let json = br#"{"user": {"uid": 0, "gid": 0}, "args": ["ls", "/"], "cwd": ""}"#;
-        let process = ProcessConfig::from_exec_json(json).unwrap();
+        let process = process_from_exec_json(json).unwrap();
         assert_eq!(process.args, vec!["ls", "/"]);
         assert_eq!(process.cwd, "/");
         assert_eq!(process.user, "0:0");
         assert!(matches!(
-            ProcessConfig::from_exec_json(b""),
+            process_from_exec_json(b""),
             Err(SpecError::NoExecSpec)
         ));
     }

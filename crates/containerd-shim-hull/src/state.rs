@@ -105,7 +105,7 @@ mod tests {
             env: Vec::new(),
             cwd: "/".into(),
             user: "0:0".into(),
-            terminal: false,
+            tty: false,
         };
         Process::new(config, Stdio::default())
     }

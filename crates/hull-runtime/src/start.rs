@@ -24,6 +24,14 @@ pub(crate) struct StartedVm<V> {
     pub run_dir: RunDir,
 }
 
+/// What a VM needs beyond its disks.
+pub(crate) struct VmNeeds {
+    /// `None`: the factory's size.
+    pub size: Option<VmSize>,
+    pub network: NetBackend,
+    pub shares: Vec<HostShare>,
+}
+
 /// Starts remembered for `hull info`.
 const START_HISTORY: usize = 20;
 
@@ -119,24 +127,30 @@ impl<H: Hypervisor> VmFactory<H> {
         disks: Vec<DiskConfig>,
         detached: bool,
     ) -> Result<StartedVm<H::Vm>, RunError> {
-        self.start_sized(id, disks, detached, None, pooled_network(), Vec::new())
-            .await
+        let needs = VmNeeds {
+            size: None,
+            network: pooled_network(),
+            shares: Vec::new(),
+        };
+        self.start_with(id, disks, detached, needs).await
     }
 
-    /// As [`Self::start`], of `size` rather than the factory's own (the
-    /// pool and the template have the factory's size, so another size
-    /// boots cold), with its network device on `network` (pooled VMs are
-    /// on the user-mode network without forwarded ports; a VM on another
-    /// is cloned or booted).
-    pub async fn start_sized(
+    /// As [`Self::start`], with what `needs` says. The pool and the
+    /// template have the factory's size, no 9p device and (pooled VMs) the
+    /// user-mode network without forwarded ports: another size or shares
+    /// boot cold, another network is cloned or booted.
+    pub async fn start_with(
         self: &Arc<Self>,
         id: &str,
         disks: Vec<DiskConfig>,
         detached: bool,
-        size: Option<VmSize>,
-        network: NetBackend,
-        shares: Vec<HostShare>,
+        needs: VmNeeds,
     ) -> Result<StartedVm<H::Vm>, RunError> {
+        let VmNeeds {
+            size,
+            network,
+            shares,
+        } = needs;
         let own_size = VmSize {
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,

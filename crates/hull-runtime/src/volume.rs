@@ -46,8 +46,21 @@ pub enum VolumeError {
 pub enum VolumeSource {
     /// A named volume, created on first use.
     Volume { name: String },
+    /// A volume made for this container alone (`-v /path`), which `rm -v`
+    /// removes with it.
+    Anonymous { name: String },
     /// A host directory.
     Bind { path: PathBuf },
+}
+
+impl VolumeSource {
+    /// The volume's name, unless it is a host directory.
+    pub fn volume_name(&self) -> Option<&str> {
+        match self {
+            Self::Volume { name } | Self::Anonymous { name } => Some(name),
+            Self::Bind { .. } => None,
+        }
+    }
 }
 
 /// One `-v` of a container.
@@ -88,7 +101,7 @@ pub fn parse_bind(
         _ => return Err(invalid("the mode must be ro or rw")),
     };
     let source = match source {
-        None => VolumeSource::Volume { name: anonymous() },
+        None => VolumeSource::Anonymous { name: anonymous() },
         Some(path) if path.starts_with('/') => VolumeSource::Bind { path: path.into() },
         Some(relative) if relative.starts_with('.') || relative.contains('/') => {
             return Err(invalid("a host path must be absolute"))
@@ -322,7 +335,7 @@ mod tests {
         let anonymous = parse("/cache").unwrap();
         assert_eq!(
             anonymous.source,
-            VolumeSource::Volume {
+            VolumeSource::Anonymous {
                 name: "anon".into()
             }
         );

@@ -101,7 +101,7 @@ fn volume_mounts(
             )));
         }
         let source = match (field("Type"), field("Source")) {
-            ("volume", "") => VolumeSource::Volume { name: new_name() },
+            ("volume", "") => VolumeSource::Anonymous { name: new_name() },
             ("volume", name) => VolumeSource::Volume { name: name.into() },
             ("bind", path) if path.starts_with('/') => VolumeSource::Bind { path: path.into() },
             ("bind", path) => {
@@ -134,7 +134,7 @@ fn mounts_json(daemon: &Daemon, volumes: &[VolumeMount]) -> Vec<serde_json::Valu
         .iter()
         .map(|mount| {
             let (kind, name, source) = match &mount.source {
-                VolumeSource::Volume { name } => {
+                VolumeSource::Volume { name } | VolumeSource::Anonymous { name } => {
                     let path = daemon
                         .containers()
                         .volumes()
@@ -606,9 +606,9 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
                     .iter()
                     .filter_map(|m| {
                         let source = match &m.source {
-                            VolumeSource::Volume { name } if name.len() != 64 => name.clone(),
+                            VolumeSource::Volume { name } => name.clone(),
                             VolumeSource::Bind { path } => path.display().to_string(),
-                            VolumeSource::Volume { .. } => return None,
+                            VolumeSource::Anonymous { .. } => return None,
                         };
                         let mode = if m.read_only { ":ro" } else { "" };
                         Some(format!("{source}:{}{mode}", m.target))

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::agent::{AgentClient, AgentError};
 use crate::run::{new_container_id, remove_dir, RunError};
 use crate::spec::{process_config, ProcessOptions, SpecError};
+use crate::volume::VolumeSource;
 
 pub use attach::{OutputChunk, StdinMessage};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
@@ -559,8 +560,8 @@ impl<H: Hypervisor> Containers<H> {
             .expect("image lookups do not panic")?;
         let process = process_config(&image.config, &options.process)?;
         for mount in &options.volumes {
-            if let crate::volume::VolumeSource::Volume { name } = &mount.source {
-                let anonymous = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if let Some(name) = mount.source.volume_name() {
+                let anonymous = matches!(mount.source, VolumeSource::Anonymous { .. });
                 self.volumes.create(name, None, anonymous)?;
             }
         }

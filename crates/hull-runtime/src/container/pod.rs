@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hull_proto::{ContainerSpec, ProcessSpec, Request, RootfsSpec};
+use hull_proto::{ContainerSpec, Request, RootfsSpec};
 use hull_vm::{DiskConfig, Hypervisor, Vm};
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 
 use super::exec::NEXT_STREAM;
 use super::run::{
-    adopt, power_off, processes_after_reattach, KillUnlessReleased, Run, Sandbox, Stdio,
+    adopt, power_off, processes_after_reattach, start_main_process, KillUnlessReleased, Run,
+    Sandbox, Stdio,
 };
 use super::{
     lock, Container, ContainerError, Containers, CreateOptions, PodMembership, Status, StreamIds,
@@ -23,9 +24,9 @@ use super::{
 use crate::agent::AgentClient;
 use crate::network;
 use crate::pod::{member_name, PodRecord, PodSpec};
-use crate::run::{start_process, unless_vm_dies, RunDir, Runtime};
+use crate::run::{unless_vm_dies, RunDir, Runtime};
 use crate::spec::ProcessOptions;
-use crate::start::StartedVm;
+use crate::start::{StartedVm, VmNeeds};
 
 /// A pod's VM while it runs, shared by its containers' supervisors.
 pub(crate) struct PodVm<V> {
@@ -257,31 +258,14 @@ impl<H: Hypervisor> Containers<H> {
             }
         };
         let config = container.config();
-        let process = &config.process;
         let streams = StreamIds {
             stdin: config.open_stdin.then(next_stream),
             stdout: next_stream(),
-            stderr: (!process.tty).then(next_stream),
-        };
-        let spec = ProcessSpec {
-            container: container.id.clone(),
-            id: "init".into(),
-            args: process.args.clone(),
-            env: process.env.clone(),
-            cwd: process.cwd.clone(),
-            user: process.user.clone(),
-            terminal: process.tty,
-            stdin: streams.stdin,
-            stdout: streams.stdout,
-            stderr: streams.stderr,
+            stderr: (!config.process.tty).then(next_stream),
         };
         let agent = pod_vm.agent.clone();
-        let exited = agent.watch_exit(&container.id, "init");
-        let stdout = agent.open_output(streams.stdout);
-        let stderr = streams.stderr.map(|stream| agent.open_output(stream));
-        let stdin = streams.stdin.map(|stream| agent.open_input(stream));
-        let vm = &pod_vm.vm;
-        let pid = unless_vm_dies(vm, vm.exit(), start_process(&agent, spec)).await?;
+        let (pid, exited, stdio) =
+            start_main_process(&pod_vm.vm, &agent, container, streams).await?;
         debug!(container = %container.id, pod = %pod.name(), pid, "pod container started");
         let ports = pod
             .spec
@@ -298,10 +282,6 @@ impl<H: Hypervisor> Containers<H> {
             sandbox: Sandbox::Pod(pod_vm),
             agent,
             exited,
-        };
-        let stdio = Stdio {
-            outputs: Some((stdout, stderr)),
-            stdin,
         };
         self.watch_run(runtime, container, run, stdio, pid, true)
     }
@@ -327,17 +307,9 @@ impl<H: Hypervisor> Containers<H> {
             let next = image_disks.len();
             let disk = *image_disks.entry(config.image_id.clone()).or_insert(next);
             if disk == next {
-                let images = self.images.clone();
-                let image_id = config.image_id.clone();
-                let rootfs = tokio::task::spawn_blocking(move || {
-                    let image = images.resolve(&image_id)?;
-                    images.rootfs(&image)
-                })
-                .await
-                .expect("image tasks do not panic")?;
                 disks.push(DiskConfig {
                     id: format!("rootfs{disk}"),
-                    path: rootfs,
+                    path: self.image_rootfs(&config.image_id).await?,
                     serial: rootfs_serial(disk),
                     read_only: true,
                 });
@@ -373,13 +345,15 @@ impl<H: Hypervisor> Containers<H> {
         let (backend, network) = network::user_network(&ports);
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
-            .start_sized(
+            .start_with(
                 &pod_vm_name(&pod.id),
                 disks,
                 true,
-                pod.spec.size,
-                backend,
-                Vec::new(),
+                VmNeeds {
+                    size: pod.spec.size,
+                    network: backend,
+                    shares: Vec::new(),
+                },
             )
             .await?;
         let vm = KillUnlessReleased(Some(vm));

@@ -19,14 +19,16 @@ use tracing::{debug, info, warn};
 use super::attach::StdinMessage;
 use super::logs::{LogStream, LogWriter};
 use super::pod::PodVm;
-use super::{lock, Container, ContainerError, Containers, RunHandle, Status, WRITABLE_DISK};
+use super::{
+    lock, Container, ContainerError, Containers, RunHandle, Status, StreamIds, WRITABLE_DISK,
+};
 use crate::agent::{AgentClient, AgentError, InputStream, OutputStream};
 use crate::network::{self, NetworkMode};
 use crate::run::{
     remove_dir, start_process, unless_vm_dies, wait_exit, RunDir, RunError, Runtime, ROOTFS_SERIAL,
     STDERR, STDIN, STDOUT,
 };
-use crate::start::StartedVm;
+use crate::start::{StartedVm, VmNeeds};
 use crate::volume::VolumeSource;
 
 const WRITABLE_SERIAL: &str = "hull-writable";
@@ -128,17 +130,9 @@ impl<H: Hypervisor> Containers<H> {
             return self.launch_member(runtime, container, membership).await;
         }
         let id = container.id.clone();
-        let images = self.images.clone();
-        let image_id = config.image_id.clone();
-        let rootfs = tokio::task::spawn_blocking(move || {
-            let image = images.resolve(&image_id)?;
-            images.rootfs(&image)
-        })
-        .await
-        .expect("image tasks do not panic")?;
         let mut disks = vec![DiskConfig {
             id: "rootfs".into(),
-            path: rootfs,
+            path: self.image_rootfs(&config.image_id).await?,
             serial: ROOTFS_SERIAL.into(),
             read_only: true,
         }];
@@ -161,7 +155,16 @@ impl<H: Hypervisor> Containers<H> {
         };
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
-            .start_sized(&vm_name(&id), disks, true, config.size, backend, shares)
+            .start_with(
+                &vm_name(&id),
+                disks,
+                true,
+                VmNeeds {
+                    size: config.size,
+                    network: backend,
+                    shares,
+                },
+            )
             .await?;
         // Detached VMs outlive their handle: until the run is handed to its
         // supervisor, an error must stop the VM explicitly.
@@ -191,24 +194,12 @@ impl<H: Hypervisor> Containers<H> {
         });
         unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&create)).await?;
 
-        let process = &config.process;
-        let spec = ProcessSpec {
-            container: id.clone(),
-            id: "init".into(),
-            args: process.args.clone(),
-            env: process.env.clone(),
-            cwd: process.cwd.clone(),
-            user: process.user.clone(),
-            terminal: process.tty,
+        let streams = StreamIds {
             stdin: config.open_stdin.then_some(STDIN),
             stdout: STDOUT,
-            stderr: (!process.tty).then_some(STDERR),
+            stderr: (!config.process.tty).then_some(STDERR),
         };
-        let exited = agent.watch_exit(&id, "init");
-        let stdout = agent.open_output(STDOUT);
-        let stderr = spec.stderr.map(|stream| agent.open_output(stream));
-        let stdin = spec.stdin.map(|stream| agent.open_input(stream));
-        let pid = unless_vm_dies(vm.get(), exit, start_process(&agent, spec)).await?;
+        let (pid, exited, stdio) = start_main_process(vm.get(), &agent, container, streams).await?;
         debug!(container = %id, pid, "container process started");
         let run = Run {
             sandbox: Sandbox::Own {
@@ -217,10 +208,6 @@ impl<H: Hypervisor> Containers<H> {
             },
             agent,
             exited,
-        };
-        let stdio = Stdio {
-            outputs: Some((stdout, stderr)),
-            stdin,
         };
         container.update(|s| {
             s.streams = None;
@@ -494,7 +481,7 @@ impl<H: Hypervisor> Containers<H> {
         let (mut mounts, mut shares) = (Vec::new(), Vec::new());
         for (index, mount) in config.volumes.iter().enumerate() {
             let source = match &mount.source {
-                VolumeSource::Volume { name } => {
+                VolumeSource::Volume { name } | VolumeSource::Anonymous { name } => {
                     let busy = self
                         .volume_users(name)
                         .into_iter()
@@ -602,6 +589,58 @@ impl<V: Vm> Drop for KillUnlessReleased<V> {
             vm.kill();
         }
     }
+}
+
+impl<H: Hypervisor> Containers<H> {
+    /// The erofs rootfs of the image, built if it is not yet.
+    pub(super) async fn image_rootfs(
+        &self,
+        image_id: &str,
+    ) -> Result<std::path::PathBuf, ContainerError> {
+        let images = self.images.clone();
+        let image_id = image_id.to_owned();
+        let rootfs = tokio::task::spawn_blocking(move || {
+            let image = images.resolve(&image_id)?;
+            images.rootfs(&image)
+        })
+        .await
+        .expect("image tasks do not panic")?;
+        Ok(rootfs)
+    }
+}
+
+/// Starts the container's main process (`init`) in `vm` on `streams`,
+/// listening on them before it runs; returns its pid, its exit and its stdio.
+pub(super) async fn start_main_process<V: Vm>(
+    vm: &V,
+    agent: &AgentClient,
+    container: &Container,
+    streams: StreamIds,
+) -> Result<(i32, oneshot::Receiver<ExitStatus>, Stdio), ContainerError> {
+    let config = container.config();
+    let process = &config.process;
+    let spec = ProcessSpec {
+        container: container.id.clone(),
+        id: "init".into(),
+        args: process.args.clone(),
+        env: process.env.clone(),
+        cwd: process.cwd.clone(),
+        user: process.user.clone(),
+        terminal: process.tty,
+        stdin: streams.stdin,
+        stdout: streams.stdout,
+        stderr: streams.stderr,
+    };
+    let exited = agent.watch_exit(&container.id, "init");
+    let stdio = Stdio {
+        outputs: Some((
+            agent.open_output(streams.stdout),
+            streams.stderr.map(|stream| agent.open_output(stream)),
+        )),
+        stdin: streams.stdin.map(|stream| agent.open_input(stream)),
+    };
+    let pid = unless_vm_dies(vm, vm.exit(), start_process(agent, spec)).await?;
+    Ok((pid, exited, stdio))
 }
 
 /// Takes back the detached VM `name` of an earlier hulld and reconnects to

@@ -22,7 +22,7 @@ impl<H: Hypervisor> Containers<H> {
                 c.config()
                     .volumes
                     .iter()
-                    .any(|m| matches!(&m.source, VolumeSource::Volume { name: n } if n == name))
+                    .any(|m| m.source.volume_name() == Some(name))
             })
             .collect()
     }
@@ -44,11 +44,10 @@ impl<H: Hypervisor> Containers<H> {
     /// Removes the container's anonymous volumes (`rm -v`).
     pub fn remove_anonymous_volumes(&self, config: &ContainerConfig) {
         for mount in &config.volumes {
-            let VolumeSource::Volume { name } = &mount.source else {
+            let VolumeSource::Anonymous { name } = &mount.source else {
                 continue;
             };
-            let anonymous = self.volumes.get(name).is_ok_and(|v| v.record.anonymous);
-            if anonymous && self.volume_users(name).is_empty() {
+            if self.volume_users(name).is_empty() {
                 if let Err(err) = self.volumes.remove(name) {
                     warn!(volume = %name, error = %err, "cannot remove an anonymous volume");
                 }
