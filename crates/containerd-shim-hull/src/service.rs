@@ -583,6 +583,7 @@ fn share_dirs(sandbox: &Sandbox, id: &str, dirs: &[Bind]) -> Result<Vec<MountSpe
             },
             target: bind.destination.clone(),
             read_only: bind.read_only,
+            copy_up: false,
         });
     }
     Ok(mounts)

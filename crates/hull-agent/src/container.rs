@@ -47,6 +47,8 @@ pub enum ContainerError {
     InvalidSharedDir(String),
     #[error(transparent)]
     Disk(#[from] crate::disk::DiskError),
+    #[error(transparent)]
+    CopyUp(#[from] crate::copyup::CopyUpError),
     #[error("cannot mount the host directory tagged {tag} (the VM has: [{found}])")]
     HostDir {
         tag: String,
@@ -293,6 +295,9 @@ fn mount_into(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerError> {
                         source,
                     },
                 )?;
+            }
+            if mount.copy_up {
+                crate::copyup::populate(rootfs, &mount.target, &dir)?;
             }
             dir
         }

@@ -11,6 +11,7 @@ pub mod boot;
 pub mod channel;
 pub mod container;
 mod copy;
+pub mod copyup;
 pub mod disk;
 pub mod flow;
 pub mod fsat;

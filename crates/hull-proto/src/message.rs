@@ -152,6 +152,10 @@ pub struct MountSpec {
     /// Absolute path in the container; created if missing.
     pub target: String,
     pub read_only: bool,
+    /// Fill the source from what the container's rootfs holds at `target`
+    /// when the source is empty (a new volume), as docker does.
+    #[serde(default)]
+    pub copy_up: bool,
 }
 
 /// Where a container's mount comes from. Disks and host directories are
@@ -440,6 +444,7 @@ mod tests {
                     },
                     target: "/var/cache/app".into(),
                     read_only: true,
+                    copy_up: false,
                 },
                 MountSpec {
                     source: MountSource::Disk {
@@ -448,6 +453,7 @@ mod tests {
                     },
                     target: "/data".into(),
                     read_only: false,
+                    copy_up: true,
                 },
                 MountSpec {
                     source: MountSource::HostDir {
@@ -455,6 +461,7 @@ mod tests {
                     },
                     target: "/src".into(),
                     read_only: true,
+                    copy_up: false,
                 },
                 MountSpec {
                     source: MountSource::HostSubdir {
@@ -463,6 +470,7 @@ mod tests {
                     },
                     target: "/etc/config".into(),
                     read_only: true,
+                    copy_up: false,
                 },
             ],
         }));

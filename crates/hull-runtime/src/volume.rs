@@ -118,6 +118,28 @@ pub fn parse_bind(
     })
 }
 
+/// Adds an anonymous volume for each of the image's `VOLUME` paths that no
+/// mount in `mounts` covers already, as docker does at create.
+pub fn add_image_volumes<'a>(
+    mounts: &mut Vec<VolumeMount>,
+    image_volumes: impl IntoIterator<Item = &'a String>,
+    mut anonymous: impl FnMut() -> String,
+) {
+    let normal = |path: &str| path.trim_end_matches('/').to_owned();
+    for path in image_volumes {
+        let target = normal(path);
+        // Docker's builder only writes absolute paths; skip anything else.
+        if !target.starts_with('/') || mounts.iter().any(|m| normal(&m.target) == target) {
+            continue;
+        }
+        mounts.push(VolumeMount {
+            source: VolumeSource::Anonymous { name: anonymous() },
+            target,
+            read_only: false,
+        });
+    }
+}
+
 fn check_name(name: &str) -> Result<(), VolumeError> {
     let mut chars = name.chars();
     let valid = name.len() >= 2
@@ -351,6 +373,40 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn image_volumes_not_mounted_by_the_user_become_anonymous_volumes() {
+        let mut mounts = vec![parse("data:/data").unwrap()];
+        let image: Vec<String> = ["/data/", "/cache", "relative", "/logs/"]
+            .map(String::from)
+            .to_vec();
+        let mut count = 0;
+        add_image_volumes(&mut mounts, &image, || {
+            count += 1;
+            format!("anon{count}")
+        });
+        let added: Vec<(&str, &VolumeSource)> = mounts[1..]
+            .iter()
+            .map(|m| (m.target.as_str(), &m.source))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                (
+                    "/cache",
+                    &VolumeSource::Anonymous {
+                        name: "anon1".into()
+                    }
+                ),
+                (
+                    "/logs",
+                    &VolumeSource::Anonymous {
+                        name: "anon2".into()
+                    }
+                )
+            ]
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Volumes end to end: a named volume's data outliving its containers and
 //! read in another VM, read-only mounts, a host directory seen live in both
 //! directions over 9p, a volume in use refused removal, anonymous volumes
-//! removed with `rm -v`, and the docker CLI's `-v` and `docker volume`.
+//! removed with `rm -v`, the image's `VOLUME`s filled from the image, and
+//! the docker CLI's `-v` and `docker volume`.
 
 mod common;
 
-use common::{assert_fails, daemon, has_docker_cli, stdout_of, text};
+use common::{assert_fails, daemon, has_docker_cli, layered_archive, stdout_of, text};
 
 fn hull_out(args: &[&str]) -> String {
     stdout_of(&daemon().hull(args))
@@ -217,4 +218,115 @@ fn the_docker_cli_mounts_volumes() {
     );
     let output = daemon.docker(&["volume", "rm", "dockervol"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
+}
+
+/// A layer holding `/seed`, owned by 1000:1000 with mode 0750: a file of
+/// mode 0640, a symlink and a root-owned subdirectory.
+fn seed_layer() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut entry = |path: &str, kind: tar::EntryType, mode: u32, owner: u64, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(owner);
+        header.set_gid(owner);
+        header.set_mtime(1_700_000_000);
+        header.set_size(data.len() as u64);
+        if kind == tar::EntryType::Symlink {
+            header.set_link_name("greeting").unwrap();
+        }
+        builder.append_data(&mut header, path, data).unwrap();
+    };
+    entry("seed/", tar::EntryType::Directory, 0o750, 1000, b"");
+    entry(
+        "seed/greeting",
+        tar::EntryType::Regular,
+        0o640,
+        1000,
+        b"from the image\n",
+    );
+    entry("seed/link", tar::EntryType::Symlink, 0o777, 1000, b"");
+    entry("seed/sub/", tar::EntryType::Directory, 0o755, 0, b"");
+    entry(
+        "seed/sub/deep",
+        tar::EntryType::Regular,
+        0o600,
+        0,
+        b"deep\n",
+    );
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn the_images_volumes_become_anonymous_volumes_filled_from_the_image() {
+    let archive = layered_archive("seeded:1", Some(seed_layer()), |config| {
+        config["Volumes"] = serde_json::json!({"/seed": {}});
+    });
+    hull_out(&["load", "-i", archive.to_str().unwrap()]);
+
+    let id = hull_out(&["run", "-d", "--name", "seeded", "seeded:1", "sleep", "1000"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&hull_out(&["inspect", "seeded"])).unwrap();
+    let mounts = inspect[0]["Mounts"].as_array().unwrap().clone();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["Type"], "volume");
+    assert_eq!(mounts[0]["Destination"], "/seed");
+    let name = mounts[0]["Name"].as_str().unwrap().to_owned();
+    assert!(hull_out(&["volume", "ls"]).contains(&name));
+
+    // The volume's own ext4 filesystem, holding the image's files with
+    // their owners, modes and links.
+    let script = "awk '$2==\"/seed\"{print $3}' /proc/mounts; \
+        stat -c '%n %u:%g %a' /seed /seed/greeting /seed/sub /seed/sub/deep; \
+        readlink /seed/link; cat /seed/link /seed/sub/deep";
+    assert_eq!(
+        hull_out(&["exec", "seeded", "sh", "-c", script]),
+        "ext4\n\
+         /seed 1000:1000 750\n\
+         /seed/greeting 1000:1000 640\n\
+         /seed/sub 0:0 755\n\
+         /seed/sub/deep 0:0 600\n\
+         greeting\n\
+         from the image\n\
+         deep\n"
+    );
+    // What the container writes there is the volume's, not copied over again
+    // when the container starts again.
+    hull_out(&[
+        "exec",
+        "seeded",
+        "sh",
+        "-c",
+        "echo changed > /seed/greeting",
+    ]);
+    hull_out(&["restart", "-t", "0", "seeded"]);
+    assert_eq!(
+        hull_out(&["exec", "seeded", "cat", "/seed/greeting"]),
+        "changed\n"
+    );
+
+    // A named volume mounted there is filled the same way when it is new;
+    // a host directory is shown as it is.
+    assert_eq!(
+        hull_out(&[
+            "run",
+            "--rm",
+            "-v",
+            "seedvol:/seed",
+            "seeded:1",
+            "cat",
+            "/seed/greeting"
+        ]),
+        "from the image\n"
+    );
+    let host = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/seed", host.path().display());
+    assert_eq!(
+        hull_out(&["run", "--rm", "-v", &bind, "seeded:1", "ls", "-A", "/seed"]),
+        ""
+    );
+    hull_out(&["volume", "rm", "seedvol"]);
+
+    hull_out(&["rm", "-f", "-v", id.trim()]);
+    assert!(!hull_out(&["volume", "ls"]).contains(&name));
 }

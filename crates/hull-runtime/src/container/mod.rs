@@ -552,13 +552,23 @@ impl<H: Hypervisor> Containers<H> {
 
     /// Creates a container of `options.image`: its record, and the disk that
     /// will hold its writable layer.
-    pub async fn create(&self, options: CreateOptions) -> Result<Arc<Container>, ContainerError> {
+    pub async fn create(
+        &self,
+        mut options: CreateOptions,
+    ) -> Result<Arc<Container>, ContainerError> {
         let images = self.images.clone();
         let reference = options.image.clone();
         let image = tokio::task::spawn_blocking(move || images.resolve(&reference))
             .await
             .expect("image lookups do not panic")?;
         let process = process_config(&image.config, &options.process)?;
+        if options.pod.is_none() {
+            crate::volume::add_image_volumes(
+                &mut options.volumes,
+                image.config.volumes.iter().flat_map(|v| v.keys()),
+                new_container_id,
+            );
+        }
         for mount in &options.volumes {
             if let Some(name) = mount.source.volume_name() {
                 let anonymous = matches!(mount.source, VolumeSource::Anonymous { .. });

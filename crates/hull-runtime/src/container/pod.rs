@@ -140,6 +140,7 @@ impl<H: Hypervisor> Containers<H> {
                             },
                             target: m.path.clone(),
                             read_only: m.read_only,
+                            copy_up: false,
                         })
                         .collect(),
                 }),

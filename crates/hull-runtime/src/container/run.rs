@@ -521,10 +521,14 @@ impl<H: Hypervisor> Containers<H> {
                     MountSource::HostDir { tag }
                 }
             };
+            // A new volume starts with the image's files at its target, as
+            // docker's do; a host directory is shown as it is.
+            let copy_up = matches!(source, MountSource::Disk { .. });
             mounts.push(MountSpec {
                 source,
                 target: mount.target.clone(),
                 read_only: mount.read_only,
+                copy_up,
             });
         }
         Ok((mounts, shares))

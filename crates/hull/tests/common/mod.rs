@@ -419,6 +419,15 @@ pub fn stdout_of(output: &Output) -> String {
 /// A docker-archive made from the busybox one: the same layers, its config
 /// changed by `edit`, tagged `tag`.
 pub fn derived_archive(tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    layered_archive(tag, None, edit)
+}
+
+/// [`derived_archive`] with one more layer on top: the tar `layer`.
+pub fn layered_archive(
+    tag: &str,
+    layer: Option<Vec<u8>>,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     use sha2::{Digest, Sha256};
     let source = busybox_archive();
     let mut files = std::collections::BTreeMap::new();
@@ -436,6 +445,19 @@ pub fn derived_archive(tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> 
     let config_name = manifest[0]["Config"].as_str().unwrap().to_string();
     let mut config: serde_json::Value = serde_json::from_slice(&files[&config_name]).unwrap();
     edit(&mut config["config"]);
+    if let Some(layer) = layer {
+        let diff_id = hex::encode(Sha256::digest(&layer));
+        let name = format!("{diff_id}/layer.tar");
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(format!("sha256:{diff_id}").into());
+        manifest[0]["Layers"]
+            .as_array_mut()
+            .unwrap()
+            .push(name.clone().into());
+        files.insert(name, layer);
+    }
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let new_config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
     files.remove(&config_name);
