@@ -10,6 +10,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod snapshot;
+
 /// A volume's disk in its directory.
 const DISK_FILE: &str = "volume.ext4";
 const RECORD_FILE: &str = "volume.json";
@@ -297,6 +299,17 @@ impl Volumes {
         crate::run::remove_dir(&self.dir.join(name));
         Ok(())
     }
+}
+
+/// Writes what the host still caches of a volume's disk to stable storage.
+pub fn flush_disk(disk: &Path) -> Result<(), VolumeError> {
+    fs::File::open(disk)
+        .and_then(|file| file.sync_all())
+        .map_err(|source| VolumeError::Io {
+            what: "flush",
+            path: disk.to_owned(),
+            source,
+        })
 }
 
 /// A sparse file of `size` bytes holding an empty ext4 filesystem.

@@ -31,6 +31,40 @@ pub enum VolumeCommand {
         #[arg(short, long)]
         all: bool,
     },
+    /// Snapshot a volume no running container has (VOLUME SNAPSHOT), or
+    /// list (ls) and remove (rm) snapshots.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    command: Option<SnapshotCommand>,
+    /// The volume to snapshot.
+    #[arg(required = true)]
+    volume: Option<String>,
+    /// The new snapshot's name.
+    #[arg(required = true)]
+    snapshot: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// List snapshots.
+    #[command(alias = "list")]
+    Ls,
+    /// Show snapshots as JSON.
+    Inspect {
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+    },
+    /// Remove snapshots (volumes restored from them keep their data).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -38,6 +72,14 @@ pub struct CreateArgs {
     /// Options: size=N[k|m|g] (10g unless given).
     #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
     opt: Vec<String>,
+    /// Restore a snapshot: the new volume starts with its data and size.
+    #[arg(
+        long,
+        value_name = "SNAPSHOT",
+        requires = "name",
+        conflicts_with = "opt"
+    )]
+    from: Option<String>,
     name: Option<String>,
 }
 
@@ -47,6 +89,18 @@ pub async fn volume(client: &Client, command: VolumeCommand) -> Result<i32> {
 
 async fn run(client: &Client, command: VolumeCommand) -> Result<i32> {
     match command {
+        VolumeCommand::Create(CreateArgs {
+            from: Some(snapshot),
+            name,
+            ..
+        }) => {
+            let body = serde_json::json!({"Name": name.unwrap_or_default(), "From": snapshot});
+            let made: serde_json::Value = client
+                .call_json(Method::POST, "/hull/volumes/create", Some(&body))
+                .await?;
+            println!("{}", made["Name"].as_str().unwrap_or_default());
+            Ok(0)
+        }
         VolumeCommand::Create(args) => {
             let mut options = serde_json::Map::new();
             for opt in &args.opt {
@@ -75,6 +129,7 @@ async fn run(client: &Client, command: VolumeCommand) -> Result<i32> {
             print_table(&rows);
             Ok(0)
         }
+        VolumeCommand::Snapshot(args) => snapshot(client, args).await,
         VolumeCommand::Inspect { volumes } => {
             let mut found = Vec::new();
             let mut code = 0;
@@ -121,6 +176,74 @@ async fn run(client: &Client, command: VolumeCommand) -> Result<i32> {
                 crate::images::human_size(pruned["SpaceReclaimed"].as_i64().unwrap_or(0))
             );
             Ok(0)
+        }
+    }
+}
+
+async fn snapshot(client: &Client, args: SnapshotArgs) -> Result<i32> {
+    let (volume, name) = match (args.command, args.volume, args.snapshot) {
+        (Some(command), _, _) => return snapshot_command(client, command).await,
+        (None, Some(volume), Some(name)) => (volume, name),
+        _ => anyhow::bail!("usage: hull volume snapshot VOLUME SNAPSHOT | ls | inspect | rm"),
+    };
+    let path = format!("/hull/volumes/{}/snapshot", encode(&volume));
+    let body = serde_json::json!({ "Name": name });
+    let made: serde_json::Value = client.call_json(Method::POST, &path, Some(&body)).await?;
+    println!("{}", made["Name"].as_str().unwrap_or_default());
+    Ok(0)
+}
+
+async fn snapshot_command(client: &Client, command: SnapshotCommand) -> Result<i32> {
+    match command {
+        SnapshotCommand::Ls => {
+            let listing: Vec<serde_json::Value> =
+                client.get_json("/hull/volumes/snapshots").await?;
+            let mut rows = vec![["SNAPSHOT", "VOLUME", "SIZE", "USED", "COPY", "CREATED"]
+                .map(str::to_owned)
+                .to_vec()];
+            for snapshot in &listing {
+                let field = |name: &str| snapshot[name].as_str().unwrap_or_default().to_owned();
+                let bytes = |name: &str| {
+                    crate::images::human_size(snapshot[name].as_i64().unwrap_or_default())
+                };
+                rows.push(vec![
+                    field("Name"),
+                    field("Volume"),
+                    bytes("Size"),
+                    bytes("Used"),
+                    field("Method"),
+                    field("CreatedAt"),
+                ]);
+            }
+            print_table(&rows);
+            Ok(0)
+        }
+        SnapshotCommand::Inspect { snapshots } => {
+            let mut found = Vec::new();
+            let mut code = 0;
+            for name in snapshots {
+                let path = format!("/hull/volumes/snapshots/{}", encode(&name));
+                match client.get_json::<serde_json::Value>(&path).await {
+                    Ok(snapshot) => found.push(snapshot),
+                    Err(err) => code = failed(err.into())?,
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&found)?);
+            Ok(code)
+        }
+        SnapshotCommand::Rm { snapshots } => {
+            let mut code = 0;
+            for name in snapshots {
+                let path = format!("/hull/volumes/snapshots/{}", encode(&name));
+                match client
+                    .call_json::<()>(Method::DELETE, &path, None::<&()>)
+                    .await
+                {
+                    Ok(()) => println!("{name}"),
+                    Err(err) => code = failed(err.into())?,
+                }
+            }
+            Ok(code)
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Volumes end to end: a named volume's data outliving its containers and
 //! read in another VM, read-only mounts, a host directory seen live in both
 //! directions over 9p, a volume in use refused removal, anonymous volumes
-//! removed with `rm -v`, the image's `VOLUME`s filled from the image, and
+//! removed with `rm -v`, the image's `VOLUME`s filled from the image, data
+//! on the host's disk once its container exits, snapshots and restores, and
 //! the docker CLI's `-v` and `docker volume`.
 
 mod common;
@@ -329,4 +330,153 @@ fn the_images_volumes_become_anonymous_volumes_filled_from_the_image() {
 
     hull_out(&["rm", "-f", "-v", id.trim()]);
     assert!(!hull_out(&["volume", "ls"]).contains(&name));
+}
+
+/// The file `path` of the ext4 volume disk `disk`, read on the host
+/// without any VM.
+fn read_from_disk(disk: &str, path: &str) -> String {
+    let output = std::process::Command::new("debugfs")
+        .args(["-R", &format!("cat {path}"), disk])
+        .output()
+        .expect("debugfs runs (e2fsprogs)");
+    text(&output.stdout)
+}
+
+#[test]
+fn a_volumes_data_is_on_the_hosts_disk_once_its_container_exits() {
+    hull_out(&["volume", "create", "-o", "size=64m", "durable"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&hull_out(&["volume", "inspect", "durable"])).unwrap();
+    let disk = inspect[0]["Mountpoint"].as_str().unwrap().to_owned();
+
+    // Written without sync by a process that then exits: the guest's page
+    // cache would hold it for 30 seconds, its journal for 5.
+    hull_out(&[
+        "run",
+        "--rm",
+        "-v",
+        "durable:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo first > /data/f",
+    ]);
+    assert_eq!(read_from_disk(&disk, "/f"), "first\n");
+
+    // Written just before the process is killed by stop.
+    hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "writer",
+        "-v",
+        "durable:/data",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    hull_out(&["exec", "writer", "sh", "-c", "echo second > /data/g"]);
+    hull_out(&["stop", "-t", "0", "writer"]);
+    assert_eq!(read_from_disk(&disk, "/g"), "second\n");
+    // The filesystem was left clean: nothing for fsck to repair.
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-f", "-n", &disk])
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", text(&fsck.stdout));
+
+    hull_out(&["rm", "writer"]);
+    hull_out(&["volume", "rm", "durable"]);
+}
+
+#[test]
+fn a_snapshot_keeps_a_volumes_data_and_restores_it_as_a_new_volume() {
+    hull_out(&["volume", "create", "-o", "size=64m", "snapsrc"]);
+    let write = |volume: &str, text: &str| {
+        let mount = format!("{volume}:/data");
+        let script = format!("echo {text} > /data/f");
+        hull_out(&["run", "--rm", "-v", &mount, "busybox", "sh", "-c", &script]);
+    };
+    let read = |volume: &str| {
+        let mount = format!("{volume}:/data:ro");
+        hull_out(&["run", "--rm", "-v", &mount, "busybox", "cat", "/data/f"])
+    };
+    write("snapsrc", "one");
+    assert_eq!(
+        hull_out(&["volume", "snapshot", "snapsrc", "snap1"]),
+        "snap1\n"
+    );
+    assert_fails(
+        &daemon().hull(&["volume", "snapshot", "snapsrc", "snap1"]),
+        1,
+        &["snapshot snap1 exists already"],
+    );
+    write("snapsrc", "two");
+
+    let listing = hull_out(&["volume", "snapshot", "ls"]);
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with("snap1 "))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(columns[1], "snapsrc", "{listing}");
+    // This host's filesystem decides: a reflink, or a sparse copy.
+    assert!(["reflink", "copy"].contains(&columns[4]), "{listing}");
+
+    assert_eq!(
+        hull_out(&["volume", "create", "--from", "snap1", "restored"]),
+        "restored\n"
+    );
+    assert_eq!(read("restored"), "one\n");
+    assert_eq!(read("snapsrc"), "two\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&hull_out(&["volume", "inspect", "restored"])).unwrap();
+    assert_eq!(inspect[0]["Options"]["size"], (64u64 << 20).to_string());
+    assert_fails(
+        &daemon().hull(&["volume", "create", "--from", "snap1", "snapsrc"]),
+        1,
+        &["volume snapsrc exists already"],
+    );
+    assert_fails(
+        &daemon().hull(&["volume", "create", "--from", "nosuch", "other"]),
+        1,
+        &["no such snapshot"],
+    );
+
+    // A volume a running VM has may be half-written on its disk: refused.
+    hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "snapuser",
+        "-v",
+        "snapsrc:/data",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert_fails(
+        &daemon().hull(&["volume", "snapshot", "snapsrc", "snap2"]),
+        1,
+        &[
+            "the running container snapuser has its disk",
+            "stop the container first",
+        ],
+    );
+    hull_out(&["stop", "-t", "0", "snapuser"]);
+    assert_eq!(
+        hull_out(&["volume", "snapshot", "snapsrc", "snap2"]),
+        "snap2\n"
+    );
+    hull_out(&["rm", "snapuser"]);
+
+    // Snapshots outlive their volume; removing one leaves restored volumes.
+    hull_out(&["volume", "rm", "snapsrc"]);
+    assert_eq!(
+        hull_out(&["volume", "snapshot", "rm", "snap1", "snap2"]),
+        "snap1\nsnap2\n"
+    );
+    assert!(!hull_out(&["volume", "snapshot", "ls"]).contains("snap1"));
+    assert_eq!(read("restored"), "one\n");
+    hull_out(&["volume", "rm", "restored"]);
 }

@@ -54,6 +54,7 @@ impl From<ContainerError> for ApiError {
             ContainerError::Volume(hull_runtime::volume::VolumeError::InUse { .. })
             | ContainerError::VolumeBusy { .. } => StatusCode::CONFLICT,
             ContainerError::Volume(_) => StatusCode::BAD_REQUEST,
+            ContainerError::Snapshot(error) => snapshot_status(error),
             ContainerError::Run(
                 RunError::CommandNotFound(_)
                 | RunError::CommandNotExecutable(_)
@@ -62,6 +63,20 @@ impl From<ContainerError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error_chain(&error))
+    }
+}
+
+fn snapshot_status(error: &hull_runtime::volume::snapshot::SnapshotError) -> StatusCode {
+    use hull_runtime::volume::{snapshot::SnapshotError, VolumeError};
+    match error {
+        SnapshotError::NotFound(_) | SnapshotError::Volume(VolumeError::NotFound(_)) => {
+            StatusCode::NOT_FOUND
+        }
+        SnapshotError::Exists(_) | SnapshotError::VolumeExists(_) | SnapshotError::InUse { .. } => {
+            StatusCode::CONFLICT
+        }
+        SnapshotError::InvalidName(_) | SnapshotError::Volume(_) => StatusCode::BAD_REQUEST,
+        SnapshotError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

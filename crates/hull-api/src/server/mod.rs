@@ -207,6 +207,20 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
                 _ => Err(not_found(method, p)),
             }
         }
+        (&Method::POST, "/hull/volumes/create") => volumes::create_from(&daemon, request).await,
+        (&Method::GET, "/hull/volumes/snapshots") => Ok(volumes::snapshots(&daemon)),
+        (method, p) if p.starts_with("/hull/volumes/snapshots/") => {
+            let (name, _) = split_resource(p, "/hull/volumes/snapshots/");
+            match *method {
+                Method::GET => volumes::inspect_snapshot(&daemon, &name),
+                Method::DELETE => volumes::remove_snapshot(&daemon, &name),
+                _ => Err(not_found(method, p)),
+            }
+        }
+        (&Method::POST, p) if p.starts_with("/hull/volumes/") && p.ends_with("/snapshot") => {
+            let (volume, _) = split_resource(p, "/hull/volumes/");
+            volumes::snapshot(&daemon, &volume, request).await
+        }
         (&Method::DELETE, p) if p.starts_with("/hull/templates/") => {
             let (key, _) = split_resource(p, "/hull/templates/");
             templates::remove(&daemon, &key)

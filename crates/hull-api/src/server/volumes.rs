@@ -1,7 +1,10 @@
-//! `/volumes`: named volumes (sparse ext4 disks), in the Engine API's shapes.
+//! `/volumes`: named volumes (sparse ext4 disks), in the Engine API's
+//! shapes; and Hull's `/hull/volumes/…`: their snapshots, and volumes
+//! restored from them.
 
 use std::collections::BTreeMap;
 
+use hull_runtime::volume::snapshot::{Snapshot, SnapshotError};
 use hull_runtime::volume::{self, Volume, VolumeError};
 use hull_runtime::ContainerError;
 use hyper::body::Incoming;
@@ -15,6 +18,12 @@ use crate::daemon::Daemon;
 impl From<VolumeError> for ApiError {
     fn from(error: VolumeError) -> Self {
         ContainerError::Volume(error).into()
+    }
+}
+
+impl From<SnapshotError> for ApiError {
+    fn from(error: SnapshotError) -> Self {
+        ContainerError::Snapshot(error).into()
     }
 }
 
@@ -149,4 +158,98 @@ pub(super) fn prune(
         StatusCode::OK,
         &serde_json::json!({"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed}),
     ))
+}
+
+/// A snapshot as `/hull/volumes/snapshots` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnapshotBody {
+    name: String,
+    volume: String,
+    created_at: String,
+    size: u64,
+    /// Bytes its disk takes on the host.
+    used: u64,
+    /// `reflink` (sharing the volume's blocks) or `copy`.
+    method: hull_runtime::volume::snapshot::CopyMethod,
+}
+
+fn snapshot_body(snapshot: &Snapshot) -> SnapshotBody {
+    SnapshotBody {
+        name: snapshot.record.name.clone(),
+        volume: snapshot.record.volume.clone(),
+        created_at: humantime::format_rfc3339_seconds(snapshot.record.created).to_string(),
+        size: snapshot.record.size,
+        used: snapshot.used_bytes,
+        method: snapshot.record.method,
+    }
+}
+
+/// `POST /hull/volumes/{name}/snapshot`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct SnapshotCreate {
+    name: String,
+}
+
+/// `POST /hull/volumes/{name}/snapshot`: a copy of the volume's disk,
+/// refused while a running container has it.
+pub(super) async fn snapshot(
+    daemon: &Daemon,
+    volume: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let create: SnapshotCreate = read_json(request).await?;
+    let made = daemon.containers().snapshot_volume(volume, &create.name)?;
+    Ok(json_response(StatusCode::CREATED, &snapshot_body(&made)))
+}
+
+/// `GET /hull/volumes/snapshots`.
+pub(super) fn snapshots(daemon: &Daemon) -> Response<Body> {
+    let snapshots: Vec<SnapshotBody> = daemon
+        .containers()
+        .volumes()
+        .snapshots()
+        .iter()
+        .map(snapshot_body)
+        .collect();
+    json_response(StatusCode::OK, &snapshots)
+}
+
+/// `GET /hull/volumes/snapshots/{name}`.
+pub(super) fn inspect_snapshot(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiError> {
+    let snapshot = daemon.containers().volumes().get_snapshot(name)?;
+    Ok(json_response(StatusCode::OK, &snapshot_body(&snapshot)))
+}
+
+/// `DELETE /hull/volumes/snapshots/{name}`.
+pub(super) fn remove_snapshot(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiError> {
+    daemon.containers().volumes().remove_snapshot(name)?;
+    Ok(no_content())
+}
+
+/// `POST /hull/volumes/create`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestoreCreate {
+    name: String,
+    /// The snapshot the new volume starts from.
+    from: String,
+}
+
+/// `POST /hull/volumes/create`: a new volume holding a snapshot's data.
+pub(super) async fn create_from(
+    daemon: &Daemon,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let create: RestoreCreate = read_json(request).await?;
+    if create.name.is_empty() || create.from.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a restored volume needs a Name and the snapshot it comes From",
+        ));
+    }
+    let volumes = daemon.containers().volumes();
+    let made = volumes.create_from(&create.name, &create.from)?;
+    Ok(json_response(StatusCode::CREATED, &body(daemon, &made)))
 }

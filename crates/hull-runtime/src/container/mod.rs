@@ -129,6 +129,8 @@ pub enum ContainerError {
     Network(#[from] crate::network::NetworkError),
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::volume::snapshot::SnapshotError),
     #[error("volume {volume} is attached to the running container {container}: Hull gives a volume's disk to one VM at a time")]
     VolumeBusy { volume: String, container: String },
     #[error("container {container} belongs to pod {pod}: remove the pod instead")]

@@ -404,6 +404,7 @@ impl<H: Hypervisor> Containers<H> {
         let in_pod = match sandbox {
             Sandbox::Own { vm, run_dir } => {
                 power_off(&vm, &agent, &mut vm_exit).await;
+                self.flush_volumes(&container).await;
                 drop(vm);
                 drop(run_dir);
                 false

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use hull_vm::Hypervisor;
 use tracing::warn;
 
+use super::lock;
 use super::{Container, ContainerConfig, ContainerError, Containers};
+use crate::volume::snapshot::{Snapshot, SnapshotError};
 use crate::volume::{VolumeError, VolumeSource, Volumes};
 
 impl<H: Hypervisor> Containers<H> {
@@ -39,6 +41,49 @@ impl<H: Hypervisor> Containers<H> {
             .into());
         }
         Ok(self.volumes.remove(name)?)
+    }
+
+    /// Flushes the disks of the container's volumes to stable storage once
+    /// its VM is off. The guest synced its filesystems before powering off,
+    /// which QEMU passes on as flushes of the file; this keeps the data
+    /// durable even where a disk's cache mode drops those flushes.
+    pub(super) async fn flush_volumes(&self, container: &Container) {
+        let disks: Vec<_> = container
+            .config()
+            .volumes
+            .iter()
+            .filter_map(|m| m.source.volume_name())
+            .filter_map(|name| self.volumes.get(name).ok())
+            .map(|volume| volume.disk)
+            .collect();
+        if disks.is_empty() {
+            return;
+        }
+        let flushed = tokio::task::spawn_blocking(move || {
+            for disk in disks {
+                if let Err(err) = crate::volume::flush_disk(&disk) {
+                    warn!(error = %err, "cannot flush a volume's disk");
+                }
+            }
+        });
+        let _ = flushed.await;
+    }
+
+    /// Snapshots a volume that no running VM has: a running guest's
+    /// filesystem may be half-written, so it is refused rather than copied.
+    pub fn snapshot_volume(&self, volume: &str, name: &str) -> Result<Snapshot, ContainerError> {
+        let running = self
+            .volume_users(volume)
+            .into_iter()
+            .find(|c| lock(&c.run).is_some());
+        if let Some(container) = running {
+            return Err(SnapshotError::InUse {
+                volume: volume.to_owned(),
+                container: container.name(),
+            }
+            .into());
+        }
+        Ok(self.volumes.snapshot(volume, name)?)
     }
 
     /// Removes the container's anonymous volumes (`rm -v`).
