@@ -4,15 +4,16 @@
 # for the benchmark's reference, and the peers of the registry tests: the
 # distribution registry, skopeo, htpasswd and curl. e2fsprogs formats the
 # containers' writable layers; docker-py is a client the tests drive, and
-# containerd (with ctr) the peer of the shim's tests. Skips apt entirely
-# when all is present.
+# containerd (with ctr) the peer of the shim's tests. iproute2 and nftables
+# make the bridges, taps and NAT of user-defined networks. Skips apt
+# entirely when all is present.
 set -euo pipefail
 
 packages=(
   qemu-system-x86 linux-source erofs-utils busybox-static runc cpio
   build-essential flex bison bc libelf-dev libssl-dev xz-utils procps bsdutils
   docker-registry skopeo apache2-utils curl e2fsprogs python3-docker
-  containerd
+  containerd iproute2 nftables
 )
 
 missing=()

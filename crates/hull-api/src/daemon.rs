@@ -109,6 +109,7 @@ impl Daemon {
             &config.root.join("containers"),
             &config.root.join("pods"),
             &config.root.join("volumes"),
+            &config.root.join("networks"),
             images.clone(),
         )?);
         Ok(Self {

@@ -1,10 +1,21 @@
 //! A container's network: which one it joins, and the host ports it
-//! publishes. The user-mode network needs no privileges: the guest sits
-//! behind QEMU's NAT at 10.0.2.15, reaches out through it, and its published
-//! ports are forwarded from the host by QEMU.
+//! publishes. The default, user-mode network needs no privileges: the guest
+//! sits behind QEMU's NAT at 10.0.2.15, reaches out through it, and its
+//! published ports are forwarded from the host by QEMU. User-defined
+//! networks are bridges on the host (see [`bridges`]).
+
+mod bridges;
+pub mod dns;
+pub mod firewall;
+mod host;
+pub mod store;
 
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+
+pub use bridges::{tap_name, Attachment, Networks};
+pub use store::{Endpoint, NetworkOptions, NetworkRecord, Subnet};
 
 use hull_proto::{InterfaceSpec, NetworkSpec};
 use hull_vm::{HostForward, NetBackend};
@@ -17,7 +28,12 @@ const USER_GATEWAY: &str = "10.0.2.2";
 /// QEMU's user-mode stack answers DNS here, with the host's resolvers.
 const USER_DNS: &str = "10.0.2.3";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Names of the bridges and taps Hull makes, so that its firewall rules
+/// and its clean-up find them and nothing else.
+pub const BRIDGE_PREFIX: &str = "hb-";
+pub const TAP_PREFIX: &str = "ht-";
+
+#[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("invalid port specification {0:?}: expected [ip:][hostPort:]containerPort[/tcp|/udp]")]
     Publish(String),
@@ -29,8 +45,55 @@ pub enum NetworkError {
     HostIp(String),
     #[error("network {0} not found")]
     UnknownNetwork(String),
+    #[error("network mode {0}")]
+    Unsupported(String),
     #[error("no free host port for {0}: {1}")]
     NoFreePort(String, String),
+    #[error("invalid network name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+    #[error("network name {0:?} is one of docker's predefined networks; pick another")]
+    Reserved(String),
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    #[error("invalid subnet {0:?}: expected an IPv4 network address and a prefix of 30 or less, like 10.90.0.0/24")]
+    Subnet(String),
+    #[error("subnet {subnet} overlaps with network {network}")]
+    Overlap { subnet: String, network: String },
+    #[error("gateway {gateway} is not a host address of subnet {subnet}")]
+    Gateway { gateway: String, subnet: String },
+    #[error("no free /24 is left in 10.89.0.0/16 for a new network; give one with --subnet")]
+    NoSubnet,
+    #[error("error while removing network: network {network} has active endpoints ({containers})")]
+    InUse { network: String, containers: String },
+    #[error("address {address} is not in network {network}'s subnet {subnet}")]
+    AddressOutside {
+        address: String,
+        network: String,
+        subnet: String,
+    },
+    #[error("address {address} is already in use on network {network}")]
+    AddressInUse { address: String, network: String },
+    #[error("network {0} has no free address left")]
+    Exhausted(String),
+    #[error("the container is not connected to network {0}")]
+    NotConnected(String),
+    #[error("container {container} is already connected to network {network}")]
+    AlreadyConnected { container: String, network: String },
+    #[error("container {container} is on network {network}: a Hull container has one network interface, so disconnect it from {network} first")]
+    OneNetwork { container: String, network: String },
+    #[error("container {0} is running: a running VM cannot change networks; stop it first")]
+    Running(String),
+    #[error("Bind for {0} failed: port is already allocated")]
+    PortAllocated(String),
+    #[error("{command} failed: {message}")]
+    Host { command: String, message: String },
+    #[error("cannot {what} {}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +142,7 @@ impl PortBinding {
 }
 
 /// Which network a container joins.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// QEMU's user-mode network: outbound NAT and published ports.
@@ -87,24 +150,25 @@ pub enum NetworkMode {
     User,
     /// Loopback only.
     None,
+    /// A user-defined network, by id once the container is created (by
+    /// the name or id it was asked for until then).
+    Network(String),
 }
 
 impl NetworkMode {
     /// Docker's `NetworkMode`: empty, `default` and `bridge` mean the
-    /// default network.
+    /// default network; `host` and `container:` are not for VMs.
     pub fn parse(text: &str) -> Result<Self, NetworkError> {
         match text {
             "" | "default" | "bridge" => Ok(Self::User),
             "none" => Ok(Self::None),
-            other => Err(NetworkError::UnknownNetwork(other.to_owned())),
-        }
-    }
-
-    /// The name docker shows for it.
-    pub fn docker_name(self) -> &'static str {
-        match self {
-            Self::User => "bridge",
-            Self::None => "none",
+            "host" => Err(NetworkError::Unsupported(
+                "host: a VM has its own network stack; publish ports with -p instead".into(),
+            )),
+            other if other.starts_with("container:") => Err(NetworkError::Unsupported(format!(
+                "{other}: containers share a network by running in one pod"
+            ))),
+            other => Ok(Self::Network(other.to_owned())),
         }
     }
 }
@@ -330,8 +394,15 @@ mod tests {
         assert_eq!(NetworkMode::parse("bridge").unwrap(), NetworkMode::User);
         assert_eq!(NetworkMode::parse("none").unwrap(), NetworkMode::None);
         assert_eq!(
-            NetworkMode::parse("backend"),
-            Err(NetworkError::UnknownNetwork("backend".into()))
+            NetworkMode::parse("backend").unwrap(),
+            NetworkMode::Network("backend".into())
         );
+        assert!(matches!(
+            NetworkMode::parse("host"),
+            Err(NetworkError::Unsupported(_))
+        ));
+        // Records written before user-defined networks still read.
+        let old: NetworkMode = serde_json::from_str("\"user\"").unwrap();
+        assert_eq!(old, NetworkMode::User);
     }
 }

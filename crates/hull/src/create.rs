@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use hull_api::types::container::{ContainerCreate, HostConfig, RestartPolicy};
+use hull_api::types::container::{
+    ContainerCreate, EndpointIpam, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
+};
 use hull_api::{Client, ClientError};
 
 use crate::containers::describe;
@@ -140,8 +142,30 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             port_bindings: Some(port_bindings(&args.publish)?).filter(|b| !b.is_empty()),
             ..Default::default()
         }),
+        networking_config: endpoint(args).map(|(network, settings)| NetworkingConfig {
+            endpoints_config: Some(BTreeMap::from([(network, settings)])),
+        }),
         ..Default::default()
     })
+}
+
+/// `--network-alias` and `--ip`, as docker sends them: the endpoint
+/// settings of the container's network.
+fn endpoint(args: &RunArgs) -> Option<(String, EndpointSettings)> {
+    let network = args.network.clone()?;
+    if args.network_alias.is_empty() && args.ip.is_none() {
+        return None;
+    }
+    Some((
+        network,
+        EndpointSettings {
+            aliases: Some(args.network_alias.clone()),
+            ipam_config: args
+                .ip
+                .clone()
+                .map(|ipv4_address| EndpointIpam { ipv4_address }),
+        },
+    ))
 }
 
 /// Docker's `Memory` (bytes) and `NanoCpus` for `--size`, `--memory` and

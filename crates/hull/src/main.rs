@@ -11,6 +11,7 @@ mod info;
 mod load;
 mod login;
 mod logs;
+mod networks;
 mod pods;
 mod ps;
 mod pull;
@@ -119,6 +120,9 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
 }
 
 fn main() -> ExitCode {
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
             Command::Pool(command) => templates::pool(&client, command).await,
             Command::Pod(command) => pods::pod(&client, command).await,
             Command::Volume(command) => volumes::volume(&client, command).await,
+            Command::Network(command) => networks::network(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

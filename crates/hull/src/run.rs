@@ -61,9 +61,16 @@ pub struct RunArgs {
     /// Publish a container port on the host: [ip:][hostPort:]containerPort[/udp].
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub(crate) publish: Vec<String>,
-    /// The network to join: bridge (the default) or none.
+    /// The network to join: bridge (the default), none, or one made with
+    /// `hull network create`.
     #[arg(long, alias = "net")]
     pub(crate) network: Option<String>,
+    /// Another name the container answers to on its network.
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
+    pub(crate) network_alias: Vec<String>,
+    /// The container's IPv4 address on its network.
+    #[arg(long)]
+    pub(crate) ip: Option<String>,
     /// The VM's size: S1 (1 vCPU, 64 MiB) … L3 (8 vCPUs, 16 GiB).
     #[arg(long, conflicts_with_all = ["cpus", "memory"])]
     pub(crate) size: Option<String>,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use hull_runtime::container::EndpointOptions;
 use hull_runtime::container::{parse_signal, LogFilter, Record, RestartPolicy as Policy, Status};
 use hull_runtime::{
     Container, ContainerError, CreateOptions, ProcessOptions, RunError, WaitCondition,
@@ -16,14 +17,15 @@ use hyper::{Request, Response, StatusCode};
 use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
-use hull_runtime::network::{NetworkMode, PortBinding, Protocol};
+use hull_runtime::network::{NetworkError, NetworkMode, PortBinding, Protocol};
 use hull_runtime::size::VmSize;
 use hull_runtime::volume::{self, VolumeMount, VolumeSource};
 
 use crate::types::container::{
     ContainerCreate, ContainerCreated, ContainerInspect, ContainerStateBody, ContainerSummary,
-    ContainersPruned, HostConfig, InspectConfig, InspectHostConfig, InspectNetworkSettings,
-    LogConfig, RestartPolicy, SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
+    ContainersPruned, EndpointSettings, HostConfig, InspectConfig, InspectHostConfig,
+    InspectNetworkSettings, LogConfig, RestartPolicy, SummaryHostConfig, SummaryNetworks,
+    WaitError, WaitResponse,
 };
 use crate::units::{human_duration, unix_seconds};
 
@@ -44,6 +46,19 @@ impl From<ContainerError> for ApiError {
             | ContainerError::PodRunning(_)
             | ContainerError::Pod(hull_runtime::pod::PodError::NameInUse { .. })
             | ContainerError::ExecAlreadyRan(_) => StatusCode::CONFLICT,
+            ContainerError::Network(NetworkError::UnknownNetwork(_)) => StatusCode::NOT_FOUND,
+            ContainerError::Network(
+                NetworkError::InUse { .. }
+                | NetworkError::Exists(_)
+                | NetworkError::AlreadyConnected { .. }
+                | NetworkError::OneNetwork { .. }
+                | NetworkError::Running(_)
+                | NetworkError::AddressInUse { .. }
+                | NetworkError::Overlap { .. },
+            ) => StatusCode::CONFLICT,
+            ContainerError::Network(NetworkError::Host { .. } | NetworkError::Io { .. }) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ContainerError::InvalidName(_)
             | ContainerError::InvalidSignal(_)
             | ContainerError::Spec(_)
@@ -328,8 +343,21 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
     }
     let host = body.host_config.unwrap_or_default();
     let volumes = volume_mounts(&body.volumes, &host)?;
-    let network = NetworkMode::parse(host.network_mode.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    let endpoints = body
+        .networking_config
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default();
+    // Without a NetworkMode, the one network of EndpointsConfig is it.
+    let mode = match host.network_mode.as_deref().filter(|m| !m.is_empty()) {
+        Some(mode) => mode.to_owned(),
+        None if endpoints.len() == 1 => endpoints.keys().next().cloned().unwrap_or_default(),
+        None => String::new(),
+    };
+    let network = NetworkMode::parse(&mode).map_err(|e| bad(e.to_string()))?;
+    let endpoint = match endpoints.get(&mode) {
+        Some(settings) => endpoint_options(settings)?,
+        None => EndpointOptions::default(),
+    };
     let ports = port_bindings(host.port_bindings.as_ref())?;
     if network == NetworkMode::None && !ports.is_empty() {
         return Err(bad(
@@ -373,6 +401,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         stop_timeout: body.stop_timeout,
         pod: None,
         size,
+        endpoint,
         network,
         ports,
         volumes,
@@ -398,7 +427,7 @@ pub(super) async fn list(
         if !wanted_by_status || !filters.accepts(&record) {
             continue;
         }
-        summaries.push(summary(&record));
+        summaries.push(summary(daemon, &record));
         if limit.is_some_and(|l| summaries.len() >= l) {
             break;
         }
@@ -528,7 +557,7 @@ fn command_line(record: &Record) -> String {
     record.config.process.args.join(" ")
 }
 
-fn summary(record: &Record) -> ContainerSummary {
+fn summary(daemon: &Daemon, record: &Record) -> ContainerSummary {
     ContainerSummary {
         id: record.id.clone(),
         names: vec![format!("/{}", record.name)],
@@ -553,11 +582,73 @@ fn summary(record: &Record) -> ContainerSummary {
         state: record.state.status.as_str().into(),
         status: status_text(record, SystemTime::now()),
         host_config: SummaryHostConfig {
-            network_mode: record.config.network.docker_name().into(),
+            network_mode: daemon.containers().network_name(&record.config.network),
         },
-        network_settings: SummaryNetworks::default(),
+        network_settings: SummaryNetworks {
+            networks: networks_json(daemon, record),
+        },
         mounts: Vec::new(),
     }
+}
+
+/// `NetworkSettings.Networks`: the container's network by name, with its
+/// address while it runs.
+fn networks_json(daemon: &Daemon, record: &Record) -> BTreeMap<String, serde_json::Value> {
+    let containers = daemon.containers();
+    let name = containers.network_name(&record.config.network);
+    let address = &record.state.ip_address;
+    let value = match &record.config.network {
+        NetworkMode::None => serde_json::json!({
+            "NetworkID": "none", "EndpointID": "", "Gateway": "", "IPAddress": "",
+            "IPPrefixLen": 0, "MacAddress": "", "Aliases": null,
+        }),
+        NetworkMode::User => serde_json::json!({
+            "NetworkID": "bridge", "EndpointID": "",
+            "Gateway": if address.is_empty() { String::new() } else { hull_runtime::network::user_gateway().to_string() },
+            "IPAddress": address, "IPPrefixLen": if address.is_empty() { 0 } else { 24 },
+            "MacAddress": "", "Aliases": null,
+        }),
+        NetworkMode::Network(id) => {
+            let network = containers.networks().get(id).ok();
+            let endpoint = network.as_ref().and_then(|n| n.endpoints.get(&record.id));
+            match (network.as_ref(), endpoint) {
+                (Some(network), Some(endpoint)) => serde_json::json!({
+                    "NetworkID": network.id,
+                    "EndpointID": endpoint.id,
+                    "Gateway": network.gateway.to_string(),
+                    "IPAddress": endpoint.address.to_string(),
+                    "IPPrefixLen": network.subnet.prefix(),
+                    "MacAddress": endpoint.mac,
+                    "Aliases": endpoint.aliases,
+                    "DNSNames": [endpoint.container_name.clone(), record.id[..12].to_owned()],
+                }),
+                _ => serde_json::json!({"NetworkID": id}),
+            }
+        }
+    };
+    BTreeMap::from([(name, value)])
+}
+
+/// How a container joins a network: docker's `EndpointSettings`.
+pub(super) fn endpoint_options(settings: &EndpointSettings) -> Result<EndpointOptions, ApiError> {
+    let address = settings
+        .ipam_config
+        .as_ref()
+        .map(|ipam| ipam.ipv4_address.as_str())
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid IPv4 address {a:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(EndpointOptions {
+        aliases: settings.aliases.clone().unwrap_or_default(),
+        address,
+    })
 }
 
 /// The container named by `/containers/{reference}/…`.
@@ -605,7 +696,7 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
         platform: "linux".into(),
         exec_ids: Some(container.execs()).filter(|e| !e.is_empty()),
         host_config: InspectHostConfig {
-            network_mode: config.network.docker_name().into(),
+            network_mode: daemon.containers().network_name(&config.network),
             restart_policy: RestartPolicy {
                 name: config.restart.docker_name().into(),
                 maximum_retry_count: config.restart.max_retries(),
@@ -657,15 +748,23 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
             stop_signal: config.stop_signal.clone(),
             stop_timeout: config.stop_timeout,
         },
-        network_settings: InspectNetworkSettings {
-            ports: ports_map(&record.state.ports, true),
-            ip_address: record.state.ip_address.clone(),
-            gateway: if record.state.ip_address.is_empty() {
-                String::new()
-            } else {
-                hull_runtime::network::user_gateway().to_string()
-            },
-            ..InspectNetworkSettings::default()
+        network_settings: {
+            let networks = networks_json(daemon, &record);
+            let field = |key: &str| {
+                networks
+                    .values()
+                    .next()
+                    .and_then(|n| n[key].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            InspectNetworkSettings {
+                ports: ports_map(&record.state.ports, true),
+                ip_address: record.state.ip_address.clone(),
+                gateway: field("Gateway"),
+                mac_address: field("MacAddress"),
+                networks,
+            }
         },
     };
     Ok(json_response(StatusCode::OK, &body))

@@ -7,6 +7,7 @@ mod containers;
 mod events;
 mod exec;
 mod images;
+mod networks;
 mod pods;
 mod pull;
 mod push;
@@ -229,6 +230,21 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::GET, "/containers/json") => containers::list(&daemon, &request).await,
         (&Method::GET, "/events") => events::events(&daemon, &request).await,
         (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
+        (&Method::GET, "/networks") => networks::list(&daemon, &request),
+        (&Method::POST, "/networks/create") => networks::create(&daemon, request).await,
+        (&Method::POST, "/networks/prune") => Ok(networks::prune(&daemon)),
+        (method, p) if p.starts_with("/networks/") => {
+            let (reference, action) = split_resource(p, "/networks/");
+            match (method, action) {
+                (&Method::GET, "") => networks::inspect(&daemon, &reference),
+                (&Method::DELETE, "") => networks::remove(&daemon, &reference),
+                (&Method::POST, "connect") => networks::connect(&daemon, &reference, request).await,
+                (&Method::POST, "disconnect") => {
+                    networks::disconnect(&daemon, &reference, request).await
+                }
+                _ => Err(not_found(method, p)),
+            }
+        }
         (&Method::GET, "/volumes") => Ok(volumes::list(&daemon)),
         (&Method::POST, "/volumes/create") => volumes::create(&daemon, request).await,
         (&Method::POST, "/volumes/prune") => volumes::prune(&daemon, &request),

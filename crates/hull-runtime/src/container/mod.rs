@@ -9,6 +9,8 @@ mod exec;
 mod inspect;
 pub mod logs;
 pub mod names;
+mod networks;
+pub use networks::EndpointOptions;
 mod pod;
 pub mod record;
 mod run;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{AgentClient, AgentError};
+use crate::network::NetworkMode;
 use crate::run::{new_container_id, remove_dir, RunError};
 use crate::spec::{process_config, ProcessOptions, SpecError};
 use crate::volume::VolumeSource;
@@ -161,6 +164,8 @@ pub struct CreateOptions {
     /// Its VM's size; `None`: the daemon's default.
     pub size: Option<crate::size::VmSize>,
     pub network: crate::network::NetworkMode,
+    /// How it joins a user-defined `network`.
+    pub endpoint: EndpointOptions,
     pub ports: Vec<crate::network::PortBinding>,
     /// Named volumes (created if missing) and host directories.
     pub volumes: Vec<crate::volume::VolumeMount>,
@@ -451,6 +456,7 @@ pub struct Containers<H: Hypervisor> {
     events: events::Events,
     pods: crate::pod::Pods,
     volumes: crate::volume::Volumes,
+    networks: crate::network::Networks,
     /// Each pod's VM while it runs; the lock orders its boot and power-off.
     pod_vms: Mutex<BTreeMap<String, pod::PodSlot<H::Vm>>>,
 }
@@ -463,6 +469,7 @@ impl<H: Hypervisor> Containers<H> {
         dir: &Path,
         pods_dir: &Path,
         volumes_dir: &Path,
+        networks_dir: &Path,
         images: Arc<ImageStore>,
     ) -> Result<Self, ContainerError> {
         std::fs::create_dir_all(dir).map_err(|source| ContainerError::Io {
@@ -496,6 +503,7 @@ impl<H: Hypervisor> Containers<H> {
         info!(containers = table.len(), "containers loaded");
         let pods = crate::pod::Pods::open(pods_dir)?;
         let volumes = crate::volume::Volumes::open(volumes_dir)?;
+        let networks = crate::network::Networks::open(networks_dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             images,
@@ -503,6 +511,7 @@ impl<H: Hypervisor> Containers<H> {
             events: events::Events::default(),
             pods,
             volumes,
+            networks,
             pod_vms: Mutex::default(),
         })
     }
@@ -577,6 +586,12 @@ impl<H: Hypervisor> Containers<H> {
                 self.volumes.create(name, None, anonymous)?;
             }
         }
+        let network = match options.network {
+            NetworkMode::Network(reference) => {
+                NetworkMode::Network(self.networks.get(&reference)?.id)
+            }
+            other => other,
+        };
         let id = new_container_id();
         let dir = self.dir.join(&id);
 
@@ -632,7 +647,7 @@ impl<H: Hypervisor> Containers<H> {
                 persistent: !options.auto_remove,
                 pod: options.pod,
                 size: options.size,
-                network: options.network,
+                network,
                 ports: options.ports,
                 volumes: options.volumes,
             },
@@ -644,6 +659,15 @@ impl<H: Hypervisor> Containers<H> {
         };
         std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
         let created = (|| {
+            if let NetworkMode::Network(network) = &record.config.network {
+                self.networks.connect(
+                    network,
+                    &id,
+                    &record.name,
+                    options.endpoint.aliases,
+                    options.endpoint.address,
+                )?;
+            }
             if record.config.persistent {
                 create_writable_disk(&dir.join(WRITABLE_DISK))?;
             }
@@ -651,6 +675,7 @@ impl<H: Hypervisor> Containers<H> {
             Ok::<_, ContainerError>(())
         })();
         if let Err(err) = created {
+            self.networks.forget(&id);
             remove_dir(&dir);
             return Err(err);
         }
@@ -682,6 +707,7 @@ impl<H: Hypervisor> Containers<H> {
         let old_name = std::mem::replace(&mut record.name, new_name.to_owned());
         record.save(&container.dir)?;
         drop(record);
+        self.networks.rename(&container.id, new_name);
         drop(table);
         self.emit(&container, "rename", &[("oldName", format!("/{old_name}"))]);
         Ok(())
@@ -836,6 +862,7 @@ impl<H: Hypervisor> Containers<H> {
         }
         container.update(|s| s.status = Status::Removing);
         lock(&self.table).remove(&container.id);
+        self.networks.forget(&container.id);
         remove_dir(&container.dir);
         container.changes.send_modify(|s| s.removed = true);
         self.emit(container, "destroy", &[]);

@@ -145,13 +145,24 @@ impl<H: Hypervisor> Containers<H> {
             });
         }
         let (mounts, shares) = self.volume_mounts(container, &mut disks)?;
-        let (backend, network, ports) = match config.network {
+        let (backend, network, ports) = match &config.network {
             NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
             NetworkMode::User => {
                 let ports = network::assign_host_ports(&config.ports)?;
                 let (backend, spec) = network::user_network(&ports);
                 (backend, Some(spec), ports)
             }
+            NetworkMode::Network(network) => {
+                let ports = network::assign_host_ports(&config.ports)?;
+                let attachment = self.networks.attach(network, &id, &ports)?;
+                (attachment.backend, Some(attachment.spec), ports)
+            }
+        };
+        // Until the run is handed to its supervisor, an error must take the
+        // container's tap and port rules down again.
+        let attached = DetachUnlessReleased {
+            networks: &self.networks,
+            container_id: matches!(config.network, NetworkMode::Network(_)).then(|| id.clone()),
         };
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
@@ -214,6 +225,7 @@ impl<H: Hypervisor> Containers<H> {
             s.ports = ports;
             s.ip_address = ip_address;
         });
+        attached.release();
         self.watch_run(runtime, container, run, stdio, pid, true)
     }
 
@@ -221,6 +233,18 @@ impl<H: Hypervisor> Containers<H> {
     /// hulld stopped; a container whose VM is gone is marked exited, and
     /// started again if its restart policy says so.
     pub async fn reattach_all(self: &Arc<Self>, runtime: &Arc<Runtime<H>>) {
+        // Networks first, with every container that was running: those
+        // whose VM turns out to be gone are detached as they are found.
+        let running: Vec<_> = self
+            .list()
+            .into_iter()
+            .filter(|c| c.state().status == Status::Running && c.config().pod.is_none())
+            .filter_map(|c| match c.config().network {
+                NetworkMode::Network(network) => Some((c.id.clone(), network, c.state().ports)),
+                _ => None,
+            })
+            .collect();
+        self.networks.restore(&running);
         self.reattach_pods(runtime).await;
         for container in self.list() {
             let state = container.state();
@@ -257,6 +281,7 @@ impl<H: Hypervisor> Containers<H> {
     ) {
         if container.config().pod.is_none() {
             remove_dir(&runtime.vms.run_root.join(vm_name(&container.id)));
+            self.networks.detach(&container.id);
         }
         if container.record_lost(message) {
             let (containers, runtime, container) =
@@ -407,6 +432,7 @@ impl<H: Hypervisor> Containers<H> {
                 self.flush_volumes(&container).await;
                 drop(vm);
                 drop(run_dir);
+                self.networks.detach(&container.id);
                 false
             }
             Sandbox::Pod(_) => true,
@@ -763,6 +789,27 @@ async fn pump_stdin(container: Arc<Container>, input: InputStream) {
                 let _ = input.close();
                 return;
             }
+        }
+    }
+}
+
+/// Takes a container's tap and port rules down when dropped, unless
+/// released: a start that fails part-way leaves nothing behind.
+struct DetachUnlessReleased<'a> {
+    networks: &'a crate::network::Networks,
+    container_id: Option<String>,
+}
+
+impl DetachUnlessReleased<'_> {
+    fn release(mut self) {
+        self.container_id = None;
+    }
+}
+
+impl Drop for DetachUnlessReleased<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.container_id.take() {
+            self.networks.detach(&id);
         }
     }
 }

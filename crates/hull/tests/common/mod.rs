@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -85,12 +87,20 @@ pub fn remove_at_exit(dir: &Path) {
 pub struct Daemon {
     pub root: PathBuf,
     pub socket: PathBuf,
+    /// The network namespace hulld runs in, if not the host's.
+    netns: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     /// Starts hulld with extra environment; waits until it answers.
     pub fn start(env: &[(&str, &str)]) -> Daemon {
+        Self::start_in(None, env)
+    }
+
+    /// Starts hulld in the network namespace `netns` (made with `ip netns`),
+    /// whose bridges, taps and firewall are its own.
+    pub fn start_in(netns: Option<&str>, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("hull-e2e-")
             .tempdir()
@@ -99,6 +109,7 @@ impl Daemon {
         let daemon = Daemon {
             root: dir.path().join("root"),
             socket: dir.path().join("hull.sock"),
+            netns: netns.map(str::to_owned),
             _dir: dir,
         };
         daemon.spawn(env);
@@ -140,7 +151,15 @@ impl Daemon {
             hulld.display()
         );
         let _ = std::fs::remove_file(&self.socket);
-        let mut command = Command::new(hulld);
+        let mut command = match &self.netns {
+            // `ip netns exec` also mounts the namespace's own /sys.
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&hulld);
+                command
+            }
+            None => Command::new(&hulld),
+        };
         command
             .arg("--root")
             .arg(&self.root)

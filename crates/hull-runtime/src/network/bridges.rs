@@ -1,0 +1,348 @@
+//! User-defined networks at work: each is a Linux bridge with the gateway's
+//! address, a resolver on that address, and rules in Hull's nftables
+//! table; each container on one gets a tap on the bridge for its VM.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use hull_proto::{InterfaceSpec, NetworkSpec};
+use hull_vm::NetBackend;
+use tracing::{info, warn};
+
+use super::firewall::{self, BridgeRules, PortRule};
+use super::host::{self, HostNetwork};
+use super::store::{NetworkOptions, NetworkRecord, NetworkStore};
+use super::{dns, NetworkError, PortBinding, TAP_PREFIX};
+
+/// How a container's VM joins its network.
+pub struct Attachment {
+    pub backend: NetBackend,
+    pub spec: NetworkSpec,
+    /// Whether this is QEMU's user-mode network standing in for a bridge.
+    pub fallback: bool,
+}
+
+pub struct Networks {
+    store: Arc<NetworkStore>,
+    /// `Err`: why bridges cannot be made here, and containers on bridge
+    /// networks use the user-mode network instead.
+    host: Result<HostNetwork, String>,
+    resolvers: Mutex<BTreeMap<String, tokio::task::AbortHandle>>,
+    /// The published ports of running containers on bridge networks.
+    published: Mutex<BTreeMap<String, Vec<PortRule>>>,
+    /// Held from reading the state to writing the table, so that a table
+    /// written from older state never replaces a newer one.
+    firewall: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tap of a container's VM.
+pub fn tap_name(container_id: &str) -> String {
+    format!("{TAP_PREFIX}{}", &container_id[..12])
+}
+
+impl Networks {
+    pub fn open(dir: &Path) -> Result<Self, NetworkError> {
+        let host = host::detect();
+        if let Err(why) = &host {
+            warn!("bridge networks are not available ({why}): containers on them use QEMU's user-mode network, without names or reachability between containers");
+        }
+        Ok(Self {
+            store: Arc::new(NetworkStore::open(dir)?),
+            host,
+            resolvers: Mutex::default(),
+            published: Mutex::default(),
+            firewall: Mutex::default(),
+        })
+    }
+
+    pub fn get(&self, reference: &str) -> Result<NetworkRecord, NetworkError> {
+        self.store.get(reference)
+    }
+
+    pub fn list(&self) -> Vec<NetworkRecord> {
+        self.store.list()
+    }
+
+    pub fn create(&self, options: NetworkOptions) -> Result<NetworkRecord, NetworkError> {
+        let taken = match &self.host {
+            Ok(host) => host.routed_subnets(),
+            Err(_) => Vec::new(),
+        };
+        let record = self.store.create(options, &taken)?;
+        if let Err(err) = self.activate(&record) {
+            let _ = self.store.remove(&record.id);
+            if let Ok(host) = &self.host {
+                let _ = host.remove_link(&record.bridge());
+            }
+            return Err(err);
+        }
+        self.apply_firewall()?;
+        info!(network = %record.name, subnet = %record.subnet, "network created");
+        Ok(record)
+    }
+
+    /// The network's bridge and resolver, made if missing.
+    fn activate(&self, record: &NetworkRecord) -> Result<(), NetworkError> {
+        let Ok(host) = &self.host else {
+            return Ok(());
+        };
+        // Held throughout, so that two starts do not race to make the bridge.
+        let mut resolvers = lock(&self.resolvers);
+        host.ensure_bridge(&record.bridge(), record.gateway, record.subnet)?;
+        if resolvers
+            .get(&record.id)
+            .is_some_and(|task| !task.is_finished())
+        {
+            return Ok(());
+        }
+        let socket = std::net::UdpSocket::bind((record.gateway, 53))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(tokio::net::UdpSocket::from_std)
+            .map_err(|e| NetworkError::Host {
+                command: format!("bind the resolver to {}:53", record.gateway),
+                message: e.to_string(),
+            })?;
+        let (store, id) = (self.store.clone(), record.id.clone());
+        let lookup: dns::Lookup = Arc::new(move |name: &str| store.get(&id).ok()?.resolve(name));
+        let upstreams = dns::host_name_servers()
+            .into_iter()
+            .filter(|a| a.ip() != std::net::IpAddr::V4(record.gateway))
+            .collect();
+        let task = tokio::spawn(dns::serve(socket, lookup, upstreams));
+        resolvers.insert(record.id.clone(), task.abort_handle());
+        Ok(())
+    }
+
+    pub fn remove(&self, reference: &str) -> Result<NetworkRecord, NetworkError> {
+        let record = self.store.remove(reference)?;
+        if let Some(task) = lock(&self.resolvers).remove(&record.id) {
+            task.abort();
+        }
+        if let Ok(host) = &self.host {
+            host.remove_link(&record.bridge())?;
+        }
+        self.apply_firewall()?;
+        info!(network = %record.name, "network removed");
+        Ok(record)
+    }
+
+    /// Removes every network no container is on; returns their names.
+    pub fn prune(&self) -> Vec<String> {
+        self.list()
+            .into_iter()
+            .filter(|n| n.endpoints.is_empty())
+            .filter_map(|n| self.remove(&n.id).ok().map(|n| n.name))
+            .collect()
+    }
+
+    /// Gives a container an address on a network.
+    pub fn connect(
+        &self,
+        reference: &str,
+        container_id: &str,
+        container_name: &str,
+        aliases: Vec<String>,
+        address: Option<Ipv4Addr>,
+    ) -> Result<NetworkRecord, NetworkError> {
+        self.store
+            .connect(reference, container_id, container_name, aliases, address)
+            .map(|(record, _)| record)
+    }
+
+    pub fn disconnect(&self, reference: &str, container_id: &str) -> Result<bool, NetworkError> {
+        self.store.disconnect(reference, container_id)
+    }
+
+    /// Releases a removed container's addresses on every network.
+    pub fn forget(&self, container_id: &str) {
+        for network in self.list() {
+            if network.endpoints.contains_key(container_id) {
+                if let Err(err) = self.store.disconnect(&network.id, container_id) {
+                    warn!(network = %network.name, error = %err, "cannot release an address");
+                }
+            }
+        }
+    }
+
+    pub fn rename(&self, container_id: &str, name: &str) {
+        if let Err(err) = self.store.rename(container_id, name) {
+            warn!(container = %container_id, error = %err, "cannot rename the container's endpoints");
+        }
+    }
+
+    /// The tap and the guest's settings for a container starting on
+    /// `network`, with `ports` published; the ports' rules are in place
+    /// once this returns.
+    pub fn attach(
+        &self,
+        network: &str,
+        container_id: &str,
+        ports: &[PortBinding],
+    ) -> Result<Attachment, NetworkError> {
+        let record = self.store.get(network)?;
+        let endpoint = record
+            .endpoints
+            .get(container_id)
+            .cloned()
+            .ok_or_else(|| NetworkError::NotConnected(record.name.clone()))?;
+        let Ok(host) = &self.host else {
+            let (backend, spec) = super::user_network(ports);
+            return Ok(Attachment {
+                backend,
+                spec,
+                fallback: true,
+            });
+        };
+        self.activate(&record)?;
+        let rules = port_rules(ports, endpoint.address);
+        {
+            let mut published = lock(&self.published);
+            let clash = rules.iter().find(|rule| {
+                published
+                    .iter()
+                    .filter(|(id, _)| *id != container_id)
+                    .flat_map(|(_, theirs)| theirs)
+                    .any(|other| {
+                        other.protocol == rule.protocol
+                            && other.host_port == rule.host_port
+                            && (other.host_ip.is_none()
+                                || rule.host_ip.is_none()
+                                || other.host_ip == rule.host_ip)
+                    })
+            });
+            if let Some(rule) = clash {
+                let ip = rule.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                return Err(NetworkError::PortAllocated(format!(
+                    "{ip}:{}",
+                    rule.host_port
+                )));
+            }
+            published.insert(container_id.to_owned(), rules);
+        }
+        let tap = tap_name(container_id);
+        if let Err(err) = host.create_tap(&tap, &record.bridge()) {
+            lock(&self.published).remove(container_id);
+            return Err(err);
+        }
+        if let Err(err) = self.apply_firewall() {
+            self.detach(container_id);
+            return Err(err);
+        }
+        let gateway = record.gateway.to_string();
+        Ok(Attachment {
+            backend: NetBackend::Tap { ifname: tap },
+            spec: NetworkSpec {
+                interfaces: vec![InterfaceSpec {
+                    mac: endpoint.mac,
+                    address: format!("{}/{}", endpoint.address, record.subnet.prefix()),
+                    gateway: (!record.internal).then(|| gateway.clone()),
+                }],
+                dns: vec![gateway],
+                search: Vec::new(),
+                hosts: Vec::new(),
+            },
+            fallback: false,
+        })
+    }
+
+    /// Takes down what `attach` set up for a container whose VM is gone.
+    pub fn detach(&self, container_id: &str) {
+        let Ok(host) = &self.host else {
+            return;
+        };
+        if let Err(err) = host.remove_link(&tap_name(container_id)) {
+            warn!(container = %container_id, error = %err, "cannot remove the container's tap");
+        }
+        if lock(&self.published).remove(container_id).is_some() {
+            if let Err(err) = self.apply_firewall() {
+                warn!(error = %err, "cannot update the firewall");
+            }
+        }
+    }
+
+    /// Brings the host in line with the records after hulld starts: every
+    /// network's bridge and resolver, taps only for VMs that still run
+    /// (`running`: container id and its published ports, by network), and
+    /// Hull's table rebuilt from scratch.
+    pub fn restore(&self, running: &[(String, String, Vec<PortBinding>)]) {
+        let Ok(host) = &self.host else {
+            return;
+        };
+        for network in self.list() {
+            if let Err(err) = self.activate(&network) {
+                warn!(network = %network.name, error = %err, "cannot bring the network up");
+            }
+        }
+        let mut published = lock(&self.published);
+        published.clear();
+        for (container_id, network, ports) in running {
+            let Ok(record) = self.store.get(network) else {
+                continue;
+            };
+            if let Some(endpoint) = record.endpoints.get(container_id) {
+                published.insert(container_id.clone(), port_rules(ports, endpoint.address));
+            }
+        }
+        for tap in host.links_named(TAP_PREFIX) {
+            let owned = published.keys().any(|id| tap_name(id) == tap);
+            if !owned {
+                info!(tap = %tap, "removing the tap of a VM that is gone");
+                let _ = host.remove_link(&tap);
+            }
+        }
+        drop(published);
+        if let Err(err) = self.apply_firewall() {
+            warn!(error = %err, "cannot restore the firewall");
+        }
+    }
+
+    fn apply_firewall(&self) -> Result<(), NetworkError> {
+        let Ok(host) = &self.host else {
+            return Ok(());
+        };
+        let _writing = lock(&self.firewall);
+        let bridges: Vec<BridgeRules> = self
+            .list()
+            .iter()
+            .map(|n| BridgeRules {
+                bridge: n.bridge(),
+                subnet: n.subnet,
+                internal: n.internal,
+            })
+            .collect();
+        let ports: Vec<PortRule> = lock(&self.published).values().flatten().cloned().collect();
+        host.apply_ruleset(&firewall::ruleset(&bridges, &ports))
+    }
+}
+
+fn port_rules(ports: &[PortBinding], container_ip: Ipv4Addr) -> Vec<PortRule> {
+    ports
+        .iter()
+        .filter_map(|port| {
+            let host_ip = if port.host_ip.is_empty() {
+                None
+            } else {
+                match port.host_ip.parse::<Ipv4Addr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        warn!(port = %port.key(), host_ip = %port.host_ip, "only IPv4 host addresses are published on bridge networks");
+                        return None;
+                    }
+                }
+            };
+            Some(PortRule {
+                protocol: port.protocol,
+                host_ip,
+                host_port: port.host_port,
+                container_ip,
+                container_port: port.container_port,
+            })
+        })
+        .collect()
+}

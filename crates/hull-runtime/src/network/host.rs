@@ -1,0 +1,164 @@
+//! The host's side of bridge networks: bridges, taps, sysctls and Hull's
+//! nftables table, through `ip` and `nft`.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::store::Subnet;
+use super::NetworkError;
+
+/// What can make bridge networks here, or why nothing can.
+pub fn detect() -> Result<HostNetwork, String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("hulld is not root".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Err("/dev/net/tun is missing".into());
+    }
+    for tool in ["ip", "nft"] {
+        let runs = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !runs {
+            return Err(format!(
+                "`{tool}` cannot be run (install iproute2 and nftables)"
+            ));
+        }
+    }
+    Ok(HostNetwork { _private: () })
+}
+
+/// Bridges and taps on the host; only [`detect`] makes one.
+#[derive(Debug)]
+pub struct HostNetwork {
+    _private: (),
+}
+
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), NetworkError> {
+    let command = || format!("{program} {}", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetworkError::Host {
+            command: command(),
+            message: e.to_string(),
+        })?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| NetworkError::Host {
+                command: command(),
+                message: e.to_string(),
+            })?;
+    }
+    let output = child.wait_with_output().map_err(|e| NetworkError::Host {
+        command: command(),
+        message: e.to_string(),
+    })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Host {
+            command: command(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn write_sysctl(path: &str, value: &str) -> Result<(), NetworkError> {
+    std::fs::write(path, value).map_err(|e| NetworkError::Host {
+        command: format!("write {value} to {path}"),
+        message: e.to_string(),
+    })
+}
+
+impl HostNetwork {
+    /// Makes the bridge with the gateway's address, up, routing out.
+    pub fn ensure_bridge(
+        &self,
+        name: &str,
+        gateway: Ipv4Addr,
+        subnet: Subnet,
+    ) -> Result<(), NetworkError> {
+        if !link_exists(name) {
+            run("ip", &["link", "add", "name", name, "type", "bridge"], None)?;
+        }
+        let address = format!("{gateway}/{}", subnet.prefix());
+        run("ip", &["addr", "replace", &address, "dev", name], None)?;
+        run("ip", &["link", "set", name, "up"], None)?;
+        // Published ports answer on the host's loopback too: those packets
+        // keep a loopback source until masqueraded on the bridge.
+        write_sysctl(
+            &format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
+            "1",
+        )?;
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+    }
+
+    pub fn remove_link(&self, name: &str) -> Result<(), NetworkError> {
+        if link_exists(name) {
+            run("ip", &["link", "del", name], None)?;
+        }
+        Ok(())
+    }
+
+    /// A persistent tap on `bridge` for one VM; QEMU opens it by name.
+    pub fn create_tap(&self, name: &str, bridge: &str) -> Result<(), NetworkError> {
+        self.remove_link(name)?;
+        run("ip", &["tuntap", "add", "dev", name, "mode", "tap"], None)?;
+        let attached = run("ip", &["link", "set", name, "master", bridge, "up"], None);
+        if attached.is_err() {
+            let _ = self.remove_link(name);
+        }
+        attached
+    }
+
+    /// The host's interfaces whose names start with `prefix`.
+    pub fn links_named(&self, prefix: &str) -> Vec<String> {
+        std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    /// Subnets the host routes now, which new networks must not take.
+    pub fn routed_subnets(&self) -> Vec<Subnet> {
+        let Ok(output) = Command::new("ip")
+            .args(["-4", "route", "show"])
+            .stderr(Stdio::null())
+            .output()
+        else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter_map(|destination| destination.parse().ok())
+            .collect()
+    }
+
+    /// Replaces Hull's nftables table with `script`.
+    pub fn apply_ruleset(&self, script: &str) -> Result<(), NetworkError> {
+        run("nft", &["-f", "-"], Some(script))
+    }
+}

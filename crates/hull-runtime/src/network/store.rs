@@ -1,0 +1,548 @@
+//! User-defined networks on disk: each one's subnet, gateway and the
+//! addresses it has handed to containers (its IPAM), kept in one JSON
+//! record per network so that addresses survive hulld restarts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::NetworkError;
+
+/// Where subnets for networks created without one come from: `/24`s of
+/// `10.89.0.0/16`, the first that nothing on the host uses.
+const AUTO_SUBNETS: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 89, 0, 0), 24);
+/// Names docker gives its predefined networks.
+pub const RESERVED_NAMES: [&str; 4] = ["bridge", "default", "host", "none"];
+
+/// An IPv4 subnet, `10.89.1.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subnet {
+    network: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Subnet {
+    pub fn new(address: Ipv4Addr, prefix: u8) -> Option<Self> {
+        (prefix <= 30).then(|| Self {
+            network: Ipv4Addr::from(u32::from(address) & mask(prefix)),
+            prefix,
+        })
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn contains(&self, address: Ipv4Addr) -> bool {
+        u32::from(address) & mask(self.prefix) == u32::from(self.network)
+    }
+
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        self.contains(other.network) || other.contains(self.network)
+    }
+
+    /// The addresses that hosts may take: neither the network's own address
+    /// nor its broadcast address.
+    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let first = u32::from(self.network) + 1;
+        let broadcast = u32::from(self.network) | !mask(self.prefix);
+        (first..broadcast).map(Ipv4Addr::from)
+    }
+
+    fn is_host(&self, address: Ipv4Addr) -> bool {
+        let broadcast = u32::from(self.network) | !mask(self.prefix);
+        self.contains(address) && address != self.network && u32::from(address) != broadcast
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = NetworkError;
+
+    fn from_str(text: &str) -> Result<Self, NetworkError> {
+        let invalid = || NetworkError::Subnet(text.to_owned());
+        let (address, prefix) = text.split_once('/').ok_or_else(invalid)?;
+        let address: Ipv4Addr = address.parse().map_err(|_| invalid())?;
+        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+        let subnet = Self::new(address, prefix).ok_or_else(invalid)?;
+        if subnet.network != address {
+            return Err(invalid());
+        }
+        Ok(subnet)
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = NetworkError;
+    fn try_from(text: String) -> Result<Self, NetworkError> {
+        text.parse()
+    }
+}
+
+impl From<Subnet> for String {
+    fn from(subnet: Subnet) -> String {
+        subnet.to_string()
+    }
+}
+
+/// A container's place on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub container_name: String,
+    /// Other names the container answers to on this network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub address: Ipv4Addr,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub created: SystemTime,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+    /// No way out of the network: no NAT, no forwarding.
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// By container id.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+impl NetworkRecord {
+    /// The host's bridge for this network; at most 15 characters, as
+    /// interface names must be.
+    pub fn bridge(&self) -> String {
+        format!("{}{}", super::BRIDGE_PREFIX, &self.id[..12])
+    }
+
+    /// The address a name on this network stands for: a container's name,
+    /// one of its aliases, or the start of its id.
+    pub fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
+        let name = name.trim_end_matches('.');
+        self.endpoints
+            .iter()
+            .find(|(container_id, endpoint)| {
+                endpoint.container_name.eq_ignore_ascii_case(name)
+                    || endpoint
+                        .aliases
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case(name))
+                    || (name.len() == 12 && container_id.starts_with(name))
+            })
+            .map(|(_, endpoint)| endpoint.address)
+    }
+}
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    pub name: String,
+    pub subnet: Option<Subnet>,
+    pub gateway: Option<Ipv4Addr>,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+pub struct NetworkStore {
+    dir: PathBuf,
+    table: Mutex<BTreeMap<String, NetworkRecord>>,
+}
+
+fn check_name(name: &str) -> Result<(), NetworkError> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        return Err(NetworkError::InvalidName(name.to_owned()));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(NetworkError::Reserved(name.to_owned()));
+    }
+    Ok(())
+}
+
+impl NetworkStore {
+    pub fn open(dir: &Path) -> Result<Self, NetworkError> {
+        let io = |source| NetworkError::Io {
+            what: "create",
+            path: dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let mut table = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(io)?.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<NetworkRecord>(&b).map_err(|e| e.to_string())
+            }) {
+                Ok(record) => {
+                    table.insert(record.id.clone(), record);
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "skipping an unreadable network record")
+                }
+            }
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            table: Mutex::new(table),
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NetworkRecord>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self, record: &NetworkRecord) -> Result<(), NetworkError> {
+        let path = self.dir.join(format!("{}.json", record.id));
+        crate::records::write_json(&path, record).map_err(|source| NetworkError::Io {
+            what: "write",
+            path,
+            source,
+        })
+    }
+
+    pub fn get(&self, reference: &str) -> Result<NetworkRecord, NetworkError> {
+        crate::records::find(&self.table(), reference, |n: &NetworkRecord| n.name.clone())
+            .cloned()
+            .ok_or_else(|| NetworkError::UnknownNetwork(reference.to_owned()))
+    }
+
+    pub fn list(&self) -> Vec<NetworkRecord> {
+        let mut networks: Vec<_> = self.table().values().cloned().collect();
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        networks
+    }
+
+    /// Creates a network; `taken` are subnets the host already routes,
+    /// which an automatic subnet avoids.
+    pub fn create(
+        &self,
+        options: NetworkOptions,
+        taken: &[Subnet],
+    ) -> Result<NetworkRecord, NetworkError> {
+        check_name(&options.name)?;
+        let mut table = self.table();
+        if table.values().any(|n| n.name == options.name) {
+            return Err(NetworkError::Exists(options.name));
+        }
+        let ours: Vec<Subnet> = table.values().map(|n| n.subnet).collect();
+        let subnet = match options.subnet {
+            Some(subnet) => {
+                if let Some(other) = table.values().find(|n| n.subnet.overlaps(&subnet)) {
+                    return Err(NetworkError::Overlap {
+                        subnet: subnet.to_string(),
+                        network: other.name.clone(),
+                    });
+                }
+                subnet
+            }
+            None => auto_subnet(&ours, taken)?,
+        };
+        let gateway = match options.gateway {
+            Some(gateway) if subnet.is_host(gateway) => gateway,
+            Some(gateway) => {
+                return Err(NetworkError::Gateway {
+                    gateway: gateway.to_string(),
+                    subnet: subnet.to_string(),
+                })
+            }
+            None => subnet.hosts().next().expect("a /30 or larger has hosts"),
+        };
+        let record = NetworkRecord {
+            id: crate::run::new_container_id(),
+            name: options.name,
+            created: SystemTime::now(),
+            subnet,
+            gateway,
+            internal: options.internal,
+            labels: options.labels,
+            options: options.options,
+            endpoints: BTreeMap::new(),
+        };
+        self.save(&record)?;
+        table.insert(record.id.clone(), record.clone());
+        Ok(record)
+    }
+
+    /// Removes a network that no container is on.
+    pub fn remove(&self, reference: &str) -> Result<NetworkRecord, NetworkError> {
+        let mut table = self.table();
+        let record = crate::records::find(&table, reference, |n: &NetworkRecord| n.name.clone())
+            .cloned()
+            .ok_or_else(|| NetworkError::UnknownNetwork(reference.to_owned()))?;
+        if !record.endpoints.is_empty() {
+            let containers: Vec<_> = record
+                .endpoints
+                .values()
+                .map(|e| e.container_name.as_str())
+                .collect();
+            return Err(NetworkError::InUse {
+                network: record.name,
+                containers: containers.join(", "),
+            });
+        }
+        let path = self.dir.join(format!("{}.json", record.id));
+        fs::remove_file(&path).map_err(|source| NetworkError::Io {
+            what: "remove",
+            path,
+            source,
+        })?;
+        table.remove(&record.id);
+        Ok(record)
+    }
+
+    /// Gives a container an address on a network, `requested` if it asks
+    /// for one, or keeps the one it already has.
+    pub fn connect(
+        &self,
+        reference: &str,
+        container_id: &str,
+        container_name: &str,
+        aliases: Vec<String>,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<(NetworkRecord, Endpoint), NetworkError> {
+        let mut table = self.table();
+        let network_id =
+            crate::records::find(&table, reference, |n: &NetworkRecord| n.name.clone())
+                .map(|n| n.id.clone())
+                .ok_or_else(|| NetworkError::UnknownNetwork(reference.to_owned()))?;
+        let mut record = table[&network_id].clone();
+        if let Some(endpoint) = record.endpoints.get(container_id) {
+            return Ok((record.clone(), endpoint.clone()));
+        }
+        let used = |address: Ipv4Addr| {
+            address == record.gateway || record.endpoints.values().any(|e| e.address == address)
+        };
+        let address = match requested {
+            Some(address) if !record.subnet.is_host(address) => {
+                return Err(NetworkError::AddressOutside {
+                    address: address.to_string(),
+                    network: record.name,
+                    subnet: record.subnet.to_string(),
+                })
+            }
+            Some(address) if used(address) => {
+                return Err(NetworkError::AddressInUse {
+                    address: address.to_string(),
+                    network: record.name,
+                })
+            }
+            Some(address) => address,
+            None => record
+                .subnet
+                .hosts()
+                .find(|a| !used(*a))
+                .ok_or_else(|| NetworkError::Exhausted(record.name.clone()))?,
+        };
+        let endpoint = Endpoint {
+            id: crate::run::new_container_id(),
+            container_name: container_name.trim_start_matches('/').to_owned(),
+            aliases,
+            address,
+            mac: mac_for(address),
+        };
+        record
+            .endpoints
+            .insert(container_id.to_owned(), endpoint.clone());
+        self.save(&record)?;
+        table.insert(network_id, record.clone());
+        Ok((record, endpoint))
+    }
+
+    /// Releases a container's address on a network; `false` if it had none.
+    pub fn disconnect(&self, reference: &str, container_id: &str) -> Result<bool, NetworkError> {
+        let mut table = self.table();
+        let mut record =
+            crate::records::find(&table, reference, |n: &NetworkRecord| n.name.clone())
+                .cloned()
+                .ok_or_else(|| NetworkError::UnknownNetwork(reference.to_owned()))?;
+        if record.endpoints.remove(container_id).is_none() {
+            return Ok(false);
+        }
+        self.save(&record)?;
+        table.insert(record.id.clone(), record);
+        Ok(true)
+    }
+
+    /// Follows a container's rename on every network it is on.
+    pub fn rename(&self, container_id: &str, name: &str) -> Result<(), NetworkError> {
+        let mut table = self.table();
+        let renamed: Vec<NetworkRecord> = table
+            .values()
+            .filter(|n| n.endpoints.contains_key(container_id))
+            .cloned()
+            .map(|mut n| {
+                if let Some(e) = n.endpoints.get_mut(container_id) {
+                    e.container_name = name.trim_start_matches('/').to_owned();
+                }
+                n
+            })
+            .collect();
+        for record in renamed {
+            self.save(&record)?;
+            table.insert(record.id.clone(), record);
+        }
+        Ok(())
+    }
+}
+
+/// Docker's MAC for an address: `02:42` and the address's four bytes, so
+/// that a container keeps its MAC with its address.
+fn mac_for(address: Ipv4Addr) -> String {
+    let [a, b, c, d] = address.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+fn auto_subnet(ours: &[Subnet], taken: &[Subnet]) -> Result<Subnet, NetworkError> {
+    let (base, prefix) = AUTO_SUBNETS;
+    (0..=255u32)
+        .map(|n| Subnet::new(Ipv4Addr::from(u32::from(base) + (n << 8)), prefix).expect("/24"))
+        .find(|s| !ours.iter().chain(taken).any(|t| t.overlaps(s)))
+        .ok_or(NetworkError::NoSubnet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(name: &str) -> NetworkOptions {
+        NetworkOptions {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn subnets_parse_and_hold_their_hosts() {
+        let subnet: Subnet = "10.1.2.0/24".parse().unwrap();
+        assert!(subnet.contains("10.1.2.200".parse().unwrap()));
+        assert!(!subnet.contains("10.1.3.1".parse().unwrap()));
+        assert_eq!(subnet.hosts().count(), 254);
+        assert_eq!(subnet.hosts().next(), Some(Ipv4Addr::new(10, 1, 2, 1)));
+        assert!(subnet.overlaps(&"10.1.0.0/16".parse().unwrap()));
+        for bad in [
+            "10.1.2.1/24",
+            "10.1.2.0",
+            "10.1.2.0/31",
+            "x/24",
+            "10.1.2.0/33",
+        ] {
+            assert!(bad.parse::<Subnet>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_get_free_subnets_and_addresses_that_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::open(dir.path()).unwrap();
+        let taken = ["10.89.0.0/24".parse().unwrap()];
+        let backend = store.create(options("backend"), &taken).unwrap();
+        assert_eq!(backend.subnet.to_string(), "10.89.1.0/24");
+        assert_eq!(backend.gateway, Ipv4Addr::new(10, 89, 1, 1));
+        assert!(backend.bridge().len() <= 15);
+        let front = store.create(options("front"), &taken).unwrap();
+        assert_eq!(front.subnet.to_string(), "10.89.2.0/24");
+        assert!(matches!(
+            store.create(options("front"), &taken),
+            Err(NetworkError::Exists(_))
+        ));
+        assert!(matches!(
+            store.create(options("bridge"), &taken),
+            Err(NetworkError::Reserved(_))
+        ));
+        let (_, db) = store
+            .connect("backend", "c1", "/db", vec!["database".into()], None)
+            .unwrap();
+        assert_eq!(db.address, Ipv4Addr::new(10, 89, 1, 2));
+        assert_eq!(db.mac, "02:42:0a:59:01:02");
+        let (_, web) = store.connect("backend", "c2", "web", vec![], None).unwrap();
+        assert_eq!(web.address, Ipv4Addr::new(10, 89, 1, 3));
+        assert!(matches!(
+            store.connect("backend", "c3", "x", vec![], Some(web.address)),
+            Err(NetworkError::AddressInUse { .. })
+        ));
+
+        // A new store reads what the first wrote.
+        let store = NetworkStore::open(dir.path()).unwrap();
+        let backend = store.get("backend").unwrap();
+        assert_eq!(backend.resolve("db."), Some(db.address));
+        assert_eq!(backend.resolve("DATABASE"), Some(db.address));
+        assert_eq!(backend.resolve("nobody"), None);
+        assert!(matches!(
+            store.remove("backend"),
+            Err(NetworkError::InUse { .. })
+        ));
+        assert!(store.disconnect("backend", "c1").unwrap());
+        assert!(!store.disconnect("backend", "c1").unwrap());
+        // The released address is handed out again.
+        let (_, again) = store.connect("backend", "c4", "y", vec![], None).unwrap();
+        assert_eq!(again.address, db.address);
+        store.disconnect("backend", "c2").unwrap();
+        store.disconnect("backend", "c4").unwrap();
+        store.remove("backend").unwrap();
+        assert!(store.get("backend").is_err());
+        assert_eq!(store.list().len(), 1);
+    }
+
+    #[test]
+    fn given_subnets_and_gateways_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::open(dir.path()).unwrap();
+        let mut custom = options("custom");
+        custom.subnet = Some("192.168.50.0/24".parse().unwrap());
+        custom.gateway = Some("192.168.50.254".parse().unwrap());
+        let record = store.create(custom, &[]).unwrap();
+        assert_eq!(record.gateway, Ipv4Addr::new(192, 168, 50, 254));
+        let mut overlapping = options("other");
+        overlapping.subnet = Some("192.168.0.0/16".parse().unwrap());
+        assert!(matches!(
+            store.create(overlapping, &[]),
+            Err(NetworkError::Overlap { .. })
+        ));
+        let mut outside = options("outside");
+        outside.subnet = Some("192.168.60.0/24".parse().unwrap());
+        outside.gateway = Some("192.168.61.1".parse().unwrap());
+        assert!(matches!(
+            store.create(outside, &[]),
+            Err(NetworkError::Gateway { .. })
+        ));
+        assert!(matches!(
+            store.create(options("-bad"), &[]),
+            Err(NetworkError::InvalidName(_))
+        ));
+    }
+}

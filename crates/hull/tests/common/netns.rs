@@ -1,0 +1,105 @@
+//! Network namespaces the tests make, so that bridges, taps, routes and
+//! nftables rules never touch the host's, and are gone when the tests end.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+static TO_DELETE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+extern "C" fn delete_registered() {
+    if let Ok(names) = TO_DELETE.lock() {
+        for name in names.iter() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+/// A named network namespace with `lo` up, deleted at exit.
+pub struct NetNs {
+    pub name: String,
+}
+
+fn ip(args: &[&str]) -> Output {
+    let output = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl NetNs {
+    pub fn new(purpose: &str) -> NetNs {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        REGISTERED.call_once(|| {
+            // SAFETY: registers a plain function that lives for the whole program.
+            unsafe { libc::atexit(delete_registered) };
+        });
+        let name = format!(
+            "hull-{purpose}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name]);
+        TO_DELETE.lock().unwrap().push(name.clone());
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        NetNs { name }
+    }
+
+    /// Runs `ip -n NAME args…`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Runs a program inside the namespace.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .expect("ip netns exec runs")
+    }
+
+    /// Runs `work` on a thread that has joined the namespace, so that the
+    /// sockets it opens are the namespace's.
+    pub fn within<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file = File::open(&path).expect("the namespace exists");
+                    // SAFETY: setns on a namespace fd moves only this thread,
+                    // which ends when `work` does.
+                    let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+                    work()
+                })
+                .join()
+                .expect("the work in the namespace does not panic")
+        })
+    }
+}
+
+/// Links namespace `a` to `b` by a veth pair, with `a_address` and
+/// `b_address` (`10.x.y.z/24`) on the two ends.
+pub fn link(a: &NetNs, a_address: &str, b: &NetNs, b_address: &str) {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let (a_end, b_end) = (format!("veth{n}a"), format!("veth{n}b"));
+    let (a_end, b_end) = (a_end.as_str(), b_end.as_str());
+    a.ip(&[
+        "link", "add", a_end, "type", "veth", "peer", "name", b_end, "netns", &b.name,
+    ]);
+    a.ip(&["addr", "add", a_address, "dev", a_end]);
+    a.ip(&["link", "set", a_end, "up"]);
+    b.ip(&["addr", "add", b_address, "dev", b_end]);
+    b.ip(&["link", "set", b_end, "up"]);
+}
