@@ -32,3 +32,22 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo not found: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+# docker-compose v1 (Python), a client the network tests drive. Its last
+# release wants PyYAML < 6, which no longer builds, so it is installed
+# without its pins into a venv of its own, with versions it works with.
+compose_venv=/opt/hull/compose
+if ! command -v docker-compose >/dev/null; then
+  echo "installing docker-compose 1.29.2 into $compose_venv" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if $sudo python3 -m venv "$compose_venv" >&2 \
+    && $sudo "$compose_venv/bin/pip" install -q --no-deps "docker-compose==1.29.2" >&2 \
+    && $sudo "$compose_venv/bin/pip" install -q "docker==6.1.3" "requests<2.32" dockerpty \
+      docopt "jsonschema<4" "python-dotenv<1" texttable "websocket-client<1" distro PyYAML \
+      setuptools >&2; then
+    $sudo ln -sf "$compose_venv/bin/docker-compose" /usr/local/bin/docker-compose
+  else
+    echo "warning: docker-compose could not be installed; its tests will be skipped" >&2
+  fi
+fi

@@ -83,7 +83,8 @@ fn inspect(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
 fn containers_on_a_network_reach_each_other_by_name_and_no_other_network() {
     let (netns, daemon) = shared();
     let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
-    hull(&["network", "create", "backend"]);
+    let backend = hull(&["network", "create", "backend"]);
+    let bridge = format!("hb-{}", &backend.trim()[..12]);
     hull(&["network", "create", "--subnet", "10.99.7.0/24", "front"]);
     let id = hull(&[
         "run",
@@ -190,7 +191,7 @@ fn containers_on_a_network_reach_each_other_by_name_and_no_other_network() {
     assert!(!links(netns).contains(&tap));
     hull(&["rm", "-f", "clash"]);
     hull(&["network", "rm", "backend", "front"]);
-    assert!(!links(netns).contains("hb-"), "{}", links(netns));
+    assert!(!links(netns).contains(&bridge), "{}", links(netns));
 }
 
 #[test]
@@ -417,7 +418,7 @@ fn the_docker_cli_manages_networks_and_runs_on_them() {
     docker(&["network", "rm", "shop"]);
 
     // Compose's way: create on the default network, then connect.
-    docker(&["network", "create", "proj_default"]);
+    docker(&["network", "create", "--label", "pruned=yes", "proj_default"]);
     docker(&[
         "create",
         "--name",
@@ -448,6 +449,62 @@ fn the_docker_cli_manages_networks_and_runs_on_them() {
     ]);
     assert_eq!(out, "web\n");
     docker(&["rm", "-f", "proj-web"]);
-    let pruned = docker(&["network", "prune", "-f"]);
+    // Only what the label picks: other tests share this daemon.
+    let pruned = docker(&["network", "prune", "-f", "--filter", "label=pruned=yes"]);
     assert!(pruned.contains("proj_default"), "{pruned}");
+}
+
+#[test]
+fn docker_compose_runs_a_project_on_its_default_network() {
+    let present = std::process::Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!("skipped: docker-compose is not installed (scripts/deps.sh installs it)");
+        return;
+    }
+    let (_, daemon) = shared();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("docker-compose.yml"),
+        r#"version: "3"
+services:
+  db:
+    image: busybox
+    command: sh -c "mkdir -p /www && echo from-db > /www/index.html && exec httpd -f -p 80 -h /www"
+  web:
+    image: busybox
+    command: wget -qO- http://db/
+    depends_on: [db]
+"#,
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let output = std::process::Command::new("docker-compose")
+            .args(["--project-name", "shop"])
+            .args(args)
+            .current_dir(project.path())
+            .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        stdout_of(&output)
+    };
+    compose(&["up", "-d"]);
+    let networks = stdout_of(&daemon.hull(&["network", "ls"]));
+    assert!(networks.contains("shop_default"), "{networks}");
+    // web fetched db by its service name, on the project's network.
+    common::eventually(60, || {
+        let logs = compose(&["logs", "--no-color", "web"]);
+        logs.contains("from-db").then_some(()).ok_or(logs)
+    });
+    let listed = compose(&["ps", "--services"]);
+    assert_eq!(listed.lines().filter(|l| *l == "db").count(), 1, "{listed}");
+    let served = compose(&["exec", "-T", "db", "cat", "/www/index.html"]);
+    assert_eq!(served, "from-db\n");
+    compose(&["down"]);
+    let networks = stdout_of(&daemon.hull(&["network", "ls"]));
+    assert!(!networks.contains("shop_default"), "{networks}");
+    assert_eq!(stdout_of(&daemon.hull(&["ps", "-aq"])), "");
 }

@@ -495,7 +495,7 @@ impl Filters {
 
     fn accepts(&self, record: &Record) -> bool {
         self.values.iter().all(|(key, values)| {
-            values.iter().any(|value| match key.as_str() {
+            let matches = |value: &String| match key.as_str() {
                 "id" => record.id.starts_with(value.as_str()),
                 "name" => record.name.contains(value.trim_start_matches('/')),
                 "status" => record.state.status.as_str() == value,
@@ -512,7 +512,13 @@ impl Filters {
                         || self.ancestor_ids.contains(&record.config.image_id)
                 }
                 _ => false,
-            })
+            };
+            // Docker ANDs its label filters and ORs the values of others.
+            if key == "label" {
+                values.iter().all(matches)
+            } else {
+                values.iter().any(matches)
+            }
         })
     }
 }

@@ -232,7 +232,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
         (&Method::GET, "/networks") => networks::list(&daemon, &request),
         (&Method::POST, "/networks/create") => networks::create(&daemon, request).await,
-        (&Method::POST, "/networks/prune") => Ok(networks::prune(&daemon)),
+        (&Method::POST, "/networks/prune") => networks::prune(&daemon, &request),
         (method, p) if p.starts_with("/networks/") => {
             let (reference, action) = split_resource(p, "/networks/");
             match (method, action) {

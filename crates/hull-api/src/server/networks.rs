@@ -189,25 +189,31 @@ fn accepts(
 ) -> bool {
     let text = |key: &str| network[key].as_str().unwrap_or_default().to_owned();
     filters.iter().all(|(key, values)| {
+        let matches = |value: &String| match key.as_str() {
+            "name" => text("Name").contains(value.as_str()),
+            "id" => text("Id").starts_with(value.as_str()),
+            "driver" => text("Driver") == *value,
+            "scope" => value == "local",
+            "type" => (value == "builtin") == builtin,
+            "dangling" => {
+                let unused = network["Containers"]
+                    .as_object()
+                    .is_none_or(|c| c.is_empty());
+                (value == "true" || value == "1") == (unused && !builtin)
+            }
+            "label" => match value.split_once('=') {
+                Some((k, v)) => network["Labels"][k].as_str() == Some(v),
+                None => network["Labels"].get(value.as_str()).is_some(),
+            },
+            _ => false,
+        };
+        // Docker ANDs its label filters and ORs the values of others.
         values.is_empty()
-            || values.iter().any(|value| match key.as_str() {
-                "name" => text("Name").contains(value.as_str()),
-                "id" => text("Id").starts_with(value.as_str()),
-                "driver" => text("Driver") == *value,
-                "scope" => value == "local",
-                "type" => (value == "builtin") == builtin,
-                "dangling" => {
-                    let unused = network["Containers"]
-                        .as_object()
-                        .is_none_or(|c| c.is_empty());
-                    (value == "true" || value == "1") == (unused && !builtin)
-                }
-                "label" => match value.split_once('=') {
-                    Some((k, v)) => network["Labels"][k].as_str() == Some(v),
-                    None => network["Labels"].get(value.as_str()).is_some(),
-                },
-                _ => false,
-            })
+            || if key == "label" {
+                values.iter().all(matches)
+            } else {
+                values.iter().any(matches)
+            }
     })
 }
 
@@ -360,10 +366,49 @@ pub(super) async fn disconnect(
     Ok(json_response(StatusCode::OK, &json!(null)))
 }
 
-/// `POST /networks/prune`.
-pub(super) fn prune(daemon: &Daemon) -> Response<Body> {
-    let deleted = daemon.containers().networks().prune();
-    json_response(StatusCode::OK, &json!({"NetworksDeleted": deleted}))
+/// `POST /networks/prune`: the user-defined networks no container is on,
+/// of those the `label` filters (`label!` negated) pick.
+pub(super) fn prune(
+    daemon: &Daemon,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let filters = parse_filters(Query::of(request).get("filters"))?;
+    if let Some(key) = filters
+        .keys()
+        .find(|k| !matches!(k.as_str(), "label" | "label!"))
+    {
+        return Err(bad(format!(
+            "invalid filter {key:?}: networks are pruned by label"
+        )));
+    }
+    let labelled = |network: &NetworkRecord, filter: &str| match filter.split_once('=') {
+        Some((key, value)) => network.labels.get(key).is_some_and(|v| v == value),
+        None => network.labels.contains_key(filter),
+    };
+    let networks = daemon.containers().networks();
+    let deleted: Vec<String> = networks
+        .list()
+        .into_iter()
+        .filter(|n| n.endpoints.is_empty())
+        .filter(|n| {
+            let wanted = filters
+                .get("label")
+                .into_iter()
+                .flatten()
+                .all(|f| labelled(n, f));
+            let unwanted = filters
+                .get("label!")
+                .into_iter()
+                .flatten()
+                .any(|f| labelled(n, f));
+            wanted && !unwanted
+        })
+        .filter_map(|n| networks.remove(&n.id).ok().map(|n| n.name))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"NetworksDeleted": deleted}),
+    ))
 }
 
 #[cfg(test)]

@@ -132,15 +132,6 @@ impl Networks {
         Ok(record)
     }
 
-    /// Removes every network no container is on; returns their names.
-    pub fn prune(&self) -> Vec<String> {
-        self.list()
-            .into_iter()
-            .filter(|n| n.endpoints.is_empty())
-            .filter_map(|n| self.remove(&n.id).ok().map(|n| n.name))
-            .collect()
-    }
-
     /// Gives a container an address on a network.
     pub fn connect(
         &self,
