@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{assert_fails, daemon, has_docker_cli, layered_archive, stdout_of, text};
+use common::{
+    assert_fails, daemon, has_docker_cli, layered_archive, loaded_daemon, stdout_of, text,
+};
 
 fn hull_out(args: &[&str]) -> String {
     stdout_of(&daemon().hull(args))
@@ -479,4 +481,55 @@ fn a_snapshot_keeps_a_volumes_data_and_restores_it_as_a_new_volume() {
     assert!(!hull_out(&["volume", "snapshot", "ls"]).contains("snap1"));
     assert_eq!(read("restored"), "one\n");
     hull_out(&["volume", "rm", "restored"]);
+}
+
+#[test]
+fn a_volumes_data_survives_a_crash_of_hulld_and_its_containers_removal() {
+    let cold = [("HULL_NO_TEMPLATES", "1")];
+    let daemon = loaded_daemon(&cold);
+    let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
+    hull(&["volume", "create", "-o", "size=64m", "kept"]);
+    hull(&[
+        "run",
+        "-d",
+        "--name",
+        "keeper",
+        "-v",
+        "kept:/data",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    hull(&["exec", "keeper", "sh", "-c", "echo before > /data/a"]);
+
+    // The VM outlives hulld; the next hulld takes it back, and its stop
+    // leaves the data on the host's disk.
+    daemon.restart_after_crash(&cold);
+    common::eventually(60, || {
+        let exec = daemon.hull(&["exec", "keeper", "sh", "-c", "echo after > /data/b"]);
+        exec.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("{}\n{}", text(&exec.stderr), daemon.log()))
+    });
+    hull(&["stop", "-t", "0", "keeper"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&hull(&["volume", "inspect", "kept"])).unwrap();
+    let disk = inspect[0]["Mountpoint"].as_str().unwrap().to_owned();
+    assert_eq!(read_from_disk(&disk, "/b"), "after\n");
+
+    hull(&["rm", "-v", "keeper"]);
+    assert_eq!(
+        hull(&[
+            "run",
+            "--rm",
+            "-v",
+            "kept:/data",
+            "busybox",
+            "cat",
+            "/data/a",
+            "/data/b"
+        ]),
+        "before\nafter\n"
+    );
 }
