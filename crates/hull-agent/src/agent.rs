@@ -126,6 +126,8 @@ impl Agent {
                     agent.write_archive(id, &container, &path, stream)
                 });
             }
+            Request::FreezeDisk { serial } => freeze_response(crate::freeze::freeze(&serial)),
+            Request::ThawDisk { serial } => freeze_response(crate::freeze::thaw(&serial)),
             Request::Shutdown => self.shutdown(id),
             Request::Reattach => return self.reattach(id),
             Request::Resume {
@@ -425,6 +427,18 @@ fn resume(unix_time_nanos: u64, entropy: &[u8]) -> Result<Response, RequestError
     sys::set_realtime(unix_time_nanos).map_err(|e| internal("set the clock", e))?;
     sys::add_entropy(entropy).map_err(|e| internal("reseed the random number generator", e))?;
     Ok(Response::Done)
+}
+
+fn freeze_response(
+    result: Result<(), crate::freeze::FreezeError>,
+) -> Result<Response, RequestError> {
+    result.map(|()| Response::Done).map_err(|e| {
+        let kind = match e {
+            crate::freeze::FreezeError::Ioctl { .. } => ErrorKind::Internal,
+            _ => ErrorKind::NotFound,
+        };
+        RequestError::new(kind, error_chain(&e))
+    })
 }
 
 #[cfg(test)]

@@ -385,7 +385,7 @@ fn host_dir_tags() -> Vec<String> {
 
 /// Whether something is mounted at `dir`: it is on another device than
 /// its parent.
-fn is_mount_point(dir: &Path) -> bool {
+pub(crate) fn is_mount_point(dir: &Path) -> bool {
     match (fs::metadata(dir), fs::metadata(dir.join(".."))) {
         (Ok(own), Ok(parent)) => own.dev() != parent.dev(),
         _ => false,

@@ -14,6 +14,7 @@ mod copy;
 pub mod copyup;
 pub mod disk;
 pub mod flow;
+pub mod freeze;
 pub mod fsat;
 mod inspect;
 pub mod network;

@@ -73,6 +73,16 @@ pub enum Request {
         path: String,
         stream: StreamId,
     },
+    /// Freezes the filesystem of the volume disk `serial` (FIFREEZE): its
+    /// writes reach the disk and new ones wait, so the host can copy the
+    /// disk whole; `ThawDisk` lets them go on. The agent thaws a freeze
+    /// itself after ten minutes.
+    FreezeDisk {
+        serial: String,
+    },
+    ThawDisk {
+        serial: String,
+    },
     /// Syncs filesystems and powers the VM off after answering. (The end of
     /// the channel does not: the agent waits for a host to connect again.)
     Shutdown,
@@ -394,6 +404,12 @@ mod tests {
         round_trip(Request::Ping);
         round_trip(Request::Shutdown);
         round_trip(Request::Reattach);
+        round_trip(Request::FreezeDisk {
+            serial: "hull-vol-0".into(),
+        });
+        round_trip(Request::ThawDisk {
+            serial: "hull-vol-0".into(),
+        });
         round_trip(Request::ConfigureNetwork(NetworkSpec {
             interfaces: vec![InterfaceSpec {
                 mac: "02:00:00:00:00:01".into(),

@@ -87,9 +87,9 @@ fn snapshot_status(error: &hull_runtime::volume::snapshot::SnapshotError) -> Sta
         SnapshotError::NotFound(_) | SnapshotError::Volume(VolumeError::NotFound(_)) => {
             StatusCode::NOT_FOUND
         }
-        SnapshotError::Exists(_) | SnapshotError::VolumeExists(_) | SnapshotError::InUse { .. } => {
-            StatusCode::CONFLICT
-        }
+        SnapshotError::Exists(_)
+        | SnapshotError::VolumeExists(_)
+        | SnapshotError::Freeze { .. } => StatusCode::CONFLICT,
         SnapshotError::InvalidName(_) | SnapshotError::Volume(_) => StatusCode::BAD_REQUEST,
         SnapshotError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }

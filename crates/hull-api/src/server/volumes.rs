@@ -192,15 +192,18 @@ struct SnapshotCreate {
     name: String,
 }
 
-/// `POST /hull/volumes/{name}/snapshot`: a copy of the volume's disk,
-/// refused while a running container has it.
+/// `POST /hull/volumes/{name}/snapshot`: a copy of the volume's disk (its
+/// filesystem frozen meanwhile if a running container has it).
 pub(super) async fn snapshot(
     daemon: &Daemon,
     volume: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let create: SnapshotCreate = read_json(request).await?;
-    let made = daemon.containers().snapshot_volume(volume, &create.name)?;
+    let made = daemon
+        .containers()
+        .snapshot_volume(volume, &create.name)
+        .await?;
     Ok(json_response(StatusCode::CREATED, &snapshot_body(&made)))
 }
 

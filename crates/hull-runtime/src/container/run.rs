@@ -520,7 +520,7 @@ impl<H: Hypervisor> Containers<H> {
                         });
                     }
                     let volume = self.volumes.get(name)?;
-                    let serial = format!("hull-vol-{index}");
+                    let serial = super::volumes::volume_serial(index);
                     disks.push(DiskConfig {
                         id: format!("volume{index}"),
                         path: volume.disk,

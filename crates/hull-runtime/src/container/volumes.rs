@@ -5,8 +5,11 @@ use std::sync::Arc;
 use hull_vm::Hypervisor;
 use tracing::warn;
 
+use hull_proto::Request;
+
 use super::lock;
 use super::{Container, ContainerConfig, ContainerError, Containers};
+use crate::agent::AgentError;
 use crate::volume::snapshot::{Snapshot, SnapshotError};
 use crate::volume::{VolumeError, VolumeSource, Volumes};
 
@@ -69,21 +72,49 @@ impl<H: Hypervisor> Containers<H> {
         let _ = flushed.await;
     }
 
-    /// Snapshots a volume that no running VM has: a running guest's
-    /// filesystem may be half-written, so it is refused rather than copied.
-    pub fn snapshot_volume(&self, volume: &str, name: &str) -> Result<Snapshot, ContainerError> {
+    /// Snapshots a volume. A running container's VM has the disk: the
+    /// agent freezes the filesystem on it for the copy, so the copy holds
+    /// everything written before and nothing half-written.
+    pub async fn snapshot_volume(
+        &self,
+        volume: &str,
+        name: &str,
+    ) -> Result<Snapshot, ContainerError> {
         let running = self
             .volume_users(volume)
             .into_iter()
             .find(|c| lock(&c.run).is_some());
-        if let Some(container) = running {
-            return Err(SnapshotError::InUse {
-                volume: volume.to_owned(),
-                container: container.name(),
+        let Some(container) = running else {
+            return Ok(self.volumes.snapshot(volume, name)?);
+        };
+        let index = container
+            .config()
+            .volumes
+            .iter()
+            .position(|m| m.source.volume_name() == Some(volume))
+            .expect("a user of the volume mounts it");
+        let serial = volume_serial(index);
+        let freeze_failed = |error: AgentError| SnapshotError::Freeze {
+            volume: volume.to_owned(),
+            container: container.name(),
+            message: error.to_string(),
+        };
+        let agent = container.running_agent()?;
+        agent
+            .request_done(&Request::FreezeDisk {
+                serial: serial.clone(),
+            })
+            .await
+            .map_err(freeze_failed)?;
+        let taken = self.volumes.snapshot(volume, name);
+        let thawed = agent.request_done(&Request::ThawDisk { serial }).await;
+        if let Err(error) = thawed {
+            warn!(volume, error = %error, "cannot thaw the volume after its snapshot");
+            if taken.is_ok() {
+                return Err(freeze_failed(error).into());
             }
-            .into());
         }
-        Ok(self.volumes.snapshot(volume, name)?)
+        Ok(taken?)
     }
 
     /// Removes the container's anonymous volumes (`rm -v`).
@@ -99,4 +130,9 @@ impl<H: Hypervisor> Containers<H> {
             }
         }
     }
+}
+
+/// The SCSI serial of the container's `index`th volume's disk.
+pub(super) fn volume_serial(index: usize) -> String {
+    format!("hull-vol-{index}")
 }

@@ -28,8 +28,12 @@ pub enum SnapshotError {
     VolumeExists(String),
     #[error("invalid snapshot name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, two characters at least")]
     InvalidName(String),
-    #[error("cannot snapshot volume {volume}: the running container {container} has its disk, whose filesystem may be half-written; stop the container first")]
-    InUse { volume: String, container: String },
+    #[error("cannot snapshot volume {volume}: the running container {container} has its disk, and its filesystem could not be frozen for the copy ({message}); stop the container, or try again")]
+    Freeze {
+        volume: String,
+        container: String,
+        message: String,
+    },
     #[error(transparent)]
     Volume(#[from] VolumeError),
     #[error("cannot {what} {}", .path.display())]
@@ -114,7 +118,7 @@ impl Volumes {
     }
 
     /// Copies the volume's disk into the new snapshot `name`. The caller
-    /// makes sure no running VM has the disk.
+    /// makes sure no running VM writes to the disk meanwhile.
     pub fn snapshot(&self, volume: &str, name: &str) -> Result<Snapshot, SnapshotError> {
         check_name(name).map_err(|_| SnapshotError::InvalidName(name.to_owned()))?;
         let source = self.get(volume)?;
