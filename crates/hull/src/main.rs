@@ -4,6 +4,7 @@ mod attach;
 mod containers;
 mod create;
 mod daemon;
+mod each;
 mod exec;
 mod image;
 mod images;

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use hull_api::{Client, Method};
 
 use crate::containers::failed;
+use crate::each::{inspect_each, remove_each};
 use crate::images::print_table;
 use crate::tag::encode;
 
@@ -133,33 +134,16 @@ async fn run(client: &Client, command: NetworkCommand) -> Result<i32> {
             Ok(0)
         }
         NetworkCommand::Inspect { networks } => {
-            let mut found = Vec::new();
-            let mut code = 0;
-            for name in networks {
-                match client
-                    .get_json::<serde_json::Value>(&format!("/networks/{}", encode(&name)))
-                    .await
-                {
-                    Ok(network) => found.push(network),
-                    Err(err) => code = failed(err.into())?,
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&found)?);
-            Ok(code)
+            inspect_each(client, &networks, |name| {
+                format!("/networks/{}", encode(name))
+            })
+            .await
         }
         NetworkCommand::Rm { networks } => {
-            let mut code = 0;
-            for name in networks {
-                let path = format!("/networks/{}", encode(&name));
-                match client
-                    .call_json::<()>(Method::DELETE, &path, None::<&()>)
-                    .await
-                {
-                    Ok(()) => println!("{name}"),
-                    Err(err) => code = failed(err.into())?,
-                }
-            }
-            Ok(code)
+            remove_each(client, &networks, |name| {
+                format!("/networks/{}", encode(name))
+            })
+            .await
         }
         NetworkCommand::Connect {
             aliases,

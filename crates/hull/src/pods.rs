@@ -10,6 +10,7 @@ use hull_api::units::human_duration;
 use hull_api::{Client, Method};
 
 use crate::containers::failed;
+use crate::each::inspect_each;
 use crate::images::print_table;
 use crate::tag::encode;
 
@@ -83,17 +84,10 @@ pub async fn pod(client: &Client, command: PodCommand) -> Result<i32> {
         }
         PodCommand::Ls => list(client).await.or_else(failed),
         PodCommand::Inspect { pods } => {
-            let mut found = Vec::new();
-            let mut code = 0;
-            for pod in pods {
-                let path = format!("/hull/pods/{}/json", encode(&pod));
-                match client.get_json::<serde_json::Value>(&path).await {
-                    Ok(summary) => found.push(summary),
-                    Err(err) => code = failed(err.into())?,
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&found)?);
-            Ok(code)
+            inspect_each(client, &pods, |pod| {
+                format!("/hull/pods/{}/json", encode(pod))
+            })
+            .await
         }
     }
 }

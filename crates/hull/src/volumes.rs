@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use hull_api::{Client, Method};
 
 use crate::containers::failed;
+use crate::each::{inspect_each, remove_each};
 use crate::images::print_table;
 use crate::tag::encode;
 
@@ -131,33 +132,16 @@ async fn run(client: &Client, command: VolumeCommand) -> Result<i32> {
         }
         VolumeCommand::Snapshot(args) => snapshot(client, args).await,
         VolumeCommand::Inspect { volumes } => {
-            let mut found = Vec::new();
-            let mut code = 0;
-            for name in volumes {
-                match client
-                    .get_json::<serde_json::Value>(&format!("/volumes/{}", encode(&name)))
-                    .await
-                {
-                    Ok(volume) => found.push(volume),
-                    Err(err) => code = failed(err.into())?,
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&found)?);
-            Ok(code)
+            inspect_each(client, &volumes, |name| {
+                format!("/volumes/{}", encode(name))
+            })
+            .await
         }
         VolumeCommand::Rm { volumes } => {
-            let mut code = 0;
-            for name in volumes {
-                let path = format!("/volumes/{}", encode(&name));
-                match client
-                    .call_json::<()>(Method::DELETE, &path, None::<&()>)
-                    .await
-                {
-                    Ok(()) => println!("{name}"),
-                    Err(err) => code = failed(err.into())?,
-                }
-            }
-            Ok(code)
+            remove_each(client, &volumes, |name| {
+                format!("/volumes/{}", encode(name))
+            })
+            .await
         }
         VolumeCommand::Prune { all } => {
             let path = if all {
@@ -219,31 +203,12 @@ async fn snapshot_command(client: &Client, command: SnapshotCommand) -> Result<i
             Ok(0)
         }
         SnapshotCommand::Inspect { snapshots } => {
-            let mut found = Vec::new();
-            let mut code = 0;
-            for name in snapshots {
-                let path = format!("/hull/volumes/snapshots/{}", encode(&name));
-                match client.get_json::<serde_json::Value>(&path).await {
-                    Ok(snapshot) => found.push(snapshot),
-                    Err(err) => code = failed(err.into())?,
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&found)?);
-            Ok(code)
+            inspect_each(client, &snapshots, snapshot_path).await
         }
-        SnapshotCommand::Rm { snapshots } => {
-            let mut code = 0;
-            for name in snapshots {
-                let path = format!("/hull/volumes/snapshots/{}", encode(&name));
-                match client
-                    .call_json::<()>(Method::DELETE, &path, None::<&()>)
-                    .await
-                {
-                    Ok(()) => println!("{name}"),
-                    Err(err) => code = failed(err.into())?,
-                }
-            }
-            Ok(code)
-        }
+        SnapshotCommand::Rm { snapshots } => remove_each(client, &snapshots, snapshot_path).await,
     }
+}
+
+fn snapshot_path(name: &str) -> String {
+    format!("/hull/volumes/snapshots/{}", encode(name))
 }

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
 
 use common::{assert_fails, daemon, has_docker_cli, stdout_of, text};
 
@@ -26,27 +25,7 @@ fn free_port() -> u16 {
 
 /// The body of `GET /` from `127.0.0.1:port`, once the server answers.
 fn fetch(port: u16) -> String {
-    let mut body = String::new();
-    common::eventually(60, || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut answer = String::new();
-        stream
-            .read_to_string(&mut answer)
-            .map_err(|e| e.to_string())?;
-        let (head, rest) = answer
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("no HTTP answer yet: {answer:?}"))?;
-        if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
-            return Err(format!("not a 200 answer: {head}"));
-        }
-        body = rest.to_owned();
-        Ok(())
-    });
-    body
+    common::http_get("127.0.0.1", port)
 }
 
 /// A busybox httpd on port 8080 serving its hostname.

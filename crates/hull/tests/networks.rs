@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use common::netns::{self, NetNs};
 use common::{assert_fails, has_docker_cli, kill_processes_using, stdout_of, Daemon};
@@ -31,31 +30,6 @@ fn daemon_in(netns: &NetNs, env: &[(&str, &str)]) -> Daemon {
     let archive = common::busybox_archive();
     stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
     daemon
-}
-
-/// The body of `GET /` from `address:port`, once the server answers.
-fn fetch(address: &str, port: u16) -> String {
-    let mut body = String::new();
-    common::eventually(60, || {
-        let mut stream = TcpStream::connect((address, port)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut answer = String::new();
-        stream
-            .read_to_string(&mut answer)
-            .map_err(|e| e.to_string())?;
-        let (head, rest) = answer
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("no HTTP answer yet: {answer:?}"))?;
-        if !head.contains(" 200 ") {
-            return Err(format!("not a 200 answer: {head}"));
-        }
-        body = rest.to_owned();
-        Ok(())
-    });
-    body
 }
 
 /// A busybox httpd on port 80 serving `text`.
@@ -161,8 +135,14 @@ fn containers_on_a_network_reach_each_other_by_name_and_no_other_network() {
     assert!(!other.contains("from-db"), "{other}");
 
     // The published port, from the host's loopback and its own address.
-    assert_eq!(netns.within(|| fetch("127.0.0.1", 8088)), "from-db\n");
-    assert_eq!(netns.within(|| fetch(gateway, 8088)), "from-db\n");
+    assert_eq!(
+        netns.within(|| common::http_get("127.0.0.1", 8088)),
+        "from-db\n"
+    );
+    assert_eq!(
+        netns.within(|| common::http_get(gateway, 8088)),
+        "from-db\n"
+    );
     assert!(rules(netns).contains(&format!("tcp dport 8088 dnat to {address}:80")));
     let tap = format!("ht-{}", &id[..12]);
     assert!(links(netns).contains(&tap));
@@ -282,7 +262,10 @@ fn rules_and_taps_of_a_vm_lost_in_a_crash_are_removed_at_restart() {
         "-c",
         &serve("lost"),
     ]);
-    assert_eq!(netns.within(|| fetch("127.0.0.1", 8092)), "lost\n");
+    assert_eq!(
+        netns.within(|| common::http_get("127.0.0.1", 8092)),
+        "lost\n"
+    );
     let lost_tap = format!("ht-{}", &lost.trim()[..12]);
     assert!(links(&netns).contains(&lost_tap));
 
@@ -303,7 +286,10 @@ fn rules_and_taps_of_a_vm_lost_in_a_crash_are_removed_at_restart() {
     assert!(!links(&netns).contains(&lost_tap), "{}", links(&netns));
     // The survivor keeps its address, its rule and its service.
     assert!(now.contains("dport 8091"), "{now}");
-    assert_eq!(netns.within(|| fetch("127.0.0.1", 8091)), "kept\n");
+    assert_eq!(
+        netns.within(|| common::http_get("127.0.0.1", 8091)),
+        "kept\n"
+    );
 
     hull(&["rm", "-f", kept.trim(), lost.trim()]);
     hull(&["network", "rm", "web"]);

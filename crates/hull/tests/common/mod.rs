@@ -396,6 +396,33 @@ pub fn busybox_archive() -> PathBuf {
         .clone()
 }
 
+/// The body of `GET /` from `address:port`, once the server answers 200.
+pub fn http_get(address: &str, port: u16) -> String {
+    use std::io::Read;
+    let mut body = String::new();
+    eventually(60, || {
+        let mut stream =
+            std::net::TcpStream::connect((address, port)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(|e| e.to_string())?;
+        let (head, rest) = answer
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("no HTTP answer yet: {answer:?}"))?;
+        if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+            return Err(format!("not a 200 answer: {head}"));
+        }
+        body = rest.to_owned();
+        Ok(())
+    });
+    body
+}
+
 /// Polls `check` until it passes; after `seconds`, fails with what it last said.
 pub fn eventually(seconds: u64, mut check: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
