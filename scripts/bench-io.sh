@@ -13,8 +13,9 @@
 #     still come from the host's cache of the disk file, as they do in use.
 #     The host's figures are for a file beside the volumes' disk files, on
 #     the same filesystem.
-# (b) Network over a published port (QEMU's user-mode network, the
-#     default): host -> VM, NET_MIB sent from the host to busybox `nc -l` in
+# (b) Network over a published port, on QEMU's user-mode network (the
+#     default) and, where hulld can make bridges (root, nft), on a
+#     user-defined bridge network (a tap, nftables DNAT): host -> VM, NET_MIB sent from the host to busybox `nc -l` in
 #     the VM, timed until the receiver answers the count of bytes it read;
 #     VM -> host, curl on the host fetching a NET_MIB file from busybox
 #     httpd in the VM. The same nc and httpd on the host's loopback are the
@@ -48,6 +49,7 @@ host_httpd=""
 cleanup() {
   set +e
   [ -S "$work/hull.sock" ] && on ps -aq | xargs -r "$bin/hull" -H "unix://$work/hull.sock" rm -f >/dev/null
+  [ -S "$work/hull.sock" ] && on network rm hull-io-bench >/dev/null 2>&1
   [ -n "$host_httpd" ] && kill "$host_httpd"
   [ -n "$daemon_pid" ] && kill "$daemon_pid" && wait "$daemon_pid"
   for pid in $(cat "$work"/root/vms/*/qemu.pid 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
@@ -130,9 +132,18 @@ cp "$work/payload" "$work/www/blob"
 setup="mkdir -p /www && cp /tools/count /count && \
 head -c $((net_mib << 20)) /dev/urandom >/www/blob && \
 { while true; do nc -l -p 81 -e /count; done & } && exec httpd -f -p 80 -h /www"
-id=$(on run -d -p 127.0.0.1::80 -p 127.0.0.1::81 -v "$work/tools:/tools:ro" busybox sh -c "$setup")
-vm_http=$(on port "$id" 80 | head -1 | sed 's/.*://')
-vm_sink=$(on port "$id" 81 | head -1 | sed 's/.*://')
+networks=(default)
+if [ "$(id -u)" -eq 0 ] && command -v nft >/dev/null; then
+  on network create hull-io-bench >/dev/null
+  networks+=(hull-io-bench)
+fi
+declare -A vm_http vm_sink
+for network in "${networks[@]}"; do
+  id=$(on run -d --network "$network" -p 127.0.0.1::80 -p 127.0.0.1::81 \
+    -v "$work/tools:/tools:ro" busybox sh -c "$setup")
+  vm_http[$network]=$(on port "$id" 80 | head -1 | sed 's/.*://')
+  vm_sink[$network]=$(on port "$id" 81 | head -1 | sed 's/.*://')
+done
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 host_http=$(free_port)
 busybox httpd -f -p "127.0.0.1:$host_http" -h "$work/www" &
@@ -184,10 +195,12 @@ mib_of_speed() { awk '{ printf "%.1f\n", $1 / 1048576 }' "$work/speed"; }
 
 for run in $(seq "$runs"); do
   echo "network run $run/$runs" >&2
-  figures["vm upload"]+="$(send "$vm_sink") "
+  for network in "${networks[@]}"; do
+    figures["vm upload $network"]+="$(send "${vm_sink[$network]}") "
+    download "${vm_http[$network]}"
+    figures["vm download $network"]+="$(mib_of_speed) "
+  done
   figures["host upload"]+="$(upload_host) "
-  download "$vm_http"
-  figures["vm download"]+="$(mib_of_speed) "
   download "$host_http"
   figures["host download"]+="$(mib_of_speed) "
 done
@@ -196,8 +209,12 @@ ratio() { awk -v v="$1" -v h="$2" 'BEGIN { printf "%.2f", v / h }'; }
 echo
 printf '%-28s %22s %22s\n' "network ($net_mib MiB)" "host -> server MiB/s" "server -> host MiB/s"
 printf '%-28s %22s %22s\n' "host loopback (busybox)" "$(result host upload)" "$(result host download)"
-up=$(result vm upload)
-down=$(result vm download)
-printf '%-28s %22s %22s\n' "VM, published port" \
-  "$up ($(ratio "$up" "$(result host upload)")x)" "$down ($(ratio "$down" "$(result host download)")x)"
+for network in "${networks[@]}"; do
+  up=$(result vm "upload $network")
+  down=$(result vm "download $network")
+  label="VM, user-mode network"
+  [ "$network" = default ] || label="VM, bridge network"
+  printf '%-28s %22s %22s\n' "$label" \
+    "$up ($(ratio "$up" "$(result host upload)")x)" "$down ($(ratio "$down" "$(result host download)")x)"
+done
 echo "(host -> server: bytes sent to nc -l until it counted them all; server -> host: curl of a file from busybox httpd)"
