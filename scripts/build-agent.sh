@@ -15,7 +15,8 @@ flags="-C target-feature=+crt-static"
 case "${1:-}" in
     # Symbols are dead weight in every initramfs; panics still name file and line.
     --release) profile=release; args+=(--release); flags+=" -C strip=symbols" ;;
-    "") ;;
+    # Debug info alone is most of a debug build; the guest has no debugger.
+    "") flags+=" -C strip=debuginfo" ;;
     *) echo "usage: $0 [--release]" >&2; exit 2 ;;
 esac
 

@@ -64,8 +64,9 @@ pub struct DaemonConfig {
     pub templates: bool,
     /// Where template memory lives; a per-root directory on /dev/shm when `None`.
     pub template_dir: Option<PathBuf>,
-    /// Template clones kept resumed for the next runs (needs templates).
-    pub pool_size: usize,
+    /// Template clones kept resumed for the next runs (needs templates),
+    /// by size (`None`: the default size).
+    pub pools: Vec<(Option<hull_runtime::size::VmSize>, usize)>,
 }
 
 pub struct Daemon {
@@ -201,9 +202,10 @@ impl Daemon {
         Some(runtime.templates().map_or("disabled", |t| t.status()))
     }
 
-    /// Idle VMs in the pool, once the runtime is set up and if it has a pool.
+    /// Idle VMs in the pools, once the runtime is set up and if it has any.
     pub fn pooled_vms(&self) -> Option<usize> {
-        self.runtime.get()?.pool_status().map(|(_, ready)| ready)
+        let pools = self.runtime.get()?.pool_status();
+        (!pools.is_empty()).then(|| pools.iter().map(|(_, _, ready)| ready).sum())
     }
 
     /// The runtime if something set it up already: reports about VMs do
@@ -233,14 +235,14 @@ impl Daemon {
                         .template_dir
                         .clone()
                         .unwrap_or_else(|| template_dir(&self.config.root)),
-                    key: template_key(&qemu, &self.config),
+                    key: template_key(&qemu),
                 });
                 let config = RuntimeConfig {
                     run_root: self.config.root.join("vms"),
                     vcpus: self.config.vcpus,
                     memory_mib: self.config.memory_mib,
                     templates,
-                    pool_size: self.config.pool_size,
+                    pools: self.config.pools.clone(),
                 };
                 let runtime = Arc::new(Runtime::new(qemu, self.images.clone(), config));
                 runtime.prepare_template();
@@ -262,22 +264,20 @@ fn template_dir(root: &std::path::Path) -> PathBuf {
 }
 
 /// Everything a template's memory and device state depend on.
-fn template_key(qemu: &Qemu, config: &DaemonConfig) -> String {
+fn template_key(qemu: &Qemu) -> String {
     let kernel = &qemu.artifacts.kernel;
     let kernel_stamp = std::fs::metadata(kernel)
         .and_then(|m| m.modified().map(|t| (m.len(), t)))
         .map(|(len, modified)| format!("{len}:{modified:?}"))
         .unwrap_or_default();
     let inputs = format!(
-        "hull {} | devices {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {} | {} vcpus {} MiB",
+        "hull {} | devices {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {}",
         env!("CARGO_PKG_VERSION"),
         hull_vm::DEVICE_LAYOUT,
         kernel.display(),
         qemu.artifacts.initramfs.display(),
         qemu.binary,
         qemu.accel,
-        config.vcpus,
-        config.memory_mib,
     );
     hex::encode(Sha256::digest(inputs))[..16].to_string()
 }

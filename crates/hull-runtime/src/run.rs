@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::agent::{AgentClient, AgentError, OutputStream};
-use crate::pool::Pool;
+use crate::size::VmSize;
 use crate::spec::{process_config, ProcessOptions, SpecError};
-use crate::start::{StartedVm, VmFactory};
+use crate::start::{pooled_network, StartedVm, VmFactory, VmNeeds};
 use crate::template::{TemplateConfig, Templates};
 
 /// How long a VM may take from QEMU start to the agent's hello. Generous:
@@ -81,8 +81,9 @@ pub struct RuntimeConfig {
     pub memory_mib: u32,
     /// Clone VMs from a template; `None` boots every VM cold.
     pub templates: Option<TemplateConfig>,
-    /// Template clones kept resumed and idle for the next runs.
-    pub pool_size: usize,
+    /// Template clones kept resumed and idle for the next runs, by size
+    /// (`None`: the default size).
+    pub pools: Vec<(Option<VmSize>, usize)>,
 }
 
 /// What to run.
@@ -92,6 +93,8 @@ pub struct RunRequest {
     pub options: ProcessOptions,
     /// Whether the caller sends stdin; otherwise the process reads /dev/null.
     pub stdin: bool,
+    /// The VM's size; `None`: the daemon's default.
+    pub size: Option<VmSize>,
 }
 
 /// Asynchronous requests from the caller while the process runs.
@@ -118,20 +121,22 @@ pub struct Runtime<H: Hypervisor> {
 
 impl<H: Hypervisor> Runtime<H> {
     pub fn new(hypervisor: H, images: Arc<ImageStore>, config: RuntimeConfig) -> Self {
-        let templates = config
-            .templates
-            .map(|templates| Arc::new(Templates::new(templates)));
-        let pool = (templates.is_some() && config.pool_size > 0)
-            .then(|| Arc::new(Pool::new(config.pool_size)));
-        let vms = VmFactory {
-            hypervisor: Arc::new(hypervisor),
-            templates,
-            pool,
-            run_root: config.run_root,
+        let default_size = VmSize {
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
-            starts: Default::default(),
         };
+        let pool_targets = config
+            .pools
+            .iter()
+            .map(|(size, target)| (size.unwrap_or(default_size), *target))
+            .collect();
+        let vms = VmFactory::new(
+            hypervisor,
+            config.run_root,
+            default_size,
+            config.templates,
+            pool_targets,
+        );
         Self {
             images,
             vms: Arc::new(vms),
@@ -155,6 +160,7 @@ impl<H: Hypervisor> Runtime<H> {
             process,
             rootfs,
             stdin: request.stdin,
+            size: request.size,
         })
     }
 
@@ -164,8 +170,18 @@ impl<H: Hypervisor> Runtime<H> {
         self.vms.prepare();
     }
 
-    pub fn templates(&self) -> Option<&Arc<Templates>> {
-        self.vms.templates.as_ref()
+    /// The template of the default size, once templates are on.
+    pub fn templates(&self) -> Option<Arc<Templates>> {
+        self.vms.class(self.vms.default_size).templates.clone()
+    }
+
+    /// Every size's template so far, smallest first.
+    pub fn templates_by_size(&self) -> Vec<(VmSize, Arc<Templates>)> {
+        self.vms
+            .classes()
+            .iter()
+            .filter_map(|class| Some((class.size, class.templates.clone()?)))
+            .collect()
     }
 
     /// How the most recent VMs were started, oldest first.
@@ -173,12 +189,16 @@ impl<H: Hypervisor> Runtime<H> {
         self.vms.recent_starts()
     }
 
-    /// The pool's size and idle VMs, if there is a pool.
-    pub fn pool_status(&self) -> Option<(usize, usize)> {
+    /// Each pool's size, target and idle VMs, smallest first.
+    pub fn pool_status(&self) -> Vec<(VmSize, usize, usize)> {
         self.vms
-            .pool
-            .as_ref()
-            .map(|pool| (pool.target(), pool.len()))
+            .classes()
+            .iter()
+            .filter_map(|class| {
+                let pool = class.pool.as_ref()?;
+                Some((class.size, pool.target(), pool.len()))
+            })
+            .collect()
     }
 
     /// Runs the prepared process in a VM of its own with `io`, and returns how
@@ -191,7 +211,13 @@ impl<H: Hypervisor> Runtime<H> {
             serial: ROOTFS_SERIAL.into(),
             read_only: true,
         };
-        let StartedVm { vm, agent, run_dir } = self.vms.start(&id, vec![rootfs], false).await?;
+        let needs = VmNeeds {
+            size: prepared.size,
+            network: pooled_network(),
+            shares: Vec::new(),
+        };
+        let StartedVm { vm, agent, run_dir } =
+            self.vms.start_with(&id, vec![rootfs], false, needs).await?;
         let exit = vm.exit();
         let (_, network) = crate::network::user_network(&[]);
         let configure = Request::ConfigureNetwork(network);
@@ -240,6 +266,7 @@ pub struct Prepared {
     pub process: crate::spec::ProcessConfig,
     pub rootfs: PathBuf,
     pub stdin: bool,
+    pub size: Option<VmSize>,
 }
 
 async fn run_process(

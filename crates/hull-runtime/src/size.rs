@@ -14,6 +14,8 @@ pub enum SizeError {
         "{cpus} CPUs and {memory_mib} MiB fit no size: the largest, L3, has 8 vCPUs and 16 GiB"
     )]
     TooLarge { cpus: f64, memory_mib: u64 },
+    #[error("invalid pool {0:?}: expected a count of the default size (4) or SIZE=COUNT pairs (S1=4,M1=1)")]
+    Pool(String),
     #[error("invalid {what} quantity {text:?}: {why}")]
     Quantity {
         what: &'static str,
@@ -23,7 +25,7 @@ pub enum SizeError {
 }
 
 /// The vCPUs and memory of a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct VmSize {
     pub vcpus: u32,
     pub memory_mib: u32,
@@ -52,6 +54,41 @@ impl fmt::Display for VmSize {
         let vcpus = if self.vcpus == 1 { "vCPU" } else { "vCPUs" };
         write!(f, "{} {vcpus}, {} MiB", self.vcpus, self.memory_mib)
     }
+}
+
+impl VmSize {
+    /// Hull's name for it (`S1`), if it is one of [`SIZES`].
+    pub fn name(&self) -> Option<&'static str> {
+        SIZES.iter().find(|(_, s)| s == self).map(|(n, _)| *n)
+    }
+
+    /// A short token naming it in paths and keys: `1x64`.
+    pub fn token(&self) -> String {
+        format!("{}x{}", self.vcpus, self.memory_mib)
+    }
+}
+
+/// The pools `hulld --pool` asks for: `4` (of the default size, `None`)
+/// or `S1=4,M1=1`.
+pub fn parse_pools(text: &str) -> Result<Vec<(Option<VmSize>, usize)>, SizeError> {
+    let invalid = || SizeError::Pool(text.to_owned());
+    if let Ok(count) = text.trim().parse::<usize>() {
+        return Ok(vec![(None, count)]);
+    }
+    let mut pools: Vec<(Option<VmSize>, usize)> = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, count) = pair.split_once('=').ok_or_else(invalid)?;
+        let size = named(name.trim())?;
+        let count = count.trim().parse().map_err(|_| invalid())?;
+        if pools.iter().any(|(s, _)| *s == Some(size)) {
+            return Err(invalid());
+        }
+        pools.push((Some(size), count));
+    }
+    if pools.is_empty() {
+        return Err(invalid());
+    }
+    Ok(pools)
 }
 
 /// The size named `name` (any case).
@@ -162,5 +199,20 @@ mod tests {
         assert_eq!(parse_memory_mib("1e9").unwrap(), 954);
         assert!(parse_memory_mib("lots").is_err());
         assert!(parse_memory_mib("12Zi").is_err());
+    }
+
+    #[test]
+    fn pools_are_a_count_or_sizes_with_counts() {
+        assert_eq!(parse_pools("4").unwrap(), [(None, 4)]);
+        assert_eq!(
+            parse_pools("S1=4, m1=1").unwrap(),
+            [
+                (Some(named("S1").unwrap()), 4),
+                (Some(named("M1").unwrap()), 1)
+            ]
+        );
+        for bad in ["", "S1", "S1=x", "X9=1", "S1=1,S1=2"] {
+            assert!(parse_pools(bad).is_err(), "{bad}");
+        }
     }
 }

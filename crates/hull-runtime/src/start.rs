@@ -1,8 +1,9 @@
 //! How a run gets its VM: from the pool, as a template clone, or by a cold
 //! boot, each one falling back to the next.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hull_proto::Request;
@@ -15,7 +16,7 @@ use crate::run::{
     greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError, BOOT_TIMEOUT,
 };
 use crate::size::VmSize;
-use crate::template::{Template, Templates};
+use crate::template::{Template, TemplateConfig, Templates};
 
 /// A VM with a ready agent and its rootfs attached.
 pub(crate) struct StartedVm<V> {
@@ -45,24 +46,112 @@ pub struct StartRecord {
     pub at: std::time::SystemTime,
 }
 
-/// Builds VMs of one size.
+/// A size's template and pool of resumed clones.
+pub(crate) struct SizeClass<V> {
+    pub size: VmSize,
+    pub templates: Option<Arc<Templates>>,
+    pub pool: Option<Arc<Pool<V>>>,
+}
+
+/// Builds VMs: each size has a template of its own, made on its first use,
+/// and a pool if the daemon was asked to keep one for it.
 pub(crate) struct VmFactory<H: Hypervisor> {
     pub hypervisor: Arc<H>,
-    pub templates: Option<Arc<Templates>>,
-    pub pool: Option<Arc<Pool<H::Vm>>>,
     pub run_root: std::path::PathBuf,
-    pub vcpus: u32,
-    pub memory_mib: u32,
+    /// The size of VMs that ask for none.
+    pub default_size: VmSize,
+    /// Where templates live and the digest of what they are built from,
+    /// but their size; `None`: every VM boots cold.
+    pub templates: Option<TemplateConfig>,
+    /// Idle clones to keep, by size.
+    pub pool_targets: BTreeMap<VmSize, usize>,
+    pub classes: Mutex<BTreeMap<VmSize, Arc<SizeClass<H::Vm>>>>,
     pub starts: std::sync::Mutex<std::collections::VecDeque<StartRecord>>,
 }
 
 impl<H: Hypervisor> VmFactory<H> {
-    fn config(&self, id: &str, run_dir: &Path, disks: Vec<DiskConfig>, detached: bool) -> VmConfig {
+    pub fn new(
+        hypervisor: H,
+        run_root: std::path::PathBuf,
+        default_size: VmSize,
+        templates: Option<TemplateConfig>,
+        pool_targets: BTreeMap<VmSize, usize>,
+    ) -> Self {
+        let factory = Self {
+            hypervisor: Arc::new(hypervisor),
+            run_root,
+            default_size,
+            templates,
+            pool_targets,
+            classes: Mutex::default(),
+            starts: Default::default(),
+        };
+        // Templates of sizes in use before a restart are picked up (or,
+        // if outdated, removed) now, so `template ls` shows them and their
+        // memory is not left on tmpfs unaccounted for.
+        if let Some(config) = &factory.templates {
+            for entry in std::fs::read_dir(&config.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                match parse_token(&name) {
+                    Some(size) => {
+                        factory.class(size);
+                    }
+                    None => {
+                        info!(path = %entry.path().display(), "removing an outdated VM template");
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+        }
+        factory
+    }
+
+    /// The template and pool of `size`, made on first use.
+    pub fn class(&self, size: VmSize) -> Arc<SizeClass<H::Vm>> {
+        let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
+        classes
+            .entry(size)
+            .or_insert_with(|| {
+                let templates = self
+                    .templates
+                    .as_ref()
+                    .map(|config| Arc::new(Templates::new(config.for_size(size))));
+                let pool = match (self.pool_targets.get(&size), &templates) {
+                    (Some(&target), Some(_)) if target > 0 => Some(Arc::new(Pool::new(target))),
+                    _ => None,
+                };
+                Arc::new(SizeClass {
+                    size,
+                    templates,
+                    pool,
+                })
+            })
+            .clone()
+    }
+
+    /// Every size's template and pool made so far, smallest first.
+    pub fn classes(&self) -> Vec<Arc<SizeClass<H::Vm>>> {
+        let classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
+        classes.values().cloned().collect()
+    }
+
+    fn config(
+        &self,
+        id: &str,
+        run_dir: &Path,
+        disks: Vec<DiskConfig>,
+        detached: bool,
+        size: VmSize,
+    ) -> VmConfig {
         VmConfig {
             id: id.to_string(),
             run_dir: run_dir.to_owned(),
-            vcpus: self.vcpus,
-            memory_mib: self.memory_mib,
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
             disks,
             memory_file: None,
             restore_from: None,
@@ -72,23 +161,36 @@ impl<H: Hypervisor> VmFactory<H> {
         }
     }
 
-    /// Builds the template, then fills the pool, in the background.
+    /// Builds the default size's template and those of sizes with a pool,
+    /// then fills the pools, in the background.
     pub fn prepare(self: &Arc<Self>) {
-        let Some(templates) = self.templates.clone() else {
+        let mut sizes: Vec<VmSize> = self.pool_targets.keys().copied().collect();
+        sizes.push(self.default_size);
+        sizes.sort();
+        sizes.dedup();
+        for size in sizes {
+            self.prepare_size(&self.class(size));
+        }
+    }
+
+    /// Builds a size's template, then fills its pool, in the background.
+    fn prepare_size(self: &Arc<Self>, class: &Arc<SizeClass<H::Vm>>) {
+        let Some(templates) = class.templates.clone() else {
             return;
         };
-        let factory = self.clone();
+        let (factory, class) = (self.clone(), class.clone());
         tokio::spawn(async move {
+            let size = class.size;
             let _ = templates
-                .build(&*factory.hypervisor, factory.vcpus, factory.memory_mib)
+                .build(&*factory.hypervisor, size.vcpus, size.memory_mib)
                 .await;
-            factory.fill_pool().await;
+            factory.fill_pool(&class).await;
         });
     }
 
-    /// Adds clones to the pool until it is full; one task at a time.
-    async fn fill_pool(&self) {
-        let (Some(pool), Some(templates)) = (&self.pool, &self.templates) else {
+    /// Adds clones to a size's pool until it is full; one task at a time.
+    async fn fill_pool(&self, class: &SizeClass<H::Vm>) {
+        let (Some(pool), Some(templates)) = (&class.pool, &class.templates) else {
             return;
         };
         if !pool.start_filling() {
@@ -102,7 +204,14 @@ impl<H: Hypervisor> VmFactory<H> {
             let cloned = async {
                 let run_dir = RunDir::create(self.run_root.join(&id))?;
                 let (vm, agent) = self
-                    .clone_template(&template, &id, &run_dir.path, false, pooled_network())
+                    .clone_template(
+                        &template,
+                        &id,
+                        &run_dir.path,
+                        false,
+                        pooled_network(),
+                        class.size,
+                    )
                     .await?;
                 Ok::<_, RunError>(PooledVm { vm, agent, run_dir })
             };
@@ -117,28 +226,13 @@ impl<H: Hypervisor> VmFactory<H> {
         pool.stop_filling();
     }
 
-    /// A VM for container `id` with `disks` attached, of the factory's
-    /// size, its network device on the user-mode network (as pooled VMs'
-    /// are). A `detached` one outlives hulld (see [`VmConfig::detached`]);
-    /// pooled VMs are not, so it is cloned or booted.
-    pub async fn start(
-        self: &Arc<Self>,
-        id: &str,
-        disks: Vec<DiskConfig>,
-        detached: bool,
-    ) -> Result<StartedVm<H::Vm>, RunError> {
-        let needs = VmNeeds {
-            size: None,
-            network: pooled_network(),
-            shares: Vec::new(),
-        };
-        self.start_with(id, disks, detached, needs).await
-    }
-
-    /// As [`Self::start`], with what `needs` says. The pool and the
-    /// template have the factory's size, no 9p device and (pooled VMs) the
-    /// user-mode network without forwarded ports: another size or shares
-    /// boot cold, another network is cloned or booted.
+    /// A VM for container `id` with `disks` attached and what `needs`
+    /// says, from the pool, as a template clone, or booted. Each size has
+    /// its own template and pool; templates have no 9p device and pooled
+    /// VMs are on the user-mode network without forwarded ports, so shares
+    /// boot cold and another network is cloned or booted. A `detached` VM
+    /// outlives hulld (see [`VmConfig::detached`]); pooled VMs do not, so
+    /// it is cloned or booted.
     pub async fn start_with(
         self: &Arc<Self>,
         id: &str,
@@ -151,32 +245,24 @@ impl<H: Hypervisor> VmFactory<H> {
             network,
             shares,
         } = needs;
-        let own_size = VmSize {
-            vcpus: self.vcpus,
-            memory_mib: self.memory_mib,
-        };
-        let size = size.filter(|s| *s != own_size);
-        // The template has neither another size nor 9p devices.
-        if size.is_some() || !shares.is_empty() {
+        let size = size.unwrap_or(self.default_size);
+        let started = Instant::now();
+        if !shares.is_empty() {
             let run_dir = RunDir::create(self.run_root.join(id))?;
-            let mut config = self.config(id, &run_dir.path, disks, detached);
-            if let Some(size) = size {
-                config.vcpus = size.vcpus;
-                config.memory_mib = size.memory_mib;
-            }
+            let mut config = self.config(id, &run_dir.path, disks, detached, size);
             config.network = network;
             config.shares = shares;
-            return self.boot(config, run_dir, Instant::now()).await;
+            return self.boot(config, run_dir, started).await;
         }
-        let started = Instant::now();
+        let class = self.class(size);
         let elapsed_ms = || started.elapsed().as_millis() as u64;
-        let pooled = match (&self.pool, detached) {
+        let pooled = match (&class.pool, detached) {
             (Some(pool), false) if network == pooled_network() => pool.take(),
             _ => None,
         };
         if let Some(pooled) = pooled {
-            let factory = self.clone();
-            tokio::spawn(async move { factory.fill_pool().await });
+            let (factory, refill) = (self.clone(), class.clone());
+            tokio::spawn(async move { factory.fill_pool(&refill).await });
             match attach(&pooled.vm, &disks).await {
                 Ok(()) => {
                     self.record_start(id, "pool", elapsed_ms());
@@ -190,10 +276,17 @@ impl<H: Hypervisor> VmFactory<H> {
             }
         }
         let run_dir = RunDir::create(self.run_root.join(id))?;
-        if let Some(template) = self.templates.as_ref().and_then(|t| t.ready()) {
+        if let Some(template) = class.templates.as_ref().and_then(|t| t.ready()) {
             let cloned = async {
                 let (vm, agent) = self
-                    .clone_template(&template, id, &run_dir.path, detached, network.clone())
+                    .clone_template(
+                        &template,
+                        id,
+                        &run_dir.path,
+                        detached,
+                        network.clone(),
+                        size,
+                    )
                     .await?;
                 if let Err(err) = attach(&vm, &disks).await {
                     vm.kill();
@@ -208,23 +301,23 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
                 Err(err) => {
                     warn!(error = %err, "cloning the VM template failed; rebuilding it, booting cold");
-                    if let Some(templates) = &self.templates {
+                    if let Some(templates) = &class.templates {
                         templates.invalidate(&template);
                     }
-                    self.prepare();
                 }
             }
         }
-        let mut config = self.config(id, &run_dir.path, disks, detached);
+        let mut config = self.config(id, &run_dir.path, disks, detached, size);
         config.network = network;
         let started_vm = self.boot(config, run_dir, started).await?;
-        // A template that went missing (removed, or failed) is built again.
-        if self
+        // A size's first VM, or one whose template went missing (removed,
+        // or failed), has its template built for the next.
+        if class
             .templates
             .as_ref()
             .is_some_and(|t| t.status() == "missing")
         {
-            self.prepare();
+            self.prepare_size(&class);
         }
         Ok(started_vm)
     }
@@ -289,8 +382,9 @@ impl<H: Hypervisor> VmFactory<H> {
         run_dir: &Path,
         detached: bool,
         network: NetBackend,
+        size: VmSize,
     ) -> Result<(H::Vm, AgentClient), RunError> {
-        let mut config = self.config(id, run_dir, Vec::new(), detached);
+        let mut config = self.config(id, run_dir, Vec::new(), detached, size);
         config.network = network;
         config.memory_file = Some(MemoryFile {
             path: template.memory.clone(),
@@ -333,7 +427,7 @@ pub fn clock_and_entropy() -> Request {
 }
 
 /// The network of pooled VMs: the user-mode one, no ports forwarded.
-fn pooled_network() -> NetBackend {
+pub(crate) fn pooled_network() -> NetBackend {
     NetBackend::User {
         forwards: Vec::new(),
     }
@@ -352,4 +446,13 @@ async fn attach<V: Vm>(vm: &V, disks: &[DiskConfig]) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+/// The size a template directory's name (`1x64`) stands for.
+fn parse_token(name: &str) -> Option<VmSize> {
+    let (vcpus, memory_mib) = name.split_once('x')?;
+    Some(VmSize {
+        vcpus: vcpus.parse().ok().filter(|v| *v > 0)?,
+        memory_mib: memory_mib.parse().ok().filter(|m| *m > 0)?,
+    })
 }

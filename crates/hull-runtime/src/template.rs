@@ -12,6 +12,7 @@ use hull_vm::{Hypervisor, MemoryFile, Vm, VmConfig};
 use tracing::{info, warn};
 
 use crate::run::RunError;
+use crate::size::VmSize;
 
 /// The files of a ready template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,19 @@ pub struct TemplateConfig {
     /// Digest of everything a template depends on (kernel, agent, size,
     /// hypervisor, Hull's version): another key means another template.
     pub key: String,
+}
+
+impl TemplateConfig {
+    /// The template of one size: in a directory of its own under `dir`,
+    /// its key the digest of this one's and the size.
+    pub fn for_size(&self, size: VmSize) -> TemplateConfig {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{} {}", self.key, size.token()));
+        TemplateConfig {
+            dir: self.dir.join(size.token()),
+            key: hex::encode(digest)[..16].to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

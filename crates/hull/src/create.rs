@@ -168,6 +168,17 @@ fn endpoint(args: &RunArgs) -> Option<(String, EndpointSettings)> {
     ))
 }
 
+/// The size `--size`, `--memory` and `--cpus` ask for, as hulld fits it.
+pub(crate) fn vm_size(args: &RunArgs) -> Result<Option<hull_api::size::VmSize>> {
+    let (memory, nano_cpus) = resources(args)?;
+    if memory.is_none() && nano_cpus.is_none() {
+        return Ok(None);
+    }
+    let memory_mib = memory.map_or(0, |bytes| (bytes.max(0) as u64).div_ceil(1 << 20));
+    let cpus = nano_cpus.map_or(0.0, |n| n as f64 / 1e9);
+    Ok(Some(hull_api::size::fitting(cpus, memory_mib)?))
+}
+
 /// Docker's `Memory` (bytes) and `NanoCpus` for `--size`, `--memory` and
 /// `--cpus`; hulld gives the VM the smallest size that holds them.
 fn resources(args: &RunArgs) -> Result<(Option<i64>, Option<i64>)> {

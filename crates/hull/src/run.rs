@@ -134,14 +134,9 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         eprintln!("hull: Error response from daemon: {err:#}");
         return Ok(125);
     }
-    // Hull's run stream takes the pool's VMs, all of the default size on
-    // the default network, publishing nothing.
-    let pooled = args.size.is_none()
-        && args.cpus.is_none()
-        && args.memory.is_none()
-        && args.publish.is_empty()
-        && args.volume.is_empty()
-        && args.network.is_none();
+    // Hull's run stream takes the pools' VMs, on the default network,
+    // publishing nothing.
+    let pooled = args.publish.is_empty() && args.volume.is_empty() && args.network.is_none();
     if args.rm && !args.detach && pooled {
         return run_streamed(client, args).await;
     }
@@ -151,7 +146,9 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
 /// Runs over Hull's own stream, which carries stdio, signals and the exit.
 async fn run_streamed(client: &Client, args: RunArgs) -> Result<i32> {
     stdio::check_tty_input(args.tty, args.interactive)?;
-    let stream = client.run(&spec(&args)).await?;
+    let mut spec = spec(&args);
+    spec.size = crate::create::vm_size(&args)?;
+    let stream = client.run(&spec).await?;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let _raw = stdio::raw_mode(args.tty, args.interactive);
 

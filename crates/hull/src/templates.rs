@@ -79,11 +79,19 @@ pub async fn template(client: &Client, command: TemplateCommand) -> Result<i32> 
 pub async fn pool(client: &Client, command: PoolCommand) -> Result<i32> {
     match command {
         PoolCommand::Ls => {
-            let pool: PoolStatus = client.get_json("/hull/pool").await?;
-            print_table(&[
-                vec!["TARGET".to_owned(), "READY".to_owned()],
-                vec![pool.target.to_string(), pool.ready.to_string()],
-            ]);
+            let pools: Vec<PoolStatus> = client.get_json("/hull/pool").await?;
+            let mut rows = vec![["SIZE", "VM", "TARGET", "READY"]
+                .map(str::to_owned)
+                .to_vec()];
+            for pool in pools {
+                rows.push(vec![
+                    pool.size.unwrap_or_else(|| "-".into()),
+                    format!("{} vCPU, {} MiB", pool.vcpus, pool.memory_mib),
+                    pool.target.to_string(),
+                    pool.ready.to_string(),
+                ]);
+            }
+            print_table(&rows);
             Ok(0)
         }
     }

@@ -183,11 +183,13 @@ fn a_foreground_run_without_rm_leaves_an_exited_container() {
     let row = ps_row(&["-a", "-f", "name=fg"], "fg").expect("ps -a lists it");
     assert!(row.contains("Exited (4)"), "{row}");
 
-    let before = hull_out(&["ps", "-aq", "--no-trunc"]);
-    stdout_of(&daemon().hull(&["run", "busybox", "true"]));
-    let after = hull_out(&["ps", "-aq", "--no-trunc"]);
-    let new: Vec<&str> = after.lines().filter(|id| !before.contains(id)).collect();
-    assert_eq!(new.len(), 1, "one container more: {after}");
+    // Unnamed, and found by a label: other tests share the daemon.
+    let label = "test=foreground-unnamed";
+    stdout_of(&daemon().hull(&["run", "--label", label, "busybox", "true"]));
+    let filter = format!("label={label}");
+    let found = hull_out(&["ps", "-aq", "--no-trunc", "-f", &filter]);
+    let new: Vec<&str> = found.lines().collect();
+    assert_eq!(new.len(), 1, "one container left: {found}");
     let inspected = inspect(new[0]);
     assert_eq!(inspected["State"]["Status"], "exited");
     assert_eq!(inspected["State"]["ExitCode"], 0);

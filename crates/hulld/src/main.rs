@@ -41,9 +41,10 @@ struct Args {
     /// Boot every VM cold instead of cloning a booted template.
     #[arg(long, env = "HULL_NO_TEMPLATES", value_parser = clap::builder::BoolishValueParser::new())]
     no_templates: bool,
-    /// Template clones to keep resumed and idle, so runs skip starting QEMU.
-    #[arg(long, env = "HULL_POOL", default_value_t = 0)]
-    pool: usize,
+    /// Template clones to keep resumed and idle, so runs skip starting
+    /// QEMU: a count of the default size (4), or per size (S1=4,M1=1).
+    #[arg(long, env = "HULL_POOL", default_value = "0")]
+    pool: String,
     /// Directory for VM templates' memory and state (best on tmpfs).
     #[arg(long, env = "HULL_TEMPLATE_DIR")]
     template_dir: Option<PathBuf>,
@@ -82,7 +83,7 @@ async fn main() -> Result<()> {
         memory_mib: args.memory,
         templates: !args.no_templates,
         template_dir: args.template_dir,
-        pool_size: args.pool,
+        pools: hull_api::size::parse_pools(&args.pool).context("invalid --pool")?,
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
     daemon

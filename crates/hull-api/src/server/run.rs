@@ -51,6 +51,7 @@ pub(super) async fn start(
         image: spec.image.clone(),
         options: spec.process.clone(),
         stdin: spec.stdin,
+        size: spec.size,
     };
     let prepared = runtime.prepare(&run_request).await?;
     let in_use = daemon

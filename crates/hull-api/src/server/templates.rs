@@ -7,32 +7,38 @@ use crate::daemon::Daemon;
 use crate::types::{PoolStatus, TemplateSummary};
 use crate::units::unix_seconds;
 
-/// `GET /hull/templates`: the ready template, if any. Asking boots nothing.
+/// `GET /hull/templates`: the ready templates, one per size at most.
+/// Asking boots nothing.
 pub(super) fn list(daemon: &Daemon) -> Response<Body> {
-    let (vcpus, memory_mib) = daemon.vm_size();
     let templates: Vec<TemplateSummary> = daemon
         .started_runtime()
-        .and_then(|runtime| runtime.templates().and_then(|t| t.describe()))
-        .map(|info| TemplateSummary {
-            key: info.key,
-            dir: info.dir.display().to_string(),
-            vcpus,
-            memory_mib,
-            memory_bytes: info.memory_bytes,
-            state_bytes: info.state_bytes,
-            built: info.built.map(unix_seconds),
-        })
+        .map(|runtime| runtime.templates_by_size())
+        .unwrap_or_default()
         .into_iter()
+        .filter_map(|(size, templates)| {
+            let info = templates.describe()?;
+            Some(TemplateSummary {
+                key: info.key,
+                dir: info.dir.display().to_string(),
+                vcpus: size.vcpus,
+                memory_mib: size.memory_mib,
+                memory_bytes: info.memory_bytes,
+                state_bytes: info.state_bytes,
+                built: info.built.map(unix_seconds),
+            })
+        })
         .collect();
     json_response(StatusCode::OK, &templates)
 }
 
 /// `DELETE /hull/templates/{key}`: a key prefix will do.
 pub(super) fn remove(daemon: &Daemon, key: &str) -> Result<Response<Body>, ApiError> {
-    let removed = daemon
-        .started_runtime()
-        .and_then(|runtime| runtime.templates().map(|t| t.remove(key)))
-        .unwrap_or(false);
+    let removed = daemon.started_runtime().is_some_and(|runtime| {
+        runtime
+            .templates_by_size()
+            .iter()
+            .any(|(_, templates)| templates.remove(key))
+    });
     if !removed {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -45,11 +51,20 @@ pub(super) fn remove(daemon: &Daemon, key: &str) -> Result<Response<Body>, ApiEr
     ))
 }
 
-/// `GET /hull/pool`.
+/// `GET /hull/pool`: each size's pool.
 pub(super) fn pool(daemon: &Daemon) -> Response<Body> {
-    let (target, ready) = daemon
+    let pools: Vec<PoolStatus> = daemon
         .started_runtime()
-        .and_then(|runtime| runtime.pool_status())
-        .unwrap_or((0, 0));
-    json_response(StatusCode::OK, &PoolStatus { target, ready })
+        .map(|runtime| runtime.pool_status())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(size, target, ready)| PoolStatus {
+            size: size.name().map(str::to_owned),
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
+            target,
+            ready,
+        })
+        .collect();
+    json_response(StatusCode::OK, &pools)
 }

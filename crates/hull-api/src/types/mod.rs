@@ -140,10 +140,14 @@ pub struct TemplateSummary {
     pub built: Option<i64>,
 }
 
-/// `GET /hull/pool`.
+/// One pool of `GET /hull/pool`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolStatus {
-    /// Idle VMs the pool keeps; 0 without a pool.
+    /// Hull's name of the pool's size (`S1`), if it is one.
+    pub size: Option<String>,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Idle VMs the pool keeps.
     pub target: usize,
     pub ready: usize,
 }
@@ -160,6 +164,9 @@ pub struct RunSpec {
     /// The client's terminal size, for `tty`.
     #[serde(default)]
     pub tty_size: Option<(u16, u16)>,
+    /// The VM's size; the daemon's default without one.
+    #[serde(default)]
+    pub size: Option<hull_runtime::size::VmSize>,
 }
 
 /// Sent by hulld on the run stream as `Event` frames.
