@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -128,6 +129,17 @@ impl Agent {
             }
             Request::FreezeDisk { serial } => freeze_response(crate::freeze::freeze(&serial)),
             Request::ThawDisk { serial } => freeze_response(crate::freeze::thaw(&serial)),
+            Request::SetOnlineCpus { count } => {
+                crate::cpus::set_online(Path::new(crate::cpus::SYSFS_CPUS), count)
+                    .map(|()| Response::Done)
+                    .map_err(|e| {
+                        let kind = match e {
+                            crate::cpus::CpusError::OutOfRange { .. } => ErrorKind::InvalidRequest,
+                            _ => ErrorKind::Internal,
+                        };
+                        RequestError::new(kind, error_chain(&e))
+                    })
+            }
             Request::Shutdown => self.shutdown(id),
             Request::Reattach => return self.reattach(id),
             Request::Resume {

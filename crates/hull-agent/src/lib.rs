@@ -12,6 +12,7 @@ pub mod channel;
 pub mod container;
 mod copy;
 pub mod copyup;
+pub mod cpus;
 pub mod disk;
 pub mod flow;
 pub mod freeze;

@@ -83,6 +83,12 @@ pub enum Request {
     ThawDisk {
         serial: String,
     },
+    /// Brings the first `count` vCPUs online and takes the others offline,
+    /// so a container uses no more CPUs than its limit allows. vCPU 0
+    /// always stays online.
+    SetOnlineCpus {
+        count: u32,
+    },
     /// Syncs filesystems and powers the VM off after answering. (The end of
     /// the channel does not: the agent waits for a host to connect again.)
     Shutdown,
@@ -507,6 +513,7 @@ mod tests {
             process: "init".into(),
             signal: 15,
         });
+        round_trip(Request::SetOnlineCpus { count: 2 });
         round_trip(Request::Resume {
             unix_time_nanos: 1_795_000_000_000_000_000,
             entropy: vec![1, 2, 3],

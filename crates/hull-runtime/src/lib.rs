@@ -15,7 +15,9 @@ pub mod template;
 pub mod volume;
 
 pub use agent::{AgentClient, AgentError};
-pub use container::{Container, ContainerError, Containers, CreateOptions, WaitCondition};
+pub use container::{
+    Container, ContainerError, ContainerUpdate, Containers, CreateOptions, WaitCondition,
+};
 pub use run::{
     new_container_id, Prepared, RunControl, RunError, RunIo, RunRequest, Runtime, RuntimeConfig,
 };

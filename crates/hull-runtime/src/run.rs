@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::agent::{AgentClient, AgentError, OutputStream};
-use crate::size::VmSize;
+use crate::size::{Limits, VmSize};
 use crate::spec::{process_config, ProcessOptions, SpecError};
 use crate::start::{pooled_network, StartedVm, VmFactory, VmNeeds};
 use crate::template::{TemplateConfig, Templates};
@@ -86,6 +86,30 @@ pub struct RuntimeConfig {
     pub pools: Vec<(Option<VmSize>, usize)>,
 }
 
+/// Holds a VM of `size` to the `limits`: the balloon takes
+/// the memory beyond them and the agent takes vCPUs beyond them offline.
+/// A fresh VM has all of its size, so only what is less is applied.
+pub(crate) async fn apply_limits<V: Vm>(
+    vm: &V,
+    agent: &AgentClient,
+    size: VmSize,
+    limits: Limits,
+) -> Result<(), RunError> {
+    let memory = limits.guest_memory(size);
+    if memory < u64::from(size.memory_mib) << 20 {
+        vm.set_guest_memory(memory)
+            .await
+            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+    }
+    let cpus = limits.online_cpus(size);
+    if cpus < size.vcpus {
+        agent
+            .request_done(&Request::SetOnlineCpus { count: cpus })
+            .await?;
+    }
+    Ok(())
+}
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
@@ -95,6 +119,8 @@ pub struct RunRequest {
     pub stdin: bool,
     /// The VM's size; `None`: the daemon's default.
     pub size: Option<VmSize>,
+    /// Memory and CPU limits within that size.
+    pub limits: Limits,
 }
 
 /// Asynchronous requests from the caller while the process runs.
@@ -161,6 +187,7 @@ impl<H: Hypervisor> Runtime<H> {
             rootfs,
             stdin: request.stdin,
             size: request.size,
+            limits: request.limits,
         })
     }
 
@@ -219,6 +246,9 @@ impl<H: Hypervisor> Runtime<H> {
         let StartedVm { vm, agent, run_dir } =
             self.vms.start_with(&id, vec![rootfs], false, needs).await?;
         let exit = vm.exit();
+        let size = prepared.size.unwrap_or(self.vms.default_size);
+        let limited = apply_limits(&vm, &agent, size, prepared.limits);
+        unless_vm_dies(&vm, exit.clone(), limited).await?;
         let (_, network) = crate::network::user_network(&[]);
         let configure = Request::ConfigureNetwork(network);
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&configure)).await?;
@@ -267,6 +297,7 @@ pub struct Prepared {
     pub rootfs: PathBuf,
     pub stdin: bool,
     pub size: Option<VmSize>,
+    pub limits: Limits,
 }
 
 async fn run_process(

@@ -16,6 +16,14 @@ pub enum SizeError {
     TooLarge { cpus: f64, memory_mib: u64 },
     #[error("invalid pool {0:?}: expected a count of the default size (4) or SIZE=COUNT pairs (S1=4,M1=1)")]
     Pool(String),
+    #[error("a {what} limit of {limit} is beyond the container's VM ({size}): a VM's size is fixed when it starts; create the container again with the larger limit")]
+    BeyondSize {
+        what: &'static str,
+        limit: String,
+        size: VmSize,
+    },
+    #[error("a memory limit of {} MiB is too small: a VM needs at least {} MiB", .0 >> 20, MIN_MEMORY_LIMIT >> 20)]
+    MemoryTooSmall(u64),
     #[error("invalid {what} quantity {text:?}: {why}")]
     Quantity {
         what: &'static str,
@@ -65,6 +73,70 @@ impl VmSize {
     /// A short token naming it in paths and keys: `1x64`.
     pub fn token(&self) -> String {
         format!("{}x{}", self.vcpus, self.memory_mib)
+    }
+}
+
+/// The least memory a container may be limited to: the guest's kernel and
+/// agent take about 20 MiB of it.
+pub const MIN_MEMORY_LIMIT: u64 = 32 << 20;
+
+/// A container's limits within its VM's size, as docker's `Memory` and
+/// `NanoCpus` give them: the balloon leaves the guest that much memory and
+/// the vCPUs beyond the CPUs (rounded up) are offline. Both can change
+/// while it runs, within the size; `None` is all of the size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub nano_cpus: Option<u64>,
+}
+
+impl Limits {
+    /// Whether the limits fit in a VM of `size`.
+    pub fn check(&self, size: VmSize) -> Result<(), SizeError> {
+        if let Some(bytes) = self.memory_bytes {
+            if bytes < MIN_MEMORY_LIMIT {
+                return Err(SizeError::MemoryTooSmall(bytes));
+            }
+            if bytes > u64::from(size.memory_mib) << 20 {
+                return Err(SizeError::BeyondSize {
+                    what: "memory",
+                    limit: format!("{} MiB", bytes.div_ceil(1 << 20)),
+                    size,
+                });
+            }
+        }
+        if let Some(nano_cpus) = self.nano_cpus {
+            if nano_cpus > u64::from(size.vcpus) * 1_000_000_000 {
+                return Err(SizeError::BeyondSize {
+                    what: "CPU",
+                    limit: format!("{} CPUs", nano_cpus as f64 / 1e9),
+                    size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits of `self` with those `update` sets replaced.
+    pub fn updated(self, update: Limits) -> Limits {
+        Limits {
+            memory_bytes: update.memory_bytes.or(self.memory_bytes),
+            nano_cpus: update.nano_cpus.or(self.nano_cpus),
+        }
+    }
+
+    /// The memory the guest of a VM of `size` is left.
+    pub fn guest_memory(&self, size: VmSize) -> u64 {
+        let all = u64::from(size.memory_mib) << 20;
+        self.memory_bytes.map_or(all, |bytes| bytes.min(all))
+    }
+
+    /// The vCPUs kept online in a VM of `size`.
+    pub fn online_cpus(&self, size: VmSize) -> u32 {
+        self.nano_cpus.map_or(size.vcpus, |nano| {
+            let cpus = nano.div_ceil(1_000_000_000);
+            u32::try_from(cpus).unwrap_or(u32::MAX).clamp(1, size.vcpus)
+        })
     }
 }
 
@@ -183,6 +255,54 @@ mod tests {
         assert_eq!(fitting(2.0, 100).unwrap(), size(2, 2048));
         assert_eq!(fitting(3.0, 5000).unwrap(), size(4, 8192));
         assert!(matches!(fitting(9.0, 1), Err(SizeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn limits_stay_within_the_size_and_round_cpus_up() {
+        let m2 = size(2, 2048);
+        let limits = Limits {
+            memory_bytes: Some(1500 << 20),
+            nano_cpus: Some(1_500_000_000),
+        };
+        limits.check(m2).unwrap();
+        assert_eq!(limits.guest_memory(m2), 1500 << 20);
+        assert_eq!(limits.online_cpus(m2), 2);
+        let half = Limits {
+            memory_bytes: None,
+            nano_cpus: Some(500_000_000),
+        };
+        assert_eq!(half.online_cpus(m2), 1);
+        assert_eq!(half.guest_memory(m2), 2048 << 20);
+        assert_eq!(Limits::default().online_cpus(m2), 2);
+        let updated = limits.updated(half);
+        assert_eq!(updated.memory_bytes, Some(1500 << 20));
+        assert_eq!(updated.nano_cpus, Some(500_000_000));
+
+        let too_much = Limits {
+            memory_bytes: Some(3000 << 20),
+            nano_cpus: None,
+        };
+        let err = too_much.check(m2).unwrap_err().to_string();
+        assert!(
+            err.contains("3000 MiB") && err.contains("2 vCPUs, 2048 MiB"),
+            "{err}"
+        );
+        let too_many = Limits {
+            memory_bytes: None,
+            nano_cpus: Some(3_000_000_000),
+        };
+        assert!(matches!(
+            too_many.check(m2),
+            Err(SizeError::BeyondSize { what: "CPU", .. })
+        ));
+        let too_little = Limits {
+            memory_bytes: Some(8 << 20),
+            nano_cpus: None,
+        };
+        assert_eq!(
+            too_little.check(m2),
+            Err(SizeError::MemoryTooSmall(8 << 20))
+        );
     }
 
     #[test]

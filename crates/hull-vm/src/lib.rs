@@ -55,7 +55,7 @@ pub struct HostShare {
 
 /// Names the devices every VM has, for keys of saved device state: a
 /// clone's devices must be its template's.
-pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,net;no-rtc";
+pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,balloon-reporting,net;no-rtc";
 
 /// The backend of a VM's network device. Every VM has the device, so that
 /// clones match their template; the backend is each VM's own.
@@ -153,6 +153,10 @@ pub trait Vm: Send + Sync + 'static {
         &self,
         disk: &DiskConfig,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Leaves the guest `bytes` of its memory and takes the rest back with
+    /// the balloon (all of it back to the guest when `bytes` is the VM's
+    /// memory). The guest gives the pages up in the background.
+    fn set_guest_memory(&self, bytes: u64) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Pauses the VM and writes its device state to `path` (its memory is
     /// already in its memory file). The VM stays paused.
     fn save_state(

@@ -190,6 +190,10 @@ impl Qemu {
             "virtio-rng-device".into(),
             "-device".into(),
             "virtio-scsi-device,id=scsi0".into(),
+            // Sets a container's memory limit below its size and, by free
+            // page reporting, hands pages the guest frees back to the host.
+            "-device".into(),
+            "virtio-balloon-device,id=balloon0,free-page-reporting=on".into(),
             "-netdev".into(),
             netdev_arg(&config.network),
             "-device".into(),
@@ -699,6 +703,11 @@ impl Vm for QemuVm {
             })),
         )
         .await?;
+        Ok(())
+    }
+
+    async fn set_guest_memory(&self, bytes: u64) -> Result<(), QemuError> {
+        self.qmp("balloon", Some(json!({ "value": bytes }))).await?;
         Ok(())
     }
 

@@ -3,8 +3,9 @@
 
 use std::future::Future;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use hull_api::types::container::ContainerUpdate;
 use hull_api::{Client, ClientError};
 
 use crate::images::human_size;
@@ -171,6 +172,62 @@ pub async fn rename(client: &Client, args: RenameArgs) -> Result<i32> {
 }
 
 #[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Memory limit (e.g. 200m, 1g), within the container's VM size.
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPUs (e.g. 1.5): vCPUs beyond them, rounded up, go offline.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Restart policy: no, always, unless-stopped, on-failure[:N].
+    #[arg(long)]
+    restart: Option<String>,
+    /// Containers: names or ids.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `hull update`: changes running or stopped containers' limits.
+pub async fn update(client: &Client, args: UpdateArgs) -> Result<i32> {
+    let memory = args
+        .memory
+        .as_deref()
+        .map(|text| {
+            crate::create::parse_bytes(text)
+                .with_context(|| format!("invalid argument {text:?} for \"-m, --memory\""))
+        })
+        .transpose()?;
+    let nano_cpus = match args.cpus {
+        Some(cpus) if !(cpus.is_finite() && cpus > 0.0) => {
+            bail!("invalid argument \"{cpus}\" for \"--cpus\": it must be a positive number")
+        }
+        cpus => cpus.map(|cpus| (cpus * 1e9).round() as i64),
+    };
+    if memory.is_none() && nano_cpus.is_none() && args.restart.is_none() {
+        bail!("you must provide one or more flags when using this command");
+    }
+    let update = ContainerUpdate {
+        memory,
+        nano_cpus,
+        restart_policy: args
+            .restart
+            .as_deref()
+            .map(crate::create::restart_policy)
+            .transpose()?,
+        ..ContainerUpdate::default()
+    };
+    let update = &update;
+    Ok(each(&args.containers, |container| async move {
+        let updated = client.update_container(&container, update).await?;
+        for warning in updated.warnings {
+            eprintln!("WARNING: {warning}");
+        }
+        Ok(container)
+    })
+    .await)
+}
+
+#[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Containers (or images): names or ids.
     #[arg(required = true, value_name = "NAME")]
@@ -268,6 +325,8 @@ pub enum ContainerCommand {
     Rm(RmArgs),
     /// Rename a container (`hull rename`).
     Rename(RenameArgs),
+    /// Change containers' memory and CPU limits or restart policy (`hull update`).
+    Update(UpdateArgs),
     /// Show containers' details as JSON (`hull inspect`).
     Inspect(InspectArgs),
     /// Show a container's output (`hull logs`).
@@ -292,6 +351,7 @@ pub async fn container(client: &Client, command: ContainerCommand) -> Result<i32
         ContainerCommand::Wait(args) => wait(client, args).await,
         ContainerCommand::Rm(args) => rm(client, args).await,
         ContainerCommand::Rename(args) => rename(client, args).await,
+        ContainerCommand::Update(args) => update(client, args).await,
         ContainerCommand::Inspect(args) => inspect(client, args).await,
         ContainerCommand::Logs(args) => crate::logs::logs(client, args).await,
         ContainerCommand::Exec(args) => crate::exec::exec(client, args).await,

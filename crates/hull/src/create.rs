@@ -179,6 +179,16 @@ pub(crate) fn vm_size(args: &RunArgs) -> Result<Option<hull_api::size::VmSize>> 
     Ok(Some(hull_api::size::fitting(cpus, memory_mib)?))
 }
 
+/// The limits `--memory` and `--cpus` set within the VM's size.
+pub(crate) fn limits(args: &RunArgs) -> Result<hull_api::size::Limits> {
+    let (memory, nano_cpus) = resources(args)?;
+    let positive = |value: Option<i64>| value.filter(|v| *v > 0).map(|v| v as u64);
+    Ok(hull_api::size::Limits {
+        memory_bytes: positive(memory),
+        nano_cpus: positive(nano_cpus),
+    })
+}
+
 /// Docker's `Memory` (bytes) and `NanoCpus` for `--size`, `--memory` and
 /// `--cpus`; hulld gives the VM the smallest size that holds them.
 fn resources(args: &RunArgs) -> Result<(Option<i64>, Option<i64>)> {
@@ -202,7 +212,7 @@ fn resources(args: &RunArgs) -> Result<(Option<i64>, Option<i64>)> {
 }
 
 /// Docker's memory notation: a number with an optional b, k, m or g.
-fn parse_bytes(text: &str) -> Result<i64> {
+pub(crate) fn parse_bytes(text: &str) -> Result<i64> {
     let lower = text.trim().to_ascii_lowercase();
     let (number, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((at, _)) => lower.split_at(at),
@@ -254,7 +264,7 @@ fn labels(entries: &[String]) -> BTreeMap<String, String> {
 }
 
 /// `no`, `always`, `unless-stopped`, `on-failure[:N]`; hulld checks the name.
-fn restart_policy(text: &str) -> Result<RestartPolicy> {
+pub(crate) fn restart_policy(text: &str) -> Result<RestartPolicy> {
     let (name, count) = text.split_once(':').unwrap_or((text, ""));
     let maximum_retry_count = if count.is_empty() {
         0

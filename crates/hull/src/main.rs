@@ -70,6 +70,8 @@ enum Command {
     Rm(containers::RmArgs),
     /// Rename a container.
     Rename(containers::RenameArgs),
+    /// Change containers' memory and CPU limits (within their VM size) or restart policy.
+    Update(containers::UpdateArgs),
     /// Show containers' (or images') details as JSON.
     Inspect(containers::InspectArgs),
     /// List a container's published ports.
@@ -151,6 +153,9 @@ fn main() -> ExitCode {
             Command::Kill(args) => containers::kill(&client, args).await,
             Command::Wait(args) => containers::wait(&client, args).await,
             Command::Rm(args) => containers::rm(&client, args).await,
+            Command::Update(args) => containers::update(&client, args)
+                .await
+                .or_else(containers::failed),
             Command::Rename(args) => containers::rename(&client, args)
                 .await
                 .or_else(containers::failed),

@@ -148,6 +148,7 @@ async fn run_streamed(client: &Client, args: RunArgs) -> Result<i32> {
     stdio::check_tty_input(args.tty, args.interactive)?;
     let mut spec = spec(&args);
     spec.size = crate::create::vm_size(&args)?;
+    spec.limits = crate::create::limits(&args)?;
     let stream = client.run(&spec).await?;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let _raw = stdio::raw_mode(args.tty, args.interactive);

@@ -279,3 +279,93 @@ fn a_containers_size_or_resources_pick_its_vm() {
     let output = daemon().hull(&["run", "--rm", "--size", "XL", "busybox", "true"]);
     assert_fails(&output, 125, &["unknown size \"XL\""]);
 }
+
+/// The guest's `MemTotal`, in MiB, as the container sees it.
+fn guest_memory_mib(name: &str) -> u64 {
+    let line = hull_out(&["exec", name, "grep", "MemTotal", "/proc/meminfo"]);
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {line:?}"));
+    kib / 1024
+}
+
+#[test]
+fn memory_and_cpu_limits_hold_the_guest_and_change_while_it_runs() {
+    // 100 MiB gets the 128 MiB size; the balloon takes back the rest.
+    hull_out(&[
+        "run", "-d", "--name", "limited", "--memory", "100m", "busybox", "sleep", "1000",
+    ]);
+    let full = stdout_of(&daemon().hull(&[
+        "run",
+        "--rm",
+        "--size",
+        "S2",
+        "busybox",
+        "grep",
+        "MemTotal",
+        "/proc/meminfo",
+    ]));
+    let full_mib = full
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024;
+    eventually("the balloon to leave the guest under 100 MiB", || {
+        guest_memory_mib("limited") < 100
+    });
+    assert!(
+        guest_memory_mib("limited") + 20 < full_mib,
+        "{full_mib} MiB unlimited"
+    );
+    let config = inspect("limited");
+    assert_eq!(config["HostConfig"]["Memory"], 100 << 20);
+
+    // Up again, within the size, while it runs; the docker CLI sends the same.
+    let updated = hull_out(&["update", "--memory", "120m", "limited"]);
+    assert_eq!(updated, "limited\n");
+    eventually("the balloon to give memory back", || {
+        (101..=120).contains(&guest_memory_mib("limited"))
+    });
+    assert_eq!(inspect("limited")["HostConfig"]["Memory"], 120 << 20);
+    if common::has_docker_cli() {
+        stdout_of(&daemon().docker(&["update", "--memory", "90m", "limited"]));
+        eventually("docker update to shrink the guest", || {
+            guest_memory_mib("limited") < 90
+        });
+    }
+
+    // Beyond the size, or too little to run a guest: refused, unchanged.
+    let output = daemon().hull(&["update", "--memory", "200m", "limited"]);
+    assert_fails(&output, 1, &["beyond the container's VM (1 vCPU, 128 MiB)"]);
+    let output = daemon().hull(&["update", "--memory", "8m", "limited"]);
+    assert_fails(&output, 1, &["too small"]);
+    let output = daemon().hull(&["update", "--cpus", "2", "limited"]);
+    assert_fails(&output, 1, &["2 CPUs", "beyond"]);
+    let expected = if common::has_docker_cli() { 90 } else { 120 };
+    assert_eq!(inspect("limited")["HostConfig"]["Memory"], expected << 20);
+
+    // The limit outlives a restart: the new VM is held to it from the start.
+    hull_out(&["restart", "-t", "1", "limited"]);
+    eventually("the restarted guest to be held to its limit", || {
+        guest_memory_mib("limited") < expected
+    });
+    hull_out(&["rm", "-f", "limited"]);
+
+    // Two vCPUs; the agent takes the second offline and brings it back.
+    hull_out(&[
+        "run", "-d", "--name", "two-cpus", "--cpus", "2", "busybox", "sleep", "1000",
+    ]);
+    let online = || hull_out(&["exec", "two-cpus", "cat", "/sys/devices/system/cpu/online"]);
+    assert_eq!(online(), "0-1\n");
+    hull_out(&["update", "--cpus", "0.5", "two-cpus"]);
+    assert_eq!(online(), "0\n");
+    assert_eq!(hull_out(&["exec", "two-cpus", "nproc"]), "1\n");
+    assert_eq!(inspect("two-cpus")["HostConfig"]["NanoCpus"], 500_000_000);
+    hull_out(&["update", "--cpus", "2", "two-cpus"]);
+    assert_eq!(online(), "0-1\n");
+    hull_out(&["rm", "-f", "two-cpus"]);
+}

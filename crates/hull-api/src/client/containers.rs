@@ -12,8 +12,9 @@ use tokio::io::AsyncRead;
 
 use super::{content_type, empty, full, Client, ClientError};
 use crate::types::container::{
-    ContainerCreate, ContainerCreated, ContainerInspect, ContainerSummary, ContainersPruned,
-    ExecCreate, ExecInspect, ExecStart, IdResponse, WaitResponse,
+    ContainerCreate, ContainerCreated, ContainerInspect, ContainerSummary, ContainerUpdate,
+    ContainerUpdated, ContainersPruned, ExecCreate, ExecInspect, ExecStart, IdResponse,
+    WaitResponse,
 };
 
 /// Docker's content type of output framed by stream (stdcopy).
@@ -183,6 +184,16 @@ impl Client {
             query(&[("name", name)])
         );
         self.action(Method::POST, &path).await
+    }
+
+    /// `POST /containers/{id}/update`: limits and restart policy.
+    pub async fn update_container(
+        &self,
+        reference: &str,
+        update: &ContainerUpdate,
+    ) -> Result<ContainerUpdated, ClientError> {
+        let path = format!("/containers/{}/update", encode(reference));
+        self.call_json(Method::POST, &path, Some(update)).await
     }
 
     /// Sets the size of the container's terminal.

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use hull_runtime::container::EndpointOptions;
 use hull_runtime::container::{parse_signal, LogFilter, Record, RestartPolicy as Policy, Status};
 use hull_runtime::{
-    Container, ContainerError, CreateOptions, ProcessOptions, RunError, WaitCondition,
+    Container, ContainerError, ContainerUpdate, CreateOptions, ProcessOptions, RunError,
+    WaitCondition,
 };
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -18,14 +19,14 @@ use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
 use hull_runtime::network::{NetworkError, NetworkMode, PortBinding, Protocol};
-use hull_runtime::size::VmSize;
+use hull_runtime::size::{Limits, VmSize};
 use hull_runtime::volume::{self, VolumeMount, VolumeSource};
 
 use crate::types::container::{
     ContainerCreate, ContainerCreated, ContainerInspect, ContainerStateBody, ContainerSummary,
-    ContainersPruned, EndpointSettings, HostConfig, InspectConfig, InspectHostConfig,
-    InspectNetworkSettings, LogConfig, RestartPolicy, SummaryHostConfig, SummaryNetworks,
-    WaitError, WaitResponse,
+    ContainerUpdate as ContainerUpdateBody, ContainerUpdated, ContainersPruned, EndpointSettings,
+    HostConfig, InspectConfig, InspectHostConfig, InspectNetworkSettings, LogConfig, RestartPolicy,
+    SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
 };
 use crate::units::{human_duration, unix_seconds};
 
@@ -62,7 +63,9 @@ impl From<ContainerError> for ApiError {
             ContainerError::InvalidName(_)
             | ContainerError::InvalidSignal(_)
             | ContainerError::Spec(_)
+            | ContainerError::Size(_)
             | ContainerError::Network(_) => StatusCode::BAD_REQUEST,
+            ContainerError::PodLimits { .. } => StatusCode::CONFLICT,
             ContainerError::Volume(hull_runtime::volume::VolumeError::NotFound(_)) => {
                 StatusCode::NOT_FOUND
             }
@@ -92,6 +95,15 @@ fn snapshot_status(error: &hull_runtime::volume::snapshot::SnapshotError) -> Sta
         | SnapshotError::Freeze { .. } => StatusCode::CONFLICT,
         SnapshotError::InvalidName(_) | SnapshotError::Volume(_) => StatusCode::BAD_REQUEST,
         SnapshotError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The limits docker's `Memory` and `NanoCpus` set; 0 is none.
+fn limits(memory: Option<i64>, nano_cpus: Option<i64>) -> Limits {
+    let positive = |value: Option<i64>| value.filter(|v| *v > 0).map(|v| v as u64);
+    Limits {
+        memory_bytes: positive(memory),
+        nano_cpus: positive(nano_cpus),
     }
 }
 
@@ -401,6 +413,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         stop_timeout: body.stop_timeout,
         pod: None,
         size,
+        limits: limits(host.memory, host.nano_cpus),
         endpoint,
         network,
         ports,
@@ -729,10 +742,18 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
             )
             .filter(|b: &Vec<String>| !b.is_empty()),
             port_bindings: ports_map(&config.ports, false),
-            memory: config.size.map_or(0, |s| i64::from(s.memory_mib) << 20),
-            nano_cpus: config
-                .size
-                .map_or(0, |s| i64::from(s.vcpus) * 1_000_000_000),
+            memory: config.limits.memory_bytes.map_or_else(
+                || config.size.map_or(0, |s| i64::from(s.memory_mib) << 20),
+                |bytes| bytes as i64,
+            ),
+            nano_cpus: config.limits.nano_cpus.map_or_else(
+                || {
+                    config
+                        .size
+                        .map_or(0, |s| i64::from(s.vcpus) * 1_000_000_000)
+                },
+                |nano| nano as i64,
+            ),
         },
         mounts: mounts_json(daemon, &config.volumes),
         config: InspectConfig {
@@ -923,6 +944,81 @@ pub(super) fn rename(
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no new name given"))?;
     daemon.containers().rename(reference, name)?;
     Ok(no_content())
+}
+
+/// `POST /containers/{id}/update`: memory and CPU limits, within the
+/// container's VM size, and the restart policy. What a VM cannot honour is
+/// named in the answer's warnings.
+pub(super) async fn update(
+    daemon: &Daemon,
+    reference: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let container = daemon.containers().get(reference)?;
+    let body: ContainerUpdateBody = read_json(request).await?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let mut nano_cpus = body.nano_cpus.filter(|n| *n > 0);
+    if let Some(quota) = body.cpu_quota.filter(|q| *q > 0) {
+        if nano_cpus.is_some() {
+            return Err(bad(
+                "conflicting options: CPU quota and NanoCpus cannot both be set".into(),
+            ));
+        }
+        // Docker's default period is 100 ms.
+        let period = body.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
+        nano_cpus = Some(quota.saturating_mul(1000) / period * 1_000_000);
+    }
+    let restart = match body.restart_policy.filter(|p| !p.name.is_empty()) {
+        Some(policy) => Some(
+            Policy::from_docker(&policy.name, policy.maximum_retry_count)
+                .ok_or_else(|| bad(format!("invalid restart policy '{}'", policy.name)))?,
+        ),
+        None => None,
+    };
+    if restart.is_some_and(|r| r != Policy::No) && container.config().auto_remove {
+        return Err(bad(
+            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                .into(),
+        ));
+    }
+    let mut warnings = Vec::new();
+    let mut ignored = |field: &str, set: bool, why: &str| {
+        if set {
+            warnings.push(format!("Hull ignores {field}: {why}"));
+        }
+    };
+    let positive = |value: Option<i64>| value.is_some_and(|v| v > 0);
+    ignored("MemorySwap", positive(body.memory_swap), "a VM has no swap");
+    ignored(
+        "MemoryReservation",
+        positive(body.memory_reservation),
+        "a VM's memory is its own",
+    );
+    ignored(
+        "CpuShares",
+        positive(body.cpu_shares),
+        "a VM's vCPUs are its own",
+    );
+    ignored(
+        "CpusetCpus",
+        body.cpuset_cpus.as_deref().is_some_and(|c| !c.is_empty()),
+        "the host does not pin a VM's vCPUs",
+    );
+    ignored("BlkioWeight", positive(body.blkio_weight), "not supported");
+    ignored("PidsLimit", positive(body.pids_limit), "not supported");
+    let (vcpus, memory_mib) = daemon.vm_size();
+    let update = ContainerUpdate {
+        limits: limits(body.memory, nano_cpus),
+        restart,
+    };
+    daemon
+        .containers()
+        .update(&container, VmSize { vcpus, memory_mib }, update)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &ContainerUpdated { warnings },
+    ))
 }
 
 /// `POST /containers/prune`: removes every stopped container.

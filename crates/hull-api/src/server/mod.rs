@@ -311,6 +311,7 @@ async fn container_route(
         (&Method::POST, "kill") => containers::kill(daemon, reference, &request).await,
         (&Method::POST, "wait") => containers::wait(daemon, reference, &request).await,
         (&Method::POST, "rename") => containers::rename(daemon, reference, &request),
+        (&Method::POST, "update") => containers::update(daemon, reference, request).await,
         (&Method::POST, "resize") => containers::resize(daemon, reference, &request).await,
         (&Method::GET, "logs") => containers::logs(daemon, reference, &request).await,
         (&Method::POST, "attach") => attach::attach(daemon, reference, request).await,

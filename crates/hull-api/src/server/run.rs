@@ -52,6 +52,7 @@ pub(super) async fn start(
         options: spec.process.clone(),
         stdin: spec.stdin,
         size: spec.size,
+        limits: spec.limits,
     };
     let prepared = runtime.prepare(&run_request).await?;
     let in_use = daemon

@@ -167,6 +167,9 @@ pub struct RunSpec {
     /// The VM's size; the daemon's default without one.
     #[serde(default)]
     pub size: Option<hull_runtime::size::VmSize>,
+    /// Memory and CPU limits within that size.
+    #[serde(default)]
+    pub limits: hull_runtime::size::Limits,
 }
 
 /// Sent by hulld on the run stream as `Event` frames.

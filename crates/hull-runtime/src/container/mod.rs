@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::agent::{AgentClient, AgentError};
 use crate::network::NetworkMode;
 use crate::run::{new_container_id, remove_dir, RunError};
+use crate::size::{Limits, VmSize};
 use crate::spec::{process_config, ProcessOptions, SpecError};
 use crate::volume::VolumeSource;
 
@@ -136,6 +137,10 @@ pub enum ContainerError {
     Snapshot(#[from] crate::volume::snapshot::SnapshotError),
     #[error("volume {volume} is attached to the running container {container}: Hull gives a volume's disk to one VM at a time")]
     VolumeBusy { volume: String, container: String },
+    #[error("container {container} belongs to pod {pod}: its limits are the pod's VM size")]
+    PodLimits { container: String, pod: String },
+    #[error(transparent)]
+    Size(#[from] crate::size::SizeError),
     #[error("container {container} belongs to pod {pod}: remove the pod instead")]
     PodMember { container: String, pod: String },
     #[error("cannot remove pod {0}: its containers are running: stop the pod before removing it or force remove")]
@@ -163,12 +168,21 @@ pub struct CreateOptions {
     pub pod: Option<PodMembership>,
     /// Its VM's size; `None`: the daemon's default.
     pub size: Option<crate::size::VmSize>,
+    /// Its memory and CPU limits within that size.
+    pub limits: crate::size::Limits,
     pub network: crate::network::NetworkMode,
     /// How it joins a user-defined `network`.
     pub endpoint: EndpointOptions,
     pub ports: Vec<crate::network::PortBinding>,
     /// Named volumes (created if missing) and host directories.
     pub volumes: Vec<crate::volume::VolumeMount>,
+}
+
+/// What docker's `update` changes; `None` leaves it as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerUpdate {
+    pub limits: Limits,
+    pub restart: Option<RestartPolicy>,
 }
 
 /// A container's state and whether it still exists, as waiters see it.
@@ -586,6 +600,9 @@ impl<H: Hypervisor> Containers<H> {
                 self.volumes.create(name, None, anonymous)?;
             }
         }
+        if let Some(size) = options.size {
+            options.limits.check(size)?;
+        }
         let network = match options.network {
             NetworkMode::Network(reference) => {
                 NetworkMode::Network(self.networks.get(&reference)?.id)
@@ -647,6 +664,7 @@ impl<H: Hypervisor> Containers<H> {
                 persistent: !options.auto_remove,
                 pod: options.pod,
                 size: options.size,
+                limits: options.limits,
                 network,
                 ports: options.ports,
                 volumes: options.volumes,
@@ -710,6 +728,60 @@ impl<H: Hypervisor> Containers<H> {
         self.networks.rename(&container.id, new_name);
         drop(table);
         self.emit(&container, "rename", &[("oldName", format!("/{old_name}"))]);
+        Ok(())
+    }
+
+    /// Changes a container's limits and restart policy, as docker's
+    /// `update`. Limits stay within the VM's size (`default_size` for a
+    /// container without one) and take effect at once if it runs.
+    pub async fn update(
+        &self,
+        container: &Arc<Container>,
+        default_size: VmSize,
+        update: ContainerUpdate,
+    ) -> Result<(), ContainerError> {
+        let _op = container.ops.lock().await;
+        let config = container.config();
+        let limits = config.limits.updated(update.limits);
+        if limits != config.limits {
+            if let Some(membership) = &config.pod {
+                return Err(ContainerError::PodLimits {
+                    container: container.name(),
+                    pod: membership.pod.clone(),
+                });
+            }
+            let size = config.size.unwrap_or(default_size);
+            limits.check(size)?;
+            let run = lock(&container.run).clone();
+            if let Some(run) = run {
+                let (done, result) = tokio::sync::oneshot::channel();
+                let request = run::GuestMemoryRequest {
+                    bytes: limits.guest_memory(size),
+                    done,
+                };
+                if let Some(guest_memory) = &run.guest_memory {
+                    if guest_memory.send(request).await.is_ok() {
+                        // A dropped answer: the run ended meanwhile, and the
+                        // next start applies the limits anyway.
+                        if let Ok(result) = result.await {
+                            result?;
+                        }
+                    }
+                }
+                let count = limits.online_cpus(size);
+                run.agent
+                    .request_done(&Request::SetOnlineCpus { count })
+                    .await?;
+            }
+        }
+        let mut record = lock(&container.record);
+        record.config.limits = limits;
+        if let Some(restart) = update.restart {
+            record.config.restart = restart;
+        }
+        record.save(&container.dir)?;
+        drop(record);
+        self.emit(container, "update", &[]);
         Ok(())
     }
 
@@ -876,6 +948,9 @@ struct RunHandle {
     agent: AgentClient,
     /// Cancelled to stop the VM at once.
     kill: CancellationToken,
+    /// To the run's supervisor, which owns the VM, to change its guest's
+    /// memory; `None` in a pod, whose VM is the pod's.
+    guest_memory: Option<mpsc::Sender<run::GuestMemoryRequest>>,
 }
 
 impl Container {

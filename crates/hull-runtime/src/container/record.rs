@@ -127,6 +127,9 @@ pub struct ContainerConfig {
     /// Its VM's size; `None`: the daemon's default.
     #[serde(default)]
     pub size: Option<crate::size::VmSize>,
+    /// Its memory and CPU limits within that size.
+    #[serde(default)]
+    pub limits: crate::size::Limits,
     #[serde(default)]
     pub network: crate::network::NetworkMode,
     /// The ports it publishes, as asked (a host port 0 is chosen at start).
@@ -300,6 +303,10 @@ mod tests {
                 persistent: true,
                 pod: None,
                 size: None,
+                limits: crate::size::Limits {
+                    memory_bytes: Some(100 << 20),
+                    nano_cpus: None,
+                },
                 network: Default::default(),
                 ports: Vec::new(),
                 volumes: Vec::new(),

@@ -181,6 +181,9 @@ impl<H: Hypervisor> Containers<H> {
         // supervisor, an error must stop the VM explicitly.
         let vm = KillUnlessReleased(Some(vm));
         let exit = vm.get().exit();
+        let size = config.size.unwrap_or(runtime.vms.default_size);
+        let limited = crate::run::apply_limits(vm.get(), &agent, size, config.limits);
+        unless_vm_dies(vm.get(), exit.clone(), limited).await?;
         let ip_address = match network {
             Some(spec) => {
                 let address = spec.interfaces[0].address.clone();
@@ -351,9 +354,17 @@ impl<H: Hypervisor> Containers<H> {
     ) -> Result<(), ContainerError> {
         let log = LogWriter::open(&container.log_path(), container.log.clone())?;
         let kill = CancellationToken::new();
+        let (guest_memory, memory_requests) = match run.sandbox {
+            Sandbox::Own { .. } => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(1);
+                (Some(sender), Some(receiver))
+            }
+            Sandbox::Pod(_) => (None, None),
+        };
         *lock(&container.run) = Some(RunHandle {
             agent: run.agent.clone(),
             kill: kill.clone(),
+            guest_memory,
         });
         container.update(|s| {
             s.status = Status::Running;
@@ -376,6 +387,7 @@ impl<H: Hypervisor> Containers<H> {
             pump,
             stdin_pump,
             kill,
+            memory_requests,
         };
         tokio::spawn(
             self.clone()
@@ -402,23 +414,41 @@ impl<H: Hypervisor> Containers<H> {
             pump,
             stdin_pump,
             kill,
+            mut memory_requests,
         } = run;
         let started = std::time::Instant::now();
         let vm = sandbox.vm();
         let mut vm_exit = vm.exit();
-        let (code, error) = tokio::select! {
-            status = exited => match status {
-                Ok(status) => (status.code(), String::new()),
-                Err(_) => (255, format!("the connection to the VM's agent was lost; its console ends with:\n{}", vm.console_tail())),
-            },
-            code = wait_exit(&mut vm_exit) => (255, format!("the VM stopped unexpectedly ({code}); its console ends with:\n{}", vm.console_tail())),
-            () = kill.cancelled() => {
-                if matches!(sandbox, Sandbox::Pod(_)) {
-                    // The guest ignores even SIGKILL: the pod's VM goes.
-                    vm.kill();
+        let mut exited = std::pin::pin!(exited);
+        let (code, error) = loop {
+            let memory_request = async {
+                match &mut memory_requests {
+                    Some(requests) => requests.recv().await,
+                    None => std::future::pending().await,
                 }
-                (137, "the VM did not answer and was killed".to_owned())
-            }
+            };
+            break tokio::select! {
+                status = &mut exited => match status {
+                    Ok(status) => (status.code(), String::new()),
+                    Err(_) => (255, format!("the connection to the VM's agent was lost; its console ends with:\n{}", vm.console_tail())),
+                },
+                code = wait_exit(&mut vm_exit) => (255, format!("the VM stopped unexpectedly ({code}); its console ends with:\n{}", vm.console_tail())),
+                () = kill.cancelled() => {
+                    if matches!(sandbox, Sandbox::Pod(_)) {
+                        // The guest ignores even SIGKILL: the pod's VM goes.
+                        vm.kill();
+                    }
+                    (137, "the VM did not answer and was killed".to_owned())
+                }
+                Some(request) = memory_request => {
+                    let result = vm
+                        .set_guest_memory(request.bytes)
+                        .await
+                        .map_err(|e| RunError::Hypervisor(Box::new(e)));
+                    let _ = request.done.send(result);
+                    continue;
+                }
+            };
         };
         if tokio::time::timeout(OUTPUT_DRAIN, pump).await.is_err() {
             warn!(container = %container.id, "the container's output did not end with its process");
@@ -599,6 +629,14 @@ struct Watched<V> {
     pump: JoinHandle<()>,
     stdin_pump: Option<JoinHandle<()>>,
     kill: CancellationToken,
+    memory_requests: Option<tokio::sync::mpsc::Receiver<GuestMemoryRequest>>,
+}
+
+/// A change of a running VM's guest memory, made by the run's supervisor,
+/// which owns the VM.
+pub(super) struct GuestMemoryRequest {
+    pub bytes: u64,
+    pub done: oneshot::Sender<Result<(), RunError>>,
 }
 
 /// A detached VM, killed if dropped before it is released to a supervisor.
