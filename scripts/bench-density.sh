@@ -16,6 +16,7 @@
 #
 #   scripts/bench-density.sh
 #     N=50 RATE_SECONDS=60 PARALLEL=2 MARGIN_MIB=4096 SAMPLES=3 SETTLE=10
+#     IDLE_SECONDS=30 (the window idle CPU is measured over)
 #     CPUS=1 MEMORY=64; N=0 or RATE_SECONDS=0 skip (b) or (c).
 #     HULL_TCG_TB_SIZE is passed on to hulld (TCG's translation cache, MiB).
 #     HULL_BIN_DIR=dir uses the hull and hulld found there instead of building.
@@ -27,6 +28,7 @@ parallel="${PARALLEL:-2}"
 margin_mib="${MARGIN_MIB:-4096}"
 samples="${SAMPLES:-3}"
 settle="${SETTLE:-10}"
+idle_seconds="${IDLE_SECONDS:-30}"
 cpus="${CPUS:-1}"
 memory="${MEMORY:-64}"
 
@@ -139,6 +141,24 @@ measure_idle() { # DAEMON LABEL
   on "$name" rm -f "${ids[@]}" >/dev/null
 }
 
+# (a') what free page reporting gives back: one container's QEMU before,
+# while and after its guest fills and empties a third of its memory.
+measure_reclaim() { # DAEMON
+  local name=$1 id pid fill=$((memory / 3)) before during after
+  id=$(on "$name" run -d busybox sleep 100000)
+  sleep "$settle"
+  pid=$(qemu_pids "$work/$name" | tail -n 1)
+  read -r before _ < <(qemu_memory "$pid")
+  on "$name" exec "$id" dd if=/dev/zero of=/dev/shm/fill bs=1M count="$fill" 2>/dev/null
+  read -r during _ < <(qemu_memory "$pid")
+  on "$name" exec "$id" rm /dev/shm/fill
+  sleep "$settle"
+  read -r after _ < <(qemu_memory "$pid")
+  printf 'freed pages      PSS %s MiB idle, %s MiB holding %d MiB in tmpfs, %s MiB %d s after deleting it\n' \
+    "$(mib "$before")" "$(mib "$during")" "$fill" "$(mib "$after")" "$settle"
+  on "$name" rm -f "$id" >/dev/null
+}
+
 echo "accelerator: $accel; VM: $cpus vCPU, $memory MiB; TCG tb-size: ${HULL_TCG_TB_SIZE:-default (32)} MiB" >&2
 start_daemon cold --no-templates
 start_daemon clones
@@ -147,6 +167,7 @@ until on clones info | grep -q "VM Template: ready"; do sleep 0.1; done
 echo "(a) host memory per idle container, $samples at a time, measured ${settle} s after start"
 measure_idle cold "cold boot"
 measure_idle clones "template clone"
+measure_reclaim clones
 kill "${daemon_pids[0]}"
 wait "${daemon_pids[0]}" 2>/dev/null || true
 rm -f "$work/cold.sock"
@@ -183,11 +204,13 @@ if [ "$n" -gt 0 ]; then
     printf '  host memory used: %s MiB in all, %s MiB per container; sum of QEMU PSS %s MiB, %s MiB per container\n' \
       "$(mib "$used")" "$(mib $((used / started)))" "$(mib "$pss_total")" "$(mib $((pss_total / started)))"
   fi
+  # Over a window of its own, once the last clone's start is over.
   ticks=$(qemu_ticks clones)
-  sleep "$settle"
+  sleep "$idle_seconds"
   ticks=$(($(qemu_ticks clones) - ticks))
-  printf '  idle CPU: %s%% of a core per container; template memory on tmpfs: %s; host load average: %s\n' \
-    "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v s="$settle" -v n="$started" 'BEGIN { printf "%.2f", n ? t / hz / s / n * 100 : 0 }')" \
+  printf '  idle CPU: %s%% of a core per container, over %d s; template memory on tmpfs: %s; host load average: %s\n' \
+    "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v s="$idle_seconds" -v n="$started" 'BEGIN { printf "%.2f", n ? t / hz / s / n * 100 : 0 }')" \
+    "$idle_seconds" \
     "$(du -sh "$templates" | cut -f1)" "$(cut -d' ' -f1-3 /proc/loadavg)"
   remove_all clones
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: start-to-exit time of `hull run --rm busybox true`, from a VM
-# template clone and from a cold boot, against, in the same run, `runc run` of
+# Benchmark: start-to-exit time of `hull run --rm busybox true`, from the
+# pool of resumed clones, from a VM template clone and from a cold boot, against, in the same run, `runc run` of
 # the same rootfs (the reference for a container start) and a raw QEMU boot of
 # the same kernel to a trivial init (the floor for a cold VM). Prints medians
 # and ratios.
@@ -67,7 +67,16 @@ start_daemon() { # NAME EXTRA-ARGS...
 }
 start_daemon template
 start_daemon cold --no-templates
+start_daemon pool --pool 2
 until target/release/hull -H "unix://$work/template.sock" info | grep -q "VM Template: ready"; do sleep 0.1; done
+# Before each pooled run, the pool is full again, as on a host that is not
+# starting containers back to back.
+cat >"$work/pool-full.sh" <<POOL
+until target/release/hull -H unix://$work/pool.sock pool ls | awk 'NR > 1 && \$NF != \$(NF - 1) { exit 1 }'; do
+  sleep 0.05
+done
+POOL
+bash "$work/pool-full.sh"
 trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$"' EXIT
 
 echo "accelerator: $accel; $runs runs each" >&2
@@ -76,6 +85,10 @@ hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/result
   -n "raw QEMU boot to trivial init (floor)" "bash $work/floor.sh" \
   -n "hull run --rm busybox true (template clone)" "target/release/hull -H unix://$work/template.sock run --rm busybox true" \
   -n "hull run --rm busybox true (cold boot)" "target/release/hull -H unix://$work/cold.sock run --rm busybox true" >&2
+hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/pool.json" \
+  --prepare "bash $work/pool-full.sh" \
+  -n "hull run --rm busybox true (from the pool)" "target/release/hull -H unix://$work/pool.sock run --rm busybox true" >&2
+jq -s '.[0].results += .[1].results | .[0]' "$work/results.json" "$work/pool.json" >"$work/all.json"
 
 echo
 jq -r '
@@ -83,4 +96,4 @@ jq -r '
   (.results[1].median) as $floor |
   .results[] |
   "\(.command | .[0:46] | . + " " * (46 - length)) median \(.median * 1000 | floor) ms   \(.median / $runc * 10 | floor / 10)x runc   \(.median / $floor * 100 | floor / 100)x floor"
-' "$work/results.json"
+' "$work/all.json"

@@ -258,16 +258,20 @@ fn a_containers_size_or_resources_pick_its_vm() {
     let kib = guest_memory_kib("sized");
     assert!((400 * 1024..=512 * 1024).contains(&kib), "{kib} KiB");
 
-    // --memory and --cpus get the smallest size that holds them: M2.
+    // --memory and --cpus get the smallest size that holds them, M2
+    // (2 vCPUs, 2 GiB), which is held to them.
     hull_out(&[
         "run", "-d", "--name", "fitted", "--memory", "1500m", "--cpus", "1.5", "busybox", "sleep",
         "1000",
     ]);
     let host = &inspect("fitted")["HostConfig"];
-    assert_eq!(host["Memory"], 2048_i64 << 20, "{host}");
-    assert_eq!(host["NanoCpus"], 2_000_000_000_i64, "{host}");
+    assert_eq!(host["Memory"], 1500_i64 << 20, "{host}");
+    assert_eq!(host["NanoCpus"], 1_500_000_000_i64, "{host}");
     let cpus = hull_out(&["exec", "fitted", "nproc"]);
     assert_eq!(cpus.trim(), "2");
+    eventually("the balloon to hold the guest to 1500 MiB", || {
+        (1024 * 1024..1500 * 1024).contains(&guest_memory_kib("fitted"))
+    });
     assert!(daemon()
         .hull(&["rm", "-f", "sized", "fitted"])
         .status
