@@ -218,6 +218,11 @@ impl Daemon {
         (self.config.vcpus, self.config.memory_mib)
     }
 
+    /// Whether hulld keeps a pool of idle VMs of any size.
+    pub fn has_pool(&self) -> bool {
+        self.config.pools.iter().any(|(_, count)| *count > 0)
+    }
+
     /// The runtime, set up on first use so that a missing kernel only
     /// matters to commands that boot VMs.
     pub async fn runtime(&self) -> Result<Arc<Runtime<Qemu>>, DaemonError> {

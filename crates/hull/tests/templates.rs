@@ -145,6 +145,50 @@ fn a_pool_hands_out_resumed_clones_and_refills() {
         daemon.log()
     );
     wait_for_full_pool();
+
+    // hulld dies with a full pool: its idle VMs go with it, and the next
+    // hulld fills a pool of its own and hands it out.
+    let pooled_vms = qemu_pids(&daemon.root);
+    assert_eq!(pooled_vms.len(), 2, "{pooled_vms:?}");
+    daemon.restart_after_crash(&[("HULL_POOL", "2")]);
+    common::eventually(30, || {
+        let alive: Vec<_> = pooled_vms
+            .iter()
+            .filter(|pid| process_exists(**pid))
+            .collect();
+        alive
+            .is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("pooled QEMUs {alive:?} outlived their hulld"))
+    });
+    wait_for_full_pool();
+    let new_pool = qemu_pids(&daemon.root);
+    assert_eq!(new_pool.len(), 2, "{new_pool:?}");
+    assert!(new_pool.iter().all(|pid| !pooled_vms.contains(pid)));
+    stdout_of(&daemon.hull(&["run", "--rm", "busybox", "true"]));
+    assert_eq!(daemon.log().matches("start=\"pool\"").count(), 3);
+}
+
+/// The pids of the QEMUs running VMs under hulld's `root`: their command
+/// lines name their console files there.
+fn qemu_pids(root: &std::path::Path) -> Vec<i32> {
+    let root = root.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.starts_with("qemu-system") && cmdline.contains(&root)).then_some(pid)
+        })
+        .collect()
+}
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 #[test]

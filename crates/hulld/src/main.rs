@@ -101,6 +101,13 @@ async fn main() -> Result<()> {
         if let Err(err) = resuming.reattach_containers().await {
             warn!(error = %hull_api::server::error_chain(&err), "cannot re-attach to the containers of the last hulld");
         }
+        // A pool is asked for to be ready before the first run, so its
+        // template and clones are made now rather than on first use.
+        if resuming.has_pool() {
+            if let Err(err) = resuming.runtime().await {
+                warn!(error = %hull_api::server::error_chain(&err), "cannot fill the VM pool");
+            }
+        }
     });
 
     let mut terminate = signal(SignalKind::terminate())?;
