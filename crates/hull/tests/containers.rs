@@ -373,3 +373,49 @@ fn memory_and_cpu_limits_hold_the_guest_and_change_while_it_runs() {
     assert_eq!(online(), "0-1\n");
     hull_out(&["rm", "-f", "two-cpus"]);
 }
+
+/// The resident memory of the QEMU running container `id`, in MiB.
+fn qemu_rss_mib(id: &str) -> u64 {
+    let needle = format!("/c-{}/", &id[..16]);
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&needle))
+        })
+        .unwrap_or_else(|| panic!("no QEMU runs container {id}"))
+        .path();
+    let status = std::fs::read_to_string(pid.join("status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib / 1024
+}
+
+#[test]
+fn pages_the_guest_frees_go_back_to_the_host() {
+    let id = hull_out(&[
+        "run", "-d", "--name", "frees", "--size", "S2", "busybox", "sleep", "1000",
+    ]);
+    let id = id.trim();
+    hull_out(&[
+        "exec",
+        "frees",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/shm/fill",
+        "bs=1M",
+        "count=64",
+    ]);
+    let holding = qemu_rss_mib(id);
+    hull_out(&["exec", "frees", "rm", "/dev/shm/fill"]);
+    // The balloon reports the freed blocks and QEMU drops them.
+    eventually("the guest's freed pages to leave QEMU", || {
+        qemu_rss_mib(id) + 24 < holding
+    });
+    hull_out(&["rm", "-f", "frees"]);
+}
