@@ -235,15 +235,9 @@ fn a_foreground_run_without_rm_leaves_an_exited_container() {
     assert_eq!(text(&output.stdout), "made\n");
 }
 
-/// MemTotal of the container's VM, in KiB.
-fn guest_memory_kib(container: &str) -> u64 {
-    let meminfo = hull_out(&["exec", container, "cat", "/proc/meminfo"]);
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no MemTotal in {meminfo}"))
+/// The guest's `MemTotal`, in MiB, as the container sees it.
+fn guest_memory_mib(container: &str) -> u64 {
+    common::mem_total_mib(&hull_out(&["exec", container, "cat", "/proc/meminfo"]))
 }
 
 #[test]
@@ -255,8 +249,8 @@ fn a_containers_size_or_resources_pick_its_vm() {
     let host = &inspect("sized")["HostConfig"];
     assert_eq!(host["Memory"], 512 << 20, "{host}");
     assert_eq!(host["NanoCpus"], 1_000_000_000_i64, "{host}");
-    let kib = guest_memory_kib("sized");
-    assert!((400 * 1024..=512 * 1024).contains(&kib), "{kib} KiB");
+    let mib = guest_memory_mib("sized");
+    assert!((400..=512).contains(&mib), "{mib} MiB");
 
     // --memory and --cpus get the smallest size that holds them, M2
     // (2 vCPUs, 2 GiB), which is held to them.
@@ -270,7 +264,7 @@ fn a_containers_size_or_resources_pick_its_vm() {
     let cpus = hull_out(&["exec", "fitted", "nproc"]);
     assert_eq!(cpus.trim(), "2");
     eventually("the balloon to hold the guest to 1500 MiB", || {
-        (1024 * 1024..1500 * 1024).contains(&guest_memory_kib("fitted"))
+        (1024..1500).contains(&guest_memory_mib("fitted"))
     });
     assert!(daemon()
         .hull(&["rm", "-f", "sized", "fitted"])
@@ -282,17 +276,6 @@ fn a_containers_size_or_resources_pick_its_vm() {
     assert_fails(&output, 125, &["fit no size"]);
     let output = daemon().hull(&["run", "--rm", "--size", "XL", "busybox", "true"]);
     assert_fails(&output, 125, &["unknown size \"XL\""]);
-}
-
-/// The guest's `MemTotal`, in MiB, as the container sees it.
-fn guest_memory_mib(name: &str) -> u64 {
-    let line = hull_out(&["exec", name, "grep", "MemTotal", "/proc/meminfo"]);
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no MemTotal in {line:?}"));
-    kib / 1024
 }
 
 #[test]
@@ -311,13 +294,7 @@ fn memory_and_cpu_limits_hold_the_guest_and_change_while_it_runs() {
         "MemTotal",
         "/proc/meminfo",
     ]));
-    let full_mib = full
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        / 1024;
+    let full_mib = common::mem_total_mib(&full);
     eventually("the balloon to leave the guest under 100 MiB", || {
         guest_memory_mib("limited") < 100
     });

@@ -242,13 +242,7 @@ fn templates_are_listed_removed_and_rebuilt_and_starts_are_reported() {
 
 /// `MemTotal` of the guest, in MiB.
 fn guest_memory_mib(output: &std::process::Output) -> u64 {
-    let text = stdout_of(output);
-    let kib: u64 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no MemTotal in {text:?}"));
-    kib / 1024
+    common::mem_total_mib(&stdout_of(output))
 }
 
 #[test]

@@ -435,6 +435,17 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
+/// `MemTotal` of a guest's `/proc/meminfo` (or of its `MemTotal` line), in MiB.
+pub fn mem_total_mib(meminfo: &str) -> u64 {
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {meminfo:?}"));
+    kib / 1024
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
