@@ -56,6 +56,11 @@ pub struct ShimConfig {
     pub run_root: PathBuf,
     /// Where the initramfs packed from the agent is cached.
     pub cache_dir: PathBuf,
+    /// Boot each size's first sandbox VM cold and clone the later ones
+    /// from a template made of it.
+    pub templates: bool,
+    /// Where templates keep guest memory: tmpfs, so it stays in RAM.
+    pub template_dir: PathBuf,
 }
 
 impl Default for ShimConfig {
@@ -68,6 +73,8 @@ impl Default for ShimConfig {
             memory_mib: 256,
             run_root: "/run/hull/shim".into(),
             cache_dir: "/var/lib/hull/shim".into(),
+            templates: true,
+            template_dir: "/dev/shm/hull-shim".into(),
         }
     }
 }

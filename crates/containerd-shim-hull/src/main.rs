@@ -3,6 +3,8 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 
+use containerd_shim_hull::config::ShimConfig;
+use containerd_shim_hull::sandbox;
 use containerd_shim_hull::shim::{library_config, HullShim, RUNTIME_ID};
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +35,24 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some(sandbox::BUILD_TEMPLATE) {
+        std::process::exit(build_template().await);
+    }
     init_logging();
     containerd_shim::asynchronous::run::<HullShim>(RUNTIME_ID, Some(library_config())).await;
+}
+
+/// Started by a shim whose sandbox booted cold, in the background.
+async fn build_template() -> i32 {
+    let built = match ShimConfig::load() {
+        Ok(config) => sandbox::build_template(&config).await,
+        Err(e) => Err(e.into()),
+    };
+    match built {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("containerd-shim-hull-v2: {}", hull_runtime::error_chain(&e));
+            1
+        }
+    }
 }

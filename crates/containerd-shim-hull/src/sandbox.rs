@@ -2,12 +2,14 @@
 //! rootfs disk by hot-plug, paused and resumed with QMP, and powered off
 //! when its last container is gone.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hull_proto::Request;
-use hull_runtime::{AgentClient, AgentError};
+use hull_runtime::size::VmSize;
+use hull_runtime::{AgentClient, AgentError, TemplateConfig, Templates};
 use hull_vm::accel::{self, SystemProbe};
 use hull_vm::{
     ArtifactError, ArtifactSources, DiskConfig, GuestArtifacts, HostShare, Hypervisor, NetBackend,
@@ -45,6 +47,8 @@ pub enum SandboxError {
     BootTimeout { console: String },
     #[error("the sandbox's VM stopped ({exit}); its console ends with:\n{console}")]
     Died { exit: VmExit, console: String },
+    #[error("cannot build the sandbox VM template")]
+    Template(#[source] hull_runtime::RunError),
     #[error("cannot reach the guest agent")]
     Agent(#[from] AgentError),
     #[error("cannot plug the rootfs {} into the VM", .path.display())]
@@ -59,6 +63,72 @@ pub enum SandboxError {
         #[source]
         source: hull_vm::qmp::QmpError,
     },
+}
+
+/// QEMU with the guest's kernel and agent, on the accelerator this host has.
+async fn hypervisor(config: &ShimConfig) -> Result<Qemu, SandboxError> {
+    let accel = accel::decide(config.accel_choice()?, &SystemProbe, false);
+    info!("{}", accel.reason);
+    let sources = ArtifactSources {
+        kernel: config.kernel.clone(),
+        agent: config.agent.clone(),
+    };
+    let cache = config.cache_dir.join("artifacts");
+    let artifacts = tokio::task::spawn_blocking(move || GuestArtifacts::prepare(&sources, &cache))
+        .await
+        .expect("preparing artifacts does not panic")?;
+    Ok(Qemu::new(accel.accel, artifacts))
+}
+
+/// The template of sandbox VMs of the configured size.
+fn templates(config: &ShimConfig, qemu: &Qemu) -> Templates {
+    let size = VmSize {
+        vcpus: config.vcpus,
+        memory_mib: config.memory_mib,
+    };
+    let shape = TemplateConfig {
+        dir: config.template_dir.clone(),
+        key: qemu.template_key(),
+        share_tag: Some(SHARE_TAG.into()),
+    };
+    Templates::new(shape.for_size(size))
+}
+
+/// The argument that makes the shim build a template and exit.
+pub const BUILD_TEMPLATE: &str = "build-template";
+
+/// Builds the sandbox template unless one is ready or being built (by
+/// another process, which holds the template directory's lock).
+pub async fn build_template(config: &ShimConfig) -> Result<(), SandboxError> {
+    let qemu = hypervisor(config).await?;
+    let templates = templates(config, &qemu);
+    if templates.status() == "ready" {
+        return Ok(());
+    }
+    templates
+        .build(&qemu, config.vcpus, config.memory_mib)
+        .await
+        .map_err(SandboxError::Template)
+}
+
+/// Starts this binary as a template builder in a process group of its own,
+/// with the shim's environment, and reaps it when it is done.
+fn spawn_template_builder() {
+    let spawned = std::env::current_exe().and_then(|shim| {
+        std::process::Command::new(shim)
+            .arg(BUILD_TEMPLATE)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    match spawned {
+        Ok(mut builder) => {
+            std::thread::spawn(move || builder.wait());
+        }
+        Err(e) => warn!(error = %e, "cannot start the sandbox template's builder"),
+    }
 }
 
 /// One VM and the connection to its agent.
@@ -77,18 +147,7 @@ impl Sandbox {
         namespace: &str,
         grouping: &str,
     ) -> Result<Self, SandboxError> {
-        let accel = accel::decide(config.accel_choice()?, &SystemProbe, false);
-        info!("{}", accel.reason);
-        let sources = ArtifactSources {
-            kernel: config.kernel.clone(),
-            agent: config.agent.clone(),
-        };
-        let cache = config.cache_dir.join("artifacts");
-        let artifacts =
-            tokio::task::spawn_blocking(move || GuestArtifacts::prepare(&sources, &cache))
-                .await
-                .expect("preparing artifacts does not panic")?;
-        let qemu = Qemu::new(accel.accel, artifacts);
+        let qemu = hypervisor(config).await?;
         // containerd's ids are long; a short, unique directory name keeps
         // the VM's socket paths within the 108 bytes a Unix address holds.
         // Ids are unique per namespace only.
@@ -119,6 +178,44 @@ impl Sandbox {
                 read_only: false,
             }],
         };
+        let templates = config.templates.then(|| templates(config, &qemu));
+        if let Some(template) = templates.as_ref().and_then(|t| t.ready()) {
+            match hull_runtime::template::clone_vm(&qemu, &template, vm_config.clone()).await {
+                Ok((vm, agent)) => {
+                    info!(vm = %vm.id(), "sandbox VM cloned from its template");
+                    return Ok(Self::new(vm, agent, run_dir));
+                }
+                Err(err) => {
+                    warn!(error = %hull_runtime::error_chain(&err), "cloning the sandbox template failed; booting cold");
+                    if let Some(templates) = &templates {
+                        templates.invalidate(&template);
+                    }
+                }
+            }
+        }
+        let sandbox = Self::boot_cold(&qemu, vm_config, run_dir).await?;
+        // The first VM of its size: its template is built for the next, by
+        // a process of its own that outlives this sandbox and its shim.
+        if templates.is_some_and(|t| t.status() == "missing") {
+            spawn_template_builder();
+        }
+        Ok(sandbox)
+    }
+
+    fn new(vm: QemuVm, agent: AgentClient, run_dir: PathBuf) -> Self {
+        Self {
+            vm,
+            agent,
+            run_dir,
+            next_disk: AtomicU32::new(0),
+        }
+    }
+
+    async fn boot_cold(
+        qemu: &Qemu,
+        vm_config: VmConfig,
+        run_dir: PathBuf,
+    ) -> Result<Self, SandboxError> {
         let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
         let greeted = unless_vm_dies(&vm, async {
@@ -137,13 +234,8 @@ impl Sandbox {
                 })
             }
         };
-        info!(vm = %vm.id(), "sandbox VM ready");
-        Ok(Self {
-            vm,
-            agent,
-            run_dir,
-            next_disk: AtomicU32::new(0),
-        })
+        info!(vm = %vm.id(), "sandbox VM booted");
+        Ok(Self::new(vm, agent, run_dir))
     }
 
     /// The host side of the VM's 9p share.

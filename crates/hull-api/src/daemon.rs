@@ -240,7 +240,8 @@ impl Daemon {
                         .template_dir
                         .clone()
                         .unwrap_or_else(|| template_dir(&self.config.root)),
-                    key: template_key(&qemu),
+                    key: qemu.template_key(),
+                    share_tag: None,
                 });
                 let config = RuntimeConfig {
                     run_root: self.config.root.join("vms"),
@@ -266,23 +267,4 @@ fn template_dir(root: &std::path::Path) -> PathBuf {
     }
     let root_id = hex::encode(Sha256::digest(root.display().to_string()));
     shm.join(format!("hull-{}", &root_id[..12]))
-}
-
-/// Everything a template's memory and device state depend on.
-fn template_key(qemu: &Qemu) -> String {
-    let kernel = &qemu.artifacts.kernel;
-    let kernel_stamp = std::fs::metadata(kernel)
-        .and_then(|m| m.modified().map(|t| (m.len(), t)))
-        .map(|(len, modified)| format!("{len}:{modified:?}"))
-        .unwrap_or_default();
-    let inputs = format!(
-        "hull {} | devices {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {}",
-        env!("CARGO_PKG_VERSION"),
-        hull_vm::DEVICE_LAYOUT,
-        kernel.display(),
-        qemu.artifacts.initramfs.display(),
-        qemu.binary,
-        qemu.accel,
-    );
-    hex::encode(Sha256::digest(inputs))[..16].to_string()
 }

@@ -7,14 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hull_proto::Request;
-use hull_vm::{DiskConfig, HostShare, Hypervisor, MemoryFile, NetBackend, Vm, VmConfig};
+use hull_vm::{DiskConfig, HostShare, Hypervisor, NetBackend, Vm, VmConfig};
 use tracing::{info, warn};
 
 use crate::agent::AgentClient;
 use crate::pool::{Pool, PooledVm};
-use crate::run::{
-    greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError, BOOT_TIMEOUT,
-};
+use crate::run::{greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError};
 use crate::size::VmSize;
 use crate::template::{Template, TemplateConfig, Templates};
 
@@ -386,31 +384,7 @@ impl<H: Hypervisor> VmFactory<H> {
     ) -> Result<(H::Vm, AgentClient), RunError> {
         let mut config = self.config(id, run_dir, Vec::new(), detached, size);
         config.network = network;
-        config.memory_file = Some(MemoryFile {
-            path: template.memory.clone(),
-            shared: false,
-        });
-        config.restore_from = Some(template.state.clone());
-        let mut vm = self
-            .hypervisor
-            .start(config)
-            .await
-            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-        let control = vm.take_control_channel().expect("a new VM has its channel");
-        let agent = AgentClient::resumed(control);
-        let resume = clock_and_entropy();
-        let resumed = unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
-        let result = match tokio::time::timeout(BOOT_TIMEOUT, resumed).await {
-            Ok(result) => result,
-            Err(_) => Err(RunError::BootTimeout {
-                console: vm.console_tail(),
-            }),
-        };
-        if let Err(err) = result {
-            vm.kill();
-            return Err(err);
-        }
-        Ok((vm, agent))
+        crate::template::clone_vm(&*self.hypervisor, template, config).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! kernel, the initramfs and the agent's pages are shared by every clone.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -40,17 +41,22 @@ pub struct TemplateConfig {
     /// Digest of everything a template depends on (kernel, agent, size,
     /// hypervisor, Hull's version): another key means another template.
     pub key: String,
+    /// The mount tag of a virtio-9p device the template has, unmounted, so
+    /// that clones can share a directory of their own under that tag.
+    pub share_tag: Option<String>,
 }
 
 impl TemplateConfig {
     /// The template of one size: in a directory of its own under `dir`,
-    /// its key the digest of this one's and the size.
+    /// its key the digest of this one's, the size and the share.
     pub fn for_size(&self, size: VmSize) -> TemplateConfig {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(format!("{} {}", self.key, size.token()));
+        let shape = format!("{} {} {:?}", self.key, size.token(), self.share_tag);
+        let digest = sha2::Sha256::digest(shape);
         TemplateConfig {
             dir: self.dir.join(size.token()),
             key: hex::encode(digest)[..16].to_owned(),
+            share_tag: self.share_tag.clone(),
         }
     }
 }
@@ -190,6 +196,16 @@ impl Templates {
             }
             *slot = Slot::Building;
         }
+        // Other processes (each containerd shim) may share the directory:
+        // one builds while the others boot cold.
+        let Some(_lock) = self.lock_for_build() else {
+            *self.slot() = Slot::Missing;
+            return Ok(());
+        };
+        if let Some(template) = self.built_by_another() {
+            *self.slot() = Slot::Ready(Arc::new(template));
+            return Ok(());
+        }
         let result = self.boot_and_save(hypervisor, vcpus, memory_mib).await;
         let mut slot = self.slot();
         match result {
@@ -205,6 +221,33 @@ impl Templates {
                 Err(err)
             }
         }
+    }
+
+    /// An exclusive lock on the template directory, or `None` while
+    /// another process holds it.
+    fn lock_for_build(&self) -> Option<fs::File> {
+        let _ = fs::create_dir_all(&self.config.dir);
+        let dir = match fs::File::open(&self.config.dir) {
+            Ok(dir) => dir,
+            Err(e) => {
+                warn!(dir = %self.config.dir.display(), error = %e, "cannot open the template directory");
+                return None;
+            }
+        };
+        // SAFETY: flock on a descriptor we own; the lock goes with it.
+        let locked = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        locked.then_some(dir)
+    }
+
+    /// The template, if another process finished it while this one waited.
+    fn built_by_another(&self) -> Option<Template> {
+        let template = Self::files(&self.config);
+        let dir = template.state.parent()?;
+        let ready = fs::read_to_string(dir.join(READY_MARKER))
+            .is_ok_and(|marker| marker.trim() == self.config.key)
+            && template.memory.is_file()
+            && template.state.is_file();
+        ready.then_some(template)
     }
 
     async fn boot_and_save<H: Hypervisor>(
@@ -240,6 +283,19 @@ impl Templates {
             network: hull_vm::NetBackend::Isolated,
             shares: Vec::new(),
         };
+        let mut config = config;
+        if let Some(tag) = &self.config.share_tag {
+            let path = dir.join("share");
+            fs::create_dir_all(&path).map_err(|source| RunError::RunDir {
+                path: path.clone(),
+                source,
+            })?;
+            config.shares.push(hull_vm::HostShare {
+                tag: tag.clone(),
+                path,
+                read_only: true,
+            });
+        }
         let mut vm = hypervisor
             .start(config)
             .await
@@ -260,4 +316,38 @@ impl Templates {
         })?;
         Ok(template)
     }
+}
+
+/// Starts a clone of `template` with `config` (whose size, devices and 9p
+/// tags must be the template's) and resumes it: its memory maps the
+/// template's copy-on-write, its clock and entropy are set anew.
+pub async fn clone_vm<H: Hypervisor>(
+    hypervisor: &H,
+    template: &Template,
+    mut config: VmConfig,
+) -> Result<(H::Vm, crate::AgentClient), RunError> {
+    config.memory_file = Some(MemoryFile {
+        path: template.memory.clone(),
+        shared: false,
+    });
+    config.restore_from = Some(template.state.clone());
+    let mut vm = hypervisor
+        .start(config)
+        .await
+        .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+    let control = vm.take_control_channel().expect("a new VM has its channel");
+    let agent = crate::AgentClient::resumed(control);
+    let resume = crate::start::clock_and_entropy();
+    let resumed = crate::run::unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
+    let result = match tokio::time::timeout(crate::run::BOOT_TIMEOUT, resumed).await {
+        Ok(result) => result,
+        Err(_) => Err(RunError::BootTimeout {
+            console: vm.console_tail(),
+        }),
+    };
+    if let Err(err) = result {
+        vm.kill();
+        return Err(err);
+    }
+    Ok((vm, agent))
 }

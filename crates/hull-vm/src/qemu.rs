@@ -87,6 +87,28 @@ pub struct Qemu {
 }
 
 impl Qemu {
+    /// The digest of what a VM template saved by this hypervisor depends
+    /// on: Hull's version, the device layout, the kernel, the initramfs,
+    /// QEMU and the accelerator. Another digest means another template.
+    pub fn template_key(&self) -> String {
+        use sha2::Digest;
+        let kernel = &self.artifacts.kernel;
+        let kernel_stamp = fs::metadata(kernel)
+            .and_then(|m| m.modified().map(|t| (m.len(), t)))
+            .map(|(len, modified)| format!("{len}:{modified:?}"))
+            .unwrap_or_default();
+        let inputs = format!(
+            "hull {} | devices {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {}",
+            env!("CARGO_PKG_VERSION"),
+            crate::DEVICE_LAYOUT,
+            kernel.display(),
+            self.artifacts.initramfs.display(),
+            self.binary,
+            self.accel,
+        );
+        hex::encode(sha2::Sha256::digest(inputs))[..16].to_string()
+    }
+
     /// `HULL_QEMU` names the binary, `HULL_TCG_TB_SIZE` the translation
     /// cache size ([`parse_tb_size`]; [`DEFAULT_TCG_TB_SIZE_MIB`] without it).
     pub fn new(accel: Accel, artifacts: GuestArtifacts) -> Self {

@@ -67,9 +67,10 @@ impl Containerd {
         std::fs::write(
             &shim_config,
             format!(
-                "run_root = \"{}\"\ncache_dir = \"{}\"\n",
+                "run_root = \"{}\"\ncache_dir = \"{}\"\ntemplate_dir = \"{}\"\n",
                 dir.join("vms").display(),
-                dir.join("cache").display()
+                dir.join("cache").display(),
+                dir.join("templates").display()
             ),
         )
         .unwrap();
@@ -429,4 +430,55 @@ fn ctr_run_t_gives_the_process_a_terminal_of_the_callers_size() {
     assert_eq!(out.status.code(), Some(4), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("30 100"), "{stdout}");
     assert!(stdout.contains("/dev/pts/"), "{stdout}");
+}
+
+/// Whether a sandbox template is ready under `dir` (`SIZE/KEY/ready`).
+fn template_ready(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|size| {
+            std::fs::read_dir(size.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .any(|template| template.path().join("ready").is_file())
+}
+
+#[test]
+fn sandboxes_after_the_first_are_clones_of_its_template() {
+    let Some(ctr) = containerd() else { return };
+    // The first sandbox of the size boots cold and leaves a template.
+    stdout_of(&ctr.run(&["--rm"], "tpl-first", &["true"]));
+    let templates = ctr.dir.join("templates");
+    eventually(180, || {
+        template_ready(&templates)
+            .then_some(())
+            .ok_or_else(|| format!("no sandbox template in {}", templates.display()))
+    });
+
+    // A clone: resumed from the template's state, with its own 9p share
+    // for the rootfs and a read-write host directory.
+    let host = tempfile::tempdir().unwrap();
+    let data = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        host.path().display()
+    );
+    let id = "tpl-clone";
+    stdout_of(&ctr.run(&["-d", "--mount", &data], id, &["sleep", "1000"]));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", ctr.qemu_of(id))).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("\0-incoming\0"),
+        "the sandbox VM was booted, not cloned"
+    );
+    let script = "echo from-the-clone > /data/f; hostname; ls /bin/busybox";
+    let out = stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", "e1", id, "sh", "-c", script]));
+    assert_eq!(out, "tpl-clone\n/bin/busybox\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("f")).unwrap(),
+        "from-the-clone\n"
+    );
+    ctr.remove(id);
 }
