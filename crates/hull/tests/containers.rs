@@ -363,14 +363,10 @@ fn qemu_rss_mib(id: &str) -> u64 {
         })
         .unwrap_or_else(|| panic!("no QEMU runs container {id}"))
         .path();
-    let status = std::fs::read_to_string(pid.join("status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
-    kib / 1024
+    common::proc_field_mib(
+        &std::fs::read_to_string(pid.join("status")).unwrap(),
+        "VmRSS",
+    )
 }
 
 #[test]

@@ -435,15 +435,21 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
-/// `MemTotal` of a guest's `/proc/meminfo` (or of its `MemTotal` line), in MiB.
-pub fn mem_total_mib(meminfo: &str) -> u64 {
-    let kib: u64 = meminfo
+/// The field `name` (`MemTotal`, `VmRSS`) of a `/proc` file that counts
+/// in kB (`meminfo`, `status`), in MiB.
+pub fn proc_field_mib(text: &str, name: &str) -> u64 {
+    let kib: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no MemTotal in {meminfo:?}"));
+        .unwrap_or_else(|| panic!("no {name} in {text:?}"));
     kib / 1024
+}
+
+/// `MemTotal` of a guest's `/proc/meminfo` (or of its `MemTotal` line), in MiB.
+pub fn mem_total_mib(meminfo: &str) -> u64 {
+    proc_field_mib(meminfo, "MemTotal")
 }
 
 pub fn text(bytes: &[u8]) -> String {
