@@ -91,6 +91,15 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Docker's `Memory` (bytes) and `NanoCpus`, where 0 or less is none.
+    pub fn from_docker(memory: Option<i64>, nano_cpus: Option<i64>) -> Limits {
+        let positive = |value: Option<i64>| value.filter(|v| *v > 0).map(|v| v as u64);
+        Limits {
+            memory_bytes: positive(memory),
+            nano_cpus: positive(nano_cpus),
+        }
+    }
+
     /// Whether the limits fit in a VM of `size`.
     pub fn check(&self, size: VmSize) -> Result<(), SizeError> {
         if let Some(bytes) = self.memory_bytes {

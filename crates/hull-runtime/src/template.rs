@@ -90,16 +90,12 @@ impl Templates {
                 }
             }
         }
-        let template = Self::files(&config);
-        let ready = fs::read_to_string(config.dir.join(&config.key).join(READY_MARKER))
-            .is_ok_and(|marker| marker.trim() == config.key)
-            && template.memory.is_file()
-            && template.state.is_file();
-        let slot = if ready {
-            info!(key = %config.key, "reusing the VM template");
-            Slot::Ready(Arc::new(template))
-        } else {
-            Slot::Missing
+        let slot = match Self::ready_on_disk(&config) {
+            Some(template) => {
+                info!(key = %config.key, "reusing the VM template");
+                Slot::Ready(Arc::new(template))
+            }
+            None => Slot::Missing,
         };
         Self {
             config,
@@ -202,7 +198,8 @@ impl Templates {
             *self.slot() = Slot::Missing;
             return Ok(());
         };
-        if let Some(template) = self.built_by_another() {
+        // Another process may have finished it while this one booted.
+        if let Some(template) = Self::ready_on_disk(&self.config) {
             *self.slot() = Slot::Ready(Arc::new(template));
             return Ok(());
         }
@@ -239,12 +236,12 @@ impl Templates {
         locked.then_some(dir)
     }
 
-    /// The template, if another process finished it while this one waited.
-    fn built_by_another(&self) -> Option<Template> {
-        let template = Self::files(&self.config);
-        let dir = template.state.parent()?;
-        let ready = fs::read_to_string(dir.join(READY_MARKER))
-            .is_ok_and(|marker| marker.trim() == self.config.key)
+    /// The template of `config`, if one was built whole: its marker names
+    /// its key and both its files are there.
+    fn ready_on_disk(config: &TemplateConfig) -> Option<Template> {
+        let template = Self::files(config);
+        let ready = fs::read_to_string(config.dir.join(&config.key).join(READY_MARKER))
+            .is_ok_and(|marker| marker.trim() == config.key)
             && template.memory.is_file()
             && template.state.is_file();
         ready.then_some(template)
@@ -268,7 +265,7 @@ impl Templates {
             path: run_dir.clone(),
             source,
         })?;
-        let config = VmConfig {
+        let mut config = VmConfig {
             id: format!("template-{}", self.config.key),
             run_dir,
             vcpus,
@@ -283,7 +280,6 @@ impl Templates {
             network: hull_vm::NetBackend::Isolated,
             shares: Vec::new(),
         };
-        let mut config = config;
         if let Some(tag) = &self.config.share_tag {
             let path = dir.join("share");
             fs::create_dir_all(&path).map_err(|source| RunError::RunDir {

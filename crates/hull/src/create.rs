@@ -182,11 +182,7 @@ pub(crate) fn vm_size(args: &RunArgs) -> Result<Option<hull_api::size::VmSize>> 
 /// The limits `--memory` and `--cpus` set within the VM's size.
 pub(crate) fn limits(args: &RunArgs) -> Result<hull_api::size::Limits> {
     let (memory, nano_cpus) = resources(args)?;
-    let positive = |value: Option<i64>| value.filter(|v| *v > 0).map(|v| v as u64);
-    Ok(hull_api::size::Limits {
-        memory_bytes: positive(memory),
-        nano_cpus: positive(nano_cpus),
-    })
+    Ok(hull_api::size::Limits::from_docker(memory, nano_cpus))
 }
 
 /// Docker's `Memory` (bytes) and `NanoCpus` for `--size`, `--memory` and

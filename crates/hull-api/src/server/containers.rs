@@ -98,15 +98,6 @@ fn snapshot_status(error: &hull_runtime::volume::snapshot::SnapshotError) -> Sta
     }
 }
 
-/// The limits docker's `Memory` and `NanoCpus` set; 0 is none.
-fn limits(memory: Option<i64>, nano_cpus: Option<i64>) -> Limits {
-    let positive = |value: Option<i64>| value.filter(|v| *v > 0).map(|v| v as u64);
-    Limits {
-        memory_bytes: positive(memory),
-        nano_cpus: positive(nano_cpus),
-    }
-}
-
 /// The VM size that holds docker's `Memory` and `NanoCpus`; `None` without them.
 fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
     let memory = host.memory.filter(|m| *m > 0);
@@ -413,7 +404,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         stop_timeout: body.stop_timeout,
         pod: None,
         size,
-        limits: limits(host.memory, host.nano_cpus),
+        limits: Limits::from_docker(host.memory, host.nano_cpus),
         endpoint,
         network,
         ports,
@@ -1008,7 +999,7 @@ pub(super) async fn update(
     ignored("PidsLimit", positive(body.pids_limit), "not supported");
     let (vcpus, memory_mib) = daemon.vm_size();
     let update = ContainerUpdate {
-        limits: limits(body.memory, nano_cpus),
+        limits: Limits::from_docker(body.memory, nano_cpus),
         restart,
     };
     daemon

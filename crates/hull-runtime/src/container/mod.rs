@@ -754,20 +754,7 @@ impl<H: Hypervisor> Containers<H> {
             limits.check(size)?;
             let run = lock(&container.run).clone();
             if let Some(run) = run {
-                let (done, result) = tokio::sync::oneshot::channel();
-                let request = run::GuestMemoryRequest {
-                    bytes: limits.guest_memory(size),
-                    done,
-                };
-                if let Some(guest_memory) = &run.guest_memory {
-                    if guest_memory.send(request).await.is_ok() {
-                        // A dropped answer: the run ended meanwhile, and the
-                        // next start applies the limits anyway.
-                        if let Ok(result) = result.await {
-                            result?;
-                        }
-                    }
-                }
+                run.set_guest_memory(limits.guest_memory(size)).await?;
                 let count = limits.online_cpus(size);
                 run.agent
                     .request_done(&Request::SetOnlineCpus { count })
@@ -951,6 +938,22 @@ struct RunHandle {
     /// To the run's supervisor, which owns the VM, to change its guest's
     /// memory; `None` in a pod, whose VM is the pod's.
     guest_memory: Option<mpsc::Sender<run::GuestMemoryRequest>>,
+}
+
+impl RunHandle {
+    /// Has the run's supervisor resize the guest's memory. A run that ends
+    /// meanwhile drops the request: the next start applies the limits.
+    async fn set_guest_memory(&self, bytes: u64) -> Result<(), RunError> {
+        let Some(guest_memory) = &self.guest_memory else {
+            return Ok(());
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        let request = run::GuestMemoryRequest { bytes, done };
+        if guest_memory.send(request).await.is_err() {
+            return Ok(());
+        }
+        result.await.unwrap_or(Ok(()))
+    }
 }
 
 impl Container {
