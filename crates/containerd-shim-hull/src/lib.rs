@@ -6,6 +6,8 @@
 pub mod binds;
 pub mod config;
 pub mod events;
+pub mod podnet;
+pub mod resources;
 pub mod rootfs;
 pub mod sandbox;
 pub mod service;

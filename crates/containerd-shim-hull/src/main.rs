@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use containerd_shim_hull::config::ShimConfig;
 use containerd_shim_hull::sandbox;
 use containerd_shim_hull::shim::{library_config, HullShim, RUNTIME_ID};
+use hull_runtime::size::VmSize;
 use tracing_subscriber::EnvFilter;
 
 /// The serving shim logs to the `log` FIFO containerd reads in the bundle
@@ -42,10 +43,19 @@ async fn main() {
     containerd_shim::asynchronous::run::<HullShim>(RUNTIME_ID, Some(library_config())).await;
 }
 
-/// Started by a shim whose sandbox booted cold, in the background.
+/// Started by a shim whose sandbox booted cold, in the background, with
+/// the size (`1x256`) of the template to build.
 async fn build_template() -> i32 {
+    let Some(size) = std::env::args()
+        .nth(2)
+        .as_deref()
+        .and_then(VmSize::from_token)
+    else {
+        eprintln!("usage: containerd-shim-hull-v2 build-template VCPUSxMIB");
+        return 2;
+    };
     let built = match ShimConfig::load() {
-        Ok(config) => sandbox::build_template(&config).await,
+        Ok(config) => sandbox::build_template(&config, size).await,
         Err(e) => Err(e.into()),
     };
     match built {

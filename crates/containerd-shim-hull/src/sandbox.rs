@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hull_proto::Request;
-use hull_runtime::size::VmSize;
+use hull_runtime::size::{Limits, VmSize};
 use hull_runtime::{AgentClient, AgentError, TemplateConfig, Templates};
 use hull_vm::accel::{self, SystemProbe};
 use hull_vm::{
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, ShimConfig};
+use crate::podnet::{PodNetError, PodNetwork};
 
 /// The tag of the sandbox's one virtio-9p share, where the host
 /// directories bind-mounted into its containers appear.
@@ -57,6 +58,10 @@ pub enum SandboxError {
         #[source]
         source: QemuError,
     },
+    #[error("cannot give the VM the pod's network")]
+    PodNetwork(#[from] PodNetError),
+    #[error("cannot hold the guest to its memory limit")]
+    Balloon(#[source] QemuError),
     #[error("QEMU refused to {action} the VM")]
     Qmp {
         action: &'static str,
@@ -80,12 +85,8 @@ async fn hypervisor(config: &ShimConfig) -> Result<Qemu, SandboxError> {
     Ok(Qemu::new(accel.accel, artifacts))
 }
 
-/// The template of sandbox VMs of the configured size.
-fn templates(config: &ShimConfig, qemu: &Qemu) -> Templates {
-    let size = VmSize {
-        vcpus: config.vcpus,
-        memory_mib: config.memory_mib,
-    };
+/// The template of sandbox VMs of `size`.
+fn templates(config: &ShimConfig, qemu: &Qemu, size: VmSize) -> Templates {
     let shape = TemplateConfig {
         dir: config.template_dir.clone(),
         key: qemu.template_key(),
@@ -97,26 +98,27 @@ fn templates(config: &ShimConfig, qemu: &Qemu) -> Templates {
 /// The argument that makes the shim build a template and exit.
 pub const BUILD_TEMPLATE: &str = "build-template";
 
-/// Builds the sandbox template unless one is ready or being built (by
-/// another process, which holds the template directory's lock).
-pub async fn build_template(config: &ShimConfig) -> Result<(), SandboxError> {
+/// Builds the sandbox template of `size` unless one is ready or being
+/// built (by another process, which holds the template directory's lock).
+pub async fn build_template(config: &ShimConfig, size: VmSize) -> Result<(), SandboxError> {
     let qemu = hypervisor(config).await?;
-    let templates = templates(config, &qemu);
+    let templates = templates(config, &qemu, size);
     if templates.status() == "ready" {
         return Ok(());
     }
     templates
-        .build(&qemu, config.vcpus, config.memory_mib)
+        .build(&qemu, size.vcpus, size.memory_mib)
         .await
         .map_err(SandboxError::Template)
 }
 
-/// Starts this binary as a template builder in a process group of its own,
-/// with the shim's environment, and reaps it when it is done.
-fn spawn_template_builder() {
+/// Starts this binary as the builder of the template of `size`, in a
+/// process group of its own, with the shim's environment, and reaps it
+/// when it is done.
+fn spawn_template_builder(size: VmSize) {
     let spawned = std::env::current_exe().and_then(|shim| {
         std::process::Command::new(shim)
-            .arg(BUILD_TEMPLATE)
+            .args([BUILD_TEMPLATE, &size.token()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -131,21 +133,34 @@ fn spawn_template_builder() {
     }
 }
 
+/// What the sandbox's VM is made of, from its first container.
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    pub size: VmSize,
+    /// The pod's network namespace, whose interface the VM takes over.
+    pub netns: Option<PathBuf>,
+}
+
 /// One VM and the connection to its agent.
 pub struct Sandbox {
     vm: QemuVm,
     agent: AgentClient,
     run_dir: PathBuf,
     next_disk: AtomicU32,
+    size: VmSize,
+    network: Option<PodNetwork>,
+    /// What the guest is held to now; a new VM has all of its size.
+    hold: tokio::sync::Mutex<Limits>,
 }
 
 impl Sandbox {
     /// Boots the VM of the sandbox `grouping` of containerd's `namespace`
-    /// and waits for its agent.
+    /// as `plan` says, and waits for its agent.
     pub async fn boot(
         config: &ShimConfig,
         namespace: &str,
         grouping: &str,
+        plan: &SandboxPlan,
     ) -> Result<Self, SandboxError> {
         let qemu = hypervisor(config).await?;
         // containerd's ids are long; a short, unique directory name keeps
@@ -160,30 +175,75 @@ impl Sandbox {
             path: share.clone(),
             source,
         })?;
+        let network = match &plan.netns {
+            Some(netns) => PodNetwork::attach(netns)?,
+            None => None,
+        };
         let vm_config = VmConfig {
             id: format!("shim-{name}"),
             run_dir: run_dir.clone(),
-            vcpus: config.vcpus,
-            memory_mib: config.memory_mib,
+            vcpus: plan.size.vcpus,
+            memory_mib: plan.size.memory_mib,
             disks: Vec::new(),
             memory_file: None,
             restore_from: None,
             detached: false,
-            // Containers reach no network yet: CRI's pod network lives in
-            // a namespace the VM would need a tap in.
-            network: NetBackend::Isolated,
+            // Without a pod network (`ctr run` without `--with-ns`), the
+            // containers have loopback only, as runc's would.
+            network: network
+                .as_ref()
+                .map_or(NetBackend::Isolated, PodNetwork::backend),
             shares: vec![HostShare {
                 tag: SHARE_TAG.into(),
                 path: share,
                 read_only: false,
             }],
         };
-        let templates = config.templates.then(|| templates(config, &qemu));
+        let started = Self::start_vm(config, &qemu, plan.size, vm_config).await;
+        let (vm, agent) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                if let Some(network) = &network {
+                    network.detach();
+                }
+                return Err(err);
+            }
+        };
+        let sandbox = Self {
+            vm,
+            agent,
+            run_dir,
+            next_disk: AtomicU32::new(0),
+            size: plan.size,
+            network,
+            hold: tokio::sync::Mutex::new(Limits::default()),
+        };
+        if let Some(network) = &sandbox.network {
+            // Before the first container, which finds its interface up.
+            let configure = Request::ConfigureNetwork(network.guest_network());
+            if let Err(err) = sandbox.request_done(&configure).await {
+                sandbox.shutdown().await;
+                return Err(err);
+            }
+        }
+        Ok(sandbox)
+    }
+
+    /// A clone of the template of `size` if one is ready, else a cold boot
+    /// (after which the template is built for the next sandbox, by a
+    /// process of its own that outlives this sandbox and its shim).
+    async fn start_vm(
+        config: &ShimConfig,
+        qemu: &Qemu,
+        size: VmSize,
+        vm_config: VmConfig,
+    ) -> Result<(QemuVm, AgentClient), SandboxError> {
+        let templates = config.templates.then(|| templates(config, qemu, size));
         if let Some(template) = templates.as_ref().and_then(|t| t.ready()) {
-            match hull_runtime::template::clone_vm(&qemu, &template, vm_config.clone()).await {
+            match hull_runtime::template::clone_vm(qemu, &template, vm_config.clone()).await {
                 Ok((vm, agent)) => {
-                    info!(vm = %vm.id(), "sandbox VM cloned from its template");
-                    return Ok(Self::new(vm, agent, run_dir));
+                    info!(vm = %vm.id(), %size, "sandbox VM cloned from its template");
+                    return Ok((vm, agent));
                 }
                 Err(err) => {
                     warn!(error = %hull_runtime::error_chain(&err), "cloning the sandbox template failed; booting cold");
@@ -193,29 +253,17 @@ impl Sandbox {
                 }
             }
         }
-        let sandbox = Self::boot_cold(&qemu, vm_config, run_dir).await?;
-        // The first VM of its size: its template is built for the next, by
-        // a process of its own that outlives this sandbox and its shim.
+        let booted = Self::boot_cold(qemu, vm_config).await?;
         if templates.is_some_and(|t| t.status() == "missing") {
-            spawn_template_builder();
+            spawn_template_builder(size);
         }
-        Ok(sandbox)
-    }
-
-    fn new(vm: QemuVm, agent: AgentClient, run_dir: PathBuf) -> Self {
-        Self {
-            vm,
-            agent,
-            run_dir,
-            next_disk: AtomicU32::new(0),
-        }
+        Ok(booted)
     }
 
     async fn boot_cold(
         qemu: &Qemu,
         vm_config: VmConfig,
-        run_dir: PathBuf,
-    ) -> Result<Self, SandboxError> {
+    ) -> Result<(QemuVm, AgentClient), SandboxError> {
         let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
         let greeted = unless_vm_dies(&vm, async {
@@ -235,7 +283,35 @@ impl Sandbox {
             }
         };
         info!(vm = %vm.id(), "sandbox VM booted");
-        Ok(Self::new(vm, agent, run_dir))
+        Ok((vm, agent))
+    }
+
+    pub fn size(&self) -> VmSize {
+        self.size
+    }
+
+    /// Holds the guest to `limits` within the VM's size: the balloon
+    /// leaves it that much memory, and the vCPUs beyond the CPUs (rounded
+    /// up) go offline. Only what changed is sent.
+    pub async fn hold(&self, limits: Limits) -> Result<(), SandboxError> {
+        let mut held = self.hold.lock().await;
+        let memory = limits.guest_memory(self.size);
+        if memory != held.guest_memory(self.size) {
+            unless_vm_dies(&self.vm, async {
+                self.vm
+                    .set_guest_memory(memory)
+                    .await
+                    .map_err(SandboxError::Balloon)
+            })
+            .await?;
+        }
+        let cpus = limits.online_cpus(self.size);
+        if cpus != held.online_cpus(self.size) {
+            self.request_done(&Request::SetOnlineCpus { count: cpus })
+                .await?;
+        }
+        *held = limits;
+        Ok(())
     }
 
     /// The host side of the VM's 9p share.
@@ -316,6 +392,9 @@ impl Sandbox {
         let ended = tokio::time::timeout(POWEROFF_TIMEOUT, exit.wait_for(Option::is_some)).await;
         if ended.is_err() {
             self.vm.kill();
+        }
+        if let Some(network) = &self.network {
+            network.detach();
         }
         remove_run_dir(&self.run_dir);
     }

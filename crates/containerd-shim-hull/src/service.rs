@@ -12,6 +12,7 @@ use hull_proto::{
     ContainerSpec, ErrorKind, GuestStats, MountSource, MountSpec, ProcessInfo, ProcessSpec,
     Request, Response, RootfsSpec,
 };
+use hull_runtime::size::Limits;
 use hull_runtime::AgentError;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
@@ -19,8 +20,9 @@ use tracing::{info, warn};
 use crate::binds::{self, Bind, BindError};
 use crate::config::ShimConfig;
 use crate::events::{Event, Events};
+use crate::resources::{self, ResourceError};
 use crate::rootfs::{self, RootfsError};
-use crate::sandbox::{short_name, Sandbox, SandboxError, SHARE_TAG};
+use crate::sandbox::{short_name, Sandbox, SandboxError, SandboxPlan, SHARE_TAG};
 use crate::spec::{process_from_exec_json, ContainerConfig, SpecError};
 use crate::state::{agent_process_id, Container, Exited, Process, Stdio};
 use crate::stdio::{pump_input, pump_output, CloseInput, StdioError, Target};
@@ -63,8 +65,14 @@ pub enum ServiceError {
     Refused(String),
     #[error("the guest agent answered {0:?} unexpectedly")]
     Unexpected(Box<Response>),
-    #[error("updating a container's resources is not supported: a Hull VM's size is fixed when it boots")]
-    UpdateUnsupported,
+    #[error("cannot size the sandbox's VM")]
+    Resources(#[from] ResourceError),
+    #[error("cannot update container {id}'s resources")]
+    Update {
+        id: String,
+        #[source]
+        source: hull_runtime::size::SizeError,
+    },
 }
 
 impl ServiceError {
@@ -90,6 +98,10 @@ pub struct Service {
     namespace: String,
     events: Events,
     sandbox: OnceCell<Arc<Sandbox>>,
+    /// The pod's limits (CRI's sandbox annotations), or the lone
+    /// container's: what the guest is held to until every workload has
+    /// limits of its own.
+    pod_limits: std::sync::OnceLock<Limits>,
     containers: Mutex<HashMap<String, Container>>,
     next_stream: AtomicU32,
     paused: AtomicBool,
@@ -110,6 +122,7 @@ impl Service {
             namespace,
             events,
             sandbox: OnceCell::new(),
+            pod_limits: std::sync::OnceLock::new(),
             containers: Mutex::new(HashMap::new()),
             // The agent's stream ids are per connection; 0 stays unused.
             next_stream: AtomicU32::new(1),
@@ -163,16 +176,14 @@ impl Service {
             .cloned()
             .partition(|b| b.source.is_dir());
         let image = rootfs::build(&request.bundle, &request.rootfs, &files).await?;
-        let grouping = config.grouping(&request.id);
         let sandbox = self
             .sandbox
-            .get_or_try_init(|| async {
-                Sandbox::boot(&self.config, &self.namespace, &grouping)
-                    .await
-                    .map(Arc::new)
-            })
+            .get_or_try_init(|| self.boot_sandbox(&request.id, &config))
             .await?
             .clone();
+        if let Err(err) = config.limits.check(sandbox.size()) {
+            warn!(container = %request.id, error = %err, "the container's limits exceed the sandbox's VM; it may use all of the VM");
+        }
         let serial = sandbox.attach_rootfs(&image).await?;
         let hostname = match config.hostname.as_str() {
             "" => request.id.chars().take(12).collect(),
@@ -212,9 +223,14 @@ impl Service {
                 bundle: request.bundle.clone(),
                 image,
                 processes: HashMap::from([(String::new(), init)]),
+                limits: config.limits,
+                workload: !resources::is_sandbox_container(&config.annotations),
             },
         );
         info!(container = %request.id, "container created");
+        if let Err(err) = self.hold_guest(&sandbox).await {
+            warn!(container = %request.id, error = %hull_runtime::error_chain(&err), "cannot hold the guest to the containers' limits");
+        }
         self.events.publish(Event::Create {
             container: request.id,
             bundle: request.bundle,
@@ -222,6 +238,68 @@ impl Service {
             stdio,
         });
         Ok(())
+    }
+
+    /// Boots the VM for the sandbox's first container: sized by the pod's
+    /// annotations or the container's own limits, in the pod's network.
+    async fn boot_sandbox(
+        &self,
+        id: &str,
+        config: &ContainerConfig,
+    ) -> Result<Arc<Sandbox>, ServiceError> {
+        let pod = resources::sandbox_limits(&config.annotations)?;
+        let pod = if pod == Limits::default() {
+            config.limits
+        } else {
+            pod
+        };
+        let plan = SandboxPlan {
+            size: resources::vm_size(&self.config, &config.annotations, pod)?,
+            netns: config.network_namespace.clone(),
+        };
+        let _ = self.pod_limits.set(pod);
+        let grouping = config.grouping(id);
+        let sandbox = Sandbox::boot(&self.config, &self.namespace, &grouping, &plan).await?;
+        Ok(Arc::new(sandbox))
+    }
+
+    /// Holds the guest to what its containers' limits add up to.
+    async fn hold_guest(&self, sandbox: &Sandbox) -> Result<(), ServiceError> {
+        let workloads: Vec<Limits> = self
+            .containers()
+            .values()
+            .filter(|c| c.workload)
+            .map(|c| c.limits)
+            .collect();
+        let pod = self.pod_limits.get().copied().unwrap_or_default();
+        sandbox
+            .hold(resources::guest_hold(pod, &workloads))
+            .await
+            .map_err(ServiceError::from_sandbox)
+    }
+
+    /// Changes a container's limits (`ctr task update`, CRI's
+    /// UpdateContainerResources), and so what the guest is held to, within
+    /// the VM's size.
+    pub async fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), ServiceError> {
+        let update = resources::limits_of_update(resources_json)?;
+        let sandbox = self.sandbox()?;
+        {
+            let mut containers = self.containers();
+            let container = containers
+                .get_mut(id)
+                .ok_or_else(|| ServiceError::NoContainer(id.to_owned()))?;
+            let limits = container.limits.updated(update);
+            limits
+                .check(sandbox.size())
+                .map_err(|source| ServiceError::Update {
+                    id: id.to_owned(),
+                    source,
+                })?;
+            container.limits = limits;
+        }
+        info!(container = id, ?update, "resources updated");
+        self.hold_guest(&sandbox).await
     }
 
     /// Starts a container's init process (`exec_id` empty) or an exec'd

@@ -3,9 +3,11 @@
 //! annotations, and which mounts the guest agent already makes.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{Mount, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
+
+use hull_runtime::size::Limits;
 
 use crate::binds::Bind;
 
@@ -75,6 +77,11 @@ pub struct ContainerConfig {
     /// Mounts the guest cannot make; logged, not refused, so that a spec
     /// made for runc still runs.
     pub unsupported_mounts: Vec<String>,
+    /// The network namespace the spec joins (CRI's pod namespace, `ctr run
+    /// --with-ns network:…`), whose interface the VM takes over.
+    pub network_namespace: Option<PathBuf>,
+    /// The memory and CPU limits of its `linux.resources`.
+    pub limits: Limits,
 }
 
 impl ContainerConfig {
@@ -100,6 +107,13 @@ impl ContainerConfig {
                 .filter(|m| !made_by_agent(m) && bind_of(m).is_none())
                 .map(|m| m.destination().display().to_string())
                 .collect(),
+            network_namespace: network_namespace(spec),
+            limits: spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .map(crate::resources::limits_of)
+                .unwrap_or_default(),
         })
     }
 
@@ -108,6 +122,17 @@ impl ContainerConfig {
     pub fn grouping(&self, id: &str) -> String {
         grouping(&self.annotations, id)
     }
+}
+
+/// The path of the network namespace the spec joins, if it names one.
+fn network_namespace(spec: &Spec) -> Option<PathBuf> {
+    let namespaces = spec.linux().as_ref()?.namespaces().as_ref()?;
+    namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty())
 }
 
 pub fn grouping(annotations: &HashMap<String, String>, id: &str) -> String {
@@ -185,6 +210,22 @@ mod tests {
             }
         );
         assert_eq!(config.hostname, "box");
+        assert_eq!(config.network_namespace, None);
+    }
+
+    #[test]
+    fn the_network_namespace_joined_is_the_pods() {
+        let json = r#"{"ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"},
+            "linux": {"namespaces": [
+                {"type": "pid"},
+                {"type": "network", "path": "/var/run/netns/cni-1234"}
+            ]}}"#;
+        let config = ContainerConfig::from_spec(&spec(json)).unwrap();
+        assert_eq!(
+            config.network_namespace.as_deref(),
+            Some(Path::new("/var/run/netns/cni-1234"))
+        );
     }
 
     #[test]

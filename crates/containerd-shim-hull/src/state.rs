@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use containerd_shim::api::Status;
+use hull_runtime::size::Limits;
 use tokio::sync::watch;
 
 use crate::spec::ProcessConfig;
@@ -75,6 +76,11 @@ pub struct Container {
     pub bundle: PathBuf,
     pub image: PathBuf,
     pub processes: HashMap<String, Process>,
+    /// Its memory and CPU limits, from its spec and later updates.
+    pub limits: Limits,
+    /// A workload, not the pod's own (pause) container: its limits count
+    /// towards what the guest is held to.
+    pub workload: bool,
 }
 
 impl Container {

@@ -56,7 +56,7 @@ fn status(err: ServiceError) -> ttrpc::Error {
         ServiceError::AlreadyStarted(_)
         | ServiceError::StillRunning(_)
         | ServiceError::NoSandbox => Code::FAILED_PRECONDITION,
-        ServiceError::UpdateUnsupported => Code::UNIMPLEMENTED,
+        ServiceError::Update { .. } | ServiceError::Resources(_) => Code::INVALID_ARGUMENT,
         _ => Code::UNKNOWN,
     };
     let message = hull_runtime::error_chain(&err);
@@ -225,8 +225,17 @@ impl Task for HullTask {
         Ok(Empty::default())
     }
 
-    async fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        Err(status(ServiceError::UpdateUnsupported))
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|r| r.value.as_slice())
+            .unwrap_or(b"{}");
+        self.service
+            .update(&req.id, resources)
+            .await
+            .map_err(status)?;
+        Ok(Empty::default())
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {

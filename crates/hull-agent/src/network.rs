@@ -36,6 +36,15 @@ pub struct Interface {
     pub address: Ipv4Addr,
     pub netmask: Ipv4Addr,
     pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
+}
+
+impl Interface {
+    /// Whether `address` is in the interface's subnet.
+    pub fn on_link(&self, address: Ipv4Addr) -> bool {
+        let mask = u32::from(self.netmask);
+        u32::from(address) & mask == u32::from(self.address) & mask
+    }
 }
 
 pub fn parse_mac(text: &str) -> Result<[u8; 6], NetworkError> {
@@ -74,6 +83,7 @@ pub fn parse_interface(spec: &InterfaceSpec) -> Result<Interface, NetworkError> 
         address,
         netmask,
         gateway,
+        mtu: spec.mtu,
     })
 }
 
@@ -119,8 +129,15 @@ pub fn configure(spec: &NetworkSpec) -> Result<(), NetworkError> {
         sys::set_mac_address(name, interface.mac).map_err(fail("set its MAC address"))?;
         sys::set_ipv4_address(name, interface.address, interface.netmask)
             .map_err(fail("set its address"))?;
+        if let Some(mtu) = interface.mtu {
+            sys::set_mtu(name, mtu).map_err(fail("set its MTU"))?;
+        }
         sys::set_link_up(name).map_err(fail("bring it up"))?;
         if let Some(gateway) = interface.gateway {
+            if !interface.on_link(gateway) {
+                // The kernel refuses a gateway it has no route to.
+                sys::add_link_route(name, gateway).map_err(fail("add the route to its gateway"))?;
+            }
             sys::add_default_route(gateway).map_err(fail("add the default route"))?;
         }
     }
@@ -169,6 +186,7 @@ mod tests {
             mac: "02:42:ac:11:00:02".into(),
             address: address.into(),
             gateway: gateway.map(Into::into),
+            mtu: None,
         }
     }
 
@@ -189,6 +207,9 @@ mod tests {
             assert!(parse_interface(&spec(bad, None)).is_err(), "{bad}");
         }
         assert!(parse_interface(&spec("10.0.2.15/24", Some("gw"))).is_err());
+        assert!(parsed.on_link(Ipv4Addr::new(10, 0, 2, 200)));
+        let pinned = parse_interface(&spec("10.1.2.3/32", Some("169.254.1.1"))).unwrap();
+        assert!(!pinned.on_link(Ipv4Addr::new(169, 254, 1, 1)));
         for bad in [
             "02:42:ac:11:00",
             "02:42:ac:11:00:02:03",

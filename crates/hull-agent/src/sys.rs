@@ -219,6 +219,34 @@ pub fn set_ipv4_address(
     check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFNETMASK, &request) })
 }
 
+/// Sets the interface's MTU.
+pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    let mut request = interface_request(name)?;
+    request.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU out of range"))?;
+    // SAFETY: `request` is a valid ifreq holding the MTU.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFMTU, &request) })
+}
+
+/// Adds a route to the single address `destination` on the link `name`,
+/// as `ip route add DESTINATION dev NAME`.
+pub fn add_link_route(name: &str, destination: std::net::Ipv4Addr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    let device = cstring(name)?;
+    // SAFETY: rtentry is plain data for which all zeroes is a valid value.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr_in(destination);
+    route.rt_genmask = sockaddr_in(std::net::Ipv4Addr::BROADCAST);
+    route.rt_flags = libc::RTF_UP | libc::RTF_HOST;
+    // The kernel reads the name only during the call; it is not written.
+    route.rt_dev = device.as_ptr().cast_mut();
+    // SAFETY: `route` is a valid rtentry and `device` outlives the call.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) })
+}
+
 /// Adds the default route through `gateway`.
 pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
     use std::os::fd::AsRawFd;

@@ -157,8 +157,13 @@ pub struct InterfaceSpec {
     pub mac: String,
     /// IPv4 address with its prefix length, `10.0.2.15/24`.
     pub address: String,
-    /// The default route's gateway, if this interface carries it.
+    /// The default route's gateway, if this interface carries it. One
+    /// outside the address's subnet (a CNI's `/32` with a link-local
+    /// gateway) is reached on the link.
     pub gateway: Option<String>,
+    /// The link's MTU, when the network it joins has one other than 1500.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// A directory bind-mounted into a container.
@@ -421,6 +426,7 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
                 address: "10.0.2.15/24".into(),
                 gateway: Some("10.0.2.2".into()),
+                mtu: Some(1450),
             }],
             dns: vec!["10.0.2.3".into()],
             search: Vec::new(),

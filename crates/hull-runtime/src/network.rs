@@ -302,6 +302,7 @@ pub fn user_network(ports: &[PortBinding]) -> (NetBackend, NetworkSpec) {
             mac: random_mac(),
             address: format!("{USER_ADDRESS}/{USER_PREFIX}"),
             gateway: Some(USER_GATEWAY.to_owned()),
+            mtu: None,
         }],
         dns: vec![USER_DNS.to_owned()],
         search: Vec::new(),

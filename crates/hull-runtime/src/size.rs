@@ -74,6 +74,15 @@ impl VmSize {
     pub fn token(&self) -> String {
         format!("{}x{}", self.vcpus, self.memory_mib)
     }
+
+    /// The size a [`VmSize::token`] names.
+    pub fn from_token(token: &str) -> Option<VmSize> {
+        let (vcpus, memory_mib) = token.split_once('x')?;
+        Some(VmSize {
+            vcpus: vcpus.parse().ok()?,
+            memory_mib: memory_mib.parse().ok()?,
+        })
+    }
 }
 
 /// The least memory a container may be limited to: the guest's kernel and
@@ -248,6 +257,15 @@ pub fn parse_memory_mib(text: &str) -> Result<u64, SizeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_name_sizes_both_ways() {
+        let m2 = named("M2").unwrap();
+        assert_eq!(VmSize::from_token(&m2.token()), Some(m2));
+        for bad in ["", "2", "2x", "x2048", "2x2g"] {
+            assert_eq!(VmSize::from_token(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_are_found_by_name_in_any_case() {

@@ -67,8 +67,13 @@ pub enum NetBackend {
     /// QEMU's user-mode stack: the guest is 10.0.2.15 behind NAT, with
     /// host ports forwarded in. Needs no privileges.
     User { forwards: Vec<HostForward> },
-    /// A tap device the host created and bridged.
-    Tap { ifname: String },
+    /// A tap device the host created and bridged, or wired to a pod's
+    /// interface. With `netns`, the tap is in that network namespace (a
+    /// CRI pod's), which QEMU joins to open it, as Kata's hypervisor does.
+    Tap {
+        ifname: String,
+        netns: Option<PathBuf>,
+    },
 }
 
 /// A host port forwarded to the guest by the user-mode stack.

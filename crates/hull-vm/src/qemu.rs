@@ -48,6 +48,12 @@ pub enum QemuError {
     Gone { run_dir: PathBuf, why: String },
     #[error("TCG translation cache size '{0}' is not a number of MiB (at least 1) or 'default'")]
     TbSize(String),
+    #[error("cannot open the network namespace {}", .path.display())]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// TCG's translation cache for a small guest, in MiB. QEMU's own default on
@@ -285,7 +291,7 @@ fn netdev_arg(network: &NetBackend) -> String {
             }
             arg
         }
-        NetBackend::Tap { ifname } => {
+        NetBackend::Tap { ifname, .. } => {
             format!("tap,id=net0,ifname={ifname},script=no,downscript=no")
         }
     }
@@ -388,11 +394,26 @@ impl Hypervisor for Qemu {
             .kill_on_drop(!config.detached);
         let detached = config.detached;
         let no_huge_pages = self.accel == Accel::Tcg;
+        let netns = match &config.network {
+            NetBackend::Tap {
+                netns: Some(path), ..
+            } => Some(fs::File::open(path).map_err(|source| QemuError::Netns {
+                path: path.clone(),
+                source,
+            })?),
+            _ => None,
+        };
+        let netns_fd = netns.as_ref().map(AsRawFd::as_raw_fd);
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (fcntl, prctl, setsid) on
-        // integers captured by value.
+        // makes async-signal-safe system calls (fcntl, prctl, setns, setsid)
+        // on integers captured by value; `netns` outlives the spawn.
         unsafe {
             command.pre_exec(move || {
+                if let Some(fd) = netns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 for &fd in &inherited {
                     if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                         return Err(io::Error::last_os_error());
@@ -430,6 +451,8 @@ impl Hypervisor for Qemu {
                 }
             }
         })?;
+        // The child joined the namespace; the host needs it no longer.
+        drop(netns);
         let pid = child.id().expect("a just-spawned child has a pid");
         let (host_ends, qemu_ends) = match pairs {
             Some((host, qemu)) => (Some(host), Some(qemu)),
@@ -855,6 +878,7 @@ mod tests {
         );
         let tap = NetBackend::Tap {
             ifname: "hullt1".into(),
+            netns: Some("/var/run/netns/pod".into()),
         };
         assert_eq!(
             netdev_arg(&tap),

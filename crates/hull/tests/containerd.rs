@@ -10,9 +10,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::netns::{self, NetNs};
 use common::{
-    bin_dir, busybox_archive, eventually, kernel, remove_at_exit, repo, spawn_owned, stdout_of,
-    text,
+    bin_dir, busybox_archive, eventually, kernel, mem_total_mib, remove_at_exit, repo, spawn_owned,
+    stdout_of, text,
 };
 
 const RUNTIME: &str = "io.containerd.hull.v2";
@@ -481,4 +482,211 @@ fn sandboxes_after_the_first_are_clones_of_its_template() {
         "from-the-clone\n"
     );
     ctr.remove(id);
+}
+
+#[test]
+fn a_task_in_a_network_namespace_takes_over_its_interface() {
+    let Some(ctr) = containerd() else { return };
+    // As CNI leaves a pod's namespace: a veth with the pod's address and a
+    // default route, its peer in a namespace of its own.
+    let (pod, peer) = (NetNs::new("pod"), NetNs::new("peer"));
+    netns::link(&peer, "10.77.0.1/24", &pod, "10.77.0.2/24");
+    pod.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+    let veth_mac = text(
+        &pod.exec("sh", &["-c", "cat /sys/class/net/veth*/address"])
+            .stdout,
+    );
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "from-the-peer\n").unwrap();
+    let mut server = Command::new("ip");
+    server.args([
+        "netns",
+        "exec",
+        &peer.name,
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "10.77.0.1:8080",
+    ]);
+    server.arg("-h").arg(www.path());
+    spawn_owned(server);
+
+    let id = "net-pod";
+    let with_ns = format!("network:/var/run/netns/{}", pod.name);
+    let serve =
+        "mkdir /tmp/www; echo from-the-vm > /tmp/www/index.html; exec httpd -f -p 8081 -h /tmp/www";
+    stdout_of(&ctr.run(&["-d", "--with-ns", &with_ns], id, &["sh", "-c", serve]));
+    let exec = |exec_id: &str, script: &str| {
+        stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", exec_id, id, "sh", "-c", script]))
+    };
+    let seen = exec(
+        "n1",
+        "cat /sys/class/net/eth0/address; ip -4 -o addr show eth0; ip route",
+    );
+    assert!(
+        seen.starts_with(&veth_mac),
+        "the guest's MAC is not the pod's: {seen}"
+    );
+    assert!(seen.contains("inet 10.77.0.2/24"), "{seen}");
+    assert!(seen.contains("default via 10.77.0.1"), "{seen}");
+    assert_eq!(
+        exec("n2", "wget -q -O - http://10.77.0.1:8080/"),
+        "from-the-peer\n"
+    );
+    assert_eq!(
+        peer.within(|| common::http_get("10.77.0.2", 8081)),
+        "from-the-vm\n"
+    );
+    let links = text(&pod.ip(&["-o", "link"]).stdout);
+    assert!(
+        links.contains("hull0"),
+        "no tap in the pod's namespace: {links}"
+    );
+
+    // The namespace is left as CNI made it once the sandbox is gone.
+    ctr.remove(id);
+    eventually(30, || {
+        let links = text(&pod.ip(&["-o", "link"]).stdout);
+        let qdiscs = text(&pod.exec("tc", &["qdisc", "show"]).stdout);
+        match links.contains("hull0") || qdiscs.contains("ingress") {
+            false => Ok(()),
+            true => Err(format!("the wiring stays: {links}{qdiscs}")),
+        }
+    });
+    assert!(text(&pod.ip(&["-o", "addr"]).stdout).contains("10.77.0.2/24"));
+}
+
+/// Sends the Task API's `Update` to the shim of task `id`, as containerd's
+/// CRI plugin does for UpdateContainerResources (`ctr` has no command for
+/// it): `resources` is the runtime spec's `LinuxResources` as JSON.
+fn update_task(ctr: &Containerd, id: &str, resources: &str) -> Result<(), String> {
+    use containerd_shim_protos::api::UpdateTaskRequest;
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use containerd_shim_protos::shim_sync::{Client, TaskClient};
+    let bundle = ctr
+        .dir
+        .join("state/io.containerd.runtime.v2.task/default")
+        .join(id);
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    let client = TaskClient::new(Client::connect(address.trim()).unwrap());
+    let request = UpdateTaskRequest {
+        id: id.to_owned(),
+        resources: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: resources.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let timeout = containerd_shim_protos::ttrpc::context::with_timeout(30_000_000_000);
+    client
+        .update(timeout, &request)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_vm_is_sized_by_the_tasks_limits_and_updates_move_its_hold() {
+    let Some(ctr) = containerd() else { return };
+    let id = "sized";
+    let memory = (1500u64 << 20).to_string();
+    let flags = ["-d", "--memory-limit", &memory, "--cpus", "1.5"];
+    stdout_of(&ctr.run(&flags, id, &["sleep", "1000"]));
+    // The smallest size that holds 1.5 CPUs and 1500 MiB: M2.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", ctr.qemu_of(id))).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains(" -smp 2 -m 2048M "), "{cmdline}");
+    let guest = |exec_id: &str| {
+        let script = "nproc; grep MemTotal /proc/meminfo";
+        let out =
+            stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", exec_id, id, "sh", "-c", script]));
+        let (cpus, meminfo) = out.split_once('\n').unwrap();
+        (cpus.trim().parse::<u32>().unwrap(), mem_total_mib(meminfo))
+    };
+    let exec_ids = std::sync::atomic::AtomicUsize::new(0);
+    let next = || {
+        format!(
+            "g{}",
+            exec_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    };
+    eventually(60, || match guest(&next()) {
+        (2, mib) if (1400..=1500).contains(&mib) => Ok(()),
+        seen => Err(format!("the guest has {seen:?} (CPUs, MiB of memory)")),
+    });
+
+    let half_a_cpu_and_a_gib =
+        r#"{"memory": {"limit": 1073741824}, "cpu": {"quota": 50000, "period": 100000}}"#;
+    update_task(ctr, id, half_a_cpu_and_a_gib).unwrap();
+    eventually(60, || match guest(&next()) {
+        (1, mib) if (924..=1024).contains(&mib) => Ok(()),
+        seen => Err(format!("the guest has {seen:?} (CPUs, MiB of memory)")),
+    });
+    let beyond = update_task(ctr, id, r#"{"memory": {"limit": 4294967296}}"#).unwrap_err();
+    assert!(beyond.contains("beyond the container's VM"), "{beyond}");
+    ctr.remove(id);
+}
+
+#[test]
+fn a_pods_size_annotation_or_cri_resources_size_its_vm() {
+    let Some(ctr) = containerd() else { return };
+    let sandbox = format!("{SANDBOX_ID}=pod-sized");
+    let pause = "io.kubernetes.cri.container-type=sandbox";
+    // CRI's pod-level resources: 2 CPUs, 512 MiB; S4 has 1 vCPU, so M2.
+    let flags = [
+        "-d",
+        "--annotation",
+        &sandbox,
+        "--annotation",
+        pause,
+        "--annotation",
+        "io.kubernetes.cri.sandbox-memory=536870912",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-cpu-quota=200000",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-cpu-period=100000",
+    ];
+    stdout_of(&ctr.run(&flags, "pod-sized-pause", &["sleep", "1000"]));
+    let vm = ctr.dir.join("vms");
+    let qemu = pids_matching(&[
+        "qemu-system",
+        &vm.display().to_string(),
+        "-smp\x002\x00-m\x002048M",
+    ]);
+    assert_eq!(qemu.len(), 1, "no 2-vCPU, 2 GiB VM for the pod");
+    let meminfo = || {
+        let args = [
+            "task",
+            "exec",
+            "--exec-id",
+            "m1",
+            "pod-sized-pause",
+            "cat",
+            "/proc/meminfo",
+        ];
+        stdout_of(&ctr.ctr(&args))
+    };
+    eventually(60, || match mem_total_mib(&meminfo()) {
+        412..=512 => Ok(()),
+        mib => Err(format!("the pod's guest has {mib} MiB")),
+    });
+    ctr.remove("pod-sized-pause");
+
+    // Hull's own annotation names the size.
+    let named = ["--rm", "--annotation", "io.hull.size=S2"];
+    let out = stdout_of(&ctr.run(&named, "named-size", &["grep", "MemTotal", "/proc/meminfo"]));
+    assert!((90..=128).contains(&mem_total_mib(&out)), "{out}");
+    let unknown = ctr.run(
+        &["--rm", "--annotation", "io.hull.size=XL"],
+        "bad-size",
+        &["true"],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("unknown size \"XL\""),
+        "{}",
+        text(&unknown.stderr)
+    );
 }

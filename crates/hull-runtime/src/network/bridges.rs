@@ -227,12 +227,16 @@ impl Networks {
         }
         let gateway = record.gateway.to_string();
         Ok(Attachment {
-            backend: NetBackend::Tap { ifname: tap },
+            backend: NetBackend::Tap {
+                ifname: tap,
+                netns: None,
+            },
             spec: NetworkSpec {
                 interfaces: vec![InterfaceSpec {
                     mac: endpoint.mac,
                     address: format!("{}/{}", endpoint.address, record.subnet.prefix()),
                     gateway: (!record.internal).then(|| gateway.clone()),
+                    mtu: None,
                 }],
                 dns: vec![gateway],
                 search: Vec::new(),
