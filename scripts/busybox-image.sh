@@ -4,6 +4,9 @@
 #
 #   scripts/busybox-image.sh OUT.tar [TAG]      (TAG defaults to busybox:latest)
 #
+# IMAGE_CMD sets the image's Cmd as a JSON array (default ["sh"]), so that a
+# long-running one can stand in for Kubernetes' pause image.
+#
 # The output is byte-for-byte reproducible for a given busybox binary: fixed
 # mtimes (SOURCE_DATE_EPOCH, default 2024-01-01), sorted entries, numeric
 # owners. So its image id is stable.
@@ -20,6 +23,7 @@ out=$1
 tag=${2:-busybox:latest}
 busybox=${BUSYBOX:-/bin/busybox}
 epoch=${SOURCE_DATE_EPOCH:-1704067200}
+cmd=${IMAGE_CMD:-'["sh"]'}
 
 if [ ! -x "$busybox" ]; then
     echo "error: $busybox not found: apt-get install busybox-static" >&2
@@ -103,7 +107,7 @@ mv "$layer" "$work/archive/$diff_id/layer.tar"
 # --- the image config and manifest ------------------------------------------
 created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 config=$work/config.json
-printf '%s' "{\"architecture\":\"$arch\",\"config\":{\"Cmd\":[\"sh\"],\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]},\"created\":\"$created\",\"history\":[{\"created\":\"$created\",\"created_by\":\"scripts/busybox-image.sh (busybox-static)\"}],\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$diff_id\"]}}" >"$config"
+printf '%s' "{\"architecture\":\"$arch\",\"config\":{\"Cmd\":$cmd,\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]},\"created\":\"$created\",\"history\":[{\"created\":\"$created\",\"created_by\":\"scripts/busybox-image.sh (busybox-static)\"}],\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$diff_id\"]}}" >"$config"
 config_hex=$(sha256sum "$config" | cut -d' ' -f1)
 mv "$config" "$work/archive/$config_hex.json"
 

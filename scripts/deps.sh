@@ -13,7 +13,7 @@ packages=(
   qemu-system-x86 linux-source erofs-utils busybox-static runc cpio
   build-essential flex bison bc libelf-dev libssl-dev xz-utils procps bsdutils
   docker-registry skopeo apache2-utils curl e2fsprogs python3-docker
-  containerd containernetworking-plugins iproute2 nftables
+  containerd containernetworking-plugins iproute2 nftables protobuf-compiler
 )
 
 missing=()

@@ -102,6 +102,7 @@ pub struct Service {
     /// container's: what the guest is held to until every workload has
     /// limits of its own.
     pod_limits: std::sync::OnceLock<Limits>,
+    pod_hostname: std::sync::OnceLock<String>,
     containers: Mutex<HashMap<String, Container>>,
     next_stream: AtomicU32,
     paused: AtomicBool,
@@ -123,6 +124,7 @@ impl Service {
             events,
             sandbox: OnceCell::new(),
             pod_limits: std::sync::OnceLock::new(),
+            pod_hostname: std::sync::OnceLock::new(),
             containers: Mutex::new(HashMap::new()),
             // The agent's stream ids are per connection; 0 stays unused.
             next_stream: AtomicU32::new(1),
@@ -185,9 +187,16 @@ impl Service {
             warn!(container = %request.id, error = %err, "the container's limits exceed the sandbox's VM; it may use all of the VM");
         }
         let serial = sandbox.attach_rootfs(&image).await?;
-        let hostname = match config.hostname.as_str() {
-            "" => request.id.chars().take(12).collect(),
-            name => name.to_owned(),
+        // A pod's workloads join its UTS namespace: their specs name no
+        // hostname, and they get the pod's, which its first container set.
+        let pod_hostname = self
+            .pod_hostname
+            .get_or_init(|| config.hostname.clone())
+            .clone();
+        let hostname = match (config.hostname.as_str(), pod_hostname.as_str()) {
+            ("", "") => request.id.chars().take(12).collect(),
+            ("", pod) => pod.to_owned(),
+            (name, _) => name.to_owned(),
         };
         let mounts = match share_dirs(&sandbox, &request.id, &dirs) {
             Ok(mounts) => mounts,

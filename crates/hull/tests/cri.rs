@@ -1,0 +1,344 @@
+//! containerd-shim-hull-v2 under containerd's CRI plugin, driven over the
+//! CRI gRPC API as kubelet drives it: a pod sandbox on a CNI bridge network,
+//! a container created, started, exec'd into, logged and removed. The
+//! tests' containerd runs in a network namespace of its own, so CNI's
+//! bridge and veths never touch the host's network.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::NetNs;
+use common::{
+    bin_dir, busybox_archive, eventually, kernel, remove_at_exit, repo, spawn_owned, stdout_of,
+    text,
+};
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const PAUSE_IMAGE: &str = "hull.test/pause:1";
+const IMAGE: &str = "docker.io/library/busybox:latest";
+const SUBNET: &str = "10.78.0.0/24";
+
+fn installed(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Where Debian's containernetworking-plugins puts CNI's plugins.
+const CNI_BIN: &str = "/usr/lib/cni";
+
+/// A containerd with its CRI plugin, in the network namespace `netns`,
+/// with the busybox image and a pause image imported for Kubernetes.
+struct CriContainerd {
+    dir: PathBuf,
+    netns: NetNs,
+    _temp: tempfile::TempDir,
+}
+
+impl CriContainerd {
+    fn start() -> Option<CriContainerd> {
+        if !installed("containerd") || !installed("ctr") {
+            let _ = Command::new("bash")
+                .arg(repo().join("scripts/deps.sh"))
+                .status();
+        }
+        if !installed("containerd") || !Path::new(CNI_BIN).join("bridge").exists() {
+            println!("skipping: containerd and the CNI plugins are not installed and scripts/deps.sh could not install them");
+            return None;
+        }
+        let temp = tempfile::Builder::new()
+            .prefix("hull-cri-")
+            .tempdir()
+            .unwrap();
+        remove_at_exit(temp.path());
+        let dir = temp.path().to_owned();
+        let shim_config = dir.join("shim.toml");
+        std::fs::write(
+            &shim_config,
+            format!(
+                "run_root = \"{d}/vms\"\ncache_dir = \"{d}/cache\"\ntemplate_dir = \"{d}/templates\"\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.join("net.d")).unwrap();
+        let cni = format!(
+            r#"{{"cniVersion": "1.0.0", "name": "hull-cri", "plugins": [{{
+                "type": "bridge", "bridge": "hullcri0", "isGateway": true,
+                "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{SUBNET}"}}]],
+                         "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#
+        );
+        std::fs::write(dir.join("net.d/10-hull.conflist"), cni).unwrap();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{d}/net.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "hull"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
+    runtime_type = "io.containerd.hull.v2"
+    pod_annotations = ["io.hull.*"]
+"#,
+            d = dir.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let netns = NetNs::new("cri");
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/var/run/netns/{}", netns.name))
+            .arg("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin_dir().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("HULL_KERNEL", kernel())
+            .env("HULL_SHIM_CONFIG", &shim_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        spawn_owned(command);
+        let containerd = CriContainerd {
+            dir,
+            netns,
+            _temp: temp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let pause = containerd.dir.join("pause.tar");
+        let built = Command::new("sh")
+            .arg(repo().join("scripts/busybox-image.sh"))
+            .arg(&pause)
+            .arg(PAUSE_IMAGE)
+            .env("IMAGE_CMD", r#"["sleep","2147483647"]"#)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{}", text(&built.stderr));
+        for archive in [busybox_archive(), pause] {
+            stdout_of(&containerd.ctr(&["image", "import", archive.to_str().unwrap()]));
+        }
+        Some(containerd)
+    }
+
+    /// `ctr` in the CRI plugin's namespace, `k8s.io`.
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.dir.join("containerd.sock"))
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ctr runs")
+    }
+
+    async fn client(&self) -> RuntimeServiceClient<Channel> {
+        let socket = self.dir.join("containerd.sock");
+        let channel = Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(socket).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .expect("containerd's CRI socket answers");
+        RuntimeServiceClient::new(channel)
+    }
+}
+
+fn sandbox_config(log_dir: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "web".into(),
+            uid: "hull-cri-test-web".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web".into(),
+        log_directory: log_dir.display().to_string(),
+        annotations: HashMap::from([("io.hull.size".to_owned(), "S3".to_owned())]),
+        ..Default::default()
+    }
+}
+
+/// The QEMU processes of this containerd's sandboxes.
+fn qemus(dir: &Path) -> usize {
+    let needle = format!("{}/vms/", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("qemu-system") && cmdline.contains(&needle)
+        })
+        .count()
+}
+
+#[test]
+fn a_pod_runs_in_a_vm_on_its_cni_network_under_the_cri_plugin() {
+    let Some(cri) = CriContainerd::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = cri.client().await;
+        let log_dir = cri.dir.join("pods/web");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let sandbox_config = sandbox_config(&log_dir);
+        let pod = client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox_config.clone()),
+                runtime_handler: "hull".into(),
+            })
+            .await
+            .expect("the pod sandbox runs")
+            .into_inner()
+            .pod_sandbox_id;
+        let status = client
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        let pod_ip = status.network.unwrap().ip;
+        assert!(
+            pod_ip.starts_with("10.78.0."),
+            "CNI gave the pod {pod_ip:?}"
+        );
+
+        let serve = "mkdir -p /www; echo from-the-pod > /www/index.html; \
+                     echo serving; exec httpd -f -p 8080 -h /www";
+        let container = client
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: "app".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(ImageSpec {
+                        image: IMAGE.into(),
+                        ..Default::default()
+                    }),
+                    command: vec!["sh".into(), "-c".into(), serve.into()],
+                    log_path: "app.log".into(),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await
+            .expect("the container is created")
+            .into_inner()
+            .container_id;
+        client
+            .start_container(StartContainerRequest {
+                container_id: container.clone(),
+            })
+            .await
+            .expect("the container starts");
+
+        let exec = |cmd: &str| ExecSyncRequest {
+            container_id: container.clone(),
+            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+            timeout: 60,
+        };
+        let seen = client
+            .exec_sync(exec(
+                "ip -4 -o addr show eth0; hostname; grep MemTotal /proc/meminfo",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let stdout = text(&seen.stdout);
+        assert_eq!(seen.exit_code, 0, "{stdout}{}", text(&seen.stderr));
+        assert!(stdout.contains(&format!("inet {pod_ip}/24")), "{stdout}");
+        assert!(stdout.contains("\nweb\n"), "{stdout}");
+        // The pod's io.hull.size: S3, 256 MiB, not the host's memory.
+        let mib = common::mem_total_mib(&stdout);
+        assert!((200..=256).contains(&mib), "{stdout}");
+        let failed = client.exec_sync(exec("exit 3")).await.unwrap().into_inner();
+        assert_eq!(failed.exit_code, 3);
+
+        // The pod answers on its address from the node (here, containerd's
+        // namespace, where CNI's bridge is).
+        let body = cri.netns.within(|| common::http_get(&pod_ip, 8080));
+        assert_eq!(body, "from-the-pod\n");
+        let log = log_dir.join("app.log");
+        eventually(30, || {
+            let logged = std::fs::read_to_string(&log).unwrap_or_default();
+            match logged.contains(" stdout F serving") {
+                true => Ok(()),
+                false => Err(format!("the CRI log has {logged:?}")),
+            }
+        });
+
+        client
+            .stop_container(StopContainerRequest {
+                container_id: container.clone(),
+                timeout: 10,
+            })
+            .await
+            .expect("the container stops");
+        client
+            .remove_container(RemoveContainerRequest {
+                container_id: container,
+            })
+            .await
+            .expect("the container is removed");
+        client
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .expect("the pod stops");
+        client
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+            .expect("the pod is removed");
+    });
+    eventually(30, || match qemus(&cri.dir) {
+        0 => Ok(()),
+        n => Err(format!("{n} VMs of the pod still run")),
+    });
+}
