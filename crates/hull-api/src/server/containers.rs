@@ -390,6 +390,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
             workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
             user: Some(body.user).filter(|u| !u.is_empty()),
             tty: body.tty,
+            rlimits: Vec::new(),
         },
         hostname: Some(body.hostname).filter(|h| !h.is_empty()),
         open_stdin: body.open_stdin,
