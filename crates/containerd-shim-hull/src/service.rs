@@ -335,6 +335,7 @@ impl Service {
             stdin: (!stdio.stdin.is_empty()).then_some(stdin),
             stdout,
             stderr: (!terminal).then_some(stderr),
+            rlimits: config.rlimits,
         };
         let stdout_target = Target::parse(&stdio.stdout)?;
         let stderr_target = Target::parse(&stdio.stderr)?;

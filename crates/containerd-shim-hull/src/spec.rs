@@ -1,13 +1,13 @@
 //! What the shim takes from the OCI runtime spec in a bundle: the process
-//! (args, env, cwd, user, terminal), the hostname, the CRI sandbox
+//! (args, env, cwd, user, terminal, rlimits), the hostname, the CRI sandbox
 //! annotations, and which mounts the guest agent already makes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
-
+use hull_proto::Rlimit;
 use hull_runtime::size::Limits;
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 
 use crate::binds::Bind;
 
@@ -54,6 +54,12 @@ pub fn process_from_oci(process: &Process) -> Result<ProcessConfig, SpecError> {
         cwd: if cwd.is_empty() { "/".into() } else { cwd },
         user: format!("{}:{}", user.uid(), user.gid()),
         tty: process.terminal().unwrap_or(false),
+        rlimits: process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|limit| Rlimit::new(limit.typ().to_string(), limit.soft(), limit.hard()))
+            .collect(),
     })
 }
 
@@ -182,7 +188,11 @@ mod tests {
             "args": ["sh", "-c", "echo hi"],
             "env": ["PATH=/bin", "A=1"],
             "cwd": "/tmp",
-            "terminal": true
+            "terminal": true,
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "hard": 2048, "soft": 1024},
+                {"type": "RLIMIT_CORE", "hard": 18446744073709551615, "soft": 0}
+            ]
         },
         "root": {"path": "rootfs"},
         "hostname": "box",
@@ -207,6 +217,10 @@ mod tests {
                 cwd: "/tmp".into(),
                 user: "1000:100".into(),
                 tty: true,
+                rlimits: vec![
+                    Rlimit::new("RLIMIT_NOFILE", 1024, 2048),
+                    Rlimit::new("RLIMIT_CORE", 0, hull_proto::RLIM_INFINITY),
+                ],
             }
         );
         assert_eq!(config.hostname, "box");
@@ -275,9 +289,11 @@ mod tests {
 
     #[test]
     fn an_exec_process_comes_as_json() {
-        let json = br#"{"user": {"uid": 0, "gid": 0}, "args": ["ls", "/"], "cwd": ""}"#;
+        let json = br#"{"user": {"uid": 0, "gid": 0}, "args": ["ls", "/"], "cwd": "",
+            "rlimits": [{"type": "RLIMIT_NPROC", "hard": 64, "soft": 32}]}"#;
         let process = process_from_exec_json(json).unwrap();
         assert_eq!(process.args, vec!["ls", "/"]);
+        assert_eq!(process.rlimits, [Rlimit::new("RLIMIT_NPROC", 32, 64)]);
         assert_eq!(process.cwd, "/");
         assert_eq!(process.user, "0:0");
         assert!(matches!(

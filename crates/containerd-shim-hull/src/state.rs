@@ -112,6 +112,7 @@ mod tests {
             cwd: "/".into(),
             user: "0:0".into(),
             tty: false,
+            rlimits: Vec::new(),
         };
         Process::new(config, Stdio::default())
     }

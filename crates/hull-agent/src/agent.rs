@@ -485,6 +485,7 @@ mod tests {
             stdin,
             stdout,
             stderr,
+            rlimits: Vec::new(),
         }
     }
 

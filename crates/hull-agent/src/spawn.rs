@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 
+use crate::rlimit::ResourceLimit;
 use crate::sys;
 
 /// Where the new process's namespaces come from.
@@ -34,6 +35,8 @@ pub struct SpawnPlan {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<libc::gid_t>,
+    /// Set while the child is still root, so a hard limit may also rise.
+    pub rlimits: Vec<ResourceLimit>,
     pub namespaces: Namespaces,
     /// Become stdin, stdout, stderr; closed in the agent once spawned.
     pub stdio: [File; 3],
@@ -52,6 +55,13 @@ pub enum SpawnError {
     #[error("the new process could not {step}")]
     Setup {
         step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused the plan's `rlimits[index]`.
+    #[error("the new process could not set resource limit {index}")]
+    Rlimit {
+        index: usize,
         #[source]
         source: io::Error,
     },
@@ -74,6 +84,7 @@ enum Step {
     DetachOldRoot,
     MountProc,
     JoinMounts,
+    Rlimit,
     Groups,
     Gid,
     Uid,
@@ -82,7 +93,7 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 15] = [
+    const ALL: [Step; 16] = [
         Step::Signals,
         Step::Session,
         Step::Terminal,
@@ -93,6 +104,7 @@ impl Step {
         Step::DetachOldRoot,
         Step::MountProc,
         Step::JoinMounts,
+        Step::Rlimit,
         Step::Groups,
         Step::Gid,
         Step::Uid,
@@ -112,6 +124,7 @@ impl Step {
             Step::DetachOldRoot => "detach the old root",
             Step::MountProc => "mount /proc",
             Step::JoinMounts => "join the container's mount namespace",
+            Step::Rlimit => "set its resource limits",
             Step::Groups => "set its supplementary groups",
             Step::Gid => "set its group id",
             Step::Uid => "set its user id",
@@ -139,7 +152,7 @@ pub fn spawn(plan: &SpawnPlan) -> Result<i32, SpawnError> {
     let (mut status_read, status_write) = sys::pipe().map_err(SpawnError::Pipe)?;
     let pid = clone_child(plan, &argv, &envp, status_write.as_raw_fd())?;
     drop(status_write);
-    let mut report = [0u8; 8];
+    let mut report = [0u8; REPORT_LEN];
     let mut filled = 0;
     while filled < report.len() {
         match status_read.read(&mut report[filled..]) {
@@ -152,10 +165,16 @@ pub fn spawn(plan: &SpawnPlan) -> Result<i32, SpawnError> {
     if filled == 0 {
         return Ok(pid);
     }
-    let step = u32::from_le_bytes(report[..4].try_into().expect("4 bytes"));
-    let errno = i32::from_le_bytes(report[4..].try_into().expect("4 bytes"));
+    let word = |at: usize| report[at..at + 4].try_into().expect("4 bytes");
+    let step = u32::from_le_bytes(word(0));
+    let errno = i32::from_le_bytes(word(4));
+    let detail = u32::from_le_bytes(word(8));
     match Step::ALL.get(step as usize) {
         Some(Step::Exec) => Err(SpawnError::Exec { errno }),
+        Some(Step::Rlimit) => Err(SpawnError::Rlimit {
+            index: detail as usize,
+            source: io::Error::from_raw_os_error(errno),
+        }),
         step => Err(SpawnError::Setup {
             step: step.map_or("start", |s| s.describe()),
             source: io::Error::from_raw_os_error(errno),
@@ -209,16 +228,31 @@ fn setns(ns: &File, kind: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// What the child reports when it fails: its step, the errno, and which
+/// item of the step failed (the index of a resource limit), each a
+/// little-endian 32-bit word.
+const REPORT_LEN: usize = 12;
+
 /// Reports `step` and the current errno to the parent and exits.
 ///
 /// # Safety
 /// Only in the cloned child.
 unsafe fn fail(status: RawFd, step: Step) -> ! {
+    // SAFETY: in the child, as our caller is.
+    unsafe { fail_at(status, step, 0) }
+}
+
+/// [`fail`], naming the step's `detail`'th item.
+///
+/// # Safety
+/// Only in the cloned child.
+unsafe fn fail_at(status: RawFd, step: Step, detail: u32) -> ! {
     // SAFETY: errno is thread-local storage this (only) thread owns.
     let errno = unsafe { *libc::__errno_location() };
-    let mut report = [0u8; 8];
+    let mut report = [0u8; REPORT_LEN];
     report[..4].copy_from_slice(&(step as u32).to_le_bytes());
-    report[4..].copy_from_slice(&errno.to_le_bytes());
+    report[4..8].copy_from_slice(&errno.to_le_bytes());
+    report[8..].copy_from_slice(&detail.to_le_bytes());
     // SAFETY: write and _exit are async-signal-safe; `report` outlives the call.
     unsafe {
         libc::write(status, report.as_ptr().cast(), report.len());
@@ -277,6 +311,14 @@ unsafe fn child(
         }
         for dir in &plan.cwd_dirs {
             libc::mkdir(dir.as_ptr(), 0o755);
+        }
+        for (index, limit) in plan.rlimits.iter().enumerate() {
+            let new: *const libc::rlimit64 = &limit.limit;
+            let old = std::ptr::null_mut::<libc::rlimit64>();
+            // pid 0: this process.
+            if libc::syscall(libc::SYS_prlimit64, 0, limit.resource, new, old) == -1 {
+                fail_at(status, Step::Rlimit, index as u32);
+            }
         }
         let groups = (plan.groups.len(), plan.groups.as_ptr());
         check!(

@@ -13,7 +13,7 @@ use crate::agent::{lock, Agent, Stream};
 use crate::container::Container;
 use crate::process::{ExitTracker, Process};
 use crate::spawn::{self, Namespaces, SpawnError, SpawnPlan};
-use crate::{error_chain, log, procenv, pty, stdio, sys, user};
+use crate::{error_chain, log, procenv, pty, rlimit, stdio, sys, user};
 
 /// The process id docker gives a container's main process; it gets fresh
 /// namespaces, later processes join its.
@@ -119,10 +119,7 @@ impl Agent {
             );
             return Err(invalid(message));
         }
-        let pid = spawn::spawn(&plan).map_err(|e| match e {
-            SpawnError::Exec { errno } => procenv::exec_error(&spec.args[0], errno),
-            other => internal(&format!("cannot start process {}", spec.id), &other),
-        })?;
+        let pid = spawn::spawn(&plan).map_err(|e| spawn_error(spec, e))?;
         // The agent's copies of the child's stdio must close, or the
         // output would never reach end of file.
         drop(plan);
@@ -173,6 +170,22 @@ impl Agent {
     }
 }
 
+/// Why the process did not start, naming the limit the kernel refused.
+fn spawn_error(spec: &ProcessSpec, error: SpawnError) -> RequestError {
+    match error {
+        SpawnError::Exec { errno } => procenv::exec_error(&spec.args[0], errno),
+        SpawnError::Rlimit { index, source } => {
+            let limit = &spec.rlimits[index];
+            let message = format!(
+                "cannot start process {}: cannot set {} to soft {} hard {}: {source}",
+                spec.id, limit.kind, limit.soft, limit.hard
+            );
+            RequestError::new(ErrorKind::InvalidRequest, message)
+        }
+        other => internal(&format!("cannot start process {}", spec.id), &other),
+    }
+}
+
 fn spec_streams(spec: &ProcessSpec) -> Vec<StreamId> {
     let mut ids = vec![spec.stdout];
     ids.extend(spec.stderr);
@@ -217,6 +230,7 @@ fn prepare(
         cwd if cwd.starts_with('/') => cwd.to_owned(),
         cwd => format!("/{cwd}"),
     };
+    let rlimits = rlimit::resolve(&spec.rlimits).map_err(|e| invalid(e.to_string()))?;
     let stdio = open_stdio(spec).map_err(|e| internal("cannot set up stdio", &e))?;
     let plan = SpawnPlan {
         argv: cstrings(spec.args.clone(), "an argument")?,
@@ -227,6 +241,7 @@ fn prepare(
         uid: user.uid,
         gid: user.gid,
         groups: user.additional_gids,
+        rlimits,
         namespaces,
         stdio: stdio.child,
         terminal: spec.terminal,

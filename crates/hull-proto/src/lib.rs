@@ -13,6 +13,7 @@
 mod frame;
 mod message;
 mod resync;
+mod rlimit;
 
 pub use frame::{
     parse_header, Frame, FrameDecoder, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD,
@@ -23,6 +24,7 @@ pub use message::{
     RequestError, Response, RootfsSpec, StreamId, USER_HZ,
 };
 pub use resync::{find_resync, ResyncScanner, RESYNC};
+pub use rlimit::{Rlimit, RLIMIT_KINDS, RLIM_INFINITY};
 
 /// Version of the message set; both sides must speak the same one.
 /// 2: containers may have a writable disk; process listing, guest

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rlimit::Rlimit;
+
 /// Identifies one direction of one process's stdio on the channel; chosen by
 /// the host, unique per connection.
 pub type StreamId = u32;
@@ -223,6 +225,11 @@ pub struct ProcessSpec {
     pub stdout: StreamId,
     /// `None` with a terminal, where both outputs share the pty.
     pub stderr: Option<StreamId>,
+    /// Set in the new process before it execs, in this order; an unknown
+    /// kind, a soft limit above its hard one, or a limit the kernel refuses
+    /// fails the request.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
 }
 
 /// A process as `Reattach` lists it: what its `StartProcess` named, and its
@@ -513,6 +520,7 @@ mod tests {
             stdin: Some(1),
             stdout: 2,
             stderr: Some(3),
+            rlimits: vec![Rlimit::new("RLIMIT_NOFILE", 1024, 2048)],
         }));
         round_trip(Request::Signal {
             container: "c1".into(),
@@ -586,6 +594,16 @@ mod tests {
         let json = r#"{"id":"c1","hostname":"c1","rootfs":{"serial":"r","fs_type":"erofs"}}"#;
         let spec: ContainerSpec = serde_json::from_str(json).unwrap();
         assert_eq!(spec.writable, None);
+    }
+
+    #[test]
+    fn a_process_spec_without_rlimits_still_decodes() {
+        let json = concat!(
+            r#"{"container":"c1","id":"init","args":["sh"],"env":[],"cwd":"/","#,
+            r#""user":"","terminal":false,"stdin":null,"stdout":2,"stderr":3}"#
+        );
+        let spec: ProcessSpec = serde_json::from_str(json).unwrap();
+        assert!(spec.rlimits.is_empty());
     }
 
     #[test]

@@ -435,6 +435,7 @@ mod tests {
             stdin: None,
             stdout: 2,
             stderr: None,
+            rlimits: Vec::new(),
         };
         let request = tokio::spawn({
             let client = client.clone();

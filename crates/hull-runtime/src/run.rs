@@ -318,6 +318,7 @@ async fn run_process(
         stdin: prepared.stdin.then_some(STDIN),
         stdout: STDOUT,
         stderr: (!process.tty).then_some(STDERR),
+        rlimits: process.rlimits,
     };
     let exited = agent.watch_exit(container, "init");
     let mut pumps = vec![tokio::spawn(forward(agent.open_output(STDOUT), io.stdout))];

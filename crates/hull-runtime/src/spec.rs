@@ -2,6 +2,7 @@
 //! by docker's rules.
 
 use hull_image::ImageConfig;
+use hull_proto::Rlimit;
 use serde::{Deserialize, Serialize};
 
 /// The user's options for a container's main process.
@@ -22,6 +23,9 @@ pub struct ProcessOptions {
     pub user: Option<String>,
     #[serde(default)]
     pub tty: bool,
+    /// Resource limits of the process, and of those exec'd beside it.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
 }
 
 /// The process a container starts with.
@@ -32,6 +36,7 @@ pub struct ProcessConfig {
     pub cwd: String,
     pub user: String,
     pub tty: bool,
+    pub rlimits: Vec<Rlimit>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +88,7 @@ pub fn process_config(
             .or_else(|| image.user.clone())
             .unwrap_or_default(),
         tty: options.tty,
+        rlimits: options.rlimits.clone(),
     })
 }
 

@@ -140,6 +140,7 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             network_mode: args.network.clone(),
             binds: Some(args.volume.clone()).filter(|v| !v.is_empty()),
             port_bindings: Some(port_bindings(&args.publish)?).filter(|b| !b.is_empty()),
+            ulimits: Some(args.ulimit.clone()).filter(|u| !u.is_empty()),
             ..Default::default()
         }),
         networking_config: endpoint(args).map(|(network, settings)| NetworkingConfig {

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use hull_api::run_stream::{STDERR, STDIN, STDOUT};
+use hull_api::types::ulimit::Ulimit;
 use hull_api::types::{RunControlMessage, RunEvent, RunSpec};
 use hull_api::Client;
 use hull_proto::{Frame, FrameDecoder, FrameKind};
@@ -80,6 +81,10 @@ pub struct RunArgs {
     /// Memory the VM needs (512m, 1g, bytes); it gets the smallest size that holds it.
     #[arg(short, long)]
     pub(crate) memory: Option<String>,
+    /// Set a resource limit of the process: TYPE=SOFT[:HARD], as
+    /// nofile=1024:2048 (-1 is no limit).
+    #[arg(long, value_name = "TYPE=SOFT[:HARD]", value_parser = Ulimit::parse)]
+    pub(crate) ulimit: Vec<Ulimit>,
     /// Image to run.
     pub(crate) image: String,
     /// Command and arguments; the image's command when omitted.
@@ -103,7 +108,7 @@ pub(crate) fn environment(entries: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn spec(args: &RunArgs) -> RunSpec {
+fn spec(args: &RunArgs) -> Result<RunSpec> {
     let mut spec = RunSpec {
         image: args.image.clone(),
         stdin: args.interactive,
@@ -122,7 +127,12 @@ fn spec(args: &RunArgs) -> RunSpec {
     spec.process.workdir = args.workdir.clone();
     spec.process.user = args.user.clone();
     spec.process.tty = args.tty;
-    spec
+    spec.process.rlimits = args
+        .ulimit
+        .iter()
+        .map(Ulimit::to_rlimit)
+        .collect::<Result<_, _>>()?;
+    Ok(spec)
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
@@ -146,7 +156,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
 /// Runs over Hull's own stream, which carries stdio, signals and the exit.
 async fn run_streamed(client: &Client, args: RunArgs) -> Result<i32> {
     stdio::check_tty_input(args.tty, args.interactive)?;
-    let mut spec = spec(&args);
+    let mut spec = spec(&args)?;
     spec.size = crate::create::vm_size(&args)?;
     spec.limits = crate::create::limits(&args)?;
     let stream = client.run(&spec).await?;

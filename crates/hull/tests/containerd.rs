@@ -339,6 +339,22 @@ fn a_detached_task_takes_exec_ps_metrics_pause_resume_and_kill() {
 }
 
 #[test]
+fn the_specs_rlimits_hold_the_task_and_its_execs() {
+    let Some(ctr) = containerd() else { return };
+    // ctr's default spec holds open files to 1024:1024 (ctr has no flag
+    // to change it); the guest's own hard limit is 4096.
+    let id = "rlimits";
+    stdout_of(&ctr.run(&["-d"], id, &["sleep", "1000"]));
+    let script = "ulimit -n; ulimit -Hn; grep 'open files' /proc/1/limits";
+    let out = stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", "l1", id, "sh", "-c", script]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["1024", "1024"], "{out}");
+    let init: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(init[3..5], ["1024", "1024"], "the task's own: {out}");
+    ctr.remove(id);
+}
+
+#[test]
 fn containers_of_one_sandbox_share_its_vm_and_shim() {
     let Some(ctr) = containerd() else { return };
     let sandbox = format!("{SANDBOX_ID}=pod-a");

@@ -167,6 +167,40 @@ fn an_on_failure_policy_restarts_the_container_twice() {
 }
 
 #[test]
+fn a_containers_ulimits_hold_its_execs_and_show_in_inspect() {
+    hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "limited",
+        "--ulimit",
+        "nofile=256:512",
+        "--ulimit",
+        "nproc=100:-1",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let limits = hull_out(&[
+        "exec",
+        "limited",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -Hu",
+    ]);
+    assert_eq!(limits, "256\n512\nunlimited\n");
+    let ulimits = &inspect("limited")["HostConfig"]["Ulimits"];
+    assert_eq!(
+        ulimits,
+        &serde_json::json!([
+            {"Name": "nofile", "Soft": 256, "Hard": 512},
+            {"Name": "nproc", "Soft": 100, "Hard": -1},
+        ])
+    );
+    hull_out(&["rm", "-f", "limited"]);
+}
+
+#[test]
 fn a_foreground_run_without_rm_leaves_an_exited_container() {
     let output = daemon().hull(&[
         "run",

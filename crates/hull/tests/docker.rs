@@ -105,6 +105,34 @@ fn docker_run_rm_streams_output_stdin_and_exit_codes() {
 }
 
 #[test]
+fn docker_run_ulimit_holds_the_process_and_inspect_shows_it() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let script = "ulimit -n; ulimit -Hn; sleep 1000";
+    let args = [
+        "run",
+        "-d",
+        "--name",
+        "ulimits",
+        "--ulimit",
+        "nofile=300:600",
+    ];
+    stdout_of(&daemon.docker(&[&args[..], &["busybox", "sh", "-c", script]].concat()));
+    wait_for(daemon, "{{.State.Running}}", "ulimits", "true");
+    common::eventually(30, || {
+        match stdout_of(&daemon.docker(&["logs", "ulimits"])) {
+            limits if limits == "300\n600\n" => Ok(()),
+            limits => Err(format!("the limits logged are {limits:?}")),
+        }
+    });
+    let shown = inspect(daemon, "{{json .HostConfig.Ulimits}}", "ulimits");
+    assert_eq!(shown, r#"[{"Name":"nofile","Hard":600,"Soft":300}]"#);
+    stdout_of(&daemon.docker(&["rm", "-f", "ulimits"]));
+}
+
+#[test]
 fn docker_run_t_gives_the_process_a_terminal() {
     if !has_docker_cli() {
         return;

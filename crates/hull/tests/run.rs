@@ -5,7 +5,7 @@ mod common;
 use std::io::BufRead;
 use std::process::Stdio;
 
-use common::{daemon, stdout_of, text};
+use common::{assert_fails, daemon, stdout_of, text};
 
 #[test]
 fn loaded_images_are_listed() {
@@ -96,6 +96,43 @@ fn env_workdir_and_user_options_apply() {
         "echo $A $(pwd) $(id -u) $(id -g)",
     ]);
     assert_eq!(stdout_of(&output), "1 /tmp 1000 1000\n");
+}
+
+#[test]
+fn ulimits_hold_the_process_even_above_the_guests_own_limits() {
+    // The guest's hard limit of open files is 4096: only root may raise
+    // it, so the limits are set before the process becomes its user.
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=5000:8000",
+        "--ulimit",
+        "core=0",
+        "-u",
+        "1000:1000",
+        "busybox",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -c",
+    ]);
+    assert_eq!(stdout_of(&output), "5000\n8000\n0\n");
+}
+
+#[test]
+fn a_ulimit_the_kernel_refuses_fails_the_run_and_names_it() {
+    // Above fs.nr_open (1048576) no process may have that many files.
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=2000000",
+        "busybox",
+        "true",
+    ]);
+    assert_fails(&output, 125, &["RLIMIT_NOFILE", "2000000"]);
+    let output = daemon().hull(&["run", "--rm", "--ulimit", "files=1", "busybox", "true"]);
+    assert_fails(&output, 2, &["invalid ulimit type \"files\""]);
 }
 
 #[test]

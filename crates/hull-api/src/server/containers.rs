@@ -28,6 +28,7 @@ use crate::types::container::{
     HostConfig, InspectConfig, InspectHostConfig, InspectNetworkSettings, LogConfig, RestartPolicy,
     SummaryHostConfig, SummaryNetworks, WaitError, WaitResponse,
 };
+use crate::types::ulimit::Ulimit;
 use crate::units::{human_duration, unix_seconds};
 
 impl From<ContainerError> for ApiError {
@@ -376,6 +377,13 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
             "conflicting options: cannot specify both --restart and --rm".into(),
         ));
     }
+    let rlimits = host
+        .ulimits
+        .iter()
+        .flatten()
+        .map(Ulimit::to_rlimit)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
     // `--entrypoint ""` arrives as `[""]`: it clears the image's entrypoint.
     let entrypoint = body
         .entrypoint
@@ -390,6 +398,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
             workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
             user: Some(body.user).filter(|u| !u.is_empty()),
             tty: body.tty,
+            rlimits,
         },
         hostname: Some(body.hostname).filter(|h| !h.is_empty()),
         open_stdin: body.open_stdin,
@@ -745,6 +754,15 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
                 },
                 |nano| nano as i64,
             ),
+            ulimits: Some(
+                config
+                    .process
+                    .rlimits
+                    .iter()
+                    .map(Ulimit::from_rlimit)
+                    .collect(),
+            )
+            .filter(|u: &Vec<Ulimit>| !u.is_empty()),
         },
         mounts: mounts_json(daemon, &config.volumes),
         config: InspectConfig {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::ulimit::Ulimit;
+
 /// Docker accepts a command as a list or as one string (split by a shell's
 /// rules in the CLI, taken whole here).
 fn string_or_list<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -84,6 +86,7 @@ pub struct HostConfig {
     pub privileged: bool,
     pub memory: Option<i64>,
     pub nano_cpus: Option<i64>,
+    pub ulimits: Option<Vec<Ulimit>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -213,6 +216,9 @@ pub struct InspectHostConfig {
     pub memory: i64,
     #[serde(default)]
     pub nano_cpus: i64,
+    /// The main process's resource limits, which exec'd ones share.
+    #[serde(default)]
+    pub ulimits: Option<Vec<Ulimit>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

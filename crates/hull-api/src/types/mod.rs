@@ -4,6 +4,7 @@
 pub mod container;
 pub mod pod;
 pub mod stats;
+pub mod ulimit;
 
 use hull_runtime::ProcessOptions;
 use serde::{Deserialize, Serialize};

@@ -191,6 +191,8 @@ async fn run_exec(
         stdin,
         stdout,
         stderr,
+        // As docker's: an exec'd process has the container's limits.
+        rlimits: base.rlimits,
     };
     let exited = agent.watch_exit(&container.id, id);
     let mut outputs = vec![(

@@ -123,6 +123,7 @@ impl<H: Hypervisor> Containers<H> {
                     workdir: member.working_dir.clone(),
                     user: None,
                     tty: member.tty,
+                    rlimits: Vec::new(),
                 },
                 hostname: Some(spec.hostname.clone()),
                 open_stdin: member.stdin,

@@ -147,6 +147,8 @@ pub struct StoredProcess {
     pub cwd: String,
     pub user: String,
     pub tty: bool,
+    #[serde(default)]
+    pub rlimits: Vec<hull_proto::Rlimit>,
 }
 
 impl From<ProcessConfig> for StoredProcess {
@@ -157,6 +159,7 @@ impl From<ProcessConfig> for StoredProcess {
             cwd: process.cwd,
             user: process.user,
             tty: process.tty,
+            rlimits: process.rlimits,
         }
     }
 }
@@ -287,6 +290,7 @@ mod tests {
                     cwd: "/".into(),
                     user: String::new(),
                     tty: false,
+                    rlimits: vec![hull_proto::Rlimit::new("RLIMIT_NOFILE", 64, 128)],
                 },
                 cmd: vec!["sh".into()],
                 entrypoint: vec![],

@@ -699,6 +699,7 @@ pub(super) async fn start_main_process<V: Vm>(
         stdin: streams.stdin,
         stdout: streams.stdout,
         stderr: streams.stderr,
+        rlimits: process.rlimits.clone(),
     };
     let exited = agent.watch_exit(&container.id, "init");
     let stdio = Stdio {
