@@ -5,16 +5,13 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
+use common::containerd;
 use common::netns::{self, NetNs};
-use common::{
-    bin_dir, busybox_archive, eventually, kernel, mem_total_mib, remove_at_exit, repo, spawn_owned,
-    stdout_of, text,
-};
+use common::{busybox_archive, eventually, mem_total_mib, spawn_owned, stdout_of, text};
 
 const RUNTIME: &str = "io.containerd.hull.v2";
 const IMAGE: &str = "docker.io/library/busybox:latest";
@@ -22,9 +19,13 @@ const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// The tests' containerd; `None` (with the reason printed) when containerd
 /// cannot be installed here.
-struct Containerd {
-    dir: PathBuf,
-    _temp: tempfile::TempDir,
+struct Containerd(containerd::Containerd);
+
+impl std::ops::Deref for Containerd {
+    type Target = containerd::Containerd;
+    fn deref(&self) -> &containerd::Containerd {
+        &self.0
+    }
 }
 
 fn containerd() -> Option<&'static Containerd> {
@@ -32,94 +33,25 @@ fn containerd() -> Option<&'static Containerd> {
     CONTAINERD.get_or_init(Containerd::start).as_ref()
 }
 
-fn installed(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl Containerd {
     fn start() -> Option<Containerd> {
-        if !installed("containerd") || !installed("ctr") {
-            // scripts/deps.sh installs it with the other peers.
-            let _ = Command::new("bash")
-                .arg(repo().join("scripts/deps.sh"))
-                .status();
-        }
-        if !installed("containerd") || !installed("ctr") {
+        if !containerd::available() {
             println!("skipping: containerd and ctr are not installed and scripts/deps.sh could not install them");
             return None;
         }
-        let shim = bin_dir().join("containerd-shim-hull-v2");
-        assert!(
-            shim.is_file(),
-            "{} is missing: build it first (cargo build --workspace; scripts/test.sh does)",
-            shim.display()
-        );
-        let temp = tempfile::Builder::new()
-            .prefix("hull-ctr-")
-            .tempdir()
-            .expect("temp dir");
-        remove_at_exit(temp.path());
-        let dir = temp.path().to_owned();
-        let shim_config = dir.join("shim.toml");
-        std::fs::write(
-            &shim_config,
-            format!(
-                "run_root = \"{}\"\ncache_dir = \"{}\"\ntemplate_dir = \"{}\"\n",
-                dir.join("vms").display(),
-                dir.join("cache").display(),
-                dir.join("templates").display()
-            ),
-        )
-        .unwrap();
         // The CRI plugin wants CNI and more; ctr needs none of it.
-        let config = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/containerd.sock\"\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let mut command = Command::new("containerd");
-        command
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            // containerd finds `containerd-shim-hull-v2` on its PATH and
-            // starts it with its own environment.
-            .env("PATH", path_with(&bin_dir()))
-            .env("HULL_KERNEL", kernel())
-            .env("HULL_SHIM_CONFIG", &shim_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        spawn_owned(command);
-        let containerd = Containerd { dir, _temp: temp };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let config = |dir: &Path| {
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/containerd.sock\"\n",
+                d = dir.display()
+            )
+        };
+        let containerd = Containerd(containerd::Containerd::start(config, None));
         let archive = busybox_archive();
         stdout_of(&containerd.ctr(&["image", "import", archive.to_str().unwrap()]));
         Some(containerd)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ctr");
-        command
-            .arg("--address")
-            .arg(self.dir.join("containerd.sock"))
-            .args(args)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("ctr runs")
     }
 
     fn ctr_with_input(&self, args: &[&str], input: &[u8]) -> Output {
@@ -195,14 +127,6 @@ fn pids_matching(needles: &[&str]) -> Vec<i32> {
             needles.iter().all(|n| cmdline.contains(n)).then_some(pid)
         })
         .collect()
-}
-
-fn path_with(dir: &Path) -> String {
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
 }
 
 fn host_boot_id() -> String {

@@ -7,15 +7,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
+use common::containerd::{self, Containerd};
 use common::netns::NetNs;
-use common::{
-    bin_dir, busybox_archive, eventually, kernel, remove_at_exit, repo, spawn_owned, stdout_of,
-    text,
-};
+use common::{busybox_archive, eventually, repo, stdout_of, text};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
@@ -29,61 +26,33 @@ const PAUSE_IMAGE: &str = "hull.test/pause:1";
 const IMAGE: &str = "docker.io/library/busybox:latest";
 const SUBNET: &str = "10.78.0.0/24";
 
-fn installed(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Where Debian's containernetworking-plugins puts CNI's plugins.
 const CNI_BIN: &str = "/usr/lib/cni";
 
 /// A containerd with its CRI plugin, in the network namespace `netns`,
 /// with the busybox image and a pause image imported for Kubernetes.
 struct CriContainerd {
-    dir: PathBuf,
+    containerd: Containerd,
     netns: NetNs,
-    _temp: tempfile::TempDir,
 }
 
 impl CriContainerd {
     fn start() -> Option<CriContainerd> {
-        if !installed("containerd") || !installed("ctr") {
-            let _ = Command::new("bash")
-                .arg(repo().join("scripts/deps.sh"))
-                .status();
-        }
-        if !installed("containerd") || !Path::new(CNI_BIN).join("bridge").exists() {
+        if !containerd::available() || !Path::new(CNI_BIN).join("bridge").exists() {
             println!("skipping: containerd and the CNI plugins are not installed and scripts/deps.sh could not install them");
             return None;
         }
-        let temp = tempfile::Builder::new()
-            .prefix("hull-cri-")
-            .tempdir()
-            .unwrap();
-        remove_at_exit(temp.path());
-        let dir = temp.path().to_owned();
-        let shim_config = dir.join("shim.toml");
-        std::fs::write(
-            &shim_config,
+        let config = |dir: &Path| {
+            std::fs::create_dir_all(dir.join("net.d")).unwrap();
+            let cni = format!(
+                r#"{{"cniVersion": "1.0.0", "name": "hull-cri", "plugins": [{{
+                    "type": "bridge", "bridge": "hullcri0", "isGateway": true,
+                    "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{SUBNET}"}}]],
+                             "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#
+            );
+            std::fs::write(dir.join("net.d/10-hull.conflist"), cni).unwrap();
             format!(
-                "run_root = \"{d}/vms\"\ncache_dir = \"{d}/cache\"\ntemplate_dir = \"{d}/templates\"\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all(dir.join("net.d")).unwrap();
-        let cni = format!(
-            r#"{{"cniVersion": "1.0.0", "name": "hull-cri", "plugins": [{{
-                "type": "bridge", "bridge": "hullcri0", "isGateway": true,
-                "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{SUBNET}"}}]],
-                         "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#
-        );
-        std::fs::write(dir.join("net.d/10-hull.conflist"), cni).unwrap();
-        let config = format!(
-            r#"version = 2
+                r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
 [grpc]
@@ -101,42 +70,14 @@ state = "{d}/state"
     runtime_type = "io.containerd.hull.v2"
     pod_annotations = ["io.hull.*"]
 "#,
-            d = dir.display()
-        );
-        std::fs::write(dir.join("config.toml"), config).unwrap();
-        let netns = NetNs::new("cri");
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net=/var/run/netns/{}", netns.name))
-            .arg("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin_dir().display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
+                d = dir.display()
             )
-            .env("HULL_KERNEL", kernel())
-            .env("HULL_SHIM_CONFIG", &shim_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        spawn_owned(command);
-        let containerd = CriContainerd {
-            dir,
-            netns,
-            _temp: temp,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let pause = containerd.dir.join("pause.tar");
+        // CNI's bridge and veths are made in containerd's namespace.
+        let netns = NetNs::new("cri");
+        let containerd = Containerd::start(config, Some(&netns.name));
+        let cri = CriContainerd { containerd, netns };
+        let pause = cri.containerd.dir.join("pause.tar");
         let built = Command::new("sh")
             .arg(repo().join("scripts/busybox-image.sh"))
             .arg(&pause)
@@ -146,25 +87,19 @@ state = "{d}/state"
             .unwrap();
         assert!(built.status.success(), "{}", text(&built.stderr));
         for archive in [busybox_archive(), pause] {
-            stdout_of(&containerd.ctr(&["image", "import", archive.to_str().unwrap()]));
+            stdout_of(&cri.ctr(&["image", "import", archive.to_str().unwrap()]));
         }
-        Some(containerd)
+        Some(cri)
     }
 
     /// `ctr` in the CRI plugin's namespace, `k8s.io`.
     fn ctr(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.dir.join("containerd.sock"))
-            .args(["--namespace", "k8s.io"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ctr runs")
+        let args = [&["--namespace", "k8s.io"], args].concat();
+        self.containerd.ctr(&args)
     }
 
     async fn client(&self) -> RuntimeServiceClient<Channel> {
-        let socket = self.dir.join("containerd.sock");
+        let socket = self.containerd.socket();
         let channel = Endpoint::try_from("http://[::]:50051")
             .unwrap()
             .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -217,7 +152,7 @@ fn a_pod_runs_in_a_vm_on_its_cni_network_under_the_cri_plugin() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = cri.client().await;
-        let log_dir = cri.dir.join("pods/web");
+        let log_dir = cri.containerd.dir.join("pods/web");
         std::fs::create_dir_all(&log_dir).unwrap();
         let sandbox_config = sandbox_config(&log_dir);
         let pod = client
@@ -337,7 +272,7 @@ fn a_pod_runs_in_a_vm_on_its_cni_network_under_the_cri_plugin() {
             .await
             .expect("the pod is removed");
     });
-    eventually(30, || match qemus(&cri.dir) {
+    eventually(30, || match qemus(&cri.containerd.dir) {
         0 => Ok(()),
         n => Err(format!("{n} VMs of the pod still run")),
     });
