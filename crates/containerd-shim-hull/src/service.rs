@@ -214,6 +214,7 @@ impl Service {
             },
             writable: None,
             mounts,
+            host_etc_files: etc_files(&files),
         };
         let created = sandbox
             .request_done(&Request::CreateContainer(spec))
@@ -677,9 +678,42 @@ fn share_dirs(sandbox: &Sandbox, id: &str, dirs: &[Bind]) -> Result<Vec<MountSpe
     Ok(mounts)
 }
 
+/// The files of `/etc` that the agent would write and that the spec binds
+/// from the host instead (CRI's `hosts`, `hostname`, `resolv.conf`): the
+/// copies in the rootfs image stay.
+fn etc_files(files: &[Bind]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| f.destination.strip_prefix("/etc/"))
+        .filter(|name| matches!(*name, "hosts" | "hostname" | "resolv.conf"))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn describe(id: &str, exec_id: &str) -> String {
     match exec_id {
         "" => id.to_owned(),
         exec => format!("{exec} of {id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_etc_files_a_spec_binds_are_the_hosts() {
+        let bind = |destination: &str| Bind {
+            source: "/x".into(),
+            destination: destination.into(),
+            read_only: false,
+        };
+        let files = [
+            bind("/etc/hosts"),
+            bind("/etc/resolv.conf"),
+            bind("/etc/passwd"),
+            bind("/dev/termination-log"),
+        ];
+        assert_eq!(etc_files(&files), vec!["hosts", "resolv.conf"]);
     }
 }

@@ -232,7 +232,7 @@ pub fn create(
     mounts.mount_plan(&overlay)?;
     let rootfs = overlay.target;
     prepare_rootfs(&rootfs, &mut mounts)?;
-    write_etc(&rootfs, &spec.hostname, network)?;
+    write_etc(&rootfs, &spec.hostname, network, &spec.host_etc_files)?;
     for mount in &spec.mounts {
         mount_into(&rootfs, mount)?;
     }
@@ -478,15 +478,24 @@ fn prepare_rootfs(rootfs: &Path, mounts: &mut Mounts) -> Result<(), ContainerErr
 }
 
 /// `/etc/hostname`, `/etc/hosts`, and `/etc/resolv.conf` naming the VM's
-/// resolvers (without them, the image's, or an empty one if it has none).
+/// resolvers (without them, the image's, or an empty one if it has none),
+/// except those of `host_files`, which the host put in the rootfs itself.
 /// Existing entries are unlinked first, so a symlink in the image never
 /// redirects the agent's writes.
-fn write_etc(rootfs: &Path, hostname: &str, network: &NetworkSpec) -> Result<(), ContainerError> {
+fn write_etc(
+    rootfs: &Path,
+    hostname: &str,
+    network: &NetworkSpec,
+    host_files: &[String],
+) -> Result<(), ContainerError> {
     let etc = rootfs.join("etc");
     if !fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
     let replace = |name: &str, contents: &str| {
+        if host_files.iter().any(|f| f == name) {
+            return Ok(());
+        }
         let path = etc.join(name);
         if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
             let _ = fs::remove_file(&path);
@@ -541,6 +550,7 @@ mod tests {
             },
             writable,
             mounts: Vec::new(),
+            host_etc_files: Vec::new(),
         }
     }
 
@@ -596,7 +606,7 @@ mod tests {
         fs::create_dir(root.path().join("etc")).unwrap();
         std::os::unix::fs::symlink(&victim, root.path().join("etc/hosts")).unwrap();
         std::os::unix::fs::symlink("/nowhere", root.path().join("etc/resolv.conf")).unwrap();
-        write_etc(root.path(), "box", &NetworkSpec::default()).unwrap();
+        write_etc(root.path(), "box", &NetworkSpec::default(), &[]).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         let etc = root.path().join("etc");
         assert_eq!(fs::read_to_string(etc.join("hostname")).unwrap(), "box\n");
@@ -612,15 +622,35 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("etc")).unwrap();
         fs::write(root.path().join("etc/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
-        write_etc(root.path(), "box", &NetworkSpec::default()).unwrap();
+        write_etc(root.path(), "box", &NetworkSpec::default(), &[]).unwrap();
         let kept = fs::read_to_string(root.path().join("etc/resolv.conf")).unwrap();
         assert_eq!(kept, "nameserver 1.1.1.1\n");
     }
 
     #[test]
+    fn files_the_host_put_in_etc_are_kept() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        fs::write(root.path().join("etc/hosts"), "10.88.0.7\tweb\n").unwrap();
+        write_etc(
+            root.path(),
+            "box",
+            &NetworkSpec::default(),
+            &["hosts".into()],
+        )
+        .unwrap();
+        let etc = root.path().join("etc");
+        assert_eq!(
+            fs::read_to_string(etc.join("hosts")).unwrap(),
+            "10.88.0.7\tweb\n"
+        );
+        assert_eq!(fs::read_to_string(etc.join("hostname")).unwrap(), "box\n");
+    }
+
+    #[test]
     fn an_image_without_etc_gets_no_files() {
         let root = tempfile::tempdir().unwrap();
-        write_etc(root.path(), "box", &NetworkSpec::default()).unwrap();
+        write_etc(root.path(), "box", &NetworkSpec::default(), &[]).unwrap();
         assert!(!root.path().join("etc").exists());
     }
 

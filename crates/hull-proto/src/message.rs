@@ -134,6 +134,12 @@ pub struct ContainerSpec {
     /// the containers of a pod share.
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    /// Names of files in the rootfs' `/etc` that the host put there itself
+    /// (containerd's CRI binds its own `hosts`, `hostname` and
+    /// `resolv.conf` into each container), which the agent keeps instead
+    /// of writing its own.
+    #[serde(default)]
+    pub host_etc_files: Vec<String>,
 }
 
 /// The VM's network, as the host set it up.
@@ -508,6 +514,7 @@ mod tests {
                     copy_up: false,
                 },
             ],
+            host_etc_files: vec!["hosts".into()],
         }));
         round_trip(Request::StartProcess(ProcessSpec {
             container: "c1".into(),

@@ -263,6 +263,7 @@ impl<H: Hypervisor> Runtime<H> {
             },
             writable: None,
             mounts: Vec::new(),
+            host_etc_files: Vec::new(),
         });
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
         debug!(container = %id, "container created");

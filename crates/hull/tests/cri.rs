@@ -44,10 +44,13 @@ impl CriContainerd {
         }
         let config = |dir: &Path| {
             std::fs::create_dir_all(dir.join("net.d")).unwrap();
+            // host-local's leases stay in the test's directory.
+            let ipam = dir.join("ipam").display().to_string();
             let cni = format!(
                 r#"{{"cniVersion": "1.0.0", "name": "hull-cri", "plugins": [{{
                     "type": "bridge", "bridge": "hullcri0", "isGateway": true,
                     "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{SUBNET}"}}]],
+                             "dataDir": "{ipam}",
                              "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#
             );
             std::fs::write(dir.join("net.d/10-hull.conflist"), cni).unwrap();
@@ -232,6 +235,22 @@ fn a_pod_runs_in_a_vm_on_its_cni_network_under_the_cri_plugin() {
         assert!((200..=256).contains(&mib), "{stdout}");
         let failed = client.exec_sync(exec("exit 3")).await.unwrap().into_inner();
         assert_eq!(failed.exit_code, 3);
+        // /etc/hosts is the pod's, as CRI wrote it, not the agent's own.
+        let hosts = client
+            .exec_sync(exec("cat /etc/hosts"))
+            .await
+            .unwrap()
+            .into_inner();
+        let cri_hosts = cri
+            .containerd
+            .dir
+            .join("root/io.containerd.grpc.v1.cri/sandboxes")
+            .join(&pod)
+            .join("hosts");
+        assert_eq!(
+            text(&hosts.stdout),
+            std::fs::read_to_string(cri_hosts).unwrap()
+        );
 
         // The pod answers on its address from the node (here, containerd's
         // namespace, where CNI's bridge is).

@@ -336,6 +336,7 @@ impl<H: Hypervisor> Containers<H> {
                     fs_type: "ext4".into(),
                 }),
                 mounts: config.pod.map(|p| p.mounts).unwrap_or_default(),
+                host_etc_files: Vec::new(),
             }));
         }
         let ports: Vec<_> = pod

@@ -205,6 +205,7 @@ impl<H: Hypervisor> Containers<H> {
                 fs_type: "ext4".into(),
             }),
             mounts,
+            host_etc_files: Vec::new(),
         });
         unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&create)).await?;
 
