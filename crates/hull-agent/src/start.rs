@@ -175,10 +175,13 @@ fn spawn_error(spec: &ProcessSpec, error: SpawnError) -> RequestError {
     match error {
         SpawnError::Exec { errno } => procenv::exec_error(&spec.args[0], errno),
         SpawnError::Rlimit { index, source } => {
-            let limit = &spec.rlimits[index];
+            let limit = spec.rlimits.get(index).map_or_else(
+                || format!("resource limit {index}"),
+                |l| format!("{} to soft {} hard {}", l.kind, l.soft, l.hard),
+            );
             let message = format!(
-                "cannot start process {}: cannot set {} to soft {} hard {}: {source}",
-                spec.id, limit.kind, limit.soft, limit.hard
+                "cannot start process {}: cannot set {limit}: {source}",
+                spec.id
             );
             RequestError::new(ErrorKind::InvalidRequest, message)
         }
