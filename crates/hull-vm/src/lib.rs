@@ -158,6 +158,10 @@ pub trait Vm: Send + Sync + 'static {
         &self,
         disk: &DiskConfig,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Unplugs the disk that `attach_disk` plugged in as `id` (its
+    /// [`DiskConfig::id`]), which the guest must no longer use; when it
+    /// returns, the hypervisor has let go of the disk's file.
+    fn detach_disk(&self, id: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Leaves the guest `bytes` of its memory and takes the rest back with
     /// the balloon (all of it back to the guest when `bytes` is the VM's
     /// memory). The guest gives the pages up in the background.

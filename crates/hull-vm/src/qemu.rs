@@ -661,6 +661,14 @@ impl QemuVm {
     }
 }
 
+/// How long an unplugged disk's device may take to go.
+const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The QMP id of the `scsi-hd` of the disk whose block node is `disk_id`.
+fn disk_device(disk_id: &str) -> String {
+    format!("dev-{disk_id}")
+}
+
 /// How often migration progress is polled.
 const POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -744,10 +752,28 @@ impl Vm for QemuVm {
                 "bus": "scsi0.0",
                 "drive": disk.id,
                 "serial": disk.serial,
-                "id": format!("dev-{}", disk.id),
+                "id": disk_device(&disk.id),
             })),
         )
         .await?;
+        Ok(())
+    }
+
+    async fn detach_disk(&self, id: &str) -> Result<(), QemuError> {
+        let device = disk_device(id);
+        // One lock for the three steps: the wait reads QMP's messages,
+        // so no other command may run until the event came.
+        let mut qmp = self.qmp.as_ref().ok_or(QmpError::Closed)?.lock().await;
+        qmp.execute("device_del", Some(json!({ "id": device })))
+            .await?;
+        // The guest learns of the unplug, and QEMU drops the device, which
+        // must be gone before its block node can be.
+        qmp.wait_event("DEVICE_DELETED", UNPLUG_TIMEOUT, |data| {
+            data["device"] == device.as_str()
+        })
+        .await?;
+        qmp.execute("blockdev-del", Some(json!({ "node-name": id })))
+            .await?;
         Ok(())
     }
 

@@ -1,4 +1,9 @@
-//! A minimal client of QEMU's machine protocol (QMP): one command at a time.
+//! A minimal client of QEMU's machine protocol (QMP): one command at a
+//! time, and the events QEMU sends meanwhile kept for a caller that waits
+//! for one.
+
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -19,11 +24,23 @@ pub enum QmpError {
         class: String,
         desc: String,
     },
+    #[error("QEMU sent no {event} event within {waited:?}")]
+    NoEvent { event: String, waited: Duration },
 }
+
+/// Events kept for [`Qmp::wait_event`]; older ones are dropped, as nobody
+/// waits for them.
+const EVENTS_KEPT: usize = 64;
 
 pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// The line being read, kept across a cancelled read so no byte is
+    /// lost (`read_until` appends what it read before it was cancelled;
+    /// `read_line` gives no such promise).
+    line: Vec<u8>,
+    /// Events read while no one waited for them, oldest first.
+    events: VecDeque<Value>,
 }
 
 impl Qmp {
@@ -33,6 +50,8 @@ impl Qmp {
         let mut qmp = Self {
             reader: BufReader::new(read),
             writer,
+            line: Vec::new(),
+            events: VecDeque::new(),
         };
         let greeting = qmp.read_message().await?;
         if greeting.get("QMP").is_none() {
@@ -42,7 +61,8 @@ impl Qmp {
         Ok(qmp)
     }
 
-    /// Runs a command and returns its `return` value; events in between are skipped.
+    /// Runs a command and returns its `return` value; events in between
+    /// are kept for [`Qmp::wait_event`].
     pub async fn execute(
         &mut self,
         command: &str,
@@ -69,15 +89,59 @@ impl Qmp {
                 });
             }
             // Anything else is an asynchronous event.
+            self.keep_event(message);
         }
     }
 
+    /// Waits up to `timeout` for the event `name` whose `data` satisfies
+    /// `wanted`, and returns that data. It may have come already, while a
+    /// command ran (QEMU sends `DEVICE_DELETED` before it answers the
+    /// `device_del` of a device that goes at once).
+    pub async fn wait_event(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Result<Value, QmpError> {
+        let is_it = |event: &Value| event["event"] == name && wanted(&event["data"]);
+        if let Some(index) = self.events.iter().position(is_it) {
+            let event = self.events.remove(index).expect("found at this index");
+            return Ok(event["data"].clone());
+        }
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let message = self.read_message().await?;
+                if is_it(&message) {
+                    return Ok(message["data"].clone());
+                }
+                self.keep_event(message);
+            }
+        });
+        waited.await.unwrap_or_else(|_| {
+            Err(QmpError::NoEvent {
+                event: name.to_owned(),
+                waited: timeout,
+            })
+        })
+    }
+
+    fn keep_event(&mut self, message: Value) {
+        if message.get("event").is_none() {
+            return;
+        }
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(message);
+    }
+
     async fn read_message(&mut self) -> Result<Value, QmpError> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line).await? == 0 {
+        if self.reader.read_until(b'\n', &mut self.line).await? == 0 {
             return Err(QmpError::Closed);
         }
-        serde_json::from_str(&line).map_err(|_| QmpError::Malformed(line.trim().to_string()))
+        let line = std::mem::take(&mut self.line);
+        serde_json::from_slice(&line)
+            .map_err(|_| QmpError::Malformed(String::from_utf8_lossy(&line).trim().to_string()))
     }
 }
 
@@ -121,5 +185,70 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("no such device"));
         peer.await.unwrap();
+    }
+
+    /// A client past its handshake, and the socket of its "QEMU".
+    async fn connected() -> (Qmp, UnixStream) {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let greeter = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            server.write_all(b"{\"QMP\": {}}\n").await.unwrap();
+            let _ = server.read(&mut buf).await.unwrap();
+            server.write_all(b"{\"return\": {}}\n").await.unwrap();
+            server
+        });
+        let qmp = Qmp::handshake(client).await.unwrap();
+        (qmp, greeter.await.unwrap())
+    }
+
+    fn deleted(id: &'static str) -> impl Fn(&Value) -> bool {
+        move |data| data["device"] == id
+    }
+
+    #[tokio::test]
+    async fn an_event_sent_before_the_answer_is_kept_for_its_waiter() {
+        let (mut qmp, mut qemu) = connected().await;
+        let reply = concat!(
+            r#"{"event": "DEVICE_DELETED", "data": {"device": "other"}}"#,
+            "\n",
+            r#"{"event": "DEVICE_DELETED", "data": {"device": "dev-rootfs1"}}"#,
+            "\n",
+            r#"{"return": {}}"#,
+            "\n"
+        );
+        qemu.write_all(reply.as_bytes()).await.unwrap();
+        qmp.execute("device_del", Some(json!({"id": "dev-rootfs1"})))
+            .await
+            .unwrap();
+        let (second, moment) = (Duration::from_secs(1), Duration::from_millis(50));
+        let data = qmp
+            .wait_event("DEVICE_DELETED", second, deleted("dev-rootfs1"))
+            .await
+            .unwrap();
+        assert_eq!(data["device"], "dev-rootfs1");
+        // Taken once; the other device's event is still there.
+        let again = qmp.wait_event("DEVICE_DELETED", moment, deleted("dev-rootfs1"));
+        assert!(matches!(again.await, Err(QmpError::NoEvent { .. })));
+        let other = qmp.wait_event("DEVICE_DELETED", second, deleted("other"));
+        assert_eq!(other.await.unwrap()["device"], "other");
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_times_out_mid_line_loses_no_byte() {
+        let (mut qmp, mut qemu) = connected().await;
+        qemu.write_all(b"{\"event\": \"RESUME\"}\n{\"event\": \"DEVICE_DEL")
+            .await
+            .unwrap();
+        let early = qmp.wait_event("DEVICE_DELETED", Duration::from_millis(100), deleted("d"));
+        assert!(matches!(early.await, Err(QmpError::NoEvent { .. })));
+        qemu.write_all(b"ETED\", \"data\": {\"device\": \"d\"}}\n")
+            .await
+            .unwrap();
+        let data = qmp
+            .wait_event("DEVICE_DELETED", Duration::from_secs(5), deleted("d"))
+            .await
+            .unwrap();
+        assert_eq!(data["device"], "d");
+        assert_eq!(qmp.events.len(), 1, "the RESUME event is kept");
     }
 }
