@@ -52,7 +52,7 @@ pub(crate) const EXITED_KEPT: usize = 256;
 
 pub struct Agent {
     pub(crate) channel: Channel,
-    /// `None` while the container is being created.
+    /// `None` while the container is being created or removed.
     pub(crate) containers: Mutex<HashMap<String, Option<Arc<Container>>>>,
     /// Locked across spawn and registration, so the reaper never misses a pid.
     pub(crate) processes: Mutex<ProcessTable>,
@@ -155,6 +155,12 @@ impl Agent {
             Request::CreateContainer(spec) => {
                 return self.in_background(id, move |agent| {
                     let response = agent.create_container(spec);
+                    agent.channel.respond(id, &into_response(response));
+                });
+            }
+            Request::RemoveContainer { container } => {
+                return self.in_background(id, move |agent| {
+                    let response = agent.remove_container(&container);
                     agent.channel.respond(id, &into_response(response));
                 });
             }

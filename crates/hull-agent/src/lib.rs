@@ -25,6 +25,7 @@ pub mod process;
 pub mod ps;
 pub mod pty;
 mod reaper;
+mod remove;
 pub mod rlimit;
 pub mod session;
 pub mod spawn;

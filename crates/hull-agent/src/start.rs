@@ -111,6 +111,12 @@ impl Agent {
         let (plan, pumps, pty) = prepare(spec, &container, namespaces)?;
         let outputs = pumps.outputs.len();
         let mut table = lock(&self.processes);
+        // RemoveContainer takes a container away under this lock: one
+        // removed since it was looked up gets no process.
+        if !Arc::ptr_eq(&self.container(&spec.container)?, &container) {
+            let message = format!("container {} was removed", spec.container);
+            return Err(RequestError::new(ErrorKind::NotFound, message));
+        }
         let key = (spec.container.clone(), spec.id.clone());
         if table.by_name.contains_key(&key) {
             let message = format!(

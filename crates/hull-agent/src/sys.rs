@@ -48,6 +48,12 @@ pub fn mount(
     })
 }
 
+pub fn umount(target: &Path) -> io::Result<()> {
+    let target = path_cstring(target)?;
+    // SAFETY: `target` is a NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(target.as_ptr(), 0) })
+}
+
 pub fn umount_detach(target: &Path) -> io::Result<()> {
     let target = path_cstring(target)?;
     // SAFETY: `target` is a NUL-terminated string that outlives the call.

@@ -25,6 +25,16 @@ pub enum Request {
     CreateContainer(ContainerSpec),
     /// Starts a process in a created container; answered with `Started`.
     StartProcess(ProcessSpec),
+    /// Undoes `CreateContainer` once none of the container's processes
+    /// runs any more (refused with `InvalidRequest` while one does):
+    /// unmounts its overlay, its filesystems and binds, and its image and
+    /// writable disks, and forgets it. Answered with `Done`; its disks are
+    /// then unused, and the host may unplug them. Volumes, shared
+    /// directories and 9p shares stay mounted in the VM for the
+    /// containers that share them.
+    RemoveContainer {
+        container: String,
+    },
     Signal {
         container: String,
         process: String,
@@ -529,6 +539,9 @@ mod tests {
             stderr: Some(3),
             rlimits: vec![Rlimit::new("RLIMIT_NOFILE", 1024, 2048)],
         }));
+        round_trip(Request::RemoveContainer {
+            container: "c1".into(),
+        });
         round_trip(Request::Signal {
             container: "c1".into(),
             process: "init".into(),
