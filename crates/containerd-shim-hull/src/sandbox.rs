@@ -1,13 +1,14 @@
 //! The sandbox's VM: booted for its first container, given each container's
-//! rootfs disk by hot-plug, paused and resumed with QMP, and powered off
-//! when its last container is gone.
+//! rootfs disk by hot-plug and rid of it by unplug when the container goes,
+//! paused and resumed with QMP, and powered off when its last container is
+//! gone.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use hull_proto::Request;
+use hull_proto::{MountSource, MountSpec, Request};
 use hull_runtime::size::{Limits, VmSize};
 use hull_runtime::{AgentClient, AgentError, TemplateConfig, Templates};
 use hull_vm::accel::{self, SystemProbe};
@@ -18,6 +19,7 @@ use hull_vm::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::binds::{self, Bind, BindError};
 use crate::config::{ConfigError, ShimConfig};
 use crate::podnet::{PodNetError, PodNetwork};
 
@@ -62,6 +64,12 @@ pub enum SandboxError {
     PodNetwork(#[from] PodNetError),
     #[error("cannot hold the guest to its memory limit")]
     Balloon(#[source] QemuError),
+    #[error("cannot unplug the disk {id} from the VM")]
+    DetachDisk {
+        id: String,
+        #[source]
+        source: QemuError,
+    },
     #[error("QEMU refused to {action} the VM")]
     Qmp {
         action: &'static str,
@@ -139,6 +147,15 @@ pub struct SandboxPlan {
     pub size: VmSize,
     /// The pod's network namespace, whose interface the VM takes over.
     pub netns: Option<PathBuf>,
+}
+
+/// A container's rootfs image plugged into the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsDisk {
+    /// The VM's name of the disk, to unplug it by.
+    pub id: String,
+    /// The SCSI serial the agent finds it by.
+    pub serial: String,
 }
 
 /// One VM and the connection to its agent.
@@ -331,9 +348,8 @@ impl Sandbox {
         self.vm.console_tail()
     }
 
-    /// Hot-plugs a read-only rootfs image; returns the serial the agent
-    /// finds it by.
-    pub async fn attach_rootfs(&self, image: &Path) -> Result<String, SandboxError> {
+    /// Hot-plugs a read-only rootfs image.
+    pub async fn attach_rootfs(&self, image: &Path) -> Result<RootfsDisk, SandboxError> {
         let n = self.next_disk.fetch_add(1, Ordering::Relaxed);
         let disk = DiskConfig {
             id: format!("rootfs{n}"),
@@ -351,7 +367,81 @@ impl Sandbox {
                 })
         })
         .await?;
-        Ok(disk.serial)
+        Ok(RootfsDisk {
+            id: disk.id,
+            serial: disk.serial,
+        })
+    }
+
+    /// Unplugs a rootfs disk whose container the agent removed.
+    pub async fn detach_rootfs(&self, disk: &RootfsDisk) -> Result<(), SandboxError> {
+        unless_vm_dies(&self.vm, async {
+            self.vm
+                .detach_disk(&disk.id)
+                .await
+                .map_err(|source| SandboxError::DetachDisk {
+                    id: disk.id.clone(),
+                    source,
+                })
+        })
+        .await
+    }
+
+    /// Puts a container's host directories into the share, and says where
+    /// the agent finds them.
+    pub fn share_dirs(&self, id: &str, dirs: &[Bind]) -> Result<Vec<MountSpec>, BindError> {
+        let (share, name) = (self.share(), short_name(id));
+        let mut mounts = Vec::new();
+        for (index, bind) in dirs.iter().enumerate() {
+            let path = binds::mount_in_share(&share, &name, index, bind)?;
+            mounts.push(MountSpec {
+                source: MountSource::HostSubdir {
+                    tag: SHARE_TAG.into(),
+                    path,
+                },
+                target: bind.destination.clone(),
+                read_only: bind.read_only,
+                copy_up: false,
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// Has the agent remove a deleted container, then unplugs its disk and
+    /// takes its host directories out of the share. A failure costs only
+    /// a disk that stays plugged (and mounts in the VM) until the VM ends.
+    pub async fn remove_container(&self, id: &str, disk: &RootfsDisk) {
+        let request = Request::RemoveContainer {
+            container: id.to_owned(),
+        };
+        let removed = self.request_done(&request).await;
+        binds::release(&self.share(), &short_name(id));
+        let detached = match removed {
+            Ok(()) => self.detach_rootfs(disk).await,
+            Err(err) => Err(err),
+        };
+        match detached {
+            Ok(()) => info!(container = id, disk = %disk.id, "container removed from the VM"),
+            Err(err) => {
+                let error = hull_runtime::error_chain(&err);
+                warn!(
+                    container = id,
+                    error, "the container's disk stays in the VM"
+                );
+            }
+        }
+    }
+
+    /// Undoes what a container's create did before the agent made it.
+    pub async fn forget_container(&self, id: &str, disk: &RootfsDisk) {
+        binds::release(&self.share(), &short_name(id));
+        if let Err(err) = self.detach_rootfs(disk).await {
+            let error = hull_runtime::error_chain(&err);
+            warn!(
+                container = id,
+                error, "the disk of a container not created stays in the VM"
+            );
+        }
     }
 
     /// Runs `request` unless the VM stops first.

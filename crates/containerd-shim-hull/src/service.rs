@@ -9,20 +9,19 @@ use std::time::{Duration, SystemTime};
 
 use containerd_shim::protos::types::mount::Mount;
 use hull_proto::{
-    ContainerSpec, ErrorKind, GuestStats, MountSource, MountSpec, ProcessInfo, ProcessSpec,
-    Request, Response, RootfsSpec,
+    ContainerSpec, ErrorKind, GuestStats, ProcessInfo, ProcessSpec, Request, Response, RootfsSpec,
 };
 use hull_runtime::size::Limits;
 use hull_runtime::AgentError;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
-use crate::binds::{self, Bind, BindError};
+use crate::binds::{Bind, BindError};
 use crate::config::ShimConfig;
 use crate::events::{Event, Events};
 use crate::resources::{self, ResourceError};
 use crate::rootfs::{self, RootfsError};
-use crate::sandbox::{short_name, Sandbox, SandboxError, SandboxPlan, SHARE_TAG};
+use crate::sandbox::{Sandbox, SandboxError, SandboxPlan};
 use crate::spec::{process_from_exec_json, ContainerConfig, SpecError};
 use crate::state::{agent_process_id, Container, Exited, Process, Stdio};
 use crate::stdio::{pump_input, pump_output, CloseInput, StdioError, Target};
@@ -186,7 +185,7 @@ impl Service {
         if let Err(err) = config.limits.check(sandbox.size()) {
             warn!(container = %request.id, error = %err, "the container's limits exceed the sandbox's VM; it may use all of the VM");
         }
-        let serial = sandbox.attach_rootfs(&image).await?;
+        let disk = sandbox.attach_rootfs(&image).await?;
         // A pod's workloads join its UTS namespace: their specs name no
         // hostname, and they get the pod's, which its first container set.
         let pod_hostname = self
@@ -198,10 +197,10 @@ impl Service {
             ("", pod) => pod.to_owned(),
             (name, _) => name.to_owned(),
         };
-        let mounts = match share_dirs(&sandbox, &request.id, &dirs) {
+        let mounts = match sandbox.share_dirs(&request.id, &dirs) {
             Ok(mounts) => mounts,
             Err(err) => {
-                binds::release(&sandbox.share(), &short_name(&request.id));
+                sandbox.forget_container(&request.id, &disk).await;
                 return Err(err.into());
             }
         };
@@ -209,7 +208,7 @@ impl Service {
             id: request.id.clone(),
             hostname,
             rootfs: RootfsSpec {
-                serial,
+                serial: disk.serial.clone(),
                 fs_type: "erofs".into(),
             },
             writable: None,
@@ -221,7 +220,7 @@ impl Service {
             .await
             .map_err(ServiceError::from_sandbox);
         if let Err(err) = created {
-            binds::release(&sandbox.share(), &short_name(&request.id));
+            sandbox.forget_container(&request.id, &disk).await;
             return Err(err);
         }
         let mut stdio = request.stdio;
@@ -232,6 +231,7 @@ impl Service {
             Container {
                 bundle: request.bundle.clone(),
                 image,
+                disk,
                 processes: HashMap::from([(String::new(), init)]),
                 limits: config.limits,
                 workload: !resources::is_sandbox_container(&config.annotations),
@@ -498,8 +498,43 @@ impl Service {
     }
 
     /// Forgets an exited process; for the init process, the container with
-    /// it. Its disk stays plugged into the VM until the VM ends.
-    pub fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Option<Exited>), ServiceError> {
+    /// it: the agent unmounts what it mounted for it, its disk leaves the
+    /// VM, and its image and the host's directories it shared are gone.
+    pub async fn delete(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<(u32, Option<Exited>), ServiceError> {
+        let (pid, exited, container) = self.forget(id, exec_id)?;
+        let Some(container) = container else {
+            return Ok((pid, exited));
+        };
+        if let Some(sandbox) = self.sandbox.get() {
+            sandbox.remove_container(id, &container.disk).await;
+            // The workloads left add up to a new hold.
+            if container.workload && !self.containers().is_empty() {
+                if let Err(err) = self.hold_guest(sandbox).await {
+                    warn!(container = id, error = %hull_runtime::error_chain(&err), "cannot hold the guest to the containers' limits");
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&container.image);
+        let _ = rootfs::unmount(&container.bundle.join("rootfs"));
+        self.events.publish(Event::Delete {
+            container: id.to_owned(),
+            pid,
+            exited,
+        });
+        Ok((pid, exited))
+    }
+
+    /// Takes an exited process out of the table, and with the init
+    /// process its container, which it returns.
+    fn forget(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<(u32, Option<Exited>, Option<Container>), ServiceError> {
         let mut containers = self.containers();
         let container = containers
             .get_mut(id)
@@ -517,23 +552,9 @@ impl Service {
         }
         if !exec_id.is_empty() {
             container.processes.remove(exec_id);
-            return Ok((pid, exited));
+            return Ok((pid, exited, None));
         }
-        let container = containers.remove(id).expect("looked up above");
-        drop(containers);
-        // The agent keeps its mounts of them until the VM ends; the host's
-        // directories leave the share now.
-        if let Some(sandbox) = self.sandbox.get() {
-            binds::release(&sandbox.share(), &short_name(id));
-        }
-        let _ = std::fs::remove_file(&container.image);
-        let _ = rootfs::unmount(&container.bundle.join("rootfs"));
-        self.events.publish(Event::Delete {
-            container: id.to_owned(),
-            pid,
-            exited,
-        });
-        Ok((pid, exited))
+        Ok((pid, exited, containers.remove(id)))
     }
 
     pub fn close_input(&self, id: &str, exec_id: &str) -> Result<(), ServiceError> {
@@ -655,27 +676,6 @@ pub struct ProcessState {
     pub status: containerd_shim::api::Status,
     pub stdio: Stdio,
     pub exited: Option<Exited>,
-}
-
-/// Puts a container's host directories into the sandbox's share, and says
-/// where the agent finds them.
-fn share_dirs(sandbox: &Sandbox, id: &str, dirs: &[Bind]) -> Result<Vec<MountSpec>, BindError> {
-    let share = sandbox.share();
-    let name = short_name(id);
-    let mut mounts = Vec::new();
-    for (index, bind) in dirs.iter().enumerate() {
-        let path = binds::mount_in_share(&share, &name, index, bind)?;
-        mounts.push(MountSpec {
-            source: MountSource::HostSubdir {
-                tag: SHARE_TAG.into(),
-                path,
-            },
-            target: bind.destination.clone(),
-            read_only: bind.read_only,
-            copy_up: false,
-        });
-    }
-    Ok(mounts)
 }
 
 /// The files of `/etc` that the agent would write and that the spec binds

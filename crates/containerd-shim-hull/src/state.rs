@@ -9,6 +9,7 @@ use containerd_shim::api::Status;
 use hull_runtime::size::Limits;
 use tokio::sync::watch;
 
+use crate::sandbox::RootfsDisk;
 use crate::spec::ProcessConfig;
 use crate::stdio::CloseInput;
 
@@ -75,6 +76,8 @@ impl Process {
 pub struct Container {
     pub bundle: PathBuf,
     pub image: PathBuf,
+    /// The image's disk in the VM.
+    pub disk: RootfsDisk,
     pub processes: HashMap<String, Process>,
     /// Its memory and CPU limits, from its spec and later updates.
     pub limits: Limits,

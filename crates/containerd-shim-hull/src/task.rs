@@ -268,7 +268,11 @@ impl Task for HullTask {
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        let (pid, exited) = self.service.delete(&req.id, &req.exec_id).map_err(status)?;
+        let (pid, exited) = self
+            .service
+            .delete(&req.id, &req.exec_id)
+            .await
+            .map_err(status)?;
         Ok(DeleteResponse {
             pid,
             exit_status: exited.map_or(0, |e| e.status),

@@ -332,6 +332,69 @@ fn containers_of_one_sandbox_share_its_vm_and_shim() {
     });
 }
 
+/// The files named `name` that the QEMU of process `qemu` holds open.
+fn open_files_named(qemu: i32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{qemu}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| target.to_string_lossy().contains(name))
+        .count()
+}
+
+#[test]
+fn a_deleted_container_leaves_its_sandboxs_vm_with_its_disk() {
+    let Some(ctr) = containerd() else { return };
+    let sandbox = format!("{SANDBOX_ID}=pod-b");
+    let create = |id: &str, kind: &str| {
+        let kind = format!("io.kubernetes.cri.container-type={kind}");
+        let flags = ["-d", "--annotation", &sandbox, "--annotation", &kind];
+        stdout_of(&ctr.run(&flags, id, &["sleep", "1000"]));
+    };
+    // The guest's disks, as the sandbox's first container sees them.
+    let exec = std::cell::Cell::new(0);
+    let disks = |id: &str| {
+        exec.set(exec.get() + 1);
+        let exec_id = format!("d{}", exec.get());
+        let script = "ls /sys/block | grep '^sd' || true";
+        let out = ctr.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            id,
+            "sh",
+            "-c",
+            script,
+        ]);
+        stdout_of(&out).lines().count()
+    };
+    create("pod-b-pause", "sandbox");
+    create("pod-b-app", "container");
+    let qemu = ctr.qemu_of("pod-b");
+    assert_eq!(disks("pod-b-pause"), 2);
+    assert_eq!(open_files_named(qemu, "hull-rootfs.erofs"), 2);
+
+    ctr.remove("pod-b-app");
+    eventually(30, || match disks("pod-b-pause") {
+        1 => Ok(()),
+        n => Err(format!("the guest still has {n} disks")),
+    });
+    assert_eq!(
+        open_files_named(qemu, "hull-rootfs.erofs"),
+        1,
+        "QEMU still holds the deleted container's image"
+    );
+    let console = std::fs::read_to_string(ctr.dir.join("vms/default-pod-b/console.log")).unwrap();
+    assert!(console.contains("removed container pod-b-app"), "{console}");
+
+    // A container created after it gets a disk of its own and runs.
+    create("pod-b-next", "container");
+    assert_eq!(disks("pod-b-next"), 2);
+    ctr.remove("pod-b-next");
+    ctr.remove("pod-b-pause");
+}
+
 #[test]
 fn a_task_whose_vm_dies_stops_with_255() {
     let Some(ctr) = containerd() else { return };
