@@ -21,10 +21,12 @@ use crate::config::ShimConfig;
 use crate::events::{Event, Events};
 use crate::resources::{self, ResourceError};
 use crate::rootfs::{self, RootfsError};
-use crate::sandbox::{Sandbox, SandboxError, SandboxPlan};
+use crate::sandbox::{Sandbox, SandboxError};
 use crate::spec::{process_from_exec_json, ContainerConfig, SpecError};
 use crate::state::{agent_process_id, Container, Exited, Process, Stdio};
 use crate::stdio::{pump_input, pump_output, CloseInput, StdioError, Target};
+
+mod limits;
 
 /// How long a process's output may still be draining into its FIFOs after
 /// it exited before the exit is reported anyway (a reader that left).
@@ -248,68 +250,6 @@ impl Service {
             stdio,
         });
         Ok(())
-    }
-
-    /// Boots the VM for the sandbox's first container: sized by the pod's
-    /// annotations or the container's own limits, in the pod's network.
-    async fn boot_sandbox(
-        &self,
-        id: &str,
-        config: &ContainerConfig,
-    ) -> Result<Arc<Sandbox>, ServiceError> {
-        let pod = resources::sandbox_limits(&config.annotations)?;
-        let pod = if pod == Limits::default() {
-            config.limits
-        } else {
-            pod
-        };
-        let plan = SandboxPlan {
-            size: resources::vm_size(&self.config, &config.annotations, pod)?,
-            netns: config.network_namespace.clone(),
-        };
-        let _ = self.pod_limits.set(pod);
-        let grouping = config.grouping(id);
-        let sandbox = Sandbox::boot(&self.config, &self.namespace, &grouping, &plan).await?;
-        Ok(Arc::new(sandbox))
-    }
-
-    /// Holds the guest to what its containers' limits add up to.
-    async fn hold_guest(&self, sandbox: &Sandbox) -> Result<(), ServiceError> {
-        let workloads: Vec<Limits> = self
-            .containers()
-            .values()
-            .filter(|c| c.workload)
-            .map(|c| c.limits)
-            .collect();
-        let pod = self.pod_limits.get().copied().unwrap_or_default();
-        sandbox
-            .hold(resources::guest_hold(pod, &workloads))
-            .await
-            .map_err(ServiceError::from_sandbox)
-    }
-
-    /// Changes a container's limits (`ctr task update`, CRI's
-    /// UpdateContainerResources), and so what the guest is held to, within
-    /// the VM's size.
-    pub async fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), ServiceError> {
-        let update = resources::limits_of_update(resources_json)?;
-        let sandbox = self.sandbox()?;
-        {
-            let mut containers = self.containers();
-            let container = containers
-                .get_mut(id)
-                .ok_or_else(|| ServiceError::NoContainer(id.to_owned()))?;
-            let limits = container.limits.updated(update);
-            limits
-                .check(sandbox.size())
-                .map_err(|source| ServiceError::Update {
-                    id: id.to_owned(),
-                    source,
-                })?;
-            container.limits = limits;
-        }
-        info!(container = id, ?update, "resources updated");
-        self.hold_guest(&sandbox).await
     }
 
     /// Starts a container's init process (`exec_id` empty) or an exec'd
