@@ -515,6 +515,15 @@ fn a_task_in_a_network_namespace_takes_over_its_interface() {
     server.arg("-h").arg(www.path());
     spawn_owned(server);
 
+    // A clone of the size's template: its tap is its own, opened in the
+    // pod's namespace, though the template had none.
+    stdout_of(&ctr.run(&["--rm"], "net-first", &["true"]));
+    let templates = ctr.dir.join("templates");
+    eventually(180, || {
+        template_ready(&templates)
+            .then_some(())
+            .ok_or_else(|| format!("no sandbox template in {}", templates.display()))
+    });
     let id = "net-pod";
     let with_ns = format!("network:/var/run/netns/{}", pod.name);
     let serve =
@@ -523,6 +532,11 @@ fn a_task_in_a_network_namespace_takes_over_its_interface() {
     let exec = |exec_id: &str, script: &str| {
         stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", exec_id, id, "sh", "-c", script]))
     };
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", ctr.qemu_of(id))).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("\0-incoming\0"),
+        "the sandbox VM was booted, not cloned"
+    );
     let seen = exec(
         "n1",
         "cat /sys/class/net/eth0/address; ip -4 -o addr show eth0; ip route",
