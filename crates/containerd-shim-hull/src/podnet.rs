@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use hull_proto::{InterfaceSpec, NetworkSpec};
+use hull_proto::{InterfaceSpec, NetworkSpec, RouteSpec};
 use hull_vm::NetBackend;
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -75,6 +75,9 @@ struct Route {
     gateway: Option<String>,
     #[serde(default)]
     dev: String,
+    /// `kernel` for the route the address itself brings.
+    #[serde(default)]
+    protocol: String,
 }
 
 /// The pod's interface, as the guest takes it over.
@@ -86,6 +89,8 @@ pub struct PodInterface {
     pub address: String,
     pub gateway: Option<String>,
     pub mtu: u32,
+    /// Its other routes (not its subnet's, not the default).
+    pub routes: Vec<RouteSpec>,
 }
 
 /// The interface the VM takes over: the first Ethernet link with a global
@@ -101,16 +106,28 @@ fn pod_interface(links: &[Link], routes: &[Route]) -> Option<PodInterface> {
                 .find(|a| a.family == "inet" && a.scope == "global")
                 .map(|a| (l, a))
         })?;
-    let gateway = routes
-        .iter()
-        .find(|r| r.dst == "default" && r.dev == link.ifname)
+    let through_link = || routes.iter().filter(|r| r.dev == link.ifname);
+    let gateway = through_link()
+        .find(|r| r.dst == "default")
         .and_then(|r| r.gateway.clone());
+    let others = through_link()
+        .filter(|r| r.dst != "default" && r.protocol != "kernel")
+        .map(|r| RouteSpec {
+            // `ip` prints a single address without its prefix length.
+            destination: match r.dst.contains('/') {
+                true => r.dst.clone(),
+                false => format!("{}/32", r.dst),
+            },
+            gateway: r.gateway.clone(),
+        })
+        .collect();
     Some(PodInterface {
         name: link.ifname.clone(),
         mac: link.address.clone(),
         address: format!("{}/{}", address.local, address.prefixlen),
         gateway,
         mtu: link.mtu,
+        routes: others,
     })
 }
 
@@ -191,6 +208,7 @@ impl PodNetwork {
                 address: interface.address.clone(),
                 gateway: interface.gateway.clone(),
                 mtu: (interface.mtu != 0 && interface.mtu != 1500).then_some(interface.mtu),
+                routes: interface.routes.clone(),
             }],
             ..Default::default()
         }
@@ -288,6 +306,7 @@ mod tests {
                 address: "10.88.0.7/16".into(),
                 gateway: Some("10.88.0.1".into()),
                 mtu: 1450,
+                routes: Vec::new(),
             })
         );
     }
@@ -307,11 +326,25 @@ mod tests {
             {"ifname":"eth0","link_type":"ether","address":"02:00:00:00:00:01","mtu":1500,
              "addr_info":[{"family":"inet","local":"10.1.2.3","prefixlen":32,"scope":"global"}]}
         ]"#;
-        let routes = r#"[{"dst":"default","gateway":"169.254.1.1","dev":"eth0"}]"#;
+        let routes = r#"[{"dst":"default","gateway":"169.254.1.1","dev":"eth0"},
+            {"dst":"169.254.1.1","dev":"eth0","scope":"link"},
+            {"dst":"10.96.0.0/12","gateway":"169.254.1.1","dev":"eth0","protocol":"static"},
+            {"dst":"192.168.9.0/24","dev":"hull0","protocol":"kernel","scope":"link"}]"#;
         let interface = parse(links, routes).unwrap();
         assert_eq!(interface.name, "eth0");
         assert_eq!(interface.address, "10.1.2.3/32");
         assert_eq!(interface.gateway.as_deref(), Some("169.254.1.1"));
+        let route = |destination: &str, gateway: Option<&str>| RouteSpec {
+            destination: destination.into(),
+            gateway: gateway.map(Into::into),
+        };
+        assert_eq!(
+            interface.routes,
+            vec![
+                route("169.254.1.1/32", None),
+                route("10.96.0.0/12", Some("169.254.1.1")),
+            ]
+        );
     }
 
     #[test]
@@ -322,6 +355,7 @@ mod tests {
                 address: "10.88.0.7/16".into(),
                 gateway: Some("10.88.0.1".into()),
                 mtu,
+                routes: Vec::new(),
             }],
             ..Default::default()
         };

@@ -18,6 +18,8 @@ pub enum NetworkError {
     Address(String),
     #[error("invalid gateway {0:?}")]
     Gateway(String),
+    #[error("invalid route destination {0:?}: expected an IPv4 network with its prefix length, such as 10.244.0.0/16")]
+    Route(String),
     #[error("the host described {wanted} interfaces; the VM has {found}")]
     Missing { wanted: usize, found: usize },
     #[error("cannot configure {interface}: cannot {what}")]
@@ -37,6 +39,16 @@ pub struct Interface {
     pub netmask: Ipv4Addr,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: Option<u32>,
+    pub routes: Vec<Route>,
+}
+
+/// A route through an interface: a network, and its next hop unless the
+/// network is on the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub gateway: Option<Ipv4Addr>,
 }
 
 impl Interface {
@@ -44,6 +56,43 @@ impl Interface {
     pub fn on_link(&self, address: Ipv4Addr) -> bool {
         let mask = u32::from(self.netmask);
         u32::from(address) & mask == u32::from(self.address) & mask
+    }
+
+    /// Its routes as the kernel takes them: networks on the link first,
+    /// then those through a gateway, then the default route. A gateway
+    /// outside the subnet (a CNI's `/32` address with a link-local
+    /// gateway) gets a route on the link first, as the kernel refuses a
+    /// gateway it has no route to.
+    pub fn routes_in_order(&self) -> Vec<Route> {
+        let host = Ipv4Addr::BROADCAST;
+        let default = self.gateway.map(|gateway| Route {
+            destination: Ipv4Addr::UNSPECIFIED,
+            netmask: Ipv4Addr::UNSPECIFIED,
+            gateway: Some(gateway),
+        });
+        let mut routes: Vec<Route> = self.routes.iter().chain(&default).cloned().collect();
+        let gateways: Vec<Ipv4Addr> = routes.iter().filter_map(|r| r.gateway).collect();
+        for gateway in gateways.into_iter().filter(|g| !self.on_link(*g)) {
+            let to_gateway = Route {
+                destination: gateway,
+                netmask: host,
+                gateway: None,
+            };
+            if !routes.contains(&to_gateway) {
+                routes.push(to_gateway);
+            }
+        }
+        // Stable: the order among each kind is the host's.
+        routes.sort_by_key(|r| (r.gateway.is_some(), r.netmask == Ipv4Addr::UNSPECIFIED));
+        routes
+    }
+}
+
+/// A route the kernel has already (the same one listed twice) is no error.
+fn already_there(error: std::io::Error) -> std::io::Result<()> {
+    match error.raw_os_error() {
+        Some(libc::EEXIST) => Ok(()),
+        _ => Err(error),
     }
 }
 
@@ -64,26 +113,45 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], NetworkError> {
     Ok(mac)
 }
 
-pub fn parse_interface(spec: &InterfaceSpec) -> Result<Interface, NetworkError> {
-    let invalid = || NetworkError::Address(spec.address.clone());
-    let (address, prefix) = spec.address.split_once('/').ok_or_else(invalid)?;
-    let address: Ipv4Addr = address.parse().map_err(|_| invalid())?;
-    let prefix: u32 = prefix.parse().map_err(|_| invalid())?;
-    if prefix > 32 {
-        return Err(invalid());
-    }
+/// An address with its prefix length (`10.0.2.15/24`), and its netmask.
+fn parse_cidr(text: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let (address, prefix) = text.split_once('/')?;
+    let address: Ipv4Addr = address.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 32)?;
     let netmask = Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix).unwrap_or(0));
-    let gateway = spec
-        .gateway
-        .as_deref()
-        .map(|g| g.parse().map_err(|_| NetworkError::Gateway(g.to_owned())))
-        .transpose()?;
+    Some((address, netmask))
+}
+
+fn parse_gateway(text: &str) -> Result<Ipv4Addr, NetworkError> {
+    text.parse()
+        .map_err(|_| NetworkError::Gateway(text.to_owned()))
+}
+
+pub fn parse_interface(spec: &InterfaceSpec) -> Result<Interface, NetworkError> {
+    let (address, netmask) =
+        parse_cidr(&spec.address).ok_or_else(|| NetworkError::Address(spec.address.clone()))?;
+    let gateway = spec.gateway.as_deref().map(parse_gateway).transpose()?;
+    let routes = spec
+        .routes
+        .iter()
+        .map(|route| {
+            let (destination, netmask) = parse_cidr(&route.destination)
+                .ok_or_else(|| NetworkError::Route(route.destination.clone()))?;
+            let gateway = route.gateway.as_deref().map(parse_gateway).transpose()?;
+            Ok(Route {
+                destination,
+                netmask,
+                gateway,
+            })
+        })
+        .collect::<Result<Vec<_>, NetworkError>>()?;
     Ok(Interface {
         mac: parse_mac(&spec.mac)?,
         address,
         netmask,
         gateway,
         mtu: spec.mtu,
+        routes,
     })
 }
 
@@ -133,12 +201,10 @@ pub fn configure(spec: &NetworkSpec) -> Result<(), NetworkError> {
             sys::set_mtu(name, mtu).map_err(fail("set its MTU"))?;
         }
         sys::set_link_up(name).map_err(fail("bring it up"))?;
-        if let Some(gateway) = interface.gateway {
-            if !interface.on_link(gateway) {
-                // The kernel refuses a gateway it has no route to.
-                sys::add_link_route(name, gateway).map_err(fail("add the route to its gateway"))?;
-            }
-            sys::add_default_route(gateway).map_err(fail("add the default route"))?;
+        for route in interface.routes_in_order() {
+            sys::add_route(name, route.destination, route.netmask, route.gateway)
+                .or_else(already_there)
+                .map_err(fail("add a route"))?;
         }
     }
     Ok(())
@@ -187,7 +253,44 @@ mod tests {
             address: address.into(),
             gateway: gateway.map(Into::into),
             mtu: None,
+            routes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn routes_go_on_the_link_first_then_by_gateway_then_default() {
+        let mut spec = spec("10.1.2.3/32", Some("169.254.1.1"));
+        spec.routes = vec![
+            hull_proto::RouteSpec {
+                destination: "10.244.0.0/16".into(),
+                gateway: Some("169.254.1.1".into()),
+            },
+            hull_proto::RouteSpec {
+                destination: "192.168.5.0/24".into(),
+                gateway: None,
+            },
+        ];
+        let interface = parse_interface(&spec).unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let route = |dst: &str, mask: &str, gateway: Option<&str>| Route {
+            destination: ip(dst),
+            netmask: ip(mask),
+            gateway: gateway.map(ip),
+        };
+        assert_eq!(
+            interface.routes_in_order(),
+            vec![
+                route("192.168.5.0", "255.255.255.0", None),
+                route("169.254.1.1", "255.255.255.255", None),
+                route("10.244.0.0", "255.255.0.0", Some("169.254.1.1")),
+                route("0.0.0.0", "0.0.0.0", Some("169.254.1.1")),
+            ]
+        );
+        spec.routes[0].destination = "10.244.0.0".into();
+        assert!(matches!(
+            parse_interface(&spec),
+            Err(NetworkError::Route(_))
+        ));
     }
 
     #[test]

@@ -236,33 +236,31 @@ pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFMTU, &request) })
 }
 
-/// Adds a route to the single address `destination` on the link `name`,
-/// as `ip route add DESTINATION dev NAME`.
-pub fn add_link_route(name: &str, destination: std::net::Ipv4Addr) -> io::Result<()> {
+/// Adds a route to the network `destination`/`netmask` through the link
+/// `name`, by `gateway` if it is not on the link, as `ip route add`.
+pub fn add_route(
+    name: &str,
+    destination: std::net::Ipv4Addr,
+    netmask: std::net::Ipv4Addr,
+    gateway: Option<std::net::Ipv4Addr>,
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let socket = ioctl_socket()?;
     let device = cstring(name)?;
     // SAFETY: rtentry is plain data for which all zeroes is a valid value.
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
     route.rt_dst = sockaddr_in(destination);
-    route.rt_genmask = sockaddr_in(std::net::Ipv4Addr::BROADCAST);
-    route.rt_flags = libc::RTF_UP | libc::RTF_HOST;
+    route.rt_genmask = sockaddr_in(netmask);
+    route.rt_flags = libc::RTF_UP;
+    if netmask == std::net::Ipv4Addr::BROADCAST {
+        route.rt_flags |= libc::RTF_HOST;
+    }
+    if let Some(gateway) = gateway {
+        route.rt_gateway = sockaddr_in(gateway);
+        route.rt_flags |= libc::RTF_GATEWAY;
+    }
     // The kernel reads the name only during the call; it is not written.
     route.rt_dev = device.as_ptr().cast_mut();
     // SAFETY: `route` is a valid rtentry and `device` outlives the call.
-    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) })
-}
-
-/// Adds the default route through `gateway`.
-pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let socket = ioctl_socket()?;
-    // SAFETY: rtentry is plain data for which all zeroes is a valid value.
-    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
-    route.rt_dst = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-    route.rt_genmask = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-    route.rt_gateway = sockaddr_in(gateway);
-    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-    // SAFETY: `route` is a valid rtentry for the duration of the call.
     check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) })
 }

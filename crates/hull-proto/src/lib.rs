@@ -21,7 +21,7 @@ pub use frame::{
 pub use message::{
     path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, InterfaceSpec,
     MountSource, MountSpec, NetworkSpec, PathStat, ProcessInfo, ProcessSpec, ProcessState, Request,
-    RequestError, Response, RootfsSpec, StreamId, USER_HZ,
+    RequestError, Response, RootfsSpec, RouteSpec, StreamId, USER_HZ,
 };
 pub use resync::{find_resync, ResyncScanner, RESYNC};
 pub use rlimit::{Rlimit, RLIMIT_KINDS, RLIM_INFINITY};

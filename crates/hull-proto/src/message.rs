@@ -182,6 +182,19 @@ pub struct InterfaceSpec {
     /// The link's MTU, when the network it joins has one other than 1500.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// Routes through this interface besides its subnet's and the default
+    /// one (a CNI's routes to the cluster's other networks).
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One IPv4 route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// The network it reaches, with its prefix length: `10.244.0.0/16`.
+    pub destination: String,
+    /// The next hop; `None` for a network on the link itself.
+    pub gateway: Option<String>,
 }
 
 /// A directory bind-mounted into a container.
@@ -450,6 +463,10 @@ mod tests {
                 address: "10.0.2.15/24".into(),
                 gateway: Some("10.0.2.2".into()),
                 mtu: Some(1450),
+                routes: vec![RouteSpec {
+                    destination: "10.244.0.0/16".into(),
+                    gateway: Some("10.0.2.1".into()),
+                }],
             }],
             dns: vec!["10.0.2.3".into()],
             search: Vec::new(),

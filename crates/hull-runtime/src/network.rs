@@ -303,6 +303,7 @@ pub fn user_network(ports: &[PortBinding]) -> (NetBackend, NetworkSpec) {
             address: format!("{USER_ADDRESS}/{USER_PREFIX}"),
             gateway: Some(USER_GATEWAY.to_owned()),
             mtu: None,
+            routes: Vec::new(),
         }],
         dns: vec![USER_DNS.to_owned()],
         search: Vec::new(),

@@ -495,6 +495,7 @@ fn a_task_in_a_network_namespace_takes_over_its_interface() {
     let (pod, peer) = (NetNs::new("pod"), NetNs::new("peer"));
     netns::link(&peer, "10.77.0.1/24", &pod, "10.77.0.2/24");
     pod.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+    pod.ip(&["route", "add", "10.99.0.0/16", "via", "10.77.0.1"]);
     let veth_mac = text(
         &pod.exec("sh", &["-c", "cat /sys/class/net/veth*/address"])
             .stdout,
@@ -547,6 +548,7 @@ fn a_task_in_a_network_namespace_takes_over_its_interface() {
     );
     assert!(seen.contains("inet 10.77.0.2/24"), "{seen}");
     assert!(seen.contains("default via 10.77.0.1"), "{seen}");
+    assert!(seen.contains("10.99.0.0/16 via 10.77.0.1"), "{seen}");
     assert_eq!(
         exec("n2", "wget -q -O - http://10.77.0.1:8080/"),
         "from-the-peer\n"

@@ -237,6 +237,7 @@ impl Networks {
                     address: format!("{}/{}", endpoint.address, record.subnet.prefix()),
                     gateway: (!record.internal).then(|| gateway.clone()),
                     mtu: None,
+                    routes: Vec::new(),
                 }],
                 dns: vec![gateway],
                 search: Vec::new(),
