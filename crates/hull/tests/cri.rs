@@ -36,6 +36,21 @@ struct CriContainerd {
     netns: NetNs,
 }
 
+impl Drop for CriContainerd {
+    /// Pods' namespaces that a failed test left are pinned under the
+    /// state directory (`netns_mounts_under_state_dir`): unpinned, they go.
+    fn drop(&mut self) {
+        let pinned = self
+            .containerd
+            .dir
+            .join("state/io.containerd.grpc.v1.cri/netns");
+        for entry in std::fs::read_dir(pinned).into_iter().flatten().flatten() {
+            let _ = Command::new("umount").arg(entry.path()).status();
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 impl CriContainerd {
     fn start() -> Option<CriContainerd> {
         if !containerd::available() || !Path::new(CNI_BIN).join("bridge").exists() {
@@ -64,6 +79,7 @@ state = "{d}/state"
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{d}/net.d"
