@@ -9,16 +9,18 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::containerd::{self, Containerd};
 use common::netns::NetNs;
 use common::{busybox_archive, eventually, repo, stdout_of, text};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerStatsRequest, CreateContainerRequest,
+    ExecSyncRequest, ImageSpec, LinuxContainerResources, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -267,6 +269,53 @@ fn a_pod_runs_in_a_vm_on_its_cni_network_under_the_cri_plugin() {
             text(&hosts.stdout),
             std::fs::read_to_string(cri_hosts).unwrap()
         );
+
+        // Kubelet's in-place resize reaches the shim's update: the guest is
+        // held to the container's new limit, within the pod's S3.
+        client
+            .update_container_resources(UpdateContainerResourcesRequest {
+                container_id: container.clone(),
+                linux: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: 128 << 20,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("the container's resources are updated");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let meminfo = client
+                .exec_sync(exec("cat /proc/meminfo"))
+                .await
+                .unwrap()
+                .into_inner();
+            let mib = common::mem_total_mib(&text(&meminfo.stdout));
+            if (100..=128).contains(&mib) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the guest still has {mib} MiB");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let stats = client
+            .container_stats(ContainerStatsRequest {
+                container_id: container.clone(),
+            })
+            .await
+            .expect("the container has stats")
+            .into_inner()
+            .stats
+            .unwrap();
+        let working_set = stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map(|v| v.value);
+        assert!(working_set.is_some_and(|b| b > 0), "{working_set:?}");
+        let cpu = stats
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map(|v| v.value);
+        assert!(cpu.is_some_and(|ns| ns > 0), "{cpu:?}");
 
         // The pod answers on its address from the node (here, containerd's
         // namespace, where CNI's bridge is).
