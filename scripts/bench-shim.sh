@@ -22,6 +22,9 @@ work=$(mktemp -d /tmp/hull-bench-shim.XXXXXX)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Shims outlive their containerd by design; these are the benchmark's own.
+  pkill -KILL -f "containerd-shim-hull-v2 .*$work/" 2>/dev/null || true
+  pkill -f "qemu-system.*$work/" 2>/dev/null || true
   sleep 1
   rm -rf "$work"
 }
@@ -87,6 +90,10 @@ for pid in $(pgrep -f "containerd-shim-hull-v2.*$address"); do
 done
 for n in $(seq "$sandboxes"); do
   ctr --address "$address" task kill -s KILL "idle-$n" >/dev/null
+done
+for n in $(seq "$sandboxes"); do
+  until ctr --address "$address" task rm "idle-$n" >/dev/null 2>&1; do sleep 0.2; done
+  ctr --address "$address" container rm "idle-$n" >/dev/null
 done
 
 echo
