@@ -81,7 +81,7 @@ struct Route {
 }
 
 /// The pod's interface, as the guest takes it over.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInterface {
     pub name: String,
     pub mac: String,
@@ -131,10 +131,15 @@ fn pod_interface(links: &[Link], routes: &[Route]) -> Option<PodInterface> {
     })
 }
 
+/// A network namespace, open, in which commands run.
+struct Namespace {
+    path: PathBuf,
+    file: File,
+}
+
 /// The pod's network namespace with the tap wired to its interface.
 pub struct PodNetwork {
-    netns: PathBuf,
-    namespace: File,
+    namespace: Namespace,
     interface: PodInterface,
 }
 
@@ -142,21 +147,16 @@ impl PodNetwork {
     /// Finds the pod's interface in `netns` and wires a tap to it; `None`
     /// when the namespace has no interface to take over.
     pub fn attach(netns: &Path) -> Result<Option<Self>, PodNetError> {
-        let namespace = File::open(netns).map_err(|source| PodNetError::Open {
-            path: netns.to_owned(),
-            source,
-        })?;
-        let mut network = Self {
-            netns: netns.to_owned(),
-            namespace,
-            interface: PodInterface::default(),
-        };
-        let links: Vec<Link> = network.json(&["ip", "-j", "addr", "show"])?;
-        let routes: Vec<Route> = network.json(&["ip", "-j", "-4", "route", "show"])?;
+        let namespace = Namespace::open(netns)?;
+        let links: Vec<Link> = namespace.json(&["ip", "-j", "addr", "show"])?;
+        let routes: Vec<Route> = namespace.json(&["ip", "-j", "-4", "route", "show"])?;
         let Some(interface) = pod_interface(&links, &routes) else {
             return Ok(None);
         };
-        network.interface = interface;
+        let network = Self {
+            namespace,
+            interface,
+        };
         network.wire()?;
         info!(
             netns = %netns.display(),
@@ -170,18 +170,18 @@ impl PodNetwork {
     /// The tap, up, and a redirect of everything each side receives to the
     /// other. A tap left by a shim that died is replaced.
     fn wire(&self) -> Result<(), PodNetError> {
-        let veth = self.interface.name.as_str();
+        let (ns, veth) = (&self.namespace, self.interface.name.as_str());
         let mtu = self.interface.mtu.to_string();
-        if self.run(&["ip", "link", "show", TAP_NAME]).is_ok() {
-            self.run(&["ip", "link", "del", TAP_NAME])?;
+        if ns.run(&["ip", "link", "show", TAP_NAME]).is_ok() {
+            ns.run(&["ip", "link", "del", TAP_NAME])?;
         }
-        self.run(&["ip", "tuntap", "add", "dev", TAP_NAME, "mode", "tap"])?;
-        self.run(&["ip", "link", "set", TAP_NAME, "mtu", &mtu, "up"])?;
+        ns.run(&["ip", "tuntap", "add", "dev", TAP_NAME, "mode", "tap"])?;
+        ns.run(&["ip", "link", "set", TAP_NAME, "mtu", &mtu, "up"])?;
         for (from, to) in [(veth, TAP_NAME), (TAP_NAME, veth)] {
             // A redirect an earlier shim left goes first.
-            let _ = self.run(&["tc", "qdisc", "del", "dev", from, "ingress"]);
-            self.run(&["tc", "qdisc", "add", "dev", from, "ingress"])?;
-            self.run(&[
+            let _ = ns.run(&["tc", "qdisc", "del", "dev", from, "ingress"]);
+            ns.run(&["tc", "qdisc", "add", "dev", from, "ingress"])?;
+            ns.run(&[
                 "tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32",
                 "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
             ])?;
@@ -193,7 +193,7 @@ impl PodNetwork {
     pub fn backend(&self) -> NetBackend {
         NetBackend::Tap {
             ifname: TAP_NAME.into(),
-            netns: Some(self.netns.clone()),
+            netns: Some(self.namespace.path.clone()),
         }
     }
 
@@ -214,10 +214,6 @@ impl PodNetwork {
         }
     }
 
-    pub fn interface(&self) -> &PodInterface {
-        &self.interface
-    }
-
     /// Removes the tap and the veth's redirect, leaving the namespace as
     /// CNI made it. A namespace already gone took both with it.
     pub fn detach(&self) {
@@ -226,20 +222,33 @@ impl PodNetwork {
             &["tc", "qdisc", "del", "dev", veth, "ingress"][..],
             &["ip", "link", "del", TAP_NAME][..],
         ] {
-            if let Err(err) = self.run(command) {
+            if let Err(err) = self.namespace.run(command) {
                 warn!(error = %err, "cannot undo the pod network's wiring");
             }
         }
+    }
+}
+
+impl Namespace {
+    fn open(path: &Path) -> Result<Self, PodNetError> {
+        let file = File::open(path).map_err(|source| PodNetError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
     }
 
     /// Runs `command` in the namespace and returns what it printed.
     fn run(&self, command: &[&str]) -> Result<Vec<u8>, PodNetError> {
         let failed = |message: String| PodNetError::Command {
             command: command.join(" "),
-            netns: self.netns.clone(),
+            netns: self.path.clone(),
             message,
         };
-        let fd: RawFd = self.namespace.as_raw_fd();
+        let fd: RawFd = self.file.as_raw_fd();
         let mut process = Command::new(command[0]);
         process
             .args(&command[1..])
@@ -247,7 +256,7 @@ impl PodNetwork {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: setns is async-signal-safe; `fd` stays open (owned by
-        // `self.namespace`) until the child has exec'd.
+        // `self.file`) until the child has exec'd.
         unsafe {
             process.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) == -1 {
@@ -362,8 +371,7 @@ mod tests {
         let mut interface = parse(LINKS, ROUTES).unwrap();
         let guest = |interface: &PodInterface| {
             PodNetwork {
-                netns: "/x".into(),
-                namespace: File::open("/dev/null").unwrap(),
+                namespace: Namespace::open(Path::new("/dev/null")).unwrap(),
                 interface: interface.clone(),
             }
             .guest_network()

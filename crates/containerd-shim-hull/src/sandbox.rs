@@ -62,8 +62,8 @@ pub enum SandboxError {
     },
     #[error("cannot give the VM the pod's network")]
     PodNetwork(#[from] PodNetError),
-    #[error("cannot hold the guest to its memory limit")]
-    Balloon(#[source] QemuError),
+    #[error("cannot hold the guest to its limits")]
+    Hold(#[source] hull_runtime::RunError),
     #[error("cannot unplug the disk {id} from the VM")]
     DetachDisk {
         id: String,
@@ -312,21 +312,12 @@ impl Sandbox {
     /// up) go offline. Only what changed is sent.
     pub async fn hold(&self, limits: Limits) -> Result<(), SandboxError> {
         let mut held = self.hold.lock().await;
-        let memory = limits.guest_memory(self.size);
-        if memory != held.guest_memory(self.size) {
-            unless_vm_dies(&self.vm, async {
-                self.vm
-                    .set_guest_memory(memory)
-                    .await
-                    .map_err(SandboxError::Balloon)
-            })
-            .await?;
-        }
-        let cpus = limits.online_cpus(self.size);
-        if cpus != held.online_cpus(self.size) {
-            self.request_done(&Request::SetOnlineCpus { count: cpus })
-                .await?;
-        }
+        unless_vm_dies(&self.vm, async {
+            hull_runtime::run::change_limits(&self.vm, &self.agent, self.size, *held, limits)
+                .await
+                .map_err(SandboxError::Hold)
+        })
+        .await?;
         *held = limits;
         Ok(())
     }

@@ -240,9 +240,7 @@ impl Service {
             },
         );
         info!(container = %request.id, "container created");
-        if let Err(err) = self.hold_guest(&sandbox).await {
-            warn!(container = %request.id, error = %hull_runtime::error_chain(&err), "cannot hold the guest to the containers' limits");
-        }
+        self.rehold_guest(&sandbox, &request.id).await;
         self.events.publish(Event::Create {
             container: request.id,
             bundle: request.bundle,
@@ -453,9 +451,7 @@ impl Service {
             sandbox.remove_container(id, &container.disk).await;
             // The workloads left add up to a new hold.
             if container.workload && !self.containers().is_empty() {
-                if let Err(err) = self.hold_guest(sandbox).await {
-                    warn!(container = id, error = %hull_runtime::error_chain(&err), "cannot hold the guest to the containers' limits");
-                }
+                self.rehold_guest(sandbox, id).await;
             }
         }
         let _ = std::fs::remove_file(&container.image);

@@ -86,23 +86,34 @@ pub struct RuntimeConfig {
     pub pools: Vec<(Option<VmSize>, usize)>,
 }
 
-/// Holds a VM of `size` to the `limits`: the balloon takes
-/// the memory beyond them and the agent takes vCPUs beyond them offline.
-/// A fresh VM has all of its size, so only what is less is applied.
+/// Holds a fresh VM of `size`, which has all of its size, to the `limits`.
 pub(crate) async fn apply_limits<V: Vm>(
     vm: &V,
     agent: &AgentClient,
     size: VmSize,
     limits: Limits,
 ) -> Result<(), RunError> {
-    let memory = limits.guest_memory(size);
-    if memory < u64::from(size.memory_mib) << 20 {
+    change_limits(vm, agent, size, Limits::default(), limits).await
+}
+
+/// Moves a VM of `size` held to `from` to `to`: the balloon takes the
+/// memory beyond the limits and the agent takes vCPUs beyond them offline.
+/// Only what changes is sent.
+pub async fn change_limits<V: Vm>(
+    vm: &V,
+    agent: &AgentClient,
+    size: VmSize,
+    from: Limits,
+    to: Limits,
+) -> Result<(), RunError> {
+    let memory = to.guest_memory(size);
+    if memory != from.guest_memory(size) {
         vm.set_guest_memory(memory)
             .await
             .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
     }
-    let cpus = limits.online_cpus(size);
-    if cpus < size.vcpus {
+    let cpus = to.online_cpus(size);
+    if cpus != from.online_cpus(size) {
         agent
             .request_done(&Request::SetOnlineCpus { count: cpus })
             .await?;

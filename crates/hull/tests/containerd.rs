@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use common::containerd;
+use common::containerd::{self, pids_matching};
 use common::netns::{self, NetNs};
 use common::{busybox_archive, eventually, mem_total_mib, spawn_owned, stdout_of, text};
 
@@ -113,20 +113,24 @@ impl Containerd {
         assert_eq!(pids.len(), 1, "the VM of {id}: {pids:?}");
         pids[0]
     }
-}
 
-/// Processes whose command line holds every one of `needles`.
-fn pids_matching(needles: &[&str]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            needles.iter().all(|n| cmdline.contains(n)).then_some(pid)
-        })
-        .collect()
+    /// Runs a first sandbox of the default size, which boots cold, and
+    /// waits for the template it leaves.
+    fn leave_a_template(&self, id: &str) {
+        stdout_of(&self.run(&["--rm"], id, &["true"]));
+        let templates = self.dir.join("templates");
+        eventually(180, || {
+            template_ready(&templates)
+                .then_some(())
+                .ok_or_else(|| format!("no sandbox template in {}", templates.display()))
+        });
+    }
+
+    /// Whether the VM of sandbox `id` was resumed from a template.
+    fn is_a_clone(&self, id: &str) -> bool {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.qemu_of(id))).unwrap();
+        String::from_utf8_lossy(&cmdline).contains("\0-incoming\0")
+    }
 }
 
 fn host_boot_id() -> String {
@@ -455,13 +459,7 @@ fn template_ready(dir: &Path) -> bool {
 fn sandboxes_after_the_first_are_clones_of_its_template() {
     let Some(ctr) = containerd() else { return };
     // The first sandbox of the size boots cold and leaves a template.
-    stdout_of(&ctr.run(&["--rm"], "tpl-first", &["true"]));
-    let templates = ctr.dir.join("templates");
-    eventually(180, || {
-        template_ready(&templates)
-            .then_some(())
-            .ok_or_else(|| format!("no sandbox template in {}", templates.display()))
-    });
+    ctr.leave_a_template("tpl-first");
 
     // A clone: resumed from the template's state, with its own 9p share
     // for the rootfs and a read-write host directory.
@@ -472,11 +470,7 @@ fn sandboxes_after_the_first_are_clones_of_its_template() {
     );
     let id = "tpl-clone";
     stdout_of(&ctr.run(&["-d", "--mount", &data], id, &["sleep", "1000"]));
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", ctr.qemu_of(id))).unwrap();
-    assert!(
-        String::from_utf8_lossy(&cmdline).contains("\0-incoming\0"),
-        "the sandbox VM was booted, not cloned"
-    );
+    assert!(ctr.is_a_clone(id), "the sandbox VM was booted, not cloned");
     let script = "echo from-the-clone > /data/f; hostname; ls /bin/busybox";
     let out = stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", "e1", id, "sh", "-c", script]));
     assert_eq!(out, "tpl-clone\n/bin/busybox\n");
@@ -518,13 +512,7 @@ fn a_task_in_a_network_namespace_takes_over_its_interface() {
 
     // A clone of the size's template: its tap is its own, opened in the
     // pod's namespace, though the template had none.
-    stdout_of(&ctr.run(&["--rm"], "net-first", &["true"]));
-    let templates = ctr.dir.join("templates");
-    eventually(180, || {
-        template_ready(&templates)
-            .then_some(())
-            .ok_or_else(|| format!("no sandbox template in {}", templates.display()))
-    });
+    ctr.leave_a_template("net-first");
     let id = "net-pod";
     let with_ns = format!("network:/var/run/netns/{}", pod.name);
     let serve =
@@ -533,11 +521,7 @@ fn a_task_in_a_network_namespace_takes_over_its_interface() {
     let exec = |exec_id: &str, script: &str| {
         stdout_of(&ctr.ctr(&["task", "exec", "--exec-id", exec_id, id, "sh", "-c", script]))
     };
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", ctr.qemu_of(id))).unwrap();
-    assert!(
-        String::from_utf8_lossy(&cmdline).contains("\0-incoming\0"),
-        "the sandbox VM was booted, not cloned"
-    );
+    assert!(ctr.is_a_clone(id), "the sandbox VM was booted, not cloned");
     let seen = exec(
         "n1",
         "cat /sys/class/net/eth0/address; ip -4 -o addr show eth0; ip route",

@@ -151,20 +151,6 @@ fn sandbox_config(log_dir: &Path) -> PodSandboxConfig {
     }
 }
 
-/// The QEMU processes of this containerd's sandboxes.
-fn qemus(dir: &Path) -> usize {
-    let needle = format!("{}/vms/", dir.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("qemu-system") && cmdline.contains(&needle)
-        })
-        .count()
-}
-
 #[test]
 fn a_pod_runs_in_a_vm_on_its_cni_network_under_the_cri_plugin() {
     let Some(cri) = CriContainerd::start() else {
@@ -356,7 +342,7 @@ fn a_pod_runs_in_a_vm_on_its_cni_network_under_the_cri_plugin() {
             .await
             .expect("the pod is removed");
     });
-    eventually(30, || match qemus(&cri.containerd.dir) {
+    eventually(30, || match cri.containerd.qemus().len() {
         0 => Ok(()),
         n => Err(format!("{n} VMs of the pod still run")),
     });

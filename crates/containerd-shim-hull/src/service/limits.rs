@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hull_runtime::size::Limits;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Service, ServiceError};
 use crate::resources;
@@ -48,6 +48,18 @@ impl Service {
             .hold(resources::guest_hold(pod, &workloads))
             .await
             .map_err(ServiceError::from_sandbox)
+    }
+
+    /// Holds the guest anew after container `id` came or went; a failure
+    /// leaves the hold as it was, which costs no container its start.
+    pub(super) async fn rehold_guest(&self, sandbox: &Sandbox, id: &str) {
+        if let Err(err) = self.hold_guest(sandbox).await {
+            let error = hull_runtime::error_chain(&err);
+            warn!(
+                container = id,
+                error, "cannot hold the guest to the containers' limits"
+            );
+        }
     }
 
     /// Changes a container's limits (`ctr task update`, CRI's

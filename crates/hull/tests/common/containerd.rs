@@ -109,6 +109,26 @@ impl Containerd {
     pub fn ctr(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("ctr runs")
     }
+
+    /// The QEMUs of this containerd's sandboxes.
+    pub fn qemus(&self) -> Vec<i32> {
+        let vms = format!("{}/vms/", self.dir.display());
+        pids_matching(&["qemu-system", &vms])
+    }
+}
+
+/// Processes whose command line holds every one of `needles`.
+pub fn pids_matching(needles: &[&str]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            needles.iter().all(|n| cmdline.contains(n)).then_some(pid)
+        })
+        .collect()
 }
 
 fn path_with(dir: &Path) -> String {
