@@ -6,6 +6,7 @@ pub mod artifacts;
 mod initramfs;
 pub mod qemu;
 pub mod qmp;
+pub mod uids;
 
 use std::fmt;
 use std::future::Future;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use artifacts::{ArtifactError, ArtifactSources, GuestArtifacts};
+pub use uids::VmUids;
 pub use qemu::{parse_tb_size, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
 
 /// What a VM is made of.
