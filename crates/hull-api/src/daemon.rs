@@ -67,6 +67,8 @@ pub struct DaemonConfig {
     /// Template clones kept resumed for the next runs (needs templates),
     /// by size (`None`: the default size).
     pub pools: Vec<(Option<hull_runtime::size::VmSize>, usize)>,
+    /// The most VMs, and VM memory, the host takes.
+    pub admission: hull_runtime::AdmissionConfig,
 }
 
 pub struct Daemon {
@@ -113,6 +115,7 @@ impl Daemon {
             &config.root.join("networks"),
             images.clone(),
         )?);
+        containers.sweep_vm_dirs(&config.root.join("vms"));
         Ok(Self {
             config,
             images,
@@ -122,6 +125,11 @@ impl Daemon {
             containers,
             in_use: ImagesInUse::default(),
         })
+    }
+
+    /// Keeps the VMs' console logs to their cap, in the background.
+    pub fn cap_consoles(&self) {
+        hull_runtime::console::keep_capped(self.config.root.join("vms"));
     }
 
     pub fn containers(&self) -> &Arc<Containers<Qemu>> {
@@ -249,6 +257,7 @@ impl Daemon {
                     memory_mib: self.config.memory_mib,
                     templates,
                     pools: self.config.pools.clone(),
+                    admission: self.config.admission,
                 };
                 let runtime = Arc::new(Runtime::new(qemu, self.images.clone(), config));
                 runtime.prepare_template();

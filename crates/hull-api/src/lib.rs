@@ -11,6 +11,7 @@ pub mod units;
 
 pub use client::{Client, ClientError, ProgressStream};
 pub use daemon::{Daemon, DaemonConfig};
+pub use hull_runtime::AdmissionConfig;
 pub use hull_image::registry::auth::{AuthFile, Credentials};
 pub use hull_image::Reference;
 pub use hull_runtime::pod::{parse as parse_pod_file, PodSpec};

@@ -1,7 +1,9 @@
 //! Containers in VMs: merging image config with the user's options, the host
 //! side of the agent protocol, the lifecycle of a run, and pods.
 
+pub mod admission;
 pub mod agent;
+pub mod console;
 pub mod container;
 pub mod network;
 pub mod pod;
@@ -14,6 +16,7 @@ pub mod start;
 pub mod template;
 pub mod volume;
 
+pub use admission::{Admission, AdmissionConfig, AdmissionError};
 pub use agent::{AgentClient, AgentError};
 pub use container::{
     Container, ContainerError, ContainerUpdate, Containers, CreateOptions, WaitCondition,

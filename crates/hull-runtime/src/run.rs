@@ -59,6 +59,8 @@ pub enum RunError {
     InvalidProcess(String),
     #[error("talking to the guest agent failed")]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Admission(#[from] crate::admission::AdmissionError),
 }
 
 impl RunError {
@@ -84,6 +86,8 @@ pub struct RuntimeConfig {
     /// Template clones kept resumed and idle for the next runs, by size
     /// (`None`: the default size).
     pub pools: Vec<(Option<VmSize>, usize)>,
+    /// How many VMs, and how much of their memory, the host takes.
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 /// Holds a fresh VM of `size`, which has all of its size, to the `limits`.
@@ -173,6 +177,7 @@ impl<H: Hypervisor> Runtime<H> {
             default_size,
             config.templates,
             pool_targets,
+            crate::admission::Admission::new(config.admission),
         );
         Self {
             images,
@@ -482,23 +487,31 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// A VM's directory, removed when dropped.
+/// A VM's place on the host: its directory, removed when dropped, and its
+/// admission, given back then. It lives exactly as long as the VM.
 pub struct RunDir {
     pub(crate) path: PathBuf,
+    _ticket: crate::admission::Ticket,
 }
 
 impl RunDir {
     /// The existing directory of a VM taken back from an earlier hulld.
-    pub(crate) fn adopt(path: PathBuf) -> Self {
-        Self { path }
+    pub(crate) fn adopt(path: PathBuf, ticket: crate::admission::Ticket) -> Self {
+        Self {
+            path,
+            _ticket: ticket,
+        }
     }
 
-    pub(crate) fn create(path: PathBuf) -> Result<Self, RunError> {
+    pub(crate) fn create(path: PathBuf, ticket: crate::admission::Ticket) -> Result<Self, RunError> {
         fs::create_dir_all(&path).map_err(|source| RunError::RunDir {
             path: path.clone(),
             source,
         })?;
-        Ok(Self { path })
+        Ok(Self {
+            path,
+            _ticket: ticket,
+        })
     }
 }
 

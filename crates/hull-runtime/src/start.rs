@@ -65,6 +65,7 @@ pub(crate) struct VmFactory<H: Hypervisor> {
     pub pool_targets: BTreeMap<VmSize, usize>,
     pub classes: Mutex<BTreeMap<VmSize, Arc<SizeClass<H::Vm>>>>,
     pub starts: std::sync::Mutex<std::collections::VecDeque<StartRecord>>,
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl<H: Hypervisor> VmFactory<H> {
@@ -74,6 +75,7 @@ impl<H: Hypervisor> VmFactory<H> {
         default_size: VmSize,
         templates: Option<TemplateConfig>,
         pool_targets: BTreeMap<VmSize, usize>,
+        admission: Arc<crate::admission::Admission>,
     ) -> Self {
         let factory = Self {
             hypervisor: Arc::new(hypervisor),
@@ -83,6 +85,7 @@ impl<H: Hypervisor> VmFactory<H> {
             pool_targets,
             classes: Mutex::default(),
             starts: Default::default(),
+            admission,
         };
         // Templates of sizes in use before a restart are picked up (or,
         // if outdated, removed) now, so `template ls` shows them and their
@@ -129,6 +132,24 @@ impl<H: Hypervisor> VmFactory<H> {
                 })
             })
             .clone()
+    }
+
+    /// Admits a VM of `size`: ready templates' memory counts as held.
+    pub fn admit(&self, size: VmSize) -> Result<crate::admission::Ticket, RunError> {
+        let templates_mib = self
+            .classes()
+            .iter()
+            .filter(|class| class.templates.as_ref().is_some_and(|t| t.ready().is_some()))
+            .map(|class| u64::from(class.size.memory_mib))
+            .sum();
+        Ok(self
+            .admission
+            .admit(u64::from(size.memory_mib), templates_mib)?)
+    }
+
+    /// Counts a VM of `size` that an earlier hulld started and this one takes back.
+    pub fn count_adopted(&self, size: VmSize) -> crate::admission::Ticket {
+        self.admission.count(u64::from(size.memory_mib))
     }
 
     /// Every size's template and pool made so far, smallest first.
@@ -179,9 +200,20 @@ impl<H: Hypervisor> VmFactory<H> {
         let (factory, class) = (self.clone(), class.clone());
         tokio::spawn(async move {
             let size = class.size;
-            let _ = templates
-                .build(&*factory.hypervisor, size.vcpus, size.memory_mib)
-                .await;
+            if templates.status() == "missing" {
+                // The build's VM is a VM like any other while it runs.
+                match factory.admit(size) {
+                    Ok(_building) => {
+                        let _ = templates
+                            .build(&*factory.hypervisor, size.vcpus, size.memory_mib)
+                            .await;
+                    }
+                    Err(err) => {
+                        info!(error = %err, "not building the VM template now; VMs boot cold");
+                        return;
+                    }
+                }
+            }
             factory.fill_pool(&class).await;
         });
     }
@@ -200,7 +232,8 @@ impl<H: Hypervisor> VmFactory<H> {
             };
             let id = format!("pool-{}", &new_container_id()[..12]);
             let cloned = async {
-                let run_dir = RunDir::create(self.run_root.join(&id))?;
+                let ticket = self.admit(class.size)?;
+                let run_dir = RunDir::create(self.run_root.join(&id), ticket)?;
                 let (vm, agent) = self
                     .clone_template(
                         &template,
@@ -246,7 +279,7 @@ impl<H: Hypervisor> VmFactory<H> {
         let size = size.unwrap_or(self.default_size);
         let started = Instant::now();
         if !shares.is_empty() {
-            let run_dir = RunDir::create(self.run_root.join(id))?;
+            let run_dir = RunDir::create(self.run_root.join(id), self.admit(size)?)?;
             let mut config = self.config(id, &run_dir.path, disks, detached, size);
             config.network = network;
             config.shares = shares;
@@ -273,7 +306,7 @@ impl<H: Hypervisor> VmFactory<H> {
                 Err(err) => warn!(error = %err, "a pooled VM refused its rootfs; cloning"),
             }
         }
-        let run_dir = RunDir::create(self.run_root.join(id))?;
+        let run_dir = RunDir::create(self.run_root.join(id), self.admit(size)?)?;
         if let Some(template) = class.templates.as_ref().and_then(|t| t.ready()) {
             let cloned = async {
                 let (vm, agent) = self

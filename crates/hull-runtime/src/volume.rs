@@ -216,6 +216,8 @@ impl Volumes {
             path: dir.to_owned(),
             source,
         })?;
+        crate::records::sweep_unrecorded(dir, RECORD_FILE);
+        crate::records::sweep_unrecorded(&dir.join(snapshot::SNAPSHOTS_DIR), snapshot::SNAPSHOT_RECORD);
         Ok(Self {
             dir: dir.to_owned(),
             lock: Mutex::new(()),

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use hull_api::types::container::{
-    ContainerCreate, EndpointIpam, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
+    ContainerCreate, CreateLogConfig, EndpointIpam, EndpointSettings, HostConfig, NetworkingConfig,
+    RestartPolicy,
 };
 use hull_api::{Client, ClientError};
 
@@ -141,6 +142,7 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             binds: Some(args.volume.clone()).filter(|v| !v.is_empty()),
             port_bindings: Some(port_bindings(&args.publish)?).filter(|b| !b.is_empty()),
             ulimits: Some(args.ulimit.clone()).filter(|u| !u.is_empty()),
+            log_config: log_config(args)?,
             ..Default::default()
         }),
         networking_config: endpoint(args).map(|(network, settings)| NetworkingConfig {
@@ -148,6 +150,24 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
         }),
         ..Default::default()
     })
+}
+
+/// `--log-driver` and `--log-opt`, as docker sends them.
+fn log_config(args: &RunArgs) -> Result<Option<CreateLogConfig>> {
+    if args.log_driver.is_none() && args.log_opt.is_empty() {
+        return Ok(None);
+    }
+    let mut options = BTreeMap::new();
+    for option in &args.log_opt {
+        let Some((key, value)) = option.split_once('=') else {
+            bail!("invalid --log-opt {option:?}: give KEY=VALUE, as max-size=10m");
+        };
+        options.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(Some(CreateLogConfig {
+        kind: args.log_driver.clone().unwrap_or_default(),
+        config: Some(options),
+    }))
 }
 
 /// `--network-alias` and `--ip`, as docker sends them: the endpoint

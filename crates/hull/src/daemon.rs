@@ -73,6 +73,10 @@ fn start_daemon(host: &str, root: &Path) -> Result<()> {
         .arg(root)
         .arg("--host")
         .arg(host)
+        // hulld rotates its log; what it prints before it opens the log
+        // (a bad flag, say) still lands in the same file.
+        .arg("--log-file")
+        .arg(&log_path)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -85,6 +85,13 @@ pub struct RunArgs {
     /// nofile=1024:2048 (-1 is no limit).
     #[arg(long, value_name = "TYPE=SOFT[:HARD]", value_parser = Ulimit::parse)]
     pub(crate) ulimit: Vec<Ulimit>,
+    /// The logging driver: json-file (the default) or local, both written
+    /// as docker's json-file.
+    #[arg(long = "log-driver", value_name = "DRIVER")]
+    pub(crate) log_driver: Option<String>,
+    /// A log option: max-size=SIZE (20m when not given) or max-file=N (5).
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub(crate) log_opt: Vec<String>,
     /// Image to run.
     pub(crate) image: String,
     /// Command and arguments; the image's command when omitted.
@@ -146,7 +153,11 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
     }
     // Hull's run stream takes the pools' VMs, on the default network,
     // publishing nothing.
-    let pooled = args.publish.is_empty() && args.volume.is_empty() && args.network.is_none();
+    let pooled = args.publish.is_empty()
+        && args.volume.is_empty()
+        && args.network.is_none()
+        && args.log_opt.is_empty()
+        && args.log_driver.is_none();
     if args.rm && !args.detach && pooled {
         return run_streamed(client, args).await;
     }

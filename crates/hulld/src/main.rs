@@ -1,6 +1,10 @@
 //! hulld: Hull's daemon. Parses arguments and wires the libraries together.
 
-use std::path::PathBuf;
+mod lock;
+mod logfile;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -57,21 +61,42 @@ struct Args {
         value_delimiter = ','
     )]
     registry_mirrors: Vec<String>,
+    /// VMs this host runs at most (containers', pods', pooled ones and
+    /// template builds); a start past it is refused. 0: no limit.
+    #[arg(long, env = "HULL_MAX_VMS", default_value_t = 0)]
+    max_vms: usize,
+    /// How far the memory of VMs (their sizes, and templates' memory) may
+    /// exceed the host's MemTotal: a start past MemTotal × this is refused.
+    #[arg(long, env = "HULL_MEMORY_OVERCOMMIT", default_value_t = 1.5)]
+    memory_overcommit: f64,
+    /// Write hulld's log (and its stdout and stderr) to this file, rotated
+    /// at 10 MiB with 3 files kept, instead of to stderr.
+    #[arg(long, env = "HULL_LOG_FILE")]
+    log_file: Option<PathBuf>,
 }
+
+/// hulld's own log rotates at this size, keeping this many files.
+const LOG_MAX_SIZE: u64 = 10 << 20;
+const LOG_MAX_FILES: u32 = 3;
+/// The group whose members may use the API socket, when it exists.
+const SOCKET_GROUP: &str = "hull";
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HULL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    init_logging(args.log_file.as_deref())?;
+    // Before anything else touches the root or the socket: a second hulld
+    // must leave the first one's state alone.
+    let lock = lock::lock_root(&args.root)?;
+    raise_open_files_limit();
     let socket = hull_api::socket_path(&args.host);
     let listener = bind(&socket).await?;
+    if !(args.memory_overcommit > 0.0) {
+        bail!(
+            "--memory-overcommit must be above 0, not {}",
+            args.memory_overcommit
+        );
+    }
     let daemon = Daemon::open(DaemonConfig {
         root: args.root.clone(),
         accel: args.accel,
@@ -84,6 +109,10 @@ async fn main() -> Result<()> {
         templates: !args.no_templates,
         template_dir: args.template_dir,
         pools: hull_api::size::parse_pools(&args.pool).context("invalid --pool")?,
+        admission: hull_api::AdmissionConfig {
+            max_vms: (args.max_vms > 0).then_some(args.max_vms),
+            memory_overcommit: args.memory_overcommit,
+        },
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
     daemon
@@ -93,8 +122,9 @@ async fn main() -> Result<()> {
     let pid_file = args.root.join("hulld.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
-    info!(socket = %socket.display(), root = %args.root.display(), "hulld listening");
+    info!(socket = %socket.display(), root = %args.root.display(), lock = %lock.path.display(), "hulld listening");
 
+    daemon.cap_consoles();
     let daemon = Arc::new(daemon);
     let resuming = daemon.clone();
     tokio::spawn(async move {
@@ -123,6 +153,75 @@ async fn main() -> Result<()> {
     served
 }
 
+/// Logs to `file` (rotated) or to stderr.
+fn init_logging(file: Option<&Path>) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HULL_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let log = logfile::RotatingLog::open(path, LOG_MAX_SIZE, LOG_MAX_FILES)
+                .with_context(|| format!("cannot open the log file {}", path.display()))?;
+            builder
+                .with_writer(std::sync::Mutex::new(log))
+                .with_ansi(false)
+                .init();
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    Ok(())
+}
+
+/// Each VM holds descriptors (its sockets, disks, tap) and each client a
+/// connection: the soft limit of 1024 runs out long before memory does.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we pass.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            false
+        } else {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        info!(open_files = limit.rlim_cur, "raised the limit of open files to its hard limit");
+    } else {
+        warn!(error = %std::io::Error::last_os_error(), "cannot raise the limit of open files");
+    }
+}
+
+/// Lets the socket's owner and, when the group `hull` exists, its members
+/// use the API; nobody else.
+fn restrict_socket(socket: &Path) -> Result<()> {
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
+    let name = std::ffi::CString::new(SOCKET_GROUP).expect("no NUL in the group's name");
+    // SAFETY: getgrnam with a valid C string; the result is read at once,
+    // before any other call could reuse its static buffer.
+    let gid = unsafe {
+        let group = libc::getgrnam(name.as_ptr());
+        (!group.is_null()).then(|| (*group).gr_gid)
+    };
+    if let Some(gid) = gid {
+        std::os::unix::fs::lchown(socket, None, Some(gid)).with_context(|| {
+            format!("cannot give {} to the group {SOCKET_GROUP}", socket.display())
+        })?;
+    }
+    Ok(())
+}
+
 /// Binds the socket, replacing a stale one but never a live daemon's.
 async fn bind(socket: &std::path::Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = socket.parent() {
@@ -135,6 +234,13 @@ async fn bind(socket: &std::path::Path) -> Result<tokio::net::UnixListener> {
         std::fs::remove_file(socket)
             .with_context(|| format!("cannot remove the stale socket {}", socket.display()))?;
     }
-    tokio::net::UnixListener::bind(socket)
-        .with_context(|| format!("cannot listen on {}", socket.display()))
+    // Made private from the start: the mode is set for good just below.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let umask = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(socket);
+    // SAFETY: as above, restoring the mask.
+    unsafe { libc::umask(umask) };
+    let listener = bound.with_context(|| format!("cannot listen on {}", socket.display()))?;
+    restrict_socket(socket)?;
+    Ok(listener)
 }

@@ -79,6 +79,7 @@ impl From<ContainerError> for ApiError {
                 | RunError::CommandNotExecutable(_)
                 | RunError::InvalidProcess(_),
             ) => StatusCode::BAD_REQUEST,
+            ContainerError::Run(RunError::Admission(_)) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error_chain(&error))
@@ -384,6 +385,12 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         .map(Ulimit::to_rlimit)
         .collect::<Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
+    let log = host.log_config.clone().unwrap_or_default();
+    let log = hull_runtime::container::logs::LogConfig::from_docker(
+        &log.kind,
+        &log.config.unwrap_or_default(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
     // `--entrypoint ""` arrives as `[""]`: it clears the image's entrypoint.
     let entrypoint = body
         .entrypoint
@@ -418,6 +425,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
         network,
         ports,
         volumes,
+        log,
     })
 }
 
@@ -723,7 +731,7 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
             auto_remove: config.auto_remove,
             log_config: LogConfig {
                 kind: "json-file".into(),
-                config: BTreeMap::new(),
+                config: config.log.docker_options(),
             },
             binds: Some(
                 config

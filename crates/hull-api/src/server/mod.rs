@@ -104,6 +104,10 @@ impl From<RunError> for ApiError {
         match error {
             RunError::Image(store) => store.into(),
             RunError::Spec(spec) => Self::new(StatusCode::BAD_REQUEST, spec.to_string()),
+            // The host is full: the client may try again once VMs end.
+            RunError::Admission(refused) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, refused.to_string())
+            }
             other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&other)),
         }
     }
@@ -125,10 +129,22 @@ pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -
     response
 }
 
-/// Serves the API on `listener` until the process ends.
+/// How long the server pauses after a failed accept: out of descriptors
+/// (EMFILE) or memory, accepting again at once would spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Serves the API on `listener` until the process ends. A failed accept
+/// is logged and retried: one client too many must not end the daemon.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> std::io::Result<()> {
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot accept an API connection; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
         let daemon = daemon.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {

@@ -87,6 +87,18 @@ pub struct HostConfig {
     pub memory: Option<i64>,
     pub nano_cpus: Option<i64>,
     pub ulimits: Option<Vec<Ulimit>>,
+    /// The log driver and its options (`--log-driver`, `--log-opt`).
+    pub log_config: Option<CreateLogConfig>,
+}
+
+/// `HostConfig.LogConfig` as a create sends it: docker's CLI sends a
+/// `Config` of null when no `--log-opt` is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateLogConfig {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub config: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 
 mod archive;
 pub mod attach;
+mod create;
 pub mod events;
 mod exec;
 mod inspect;
@@ -14,6 +15,7 @@ pub use networks::EndpointOptions;
 mod pod;
 pub mod record;
 mod run;
+mod sweep;
 mod volumes;
 
 use std::collections::BTreeMap;
@@ -29,11 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{AgentClient, AgentError};
-use crate::network::NetworkMode;
-use crate::run::{new_container_id, remove_dir, RunError};
+use crate::run::{remove_dir, RunError};
 use crate::size::{Limits, VmSize};
-use crate::spec::{process_config, ProcessOptions, SpecError};
-use crate::volume::VolumeSource;
+use crate::spec::{ProcessOptions, SpecError};
 
 pub use attach::{OutputChunk, StdinMessage};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
@@ -176,6 +176,8 @@ pub struct CreateOptions {
     pub ports: Vec<crate::network::PortBinding>,
     /// Named volumes (created if missing) and host directories.
     pub volumes: Vec<crate::volume::VolumeMount>,
+    /// How much of its output its log keeps.
+    pub log: logs::LogConfig,
 }
 
 /// What docker's `update` changes; `None` leaves it as it is.
@@ -305,15 +307,11 @@ impl Container {
             return logs::follow(path, filter, self.log.subscribe());
         }
         let (tx, rx) = mpsc::channel(64);
-        tokio::task::spawn_blocking(move || match logs::read(&path, &filter) {
-            Ok(entries) => {
-                for entry in entries {
-                    if tx.blocking_send(Ok(entry)).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(err) => {
+        tokio::task::spawn_blocking(move || {
+            let sent = logs::read(&path, &filter, &mut |entry| {
+                tx.blocking_send(Ok(entry)).is_ok()
+            });
+            if let Err(err) = sent {
                 let _ = tx.blocking_send(Err(err));
             }
         });
@@ -491,7 +489,9 @@ impl<H: Hypervisor> Containers<H> {
             path: dir.to_owned(),
             source,
         })?;
+        crate::records::sweep_unrecorded(dir, record::RECORD_FILE);
         let mut table = BTreeMap::new();
+        let mut creating = Vec::new();
         let entries = std::fs::read_dir(dir).map_err(|source| ContainerError::Io {
             what: "read",
             path: dir.to_owned(),
@@ -510,6 +510,10 @@ impl<H: Hypervisor> Containers<H> {
                 remove_dir(&path);
                 continue;
             }
+            if record.creating {
+                creating.push((record, path));
+                continue;
+            }
             // Running ones keep their state until `reattach_all` finds their VM.
             let container = Container::new(path, record);
             table.insert(container.id.clone(), Arc::new(container));
@@ -518,7 +522,7 @@ impl<H: Hypervisor> Containers<H> {
         let pods = crate::pod::Pods::open(pods_dir)?;
         let volumes = crate::volume::Volumes::open(volumes_dir)?;
         let networks = crate::network::Networks::open(networks_dir)?;
-        Ok(Self {
+        let containers = Self {
             dir: dir.to_owned(),
             images,
             table: Mutex::new(table),
@@ -527,7 +531,9 @@ impl<H: Hypervisor> Containers<H> {
             volumes,
             networks,
             pod_vms: Mutex::default(),
-        })
+        };
+        containers.recover(creating);
+        Ok(containers)
     }
 
     /// Finds a container by full id, name, or unique id prefix, as docker does.
@@ -573,135 +579,6 @@ impl<H: Hypervisor> Containers<H> {
             .values()
             .map(|c| lock(&c.record).config.image_id.clone())
             .collect()
-    }
-
-    /// Creates a container of `options.image`: its record, and the disk that
-    /// will hold its writable layer.
-    pub async fn create(
-        &self,
-        mut options: CreateOptions,
-    ) -> Result<Arc<Container>, ContainerError> {
-        let images = self.images.clone();
-        let reference = options.image.clone();
-        let image = tokio::task::spawn_blocking(move || images.resolve(&reference))
-            .await
-            .expect("image lookups do not panic")?;
-        let process = process_config(&image.config, &options.process)?;
-        if options.pod.is_none() {
-            crate::volume::add_image_volumes(
-                &mut options.volumes,
-                image.config.volumes.iter().flat_map(|v| v.keys()),
-                new_container_id,
-            );
-        }
-        for mount in &options.volumes {
-            if let Some(name) = mount.source.volume_name() {
-                let anonymous = matches!(mount.source, VolumeSource::Anonymous { .. });
-                self.volumes.create(name, None, anonymous)?;
-            }
-        }
-        if let Some(size) = options.size {
-            options.limits.check(size)?;
-        }
-        let network = match options.network {
-            NetworkMode::Network(reference) => {
-                NetworkMode::Network(self.networks.get(&reference)?.id)
-            }
-            other => other,
-        };
-        let id = new_container_id();
-        let dir = self.dir.join(&id);
-
-        let mut table = lock(&self.table);
-        let name = match options.name.filter(|n| !n.is_empty()) {
-            Some(name) => {
-                let name = name.strip_prefix('/').unwrap_or(&name).to_owned();
-                if !names::is_valid(&name) {
-                    return Err(ContainerError::InvalidName(name));
-                }
-                if let Some(other) = table.values().find(|c| c.name() == name) {
-                    return Err(ContainerError::NameInUse {
-                        name,
-                        id: other.id.clone(),
-                    });
-                }
-                name
-            }
-            None => names::generate(|n| table.values().any(|c| c.name() == n)),
-        };
-        let entrypoint = options
-            .process
-            .entrypoint
-            .clone()
-            .unwrap_or_else(|| image.config.entrypoint.clone().unwrap_or_default());
-        let cmd = if options.process.cmd.is_empty() && options.process.entrypoint.is_none() {
-            image.config.cmd.clone().unwrap_or_default()
-        } else {
-            options.process.cmd.clone()
-        };
-        let record = Record {
-            id: id.clone(),
-            name,
-            created: SystemTime::now(),
-            config: ContainerConfig {
-                image: options.image,
-                image_id: image.id.clone(),
-                hostname: options.hostname.unwrap_or_else(|| id[..12].to_owned()),
-                process: process.into(),
-                cmd,
-                entrypoint,
-                open_stdin: options.open_stdin,
-                stdin_once: options.stdin_once,
-                attach_stdin: options.attach_stdin,
-                attach_stdout: options.attach_stdout,
-                attach_stderr: options.attach_stderr,
-                labels: options.labels,
-                restart: options.restart,
-                auto_remove: options.auto_remove,
-                stop_signal: options.stop_signal,
-                stop_timeout: options.stop_timeout,
-                // A container removed at exit needs no disk: its changes die with it.
-                persistent: !options.auto_remove,
-                pod: options.pod,
-                size: options.size,
-                limits: options.limits,
-                network,
-                ports: options.ports,
-                volumes: options.volumes,
-            },
-            state: ContainerState::default(),
-        };
-        let io_error = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| ContainerError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
-        let created = (|| {
-            if let NetworkMode::Network(network) = &record.config.network {
-                self.networks.connect(
-                    network,
-                    &id,
-                    &record.name,
-                    options.endpoint.aliases,
-                    options.endpoint.address,
-                )?;
-            }
-            if record.config.persistent {
-                create_writable_disk(&dir.join(WRITABLE_DISK))?;
-            }
-            record.save(&dir)?;
-            Ok::<_, ContainerError>(())
-        })();
-        if let Err(err) = created {
-            self.networks.forget(&id);
-            remove_dir(&dir);
-            return Err(err);
-        }
-        let container = Arc::new(Container::new(dir, record));
-        table.insert(id, container.clone());
-        drop(table);
-        self.emit(&container, "create", &[]);
-        Ok(container)
     }
 
     /// Renames a container.

@@ -49,7 +49,7 @@ pub struct PodStatus {
 }
 
 /// The directory of a pod's VM: detached, as containers' VMs are.
-fn pod_vm_name(pod: &str) -> String {
+pub(super) fn pod_vm_name(pod: &str) -> String {
     format!("{DETACHED_VM_PREFIX}pod-{}", &pod[..16.min(pod.len())])
 }
 
@@ -467,7 +467,12 @@ impl<H: Hypervisor> Containers<H> {
         let pod_vm = Arc::new(PodVm {
             vm: vm.release(),
             agent: agent.clone(),
-            _run_dir: RunDir::adopt(path),
+            _run_dir: RunDir::adopt(
+                path,
+                runtime
+                    .vms
+                    .count_adopted(pod.spec.size.unwrap_or(runtime.vms.default_size)),
+            ),
         });
         *running_vm = Some(pod_vm.clone());
         drop(running_vm);

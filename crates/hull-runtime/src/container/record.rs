@@ -137,6 +137,9 @@ pub struct ContainerConfig {
     pub ports: Vec<crate::network::PortBinding>,
     #[serde(default)]
     pub volumes: Vec<crate::volume::VolumeMount>,
+    /// Where its output goes and how much of it is kept.
+    #[serde(default)]
+    pub log: super::logs::LogConfig,
 }
 
 /// The process of a container, as stored.
@@ -249,6 +252,10 @@ pub struct Record {
     pub id: String,
     pub name: String,
     pub created: SystemTime,
+    /// Set while `create` makes the container's parts: a record found so
+    /// by a starting hulld is of a create that a crash cut short.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creating: bool,
     pub config: ContainerConfig,
     pub state: ContainerState,
 }
@@ -280,6 +287,7 @@ mod tests {
             id: "ab".repeat(32),
             name: "web".into(),
             created: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            creating: false,
             config: ContainerConfig {
                 image: "busybox".into(),
                 image_id: format!("sha256:{}", "cd".repeat(32)),
@@ -314,6 +322,7 @@ mod tests {
                 network: Default::default(),
                 ports: Vec::new(),
                 volumes: Vec::new(),
+                log: Default::default(),
             },
             state: ContainerState::default(),
         }

@@ -317,7 +317,11 @@ impl<H: Hypervisor> Containers<H> {
             .into_iter()
             .find(|p| p.container == id && p.process == "init")
             .ok_or(ContainerError::ProcessLost)?;
-        let run_dir = RunDir::adopt(path);
+        let size = container
+            .config()
+            .size
+            .unwrap_or(runtime.vms.default_size);
+        let run_dir = RunDir::adopt(path, runtime.vms.count_adopted(size));
         let (exited, outputs, stdin) = match init.exited {
             // It ended while no hulld listened: its output is over too.
             Some(status) => {
@@ -353,7 +357,11 @@ impl<H: Hypervisor> Containers<H> {
         pid: i32,
         fresh: bool,
     ) -> Result<(), ContainerError> {
-        let log = LogWriter::open(&container.log_path(), container.log.clone())?;
+        let log = LogWriter::open(
+            &container.log_path(),
+            container.config().log,
+            container.log.clone(),
+        )?;
         let kill = CancellationToken::new();
         let (guest_memory, memory_requests) = match run.sandbox {
             Sandbox::Own { .. } => {
@@ -753,7 +761,7 @@ pub(super) async fn processes_after_reattach(
 
 /// The directory name of a container's VM: short, because QEMU's sockets
 /// live in it and socket paths are limited to 108 bytes.
-fn vm_name(container: &str) -> String {
+pub(super) fn vm_name(container: &str) -> String {
     format!(
         "{}{}",
         super::DETACHED_VM_PREFIX,

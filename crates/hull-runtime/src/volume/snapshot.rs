@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::{check_name, VolumeError, VolumeRecord, Volumes, DISK_FILE, RECORD_FILE};
 
 /// Inside the volumes' directory: no volume name starts with a dot.
-const SNAPSHOTS_DIR: &str = ".snapshots";
-const SNAPSHOT_RECORD: &str = "snapshot.json";
+pub(crate) const SNAPSHOTS_DIR: &str = ".snapshots";
+pub(crate) const SNAPSHOT_RECORD: &str = "snapshot.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

@@ -75,8 +75,12 @@ impl Qemu {
             self.artifacts.initramfs.display().to_string(),
             "-append".into(),
             cmdline,
+            // Appended to, so that hulld can cut the file's start when it
+            // grows past its cap while QEMU keeps writing at its end.
+            "-chardev".into(),
+            format!("file,id=console,path={},append=on", console.display()),
             "-serial".into(),
-            format!("file:{}", console.display()),
+            "chardev:console".into(),
             "-chardev".into(),
             format!("socket,id=qmp,{qmp}"),
             "-mon".into(),
@@ -224,7 +228,7 @@ mod tests {
         assert!(args.contains("virtserialport,chardev=ctl,name=hull.ctl"));
         assert!(args.contains("filename=/images/a.erofs,node-name=rootfs,read-only=on"));
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=rootfs,serial=hull-rootfs"));
-        assert!(args.contains("file:/run/vm1/console.log"));
+        assert!(args.contains("file,id=console,path=/run/vm1/console.log,append=on"));
         assert!(
             args.contains("-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0")
         );

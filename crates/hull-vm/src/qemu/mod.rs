@@ -638,8 +638,16 @@ impl Vm for QemuVm {
     }
 
     fn console_tail(&self) -> String {
-        let console = fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default();
-        last_lines(&console, 20)
+        // The end is enough for 20 lines: a guest's console may be large.
+        const TAIL: u64 = 16 * 1024;
+        let mut console = Vec::new();
+        if let Ok(mut file) = fs::File::open(self.run_dir.join("console.log")) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let start = len.saturating_sub(TAIL);
+            let _ = io::Seek::seek(&mut file, io::SeekFrom::Start(start))
+                .and_then(|_| io::Read::read_to_end(&mut io::Read::take(&mut file, TAIL), &mut console));
+        }
+        last_lines(&String::from_utf8_lossy(&console), 20)
     }
 }
 

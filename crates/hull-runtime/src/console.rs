@@ -1,0 +1,121 @@
+//! Guests' consoles kept to a cap. QEMU appends what a guest prints to
+//! `console.log` in the VM's directory; a guest that prints without end
+//! would fill the host's disk. hulld looks every few seconds and, when a
+//! console passes its cap, cuts its start away and keeps its end, which is
+//! what error messages quote. QEMU writes with O_APPEND, so its next
+//! write lands at the new end.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A console is cut when it passes this size…
+pub const MAX_CONSOLE_BYTES: u64 = 1 << 20;
+/// …down to about its last this many bytes.
+pub const KEPT_CONSOLE_BYTES: u64 = 256 << 10;
+/// How often consoles are looked at.
+const INTERVAL: Duration = Duration::from_secs(2);
+
+/// Cuts the file at `path` to about its last `keep` bytes if it holds
+/// more than `max`; returns whether it did.
+pub fn cap(path: &Path, max: u64, keep: u64) -> io::Result<bool> {
+    let file = match OpenOptions::new().read(true).append(true).open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    let meta = file.metadata()?;
+    if meta.len() <= max {
+        return Ok(false);
+    }
+    // Removing whole blocks from the start is atomic to QEMU's appends, on
+    // filesystems that can (ext4, xfs); others are rewritten.
+    let block = meta.blksize().max(1);
+    let cut = (meta.len().saturating_sub(keep) / block) * block;
+    // SAFETY: fallocate on a descriptor we own, with a range inside the file.
+    let collapsed = cut > 0
+        && unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_COLLAPSE_RANGE,
+                0,
+                cut as libc::off_t,
+            )
+        } == 0;
+    if !collapsed {
+        rewrite_tail(file, meta.len(), keep)?;
+    }
+    Ok(true)
+}
+
+/// Keeps the last `keep` bytes by truncating and writing them back; what
+/// QEMU writes in between may land before them.
+fn rewrite_tail(mut file: File, len: u64, keep: u64) -> io::Result<()> {
+    let start = len.saturating_sub(keep);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    (&mut file).take(keep).read_to_end(&mut tail)?;
+    file.set_len(0)?;
+    file.write_all(&tail)
+}
+
+/// Caps the console of every VM under `run_root`.
+pub fn cap_all(run_root: &Path) {
+    for entry in std::fs::read_dir(run_root).into_iter().flatten().flatten() {
+        let path = entry.path().join("console.log");
+        match cap(&path, MAX_CONSOLE_BYTES, KEPT_CONSOLE_BYTES) {
+            Ok(true) => tracing::info!(path = %path.display(), "cut a VM's console log to its cap"),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot cap a VM's console log")
+            }
+        }
+    }
+}
+
+/// Caps the consoles of VMs under `run_root` every few seconds, for as
+/// long as the runtime runs.
+pub fn keep_capped(run_root: PathBuf) {
+    tokio::spawn(async move {
+        loop {
+            let root = run_root.clone();
+            let _ = tokio::task::spawn_blocking(move || cap_all(&root)).await;
+            tokio::time::sleep(INTERVAL).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_console_past_its_cap_keeps_its_end_and_takes_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let text: String = (0..20_000).map(|i| format!("line {i:05}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        // Held open for appending as QEMU holds it.
+        let mut qemu = OpenOptions::new().append(true).open(&path).unwrap();
+        assert!(!cap(&path, text.len() as u64, 4096).unwrap());
+        assert!(cap(&path, 64 * 1024, 8192).unwrap());
+        qemu.write_all(b"after the cut\n").unwrap();
+        let left = std::fs::read_to_string(&path).unwrap();
+        assert!(left.len() <= 8192 + 4096 + 14, "{} bytes left", left.len());
+        assert!(left.len() >= 8192, "{} bytes left", left.len());
+        assert!(left.ends_with("line 19999\nafter the cut\n"), "{left}");
+    }
+
+    #[test]
+    fn the_rewrite_keeps_the_end_where_blocks_cannot_be_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, "0123456789").unwrap();
+        let file = OpenOptions::new().read(true).append(true).open(&path).unwrap();
+        rewrite_tail(file, 10, 4).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "6789");
+    }
+}

@@ -1,0 +1,204 @@
+//! Creating a container, and undoing what a create left when it failed or
+//! a crash cut it short. The record is written first, marked `creating`,
+//! before anything else is made (volumes, addresses, the writable disk),
+//! so that a hulld started after a crash finds every create in flight and
+//! rolls it back: no directory without a record, no address without a
+//! container.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hull_vm::Hypervisor;
+use tracing::{info, warn};
+
+use super::{
+    create_writable_disk, lock, names, Container, ContainerConfig, ContainerError, ContainerState,
+    Containers, CreateOptions, Record, WRITABLE_DISK,
+};
+use crate::network::NetworkMode;
+use crate::run::{new_container_id, remove_dir};
+use crate::spec::process_config;
+use crate::volume::VolumeSource;
+
+impl<H: Hypervisor> Containers<H> {
+    /// Creates a container of `options.image`: its record, its volumes, its
+    /// address on its network and the disk that will hold its writable layer.
+    pub async fn create(
+        &self,
+        mut options: CreateOptions,
+    ) -> Result<Arc<Container>, ContainerError> {
+        let images = self.images.clone();
+        let reference = options.image.clone();
+        let image = tokio::task::spawn_blocking(move || images.resolve(&reference))
+            .await
+            .expect("image lookups do not panic")?;
+        let process = process_config(&image.config, &options.process)?;
+        if options.pod.is_none() {
+            crate::volume::add_image_volumes(
+                &mut options.volumes,
+                image.config.volumes.iter().flat_map(|v| v.keys()),
+                new_container_id,
+            );
+        }
+        if let Some(size) = options.size {
+            options.limits.check(size)?;
+        }
+        let network = match options.network {
+            NetworkMode::Network(reference) => {
+                NetworkMode::Network(self.networks.get(&reference)?.id)
+            }
+            other => other,
+        };
+        let id = new_container_id();
+        let dir = self.dir.join(&id);
+
+        let mut table = lock(&self.table);
+        let name = match options.name.filter(|n| !n.is_empty()) {
+            Some(name) => {
+                let name = name.strip_prefix('/').unwrap_or(&name).to_owned();
+                if !names::is_valid(&name) {
+                    return Err(ContainerError::InvalidName(name));
+                }
+                if let Some(other) = table.values().find(|c| c.name() == name) {
+                    return Err(ContainerError::NameInUse {
+                        name,
+                        id: other.id.clone(),
+                    });
+                }
+                name
+            }
+            None => names::generate(|n| table.values().any(|c| c.name() == n)),
+        };
+        let entrypoint = options
+            .process
+            .entrypoint
+            .clone()
+            .unwrap_or_else(|| image.config.entrypoint.clone().unwrap_or_default());
+        let cmd = if options.process.cmd.is_empty() && options.process.entrypoint.is_none() {
+            image.config.cmd.clone().unwrap_or_default()
+        } else {
+            options.process.cmd.clone()
+        };
+        let mut record = Record {
+            id: id.clone(),
+            name,
+            created: SystemTime::now(),
+            creating: true,
+            config: ContainerConfig {
+                image: options.image,
+                image_id: image.id.clone(),
+                hostname: options.hostname.unwrap_or_else(|| id[..12].to_owned()),
+                process: process.into(),
+                cmd,
+                entrypoint,
+                open_stdin: options.open_stdin,
+                stdin_once: options.stdin_once,
+                attach_stdin: options.attach_stdin,
+                attach_stdout: options.attach_stdout,
+                attach_stderr: options.attach_stderr,
+                labels: options.labels,
+                restart: options.restart,
+                auto_remove: options.auto_remove,
+                stop_signal: options.stop_signal,
+                stop_timeout: options.stop_timeout,
+                // A container removed at exit needs no disk: its changes die with it.
+                persistent: !options.auto_remove,
+                pod: options.pod,
+                size: options.size,
+                limits: options.limits,
+                network,
+                ports: options.ports,
+                volumes: options.volumes,
+                log: options.log,
+            },
+            state: ContainerState::default(),
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| ContainerError::Io {
+            what: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let created = (|| {
+            // First, so that a crash from here on is found and undone.
+            record.save(&dir)?;
+            for mount in &record.config.volumes {
+                if let Some(name) = mount.source.volume_name() {
+                    let anonymous = matches!(mount.source, VolumeSource::Anonymous { .. });
+                    self.volumes.create(name, None, anonymous)?;
+                }
+            }
+            if let NetworkMode::Network(network) = &record.config.network {
+                self.networks.connect(
+                    network,
+                    &id,
+                    &record.name,
+                    options.endpoint.aliases,
+                    options.endpoint.address,
+                )?;
+            }
+            if record.config.persistent {
+                create_writable_disk(&dir.join(WRITABLE_DISK))?;
+            }
+            record.creating = false;
+            record.save(&dir)?;
+            Ok::<_, ContainerError>(())
+        })();
+        if let Err(err) = created {
+            let others: Vec<ContainerConfig> = table.values().map(|c| c.config()).collect();
+            self.undo_create(&record, &dir, &others);
+            return Err(err);
+        }
+        let container = Arc::new(Container::new(dir, record));
+        table.insert(id, container.clone());
+        drop(table);
+        self.emit(&container, "create", &[]);
+        Ok(container)
+    }
+
+    /// Takes back what a create made: the container's addresses, the
+    /// anonymous volumes no container in `others` uses, its directory.
+    fn undo_create(&self, record: &Record, dir: &Path, others: &[ContainerConfig]) {
+        self.networks.forget(&record.id);
+        for mount in &record.config.volumes {
+            let VolumeSource::Anonymous { name } = &mount.source else {
+                continue;
+            };
+            let used = others.iter().any(|config| {
+                config
+                    .volumes
+                    .iter()
+                    .any(|m| m.source.volume_name() == Some(name.as_str()))
+            });
+            if !used && self.volumes.get(name).is_ok() {
+                if let Err(err) = self.volumes.remove(name) {
+                    warn!(volume = %name, error = %err, "cannot remove the anonymous volume of a failed create");
+                }
+            }
+        }
+        remove_dir(dir);
+    }
+
+    /// Brings the state in line after a crash, once the records are loaded:
+    /// creates cut short are rolled back, and addresses held for
+    /// containers that no longer exist are given back.
+    pub(super) fn recover(&self, creating: Vec<(Record, std::path::PathBuf)>) {
+        let others: Vec<ContainerConfig> = lock(&self.table)
+            .values()
+            .map(|c| c.config())
+            .collect();
+        for (record, dir) in creating {
+            info!(container = %record.id, "rolling back a create that a crash cut short");
+            self.undo_create(&record, &dir, &others);
+        }
+        let known: Vec<String> = lock(&self.table).keys().cloned().collect();
+        for network in self.networks.list() {
+            for container in network.endpoints.keys() {
+                if !known.contains(container) {
+                    info!(network = %network.name, container = %container, "releasing the address of a container that is gone");
+                    self.networks.forget(container);
+                }
+            }
+        }
+    }
+}
