@@ -219,11 +219,15 @@ async fn followers_lose_nothing_across_rotations() {
     // Ten files of about ten lines: the follower reads as they rotate.
     let mut writer = LogWriter::open(&path, small(1000, 10), progress).unwrap();
     let tail = LogFilter {
-        tail: Some(0),
+        tail: Some(1),
         ..all()
     };
+    writer.append(LogStream::Stdout, b"older\n", at(0));
     writer.append(LogStream::Stdout, b"before\n", at(0));
     let mut followed = follow(path.clone(), tail, watcher);
+    // The follower has read what was written before it when this comes.
+    let first = followed.recv().await.unwrap().unwrap();
+    assert_eq!(first.line, b"before\n");
     let mut seen = Vec::new();
     for i in 0..60u64 {
         writer.append(LogStream::Stdout, format!("line {i:04}\n").as_bytes(), at(i));
