@@ -191,6 +191,22 @@ impl<H: Hypervisor> Containers<H> {
             info!(container = %record.id, "rolling back a create that a crash cut short");
             self.undo_create(&record, &dir, &others);
         }
+        // A pod's record is written after its containers: members of a
+        // pod that has none are of a pod create cut short.
+        let orphans: Vec<Arc<Container>> = lock(&self.table)
+            .values()
+            .filter(|c| {
+                c.config()
+                    .pod
+                    .is_some_and(|membership| self.pods.get(&membership.pod).is_err())
+            })
+            .cloned()
+            .collect();
+        for container in orphans {
+            info!(container = %container.id, "rolling back a pod create that a crash cut short");
+            lock(&self.table).remove(&container.id);
+            self.undo_create(&container.record(), &container.dir, &others);
+        }
         let known: Vec<String> = lock(&self.table).keys().cloned().collect();
         for network in self.networks.list() {
             for container in network.endpoints.keys() {
