@@ -210,7 +210,10 @@ mod tests {
         admission.admit(200, 0).expect("200 MiB still fit");
         // Templates' memory counts as held.
         let err = admission.admit(100, 400).unwrap_err();
-        assert!(matches!(err, AdmissionError::Memory { held: 1700, .. }), "{err}");
+        assert!(
+            matches!(err, AdmissionError::Memory { held: 1700, .. }),
+            "{err}"
+        );
         assert_eq!(admission.usage(), (2, 1300));
     }
 }

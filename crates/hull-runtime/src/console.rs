@@ -114,7 +114,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         std::fs::write(&path, "0123456789").unwrap();
-        let file = OpenOptions::new().read(true).append(true).open(&path).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         rewrite_tail(file, 10, 4).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "6789");
     }

@@ -503,7 +503,10 @@ impl RunDir {
         }
     }
 
-    pub(crate) fn create(path: PathBuf, ticket: crate::admission::Ticket) -> Result<Self, RunError> {
+    pub(crate) fn create(
+        path: PathBuf,
+        ticket: crate::admission::Ticket,
+    ) -> Result<Self, RunError> {
         fs::create_dir_all(&path).map_err(|source| RunError::RunDir {
             path: path.clone(),
             source,

@@ -139,7 +139,12 @@ impl<H: Hypervisor> VmFactory<H> {
         let templates_mib = self
             .classes()
             .iter()
-            .filter(|class| class.templates.as_ref().is_some_and(|t| t.ready().is_some()))
+            .filter(|class| {
+                class
+                    .templates
+                    .as_ref()
+                    .is_some_and(|t| t.ready().is_some())
+            })
             .map(|class| u64::from(class.size.memory_mib))
             .sum();
         Ok(self

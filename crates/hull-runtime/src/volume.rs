@@ -217,7 +217,10 @@ impl Volumes {
             source,
         })?;
         crate::records::sweep_unrecorded(dir, RECORD_FILE);
-        crate::records::sweep_unrecorded(&dir.join(snapshot::SNAPSHOTS_DIR), snapshot::SNAPSHOT_RECORD);
+        crate::records::sweep_unrecorded(
+            &dir.join(snapshot::SNAPSHOTS_DIR),
+            snapshot::SNAPSHOT_RECORD,
+        );
         Ok(Self {
             dir: dir.to_owned(),
             lock: Mutex::new(()),

@@ -66,7 +66,11 @@ impl Hulld {
             if hulld.child.try_wait().unwrap().is_some() {
                 break;
             }
-            assert!(Instant::now() < deadline, "hulld did not start: {}", hulld.log());
+            assert!(
+                Instant::now() < deadline,
+                "hulld did not start: {}",
+                hulld.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         hulld
@@ -337,7 +341,11 @@ fn container_logs_rotate_within_max_size_and_max_file() {
     // What remains is the end of the output, whole and in order.
     let all = stdout_of(&daemon.hull(&["logs", &id]));
     let kept: Vec<&str> = all.lines().collect();
-    assert!(kept.len() > 100 && kept.len() < 3000, "{} lines kept", kept.len());
+    assert!(
+        kept.len() > 100 && kept.len() < 3000,
+        "{} lines kept",
+        kept.len()
+    );
     let first: usize = kept[0].strip_prefix("line ").unwrap().parse().unwrap();
     let expected: Vec<String> = (first..3000).map(|i| format!("line {i}")).collect();
     assert_eq!(kept, expected);
@@ -389,8 +397,13 @@ fn a_start_past_the_memory_overcommit_is_refused() {
     let id = stdout_of(&daemon.hull(&["create", "busybox", "true"]))
         .trim()
         .to_owned();
-    let (status, body) =
-        request(&daemon.socket, "POST", &format!("/containers/{id}/start"), None).unwrap();
+    let (status, body) = request(
+        &daemon.socket,
+        "POST",
+        &format!("/containers/{id}/start"),
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("--memory-overcommit"), "{body}");
 }
@@ -432,8 +445,14 @@ fn check_recovered(daemon: &Daemon) {
         for holder in network["endpoints"].as_object().unwrap().keys() {
             assert!(
                 ids.contains(&holder.as_str()),
-                "network {} holds an address for {holder}, which does not exist",
-                network["name"]
+                "network {} holds an address for {holder}, which does not exist; hulld said of it:\n{}",
+                network["name"],
+                daemon
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains(&holder[..12]) || l.contains("hulld listening"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
     }
@@ -469,17 +488,21 @@ fn check_recovered(daemon: &Daemon) {
             };
             let name = rest.split('/').next().unwrap();
             if !running.iter().any(|r| r == name) {
-                return Err(format!("a VM runs for {name}, whose container does not run"));
+                return Err(format!(
+                    "a VM runs for {name}, whose container does not run"
+                ));
             }
         }
         Ok(())
     });
 }
 
-/// Creates and starts containers over the API until `stop`, from a thread.
+/// Creates containers over the API until `stop`, from a thread; starts
+/// them too when `start`.
 fn keep_creating(
     socket: PathBuf,
     network: String,
+    start: bool,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
@@ -496,9 +519,11 @@ fn keep_creating(
                 continue;
             };
             made += 1;
-            let created: serde_json::Value = serde_json::from_str(&created).unwrap();
-            let id = created["Id"].as_str().unwrap();
-            let _ = request(&socket, "POST", &format!("/containers/{id}/start"), None);
+            if start {
+                let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+                let id = created["Id"].as_str().unwrap();
+                let _ = request(&socket, "POST", &format!("/containers/{id}/start"), None);
+            }
         }
         made
     })
@@ -520,10 +545,18 @@ fn a_crash_amid_creates_and_starts_leaves_nothing_behind() {
     let archive = common::busybox_archive();
     stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
     stdout_of(&daemon.hull(&["network", "create", "crashnet"]));
-    for round in 0..4 {
+    for round in 0..6 {
         let stop = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..3)
-            .map(|_| keep_creating(daemon.socket.clone(), "crashnet".into(), stop.clone()))
+        let workers: Vec<_> = [false, false, true]
+            .into_iter()
+            .map(|start| {
+                keep_creating(
+                    daemon.socket.clone(),
+                    "crashnet".into(),
+                    start,
+                    stop.clone(),
+                )
+            })
             .collect();
         std::thread::sleep(random_ms(300..2500));
         daemon.restart_after_crash_with(&[("HULL_NO_TEMPLATES", "1")], || {

@@ -155,8 +155,8 @@ async fn main() -> Result<()> {
 
 /// Logs to `file` (rotated) or to stderr.
 fn init_logging(file: Option<&Path>) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HULL_LOG")
-        .unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HULL_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
@@ -196,7 +196,10 @@ fn raise_open_files_limit() {
         }
     };
     if raised {
-        info!(open_files = limit.rlim_cur, "raised the limit of open files to its hard limit");
+        info!(
+            open_files = limit.rlim_cur,
+            "raised the limit of open files to its hard limit"
+        );
     } else {
         warn!(error = %std::io::Error::last_os_error(), "cannot raise the limit of open files");
     }
@@ -216,7 +219,10 @@ fn restrict_socket(socket: &Path) -> Result<()> {
     };
     if let Some(gid) = gid {
         std::os::unix::fs::lchown(socket, None, Some(gid)).with_context(|| {
-            format!("cannot give {} to the group {SOCKET_GROUP}", socket.display())
+            format!(
+                "cannot give {} to the group {SOCKET_GROUP}",
+                socket.display()
+            )
         })?;
     }
     Ok(())

@@ -183,10 +183,7 @@ impl<H: Hypervisor> Containers<H> {
     /// creates cut short are rolled back, and addresses held for
     /// containers that no longer exist are given back.
     pub(super) fn recover(&self, creating: Vec<(Record, std::path::PathBuf)>) {
-        let others: Vec<ContainerConfig> = lock(&self.table)
-            .values()
-            .map(|c| c.config())
-            .collect();
+        let others: Vec<ContainerConfig> = lock(&self.table).values().map(|c| c.config()).collect();
         for (record, dir) in creating {
             info!(container = %record.id, "rolling back a create that a crash cut short");
             self.undo_create(&record, &dir, &others);

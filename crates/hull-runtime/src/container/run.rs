@@ -317,10 +317,7 @@ impl<H: Hypervisor> Containers<H> {
             .into_iter()
             .find(|p| p.container == id && p.process == "init")
             .ok_or(ContainerError::ProcessLost)?;
-        let size = container
-            .config()
-            .size
-            .unwrap_or(runtime.vms.default_size);
+        let size = container.config().size.unwrap_or(runtime.vms.default_size);
         let run_dir = RunDir::adopt(path, runtime.vms.count_adopted(size));
         let (exited, outputs, stdin) = match init.exited {
             // It ended while no hulld listened: its output is over too.

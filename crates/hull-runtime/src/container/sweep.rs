@@ -107,8 +107,14 @@ mod tests {
         let mut spared = spawn(other.path());
         assert_eq!(kill_processes_naming(dir.path()), 1);
         let status = doomed.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
-        assert!(spared.try_wait().unwrap().is_none(), "the other process was killed");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        assert!(
+            spared.try_wait().unwrap().is_none(),
+            "the other process was killed"
+        );
         spared.kill().unwrap();
         let _ = spared.wait();
     }

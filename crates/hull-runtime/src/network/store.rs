@@ -202,6 +202,11 @@ impl NetworkStore {
         let mut table = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(io)?.flatten() {
             let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                // A write a crash cut short: the record it was to replace stands.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
@@ -463,6 +468,18 @@ mod tests {
         ] {
             assert!(bad.parse::<Subnet>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_record_write_cut_short_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::open(dir.path()).unwrap();
+        let record = store.create(options("n"), &[]).unwrap();
+        let stale = dir.path().join(format!("{}.json.tmp", record.id));
+        fs::write(&stale, b"{\"half\":").unwrap();
+        let reopened = NetworkStore::open(dir.path()).unwrap();
+        assert!(!stale.exists());
+        assert_eq!(reopened.get("n").unwrap(), record);
     }
 
     #[test]

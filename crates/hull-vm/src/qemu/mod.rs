@@ -644,8 +644,9 @@ impl Vm for QemuVm {
         if let Ok(mut file) = fs::File::open(self.run_dir.join("console.log")) {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let start = len.saturating_sub(TAIL);
-            let _ = io::Seek::seek(&mut file, io::SeekFrom::Start(start))
-                .and_then(|_| io::Read::read_to_end(&mut io::Read::take(&mut file, TAIL), &mut console));
+            let _ = io::Seek::seek(&mut file, io::SeekFrom::Start(start)).and_then(|_| {
+                io::Read::read_to_end(&mut io::Read::take(&mut file, TAIL), &mut console)
+            });
         }
         last_lines(&String::from_utf8_lossy(&console), 20)
     }

@@ -126,7 +126,9 @@ impl LogConfig {
 /// kb, mb, gb; any case) for binary multiples.
 fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim().to_ascii_lowercase();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let number: u64 = number.parse().ok()?;
     let shift = match unit.trim().trim_end_matches('b').trim_end_matches('i') {
@@ -268,8 +270,7 @@ impl LogWriter {
         match self.file.write_all(out) {
             Ok(()) => {
                 self.len += out.len() as u64;
-                self.progress
-                    .send_modify(|p| p.written += out.len() as u64);
+                self.progress.send_modify(|p| p.written += out.len() as u64);
             }
             Err(err) => {
                 warn!(path = %self.path.display(), error = %err, "cannot write the container log")
@@ -361,7 +362,11 @@ fn send_written(
 
 /// The entries written so far that `filter` accepts, to `sink` until it
 /// returns false.
-pub fn read(path: &Path, filter: &LogFilter, sink: &mut dyn FnMut(LogEntry) -> bool) -> Result<(), LogError> {
+pub fn read(
+    path: &Path,
+    filter: &LogFilter,
+    sink: &mut dyn FnMut(LogEntry) -> bool,
+) -> Result<(), LogError> {
     send_written(path, filter, sink).map(|_| ())
 }
 

@@ -77,7 +77,9 @@ pub(super) fn tail_start(
 ) -> std::io::Result<(usize, u64)> {
     if count == 0 {
         let last = files.len().saturating_sub(1);
-        let end = files.get(last).map_or(Ok(0), |f| f.file.metadata().map(|m| m.len()))?;
+        let end = files
+            .get(last)
+            .map_or(Ok(0), |f| f.file.metadata().map(|m| m.len()))?;
         return Ok((last, end));
     }
     let mut found = 0;
@@ -103,10 +105,7 @@ pub(super) fn tail_start(
 /// Calls `each` with every whole line of `file` and its offset, last
 /// first, until it returns false. A last line without its newline is
 /// still being written and is left out.
-fn backward_lines(
-    file: &File,
-    each: &mut dyn FnMut(&[u8], u64) -> bool,
-) -> std::io::Result<()> {
+fn backward_lines(file: &File, each: &mut dyn FnMut(&[u8], u64) -> bool) -> std::io::Result<()> {
     let len = file.metadata()?.len();
     let mut block = vec![0u8; BLOCK];
     // The bytes after `position` whose line's start is not yet found.
@@ -269,7 +268,10 @@ mod tests {
         let lengths: Vec<usize> = lines.iter().map(String::len).collect();
         assert_eq!(lengths, [1, 1]);
         assert_eq!(end, text.len() as u64);
-        let back: Vec<usize> = backward(text.as_bytes()).iter().map(|(l, _)| l.len()).collect();
+        let back: Vec<usize> = backward(text.as_bytes())
+            .iter()
+            .map(|(l, _)| l.len())
+            .collect();
         assert_eq!(back, [1, 1]);
     }
 }

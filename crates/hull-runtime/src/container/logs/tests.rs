@@ -76,7 +76,10 @@ fn filters_pick_streams_times_and_the_tail() {
         tail: Some(2),
         ..Default::default()
     };
-    assert_eq!(lines(&read_all(&path, &stdout_tail)), ["out 3\n", "out 4\n"]);
+    assert_eq!(
+        lines(&read_all(&path, &stdout_tail)),
+        ["out 3\n", "out 4\n"]
+    );
     let window = LogFilter {
         since: Some(at(2)),
         until: Some(at(3)),
@@ -118,7 +121,11 @@ fn the_log_rotates_within_its_size_and_count() {
     let path = dir.path().join("c-json.log");
     let mut writer = writer(&path, small(1000, 3));
     for i in 0..200u64 {
-        writer.append(LogStream::Stdout, format!("line {i:04}\n").as_bytes(), at(i));
+        writer.append(
+            LogStream::Stdout,
+            format!("line {i:04}\n").as_bytes(),
+            at(i),
+        );
     }
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -151,7 +158,11 @@ fn one_file_logs_start_again_when_full() {
     let path = dir.path().join("c-json.log");
     let mut writer = writer(&path, small(300, 1));
     for i in 0..20u64 {
-        writer.append(LogStream::Stdout, format!("line {i:04}\n").as_bytes(), at(i));
+        writer.append(
+            LogStream::Stdout,
+            format!("line {i:04}\n").as_bytes(),
+            at(i),
+        );
     }
     assert!(std::fs::metadata(&path).unwrap().len() <= 300);
     assert!(!files::numbered(&path, 1).exists());
@@ -172,13 +183,19 @@ fn docker_log_options_are_read_or_refused() {
         LogConfig::default()
     );
     assert_eq!(
-        LogConfig::from_docker("json-file", &options(&[("max-size", "10m"), ("max-file", "3")]))
-            .unwrap(),
+        LogConfig::from_docker(
+            "json-file",
+            &options(&[("max-size", "10m"), ("max-file", "3")])
+        )
+        .unwrap(),
         small(10 << 20, 3)
     );
     assert_eq!(
-        LogConfig::from_docker("local", &options(&[("max-size", "512KiB"), ("compress", "false")]))
-            .unwrap(),
+        LogConfig::from_docker(
+            "local",
+            &options(&[("max-size", "512KiB"), ("compress", "false")])
+        )
+        .unwrap(),
         small(512 << 10, DEFAULT_MAX_FILES)
     );
     assert_eq!(parse_size("2048").unwrap(), 2048);
@@ -230,7 +247,11 @@ async fn followers_lose_nothing_across_rotations() {
     assert_eq!(first.line, b"before\n");
     let mut seen = Vec::new();
     for i in 0..60u64 {
-        writer.append(LogStream::Stdout, format!("line {i:04}\n").as_bytes(), at(i));
+        writer.append(
+            LogStream::Stdout,
+            format!("line {i:04}\n").as_bytes(),
+            at(i),
+        );
         if i % 7 == 0 {
             // Let the follower run now and then, as it would.
             seen.push(followed.recv().await.unwrap().unwrap());
