@@ -84,6 +84,12 @@ const SOCKET_GROUP: &str = "hull";
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if args.memory_overcommit.is_nan() || args.memory_overcommit <= 0.0 {
+        bail!(
+            "--memory-overcommit must be above 0, not {}",
+            args.memory_overcommit
+        );
+    }
     init_logging(args.log_file.as_deref())?;
     // Before anything else touches the root or the socket: a second hulld
     // must leave the first one's state alone.
@@ -91,12 +97,6 @@ async fn main() -> Result<()> {
     raise_open_files_limit();
     let socket = hull_api::socket_path(&args.host);
     let listener = bind(&socket).await?;
-    if !(args.memory_overcommit > 0.0) {
-        bail!(
-            "--memory-overcommit must be above 0, not {}",
-            args.memory_overcommit
-        );
-    }
     let daemon = Daemon::open(DaemonConfig {
         root: args.root.clone(),
         accel: args.accel,
