@@ -94,6 +94,11 @@ async fn main() -> Result<()> {
     // Before anything else touches the root or the socket: a second hulld
     // must leave the first one's state alone.
     let lock = lock::lock_root(&args.root)?;
+    // Written before the socket exists: whoever sees the socket finds the
+    // pid of the hulld behind it, not of one before it.
+    let pid_file = args.root.join("hulld.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
     raise_open_files_limit();
     let socket = hull_api::socket_path(&args.host);
     let listener = bind(&socket).await?;
@@ -119,9 +124,6 @@ async fn main() -> Result<()> {
         .registry()
         .set_mirrors(&args.registry_mirrors)
         .context("cannot use the registry mirrors")?;
-    let pid_file = args.root.join("hulld.pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .with_context(|| format!("cannot write {}", pid_file.display()))?;
     info!(socket = %socket.display(), root = %args.root.display(), lock = %lock.path.display(), "hulld listening");
 
     daemon.cap_consoles();
