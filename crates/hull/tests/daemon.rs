@@ -141,8 +141,19 @@ fn a_second_hulld_on_one_root_fails_naming_the_first() {
     let first = Hulld::start(&root, &dir.path().join("first.sock"), None);
     assert!(first.pings(), "{}", first.log());
     let mut second = Hulld::start(&root, &dir.path().join("second.sock"), None);
-    let status = second.child.wait().unwrap();
-    assert!(!status.success(), "a second hulld ran on one root");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second hulld runs on one root: {}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "{}", second.log());
     let log = second.log();
     assert!(log.contains(&format!("pid {}", first.pid())), "{log}");
     assert!(log.contains(&root.display().to_string()), "{log}");
