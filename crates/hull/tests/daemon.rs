@@ -374,6 +374,30 @@ fn container_logs_rotate_within_max_size_and_max_file() {
 }
 
 #[test]
+fn a_follower_reads_every_line_across_rotations() {
+    let daemon = loaded_daemon(&[("HULL_NO_TEMPLATES", "1")]);
+    let id = stdout_of(&daemon.hull(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=4k",
+        "--log-opt",
+        "max-file=200",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 2; i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done",
+    ]))
+    .trim()
+    .to_owned();
+    // Following from before the first line; the log rotates some 35 times.
+    let followed = stdout_of(&daemon.hull(&["logs", "-f", &id]));
+    let expected: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    assert!(followed == expected, "{} bytes followed", followed.len());
+    assert!(log_files(&daemon, &id).len() > 30);
+}
+
+#[test]
 fn a_start_past_max_vms_is_refused_until_a_vm_ends() {
     let daemon = loaded_daemon(&[("HULL_MAX_VMS", "1"), ("HULL_NO_TEMPLATES", "1")]);
     let first = stdout_of(&daemon.hull(&["run", "-d", "busybox", "sleep", "600"]))
