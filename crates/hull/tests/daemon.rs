@@ -428,6 +428,9 @@ fn a_start_past_the_memory_overcommit_is_refused() {
     ]);
     let refused = daemon.hull(&["run", "-d", "busybox", "true"]);
     assert_fails(&refused, 125, &["--memory-overcommit 0.001", "MemTotal"]);
+    // The foreground run's own path is admitted alike.
+    let refused = daemon.hull(&["run", "--rm", "busybox", "true"]);
+    assert_fails(&refused, 125, &["--memory-overcommit 0.001"]);
     // Docker's clients see 503 with the same message.
     let id = stdout_of(&daemon.hull(&["create", "busybox", "true"]))
         .trim()
