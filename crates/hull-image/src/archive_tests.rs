@@ -4,7 +4,12 @@ use crate::testutil::{self, docker_files, oci_files, TestImage};
 
 fn import_files(files: &[(String, Vec<u8>)]) -> Result<Vec<ImportedImage>, ArchiveError> {
     let dir = tempfile::tempdir().unwrap();
-    import(&testutil::archive(files)[..], dir.path(), &mut |_| {})
+    import(
+        &testutil::archive(files)[..],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
 }
 
 fn busybox() -> TestImage {
@@ -139,7 +144,13 @@ fn bad_json_names_the_file() {
 fn truncated_archives_are_rejected() {
     let tar = testutil::archive(&docker_files(&[busybox()], false));
     let dir = tempfile::tempdir().unwrap();
-    let err = import(&tar[..tar.len() / 2 + 100], dir.path(), &mut |_| {}).unwrap_err();
+    let err = import(
+        &tar[..tar.len() / 2 + 100],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(
         matches!(err, ArchiveError::Read(_) | ArchiveError::UnknownFormat),
         "{err}"
@@ -164,7 +175,7 @@ fn corrupt_layers_are_rejected() {
 fn gzip_compressed_archives_are_accepted() {
     let tar = testutil::archive(&docker_files(&[busybox()], false));
     let dir = tempfile::tempdir().unwrap();
-    let images = import(&gzip(&tar)[..], dir.path(), &mut |_| {}).unwrap();
+    let images = import(&gzip(&tar)[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap();
     assert_eq!(images.len(), 1);
 }
 
@@ -193,7 +204,13 @@ fn symlinked_layers_of_docker_archives_are_followed() {
     tar.append_link(&mut h, "dup/layer.tar", format!("../{name}"))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let images = import(&tar.into_inner().unwrap()[..], dir.path(), &mut |_| {}).unwrap();
+    let images = import(
+        &tar.into_inner().unwrap()[..],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(images[0].layers.len(), 2);
 }
 
@@ -206,7 +223,13 @@ fn archive_symlinks_cannot_point_outside_the_archive() {
     tar.append_link(&mut h, "manifest.json", "../../etc/passwd")
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = import(&tar.into_inner().unwrap()[..], dir.path(), &mut |_| {}).unwrap_err();
+    let err = import(
+        &tar.into_inner().unwrap()[..],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, ArchiveError::EntryEscape { .. }), "{err}");
 }
 
@@ -256,7 +279,7 @@ proptest::proptest! {
         bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let _ = import(&bytes[..], dir.path(), &mut |_| {});
+        let _ = import(&bytes[..], dir.path(), &Limits::default(), &mut |_| {});
     }
 
     #[test]
@@ -266,7 +289,7 @@ proptest::proptest! {
         let at = at % damaged.len();
         damaged[at] = value;
         let dir = tempfile::tempdir().unwrap();
-        if let Ok(images) = import(&damaged[..], dir.path(), &mut |_| {}) {
+        if let Ok(images) = import(&damaged[..], dir.path(), &Limits::default(), &mut |_| {}) {
             // Damage in padding or unused header fields may pass; a layer never
             // passes with content other than its diff_id says.
             for image in images {

@@ -18,10 +18,12 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, ArchiveError, ImportedImage, StagedFile};
+use crate::at::Dir;
 use crate::digest::{Digest, DigestError};
 use crate::erofs::{self, ErofsError};
 use crate::fsutil::{rename_durably, sync_dir, write_atomic, Lock};
 use crate::layer;
+use crate::limits::{check_disk, LimitError, Limits};
 use crate::reference::{self, Reference, ReferenceError};
 use crate::spec::{self, ConfigFile, Descriptor, ImageConfig};
 use crate::unpack::{UnpackError, Unpacker};
@@ -95,6 +97,12 @@ pub enum StoreError {
         image: Digest,
         #[source]
         source: UnpackError,
+    },
+    #[error("image {image} is refused")]
+    Limit {
+        image: Digest,
+        #[source]
+        source: LimitError,
     },
     #[error("cannot build the rootfs of image {image}")]
     Erofs {
@@ -184,6 +192,8 @@ pub struct ImageStore {
     root: PathBuf,
     /// Layers pulls are downloading now, shared by concurrent pulls.
     pub(crate) downloads: std::sync::Arc<crate::registry::inflight::InFlight>,
+    /// Shared by every clone, and changeable once the store is open.
+    limits: std::sync::Arc<std::sync::RwLock<Limits>>,
 }
 
 impl ImageStore {
@@ -192,6 +202,7 @@ impl ImageStore {
         let store = ImageStore {
             root: root.to_owned(),
             downloads: Default::default(),
+            limits: Default::default(),
         };
         let open_err = |source| StoreError::Open {
             path: root.to_owned(),
@@ -209,6 +220,15 @@ impl ImageStore {
         &self.root
     }
 
+    /// What an image may make the host hold, checked on every load, pull and unpack.
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
     /// Loads a docker-archive or OCI-layout tar. Every blob is verified before
     /// anything is stored; tags move to the loaded images, as with `docker load`.
     pub fn load(
@@ -221,7 +241,7 @@ impl ImageStore {
             .prefix("load-")
             .tempdir_in(&tmp)
             .map_err(|source| StoreError::Write { path: tmp, source })?;
-        let images = archive::import(archive, staging.path(), progress)?;
+        let images = archive::import(archive, staging.path(), &self.limits(), progress)?;
         for image in &images {
             self.commit(image)?;
         }
@@ -327,6 +347,19 @@ impl ImageStore {
             .prefix("rootfs-")
             .tempdir_in(&tmp)
             .map_err(|source| StoreError::Write { path: tmp, source })?;
+        // The erofs image is about as large as the files it packs.
+        let available = Dir::open(work.path())
+            .and_then(|d| d.available_bytes())
+            .map_err(|source| StoreError::Write {
+                path: work.path().to_owned(),
+                source,
+            })?;
+        check_disk(image.size, available, work.path().to_owned()).map_err(|source| {
+            StoreError::Limit {
+                image: id.clone(),
+                source,
+            }
+        })?;
         let scratch = scratch::for_tree(image.size, work.path());
         let tree = tempfile::Builder::new()
             .prefix(&scratch.prefix)
@@ -365,7 +398,11 @@ impl ImageStore {
 
     /// Applies the image's layers, in order, into the empty directory `dir`.
     pub(crate) fn flatten(&self, record: &ImageRecord, dir: &Path) -> Result<(), StoreError> {
-        let mut unpacker = Unpacker::new(dir);
+        let mut unpacker =
+            Unpacker::new(dir, self.limits()).map_err(|source| StoreError::Flatten {
+                image: record.id.clone(),
+                source,
+            })?;
         for layer in &record.layers {
             let path = self.blob_path(&layer.digest);
             let blob = File::open(&path).map_err(|source| StoreError::Read {
