@@ -300,3 +300,90 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn documents_past_their_limits_are_refused_unread() {
+    let mut manifest = b"[".to_vec();
+    manifest.resize(crate::limits::MAX_MANIFEST as usize + 1, b' ');
+    manifest.push(b']');
+    let err = import_files(&[("manifest.json".to_owned(), manifest)]).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Document { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn archives_with_header_bombs_or_too_many_entries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = crate::unpack::tests::long_name_bomb(4 << 20);
+    let err = import(&bomb[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Header { .. })),
+        "{err}"
+    );
+    let long = crate::unpack::tests::long_name_bomb(1000);
+    let err = import(&long[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Name { .. })),
+        "{err}"
+    );
+
+    let files: Vec<(String, Vec<u8>)> = (0..=MAX_ARCHIVE_ENTRIES)
+        .map(|i| (format!("f{i}"), Vec::new()))
+        .collect();
+    let err = import_files(&files).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Entries { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_layer_bomb_in_an_archive_names_the_layer_and_leaves_the_store_unchanged() {
+    let (dir, store) = testutil::empty_store();
+    let listing = || {
+        let mut names: Vec<_> = walk(&dir.path().join("images"));
+        names.retain(|n| !n.contains("/locks/"));
+        names.sort();
+        names
+    };
+    let before = listing();
+    let bomb = crate::unpack::tests::long_name_bomb(4 << 20);
+    let mut limits = store.limits();
+    limits.max_header_bytes = 64 << 10;
+    store.set_limits(limits);
+    let image = TestImage::new(vec![bomb.clone()], "sh", vec!["bomb:1"]);
+    let archive = testutil::archive(&docker_files(&[image], true));
+    let err = store.load(&archive[..], &mut |_| {}).unwrap_err();
+    let message = hull_error_chain(&err);
+    assert!(
+        message.contains(&format!("layer {} ", Digest::of(&bomb))),
+        "{message}"
+    );
+    assert!(message.contains("pass 65536 bytes"), "{message}");
+    assert_eq!(listing(), before);
+}
+
+fn hull_error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        out.push(path.display().to_string());
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+    }
+    out
+}

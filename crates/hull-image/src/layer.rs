@@ -174,4 +174,71 @@ pub(crate) mod tests {
         let gz = gzip(&tar);
         assert!(inspect(&gz[..gz.len() / 2], &Limits::default()).is_err());
     }
+
+    #[test]
+    fn header_bombs_are_refused_whatever_the_compression() {
+        let limits = Limits {
+            max_header_bytes: 64 << 10,
+            ..Limits::default()
+        };
+        let bomb = crate::unpack::tests::long_name_bomb(4 << 20);
+        for blob in [
+            bomb.clone(),
+            gzip(&bomb),
+            zstd::encode_all(&bomb[..], 3).unwrap(),
+        ] {
+            let err = inspect(&blob[..], &limits).unwrap_err();
+            assert!(
+                matches!(err, LayerError::Limit(LimitError::Header { limit }) if limit == 64 << 10),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn layers_past_the_entry_and_size_limits_are_refused() {
+        let tar = crate::testutil::layer(&[("a", &[1u8; 3000]), ("b", b""), ("c", b"")]);
+        let few = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        let err = inspect(&tar[..], &few).unwrap_err();
+        assert!(
+            matches!(err, LayerError::Limit(LimitError::Entries { limit: 2 })),
+            "{err}"
+        );
+        let small = Limits {
+            max_unpacked_bytes: 2000,
+            ..Limits::default()
+        };
+        let err = inspect(&gzip(&tar)[..], &small).unwrap_err();
+        assert!(
+            matches!(err, LayerError::Limit(LimitError::Unpacked { limit: 2000 })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zstd_frames_asking_for_a_huge_window_are_refused() {
+        let tar = one_file_tar("a", b"hello");
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.window_log(27).unwrap();
+        encoder.write_all(&tar).unwrap();
+        let blob = encoder.finish().unwrap();
+        assert!(matches!(
+            inspect(&blob[..], &Limits::default()),
+            Err(LayerError::Read(_))
+        ));
+    }
+
+    #[test]
+    fn data_after_the_end_of_the_tar_is_bounded() {
+        let mut tar = one_file_tar("a", b"hello");
+        tar.resize(tar.len() + (2 << 20), 0);
+        let err = inspect(&tar[..], &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, LayerError::Limit(LimitError::Trailer)),
+            "{err}"
+        );
+    }
 }

@@ -601,4 +601,4 @@ fn capability<R: Read>(entry: &mut Entry<'_, R>) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 #[path = "unpack_tests.rs"]
-mod tests;
+pub(crate) mod tests;
