@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use common::registry::Registry;
 use common::{assert_fails, layered_archive, loaded_daemon, stdout_of, text, Daemon};
 
 /// Mode, owner and mtime of a host file.
@@ -190,4 +191,101 @@ fn an_image_past_the_configured_size_is_refused_and_the_store_unchanged() {
         &["is refused", "6291456 bytes", "--max-image-size"],
     );
     assert_eq!(store_files(&daemon), files);
+}
+
+/// Uploads `blob` into `repository` of the registry through its API.
+fn push_blob(registry: &Registry, repository: &str, blob: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(blob)));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), blob).unwrap();
+    let started = std::process::Command::new("curl")
+        .args(["-fsS", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .arg(format!(
+            "http://{}/v2/{repository}/blobs/uploads/",
+            registry.addr
+        ))
+        .output()
+        .expect("curl runs");
+    let headers = stdout_of(&started);
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no upload location in {headers}"));
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let url = match location.starts_with("http") {
+        true => location.clone(),
+        false => format!("http://{}{location}", registry.addr),
+    };
+    let finished = std::process::Command::new("curl")
+        .args([
+            "-fsS",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.path().display()))
+        .arg(format!("{url}{separator}digest={digest}"))
+        .output()
+        .expect("curl runs");
+    stdout_of(&finished);
+    digest
+}
+
+#[test]
+fn a_pulled_layer_header_claiming_gigabytes_is_refused_with_flat_memory() {
+    let registry = Registry::start();
+    let bomb = long_name_bomb(2 << 30);
+    let layer = push_blob(&registry, "evil/bomb", &bomb);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    }))
+    .unwrap();
+    let config_digest = push_blob(&registry, "evil/bomb", &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": bomb.len()}],
+    }))
+    .unwrap();
+    registry.put_manifest(
+        "evil/bomb",
+        "1",
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    );
+
+    let daemon = loaded_daemon(&[]);
+    let files = store_files(&daemon);
+    let start = common::proc_field_mib(&hulld_status(&daemon), "VmHWM");
+    let output = daemon.hull(&["pull", &registry.name("evil/bomb:1")]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    for needle in [
+        format!("layer {layer} is refused"),
+        "1048576 bytes".to_owned(),
+    ] {
+        assert!(stderr.contains(&needle), "{needle:?} not in {stderr}");
+    }
+    let peak = common::proc_field_mib(&hulld_status(&daemon), "VmHWM");
+    println!("hulld peak RSS: {start} MiB before the pull, {peak} MiB after");
+    assert!(
+        peak < start + 64,
+        "hulld's peak RSS grew from {start} MiB to {peak} MiB"
+    );
+    assert_eq!(
+        store_files(&daemon),
+        files,
+        "the refused pull changed the store"
+    );
 }
