@@ -316,13 +316,13 @@ fn documents_past_their_limits_are_refused_unread() {
 #[test]
 fn archives_with_header_bombs_or_too_many_entries_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let bomb = crate::unpack::tests::long_name_bomb(4 << 20);
+    let bomb = crate::unpack::hostile_tests::long_name_bomb(4 << 20);
     let err = import(&bomb[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap_err();
     assert!(
         matches!(err, ArchiveError::Limit(LimitError::Header { .. })),
         "{err}"
     );
-    let long = crate::unpack::tests::long_name_bomb(1000);
+    let long = crate::unpack::hostile_tests::long_name_bomb(1000);
     let err = import(&long[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap_err();
     assert!(
         matches!(err, ArchiveError::Limit(LimitError::Name { .. })),
@@ -349,7 +349,7 @@ fn a_layer_bomb_in_an_archive_names_the_layer_and_leaves_the_store_unchanged() {
         names
     };
     let before = listing();
-    let bomb = crate::unpack::tests::long_name_bomb(4 << 20);
+    let bomb = crate::unpack::hostile_tests::long_name_bomb(4 << 20);
     let mut limits = store.limits();
     limits.max_header_bytes = 64 << 10;
     store.set_limits(limits);

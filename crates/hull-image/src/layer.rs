@@ -181,7 +181,7 @@ pub(crate) mod tests {
             max_header_bytes: 64 << 10,
             ..Limits::default()
         };
-        let bomb = crate::unpack::tests::long_name_bomb(4 << 20);
+        let bomb = crate::unpack::hostile_tests::long_name_bomb(4 << 20);
         for blob in [
             bomb.clone(),
             gzip(&bomb),

@@ -41,7 +41,7 @@ fn assert_store_empty(dir: &Path) {
 
 #[tokio::test]
 async fn a_layer_header_bomb_is_refused_and_stores_nothing() {
-    let tar = crate::unpack::tests::long_name_bomb(8 << 20);
+    let tar = crate::unpack::hostile_tests::long_name_bomb(8 << 20);
     let layer = gzip(&tar);
     let config = testutil::config(std::slice::from_ref(&tar), "sh");
     let manifest = serde_json::to_vec(&serde_json::json!({
