@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets are a workspace of their own (scripts/fuzz.sh runs them):
+# lint them without libFuzzer, on the workspace's versions and build.
+[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+CARGO_TARGET_DIR=target cargo clippy --manifest-path fuzz/Cargo.toml \
+    --no-default-features --bins -- -D warnings
 # The end-to-end tests drive the built binaries; cargo test alone builds only
 # the binaries of the package under test.
 cargo build --workspace --locked

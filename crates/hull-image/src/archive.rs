@@ -15,15 +15,21 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use crate::at::Dir;
 use crate::digest::{is_sha256_hex, Digest, HashingReader};
 use crate::fsutil::{copy, CopyError};
-use crate::layer::{self, LayerInfo};
+use crate::layer::{self, LayerError, LayerInfo};
+use crate::limits::{check_disk, Guard, Guarded, LimitError, Limits, MAX_CONFIG, MAX_MANIFEST};
 use crate::reference::{self, ReferenceError};
 use crate::rootpath;
 use crate::spec::ConfigFile;
 
 /// Symlinks between archive entries followed before giving up.
 const MAX_LINK_HOPS: usize = 16;
+/// Entries of an archive: a few per image and layer in real ones.
+const MAX_ARCHIVE_ENTRIES: u64 = 16_384;
+/// Longest entry name or link target of an archive (`blobs/sha256/<hex>` is 78).
+const MAX_ARCHIVE_NAME: usize = 512;
 
 /// Errors of archive import.
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +67,20 @@ pub enum ArchiveError {
         expected: u64,
         actual: u64,
     },
-    #[error(
-        "layer '{file}' is corrupt: it is truncated or not a (gzip or zstd compressed) tar stream"
-    )]
+    #[error("layer {digest} ('{file}') is refused")]
     Layer {
         file: String,
+        digest: Digest,
         #[source]
-        source: io::Error,
+        source: LayerError,
+    },
+    #[error("the image archive is refused")]
+    Limit(#[source] LimitError),
+    #[error("image {image} is refused")]
+    ImageLimit {
+        image: Digest,
+        #[source]
+        source: LimitError,
     },
     #[error("layer '{file}' has uncompressed digest {actual}, but the image config's diff_id is {expected}")]
     DiffIdMismatch {
@@ -106,6 +119,9 @@ pub struct StagedFile {
 pub struct Staged {
     files: HashMap<String, StagedFile>,
     links: HashMap<String, String>,
+    limits: Limits,
+    /// Free bytes where the archive was staged, once it was.
+    available: u64,
 }
 
 /// A layer of an imported image, checked against the config's diff_id.
@@ -134,9 +150,10 @@ pub struct ImportedImage {
 pub fn import(
     archive: impl Read,
     dir: &Path,
+    limits: &Limits,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<ImportedImage>, ArchiveError> {
-    let staged = Staged::read(archive, dir)?;
+    let staged = Staged::read(archive, dir, limits)?;
     let images = if staged.get("manifest.json").is_some() {
         docker::images(&staged, progress)?
     } else if staged.get("index.json").is_some() {
@@ -169,28 +186,69 @@ fn merge_duplicates(images: Vec<ImportedImage>) -> Vec<ImportedImage> {
 }
 
 impl Staged {
-    fn read(archive: impl Read, dir: &Path) -> Result<Staged, ArchiveError> {
+    fn read(archive: impl Read, dir: &Path, limits: &Limits) -> Result<Staged, ArchiveError> {
+        let stage_err = |entry: &str| {
+            let entry = entry.to_owned();
+            move |source| ArchiveError::Stage { entry, source }
+        };
+        let available = Dir::open(dir)
+            .and_then(|d| d.available_bytes())
+            .map_err(stage_err("."))?;
+        // An archive holds compressed layers and a few documents: within the
+        // unpacked limit, and within the disk it is staged on.
+        let budget = limits.max_unpacked_bytes.min(available);
         let (_, archive) = layer::decompress(archive).map_err(ArchiveError::Read)?;
-        let mut tar = tar::Archive::new(archive);
+        let guard = Guard::new(*limits);
+        let read_err = |e| match guard.tripped() {
+            Some(limit) => ArchiveError::Limit(limit),
+            None => ArchiveError::Read(e),
+        };
+        let mut tar = tar::Archive::new(Guarded::new(archive, guard.clone()));
         let mut staged = Staged {
             files: HashMap::new(),
             links: HashMap::new(),
+            limits: *limits,
+            available,
         };
-        for (n, entry) in tar.entries().map_err(ArchiveError::Read)?.enumerate() {
-            let mut entry = entry.map_err(ArchiveError::Read)?;
+        let mut entries = tar.entries().map_err(ArchiveError::Read)?;
+        let mut total = 0u64;
+        for n in 0u64.. {
+            guard.headers();
+            let Some(entry) = entries.next() else { break };
+            let mut entry = entry.map_err(read_err)?;
+            guard.data();
+            if n >= MAX_ARCHIVE_ENTRIES {
+                return Err(ArchiveError::Limit(LimitError::Entries {
+                    limit: MAX_ARCHIVE_ENTRIES,
+                }));
+            }
+            let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
+            let len = entry.path_bytes().len().max(link_len);
+            if len > MAX_ARCHIVE_NAME {
+                return Err(ArchiveError::Limit(LimitError::Name { len }));
+            }
             let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let name = clean_name(&raw_name, "").ok_or_else(|| ArchiveError::EntryEscape {
                 entry: raw_name.clone(),
             })?;
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    total = total.saturating_add(entry.size());
+                    if total > budget {
+                        let limit = match budget == limits.max_unpacked_bytes {
+                            true => LimitError::Unpacked { limit: budget },
+                            false => LimitError::Disk {
+                                needed: total,
+                                available,
+                                path: dir.to_owned(),
+                            },
+                        };
+                        return Err(ArchiveError::Limit(limit));
+                    }
                     let path = dir.join(n.to_string());
                     let file = stage_file(&mut entry, &path).map_err(|e| match e {
-                        CopyError::Read(e) => ArchiveError::Read(e),
-                        CopyError::Write(source) => ArchiveError::Stage {
-                            entry: raw_name.clone(),
-                            source,
-                        },
+                        CopyError::Read(e) => read_err(e),
+                        CopyError::Write(source) => stage_err(&raw_name)(source),
                     })?;
                     staged.files.insert(name, file);
                 }
@@ -212,6 +270,7 @@ impl Staged {
                 }
                 _ => {}
             }
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(read_err)?;
         }
         Ok(staged)
     }
@@ -255,6 +314,13 @@ impl Staged {
         what: &'static str,
     ) -> Result<(T, &StagedFile), ArchiveError> {
         let file = self.blob(name, referrer)?;
+        let limit = match what {
+            "image config" => MAX_CONFIG,
+            _ => MAX_MANIFEST,
+        };
+        if file.size > limit {
+            return Err(ArchiveError::Limit(LimitError::Document { what, limit }));
+        }
         let bytes = fs::read(&file.path).map_err(|source| ArchiveError::Stage {
             entry: name.to_owned(),
             source,
@@ -275,12 +341,13 @@ impl Staged {
         diff_id: &Digest,
     ) -> Result<ImportedLayer, ArchiveError> {
         let file = self.blob(name, referrer)?;
-        let corrupt = |source| ArchiveError::Layer {
+        let refused = |source| ArchiveError::Layer {
             file: name.to_owned(),
+            digest: file.digest.clone(),
             source,
         };
-        let blob = File::open(&file.path).map_err(corrupt)?;
-        let info: LayerInfo = layer::inspect(blob).map_err(corrupt)?;
+        let blob = File::open(&file.path).map_err(|e| refused(LayerError::Read(e)))?;
+        let info: LayerInfo = layer::inspect(blob, &self.limits).map_err(refused)?;
         if &info.diff_id != diff_id {
             return Err(ArchiveError::DiffIdMismatch {
                 file: name.to_owned(),
@@ -295,6 +362,28 @@ impl Staged {
             unpacked_size: info.unpacked_size,
         })
     }
+}
+
+/// Checks that an image's layers together fit the limit and the disk.
+fn check_image_size(
+    staged: &Staged,
+    config: &StagedFile,
+    layers: &[ImportedLayer],
+) -> Result<(), ArchiveError> {
+    let size = layers
+        .iter()
+        .fold(0u64, |sum, l| sum.saturating_add(l.unpacked_size));
+    let refused = |source| ArchiveError::ImageLimit {
+        image: config.digest.clone(),
+        source,
+    };
+    if size > staged.limits.max_unpacked_bytes {
+        return Err(refused(LimitError::Unpacked {
+            limit: staged.limits.max_unpacked_bytes,
+        }));
+    }
+    let dir = config.path.parent().unwrap_or(Path::new(".")).to_owned();
+    check_disk(size, staged.available, dir).map_err(refused)
 }
 
 /// Normalizes a list of image names found in `file`.

@@ -4,7 +4,12 @@ use crate::testutil::{self, docker_files, oci_files, TestImage};
 
 fn import_files(files: &[(String, Vec<u8>)]) -> Result<Vec<ImportedImage>, ArchiveError> {
     let dir = tempfile::tempdir().unwrap();
-    import(&testutil::archive(files)[..], dir.path(), &mut |_| {})
+    import(
+        &testutil::archive(files)[..],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
 }
 
 fn busybox() -> TestImage {
@@ -139,7 +144,13 @@ fn bad_json_names_the_file() {
 fn truncated_archives_are_rejected() {
     let tar = testutil::archive(&docker_files(&[busybox()], false));
     let dir = tempfile::tempdir().unwrap();
-    let err = import(&tar[..tar.len() / 2 + 100], dir.path(), &mut |_| {}).unwrap_err();
+    let err = import(
+        &tar[..tar.len() / 2 + 100],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(
         matches!(err, ArchiveError::Read(_) | ArchiveError::UnknownFormat),
         "{err}"
@@ -164,7 +175,7 @@ fn corrupt_layers_are_rejected() {
 fn gzip_compressed_archives_are_accepted() {
     let tar = testutil::archive(&docker_files(&[busybox()], false));
     let dir = tempfile::tempdir().unwrap();
-    let images = import(&gzip(&tar)[..], dir.path(), &mut |_| {}).unwrap();
+    let images = import(&gzip(&tar)[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap();
     assert_eq!(images.len(), 1);
 }
 
@@ -193,7 +204,13 @@ fn symlinked_layers_of_docker_archives_are_followed() {
     tar.append_link(&mut h, "dup/layer.tar", format!("../{name}"))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let images = import(&tar.into_inner().unwrap()[..], dir.path(), &mut |_| {}).unwrap();
+    let images = import(
+        &tar.into_inner().unwrap()[..],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(images[0].layers.len(), 2);
 }
 
@@ -206,7 +223,13 @@ fn archive_symlinks_cannot_point_outside_the_archive() {
     tar.append_link(&mut h, "manifest.json", "../../etc/passwd")
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = import(&tar.into_inner().unwrap()[..], dir.path(), &mut |_| {}).unwrap_err();
+    let err = import(
+        &tar.into_inner().unwrap()[..],
+        dir.path(),
+        &Limits::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, ArchiveError::EntryEscape { .. }), "{err}");
 }
 
@@ -256,7 +279,7 @@ proptest::proptest! {
         bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let _ = import(&bytes[..], dir.path(), &mut |_| {});
+        let _ = import(&bytes[..], dir.path(), &Limits::default(), &mut |_| {});
     }
 
     #[test]
@@ -266,7 +289,7 @@ proptest::proptest! {
         let at = at % damaged.len();
         damaged[at] = value;
         let dir = tempfile::tempdir().unwrap();
-        if let Ok(images) = import(&damaged[..], dir.path(), &mut |_| {}) {
+        if let Ok(images) = import(&damaged[..], dir.path(), &Limits::default(), &mut |_| {}) {
             // Damage in padding or unused header fields may pass; a layer never
             // passes with content other than its diff_id says.
             for image in images {
@@ -276,4 +299,91 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn documents_past_their_limits_are_refused_unread() {
+    let mut manifest = b"[".to_vec();
+    manifest.resize(crate::limits::MAX_MANIFEST as usize + 1, b' ');
+    manifest.push(b']');
+    let err = import_files(&[("manifest.json".to_owned(), manifest)]).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Document { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn archives_with_header_bombs_or_too_many_entries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = crate::unpack::hostile_tests::long_name_bomb(4 << 20);
+    let err = import(&bomb[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Header { .. })),
+        "{err}"
+    );
+    let long = crate::unpack::hostile_tests::long_name_bomb(1000);
+    let err = import(&long[..], dir.path(), &Limits::default(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Name { .. })),
+        "{err}"
+    );
+
+    let files: Vec<(String, Vec<u8>)> = (0..=MAX_ARCHIVE_ENTRIES)
+        .map(|i| (format!("f{i}"), Vec::new()))
+        .collect();
+    let err = import_files(&files).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Limit(LimitError::Entries { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_layer_bomb_in_an_archive_names_the_layer_and_leaves_the_store_unchanged() {
+    let (dir, store) = testutil::empty_store();
+    let listing = || {
+        let mut names: Vec<_> = walk(&dir.path().join("images"));
+        names.retain(|n| !n.contains("/locks/"));
+        names.sort();
+        names
+    };
+    let before = listing();
+    let bomb = crate::unpack::hostile_tests::long_name_bomb(4 << 20);
+    let mut limits = store.limits();
+    limits.max_header_bytes = 64 << 10;
+    store.set_limits(limits);
+    let image = TestImage::new(vec![bomb.clone()], "sh", vec!["bomb:1"]);
+    let archive = testutil::archive(&docker_files(&[image], true));
+    let err = store.load(&archive[..], &mut |_| {}).unwrap_err();
+    let message = hull_error_chain(&err);
+    assert!(
+        message.contains(&format!("layer {} ", Digest::of(&bomb))),
+        "{message}"
+    );
+    assert!(message.contains("pass 65536 bytes"), "{message}");
+    assert_eq!(listing(), before);
+}
+
+fn hull_error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        out.push(path.display().to_string());
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+    }
+    out
 }

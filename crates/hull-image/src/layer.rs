@@ -4,6 +4,7 @@
 use std::io::{self, BufRead, BufReader, Read};
 
 use crate::digest::{Digest, HashingReader};
+use crate::limits::{Guard, Guarded, LimitError, Limits, MAX_NAME};
 use crate::spec::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -40,14 +41,24 @@ impl Compression {
     }
 }
 
+/// Largest zstd window a layer may ask for (16 MiB): the decoder allocates
+/// it whole. `zstd -19` and below use at most 8 MiB; only `--ultra` and
+/// `--long` go past, up to 2 GiB.
+const ZSTD_MAX_WINDOW_LOG: u32 = 24;
+
 /// Wraps a layer blob in the decompressor its first bytes call for.
 pub fn decompress<'a, R: Read + 'a>(blob: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut buffered = BufReader::new(blob);
     let compression = Compression::sniff(buffered.fill_buf()?);
     let reader: Box<dyn Read + 'a> = match compression {
         Compression::None => Box::new(buffered),
+        // flate2 holds a gzip header's fields to 64 KiB and its window to 32 KiB.
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(buffered)?;
+            decoder.window_log_max(ZSTD_MAX_WINDOW_LOG)?;
+            Box::new(decoder)
+        }
     };
     Ok((compression, reader))
 }
@@ -62,19 +73,60 @@ pub struct LayerInfo {
     pub unpacked_size: u64,
 }
 
-/// Reads a whole layer blob, checking that it decompresses and parses as a tar stream.
-pub fn inspect(blob: impl Read) -> io::Result<LayerInfo> {
-    let (compression, reader) = decompress(blob)?;
-    let mut hashing = HashingReader::new(reader);
-    let mut unpacked_size = 0;
+/// Why a layer cannot be taken in.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("it is truncated or not a (gzip or zstd compressed) tar stream")]
+    Read(#[source] io::Error),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
+
+/// Reads a whole layer blob, checking that it decompresses and parses as a
+/// tar stream within `limits`. Memory stays within a few MiB whatever the blob.
+pub fn inspect(blob: impl Read, limits: &Limits) -> Result<LayerInfo, LayerError> {
+    let (compression, reader) = decompress(blob).map_err(LayerError::Read)?;
+    let guard = Guard::new(*limits);
+    let read_err = |e| match guard.tripped() {
+        Some(limit) => LayerError::Limit(limit),
+        None => LayerError::Read(e),
+    };
+    let mut hashing = HashingReader::new(Guarded::new(reader, guard.clone()));
+    let mut unpacked_size = 0u64;
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        for entry in archive.entries()? {
-            unpacked_size += entry?.size();
+        let mut entries = archive.entries().map_err(LayerError::Read)?;
+        let mut count = 0u64;
+        loop {
+            guard.headers();
+            let Some(entry) = entries.next() else { break };
+            let mut entry = entry.map_err(read_err)?;
+            guard.data();
+            count += 1;
+            if count > limits.max_entries {
+                return Err(LimitError::Entries {
+                    limit: limits.max_entries,
+                }
+                .into());
+            }
+            let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
+            let len = entry.path_bytes().len().max(link_len);
+            if len > MAX_NAME {
+                return Err(LimitError::Name { len }.into());
+            }
+            unpacked_size = unpacked_size.saturating_add(entry.size());
+            if unpacked_size > limits.max_unpacked_bytes {
+                return Err(LimitError::Unpacked {
+                    limit: limits.max_unpacked_bytes,
+                }
+                .into());
+            }
+            io::copy(&mut entry, &mut io::sink()).map_err(read_err)?;
         }
     }
     // The tar reader stops at the end-of-archive marker; the diff_id covers the padding after it.
-    let (diff_id, _) = hashing.finish()?;
+    guard.trailer();
+    let (diff_id, _) = hashing.finish().map_err(read_err)?;
     Ok(LayerInfo {
         compression,
         diff_id,
@@ -100,17 +152,17 @@ pub(crate) mod tests {
     #[test]
     fn inspect_hashes_the_uncompressed_stream_whatever_the_compression() {
         let tar = one_file_tar("a", b"hello");
-        let plain = inspect(&tar[..]).unwrap();
+        let plain = inspect(&tar[..], &Limits::default()).unwrap();
         assert_eq!(plain.compression, Compression::None);
         assert_eq!(plain.diff_id, Digest::of(&tar));
         assert_eq!(plain.unpacked_size, 5);
 
-        let gz = inspect(&gzip(&tar)[..]).unwrap();
+        let gz = inspect(&gzip(&tar)[..], &Limits::default()).unwrap();
         assert_eq!(gz.compression, Compression::Gzip);
         assert_eq!(gz.diff_id, plain.diff_id);
 
         let zst = zstd::encode_all(&tar[..], 1).unwrap();
-        let zst = inspect(&zst[..]).unwrap();
+        let zst = inspect(&zst[..], &Limits::default()).unwrap();
         assert_eq!(zst.compression, Compression::Zstd);
         assert_eq!(zst.diff_id, plain.diff_id);
     }
@@ -118,8 +170,75 @@ pub(crate) mod tests {
     #[test]
     fn truncated_layers_are_errors() {
         let tar = one_file_tar("a", &[7u8; 2000]);
-        assert!(inspect(&tar[..700]).is_err());
+        assert!(inspect(&tar[..700], &Limits::default()).is_err());
         let gz = gzip(&tar);
-        assert!(inspect(&gz[..gz.len() / 2]).is_err());
+        assert!(inspect(&gz[..gz.len() / 2], &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn header_bombs_are_refused_whatever_the_compression() {
+        let limits = Limits {
+            max_header_bytes: 64 << 10,
+            ..Limits::default()
+        };
+        let bomb = crate::unpack::hostile_tests::long_name_bomb(4 << 20);
+        for blob in [
+            bomb.clone(),
+            gzip(&bomb),
+            zstd::encode_all(&bomb[..], 3).unwrap(),
+        ] {
+            let err = inspect(&blob[..], &limits).unwrap_err();
+            assert!(
+                matches!(err, LayerError::Limit(LimitError::Header { limit }) if limit == 64 << 10),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn layers_past_the_entry_and_size_limits_are_refused() {
+        let tar = crate::testutil::layer(&[("a", &[1u8; 3000]), ("b", b""), ("c", b"")]);
+        let few = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        let err = inspect(&tar[..], &few).unwrap_err();
+        assert!(
+            matches!(err, LayerError::Limit(LimitError::Entries { limit: 2 })),
+            "{err}"
+        );
+        let small = Limits {
+            max_unpacked_bytes: 2000,
+            ..Limits::default()
+        };
+        let err = inspect(&gzip(&tar)[..], &small).unwrap_err();
+        assert!(
+            matches!(err, LayerError::Limit(LimitError::Unpacked { limit: 2000 })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zstd_frames_asking_for_a_huge_window_are_refused() {
+        let tar = one_file_tar("a", b"hello");
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.window_log(27).unwrap();
+        encoder.write_all(&tar).unwrap();
+        let blob = encoder.finish().unwrap();
+        assert!(matches!(
+            inspect(&blob[..], &Limits::default()),
+            Err(LayerError::Read(_))
+        ));
+    }
+
+    #[test]
+    fn data_after_the_end_of_the_tar_is_bounded() {
+        let mut tar = one_file_tar("a", b"hello");
+        tar.resize(tar.len() + (2 << 20), 0);
+        let err = inspect(&tar[..], &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, LayerError::Limit(LimitError::Trailer)),
+            "{err}"
+        );
     }
 }

@@ -5,11 +5,13 @@
 //! The API is blocking; the daemon calls it from `spawn_blocking`.
 
 pub mod archive;
+mod at;
 pub mod digest;
 pub mod erofs;
 pub mod export;
 mod fsutil;
 pub mod layer;
+pub mod limits;
 pub mod reference;
 pub mod registry;
 mod rootpath;

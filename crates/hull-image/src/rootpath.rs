@@ -5,9 +5,11 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+
+use crate::at::{At, Dir, Kind};
+use crate::limits::MAX_DEPTH;
 
 /// Symlinks followed while resolving one path before giving up, as Linux does.
 const MAX_SYMLINKS: u32 = 40;
@@ -30,60 +32,83 @@ pub fn clean(name: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Resolves the clean relative path `rel` inside `root`, following every
-/// symlink met on the way within the root, the last component only if
-/// `follow_last`. Returns a relative path free of symlinks (except possibly
-/// its last component) and of `..`; components that do not exist are kept as they are.
-pub fn resolve(root: &Path, rel: &Path, follow_last: bool) -> io::Result<PathBuf> {
-    let mut pending: VecDeque<OsString> = rel
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(c) => Some(c.to_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut resolved = PathBuf::new();
+/// A directory deeper than [`crate::limits::MAX_DEPTH`] was to be created.
+#[derive(Debug, thiserror::Error)]
+#[error("the directory would lie deeper than the rootfs allows")]
+pub(crate) struct TooDeep;
+
+/// Opens the directory at the clean relative path `rel` inside `root`,
+/// following the symlinks met on the way as a process chroot-ed into `root`
+/// would, and returns it with its path free of symlinks and `..`. Missing
+/// directories are created (mode 0755) when `create`, else the answer is
+/// `None`. Every step opens one name with `O_NOFOLLOW` from the directory
+/// before it: no path is ever handed to the kernel whole.
+pub(crate) fn resolve_dir(
+    root: &Dir,
+    rel: &Path,
+    create: bool,
+) -> io::Result<Option<(Dir, PathBuf)>> {
+    let mut pending: VecDeque<OsString> = components(rel).collect();
+    // The directories below the root on the way, for `..`.
+    let mut stack: Vec<Dir> = Vec::new();
+    let mut names: Vec<OsString> = Vec::new();
     let mut links = 0;
     while let Some(name) = pending.pop_front() {
         if name == ".." {
-            resolved.pop();
+            stack.pop();
+            names.pop();
             continue;
         }
-        let candidate = resolved.join(&name);
-        if pending.is_empty() && !follow_last {
-            return Ok(candidate);
-        }
-        let full = root.join(&candidate);
-        match fs::symlink_metadata(&full) {
-            Ok(meta) if meta.file_type().is_symlink() => {
+        let current: &Dir = stack.last().unwrap_or(root);
+        match current.stat_child(&name)? {
+            Some(stat) if stat.kind == Kind::Symlink => {
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(io::Error::from_raw_os_error(libc::ELOOP));
                 }
-                let target = fs::read_link(&full)?;
+                let target = current.read_link(&name)?;
                 if target.is_absolute() {
-                    resolved = PathBuf::new();
+                    stack.clear();
+                    names.clear();
                 }
-                for component in target.components().rev() {
-                    match component {
-                        Component::Normal(c) => pending.push_front(c.to_owned()),
-                        Component::ParentDir => pending.push_front("..".into()),
-                        _ => {}
-                    }
+                for component in components(&target).collect::<Vec<_>>().into_iter().rev() {
+                    pending.push_front(component);
                 }
+                continue;
             }
-            Ok(_) => resolved = candidate,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => resolved = candidate,
-            Err(e) => return Err(e),
+            Some(stat) if stat.kind == Kind::Dir => {}
+            Some(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+            None if !create => return Ok(None),
+            None => {
+                if names.len() >= MAX_DEPTH {
+                    return Err(io::Error::other(TooDeep));
+                }
+                current.mkdir(&name, 0o755)?;
+            }
         }
+        let dir = current.open_dir(&name)?;
+        stack.push(dir);
+        names.push(name);
     }
-    Ok(resolved)
+    let dir = match stack.pop() {
+        Some(dir) => dir,
+        None => root.try_clone()?,
+    };
+    Ok(Some((dir, names.iter().collect())))
+}
+
+fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(c) => Some(c.to_owned()),
+        Component::ParentDir => Some("..".into()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     #[test]
@@ -95,35 +120,59 @@ mod tests {
         assert_eq!(clean(Path::new("a/../../x")), None);
     }
 
+    fn resolve(root: &Path, rel: &str) -> Option<PathBuf> {
+        let root = Dir::open(root).unwrap();
+        resolve_dir(&root, Path::new(rel), false)
+            .unwrap()
+            .map(|(_, p)| p)
+    }
+
     #[test]
     fn absolute_symlinks_resolve_from_the_root() {
         let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("lib")).unwrap();
         symlink("/", root.path().join("etc")).unwrap();
-        let r = resolve(root.path(), Path::new("etc/passwd"), false).unwrap();
-        assert_eq!(r, PathBuf::from("passwd"));
+        assert_eq!(resolve(root.path(), "etc/lib"), Some(PathBuf::from("lib")));
     }
 
     #[test]
     fn relative_symlinks_cannot_climb_above_the_root() {
         let root = tempfile::tempdir().unwrap();
-        fs::create_dir(root.path().join("usr")).unwrap();
+        fs::create_dir_all(root.path().join("usr/x")).unwrap();
+        fs::create_dir(root.path().join("x")).unwrap();
         symlink("../../../..", root.path().join("usr/lib")).unwrap();
-        let r = resolve(root.path(), Path::new("usr/lib/x"), false).unwrap();
-        assert_eq!(r, PathBuf::from("x"));
+        assert_eq!(resolve(root.path(), "usr/lib/x"), Some(PathBuf::from("x")));
         symlink("usr/lib", root.path().join("lib")).unwrap();
-        let r = resolve(root.path(), Path::new("lib/y"), true).unwrap();
-        assert_eq!(r, PathBuf::from("y"));
+        assert_eq!(resolve(root.path(), "lib/x"), Some(PathBuf::from("x")));
+        assert_eq!(resolve(root.path(), "lib/missing"), None);
     }
 
     #[test]
-    fn the_last_component_is_followed_only_on_request() {
+    fn missing_directories_are_created_inside_and_not_too_deep() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root_path = tmp.path().join("root");
+        fs::create_dir(&root_path).unwrap();
+        symlink("../..", root_path.join("up")).unwrap();
+        let root = Dir::open(&root_path).unwrap();
+        let (_, path) = resolve_dir(&root, Path::new("up/a/b"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(path, PathBuf::from("a/b"));
+        assert!(root_path.join("a/b").is_dir());
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
+        let err = resolve_dir(&root, Path::new(&deep), true).unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<TooDeep>()), "{err}");
+    }
+
+    #[test]
+    fn a_file_on_the_way_is_not_a_directory() {
         let root = tempfile::tempdir().unwrap();
-        fs::create_dir(root.path().join("real")).unwrap();
-        symlink("real", root.path().join("link")).unwrap();
-        let r = resolve(root.path(), Path::new("link"), false).unwrap();
-        assert_eq!(r, PathBuf::from("link"));
-        let r = resolve(root.path(), Path::new("link"), true).unwrap();
-        assert_eq!(r, PathBuf::from("real"));
+        fs::write(root.path().join("f"), "").unwrap();
+        let dir = Dir::open(root.path()).unwrap();
+        let err = resolve_dir(&dir, Path::new("f/x"), true).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
     }
 
     #[test]
@@ -131,7 +180,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         symlink("b", root.path().join("a")).unwrap();
         symlink("a", root.path().join("b")).unwrap();
-        let e = resolve(root.path(), Path::new("a/x"), false).unwrap_err();
+        let dir = Dir::open(root.path()).unwrap();
+        let e = resolve_dir(&dir, Path::new("a/x"), true).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
     }
 }

@@ -10,7 +10,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -19,16 +19,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, ArchiveError, ImportedImage, StagedFile};
 use crate::digest::{Digest, DigestError};
-use crate::erofs::{self, ErofsError};
+use crate::erofs::ErofsError;
 use crate::fsutil::{rename_durably, sync_dir, write_atomic, Lock};
-use crate::layer;
+use crate::limits::{LimitError, Limits};
 use crate::reference::{self, Reference, ReferenceError};
 use crate::spec::{self, ConfigFile, Descriptor, ImageConfig};
-use crate::unpack::{UnpackError, Unpacker};
+use crate::unpack::UnpackError;
 
 mod history;
 mod prune;
 mod pulled;
+mod rootfs;
 mod scratch;
 mod tags;
 
@@ -95,6 +96,12 @@ pub enum StoreError {
         image: Digest,
         #[source]
         source: UnpackError,
+    },
+    #[error("image {image} is refused")]
+    Limit {
+        image: Digest,
+        #[source]
+        source: LimitError,
     },
     #[error("cannot build the rootfs of image {image}")]
     Erofs {
@@ -184,6 +191,8 @@ pub struct ImageStore {
     root: PathBuf,
     /// Layers pulls are downloading now, shared by concurrent pulls.
     pub(crate) downloads: std::sync::Arc<crate::registry::inflight::InFlight>,
+    /// Shared by every clone, and changeable once the store is open.
+    limits: std::sync::Arc<std::sync::RwLock<Limits>>,
 }
 
 impl ImageStore {
@@ -192,6 +201,7 @@ impl ImageStore {
         let store = ImageStore {
             root: root.to_owned(),
             downloads: Default::default(),
+            limits: Default::default(),
         };
         let open_err = |source| StoreError::Open {
             path: root.to_owned(),
@@ -209,6 +219,15 @@ impl ImageStore {
         &self.root
     }
 
+    /// What an image may make the host hold, checked on every load, pull and unpack.
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
     /// Loads a docker-archive or OCI-layout tar. Every blob is verified before
     /// anything is stored; tags move to the loaded images, as with `docker load`.
     pub fn load(
@@ -221,7 +240,7 @@ impl ImageStore {
             .prefix("load-")
             .tempdir_in(&tmp)
             .map_err(|source| StoreError::Write { path: tmp, source })?;
-        let images = archive::import(archive, staging.path(), progress)?;
+        let images = archive::import(archive, staging.path(), &self.limits(), progress)?;
         for image in &images {
             self.commit(image)?;
         }
@@ -309,80 +328,6 @@ impl ImageStore {
         }
         parsed?;
         Err(not_found())
-    }
-
-    /// Path of the image's erofs rootfs, built on first use and shared afterwards.
-    pub fn rootfs(&self, image: &Image) -> Result<PathBuf, StoreError> {
-        let id = &image.record.id;
-        let out = self.erofs_path(id);
-        if out.exists() {
-            return Ok(out);
-        }
-        let _lock = self.lock(&format!("rootfs-{}", id.hex()))?;
-        if out.exists() {
-            return Ok(out);
-        }
-        let tmp = self.root.join("tmp");
-        let work = tempfile::Builder::new()
-            .prefix("rootfs-")
-            .tempdir_in(&tmp)
-            .map_err(|source| StoreError::Write { path: tmp, source })?;
-        let scratch = scratch::for_tree(image.size, work.path());
-        let tree = tempfile::Builder::new()
-            .prefix(&scratch.prefix)
-            .tempdir_in(&scratch.dir)
-            .map_err(|source| StoreError::Write {
-                path: scratch.dir,
-                source,
-            })?;
-        // Not the temporary directory itself: its mode, 0700, would become the
-        // rootfs's unless a layer sets one.
-        let dir = tree.path().join("rootfs");
-        fs::create_dir(&dir).map_err(|source| StoreError::Write {
-            path: dir.clone(),
-            source,
-        })?;
-        self.flatten(&image.record, &dir)?;
-        let built = work.path().join("rootfs.erofs");
-        erofs::mkfs(&dir, &built).map_err(|source| StoreError::Erofs {
-            image: id.clone(),
-            source,
-        })?;
-        drop(tree);
-        // Under the lock that removals take: an image removed while its
-        // rootfs was built must not leave the rootfs behind.
-        let _blobs = self.lock("blobs")?;
-        if !self.record_path(id).exists() {
-            return Err(StoreError::NotFound(id.to_string()));
-        }
-        rename_durably(&built, &out).map_err(|source| StoreError::Write {
-            path: out.clone(),
-            source,
-        })?;
-        tracing::info!(image = %id, path = %out.display(), "built erofs rootfs");
-        Ok(out)
-    }
-
-    /// Applies the image's layers, in order, into the empty directory `dir`.
-    pub(crate) fn flatten(&self, record: &ImageRecord, dir: &Path) -> Result<(), StoreError> {
-        let mut unpacker = Unpacker::new(dir);
-        for layer in &record.layers {
-            let path = self.blob_path(&layer.digest);
-            let blob = File::open(&path).map_err(|source| StoreError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let unpack_err = |source| StoreError::Unpack {
-                layer: layer.digest.clone(),
-                source,
-            };
-            let (_, tar) = layer::decompress(blob).map_err(|e| unpack_err(UnpackError::Read(e)))?;
-            unpacker.apply_layer(tar).map_err(unpack_err)?;
-        }
-        unpacker.finish().map_err(|source| StoreError::Flatten {
-            image: record.id.clone(),
-            source,
-        })
     }
 
     /// Moves an imported image's blobs into the store and writes its record.

@@ -1,18 +1,19 @@
 //! Flattening layers into one directory: tar entries applied in order, OCI
 //! whiteouts honoured, and nothing ever written outside the directory.
 
-use std::collections::{BTreeMap, HashSet};
-use std::ffi::{CString, OsStr};
-use std::fs::{self, OpenOptions, Permissions};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::hash::RandomState;
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{lchown, symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use filetime::FileTime;
 use tar::{Entry, EntryType, Header};
 
+use crate::at::{self, At, Dir, Entries, Kind};
 use crate::fsutil::{copy, CopyError};
+use crate::limits::{Guard, Guarded, LimitError, Limits, MAX_DEPTH, MAX_NAME};
 use crate::rootpath;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -25,6 +26,14 @@ const CAPABILITY_XATTR: &str = "SCHILY.xattr.security.capability";
 pub enum UnpackError {
     #[error("cannot read the layer's tar stream")]
     Read(#[source] io::Error),
+    #[error("the layer is refused")]
+    Limit(#[from] LimitError),
+    #[error("cannot open the rootfs directory {}", .path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("entry '{entry}' escapes the rootfs")]
     Escape { entry: String },
     #[error("hardlink '{entry}' points to '{target}', outside the rootfs")]
@@ -33,14 +42,14 @@ pub enum UnpackError {
     LinkTarget { entry: String, target: String },
     #[error("whiteout '{entry}' names no valid file")]
     Whiteout { entry: String },
-    #[error("cannot create '{path}' for entry '{entry}'")]
+    #[error("cannot create '{}' for entry '{entry}'", .path.display())]
     Write {
         entry: String,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot set the metadata of directory '{path}'")]
+    #[error("cannot set the metadata of directory '{}'", .path.display())]
     DirMetadata {
         path: PathBuf,
         #[source]
@@ -52,8 +61,8 @@ pub enum UnpackError {
 #[derive(Clone, Copy, Debug)]
 struct Meta {
     mode: u32,
-    uid: u64,
-    gid: u64,
+    uid: u32,
+    gid: u32,
     mtime: i64,
 }
 
@@ -61,49 +70,92 @@ impl Meta {
     fn of(header: &Header) -> Meta {
         Meta {
             mode: header.mode().unwrap_or(0o644) & 0o7777,
-            uid: header.uid().unwrap_or(0),
-            gid: header.gid().unwrap_or(0),
+            uid: header.uid().unwrap_or(0) as u32,
+            gid: header.gid().unwrap_or(0) as u32,
             mtime: header.mtime().unwrap_or(0) as i64,
         }
     }
 }
 
-/// Applies layers, in order, onto a root directory.
+/// Applies layers, in order, onto a root directory. Every change goes through
+/// descriptors opened inside the root without following symlinks (see
+/// [`crate::at`]), so no layer reaches a file outside it, whatever it plants.
 pub struct Unpacker {
-    root: PathBuf,
-    /// Directories' metadata, applied once all layers are in so that later
-    /// writes into them neither fail on read-only modes nor bump their mtimes.
-    dirs: BTreeMap<PathBuf, Meta>,
+    root: Dir,
+    root_path: PathBuf,
+    /// Metadata of the directories layers made, by device and inode, applied
+    /// once all layers are in so that later writes into them neither fail on
+    /// read-only modes nor bump their mtimes. Only directories that exist are
+    /// here: a removed one leaves, so a reused inode never inherits it.
+    dirs: HashMap<(u64, u64), Meta>,
     /// Whether ownership and device nodes can be set; without privilege they are skipped.
     privileged: bool,
+    limits: Limits,
+    /// Bytes of files written so far, all layers together.
+    written: u64,
+    /// The most they may be: the limit, or the free space when that is less.
+    budget: u64,
+    available: u64,
+    hasher: RandomState,
 }
 
 impl Unpacker {
     /// An unpacker writing into `root`, an existing empty directory.
-    pub fn new(root: &Path) -> Unpacker {
-        let mut dirs = BTreeMap::new();
+    pub fn new(root: &Path, limits: Limits) -> Result<Unpacker, UnpackError> {
+        let root_err = |source| UnpackError::Root {
+            path: root.to_owned(),
+            source,
+        };
+        let dir = Dir::open(root).map_err(root_err)?;
+        let available = dir.available_bytes().map_err(root_err)?;
+        let root_id = dir.stat().map_err(root_err)?.id;
+        let mut dirs = HashMap::new();
         let root_meta = Meta {
             mode: 0o755,
             uid: 0,
             gid: 0,
             mtime: 0,
         };
-        dirs.insert(PathBuf::new(), root_meta);
-        Unpacker {
-            root: root.to_owned(),
+        dirs.insert(root_id, root_meta);
+        Ok(Unpacker {
+            root: dir,
+            root_path: root.to_owned(),
             dirs,
             // SAFETY: geteuid has no preconditions and cannot fail.
             privileged: unsafe { libc::geteuid() } == 0,
-        }
+            budget: limits.max_unpacked_bytes.min(available),
+            available,
+            limits,
+            written: 0,
+            hasher: RandomState::new(),
+        })
     }
 
     /// Applies one uncompressed layer tar stream.
     pub fn apply_layer(&mut self, layer: impl Read) -> Result<(), UnpackError> {
+        let guard = Guard::new(self.limits);
+        let read_err = |e| match guard.tripped() {
+            Some(limit) => UnpackError::Limit(limit),
+            None => UnpackError::Read(e),
+        };
         let mut written = Written::default();
-        let mut archive = tar::Archive::new(layer);
-        for entry in archive.entries().map_err(UnpackError::Read)? {
-            let mut entry = entry.map_err(UnpackError::Read)?;
+        let mut archive = tar::Archive::new(Guarded::new(layer, guard.clone()));
+        let mut entries = archive.entries().map_err(UnpackError::Read)?;
+        let mut count = 0u64;
+        loop {
+            guard.headers();
+            let Some(entry) = entries.next() else { break };
+            let mut entry = entry.map_err(read_err)?;
+            guard.data();
+            count += 1;
+            if count > self.limits.max_entries {
+                return Err(LimitError::Entries {
+                    limit: self.limits.max_entries,
+                }
+                .into());
+            }
             let raw = entry.path_bytes().into_owned();
+            check_name(&raw)?;
             let name = String::from_utf8_lossy(&raw).into_owned();
             let rel = rootpath::clean(Path::new(OsStr::from_bytes(&raw))).ok_or_else(|| {
                 UnpackError::Escape {
@@ -119,44 +171,95 @@ impl Unpacker {
                 Some(b) if b.starts_with(WHITEOUT_PREFIX) => self.whiteout(&rel, &name)?,
                 _ => {
                     if let Some(path) = self.apply_entry(&mut entry, &rel, &name)? {
-                        written.insert(path);
+                        written.insert(&self.hasher, &path);
                     }
                 }
             }
+            // What the entry holds beyond what was used is read here, as data.
+            io::copy(&mut entry, &mut io::sink()).map_err(read_err)?;
         }
         Ok(())
     }
 
-    /// Sets the recorded directory metadata, deepest directories first.
+    /// Sets the recorded directory metadata on the directories there now,
+    /// reached from the root without following any symlink.
     pub fn finish(self) -> Result<(), UnpackError> {
-        for (rel, meta) in self.dirs.iter().rev() {
-            let path = self.root.join(rel);
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
-                // Removed or replaced by a later layer.
-                _ => continue,
-            }
-            let fail = |source| UnpackError::DirMetadata {
-                path: rel.clone(),
-                source,
+        let fail = |path: &Path| {
+            let path = path.to_owned();
+            move |source| UnpackError::DirMetadata { path, source }
+        };
+        let root_id = self.root.stat().map_err(fail(Path::new("")))?.id;
+        let root = self.root.try_clone().map_err(fail(Path::new("")))?;
+        let entries = root.entries().map_err(fail(Path::new("")))?;
+        self.apply_dirs(entries, root_id, &mut PathBuf::new())
+    }
+
+    /// Post-order, so that a directory made unreadable by its mode is left only when done.
+    fn apply_dirs(
+        &self,
+        mut entries: Entries,
+        id: (u64, u64),
+        path: &mut PathBuf,
+    ) -> Result<(), UnpackError> {
+        let fail = |path: &Path| {
+            let path = path.to_owned();
+            move |source| UnpackError::DirMetadata { path, source }
+        };
+        while let Some((name, is_dir)) = entries.next_name().map_err(fail(path))? {
+            let is_dir = match is_dir {
+                Some(is_dir) => is_dir,
+                None => entries
+                    .stat_child(&name)
+                    .map_err(fail(path))?
+                    .is_some_and(|s| s.kind == Kind::Dir),
             };
-            self.set_owner(&path, meta).map_err(fail)?;
-            fs::set_permissions(&path, Permissions::from_mode(meta.mode)).map_err(fail)?;
-            set_mtime(&path, meta).map_err(fail)?;
+            if is_dir {
+                path.push(&name);
+                let child = entries.open_dir(&name).map_err(fail(path))?;
+                let child_id = child.stat().map_err(fail(path))?.id;
+                let child = child.entries().map_err(fail(path))?;
+                self.apply_dirs(child, child_id, path)?;
+                path.pop();
+            }
+        }
+        if let Some(meta) = self.dirs.get(&id) {
+            at::set_meta(entries.fd(), self.owner(meta), meta.mode, meta.mtime)
+                .map_err(fail(path))?;
         }
         Ok(())
     }
 
-    /// Resolves the parent of `rel` inside the root (creating missing
-    /// directories) and returns the relative path the entry itself is to take.
-    fn place(&self, rel: &Path) -> io::Result<PathBuf> {
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let parent = rootpath::resolve(&self.root, parent, true)?;
-        fs::create_dir_all(self.root.join(&parent))?;
-        Ok(parent.join(rel.file_name().unwrap_or_default()))
+    fn owner(&self, meta: &Meta) -> Option<(u32, u32)> {
+        self.privileged.then_some((meta.uid, meta.gid))
     }
 
-    /// Applies one entry; returns the relative path it took, if any.
+    /// Opens the parent of `rel` inside the root (creating missing
+    /// directories); returns it, the entry's own name and its path in the root.
+    fn place(&self, rel: &Path, entry: &str) -> Result<(Dir, OsString, PathBuf), UnpackError> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let (dir, path) = rootpath::resolve_dir(&self.root, parent, true)
+            .map_err(|e| self.resolve_err(e, entry, rel))?
+            .expect("created when missing");
+        let base = rel.file_name().unwrap_or_default().to_owned();
+        let full = path.join(&base);
+        Ok((dir, base, full))
+    }
+
+    fn resolve_err(&self, error: io::Error, entry: &str, rel: &Path) -> UnpackError {
+        if error.get_ref().is_some_and(|e| e.is::<rootpath::TooDeep>()) {
+            return LimitError::Depth {
+                entry: entry.to_owned(),
+            }
+            .into();
+        }
+        UnpackError::Write {
+            entry: entry.to_owned(),
+            path: rel.to_owned(),
+            source: error,
+        }
+    }
+
+    /// Applies one entry; returns the path in the root it took, if any.
     fn apply_entry<R: Read>(
         &mut self,
         entry: &mut Entry<'_, R>,
@@ -167,10 +270,12 @@ impl Unpacker {
         let meta = Meta::of(entry.header());
         if rel.as_os_str().is_empty() {
             if kind == EntryType::Directory {
-                self.dirs.insert(PathBuf::new(), meta);
+                let id = self.root.stat().map_err(UnpackError::Read)?.id;
+                self.dirs.insert(id, meta);
             }
             return Ok(None);
         }
+        let (parent, base, target) = self.place(rel, name)?;
         let write_err = |path: &Path| {
             let path = path.to_owned();
             move |source| UnpackError::Write {
@@ -179,37 +284,39 @@ impl Unpacker {
                 source,
             }
         };
-        let target = self.place(rel).map_err(write_err(rel))?;
-        let path = self.root.join(&target);
         match kind {
             EntryType::Directory => {
-                self.make_dir(&path, &meta).map_err(write_err(&target))?;
-                self.dirs.insert(target.clone(), meta);
+                if target.components().count() > MAX_DEPTH {
+                    return Err(LimitError::Depth {
+                        entry: name.to_owned(),
+                    }
+                    .into());
+                }
+                self.make_dir(&parent, &base, meta)
+                    .map_err(write_err(&target))?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                self.reserve(entry.size())?;
                 let capability = capability(entry);
-                self.write_file(&path, entry, &meta, capability.as_deref())
+                self.write_file(&parent, &base, entry, &meta, capability.as_deref())
                     .map_err(|e| match e {
                         CopyError::Read(e) => UnpackError::Read(e),
                         CopyError::Write(e) => write_err(&target)(e),
                     })?;
             }
             EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(UnpackError::Read)?
-                    .unwrap_or_default()
-                    .into_owned();
-                self.make_symlink(&path, &link, &meta)
+                let link = entry.link_name_bytes().unwrap_or_default().into_owned();
+                check_name(&link)?;
+                self.make_symlink(&parent, &base, Path::new(OsStr::from_bytes(&link)), &meta)
                     .map_err(write_err(&target))?;
             }
-            EntryType::Link => self.make_hardlink(entry, &path, name)?,
+            EntryType::Link => self.make_hardlink(entry, &parent, &base, name)?,
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let device = (
                     entry.header().device_major().ok().flatten().unwrap_or(0),
                     entry.header().device_minor().ok().flatten().unwrap_or(0),
                 );
-                self.make_node(&path, kind, device, &meta)
+                self.make_node(&parent, &base, kind, device, &meta)
                     .map_err(write_err(&target))?;
             }
             other => {
@@ -220,217 +327,167 @@ impl Unpacker {
         Ok(Some(target))
     }
 
-    fn make_dir(&self, path: &Path, meta: &Meta) -> io::Result<()> {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                fs::remove_file(path)?;
-                fs::create_dir(path)?;
+    /// Counts `size` more bytes of files against the budget.
+    fn reserve(&mut self, size: u64) -> Result<(), LimitError> {
+        let needed = self.written.saturating_add(size);
+        if needed > self.budget {
+            if self.budget == self.limits.max_unpacked_bytes {
+                return Err(LimitError::Unpacked {
+                    limit: self.limits.max_unpacked_bytes,
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path)?,
-            Err(e) => return Err(e),
+            return Err(LimitError::Disk {
+                needed,
+                available: self.available,
+                path: self.root_path.clone(),
+            });
         }
-        self.set_owner(path, meta)
+        self.written = needed;
+        Ok(())
+    }
+
+    /// Removes what `name` is in `parent`, forgetting the directories removed.
+    fn remove_existing(&mut self, parent: &dyn At, name: &OsStr) -> io::Result<()> {
+        let dirs = &mut self.dirs;
+        at::remove_all(parent, name, &mut |stat| {
+            dirs.remove(&stat.id);
+        })
+    }
+
+    fn make_dir(&mut self, parent: &Dir, name: &OsStr, meta: Meta) -> io::Result<()> {
+        match parent.stat_child(name)? {
+            Some(stat) if stat.kind == Kind::Dir => {}
+            Some(_) => {
+                parent.unlink(name, false)?;
+                parent.mkdir(name, 0o755)?;
+            }
+            None => parent.mkdir(name, 0o755)?,
+        }
+        let id = parent.open_dir(name)?.stat()?.id;
+        if self.dirs.len() as u64 >= self.limits.max_entries && !self.dirs.contains_key(&id) {
+            return Err(io::Error::other(LimitError::Entries {
+                limit: self.limits.max_entries,
+            }));
+        }
+        self.dirs.insert(id, meta);
+        Ok(())
     }
 
     fn write_file(
-        &self,
-        path: &Path,
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
         content: &mut impl Read,
         meta: &Meta,
         capability: Option<&[u8]>,
     ) -> Result<(), CopyError> {
-        remove_existing(path).map_err(CopyError::Write)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
+        self.remove_existing(parent, name)
             .map_err(CopyError::Write)?;
+        let mut file = parent.create_file(name).map_err(CopyError::Write)?;
         copy(content, &mut file)?;
-        drop(file);
-        self.finish_file(path, meta, capability)
-            .map_err(CopyError::Write)
-    }
-
-    fn finish_file(&self, path: &Path, meta: &Meta, capability: Option<&[u8]>) -> io::Result<()> {
-        // chown clears set-id bits and capabilities: mode and xattr come after it.
-        self.set_owner(path, meta)?;
-        fs::set_permissions(path, Permissions::from_mode(meta.mode))?;
+        let fd = file.as_raw_fd();
+        // The times last: a capability is set on the finished file.
+        at::set_meta(fd, self.owner(meta), meta.mode, meta.mtime).map_err(CopyError::Write)?;
         if let Some(value) = capability {
-            set_capability(path, value)?;
+            at::set_xattr(fd, c"security.capability", value).map_err(CopyError::Write)?;
         }
-        set_mtime(path, meta)
+        Ok(())
     }
 
-    fn make_symlink(&self, path: &Path, target: &Path, meta: &Meta) -> io::Result<()> {
-        remove_existing(path)?;
-        symlink(target, path)?;
-        self.set_owner(path, meta)?;
-        set_mtime(path, meta)
+    fn make_symlink(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        target: &Path,
+        meta: &Meta,
+    ) -> io::Result<()> {
+        self.remove_existing(parent, name)?;
+        parent.symlink(name, target)?;
+        if let Some((uid, gid)) = self.owner(meta) {
+            parent.chown_child(name, uid, gid)?;
+        }
+        parent.set_times_child(name, meta.mtime)
     }
 
     fn make_hardlink<R: Read>(
-        &self,
+        &mut self,
         entry: &Entry<'_, R>,
-        path: &Path,
-        name: &str,
+        parent: &Dir,
+        name: &OsStr,
+        entry_name: &str,
     ) -> Result<(), UnpackError> {
         let raw = entry.link_name_bytes().unwrap_or_default().into_owned();
+        check_name(&raw)?;
         let target_name = String::from_utf8_lossy(&raw).into_owned();
         let escape = || UnpackError::LinkEscape {
-            entry: name.to_owned(),
+            entry: entry_name.to_owned(),
+            target: target_name.clone(),
+        };
+        let missing = || UnpackError::LinkTarget {
+            entry: entry_name.to_owned(),
             target: target_name.clone(),
         };
         let rel = rootpath::clean(Path::new(OsStr::from_bytes(&raw))).ok_or_else(escape)?;
-        if rel.as_os_str().is_empty() {
+        let Some(source_name) = rel.file_name() else {
             return Err(escape());
-        }
+        };
+        // The link's own last component is not followed: linking to a symlink links the symlink.
+        let source_parent = rel.parent().unwrap_or(Path::new(""));
+        let source_dir = rootpath::resolve_dir(&self.root, source_parent, false)
+            .map_err(|e| self.resolve_err(e, entry_name, &rel))?
+            .ok_or_else(missing)?
+            .0;
         let write_err = |source| UnpackError::Write {
-            entry: name.to_owned(),
+            entry: entry_name.to_owned(),
             path: rel.clone(),
             source,
         };
-        // The link's own last component is not followed: linking to a symlink links the symlink.
-        let resolved = rootpath::resolve(&self.root, &rel, false).map_err(write_err)?;
-        let source = self.root.join(&resolved);
-        if fs::symlink_metadata(&source).is_err() {
-            return Err(UnpackError::LinkTarget {
-                entry: name.to_owned(),
-                target: target_name,
-            });
-        }
-        if source == path {
+        let source = source_dir
+            .stat_child(source_name)
+            .map_err(write_err)?
+            .ok_or_else(missing)?;
+        let existing = parent.stat_child(name).map_err(write_err)?;
+        if existing.is_some_and(|e| e.id == source.id) {
             return Ok(());
         }
-        remove_existing(path).map_err(write_err)?;
-        fs::hard_link(&source, path).map_err(write_err)
+        self.remove_existing(parent, name).map_err(write_err)?;
+        parent
+            .hard_link(name, &source_dir, source_name)
+            .map_err(write_err)
     }
 
     fn make_node(
-        &self,
-        path: &Path,
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
         kind: EntryType,
         (major, minor): (u32, u32),
         meta: &Meta,
     ) -> io::Result<()> {
         if !self.privileged && kind != EntryType::Fifo {
-            tracing::warn!(path = %path.display(), "skipping device node: unpacking without root privilege");
+            tracing::warn!(entry = ?name, "skipping device node: unpacking without root privilege");
             return Ok(());
         }
-        remove_existing(path)?;
+        self.remove_existing(parent, name)?;
         let file_type = match kind {
             EntryType::Char => libc::S_IFCHR,
             EntryType::Block => libc::S_IFBLK,
             _ => libc::S_IFIFO,
         };
-        let c_path = CString::new(path.as_os_str().as_bytes())?;
-        let dev = libc::makedev(major, minor);
-        // SAFETY: c_path is a valid NUL-terminated string that outlives the call;
-        // mknod does not keep the pointer.
-        let rc = unsafe { libc::mknod(c_path.as_ptr(), file_type | meta.mode, dev) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        parent.mknod(name, file_type | meta.mode, libc::makedev(major, minor))?;
+        if let Some((uid, gid)) = self.owner(meta) {
+            parent.chown_child(name, uid, gid)?;
         }
-        self.set_owner(path, meta)?;
-        fs::set_permissions(path, Permissions::from_mode(meta.mode))?;
-        set_mtime(path, meta)
-    }
-
-    /// `.wh.<name>` deletes `<name>` as lower layers left it.
-    fn whiteout(&self, rel: &Path, entry: &str) -> Result<(), UnpackError> {
-        let base = rel.file_name().unwrap_or_default().to_string_lossy();
-        let hidden = &base[WHITEOUT_PREFIX.len()..];
-        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
-            return Err(UnpackError::Whiteout {
-                entry: entry.to_owned(),
-            });
-        }
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let fail = |source| UnpackError::Write {
-            entry: entry.to_owned(),
-            path: parent.join(hidden),
-            source,
-        };
-        let parent = rootpath::resolve(&self.root, parent, true).map_err(fail)?;
-        remove_existing(&self.root.join(parent).join(hidden)).map_err(fail)
-    }
-
-    /// `.wh..wh..opq` empties its directory of what lower layers put there.
-    fn opaque(&self, rel: &Path, entry: &str, written: &Written) -> Result<(), UnpackError> {
-        let dir = rel.parent().unwrap_or(Path::new(""));
-        let fail = |source| UnpackError::Write {
-            entry: entry.to_owned(),
-            path: dir.to_owned(),
-            source,
-        };
-        let dir = rootpath::resolve(&self.root, dir, true).map_err(fail)?;
-        match fs::symlink_metadata(self.root.join(&dir)) {
-            Ok(m) if m.is_dir() => self.clear_lower(&dir, written).map_err(fail),
-            _ => Ok(()),
-        }
-    }
-
-    fn clear_lower(&self, dir: &Path, written: &Written) -> io::Result<()> {
-        for child in fs::read_dir(self.root.join(dir))? {
-            let child = child?;
-            let rel = dir.join(child.file_name());
-            if written.paths.contains(&rel) || written.ancestors.contains(&rel) {
-                if child.file_type()?.is_dir() {
-                    self.clear_lower(&rel, written)?;
-                }
-            } else {
-                remove_existing(&child.path())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn set_owner(&self, path: &Path, meta: &Meta) -> io::Result<()> {
-        match lchown(path, Some(meta.uid as u32), Some(meta.gid as u32)) {
-            Err(e) if !self.privileged && e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
-            other => other,
-        }
+        parent.chmod_child(name, meta.mode)?;
+        parent.set_times_child(name, meta.mtime)
     }
 }
 
-/// Paths a layer has written so far, and their ancestors: an opaque whiteout
-/// hides only what lower layers put in its directory.
-#[derive(Default)]
-struct Written {
-    paths: HashSet<PathBuf>,
-    ancestors: HashSet<PathBuf>,
-}
-
-impl Written {
-    fn insert(&mut self, path: PathBuf) {
-        let mut ancestor = path.parent();
-        while let Some(a) = ancestor.filter(|a| !a.as_os_str().is_empty()) {
-            if !self.ancestors.insert(a.to_owned()) {
-                break;
-            }
-            ancestor = a.parent();
-        }
-        self.paths.insert(path);
+fn check_name(name: &[u8]) -> Result<(), LimitError> {
+    if name.len() > MAX_NAME {
+        return Err(LimitError::Name { len: name.len() });
     }
-}
-
-fn remove_existing(path: &Path) -> io::Result<()> {
-    let result = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-fn set_mtime(path: &Path, meta: &Meta) -> io::Result<()> {
-    let mtime = FileTime::from_unix_time(meta.mtime, 0);
-    filetime::set_symlink_file_times(path, mtime, mtime)
+    Ok(())
 }
 
 fn capability<R: Read>(entry: &mut Entry<'_, R>) -> Option<Vec<u8>> {
@@ -441,25 +498,13 @@ fn capability<R: Read>(entry: &mut Entry<'_, R>) -> Option<Vec<u8>> {
         .map(|e| e.value_bytes().to_vec())
 }
 
-fn set_capability(path: &Path, value: &[u8]) -> io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: both strings are NUL-terminated and outlive the call; value's
-    // pointer and length describe a live slice; nothing is retained.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c_path.as_ptr(),
-            c"security.capability".as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+mod whiteout;
 
+use whiteout::Written;
+
+#[cfg(test)]
+#[path = "unpack_hostile_tests.rs"]
+pub(crate) mod hostile_tests;
 #[cfg(test)]
 #[path = "unpack_tests.rs"]
 mod tests;

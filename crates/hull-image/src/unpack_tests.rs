@@ -1,53 +1,58 @@
 use super::*;
+use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 /// One tar entry; names are written raw so tests can use `..` and absolute paths.
-struct E<'a> {
-    kind: EntryType,
-    name: &'a str,
-    link: &'a str,
-    data: &'a [u8],
-    mode: u32,
+pub(super) struct E<'a> {
+    pub(super) kind: EntryType,
+    pub(super) name: &'a str,
+    pub(super) link: &'a str,
+    pub(super) data: &'a [u8],
+    pub(super) mode: u32,
+    pub(super) uid: u64,
 }
 
-fn file<'a>(name: &'a str, data: &'a [u8]) -> E<'a> {
+pub(super) fn file<'a>(name: &'a str, data: &'a [u8]) -> E<'a> {
     E {
         kind: EntryType::Regular,
         name,
         link: "",
         data,
         mode: 0o644,
+        uid: 0,
     }
 }
 
-fn dir(name: &str) -> E<'_> {
+pub(super) fn dir(name: &str) -> E<'_> {
     E {
         kind: EntryType::Directory,
         name,
         link: "",
         data: b"",
         mode: 0o755,
+        uid: 0,
     }
 }
 
-fn link<'a>(kind: EntryType, name: &'a str, target: &'a str) -> E<'a> {
+pub(super) fn link<'a>(kind: EntryType, name: &'a str, target: &'a str) -> E<'a> {
     E {
         kind,
         name,
         link: target,
         data: b"",
         mode: 0o777,
+        uid: 0,
     }
 }
 
-fn layer(entries: &[E<'_>]) -> Vec<u8> {
+pub(super) fn layer(entries: &[E<'_>]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for e in entries {
         let mut header = Header::new_old();
         header.set_entry_type(e.kind);
         header.set_size(e.data.len() as u64);
         header.set_mode(e.mode);
-        header.set_uid(0);
+        header.set_uid(e.uid);
         header.set_gid(0);
         header.set_mtime(1_000_000);
         let old = header.as_old_mut();
@@ -60,39 +65,43 @@ fn layer(entries: &[E<'_>]) -> Vec<u8> {
 }
 
 /// A scratch area with the rootfs at `<tmp>/root`, so escapes would land in `<tmp>`.
-struct Scratch {
-    tmp: tempfile::TempDir,
+pub(super) struct Scratch {
+    pub(super) tmp: tempfile::TempDir,
+    pub(super) limits: Limits,
 }
 
 impl Scratch {
-    fn new() -> Scratch {
+    pub(super) fn new() -> Scratch {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir(tmp.path().join("root")).unwrap();
-        Scratch { tmp }
+        Scratch {
+            tmp,
+            limits: Limits::default(),
+        }
     }
 
-    fn root(&self) -> PathBuf {
+    pub(super) fn root(&self) -> PathBuf {
         self.tmp.path().join("root")
     }
 
-    fn unpack(&self, layers: &[Vec<u8>]) -> Result<(), UnpackError> {
-        let mut u = Unpacker::new(&self.root());
+    pub(super) fn unpack(&self, layers: &[Vec<u8>]) -> Result<(), UnpackError> {
+        let mut u = Unpacker::new(&self.root(), self.limits).unwrap();
         for l in layers {
             u.apply_layer(&l[..])?;
         }
         u.finish()
     }
 
-    fn read(&self, rel: &str) -> Option<String> {
+    pub(super) fn read(&self, rel: &str) -> Option<String> {
         fs::read_to_string(self.root().join(rel)).ok()
     }
 
-    fn exists(&self, rel: &str) -> bool {
+    pub(super) fn exists(&self, rel: &str) -> bool {
         fs::symlink_metadata(self.root().join(rel)).is_ok()
     }
 
     /// Every name outside the rootfs, to check nothing escaped.
-    fn outside(&self) -> Vec<String> {
+    pub(super) fn outside(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

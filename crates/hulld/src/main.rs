@@ -73,6 +73,16 @@ struct Args {
     /// at 10 MiB with 3 files kept, instead of to stderr.
     #[arg(long, env = "HULL_LOG_FILE")]
     log_file: Option<PathBuf>,
+    /// The most bytes of files one image may unpack to (`20G`, `500M`):
+    /// larger images are refused on load and pull, as are those that would
+    /// not fit on the image store's free disk.
+    #[arg(long, env = "HULL_MAX_IMAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    max_image_size: Option<u64>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    hull_image::limits::parse_size(text)
+        .ok_or_else(|| format!("'{text}' is not a size such as 500M or 20G"))
 }
 
 /// hulld's own log rotates at this size, keeping this many files.
@@ -120,6 +130,11 @@ async fn main() -> Result<()> {
         },
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
+    if let Some(max) = args.max_image_size {
+        let mut limits = daemon.images().limits();
+        limits.max_unpacked_bytes = max;
+        daemon.images().set_limits(limits);
+    }
     daemon
         .registry()
         .set_mirrors(&args.registry_mirrors)

@@ -1,7 +1,9 @@
 //! `docker save` archives: manifest.json lists, per image, its config file,
 //! its layer files (`<id>/layer.tar` or `blobs/sha256/<hex>`) and its tags.
 
-use super::{check_layer_count, normalize_tags, ArchiveError, ImportedImage, Staged};
+use super::{
+    check_image_size, check_layer_count, normalize_tags, ArchiveError, ImportedImage, Staged,
+};
 use crate::spec::{ConfigFile, DockerArchiveEntry, MEDIA_TYPE_DOCKER_CONFIG};
 
 const MANIFEST: &str = "manifest.json";
@@ -35,6 +37,7 @@ fn image(
             staged.layer(name, MANIFEST, diff_id)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    check_image_size(staged, config, &layers)?;
     Ok(ImportedImage {
         config: config.clone(),
         config_media_type: MEDIA_TYPE_DOCKER_CONFIG.to_owned(),

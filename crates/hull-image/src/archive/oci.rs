@@ -3,7 +3,10 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{check_layer_count, normalize_tags, ArchiveError, ImportedImage, Staged, StagedFile};
+use super::{
+    check_image_size, check_layer_count, normalize_tags, ArchiveError, ImportedImage, Staged,
+    StagedFile,
+};
 use crate::spec::{
     ConfigFile, Descriptor, Index, Manifest, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME,
     LAYER_MEDIA_TYPES, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_LIST,
@@ -167,6 +170,7 @@ fn image(
             Ok(imported)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    check_image_size(staged, &config, &layers)?;
     Ok(ImportedImage {
         config,
         config_media_type: config_type.to_owned(),

@@ -17,8 +17,12 @@ use super::RegistryConfig;
 use crate::digest::Digest;
 use crate::reference::Reference;
 
-/// Largest manifest read into memory; the spec suggests registries accept 4 MiB.
-const MAX_MANIFEST: usize = 4 << 20;
+use crate::limits::MAX_MANIFEST;
+
+/// Largest error body read for its message.
+const MAX_ERROR_BODY: u64 = 64 << 10;
+/// Largest token document: tokens are a few KiB.
+const MAX_TOKEN_BODY: u64 = 1 << 20;
 
 /// Errors of talking to a registry.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,8 @@ pub enum ClientError {
     },
     #[error("the token server {realm} answered without a token")]
     NoToken { realm: String },
+    #[error("the token server {realm} answered with no valid token document (JSON of at most {MAX_TOKEN_BODY} bytes)")]
+    TokenBody { realm: String },
     #[error("the manifest of {reference} is larger than {MAX_MANIFEST} bytes")]
     ManifestTooLarge { reference: String },
     #[error("the manifest of {reference} has digest {actual}, not the {expected} asked for")]
@@ -251,25 +257,17 @@ impl Repository {
         let response = self
             .check(response, &format!("the manifest of {reference}"))
             .await?;
-        if response
-            .content_length()
-            .is_some_and(|l| l > MAX_MANIFEST as u64)
-        {
-            return Err(ClientError::ManifestTooLarge {
-                reference: reference.to_owned(),
-            });
-        }
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = response.bytes().await.map_err(|e| self.http_err(e))?;
-        if bytes.len() > MAX_MANIFEST {
-            return Err(ClientError::ManifestTooLarge {
+        let bytes = read_capped(response, MAX_MANIFEST)
+            .await
+            .map_err(|e| self.http_err(e))?
+            .ok_or_else(|| ClientError::ManifestTooLarge {
                 reference: reference.to_owned(),
-            });
-        }
+            })?;
         let digest = Digest::of(&bytes);
         if let Ok(expected) = tag_or_digest.parse::<Digest>() {
             if expected != digest {
@@ -409,10 +407,14 @@ impl Repository {
             .check(response, "the token request")
             .await
             .map_err(token_err)?;
-        let body: TokenResponse = response
-            .json()
+        let body = read_capped(response, MAX_TOKEN_BODY)
             .await
             .map_err(|e| token_err(self.http_err(e)))?;
+        let body: TokenResponse = body
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ClientError::TokenBody {
+                realm: realm.to_owned(),
+            })?;
         body.into_token().ok_or_else(|| ClientError::NoToken {
             realm: realm.to_owned(),
         })
@@ -439,8 +441,8 @@ impl Repository {
         if status.is_success() {
             return Ok(response);
         }
-        let body = response.bytes().await.unwrap_or_default();
-        let message = error_message(&body);
+        let body = read_capped(response, MAX_ERROR_BODY).await;
+        let message = error_message(&body.ok().flatten().unwrap_or_default());
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ClientError::Unauthorized {
                 registry: self.domain.clone(),
@@ -455,6 +457,25 @@ impl Repository {
             },
         })
     }
+}
+
+/// A response's body, read as it streams in; `None` if it passes `limit`
+/// bytes, which are all it ever holds.
+pub(crate) async fn read_capped(
+    mut response: Response,
+    limit: u64,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    if response.content_length().is_some_and(|l| l > limit) {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// The messages of a distribution-spec error body (`{"errors":[{"code","message"}]}`).

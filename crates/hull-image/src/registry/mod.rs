@@ -6,6 +6,8 @@
 //! tokio runtime and reaches the blocking store through `spawn_blocking`.
 
 pub mod auth;
+#[cfg(test)]
+mod bounds_tests;
 pub mod client;
 mod download;
 pub(crate) mod inflight;

@@ -14,6 +14,7 @@ use super::download::{self, DownloadError};
 use super::inflight;
 use super::manifest::{self, Document, ManifestError};
 use crate::digest::Digest;
+use crate::limits::{check_disk, LimitError, MAX_CONFIG};
 use crate::reference::Reference;
 use crate::spec::{Descriptor, Manifest};
 use crate::store::{ImageStore, PulledImage, PulledLayer, StoreError};
@@ -41,6 +42,14 @@ pub enum PullError {
         digest: Digest,
         expected: u64,
         actual: u64,
+    },
+    #[error("{what} {digest} of {reference} is refused")]
+    Limit {
+        what: &'static str,
+        reference: String,
+        digest: Digest,
+        #[source]
+        source: LimitError,
     },
     #[error(transparent)]
     Download(#[from] DownloadError),
@@ -153,6 +162,7 @@ pub async fn pull(
     tracing::info!(reference = %shown, manifest = %manifest_desc.digest, "pulling");
 
     let staging = store.staging_dir("pull-")?;
+    check_sizes(store, &manifest, staging.path(), &shown)?;
     let config_bytes = fetch_config(store, &repository, &manifest.config, staging.path()).await?;
     let layers = fetch_layers(store, &repository, &manifest, staging.path(), events).await?;
     let downloaded: Vec<Digest> = layers
@@ -230,6 +240,44 @@ fn descriptor(media_type: Option<String>, digest: &Digest, size: usize) -> Descr
         annotations: None,
         platform: None,
     }
+}
+
+/// Refuses, before any download, a config too large to read and layers
+/// that cannot fit on the store's disk.
+fn check_sizes(
+    store: &ImageStore,
+    manifest: &Manifest,
+    staging: &Path,
+    reference: &str,
+) -> Result<(), PullError> {
+    let refused = |what, digest: &Digest, source| PullError::Limit {
+        what,
+        reference: reference.to_owned(),
+        digest: digest.clone(),
+        source,
+    };
+    if manifest.config.size > MAX_CONFIG {
+        let limit = LimitError::Document {
+            what: "image config",
+            limit: MAX_CONFIG,
+        };
+        return Err(refused("config", &manifest.config.digest, limit));
+    }
+    let missing = manifest
+        .layers
+        .iter()
+        .filter(|l| !store.has_blob(&l.digest))
+        .fold(0u64, |sum, l| sum.saturating_add(l.size));
+    let available = crate::at::Dir::open(staging)
+        .and_then(|d| d.available_bytes())
+        .map_err(|source| {
+            PullError::Download(DownloadError::Write {
+                path: staging.to_owned(),
+                source,
+            })
+        })?;
+    check_disk(missing, available, staging.to_owned())
+        .map_err(|e| refused("image", &manifest.config.digest, e))
 }
 
 async fn fetch_config(

@@ -29,14 +29,14 @@ type Body = BoxBody<Bytes, std::io::Error>;
 
 const TOKEN: &str = "t0k";
 
-struct FakeRegistry {
-    addr: String,
+pub(super) struct FakeRegistry {
+    pub(super) addr: String,
     /// Manifests by `repository:tag`.
-    manifests: Mutex<HashMap<String, Vec<u8>>>,
-    blobs: Mutex<HashMap<String, Vec<u8>>>,
+    pub(super) manifests: Mutex<HashMap<String, Vec<u8>>>,
+    pub(super) blobs: Mutex<HashMap<String, Vec<u8>>>,
     /// Blobs whose first full download is cut in the middle.
     cut: Mutex<Vec<String>>,
-    log: Mutex<Vec<String>>,
+    pub(super) log: Mutex<Vec<String>>,
 }
 
 fn body(bytes: impl Into<Bytes>) -> Body {
@@ -255,7 +255,7 @@ async fn start(corrupt: bool) -> (Arc<FakeRegistry>, Digest) {
 }
 
 /// An empty registry on a loopback port.
-async fn serve() -> Arc<FakeRegistry> {
+pub(super) async fn serve() -> Arc<FakeRegistry> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry = Arc::new(FakeRegistry {
         addr: listener.local_addr().unwrap().to_string(),
@@ -294,7 +294,7 @@ fn form_scope(query: &str) -> String {
         .replace("%2C", ",")
 }
 
-async fn pull_from(
+pub(super) async fn pull_from(
     registry: &FakeRegistry,
     store: &ImageStore,
 ) -> (Result<super::Pulled, PullError>, Vec<PullEvent>) {

@@ -9,9 +9,11 @@ use std::io;
 use std::path::PathBuf;
 
 use super::{ImageRecord, ImageStore, LayerRecord, StoreError};
+use crate::at::Dir;
 use crate::digest::Digest;
 use crate::fsutil::{rename_durably, write_atomic};
-use crate::layer;
+use crate::layer::{self, LayerError};
+use crate::limits::{check_disk, LimitError};
 use crate::spec::{ConfigFile, Descriptor};
 
 /// Errors of committing a pulled image.
@@ -29,13 +31,17 @@ pub enum CommitError {
         diff_ids: usize,
         layers: usize,
     },
-    #[error(
-        "layer {layer} is corrupt: it is truncated or not a (gzip or zstd compressed) tar stream"
-    )]
+    #[error("layer {layer} is refused")]
     Layer {
         layer: Digest,
         #[source]
-        source: io::Error,
+        source: LayerError,
+    },
+    #[error("image {image} is refused")]
+    Limit {
+        image: Digest,
+        #[source]
+        source: LimitError,
     },
     #[error("layer {layer} has uncompressed digest {actual}, but the image config's diff_id is {expected}")]
     DiffId {
@@ -118,6 +124,7 @@ impl ImageStore {
         for (layer, diff_id) in image.layers.iter().zip(diff_ids) {
             layers.push(self.check_layer(layer, diff_id)?);
         }
+        self.check_image_size(&image.config.digest, &layers)?;
         for layer in &image.layers {
             if let Some(staged) = &layer.staged {
                 let dest = self.blob_path(&layer.descriptor.digest);
@@ -190,7 +197,7 @@ impl ImageStore {
             }),
             _ => StoreError::Read { path, source: e },
         })?;
-        let info = layer::inspect(blob).map_err(|source| CommitError::Layer {
+        let info = layer::inspect(blob, &self.limits()).map_err(|source| CommitError::Layer {
             layer: digest.clone(),
             source,
         })?;
@@ -209,6 +216,32 @@ impl ImageStore {
             diff_id: info.diff_id,
             unpacked_size: info.unpacked_size,
         })
+    }
+
+    /// Checks that an image's layers together fit the limit and the store's disk.
+    fn check_image_size(&self, image: &Digest, layers: &[LayerRecord]) -> Result<(), StoreError> {
+        let size = layers
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.unpacked_size));
+        let limits = self.limits();
+        let refused = |source| CommitError::Limit {
+            image: image.clone(),
+            source,
+        };
+        if size > limits.max_unpacked_bytes {
+            return Err(refused(LimitError::Unpacked {
+                limit: limits.max_unpacked_bytes,
+            })
+            .into());
+        }
+        let tmp = self.root.join("tmp");
+        let available = Dir::open(&tmp)
+            .and_then(|d| d.available_bytes())
+            .map_err(|source| StoreError::Read {
+                path: tmp.clone(),
+                source,
+            })?;
+        check_disk(size, available, tmp).map_err(|e| refused(e).into())
     }
 
     /// The file of a blob of the store, e.g. a layer to push.
