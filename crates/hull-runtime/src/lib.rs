@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod container;
+pub mod halt;
 pub mod network;
 pub mod pod;
 pub mod pool;
