@@ -103,7 +103,7 @@ fn flood(port: &Port, stream: u32) {
                 break;
             }
             sent += MAX_DATA_CHUNK as u64;
-            if sent % (64 << 20) == 0 {
+            if sent.is_multiple_of(64 << 20) {
                 log!("test guest: flooded {} MiB", sent >> 20);
             }
         }
