@@ -4,6 +4,7 @@
 
 mod archive;
 pub mod attach;
+mod create;
 pub mod events;
 mod exec;
 mod inspect;
@@ -31,13 +32,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{AgentClient, AgentError};
-use crate::network::NetworkMode;
-use crate::run::{new_container_id, remove_dir, RunError};
-use crate::size::{Limits, VmSize};
-use crate::spec::{process_config, ProcessOptions, SpecError};
-use crate::volume::VolumeSource;
+use crate::run::{remove_dir, RunError};
+use crate::spec::SpecError;
 
 pub use attach::{OutputChunk, StdinMessage};
+pub use create::{ContainerUpdate, CreateOptions};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
 pub use logs::{LogEntry, LogFilter, LogStream};
 pub use pod::PodStatus;
@@ -143,44 +142,6 @@ pub enum ContainerError {
     PodMember { container: String, pod: String },
     #[error("cannot remove pod {0}: its containers are running: stop the pod before removing it or force remove")]
     PodRunning(String),
-}
-
-/// What `create` is given, besides the image.
-#[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
-    pub name: Option<String>,
-    pub image: String,
-    pub process: ProcessOptions,
-    pub hostname: Option<String>,
-    pub open_stdin: bool,
-    pub stdin_once: bool,
-    pub attach_stdin: bool,
-    pub attach_stdout: bool,
-    pub attach_stderr: bool,
-    pub labels: BTreeMap<String, String>,
-    pub restart: RestartPolicy,
-    pub auto_remove: bool,
-    pub stop_signal: Option<String>,
-    pub stop_timeout: Option<u32>,
-    /// The pod whose VM it runs in.
-    pub pod: Option<PodMembership>,
-    /// Its VM's size; `None`: the daemon's default.
-    pub size: Option<crate::size::VmSize>,
-    /// Its memory and CPU limits within that size.
-    pub limits: crate::size::Limits,
-    pub network: crate::network::NetworkMode,
-    /// How it joins a user-defined `network`.
-    pub endpoint: EndpointOptions,
-    pub ports: Vec<crate::network::PortBinding>,
-    /// Named volumes (created if missing) and host directories.
-    pub volumes: Vec<crate::volume::VolumeMount>,
-}
-
-/// What docker's `update` changes; `None` leaves it as it is.
-#[derive(Debug, Clone, Default)]
-pub struct ContainerUpdate {
-    pub limits: Limits,
-    pub restart: Option<RestartPolicy>,
 }
 
 /// A container's state and whether it still exists, as waiters see it.
@@ -495,203 +456,6 @@ impl<H: Hypervisor> Containers<H> {
             .map(|c| lock(&c.record).config.image_id.clone())
             .collect()
     }
-
-    /// Creates a container of `options.image`: its record, and the disk that
-    /// will hold its writable layer.
-    pub async fn create(
-        &self,
-        mut options: CreateOptions,
-    ) -> Result<Arc<Container>, ContainerError> {
-        let images = self.images.clone();
-        let reference = options.image.clone();
-        let image = tokio::task::spawn_blocking(move || images.resolve(&reference))
-            .await
-            .expect("image lookups do not panic")?;
-        let process = process_config(&image.config, &options.process)?;
-        if options.pod.is_none() {
-            crate::volume::add_image_volumes(
-                &mut options.volumes,
-                image.config.volumes.iter().flat_map(|v| v.keys()),
-                new_container_id,
-            );
-        }
-        for mount in &options.volumes {
-            if let Some(name) = mount.source.volume_name() {
-                let anonymous = matches!(mount.source, VolumeSource::Anonymous { .. });
-                self.volumes.create(name, None, anonymous)?;
-            }
-        }
-        if let Some(size) = options.size {
-            options.limits.check(size)?;
-        }
-        let network = match options.network {
-            NetworkMode::Network(reference) => {
-                NetworkMode::Network(self.networks.get(&reference)?.id)
-            }
-            other => other,
-        };
-        let id = new_container_id();
-        let dir = self.dir.join(&id);
-
-        let mut table = lock(&self.table);
-        let name = match options.name.filter(|n| !n.is_empty()) {
-            Some(name) => {
-                let name = name.strip_prefix('/').unwrap_or(&name).to_owned();
-                if !names::is_valid(&name) {
-                    return Err(ContainerError::InvalidName(name));
-                }
-                if let Some(other) = table.values().find(|c| c.name() == name) {
-                    return Err(ContainerError::NameInUse {
-                        name,
-                        id: other.id.clone(),
-                    });
-                }
-                name
-            }
-            None => names::generate(|n| table.values().any(|c| c.name() == n)),
-        };
-        let entrypoint = options
-            .process
-            .entrypoint
-            .clone()
-            .unwrap_or_else(|| image.config.entrypoint.clone().unwrap_or_default());
-        let cmd = if options.process.cmd.is_empty() && options.process.entrypoint.is_none() {
-            image.config.cmd.clone().unwrap_or_default()
-        } else {
-            options.process.cmd.clone()
-        };
-        let record = Record {
-            id: id.clone(),
-            name,
-            created: SystemTime::now(),
-            config: ContainerConfig {
-                image: options.image,
-                image_id: image.id.clone(),
-                hostname: options.hostname.unwrap_or_else(|| id[..12].to_owned()),
-                process: process.into(),
-                cmd,
-                entrypoint,
-                open_stdin: options.open_stdin,
-                stdin_once: options.stdin_once,
-                attach_stdin: options.attach_stdin,
-                attach_stdout: options.attach_stdout,
-                attach_stderr: options.attach_stderr,
-                labels: options.labels,
-                restart: options.restart,
-                auto_remove: options.auto_remove,
-                stop_signal: options.stop_signal,
-                stop_timeout: options.stop_timeout,
-                // A container removed at exit needs no disk: its changes die with it.
-                persistent: !options.auto_remove,
-                pod: options.pod,
-                size: options.size,
-                limits: options.limits,
-                network,
-                ports: options.ports,
-                volumes: options.volumes,
-            },
-            state: ContainerState::default(),
-        };
-        let io_error = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| ContainerError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
-        let created = (|| {
-            if let NetworkMode::Network(network) = &record.config.network {
-                self.networks.connect(
-                    network,
-                    &id,
-                    &record.name,
-                    options.endpoint.aliases,
-                    options.endpoint.address,
-                )?;
-            }
-            if record.config.persistent {
-                create_writable_disk(&dir.join(WRITABLE_DISK))?;
-            }
-            record.save(&dir)?;
-            Ok::<_, ContainerError>(())
-        })();
-        if let Err(err) = created {
-            self.networks.forget(&id);
-            remove_dir(&dir);
-            return Err(err);
-        }
-        let container = Arc::new(Container::new(dir, record));
-        table.insert(id, container.clone());
-        drop(table);
-        self.emit(&container, "create", &[]);
-        Ok(container)
-    }
-
-    /// Renames a container.
-    pub fn rename(&self, reference: &str, new_name: &str) -> Result<(), ContainerError> {
-        let container = self.get(reference)?;
-        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
-        if !names::is_valid(new_name) {
-            return Err(ContainerError::InvalidName(new_name.to_owned()));
-        }
-        let table = lock(&self.table);
-        if let Some(other) = table
-            .values()
-            .find(|c| c.name() == new_name && c.id != container.id)
-        {
-            return Err(ContainerError::NameInUse {
-                name: new_name.to_owned(),
-                id: other.id.clone(),
-            });
-        }
-        let mut record = lock(&container.record);
-        let old_name = std::mem::replace(&mut record.name, new_name.to_owned());
-        record.save(&container.dir)?;
-        drop(record);
-        self.networks.rename(&container.id, new_name);
-        drop(table);
-        self.emit(&container, "rename", &[("oldName", format!("/{old_name}"))]);
-        Ok(())
-    }
-
-    /// Changes a container's limits and restart policy, as docker's
-    /// `update`. Limits stay within the VM's size (`default_size` for a
-    /// container without one) and take effect at once if it runs.
-    pub async fn update(
-        &self,
-        container: &Arc<Container>,
-        default_size: VmSize,
-        update: ContainerUpdate,
-    ) -> Result<(), ContainerError> {
-        let _op = container.ops.lock().await;
-        let config = container.config();
-        let limits = config.limits.updated(update.limits);
-        if limits != config.limits {
-            if let Some(membership) = &config.pod {
-                return Err(ContainerError::PodLimits {
-                    container: container.name(),
-                    pod: membership.pod.clone(),
-                });
-            }
-            let size = config.size.unwrap_or(default_size);
-            limits.check(size)?;
-            let run = lock(&container.run).clone();
-            if let Some(run) = run {
-                run.set_guest_memory(limits.guest_memory(size)).await?;
-                let count = limits.online_cpus(size);
-                run.agent
-                    .request_done(&Request::SetOnlineCpus { count })
-                    .await?;
-            }
-        }
-        let mut record = lock(&container.record);
-        record.config.limits = limits;
-        if let Some(restart) = update.restart {
-            record.config.restart = restart;
-        }
-        record.save(&container.dir)?;
-        drop(record);
-        self.emit(container, "update", &[]);
-        Ok(())
-    }
 }
 
 /// How to reach the VM of a running container.
@@ -719,8 +483,4 @@ impl RunHandle {
         }
         result.await.unwrap_or(Ok(()))
     }
-}
-
-fn create_writable_disk(path: &Path) -> Result<(), ContainerError> {
-    Ok(crate::volume::format_disk(path, WRITABLE_DISK_BYTES)?)
 }
