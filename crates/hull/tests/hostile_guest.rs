@@ -134,6 +134,7 @@ fn a_guest_that_floods_its_channel_is_reported_failed_and_hulld_stays_small() {
         "the flood is not the reported failure: {state}"
     );
     assert_ne!(state["ExitCode"], 0, "{state}");
+    println!("the flooding container's error: {error}");
     let after = hulld_status(daemon);
     let (rss_after, peak_after) = (
         proc_field_mib(&after, "VmRSS"),
