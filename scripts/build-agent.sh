@@ -3,6 +3,9 @@
 #
 # Usage: scripts/build-agent.sh [--release]
 #
+# HULL_GUEST_PACKAGE=hull-test-guest builds the end-to-end tests' hostile
+# guest the same way instead.
+#
 # glibc's crt-static stands in for musl (this toolchain has no musl target).
 # The explicit --target keeps the flag off build scripts and proc macros,
 # which must stay dynamically linked to load into the host's cargo.
@@ -20,14 +23,15 @@ case "${1:-}" in
     *) echo "usage: $0 [--release]" >&2; exit 2 ;;
 esac
 
+package="${HULL_GUEST_PACKAGE:-hull-agent}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 RUSTFLAGS="${RUSTFLAGS:-} $flags" \
-    cargo build -p hull-agent --target "$target" "${args[@]}" >&2
+    cargo build -p "$package" --target "$target" "${args[@]}" >&2
 
 target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-binary="$target_dir/$target/$profile/hull-agent"
+binary="$target_dir/$target/$profile/$package"
 
 if readelf -l "$binary" | grep -q 'INTERP'; then
     echo "error: $binary has an ELF interpreter: it is not statically linked" >&2

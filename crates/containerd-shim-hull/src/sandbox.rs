@@ -284,7 +284,7 @@ impl Sandbox {
         let mut vm = qemu.start(vm_config).await.map_err(SandboxError::Start)?;
         let control = vm.take_control_channel().expect("a new VM has its channel");
         let greeted = unless_vm_dies(&vm, async {
-            let agent = AgentClient::handshake(control).await?;
+            let agent = AgentClient::handshake(vm.id(), control).await?;
             // The VM has no RTC: its clock starts from the host's.
             agent
                 .request_done(&hull_runtime::clock_and_entropy())

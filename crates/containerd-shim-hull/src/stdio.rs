@@ -137,7 +137,7 @@ pub fn pump_input(input: InputStream, path: PathBuf, close: CloseInput) {
                 }
             }
         }
-        let _ = input.close();
+        let _ = input.close().await;
     });
 }
 

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod agent;
 pub mod console;
 pub mod container;
+pub mod halt;
 pub mod network;
 pub mod pod;
 pub mod pool;

@@ -298,7 +298,7 @@ impl<H: Hypervisor> Runtime<H> {
 /// Waits for a freshly booted VM's agent to say hello.
 pub(crate) async fn greet<V: Vm>(vm: &mut V) -> Result<AgentClient, RunError> {
     let control = vm.take_control_channel().expect("a new VM has its channel");
-    let greeted = unless_vm_dies(vm, vm.exit(), AgentClient::handshake(control));
+    let greeted = unless_vm_dies(vm, vm.exit(), AgentClient::handshake(vm.id(), control));
     match tokio::time::timeout(BOOT_TIMEOUT, greeted).await {
         Ok(agent) => agent,
         Err(_) => Err(RunError::BootTimeout {
@@ -355,7 +355,7 @@ async fn run_process(
                     return;
                 }
             }
-            let _ = input.close();
+            let _ = input.close().await;
         })
     });
     let control_pump = tokio::spawn(relay_control(
@@ -364,7 +364,7 @@ async fn run_process(
         io.control,
     ));
 
-    let status = exited.await.map_err(|_| AgentError::Disconnected)?;
+    let status = exited.await.map_err(|_| agent.lost())?;
     // The agent reports the exit after the last output, so the pumps end soon.
     for pump in pumps {
         let _ = pump.await;

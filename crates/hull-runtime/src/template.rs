@@ -332,7 +332,7 @@ pub async fn clone_vm<H: Hypervisor>(
         .await
         .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
     let control = vm.take_control_channel().expect("a new VM has its channel");
-    let agent = crate::AgentClient::resumed(control);
+    let agent = crate::AgentClient::resumed(vm.id(), control);
     let resume = crate::start::clock_and_entropy();
     let resumed = crate::run::unless_vm_dies(&vm, vm.exit(), agent.request_done(&resume));
     let result = match tokio::time::timeout(crate::run::BOOT_TIMEOUT, resumed).await {

@@ -151,6 +151,12 @@ pub trait Vm: Send + Sync + 'static {
     fn exit(&self) -> watch::Receiver<Option<VmExit>>;
     /// Stops the VM at once; the guest gets no chance to clean up.
     fn kill(&self);
+    /// Asks the hypervisor to quit (QMP `quit`): the guest stops at once,
+    /// but the hypervisor closes its disks and files first. Returns once
+    /// asked (an error may only mean it quit before answering): [`Vm::exit`]
+    /// tells when it is gone. A hypervisor that is itself hung never
+    /// answers; callers bound the wait and [`Vm::kill`] it.
+    fn quit(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Whether the VM keeps running when its handle is dropped.
     fn is_detached(&self) -> bool;
     /// The last lines the guest wrote to its console, to explain a failure.

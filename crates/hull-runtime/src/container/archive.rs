@@ -90,10 +90,14 @@ impl Container {
             }
         };
         // The agent takes the stream until its end, even after a refusal.
-        let _ = input.close();
+        let _ = input.close().await;
         let answer = match early {
             Some(answer) => answer,
-            None => answer.await,
+            // The upload took what it took; its answer has a deadline.
+            None => agent
+                .within("WriteArchive", crate::agent::AFTER_UPLOAD, answer)
+                .await
+                .and_then(|answer| answer),
         };
         match (sent, answer) {
             (Err(Upload::Body(source)), _) => Err(ContainerError::ArchiveBody {

@@ -3,23 +3,66 @@
 //! before anything else is made (volumes, addresses, the writable disk),
 //! so that a hulld started after a crash finds every create in flight and
 //! rolls it back: no directory without a record, no address without a
-//! container.
+//! container. Also renaming a container and changing its limits.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use hull_proto::Request;
 use hull_vm::Hypervisor;
 use tracing::{info, warn};
 
 use super::{
-    create_writable_disk, lock, names, Container, ContainerConfig, ContainerError, ContainerState,
-    Containers, CreateOptions, Record, WRITABLE_DISK,
+    lock, names, Container, ContainerConfig, ContainerError, ContainerState, Containers,
+    EndpointOptions, PodMembership, Record, RestartPolicy, WRITABLE_DISK, WRITABLE_DISK_BYTES,
 };
 use crate::network::NetworkMode;
 use crate::run::{new_container_id, remove_dir};
-use crate::spec::process_config;
+use crate::size::{Limits, VmSize};
+use crate::spec::{process_config, ProcessOptions};
 use crate::volume::VolumeSource;
+
+/// What `create` is given, besides the image.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    pub image: String,
+    pub process: ProcessOptions,
+    pub hostname: Option<String>,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub labels: BTreeMap<String, String>,
+    pub restart: RestartPolicy,
+    pub auto_remove: bool,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<u32>,
+    /// The pod whose VM it runs in.
+    pub pod: Option<PodMembership>,
+    /// Its VM's size; `None`: the daemon's default.
+    pub size: Option<crate::size::VmSize>,
+    /// Its memory and CPU limits within that size.
+    pub limits: crate::size::Limits,
+    pub network: crate::network::NetworkMode,
+    /// How it joins a user-defined `network`.
+    pub endpoint: EndpointOptions,
+    pub ports: Vec<crate::network::PortBinding>,
+    /// Named volumes (created if missing) and host directories.
+    pub volumes: Vec<crate::volume::VolumeMount>,
+    /// How much of its output its log keeps.
+    pub log: super::logs::LogConfig,
+}
+
+/// What docker's `update` changes; `None` leaves it as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerUpdate {
+    pub limits: Limits,
+    pub restart: Option<RestartPolicy>,
+}
 
 impl<H: Hypervisor> Containers<H> {
     /// Creates a container of `options.image`: its record, its volumes, its
@@ -214,4 +257,76 @@ impl<H: Hypervisor> Containers<H> {
             }
         }
     }
+
+    /// Renames a container.
+    pub fn rename(&self, reference: &str, new_name: &str) -> Result<(), ContainerError> {
+        let container = self.get(reference)?;
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !names::is_valid(new_name) {
+            return Err(ContainerError::InvalidName(new_name.to_owned()));
+        }
+        let table = lock(&self.table);
+        if let Some(other) = table
+            .values()
+            .find(|c| c.name() == new_name && c.id != container.id)
+        {
+            return Err(ContainerError::NameInUse {
+                name: new_name.to_owned(),
+                id: other.id.clone(),
+            });
+        }
+        let mut record = lock(&container.record);
+        let old_name = std::mem::replace(&mut record.name, new_name.to_owned());
+        record.save(&container.dir)?;
+        drop(record);
+        self.networks.rename(&container.id, new_name);
+        drop(table);
+        self.emit(&container, "rename", &[("oldName", format!("/{old_name}"))]);
+        Ok(())
+    }
+
+    /// Changes a container's limits and restart policy, as docker's
+    /// `update`. Limits stay within the VM's size (`default_size` for a
+    /// container without one) and take effect at once if it runs.
+    pub async fn update(
+        &self,
+        container: &Arc<Container>,
+        default_size: VmSize,
+        update: ContainerUpdate,
+    ) -> Result<(), ContainerError> {
+        let _op = container.ops.lock().await;
+        let config = container.config();
+        let limits = config.limits.updated(update.limits);
+        if limits != config.limits {
+            if let Some(membership) = &config.pod {
+                return Err(ContainerError::PodLimits {
+                    container: container.name(),
+                    pod: membership.pod.clone(),
+                });
+            }
+            let size = config.size.unwrap_or(default_size);
+            limits.check(size)?;
+            let run = lock(&container.run).clone();
+            if let Some(run) = run {
+                run.set_guest_memory(limits.guest_memory(size)).await?;
+                let count = limits.online_cpus(size);
+                run.agent
+                    .request_done(&Request::SetOnlineCpus { count })
+                    .await?;
+            }
+        }
+        let mut record = lock(&container.record);
+        record.config.limits = limits;
+        if let Some(restart) = update.restart {
+            record.config.restart = restart;
+        }
+        record.save(&container.dir)?;
+        drop(record);
+        self.emit(container, "update", &[]);
+        Ok(())
+    }
+}
+
+fn create_writable_disk(path: &Path) -> Result<(), ContainerError> {
+    Ok(crate::volume::format_disk(path, WRITABLE_DISK_BYTES)?)
 }

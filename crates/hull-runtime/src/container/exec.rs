@@ -235,13 +235,13 @@ async fn run_exec(
                     return;
                 }
             }
-            let _ = input.close();
+            let _ = input.close().await;
         })),
         _ => None,
     };
     let status = exited
         .await
-        .map_err(|_| ContainerError::Run(RunError::Agent(crate::AgentError::Disconnected)))?;
+        .map_err(|_| ContainerError::Run(RunError::Agent(agent.lost())))?;
     for pump in pumps {
         let _ = pump.await;
     }

@@ -15,13 +15,15 @@ pub use networks::EndpointOptions;
 mod pod;
 pub mod record;
 mod run;
+mod stop;
+mod supervise;
 mod sweep;
 mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use hull_image::{ImageStore, StoreError};
 use hull_proto::Request;
@@ -32,10 +34,10 @@ use tracing::{info, warn};
 
 use crate::agent::{AgentClient, AgentError};
 use crate::run::{remove_dir, RunError};
-use crate::size::{Limits, VmSize};
-use crate::spec::{ProcessOptions, SpecError};
+use crate::spec::SpecError;
 
 pub use attach::{OutputChunk, StdinMessage};
+pub use create::{ContainerUpdate, CreateOptions};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
 pub use logs::{LogEntry, LogFilter, LogStream};
 pub use pod::PodStatus;
@@ -43,6 +45,7 @@ pub use record::{
     ContainerConfig, ContainerState, PodMembership, Record, RestartPolicy, Status, StoredProcess,
     StreamIds,
 };
+pub use stop::parse_signal;
 
 use attach::{OutputHub, StdinPipe};
 use exec::Exec;
@@ -57,11 +60,6 @@ const WRITABLE_DISK: &str = "writable.ext4";
 const WRITABLE_DISK_BYTES: u64 = 10 << 30;
 /// The error of containers whose VM stopped with the hulld that ran it.
 pub const INTERRUPTED: &str = "hulld stopped while the container ran, and its VM is gone";
-/// Docker's default grace period for `stop`.
-const DEFAULT_STOP_TIMEOUT: u32 = 10;
-/// How long a killed process may take to be reported gone before its VM is
-/// killed outright.
-const KILL_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -119,7 +117,7 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the guest agent refused: {0}")]
+    #[error(transparent)]
     Agent(#[from] AgentError),
     #[error("it was restarting")]
     Interrupted,
@@ -145,46 +143,6 @@ pub enum ContainerError {
     PodMember { container: String, pod: String },
     #[error("cannot remove pod {0}: its containers are running: stop the pod before removing it or force remove")]
     PodRunning(String),
-}
-
-/// What `create` is given, besides the image.
-#[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
-    pub name: Option<String>,
-    pub image: String,
-    pub process: ProcessOptions,
-    pub hostname: Option<String>,
-    pub open_stdin: bool,
-    pub stdin_once: bool,
-    pub attach_stdin: bool,
-    pub attach_stdout: bool,
-    pub attach_stderr: bool,
-    pub labels: BTreeMap<String, String>,
-    pub restart: RestartPolicy,
-    pub auto_remove: bool,
-    pub stop_signal: Option<String>,
-    pub stop_timeout: Option<u32>,
-    /// The pod whose VM it runs in.
-    pub pod: Option<PodMembership>,
-    /// Its VM's size; `None`: the daemon's default.
-    pub size: Option<crate::size::VmSize>,
-    /// Its memory and CPU limits within that size.
-    pub limits: crate::size::Limits,
-    pub network: crate::network::NetworkMode,
-    /// How it joins a user-defined `network`.
-    pub endpoint: EndpointOptions,
-    pub ports: Vec<crate::network::PortBinding>,
-    /// Named volumes (created if missing) and host directories.
-    pub volumes: Vec<crate::volume::VolumeMount>,
-    /// How much of its output its log keeps.
-    pub log: logs::LogConfig,
-}
-
-/// What docker's `update` changes; `None` leaves it as it is.
-#[derive(Debug, Clone, Default)]
-pub struct ContainerUpdate {
-    pub limits: Limits,
-    pub restart: Option<RestartPolicy>,
 }
 
 /// A container's state and whether it still exists, as waiters see it.
@@ -318,26 +276,6 @@ impl Container {
         rx
     }
 
-    /// Sends `signal` to the main process.
-    pub async fn signal(&self, signal: i32) -> Result<(), ContainerError> {
-        let agent = self.running_agent()?;
-        let request = Request::Signal {
-            container: self.id.clone(),
-            process: "init".into(),
-            signal,
-        };
-        match agent.request_done(&request).await {
-            Ok(()) => Ok(()),
-            // It exited between our look and the agent's.
-            Err(AgentError::Refused(refusal))
-                if refusal.kind == hull_proto::ErrorKind::NotFound =>
-            {
-                Err(ContainerError::NotRunning(self.id.clone()))
-            }
-            Err(err) => Err(err.into()),
-        }
-    }
-
     /// Resizes the main process's terminal.
     pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), ContainerError> {
         let agent = self.running_agent()?;
@@ -397,67 +335,10 @@ impl Container {
     pub fn execs(&self) -> Vec<String> {
         lock(&self.execs).keys().cloned().collect()
     }
-
-    fn stop_signal(&self) -> i32 {
-        self.config()
-            .stop_signal
-            .as_deref()
-            .and_then(|s| parse_signal(s).ok())
-            .unwrap_or(libc::SIGTERM)
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A signal by number or by name, with or without `SIG` (`9`, `KILL`, `SIGUSR1`).
-pub fn parse_signal(text: &str) -> Result<i32, ContainerError> {
-    let invalid = || ContainerError::InvalidSignal(text.to_owned());
-    if let Ok(number) = text.parse::<i32>() {
-        return if (1..=64).contains(&number) {
-            Ok(number)
-        } else {
-            Err(invalid())
-        };
-    }
-    let upper = text.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let number = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" | "IOT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "STKFLT" => libc::SIGSTKFLT,
-        "CHLD" | "CLD" => libc::SIGCHLD,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "TTIN" => libc::SIGTTIN,
-        "TTOU" => libc::SIGTTOU,
-        "URG" => libc::SIGURG,
-        "XCPU" => libc::SIGXCPU,
-        "XFSZ" => libc::SIGXFSZ,
-        "VTALRM" => libc::SIGVTALRM,
-        "PROF" => libc::SIGPROF,
-        "WINCH" => libc::SIGWINCH,
-        "IO" | "POLL" => libc::SIGIO,
-        "PWR" => libc::SIGPWR,
-        "SYS" => libc::SIGSYS,
-        _ => return Err(invalid()),
-    };
-    Ok(number)
 }
 
 /// Every container hulld knows.
@@ -580,230 +461,6 @@ impl<H: Hypervisor> Containers<H> {
             .map(|c| lock(&c.record).config.image_id.clone())
             .collect()
     }
-
-    /// Renames a container.
-    pub fn rename(&self, reference: &str, new_name: &str) -> Result<(), ContainerError> {
-        let container = self.get(reference)?;
-        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
-        if !names::is_valid(new_name) {
-            return Err(ContainerError::InvalidName(new_name.to_owned()));
-        }
-        let table = lock(&self.table);
-        if let Some(other) = table
-            .values()
-            .find(|c| c.name() == new_name && c.id != container.id)
-        {
-            return Err(ContainerError::NameInUse {
-                name: new_name.to_owned(),
-                id: other.id.clone(),
-            });
-        }
-        let mut record = lock(&container.record);
-        let old_name = std::mem::replace(&mut record.name, new_name.to_owned());
-        record.save(&container.dir)?;
-        drop(record);
-        self.networks.rename(&container.id, new_name);
-        drop(table);
-        self.emit(&container, "rename", &[("oldName", format!("/{old_name}"))]);
-        Ok(())
-    }
-
-    /// Changes a container's limits and restart policy, as docker's
-    /// `update`. Limits stay within the VM's size (`default_size` for a
-    /// container without one) and take effect at once if it runs.
-    pub async fn update(
-        &self,
-        container: &Arc<Container>,
-        default_size: VmSize,
-        update: ContainerUpdate,
-    ) -> Result<(), ContainerError> {
-        let _op = container.ops.lock().await;
-        let config = container.config();
-        let limits = config.limits.updated(update.limits);
-        if limits != config.limits {
-            if let Some(membership) = &config.pod {
-                return Err(ContainerError::PodLimits {
-                    container: container.name(),
-                    pod: membership.pod.clone(),
-                });
-            }
-            let size = config.size.unwrap_or(default_size);
-            limits.check(size)?;
-            let run = lock(&container.run).clone();
-            if let Some(run) = run {
-                run.set_guest_memory(limits.guest_memory(size)).await?;
-                let count = limits.online_cpus(size);
-                run.agent
-                    .request_done(&Request::SetOnlineCpus { count })
-                    .await?;
-            }
-        }
-        let mut record = lock(&container.record);
-        record.config.limits = limits;
-        if let Some(restart) = update.restart {
-            record.config.restart = restart;
-        }
-        record.save(&container.dir)?;
-        drop(record);
-        self.emit(container, "update", &[]);
-        Ok(())
-    }
-
-    /// Stops the main process: its stop signal, then SIGKILL after `timeout`
-    /// seconds. Returns false if it was not running.
-    pub async fn stop(
-        &self,
-        container: &Arc<Container>,
-        timeout: Option<u32>,
-    ) -> Result<bool, ContainerError> {
-        let _op = container.ops.lock().await;
-        let stopped = self.stop_locked(container, timeout).await?;
-        if stopped {
-            self.emit(container, "stop", &[]);
-        }
-        // One stopped while it waited to restart leaves its pod's VM idle.
-        self.settle_pod_of(container).await;
-        Ok(stopped)
-    }
-
-    async fn stop_locked(
-        &self,
-        container: &Arc<Container>,
-        timeout: Option<u32>,
-    ) -> Result<bool, ContainerError> {
-        let state = container.state();
-        if state.status == Status::Restarting {
-            container.update(|s| {
-                s.stopped_by_user = true;
-                s.status = Status::Exited;
-            });
-            return Ok(true);
-        }
-        if !state.running() {
-            return Ok(false);
-        }
-        container.update(|s| s.stopped_by_user = true);
-        let timeout = timeout
-            .or(container.config().stop_timeout)
-            .unwrap_or(DEFAULT_STOP_TIMEOUT);
-        let mut changes = container.changes.subscribe();
-        let exits = state.exits;
-        let exited = |s: &Snapshot| s.state.exits > exits || s.removed;
-        if timeout > 0 {
-            let signal = container.stop_signal();
-            self.emit(container, "kill", &[("signal", signal.to_string())]);
-            match container.signal(signal).await {
-                Ok(()) | Err(ContainerError::NotRunning(_)) => {}
-                Err(err) => {
-                    warn!(container = %container.id, error = %err, "cannot send the stop signal")
-                }
-            }
-            let waited = tokio::time::timeout(
-                Duration::from_secs(u64::from(timeout)),
-                changes.wait_for(exited),
-            );
-            if waited.await.is_ok() {
-                return Ok(true);
-            }
-            info!(container = %container.id, timeout, "the container ignored its stop signal; killing it");
-        }
-        self.kill_and_wait(container, &mut changes, exited).await;
-        Ok(true)
-    }
-
-    async fn kill_and_wait(
-        &self,
-        container: &Arc<Container>,
-        changes: &mut watch::Receiver<Snapshot>,
-        exited: impl Fn(&Snapshot) -> bool + Copy,
-    ) {
-        self.emit(container, "kill", &[("signal", libc::SIGKILL.to_string())]);
-        if let Err(err) = container.signal(libc::SIGKILL).await {
-            warn!(container = %container.id, error = %err, "cannot kill the main process");
-        }
-        if tokio::time::timeout(KILL_GRACE, changes.wait_for(exited))
-            .await
-            .is_err()
-        {
-            warn!(container = %container.id, "the killed container did not exit; stopping its VM");
-            container.kill_vm();
-            let _ = tokio::time::timeout(KILL_GRACE, changes.wait_for(exited)).await;
-        }
-    }
-
-    /// Sends `signal` to the main process; a user's kill keeps restart
-    /// policies from starting the container again, as in docker.
-    pub async fn kill(
-        &self,
-        container: &Arc<Container>,
-        signal: i32,
-    ) -> Result<(), ContainerError> {
-        if !container.state().running() {
-            return Err(ContainerError::NotRunning(container.id.clone()));
-        }
-        if signal == libc::SIGKILL {
-            container.update(|s| s.stopped_by_user = true);
-        }
-        self.emit(container, "kill", &[("signal", signal.to_string())]);
-        container.signal(signal).await
-    }
-
-    /// Removes a container, its logs and its writable layer. A running one
-    /// is killed first when `force`, refused otherwise.
-    pub async fn remove(
-        &self,
-        container: &Arc<Container>,
-        force: bool,
-    ) -> Result<(), ContainerError> {
-        if let Some(membership) = &container.config().pod {
-            if let Ok(pod) = self.pods.get(&membership.pod) {
-                return Err(ContainerError::PodMember {
-                    container: container.name(),
-                    pod: pod.name().to_owned(),
-                });
-            }
-        }
-        self.remove_unchecked(container, force).await
-    }
-
-    /// Removes a container, whether or not a pod holds it.
-    async fn remove_unchecked(
-        &self,
-        container: &Arc<Container>,
-        force: bool,
-    ) -> Result<(), ContainerError> {
-        let _op = container.ops.lock().await;
-        let state = container.state();
-        if state.running() {
-            if !force {
-                return Err(ContainerError::RemoveRunning(container.name()));
-            }
-            container.update(|s| s.stopped_by_user = true);
-            if state.status == Status::Running {
-                let mut changes = container.changes.subscribe();
-                let exits = state.exits;
-                self.kill_and_wait(container, &mut changes, move |s| {
-                    s.state.exits > exits || s.removed
-                })
-                .await;
-            }
-        }
-        self.remove_now(container);
-        Ok(())
-    }
-
-    fn remove_now(&self, container: &Arc<Container>) {
-        if container.changes.borrow().removed {
-            return;
-        }
-        container.update(|s| s.status = Status::Removing);
-        lock(&self.table).remove(&container.id);
-        self.networks.forget(&container.id);
-        remove_dir(&container.dir);
-        container.changes.send_modify(|s| s.removed = true);
-        self.emit(container, "destroy", &[]);
-        info!(container = %container.id, "container removed");
-    }
 }
 
 /// How to reach the VM of a running container.
@@ -814,7 +471,7 @@ struct RunHandle {
     kill: CancellationToken,
     /// To the run's supervisor, which owns the VM, to change its guest's
     /// memory; `None` in a pod, whose VM is the pod's.
-    guest_memory: Option<mpsc::Sender<run::GuestMemoryRequest>>,
+    guest_memory: Option<mpsc::Sender<supervise::GuestMemoryRequest>>,
 }
 
 impl RunHandle {
@@ -825,39 +482,10 @@ impl RunHandle {
             return Ok(());
         };
         let (done, result) = tokio::sync::oneshot::channel();
-        let request = run::GuestMemoryRequest { bytes, done };
+        let request = supervise::GuestMemoryRequest { bytes, done };
         if guest_memory.send(request).await.is_err() {
             return Ok(());
         }
         result.await.unwrap_or(Ok(()))
-    }
-}
-
-impl Container {
-    /// Stops the VM at once, when the guest does not answer.
-    fn kill_vm(&self) {
-        if let Some(run) = lock(&self.run).as_ref() {
-            run.kill.cancel();
-        }
-    }
-}
-
-fn create_writable_disk(path: &Path) -> Result<(), ContainerError> {
-    Ok(crate::volume::format_disk(path, WRITABLE_DISK_BYTES)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_by_name_and_number() {
-        assert_eq!(parse_signal("9").unwrap(), 9);
-        assert_eq!(parse_signal("KILL").unwrap(), 9);
-        assert_eq!(parse_signal("sigusr1").unwrap(), libc::SIGUSR1);
-        assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
-        for bad in ["0", "65", "NOPE", ""] {
-            assert!(parse_signal(bad).is_err(), "{bad}");
-        }
     }
 }

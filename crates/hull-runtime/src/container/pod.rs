@@ -13,10 +13,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::exec::NEXT_STREAM;
-use super::run::{
-    adopt, power_off, processes_after_reattach, start_main_process, KillUnlessReleased, Run,
-    Sandbox, Stdio,
-};
+use super::run::{adopt, processes_after_reattach, start_main_process, KillUnlessReleased};
+use super::supervise::{power_off, Run, Sandbox, Stdio};
 use super::{
     lock, Container, ContainerError, Containers, CreateOptions, PodMembership, Status, StreamIds,
     DETACHED_VM_PREFIX, WRITABLE_DISK,

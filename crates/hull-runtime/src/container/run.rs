@@ -4,29 +4,23 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hull_proto::{
     ContainerSpec, ExitStatus, MountSource, MountSpec, ProcessSpec, ProcessState, Request,
     Response, RootfsSpec,
 };
-use hull_vm::{DiskConfig, HostShare, Hypervisor, NetBackend, Vm, VmExit};
+use hull_vm::{DiskConfig, HostShare, Hypervisor, NetBackend, Vm};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::attach::StdinMessage;
-use super::logs::{LogStream, LogWriter};
-use super::pod::PodVm;
-use super::{
-    lock, Container, ContainerError, Containers, RunHandle, Status, StreamIds, WRITABLE_DISK,
-};
-use crate::agent::{AgentClient, AgentError, InputStream, OutputStream};
+use super::supervise::{Run, Sandbox, Stdio};
+use super::{lock, Container, ContainerError, Containers, Status, StreamIds, WRITABLE_DISK};
+use crate::agent::{AgentClient, AgentError};
 use crate::network::{self, NetworkMode};
 use crate::run::{
-    remove_dir, start_process, unless_vm_dies, wait_exit, RunDir, RunError, Runtime, ROOTFS_SERIAL,
-    STDERR, STDIN, STDOUT,
+    remove_dir, start_process, unless_vm_dies, RunDir, RunError, Runtime, ROOTFS_SERIAL, STDERR,
+    STDIN, STDOUT,
 };
 use crate::start::{StartedVm, VmNeeds};
 use crate::volume::VolumeSource;
@@ -35,15 +29,6 @@ const WRITABLE_SERIAL: &str = "hull-writable";
 
 /// How long a re-attached agent may take to answer.
 pub(super) const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the guest gets to sync its disks and power off.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long output may trail the exit event (it normally precedes it).
-const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
-/// Restart delays double from this, as docker's do, up to `MAX_RESTART_DELAY`.
-const FIRST_RESTART_DELAY: Duration = Duration::from_millis(100);
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
-/// A run this long resets the restart delay.
-const STABLE_RUN: Duration = Duration::from_secs(10);
 
 type Launch<'a> = Pin<Box<dyn Future<Output = Result<(), ContainerError>> + Send + 'a>>;
 
@@ -93,7 +78,7 @@ impl<H: Hypervisor> Containers<H> {
 
     /// Boots the container's VM and starts its process. Boxed: a restart
     /// launches from inside the supervisor that a launch spawned.
-    fn launch<'a>(
+    pub(super) fn launch<'a>(
         self: &'a Arc<Self>,
         runtime: &'a Arc<Runtime<H>>,
         container: &'a Arc<Container>,
@@ -343,193 +328,6 @@ impl<H: Hypervisor> Containers<H> {
         let stdio = Stdio { outputs, stdin };
         self.watch_run(runtime, container, run, stdio, init.pid, false)
     }
-
-    /// Records a started (or re-attached) run and hands it to a supervisor.
-    pub(super) fn watch_run(
-        self: &Arc<Self>,
-        runtime: &Arc<Runtime<H>>,
-        container: &Arc<Container>,
-        run: Run<H::Vm>,
-        stdio: Stdio,
-        pid: i32,
-        fresh: bool,
-    ) -> Result<(), ContainerError> {
-        let log = LogWriter::open(
-            &container.log_path(),
-            container.config().log,
-            container.log.clone(),
-        )?;
-        let kill = CancellationToken::new();
-        let (guest_memory, memory_requests) = match run.sandbox {
-            Sandbox::Own { .. } => {
-                let (sender, receiver) = tokio::sync::mpsc::channel(1);
-                (Some(sender), Some(receiver))
-            }
-            Sandbox::Pod(_) => (None, None),
-        };
-        *lock(&container.run) = Some(RunHandle {
-            agent: run.agent.clone(),
-            kill: kill.clone(),
-            guest_memory,
-        });
-        container.update(|s| {
-            s.status = Status::Running;
-            s.pid = pid;
-            if fresh {
-                s.started_at = Some(SystemTime::now());
-                s.exit_code = 0;
-                s.error.clear();
-            }
-        });
-        if fresh {
-            self.emit(container, "start", &[]);
-        }
-        let pump = tokio::spawn(pump_output(container.clone(), log, stdio.outputs));
-        let stdin_pump = stdio
-            .stdin
-            .map(|input| tokio::spawn(pump_stdin(container.clone(), input)));
-        let watched = Watched {
-            run,
-            pump,
-            stdin_pump,
-            kill,
-            memory_requests,
-        };
-        tokio::spawn(
-            self.clone()
-                .supervise(runtime.clone(), container.clone(), watched),
-        );
-        Ok(())
-    }
-
-    /// Waits for the process to exit (or the VM to die), powers the VM off,
-    /// records the exit, and restarts or removes the container as configured.
-    async fn supervise(
-        self: Arc<Self>,
-        runtime: Arc<Runtime<H>>,
-        container: Arc<Container>,
-        run: Watched<H::Vm>,
-    ) {
-        let Watched {
-            run:
-                Run {
-                    sandbox,
-                    agent,
-                    exited,
-                },
-            pump,
-            stdin_pump,
-            kill,
-            mut memory_requests,
-        } = run;
-        let started = std::time::Instant::now();
-        let vm = sandbox.vm();
-        let mut vm_exit = vm.exit();
-        let mut exited = std::pin::pin!(exited);
-        let (code, error) = loop {
-            let memory_request = async {
-                match &mut memory_requests {
-                    Some(requests) => requests.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            break tokio::select! {
-                status = &mut exited => match status {
-                    Ok(status) => (status.code(), String::new()),
-                    Err(_) => (255, format!("the connection to the VM's agent was lost; its console ends with:\n{}", vm.console_tail())),
-                },
-                code = wait_exit(&mut vm_exit) => (255, format!("the VM stopped unexpectedly ({code}); its console ends with:\n{}", vm.console_tail())),
-                () = kill.cancelled() => {
-                    if matches!(sandbox, Sandbox::Pod(_)) {
-                        // The guest ignores even SIGKILL: the pod's VM goes.
-                        vm.kill();
-                    }
-                    (137, "the VM did not answer and was killed".to_owned())
-                }
-                Some(request) = memory_request => {
-                    let result = vm
-                        .set_guest_memory(request.bytes)
-                        .await
-                        .map_err(|e| RunError::Hypervisor(Box::new(e)));
-                    let _ = request.done.send(result);
-                    continue;
-                }
-            };
-        };
-        if tokio::time::timeout(OUTPUT_DRAIN, pump).await.is_err() {
-            warn!(container = %container.id, "the container's output did not end with its process");
-        }
-        if let Some(stdin_pump) = stdin_pump {
-            stdin_pump.abort();
-        }
-        let in_pod = match sandbox {
-            Sandbox::Own { vm, run_dir } => {
-                power_off(&vm, &agent, &mut vm_exit).await;
-                self.flush_volumes(&container).await;
-                drop(vm);
-                drop(run_dir);
-                self.networks.detach(&container.id);
-                false
-            }
-            Sandbox::Pod(_) => true,
-        };
-        *lock(&container.run) = None;
-
-        let config = container.config();
-        let mut restart = false;
-        container.update(|s| {
-            s.status = Status::Exited;
-            s.pid = 0;
-            s.ports.clear();
-            s.ip_address.clear();
-            s.exit_code = code;
-            s.error = error;
-            s.finished_at = Some(SystemTime::now());
-            s.exits += 1;
-            restart = !config.auto_remove
-                && config
-                    .restart
-                    .restarts(code, s.restart_count, s.stopped_by_user);
-            if restart {
-                s.status = Status::Restarting;
-                s.restart_count += 1;
-            }
-        });
-        LogWriter::close(&container.log);
-        info!(container = %container.id, code, restart, "container exited");
-        self.emit(&container, "die", &[("exitCode", code.to_string())]);
-        if in_pod {
-            self.settle_pod_of(&container).await;
-        }
-        if config.auto_remove {
-            let _op = container.ops.lock().await;
-            self.remove_now(&container);
-            return;
-        }
-        if !restart {
-            return;
-        }
-        let count = container.state().restart_count;
-        let delay = if started.elapsed() >= STABLE_RUN {
-            FIRST_RESTART_DELAY
-        } else {
-            (FIRST_RESTART_DELAY * 2u32.saturating_pow(count.saturating_sub(1).min(16)))
-                .min(MAX_RESTART_DELAY)
-        };
-        tokio::time::sleep(delay).await;
-        let _op = container.ops.lock().await;
-        let state = container.state();
-        if state.status != Status::Restarting
-            || state.stopped_by_user
-            || container.changes.borrow().removed
-        {
-            return;
-        }
-        if let Err(err) = self.launch(&runtime, &container).await {
-            warn!(container = %container.id, error = %err, "cannot restart the container");
-            self.settle_pod_of(&container).await;
-        }
-    }
 }
 
 impl<H: Hypervisor> Containers<H> {
@@ -596,53 +394,6 @@ impl<H: Hypervisor> Containers<H> {
         }
         Ok((mounts, shares))
     }
-}
-
-/// Where a container's process runs.
-pub(super) enum Sandbox<V> {
-    /// A VM of its own, powered off when the process ends.
-    Own { vm: V, run_dir: RunDir },
-    /// Its pod's VM, powered off when the pod's last process ends.
-    Pod(Arc<PodVm<V>>),
-}
-
-impl<V> Sandbox<V> {
-    fn vm(&self) -> &V {
-        match self {
-            Self::Own { vm, .. } => vm,
-            Self::Pod(pod) => &pod.vm,
-        }
-    }
-}
-
-/// A container's VM with its process started or found running.
-pub(super) struct Run<V> {
-    pub sandbox: Sandbox<V>,
-    pub agent: AgentClient,
-    pub exited: oneshot::Receiver<ExitStatus>,
-}
-
-/// The process's stdio, as far as it is still open.
-pub(super) struct Stdio {
-    /// Stdout and stderr; `None` once they have ended.
-    pub outputs: Option<(OutputStream, Option<OutputStream>)>,
-    pub stdin: Option<InputStream>,
-}
-
-/// One run of a container, handed to its supervisor.
-struct Watched<V> {
-    run: Run<V>,
-    pump: JoinHandle<()>,
-    stdin_pump: Option<JoinHandle<()>>,
-    kill: CancellationToken,
-    memory_requests: Option<tokio::sync::mpsc::Receiver<GuestMemoryRequest>>,
-}
-
-/// A change of a running VM's guest memory, made by the run's supervisor,
-/// which owns the VM.
-pub(super) struct GuestMemoryRequest {
-    pub bytes: u64,
-    pub done: oneshot::Sender<Result<(), RunError>>,
 }
 
 /// A detached VM, killed if dropped before it is released to a supervisor.
@@ -736,7 +487,7 @@ pub(super) async fn adopt<H: Hypervisor>(
         .take_control_channel()
         .expect("an adopted VM has its channel");
     let vm = KillUnlessReleased(Some(vm));
-    match tokio::time::timeout(REATTACH_TIMEOUT, AgentClient::reconnect(control)).await {
+    match tokio::time::timeout(REATTACH_TIMEOUT, AgentClient::reconnect(name, control)).await {
         Ok(agent) => Ok((vm, agent?)),
         Err(_) => Err(ContainerError::AgentSilent),
     }
@@ -764,78 +515,6 @@ pub(super) fn vm_name(container: &str) -> String {
         super::DETACHED_VM_PREFIX,
         &container[..16.min(container.len())]
     )
-}
-
-/// Lets the guest sync the writable layer and power off; kills it if it
-/// does not in time.
-pub(super) async fn power_off<V: Vm>(
-    vm: &V,
-    agent: &AgentClient,
-    exit: &mut tokio::sync::watch::Receiver<Option<VmExit>>,
-) {
-    if exit.borrow().is_some() {
-        return;
-    }
-    let asked = tokio::time::timeout(SHUTDOWN_GRACE, agent.request_done(&Request::Shutdown)).await;
-    if !matches!(asked, Ok(Ok(()))) {
-        debug!(vm = vm.id(), "the agent did not confirm its shutdown");
-    }
-    if tokio::time::timeout(SHUTDOWN_GRACE, exit.wait_for(Option::is_some))
-        .await
-        .is_err()
-    {
-        warn!(vm = vm.id(), "the VM did not power off; killing it");
-        vm.kill();
-        let _ = exit.wait_for(Option::is_some).await;
-    }
-}
-
-/// Copies the process's output to the log and to attached clients.
-async fn pump_output(
-    container: Arc<Container>,
-    mut log: LogWriter,
-    outputs: Option<(OutputStream, Option<OutputStream>)>,
-) {
-    if let Some((mut stdout, mut stderr)) = outputs {
-        let mut stdout_open = true;
-        while stdout_open || stderr.is_some() {
-            let (stream, chunk) = tokio::select! {
-                chunk = stdout.recv(), if stdout_open => (LogStream::Stdout, chunk),
-                chunk = async { stderr.as_mut().expect("checked").recv().await }, if stderr.is_some() => (LogStream::Stderr, chunk),
-            };
-            match chunk {
-                Some(bytes) => {
-                    log.append(stream, &bytes, SystemTime::now());
-                    container.output.publish(stream, &bytes).await;
-                }
-                None if stream == LogStream::Stdout => stdout_open = false,
-                None => stderr = None,
-            }
-        }
-    }
-    log.flush(SystemTime::now());
-    container.output.close();
-}
-
-/// Feeds what attached clients write to the process's stdin.
-async fn pump_stdin(container: Arc<Container>, input: InputStream) {
-    let Some(pipe) = &container.stdin else {
-        return;
-    };
-    let mut messages = pipe.rx.lock().await;
-    while let Some(message) = messages.recv().await {
-        match message {
-            StdinMessage::Data(bytes) => {
-                if input.write(&bytes).await.is_err() {
-                    return;
-                }
-            }
-            StdinMessage::Close => {
-                let _ = input.close();
-                return;
-            }
-        }
-    }
 }
 
 /// Takes a container's tap and port rules down when dropped, unless

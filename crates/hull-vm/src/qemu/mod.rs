@@ -565,6 +565,11 @@ impl Vm for QemuVm {
         self.detached
     }
 
+    async fn quit(&self) -> Result<(), QemuError> {
+        self.qmp("quit", None).await?;
+        Ok(())
+    }
+
     async fn attach_disk(&self, disk: &DiskConfig) -> Result<(), QemuError> {
         self.qmp(
             "blockdev-add",

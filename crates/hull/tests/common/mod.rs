@@ -210,7 +210,7 @@ impl Daemon {
         }
     }
 
-    fn pid(&self) -> Option<i32> {
+    pub fn pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.root.join("hulld.pid"))
             .ok()?
             .trim()
