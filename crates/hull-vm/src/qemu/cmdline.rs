@@ -179,9 +179,10 @@ fn fd_path(fd: RawFd) -> String {
     format!("/proc/self/fd/{fd}")
 }
 
-/// The VM's name on QEMU's command line.
+/// The VM's name on QEMU's command line: its directory, with the slash
+/// that lets a search for one directory's QEMU not match another's.
 pub(super) fn vm_name(run_dir: &std::path::Path) -> String {
-    format!("hull:{}", run_dir.display())
+    format!("hull:{}/", run_dir.display())
 }
 
 /// Doubles commas, which would end a value in QEMU's option syntax.
@@ -277,7 +278,7 @@ mod tests {
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=rootfs,serial=hull-rootfs"));
         assert!(args.contains("-kernel /proc/self/fd/9 -initrd /proc/self/fd/10"));
         assert!(args.contains("-serial file:/proc/self/fd/11"));
-        assert!(args.contains("-name guest=hull:/run/vm1 "));
+        assert!(args.contains("-name guest=hull:/run/vm1/ "));
         assert!(args.ends_with(&format!("-sandbox {SANDBOX}")));
         assert!(!args.contains("/images/a.erofs") && !args.contains("/k/vmlinux"));
         assert!(
