@@ -249,3 +249,21 @@ fn a_template_directory_of_another_mode_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_port_below_1024_is_published_by_a_confined_qemu() {
+    let daemon = daemon();
+    // A port below 1024 that nothing on loopback holds.
+    let port = (700..1000)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free low port");
+    let publish = format!("127.0.0.1:{port}:8080");
+    let serve = "mkdir -p /www && echo low > /www/index.html && exec httpd -f -p 8080 -h /www";
+    let id = run_detached(daemon, &["-p", &publish, "busybox", "sh", "-c", serve]);
+    assert_eq!(common::http_get("127.0.0.1", port), "low\n");
+    let qemu = qemu_of(daemon, &id);
+    assert!(VmUids::DEFAULT.contains(sole_uid(qemu)));
+    // cap_net_bind_service alone.
+    assert_eq!(status_field(qemu, "CapEff"), "0000000000000400");
+    stdout_of(&daemon.hull(&["rm", "-f", &id]));
+}

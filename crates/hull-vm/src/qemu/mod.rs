@@ -507,5 +507,6 @@ mod tests {
         qemu.confinement = None;
         qemu.version = Some((7, 2));
         assert!(qemu.can_clone());
+        assert_eq!(qemu.protections_off().len(), 1, "said at start");
     }
 }
