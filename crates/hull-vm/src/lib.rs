@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use artifacts::{ArtifactError, ArtifactSources, GuestArtifacts};
-pub use qemu::{parse_tb_size, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
+pub use qemu::{parse_tb_size, Confinement, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
 pub use uids::VmUids;
 
 /// What a VM is made of.
@@ -71,7 +71,7 @@ pub enum NetBackend {
     User { forwards: Vec<HostForward> },
     /// A tap device the host created and bridged, or wired to a pod's
     /// interface. With `netns`, the tap is in that network namespace (a
-    /// CRI pod's), which QEMU joins to open it, as Kata's hypervisor does.
+    /// CRI pod's), where the host opens it for QEMU, which inherits it.
     Tap {
         ifname: String,
         netns: Option<PathBuf>,
