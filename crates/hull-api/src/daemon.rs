@@ -234,6 +234,8 @@ impl Daemon {
                 )?;
                 info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
                 let qemu = Qemu::new(self.accel.accel, artifacts);
+                // VMs that ended while no hulld ran left their cgroups.
+                qemu.jail.sweep();
                 let templates = self.config.templates.then(|| TemplateConfig {
                     dir: self
                         .config

@@ -305,6 +305,10 @@ impl Templates {
         vm.kill();
         let mut exit = vm.exit();
         let _ = exit.wait_for(Option::is_some).await;
+        hull_vm::jail::fill_memory_file(&template.memory).map_err(|source| RunError::RunDir {
+            path: template.memory.clone(),
+            source,
+        })?;
         let marker = dir.join(READY_MARKER);
         fs::write(&marker, &self.config.key).map_err(|source| RunError::RunDir {
             path: marker,

@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod artifacts;
 mod initramfs;
+pub mod jail;
 pub mod qemu;
 pub mod qmp;
 pub mod uids;
@@ -17,8 +18,8 @@ use tokio::sync::watch;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use artifacts::{ArtifactError, ArtifactSources, GuestArtifacts};
-pub use uids::VmUids;
 pub use qemu::{parse_tb_size, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
+pub use uids::VmUids;
 
 /// What a VM is made of.
 #[derive(Debug, Clone)]

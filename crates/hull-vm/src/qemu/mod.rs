@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, warn};
 
+use crate::jail::{Jail, JailConfig, JailError, QemuFacts};
 use crate::qmp::{Qmp, QmpError};
 use crate::{Accel, DiskConfig, GuestArtifacts, Hypervisor, NetBackend, Vm, VmConfig, VmExit};
 use serde_json::json;
@@ -51,6 +52,8 @@ pub enum QemuError {
     Gone { run_dir: PathBuf, why: String },
     #[error("TCG translation cache size '{0}' is not a number of MiB (at least 1) or 'default'")]
     TbSize(String),
+    #[error("cannot confine QEMU")]
+    Jail(#[from] JailError),
     #[error("cannot open the network namespace {}", .path.display())]
     Netns {
         path: PathBuf,
@@ -93,6 +96,8 @@ pub struct Qemu {
     /// state does not depend on it: templates made with one size restore
     /// with another.
     pub tcg_tb_size_mib: Option<u32>,
+    /// The cgroup and mount namespace each VM's QEMU runs in.
+    pub jail: JailConfig,
 }
 
 impl Qemu {
@@ -134,7 +139,22 @@ impl Qemu {
             artifacts,
             extra_cmdline: String::new(),
             tcg_tb_size_mib,
+            jail: JailConfig::from_env("hull"),
         }
+    }
+}
+
+impl Qemu {
+    /// The confinement of one VM's QEMU, made before it forks.
+    fn jail_for(&self, config: &VmConfig) -> Result<Jail, QemuError> {
+        let facts = QemuFacts {
+            binary: Path::new(&self.binary),
+            kernel: &self.artifacts.kernel,
+            initramfs: &self.artifacts.initramfs,
+            accel: self.accel,
+            tb_size_mib: self.tcg_tb_size_mib,
+        };
+        Ok(Jail::prepare(&self.jail, &facts, config)?)
     }
 }
 
@@ -235,6 +255,15 @@ impl Hypervisor for Qemu {
             _ => None,
         };
         let netns_fd = netns.as_ref().map(AsRawFd::as_raw_fd);
+        // --- jail: the VM's cgroup and mount namespace (crate::jail) ---
+        let jail = self.jail_for(&config)?;
+        // SAFETY: `Jail::enter` makes only system calls on descriptors and
+        // C strings that `jail`, moved into the closure, owns.
+        unsafe {
+            // Runs before the closure below and before QEMU gives up root.
+            command.pre_exec(move || jail.enter());
+        }
+        // --- end jail ---
         // SAFETY: the closure runs in the forked child before exec and only
         // makes async-signal-safe system calls (fcntl, prctl, setns, setsid)
         // on integers captured by value; `netns` outlives the spawn.
@@ -271,6 +300,7 @@ impl Hypervisor for Qemu {
             });
         }
         let mut child = command.spawn().map_err(|source| {
+            self.jail.remove_cgroup(&config.id);
             if source.kind() == io::ErrorKind::NotFound {
                 QemuError::NotFound {
                     binary: self.binary.clone(),
@@ -307,6 +337,7 @@ impl Hypervisor for Qemu {
             };
             let _ = exit_tx.send(Some(exit));
         });
+        self.jail.remove_cgroup_on_exit(&config.id, exit_rx.clone());
 
         let mut vm = QemuVm {
             id: config.id.clone(),
@@ -383,6 +414,7 @@ impl Hypervisor for Qemu {
             return Err(gone(format!("pid {pid} is no longer its QEMU")));
         }
         let exit = watch_pidfd(&pidfd).map_err(|e| gone(format!("cannot watch QEMU: {e}")))?;
+        self.jail.remove_cgroup_on_exit(id, exit.clone());
         let mut vm = QemuVm {
             id: id.to_owned(),
             pid,
