@@ -6,6 +6,10 @@
 # and ratios.
 #
 #   scripts/bench-run.sh            RUNS=20 by default
+#   BASELINE=<git revision> scripts/bench-run.sh
+#                                   also runs a template clone of that
+#                                   revision's hull and hulld (confinement's
+#                                   cost: BASELINE=bb0b0c8, before it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-20}"
@@ -13,10 +17,6 @@ runs="${RUNS:-20}"
 scripts/deps.sh
 command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >&2
 command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >&2
-cargo build --release --locked -q -p hull -p hulld
-agent=$(scripts/build-agent.sh --release)
-kernel="$(guest/kernel/build.sh)/vmlinux"
-
 work=$(mktemp -d /tmp/hull-bench.XXXXXX)
 daemon_pids=()
 cleanup() {
@@ -24,6 +24,18 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# The baseline's binaries, built from its tree in the same target directory
+# (so the dependencies are built once), then set aside.
+if [ -n "${BASELINE:-}" ]; then
+  mkdir -p "$work/baseline-src" "$work/baseline"
+  git archive "$BASELINE" | tar -x -C "$work/baseline-src"
+  (cd "$work/baseline-src" && cargo build --release --locked -q -p hull -p hulld --target-dir "$OLDPWD/target")
+  cp target/release/hull target/release/hulld "$work/baseline/"
+fi
+cargo build --release --locked -q -p hull -p hulld
+agent=$(scripts/build-agent.sh --release)
+kernel="$(guest/kernel/build.sh)/vmlinux"
 
 # The image, and its rootfs unpacked for runc.
 scripts/busybox-image.sh "$work/busybox.tar" >/dev/null
@@ -53,22 +65,29 @@ exec qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=o
 FLOOR
 
 # Hull: one daemon that clones its VM template, one that boots every VM cold.
-start_daemon() { # NAME EXTRA-ARGS...
-  local name=$1
+start_daemon() { # NAME EXTRA-ARGS...; BIN: where hull and hulld are
+  local name=$1 bin=${BIN:-target/release}
   shift
-  target/release/hulld --root "$work/$name" --host "unix://$work/$name.sock" \
+  "$bin/hulld" --root "$work/$name" --host "unix://$work/$name.sock" \
     --kernel "$kernel" --agent "$agent" --accel "$accel" \
-    --template-dir "/dev/shm/hull-bench-$$" "$@" 2>"$work/$name.log" &
+    --template-dir "${TEMPLATE_DIR:-/dev/shm/hull-bench-$$}" "$@" 2>"$work/$name.log" &
   daemon_pids+=($!)
   while [ ! -S "$work/$name.sock" ]; do sleep 0.05; done
-  target/release/hull -H "unix://$work/$name.sock" load -q -i "$work/busybox.tar"
+  "$bin/hull" -H "unix://$work/$name.sock" load -q -i "$work/busybox.tar"
   # Builds the erofs image, and the template where there is one.
-  target/release/hull -H "unix://$work/$name.sock" run --rm busybox true
+  "$bin/hull" -H "unix://$work/$name.sock" run --rm busybox true
 }
 start_daemon template
 start_daemon cold --no-templates
 start_daemon pool --pool 2
 until target/release/hull -H "unix://$work/template.sock" info | grep -q "VM Template: ready"; do sleep 0.1; done
+baseline_run=()
+if [ -n "${BASELINE:-}" ]; then
+  BIN="$work/baseline" TEMPLATE_DIR="/dev/shm/hull-bench-base-$$" start_daemon baseline
+  until "$work/baseline/hull" -H "unix://$work/baseline.sock" info | grep -q "VM Template: ready"; do sleep 0.1; done
+  baseline_run=(-n "hull run --rm busybox true (template clone, $BASELINE)"
+    "$work/baseline/hull -H unix://$work/baseline.sock run --rm busybox true")
+fi
 # Before each pooled run, the pool is full again, as on a host that is not
 # starting containers back to back.
 cat >"$work/pool-full.sh" <<POOL
@@ -77,14 +96,15 @@ until target/release/hull -H unix://$work/pool.sock pool ls | awk 'NR > 1 && \$N
 done
 POOL
 bash "$work/pool-full.sh"
-trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$"' EXIT
+trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$" "/dev/shm/hull-bench-base-$$"' EXIT
 
 echo "accelerator: $accel; $runs runs each" >&2
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/results.json" \
   -n "runc run (reference)" "runc run -b $work/bundle hull-bench" \
   -n "raw QEMU boot to trivial init (floor)" "bash $work/floor.sh" \
   -n "hull run --rm busybox true (template clone)" "target/release/hull -H unix://$work/template.sock run --rm busybox true" \
-  -n "hull run --rm busybox true (cold boot)" "target/release/hull -H unix://$work/cold.sock run --rm busybox true" >&2
+  -n "hull run --rm busybox true (cold boot)" "target/release/hull -H unix://$work/cold.sock run --rm busybox true" \
+  "${baseline_run[@]}" >&2
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/pool.json" \
   --prepare "bash $work/pool-full.sh" \
   -n "hull run --rm busybox true (from the pool)" "target/release/hull -H unix://$work/pool.sock run --rm busybox true" >&2
@@ -97,3 +117,10 @@ jq -r '
   .results[] |
   "\(.command | .[0:46] | . + " " * (46 - length)) median \(.median * 1000 | floor) ms   \(.median / $runc * 10 | floor / 10)x runc   \(.median / $floor * 100 | floor / 100)x floor"
 ' "$work/all.json"
+if [ -n "${BASELINE:-}" ]; then
+  jq -r --arg base "$BASELINE" '
+    (.results[] | select(.command == "hull run --rm busybox true (template clone)") | .median) as $now |
+    (.results[] | select(.command | endswith(", \($base))")) | .median) as $before |
+    "template clone, this tree / \($base): \($now / $before * 100 | floor / 100)x (\($now * 1000 | floor) ms / \($before * 1000 | floor) ms)"
+  ' "$work/all.json"
+fi

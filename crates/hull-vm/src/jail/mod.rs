@@ -39,8 +39,8 @@ pub enum JailError {
 }
 
 /// Which confinements VMs get. `HULL_JAIL` picks them: `on` (both),
-/// `cgroup`, `mountns` or `off`; the cgroup by default when running as
-/// root, nothing otherwise (they need root).
+/// `cgroup`, `mountns` or `off`; both by default when running as root,
+/// neither otherwise (they need root).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailConfig {
     pub cgroup: bool,
@@ -63,9 +63,9 @@ impl JailConfig {
                     value = other,
                     "HULL_JAIL is not on, off, cgroup or mountns; using the default"
                 );
-                (root, false)
+                (root, root)
             }
-            Err(_) => (root, false),
+            Err(_) => (root, root),
         };
         JailConfig {
             cgroup,
@@ -149,8 +149,6 @@ impl JailConfig {
 #[derive(Debug, Clone)]
 pub struct QemuFacts<'a> {
     pub binary: &'a Path,
-    pub kernel: &'a Path,
-    pub initramfs: &'a Path,
     pub accel: Accel,
     /// TCG's translation cache in MiB, which counts toward its memory.
     pub tb_size_mib: Option<u32>,
@@ -242,20 +240,22 @@ fn optional(binds: &mut Vec<Bind>, bind: Bind) {
 }
 
 /// What QEMU sees of the host, each for a reason; `(symlinks, binds)`.
+/// Its boot files, console, disks, tap, sockets and migration streams
+/// come as descriptors (reached as `/proc/self/fd/N` and `/dev/fdset/N`),
+/// so none of them needs a path here.
 pub fn binds(qemu: &QemuFacts<'_>, vm: &VmConfig) -> (Vec<(PathBuf, PathBuf)>, Vec<Bind>) {
     let mut symlinks = Vec::new();
     let mut binds = vec![Bind {
         // QEMU, the ~50 libraries `ldd` lists (in /usr/lib on merged-/usr
-        // hosts), its modules (/usr/lib/<arch>/qemu, loaded by need), the
-        // microvm firmware and keymaps (/usr/share/qemu), and the /bin/sh
-        // and cat that `exec:` migration runs.
+        // hosts), its modules (/usr/lib/<arch>/qemu, loaded by need), and
+        // the microvm firmware and keymaps (/usr/share/qemu).
         exec: true,
         ..Bind::read_only("/usr")
     }];
-    // The loader's path (/lib64/ld-linux-x86-64.so.2), the libraries'
-    // (/lib/<arch>) and /bin/sh: symlinks into /usr on merged-/usr hosts,
-    // directories elsewhere.
-    for top in ["/lib", "/lib64", "/bin"] {
+    // The loader's path (/lib64/ld-linux-x86-64.so.2) and the libraries'
+    // (/lib/<arch>): symlinks into /usr on merged-/usr hosts, directories
+    // elsewhere.
+    for top in ["/lib", "/lib64"] {
         match std::fs::read_link(top) {
             Ok(target) => symlinks.push((PathBuf::from(top), target)),
             Err(_) if Path::new(top).is_dir() => binds.push(Bind {
@@ -277,43 +277,18 @@ pub fn binds(qemu: &QemuFacts<'_>, vm: &VmConfig) -> (Vec<(PathBuf, PathBuf)>, V
             },
         );
     }
-    // The null device of the migration shell's redirections and glib's
-    // child setup, and the entropy device QEMU's RNG falls back on.
+    // glib and QEMU's daemon code open the null device; the entropy
+    // device is QEMU's fallback where getrandom(2) is missing.
     binds.push(Bind::device("/dev/null"));
     binds.push(Bind::device("/dev/urandom"));
     if qemu.accel == Accel::Kvm {
         binds.push(Bind::device("/dev/kvm"));
     }
-    match &vm.network {
-        // QEMU opens a tap by name through the tun device.
-        NetBackend::Tap { .. } => binds.push(Bind::device("/dev/net/tun")),
+    if let NetBackend::User { .. } = &vm.network {
         // The user-mode stack answers the guest's DNS with the host's
         // resolvers, which it reads from resolv.conf.
-        NetBackend::User { .. } => optional(&mut binds, Bind::read_only("/etc/resolv.conf")),
-        NetBackend::Isolated => {}
+        optional(&mut binds, Bind::read_only("/etc/resolv.conf"));
     }
-    // Direct kernel boot: QEMU reads both at start.
-    binds.push(Bind::read_only(qemu.kernel));
-    binds.push(Bind::read_only(qemu.initramfs));
-    if let Some(memory) = &vm.memory_file {
-        if memory.shared {
-            // A template: QEMU creates its memory file, and migration
-            // writes the device state beside it.
-            if let Some(dir) = memory.path.parent() {
-                binds.push(Bind::writable(dir));
-            }
-        } else {
-            // A clone maps the template's memory privately, but QEMU opens
-            // the file read-write unless the backend is read-only.
-            binds.push(Bind::writable(&memory.path));
-        }
-    }
-    if let Some(state) = &vm.restore_from {
-        // The template's device state, read once by migration.
-        binds.push(Bind::read_only(state));
-    }
-    // Its console log and, for a detached VM, its sockets.
-    binds.push(Bind::writable(&vm.run_dir));
     for share in &vm.shares {
         // The user's 9p directory, with what is mounted below it, as a
         // bind mount would show it; never a way to set-uid programs or
@@ -325,14 +300,6 @@ pub fn binds(qemu: &QemuFacts<'_>, vm: &VmConfig) -> (Vec<(PathBuf, PathBuf)>, V
             } else {
                 Bind::writable(&share.path)
             }
-        });
-    }
-    for disk in &vm.disks {
-        // Disks attached at boot, opened by path.
-        binds.push(if disk.read_only {
-            Bind::read_only(&disk.path)
-        } else {
-            Bind::writable(&disk.path)
         });
     }
     (symlinks, binds)

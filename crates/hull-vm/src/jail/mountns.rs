@@ -121,6 +121,8 @@ enum Step {
         recursive: bool,
         attrs: u64,
     },
+    /// A procfs of QEMU's own.
+    Proc(CString),
 }
 
 /// `MS_PRIVATE` as mount_setattr's propagation field takes it.
@@ -201,6 +203,10 @@ impl MountPlan {
                 attrs: bind.attrs(),
             });
         }
+        // QEMU reaches the files it inherited as /proc/self/fd/N.
+        let proc = root.join("proc");
+        mkdirs(&mut plan, &proc)?;
+        plan.steps.push(Step::Proc(c_path(&proc)?));
         Ok(plan)
     }
 
@@ -218,6 +224,7 @@ impl MountPlan {
                         target.to_string_lossy()
                     )
                 }
+                Step::Proc(p) => format!("proc {}", p.to_string_lossy()),
                 Step::Bind {
                     source,
                     target,
@@ -285,6 +292,17 @@ impl MountPlan {
                     }
                     Step::Symlink { target, link } => {
                         check(libc::symlink(target.as_ptr(), link.as_ptr()))?;
+                    }
+                    Step::Proc(target) => {
+                        // Only processes (`subset=pid`: no /proc/sys, no
+                        // kcore), and of those only its own uid's.
+                        check(libc::mount(
+                            c"proc".as_ptr(),
+                            target.as_ptr(),
+                            c"proc".as_ptr(),
+                            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                            c"hidepid=invisible,subset=pid".as_ptr().cast(),
+                        ))?;
                     }
                     Step::Bind {
                         source,
@@ -441,7 +459,7 @@ mod tests {
             .skip(1)
             .filter(|l| !l.starts_with('.'))
             .collect();
-        let mut expected = vec!["usr"];
+        let mut expected = vec!["usr", "proc"];
         expected.extend(
             ["bin", "lib", "lib64"]
                 .iter()
