@@ -220,7 +220,14 @@ impl Qemu {
         if self.confinement.is_some() {
             return Vec::new();
         }
-        vec!["each QEMU's own host uid (QEMU runs as this process's user)"]
+        let mut off = vec!["each QEMU's own host uid (QEMU runs as this process's user)"];
+        if !self.jail.cgroup {
+            off.push("each QEMU's cgroup (its memory, pids and CPU limits)");
+        }
+        if !self.jail.mount_ns {
+            off.push("each QEMU's mount namespace (it sees the host's files)");
+        }
+        off
     }
 
     /// Whether QEMU maps a clone's template memory read-only
@@ -538,6 +545,6 @@ mod tests {
         qemu.confinement = None;
         qemu.version = Some((7, 2));
         assert!(qemu.can_clone());
-        assert_eq!(qemu.protections_off().len(), 1, "said at start");
+        assert!(!qemu.protections_off().is_empty(), "said at start");
     }
 }
