@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{daemon, eventually, stdout_of, Daemon};
-use hull_vm::jail::{QEMU_OVERHEAD_MIB, QEMU_THREADS};
+use hull_vm::jail::{QEMU_CPUS, QEMU_OVERHEAD_MIB, QEMU_THREADS};
 
 /// Whether this run can confine QEMU at all (hulld as root); says so when not.
 fn confinable() -> bool {
@@ -145,7 +145,8 @@ fn a_containers_qemu_has_a_cgroup_of_its_own_with_its_limits_removed_with_it() {
         limit(pid, "pids", "pids.max", "pids.max"),
         (u64::from(QEMU_THREADS) + vcpus).to_string()
     );
-    let quota = (vcpus * 100_000).to_string();
+    // The vCPUs' time and QEMU's own threads'.
+    let quota = ((vcpus + u64::from(QEMU_CPUS)) * 100_000).to_string();
     let cpu = limit(pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
     assert!(cpu == quota || cpu == format!("{quota} 100000"), "{cpu}");
     // The guest still runs under them.

@@ -182,7 +182,8 @@ impl Layout {
 pub struct Limits {
     pub memory_bytes: u64,
     pub pids: u32,
-    pub vcpus: u32,
+    /// CPUs' worth of time per period, for all of QEMU's threads.
+    pub cpus: u32,
 }
 
 /// Hull's cgroups under one parent in one layout.
@@ -284,7 +285,7 @@ impl<F: CgroupFs> Cgroups<F> {
 
     fn write_limits(&self, limits: Limits) -> impl Fn(&[PathBuf]) -> Result<(), CgroupError> + '_ {
         move |dirs| {
-            let quota = (u64::from(limits.vcpus) * CPU_PERIOD_US).to_string();
+            let quota = (u64::from(limits.cpus) * CPU_PERIOD_US).to_string();
             let memory = limits.memory_bytes.to_string();
             let pids = limits.pids.to_string();
             match &self.layout {
@@ -462,7 +463,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         memory_bytes: 192 << 20,
         pids: 100,
-        vcpus: 2,
+        cpus: 2,
     };
 
     fn read(path: PathBuf) -> String {

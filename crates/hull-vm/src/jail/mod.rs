@@ -30,6 +30,13 @@ pub const QEMU_OVERHEAD_MIB: u64 = 48;
 /// I/O threads, and a block/9p worker pool of up to 64 threads.
 pub const QEMU_THREADS: u32 = 96;
 
+/// CPUs of time for QEMU's own threads beside its vCPUs' (the main loop
+/// that restores a clone, plugs its disks and serves its I/O). Measured
+/// under TCG, `run --rm busybox true` from a template took 2.5 s with the
+/// quota at the vCPUs' time alone (the vCPU thread starved the main loop)
+/// against 1.0 s without a quota.
+pub const QEMU_CPUS: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {
     #[error("cannot make the VM's cgroup")]
@@ -228,7 +235,7 @@ pub fn limits(qemu: &QemuFacts<'_>, vm: &VmConfig) -> Limits {
     Limits {
         memory_bytes: (u64::from(vm.memory_mib) + QEMU_OVERHEAD_MIB + cache) << 20,
         pids: QEMU_THREADS + vm.vcpus,
-        vcpus: vm.vcpus,
+        cpus: vm.vcpus + QEMU_CPUS,
     }
 }
 
