@@ -189,7 +189,7 @@ impl PodNetwork {
         Ok(())
     }
 
-    /// The VM's network device: the tap, opened by QEMU in the namespace.
+    /// The VM's network device: the tap, opened in the namespace for QEMU.
     pub fn backend(&self) -> NetBackend {
         NetBackend::Tap {
             ifname: TAP_NAME.into(),

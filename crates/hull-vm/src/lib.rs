@@ -72,7 +72,7 @@ pub enum NetBackend {
     User { forwards: Vec<HostForward> },
     /// A tap device the host created and bridged, or wired to a pod's
     /// interface. With `netns`, the tap is in that network namespace (a
-    /// CRI pod's), which QEMU joins to open it, as Kata's hypervisor does.
+    /// CRI pod's), where the host opens it for QEMU, which inherits it.
     Tap {
         ifname: String,
         netns: Option<PathBuf>,

@@ -69,12 +69,12 @@ impl VmUids {
             })?;
         for index in 0..self.count {
             let path = dir.join(index.to_string());
+            // Read-only: the hypervisor shares this open file and must not
+            // be able to change the pid the host records in it.
             let file = fs::OpenOptions::new()
                 .read(true)
-                .write(true)
-                .create(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CREAT)
                 .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(|source| UidError::Slot {
                     path: path.clone(),
@@ -84,16 +84,24 @@ impl VmUids {
             // open file description, which the hypervisor will share.
             let locked =
                 unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-            if locked {
-                return Ok(UidSlot {
-                    uid: self.first + index,
-                    lock: file.into(),
-                });
+            if !locked {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                    return Err(UidError::Slot { path, source: err });
+                }
+                continue;
             }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(UidError::Slot { path, source: err });
+            let uid = self.first + index;
+            // A hypervisor can drop the lock it inherited (flock LOCK_UN);
+            // the pid recorded at its start still names it while it lives.
+            if holder_alive(&path, uid) {
+                continue;
             }
+            return Ok(UidSlot {
+                uid,
+                lock: file.into(),
+                path,
+            });
         }
         Err(UidError::Exhausted {
             first: self.first,
@@ -114,6 +122,41 @@ impl Default for VmUids {
 pub struct UidSlot {
     pub uid: u32,
     pub lock: OwnedFd,
+    path: PathBuf,
+}
+
+impl UidSlot {
+    /// Records the pid of the process that runs as the uid, so that the
+    /// slot stays taken while it lives even if it drops the lock.
+    pub fn record(&self, pid: u32) -> Result<(), UidError> {
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .and_then(|mut file| io::Write::write_all(&mut file, format!("{pid}\n").as_bytes()))
+            .map_err(|source| UidError::Slot {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// Whether the pid recorded in the slot file at `path` is a live process
+/// running as `uid`.
+fn holder_alive(path: &Path, uid: u32) -> bool {
+    let Some(pid) = fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().next())
+        .is_some_and(|real| real == uid.to_string())
 }
 
 #[cfg(test)]
@@ -151,5 +194,28 @@ mod tests {
         assert!(uids.allocate(&slots).is_err());
         drop(inherited);
         assert_eq!(uids.allocate(&slots).unwrap().uid, 5000);
+    }
+
+    #[test]
+    fn a_slot_whose_holder_dropped_its_lock_stays_taken_while_it_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = dir.path().join("vm-uids");
+        // SAFETY: getuid cannot fail.
+        let me = unsafe { libc::getuid() };
+        let uids = VmUids {
+            first: me,
+            count: 2,
+        };
+        let first = uids.allocate(&slots).unwrap();
+        assert_eq!(first.uid, me);
+        // This process runs as the slot's uid, as its hypervisor would.
+        first.record(std::process::id()).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        unsafe { libc::flock(first.lock.as_raw_fd(), libc::LOCK_UN) };
+        assert_eq!(uids.allocate(&slots).unwrap().uid, me + 1);
+        // A recorded pid that is gone frees the slot.
+        first.record(u32::MAX).unwrap();
+        let again = uids.allocate(&slots).unwrap();
+        assert_eq!(again.uid, me);
     }
 }

@@ -323,14 +323,15 @@ impl Hypervisor for Qemu {
         let spawn::Inherited {
             host_ends,
             fds,
-            mut owned,
+            owned,
         } = self.open_for(&config, uid)?;
         let args = self.args(&config, &fds);
         debug!(vm = %config.id, ?args, uid, "starting QEMU");
-        if let Some(slot) = slot {
-            owned.push(slot.lock);
-        }
-        let inherited: Vec<RawFd> = owned.iter().map(AsRawFd::as_raw_fd).collect();
+        let inherited: Vec<RawFd> = owned
+            .iter()
+            .chain(slot.as_ref().map(|slot| &slot.lock))
+            .map(AsRawFd::as_raw_fd)
+            .collect();
         let credentials = uid.map(|uid| spawn::Credentials {
             uid,
             caps: spawn::caps_for(&config),
@@ -406,6 +407,13 @@ impl Hypervisor for Qemu {
             }
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
+        if let Some(slot) = slot {
+            // QEMU holds the lock now; the pid keeps the uid taken even if
+            // QEMU lets go of it.
+            if let Err(err) = slot.record(pid) {
+                warn!(error = %err, "cannot record the pid of a VM's uid");
+            }
+        }
 
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
