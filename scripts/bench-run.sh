@@ -10,6 +10,10 @@
 #                                   also runs a template clone of that
 #                                   revision's hull and hulld (confinement's
 #                                   cost: BASELINE=bb0b0c8, before it)
+#   JAIL=compare scripts/bench-run.sh
+#                                   also runs a template clone with QEMU's
+#                                   cgroup and mount namespace off
+#                                   (HULL_JAIL=off): their cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-20}"
@@ -81,6 +85,13 @@ start_daemon template
 start_daemon cold --no-templates
 start_daemon pool --pool 2
 until target/release/hull -H "unix://$work/template.sock" info | grep -q "VM Template: ready"; do sleep 0.1; done
+jail_run=()
+if [ "${JAIL:-}" = compare ]; then
+  HULL_JAIL=off TEMPLATE_DIR="/dev/shm/hull-bench-nojail-$$" start_daemon nojail
+  until target/release/hull -H "unix://$work/nojail.sock" info | grep -q "VM Template: ready"; do sleep 0.1; done
+  jail_run=(-n "hull run --rm busybox true (template clone, no jail)"
+    "target/release/hull -H unix://$work/nojail.sock run --rm busybox true")
+fi
 baseline_run=()
 if [ -n "${BASELINE:-}" ]; then
   BIN="$work/baseline" TEMPLATE_DIR="/dev/shm/hull-bench-base-$$" start_daemon baseline
@@ -96,7 +107,7 @@ until target/release/hull -H unix://$work/pool.sock pool ls | awk 'NR > 1 && \$N
 done
 POOL
 bash "$work/pool-full.sh"
-trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$" "/dev/shm/hull-bench-base-$$"' EXIT
+trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$" "/dev/shm/hull-bench-base-$$" "/dev/shm/hull-bench-nojail-$$"' EXIT
 
 echo "accelerator: $accel; $runs runs each" >&2
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/results.json" \
@@ -104,7 +115,7 @@ hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/result
   -n "raw QEMU boot to trivial init (floor)" "bash $work/floor.sh" \
   -n "hull run --rm busybox true (template clone)" "target/release/hull -H unix://$work/template.sock run --rm busybox true" \
   -n "hull run --rm busybox true (cold boot)" "target/release/hull -H unix://$work/cold.sock run --rm busybox true" \
-  "${baseline_run[@]}" >&2
+  "${jail_run[@]}" "${baseline_run[@]}" >&2
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/pool.json" \
   --prepare "bash $work/pool-full.sh" \
   -n "hull run --rm busybox true (from the pool)" "target/release/hull -H unix://$work/pool.sock run --rm busybox true" >&2
@@ -122,5 +133,12 @@ if [ -n "${BASELINE:-}" ]; then
     (.results[] | select(.command == "hull run --rm busybox true (template clone)") | .median) as $now |
     (.results[] | select(.command | endswith(", \($base))")) | .median) as $before |
     "template clone, this tree / \($base): \($now / $before * 100 | floor / 100)x (\($now * 1000 | floor) ms / \($before * 1000 | floor) ms)"
+  ' "$work/all.json"
+fi
+if [ "${JAIL:-}" = compare ]; then
+  jq -r '
+    (.results[] | select(.command == "hull run --rm busybox true (template clone)") | .median) as $now |
+    (.results[] | select(.command | endswith(", no jail)")) | .median) as $free |
+    "template clone, jailed / no jail: \($now / $free * 100 | floor / 100)x (\($now * 1000 | floor) ms / \($free * 1000 | floor) ms)"
   ' "$work/all.json"
 fi

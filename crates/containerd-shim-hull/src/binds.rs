@@ -87,6 +87,36 @@ pub fn mount_in_share(
     Ok(relative)
 }
 
+/// Makes the share a mount of its own whose later binds propagate: QEMU
+/// runs in a mount namespace of its own (hull_vm::jail), which receives
+/// what is mounted below a shared mount of the host, and nothing else.
+pub fn share_with_qemu(share: &Path) -> io::Result<()> {
+    let c_share = std::ffi::CString::new(share.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    for flags in [libc::MS_BIND, libc::MS_SHARED] {
+        let source = if flags == libc::MS_BIND {
+            c_share.as_ptr()
+        } else {
+            std::ptr::null()
+        };
+        // SAFETY: the path is a NUL-terminated string that outlives the
+        // call; a bind and a propagation change take no type or data.
+        let rc = unsafe {
+            libc::mount(
+                source,
+                c_share.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Unmounts a container's directories from the share and removes their
 /// mount points. Only empty directories are removed, so a mount that
 /// stayed can never have the host's files deleted through it.
@@ -104,6 +134,8 @@ pub fn release_all(share: &Path) {
     for entry in fs::read_dir(share).into_iter().flatten().flatten() {
         release(share, &entry.file_name().to_string_lossy());
     }
+    // The share's own mount ([`share_with_qemu`]), once empty.
+    let _ = crate::rootfs::unmount(share);
     let _ = fs::remove_dir(share);
 }
 

@@ -201,10 +201,12 @@ impl Sandbox {
         // A shim that died left its directory, perhaps with binds in it.
         remove_run_dir(&run_dir);
         let share = run_dir.join("shared");
-        std::fs::create_dir_all(&share).map_err(|source| SandboxError::RunDir {
-            path: share.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&share)
+            .and_then(|()| crate::binds::share_with_qemu(&share))
+            .map_err(|source| SandboxError::RunDir {
+                path: share.clone(),
+                source,
+            })?;
         let network = match &plan.netns {
             Some(netns) => PodNetwork::attach(netns)?,
             None => None,

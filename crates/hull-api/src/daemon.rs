@@ -244,6 +244,8 @@ impl Daemon {
                 )?;
                 info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
                 let qemu = Qemu::new(self.accel.accel, artifacts);
+                // VMs that ended while no hulld ran left their cgroups.
+                qemu.jail.sweep();
                 let templates = if self.config.templates && qemu.can_clone() {
                     let dir = self
                         .config

@@ -394,10 +394,13 @@ impl Templates {
         vm.kill();
         let mut exit = vm.exit();
         let _ = exit.wait_for(Option::is_some).await;
-        seal(&template.memory).map_err(|source| RunError::RunDir {
-            path: template.memory.clone(),
-            source,
-        })?;
+        // Filled before sealed: filling writes.
+        hull_vm::jail::fill_memory_file(&template.memory)
+            .and_then(|()| seal(&template.memory))
+            .map_err(|source| RunError::RunDir {
+                path: template.memory.clone(),
+                source,
+            })?;
         let marker = dir.join(READY_MARKER);
         fs::write(&marker, &self.config.key).map_err(|source| RunError::RunDir {
             path: marker,

@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod artifacts;
 mod initramfs;
+pub mod jail;
 pub mod qemu;
 pub mod qmp;
 pub mod uids;

@@ -202,6 +202,15 @@ fn host_directories_are_shared_live_and_host_files_copied() {
         std::fs::read_to_string(path("data/out")).unwrap(),
         "from the vm\n"
     );
+    // The sandbox's QEMU is confined as hulld's are: a mount namespace of
+    // its own, which still received the binds made after boot, and a
+    // cgroup of its own.
+    let qemu = ctr.qemu_of(id);
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_ne!(ns(&qemu.to_string()), ns("self"));
+    assert!(!Path::new(&format!("/proc/{qemu}/root/etc/shadow")).exists());
+    let cgroup = std::fs::read_to_string(format!("/proc/{qemu}/cgroup")).unwrap();
+    assert!(cgroup.contains("/hull/shim-"), "{cgroup}");
     let refused = exec("x4", "echo no > /opt/conf/c");
     assert_ne!(
         refused.status.code(),

@@ -1,0 +1,601 @@
+//! A cgroup per VM: its QEMU's memory, pids and CPU limits.
+//!
+//! Hull's VMs sit under one parent (`hull/` by default), each in a cgroup
+//! named after its VM id. On cgroup v1 the parent is made in each
+//! controller's hierarchy below the cgroup the daemon itself runs in, so the
+//! daemon's own limits still hold its VMs. On v2 a cgroup that holds
+//! processes cannot hand controllers down to children, so the parent sits at
+//! the hierarchy's root, as Docker's cgroupfs driver places `/docker`.
+//!
+//! The process joins before it runs QEMU: the `cgroup.procs` files are opened
+//! before fork, and the child writes "0" (itself) to each.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The CPU bandwidth period, in microseconds (the kernel's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no usable cgroup hierarchy: neither cgroup v2 with the memory controller at {} nor the v1 memory, pids and cpu controllers; mount them or run with HULL_JAIL=off", .0.display())]
+    NoHierarchy(PathBuf),
+    #[error("cannot create the cgroup {}: check that the controller is mounted read-write and that hulld runs as root", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write '{value}' to {}: the cgroup may lack the controller", .path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open {} to place QEMU in its cgroup", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot remove the cgroup {}: processes still run in it", .path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the VM id '{0}' cannot name a cgroup: it must be a single path component")]
+    BadName(String),
+}
+
+/// The filesystem operations cgroups need: the boundary that unit tests
+/// fake with a plain directory tree.
+pub trait CgroupFs: fmt::Debug + Send + Sync {
+    fn exists(&self, path: &Path) -> bool;
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// Creates one directory; an existing one is no error.
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    fn write(&self, path: &Path, value: &str) -> io::Result<()>;
+    /// Removes a cgroup, which the kernel allows once no process is in it.
+    fn rmdir(&self, path: &Path) -> io::Result<()>;
+    /// The names of the child cgroups of `path`.
+    fn children(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Opens `cgroup.procs` for writing, for a child to join later.
+    fn open_procs(&self, path: &Path) -> io::Result<OwnedFd>;
+}
+
+/// The kernel's cgroup filesystems.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SysFs;
+
+impl CgroupFs for SysFs {
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    fn read(&self, path: &Path) -> io::Result<String> {
+        fs::read_to_string(path)
+    }
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        match fs::create_dir(path) {
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+    fn write(&self, path: &Path, value: &str) -> io::Result<()> {
+        // One write(2): cgroup files take a value per write.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all(value.as_bytes())
+    }
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+    fn children(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(names)
+    }
+    fn open_procs(&self, path: &Path) -> io::Result<OwnedFd> {
+        Ok(fs::OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))?
+            .into())
+    }
+}
+
+/// Which cgroup version holds the controllers, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One directory per controller: the daemon's own cgroup in the
+    /// memory, pids and cpu hierarchies (one directory when they are
+    /// mounted together).
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+    },
+    /// The unified hierarchy's root.
+    V2 { root: PathBuf },
+}
+
+impl Layout {
+    /// Finds the controllers under `mount` (`/sys/fs/cgroup`) from the
+    /// daemon's `/proc/self/cgroup`. The unified hierarchy wins when it has
+    /// the memory controller; a hybrid host (v1 controllers, an empty v2)
+    /// uses v1.
+    pub fn detect(fs: &dyn CgroupFs, mount: &Path, self_cgroup: &str) -> Result<Self, CgroupError> {
+        let unified = fs
+            .read(&mount.join("cgroup.controllers"))
+            .unwrap_or_default();
+        if unified.split_whitespace().any(|c| c == "memory") {
+            return Ok(Layout::V2 {
+                root: mount.to_owned(),
+            });
+        }
+        let find = |controller: &str| -> Option<PathBuf> {
+            self_cgroup.lines().find_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, list, path) = (fields.next()?, fields.next()?, fields.next()?);
+                if !list.split(',').any(|c| c == controller) {
+                    return None;
+                }
+                // Mounted under the list's name (`cpu,cpuacct`) or its own.
+                let dir = [list, controller]
+                    .iter()
+                    .map(|name| mount.join(name))
+                    .find(|dir| fs.exists(dir))?;
+                Some(dir.join(path.trim_start_matches('/')))
+            })
+        };
+        match (find("memory"), find("pids"), find("cpu")) {
+            (Some(memory), Some(pids), Some(cpu)) => Ok(Layout::V1 { memory, pids, cpu }),
+            _ => Err(CgroupError::NoHierarchy(mount.to_owned())),
+        }
+    }
+
+    /// The directories of `parent` (Hull's cgroup) in each hierarchy, once.
+    fn parents(&self, parent: &str) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = match self {
+            Layout::V1 { memory, pids, cpu } => {
+                [memory, pids, cpu].iter().map(|d| d.join(parent)).collect()
+            }
+            Layout::V2 { root } => vec![root.join(parent)],
+        };
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// What a VM's cgroup allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u32,
+    /// CPUs' worth of time per period, for all of QEMU's threads.
+    pub cpus: u32,
+}
+
+/// Hull's cgroups under one parent in one layout.
+#[derive(Debug)]
+pub struct Cgroups<F: CgroupFs = SysFs> {
+    pub fs: F,
+    pub layout: Layout,
+    /// Hull's parent cgroup, a relative path (`hull`).
+    pub parent: String,
+}
+
+impl Cgroups<SysFs> {
+    /// The host's cgroups, detected from `/sys/fs/cgroup` and
+    /// `/proc/self/cgroup`.
+    pub fn host(parent: &str) -> Result<Self, CgroupError> {
+        let mount = Path::new("/sys/fs/cgroup");
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Ok(Cgroups {
+            fs: SysFs,
+            layout: Layout::detect(&SysFs, mount, &own)?,
+            parent: parent.to_owned(),
+        })
+    }
+}
+
+impl<F: CgroupFs> Cgroups<F> {
+    /// The VM's directories, one per hierarchy.
+    pub fn dirs(&self, id: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        let mut parts = Path::new(id).components();
+        match (parts.next(), parts.next()) {
+            (Some(std::path::Component::Normal(name)), None) if name == OsStr::new(id) => {}
+            _ => return Err(CgroupError::BadName(id.to_owned())),
+        }
+        Ok(self
+            .layout
+            .parents(&self.parent)
+            .into_iter()
+            .map(|p| p.join(id))
+            .collect())
+    }
+
+    /// Makes the VM's cgroup with its limits and opens the files its
+    /// process joins by. Undoes itself when a step fails.
+    pub fn create(&self, id: &str, limits: Limits) -> Result<VmCgroup, CgroupError> {
+        let dirs = self.dirs(id)?;
+        let created = self.create_dirs(&dirs).and_then(|()| {
+            self.write_limits(limits)(&dirs)?;
+            dirs.iter()
+                .map(|dir| {
+                    self.fs.open_procs(dir).map_err(|source| CgroupError::Open {
+                        path: dir.join("cgroup.procs"),
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match created {
+            Ok(procs) => Ok(VmCgroup { dirs, procs }),
+            Err(err) => {
+                let _ = self.remove(id);
+                Err(err)
+            }
+        }
+    }
+
+    fn create_dirs(&self, dirs: &[PathBuf]) -> Result<(), CgroupError> {
+        let mkdir = |path: &Path| {
+            self.fs.mkdir(path).map_err(|source| CgroupError::Create {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        for dir in dirs {
+            let parent = dir.parent().expect("a VM's cgroup has a parent");
+            if let Layout::V2 { root } = &self.layout {
+                // Controllers reach a cgroup only through each ancestor's
+                // subtree_control.
+                self.write(root, "cgroup.subtree_control", "+memory +pids +cpu")?;
+                mkdir(parent)?;
+                self.write(parent, "cgroup.subtree_control", "+memory +pids +cpu")?;
+            } else {
+                mkdir(parent)?;
+            }
+            mkdir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+        let path = dir.join(file);
+        self.fs
+            .write(&path, value)
+            .map_err(|source| CgroupError::Write {
+                path,
+                value: value.to_owned(),
+                source,
+            })
+    }
+
+    fn write_limits(&self, limits: Limits) -> impl Fn(&[PathBuf]) -> Result<(), CgroupError> + '_ {
+        move |dirs| {
+            let quota = (u64::from(limits.cpus) * CPU_PERIOD_US).to_string();
+            let memory = limits.memory_bytes.to_string();
+            let pids = limits.pids.to_string();
+            match &self.layout {
+                Layout::V2 { .. } => {
+                    let dir = &dirs[0];
+                    self.write(dir, "memory.max", &memory)?;
+                    // No swap: the limit is the VM's whole footprint.
+                    if self.fs.exists(&dir.join("memory.swap.max")) {
+                        self.write(dir, "memory.swap.max", "0")?;
+                    }
+                    self.write(dir, "pids.max", &pids)?;
+                    self.write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+                }
+                Layout::V1 { .. } => {
+                    let [memory_dir, pids_dir, cpu_dir] = self.v1_dirs(dirs);
+                    self.write(memory_dir, "memory.limit_in_bytes", &memory)?;
+                    self.write(pids_dir, "pids.max", &pids)?;
+                    self.write(cpu_dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                    self.write(cpu_dir, "cpu.cfs_quota_us", &quota)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The memory, pids and cpu directories among `dirs`, which
+    /// [`Layout::parents`] deduplicated when hierarchies are shared.
+    fn v1_dirs<'a>(&self, dirs: &'a [PathBuf]) -> [&'a PathBuf; 3] {
+        let Layout::V1 { memory, pids, cpu } = &self.layout else {
+            unreachable!("v1 directories of a v2 layout")
+        };
+        let pick = |base: &PathBuf| {
+            dirs.iter()
+                .find(|d| d.starts_with(base))
+                .expect("each controller has a directory")
+        };
+        [pick(memory), pick(pids), pick(cpu)]
+    }
+
+    /// Removes the VM's cgroup; a missing one is no error.
+    pub fn remove(&self, id: &str) -> Result<(), CgroupError> {
+        for dir in self.dirs(id)? {
+            match self.fs.rmdir(&dir) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(CgroupError::Remove {
+                        path: dir,
+                        source: err,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the cgroups of VMs that are gone: those no process is in.
+    /// The kernel refuses to remove the others, which keeps them.
+    pub fn sweep(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        for parent in self.layout.parents(&self.parent) {
+            for name in self.fs.children(&parent).unwrap_or_default() {
+                if self.fs.rmdir(&parent.join(&name)).is_ok() && !removed.contains(&name) {
+                    removed.push(name);
+                }
+            }
+        }
+        removed
+    }
+
+    /// A cgroup file of the VM's, as the kernel shows it.
+    pub fn read(&self, id: &str, file: &str) -> Option<String> {
+        self.dirs(id)
+            .ok()?
+            .iter()
+            .map(|dir| dir.join(file))
+            .find(|path| self.fs.exists(path))
+            .and_then(|path| self.fs.read(&path).ok())
+    }
+}
+
+/// A VM's cgroup, made before its process starts.
+#[derive(Debug)]
+pub struct VmCgroup {
+    pub dirs: Vec<PathBuf>,
+    /// `cgroup.procs` of each hierarchy, open for writing.
+    procs: Vec<OwnedFd>,
+}
+
+impl VmCgroup {
+    /// Moves the calling process into the cgroup. It runs in the forked
+    /// child before exec: one write(2) per hierarchy, no allocation.
+    pub fn join(&self) -> io::Result<()> {
+        for fd in &self.procs {
+            // SAFETY: write(2) of a static one-byte buffer to a descriptor
+            // this struct owns and keeps open; async-signal-safe.
+            let written = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+            if written != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cgroup filesystem laid out in a temporary directory. Unlike the
+    /// kernel's, a directory holds files the fake wrote, so removal takes
+    /// them too; a directory with a `busy` file stands for one in use.
+    #[derive(Debug)]
+    struct FakeFs;
+
+    impl CgroupFs for FakeFs {
+        fn exists(&self, path: &Path) -> bool {
+            SysFs.exists(path)
+        }
+        fn read(&self, path: &Path) -> io::Result<String> {
+            SysFs.read(path)
+        }
+        fn mkdir(&self, path: &Path) -> io::Result<()> {
+            SysFs.mkdir(path)
+        }
+        fn write(&self, path: &Path, value: &str) -> io::Result<()> {
+            // The kernel's directories come with their files; the fake's
+            // get them on first write, in an existing directory only.
+            if !path.parent().is_some_and(Path::is_dir) {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            fs::write(path, value)
+        }
+        fn rmdir(&self, path: &Path) -> io::Result<()> {
+            if path.join("busy").exists() {
+                return Err(io::Error::from_raw_os_error(libc::EBUSY));
+            }
+            fs::remove_dir_all(path)
+        }
+        fn children(&self, path: &Path) -> io::Result<Vec<String>> {
+            SysFs.children(path)
+        }
+        fn open_procs(&self, path: &Path) -> io::Result<OwnedFd> {
+            Ok(fs::File::create(path.join("cgroup.procs"))?.into())
+        }
+    }
+
+    const HYBRID: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/job/7\n2:cpu,cpuacct:/\n0::/\n";
+
+    fn hybrid(mount: &Path) -> Cgroups<FakeFs> {
+        for dir in ["memory/job/7", "pids", "cpu,cpuacct", "unified"] {
+            fs::create_dir_all(mount.join(dir)).unwrap();
+        }
+        let layout = Layout::detect(&FakeFs, mount, HYBRID).unwrap();
+        Cgroups {
+            fs: FakeFs,
+            layout,
+            parent: "hull".into(),
+        }
+    }
+
+    fn unified(mount: &Path) -> Cgroups<FakeFs> {
+        fs::write(
+            mount.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let layout = Layout::detect(&FakeFs, mount, "0::/user.slice/hulld.service\n").unwrap();
+        Cgroups {
+            fs: FakeFs,
+            layout,
+            parent: "hull".into(),
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        memory_bytes: 192 << 20,
+        pids: 100,
+        cpus: 2,
+    };
+
+    fn read(path: PathBuf) -> String {
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn a_hybrid_host_uses_the_v1_controllers_below_the_daemons_own_cgroup() {
+        let mount = tempfile::tempdir().unwrap();
+        let cgroups = hybrid(mount.path());
+        assert_eq!(
+            cgroups.layout,
+            Layout::V1 {
+                memory: mount.path().join("memory/job/7"),
+                pids: mount.path().join("pids/"),
+                cpu: mount.path().join("cpu,cpuacct/"),
+            }
+        );
+    }
+
+    #[test]
+    fn v1_limits_are_written_in_each_controller() {
+        let mount = tempfile::tempdir().unwrap();
+        let cgroups = hybrid(mount.path());
+        let vm = cgroups.create("vm1", LIMITS).unwrap();
+        let m = mount.path();
+        assert_eq!(
+            read(m.join("memory/job/7/hull/vm1/memory.limit_in_bytes")),
+            (192u64 << 20).to_string()
+        );
+        assert_eq!(read(m.join("pids/hull/vm1/pids.max")), "100");
+        assert_eq!(
+            read(m.join("cpu,cpuacct/hull/vm1/cpu.cfs_period_us")),
+            "100000"
+        );
+        assert_eq!(
+            read(m.join("cpu,cpuacct/hull/vm1/cpu.cfs_quota_us")),
+            "200000"
+        );
+        assert_eq!(vm.dirs.len(), 3);
+    }
+
+    #[test]
+    fn v2_limits_are_written_once_with_controllers_enabled_above() {
+        let mount = tempfile::tempdir().unwrap();
+        let cgroups = unified(mount.path());
+        let vm = cgroups.create("vm1", LIMITS).unwrap();
+        let m = mount.path();
+        assert_eq!(vm.dirs, vec![m.join("hull/vm1")]);
+        assert_eq!(
+            read(m.join("hull/vm1/memory.max")),
+            (192u64 << 20).to_string()
+        );
+        assert_eq!(read(m.join("hull/vm1/pids.max")), "100");
+        assert_eq!(read(m.join("hull/vm1/cpu.max")), "200000 100000");
+        for dir in [m.to_owned(), m.join("hull")] {
+            assert_eq!(
+                read(dir.join("cgroup.subtree_control")),
+                "+memory +pids +cpu"
+            );
+        }
+    }
+
+    #[test]
+    fn joining_writes_the_callers_own_pid_to_every_hierarchy() {
+        for v2 in [false, true] {
+            let mount = tempfile::tempdir().unwrap();
+            let cgroups = if v2 {
+                unified(mount.path())
+            } else {
+                hybrid(mount.path())
+            };
+            let vm = cgroups.create("vm1", LIMITS).unwrap();
+            vm.join().unwrap();
+            for dir in &vm.dirs {
+                assert_eq!(read(dir.join("cgroup.procs")), "0", "{}", dir.display());
+            }
+        }
+    }
+
+    #[test]
+    fn removal_takes_every_hierarchys_directory_and_tolerates_a_missing_one() {
+        let mount = tempfile::tempdir().unwrap();
+        let cgroups = hybrid(mount.path());
+        let vm = cgroups.create("vm1", LIMITS).unwrap();
+        cgroups.remove("vm1").unwrap();
+        for dir in &vm.dirs {
+            assert!(!dir.exists(), "{} remains", dir.display());
+        }
+        cgroups.remove("vm1").unwrap();
+    }
+
+    #[test]
+    fn a_failed_limit_leaves_no_cgroup_behind() {
+        let mount = tempfile::tempdir().unwrap();
+        let cgroups = hybrid(mount.path());
+        // A pids hierarchy that is not there: its limit cannot be written.
+        fs::remove_dir_all(mount.path().join("pids")).unwrap();
+        fs::write(mount.path().join("pids"), "").unwrap();
+        let err = cgroups.create("vm1", LIMITS).unwrap_err();
+        assert!(matches!(err, CgroupError::Create { .. }), "{err}");
+        assert!(!mount.path().join("memory/job/7/hull/vm1").exists());
+    }
+
+    #[test]
+    fn the_sweep_removes_only_the_cgroups_nobody_is_in() {
+        let mount = tempfile::tempdir().unwrap();
+        let cgroups = unified(mount.path());
+        cgroups.create("gone", LIMITS).unwrap();
+        let live = cgroups.create("live", LIMITS).unwrap();
+        fs::write(live.dirs[0].join("busy"), "").unwrap();
+        assert_eq!(cgroups.sweep(), vec!["gone".to_string()]);
+        assert!(live.dirs[0].exists());
+        assert!(!mount.path().join("hull/gone").exists());
+    }
+
+    #[test]
+    fn vm_ids_that_are_not_one_name_are_refused() {
+        let mount = tempfile::tempdir().unwrap();
+        let cgroups = unified(mount.path());
+        for bad in ["../x", "a/b", "", ".."] {
+            assert!(
+                matches!(cgroups.dirs(bad), Err(CgroupError::BadName(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_without_controllers_is_reported() {
+        let mount = tempfile::tempdir().unwrap();
+        let err = Layout::detect(&FakeFs, mount.path(), "0::/\n").unwrap_err();
+        assert!(err.to_string().contains("HULL_JAIL=off"), "{err}");
+    }
+}
