@@ -67,6 +67,9 @@ pub struct DaemonConfig {
     /// Template clones kept resumed for the next runs (needs templates),
     /// by size (`None`: the default size).
     pub pools: Vec<(Option<hull_runtime::size::VmSize>, usize)>,
+    /// The host uids that VMs' QEMU processes run as, which Hull's
+    /// firewall keeps off the host's loopback and other networks.
+    pub vm_uids: hull_vm::uids::VmUids,
 }
 
 pub struct Daemon {
@@ -112,6 +115,7 @@ impl Daemon {
             &config.root.join("volumes"),
             &config.root.join("networks"),
             images.clone(),
+            config.vm_uids,
         )?);
         Ok(Self {
             config,

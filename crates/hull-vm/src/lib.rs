@@ -17,8 +17,8 @@ use tokio::sync::watch;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use artifacts::{ArtifactError, ArtifactSources, GuestArtifacts};
-pub use uids::VmUids;
 pub use qemu::{parse_tb_size, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
+pub use uids::VmUids;
 
 /// What a VM is made of.
 #[derive(Debug, Clone)]

@@ -84,6 +84,7 @@ async fn main() -> Result<()> {
         templates: !args.no_templates,
         template_dir: args.template_dir,
         pools: hull_api::size::parse_pools(&args.pool).context("invalid --pool")?,
+        vm_uids: hull_vm::uids::VmUids::DEFAULT,
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
     daemon
