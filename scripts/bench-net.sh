@@ -4,7 +4,7 @@
 # asserts nothing.
 #
 # hulld runs in a network namespace of its own (its nftables tables are
-# the namespace's), with a host address on a dummy interface. A small
+# the namespace's), with a host address that is not loopback. A small
 # server there times NET_MIB sent to the guest (guest download: from its
 # accept until the guest's nc closes after the last byte) and NET_MIB sent
 # by the guest (upload: from accept until the last byte is read). Both
@@ -13,7 +13,8 @@
 #
 #   scripts/bench-net.sh
 #     NET_MIB=64
-#     HULL_BIN_DIR=dir uses the hull and hulld found there instead of building.
+#     HULL_BIN_DIR=dir uses the hull and hulld found there instead of building;
+#     HULL_AGENT and HULL_KERNEL, that agent and kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 net_mib="${NET_MIB:-64}"
@@ -29,7 +30,7 @@ else
   cargo build --release --locked -q -p hull -p hulld
   bin=target/release
 fi
-agent=$(scripts/build-agent.sh --release)
+agent="${HULL_AGENT:-$(scripts/build-agent.sh --release)}"
 kernel="${HULL_KERNEL:-$(guest/kernel/build.sh)/vmlinux}"
 
 work=$(mktemp -d /tmp/hull-net.XXXXXX)
@@ -54,14 +55,12 @@ if [ -w /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ]; then accel=kvm; fi
 
 ip netns add "$netns"
 ip -n "$netns" link set lo up
-ip -n "$netns" link add host0 type dummy
-ip -n "$netns" addr add "$address/24" dev host0
-ip -n "$netns" link set host0 up
-in_ns() { ip netns exec "$netns" "$@"; }
+# A host address that is not loopback (dummy links may be unavailable).
+ip -n "$netns" addr add "$address/32" dev lo
 
 scripts/busybox-image.sh "$work/busybox.tar" >/dev/null
 on() { "$bin/hull" -H "unix://$work/hull.sock" "$@"; }
-in_ns "$bin/hulld" --root "$work/root" --host "unix://$work/hull.sock" \
+ip netns exec "$netns" "$bin/hulld" --root "$work/root" --host "unix://$work/hull.sock" \
   --kernel "$kernel" --agent "$agent" --accel "$accel" \
   --template-dir "$templates" 2>"$work/hulld.log" &
 daemon_pid=$!
@@ -101,15 +100,17 @@ up = time.monotonic() - start
 conn.close()
 print(f"{size / down / 2**20:.1f} {got / up / 2**20:.1f}", flush=True)
 PY
-coproc server { in_ns python3 "$work/server.py" "$address" "$net_mib"; }
-server_pid=$server_PID
-read -r down_port up_port <&"${server[0]}"
+ip netns exec "$netns" python3 "$work/server.py" "$address" "$net_mib" >"$work/server.out" &
+server_pid=$!
+until [ -s "$work/server.out" ]; do sleep 0.05; done
+read -r down_port up_port <"$work/server.out"
 
 echo "accelerator: $accel; $net_mib MiB each way; one run" >&2
 on run --rm busybox sh -c \
   "nc $address $down_port </dev/null >/dev/null; head -c $((net_mib << 20)) /dev/zero | nc $address $up_port" >/dev/null
-read -r down up <&"${server[0]}"
+wait "$server_pid"
 server_pid=""
+read -r down up < <(tail -1 "$work/server.out")
 
 echo
 printf '%-34s %18s %18s\n' "default network ($net_mib MiB)" "host -> VM MiB/s" "VM -> host MiB/s"
