@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what Hull needs to build and run on Debian: QEMU, the kernel source
+# Installs what Hull needs to build and run on Debian: QEMU (8.2 or later), the kernel source
 # and its build tools, erofs-utils, busybox-static for the test image, runc
 # for the benchmark's reference, and the peers of the registry tests: the
 # distribution registry, skopeo, htpasswd and curl. e2fsprogs formats the
@@ -10,7 +10,7 @@
 set -euo pipefail
 
 packages=(
-  qemu-system-x86 linux-source erofs-utils busybox-static runc cpio
+  linux-source erofs-utils busybox-static runc cpio
   build-essential flex bison bc libelf-dev libssl-dev xz-utils procps bsdutils
   docker-registry skopeo apache2-utils curl e2fsprogs python3-docker
   containerd containernetworking-plugins iproute2 nftables protobuf-compiler
@@ -26,6 +26,44 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# QEMU 8.2 or later: a template clone maps its memory file read-only
+# (memory-backend-file readonly=on,rom=off), so no VM's QEMU can change what
+# later clones load. Bookworm has 7.2; its backports suite carries 10.0.
+qemu_version() {
+  dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | sed -E 's/^[0-9]+://; s/[^0-9.].*//'
+}
+qemu_recent() {
+  local version major minor
+  version=$(qemu_version)
+  major=${version%%.*}
+  minor=${version#*.}
+  minor=${minor%%.*}
+  [ -n "$version" ] && { [ "$major" -gt 8 ] || { [ "$major" -eq 8 ] && [ "$minor" -ge 2 ]; }; }
+}
+if ! qemu_recent; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [ "$codename" = bookworm ]; then
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "adding bookworm-backports to apt's sources for QEMU" >&2
+      printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" \
+        "Suites: bookworm-backports" "Components: main" \
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" |
+        $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+    fi
+    $sudo apt-get update -qq
+    echo "installing qemu-system-x86 from bookworm-backports" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports qemu-system-x86 >&2
+  else
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      qemu-system-x86 >&2
+  fi
+  qemu_recent || echo "warning: QEMU $(qemu_version) is older than 8.2: template clones cannot be confined, so VMs boot cold" >&2
 fi
 
 if ! command -v cargo >/dev/null; then

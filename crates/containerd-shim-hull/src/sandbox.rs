@@ -60,6 +60,8 @@ pub enum SandboxError {
         #[source]
         source: QemuError,
     },
+    #[error("cannot keep sandbox templates")]
+    TemplateDir(#[from] hull_runtime::TemplateDirError),
     #[error("cannot give the VM the pod's network")]
     PodNetwork(#[from] PodNetError),
     #[error("cannot hold the guest to its limits")]
@@ -93,14 +95,23 @@ async fn hypervisor(config: &ShimConfig) -> Result<Qemu, SandboxError> {
     Ok(Qemu::new(accel.accel, artifacts))
 }
 
-/// The template of sandbox VMs of `size`.
-fn templates(config: &ShimConfig, qemu: &Qemu, size: VmSize) -> Templates {
+/// The template of sandbox VMs of `size`; `None` when this QEMU cannot
+/// keep a clone from writing its template, so sandboxes boot cold.
+fn templates(
+    config: &ShimConfig,
+    qemu: &Qemu,
+    size: VmSize,
+) -> Result<Option<Templates>, SandboxError> {
+    if !qemu.can_clone() {
+        return Ok(None);
+    }
+    hull_runtime::template::ensure_dir(&config.template_dir)?;
     let shape = TemplateConfig {
         dir: config.template_dir.clone(),
         key: qemu.template_key(),
         share_tag: Some(SHARE_TAG.into()),
     };
-    Templates::new(shape.for_size(size))
+    Ok(Some(Templates::new(shape.for_size(size))))
 }
 
 /// The argument that makes the shim build a template and exit.
@@ -110,7 +121,9 @@ pub const BUILD_TEMPLATE: &str = "build-template";
 /// built (by another process, which holds the template directory's lock).
 pub async fn build_template(config: &ShimConfig, size: VmSize) -> Result<(), SandboxError> {
     let qemu = hypervisor(config).await?;
-    let templates = templates(config, &qemu, size);
+    let Some(templates) = templates(config, &qemu, size)? else {
+        return Ok(());
+    };
     if templates.status() == "ready" {
         return Ok(());
     }
@@ -255,7 +268,11 @@ impl Sandbox {
         size: VmSize,
         vm_config: VmConfig,
     ) -> Result<(QemuVm, AgentClient), SandboxError> {
-        let templates = config.templates.then(|| templates(config, qemu, size));
+        let templates = if config.templates {
+            templates(config, qemu, size)?
+        } else {
+            None
+        };
         if let Some(template) = templates.as_ref().and_then(|t| t.ready()) {
             match hull_runtime::template::clone_vm(qemu, &template, vm_config.clone()).await {
                 Ok((vm, agent)) => {

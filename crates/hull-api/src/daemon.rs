@@ -25,6 +25,8 @@ pub enum DaemonError {
     Registry(#[from] registry::ClientError),
     #[error("cannot load the containers")]
     Containers(#[from] hull_runtime::ContainerError),
+    #[error("cannot keep VM templates")]
+    TemplateDir(#[from] hull_runtime::TemplateDirError),
     #[error("cannot create {}", .path.display())]
     StateDir {
         path: PathBuf,
@@ -238,15 +240,21 @@ impl Daemon {
                 )?;
                 info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
                 let qemu = Qemu::new(self.accel.accel, artifacts);
-                let templates = self.config.templates.then(|| TemplateConfig {
-                    dir: self
+                let templates = if self.config.templates && qemu.can_clone() {
+                    let dir = self
                         .config
                         .template_dir
                         .clone()
-                        .unwrap_or_else(|| template_dir(&self.config.root)),
-                    key: qemu.template_key(),
-                    share_tag: None,
-                });
+                        .unwrap_or_else(|| template_dir(&self.config.root));
+                    hull_runtime::template::ensure_dir(&dir)?;
+                    Some(TemplateConfig {
+                        dir,
+                        key: qemu.template_key(),
+                        share_tag: None,
+                    })
+                } else {
+                    None
+                };
                 let config = RuntimeConfig {
                     run_root: self.config.root.join("vms"),
                     vcpus: self.config.vcpus,

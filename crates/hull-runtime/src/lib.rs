@@ -23,7 +23,7 @@ pub use run::{
 };
 pub use spec::{process_config, ProcessConfig, ProcessOptions, SpecError};
 pub use start::{clock_and_entropy, StartRecord};
-pub use template::{Template, TemplateConfig, TemplateInfo, Templates};
+pub use template::{Template, TemplateConfig, TemplateDirError, TemplateInfo, Templates};
 
 /// An error and its causes on one line.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

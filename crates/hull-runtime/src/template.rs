@@ -4,8 +4,10 @@
 //! kernel, the initramfs and the agent's pages are shared by every clone.
 
 use std::fs;
+use std::io;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hull_proto::Request;
@@ -14,6 +16,90 @@ use tracing::{info, warn};
 
 use crate::run::RunError;
 use crate::size::VmSize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateDirError {
+    #[error("cannot create the VM template directory {}", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the VM template directory {} is {found}; it must be a directory of uid {owner}, mode 0700, \
+         as no VM may reach templates other VMs load: remove it, or fix its owner and mode",
+        .path.display()
+    )]
+    Unsafe {
+        path: PathBuf,
+        found: String,
+        owner: u32,
+    },
+}
+
+/// Creates the template directory, this process's own with mode 0700, or
+/// checks that it is that: a template's memory is what every later clone
+/// loads, so no one else may write, replace or even list it.
+pub fn ensure_dir(path: &Path) -> Result<(), TemplateDirError> {
+    let created = fs::DirBuilder::new().mode(0o700).create(path);
+    match created {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            // Its parents are missing: they are made as usual, it 0700.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|source| TemplateDirError::Create {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
+        Err(source) => {
+            return Err(TemplateDirError::Create {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    }
+    let meta = fs::symlink_metadata(path).map_err(|source| TemplateDirError::Create {
+        path: path.to_owned(),
+        source,
+    })?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let owner = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_dir() || meta.uid() != owner || mode != 0o700 {
+        let kind = if meta.file_type().is_symlink() {
+            "a symbolic link"
+        } else if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a directory"
+        };
+        return Err(TemplateDirError::Unsafe {
+            path: path.to_owned(),
+            found: format!("{kind} of uid {}, mode {mode:04o}", meta.uid()),
+            owner,
+        });
+    }
+    Ok(())
+}
+
+/// Makes a saved template's memory file read-only for everyone and this
+/// process's own: the template's QEMU, which wrote it as its own uid, is
+/// gone, and no clone's QEMU may change what later clones load.
+fn seal(memory: &Path) -> io::Result<()> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(memory)?;
+    // SAFETY: geteuid and getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+}
 
 /// The files of a ready template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +309,10 @@ impl Templates {
     /// An exclusive lock on the template directory, or `None` while
     /// another process holds it.
     fn lock_for_build(&self) -> Option<fs::File> {
-        let _ = fs::create_dir_all(&self.config.dir);
+        let _ = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.config.dir);
         let dir = match fs::File::open(&self.config.dir) {
             Ok(dir) => dir,
             Err(e) => {
@@ -305,6 +394,10 @@ impl Templates {
         vm.kill();
         let mut exit = vm.exit();
         let _ = exit.wait_for(Option::is_some).await;
+        seal(&template.memory).map_err(|source| RunError::RunDir {
+            path: template.memory.clone(),
+            source,
+        })?;
         let marker = dir.join(READY_MARKER);
         fs::write(&marker, &self.config.key).map_err(|source| RunError::RunDir {
             path: marker,
@@ -346,4 +439,39 @@ pub async fn clone_vm<H: Hypervisor>(
         return Err(err);
     }
     Ok((vm, agent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_directory_is_made_private_or_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/templates");
+        ensure_dir(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
+        ensure_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = ensure_dir(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("mode 0755") && err.contains("must be"),
+            "{err}"
+        );
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        let err = ensure_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn a_sealed_memory_file_is_read_only_for_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = dir.path().join("memory");
+        fs::write(&memory, [0u8; 4096]).unwrap();
+        fs::set_permissions(&memory, fs::Permissions::from_mode(0o600)).unwrap();
+        seal(&memory).unwrap();
+        assert_eq!(fs::metadata(&memory).unwrap().mode() & 0o7777, 0o644);
+    }
 }

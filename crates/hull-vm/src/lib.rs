@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use artifacts::{ArtifactError, ArtifactSources, GuestArtifacts};
-pub use qemu::{parse_tb_size, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
+pub use qemu::{parse_tb_size, Confinement, Qemu, QemuError, QemuVm, DEFAULT_TCG_TB_SIZE_MIB};
 pub use uids::VmUids;
 
 /// What a VM is made of.

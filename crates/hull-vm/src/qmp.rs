@@ -3,10 +3,11 @@
 //! for one.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
@@ -68,13 +69,39 @@ impl Qmp {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, QmpError> {
-        let mut request = json!({ "execute": command });
-        if let Some(arguments) = arguments {
-            request["arguments"] = arguments;
-        }
-        let mut line = request.to_string();
-        line.push('\n');
+        let line = request_line(command, arguments);
         self.writer.write_all(line.as_bytes()).await?;
+        self.reply(command).await
+    }
+
+    /// Runs a command that takes a descriptor (`getfd`, `add-fd`): `fd`
+    /// travels with the command's first bytes (`SCM_RIGHTS`), and QEMU
+    /// holds its own copy once the command returns.
+    pub async fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value, QmpError> {
+        let line = request_line(command, arguments);
+        let stream: &UnixStream = self.writer.as_ref();
+        let sent = loop {
+            stream.writable().await?;
+            let sent = stream.try_io(Interest::WRITABLE, || {
+                send_with_fd(stream.as_raw_fd(), line.as_bytes(), fd.as_raw_fd())
+            });
+            match sent {
+                Ok(sent) => break sent,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err.into()),
+            }
+        };
+        self.writer.write_all(&line.as_bytes()[sent..]).await?;
+        self.reply(command).await
+    }
+
+    /// Reads up to the answer to `command`, keeping events.
+    async fn reply(&mut self, command: &str) -> Result<Value, QmpError> {
         loop {
             let message = self.read_message().await?;
             if let Some(value) = message.get("return") {
@@ -143,6 +170,49 @@ impl Qmp {
         serde_json::from_slice(&line)
             .map_err(|_| QmpError::Malformed(String::from_utf8_lossy(&line).trim().to_string()))
     }
+}
+
+fn request_line(command: &str, arguments: Option<Value>) -> String {
+    let mut request = json!({ "execute": command });
+    if let Some(arguments) = arguments {
+        request["arguments"] = arguments;
+    }
+    let mut line = request.to_string();
+    line.push('\n');
+    line
+}
+
+/// Sends `bytes` (at least one) on the socket `socket` with `fd` attached,
+/// and returns how many bytes went.
+fn send_with_fd(socket: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<usize> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    message.msg_controllen = space as _;
+    // SAFETY: the control buffer is CMSG_SPACE bytes for one descriptor, so
+    // CMSG_FIRSTHDR is non-null and its data holds one RawFd; sendmsg reads
+    // `bytes` and `control`, which outlive the call, and writes nothing.
+    let sent = unsafe {
+        let header = libc::CMSG_FIRSTHDR(&message);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header) as *mut RawFd, fd);
+        libc::sendmsg(socket, &message, libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 #[cfg(test)]
@@ -250,5 +320,61 @@ mod tests {
             .unwrap();
         assert_eq!(data["device"], "d");
         assert_eq!(qmp.events.len(), 1, "the RESUME event is kept");
+    }
+
+    /// Receives one message and the descriptor that came with it, as QEMU does.
+    fn receive_with_fd(socket: RawFd) -> (String, RawFd) {
+        let mut data = vec![0u8; 4096];
+        let mut control = vec![0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid; recvmsg writes within the
+        // buffers it is given, which outlive the call; the first header is
+        // read only when the kernel filled it.
+        unsafe {
+            let mut message: libc::msghdr = std::mem::zeroed();
+            message.msg_iov = &mut iov;
+            message.msg_iovlen = 1;
+            message.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            message.msg_controllen = control.len() as _;
+            let n = libc::recvmsg(socket, &mut message, 0);
+            assert!(n > 0);
+            let header = libc::CMSG_FIRSTHDR(&message);
+            assert!(!header.is_null(), "no descriptor came");
+            assert_eq!((*header).cmsg_type, libc::SCM_RIGHTS);
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(header) as *const RawFd);
+            (
+                String::from_utf8_lossy(&data[..n as usize]).into_owned(),
+                fd,
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn a_descriptor_travels_with_its_command() {
+        use std::io::{Read, Seek, Write};
+        let (mut qmp, qemu) = connected().await;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"state").unwrap();
+        let qemu = qemu.into_std().unwrap();
+        qemu.set_nonblocking(false).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (line, fd) = receive_with_fd(qemu.as_raw_fd());
+            assert!(line.contains("\"getfd\"") && line.ends_with('\n'), "{line}");
+            (&qemu).write_all(b"{\"return\": {}}\n").unwrap();
+            // SAFETY: the descriptor just received is ours alone.
+            unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        });
+        let fdname = json!({ "fdname": "migration" });
+        qmp.execute_with_fd("getfd", Some(fdname), std::os::fd::AsFd::as_fd(&file))
+            .await
+            .unwrap();
+        let mut received = peer.join().unwrap();
+        received.rewind().unwrap();
+        let mut text = String::new();
+        received.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "state", "the same file");
     }
 }

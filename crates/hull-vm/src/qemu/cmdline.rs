@@ -2,7 +2,6 @@
 //! their backends.
 
 use std::os::fd::RawFd;
-use std::path::PathBuf;
 
 use crate::accel::Accel;
 use crate::{NetBackend, VmConfig};
@@ -18,16 +17,16 @@ impl Qemu {
         }
     }
 
-    /// The command line for one VM with its control and QMP `sockets`.
-    pub fn args(&self, config: &VmConfig, sockets: &Sockets) -> Vec<String> {
-        let (control, qmp) = match sockets {
-            Sockets::Inherited { control, qmp } => (format!("fd={control}"), format!("fd={qmp}")),
-            Sockets::Listening { control, qmp } => (
-                format!("path={},server=on,wait=off", control.display()),
-                format!("path={},server=on,wait=off", qmp.display()),
-            ),
+    /// The command line for one VM whose files and sockets QEMU inherits
+    /// as `fds`: it opens no host path of its own.
+    pub fn args(&self, config: &VmConfig, fds: &Passed) -> Vec<String> {
+        let listening = if fds.listening {
+            ",server=on,wait=off"
+        } else {
+            ""
         };
-        let console = config.run_dir.join("console.log");
+        let control = format!("fd={}{listening}", fds.control);
+        let qmp = format!("fd={}{listening}", fds.qmp);
         // Without ACPI there is no poweroff: the agent reboots instead, which a
         // triple fault (`reboot=t`) turns into a QEMU exit under `-no-reboot`.
         let mut cmdline = String::from("console=ttyS0 quiet panic=-1 reboot=t");
@@ -69,14 +68,18 @@ impl Qemu {
             config.vcpus.to_string(),
             "-m".into(),
             format!("{}M", config.memory_mib),
+            // Names the VM in `ps` and, for a VM taken back after a
+            // restart, ties the process to its directory.
+            "-name".into(),
+            format!("guest={}", escape(&vm_name(&config.run_dir))),
             "-kernel".into(),
-            self.artifacts.kernel.display().to_string(),
+            fd_path(fds.kernel),
             "-initrd".into(),
-            self.artifacts.initramfs.display().to_string(),
+            fd_path(fds.initrd),
             "-append".into(),
             cmdline,
             "-serial".into(),
-            format!("file:{}", console.display()),
+            format!("file:{}", fd_path(fds.console)),
             "-chardev".into(),
             format!("socket,id=qmp,{qmp}"),
             "-mon".into(),
@@ -99,18 +102,25 @@ impl Qemu {
             "-device".into(),
             "virtio-balloon-device,id=balloon0,free-page-reporting=on".into(),
             "-netdev".into(),
-            netdev_arg(&config.network),
+            netdev_arg(&config.network, fds.tap),
             "-device".into(),
             "virtio-net-device,netdev=net0".into(),
         ]);
-        if let Some(memory) = &config.memory_file {
+        if let (Some(memory), Some(fd)) = (&config.memory_file, fds.memory) {
+            // A clone maps the template's memory privately; with QEMU 8.2
+            // or later it opens the file read-only, so that it can never
+            // change what later clones load.
+            let access = match (memory.shared, self.read_only_templates()) {
+                (true, _) => "share=on",
+                (false, true) => "share=off,readonly=on,rom=off",
+                (false, false) => "share=off",
+            };
             args.extend([
                 "-object".into(),
                 format!(
-                    "memory-backend-file,id=mem,size={}M,mem-path={},share={}",
+                    "memory-backend-file,id=mem,size={}M,mem-path={},{access}",
                     config.memory_mib,
-                    memory.path.display(),
-                    if memory.shared { "on" } else { "off" }
+                    fd_path(fd),
                 ),
             ]);
         }
@@ -119,7 +129,8 @@ impl Qemu {
         }
         for (index, share) in config.shares.iter().enumerate() {
             // passthrough: files keep their owners and modes, as a bind
-            // mount's do (hulld runs as root).
+            // mount's do: a QEMU with shares keeps the capabilities that
+            // takes (see `spawn::share_caps`).
             args.extend([
                 "-fsdev".into(),
                 format!(
@@ -131,12 +142,16 @@ impl Qemu {
                 format!("virtio-9p-device,fsdev=fs{index},mount_tag={}", share.tag),
             ]);
         }
-        for disk in &config.disks {
+        // Boot disks come as descriptors in fdsets of their own, which
+        // QEMU's block layer opens as `/dev/fdset/N`.
+        for (index, (disk, fd)) in config.disks.iter().zip(&fds.disks).enumerate() {
+            let set = index + 1;
             args.extend([
+                "-add-fd".into(),
+                format!("fd={fd},set={set},opaque={}", escape(&disk.id)),
                 "-blockdev".into(),
                 format!(
-                    "driver=file,filename={},node-name={},read-only={},cache.direct=off",
-                    disk.path.display(),
+                    "driver=file,filename=/dev/fdset/{set},node-name={},read-only={},cache.direct=off",
                     disk.id,
                     if disk.read_only { "on" } else { "off" }
                 ),
@@ -147,16 +162,38 @@ impl Qemu {
                 ),
             ]);
         }
+        if self.sandbox {
+            args.extend(["-sandbox".into(), SANDBOX.into()]);
+        }
         args
     }
 }
 
-/// The `-netdev` of the VM's network device.
-fn netdev_arg(network: &NetBackend) -> String {
-    match network {
-        // A hub port with nothing else on its hub.
-        NetBackend::Isolated => "hubport,id=net0,hubid=0".into(),
-        NetBackend::User { forwards } => {
+/// QEMU's seccomp filter: no obsolete system calls, no change of uid or
+/// capabilities, no new processes or programs, no scheduling or CPU
+/// affinity changes.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// A path QEMU opens to reach a descriptor it inherited.
+fn fd_path(fd: RawFd) -> String {
+    format!("/proc/self/fd/{fd}")
+}
+
+/// The VM's name on QEMU's command line: its directory, with the slash
+/// that lets a search for one directory's QEMU not match another's.
+pub(super) fn vm_name(run_dir: &std::path::Path) -> String {
+    format!("hull:{}/", run_dir.display())
+}
+
+/// Doubles commas, which would end a value in QEMU's option syntax.
+fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// The `-netdev` of the VM's network device; a tap comes opened, as `tap`.
+fn netdev_arg(network: &NetBackend, tap: Option<RawFd>) -> String {
+    match (network, tap) {
+        (NetBackend::User { forwards }, _) => {
             let mut arg = String::from("user,id=net0");
             for forward in forwards {
                 let proto = if forward.udp { "udp" } else { "tcp" };
@@ -167,20 +204,28 @@ fn netdev_arg(network: &NetBackend) -> String {
             }
             arg
         }
-        NetBackend::Tap { ifname, .. } => {
-            format!("tap,id=net0,ifname={ifname},script=no,downscript=no")
-        }
+        (NetBackend::Tap { .. }, Some(fd)) => format!("tap,id=net0,fd={fd}"),
+        // A hub port with nothing else on its hub.
+        (NetBackend::Isolated | NetBackend::Tap { .. }, _) => "hubport,id=net0,hubid=0".into(),
     }
 }
 
-/// How QEMU gets its control channel and QMP sockets.
-#[derive(Debug, Clone)]
-pub enum Sockets {
-    /// Connected socket pairs whose other ends the host keeps: no path on
-    /// disk, so nothing to race for, clean up or outgrow `sun_path`.
-    Inherited { control: RawFd, qmp: RawFd },
-    /// Sockets QEMU listens on, so that a restarted host can connect again.
-    Listening { control: PathBuf, qmp: PathBuf },
+/// The descriptors QEMU inherits, by what they are for.
+#[derive(Debug, Clone, Default)]
+pub struct Passed {
+    /// The control channel's and QMP's sockets: connected (the host keeps
+    /// the other ends), or `listening` ones whose paths a restarted host
+    /// connects to again.
+    pub control: RawFd,
+    pub qmp: RawFd,
+    pub listening: bool,
+    pub kernel: RawFd,
+    pub initrd: RawFd,
+    pub console: RawFd,
+    pub memory: Option<RawFd>,
+    pub tap: Option<RawFd>,
+    /// One per boot disk, in order.
+    pub disks: Vec<RawFd>,
 }
 
 #[cfg(test)]
@@ -212,9 +257,16 @@ mod tests {
                 read_only: true,
             }],
         };
-        let args = qemu()
-            .args(&config, &Sockets::Inherited { control: 7, qmp: 8 })
-            .join(" ");
+        let fds = Passed {
+            control: 7,
+            qmp: 8,
+            kernel: 9,
+            initrd: 10,
+            console: 11,
+            disks: vec![12],
+            ..Passed::default()
+        };
+        let args = qemu().args(&config, &fds).join(" ");
         assert!(args.contains(&format!(
             "-accel tcg,tb-size={DEFAULT_TCG_TB_SIZE_MIB} -cpu max"
         )));
@@ -222,9 +274,13 @@ mod tests {
         assert!(args.contains("socket,id=ctl,fd=7 "));
         assert!(args.contains("socket,id=qmp,fd=8 "));
         assert!(args.contains("virtserialport,chardev=ctl,name=hull.ctl"));
-        assert!(args.contains("filename=/images/a.erofs,node-name=rootfs,read-only=on"));
+        assert!(args.contains("-add-fd fd=12,set=1,opaque=rootfs -blockdev driver=file,filename=/dev/fdset/1,node-name=rootfs,read-only=on"));
         assert!(args.contains("scsi-hd,bus=scsi0.0,drive=rootfs,serial=hull-rootfs"));
-        assert!(args.contains("file:/run/vm1/console.log"));
+        assert!(args.contains("-kernel /proc/self/fd/9 -initrd /proc/self/fd/10"));
+        assert!(args.contains("-serial file:/proc/self/fd/11"));
+        assert!(args.contains("-name guest=hull:/run/vm1/ "));
+        assert!(args.ends_with(&format!("-sandbox {SANDBOX}")));
+        assert!(!args.contains("/images/a.erofs") && !args.contains("/k/vmlinux"));
         assert!(
             args.contains("-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0")
         );
@@ -249,17 +305,14 @@ mod tests {
             ],
         };
         assert_eq!(
-            netdev_arg(&user),
+            netdev_arg(&user, None),
             "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp::5353-:53"
         );
         let tap = NetBackend::Tap {
             ifname: "hullt1".into(),
             netns: Some("/var/run/netns/pod".into()),
         };
-        assert_eq!(
-            netdev_arg(&tap),
-            "tap,id=net0,ifname=hullt1,script=no,downscript=no"
-        );
+        assert_eq!(netdev_arg(&tap, Some(14)), "tap,id=net0,fd=14");
     }
 
     #[test]
@@ -279,16 +332,26 @@ mod tests {
             network: NetBackend::default(),
             shares: Vec::new(),
         };
-        let sockets = Sockets::Listening {
-            control: "/run/clone/ctl".into(),
-            qmp: "/run/clone/qmp".into(),
+        let fds = Passed {
+            control: 7,
+            qmp: 8,
+            listening: true,
+            memory: Some(13),
+            ..Passed::default()
         };
-        let args = qemu().args(&config, &sockets).join(" ");
-        assert!(args.contains("socket,id=ctl,path=/run/clone/ctl,server=on,wait=off"));
+        let mut qemu = qemu();
+        qemu.version = Some((10, 0));
+        let args = qemu.args(&config, &fds).join(" ");
+        assert!(args.contains("socket,id=ctl,fd=7,server=on,wait=off"));
         assert!(args.contains("acpi=off,memory-backend=mem"));
-        assert!(args
-            .contains("memory-backend-file,id=mem,size=256M,mem-path=/dev/shm/t/memory,share=off"));
+        assert!(args.contains(
+            "memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/13,share=off,readonly=on,rom=off"
+        ));
         assert!(args.contains("-incoming defer"));
+        // QEMU before 8.2 has no read-only backend.
+        qemu.version = Some((7, 2));
+        let args = qemu.args(&config, &fds).join(" ");
+        assert!(args.contains("mem-path=/proc/self/fd/13,share=off "));
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The QEMU `microvm` backend.
+//!
+//! QEMU opens no host path itself: the host hands it every file and socket
+//! as a descriptor (boot files and sockets inherited, disks and migration
+//! streams over QMP), starts it as a uid of its own and under QEMU's
+//! seccomp sandbox.
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,11 +17,14 @@ use tokio::sync::{watch, Mutex};
 use tracing::{debug, warn};
 
 use crate::qmp::{Qmp, QmpError};
-use crate::{Accel, DiskConfig, GuestArtifacts, Hypervisor, NetBackend, Vm, VmConfig, VmExit};
-use serde_json::json;
+use crate::{Accel, GuestArtifacts, Hypervisor, Vm, VmConfig, VmExit, VmUids};
 
+mod adopt;
 mod cmdline;
-pub use cmdline::Sockets;
+mod spawn;
+mod vm;
+pub use cmdline::{Passed, SANDBOX};
+pub use vm::QemuVm;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
@@ -51,12 +58,32 @@ pub enum QemuError {
     Gone { run_dir: PathBuf, why: String },
     #[error("TCG translation cache size '{0}' is not a number of MiB (at least 1) or 'default'")]
     TbSize(String),
-    #[error("cannot open the network namespace {}", .path.display())]
-    Netns {
+    #[error("cannot open the tap {ifname} for QEMU")]
+    Tap {
+        ifname: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open {} for QEMU: check that it exists and is readable", .path.display())]
+    Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    #[error("cannot open the disk image {} for QEMU", .path.display())]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the VM state file {}", .path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot give the VM a uid of its own")]
+    Uid(#[from] crate::uids::UidError),
 }
 
 /// TCG's translation cache for a small guest, in MiB. QEMU's own default on
@@ -93,7 +120,28 @@ pub struct Qemu {
     /// state does not depend on it: templates made with one size restore
     /// with another.
     pub tcg_tb_size_mib: Option<u32>,
+    /// QEMU's version (major, minor), as `--version` told it.
+    pub version: Option<(u32, u32)>,
+    /// Each VM's QEMU runs as a uid of its own; `None`: as this
+    /// process's own user (which is not root).
+    pub confinement: Option<Confinement>,
+    /// QEMU's seccomp filter ([`cmdline::SANDBOX`]).
+    pub sandbox: bool,
 }
+
+/// Where VMs' uids come from.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    pub uids: VmUids,
+    /// The slot files of [`VmUids::allocate`], one directory for every
+    /// starter of VMs on the host (hulld, each containerd shim), so that
+    /// no two live VMs share a uid.
+    pub slots: PathBuf,
+}
+
+/// The slot directory without `HULL_VM_UID_DIR`: on tmpfs, as the VMs that
+/// hold the slots do not outlive a reboot.
+pub const DEFAULT_UID_SLOTS: &str = "/run/hull/vm-uids";
 
 impl Qemu {
     /// The digest of what a VM template saved by this hypervisor depends
@@ -107,12 +155,13 @@ impl Qemu {
             .map(|(len, modified)| format!("{len}:{modified:?}"))
             .unwrap_or_default();
         let inputs = format!(
-            "hull {} | devices {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {}",
+            "hull {} | devices {} | kernel {} {kernel_stamp} | initramfs {} | qemu {} {:?} {}",
             env!("CARGO_PKG_VERSION"),
             crate::DEVICE_LAYOUT,
             kernel.display(),
             self.artifacts.initramfs.display(),
             self.binary,
+            self.version,
             self.accel,
         );
         hex::encode(sha2::Sha256::digest(inputs))[..16].to_string()
@@ -128,14 +177,81 @@ impl Qemu {
             }),
             Err(_) => Some(DEFAULT_TCG_TB_SIZE_MIB),
         };
-        Self {
-            binary: std::env::var("HULL_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        let binary = std::env::var("HULL_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let root = unsafe { libc::geteuid() } == 0;
+        let confinement = root.then(|| Confinement {
+            uids: VmUids::DEFAULT,
+            slots: std::env::var_os("HULL_VM_UID_DIR")
+                .map_or_else(|| DEFAULT_UID_SLOTS.into(), PathBuf::from),
+        });
+        let qemu = Self {
+            version: probe_version(&binary),
+            binary,
             accel,
             artifacts,
             extra_cmdline: String::new(),
             tcg_tb_size_mib,
+            confinement,
+            sandbox: true,
+        };
+        let off = qemu.protections_off();
+        if !off.is_empty() {
+            warn!("not running as root: off for VMs: {}", off.join(", "));
         }
+        if !qemu.can_clone() {
+            warn!(
+                "QEMU {} cannot map a template read-only (8.2 or later can): VMs boot cold, no template clones",
+                qemu.version.map_or("of unknown version".into(), |(major, minor)| format!("{major}.{minor}"))
+            );
+        }
+        qemu
     }
+
+    /// The protections that VMs go without because this process is not
+    /// root, for the one line that says so at start.
+    pub fn protections_off(&self) -> Vec<&'static str> {
+        if self.confinement.is_some() {
+            return Vec::new();
+        }
+        vec!["each QEMU's own host uid (QEMU runs as this process's user)"]
+    }
+
+    /// Whether QEMU maps a clone's template memory read-only
+    /// (`memory-backend-file` `readonly=on,rom=off`, QEMU 8.2 and later).
+    pub fn read_only_templates(&self) -> bool {
+        self.version.is_some_and(|version| version >= (8, 2))
+    }
+
+    /// Whether VMs may be template clones: a clone whose QEMU is confined
+    /// must not be able to write the template every later clone loads.
+    pub fn can_clone(&self) -> bool {
+        self.confinement.is_none() || self.read_only_templates()
+    }
+
+    /// The range of uids VMs run as, if they run as uids of their own.
+    pub fn vm_uids(&self) -> Option<VmUids> {
+        self.confinement.as_ref().map(|c| c.uids)
+    }
+}
+
+/// QEMU's (major, minor) version from `BINARY --version`.
+fn probe_version(binary: &str) -> Option<(u32, u32)> {
+    let output = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    parse_version(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let rest = &text[text.find("version ")? + "version ".len()..];
+    let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
+    let major = numbers.next()?.parse().ok()?;
+    let minor = numbers.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// The paths of a detached VM's sockets and pid file in its directory.
@@ -168,48 +284,32 @@ async fn connect_when_ready(
     }
 }
 
-/// A connected socket pair: QEMU inherits one end, the host keeps the other.
-/// No path on disk, so nothing to race for, clean up or outgrow `sun_path`.
-fn socket_pair(what: &'static str) -> Result<(UnixStream, StdUnixStream), QemuError> {
-    let (host, guest) =
-        StdUnixStream::pair().map_err(|source| QemuError::Socket { what, source })?;
-    host.set_nonblocking(true)
-        .map_err(|source| QemuError::Socket { what, source })?;
-    let host = UnixStream::from_std(host).map_err(|source| QemuError::Socket { what, source })?;
-    Ok((host, guest))
-}
-
 impl Hypervisor for Qemu {
     type Vm = QemuVm;
     type Error = QemuError;
 
     async fn start(&self, config: VmConfig) -> Result<QemuVm, QemuError> {
         let (ctl_path, qmp_path, pid_path) = detached_paths(&config.run_dir);
-        let mut pairs = None;
-        let sockets = if config.detached {
-            for path in [&ctl_path, &qmp_path] {
-                let _ = fs::remove_file(path);
-            }
-            Sockets::Listening {
-                control: ctl_path.clone(),
-                qmp: qmp_path.clone(),
-            }
-        } else {
-            let (control, control_for_qemu) = socket_pair("control channel")?;
-            let (qmp, qmp_for_qemu) = socket_pair("QMP")?;
-            let sockets = Sockets::Inherited {
-                control: control_for_qemu.as_raw_fd(),
-                qmp: qmp_for_qemu.as_raw_fd(),
-            };
-            pairs = Some(((control, qmp), (control_for_qemu, qmp_for_qemu)));
-            sockets
+        let slot = match &self.confinement {
+            Some(confinement) => Some(confinement.uids.allocate(&confinement.slots)?),
+            None => None,
         };
-        let inherited: Vec<RawFd> = match &sockets {
-            Sockets::Inherited { control, qmp } => vec![*control, *qmp],
-            Sockets::Listening { .. } => Vec::new(),
-        };
-        let args = self.args(&config, &sockets);
-        debug!(vm = %config.id, ?args, "starting QEMU");
+        let uid = slot.as_ref().map(|slot| slot.uid);
+        let spawn::Inherited {
+            host_ends,
+            fds,
+            mut owned,
+        } = self.open_for(&config, uid)?;
+        let args = self.args(&config, &fds);
+        debug!(vm = %config.id, ?args, uid, "starting QEMU");
+        if let Some(slot) = slot {
+            owned.push(slot.lock);
+        }
+        let inherited: Vec<RawFd> = owned.iter().map(AsRawFd::as_raw_fd).collect();
+        let credentials = uid.map(|uid| spawn::Credentials {
+            uid,
+            caps: spawn::caps_for(&config),
+        });
 
         let log_path = config.run_dir.join("qemu.log");
         let log = fs::File::create(&log_path).map_err(|source| QemuError::Log {
@@ -225,31 +325,13 @@ impl Hypervisor for Qemu {
             .kill_on_drop(!config.detached);
         let detached = config.detached;
         let no_huge_pages = self.accel == Accel::Tcg;
-        let netns = match &config.network {
-            NetBackend::Tap {
-                netns: Some(path), ..
-            } => Some(fs::File::open(path).map_err(|source| QemuError::Netns {
-                path: path.clone(),
-                source,
-            })?),
-            _ => None,
-        };
-        let netns_fd = netns.as_ref().map(AsRawFd::as_raw_fd);
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (fcntl, prctl, setns, setsid)
-        // on integers captured by value; `netns` outlives the spawn.
+        // makes async-signal-safe system calls (fcntl, prctl, setsid, the
+        // set*id and capset calls) on values captured by value; the
+        // descriptors in `owned` outlive the spawn.
         unsafe {
             command.pre_exec(move || {
-                if let Some(fd) = netns_fd {
-                    if libc::setns(fd, libc::CLONE_NEWNET) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                for &fd in &inherited {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
+                spawn::inherit(&inherited)?;
                 // QEMU asks for huge pages for its translation cache, so a
                 // clone that translated a few hundred KiB holds a whole 2 MiB
                 // page; and under TCG guest RAM gains nothing from them, as
@@ -258,19 +340,25 @@ impl Hypervisor for Qemu {
                 if no_huge_pages {
                     libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
                 }
-                if detached {
-                    // Its own session: a Ctrl-C meant for hulld spares it.
-                    if libc::setsid() == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    // If hulld dies, its VMs die with it instead of lingering.
+                // Its own session: a Ctrl-C meant for hulld spares it.
+                if detached && libc::setsid() == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(credentials) = credentials {
+                    spawn::drop_privileges(credentials)?;
+                }
+                // If hulld dies, its VMs die with it instead of lingering.
+                // After the uid change, which clears it.
+                if !detached && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|source| {
+        let spawned = command.spawn();
+        // QEMU holds its copies now (the uid slot's lock among them).
+        drop(owned);
+        let mut child = spawned.map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
                 QemuError::NotFound {
                     binary: self.binary.clone(),
@@ -282,14 +370,7 @@ impl Hypervisor for Qemu {
                 }
             }
         })?;
-        // The child joined the namespace; the host needs it no longer.
-        drop(netns);
         let pid = child.id().expect("a just-spawned child has a pid");
-        let (host_ends, qemu_ends) = match pairs {
-            Some((host, qemu)) => (Some(host), Some(qemu)),
-            None => (None, None),
-        };
-        drop(qemu_ends);
 
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
@@ -317,16 +398,21 @@ impl Hypervisor for Qemu {
             qmp: None,
             exit: exit_rx,
             run_dir: config.run_dir.clone(),
+            uid,
         };
         let connected = async {
             match host_ends {
                 Some((control, qmp)) => Ok((control, qmp)),
                 None => {
-                    if let Err(source) = fs::write(&pid_path, format!("{pid}\n")) {
-                        return Err(QemuError::Log {
-                            path: pid_path.clone(),
-                            source,
-                        });
+                    let uid_path = config.run_dir.join(UID_FILE);
+                    for (path, value) in [(&pid_path, Some(pid)), (&uid_path, uid)] {
+                        let Some(value) = value else { continue };
+                        if let Err(source) = fs::write(path, format!("{value}\n")) {
+                            return Err(QemuError::Log {
+                                path: path.clone(),
+                                source,
+                            });
+                        }
                     }
                     let mut exit = vm.exit.clone();
                     let qmp = connect_when_ready(&qmp_path, "QMP", &mut exit).await?;
@@ -364,293 +450,12 @@ impl Hypervisor for Qemu {
     }
 
     async fn adopt(&self, id: &str, run_dir: &Path) -> Result<QemuVm, QemuError> {
-        let (ctl_path, qmp_path, pid_path) = detached_paths(run_dir);
-        let gone = |why: String| QemuError::Gone {
-            run_dir: run_dir.to_owned(),
-            why,
-        };
-        let pid: u32 = fs::read_to_string(&pid_path)
-            .map_err(|e| gone(format!("its pid file is unreadable ({e})")))?
-            .trim()
-            .parse()
-            .map_err(|_| gone("its pid file is malformed".into()))?;
-        let pidfd =
-            pidfd_open(pid).map_err(|e| gone(format!("QEMU (pid {pid}) is not running ({e})")))?;
-        // The pid may have been reused: it must be the QEMU serving this directory.
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let needle = ctl_path.display().to_string();
-        if !String::from_utf8_lossy(&cmdline).contains(&needle) {
-            return Err(gone(format!("pid {pid} is no longer its QEMU")));
-        }
-        let exit = watch_pidfd(&pidfd).map_err(|e| gone(format!("cannot watch QEMU: {e}")))?;
-        let mut vm = QemuVm {
-            id: id.to_owned(),
-            pid,
-            pidfd: Some(pidfd),
-            detached: true,
-            control: None,
-            qmp: None,
-            exit,
-            run_dir: run_dir.to_owned(),
-        };
-        let mut exit = vm.exit.clone();
-        let qmp = connect_when_ready(&qmp_path, "QMP", &mut exit).await?;
-        vm.qmp = Some(Mutex::new(Qmp::handshake(qmp).await?));
-        vm.control = Some(connect_when_ready(&ctl_path, "control channel", &mut exit).await?);
-        Ok(vm)
+        adopt::adopt(id, run_dir).await
     }
 }
 
-/// A pidfd for `pid`: signals and exit notification without pid reuse races.
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; no memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Reports the exit of a process that is not our child: its pidfd becomes
-/// readable. Its exit status cannot be known, so it is reported as -1.
-fn watch_pidfd(pidfd: &OwnedFd) -> io::Result<watch::Receiver<Option<VmExit>>> {
-    let owned = pidfd.try_clone()?;
-    // SAFETY: the AsyncFd owns this duplicate descriptor, which stays open
-    // and unchanged until the AsyncFd is dropped.
-    let watched = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
-    }
-    .map_err(io::Error::from)?;
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let _ = watched.readable().await;
-        let _ = tx.send(Some(VmExit::Exited(-1)));
-    });
-    Ok(rx)
-}
-
-/// A VM run by one QEMU process.
-pub struct QemuVm {
-    id: String,
-    pid: u32,
-    /// Set for an adopted VM, which is not our child: signals go through it.
-    pidfd: Option<OwnedFd>,
-    detached: bool,
-    control: Option<UnixStream>,
-    qmp: Option<Mutex<Qmp>>,
-    exit: watch::Receiver<Option<VmExit>>,
-    run_dir: PathBuf,
-}
-
-impl QemuVm {
-    /// Runs a QMP command against this VM.
-    pub async fn qmp(
-        &self,
-        command: &str,
-        arguments: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, QmpError> {
-        let qmp = self.qmp.as_ref().ok_or(QmpError::Closed)?;
-        qmp.lock().await.execute(command, arguments).await
-    }
-
-    /// Loads device state saved by [`Vm::save_state`] and runs the VM. Memory
-    /// comes from the memory file, which migration skips (`x-ignore-shared`).
-    async fn restore(&self, state: &std::path::Path) -> Result<(), QemuError> {
-        self.qmp("migrate-set-capabilities", Some(ignore_shared()))
-            .await?;
-        let uri = format!("exec:cat {}", shell_quote(state));
-        self.qmp("migrate-incoming", Some(json!({ "uri": uri })))
-            .await?;
-        loop {
-            let status = self.qmp("query-status", None).await?;
-            match status["status"].as_str() {
-                Some("inmigrate") => tokio::time::sleep(POLL).await,
-                Some("running") => return Ok(()),
-                Some("paused" | "prelaunch" | "postmigrate") => {
-                    self.qmp("cont", None).await?;
-                    return Ok(());
-                }
-                other => {
-                    return Err(QemuError::Migration(format!(
-                        "restoring {} left the VM {}",
-                        state.display(),
-                        other.unwrap_or("in an unknown state")
-                    )))
-                }
-            }
-        }
-    }
-
-    /// QEMU quit before it was usable: wait for it, then report what it said.
-    async fn early_exit(&mut self) -> QemuError {
-        self.kill();
-        let _ = self.exit.wait_for(Option::is_some).await;
-        let log = fs::read_to_string(self.run_dir.join("qemu.log")).unwrap_or_default();
-        QemuError::EarlyExit(last_lines(&log, 5))
-    }
-}
-
-/// How long an unplugged disk's device may take to go.
-const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The QMP id of the `scsi-hd` of the disk whose block node is `disk_id`.
-fn disk_device(disk_id: &str) -> String {
-    format!("dev-{disk_id}")
-}
-
-/// How often migration progress is polled.
-const POLL: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Guest RAM lives in a file the clone maps itself, so migration leaves it out.
-fn ignore_shared() -> serde_json::Value {
-    json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
-}
-
-/// QEMU runs `exec:` migration URIs through `/bin/sh -c`.
-fn shell_quote(path: &std::path::Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
-
-fn last_lines(text: &str, count: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(count)..].join("\n")
-}
-
-impl Vm for QemuVm {
-    type Error = QemuError;
-
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn take_control_channel(&mut self) -> Option<UnixStream> {
-        self.control.take()
-    }
-
-    fn exit(&self) -> watch::Receiver<Option<VmExit>> {
-        self.exit.clone()
-    }
-
-    fn kill(&self) {
-        if self.exit.borrow().is_some() {
-            return;
-        }
-        match &self.pidfd {
-            Some(pidfd) => {
-                // SAFETY: pidfd_send_signal on a descriptor we own, with no
-                // siginfo; the pidfd names this very process even if its pid
-                // were reused.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
-            }
-            None => {
-                let pid = libc::pid_t::try_from(self.pid).expect("pids fit pid_t");
-                // SAFETY: kill(2) on the pid of our own child, which is not yet
-                // reaped (its waiter has not reported an exit), so it cannot be reused.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-
-    fn is_detached(&self) -> bool {
-        self.detached
-    }
-
-    async fn attach_disk(&self, disk: &DiskConfig) -> Result<(), QemuError> {
-        self.qmp(
-            "blockdev-add",
-            Some(json!({
-                "driver": "file",
-                "filename": disk.path,
-                "node-name": disk.id,
-                "read-only": disk.read_only,
-            })),
-        )
-        .await?;
-        self.qmp(
-            "device_add",
-            Some(json!({
-                "driver": "scsi-hd",
-                "bus": "scsi0.0",
-                "drive": disk.id,
-                "serial": disk.serial,
-                "id": disk_device(&disk.id),
-            })),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn detach_disk(&self, id: &str) -> Result<(), QemuError> {
-        let device = disk_device(id);
-        // One lock for the three steps: the wait reads QMP's messages,
-        // so no other command may run until the event came.
-        let mut qmp = self.qmp.as_ref().ok_or(QmpError::Closed)?.lock().await;
-        qmp.execute("device_del", Some(json!({ "id": device })))
-            .await?;
-        // The guest learns of the unplug, and QEMU drops the device, which
-        // must be gone before its block node can be.
-        qmp.wait_event("DEVICE_DELETED", UNPLUG_TIMEOUT, |data| {
-            data["device"] == device.as_str()
-        })
-        .await?;
-        qmp.execute("blockdev-del", Some(json!({ "node-name": id })))
-            .await?;
-        Ok(())
-    }
-
-    async fn set_guest_memory(&self, bytes: u64) -> Result<(), QemuError> {
-        self.qmp("balloon", Some(json!({ "value": bytes }))).await?;
-        Ok(())
-    }
-
-    async fn save_state(&self, path: &std::path::Path) -> Result<(), QemuError> {
-        self.qmp("stop", None).await?;
-        self.qmp("migrate-set-capabilities", Some(ignore_shared()))
-            .await?;
-        let uri = format!("exec:cat > {}", shell_quote(path));
-        self.qmp("migrate", Some(json!({ "uri": uri }))).await?;
-        loop {
-            let migration = self.qmp("query-migrate", None).await?;
-            match migration["status"].as_str() {
-                Some("completed") => return Ok(()),
-                Some("failed" | "cancelled") => {
-                    let reason = migration["error-desc"]
-                        .as_str()
-                        .unwrap_or("no reason given");
-                    return Err(QemuError::Migration(format!(
-                        "saving {} failed: {reason}",
-                        path.display()
-                    )));
-                }
-                _ => tokio::time::sleep(POLL).await,
-            }
-        }
-    }
-
-    fn console_tail(&self) -> String {
-        let console = fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default();
-        last_lines(&console, 20)
-    }
-}
-
-impl Drop for QemuVm {
-    /// A detached VM outlives its handle, as it outlives hulld.
-    fn drop(&mut self) {
-        if !self.detached {
-            self.kill();
-        }
-    }
-}
+/// Where a detached VM's directory records the uid its QEMU runs as.
+const UID_FILE: &str = "uid";
 
 #[cfg(test)]
 mod tests {
@@ -682,14 +487,25 @@ mod tests {
     }
 
     #[test]
-    fn migration_paths_are_quoted_for_the_shell() {
-        assert_eq!(shell_quote(Path::new("/a b/state")), "'/a b/state'");
-        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
-    }
-
-    #[test]
-    fn last_lines_skips_blank_lines() {
-        assert_eq!(last_lines("a\n\nb\nc\n\n", 2), "b\nc");
-        assert_eq!(last_lines("", 3), "");
+    fn versions_come_from_qemu_s_banner() {
+        let banner = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright";
+        assert_eq!(parse_version(banner), Some((10, 0)));
+        assert_eq!(parse_version("QEMU emulator version 7.2.22"), Some((7, 2)));
+        assert_eq!(parse_version("no banner"), None);
+        let mut qemu = qemu();
+        qemu.confinement = Some(Confinement {
+            uids: VmUids::DEFAULT,
+            slots: "/run/slots".into(),
+        });
+        qemu.version = Some((8, 1));
+        assert!(
+            !qemu.can_clone(),
+            "a confined clone needs a read-only backend"
+        );
+        qemu.version = Some((8, 2));
+        assert!(qemu.can_clone());
+        qemu.confinement = None;
+        qemu.version = Some((7, 2));
+        assert!(qemu.can_clone());
     }
 }
