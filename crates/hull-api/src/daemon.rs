@@ -239,7 +239,11 @@ impl Daemon {
                     &self.config.root.join("artifacts"),
                 )?;
                 info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
-                let qemu = Qemu::new(self.accel.accel, artifacts);
+                let mut qemu = Qemu::new(self.accel.accel, artifacts);
+                // One range for the uids QEMU runs as and those the firewall rules.
+                if let Some(confinement) = qemu.confinement.as_mut() {
+                    confinement.uids = self.config.vm_uids;
+                }
                 let templates = if self.config.templates && qemu.can_clone() {
                     let dir = self
                         .config

@@ -495,5 +495,12 @@ services:
     compose(&["down"]);
     let networks = stdout_of(&daemon.hull(&["network", "ls"]));
     assert!(!networks.contains("shop_default"), "{networks}");
-    assert_eq!(stdout_of(&daemon.hull(&["ps", "-aq"])), "");
+    // Only the project's: other tests share this daemon.
+    let left = daemon.hull(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=com.docker.compose.project=shop",
+    ]);
+    assert_eq!(stdout_of(&left), "");
 }
