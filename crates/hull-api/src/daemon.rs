@@ -71,6 +71,9 @@ pub struct DaemonConfig {
     pub pools: Vec<(Option<hull_runtime::size::VmSize>, usize)>,
     /// The most VMs, and VM memory, the host takes.
     pub admission: hull_runtime::AdmissionConfig,
+    /// The host uids that VMs' QEMU processes run as, which Hull's
+    /// firewall keeps off the host's loopback and other networks.
+    pub vm_uids: hull_vm::uids::VmUids,
 }
 
 pub struct Daemon {
@@ -116,6 +119,7 @@ impl Daemon {
             &config.root.join("volumes"),
             &config.root.join("networks"),
             images.clone(),
+            config.vm_uids,
         )?);
         containers.sweep_vm_dirs(&config.root.join("vms"));
         Ok(Self {
@@ -243,9 +247,13 @@ impl Daemon {
                     &self.config.root.join("artifacts"),
                 )?;
                 info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
-                let qemu = Qemu::new(self.accel.accel, artifacts);
+                let mut qemu = Qemu::new(self.accel.accel, artifacts);
                 // VMs that ended while no hulld ran left their cgroups.
                 qemu.jail.sweep();
+                // One range for the uids QEMU runs as and those the firewall rules.
+                if let Some(confinement) = qemu.confinement.as_mut() {
+                    confinement.uids = self.config.vm_uids;
+                }
                 let templates = if self.config.templates && qemu.can_clone() {
                     let dir = self
                         .config

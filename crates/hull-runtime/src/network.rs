@@ -8,6 +8,7 @@ mod bridges;
 pub mod dns;
 pub mod firewall;
 mod host;
+pub mod resolver;
 pub mod store;
 
 use std::fmt;

@@ -128,6 +128,7 @@ async fn main() -> Result<()> {
             max_vms: (args.max_vms > 0).then_some(args.max_vms),
             memory_overcommit: args.memory_overcommit,
         },
+        vm_uids: hull_vm::uids::VmUids::DEFAULT,
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
     if let Some(max) = args.max_image_size {

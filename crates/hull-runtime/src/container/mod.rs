@@ -364,6 +364,7 @@ impl<H: Hypervisor> Containers<H> {
         volumes_dir: &Path,
         networks_dir: &Path,
         images: Arc<ImageStore>,
+        vm_uids: hull_vm::uids::VmUids,
     ) -> Result<Self, ContainerError> {
         std::fs::create_dir_all(dir).map_err(|source| ContainerError::Io {
             what: "create",
@@ -402,7 +403,7 @@ impl<H: Hypervisor> Containers<H> {
         info!(containers = table.len(), "containers loaded");
         let pods = crate::pod::Pods::open(pods_dir)?;
         let volumes = crate::volume::Volumes::open(volumes_dir)?;
-        let networks = crate::network::Networks::open(networks_dir)?;
+        let networks = crate::network::Networks::open(networks_dir, vm_uids)?;
         let containers = Self {
             dir: dir.to_owned(),
             images,
@@ -413,8 +414,27 @@ impl<H: Hypervisor> Containers<H> {
             networks,
             pod_vms: Mutex::default(),
         };
+        containers.restore_networks();
         containers.recover(creating);
         Ok(containers)
+    }
+
+    /// Networks as the last hulld left them, with every container that was
+    /// running: those whose VM turns out to be gone are detached as
+    /// `reattach_all` finds them.
+    fn restore_networks(&self) {
+        let running: Vec<_> = self
+            .list()
+            .into_iter()
+            .filter(|c| c.state().status == Status::Running && c.config().pod.is_none())
+            .filter_map(|c| match c.config().network {
+                crate::network::NetworkMode::Network(network) => {
+                    Some((c.id.clone(), network, c.state().ports))
+                }
+                _ => None,
+            })
+            .collect();
+        self.networks.restore(&running);
     }
 
     /// Finds a container by full id, name, or unique id prefix, as docker does.

@@ -222,18 +222,6 @@ impl<H: Hypervisor> Containers<H> {
     /// hulld stopped; a container whose VM is gone is marked exited, and
     /// started again if its restart policy says so.
     pub async fn reattach_all(self: &Arc<Self>, runtime: &Arc<Runtime<H>>) {
-        // Networks first, with every container that was running: those
-        // whose VM turns out to be gone are detached as they are found.
-        let running: Vec<_> = self
-            .list()
-            .into_iter()
-            .filter(|c| c.state().status == Status::Running && c.config().pod.is_none())
-            .filter_map(|c| match c.config().network {
-                NetworkMode::Network(network) => Some((c.id.clone(), network, c.state().ports)),
-                _ => None,
-            })
-            .collect();
-        self.networks.restore(&running);
         self.reattach_pods(runtime).await;
         for container in self.list() {
             let state = container.state();

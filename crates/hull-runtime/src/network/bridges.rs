@@ -11,10 +11,12 @@ use hull_proto::{InterfaceSpec, NetworkSpec};
 use hull_vm::NetBackend;
 use tracing::{info, warn};
 
-use super::firewall::{self, BridgeRules, PortRule};
-use super::host::{self, HostNetwork};
+use hull_vm::uids::VmUids;
+
+use super::firewall::{BridgeRules, PortRule, Ruleset};
+use super::host::{self, Firewall, HostNetwork};
 use super::store::{NetworkOptions, NetworkRecord, NetworkStore};
-use super::{dns, NetworkError, PortBinding, TAP_PREFIX};
+use super::{dns, resolver, NetworkError, PortBinding, TAP_PREFIX};
 
 /// How a container's VM joins its network.
 pub struct Attachment {
@@ -32,9 +34,13 @@ pub struct Networks {
     resolvers: Mutex<BTreeMap<String, tokio::task::AbortHandle>>,
     /// The published ports of running containers on bridge networks.
     published: Mutex<BTreeMap<String, Vec<PortRule>>>,
-    /// Held from reading the state to writing the table, so that a table
-    /// written from older state never replaces a newer one.
-    firewall: Mutex<()>,
+    /// `Err`: why Hull's nftables tables cannot be written here.
+    firewall: Result<Firewall, String>,
+    /// The uids of VMs' QEMU processes, which the firewall rules.
+    vm_uids: VmUids,
+    /// Held from reading the state to writing the tables, so that tables
+    /// written from older state never replace newer ones.
+    writing: Mutex<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -47,18 +53,29 @@ pub fn tap_name(container_id: &str) -> String {
 }
 
 impl Networks {
-    pub fn open(dir: &Path) -> Result<Self, NetworkError> {
+    /// The networks recorded in `dir`; `vm_uids` are the uids that VMs'
+    /// QEMU processes run as. Hull's tables are written at once, so that
+    /// VMs are ruled from the start.
+    pub fn open(dir: &Path, vm_uids: VmUids) -> Result<Self, NetworkError> {
+        let firewall = host::detect_firewall();
+        if let Err(why) = &firewall {
+            warn!("Hull's firewall is off ({why}): containers on the default network reach the host's loopback services and every bridge network");
+        }
         let host = host::detect();
         if let Err(why) = &host {
             warn!("bridge networks are not available ({why}): containers on them use QEMU's user-mode network, without names or reachability between containers");
         }
-        Ok(Self {
+        let networks = Self {
             store: Arc::new(NetworkStore::open(dir)?),
             host,
             resolvers: Mutex::default(),
             published: Mutex::default(),
-            firewall: Mutex::default(),
-        })
+            firewall,
+            vm_uids,
+            writing: Mutex::default(),
+        };
+        networks.apply_firewall()?;
+        Ok(networks)
     }
 
     pub fn get(&self, reference: &str) -> Result<NetworkRecord, NetworkError> {
@@ -110,11 +127,16 @@ impl Networks {
             })?;
         let (store, id) = (self.store.clone(), record.id.clone());
         let lookup: dns::Lookup = Arc::new(move |name: &str| store.get(&id).ok()?.resolve(name));
-        let upstreams = dns::host_name_servers()
-            .into_iter()
-            .filter(|a| a.ip() != std::net::IpAddr::V4(record.gateway))
-            .collect();
-        let task = tokio::spawn(dns::serve(socket, lookup, upstreams));
+        // An internal network has no way out, not even for names.
+        let upstreams = if record.internal {
+            Vec::new()
+        } else {
+            dns::host_name_servers()
+                .into_iter()
+                .filter(|a| a.ip() != std::net::IpAddr::V4(record.gateway))
+                .collect()
+        };
+        let task = tokio::spawn(resolver::serve(socket, lookup, upstreams));
         resolvers.insert(record.id.clone(), task.abort_handle());
         Ok(())
     }
@@ -265,7 +287,7 @@ impl Networks {
     /// Brings the host in line with the records after hulld starts: every
     /// network's bridge and resolver, taps only for VMs that still run
     /// (`running`: container id and its published ports, by network), and
-    /// Hull's table rebuilt from scratch.
+    /// Hull's tables rebuilt from scratch.
     pub fn restore(&self, running: &[(String, String, Vec<PortBinding>)]) {
         let Ok(host) = &self.host else {
             return;
@@ -299,21 +321,38 @@ impl Networks {
     }
 
     fn apply_firewall(&self) -> Result<(), NetworkError> {
-        let Ok(host) = &self.host else {
+        let Ok(firewall) = &self.firewall else {
             return Ok(());
         };
-        let _writing = lock(&self.firewall);
-        let bridges: Vec<BridgeRules> = self
-            .list()
-            .iter()
-            .map(|n| BridgeRules {
-                bridge: n.bridge(),
-                subnet: n.subnet,
-                internal: n.internal,
-            })
-            .collect();
+        let _writing = lock(&self.writing);
+        // Without a host that makes bridges, no network has one to rule.
+        let bridges: Vec<BridgeRules> = match &self.host {
+            Ok(_) => self
+                .list()
+                .iter()
+                .map(|n| BridgeRules {
+                    bridge: n.bridge(),
+                    subnet: n.subnet,
+                    gateway: n.gateway,
+                    internal: n.internal,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         let ports: Vec<PortRule> = lock(&self.published).values().flatten().cloned().collect();
-        host.apply_ruleset(&firewall::ruleset(&bridges, &ports))
+        // Read each time: the host's resolver may move.
+        let loopback_resolvers: Vec<std::net::IpAddr> = dns::host_name_servers()
+            .iter()
+            .map(|a| a.ip())
+            .filter(|ip| ip.is_loopback())
+            .collect();
+        let ruleset = Ruleset {
+            vm_uids: self.vm_uids,
+            loopback_resolvers: &loopback_resolvers,
+            bridges: &bridges,
+            ports: &ports,
+        };
+        firewall.apply(&ruleset.script())
     }
 }
 

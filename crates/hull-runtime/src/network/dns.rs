@@ -1,23 +1,22 @@
-//! The resolver on each bridge network's gateway: it answers the names of
-//! the network's containers itself and forwards every other query to the
-//! host's name servers, as docker's embedded DNS does.
+//! DNS messages for the resolver on each bridge network's gateway: the
+//! question of a query, the answers it makes itself, and the check that an
+//! upstream's reply answers the question that was forwarded. Everything
+//! here reads what a container sends, so nothing grows with the input.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::UdpSocket;
-use tracing::{debug, warn};
-
-const HEADER_LEN: usize = 12;
+pub(super) const HEADER_LEN: usize = 12;
 const TYPE_A: u16 = 1;
 const TYPE_ANY: u16 = 255;
-const CLASS_IN: u16 = 1;
-const RCODE_FORMERR: u8 = 1;
-const RCODE_SERVFAIL: u8 = 2;
+pub(super) const CLASS_IN: u16 = 1;
+pub const RCODE_FORMERR: u8 = 1;
+pub const RCODE_SERVFAIL: u8 = 2;
+pub const RCODE_REFUSED: u8 = 5;
+/// The longest name a question may hold, in the message's encoding.
+const MAX_NAME: usize = 255;
 /// How long containers may cache an answer; docker's too.
 const TTL_SECONDS: u32 = 600;
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The one question of a query.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,7 +25,7 @@ pub struct Question {
     pub qtype: u16,
     pub qclass: u16,
     /// Where the question ends in the message.
-    end: usize,
+    pub end: usize,
 }
 
 /// The question of a standard query, or `None` for what is not one.
@@ -53,12 +52,14 @@ pub fn parse_query(message: &[u8]) -> Option<Question> {
         if len > 63 {
             return None;
         }
+        // With its length bytes and the final zero, a name is 255 bytes at
+        // most; checked before the label is kept.
+        if at + len >= MAX_NAME + HEADER_LEN {
+            return None;
+        }
         let label = message.get(at..at + len)?;
         labels.push(String::from_utf8_lossy(label).into_owned());
         at += len;
-        if at > 255 + HEADER_LEN {
-            return None;
-        }
     }
     let fixed = message.get(at..at + 4)?;
     Some(Question {
@@ -109,10 +110,27 @@ fn header(query: &[u8], rcode: u8, with_record: bool) -> Vec<u8> {
     header
 }
 
+/// Whether `reply` is a response whose one question is, byte for byte
+/// but for letter case, the question of `query` (which ends at
+/// `question_end`): an upstream's reply is relayed only then.
+pub fn answers(reply: &[u8], query: &[u8], question_end: usize) -> bool {
+    let (Some(asked), Some(replied)) = (
+        query.get(HEADER_LEN..question_end),
+        reply.get(HEADER_LEN..question_end),
+    ) else {
+        return false;
+    };
+    reply[2] & 0x80 != 0 && reply[4..6] == [0, 1] && asked.eq_ignore_ascii_case(replied)
+}
+
 /// The name servers in the host's `/etc/resolv.conf`.
 pub fn host_name_servers() -> Vec<SocketAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
+    name_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+}
+
+/// The name servers a `resolv.conf` names, at port 53.
+pub fn name_servers(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
         .lines()
         .filter_map(|line| line.trim().strip_prefix("nameserver"))
         .filter_map(|address| address.trim().parse::<std::net::IpAddr>().ok())
@@ -122,82 +140,6 @@ pub fn host_name_servers() -> Vec<SocketAddr> {
 
 /// Names on one network, as the server looks them up.
 pub type Lookup = Arc<dyn Fn(&str) -> Option<Ipv4Addr> + Send + Sync>;
-
-/// Serves DNS on `socket` until the task is aborted.
-pub async fn serve(socket: UdpSocket, lookup: Lookup, upstreams: Vec<SocketAddr>) {
-    let socket = Arc::new(socket);
-    let mut buffer = vec![0u8; 4096];
-    loop {
-        let (len, peer) = match socket.recv_from(&mut buffer).await {
-            Ok(received) => received,
-            Err(err) => {
-                warn!(error = %err, "the network's DNS socket failed");
-                return;
-            }
-        };
-        let query = buffer[..len].to_vec();
-        if query.len() < HEADER_LEN {
-            continue;
-        }
-        let Some(question) = parse_query(&query) else {
-            let _ = socket
-                .send_to(&failure(&query, None, RCODE_FORMERR), peer)
-                .await;
-            continue;
-        };
-        if question.qclass == CLASS_IN {
-            if let Some(address) = lookup(&question.name) {
-                debug!(name = %question.name, %address, "answered from the network");
-                let _ = socket
-                    .send_to(&answer(&query, &question, address), peer)
-                    .await;
-                continue;
-            }
-        }
-        let socket = socket.clone();
-        let upstreams = upstreams.clone();
-        tokio::spawn(async move {
-            let reply = match forward(&query, &upstreams).await {
-                Some(reply) => reply,
-                None => failure(&query, Some(&question), RCODE_SERVFAIL),
-            };
-            let _ = socket.send_to(&reply, peer).await;
-        });
-    }
-}
-
-/// The first answer an upstream gives, trying each in turn.
-async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
-    for upstream in upstreams {
-        let bind: SocketAddr = if upstream.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let Ok(socket) = UdpSocket::bind(bind).await else {
-            continue;
-        };
-        if socket.send_to(query, upstream).await.is_err() {
-            continue;
-        }
-        let mut buffer = vec![0u8; 4096];
-        let received = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-            loop {
-                let (len, from) = socket.recv_from(&mut buffer).await.ok()?;
-                // Only the upstream's answer to this query.
-                if from == *upstream && len >= 2 && buffer[..2] == query[..2] {
-                    return Some(len);
-                }
-            }
-        })
-        .await;
-        if let Ok(Some(len)) = received {
-            buffer.truncate(len);
-            return Some(buffer);
-        }
-    }
-    None
-}
 
 #[cfg(test)]
 mod tests {
@@ -252,25 +194,59 @@ mod tests {
         assert_eq!(failed[3] & 0x0f, RCODE_SERVFAIL);
     }
 
-    #[tokio::test]
-    async fn the_server_answers_names_and_fails_others_without_upstreams() {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let address = socket.local_addr().unwrap();
-        let lookup: Lookup =
-            Arc::new(|name: &str| (name == "db").then_some(Ipv4Addr::new(10, 0, 0, 9)));
-        let server = tokio::spawn(serve(socket, lookup, Vec::new()));
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut buffer = [0u8; 512];
-        client.send_to(&query("db", TYPE_A), address).await.unwrap();
-        let len = client.recv(&mut buffer).await.unwrap();
-        assert_eq!(&buffer[len - 4..len], &[10, 0, 0, 9]);
-        client
-            .send_to(&query("elsewhere", TYPE_A), address)
-            .await
-            .unwrap();
-        let len = client.recv(&mut buffer).await.unwrap();
-        assert_eq!(buffer[3] & 0x0f, RCODE_SERVFAIL);
-        assert!(len > HEADER_LEN);
-        server.abort();
+    #[test]
+    fn names_are_bounded_by_their_encoding() {
+        // 4 labels of 63 bytes: 256 bytes with their lengths, 1 past the bound.
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
+        assert_eq!(parse_query(&query(&long, TYPE_A)), None);
+        let longest = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert_eq!(parse_query(&query(&longest, TYPE_A)).unwrap().name, longest);
+    }
+
+    #[test]
+    fn replies_match_only_the_question_asked() {
+        let asked = query("example.org", TYPE_A);
+        let end = parse_query(&asked).unwrap().end;
+        let mut reply = asked.clone();
+        reply[2] |= 0x80;
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        assert!(answers(&reply, &asked, end));
+        reply[13] = b'E';
+        assert!(
+            answers(&reply, &asked, end),
+            "letter case is not a mismatch"
+        );
+        let other = query("example.net", TYPE_A);
+        let mut other_reply = other.clone();
+        other_reply[2] |= 0x80;
+        assert!(!answers(&other_reply, &asked, end));
+        assert!(!answers(&asked, &asked, end), "a query is no reply");
+        assert!(!answers(&reply[..20], &asked, end));
+    }
+
+    #[test]
+    fn name_servers_come_from_resolv_conf() {
+        let servers = name_servers(
+            "# a comment\nnameserver 127.0.0.53\nsearch lan\nnameserver ::1\nnameserver bogus\n",
+        );
+        assert_eq!(
+            servers,
+            [
+                "127.0.0.53:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
     }
 }

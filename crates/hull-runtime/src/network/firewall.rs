@@ -1,10 +1,15 @@
-//! Hull's nftables table: outbound NAT for each bridge network, published
-//! ports, and isolation between networks. The whole table is rewritten in
-//! one transaction from what should exist, so a crash or a restart never
-//! leaves rules behind, and no other table of the host is touched.
+//! Hull's nftables tables. `ip hull` translates addresses for bridge
+//! networks (outbound NAT, published ports); `inet hull` filters: what
+//! VMs' QEMU processes may reach from the host's own sockets (the default
+//! network's traffic leaves from them), what bridge networks may reach on
+//! the host, and isolation between networks. Both are rewritten in one
+//! transaction from what should exist, so a crash or a restart never leaves
+//! rules behind, and no other table of the host is touched.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+
+use hull_vm::uids::VmUids;
 
 use super::store::Subnet;
 use super::Protocol;
@@ -16,10 +21,12 @@ pub const TABLE: &str = "hull";
 pub struct BridgeRules {
     pub bridge: String,
     pub subnet: Subnet,
+    /// Where the network's resolver listens.
+    pub gateway: Ipv4Addr,
     pub internal: bool,
 }
 
-/// A host port forwarded to a container.
+/// A published port of a container on a bridge network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortRule {
     pub protocol: Protocol,
@@ -30,108 +37,286 @@ pub struct PortRule {
     pub container_port: u16,
 }
 
-/// The nft script that makes Hull's table exactly this. Declaring the
-/// table before deleting it makes the deletion valid when it is absent.
-pub fn ruleset(bridges: &[BridgeRules], ports: &[PortRule]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "table ip {TABLE}\ndelete table ip {TABLE}");
-    if bridges.is_empty() {
-        return out;
-    }
-    let _ = writeln!(out, "table ip {TABLE} {{");
-    // Published ports are reached at any local address, from outside
-    // (prerouting) and from the host itself (output).
-    // nft names the dstnat priority only in prerouting; -100 is its value.
-    for (chain, priority) in [("prerouting", "dstnat"), ("output", "-100")] {
-        let _ = writeln!(
-            out,
-            "  chain {chain} {{\n    type nat hook {chain} priority {priority}; policy accept;\n    fib daddr type local jump published\n  }}"
-        );
-    }
-    let _ = writeln!(out, "  chain published {{");
-    for port in ports {
-        let daddr = port
-            .host_ip
-            .filter(|ip| !ip.is_unspecified())
-            .map(|ip| format!("ip daddr {ip} "))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "    {daddr}{proto} dport {} dnat to {}:{}",
-            port.host_port,
-            port.container_ip,
-            port.container_port,
-            proto = port.protocol,
-        );
-    }
-    let _ = writeln!(out, "  }}");
+/// Everything Hull's tables are made from.
+#[derive(Debug, Clone)]
+pub struct Ruleset<'a> {
+    /// The uids that VMs' QEMU processes run as.
+    pub vm_uids: VmUids,
+    /// The host's name servers on loopback (`127.0.0.53`), which QEMU's
+    /// user-mode DNS forwards to and so must stay reachable.
+    pub loopback_resolvers: &'a [IpAddr],
+    pub bridges: &'a [BridgeRules],
+    pub ports: &'a [PortRule],
+}
 
-    let _ = writeln!(
-        out,
-        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
-    );
-    for bridge in bridges {
-        let name = &bridge.bridge;
-        // Connections to a published port from the host's loopback leave
-        // with a loopback source, which the container could not answer.
-        let _ = writeln!(
-            out,
-            "    oifname \"{name}\" ip saddr 127.0.0.0/8 masquerade"
-        );
-        if !bridge.internal {
+impl Ruleset<'_> {
+    /// The nft script that makes Hull's tables exactly this. Declaring a
+    /// table before deleting it makes the deletion valid when it is absent.
+    pub fn script(&self) -> String {
+        let mut out = String::new();
+        for family in ["ip", "inet"] {
+            let _ = writeln!(out, "table {family} {TABLE}\ndelete table {family} {TABLE}");
+        }
+        if !self.bridges.is_empty() {
+            self.nat(&mut out);
+        }
+        self.filter(&mut out);
+        out
+    }
+
+    fn nat(&self, out: &mut String) {
+        let _ = writeln!(out, "table ip {TABLE} {{");
+        // Published ports are reached at any local address, from outside
+        // (prerouting) and from the host itself (output).
+        // nft names the dstnat priority only in prerouting; -100 is its value.
+        for (chain, priority) in [("prerouting", "dstnat"), ("output", "-100")] {
             let _ = writeln!(
                 out,
-                "    ip saddr {subnet} oifname != \"{name}\" masquerade",
-                subnet = bridge.subnet
+                "  chain {chain} {{\n    type nat hook {chain} priority {priority}; policy accept;\n    fib daddr type local jump published\n  }}"
             );
         }
-    }
-    let _ = writeln!(out, "  }}");
-
-    let _ = writeln!(
-        out,
-        "  chain forward {{\n    type filter hook forward priority filter; policy accept;"
-    );
-    for bridge in bridges {
-        let name = &bridge.bridge;
-        if bridge.internal {
-            let _ = writeln!(out, "    iifname \"{name}\" oifname != \"{name}\" drop");
-            let _ = writeln!(out, "    oifname \"{name}\" iifname != \"{name}\" drop");
-        } else {
+        let _ = writeln!(out, "  chain published {{");
+        for port in self.ports {
+            let daddr = port
+                .host_ip
+                .filter(|ip| !ip.is_unspecified())
+                .map(|ip| format!("ip daddr {ip} "))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "    iifname \"{name}\" oifname \"{prefix}*\" oifname != \"{name}\" drop",
-                prefix = super::BRIDGE_PREFIX
+                "    {daddr}{proto} dport {} dnat to {}:{}",
+                port.host_port,
+                port.container_ip,
+                port.container_port,
+                proto = port.protocol,
             );
         }
+        let _ = writeln!(out, "  }}");
+        let _ = writeln!(
+            out,
+            "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
+        );
+        for bridge in self.bridges {
+            let name = &bridge.bridge;
+            // Connections to a published port from the host's loopback leave
+            // with a loopback source, which the container could not answer.
+            let _ = writeln!(
+                out,
+                "    oifname \"{name}\" ip saddr 127.0.0.0/8 masquerade"
+            );
+            if !bridge.internal {
+                let _ = writeln!(
+                    out,
+                    "    ip saddr {subnet} oifname != \"{name}\" masquerade",
+                    subnet = bridge.subnet
+                );
+            }
+        }
+        let _ = writeln!(out, "  }}\n}}");
     }
-    let _ = writeln!(out, "  }}\n}}");
-    out
+
+    fn filter(&self, out: &mut String) {
+        let _ = writeln!(out, "table inet {TABLE} {{");
+        let uids = self.vm_uids.range();
+        let _ = writeln!(
+            out,
+            "  chain output {{\n    type filter hook output priority filter; policy accept;\n    meta skuid {}-{} jump vm_output\n  }}",
+            uids.start(),
+            uids.end()
+        );
+        // The default network's connections are QEMU's own: this runs after
+        // the nat output chain, so a published port of a bridge network has
+        // its container's address here and passes as a translated one.
+        let _ = writeln!(
+            out,
+            "  chain vm_output {{\n    ct state established,related accept\n    ct status dnat accept"
+        );
+        for resolver in self.loopback_resolvers {
+            let family = if resolver.is_ipv4() { "ip" } else { "ip6" };
+            let _ = writeln!(
+                out,
+                "    {family} daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 accept"
+            );
+        }
+        let _ = writeln!(out, "    ip daddr 127.0.0.0/8 jump refuse");
+        let _ = writeln!(out, "    ip6 daddr ::1 jump refuse");
+        for bridge in self.bridges {
+            let _ = writeln!(out, "    ip daddr {} jump refuse", bridge.subnet);
+        }
+        let _ = writeln!(out, "  }}");
+        // A refused connection fails at once rather than after a timeout.
+        let _ = writeln!(
+            out,
+            "  chain refuse {{\n    meta l4proto tcp reject with tcp reset\n    reject\n  }}"
+        );
+        if !self.bridges.is_empty() {
+            self.bridge_filter(out);
+        }
+        let _ = writeln!(out, "}}");
+    }
+
+    fn bridge_filter(&self, out: &mut String) {
+        let prefix = super::BRIDGE_PREFIX;
+        let _ = writeln!(
+            out,
+            "  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"{prefix}*\" jump bridge_input\n  }}"
+        );
+        // Published ports were translated in prerouting and are forwarded,
+        // never input: what reaches the host from a bridge is its resolver
+        // or nothing. Bridges route 127.0.0.0/8 (route_localnet, for
+        // published ports on loopback), so this also keeps containers off
+        // the host's loopback services.
+        let _ = writeln!(
+            out,
+            "  chain bridge_input {{\n    ct state established,related accept"
+        );
+        for bridge in self.bridges {
+            let _ = writeln!(
+                out,
+                "    iifname \"{}\" ip daddr {} udp dport 53 accept",
+                bridge.bridge, bridge.gateway
+            );
+        }
+        let _ = writeln!(out, "    drop\n  }}");
+
+        let _ = writeln!(
+            out,
+            "  chain forward {{\n    type filter hook forward priority filter; policy accept;"
+        );
+        for bridge in self.bridges {
+            let name = &bridge.bridge;
+            if bridge.internal {
+                let _ = writeln!(out, "    iifname \"{name}\" oifname != \"{name}\" drop");
+                let _ = writeln!(out, "    oifname \"{name}\" iifname != \"{name}\" drop");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "    iifname \"{name}\" oifname \"{prefix}*\" oifname != \"{name}\" drop"
+                );
+            }
+        }
+        let _ = writeln!(out, "  }}");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn without_networks_the_table_is_only_removed() {
-        assert_eq!(ruleset(&[], &[]), "table ip hull\ndelete table ip hull\n");
-    }
+    const UIDS: VmUids = VmUids {
+        first: 1_900_000_000,
+        count: 65_536,
+    };
 
-    #[test]
-    fn networks_get_nat_isolation_and_their_ports() {
-        let bridges = [
+    fn bridges() -> [BridgeRules; 2] {
+        [
             BridgeRules {
                 bridge: "hb-aaaa".into(),
                 subnet: "10.89.1.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 89, 1, 1),
                 internal: false,
             },
             BridgeRules {
                 bridge: "hb-bbbb".into(),
                 subnet: "10.89.2.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 89, 2, 1),
                 internal: true,
             },
-        ];
+        ]
+    }
+
+    /// The lines of one chain of the script, trimmed.
+    fn chain<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
+        let start = format!("  chain {name} {{");
+        script
+            .lines()
+            .skip_while(|line| *line != start)
+            .skip(1)
+            .take_while(|line| *line != "  }")
+            .map(str::trim)
+            .collect()
+    }
+
+    #[test]
+    fn without_networks_vms_are_still_kept_off_the_hosts_loopback() {
+        let resolvers = ["127.0.0.53".parse().unwrap()];
+        let script = Ruleset {
+            vm_uids: UIDS,
+            loopback_resolvers: &resolvers,
+            bridges: &[],
+            ports: &[],
+        }
+        .script();
+        assert!(script.starts_with(
+            "table ip hull\ndelete table ip hull\ntable inet hull\ndelete table inet hull\n"
+        ));
+        assert!(
+            !script.contains("table ip hull {"),
+            "no NAT without bridges"
+        );
+        assert!(script.contains("meta skuid 1900000000-1900065535 jump vm_output"));
+        assert_eq!(
+            chain(&script, "vm_output"),
+            [
+                "ct state established,related accept",
+                "ct status dnat accept",
+                "ip daddr 127.0.0.53 meta l4proto { tcp, udp } th dport 53 accept",
+                "ip daddr 127.0.0.0/8 jump refuse",
+                "ip6 daddr ::1 jump refuse",
+            ]
+        );
+        assert!(chain(&script, "input").is_empty());
+    }
+
+    #[test]
+    fn vms_reach_no_bridge_network_from_their_own_sockets() {
+        let bridges = bridges();
+        let script = Ruleset {
+            vm_uids: VmUids {
+                first: 5000,
+                count: 10,
+            },
+            loopback_resolvers: &["::1".parse().unwrap()],
+            bridges: &bridges,
+            ports: &[],
+        }
+        .script();
+        assert!(script.contains("meta skuid 5000-5009 jump vm_output"));
+        let output = chain(&script, "vm_output");
+        assert!(output.contains(&"ip6 daddr ::1 meta l4proto { tcp, udp } th dport 53 accept"));
+        assert!(output.contains(&"ip daddr 10.89.1.0/24 jump refuse"));
+        assert!(output.contains(&"ip daddr 10.89.2.0/24 jump refuse"));
+        // Resolvers are let through before loopback is refused.
+        let resolver = output.iter().position(|l| l.contains("th dport 53"));
+        let loopback = output.iter().position(|l| l.contains("::1 jump refuse"));
+        assert!(resolver < loopback, "{output:?}");
+    }
+
+    #[test]
+    fn bridges_reach_the_host_only_at_their_resolver() {
+        let bridges = bridges();
+        let script = Ruleset {
+            vm_uids: UIDS,
+            loopback_resolvers: &[],
+            bridges: &bridges,
+            ports: &[],
+        }
+        .script();
+        assert!(chain(&script, "input").contains(&"iifname \"hb-*\" jump bridge_input"));
+        assert_eq!(
+            chain(&script, "bridge_input"),
+            [
+                "ct state established,related accept",
+                "iifname \"hb-aaaa\" ip daddr 10.89.1.1 udp dport 53 accept",
+                "iifname \"hb-bbbb\" ip daddr 10.89.2.1 udp dport 53 accept",
+                "drop",
+            ]
+        );
+    }
+
+    #[test]
+    fn networks_get_nat_isolation_and_their_ports() {
+        let bridges = bridges();
         let ports = [
             PortRule {
                 protocol: Protocol::Tcp,
@@ -148,8 +333,13 @@ mod tests {
                 container_port: 53,
             },
         ];
-        let rules = ruleset(&bridges, &ports);
-        assert!(rules.starts_with("table ip hull\ndelete table ip hull\n"));
+        let rules = Ruleset {
+            vm_uids: UIDS,
+            loopback_resolvers: &[],
+            bridges: &bridges,
+            ports: &ports,
+        }
+        .script();
         assert!(rules.contains("    tcp dport 8080 dnat to 10.89.1.2:80\n"));
         assert!(rules.contains("    ip daddr 127.0.0.1 udp dport 5353 dnat to 10.89.1.2:53\n"));
         assert!(rules.contains("ip saddr 10.89.1.0/24 oifname != \"hb-aaaa\" masquerade"));

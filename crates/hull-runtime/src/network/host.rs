@@ -9,35 +9,59 @@ use std::process::{Command, Stdio};
 use super::store::Subnet;
 use super::NetworkError;
 
-/// What can make bridge networks here, or why nothing can.
-pub fn detect() -> Result<HostNetwork, String> {
+/// Whether Hull's nftables tables can be written here, or why not.
+pub fn detect_firewall() -> Result<Firewall, String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err("hulld is not root".into());
     }
+    runs("nft")?;
+    Ok(Firewall { _private: () })
+}
+
+/// What can make bridge networks here, or why nothing can.
+pub fn detect() -> Result<HostNetwork, String> {
+    detect_firewall()?;
     if !Path::new("/dev/net/tun").exists() {
         return Err("/dev/net/tun is missing".into());
     }
-    for tool in ["ip", "nft"] {
-        let runs = Command::new(tool)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !runs {
-            return Err(format!(
-                "`{tool}` cannot be run (install iproute2 and nftables)"
-            ));
-        }
-    }
+    runs("ip")?;
     Ok(HostNetwork { _private: () })
+}
+
+fn runs(tool: &str) -> Result<(), String> {
+    let runs = Command::new(tool)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{tool}` cannot be run (install iproute2 and nftables)"
+        ))
+    }
 }
 
 /// Bridges and taps on the host; only [`detect`] makes one.
 #[derive(Debug)]
 pub struct HostNetwork {
     _private: (),
+}
+
+/// Hull's nftables tables; only [`detect_firewall`] makes one.
+#[derive(Debug)]
+pub struct Firewall {
+    _private: (),
+}
+
+impl Firewall {
+    /// Replaces Hull's nftables tables with `script`, in one transaction.
+    pub fn apply(&self, script: &str) -> Result<(), NetworkError> {
+        run("nft", &["-f", "-"], Some(script))
+    }
 }
 
 fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), NetworkError> {
@@ -155,10 +179,5 @@ impl HostNetwork {
             .filter_map(|line| line.split_whitespace().next())
             .filter_map(|destination| destination.parse().ok())
             .collect()
-    }
-
-    /// Replaces Hull's nftables table with `script`.
-    pub fn apply_ruleset(&self, script: &str) -> Result<(), NetworkError> {
-        run("nft", &["-f", "-"], Some(script))
     }
 }

@@ -13,8 +13,14 @@ extern "C" fn delete_registered() {
     if let Ok(names) = TO_DELETE.lock() {
         for name in names.iter() {
             let _ = Command::new("ip").args(["netns", "del", name]).output();
+            let _ = std::fs::remove_dir_all(etc_dir(name));
         }
     }
+}
+
+/// Files here replace /etc's for programs that `ip netns exec` runs.
+fn etc_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(name)
 }
 
 /// A named network namespace with `lo` up, deleted at exit.
@@ -66,6 +72,14 @@ impl NetNs {
             .args(args)
             .output()
             .expect("ip netns exec runs")
+    }
+
+    /// Gives programs started in the namespace (hulld and its QEMUs) this
+    /// `resolv.conf`; call it before starting them.
+    pub fn set_resolv_conf(&self, text: &str) {
+        let dir = etc_dir(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
     }
 
     /// Runs `work` on a thread that has joined the namespace, so that the

@@ -1,0 +1,325 @@
+//! What containers can reach on the host, end to end, with hulld in a
+//! network namespace whose resolver sits on loopback (127.0.0.53, a small
+//! name server these tests run): no container reaches the host's loopback
+//! services or a network it is not on, the default network included, while
+//! published ports and name resolution keep working.
+
+mod common;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::sync::OnceLock;
+
+use common::netns::NetNs;
+use common::{stdout_of, Daemon};
+
+/// The host's resolver in the namespace, as systemd-resolved's stub sits.
+const RESOLVER: &str = "127.0.0.53";
+/// The one name the upstream resolver knows, and its address.
+const UPSTREAM_NAME: &str = "upstream.test";
+const UPSTREAM_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+/// A uid of hull_vm's default range, which VMs' QEMUs run as.
+const VM_UID: u32 = 1_900_000_123;
+
+fn shared() -> &'static (NetNs, Daemon) {
+    static SHARED: OnceLock<(NetNs, Daemon)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let netns = NetNs::new("reach");
+        netns.set_resolv_conf(&format!("nameserver {RESOLVER}\n"));
+        start_name_server(&netns);
+        let daemon = Daemon::start_in(Some(&netns.name), &[]);
+        let archive = common::busybox_archive();
+        stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+        daemon.wait_for_template();
+        (netns, daemon)
+    })
+}
+
+/// A name server on the namespace's loopback that knows one name, over
+/// UDP, and accepts TCP connections on the same port.
+fn start_name_server(netns: &NetNs) {
+    let (udp, tcp) = netns.within(|| {
+        (
+            UdpSocket::bind((RESOLVER, 53)).unwrap(),
+            TcpListener::bind((RESOLVER, 53)).unwrap(),
+        )
+    });
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while let Ok((len, peer)) = udp.recv_from(&mut buffer) {
+            if let Some(reply) = name_server_reply(&buffer[..len]) {
+                let _ = udp.send_to(&reply, peer);
+            }
+        }
+    });
+    std::thread::spawn(move || for _ in tcp.incoming() {});
+}
+
+/// The reply to a query: `UPSTREAM_NAME`'s address, or no such name.
+fn name_server_reply(query: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    while *query.get(at)? != 0 {
+        let len = usize::from(query[at]);
+        labels.push(String::from_utf8_lossy(query.get(at + 1..at + 1 + len)?).to_lowercase());
+        at += 1 + len;
+    }
+    let end = at + 5;
+    let question = query.get(12..end)?;
+    let qtype = u16::from_be_bytes([query[at + 1], query[at + 2]]);
+    let known = labels.join(".") == UPSTREAM_NAME;
+    let with_record = known && qtype == 1;
+    let mut reply = query[..2].to_vec();
+    reply.extend_from_slice(&[0x81, if known { 0x80 } else { 0x83 }, 0, 1]);
+    reply.extend_from_slice(&[0, u8::from(with_record), 0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    if with_record {
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend_from_slice(&UPSTREAM_ADDRESS.octets());
+    }
+    Some(reply)
+}
+
+/// A TCP server in the namespace at `address` (port 0: a free one) that
+/// writes `secret` to whoever connects; its port.
+fn secret_server(netns: &NetNs, address: &str, secret: &'static str) -> u16 {
+    let address = address.to_owned();
+    let listener = netns.within(move || TcpListener::bind((address.as_str(), 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(format!("{secret}\n").as_bytes());
+        }
+    });
+    port
+}
+
+/// Whether a TCP connection to `address:port` from the namespace, as
+/// `uid` (`None`: root), gets through.
+fn connects_as(netns: &NetNs, uid: Option<u32>, address: &str, port: u16) -> bool {
+    let connect = format!("exec 3<>/dev/tcp/{address}/{port}");
+    let output = match uid {
+        Some(uid) => netns.exec(
+            "setpriv",
+            &[
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "bash",
+                "-c",
+                &connect,
+            ],
+        ),
+        None => netns.exec("bash", &["-c", &connect]),
+    };
+    output.status.success()
+}
+
+/// A busybox httpd on port 80 serving `text`.
+fn serve(text: &str) -> String {
+    format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www")
+}
+
+/// The address and gateway of a container on a network.
+fn address_on(daemon: &Daemon, network: &str, container: &str) -> (String, String) {
+    let out = stdout_of(&daemon.hull(&["network", "inspect", network]));
+    let network = &serde_json::from_str::<serde_json::Value>(&out).unwrap()[0];
+    let gateway = network["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = stdout_of(&daemon.hull(&["inspect", container]));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let address = network["Containers"][&id]["IPv4Address"]
+        .as_str()
+        .expect("the container is on the network")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    (address, gateway)
+}
+
+#[test]
+fn the_vm_uids_are_refused_the_hosts_loopback_and_bridge_networks_but_not_its_resolver() {
+    let (netns, daemon) = shared();
+    stdout_of(&daemon.hull(&["network", "create", "--subnet", "10.97.3.0/24", "ruled"]));
+    let loopback = secret_server(netns, "127.0.0.1", "loopback-secret");
+    let everywhere = secret_server(netns, "0.0.0.0", "host-secret");
+
+    // Root, as any other process of the host, is not ruled.
+    assert!(connects_as(netns, None, "127.0.0.1", loopback));
+    assert!(connects_as(netns, None, "10.97.3.1", everywhere));
+    assert!(connects_as(
+        netns,
+        Some(VM_UID - 1_000),
+        "127.0.0.1",
+        loopback
+    ));
+    // A process of a VM's uid, as QEMU's user-mode network is.
+    assert!(!connects_as(netns, Some(VM_UID), "127.0.0.1", loopback));
+    assert!(!connects_as(netns, Some(VM_UID), "10.97.3.1", everywhere));
+    assert!(connects_as(netns, Some(VM_UID), RESOLVER, 53));
+    stdout_of(&daemon.hull(&["network", "rm", "ruled"]));
+    // The rules stay with no network at all.
+    assert!(!connects_as(netns, Some(VM_UID), "127.0.0.1", loopback));
+}
+
+/// Needs QEMU to run as a uid of the VM range (hull-vm's confinement):
+/// QEMU's user-mode network makes the guest's connections from QEMU's own
+/// sockets on the host.
+#[test]
+fn a_container_on_the_default_network_reaches_neither_the_hosts_loopback_nor_a_bridge_network() {
+    let (netns, daemon) = shared();
+    let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
+    let loopback = secret_server(netns, "127.0.0.1", "loopback-secret");
+    let everywhere = secret_server(netns, "0.0.0.0", "host-secret");
+    hull(&["network", "create", "--subnet", "10.97.4.0/24", "apart"]);
+    hull(&[
+        "run",
+        "-d",
+        "--name",
+        "apart-web",
+        "--network",
+        "apart",
+        "busybox",
+        "sh",
+        "-c",
+        &serve("bridge-secret"),
+    ]);
+    let (web, gateway) = address_on(daemon, "apart", "apart-web");
+    hull(&[
+        "run",
+        "-d",
+        "--name",
+        "published",
+        "-p",
+        "127.0.0.1:8095:80",
+        "busybox",
+        "sh",
+        "-c",
+        &serve("published"),
+    ]);
+
+    let out = hull(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        &format!(
+            "timeout 5 nc 10.0.2.2 {loopback} </dev/null; \
+             timeout 5 wget -qO- http://{web}/; \
+             timeout 5 nc {gateway} {everywhere} </dev/null; \
+             nslookup {UPSTREAM_NAME}; echo done"
+        ),
+    ]);
+    assert!(out.ends_with("done\n"), "{out}");
+    assert!(!out.contains("loopback-secret"), "{out}");
+    assert!(!out.contains("bridge-secret"), "{out}");
+    assert!(!out.contains("host-secret"), "{out}");
+    // Names still resolve, through QEMU's DNS and the host's resolver on
+    // loopback; a published port still answers.
+    assert!(out.contains(&UPSTREAM_ADDRESS.to_string()), "{out}");
+    assert_eq!(
+        netns.within(|| common::http_get("127.0.0.1", 8095)),
+        "published\n"
+    );
+    hull(&["rm", "-f", "apart-web", "published"]);
+    hull(&["network", "rm", "apart"]);
+}
+
+#[test]
+fn a_container_on_a_bridge_network_reaches_the_host_only_at_published_ports_and_its_resolver() {
+    let (netns, daemon) = shared();
+    let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
+    let loopback = secret_server(netns, "127.0.0.1", "loopback-secret");
+    let everywhere = secret_server(netns, "0.0.0.0", "host-secret");
+    hull(&["network", "create", "--subnet", "10.97.5.0/24", "fenced"]);
+    hull(&[
+        "run",
+        "-d",
+        "--name",
+        "fenced-web",
+        "--network",
+        "fenced",
+        "-p",
+        "8096:80",
+        "busybox",
+        "sh",
+        "-c",
+        &serve("published"),
+    ]);
+    let gateway = "10.97.5.1";
+    // The gateway routes 127.0.0.0/8 (published ports answer on the host's
+    // loopback), so a guest with root sends to it there directly.
+    let out = hull(&[
+        "run",
+        "--rm",
+        "--network",
+        "fenced",
+        "busybox",
+        "sh",
+        "-c",
+        &format!(
+            "timeout 5 nc {gateway} {everywhere} </dev/null; \
+             timeout 5 nc {gateway} {loopback} </dev/null; \
+             nslookup fenced-web; nslookup {UPSTREAM_NAME}; \
+             echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet; \
+             echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet; \
+             ip addr del 127.0.0.1/8 dev lo; \
+             ip route add 127.0.0.0/8 via {gateway} dev eth0; \
+             timeout 5 nc 127.0.0.1 {loopback} </dev/null; echo done"
+        ),
+    ]);
+    assert!(out.ends_with("done\n"), "{out}");
+    assert!(!out.contains("host-secret"), "{out}");
+    assert!(!out.contains("loopback-secret"), "{out}");
+    // Its network's names and the host's, through the resolver.
+    assert!(out.contains("10.97.5.2"), "{out}");
+    assert!(out.contains(&UPSTREAM_ADDRESS.to_string()), "{out}");
+    assert_eq!(
+        netns.within(|| common::http_get("127.0.0.1", 8096)),
+        "published\n"
+    );
+    assert_eq!(
+        netns.within(|| common::http_get(gateway, 8096)),
+        "published\n"
+    );
+    hull(&["rm", "-f", "fenced-web"]);
+    hull(&["network", "rm", "fenced"]);
+}
+
+#[test]
+fn an_internal_network_resolves_its_containers_but_not_upstream_names() {
+    let (_, daemon) = shared();
+    let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
+    hull(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.97.6.0/24",
+        "inward",
+    ]);
+    let out = hull(&[
+        "run",
+        "--rm",
+        "--name",
+        "inner",
+        "--network",
+        "inward",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("nslookup inner; nslookup {UPSTREAM_NAME}; echo done"),
+    ]);
+    assert!(out.ends_with("done\n"), "{out}");
+    assert!(out.contains("10.97.6.2"), "{out}");
+    assert!(!out.contains(&UPSTREAM_ADDRESS.to_string()), "{out}");
+    hull(&["network", "rm", "inward"]);
+}
