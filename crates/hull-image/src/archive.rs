@@ -19,7 +19,9 @@ use crate::at::Dir;
 use crate::digest::{is_sha256_hex, Digest, HashingReader};
 use crate::fsutil::{copy, CopyError};
 use crate::layer::{self, LayerError, LayerInfo};
-use crate::limits::{check_disk, Guard, Guarded, LimitError, Limits, MAX_CONFIG, MAX_MANIFEST};
+use crate::limits::{
+    check_disk, Guard, Guarded, GuardedEntries, LimitError, Limits, MAX_CONFIG, MAX_MANIFEST,
+};
 use crate::reference::{self, ReferenceError};
 use crate::rootpath;
 use crate::spec::ConfigFile;
@@ -75,7 +77,7 @@ pub enum ArchiveError {
         source: LayerError,
     },
     #[error("the image archive is refused")]
-    Limit(#[source] LimitError),
+    Limit(#[from] LimitError),
     #[error("image {image} is refused")]
     ImageLimit {
         image: Digest,
@@ -210,18 +212,13 @@ impl Staged {
             limits: *limits,
             available,
         };
-        let mut entries = tar.entries().map_err(ArchiveError::Read)?;
+        let entries = tar.entries().map_err(ArchiveError::Read)?;
+        let mut entries = GuardedEntries::new(entries, guard.clone(), MAX_ARCHIVE_ENTRIES);
         let mut total = 0u64;
         for n in 0u64.. {
-            guard.headers();
-            let Some(entry) = entries.next() else { break };
-            let mut entry = entry.map_err(read_err)?;
-            guard.data();
-            if n >= MAX_ARCHIVE_ENTRIES {
-                return Err(ArchiveError::Limit(LimitError::Entries {
-                    limit: MAX_ARCHIVE_ENTRIES,
-                }));
-            }
+            let Some(mut entry) = entries.next_entry(read_err)? else {
+                break;
+            };
             let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
             let len = entry.path_bytes().len().max(link_len);
             if len > MAX_ARCHIVE_NAME {

@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, BufReader, Read};
 
 use crate::digest::{Digest, HashingReader};
-use crate::limits::{Guard, Guarded, LimitError, Limits, MAX_NAME};
+use crate::limits::{Guard, Guarded, GuardedEntries, LimitError, Limits, MAX_NAME};
 use crate::spec::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -95,20 +95,9 @@ pub fn inspect(blob: impl Read, limits: &Limits) -> Result<LayerInfo, LayerError
     let mut unpacked_size = 0u64;
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        let mut entries = archive.entries().map_err(LayerError::Read)?;
-        let mut count = 0u64;
-        loop {
-            guard.headers();
-            let Some(entry) = entries.next() else { break };
-            let mut entry = entry.map_err(read_err)?;
-            guard.data();
-            count += 1;
-            if count > limits.max_entries {
-                return Err(LimitError::Entries {
-                    limit: limits.max_entries,
-                }
-                .into());
-            }
+        let entries = archive.entries().map_err(LayerError::Read)?;
+        let mut entries = GuardedEntries::new(entries, guard.clone(), limits.max_entries);
+        while let Some(mut entry) = entries.next_entry(read_err)? {
             let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
             let len = entry.path_bytes().len().max(link_len);
             if len > MAX_NAME {

@@ -249,6 +249,46 @@ impl<R: Read> Read for Guarded<R> {
     }
 }
 
+/// The entries of a tar stream read through a [`Guarded`] reader: the
+/// headers before each entry are held to the guard's header allowance, its
+/// data to the stream bound alone, and the entries to `max` in number.
+pub(crate) struct GuardedEntries<'a, R: 'a + Read> {
+    entries: tar::Entries<'a, R>,
+    guard: Rc<Guard>,
+    count: u64,
+    max: u64,
+}
+
+impl<'a, R: Read> GuardedEntries<'a, R> {
+    pub(crate) fn new(entries: tar::Entries<'a, R>, guard: Rc<Guard>, max: u64) -> Self {
+        GuardedEntries {
+            entries,
+            guard,
+            count: 0,
+            max,
+        }
+    }
+
+    /// The next entry, or `None` at the end of the archive; `read_err` turns
+    /// a failed read into the caller's error.
+    pub(crate) fn next_entry<E: From<LimitError>>(
+        &mut self,
+        read_err: impl FnOnce(io::Error) -> E,
+    ) -> Result<Option<tar::Entry<'a, R>>, E> {
+        self.guard.headers();
+        let Some(entry) = self.entries.next() else {
+            return Ok(None);
+        };
+        let entry = entry.map_err(read_err)?;
+        self.guard.data();
+        self.count += 1;
+        if self.count > self.max {
+            return Err(LimitError::Entries { limit: self.max }.into());
+        }
+        Ok(Some(entry))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use tar::{Entry, EntryType, Header};
 
 use crate::at::{self, At, Dir, Entries, Kind};
 use crate::fsutil::{copy, CopyError};
-use crate::limits::{Guard, Guarded, LimitError, Limits, MAX_DEPTH, MAX_NAME};
+use crate::limits::{Guard, Guarded, GuardedEntries, LimitError, Limits, MAX_DEPTH, MAX_NAME};
 use crate::rootpath;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -140,20 +140,9 @@ impl Unpacker {
         };
         let mut written = Written::default();
         let mut archive = tar::Archive::new(Guarded::new(layer, guard.clone()));
-        let mut entries = archive.entries().map_err(UnpackError::Read)?;
-        let mut count = 0u64;
-        loop {
-            guard.headers();
-            let Some(entry) = entries.next() else { break };
-            let mut entry = entry.map_err(read_err)?;
-            guard.data();
-            count += 1;
-            if count > self.limits.max_entries {
-                return Err(LimitError::Entries {
-                    limit: self.limits.max_entries,
-                }
-                .into());
-            }
+        let entries = archive.entries().map_err(UnpackError::Read)?;
+        let mut entries = GuardedEntries::new(entries, guard.clone(), self.limits.max_entries);
+        while let Some(mut entry) = entries.next_entry(read_err)? {
             let raw = entry.path_bytes().into_owned();
             check_name(&raw)?;
             let name = String::from_utf8_lossy(&raw).into_owned();

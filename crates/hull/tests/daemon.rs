@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -16,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::netns::NetNs;
-use common::{assert_fails, eventually, loaded_daemon, stdout_of, text, Daemon};
+use common::{assert_fails, eventually, http_exchange, loaded_daemon, stdout_of, text, Daemon};
 
 /// A hulld this file starts by hand, with its own limits; killed on drop.
 struct Hulld {
@@ -108,30 +107,22 @@ fn request(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<(u16, String), String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    let stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(300)))
         .map_err(|e| e.to_string())?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.0\r\nHost: hull\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| e.to_string())?;
-    let (head, rest) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP answer: {answer:?}"))?;
+    );
+    let (head, rest) = http_exchange(stream, &request)?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((status, rest.to_owned()))
+    Ok((status, rest))
 }
 
 #[test]

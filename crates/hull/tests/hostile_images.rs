@@ -69,9 +69,42 @@ fn store_files(daemon: &Daemon) -> Vec<(PathBuf, u64)> {
     files
 }
 
-fn hulld_status(daemon: &Daemon) -> String {
+/// hulld's peak RSS, in MiB.
+fn hulld_peak_mib(daemon: &Daemon) -> u64 {
     let pid = std::fs::read_to_string(daemon.root.join("hulld.pid")).unwrap();
-    std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap()
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    common::proc_field_mib(&status, "VmHWM")
+}
+
+/// What a refused load or pull must leave as it was: the store's files, and
+/// hulld's peak RSS within 64 MiB of what it was.
+struct Before {
+    files: Vec<(PathBuf, u64)>,
+    peak_mib: u64,
+}
+
+impl Before {
+    fn take(daemon: &Daemon) -> Before {
+        Before {
+            files: store_files(daemon),
+            peak_mib: hulld_peak_mib(daemon),
+        }
+    }
+
+    /// Asserts that the refused `what` (`load`, `pull`) kept to it.
+    fn assert_kept(&self, daemon: &Daemon, what: &str) {
+        let (start, peak) = (self.peak_mib, hulld_peak_mib(daemon));
+        println!("hulld peak RSS: {start} MiB before the {what}, {peak} MiB after");
+        assert!(
+            peak < start + 64,
+            "hulld's peak RSS grew from {start} MiB to {peak} MiB"
+        );
+        assert_eq!(
+            store_files(daemon),
+            self.files,
+            "the refused {what} changed the store"
+        );
+    }
 }
 
 #[test]
@@ -137,8 +170,7 @@ fn a_layer_header_claiming_gigabytes_is_refused_with_flat_memory() {
     let archive = layered_archive("bomb:latest", Some(bomb), |_| {});
 
     let daemon = loaded_daemon(&[]);
-    let files = store_files(&daemon);
-    let start = common::proc_field_mib(&hulld_status(&daemon), "VmHWM");
+    let before = Before::take(&daemon);
     let output = daemon.hull(&["load", "-i", archive.to_str().unwrap()]);
     let stderr = assert_fails(
         &output,
@@ -146,17 +178,7 @@ fn a_layer_header_claiming_gigabytes_is_refused_with_flat_memory() {
         &["is refused", "1048576 bytes", "extension headers"],
     );
     assert!(stderr.contains("layer sha256:"), "{stderr}");
-    let peak = common::proc_field_mib(&hulld_status(&daemon), "VmHWM");
-    println!("hulld peak RSS: {start} MiB before the load, {peak} MiB after");
-    assert!(
-        peak < start + 64,
-        "hulld's peak RSS grew from {start} MiB to {peak} MiB"
-    );
-    assert_eq!(
-        store_files(&daemon),
-        files,
-        "the refused load changed the store"
-    );
+    before.assert_kept(&daemon, "load");
     let images = stdout_of(&daemon.hull(&["images"]));
     assert!(!images.contains("bomb"), "{images}");
 
@@ -266,8 +288,7 @@ fn a_pulled_layer_header_claiming_gigabytes_is_refused_with_flat_memory() {
     );
 
     let daemon = loaded_daemon(&[]);
-    let files = store_files(&daemon);
-    let start = common::proc_field_mib(&hulld_status(&daemon), "VmHWM");
+    let before = Before::take(&daemon);
     let output = daemon.hull(&["pull", &registry.name("evil/bomb:1")]);
     let stderr = text(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
@@ -277,15 +298,5 @@ fn a_pulled_layer_header_claiming_gigabytes_is_refused_with_flat_memory() {
     ] {
         assert!(stderr.contains(&needle), "{needle:?} not in {stderr}");
     }
-    let peak = common::proc_field_mib(&hulld_status(&daemon), "VmHWM");
-    println!("hulld peak RSS: {start} MiB before the pull, {peak} MiB after");
-    assert!(
-        peak < start + 64,
-        "hulld's peak RSS grew from {start} MiB to {peak} MiB"
-    );
-    assert_eq!(
-        store_files(&daemon),
-        files,
-        "the refused pull changed the store"
-    );
+    before.assert_kept(&daemon, "pull");
 }

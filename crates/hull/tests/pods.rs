@@ -296,14 +296,11 @@ fn a_bad_pod_file_is_refused_by_name_and_creates_nothing() {
 
 /// The body of `GET /` from `127.0.0.1:port`.
 fn fetch(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect(&answer);
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (head, body) =
+        common::http_exchange(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
     assert!(head.contains(" 200 "), "{head}");
-    body.to_owned()
+    body
 }
 
 /// A raw HTTP request to hulld, as any client could send it.

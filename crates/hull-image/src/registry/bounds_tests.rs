@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::transfer_tests::{pull_from, serve, FakeRegistry};
+use super::transfer_tests::{descriptor, pull_from, serve_image, FakeRegistry};
 use super::PullError;
 use crate::digest::Digest;
 use crate::layer::tests::gzip;
@@ -13,23 +13,13 @@ use crate::spec::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_M
 use crate::store::{CommitError, StoreError};
 use crate::{testutil, ImageStore};
 
-fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
-    serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": bytes.len()})
-}
-
 /// Serves `manifest` as `a/b:1.0` and `blobs`.
 async fn registry_with(manifest: Vec<u8>, blobs: &[&[u8]]) -> std::sync::Arc<FakeRegistry> {
-    let registry = serve().await;
-    registry
-        .manifests
-        .lock()
-        .unwrap()
-        .insert("1.0".to_owned(), manifest);
-    *registry.blobs.lock().unwrap() = blobs
+    let blobs = blobs
         .iter()
         .map(|b| (Digest::of(b).to_string(), b.to_vec()))
         .collect();
-    registry
+    serve_image(manifest, blobs).await
 }
 
 fn assert_store_empty(dir: &Path) {

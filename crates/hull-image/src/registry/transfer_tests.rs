@@ -220,7 +220,6 @@ async fn start(corrupt: bool) -> (Arc<FakeRegistry>, Digest) {
         gzip(&layers[1]),
     ];
     let media_types = [MEDIA_TYPE_LAYER_ZSTD, MEDIA_TYPE_LAYER_GZIP];
-    let descriptor = |media_type: &str, bytes: &[u8]| serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": bytes.len()});
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_TYPE_OCI_MANIFEST,
@@ -243,15 +242,29 @@ async fn start(corrupt: bool) -> (Arc<FakeRegistry>, Digest) {
         let last = blob.len() - 1;
         blob[last] ^= 0xff;
     }
+    let registry = serve_image(manifest, served).await;
+    registry.cut.lock().unwrap().push(second);
+    (registry, Digest::of(&config))
+}
+
+/// The descriptor of `bytes` in a manifest.
+pub(super) fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": bytes.len()})
+}
+
+/// Serves `manifest` as tag `1.0` and `blobs`, by digest.
+pub(super) async fn serve_image(
+    manifest: Vec<u8>,
+    blobs: HashMap<String, Vec<u8>>,
+) -> Arc<FakeRegistry> {
     let registry = serve().await;
     registry
         .manifests
         .lock()
         .unwrap()
         .insert("1.0".to_owned(), manifest);
-    *registry.blobs.lock().unwrap() = served;
-    registry.cut.lock().unwrap().push(second);
-    (registry, Digest::of(&config))
+    *registry.blobs.lock().unwrap() = blobs;
+    registry
 }
 
 /// An empty registry on a loopback port.

@@ -399,29 +399,39 @@ pub fn busybox_archive() -> PathBuf {
 
 /// The body of `GET /` from `address:port`, once the server answers 200.
 pub fn http_get(address: &str, port: u16) -> String {
-    use std::io::Read;
     let mut body = String::new();
     eventually(60, || {
-        let mut stream =
-            std::net::TcpStream::connect((address, port)).map_err(|e| e.to_string())?;
+        let stream = std::net::TcpStream::connect((address, port)).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
-        write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut answer = String::new();
-        stream
-            .read_to_string(&mut answer)
-            .map_err(|e| e.to_string())?;
-        let (head, rest) = answer
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("no HTTP answer yet: {answer:?}"))?;
+        let (head, rest) = http_exchange(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
         if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
             return Err(format!("not a 200 answer: {head}"));
         }
-        body = rest.to_owned();
+        body = rest;
         Ok(())
     });
     body
+}
+
+/// Sends `request`, a whole HTTP/1.0 request, over `stream` and reads the
+/// answer to its end: its head (status line and headers) and its body.
+pub fn http_exchange(
+    mut stream: impl std::io::Read + Write,
+    request: &str,
+) -> Result<(String, String), String> {
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer: {answer:?}"))?;
+    Ok((head.to_owned(), body.to_owned()))
 }
 
 /// Polls `check` until it passes; after `seconds`, fails with what it last said.
