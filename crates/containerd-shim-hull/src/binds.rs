@@ -20,6 +20,8 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+mod at;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     #[error("cannot bind-mount the host's {} into the sandbox's share at {}", .source_path.display(), .target.display())]
@@ -50,6 +52,13 @@ pub struct Bind {
 
 /// Bind-mounts the host directory of `bind` at `<share>/<container>/<index>`
 /// and returns that path relative to the share, for the agent.
+///
+/// The share is the guest's to write, so a guest with root could plant a
+/// symlink where the next mount point goes: every name below the share is
+/// opened without following symlinks, and the mount lands on the directory
+/// so opened (through its `/proc/self/fd` link), never on a path resolved
+/// again. The bind is `nosuid,nodev`, and read-only on the host side when
+/// the spec asks, so the guest cannot write through it whatever it mounts.
 pub fn mount_in_share(
     share: &Path,
     container: &str,
@@ -63,26 +72,19 @@ pub fn mount_in_share(
         target: target.clone(),
         source,
     };
-    fs::create_dir_all(&target).map_err(err)?;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes());
-    let (c_source, c_target) = (c(&bind.source), c(&target));
-    let (Ok(c_source), Ok(c_target)) = (c_source, c_target) else {
-        return Err(err(io::ErrorKind::InvalidInput.into()));
-    };
-    let flags = libc::MS_BIND | libc::MS_REC;
-    // SAFETY: both paths are NUL-terminated strings that outlive the call;
-    // a bind mount takes no filesystem type or data.
-    let rc = unsafe {
-        libc::mount(
-            c_source.as_ptr(),
-            c_target.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(err(io::Error::last_os_error()));
+    let share_fd = at::open_dir(None, share).map_err(err)?;
+    let container_fd = at::make_dir(&share_fd, container).map_err(err)?;
+    let index = index.to_string();
+    let point = at::make_dir(&container_fd, &index).map_err(err)?;
+    let c_source = std::ffi::CString::new(bind.source.as_os_str().as_encoded_bytes())
+        .map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
+    at::bind(&c_source, &point).map_err(err)?;
+    // The name now leads to the bind's root, whose flags are set.
+    let limited = at::open_dir(Some(&container_fd), Path::new(&index))
+        .and_then(|mounted| at::limit(&mounted, bind.read_only));
+    if let Err(source) = limited {
+        at::unmount(&container_fd, &index);
+        return Err(err(source));
     }
     Ok(relative)
 }
@@ -118,15 +120,22 @@ pub fn share_with_qemu(share: &Path) -> io::Result<()> {
 }
 
 /// Unmounts a container's directories from the share and removes their
-/// mount points. Only empty directories are removed, so a mount that
+/// mount points. Names are never followed (the guest may have swapped one
+/// for a symlink), and only empty directories are removed, so a mount that
 /// stayed can never have the host's files deleted through it.
 pub fn release(share: &Path, container: &str) {
-    let dir = share.join(container);
-    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let _ = crate::rootfs::unmount(&entry.path());
-        let _ = fs::remove_dir(entry.path());
+    let Ok(share_fd) = at::open_dir(None, share) else {
+        return;
+    };
+    let Ok(dir) = at::open_dir(Some(&share_fd), Path::new(container)) else {
+        return;
+    };
+    for name in at::names(&dir) {
+        at::unmount(&dir, &name);
+        at::remove_dir(&dir, &name);
     }
-    let _ = fs::remove_dir(&dir);
+    drop(dir);
+    at::remove_dir(&share_fd, container);
 }
 
 /// Releases every container's directories and the share itself.
@@ -303,5 +312,126 @@ mod tests {
                 Err(BindError::Destination(_))
             ));
         }
+    }
+
+    /// Whether `path` is a mount point, and its mount options.
+    fn mount_options(path: &Path) -> Option<String> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let wanted = path.to_string_lossy().into_owned();
+        mountinfo
+            .lines()
+            .rev()
+            .find(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+            .map(|line| line.split(' ').nth(5).unwrap_or_default().to_owned())
+    }
+
+    /// Mounts in the host's namespace: root only, and each test's own
+    /// directories, detached again even when the test fails.
+    struct Host {
+        dir: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new() -> Option<Host> {
+            // SAFETY: geteuid(2) cannot fail.
+            if unsafe { libc::geteuid() } != 0 {
+                eprintln!("skipped: bind mounts need root");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir(dir.path().join("share")).unwrap();
+            fs::create_dir(dir.path().join("source")).unwrap();
+            Some(Host { dir })
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+    }
+
+    impl Drop for Host {
+        fn drop(&mut self) {
+            let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let prefix = self.dir.path().to_string_lossy().into_owned();
+            for point in mountinfo.lines().rev().filter_map(|l| l.split(' ').nth(4)) {
+                if point.starts_with(&prefix) {
+                    let c = std::ffi::CString::new(point).unwrap();
+                    // SAFETY: a NUL-terminated path that outlives the call.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_only_bind_is_read_only_nosuid_and_nodev_on_the_host() {
+        let Some(host) = Host::new() else { return };
+        let mut ro = bind(&host.path("source"), "/data");
+        ro.read_only = true;
+        let relative = mount_in_share(&host.path("share"), "c1", 0, &ro).unwrap();
+        assert_eq!(relative, "c1/0");
+        let point = host.path("share").join("c1/0");
+        let options = mount_options(&point).expect("the bind is mounted");
+        for option in ["ro", "nosuid", "nodev"] {
+            assert!(
+                options.split(',').any(|o| o == option),
+                "{option} not in {options}"
+            );
+        }
+        let err = fs::write(point.join("new"), "x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        assert!(!host.path("source").join("new").exists());
+
+        release(&host.path("share"), "c1");
+        assert_eq!(mount_options(&point), None);
+        assert!(!host.path("share").join("c1").exists());
+    }
+
+    #[test]
+    fn a_symlink_planted_where_a_mount_point_goes_is_refused() {
+        let Some(host) = Host::new() else { return };
+        let victim = host.path("victim");
+        fs::create_dir(&victim).unwrap();
+        let share = host.path("share");
+        std::os::unix::fs::symlink(&victim, share.join("c1")).unwrap();
+        let source = bind(&host.path("source"), "/data");
+        assert!(mount_in_share(&share, "c1", 0, &source).is_err());
+        assert!(!victim.join("0").exists());
+
+        fs::create_dir(share.join("c2")).unwrap();
+        std::os::unix::fs::symlink(&victim, share.join("c2/0")).unwrap();
+        assert!(mount_in_share(&share, "c2", 0, &source).is_err());
+        assert_eq!(
+            mount_options(&victim),
+            None,
+            "the bind landed on the symlink's target"
+        );
+    }
+
+    #[test]
+    fn releasing_a_container_never_follows_a_planted_symlink() {
+        let Some(host) = Host::new() else { return };
+        // A mount of the host's own, which a release must leave alone.
+        let victim = host.path("victim");
+        fs::create_dir_all(victim.join("0")).unwrap();
+        let c_source =
+            std::ffi::CString::new(host.path("source").to_string_lossy().as_bytes()).unwrap();
+        let point = at::open_dir(None, &victim.join("0")).unwrap();
+        at::bind(&c_source, &point).unwrap();
+        drop(point);
+        assert!(mount_options(&victim.join("0")).is_some());
+
+        let share = host.path("share");
+        std::os::unix::fs::symlink(&victim, share.join("c1")).unwrap();
+        release(&share, "c1");
+        fs::create_dir(share.join("c2")).unwrap();
+        std::os::unix::fs::symlink(victim.join("0"), share.join("c2/0")).unwrap();
+        release(&share, "c2");
+
+        assert!(
+            mount_options(&victim.join("0")).is_some(),
+            "a release unmounted the host's mount"
+        );
+        assert!(victim.join("0").is_dir());
     }
 }
