@@ -27,7 +27,14 @@ pub enum QmpError {
     },
     #[error("QEMU sent no {event} event within {waited:?}")]
     NoEvent { event: String, waited: Duration },
+    #[error("QEMU sent a QMP message longer than {0} bytes: its connection is closed")]
+    TooLong(usize),
 }
+
+/// The longest QMP message read. QEMU's answers to Hull's commands and its
+/// events are a few KiB; a confined QEMU is not trusted with more of
+/// hulld's memory than this.
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// Events kept for [`Qmp::wait_event`]; older ones are dropped, as nobody
 /// waits for them.
@@ -163,8 +170,24 @@ impl Qmp {
     }
 
     async fn read_message(&mut self) -> Result<Value, QmpError> {
-        if self.reader.read_until(b'\n', &mut self.line).await? == 0 {
-            return Err(QmpError::Closed);
+        loop {
+            // Cancellation-safe: bytes move from the buffer to the line
+            // with no await between.
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Err(QmpError::Closed);
+            }
+            let end = available.iter().position(|&b| b == b'\n');
+            let taken = end.map_or(available.len(), |i| i + 1);
+            if self.line.len() + taken > MAX_MESSAGE {
+                self.line = Vec::new();
+                return Err(QmpError::TooLong(MAX_MESSAGE));
+            }
+            self.line.extend_from_slice(&available[..taken]);
+            self.reader.consume(taken);
+            if end.is_some() {
+                break;
+            }
         }
         let line = std::mem::take(&mut self.line);
         serde_json::from_slice(&line)
@@ -255,6 +278,28 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("no such device"));
         peer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_qemu_that_floods_its_answer_is_cut_off_at_the_bound() {
+        let (mut qmp, mut qemu) = connected().await;
+        let flood = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let _ = qemu.read(&mut buf).await.unwrap();
+            let chunk = vec![b' '; 64 * 1024];
+            // Past the bound, and no newline: the client must stop reading.
+            for _ in 0..(2 * MAX_MESSAGE / chunk.len()) {
+                if qemu.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            qemu
+        });
+        let err = qmp.execute("query-status", None).await.unwrap_err();
+        assert!(matches!(err, QmpError::TooLong(MAX_MESSAGE)), "{err}");
+        assert!(qmp.line.capacity() <= MAX_MESSAGE);
+        drop(qmp);
+        flood.await.unwrap();
     }
 
     /// A client past its handshake, and the socket of its "QEMU".
