@@ -224,6 +224,13 @@ impl ImageStore {
         *self.limits.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The most bytes an upload spooled in `dir` may take: an archive is
+    /// at most the image it holds, and never more than the disk has free.
+    pub fn upload_budget(&self, dir: &Path) -> u64 {
+        let free = scratch::available_bytes(dir).unwrap_or(u64::MAX);
+        self.limits().max_unpacked_bytes.min(free)
+    }
+
     pub fn set_limits(&self, limits: Limits) {
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
     }

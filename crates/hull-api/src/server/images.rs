@@ -195,6 +195,8 @@ pub(super) async fn load(
             .reopen()
             .map_err(|e| internal("cannot open the spool", e))?,
     );
+    let budget = daemon.images().upload_budget(&spool_dir);
+    let mut spooled = 0u64;
     let mut body = BodyStream::new(request.into_body());
     while let Some(frame) = body.try_next().await.map_err(|e| {
         ApiError::new(
@@ -203,6 +205,18 @@ pub(super) async fn load(
         )
     })? {
         if let Ok(data) = frame.into_data() {
+            spooled += data.len() as u64;
+            if spooled > budget {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the image archive is refused: it is larger than the {budget} bytes this host takes \
+                         (the image size cap, hulld --max-image-size, or the free disk of {}): \
+                         nothing was loaded",
+                        spool_dir.display()
+                    ),
+                ));
+            }
             file.write_all(&data)
                 .await
                 .map_err(|e| internal("cannot spool the upload", e))?;

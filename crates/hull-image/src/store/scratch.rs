@@ -81,7 +81,7 @@ pub(super) fn remove_orphans() {
 }
 
 /// Bytes an unprivileged user may still write to the filesystem of `path`.
-fn available_bytes(path: &Path) -> Option<u64> {
+pub(super) fn available_bytes(path: &Path) -> Option<u64> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: c_path is a NUL-terminated string and stat points to writable
