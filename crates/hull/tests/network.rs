@@ -112,24 +112,62 @@ fn a_published_port_reaches_the_server_in_the_vm() {
     hull_out(&["rm", "-f", "anyport"]);
 }
 
-#[test]
-fn a_container_reaches_out_through_the_gateway() {
-    // A server on the host's loopback, which the user-mode network's
-    // gateway stands for.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
+/// One of the host's own addresses that is not loopback, as `ip` lists them.
+fn host_address() -> String {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip runs");
+    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    listing
+        .split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("the host has no global IPv4 address: {listing}"))
+        .to_owned()
+}
+
+/// Answers one HTTP request on `listener` with `body`.
+fn serve_once(listener: TcpListener, body: &'static str) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let mut request = [0u8; 1024];
         let _ = stream.read(&mut request).unwrap();
-        stream
-            .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nhello from host\n")
-            .unwrap();
-    });
-    let url = format!("http://10.0.2.2:{port}/");
+        let answer = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).unwrap();
+    })
+}
+
+#[test]
+fn a_container_reaches_out_through_the_gateway_but_not_the_hosts_loopback() {
+    // A server the host offers on its network, which the user-mode stack
+    // reaches from QEMU's own sockets.
+    let outside = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = outside.local_addr().unwrap().port();
+    let server = serve_once(outside, "hello from host\n");
+    let url = format!("http://{}:{port}/", host_address());
     let output = daemon().hull(&["run", "--rm", "busybox", "wget", "-qO-", &url]);
     assert_eq!(stdout_of(&output), "hello from host\n");
     server.join().unwrap();
+
+    // A service on the host's loopback, which the gateway 10.0.2.2 stands
+    // for: Hull's firewall refuses QEMU's uid there.
+    let private = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = private.local_addr().unwrap().port();
+    let output = daemon().hull(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("wget -T 3 -qO- http://10.0.2.2:{port}/ || echo refused"),
+    ]);
+    assert_eq!(stdout_of(&output), "refused\n");
+    drop(private);
 
     // Without a network: loopback only, and no way out.
     let output = daemon().hull(&[
