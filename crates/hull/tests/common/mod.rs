@@ -157,6 +157,8 @@ impl Daemon {
             Some(netns) => {
                 let mut command = Command::new("ip");
                 command.args(["netns", "exec", netns]).arg(&hulld);
+                // That /sys has no cgroup hierarchy to put QEMU in.
+                command.env("HULL_JAIL", "mountns");
                 command
             }
             None => Command::new(&hulld),
