@@ -3,6 +3,7 @@
 mod containers;
 mod filters;
 mod pods;
+mod socket;
 
 use std::path::{Path, PathBuf};
 
@@ -88,7 +89,8 @@ impl Client {
                     },
                 })?;
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            hyper::client::conn::http1::handshake(TokioIo::new(socket::QuietStream::new(stream)))
+                .await?;
         tokio::spawn(async move {
             let _ = connection.with_upgrades().await;
         });
