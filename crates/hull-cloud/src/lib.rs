@@ -1,0 +1,10 @@
+//! Hull's cloud layer: what lets strangers share one host.
+//!
+//! Tenants and their access keys, the HYPER-HMAC-SHA256 request signatures
+//! Hyper.sh's clients send, and the store that keeps them. The engine below
+//! stays tenant-agnostic: the API boundary authenticates a request here and
+//! hands the runtime a scope.
+
+pub mod date;
+pub mod sign;
+pub mod verify;
