@@ -6,5 +6,8 @@
 //! hands the runtime a scope.
 
 pub mod date;
+pub mod quota;
+pub mod seal;
 pub mod sign;
+pub mod store;
 pub mod verify;
