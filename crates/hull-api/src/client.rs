@@ -4,19 +4,23 @@ mod containers;
 mod filters;
 mod pods;
 mod socket;
+mod transport;
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hull_cloud::sign::Credentials;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
+
+use transport::Transport;
 
 use crate::types::{ErrorBody, ProgressLine, RunSpec};
 use crate::RUN_UPGRADE;
@@ -48,6 +52,16 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{address} is not HOST:PORT")]
+    Address { address: String },
+    #[error("cannot set up TLS")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("a signed request's body is at most {limit} bytes")]
+    Body {
+        limit: usize,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot read {}", .path.display())]
     ReadFile {
         path: PathBuf,
@@ -56,41 +70,52 @@ pub enum ClientError {
     },
 }
 
-/// Talks to one hulld over its Unix socket; one connection per request.
-#[derive(Debug, Clone)]
+/// Talks to one hulld, over its Unix socket or, as a tenant, over TLS with
+/// signed requests; one connection per request.
+#[derive(Clone)]
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
 }
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
-            socket: socket.into(),
+            transport: Transport::Unix(socket.into()),
         }
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// A tenant's client of the listener at `authority` (`host:port`),
+    /// trusting the CAs in `ca`, signing with `credentials`.
+    pub fn tls(authority: &str, ca: &Path, credentials: Credentials) -> Result<Self, ClientError> {
+        let host = match authority.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => authority,
+        };
+        let server_name =
+            ServerName::try_from(host.to_owned()).map_err(|_| ClientError::Address {
+                address: authority.to_owned(),
+            })?;
+        let config = crate::tls::client_config(ca)?;
+        Ok(Self {
+            transport: Transport::Tls(std::sync::Arc::new(transport::TlsTarget {
+                authority: authority.to_owned(),
+                server_name,
+                connector: tokio_rustls::TlsConnector::from(config),
+                credentials,
+            })),
+        })
+    }
+
+    /// Where this client's requests go.
+    pub fn address(&self) -> String {
+        self.transport.describe()
     }
 
     async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| match source.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                        ClientError::NoDaemon {
-                            socket: self.socket.clone(),
-                        }
-                    }
-                    _ => ClientError::Connect {
-                        socket: self.socket.clone(),
-                        source,
-                    },
-                })?;
+        let request = self.transport.prepare(request).await?;
+        let stream = self.transport.connect().await?;
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(socket::QuietStream::new(stream)))
-                .await?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.with_upgrades().await;
         });

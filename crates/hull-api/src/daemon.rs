@@ -27,6 +27,8 @@ pub enum DaemonError {
     Containers(#[from] hull_runtime::ContainerError),
     #[error("cannot keep VM templates")]
     TemplateDir(#[from] hull_runtime::TemplateDirError),
+    #[error("cannot open the cloud's tenant database")]
+    Cloud(#[from] hull_cloud::store::StoreError),
     #[error("cannot create {}", .path.display())]
     StateDir {
         path: PathBuf,
@@ -74,6 +76,27 @@ pub struct DaemonConfig {
     /// The host uids that VMs' QEMU processes run as, which Hull's
     /// firewall keeps off the host's loopback and other networks.
     pub vm_uids: hull_vm::uids::VmUids,
+    pub cloud: CloudConfig,
+}
+
+/// Where the cloud layer keeps what it must, and the region it signs for.
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    /// The master key that seals tenants' secret keys; outside the state
+    /// directory, so that a copy of that directory alone leaks no secret.
+    pub secrets_key: PathBuf,
+    /// The region request signatures are scoped to (`us-west-1` is what the
+    /// original `hyper` client uses unless told otherwise).
+    pub region: String,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        Self {
+            secrets_key: PathBuf::from("/etc/hull/secrets.key"),
+            region: "us-west-1".to_owned(),
+        }
+    }
 }
 
 pub struct Daemon {
@@ -84,6 +107,7 @@ pub struct Daemon {
     runtime: OnceCell<Arc<Runtime<Qemu>>>,
     containers: Arc<Containers<Qemu>>,
     in_use: ImagesInUse,
+    tenants: hull_cloud::store::Store,
 }
 
 impl Daemon {
@@ -122,6 +146,10 @@ impl Daemon {
             config.vm_uids,
         )?);
         containers.sweep_vm_dirs(&config.root.join("vms"));
+        let tenants = hull_cloud::store::Store::open(
+            &config.root.join("cloud.db"),
+            &config.cloud.secrets_key,
+        )?;
         Ok(Self {
             config,
             images,
@@ -130,7 +158,17 @@ impl Daemon {
             runtime: OnceCell::new(),
             containers,
             in_use: ImagesInUse::default(),
+            tenants,
         })
+    }
+
+    /// Tenants and their keys.
+    pub fn tenants(&self) -> &hull_cloud::store::Store {
+        &self.tenants
+    }
+
+    pub fn cloud_config(&self) -> &CloudConfig {
+        &self.config.cloud
     }
 
     /// Keeps the VMs' console logs to their cap, in the background.

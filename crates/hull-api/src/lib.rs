@@ -1,4 +1,4 @@
-//! Hull's HTTP API on a Unix socket: the Docker Engine API subset that Hull
+//! Hull's HTTP API (the Unix socket, and TLS for tenants): the Docker Engine API subset that Hull
 //! serves, Hull's own endpoints, the daemon behind them and a client.
 
 pub mod client;
@@ -6,11 +6,12 @@ pub mod daemon;
 pub mod in_use;
 pub mod server;
 pub mod stdcopy;
+pub mod tls;
 pub mod types;
 pub mod units;
 
 pub use client::{Client, ClientError, ProgressStream};
-pub use daemon::{Daemon, DaemonConfig};
+pub use daemon::{CloudConfig, Daemon, DaemonConfig};
 pub use hull_image::registry::auth::{AuthFile, Credentials};
 pub use hull_image::Reference;
 pub use hull_runtime::pod::{parse as parse_pod_file, PodSpec};

@@ -1,8 +1,8 @@
 //! The control plane's durable state: tenants and their access keys, in an
 //! SQLite database under the state directory, every change a transaction.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -29,6 +29,12 @@ pub enum StoreError {
     Exists(String),
     #[error("no tenant {0}")]
     NoTenant(String),
+    #[error(
+        "an access key is 8-64 letters and digits and a secret key 16-128 printable characters"
+    )]
+    BadKey,
+    #[error("the access key {0} is taken")]
+    KeyExists(String),
     #[error("no access key {0}")]
     NoKey(String),
     #[error("tenant {0} already has {MAX_KEYS_PER_TENANT} live keys: remove one first")]
@@ -56,7 +62,7 @@ pub struct KeyInfo {
 }
 
 /// A new key: the only time its secret is shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct NewKey {
     #[serde(rename = "AccessKey")]
     pub access_key: String,
@@ -66,7 +72,10 @@ pub struct NewKey {
 
 pub struct Store {
     db: Mutex<Connection>,
-    sealer: Sealer,
+    secrets_key: PathBuf,
+    /// Loaded (or made) when a secret is first sealed or opened, so that a
+    /// host that never issues keys never writes a master key.
+    sealer: OnceLock<Sealer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,8 +100,9 @@ CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys(tenant);
 ";
 
 impl Store {
-    /// Opens (creating) the database at `path`; `sealer` seals secrets.
-    pub fn open(path: &Path, sealer: Sealer) -> Result<Self, StoreError> {
+    /// Opens (creating) the database at `path`; secrets are sealed under the
+    /// master key at `secrets_key`.
+    pub fn open(path: &Path, secrets_key: &Path) -> Result<Self, StoreError> {
         let db = Connection::open(path)?;
         // WAL with synchronous=FULL: a committed change survives a crash of
         // hulld or of the host.
@@ -103,8 +113,17 @@ impl Store {
         db.execute_batch(SCHEMA)?;
         Ok(Self {
             db: Mutex::new(db),
-            sealer,
+            secrets_key: secrets_key.to_owned(),
+            sealer: OnceLock::new(),
         })
+    }
+
+    fn sealer(&self) -> Result<&Sealer, SealError> {
+        if let Some(sealer) = self.sealer.get() {
+            return Ok(sealer);
+        }
+        let sealer = Sealer::open_or_create(&self.secrets_key)?;
+        Ok(self.sealer.get_or_init(|| sealer))
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -190,7 +209,23 @@ impl Store {
             access_key: random_text(ACCESS_KEY_LEN, UPPER_ALNUM)?,
             secret_key: random_text(SECRET_KEY_LEN, ALNUM)?,
         };
-        let sealed = self.sealer.seal(&key.access_key, &key.secret_key)?;
+        self.add_key(tenant, key)
+    }
+
+    /// Gives `tenant` a key the operator brings (one issued elsewhere, say).
+    pub fn import_key(&self, tenant: &str, key: NewKey) -> Result<NewKey, StoreError> {
+        let access_ok = (8..=64).contains(&key.access_key.len())
+            && key.access_key.bytes().all(|b| b.is_ascii_alphanumeric());
+        let secret_ok = (16..=128).contains(&key.secret_key.len())
+            && key.secret_key.bytes().all(|b| b.is_ascii_graphic());
+        if !access_ok || !secret_ok {
+            return Err(StoreError::BadKey);
+        }
+        self.add_key(tenant, key)
+    }
+
+    fn add_key(&self, tenant: &str, key: NewKey) -> Result<NewKey, StoreError> {
+        let sealed = self.sealer()?.seal(&key.access_key, &key.secret_key)?;
         let mut db = self.db();
         // IMMEDIATE: the count and the insert see the same keys, so two
         // concurrent requests cannot both pass the limit.
@@ -211,10 +246,14 @@ impl Store {
         if live >= MAX_KEYS_PER_TENANT {
             return Err(StoreError::TooManyKeys(tenant.to_owned()));
         }
-        tx.execute(
-            "INSERT INTO keys (access_key, tenant, sealed_secret, created) VALUES (?1, ?2, ?3, ?4)",
+        let inserted = tx.execute(
+            "INSERT INTO keys (access_key, tenant, sealed_secret, created) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
             params![key.access_key, tenant, sealed, now()],
         )?;
+        if inserted == 0 {
+            return Err(StoreError::KeyExists(key.access_key));
+        }
         tx.commit()?;
         Ok(key)
     }
@@ -260,7 +299,7 @@ impl Store {
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?;
-        row.map(|(tenant, sealed)| Ok((tenant, self.sealer.open(access_key, &sealed)?)))
+        row.map(|(tenant, sealed)| Ok((tenant, self.sealer()?.open(access_key, &sealed)?)))
             .transpose()
     }
 }

@@ -1,8 +1,7 @@
 use super::*;
 
 fn store(dir: &Path) -> Store {
-    let sealer = Sealer::open_or_create(&dir.join("secrets.key")).unwrap();
-    Store::open(&dir.join("cloud.db"), sealer).unwrap()
+    Store::open(&dir.join("cloud.db"), &dir.join("secrets.key")).unwrap()
 }
 
 #[test]
@@ -101,4 +100,38 @@ fn random_keys_use_their_whole_alphabet_and_differ() {
     assert_eq!(unique.len(), keys.len());
     let seen: std::collections::BTreeSet<u8> = keys.iter().flat_map(|k| k.bytes()).collect();
     assert_eq!(seen.len(), UPPER_ALNUM.len());
+}
+
+#[test]
+fn imported_keys_are_checked_and_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    store.create_tenant("a", Quota::default()).unwrap();
+    store.create_tenant("b", Quota::default()).unwrap();
+    let key = |ak: &str, sk: &str| NewKey {
+        access_key: ak.to_owned(),
+        secret_key: sk.to_owned(),
+    };
+    store
+        .import_key("a", key("AKTESTVECTOR0001", "s3cr3t/Key+For=Vectors"))
+        .unwrap();
+    assert_eq!(
+        store.secret_of("AKTESTVECTOR0001").unwrap(),
+        Some(("a".to_owned(), "s3cr3t/Key+For=Vectors".to_owned()))
+    );
+    assert!(matches!(
+        store.import_key("b", key("AKTESTVECTOR0001", "another-secret-key")),
+        Err(StoreError::KeyExists(_))
+    ));
+    for (ak, sk) in [
+        ("short", "long enough secret"),
+        ("AK/../x1234", "long enough secret"),
+        ("AKGOODKEY1", "short"),
+        ("AKGOODKEY1", "has a space in it"),
+    ] {
+        assert!(
+            matches!(store.import_key("b", key(ak, sk)), Err(StoreError::BadKey)),
+            "{ak} {sk}"
+        );
+    }
 }

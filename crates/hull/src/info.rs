@@ -34,3 +34,16 @@ pub async fn show(client: &Client) -> Result<()> {
     }
     Ok(())
 }
+
+/// `hull version`: this client's version and the server's.
+pub async fn version(client: &Client) -> Result<()> {
+    println!("Client: {}", env!("CARGO_PKG_VERSION"));
+    let server: serde_json::Value = client.get_json("/version").await?;
+    println!(
+        "Server: {} (API {}) at {}",
+        server["Version"].as_str().unwrap_or("?"),
+        server["ApiVersion"].as_str().unwrap_or("?"),
+        client.address()
+    );
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! hull: the command-line client of hulld. Parses arguments and calls the API.
 
+mod admin;
 mod attach;
+mod cloud;
 mod containers;
 mod create;
 mod daemon;
@@ -44,6 +46,9 @@ struct Cli {
         default_value = "/var/lib/hull"
     )]
     root: PathBuf,
+    /// The CA that signed a cloud's certificate, for -H tcp://….
+    #[arg(long, global = true, env = "HULL_TLS_CA")]
+    tlscacert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +131,13 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Show the versions of hull and of the hulld it reaches.
+    Version,
+    /// Save a cloud's credentials: hull config --accesskey AK --secretkey SK tcp://HOST:PORT
+    Config(cloud::ConfigArgs),
+    /// The operator's commands: tenants and their keys.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -140,8 +152,18 @@ fn main() -> ExitCode {
         .build()
         .expect("the async runtime starts");
     let result = runtime.block_on(async {
-        let client = daemon::connect(&cli.host, &cli.root).await?;
-        match cli.command {
+        let command = match cli.command {
+            Command::Config(args) => return cloud::configure(args),
+            command => command,
+        };
+        let client = if cli.host.starts_with("tcp://") {
+            cloud::tenant_client(&cli.host, cli.tlscacert.as_deref())?
+        } else {
+            daemon::connect(&cli.host, &cli.root).await?
+        };
+        match command {
+            Command::Config(_) => unreachable!("handled above"),
+            Command::Admin(command) => admin::admin(&client, command).await,
             Command::Run(args) => run::run(&client, args).await,
             Command::Create(args) => create::create(&client, args).await,
             Command::Ps(args) => ps::ps(&client, args).await.or_else(containers::failed),
@@ -183,6 +205,7 @@ fn main() -> ExitCode {
             Command::Login(args) => login::login(&client, args).await.map(|()| 0),
             Command::Logout(args) => login::logout(args).await.map(|()| 0),
             Command::Info => info::show(&client).await.map(|()| 0),
+            Command::Version => info::version(&client).await.map(|()| 0),
             Command::Template(command) => templates::template(&client, command).await,
             Command::Pool(command) => templates::pool(&client, command).await,
             Command::Pod(command) => pods::pod(&client, command).await,

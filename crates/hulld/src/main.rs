@@ -2,6 +2,7 @@
 
 mod lock;
 mod logfile;
+mod tenants;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -78,6 +79,28 @@ struct Args {
     /// not fit on the image store's free disk.
     #[arg(long, env = "HULL_MAX_IMAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
     max_image_size: Option<u64>,
+    /// Serve tenants on this address (tcp://0.0.0.0:8443), over TLS, every
+    /// request signed with a tenant's key. The Unix socket stays the operator's.
+    #[arg(long, env = "HULL_LISTEN", value_name = "tcp://ADDR:PORT")]
+    listen: Option<String>,
+    /// The tenant listener's certificate chain (PEM); without it hulld
+    /// makes its own CA and certificate under <root>/tls.
+    #[arg(long, env = "HULL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "HULL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The master key that seals tenants' secret keys; keep it off the
+    /// state directory's backups. Made at the first key issued.
+    #[arg(
+        long,
+        env = "HULL_SECRETS_KEY",
+        default_value = "/etc/hull/secrets.key"
+    )]
+    secrets_key: PathBuf,
+    /// The region tenants' request signatures are scoped to.
+    #[arg(long, env = "HULL_REGION", default_value = "us-west-1")]
+    region: String,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -110,6 +133,12 @@ async fn main() -> Result<()> {
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_file.display()))?;
     raise_open_files_limit();
+    let listen = args
+        .listen
+        .as_deref()
+        .map(tenants::parse_listen)
+        .transpose()?;
+    let cert = tenants::cert_files(args.tls_cert.clone(), args.tls_key.clone())?;
     let socket = hull_api::socket_path(&args.host);
     let listener = bind(&socket).await?;
     let daemon = Daemon::open(DaemonConfig {
@@ -129,6 +158,10 @@ async fn main() -> Result<()> {
             memory_overcommit: args.memory_overcommit,
         },
         vm_uids: hull_vm::uids::VmUids::DEFAULT,
+        cloud: hull_api::CloudConfig {
+            secrets_key: args.secrets_key.clone(),
+            region: args.region.clone(),
+        },
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
     if let Some(max) = args.max_image_size {
@@ -144,6 +177,9 @@ async fn main() -> Result<()> {
 
     daemon.cap_consoles();
     let daemon = Arc::new(daemon);
+    if let Some(addr) = listen {
+        tenants::listen(addr, cert, &args.root, daemon.clone()).await?;
+    }
     let resuming = daemon.clone();
     tokio::spawn(async move {
         if let Err(err) = resuming.reattach_containers().await {

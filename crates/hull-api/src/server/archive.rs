@@ -3,12 +3,12 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::RequestBody;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hull_proto::PathStat;
 use hull_runtime::{Container, ContainerError};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ const UPLOAD_BACKLOG: usize = 16;
 pub(super) async fn stat(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (container, path) = target(daemon, reference, request)?;
     let stat = container
@@ -46,7 +46,7 @@ pub(super) async fn stat(
 pub(super) async fn get(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (container, path) = target(daemon, reference, request)?;
     let copy_error = |e| copy_error(e, reference);
@@ -76,7 +76,7 @@ pub(super) async fn get(
 pub(super) async fn put(
     daemon: &Daemon,
     reference: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (container, path) = target(daemon, reference, &request)?;
     let (tx, rx) = mpsc::channel(UPLOAD_BACKLOG);

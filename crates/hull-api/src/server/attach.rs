@@ -2,9 +2,9 @@
 //! container's output goes out (framed by stream unless it has a tty) and
 //! what the client writes is its stdin.
 
+use super::RequestBody;
 use bytes::Bytes;
 use hull_runtime::container::{LogFilter, OutputChunk, StdinMessage};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,7 +19,7 @@ use crate::daemon::Daemon;
 pub(super) async fn attach(
     daemon: &Daemon,
     reference: &str,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().get(reference)?;
     if !wants_upgrade(&request) {

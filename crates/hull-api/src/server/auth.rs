@@ -1,8 +1,8 @@
 //! `POST /auth`: checks credentials against a registry, as `docker login`
 //! asks the daemon to. Storing them is the client's part.
 
+use super::RequestBody;
 use hull_image::registry::{ClientError, Credentials};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::{error_chain, json_response, ApiError, Body};
@@ -26,7 +26,7 @@ pub fn registry_domain(server_address: &str) -> String {
 
 pub(super) async fn login(
     daemon: &Daemon,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     let body = super::body_bytes(&mut request).await?;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::RequestBody;
 use bytes::Bytes;
 use hull_runtime::container::EndpointOptions;
 use hull_runtime::container::{parse_signal, LogFilter, Record, RestartPolicy as Policy, Status};
@@ -12,7 +13,6 @@ use hull_runtime::{
     Container, ContainerError, ContainerUpdate, CreateOptions, ProcessOptions, RunError,
     WaitCondition,
 };
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
@@ -296,7 +296,7 @@ impl Query {
 }
 
 pub(super) async fn read_json<T: serde::de::DeserializeOwned + Default>(
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
 ) -> Result<T, ApiError> {
     let body = super::body_bytes(&mut request).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -325,7 +325,7 @@ fn changed(changed: bool) -> Response<Body> {
 /// `POST /containers/create?name=…`.
 pub(super) async fn create(
     daemon: &Daemon,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(&request);
     let name = query.get("name").map(str::to_owned);
@@ -432,7 +432,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
 /// `GET /containers/json?all=…&filters=…&limit=…`.
 pub(super) async fn list(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(request);
     let all = query.flag("all");
@@ -836,7 +836,7 @@ pub(super) async fn start(daemon: &Daemon, reference: &str) -> Result<Response<B
 pub(super) async fn stop(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let timeout = stop_timeout(&Query::of(request))?;
@@ -854,7 +854,7 @@ pub(super) fn stop_timeout(query: &Query) -> Result<Option<u32>, ApiError> {
 pub(super) async fn restart(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let timeout = stop_timeout(&Query::of(request))?;
@@ -870,7 +870,7 @@ pub(super) async fn restart(
 pub(super) async fn kill(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let signal = match Query::of(request).get("signal").filter(|s| !s.is_empty()) {
@@ -896,7 +896,7 @@ pub(super) async fn kill(
 pub(super) async fn wait(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let condition = match Query::of(request).get("condition").unwrap_or("") {
@@ -932,7 +932,7 @@ pub(super) async fn wait(
 pub(super) async fn remove(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let query = Query::of(request);
@@ -952,7 +952,7 @@ pub(super) async fn remove(
 pub(super) fn rename(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(request);
     let name = query
@@ -969,7 +969,7 @@ pub(super) fn rename(
 pub(super) async fn update(
     daemon: &Daemon,
     reference: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().get(reference)?;
     let body: ContainerUpdateBody = read_json(request).await?;
@@ -1078,7 +1078,7 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 pub(super) async fn resize(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let (rows, cols) = terminal_size(&Query::of(request))?;
@@ -1096,7 +1096,7 @@ pub(super) fn terminal_size(query: &Query) -> Result<(u16, u16), ApiError> {
 pub(super) async fn logs(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let query = Query::of(request);

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::RequestBody;
 use bytes::Bytes;
 use hull_runtime::container::events::ContainerEvent;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use serde::Serialize;
@@ -96,7 +96,7 @@ fn encode(event: &ContainerEvent) -> Bytes {
 /// `GET /events?since=…&until=…&filters=…`.
 pub(super) async fn events(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(request);
     let since = timestamp(query.get("since"))?;

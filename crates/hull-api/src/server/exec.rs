@@ -1,9 +1,9 @@
 //! `/containers/{id}/exec` and `/exec/{id}/...`: processes run beside a
 //! container's main process, over a taken-over connection.
 
+use super::RequestBody;
 use bytes::Bytes;
 use hull_runtime::container::{ExecConfig, ExecIo, LogStream};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +21,7 @@ use crate::types::container::{ExecCreate, ExecInspect, ExecProcessConfig, ExecSt
 pub(super) async fn create(
     daemon: &Daemon,
     reference: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().get(reference)?;
     let body: ExecCreate = read_json(request).await?;
@@ -59,7 +59,7 @@ pub(super) async fn create(
 pub(super) async fn start(
     daemon: &Daemon,
     id: &str,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let info = daemon.containers().exec_info(id)?;
     if info.started {
@@ -178,7 +178,7 @@ pub(super) fn inspect(daemon: &Daemon, id: &str) -> Result<Response<Body>, ApiEr
 pub(super) async fn resize(
     daemon: &Daemon,
     id: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (rows, cols) = terminal_size(&Query::of(request))?;
     daemon.containers().resize_exec(id, rows, cols).await?;

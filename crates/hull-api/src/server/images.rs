@@ -1,9 +1,9 @@
 //! `/images/...`: list, load, inspect, tag, remove and prune.
 
+use super::RequestBody;
 use futures_util::TryStreamExt;
 use http_body_util::BodyStream;
 use hull_image::StoreError;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
@@ -61,7 +61,7 @@ pub(super) fn name_in(path: &str, suffix: &str) -> Result<String, ApiError> {
 }
 
 /// The value of `key` in a query string.
-pub(super) fn query_value(request: &Request<Incoming>, key: &str) -> Option<String> {
+pub(super) fn query_value(request: &Request<RequestBody>, key: &str) -> Option<String> {
     form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
@@ -107,7 +107,7 @@ pub(super) async fn inspect(daemon: &Daemon, path: &str) -> Result<Response<Body
 pub(super) async fn tag(
     daemon: &Daemon,
     path: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let name = name_in(path, "/tag")?;
     let repo = query_value(request, "repo").unwrap_or_default();
@@ -132,7 +132,7 @@ pub(super) async fn tag(
 pub(super) async fn remove(
     daemon: &Daemon,
     path: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let name = name_in(path, "")?;
     let force = is_true(query_value(request, "force"));
@@ -147,7 +147,7 @@ pub(super) async fn remove(
 /// `until`, `label` and `label!`.
 pub(super) async fn prune(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let filters = super::containers::parse_filters(query_value(request, "filters").as_deref())?;
     let filter = PruneFilter::from_docker(&filters, std::time::SystemTime::now())
@@ -181,7 +181,7 @@ fn delete_item(removal: Removal) -> ImageDeleteItem {
 /// `POST /images/load`: the body is a docker-archive or OCI-layout tar.
 pub(super) async fn load(
     daemon: &Daemon,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let internal = |what: &str, err: std::io::Error| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {err}"))

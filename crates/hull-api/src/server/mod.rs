@@ -1,5 +1,6 @@
 //! The HTTP server: routing, Docker-shaped errors, and one module per resource.
 
+mod admin;
 mod archive;
 mod attach;
 mod auth;
@@ -17,6 +18,7 @@ mod stats;
 mod stream;
 mod system;
 mod templates;
+mod tenant;
 mod top;
 mod volumes;
 
@@ -35,12 +37,16 @@ use tokio::net::UnixListener;
 use tracing::debug;
 
 pub use auth::registry_domain;
+pub use tenant::{serve_tenants, Tenant, MAX_SIGNED_BODY, TEST_CLOCK_ENV};
 
 use crate::daemon::Daemon;
 use crate::types::ErrorBody;
 use crate::DOCKER_API_VERSION;
 
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+/// A request's body: hyper's own from the Unix socket, or one the tenant
+/// listener has already read and checked against its signature.
+pub(crate) type RequestBody = BoxBody<Bytes, hyper::Error>;
 
 /// An error answered in the Engine API's shape.
 #[derive(Debug)]
@@ -131,7 +137,7 @@ pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -
 
 /// How long the server pauses after a failed accept: out of descriptors
 /// (EMFILE) or memory, accepting again at once would spin.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Serves the API on `listener` until the process ends. A failed accept
 /// is logged and retried: one client too many must not end the daemon.
@@ -147,8 +153,9 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> std::io::Resu
         };
         let daemon = daemon.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let daemon = daemon.clone();
+                let request = request.map(BodyExt::boxed);
                 async move { Ok::<_, Infallible>(route(daemon, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -162,7 +169,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> std::io::Resu
 }
 
 /// Docker clients prefix paths with the API version (`/v1.43/images/json`).
-fn strip_version(path: &str) -> &str {
+pub(super) fn strip_version(path: &str) -> &str {
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some(slash) = rest.find('/') {
             if rest[..slash]
@@ -176,7 +183,7 @@ fn strip_version(path: &str) -> &str {
     path
 }
 
-async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body> {
+async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<Body> {
     let path = strip_version(request.uri().path()).to_string();
     let method = request.method().clone();
     let result = match (&method, path.as_str()) {
@@ -209,6 +216,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
         (&Method::DELETE, p) if p.starts_with("/images/") => {
             images::remove(&daemon, p, &request).await
         }
+        (_, p) if p.starts_with("/hull/admin/") => admin::route(&daemon, &method, p, request).await,
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
         (&Method::GET, "/hull/templates") => Ok(templates::list(&daemon)),
         (&Method::GET, "/hull/pool") => Ok(templates::pool(&daemon)),
@@ -294,7 +302,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<Incoming>) -> Response<Body
     response
 }
 
-fn not_found(method: &Method, path: &str) -> ApiError {
+pub(super) fn not_found(method: &Method, path: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("page not found: {method} {path}"),
@@ -302,7 +310,7 @@ fn not_found(method: &Method, path: &str) -> ApiError {
 }
 
 /// `/containers/{reference}/{action}` → the percent-decoded reference and the action.
-fn split_resource<'a>(path: &'a str, prefix: &str) -> (String, &'a str) {
+pub(super) fn split_resource<'a>(path: &'a str, prefix: &str) -> (String, &'a str) {
     let rest = path.strip_prefix(prefix).unwrap_or("");
     let (reference, action) = rest.split_once('/').unwrap_or((rest, ""));
     let decoded = form_urlencoded::parse(format!("r={reference}").as_bytes())
@@ -317,7 +325,7 @@ async fn container_route(
     method: &Method,
     reference: &str,
     action: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     match (method, action) {
         (&Method::GET, "json") => containers::inspect(daemon, reference),
@@ -346,7 +354,7 @@ async fn container_route(
 }
 
 /// The whole body of a request; a client that breaks off sending it gets 400.
-pub(super) async fn body_bytes(request: &mut Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(super) async fn body_bytes(request: &mut Request<RequestBody>) -> Result<Bytes, ApiError> {
     Ok(request
         .body_mut()
         .collect()

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use super::RequestBody;
 use hull_runtime::network::{NetworkError, NetworkMode, NetworkOptions, NetworkRecord};
 use hull_runtime::ContainerError;
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -220,7 +220,7 @@ fn accepts(
 /// `GET /networks`.
 pub(super) fn list(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let filters = parse_filters(Query::of(request).get("filters"))?;
     let networks: Vec<serde_json::Value> = all_networks(daemon)
@@ -251,7 +251,7 @@ pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>
 /// `POST /networks/create`.
 pub(super) async fn create(
     daemon: &Daemon,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let create: NetworkCreate = read_json(request).await?;
     if create.name.is_empty() {
@@ -331,7 +331,7 @@ pub(super) fn remove(daemon: &Daemon, reference: &str) -> Result<Response<Body>,
 pub(super) async fn connect(
     daemon: &Daemon,
     reference: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     refuse_predefined(
         reference,
@@ -354,7 +354,7 @@ pub(super) async fn connect(
 pub(super) async fn disconnect(
     daemon: &Daemon,
     reference: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     refuse_predefined(reference, "disconnected from")?;
     let body: Connect = read_json(request).await?;
@@ -370,7 +370,7 @@ pub(super) async fn disconnect(
 /// of those the `label` filters (`label!` negated) pick.
 pub(super) fn prune(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let filters = parse_filters(Query::of(request).get("filters"))?;
     if let Some(key) = filters

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::RequestBody;
 use hull_runtime::container::PodStatus;
 use hull_runtime::pod::{self, PodError, PodFileError, PodRecord};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::containers::{no_content, runtime, stop_timeout, Query};
@@ -38,7 +38,7 @@ fn pod(daemon: &Daemon, reference: &str) -> Result<Arc<PodRecord>, ApiError> {
 /// `POST /hull/pods/create`: the body is the pod file, YAML or JSON.
 pub(super) async fn create(
     daemon: &Daemon,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let body = super::body_bytes(&mut request).await?;
     let text = std::str::from_utf8(&body)
@@ -84,7 +84,7 @@ pub(super) async fn start(daemon: &Daemon, reference: &str) -> Result<Response<B
 pub(super) async fn stop(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let pod = pod(daemon, reference)?;
     let timeout = stop_timeout(&Query::of(request))?;
@@ -96,7 +96,7 @@ pub(super) async fn stop(
 pub(super) async fn remove(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let pod = pod(daemon, reference)?;
     let force = Query::of(request).flag("force");

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hull_image::registry::{self, Credentials, PullEvent};
 use hull_image::Reference;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
+
+use super::RequestBody;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
@@ -71,7 +73,7 @@ fn event_line(event: PullEvent) -> Bytes {
 
 pub(super) async fn create(
     daemon: &Daemon,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (reference, insecure) = parse_query(request.uri().query().unwrap_or(""))?;
     transfer(daemon, &request, reference, insecure, Direction::Pull)
@@ -88,7 +90,7 @@ pub(super) enum Direction {
 /// streamed as it happens.
 pub(super) fn transfer(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     reference: Reference,
     insecure: bool,
     direction: Direction,
@@ -126,7 +128,7 @@ pub(super) fn transfer(
 /// those hulld keeps for the registry.
 pub(super) fn credentials(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     reference: &Reference,
 ) -> Result<Option<Credentials>, ApiError> {
     let sent = match request.headers().get(REGISTRY_AUTH) {

@@ -1,8 +1,8 @@
 //! `POST /images/{name}/push?tag=…`: pushing a stored image to its registry,
 //! answered with docker's JSON progress stream.
 
+use super::RequestBody;
 use hull_image::Reference;
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::pull::{transfer, Direction};
@@ -40,7 +40,7 @@ fn parse(path: &str, query: &str) -> Result<(Reference, bool), ApiError> {
 pub(super) async fn push(
     daemon: &Daemon,
     path: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (reference, insecure) = parse(path, request.uri().query().unwrap_or(""))?;
     transfer(daemon, &request, reference, insecure, Direction::Push)

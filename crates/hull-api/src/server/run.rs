@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use super::RequestBody;
 use bytes::Bytes;
 use hull_proto::{Frame, FrameKind};
 use hull_runtime::{Prepared, RunControl, RunIo, Runtime};
 use hull_vm::Qemu;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -24,7 +24,7 @@ use crate::{run_stream, RUN_UPGRADE};
 /// stream of frames carrying stdio, control and the final exit status.
 pub(super) async fn start(
     daemon: &Daemon,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let upgrade_asked = request
         .headers()

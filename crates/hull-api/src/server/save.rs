@@ -5,7 +5,9 @@ use bytes::Bytes;
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
 use hull_image::export::{self, ExportFormat};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
+
+use super::RequestBody;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use tokio::sync::mpsc;
@@ -20,7 +22,7 @@ const CHUNK: usize = 256 * 1024;
 pub(super) async fn save(
     daemon: &Daemon,
     path: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let query = request.uri().query().unwrap_or("");
     let mut names = Vec::new();

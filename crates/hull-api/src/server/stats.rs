@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::RequestBody;
 use bytes::Bytes;
 use hull_proto::GuestStats;
 use hull_runtime::{Container, ContainerError};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
@@ -32,7 +32,7 @@ type Sample = (SystemTime, GuestStats);
 pub(super) async fn stats(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().get(reference)?;
     let query = Query::of(request);

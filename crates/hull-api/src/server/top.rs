@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::RequestBody;
 use hull_proto::{ProcessInfo, USER_HZ};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::containers::Query;
@@ -20,7 +20,7 @@ const TITLES: [&str; 8] = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "C
 pub(super) async fn top(
     daemon: &Daemon,
     reference: &str,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().get(reference)?;
     check_ps_args(Query::of(request).get("ps_args").unwrap_or(""))?;

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use super::RequestBody;
 use hull_runtime::volume::snapshot::{Snapshot, SnapshotError};
 use hull_runtime::volume::{self, Volume, VolumeError};
 use hull_runtime::ContainerError;
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +92,7 @@ pub(super) fn list(daemon: &Daemon) -> Response<Body> {
 /// `POST /volumes/create`.
 pub(super) async fn create(
     daemon: &Daemon,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let create: VolumeCreate = read_json(request).await?;
     if !matches!(create.driver.as_str(), "" | "local") {
@@ -136,7 +136,7 @@ pub(super) fn remove(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiE
 /// with the filter `all=true`.
 pub(super) fn prune(
     daemon: &Daemon,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let filters = parse_filters(Query::of(request).get("filters"))?;
     let all = filters
@@ -197,7 +197,7 @@ struct SnapshotCreate {
 pub(super) async fn snapshot(
     daemon: &Daemon,
     volume: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let create: SnapshotCreate = read_json(request).await?;
     let made = daemon
@@ -243,7 +243,7 @@ struct RestoreCreate {
 /// `POST /hull/volumes/create`: a new volume holding a snapshot's data.
 pub(super) async fn create_from(
     daemon: &Daemon,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let create: RestoreCreate = read_json(request).await?;
     if create.name.is_empty() || create.from.is_empty() {

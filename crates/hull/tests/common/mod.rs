@@ -170,6 +170,7 @@ impl Daemon {
             .arg(format!("unix://{}", self.socket.display()))
             .env("HULL_KERNEL", kernel())
             .env("HULL_TEMPLATE_DIR", dir.join("templates"))
+            .env("HULL_SECRETS_KEY", dir.join("secrets.key"))
             .env("HULL_LOG", "info,hull_runtime=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

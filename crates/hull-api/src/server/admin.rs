@@ -1,0 +1,114 @@
+//! `/hull/admin/…`: the operator's endpoints for tenants and their keys.
+//! Served on the Unix socket only; the tenant listener refuses them.
+
+use hull_cloud::quota::Quota;
+use hull_cloud::store::StoreError as CloudError;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::containers::{no_content, read_json, Query};
+use super::{json_response, split_resource, ApiError, Body, RequestBody};
+use crate::daemon::Daemon;
+
+impl From<CloudError> for ApiError {
+    fn from(error: CloudError) -> Self {
+        let status = match error {
+            CloudError::NoTenant(_) | CloudError::NoKey(_) => StatusCode::NOT_FOUND,
+            CloudError::Exists(_) | CloudError::KeyExists(_) | CloudError::TooManyKeys(_) => {
+                StatusCode::CONFLICT
+            }
+            CloudError::BadName(_) | CloudError::BadKey => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, super::error_chain(&error))
+    }
+}
+
+/// `POST /hull/admin/tenants`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct TenantCreate {
+    name: String,
+    /// `containers=20,memory=8g`, over Hyper.sh's defaults.
+    quota: String,
+}
+
+/// A tenant with its keys, as `inspect` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TenantDetail {
+    #[serde(flatten)]
+    tenant: hull_cloud::store::Tenant,
+    keys: Vec<hull_cloud::store::KeyInfo>,
+}
+
+pub(super) async fn route(
+    daemon: &Daemon,
+    method: &Method,
+    path: &str,
+    request: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    let store = daemon.tenants();
+    match (method, path) {
+        (&Method::GET, "/hull/admin/tenants") => {
+            Ok(json_response(StatusCode::OK, &store.tenants()?))
+        }
+        (&Method::POST, "/hull/admin/tenants") => {
+            let create: TenantCreate = read_json(request).await?;
+            let quota = Quota::default()
+                .with_overrides(&create.quota)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let tenant = store.create_tenant(&create.name, quota)?;
+            Ok(json_response(StatusCode::CREATED, &tenant))
+        }
+        (&Method::GET, "/hull/admin/keys") => {
+            let query = Query::of(&request);
+            Ok(json_response(
+                StatusCode::OK,
+                &store.keys(query.get("tenant"))?,
+            ))
+        }
+        (&Method::DELETE, p) if p.starts_with("/hull/admin/keys/") => {
+            let (key, _) = split_resource(p, "/hull/admin/keys/");
+            store.remove_key(&key)?;
+            Ok(no_content())
+        }
+        (method, p) if p.starts_with("/hull/admin/tenants/") => {
+            let (name, action) = split_resource(p, "/hull/admin/tenants/");
+            match (method, action) {
+                (&Method::GET, "") => {
+                    let detail = TenantDetail {
+                        tenant: store.tenant(&name)?,
+                        keys: store.keys(Some(&name))?,
+                    };
+                    Ok(json_response(StatusCode::OK, &detail))
+                }
+                (&Method::DELETE, "") => {
+                    store.remove_tenant(&name)?;
+                    Ok(no_content())
+                }
+                (&Method::POST, "quota") => {
+                    let spec: String = read_json(request).await?;
+                    let quota = store
+                        .tenant(&name)?
+                        .quota
+                        .with_overrides(&spec)
+                        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+                    store.set_quota(&name, quota)?;
+                    Ok(json_response(StatusCode::OK, &store.tenant(&name)?))
+                }
+                (&Method::POST, "keys") => {
+                    // With a body, the operator brings the key; without, one is made.
+                    let brought: Option<hull_cloud::store::NewKey> = read_json(request).await?;
+                    let key = match brought {
+                        Some(key) => store.import_key(&name, key)?,
+                        None => store.create_key(&name)?,
+                    };
+                    Ok(json_response(StatusCode::CREATED, &key))
+                }
+                _ => Err(super::not_found(method, p)),
+            }
+        }
+        _ => Err(super::not_found(method, path)),
+    }
+}

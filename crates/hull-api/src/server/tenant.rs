@@ -1,0 +1,199 @@
+//! The tenants' listener: TLS over TCP, every request signed.
+//!
+//! Whoever reaches the port is a stranger until a signature proves which
+//! tenant's key signed the request. Everything is bounded before it is
+//! read: the TLS handshake has a deadline, connections are counted, and a
+//! request's body is read only up to a limit and held to the hash it was
+//! signed with before any handler sees it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hull_cloud::date::HyperDate;
+use hull_cloud::sign::{self, Request as Signed};
+use hull_cloud::verify::{Verifier, VerifyError};
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::{system, ApiError, Body, RequestBody};
+use crate::daemon::Daemon;
+use crate::DOCKER_API_VERSION;
+
+/// The largest body a tenant's signed request may carry.
+pub const MAX_SIGNED_BODY: usize = 1 << 20;
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A fixed clock for signature checks, for tests that replay requests
+/// signed in the past (`YYYYMMDDTHHMMSSZ`). Never set in production.
+pub const TEST_CLOCK_ENV: &str = "HULL_TEST_SIGNATURE_CLOCK";
+
+/// Who sent a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub String);
+
+/// Serves tenants on `listener` with TLS until the process ends.
+pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<Daemon>) {
+    let clock = test_clock();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                warn!(error = %err, "cannot accept a tenant connection; retrying");
+                tokio::time::sleep(super::ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let (daemon, tls) = (daemon.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => return debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => return debug!(%peer, "TLS handshake timed out"),
+            };
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let daemon = daemon.clone();
+                async move { Ok::<_, Infallible>(handle(&daemon, request, clock).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(err) = connection.await {
+                debug!(%peer, error = %err, "tenant connection ended with an error");
+            }
+        });
+    }
+}
+
+fn test_clock() -> Option<SystemTime> {
+    let stamp = std::env::var(TEST_CLOCK_ENV).ok()?;
+    let date = HyperDate::parse(&stamp).ok()?;
+    warn!(clock = %stamp, "signatures are checked against a fixed test clock");
+    Some(date.time())
+}
+
+async fn handle(
+    daemon: &Daemon,
+    request: Request<Incoming>,
+    clock: Option<SystemTime>,
+) -> Response<Body> {
+    let now = clock.unwrap_or_else(SystemTime::now);
+    let mut response = match authenticate(daemon, request, now).await {
+        Ok((tenant, request)) => route(daemon, &tenant, request)
+            .await
+            .unwrap_or_else(ApiError::into_response),
+        Err(error) => error.into_response(),
+    };
+    response
+        .headers_mut()
+        .insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
+    response
+}
+
+/// Checks the request's signature and reads its body, held to the signed
+/// hash; the request comes back with that body.
+async fn authenticate(
+    daemon: &Daemon,
+    request: Request<Incoming>,
+    now: SystemTime,
+) -> Result<(Tenant, Request<RequestBody>), ApiError> {
+    let (parts, body) = request.into_parts();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let signed = Signed {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers,
+        payload_sha256: "",
+    };
+    let mut tenant = None;
+    let verifier = Verifier::new(&daemon.cloud_config().region);
+    let verified = verifier
+        .verify(&signed, now, |access_key| {
+            let found = daemon.tenants().secret_of(access_key);
+            let (owner, secret) = found
+                .inspect_err(
+                    |err| warn!(error = %super::error_chain(err), "cannot look up an access key"),
+                )
+                .ok()
+                .flatten()?;
+            tenant = Some(owner);
+            Some(secret)
+        })
+        .map_err(unauthorized)?;
+    let tenant = Tenant(tenant.expect("a verified request has a key's tenant"));
+
+    let body = Limited::new(body, MAX_SIGNED_BODY)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a signed request's body is at most {MAX_SIGNED_BODY} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request failed: {err}"),
+                )
+            }
+        })?
+        .to_bytes();
+    if sign::payload_sha256(&body) != verified.payload_sha256 {
+        return Err(unauthorized(VerifyError::BodyMismatch));
+    }
+    let body = Full::new(body)
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    Ok((tenant, Request::from_parts(parts, body)))
+}
+
+fn unauthorized(error: VerifyError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
+}
+
+/// What a tenant may call. Only what is already scoped to its owner is
+/// open; everything else is refused, never served unscoped.
+async fn route(
+    _daemon: &Daemon,
+    tenant: &Tenant,
+    request: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    let path = super::strip_version(request.uri().path()).to_owned();
+    let method = request.method().clone();
+    debug!(tenant = %tenant.0, %method, %path, "tenant request");
+    match (&method, path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
+        (&Method::GET, "/version") => Ok(system::version()),
+        (_, p) if p.starts_with("/hull/admin/") => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the admin API is served only on hulld's Unix socket",
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{method} {path} is not open to tenants on this host yet"),
+        )),
+    }
+}

@@ -1,0 +1,357 @@
+//! The cloud's front door: tenants and keys made by the operator on the Unix
+//! socket, and signed requests over the TLS listener, where every forged,
+//! tampered, oversized or revoked request is refused.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{assert_fails, stdout_of, text, Daemon};
+use hull_cloud::date::HyperDate;
+use hull_cloud::sign;
+
+const VECTORS: &str = include_str!("../../hull-cloud/tests/data/hyper-sign-vectors.json");
+
+/// A hulld that also serves tenants over TLS on a port of its own.
+struct Cloud {
+    daemon: Daemon,
+    port: u16,
+}
+
+impl Cloud {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("tcp://127.0.0.1:{port}");
+        let mut env = env.to_vec();
+        env.push(("HULL_LISTEN", &listen));
+        let daemon = Daemon::start(&env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "no tenant listener: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { daemon, port }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.daemon.root.join("tls/ca.pem")
+    }
+
+    fn address(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// `hull` as a tenant with these keys (no saved config).
+    fn tenant(&self, access: &str, secret: &str, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
+        command
+            .args(["-H", &self.address(), "--tlscacert"])
+            .arg(self.ca())
+            .args(args)
+            .env("HULL_ACCESS_KEY", access)
+            .env("HULL_SECRET_KEY", secret)
+            .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
+            .stdin(Stdio::null());
+        command.output().unwrap()
+    }
+
+    /// A key for a new tenant `name`: (access key, secret key).
+    fn tenant_with_key(&self, name: &str) -> (String, String) {
+        stdout_of(&self.daemon.hull(&["admin", "tenant", "create", name]));
+        let key: serde_json::Value = serde_json::from_str(&stdout_of(
+            &self
+                .daemon
+                .hull(&["admin", "key", "create", name, "--format", "json"]),
+        ))
+        .unwrap();
+        (
+            key["AccessKey"].as_str().unwrap().to_owned(),
+            key["SecretKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// curl against the listener: (status, body).
+    fn curl(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: Option<&Path>,
+    ) -> (u16, String) {
+        let mut command = Command::new("curl");
+        command
+            .args([
+                "-sS",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                method,
+                "--cacert",
+            ])
+            .arg(self.ca());
+        for (name, value) in headers {
+            command.arg("-H").arg(format!("{name}: {value}"));
+        }
+        if let Some(body) = body {
+            command
+                .arg("--data-binary")
+                .arg(format!("@{}", body.display()));
+        }
+        command.arg(format!("https://127.0.0.1:{}{target}", self.port));
+        let output = command.output().expect("curl runs");
+        let out = text(&output.stdout);
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+#[test]
+fn a_tenant_signs_with_its_key_and_forged_or_revoked_keys_are_refused() {
+    let cloud = Cloud::start(&[]);
+    let (access, secret) = cloud.tenant_with_key("acme");
+    let tenants = stdout_of(&cloud.daemon.hull(&["admin", "tenant", "ls"]));
+    assert!(
+        tenants.contains("acme") && tenants.contains("containers=10"),
+        "{tenants}"
+    );
+
+    let version = cloud.tenant(&access, &secret, &["version"]);
+    assert!(
+        stdout_of(&version).contains("Server: "),
+        "{}",
+        text(&version.stderr)
+    );
+
+    // `hull config` saves the keys and CA; later commands need neither flag.
+    let config = cloud.daemon.root.join("tenant-config.json");
+    let configured = Command::new(env!("CARGO_BIN_EXE_hull"))
+        .args([
+            "config",
+            "--accesskey",
+            &access,
+            "--secretkey",
+            &secret,
+            "--tlscacert",
+        ])
+        .arg(cloud.ca())
+        .arg(cloud.address())
+        .env("HULL_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(configured.status.success(), "{}", text(&configured.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the config holds a secret");
+    let saved = Command::new(env!("CARGO_BIN_EXE_hull"))
+        .args(["-H", &cloud.address(), "version"])
+        .env("HULL_CONFIG", &config)
+        .env_remove("HULL_TLS_CA")
+        .output()
+        .unwrap();
+    assert!(
+        stdout_of(&saved).contains("Server: "),
+        "{}",
+        text(&saved.stderr)
+    );
+
+    let forged = cloud.tenant(&access, "not-the-secret-key", &["version"]);
+    assert_fails(&forged, 125, &["the signature does not match the request"]);
+    let unknown = cloud.tenant("AKNOSUCHKEY00000", &secret, &["version"]);
+    assert_fails(&unknown, 125, &["unknown or revoked"]);
+
+    // What a tenant may not do, it is told so.
+    let admin = cloud.tenant(&access, &secret, &["admin", "tenant", "ls"]);
+    assert_fails(&admin, 1, &["only on hulld's Unix socket"]);
+    let ps = cloud.tenant(&access, &secret, &["ps"]);
+    assert_fails(&ps, 1, &["not open to tenants"]);
+
+    // The secret is sealed in the state directory; its master key lives elsewhere.
+    for file in ["cloud.db", "cloud.db-wal"] {
+        if let Ok(bytes) = std::fs::read(cloud.daemon.root.join(file)) {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{file}"
+            );
+        }
+    }
+
+    stdout_of(&cloud.daemon.hull(&["admin", "key", "rm", &access]));
+    let revoked = cloud.tenant(&access, &secret, &["version"]);
+    assert_fails(&revoked, 125, &["unknown or revoked"]);
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "rm", "acme"]));
+    let tenants = stdout_of(&cloud.daemon.hull(&["admin", "tenant", "ls"]));
+    assert!(!tenants.contains("acme"), "{tenants}");
+}
+
+/// Headers of a request signed now with `access`/`secret` (host included).
+fn signed_headers(
+    cloud: &Cloud,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    access: &str,
+    secret: &str,
+) -> Vec<(String, String)> {
+    let host = format!("127.0.0.1:{}", cloud.port);
+    let payload = sign::payload_sha256(body);
+    let date = HyperDate::from_time(SystemTime::now());
+    let mut headers = vec![
+        ("Host".to_owned(), host),
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("X-Hyper-Date".to_owned(), date.stamp().to_owned()),
+        ("X-Hyper-Content-Sha256".to_owned(), payload.clone()),
+    ];
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let request = sign::Request {
+        method,
+        path,
+        query,
+        headers: headers.clone(),
+        payload_sha256: &payload,
+    };
+    let credentials = sign::Credentials {
+        access_key: access.to_owned(),
+        secret_key: secret.to_owned(),
+        region: "us-west-1".to_owned(),
+    };
+    headers.push((
+        "Authorization".to_owned(),
+        sign::authorization(&credentials, &request, &date),
+    ));
+    headers
+}
+
+#[test]
+fn oversized_and_tampered_signed_requests_are_refused_before_any_handler() {
+    let cloud = Cloud::start(&[]);
+    let (access, secret) = cloud.tenant_with_key("acme");
+    let dir = tempfile::tempdir().unwrap();
+
+    let ok = signed_headers(&cloud, "GET", "/_ping", b"", &access, &secret);
+    assert_eq!(cloud.curl("GET", "/_ping", &ok, None).0, 200);
+    assert_eq!(cloud.curl("GET", "/_ping", &[], None).0, 401, "unsigned");
+
+    // A body past the limit is refused once the signature holds, unread past it.
+    let big = vec![b'x'; hull_api::server::MAX_SIGNED_BODY + 1];
+    let big_file = dir.path().join("big");
+    std::fs::write(&big_file, &big).unwrap();
+    let headers = signed_headers(&cloud, "POST", "/volumes/create", &big, &access, &secret);
+    let (code, body) = cloud.curl("POST", "/volumes/create", &headers, Some(&big_file));
+    assert_eq!(code, 413, "{body}");
+
+    // A body other than the one signed.
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"{\"Name\":\"evil\"}").unwrap();
+    let headers = signed_headers(
+        &cloud,
+        "POST",
+        "/volumes/create",
+        b"{\"Name\":\"data\"}",
+        &access,
+        &secret,
+    );
+    let (code, body) = cloud.curl("POST", "/volumes/create", &headers, Some(&small));
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("body does not match"), "{body}");
+
+    // A huge Authorization header.
+    let mut huge = ok.clone();
+    huge.retain(|(n, _)| n != "Authorization");
+    huge.push((
+        "Authorization".to_owned(),
+        format!("HYPER-HMAC-SHA256 {}", "A".repeat(64 << 10)),
+    ));
+    let (code, _) = cloud.curl("GET", "/_ping", &huge, None);
+    assert!(code == 401 || code == 431, "{code}");
+
+    // A date from ten minutes ago.
+    let mut stale = ok.clone();
+    let old = HyperDate::from_time(SystemTime::now() - Duration::from_secs(600));
+    for (name, value) in stale.iter_mut() {
+        if name == "X-Hyper-Date" {
+            *value = old.stamp().to_owned();
+        }
+    }
+    let (code, body) = cloud.curl("GET", "/_ping", &stale, None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("away from the server's clock"), "{body}");
+    assert!(cloud.daemon.log().contains("serving tenants over TLS"));
+}
+
+#[test]
+fn requests_the_original_hyper_client_signed_pass_the_listener_and_tampered_copies_do_not() {
+    let vectors: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
+    let cloud = Cloud::start(&[("HULL_TEST_SIGNATURE_CLOCK", "20261202T070209Z")]);
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "vectors"]));
+    // The operator brings the vectors' key through the admin API.
+    let key = serde_json::json!({
+        "AccessKey": vectors["access_key"],
+        "SecretKey": vectors["secret_key"],
+    });
+    let imported = Command::new("curl")
+        .args(["-sSf", "--unix-socket"])
+        .arg(&cloud.daemon.socket)
+        .args(["-X", "POST", "-d", &key.to_string()])
+        .arg("http://hulld/hull/admin/tenants/vectors/keys")
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    for vector in vectors["requests"].as_array().unwrap() {
+        let method = vector["method"].as_str().unwrap();
+        let target = vector["target"].as_str().unwrap();
+        let headers: Vec<(String, String)> = vector["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let body_file = dir.path().join("body");
+        std::fs::write(&body_file, vector["body"].as_str().unwrap()).unwrap();
+        let body = (!vector["body"].as_str().unwrap().is_empty()).then_some(body_file.as_path());
+
+        // Authenticated: what follows is the tenant route's own answer.
+        let (code, answer) = cloud.curl(method, target, &headers, body);
+        assert_ne!(code, 401, "{target}: {answer}");
+        assert!(answer.contains("not open to tenants"), "{target}: {answer}");
+
+        let mut wrong_signature = headers.clone();
+        for (name, value) in wrong_signature.iter_mut() {
+            if name == "Authorization" {
+                let flipped = if value.ends_with('0') { '1' } else { '0' };
+                value.pop();
+                value.push(flipped);
+            }
+        }
+        let (code, answer) = cloud.curl(method, target, &wrong_signature, body);
+        assert_eq!(code, 401, "{target}: {answer}");
+        let (code, answer) = cloud.curl(
+            method,
+            &format!(
+                "{target}{}",
+                if target.contains('?') {
+                    "&all=1"
+                } else {
+                    "?all=1"
+                }
+            ),
+            &headers,
+            body,
+        );
+        assert_eq!(code, 401, "{target} with another query: {answer}");
+    }
+}
