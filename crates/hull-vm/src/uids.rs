@@ -159,7 +159,7 @@ fn holder_alive(path: &Path, uid: u32) -> bool {
     fs::read_to_string(path)
         .ok()
         .and_then(|text| text.trim().parse::<u32>().ok())
-        .and_then(|pid| process_uids(&format!("/proc/{pid}/status")))
+        .and_then(|pid| process_uids(format!("/proc/{pid}/status")))
         .is_some_and(|uids| uids.contains(&uid))
 }
 
@@ -171,7 +171,7 @@ fn uids_running(uids: &VmUids) -> HashSet<u32> {
         .flatten()
         .flatten()
         .filter(|entry| entry.file_name().as_bytes().iter().all(u8::is_ascii_digit))
-        .filter_map(|entry| process_uids(&entry.path().join("status")))
+        .filter_map(|entry| process_uids(entry.path().join("status")))
         .flatten()
         .filter(|uid| uids.contains(*uid))
         .collect()
