@@ -57,8 +57,9 @@ pub struct Bind {
 /// symlink where the next mount point goes: every name below the share is
 /// opened without following symlinks, and the mount lands on the directory
 /// so opened (through its `/proc/self/fd` link), never on a path resolved
-/// again. The bind is `nosuid,nodev`, and read-only on the host side when
-/// the spec asks, so the guest cannot write through it whatever it mounts.
+/// again. The bind is `nosuid,nodev`, and read-only when the spec asks, in
+/// every mount namespace it reaches (QEMU's among them), so neither the
+/// guest nor its QEMU can write through it.
 pub fn mount_in_share(
     share: &Path,
     container: &str,
@@ -78,14 +79,7 @@ pub fn mount_in_share(
     let point = at::make_dir(&container_fd, &index).map_err(err)?;
     let c_source = std::ffi::CString::new(bind.source.as_os_str().as_encoded_bytes())
         .map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-    at::bind(&c_source, &point).map_err(err)?;
-    // The name now leads to the bind's root, whose flags are set.
-    let limited = at::open_dir(Some(&container_fd), Path::new(&index))
-        .and_then(|mounted| at::limit(&mounted, bind.read_only));
-    if let Err(source) = limited {
-        at::unmount(&container_fd, &index);
-        return Err(err(source));
-    }
+    at::bind(&c_source, &point, bind.read_only).map_err(err)?;
     Ok(relative)
 }
 
@@ -388,6 +382,58 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_bind_is_read_only_in_a_namespace_it_propagates_to() {
+        use std::io::Write;
+        use std::os::unix::process::CommandExt;
+        let Some(host) = Host::new() else { return };
+        let share = host.path("share");
+        share_with_qemu(&share).unwrap();
+        // A namespace that receives the share's later mounts, as QEMU's
+        // does: it waits for a line, then writes through each bind.
+        let script = "read _; for d in c1/0 c1/1; do echo x > $d/new 2>&1 || true; done";
+        let mut command = std::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(script)
+            .current_dir(&share)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: unshare and mount are system calls on static strings.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_SLAVE,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        let (ro_source, rw_source) = (host.path("source"), host.path("rw"));
+        fs::create_dir(&rw_source).unwrap();
+        let mut ro = bind(&ro_source, "/ro");
+        ro.read_only = true;
+        mount_in_share(&share, "c1", 0, &ro).unwrap();
+        mount_in_share(&share, "c1", 1, &bind(&rw_source, "/rw")).unwrap();
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let output = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("Read-only file system"), "{said}");
+        assert!(!ro_source.join("new").exists(), "{said}");
+        assert!(rw_source.join("new").exists(), "{said}");
+        release(&share, "c1");
+    }
+
+    #[test]
     fn a_symlink_planted_where_a_mount_point_goes_is_refused() {
         let Some(host) = Host::new() else { return };
         let victim = host.path("victim");
@@ -417,7 +463,7 @@ mod tests {
         let c_source =
             std::ffi::CString::new(host.path("source").to_string_lossy().as_bytes()).unwrap();
         let point = at::open_dir(None, &victim.join("0")).unwrap();
-        at::bind(&c_source, &point).unwrap();
+        at::bind(&c_source, &point, false).unwrap();
         drop(point);
         assert!(mount_options(&victim.join("0")).is_some());
 

@@ -5,6 +5,7 @@ pub mod accel;
 pub mod artifacts;
 mod initramfs;
 pub mod jail;
+pub mod mount;
 pub mod qemu;
 pub mod qmp;
 pub mod uids;

@@ -5,10 +5,12 @@
 //! another's files, and so that firewall rules can name every VM's traffic
 //! that leaves from the host's own sockets (`meta skuid`).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -54,10 +56,13 @@ impl VmUids {
     }
 
     /// Takes the first free uid of the range. Slot `n` is the file
-    /// `dir/n`, held by an exclusive `flock`: its descriptor goes to the
-    /// VM's hypervisor, so the slot is taken exactly as long as that
-    /// process lives, across restarts of whoever started it and whatever
-    /// way it ends. Every starter of VMs on a host shares one `dir`.
+    /// `dir/n`: its starter holds an exclusive `flock` on it from the
+    /// claim until it has recorded the pid of the process that runs as the
+    /// uid ([`UidSlot::record`]); from then on the slot is taken while that
+    /// process lives. The hypervisor gets neither the lock nor the record,
+    /// and a uid that any live process runs as is never handed out, so
+    /// that no record, forged or stale, can give one uid to two VMs. Every
+    /// starter of VMs on a host shares one `dir`.
     pub fn allocate(&self, dir: &Path) -> Result<UidSlot, UidError> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -67,21 +72,25 @@ impl VmUids {
                 path: dir.to_owned(),
                 source,
             })?;
+        // Read once, at the first slot that is neither locked nor recorded:
+        // a process that takes a uid later does so under a lock or a record.
+        let mut running: Option<HashSet<u32>> = None;
         for index in 0..self.count {
+            let uid = self.first + index;
+            if running.as_ref().is_some_and(|uids| uids.contains(&uid)) {
+                continue;
+            }
             let path = dir.join(index.to_string());
-            // Read-only: the hypervisor shares this open file and must not
-            // be able to change the pid the host records in it.
             let file = fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CREAT)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_CLOEXEC)
                 .mode(0o600)
                 .open(&path)
                 .map_err(|source| UidError::Slot {
                     path: path.clone(),
                     source,
                 })?;
-            // SAFETY: flock on a descriptor we own; the lock lives with its
-            // open file description, which the hypervisor will share.
+            // SAFETY: flock on a descriptor we own.
             let locked =
                 unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if !locked {
@@ -91,15 +100,16 @@ impl VmUids {
                 }
                 continue;
             }
-            let uid = self.first + index;
-            // A hypervisor can drop the lock it inherited (flock LOCK_UN);
-            // the pid recorded at its start still names it while it lives.
             if holder_alive(&path, uid) {
+                continue;
+            }
+            let running = running.get_or_insert_with(|| uids_running(self));
+            if running.contains(&uid) {
                 continue;
             }
             return Ok(UidSlot {
                 uid,
-                lock: file.into(),
+                _lock: file.into(),
                 path,
             });
         }
@@ -116,18 +126,19 @@ impl Default for VmUids {
     }
 }
 
-/// A uid taken for one VM, and the locked descriptor that holds it: the
-/// VM's hypervisor inherits it (close-on-exec is cleared in the child).
+/// A uid claimed for one VM: its slot stays locked until the handle is
+/// dropped, which the starter does once it recorded its process's pid.
 #[derive(Debug)]
 pub struct UidSlot {
     pub uid: u32,
-    pub lock: OwnedFd,
+    /// The slot's flock, let go with the handle.
+    _lock: OwnedFd,
     path: PathBuf,
 }
 
 impl UidSlot {
     /// Records the pid of the process that runs as the uid, so that the
-    /// slot stays taken while it lives even if it drops the lock.
+    /// slot stays taken while it lives once the lock is let go.
     pub fn record(&self, pid: u32) -> Result<(), UidError> {
         fs::OpenOptions::new()
             .write(true)
@@ -145,18 +156,38 @@ impl UidSlot {
 /// Whether the pid recorded in the slot file at `path` is a live process
 /// running as `uid`.
 fn holder_alive(path: &Path, uid: u32) -> bool {
-    let Some(pid) = fs::read_to_string(path)
+    fs::read_to_string(path)
         .ok()
         .and_then(|text| text.trim().parse::<u32>().ok())
-    else {
-        return false;
-    };
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().next())
-        .is_some_and(|real| real == uid.to_string())
+        .and_then(|pid| process_uids(format!("/proc/{pid}/status")))
+        .is_some_and(|uids| uids.contains(&uid))
+}
+
+/// The uids of `uids`' range that a live process runs as: its real,
+/// effective, saved or filesystem uid.
+fn uids_running(uids: &VmUids) -> HashSet<u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().as_bytes().iter().all(u8::is_ascii_digit))
+        .filter_map(|entry| process_uids(entry.path().join("status")))
+        .flatten()
+        .filter(|uid| uids.contains(*uid))
+        .collect()
+}
+
+/// The four uids of the `Uid:` line of a `/proc/PID/status`.
+fn process_uids(status: impl AsRef<Path>) -> Option<Vec<u32>> {
+    let status = fs::read_to_string(status).ok()?;
+    parse_uids(&status)
+}
+
+fn parse_uids(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    line.split_whitespace()
+        .map(|uid| uid.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -172,50 +203,60 @@ mod tests {
         assert!(!uids.contains(1_899_999_999));
     }
 
+    /// A range no account or process of the test host runs as.
+    const UNUSED: VmUids = VmUids {
+        first: 1_950_000_000,
+        count: 2,
+    };
+
     #[test]
-    fn a_slot_is_taken_while_its_descriptor_lives() {
+    fn a_claimed_slot_is_taken_until_its_handle_goes() {
         let dir = tempfile::tempdir().unwrap();
         let slots = dir.path().join("vm-uids");
-        let uids = VmUids {
-            first: 5000,
-            count: 2,
-        };
-        let first = uids.allocate(&slots).unwrap();
-        let second = uids.allocate(&slots).unwrap();
-        assert_eq!((first.uid, second.uid), (5000, 5001));
+        let first = UNUSED.allocate(&slots).unwrap();
+        let second = UNUSED.allocate(&slots).unwrap();
+        assert_eq!((first.uid, second.uid), (1_950_000_000, 1_950_000_001));
         assert!(matches!(
-            uids.allocate(&slots),
+            UNUSED.allocate(&slots),
             Err(UidError::Exhausted { count: 2, .. })
         ));
-        // A duplicate (as a child inherits it) keeps the lock after the
-        // original closes; the last one to close frees the slot.
-        let inherited = first.lock.try_clone().unwrap();
+        // Dropped before its process ran as the uid: free again.
         drop(first);
-        assert!(uids.allocate(&slots).is_err());
-        drop(inherited);
-        assert_eq!(uids.allocate(&slots).unwrap().uid, 5000);
+        assert_eq!(UNUSED.allocate(&slots).unwrap().uid, 1_950_000_000);
     }
 
     #[test]
-    fn a_slot_whose_holder_dropped_its_lock_stays_taken_while_it_lives() {
+    fn a_recorded_slot_stays_taken_while_its_process_lives() {
         let dir = tempfile::tempdir().unwrap();
         let slots = dir.path().join("vm-uids");
         // SAFETY: getuid cannot fail.
         let me = unsafe { libc::getuid() };
         let uids = VmUids {
             first: me,
-            count: 2,
+            count: 1,
         };
-        let first = uids.allocate(&slots).unwrap();
-        assert_eq!(first.uid, me);
-        // This process runs as the slot's uid, as its hypervisor would.
-        first.record(std::process::id()).unwrap();
-        // SAFETY: flock on a descriptor we own.
-        unsafe { libc::flock(first.lock.as_raw_fd(), libc::LOCK_UN) };
-        assert_eq!(uids.allocate(&slots).unwrap().uid, me + 1);
-        // A recorded pid that is gone frees the slot.
-        first.record(u32::MAX).unwrap();
-        let again = uids.allocate(&slots).unwrap();
-        assert_eq!(again.uid, me);
+        let path = slots.join("0");
+        fs::create_dir_all(&slots).unwrap();
+        // This process runs as the slot's uid, as its hypervisor would:
+        // neither a record of a gone pid nor garbage frees the uid.
+        for forged in [format!("{}\n", u32::MAX), "garbage".into(), String::new()] {
+            fs::write(&path, forged).unwrap();
+            assert!(matches!(
+                uids.allocate(&slots),
+                Err(UidError::Exhausted { count: 1, .. })
+            ));
+        }
+        // A record of a live process of the uid holds the slot by itself.
+        fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+        assert!(holder_alive(&path, me));
+        assert!(!holder_alive(&path, me.wrapping_add(1)));
+    }
+
+    #[test]
+    fn uids_come_from_the_status_uid_line() {
+        let status = "Name:\tqemu\nUid:\t10\t11\t12\t13\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(parse_uids(status), Some(vec![10, 11, 12, 13]));
+        assert_eq!(parse_uids("Uid:\tx\n"), None);
+        assert_eq!(parse_uids("Name:\tqemu\n"), None);
     }
 }

@@ -91,7 +91,8 @@ fn each_container_s_qemu_runs_as_its_own_uid_under_seccomp() {
     stdout_of(&daemon.hull(&["rm", "-f", &third]));
 }
 
-/// The template memory files a process has open, with their open flags.
+/// The template memory files a process has open: the descriptor's
+/// `/proc` path, and its open flags.
 fn open_memory_files(pid: i32) -> Vec<(PathBuf, u32)> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -108,9 +109,28 @@ fn open_memory_files(pid: i32) -> Vec<(PathBuf, u32)> {
                 .lines()
                 .find_map(|line| line.strip_prefix("flags:"))
                 .map(|octal| u32::from_str_radix(octal.trim(), 8).unwrap())?;
-            Some((target, flags))
+            Some((fd.path(), flags))
         })
         .collect()
+}
+
+/// The file below `dir` that is the same file as `opened`.
+fn host_path_of(opened: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(opened).unwrap();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let found = std::fs::symlink_metadata(&path).unwrap();
+            if found.is_dir() {
+                pending.push(path);
+            } else if (found.dev(), found.ino()) == (meta.dev(), meta.ino()) {
+                return path;
+            }
+        }
+    }
+    panic!("{} is not below {}", opened.display(), dir.display())
 }
 
 #[test]
@@ -137,22 +157,16 @@ fn a_template_clone_runs_and_cannot_write_its_template() {
             path.display()
         );
     }
-    let memory = &files[0].0;
-    let meta = std::fs::metadata(memory).unwrap();
+    let templates = daemon.root.parent().unwrap().join("templates");
+    let memory = host_path_of(&files[0].0, &templates);
+    let meta = std::fs::metadata(&memory).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
     // The template directory is root's alone.
-    let mut dir = memory.parent();
-    while let Some(parent) = dir {
-        if parent.file_name().is_some_and(|name| name == "templates") {
-            let meta = std::fs::metadata(parent).unwrap();
-            assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o700));
-            break;
-        }
-        dir = parent.parent();
-    }
+    let meta = std::fs::metadata(&templates).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o700));
     // As the clone's uid, the file cannot be opened for writing.
     let uid = sole_uid(qemu);
-    let opened = open_for_writing_as(uid, memory);
+    let opened = open_for_writing_as(uid, &memory);
     assert!(opened.contains("Permission denied"), "{opened}");
     stdout_of(&daemon.hull(&["rm", "-f", &id]));
 }
@@ -265,5 +279,86 @@ fn a_port_below_1024_is_published_by_a_confined_qemu() {
     assert!(VmUids::DEFAULT.contains(sole_uid(qemu)));
     // cap_net_bind_service alone.
     assert_eq!(status_field(qemu, "CapEff"), "0000000000000400");
+    stdout_of(&daemon.hull(&["rm", "-f", &id]));
+}
+
+/// The descriptors `pid` holds, with the files they name.
+fn open_files(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            Some((
+                fd.file_name().to_string_lossy().into_owned(),
+                target.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// The descriptor number behind QEMU's `flag /proc/self/fd/N`.
+fn fd_of_flag(pid: i32, flag: &str) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let value = args
+        .iter()
+        .skip_while(|arg| *arg != flag)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+    value.strip_prefix("/proc/self/fd/").unwrap().to_owned()
+}
+
+#[test]
+fn a_qemu_with_a_host_share_cannot_reopen_the_files_it_reads_for_writing() {
+    let daemon = daemon();
+    let dir = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/src", dir.path().display());
+    let id = run_detached(daemon, &["-v", &bind, "busybox", "sleep", "600"]);
+    let qemu = qemu_of(daemon, &id);
+    // The capabilities 9p keeps owners with, which would let it write
+    // any file it can name.
+    assert_eq!(status_field(qemu, "CapEff"), "000000000000001b");
+    let files = open_files(qemu);
+    let named = |part: &str| -> Vec<String> {
+        files
+            .iter()
+            .filter(|(_, target)| target.contains(part))
+            .map(|(fd, _)| fd.clone())
+            .collect()
+    };
+    let erofs = named(".erofs");
+    assert!(!erofs.is_empty(), "no rootfs image among {files:?}");
+    assert!(
+        named("vm-uids").is_empty(),
+        "QEMU holds its uid slot: {files:?}"
+    );
+    let mut read_only = vec![fd_of_flag(qemu, "-kernel"), fd_of_flag(qemu, "-initrd")];
+    read_only.extend(erofs);
+    for fd in read_only {
+        let path = format!("/proc/{qemu}/fd/{fd}");
+        let script = format!(
+            "head -c1 {path} >/dev/null && echo readable; \
+             (exec 3<>{path}) && echo opened; chmod 666 {path} && echo chmodded"
+        );
+        let said = common::as_qemu::run_as(qemu, &script);
+        assert!(said.contains("readable"), "fd {fd}: {said}");
+        assert!(
+            !said.contains("opened") && !said.contains("chmodded"),
+            "fd {fd}: {said}"
+        );
+        assert_eq!(
+            said.matches("Read-only file system").count(),
+            2,
+            "fd {fd}: {said}"
+        );
+    }
+    // The same process opens what QEMU writes: only the mount refuses.
+    let console = named("console.log");
+    let script = format!("exec 3>>/proc/{qemu}/fd/{} && echo opened", console[0]);
+    assert_eq!(common::as_qemu::run_as(qemu, &script), "opened\n");
     stdout_of(&daemon.hull(&["rm", "-f", &id]));
 }

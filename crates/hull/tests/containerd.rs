@@ -217,10 +217,58 @@ fn host_directories_are_shared_live_and_host_files_copied() {
         Some(0),
         "a read-only bind took a write"
     );
+    // In QEMU's namespace the read-only bind is read-only too, so a QEMU
+    // with 9p's capabilities cannot write through it either.
+    let (ro_point, rw_point) = (
+        shared_bind(ctr, id, qemu, "a.conf"),
+        shared_bind(ctr, id, qemu, "out"),
+    );
+    let options = |point: &str| {
+        std::fs::read_to_string(format!("/proc/{qemu}/mountinfo"))
+            .unwrap()
+            .lines()
+            .map(|line| line.split(' ').map(str::to_owned).collect::<Vec<_>>())
+            .find(|fields| fields[4] == point)
+            .map(|fields| fields[5].clone())
+            .unwrap()
+    };
+    let ro_options = options(&ro_point);
+    assert!(ro_options.starts_with("ro,"), "{ro_options}");
+    assert!(options(&rw_point).starts_with("rw,"));
+    for options in [ro_options, options(&rw_point)] {
+        assert!(
+            options.contains("nosuid") && options.contains("nodev"),
+            "{options}"
+        );
+    }
+    let said = common::as_qemu::run_as(qemu, &format!("echo x > {ro_point}/c && echo wrote"));
+    assert!(said.contains("Read-only file system"), "{said}");
+    let said = common::as_qemu::run_as(qemu, &format!("echo x > {rw_point}/q && echo wrote"));
+    assert_eq!(said, "wrote\n");
+    assert!(!path("conf/c").exists() && path("data/q").is_file());
 
     ctr.remove(id);
     // The binds left the sandbox's share without taking the host's files.
     assert!(path("conf/a.conf").is_file() && path("data/out").is_file());
+}
+
+/// The mount point in `qemu`'s namespace of the bind, in the share of
+/// sandbox `id`, that holds `file`.
+fn shared_bind(ctr: &Containerd, id: &str, qemu: i32, file: &str) -> String {
+    let share = ctr
+        .dir
+        .join("vms")
+        .join(format!("default-{id}"))
+        .join("shared");
+    let share = format!("{}/", share.display());
+    let mountinfo = std::fs::read_to_string(format!("/proc/{qemu}/mountinfo")).unwrap();
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&share))
+        .find(|point| Path::new(&format!("/proc/{qemu}/root{point}/{file}")).exists())
+        .unwrap_or_else(|| panic!("no bind holding {file} below {share} in {mountinfo}"))
+        .to_owned()
 }
 
 #[test]

@@ -8,18 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// `struct mount_attr` of `mount_setattr(2)`; the libc crate lacks it.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
+use hull_vm::mount::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::ErrorKind::InvalidInput.into())
@@ -71,50 +60,17 @@ pub fn make_dir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
     open_dir(Some(dir), Path::new(name))
 }
 
-/// Bind-mounts the host's `source` (recursively) on the directory `point`.
-pub fn bind(source: &CStr, point: &OwnedFd) -> io::Result<()> {
-    let target = fd_path(point);
-    // SAFETY: both strings are NUL-terminated and outlive the call; a bind
-    // mount takes no filesystem type or data.
-    check(unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
-        )
-    })
-}
-
-/// Makes the mount tree whose root is `mounted` `nosuid,nodev`, and
-/// read-only when asked, submounts included.
-pub fn limit(mounted: &OwnedFd, read_only: bool) -> io::Result<()> {
-    let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+/// Bind-mounts the host's `source` (recursively) on the directory
+/// `point`, `nosuid,nodev`, and read-only when asked. The bind is built
+/// detached with its attributes and only then attached, so that the copies
+/// propagation makes of it (in QEMU's mount namespace) carry them too.
+pub fn bind(source: &CStr, point: &OwnedFd, read_only: bool) -> io::Result<()> {
+    let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     if read_only {
-        set |= MOUNT_ATTR_RDONLY;
+        attrs |= MOUNT_ATTR_RDONLY;
     }
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let empty = c"";
-    // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes of `attr`,
-    // which outlives the call, and the empty NUL-terminated path; the
-    // descriptor is open.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mounted.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    check(rc as libc::c_int)
+    let tree = mount::detached(source, true, attrs)?;
+    mount::attach(&tree, point)
 }
 
 /// Detaches every mount stacked on `name` in `dir`. The path runs through

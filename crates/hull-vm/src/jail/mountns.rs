@@ -14,6 +14,10 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::mount::{
+    set_attrs, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("cannot bind {} into QEMU's mount namespace: it is missing or unreadable", .path.display())]
@@ -87,22 +91,6 @@ impl Bind {
         }
         attrs
     }
-}
-
-// From <linux/mount.h>; the libc crate has the syscall number only.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-
-/// `struct mount_attr` of mount_setattr(2), version 0.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
 }
 
 /// One step of building the root, with every string made before fork.
@@ -348,28 +336,11 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 }
 
 /// Sets mount attributes and `propagation` (none when 0) on `path`'s
-/// mount and its submounts (mount_setattr(2), Linux 5.12): a recursive
-/// bind's submounts turn read-only too, which a plain remount would leave.
+/// mount and its submounts: a recursive bind's submounts turn read-only
+/// too, which a plain remount would leave.
 fn setattr(path: &CString, attrs: u64, propagation: u64, recursive: bool) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr reads `attr` (a live, correctly laid out
-    // struct of the size passed) and the C string; async-signal-safe.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            if recursive { AT_RECURSIVE } else { 0 },
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    check(ret as libc::c_int)
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    set_attrs(libc::AT_FDCWD, path, flags, attrs, propagation)
 }
 
 #[cfg(test)]

@@ -327,11 +327,7 @@ impl Hypervisor for Qemu {
         } = self.open_for(&config, uid)?;
         let args = self.args(&config, &fds);
         debug!(vm = %config.id, ?args, uid, "starting QEMU");
-        let inherited: Vec<RawFd> = owned
-            .iter()
-            .chain(slot.as_ref().map(|slot| &slot.lock))
-            .map(AsRawFd::as_raw_fd)
-            .collect();
+        let inherited: Vec<RawFd> = owned.iter().map(AsRawFd::as_raw_fd).collect();
         let credentials = uid.map(|uid| spawn::Credentials {
             uid,
             caps: spawn::caps_for(&config),
@@ -391,7 +387,7 @@ impl Hypervisor for Qemu {
             });
         }
         let spawned = command.spawn();
-        // QEMU holds its copies now (the uid slot's lock among them).
+        // QEMU holds its copies now.
         drop(owned);
         let mut child = spawned.map_err(|source| {
             self.jail.remove_cgroup(&config.id);
@@ -408,8 +404,8 @@ impl Hypervisor for Qemu {
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
         if let Some(slot) = slot {
-            // QEMU holds the lock now; the pid keeps the uid taken even if
-            // QEMU lets go of it.
+            // QEMU runs as the uid now, which keeps it taken; the record
+            // says so before the slot's lock goes with `slot`.
             if let Err(err) = slot.record(pid) {
                 warn!(error = %err, "cannot record the pid of a VM's uid");
             }

@@ -169,20 +169,20 @@ fn listen(path: &Path, what: &'static str) -> Result<OwnedFd, QemuError> {
     Ok(listener.into())
 }
 
-/// Opens a file QEMU will read through an inherited descriptor.
+/// Opens a file QEMU will only read, through a read-only mount: a QEMU
+/// that keeps a host share's capabilities cannot reopen it for writing.
 pub fn open_read(path: &Path) -> io::Result<OwnedFd> {
-    Ok(fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)?
-        .into())
+    crate::mount::open_read_only(path)
 }
 
 /// Opens a disk image as its node will use it.
 pub fn open_disk(path: &Path, read_only: bool) -> io::Result<OwnedFd> {
+    if read_only {
+        return open_read(path);
+    }
     Ok(fs::OpenOptions::new()
         .read(true)
-        .write(!read_only)
+        .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)?
         .into())

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod as_qemu;
 pub mod containerd;
 pub mod netns;
 
