@@ -68,7 +68,9 @@ ip -n "$outside" link set out0 up
 
 scripts/busybox-image.sh "$work/busybox.tar" >/dev/null
 on() { "$bin/hull" -H "unix://$work/hull.sock" "$@"; }
-ip netns exec "$netns" "$bin/hulld" --root "$work/root" --host "unix://$work/hull.sock" \
+# `ip netns exec` mounts a /sys without the cgroup hierarchy: QEMU is
+# confined without a cgroup, as the tests' daemons in namespaces are.
+HULL_JAIL=mountns ip netns exec "$netns" "$bin/hulld" --root "$work/root" --host "unix://$work/hull.sock" \
   --kernel "$kernel" --agent "$agent" --accel "$accel" \
   --template-dir "$templates" 2>"$work/hulld.log" &
 daemon_pid=$!
@@ -121,6 +123,6 @@ server_pid=""
 read -r down up < <(tail -1 "$work/server.out")
 
 echo
-printf '%-34s %18s %18s\n' "default network ($net_mib MiB)" "host -> VM MiB/s" "VM -> host MiB/s"
+printf '%-34s %18s %18s\n' "default network ($net_mib MiB)" "to the VM MiB/s" "from the VM MiB/s"
 printf '%-34s %18s %18s\n' "VM's own connections out" "$down" "$up"
 echo "(the VM connects out through QEMU's user-mode network to a server beyond the host)"
