@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark: the default (QEMU user-mode) network's throughput for a
-# container's own connections to the host, in one run. Prints figures,
-# asserts nothing.
+# container's own connections through the host, in one run. Prints
+# figures, asserts nothing.
 #
 # hulld runs in a network namespace of its own (its nftables tables are
-# the namespace's), with a host address that is not loopback. A small
-# server there times NET_MIB sent to the guest (guest download: from its
-# accept until the guest's nc closes after the last byte) and NET_MIB sent
-# by the guest (upload: from accept until the last byte is read). Both
-# connections leave the VM through QEMU's own sockets, the traffic that
-# Hull's firewall rules by QEMU's uid.
+# the namespace's), linked by a veth pair to an "outside" namespace (the
+# host's own addresses are closed to containers). A small server outside
+# times NET_MIB sent to the guest (guest download: from its accept until
+# the guest's nc closes after the last byte) and NET_MIB sent by the guest
+# (upload: from accept until the last byte is read). Both connections
+# leave the VM through QEMU's own sockets, the traffic that Hull's
+# firewall rules by QEMU's uid.
 #
 #   scripts/bench-net.sh
 #     NET_MIB=64
@@ -36,7 +37,8 @@ kernel="${HULL_KERNEL:-$(guest/kernel/build.sh)/vmlinux}"
 work=$(mktemp -d /tmp/hull-net.XXXXXX)
 templates="/dev/shm/hull-net-$$"
 netns="hull-bench-net-$$"
-address=192.0.2.10
+outside="hull-bench-out-$$"
+address=192.0.2.2
 daemon_pid=""
 server_pid=""
 cleanup() {
@@ -46,6 +48,7 @@ cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" && wait "$daemon_pid"
   for pid in $(cat "$work"/root/vms/*/qemu.pid 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
   ip netns del "$netns"
+  ip netns del "$outside"
   rm -rf "$work" "$templates"
 }
 trap cleanup EXIT
@@ -54,13 +57,20 @@ accel=tcg
 if [ -w /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ]; then accel=kvm; fi
 
 ip netns add "$netns"
+ip netns add "$outside"
 ip -n "$netns" link set lo up
-# A host address that is not loopback (dummy links may be unavailable).
-ip -n "$netns" addr add "$address/32" dev lo
+ip -n "$outside" link set lo up
+ip -n "$netns" link add out0 type veth peer name out0 netns "$outside"
+ip -n "$netns" addr add 192.0.2.1/24 dev out0
+ip -n "$outside" addr add "$address/24" dev out0
+ip -n "$netns" link set out0 up
+ip -n "$outside" link set out0 up
 
 scripts/busybox-image.sh "$work/busybox.tar" >/dev/null
 on() { "$bin/hull" -H "unix://$work/hull.sock" "$@"; }
-ip netns exec "$netns" "$bin/hulld" --root "$work/root" --host "unix://$work/hull.sock" \
+# `ip netns exec` mounts a /sys without the cgroup hierarchy: QEMU is
+# confined without a cgroup, as the tests' daemons in namespaces are.
+HULL_JAIL=mountns ip netns exec "$netns" "$bin/hulld" --root "$work/root" --host "unix://$work/hull.sock" \
   --kernel "$kernel" --agent "$agent" --accel "$accel" \
   --template-dir "$templates" 2>"$work/hulld.log" &
 daemon_pid=$!
@@ -100,7 +110,7 @@ up = time.monotonic() - start
 conn.close()
 print(f"{size / down / 2**20:.1f} {got / up / 2**20:.1f}", flush=True)
 PY
-ip netns exec "$netns" python3 "$work/server.py" "$address" "$net_mib" >"$work/server.out" &
+ip netns exec "$outside" python3 "$work/server.py" "$address" "$net_mib" >"$work/server.out" &
 server_pid=$!
 until [ -s "$work/server.out" ]; do sleep 0.05; done
 read -r down_port up_port <"$work/server.out"
@@ -113,6 +123,6 @@ server_pid=""
 read -r down up < <(tail -1 "$work/server.out")
 
 echo
-printf '%-34s %18s %18s\n' "default network ($net_mib MiB)" "host -> VM MiB/s" "VM -> host MiB/s"
-printf '%-34s %18s %18s\n' "VM's own connections to the host" "$down" "$up"
-echo "(the VM connects out through QEMU's user-mode network to a server on the host's address)"
+printf '%-34s %18s %18s\n' "default network ($net_mib MiB)" "to the VM MiB/s" "from the VM MiB/s"
+printf '%-34s %18s %18s\n' "VM's own connections out" "$down" "$up"
+echo "(the VM connects out through QEMU's user-mode network to a server beyond the host)"

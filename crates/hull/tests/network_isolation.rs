@@ -2,15 +2,18 @@
 //! network namespace whose resolver sits on loopback (127.0.0.53, a small
 //! name server these tests run): no container reaches the host's loopback
 //! services or a network it is not on, the default network included, while
-//! published ports and name resolution keep working.
+//! published ports and name resolution keep working. An "outside" is a
+//! namespace linked to hulld's by a veth pair, whose near end gives the
+//! host an address of its own that is not loopback, as a LAN address is.
 
 mod common;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use common::netns::NetNs;
+use common::netns::{self, NetNs};
 use common::{stdout_of, Daemon};
 
 /// The host's resolver in the namespace, as systemd-resolved's stub sits.
@@ -145,7 +148,7 @@ fn address_on(daemon: &Daemon, network: &str, container: &str) -> (String, Strin
 }
 
 #[test]
-fn the_vm_uids_are_refused_the_hosts_loopback_and_bridge_networks_but_not_its_resolver() {
+fn the_vm_uids_are_refused_the_hosts_own_addresses_and_bridge_networks_but_not_its_resolver() {
     let (netns, daemon) = shared();
     stdout_of(&daemon.hull(&["network", "create", "--subnet", "10.97.3.0/24", "ruled"]));
     let loopback = secret_server(netns, "127.0.0.1", "loopback-secret");
@@ -164,6 +167,14 @@ fn the_vm_uids_are_refused_the_hosts_loopback_and_bridge_networks_but_not_its_re
     assert!(!connects_as(netns, Some(VM_UID), "127.0.0.1", loopback));
     assert!(!connects_as(netns, Some(VM_UID), "10.97.3.1", everywhere));
     assert!(connects_as(netns, Some(VM_UID), RESOLVER, 53));
+    // The host's own address on a link, and what lies beyond it.
+    let outside = NetNs::new("near");
+    netns::link(netns, "198.51.100.1/24", &outside, "198.51.100.2/24");
+    let near = secret_server(netns, "198.51.100.1", "near-secret");
+    let far = secret_server(&outside, "198.51.100.2", "far");
+    assert!(connects_as(netns, None, "198.51.100.1", near));
+    assert!(!connects_as(netns, Some(VM_UID), "198.51.100.1", near));
+    assert!(connects_as(netns, Some(VM_UID), "198.51.100.2", far));
     stdout_of(&daemon.hull(&["network", "rm", "ruled"]));
     // The rules stay with no network at all.
     assert!(!connects_as(netns, Some(VM_UID), "127.0.0.1", loopback));
@@ -322,4 +333,154 @@ fn an_internal_network_resolves_its_containers_but_not_upstream_names() {
     assert!(out.contains("10.97.6.2"), "{out}");
     assert!(!out.contains(&UPSTREAM_ADDRESS.to_string()), "{out}");
     hull(&["network", "rm", "inward"]);
+}
+
+/// A query for `name`'s IPv4 address, with recursion desired.
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut message = id.to_be_bytes().to_vec();
+    message.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend_from_slice(label.as_bytes());
+    }
+    message.extend_from_slice(&[0, 0, 1, 0, 1]);
+    message
+}
+
+/// A datagram on `socket` within `wait`, if one comes.
+fn receive(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+    socket.set_read_timeout(Some(wait)).unwrap();
+    let mut buffer = [0u8; 512];
+    let len = socket.recv(&mut buffer).ok()?;
+    Some(buffer[..len].to_vec())
+}
+
+#[test]
+fn containers_are_refused_the_hosts_other_addresses_yet_reach_outside_and_names() {
+    let (netns, daemon) = shared();
+    let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
+    let outside = NetNs::new("lan");
+    netns::link(netns, "203.0.113.1/24", &outside, "203.0.113.2/24");
+    let host = secret_server(netns, "203.0.113.1", "lan-secret");
+    let peer = secret_server(&outside, "203.0.113.2", "outside-peer");
+    hull(&["network", "create", "--subnet", "10.97.7.0/24", "lan"]);
+    hull(&[
+        "run",
+        "-d",
+        "--name",
+        "lan-web",
+        "--network",
+        "lan",
+        "-p",
+        "8097:80",
+        "busybox",
+        "sh",
+        "-c",
+        &serve("published-lan"),
+    ]);
+    // Published ports answer at the host's address, from outside.
+    assert_eq!(
+        outside.within(|| common::http_get("203.0.113.1", 8097)),
+        "published-lan\n"
+    );
+
+    let probe = format!(
+        "timeout 5 nc 203.0.113.1 {host} </dev/null; \
+         timeout 5 nc 203.0.113.2 {peer} </dev/null; \
+         nslookup {UPSTREAM_NAME}; echo done"
+    );
+    // The default network, through its QEMU's sockets, which also still
+    // reach a bridge network's published port at the host's address.
+    let out = hull(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("{probe}; timeout 5 wget -qO- http://203.0.113.1:8097/"),
+    ]);
+    assert!(out.contains("done\n"), "{out}");
+    assert!(!out.contains("lan-secret"), "{out}");
+    assert!(out.contains("outside-peer"), "{out}");
+    assert!(out.contains(&UPSTREAM_ADDRESS.to_string()), "{out}");
+    assert!(out.ends_with("published-lan\n"), "{out}");
+    // A bridge network, through its resolver and NAT.
+    let out = hull(&[
+        "run",
+        "--rm",
+        "--network",
+        "lan",
+        "busybox",
+        "sh",
+        "-c",
+        &probe,
+    ]);
+    assert!(out.ends_with("done\n"), "{out}");
+    assert!(!out.contains("lan-secret"), "{out}");
+    assert!(out.contains("outside-peer"), "{out}");
+    assert!(out.contains(&UPSTREAM_ADDRESS.to_string()), "{out}");
+    hull(&["rm", "-f", "lan-web"]);
+    hull(&["network", "rm", "lan"]);
+}
+
+/// A guest with root may send from any source address. Without a VM: a
+/// namespace on the network's bridge stands in for one.
+#[test]
+fn a_networks_resolver_answers_no_query_whose_source_is_not_on_the_network() {
+    let (netns, daemon) = shared();
+    let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
+    let id = hull(&["network", "create", "--subnet", "10.97.8.0/24", "spoofed"]);
+    let bridge = format!("hb-{}", &id.trim()[..12]);
+    // The victim whose address the forged queries carry, outside.
+    let outside = NetNs::new("victim");
+    netns::link(netns, "198.18.0.1/24", &outside, "198.18.0.2/24");
+    let guest = NetNs::new("guest");
+    netns.ip(&[
+        "link",
+        "add",
+        "spoofer",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &guest.name,
+    ]);
+    netns.ip(&["link", "set", "spoofer", "master", &bridge, "up"]);
+    guest.ip(&["link", "set", "eth0", "up"]);
+    guest.ip(&["addr", "add", "10.97.8.50/24", "dev", "eth0"]);
+    guest.ip(&["addr", "add", "198.18.0.2/32", "dev", "eth0"]);
+    // A host whose reverse-path filter lets such a source in.
+    for link in ["all", bridge.as_str()] {
+        let key = format!("net.ipv4.conf.{link}.rp_filter=0");
+        assert!(netns.exec("sysctl", &["-qw", &key]).status.success());
+    }
+
+    let victim = outside.within(|| UdpSocket::bind("198.18.0.2:0").unwrap());
+    let port = victim.local_addr().unwrap().port();
+    let (forged, honest) = guest.within(|| {
+        (
+            UdpSocket::bind(("198.18.0.2", port)).unwrap(),
+            UdpSocket::bind("10.97.8.50:0").unwrap(),
+        )
+    });
+    forged
+        .send_to(&query(1, UPSTREAM_NAME), "10.97.8.1:53")
+        .unwrap();
+    // The network's own address is answered, so the resolver is up and
+    // had the forged query first.
+    let mut answer = Vec::new();
+    common::eventually(30, || {
+        honest
+            .send_to(&query(2, UPSTREAM_NAME), "10.97.8.1:53")
+            .map_err(|e| e.to_string())?;
+        answer = receive(&honest, Duration::from_secs(2)).ok_or("no answer")?;
+        Ok(())
+    });
+    assert!(answer.ends_with(&UPSTREAM_ADDRESS.octets()), "{answer:?}");
+    assert_eq!(receive(&victim, Duration::from_secs(2)), None);
+    assert_eq!(receive(&forged, Duration::from_millis(100)), None);
+    netns.ip(&["link", "del", "spoofer"]);
+    hull(&["network", "rm", "spoofed"]);
 }

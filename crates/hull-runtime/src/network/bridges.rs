@@ -136,7 +136,7 @@ impl Networks {
                 .filter(|a| a.ip() != std::net::IpAddr::V4(record.gateway))
                 .collect()
         };
-        let task = tokio::spawn(resolver::serve(socket, lookup, upstreams));
+        let task = tokio::spawn(resolver::serve(socket, record.subnet, lookup, upstreams));
         resolvers.insert(record.id.clone(), task.abort_handle());
         Ok(())
     }
@@ -341,14 +341,11 @@ impl Networks {
         };
         let ports: Vec<PortRule> = lock(&self.published).values().flatten().cloned().collect();
         // Read each time: the host's resolver may move.
-        let loopback_resolvers: Vec<std::net::IpAddr> = dns::host_name_servers()
-            .iter()
-            .map(|a| a.ip())
-            .filter(|ip| ip.is_loopback())
-            .collect();
+        let host_resolvers: Vec<std::net::IpAddr> =
+            dns::host_name_servers().iter().map(|a| a.ip()).collect();
         let ruleset = Ruleset {
             vm_uids: self.vm_uids,
-            loopback_resolvers: &loopback_resolvers,
+            host_resolvers: &host_resolvers,
             bridges: &bridges,
             ports: &ports,
         };

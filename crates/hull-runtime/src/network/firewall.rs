@@ -6,6 +6,7 @@
 //! transaction from what should exist, so a crash or a restart never leaves
 //! rules behind, and no other table of the host is touched.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -42,9 +43,10 @@ pub struct PortRule {
 pub struct Ruleset<'a> {
     /// The uids that VMs' QEMU processes run as.
     pub vm_uids: VmUids,
-    /// The host's name servers on loopback (`127.0.0.53`), which QEMU's
-    /// user-mode DNS forwards to and so must stay reachable.
-    pub loopback_resolvers: &'a [IpAddr],
+    /// The host's name servers (`127.0.0.53`, or one on an address of the
+    /// host's own), which QEMU's user-mode DNS forwards to and so must stay
+    /// reachable.
+    pub host_resolvers: &'a [IpAddr],
     pub bridges: &'a [BridgeRules],
     pub ports: &'a [PortRule],
 }
@@ -126,12 +128,24 @@ impl Ruleset<'_> {
         );
         // The default network's connections are QEMU's own: this runs after
         // the nat output chain, so a published port of a bridge network has
-        // its container's address here and passes as a translated one.
+        // its container's address here. Only Hull's own translations pass:
+        // one the host's other tables make may lead to the host itself.
         let _ = writeln!(
             out,
-            "  chain vm_output {{\n    ct state established,related accept\n    ct status dnat accept"
+            "  chain vm_output {{\n    ct state established,related accept"
         );
-        for resolver in self.loopback_resolvers {
+        let published: BTreeSet<_> = self
+            .ports
+            .iter()
+            .map(|p| (p.container_ip, p.protocol.to_string(), p.container_port))
+            .collect();
+        for (address, protocol, port) in published {
+            let _ = writeln!(
+                out,
+                "    ct status dnat ip daddr {address} {protocol} dport {port} accept"
+            );
+        }
+        for resolver in self.host_resolvers {
             let family = if resolver.is_ipv4() { "ip" } else { "ip6" };
             let _ = writeln!(
                 out,
@@ -140,6 +154,9 @@ impl Ruleset<'_> {
         }
         let _ = writeln!(out, "    ip daddr 127.0.0.0/8 jump refuse");
         let _ = writeln!(out, "    ip6 daddr ::1 jump refuse");
+        // Every other address of the host (its LAN address, a bridge's
+        // gateway, a link's address) and so the services bound there.
+        let _ = writeln!(out, "    fib daddr type local jump refuse");
         for bridge in self.bridges {
             let _ = writeln!(out, "    ip daddr {} jump refuse", bridge.subnet);
         }
@@ -162,10 +179,13 @@ impl Ruleset<'_> {
             "  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"{prefix}*\" jump bridge_input\n  }}"
         );
         // Published ports were translated in prerouting and are forwarded,
-        // never input: what reaches the host from a bridge is its resolver
-        // or nothing. Bridges route 127.0.0.0/8 (route_localnet, for
-        // published ports on loopback), so this also keeps containers off
-        // the host's loopback services.
+        // never input: what reaches the host from a bridge is its resolver,
+        // asked from the network's own subnet (a source from elsewhere would
+        // have the answer sent there), or nothing. What is left to come in
+        // is addressed to the host (its gateway, its other addresses, and
+        // loopback: bridges route 127.0.0.0/8 for published ports there) or
+        // broadcast: all dropped, not refused, so that a spoofed source
+        // gets nothing back either.
         let _ = writeln!(
             out,
             "  chain bridge_input {{\n    ct state established,related accept"
@@ -173,8 +193,8 @@ impl Ruleset<'_> {
         for bridge in self.bridges {
             let _ = writeln!(
                 out,
-                "    iifname \"{}\" ip daddr {} udp dport 53 accept",
-                bridge.bridge, bridge.gateway
+                "    iifname \"{}\" ip saddr {} ip daddr {} udp dport 53 accept",
+                bridge.bridge, bridge.subnet, bridge.gateway
             );
         }
         let _ = writeln!(out, "    drop\n  }}");
@@ -242,7 +262,7 @@ mod tests {
         let resolvers = ["127.0.0.53".parse().unwrap()];
         let script = Ruleset {
             vm_uids: UIDS,
-            loopback_resolvers: &resolvers,
+            host_resolvers: &resolvers,
             bridges: &[],
             ports: &[],
         }
@@ -259,13 +279,53 @@ mod tests {
             chain(&script, "vm_output"),
             [
                 "ct state established,related accept",
-                "ct status dnat accept",
                 "ip daddr 127.0.0.53 meta l4proto { tcp, udp } th dport 53 accept",
                 "ip daddr 127.0.0.0/8 jump refuse",
                 "ip6 daddr ::1 jump refuse",
+                "fib daddr type local jump refuse",
             ]
         );
         assert!(chain(&script, "input").is_empty());
+    }
+
+    #[test]
+    fn vms_reach_the_hosts_own_addresses_only_at_its_resolvers_and_hulls_ports() {
+        let resolvers = ["192.168.1.5".parse().unwrap()];
+        let ports = [
+            PortRule {
+                protocol: Protocol::Tcp,
+                host_ip: None,
+                host_port: 8080,
+                container_ip: Ipv4Addr::new(10, 89, 1, 2),
+                container_port: 80,
+            },
+            // The same server published twice is let through once.
+            PortRule {
+                protocol: Protocol::Tcp,
+                host_ip: Some(Ipv4Addr::LOCALHOST),
+                host_port: 8081,
+                container_ip: Ipv4Addr::new(10, 89, 1, 2),
+                container_port: 80,
+            },
+        ];
+        let script = Ruleset {
+            vm_uids: UIDS,
+            host_resolvers: &resolvers,
+            bridges: &bridges(),
+            ports: &ports,
+        }
+        .script();
+        let output = chain(&script, "vm_output");
+        assert!(!output.contains(&"ct status dnat accept"), "{output:?}");
+        let published = "ct status dnat ip daddr 10.89.1.2 tcp dport 80 accept";
+        assert_eq!(output.iter().filter(|l| **l == published).count(), 1);
+        let at = |line: &str| output.iter().position(|l| *l == line).unwrap();
+        let local = at("fib daddr type local jump refuse");
+        // A resolver on an address of the host's own still answers, and so
+        // do published ports; the network behind them does not.
+        assert!(at(published) < local);
+        assert!(at("ip daddr 192.168.1.5 meta l4proto { tcp, udp } th dport 53 accept") < local);
+        assert!(output.contains(&"ip daddr 10.89.1.0/24 jump refuse"));
     }
 
     #[test]
@@ -276,7 +336,7 @@ mod tests {
                 first: 5000,
                 count: 10,
             },
-            loopback_resolvers: &["::1".parse().unwrap()],
+            host_resolvers: &["::1".parse().unwrap()],
             bridges: &bridges,
             ports: &[],
         }
@@ -293,11 +353,11 @@ mod tests {
     }
 
     #[test]
-    fn bridges_reach_the_host_only_at_their_resolver() {
+    fn bridges_reach_the_host_only_at_their_resolver_from_their_own_subnet() {
         let bridges = bridges();
         let script = Ruleset {
             vm_uids: UIDS,
-            loopback_resolvers: &[],
+            host_resolvers: &[],
             bridges: &bridges,
             ports: &[],
         }
@@ -307,8 +367,8 @@ mod tests {
             chain(&script, "bridge_input"),
             [
                 "ct state established,related accept",
-                "iifname \"hb-aaaa\" ip daddr 10.89.1.1 udp dport 53 accept",
-                "iifname \"hb-bbbb\" ip daddr 10.89.2.1 udp dport 53 accept",
+                "iifname \"hb-aaaa\" ip saddr 10.89.1.0/24 ip daddr 10.89.1.1 udp dport 53 accept",
+                "iifname \"hb-bbbb\" ip saddr 10.89.2.0/24 ip daddr 10.89.2.1 udp dport 53 accept",
                 "drop",
             ]
         );
@@ -335,7 +395,7 @@ mod tests {
         ];
         let rules = Ruleset {
             vm_uids: UIDS,
-            loopback_resolvers: &[],
+            host_resolvers: &[],
             bridges: &bridges,
             ports: &ports,
         }
@@ -343,7 +403,11 @@ mod tests {
         assert!(rules.contains("    tcp dport 8080 dnat to 10.89.1.2:80\n"));
         assert!(rules.contains("    ip daddr 127.0.0.1 udp dport 5353 dnat to 10.89.1.2:53\n"));
         assert!(rules.contains("ip saddr 10.89.1.0/24 oifname != \"hb-aaaa\" masquerade"));
-        assert!(!rules.contains("ip saddr 10.89.2.0/24"), "internal: no NAT");
+        let nat = chain(&rules, "postrouting");
+        assert!(
+            !nat.iter().any(|l| l.contains("10.89.2.0/24")),
+            "internal: no NAT"
+        );
         assert!(rules.contains("iifname \"hb-aaaa\" oifname \"hb-*\" oifname != \"hb-aaaa\" drop"));
         assert!(rules.contains("iifname \"hb-bbbb\" oifname != \"hb-bbbb\" drop"));
     }

@@ -3,7 +3,10 @@
 //! host's name servers, as docker's embedded DNS does. All forwarded
 //! queries share one upstream socket; each gets an id of the resolver's
 //! own, so that a reply reaches only the client whose question it answers,
-//! and the queries in flight are bounded, in all and per client.
+//! and the queries in flight are bounded, in all and per client. Only
+//! the network's own addresses are answered: a query with any other source
+//! would have its answer (or its forwarded reply) sent to whoever that
+//! source names.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::dns::{self, Lookup, Question, CLASS_IN, HEADER_LEN};
+use super::store::Subnet;
 
 /// A query is at most this long; longer ones are not DNS over UDP.
 const MAX_QUERY: usize = 4096;
@@ -46,6 +50,8 @@ pub struct Counters {
     pub forwarded: AtomicU64,
     /// Queries dropped because too many were in flight.
     pub dropped: AtomicU64,
+    /// Queries dropped because their source is not on the network.
+    pub strangers: AtomicU64,
 }
 
 /// A forwarded query waiting for its upstream.
@@ -60,14 +66,16 @@ struct Pending {
     deadline: Instant,
 }
 
-/// Serves DNS on `socket` until the task is aborted; with no `upstreams`,
-/// names not on the network are refused.
-pub async fn serve(socket: UdpSocket, lookup: Lookup, upstreams: Vec<SocketAddr>) {
-    serve_with(socket, lookup, upstreams, Limits::default(), Arc::default()).await
+/// Serves DNS on `socket` to the addresses of `clients` until the task is
+/// aborted; with no `upstreams`, names not on the network are refused.
+pub async fn serve(socket: UdpSocket, clients: Subnet, lookup: Lookup, upstreams: Vec<SocketAddr>) {
+    let limits = Limits::default();
+    serve_with(socket, clients, lookup, upstreams, limits, Arc::default()).await
 }
 
 pub async fn serve_with(
     socket: UdpSocket,
+    clients: Subnet,
     lookup: Lookup,
     upstreams: Vec<SocketAddr>,
     limits: Limits,
@@ -76,6 +84,7 @@ pub async fn serve_with(
     let mut forwarder = Forwarder {
         socket: None,
         upstreams,
+        network: clients,
         pending: HashMap::new(),
         clients: HashMap::new(),
         limits,
@@ -144,6 +153,8 @@ async fn upstream_socket() -> Option<UdpSocket> {
 struct Forwarder {
     socket: Option<UdpSocket>,
     upstreams: Vec<SocketAddr>,
+    /// The addresses whose queries are answered.
+    network: Subnet,
     /// By the resolver's id.
     pending: HashMap<u16, Pending>,
     /// Queries in flight by client address.
@@ -156,6 +167,15 @@ struct Forwarder {
 
 impl Forwarder {
     async fn query(&mut self, socket: &UdpSocket, lookup: &Lookup, query: &[u8], peer: SocketAddr) {
+        if !self.on_network(peer) {
+            // Dropped unanswered, as the firewall drops it before: a reply
+            // to a forged source is a reflection at whoever it names.
+            let strangers = self.counters.strangers.fetch_add(1, Ordering::Relaxed) + 1;
+            if strangers.is_power_of_two() {
+                warn!(client = %peer, strangers, "dropping DNS queries from outside the network");
+            }
+            return;
+        }
         if query.len() < HEADER_LEN {
             return;
         }
@@ -287,6 +307,13 @@ impl Forwarder {
         pending
     }
 
+    fn on_network(&self, peer: SocketAddr) -> bool {
+        match peer.ip().to_canonical() {
+            IpAddr::V4(address) => self.network.contains(address),
+            IpAddr::V6(_) => false,
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.pending.values().map(|p| p.deadline).min()
     }
@@ -347,6 +374,10 @@ mod tests {
     }
 
     async fn start(upstreams: Vec<SocketAddr>, limits: Limits) -> Server {
+        start_for("127.0.0.0/8".parse().unwrap(), upstreams, limits).await
+    }
+
+    async fn start_for(clients: Subnet, upstreams: Vec<SocketAddr>, limits: Limits) -> Server {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let address = socket.local_addr().unwrap();
         let lookup: Lookup =
@@ -354,6 +385,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(serve_with(
             socket,
+            clients,
             lookup,
             upstreams,
             limits,
@@ -527,6 +559,33 @@ mod tests {
             .unwrap();
         assert_eq!(rcode(&buffer[..len]), dns::RCODE_SERVFAIL);
         assert_eq!(&buffer[..2], &9u16.to_be_bytes());
+        server.task.abort();
+    }
+
+    #[tokio::test]
+    async fn queries_from_outside_the_network_get_no_answer() {
+        let (upstream, upstream_address) = upstream().await;
+        let network = "127.0.0.0/29".parse().unwrap();
+        let server = start_for(network, vec![upstream_address], Limits::default()).await;
+        let stranger = UdpSocket::bind("127.0.0.9:0").await.unwrap();
+        for message in [query(1, "db"), query(2, "far.example"), vec![0; 3]] {
+            stranger.send_to(&message, server.address).await.unwrap();
+        }
+        // A neighbour on the network is answered, after the stranger's
+        // queries: had they been answered, their replies came first.
+        let neighbour = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let reply = ask(&neighbour, server.address, &query(3, "db")).await;
+        assert_eq!(&reply[reply.len() - 4..], &[10, 0, 0, 9]);
+        let mut buffer = [0u8; 512];
+        let silence =
+            tokio::time::timeout(Duration::from_millis(300), stranger.recv(&mut buffer)).await;
+        assert!(silence.is_err(), "a stranger was answered");
+        assert_eq!(server.counters.strangers.load(Ordering::Relaxed), 3);
+        assert_eq!(server.counters.forwarded.load(Ordering::Relaxed), 0);
+        let mut nothing = [0u8; 512];
+        let asked =
+            tokio::time::timeout(Duration::from_millis(100), upstream.recv(&mut nothing)).await;
+        assert!(asked.is_err(), "a stranger's query was forwarded");
         server.task.abort();
     }
 }
