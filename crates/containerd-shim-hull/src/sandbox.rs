@@ -72,7 +72,7 @@ pub enum SandboxError {
         #[source]
         source: QemuError,
     },
-    #[error("QEMU refused to {action} the VM")]
+    #[error("cannot {action} the VM over QMP")]
     Qmp {
         action: &'static str,
         #[source]

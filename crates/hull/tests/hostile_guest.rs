@@ -192,6 +192,7 @@ fn update_of_a_container_whose_qemu_is_stopped_fails_at_qmps_deadline_and_rm_f_f
     println!("update of a stopped QEMU took {took:?}");
     let stderr = text(&output.stderr);
     assert!(!output.status.success(), "the update succeeded: {stderr}");
+    println!("update's error: {}", stderr.trim());
     assert!(
         stderr.contains("balloon") && stderr.contains("within"),
         "the error does not name the QMP command: {stderr}"
