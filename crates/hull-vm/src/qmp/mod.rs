@@ -33,7 +33,7 @@ pub enum QmpError {
     },
     #[error("QEMU sent no {event} event within {waited:?}")]
     NoEvent { event: String, waited: Duration },
-    #[error("QEMU sent a QMP message longer than {0} bytes: its connection is closed")]
+    #[error("QEMU sent a QMP message longer than {0} bytes: its QMP connection is given up")]
     TooLong(usize),
     #[error("the QEMU of VM {vm} sent no answer to QMP {command} within {}s: its QMP connection is given up", .waited.as_secs())]
     Deadline {
