@@ -72,7 +72,7 @@ pub enum SandboxError {
         #[source]
         source: QemuError,
     },
-    #[error("QEMU refused to {action} the VM")]
+    #[error("cannot {action} the VM over QMP")]
     Qmp {
         action: &'static str,
         #[source]
@@ -181,6 +181,8 @@ pub struct Sandbox {
     network: Option<PodNetwork>,
     /// What the guest is held to now; a new VM has all of its size.
     hold: tokio::sync::Mutex<Limits>,
+    /// Keeps the VM's console log to its cap while the VM runs.
+    console_cap: tokio::task::JoinHandle<()>,
 }
 
 impl Sandbox {
@@ -231,10 +233,13 @@ impl Sandbox {
                 read_only: false,
             }],
         };
+        // A guest that prints without end would fill the host's disk.
+        let console_cap = hull_runtime::console::keep_vm_capped(run_dir.clone());
         let started = Self::start_vm(config, &qemu, plan.size, vm_config).await;
         let (vm, agent) = match started {
             Ok(started) => started,
             Err(err) => {
+                console_cap.abort();
                 if let Some(network) = &network {
                     network.detach();
                 }
@@ -244,6 +249,7 @@ impl Sandbox {
         let sandbox = Self {
             vm,
             agent,
+            console_cap,
             run_dir,
             next_disk: AtomicU32::new(0),
             size: plan.size,
@@ -483,16 +489,31 @@ impl Sandbox {
             .map_err(|source| SandboxError::Qmp { action, source })
     }
 
-    /// Asks the guest to power off, and kills QEMU if it does not.
+    /// Stops the VM now, as hulld stops one whose guest does not answer:
+    /// QMP `quit`, then SIGKILL. Returns once QEMU is gone; every
+    /// container of the sandbox is then reported exited.
+    pub async fn halt(&self) {
+        hull_runtime::halt::halt(&self.vm).await;
+    }
+
+    /// Asks the guest to power off, and halts the VM if it does not.
     pub async fn shutdown(&self) {
         let mut exit = self.vm.exit();
-        if let Err(err) = self.agent.request_done(&Request::Shutdown).await {
-            warn!(error = %err, "the guest did not take the shutdown; killing its VM");
+        if exit.borrow().is_none() {
+            match self.agent.request_done(&Request::Shutdown).await {
+                Ok(()) => {
+                    let off = exit.wait_for(Option::is_some);
+                    if tokio::time::timeout(POWEROFF_TIMEOUT, off).await.is_err() {
+                        warn!("the guest did not power off; halting its VM");
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err, "the guest did not take the shutdown; halting its VM")
+                }
+            }
+            self.halt().await;
         }
-        let ended = tokio::time::timeout(POWEROFF_TIMEOUT, exit.wait_for(Option::is_some)).await;
-        if ended.is_err() {
-            self.vm.kill();
-        }
+        self.console_cap.abort();
         if let Some(network) = &self.network {
             network.detach();
         }

@@ -26,6 +26,7 @@ use crate::spec::{process_from_exec_json, ContainerConfig, SpecError};
 use crate::state::{agent_process_id, Container, Exited, Process, Stdio};
 use crate::stdio::{pump_input, pump_output, CloseInput, StdioError, Target};
 
+mod ending;
 mod limits;
 
 /// How long a process's output may still be draining into its FIFOs after
@@ -404,95 +405,6 @@ impl Service {
         Ok(exited.expect("waited for an exit"))
     }
 
-    /// Signals a process. One not started yet ends at once, as a runc
-    /// container killed before its start does.
-    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), ServiceError> {
-        let started = self.with_process(id, exec_id, |p, _| {
-            if p.exited().is_some() {
-                return Err(ServiceError::Finished(describe(id, exec_id)));
-            }
-            if p.pid.is_none() {
-                let exited = Exited {
-                    status: 128 + signal,
-                    at: SystemTime::now(),
-                };
-                p.exit.send_replace(Some(exited));
-                return Ok(false);
-            }
-            Ok(true)
-        })?;
-        if !started {
-            return Ok(());
-        }
-        let request = Request::Signal {
-            container: id.to_owned(),
-            process: agent_process_id(exec_id).to_owned(),
-            signal: signal as i32,
-        };
-        self.sandbox()?
-            .request_done(&request)
-            .await
-            .map_err(ServiceError::from_sandbox)
-    }
-
-    /// Forgets an exited process; for the init process, the container with
-    /// it: the agent unmounts what it mounted for it, its disk leaves the
-    /// VM, and its image and the host's directories it shared are gone.
-    pub async fn delete(
-        &self,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<(u32, Option<Exited>), ServiceError> {
-        let (pid, exited, container) = self.forget(id, exec_id)?;
-        let Some(container) = container else {
-            return Ok((pid, exited));
-        };
-        if let Some(sandbox) = self.sandbox.get() {
-            sandbox.remove_container(id, &container.disk).await;
-            // The workloads left add up to a new hold.
-            if container.workload && !self.containers().is_empty() {
-                self.rehold_guest(sandbox, id).await;
-            }
-        }
-        let _ = std::fs::remove_file(&container.image);
-        let _ = rootfs::unmount(&container.bundle.join("rootfs"));
-        self.events.publish(Event::Delete {
-            container: id.to_owned(),
-            pid,
-            exited,
-        });
-        Ok((pid, exited))
-    }
-
-    /// Takes an exited process out of the table, and with the init
-    /// process its container, which it returns.
-    fn forget(
-        &self,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<(u32, Option<Exited>, Option<Container>), ServiceError> {
-        let mut containers = self.containers();
-        let container = containers
-            .get_mut(id)
-            .ok_or_else(|| ServiceError::NoContainer(id.to_owned()))?;
-        let process = container
-            .processes
-            .get(exec_id)
-            .ok_or_else(|| ServiceError::NoProcess {
-                container: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-            })?;
-        let (pid, exited) = (process.pid.unwrap_or(0), process.exited());
-        if process.pid.is_some() && exited.is_none() {
-            return Err(ServiceError::StillRunning(describe(id, exec_id)));
-        }
-        if !exec_id.is_empty() {
-            container.processes.remove(exec_id);
-            return Ok((pid, exited, None));
-        }
-        Ok((pid, exited, containers.remove(id)))
-    }
-
     pub fn close_input(&self, id: &str, exec_id: &str) -> Result<(), ServiceError> {
         self.with_process(id, exec_id, |p, _| {
             if let Some(close) = p.close_input.take() {
@@ -583,18 +495,6 @@ impl Service {
             Event::Resumed { container }
         });
         Ok(())
-    }
-
-    /// Powers the VM off once no container is left; says whether the shim
-    /// may exit.
-    pub async fn shutdown(&self) -> bool {
-        if !self.containers().is_empty() {
-            return false;
-        }
-        if let Some(sandbox) = self.sandbox.get() {
-            sandbox.shutdown().await;
-        }
-        true
     }
 
     pub fn init_pid(&self, id: &str) -> u32 {

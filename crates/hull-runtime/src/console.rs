@@ -65,13 +65,18 @@ fn rewrite_tail(mut file: File, len: u64, keep: u64) -> io::Result<()> {
 /// Caps the console of every VM under `run_root`.
 pub fn cap_all(run_root: &Path) {
     for entry in std::fs::read_dir(run_root).into_iter().flatten().flatten() {
-        let path = entry.path().join("console.log");
-        match cap(&path, MAX_CONSOLE_BYTES, KEPT_CONSOLE_BYTES) {
-            Ok(true) => tracing::info!(path = %path.display(), "cut a VM's console log to its cap"),
-            Ok(false) => {}
-            Err(err) => {
-                tracing::warn!(path = %path.display(), error = %err, "cannot cap a VM's console log")
-            }
+        cap_vm(&entry.path());
+    }
+}
+
+/// Caps the console of the VM whose directory is `run_dir`.
+pub fn cap_vm(run_dir: &Path) {
+    let path = run_dir.join("console.log");
+    match cap(&path, MAX_CONSOLE_BYTES, KEPT_CONSOLE_BYTES) {
+        Ok(true) => tracing::info!(path = %path.display(), "cut a VM's console log to its cap"),
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "cannot cap a VM's console log")
         }
     }
 }
@@ -79,13 +84,25 @@ pub fn cap_all(run_root: &Path) {
 /// Caps the consoles of VMs under `run_root` every few seconds, for as
 /// long as the runtime runs.
 pub fn keep_capped(run_root: PathBuf) {
+    every_interval(move || cap_all(&run_root));
+}
+
+/// Caps the console of the one VM whose directory is `run_dir` every few
+/// seconds (the containerd shim's sandbox VM), until the handle is aborted.
+pub fn keep_vm_capped(run_dir: PathBuf) -> tokio::task::JoinHandle<()> {
+    every_interval(move || cap_vm(&run_dir))
+}
+
+/// Runs `work` on a blocking thread every [`INTERVAL`].
+fn every_interval(work: impl Fn() + Send + Sync + 'static) -> tokio::task::JoinHandle<()> {
+    let work = std::sync::Arc::new(work);
     tokio::spawn(async move {
         loop {
-            let root = run_root.clone();
-            let _ = tokio::task::spawn_blocking(move || cap_all(&root)).await;
+            let work = work.clone();
+            let _ = tokio::task::spawn_blocking(move || work()).await;
             tokio::time::sleep(INTERVAL).await;
         }
-    });
+    })
 }
 
 #[cfg(test)]
@@ -107,6 +124,41 @@ mod tests {
         assert!(left.len() <= 8192 + 4096 + 14, "{} bytes left", left.len());
         assert!(left.len() >= 8192, "{} bytes left", left.len());
         assert!(left.ends_with("line 19999\nafter the cut\n"), "{left}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vm_console_written_without_end_stays_under_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut qemu = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let capper = keep_vm_capped(dir.path().to_owned());
+        // Ten caps' worth, in bursts of a quarter cap, no faster than
+        // the capper looks.
+        let line = format!("{}\n", "x".repeat(1023));
+        let burst = (MAX_CONSOLE_BYTES / 4) as usize / line.len();
+        let mut largest = 0;
+        for _ in 0..40 {
+            for _ in 0..burst {
+                qemu.write_all(line.as_bytes()).unwrap();
+            }
+            tokio::time::sleep(INTERVAL / 4).await;
+            largest = largest.max(std::fs::metadata(&path).unwrap().len());
+        }
+        capper.abort();
+        // Between two looks at most one interval's writing piles up.
+        assert!(
+            largest <= MAX_CONSOLE_BYTES + 5 * (MAX_CONSOLE_BYTES / 4),
+            "the console reached {largest} bytes"
+        );
+        let left = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            left <= MAX_CONSOLE_BYTES + 5 * (MAX_CONSOLE_BYTES / 4),
+            "{left}"
+        );
     }
 
     #[test]

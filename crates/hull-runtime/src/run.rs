@@ -46,6 +46,8 @@ pub enum RunError {
     },
     #[error("cannot start the VM")]
     Hypervisor(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot change the guest's memory")]
+    GuestMemory(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the VM did not come up within {}s; its console ends with:\n{console}", BOOT_TIMEOUT.as_secs())]
     BootTimeout { console: String },
     #[error("the VM stopped unexpectedly ({exit}); its console ends with:\n{console}")]
@@ -114,7 +116,7 @@ pub async fn change_limits<V: Vm>(
     if memory != from.guest_memory(size) {
         vm.set_guest_memory(memory)
             .await
-            .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+            .map_err(|e| RunError::GuestMemory(Box::new(e)))?;
     }
     let cpus = to.online_cpus(size);
     if cpus != from.online_cpus(size) {

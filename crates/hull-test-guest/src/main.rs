@@ -6,6 +6,8 @@
 //! - `flood`: writes the process's stdout without end, ignoring the credit
 //!   the host granted;
 //! - `silent`: answers that start, then never reads or answers again;
+//! - `console`: writes numbered lines to the serial console without end,
+//!   and runs until it is signalled;
 //! - anything else: a process that runs until it is signalled.
 
 use std::fs::File;
@@ -66,6 +68,10 @@ fn main() {
                 respond(&port, frame.channel, &Response::Started { pid: 100 });
                 match spec.args.first().map(String::as_str) {
                     Some("flood") => flood(&port, spec.stdout),
+                    Some("console") => {
+                        flood_console();
+                        running = Some(spec);
+                    }
                     Some("silent") => {
                         log!("test guest: silent from now on");
                         loop {
@@ -108,6 +114,18 @@ fn flood(port: &Port, stream: u32) {
             }
         }
         log!("test guest: the flood stopped after {sent} bytes");
+    });
+}
+
+/// Writes numbered lines of 1 KiB to the console (stderr) without end, from
+/// a thread of its own: the host's copy of the console must stay capped.
+fn flood_console() {
+    std::thread::spawn(|| {
+        let padding = "x".repeat(1000);
+        for line in 0u64.. {
+            let mut console = std::io::stderr().lock();
+            let _ = writeln!(console, "console flood {line:010} {padding}");
+        }
     });
 }
 

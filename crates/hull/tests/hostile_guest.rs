@@ -6,33 +6,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{eventually, proc_field_mib, repo, stdout_of, text, Daemon};
+use common::{eventually, proc_field_mib, stdout_of, test_guest, text, Daemon};
 
 /// How long a lifecycle command may run before the test calls it hung: far
 /// past the agent's deadline plus QMP's grace, under TCG.
 const HANG: Duration = Duration::from_secs(180);
-
-/// hull-test-guest, built static as the agent is.
-fn test_guest() -> PathBuf {
-    static GUEST: OnceLock<PathBuf> = OnceLock::new();
-    GUEST
-        .get_or_init(|| {
-            let output = Command::new("bash")
-                .arg(repo().join("scripts/build-agent.sh"))
-                .env("HULL_GUEST_PACKAGE", "hull-test-guest")
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("scripts/build-agent.sh runs");
-            assert!(output.status.success(), "building hull-test-guest failed");
-            PathBuf::from(text(&output.stdout).trim())
-        })
-        .clone()
-}
 
 /// A hulld whose VMs boot hull-test-guest, cold (a template would be the
 /// hostile guest's too, and nothing here needs one).
@@ -191,6 +173,34 @@ fn rm_f_of_a_container_whose_qemu_is_stopped_finishes_and_leaves_no_qemu() {
         !daemon.hull(&["inspect", &id]).status.success(),
         "the container was not removed"
     );
+    eventually(30, || match qemus_of(&id).as_slice() {
+        [] => Ok(()),
+        left => Err(format!("QEMU {left:?} still runs")),
+    });
+}
+
+#[test]
+fn update_of_a_container_whose_qemu_is_stopped_fails_at_qmps_deadline_and_rm_f_follows() {
+    let daemon = daemon();
+    let id = run_detached(daemon, "sleep");
+    let qemus = qemus_of(&id);
+    assert_eq!(qemus.len(), 1, "one QEMU runs the container: {qemus:?}");
+    // SAFETY: stopping the QEMU this test's hulld started.
+    unsafe { libc::kill(qemus[0], libc::SIGSTOP) };
+    // The balloon moves over QMP, which a stopped QEMU never answers.
+    let (output, took) = finishes(daemon.command(&["update", "--memory", "40m", &id]));
+    println!("update of a stopped QEMU took {took:?}");
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "the update succeeded: {stderr}");
+    println!("update's error: {}", stderr.trim());
+    assert!(
+        stderr.contains("balloon") && stderr.contains("within"),
+        "the error does not name the QMP command: {stderr}"
+    );
+    // The container's lock was let go: its removal is not held up.
+    let (output, took) = finishes(daemon.command(&["rm", "-f", &id]));
+    stdout_of(&output);
+    println!("rm -f after the failed update took {took:?}");
     eventually(30, || match qemus_of(&id).as_slice() {
         [] => Ok(()),
         left => Err(format!("QEMU {left:?} still runs")),

@@ -76,6 +76,18 @@ pub enum AgentError {
     Closed { vm: String, reason: String },
 }
 
+impl AgentError {
+    /// Whether the agent can take no request any more: it did not answer
+    /// one in time, or its channel is gone. Whoever must end the guest's
+    /// processes then halts its VM instead.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Deadline { .. } | Self::Closed { .. } | Self::Disconnected
+        )
+    }
+}
+
 type ProcessKey = (String, String);
 
 /// A request waiting for its answer.

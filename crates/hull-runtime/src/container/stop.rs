@@ -80,12 +80,7 @@ impl Container {
 /// Whether `err` says the agent cannot take a signal any more: it did not
 /// answer in time, or its channel is gone.
 fn agent_unreachable(err: &ContainerError) -> bool {
-    matches!(
-        err,
-        ContainerError::Agent(
-            AgentError::Deadline { .. } | AgentError::Closed { .. } | AgentError::Disconnected
-        )
-    )
+    matches!(err, ContainerError::Agent(agent) if agent.is_unreachable())
 }
 
 impl<H: Hypervisor> Containers<H> {

@@ -140,7 +140,7 @@ impl<H: Hypervisor> Containers<H> {
                     let result = vm
                         .set_guest_memory(request.bytes)
                         .await
-                        .map_err(|e| RunError::Hypervisor(Box::new(e)));
+                        .map_err(|e| RunError::GuestMemory(Box::new(e)));
                     let _ = request.done.send(result);
                     continue;
                 }

@@ -50,7 +50,7 @@ pub(super) async fn adopt(id: &str, run_dir: &Path) -> Result<QemuVm, QemuError>
     };
     let mut exit = vm.exit.clone();
     let qmp = connect_when_ready(&qmp_path, "QMP", &mut exit).await?;
-    vm.qmp = Some(Mutex::new(Qmp::handshake(qmp).await?));
+    vm.qmp = Some(Mutex::new(Qmp::handshake(qmp, id).await?));
     vm.control = Some(connect_when_ready(&ctl_path, "control channel", &mut exit).await?);
     Ok(vm)
 }

@@ -472,11 +472,18 @@ impl Hypervisor for Qemu {
         };
         let mut exited = vm.exit.clone();
         let qmp = tokio::select! {
-            qmp = Qmp::handshake(qmp_stream) => qmp.ok(),
+            qmp = Qmp::handshake(qmp_stream, &config.id) => Some(qmp),
             _ = exited.wait_for(Option::is_some) => None,
         };
-        let Some(qmp) = qmp else {
-            return Err(vm.early_exit().await);
+        let qmp = match qmp {
+            Some(Ok(qmp)) => qmp,
+            // Alive but silent: its log says nothing of why.
+            Some(Err(err @ QmpError::Deadline { .. })) => {
+                vm.kill();
+                let _ = vm.exit.wait_for(Option::is_some).await;
+                return Err(err.into());
+            }
+            _ => return Err(vm.early_exit().await),
         };
         vm.control = Some(control);
         vm.qmp = Some(Mutex::new(qmp));

@@ -85,24 +85,27 @@ impl QemuVm {
         drop(file);
         self.qmp("migrate-incoming", Some(json!({ "uri": uri })))
             .await?;
-        loop {
-            let status = self.qmp("query-status", None).await?;
-            match status["status"].as_str() {
-                Some("inmigrate") => tokio::time::sleep(POLL).await,
-                Some("running") => return Ok(()),
-                Some("paused" | "prelaunch" | "postmigrate") => {
-                    self.qmp("cont", None).await?;
-                    return Ok(());
-                }
-                other => {
-                    return Err(QemuError::Migration(format!(
-                        "restoring {} left the VM {}",
-                        state.display(),
-                        other.unwrap_or("in an unknown state")
-                    )))
+        let restored = async {
+            loop {
+                let status = self.qmp("query-status", None).await?;
+                match status["status"].as_str() {
+                    Some("inmigrate") => tokio::time::sleep(POLL).await,
+                    Some("running") => return Ok(()),
+                    Some("paused" | "prelaunch" | "postmigrate") => {
+                        self.qmp("cont", None).await?;
+                        return Ok(());
+                    }
+                    other => {
+                        return Err(QemuError::Migration(format!(
+                            "restoring {} left the VM {}",
+                            state.display(),
+                            other.unwrap_or("in an unknown state")
+                        )))
+                    }
                 }
             }
-        }
+        };
+        within_migration_deadline(restored, || format!("restoring {}", state.display())).await
     }
 
     /// QEMU quit before it was usable: wait for it, then report what it said.
@@ -124,6 +127,28 @@ fn disk_device(disk_id: &str) -> String {
 
 /// How often migration progress is polled.
 const POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How long a save or restore may take in all. Each QMP command has its
+/// own deadline; this one catches a QEMU that answers every poll with
+/// "still migrating". Device state is small (guest memory is left out),
+/// so a live QEMU is done in seconds even under TCG.
+const MIGRATION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs a migration's polling `work`, failing it past [`MIGRATION_DEADLINE`].
+async fn within_migration_deadline(
+    work: impl std::future::Future<Output = Result<(), QemuError>>,
+    what: impl FnOnce() -> String,
+) -> Result<(), QemuError> {
+    tokio::time::timeout(MIGRATION_DEADLINE, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(QemuError::Migration(format!(
+                "{} did not finish within {}s",
+                what(),
+                MIGRATION_DEADLINE.as_secs()
+            )))
+        })
+}
 
 /// Guest RAM lives in a file the clone maps itself, so migration leaves it out.
 fn ignore_shared() -> serde_json::Value {
@@ -266,22 +291,25 @@ impl Vm for QemuVm {
         let uri = self.migration_fd(file.as_fd()).await?;
         drop(file);
         self.qmp("migrate", Some(json!({ "uri": uri }))).await?;
-        loop {
-            let migration = self.qmp("query-migrate", None).await?;
-            match migration["status"].as_str() {
-                Some("completed") => return Ok(()),
-                Some("failed" | "cancelled") => {
-                    let reason = migration["error-desc"]
-                        .as_str()
-                        .unwrap_or("no reason given");
-                    return Err(QemuError::Migration(format!(
-                        "saving {} failed: {reason}",
-                        path.display()
-                    )));
+        let saved = async {
+            loop {
+                let migration = self.qmp("query-migrate", None).await?;
+                match migration["status"].as_str() {
+                    Some("completed") => return Ok(()),
+                    Some("failed" | "cancelled") => {
+                        let reason = migration["error-desc"]
+                            .as_str()
+                            .unwrap_or("no reason given");
+                        return Err(QemuError::Migration(format!(
+                            "saving {} failed: {reason}",
+                            path.display()
+                        )));
+                    }
+                    _ => tokio::time::sleep(POLL).await,
                 }
-                _ => tokio::time::sleep(POLL).await,
             }
-        }
+        };
+        within_migration_deadline(saved, || format!("saving {}", path.display())).await
     }
 
     fn console_tail(&self) -> String {

@@ -38,6 +38,16 @@ impl Containerd {
     /// (its `[grpc] address` must be `dir/containerd.sock`), in the network
     /// namespace `netns` if one is named, and waits until it answers.
     pub fn start(config_for: impl FnOnce(&Path) -> String, netns: Option<&str>) -> Containerd {
+        Self::start_with_shim(config_for, netns, "")
+    }
+
+    /// As [`Containerd::start`], with `shim_settings` (TOML lines) added to
+    /// the shim's configuration.
+    pub fn start_with_shim(
+        config_for: impl FnOnce(&Path) -> String,
+        netns: Option<&str>,
+        shim_settings: &str,
+    ) -> Containerd {
         let shim = bin_dir().join("containerd-shim-hull-v2");
         assert!(
             shim.is_file(),
@@ -54,7 +64,7 @@ impl Containerd {
         std::fs::write(
             &shim_config,
             format!(
-                "run_root = \"{d}/vms\"\ncache_dir = \"{d}/cache\"\ntemplate_dir = \"{d}/templates\"\n",
+                "run_root = \"{d}/vms\"\ncache_dir = \"{d}/cache\"\ntemplate_dir = \"{d}/templates\"\n{shim_settings}",
                 d = dir.display()
             ),
         )

@@ -377,6 +377,24 @@ pub fn start_long_run(daemon: &Daemon) -> std::process::Child {
     start_run(daemon, "echo started; sleep 600", "started").0
 }
 
+/// hull-test-guest (a hostile guest, see its crate), built static as the
+/// agent is: what `HULL_AGENT` names in place of the agent.
+pub fn test_guest() -> PathBuf {
+    static GUEST: OnceLock<PathBuf> = OnceLock::new();
+    GUEST
+        .get_or_init(|| {
+            let output = Command::new("bash")
+                .arg(repo().join("scripts/build-agent.sh"))
+                .env("HULL_GUEST_PACKAGE", "hull-test-guest")
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("scripts/build-agent.sh runs");
+            assert!(output.status.success(), "building hull-test-guest failed");
+            PathBuf::from(text(&output.stdout).trim())
+        })
+        .clone()
+}
+
 /// The busybox docker-archive built by scripts/busybox-image.sh.
 pub fn busybox_archive() -> PathBuf {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
