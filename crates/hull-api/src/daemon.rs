@@ -167,6 +167,11 @@ impl Daemon {
         &self.tenants
     }
 
+    /// Hull's own CA and certificates for the tenant listener.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.config.root.join("tls")
+    }
+
     pub fn cloud_config(&self) -> &CloudConfig {
         &self.config.cloud
     }

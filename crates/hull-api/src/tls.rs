@@ -10,7 +10,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -21,6 +23,12 @@ pub enum TlsError {
         path: PathBuf,
         #[source]
         source: rustls::pki_types::pem::Error,
+    },
+    #[error("cannot read {}", .path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{} holds no certificate", .0.display())]
     NoCertificate(PathBuf),
@@ -43,53 +51,137 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
-/// Hull's own CA and a server certificate under `dir`, made if missing.
-/// `names` are the DNS names and IP addresses the server certificate covers.
-pub fn own_certificates(dir: &Path, names: &[String]) -> Result<(PathBuf, CertFiles), TlsError> {
-    let ca = dir.join("ca.pem");
-    let ca_key = dir.join("ca-key.pem");
-    let server = CertFiles {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    if ca.exists() && server.cert.exists() && server.key.exists() {
-        return Ok((ca, server));
-    }
-    let write_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| TlsError::Write { path, source }
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(write_err(dir))?;
+/// Hull's own certificate authority: it signs the server certificate when
+/// the operator brings none, and tenants' client certificates always.
+pub struct OwnCa {
+    dir: PathBuf,
+    key: KeyPair,
+    cert: rcgen::Certificate,
+}
 
-    let ca_pair = KeyPair::generate()?;
+/// A tenant's client certificate, its key and the CA, as the docker CLI
+/// takes them (`--tlscacert`, `--tlscert`, `--tlskey`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClientBundle {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    /// Hex SHA-256 of the certificate: how hulld knows it.
+    #[serde(skip)]
+    pub fingerprint: String,
+}
+
+const CA_NAME: &str = "Hull tenant CA";
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "Hull tenant CA");
-    let ca_cert = params.self_signed(&ca_pair)?;
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    Ok(params)
+}
 
-    let server_pair = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.subject_alt_names = names
-        .iter()
-        .map(|name| match name.parse::<std::net::IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => Ok(SanType::DnsName(name.clone().try_into()?)),
+impl OwnCa {
+    /// Loads the CA under `dir`, making it (and `dir`, 0700) if missing.
+    pub fn open_or_create(dir: &Path) -> Result<Self, TlsError> {
+        let pem = dir.join("ca.pem");
+        let key_path = dir.join("ca-key.pem");
+        let read_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TlsError::ReadFile { path, source }
+        };
+        let key = if key_path.exists() && pem.exists() {
+            let text = std::fs::read_to_string(&key_path).map_err(read_err(&key_path))?;
+            KeyPair::from_pem(&text)?
+        } else {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| TlsError::Write {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            let key = KeyPair::generate()?;
+            let cert = ca_params()?.self_signed(&key)?;
+            write_private(&key_path, &key.serialize_pem())?;
+            write_file(&pem, &cert.pem())?;
+            key
+        };
+        // Signing needs only the CA's name and key, both as on disk: a
+        // certificate rebuilt from them issues children that chain to ca.pem.
+        let cert = ca_params()?.self_signed(&key)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            key,
+            cert,
         })
-        .collect::<Result<_, rcgen::Error>>()?;
-    params.distinguished_name.push(DnType::CommonName, "hulld");
-    let server_cert = params.signed_by(&server_pair, &ca_cert, &ca_pair)?;
+    }
 
-    write_private(&ca_key, &ca_pair.serialize_pem())?;
-    write_private(&server.key, &server_pair.serialize_pem())?;
-    std::fs::write(&server.cert, server_cert.pem()).map_err(write_err(&server.cert))?;
-    std::fs::write(&ca, ca_cert.pem()).map_err(write_err(&ca))?;
-    Ok((ca, server))
+    pub fn pem_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server certificate under the CA's directory, made if missing,
+    /// covering `names` (DNS names and IP addresses).
+    pub fn server_certificate(&self, names: &[String]) -> Result<CertFiles, TlsError> {
+        let files = CertFiles {
+            cert: self.dir.join("cert.pem"),
+            key: self.dir.join("key.pem"),
+        };
+        if files.cert.exists() && files.key.exists() {
+            return Ok(files);
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names = names
+            .iter()
+            .map(|name| match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName(name.clone().try_into()?)),
+            })
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.distinguished_name.push(DnType::CommonName, "hulld");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        write_private(&files.key, &key.serialize_pem())?;
+        write_file(&files.cert, &cert.pem())?;
+        Ok(files)
+    }
+
+    /// A new client certificate for `tenant`.
+    pub fn issue_client(&self, tenant: &str) -> Result<ClientBundle, TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, tenant);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        let ca = std::fs::read_to_string(self.pem_path()).map_err(|source| TlsError::ReadFile {
+            path: self.pem_path(),
+            source,
+        })?;
+        Ok(ClientBundle {
+            ca,
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            fingerprint: fingerprint(cert.der()),
+        })
+    }
+}
+
+/// Hex SHA-256 of a certificate's DER.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(der))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), TlsError> {
+    std::fs::write(path, text).map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {
@@ -127,14 +219,28 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The server's TLS configuration from its certificate chain and key.
-pub fn server_config(files: &CertFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// Clients may present a certificate of `client_ca` (tenants' client
+/// certificates) or none (they sign their requests instead).
+pub fn server_config(
+    files: &CertFiles,
+    client_ca: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Read {
         path: files.key.clone(),
         source,
     })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(client_ca)? {
+        roots.add(cert)?;
+    }
+    let clients =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(certificates(&files.cert)?, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -162,17 +268,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tls = dir.path().join("tls");
         let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let (ca, files) = own_certificates(&tls, &names).unwrap();
+        let ca = OwnCa::open_or_create(&tls).unwrap();
+        let files = ca.server_certificate(&names).unwrap();
         let first = std::fs::read(&files.cert).unwrap();
-        let (_, again) = own_certificates(&tls, &names).unwrap();
-        assert_eq!(std::fs::read(&again.cert).unwrap(), first);
-        server_config(&files).unwrap();
-        client_config(&ca).unwrap();
+        let again = OwnCa::open_or_create(&tls).unwrap();
+        let files = again.server_certificate(&names).unwrap();
+        assert_eq!(std::fs::read(&files.cert).unwrap(), first);
+        server_config(&files, &again.pem_path()).unwrap();
+        client_config(&again.pem_path()).unwrap();
         use std::os::unix::fs::PermissionsExt;
         for private in [&files.key, &tls.join("ca-key.pem")] {
             let mode = std::fs::metadata(private).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", private.display());
         }
+    }
+
+    #[test]
+    fn client_certificates_of_a_reopened_ca_chain_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = OwnCa::open_or_create(dir.path()).unwrap();
+        let files = first.server_certificate(&["localhost".to_owned()]).unwrap();
+        let reopened = OwnCa::open_or_create(dir.path()).unwrap();
+        let bundle = reopened.issue_client("acme").unwrap();
+        let ca = std::fs::read(first.pem_path()).unwrap();
+        assert_eq!(bundle.ca.as_bytes(), ca);
+        // The server's verifier (rooted at ca.pem) accepts the client's chain.
+        let roots = {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(&first.pem_path()).unwrap() {
+                roots.add(cert).unwrap();
+            }
+            Arc::new(roots)
+        };
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .unwrap();
+        let cert = CertificateDer::from_pem_slice(bundle.cert.as_bytes()).unwrap();
+        assert_eq!(bundle.fingerprint, fingerprint(&cert));
+        let now = rustls::pki_types::UnixTime::now();
+        verifier.verify_client_cert(&cert, &[], now).unwrap();
+        // A certificate from some other CA is not accepted.
+        let stranger = OwnCa::open_or_create(&dir.path().join("other")).unwrap();
+        let foreign = stranger.issue_client("acme").unwrap();
+        let foreign = CertificateDer::from_pem_slice(foreign.cert.as_bytes()).unwrap();
+        assert!(verifier.verify_client_cert(&foreign, &[], now).is_err());
+        server_config(&files, &first.pem_path()).unwrap();
     }
 
     #[test]

@@ -97,6 +97,12 @@ CREATE TABLE IF NOT EXISTS keys (
     created INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_by_tenant ON keys(tenant);
+CREATE TABLE IF NOT EXISTS client_certs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL
+);
 ";
 
 impl Store {
@@ -230,22 +236,7 @@ impl Store {
         // IMMEDIATE: the count and the insert see the same keys, so two
         // concurrent requests cannot both pass the limit.
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM tenants WHERE name = ?1", [tenant], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if exists.is_none() {
-            return Err(StoreError::NoTenant(tenant.to_owned()));
-        }
-        let live: usize = tx.query_row(
-            "SELECT COUNT(*) FROM keys WHERE tenant = ?1",
-            [tenant],
-            |r| r.get(0),
-        )?;
-        if live >= MAX_KEYS_PER_TENANT {
-            return Err(StoreError::TooManyKeys(tenant.to_owned()));
-        }
+        check_room(&tx, tenant)?;
         let inserted = tx.execute(
             "INSERT INTO keys (access_key, tenant, sealed_secret, created) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT DO NOTHING",
@@ -258,12 +249,49 @@ impl Store {
         Ok(key)
     }
 
+    /// Records a client certificate issued to `tenant` (by its SHA-256);
+    /// returns the id that lists and revokes it.
+    pub fn add_client_cert(&self, tenant: &str, fingerprint: &str) -> Result<KeyInfo, StoreError> {
+        let id = format!(
+            "CERT{}",
+            fingerprint[..16.min(fingerprint.len())].to_ascii_uppercase()
+        );
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        check_room(&tx, tenant)?;
+        let created = now();
+        tx.execute(
+            "INSERT INTO client_certs (id, tenant, fingerprint, created) VALUES (?1, ?2, ?3, ?4)",
+            params![id, tenant, fingerprint, created],
+        )?;
+        tx.commit()?;
+        Ok(KeyInfo {
+            access_key: id,
+            tenant: tenant.to_owned(),
+            created,
+        })
+    }
+
+    /// The tenant a live client certificate (by its SHA-256) was issued to.
+    pub fn tenant_of_cert(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT tenant FROM client_certs WHERE fingerprint = ?1",
+                [fingerprint],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
     /// The keys of `tenant`, or of every tenant.
     pub fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, StoreError> {
         let db = self.db();
         let mut statement = db.prepare(
-            "SELECT access_key, tenant, created FROM keys
-             WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, created, access_key",
+            "SELECT access_key, tenant, created FROM keys WHERE ?1 IS NULL OR tenant = ?1
+             UNION ALL
+             SELECT id, tenant, created FROM client_certs WHERE ?1 IS NULL OR tenant = ?1
+             ORDER BY 2, 3, 1",
         )?;
         let rows = statement.query_map([tenant], |row| {
             Ok(KeyInfo {
@@ -275,11 +303,12 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Revokes a key: requests signed with it are refused from now on.
+    /// Revokes a key or client certificate: requests signed with it, or
+    /// connections made with it, are refused from now on.
     pub fn remove_key(&self, access_key: &str) -> Result<(), StoreError> {
-        let changed = self
-            .db()
-            .execute("DELETE FROM keys WHERE access_key = ?1", [access_key])?;
+        let db = self.db();
+        let changed = db.execute("DELETE FROM keys WHERE access_key = ?1", [access_key])?
+            + db.execute("DELETE FROM client_certs WHERE id = ?1", [access_key])?;
         if changed == 0 {
             return Err(StoreError::NoKey(access_key.to_owned()));
         }
@@ -302,6 +331,28 @@ impl Store {
         row.map(|(tenant, sealed)| Ok((tenant, self.sealer()?.open(access_key, &sealed)?)))
             .transpose()
     }
+}
+
+/// Refuses a new credential when `tenant` is missing or holds its limit.
+fn check_room(tx: &rusqlite::Transaction<'_>, tenant: &str) -> Result<(), StoreError> {
+    let exists: Option<i64> = tx
+        .query_row("SELECT 1 FROM tenants WHERE name = ?1", [tenant], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if exists.is_none() {
+        return Err(StoreError::NoTenant(tenant.to_owned()));
+    }
+    let live: usize = tx.query_row(
+        "SELECT (SELECT COUNT(*) FROM keys WHERE tenant = ?1)
+              + (SELECT COUNT(*) FROM client_certs WHERE tenant = ?1)",
+        [tenant],
+        |r| r.get(0),
+    )?;
+    if live >= MAX_KEYS_PER_TENANT {
+        return Err(StoreError::TooManyKeys(tenant.to_owned()));
+    }
+    Ok(())
 }
 
 fn tenant_of(name: String, created: u64, quota: &str) -> Result<Tenant, StoreError> {

@@ -135,3 +135,30 @@ fn imported_keys_are_checked_and_unique() {
         );
     }
 }
+
+#[test]
+fn client_certificates_count_as_keys_and_revoke_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    store.create_tenant("a", Quota::default()).unwrap();
+    let fingerprint = "ab".repeat(32);
+    let cert = store.add_client_cert("a", &fingerprint).unwrap();
+    assert!(cert.access_key.starts_with("CERT"));
+    assert_eq!(
+        store.tenant_of_cert(&fingerprint).unwrap(),
+        Some("a".to_owned())
+    );
+    store.create_key("a").unwrap();
+    store.create_key("a").unwrap();
+    assert!(matches!(
+        store.create_key("a"),
+        Err(StoreError::TooManyKeys(_))
+    ));
+    assert_eq!(store.keys(Some("a")).unwrap().len(), 3);
+    store.remove_key(&cert.access_key).unwrap();
+    assert_eq!(store.tenant_of_cert(&fingerprint).unwrap(), None);
+    assert!(matches!(
+        store.add_client_cert("nobody", &fingerprint),
+        Err(StoreError::NoTenant(_))
+    ));
+}

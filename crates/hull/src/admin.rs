@@ -42,11 +42,18 @@ pub enum TenantCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Issue an access key and secret key; the secret is shown only now.
+    /// Issue an access key and secret key (the secret is shown only now),
+    /// or with --tls-client a client certificate for the docker CLI.
     Create {
         tenant: String,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Issue a client certificate (ca.pem, cert.pem, key.pem) instead.
+        #[arg(long)]
+        tls_client: bool,
+        /// Where --tls-client writes its files (./<tenant>-tls by default).
+        #[arg(long, requires = "tls_client")]
+        out: Option<std::path::PathBuf>,
     },
     /// List keys (never their secrets).
     #[command(alias = "list")]
@@ -120,7 +127,23 @@ async fn tenant(client: &Client, command: TenantCommand) -> Result<i32> {
 
 async fn key(client: &Client, command: KeyCommand) -> Result<i32> {
     match command {
-        KeyCommand::Create { tenant, format } => {
+        KeyCommand::Create {
+            tenant,
+            tls_client: true,
+            out,
+            ..
+        } => {
+            let path = format!("/hull/admin/tenants/{}/certs", encode(&tenant));
+            let bundle: Value = client.call_json(Method::POST, &path, None::<&()>).await?;
+            let out = out.unwrap_or_else(|| format!("{tenant}-tls").into());
+            write_bundle(&out, &bundle)?;
+            println!("{}", out.display());
+            eprintln!(
+                "docker --tlsverify --tlscacert {0}/ca.pem --tlscert {0}/cert.pem --tlskey {0}/key.pem -H tcp://HOST:PORT …",
+                out.display()
+            );
+        }
+        KeyCommand::Create { tenant, format, .. } => {
             let path = format!("/hull/admin/tenants/{}/keys", encode(&tenant));
             let key: Value = client.call_json(Method::POST, &path, None::<&()>).await?;
             match format {
@@ -162,6 +185,29 @@ async fn key(client: &Client, command: KeyCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Writes a client certificate bundle as docker reads it; the key 0600.
+fn write_bundle(dir: &std::path::Path, bundle: &Value) -> Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (file, field, mode) in [
+        ("ca.pem", "Ca", 0o644),
+        ("cert.pem", "Cert", 0o644),
+        ("key.pem", "Key", 0o600),
+    ] {
+        let path = dir.join(file);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .with_context(|| format!("cannot create {} (is it there already?)", path.display()))?;
+        out.write_all(bundle[field].as_str().unwrap_or_default().as_bytes())?;
+    }
+    Ok(())
 }
 
 /// `containers=10,images=20,…` with unlimited entries left out.

@@ -355,3 +355,65 @@ fn requests_the_original_hyper_client_signed_pass_the_listener_and_tampered_copi
         assert_eq!(code, 401, "{target} with another query: {answer}");
     }
 }
+
+#[test]
+fn the_stock_docker_cli_works_as_a_tenant_with_a_client_certificate_until_it_is_revoked() {
+    let cloud = Cloud::start(&[]);
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "acme"]));
+    let certs = cloud.daemon.root.join("acme-tls");
+    let issued = cloud.daemon.hull(&[
+        "admin",
+        "key",
+        "create",
+        "acme",
+        "--tls-client",
+        "--out",
+        certs.to_str().unwrap(),
+    ]);
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .arg("--tlsverify")
+            .arg("--tlscacert")
+            .arg(certs.join("ca.pem"))
+            .arg("--tlscert")
+            .arg(certs.join("cert.pem"))
+            .arg("--tlskey")
+            .arg(certs.join("key.pem"))
+            .args(["-H", &cloud.address()])
+            .args(args)
+            .env("DOCKER_CONFIG", cloud.daemon.root.join("docker-config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker runs")
+    };
+    let version = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert_eq!(
+        stdout_of(&version).trim(),
+        env!("CARGO_PKG_VERSION"),
+        "{}",
+        text(&version.stderr)
+    );
+    let ps = docker(&["ps"]);
+    assert!(!ps.status.success());
+    assert!(
+        text(&ps.stderr).contains("not open to tenants"),
+        "{}",
+        text(&ps.stderr)
+    );
+
+    let keys = stdout_of(&cloud.daemon.hull(&["admin", "key", "ls", "acme"]));
+    let id = keys
+        .split_whitespace()
+        .find(|word| word.starts_with("CERT"))
+        .unwrap_or_else(|| panic!("no certificate listed: {keys}"))
+        .to_owned();
+    stdout_of(&cloud.daemon.hull(&["admin", "key", "rm", &id]));
+    let revoked = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(!revoked.status.success());
+    assert!(
+        text(&revoked.stderr).contains("unknown or revoked"),
+        "{}",
+        text(&revoked.stderr)
+    );
+}

@@ -26,17 +26,22 @@ pub async fn listen(
     root: &Path,
     daemon: Arc<Daemon>,
 ) -> Result<tokio::task::JoinHandle<()>> {
+    // Hull's own CA issues tenants' client certificates whatever the
+    // server's certificate is.
+    let dir = root.join("tls");
+    let ca = tls::OwnCa::open_or_create(&dir)
+        .with_context(|| format!("cannot make Hull's CA in {}", dir.display()))?;
     let files = match cert {
         Some(files) => files,
         None => {
-            let dir = root.join("tls");
-            let (ca, files) = tls::own_certificates(&dir, &server_names(addr))
-                .with_context(|| format!("cannot make TLS certificates in {}", dir.display()))?;
-            info!(ca = %ca.display(), "tenants' clients trust this CA (--tlscacert)");
+            let files = ca
+                .server_certificate(&server_names(addr))
+                .with_context(|| format!("cannot make a TLS certificate in {}", dir.display()))?;
+            info!(ca = %ca.pem_path().display(), "tenants' clients trust this CA (--tlscacert)");
             files
         }
     };
-    let config = tls::server_config(&files).with_context(|| {
+    let config = tls::server_config(&files, &ca.pem_path()).with_context(|| {
         format!(
             "cannot use the certificate {} with the key {}",
             files.cert.display(),

@@ -97,6 +97,17 @@ pub(super) async fn route(
                     store.set_quota(&name, quota)?;
                     Ok(json_response(StatusCode::OK, &store.tenant(&name)?))
                 }
+                (&Method::POST, "certs") => {
+                    store.tenant(&name)?;
+                    let ca = crate::tls::OwnCa::open_or_create(&daemon.tls_dir()).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, super::error_chain(&e))
+                    })?;
+                    let bundle = ca.issue_client(&name).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, super::error_chain(&e))
+                    })?;
+                    store.add_client_cert(&name, &bundle.fingerprint)?;
+                    Ok(json_response(StatusCode::CREATED, &bundle))
+                }
                 (&Method::POST, "keys") => {
                     // With a body, the operator brings the key; without, one is made.
                     let brought: Option<hull_cloud::store::NewKey> = read_json(request).await?;

@@ -1,7 +1,9 @@
-//! The tenants' listener: TLS over TCP, every request signed.
+//! The tenants' listener: TLS over TCP, every request signed or sent on a
+//! connection made with a tenant's client certificate (as the stock docker
+//! CLI does with `--tlscert`).
 //!
-//! Whoever reaches the port is a stranger until a signature proves which
-//! tenant's key signed the request. Everything is bounded before it is
+//! Whoever reaches the port is a stranger until a signature or a client
+//! certificate proves which tenant it is. Everything is bounded before it is
 //! read: the TLS handshake has a deadline, connections are counted, and a
 //! request's body is read only up to a limit and held to the hash it was
 //! signed with before any handler sees it.
@@ -63,9 +65,25 @@ pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<
                 Ok(Err(err)) => return debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => return debug!(%peer, "TLS handshake timed out"),
             };
+            // The verifier already checked the chain to Hull's CA; which
+            // tenant it belongs to (if it is still live) is looked up on
+            // each request, so a revocation holds on open connections too.
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| crate::tls::fingerprint(cert));
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let daemon = daemon.clone();
-                async move { Ok::<_, Infallible>(handle(&daemon, request, clock).await) }
+                let certificate = certificate.clone();
+                async move {
+                    let who = Credential {
+                        certificate: certificate.as_deref(),
+                        clock,
+                    };
+                    Ok::<_, Infallible>(handle(&daemon, request, who).await)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -84,13 +102,24 @@ fn test_clock() -> Option<SystemTime> {
     Some(date.time())
 }
 
+/// What a connection brings to prove who sends its requests.
+struct Credential<'a> {
+    /// The SHA-256 of the client certificate it presented, if any.
+    certificate: Option<&'a str>,
+    /// A fixed clock for signature checks (tests only).
+    clock: Option<SystemTime>,
+}
+
 async fn handle(
     daemon: &Daemon,
     request: Request<Incoming>,
-    clock: Option<SystemTime>,
+    who: Credential<'_>,
 ) -> Response<Body> {
-    let now = clock.unwrap_or_else(SystemTime::now);
-    let mut response = match authenticate(daemon, request, now).await {
+    let authenticated = match who.certificate {
+        Some(fingerprint) => by_certificate(daemon, request, fingerprint).await,
+        None => authenticate(daemon, request, who.clock.unwrap_or_else(SystemTime::now)).await,
+    };
+    let mut response = match authenticated {
         Ok((tenant, request)) => route(daemon, &tenant, request)
             .await
             .unwrap_or_else(ApiError::into_response),
@@ -143,8 +172,37 @@ async fn authenticate(
         })
         .map_err(unauthorized)?;
     let tenant = Tenant(tenant.expect("a verified request has a key's tenant"));
+    let body = read_body(body).await?;
+    if sign::payload_sha256(&body) != verified.payload_sha256 {
+        return Err(unauthorized(VerifyError::BodyMismatch));
+    }
+    Ok((tenant, Request::from_parts(parts, buffered(body))))
+}
 
-    let body = Limited::new(body, MAX_SIGNED_BODY)
+/// A request on a connection made with a tenant's client certificate.
+async fn by_certificate(
+    daemon: &Daemon,
+    request: Request<Incoming>,
+    fingerprint: &str,
+) -> Result<(Tenant, Request<RequestBody>), ApiError> {
+    let tenant = daemon
+        .tenants()
+        .tenant_of_cert(fingerprint)
+        .map_err(ApiError::from)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the client certificate is unknown or revoked",
+            )
+        })?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body).await?;
+    Ok((Tenant(tenant), Request::from_parts(parts, buffered(body))))
+}
+
+/// A request's body, read up to the limit.
+async fn read_body(body: Incoming) -> Result<bytes::Bytes, ApiError> {
+    Ok(Limited::new(body, MAX_SIGNED_BODY)
         .collect()
         .await
         .map_err(|err| {
@@ -160,14 +218,13 @@ async fn authenticate(
                 )
             }
         })?
-        .to_bytes();
-    if sign::payload_sha256(&body) != verified.payload_sha256 {
-        return Err(unauthorized(VerifyError::BodyMismatch));
-    }
-    let body = Full::new(body)
+        .to_bytes())
+}
+
+fn buffered(body: bytes::Bytes) -> RequestBody {
+    Full::new(body)
         .map_err(|never: Infallible| match never {})
-        .boxed();
-    Ok((tenant, Request::from_parts(parts, body)))
+        .boxed()
 }
 
 fn unauthorized(error: VerifyError) -> ApiError {
