@@ -30,6 +30,8 @@ pub enum UidError {
     },
     #[error("all {count} VM uids from {first} are in use: stop VMs or widen the range")]
     Exhausted { first: u32, count: u32 },
+    #[error("{0:?} is not a range of VM uids FIRST:COUNT, with FIRST ≥ 65536, COUNT ≥ 16 and the range below 4294967295")]
+    BadRange(String),
 }
 
 /// A range of host uids (and gids of the same numbers) reserved for VMs.
@@ -46,6 +48,20 @@ impl VmUids {
         first: 1_900_000_000,
         count: 65_536,
     };
+
+    /// `FIRST:COUNT`, as `hulld --vm-uids` takes it. Uids below 65536 belong
+    /// to accounts, and the last uid is the kernel's "no uid".
+    pub fn parse(text: &str) -> Result<Self, UidError> {
+        let bad = || UidError::BadRange(text.chars().take(40).collect());
+        let (first, count) = text.split_once(':').ok_or_else(bad)?;
+        let first: u32 = first.trim().parse().map_err(|_| bad())?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let last = first.checked_add(count.checked_sub(1).ok_or_else(bad)?);
+        if first < 65_536 || count < 16 || last.is_none_or(|last| last >= u32::MAX) {
+            return Err(bad());
+        }
+        Ok(Self { first, count })
+    }
 
     pub fn range(&self) -> RangeInclusive<u32> {
         self.first..=self.first + (self.count - 1)
@@ -192,6 +208,30 @@ fn parse_uids(status: &str) -> Option<Vec<u32>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ranges_parse_within_bounds() {
+        use super::VmUids;
+        assert_eq!(
+            VmUids::parse("2000000000:1024").unwrap(),
+            VmUids {
+                first: 2_000_000_000,
+                count: 1024
+            }
+        );
+        for bad in [
+            "",
+            "5",
+            "1000:1024",
+            "2000000000:0",
+            "2000000000:8",
+            "4294967280:16",
+            "x:y",
+            "4294967290:1000",
+        ] {
+            assert!(VmUids::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -362,3 +362,43 @@ fn a_qemu_with_a_host_share_cannot_reopen_the_files_it_reads_for_writing() {
     assert_eq!(common::as_qemu::run_as(qemu, &script), "opened\n");
     stdout_of(&daemon.hull(&["rm", "-f", &id]));
 }
+
+#[test]
+fn an_operator_chosen_uid_range_confines_qemu_and_the_firewall_follows_it() {
+    // Its own namespace: the firewall it writes must not replace the one
+    // the host's other daemons rely on.
+    let netns = common::netns::NetNs::new("uids");
+    let slots = tempfile::tempdir().unwrap();
+    let range = VmUids::parse("2100000000:64").unwrap();
+    let daemon = common::Daemon::start_in(
+        Some(&netns.name),
+        &[
+            ("HULL_VM_UIDS", "2100000000:64"),
+            ("HULL_VM_UID_DIR", slots.path().to_str().unwrap()),
+            ("HULL_NO_TEMPLATES", "1"),
+        ],
+    );
+    let archive = common::busybox_archive();
+    stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
+    let id = run_detached(&daemon, &["busybox", "sleep", "600"]);
+    let uid = sole_uid(qemu_of(&daemon, &id));
+    assert!(
+        range.contains(uid) && !VmUids::DEFAULT.contains(uid),
+        "{uid}"
+    );
+    let rules = text(&netns.exec("nft", &["list", "table", "inet", "hull"]).stdout);
+    assert!(rules.contains("2100000000-2100000063"), "{rules}");
+    stdout_of(&daemon.hull(&["rm", "-f", &id]));
+
+    let refused = std::process::Command::new(common::bin_dir().join("hulld"))
+        .args(["--vm-uids", "1000:64", "--root"])
+        .arg(slots.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("FIRST:COUNT"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

@@ -98,9 +98,17 @@ struct Args {
         default_value = "/etc/hull/secrets.key"
     )]
     secrets_key: PathBuf,
+    /// The host uids VMs' QEMU processes run as, FIRST:COUNT (one per VM at
+    /// once); no account or user namespace may use them.
+    #[arg(long, env = "HULL_VM_UIDS", value_name = "FIRST:COUNT", value_parser = parse_vm_uids)]
+    vm_uids: Option<hull_vm::uids::VmUids>,
     /// The region tenants' request signatures are scoped to.
     #[arg(long, env = "HULL_REGION", default_value = "us-west-1")]
     region: String,
+}
+
+fn parse_vm_uids(text: &str) -> Result<hull_vm::uids::VmUids, String> {
+    hull_vm::uids::VmUids::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -157,7 +165,7 @@ async fn main() -> Result<()> {
             max_vms: (args.max_vms > 0).then_some(args.max_vms),
             memory_overcommit: args.memory_overcommit,
         },
-        vm_uids: hull_vm::uids::VmUids::DEFAULT,
+        vm_uids: args.vm_uids.unwrap_or(hull_vm::uids::VmUids::DEFAULT),
         cloud: hull_api::CloudConfig {
             secrets_key: args.secrets_key.clone(),
             region: args.region.clone(),
