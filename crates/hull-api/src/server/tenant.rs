@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::{system, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
+use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
 
 /// The largest body a tenant's signed request may carry.
@@ -90,6 +91,7 @@ async fn handle(
     clock: Option<SystemTime>,
 ) -> Response<Body> {
     let now = clock.unwrap_or_else(SystemTime::now);
+    let method = request.method().clone();
     let mut response = match authenticate(daemon, request, now).await {
         Ok((tenant, request)) => route(daemon, &tenant, request)
             .await
@@ -99,6 +101,9 @@ async fn handle(
     response
         .headers_mut()
         .insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
+    daemon
+        .metrics()
+        .request(Listener::Tenant, &method, response.status());
     response
 }
 
