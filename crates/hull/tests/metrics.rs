@@ -96,6 +96,16 @@ fn prometheus_scrapes_vm_starts_and_api_requests_from_hulld() {
     );
     let (head, _) = get(metrics_port, "/").unwrap();
     assert!(head.starts_with("HTTP/1.0 404"), "{head}");
+    // A pull from a registry that is not there counts as an error.
+    let pull = daemon.hull(&["pull", &format!("127.0.0.1:{}/nothing:1", free_port())]);
+    assert!(!pull.status.success());
+    eventually(10, || {
+        let (_, body) = get(metrics_port, "/metrics")?;
+        match body.contains(r#"hull_image_pulls_total{result="error"} 1"#) {
+            true => Ok(()),
+            false => Err(format!("no failed pull counted: {body}")),
+        }
+    });
 
     let dir = tempfile::tempdir().unwrap();
     let (_prometheus, port) = start_prometheus(dir.path(), metrics_port);
