@@ -5,8 +5,8 @@
 # distribution registry, skopeo, htpasswd and curl. e2fsprogs formats the
 # containers' writable layers; docker-py is a client the tests drive, and
 # containerd (with ctr) the peer of the shim's tests. iproute2 and nftables
-# make the bridges, taps and NAT of user-defined networks. Skips apt
-# entirely when all is present.
+# make the bridges, taps and NAT of user-defined networks; prometheus scrapes
+# hulld's metrics in their test. Skips apt entirely when all is present.
 set -euo pipefail
 
 packages=(
@@ -14,6 +14,7 @@ packages=(
   build-essential flex bison bc libelf-dev libssl-dev xz-utils procps bsdutils
   docker-registry skopeo apache2-utils curl e2fsprogs python3-docker
   containerd containernetworking-plugins iproute2 nftables protobuf-compiler
+  prometheus
 )
 
 missing=()

@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::in_use::ImagesInUse;
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -108,6 +109,7 @@ pub struct Daemon {
     containers: Arc<Containers<Qemu>>,
     in_use: ImagesInUse,
     tenants: hull_cloud::store::Store,
+    metrics: Arc<Metrics>,
 }
 
 impl Daemon {
@@ -159,7 +161,24 @@ impl Daemon {
             containers,
             in_use: ImagesInUse::default(),
             tenants,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The operator's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics in the Prometheus text format, VMs read now. Asking
+    /// boots nothing: before the runtime is set up there are no VMs.
+    pub fn render_metrics(&self) -> String {
+        let snapshot = self
+            .runtime
+            .get()
+            .map(|runtime| crate::metrics::snapshot(runtime))
+            .unwrap_or_default();
+        self.metrics.render(&snapshot)
     }
 
     /// Tenants and their keys.
@@ -321,6 +340,10 @@ impl Daemon {
                     admission: self.config.admission,
                 };
                 let runtime = Arc::new(Runtime::new(qemu, self.images.clone(), config));
+                let metrics = self.metrics.clone();
+                runtime.on_start(Box::new(move |start| {
+                    metrics.start(start.path, start.elapsed_ms)
+                }));
                 runtime.prepare_template();
                 Ok(runtime)
             })

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod daemon;
 pub mod in_use;
+pub mod metrics;
 pub mod server;
 pub mod stdcopy;
 pub mod tls;

@@ -5,7 +5,10 @@
 //! the host's `MemTotal` times the overcommit ratio, is refused. Ready
 //! templates count with their memory, which stays in tmpfs.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+use crate::size::VmSize;
 
 /// The limits, as hulld's flags set them.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +47,8 @@ pub enum AdmissionError {
 struct Held {
     vms: usize,
     memory_mib: u64,
+    /// VMs by size, for the operator's metrics; sizes stay once seen.
+    by_size: BTreeMap<VmSize, usize>,
 }
 
 /// What every VM of this hulld holds.
@@ -59,14 +64,19 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct Ticket {
     admission: Arc<Admission>,
-    memory_mib: u64,
+    size: VmSize,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut held = self.admission.held();
         held.vms = held.vms.saturating_sub(1);
-        held.memory_mib = held.memory_mib.saturating_sub(self.memory_mib);
+        held.memory_mib = held
+            .memory_mib
+            .saturating_sub(u64::from(self.size.memory_mib));
+        if let Some(count) = held.by_size.get_mut(&self.size) {
+            *count = count.saturating_sub(1);
+        }
     }
 }
 
@@ -90,13 +100,14 @@ impl Admission {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a VM of `memory_mib`, given that ready templates already
-    /// hold `templates_mib`.
+    /// Admits a VM of `size`, given that ready templates already hold
+    /// `templates_mib`.
     pub fn admit(
         self: &Arc<Self>,
-        memory_mib: u64,
+        size: VmSize,
         templates_mib: u64,
     ) -> Result<Ticket, AdmissionError> {
+        let memory_mib = u64::from(size.memory_mib);
         let mut held = self.held();
         if let Some(max) = self.config.max_vms {
             if held.vms >= max {
@@ -117,27 +128,35 @@ impl Admission {
                 ratio: self.config.memory_overcommit,
             });
         }
-        held.vms += 1;
-        held.memory_mib += memory_mib;
-        drop(held);
-        Ok(self.ticket(memory_mib))
+        Ok(self.ticket(&mut held, size))
     }
 
     /// Counts a VM that runs already, whatever the limits say: one a
     /// previous hulld started, taken back.
-    pub fn count(self: &Arc<Self>, memory_mib: u64) -> Ticket {
-        let mut held = self.held();
-        held.vms += 1;
-        held.memory_mib += memory_mib;
-        drop(held);
-        self.ticket(memory_mib)
+    pub fn count(self: &Arc<Self>, size: VmSize) -> Ticket {
+        self.ticket(&mut self.held(), size)
     }
 
-    fn ticket(self: &Arc<Self>, memory_mib: u64) -> Ticket {
+    /// Counts the VM in `held`, which the caller has locked since it
+    /// checked the limits, so that no other start slips in between.
+    fn ticket(self: &Arc<Self>, held: &mut Held, size: VmSize) -> Ticket {
+        held.vms += 1;
+        held.memory_mib += u64::from(size.memory_mib);
+        *held.by_size.entry(size).or_default() += 1;
         Ticket {
             admission: self.clone(),
-            memory_mib,
+            size,
         }
+    }
+
+    /// VMs held now by size, smallest first; a size seen once stays, at 0
+    /// when none of its VMs runs.
+    pub fn held_by_size(&self) -> Vec<(VmSize, usize)> {
+        self.held()
+            .by_size
+            .iter()
+            .map(|(size, count)| (*size, *count))
+            .collect()
     }
 
     /// VMs held now and their memory in MiB.
@@ -163,6 +182,13 @@ fn parse_mem_total_mib(meminfo: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn mib(memory_mib: u32) -> VmSize {
+        VmSize {
+            vcpus: 1,
+            memory_mib,
+        }
+    }
+
     #[test]
     fn mem_total_is_read_in_mib() {
         let meminfo = "MemTotal:       24683724 kB\nMemFree:         1 kB\n";
@@ -177,13 +203,13 @@ mod tests {
             memory_overcommit: 1.0,
         };
         let admission = Admission::with_memory(config, 4096);
-        let first = admission.admit(256, 0).unwrap();
-        let _second = admission.admit(256, 0).unwrap();
-        let refused = admission.admit(256, 0).unwrap_err();
+        let first = admission.admit(mib(256), 0).unwrap();
+        let _second = admission.admit(mib(256), 0).unwrap();
+        let refused = admission.admit(mib(256), 0).unwrap_err();
         assert_eq!(refused, AdmissionError::TooManyVms { running: 2, max: 2 });
         assert!(refused.to_string().contains("--max-vms 2"), "{refused}");
         drop(first);
-        admission.admit(256, 0).expect("a slot was given back");
+        admission.admit(mib(256), 0).expect("a slot was given back");
     }
 
     #[test]
@@ -194,9 +220,9 @@ mod tests {
         };
         // 1000 MiB × 1.5 = 1500 MiB admitted.
         let admission = Admission::with_memory(config, 1000);
-        let _vm = admission.admit(1000, 0).unwrap();
-        let _taken_back = admission.count(300);
-        let refused = admission.admit(256, 0).unwrap_err();
+        let _vm = admission.admit(mib(1000), 0).unwrap();
+        let _taken_back = admission.count(mib(300));
+        let refused = admission.admit(mib(256), 0).unwrap_err();
         assert_eq!(
             refused,
             AdmissionError::Memory {
@@ -207,13 +233,25 @@ mod tests {
                 ratio: 1.5
             }
         );
-        admission.admit(200, 0).expect("200 MiB still fit");
+        admission.admit(mib(200), 0).expect("200 MiB still fit");
         // Templates' memory counts as held.
-        let err = admission.admit(100, 400).unwrap_err();
+        let err = admission.admit(mib(100), 400).unwrap_err();
         assert!(
             matches!(err, AdmissionError::Memory { held: 1700, .. }),
             "{err}"
         );
         assert_eq!(admission.usage(), (2, 1300));
+    }
+
+    #[test]
+    fn held_vms_are_counted_by_size_until_their_tickets_drop() {
+        let admission = Admission::with_memory(AdmissionConfig::default(), 4096);
+        let small = admission.admit(mib(64), 0).unwrap();
+        let _other = admission.admit(mib(256), 0).unwrap();
+        let _adopted = admission.count(mib(64));
+        assert_eq!(admission.held_by_size(), vec![(mib(64), 2), (mib(256), 1)]);
+        drop(small);
+        assert_eq!(admission.held_by_size(), vec![(mib(64), 1), (mib(256), 1)]);
+        assert_eq!(admission.usage(), (2, 320));
     }
 }

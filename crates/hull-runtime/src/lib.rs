@@ -26,7 +26,7 @@ pub use run::{
     new_container_id, Prepared, RunControl, RunError, RunIo, RunRequest, Runtime, RuntimeConfig,
 };
 pub use spec::{process_config, ProcessConfig, ProcessOptions, SpecError};
-pub use start::{clock_and_entropy, StartRecord};
+pub use start::{clock_and_entropy, StartHook, StartRecord};
 pub use template::{Template, TemplateConfig, TemplateDirError, TemplateInfo, Templates};
 
 /// An error and its causes on one line.

@@ -234,6 +234,18 @@ impl<H: Hypervisor> Runtime<H> {
         self.vms.recent_starts()
     }
 
+    /// Has `hook` told of every VM start from now on; only the first hook
+    /// set is kept.
+    pub fn on_start(&self, hook: crate::start::StartHook) {
+        let _ = self.vms.on_start.set(hook);
+    }
+
+    /// The VMs this runtime holds, by size, smallest first: containers',
+    /// runs', pods', idle pooled ones and template builds alike.
+    pub fn vms_by_size(&self) -> Vec<(VmSize, usize)> {
+        self.vms.admission.held_by_size()
+    }
+
     /// Each pool's size, target and idle VMs, smallest first.
     pub fn pool_status(&self) -> Vec<(VmSize, usize, usize)> {
         self.vms

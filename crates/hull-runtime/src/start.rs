@@ -44,6 +44,10 @@ pub struct StartRecord {
     pub at: std::time::SystemTime,
 }
 
+/// Told of every start as it is recorded: how the operator's metrics
+/// learn of starts without the runtime knowing of them.
+pub type StartHook = Box<dyn Fn(&StartRecord) + Send + Sync>;
+
 /// A size's template and pool of resumed clones.
 pub(crate) struct SizeClass<V> {
     pub size: VmSize,
@@ -65,6 +69,7 @@ pub(crate) struct VmFactory<H: Hypervisor> {
     pub pool_targets: BTreeMap<VmSize, usize>,
     pub classes: Mutex<BTreeMap<VmSize, Arc<SizeClass<H::Vm>>>>,
     pub starts: std::sync::Mutex<std::collections::VecDeque<StartRecord>>,
+    pub on_start: std::sync::OnceLock<StartHook>,
     pub admission: Arc<crate::admission::Admission>,
 }
 
@@ -85,6 +90,7 @@ impl<H: Hypervisor> VmFactory<H> {
             pool_targets,
             classes: Mutex::default(),
             starts: Default::default(),
+            on_start: std::sync::OnceLock::new(),
             admission,
         };
         // Templates of sizes in use before a restart are picked up (or,
@@ -147,14 +153,12 @@ impl<H: Hypervisor> VmFactory<H> {
             })
             .map(|class| u64::from(class.size.memory_mib))
             .sum();
-        Ok(self
-            .admission
-            .admit(u64::from(size.memory_mib), templates_mib)?)
+        Ok(self.admission.admit(size, templates_mib)?)
     }
 
     /// Counts a VM of `size` that an earlier hulld started and this one takes back.
     pub fn count_adopted(&self, size: VmSize) -> crate::admission::Ticket {
-        self.admission.count(u64::from(size.memory_mib))
+        self.admission.count(size)
     }
 
     /// Every size's template and pool made so far, smallest first.
@@ -392,16 +396,20 @@ impl<H: Hypervisor> VmFactory<H> {
 
     fn record_start(&self, vm: &str, path: &'static str, elapsed_ms: u64) {
         info!(container = %vm, start = path, elapsed_ms, "VM ready");
-        let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
-        if starts.len() == START_HISTORY {
-            starts.pop_front();
-        }
-        starts.push_back(StartRecord {
+        let record = StartRecord {
             vm: vm.to_owned(),
             path,
             elapsed_ms,
             at: SystemTime::now(),
-        });
+        };
+        if let Some(hook) = self.on_start.get() {
+            hook(&record);
+        }
+        let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        if starts.len() == START_HISTORY {
+            starts.pop_front();
+        }
+        starts.push_back(record);
     }
 
     /// The most recent starts, oldest first.

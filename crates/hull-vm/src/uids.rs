@@ -57,7 +57,7 @@ impl VmUids {
         let first: u32 = first.trim().parse().map_err(|_| bad())?;
         let count: u32 = count.trim().parse().map_err(|_| bad())?;
         let last = first.checked_add(count.checked_sub(1).ok_or_else(bad)?);
-        if first < 65_536 || count < 16 || last.is_none_or(|last| last >= u32::MAX) {
+        if first < 65_536 || count < 16 || last.is_none_or(|last| last == u32::MAX) {
             return Err(bad());
         }
         Ok(Self { first, count })

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,11 +22,7 @@ struct Cloud {
 
 impl Cloud {
     fn start(env: &[(&str, &str)]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let listen = format!("tcp://127.0.0.1:{port}");
         let mut env = env.to_vec();
         env.push(("HULL_LISTEN", &listen));

@@ -7,19 +7,10 @@ mod common;
 
 use std::net::{TcpListener, TcpStream};
 
-use common::{assert_fails, daemon, has_docker_cli, stdout_of, text};
+use common::{assert_fails, daemon, free_port, has_docker_cli, stdout_of, text};
 
 fn hull_out(args: &[&str]) -> String {
     stdout_of(&daemon().hull(args))
-}
-
-/// A port free on the host's loopback now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The body of `GET /` from `127.0.0.1:port`, once the server answers.

@@ -102,6 +102,11 @@ struct Args {
     /// once); no account or user namespace may use them.
     #[arg(long, env = "HULL_VM_UIDS", value_name = "FIRST:COUNT", value_parser = parse_vm_uids)]
     vm_uids: Option<hull_vm::uids::VmUids>,
+    /// Serve Prometheus metrics on this address (tcp://127.0.0.1:9323):
+    /// plain HTTP, `GET /metrics` only. They are the operator's: bind it
+    /// where tenants cannot reach it.
+    #[arg(long, env = "HULL_METRICS", value_name = "tcp://ADDR:PORT")]
+    metrics: Option<String>,
     /// The region tenants' request signatures are scoped to.
     #[arg(long, env = "HULL_REGION", default_value = "us-west-1")]
     region: String,
@@ -144,7 +149,12 @@ async fn main() -> Result<()> {
     let listen = args
         .listen
         .as_deref()
-        .map(tenants::parse_listen)
+        .map(|text| tenants::parse_tcp("--listen", text))
+        .transpose()?;
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(|text| tenants::parse_tcp("--metrics", text))
         .transpose()?;
     let cert = tenants::cert_files(args.tls_cert.clone(), args.tls_key.clone())?;
     let socket = hull_api::socket_path(&args.host);
@@ -188,6 +198,9 @@ async fn main() -> Result<()> {
     if let Some(addr) = listen {
         tenants::listen(addr, cert, &args.root, daemon.clone()).await?;
     }
+    if let Some(addr) = metrics {
+        serve_metrics(addr, daemon.clone()).await?;
+    }
     let resuming = daemon.clone();
     tokio::spawn(async move {
         if let Err(err) = resuming.reattach_containers().await {
@@ -213,6 +226,18 @@ async fn main() -> Result<()> {
     let _ = std::fs::remove_file(&pid_file);
     info!("hulld stopped");
     served
+}
+
+/// Serves the daemon's metrics on `addr`, in the background.
+async fn serve_metrics(addr: std::net::SocketAddr, daemon: Arc<Daemon>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on tcp://{addr}"))?;
+    info!(address = %listener.local_addr()?, "serving metrics at /metrics");
+    tokio::spawn(hull_api::metrics::serve(listener, move || {
+        daemon.render_metrics()
+    }));
+    Ok(())
 }
 
 /// Logs to `file` (rotated) or to stderr.

@@ -9,13 +9,13 @@ use hull_api::tls::{self, CertFiles};
 use hull_api::Daemon;
 use tracing::info;
 
-/// `tcp://ADDR:PORT` into a socket address.
-pub fn parse_listen(text: &str) -> Result<SocketAddr> {
+/// `tcp://ADDR:PORT`, given to `flag`, into a socket address.
+pub fn parse_tcp(flag: &str, text: &str) -> Result<SocketAddr> {
     let Some(addr) = text.strip_prefix("tcp://") else {
-        bail!("--listen takes tcp://ADDR:PORT, not {text:?}");
+        bail!("{flag} takes tcp://ADDR:PORT, not {text:?}");
     };
     addr.parse()
-        .with_context(|| format!("--listen {text:?} is not tcp://ADDR:PORT"))
+        .with_context(|| format!("{flag} {text:?} is not tcp://ADDR:PORT"))
 }
 
 /// Binds `addr` and serves tenants there with TLS: `cert` when given,
@@ -93,10 +93,10 @@ mod tests {
     #[test]
     fn listen_addresses_must_be_tcp() {
         assert_eq!(
-            parse_listen("tcp://127.0.0.1:8443").unwrap(),
+            parse_tcp("--listen", "tcp://127.0.0.1:8443").unwrap(),
             "127.0.0.1:8443".parse().unwrap()
         );
-        assert!(parse_listen("127.0.0.1:8443").is_err());
-        assert!(parse_listen("tcp://nowhere").is_err());
+        assert!(parse_tcp("--listen", "127.0.0.1:8443").is_err());
+        assert!(parse_tcp("--listen", "tcp://nowhere").is_err());
     }
 }

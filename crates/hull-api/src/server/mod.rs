@@ -40,6 +40,7 @@ pub use auth::registry_domain;
 pub use tenant::{serve_tenants, Tenant, MAX_SIGNED_BODY, TEST_CLOCK_ENV};
 
 use crate::daemon::Daemon;
+use crate::metrics::Listener;
 use crate::types::ErrorBody;
 use crate::DOCKER_API_VERSION;
 
@@ -299,6 +300,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
     response
         .headers_mut()
         .insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
+    daemon
+        .metrics()
+        .request(Listener::Unix, &method, response.status());
     response
 }
 

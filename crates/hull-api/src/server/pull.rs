@@ -102,6 +102,7 @@ pub(super) fn transfer(
         daemon.registry().clone()
     };
     let store = daemon.images().clone();
+    let metrics = daemon.metrics().clone();
     let (progress, response) = progress_response();
     tokio::spawn(async move {
         let events = |event: PullEvent| progress.event(event);
@@ -115,6 +116,9 @@ pub(super) fn transfer(
                 .map(drop)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
         };
+        if let Direction::Pull = direction {
+            metrics.pull(result.is_ok());
+        }
         if let Err(err) = result {
             let message = error_chain(err.as_ref());
             tracing::warn!(reference = %reference, ?direction, error = %message, "transfer failed");

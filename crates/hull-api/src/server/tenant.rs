@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 
 use super::{system, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
+use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
 
 /// The largest body a tenant's signed request may carry.
@@ -115,6 +116,7 @@ async fn handle(
     request: Request<Incoming>,
     who: Credential<'_>,
 ) -> Response<Body> {
+    let method = request.method().clone();
     let authenticated = match who.certificate {
         Some(fingerprint) => by_certificate(daemon, request, fingerprint).await,
         None => authenticate(daemon, request, who.clock.unwrap_or_else(SystemTime::now)).await,
@@ -128,6 +130,9 @@ async fn handle(
     response
         .headers_mut()
         .insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
+    daemon
+        .metrics()
+        .request(Listener::Tenant, &method, response.status());
     response
 }
 

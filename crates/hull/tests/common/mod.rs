@@ -318,6 +318,26 @@ pub fn spawn_owned(mut command: Command) -> u32 {
     rx.recv().unwrap()
 }
 
+/// A process spawned with [`spawn_owned`], killed when this is dropped:
+/// at the end of its test, or when the test panics.
+pub struct Owned(pub u32);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal; the pid is the peer's, reaped by its own thread.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// A port free on the host's loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Drop for Daemon {
     /// A test's own daemon ends with the test (its VMs die with it).
     fn drop(&mut self) {
