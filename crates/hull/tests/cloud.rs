@@ -170,8 +170,8 @@ fn a_tenant_signs_with_its_key_and_forged_or_revoked_keys_are_refused() {
     // What a tenant may not do, it is told so.
     let admin = cloud.tenant(&access, &secret, &["admin", "tenant", "ls"]);
     assert_fails(&admin, 1, &["only on hulld's Unix socket"]);
-    let ps = cloud.tenant(&access, &secret, &["ps"]);
-    assert_fails(&ps, 1, &["not open to tenants"]);
+    let images = cloud.tenant(&access, &secret, &["images"]);
+    assert_fails(&images, 125, &["not open to tenants"]);
 
     // The secret is sealed in the state directory; its master key lives elsewhere.
     for file in ["cloud.db", "cloud.db-wal"] {
@@ -319,10 +319,15 @@ fn requests_the_original_hyper_client_signed_pass_the_listener_and_tampered_copi
         std::fs::write(&body_file, vector["body"].as_str().unwrap()).unwrap();
         let body = (!vector["body"].as_str().unwrap().is_empty()).then_some(body_file.as_path());
 
-        // Authenticated: what follows is the tenant route's own answer.
+        // Authenticated: what follows is the tenant route's own answer,
+        // an empty list of the tenant's containers or a refusal.
         let (code, answer) = cloud.curl(method, target, &headers, body);
-        assert_ne!(code, 401, "{target}: {answer}");
-        assert!(answer.contains("not open to tenants"), "{target}: {answer}");
+        if target.starts_with("/v1.23/containers/json") {
+            assert_eq!((code, answer.trim()), (200, "[]"), "{target}");
+        } else {
+            assert_eq!(code, 403, "{target}: {answer}");
+            assert!(answer.contains("not open to tenants"), "{target}: {answer}");
+        }
 
         let mut wrong_signature = headers.clone();
         for (name, value) in wrong_signature.iter_mut() {
@@ -389,12 +394,15 @@ fn the_stock_docker_cli_works_as_a_tenant_with_a_client_certificate_until_it_is_
         "{}",
         text(&version.stderr)
     );
-    let ps = docker(&["ps"]);
-    assert!(!ps.status.success());
+    let ps = docker(&["ps", "-a", "-q"]);
+    assert!(ps.status.success(), "{}", text(&ps.stderr));
+    assert_eq!(stdout_of(&ps).trim(), "", "acme owns no container");
+    let images = docker(&["images"]);
+    assert!(!images.status.success());
     assert!(
-        text(&ps.stderr).contains("not open to tenants"),
+        text(&images.stderr).contains("not open to tenants"),
         "{}",
-        text(&ps.stderr)
+        text(&images.stderr)
     );
 
     let keys = stdout_of(&cloud.daemon.hull(&["admin", "key", "ls", "acme"]));
@@ -411,4 +419,48 @@ fn the_stock_docker_cli_works_as_a_tenant_with_a_client_certificate_until_it_is_
         "{}",
         text(&revoked.stderr)
     );
+}
+
+#[test]
+fn a_tenant_lists_only_its_own_containers() {
+    let cloud = Cloud::start(&[]);
+    let (acme, acme_secret) = cloud.tenant_with_key("acme");
+    let (beta, beta_secret) = cloud.tenant_with_key("beta");
+    let archive = common::busybox_archive();
+    stdout_of(
+        &cloud
+            .daemon
+            .hull(&["load", "-i", archive.to_str().unwrap()]),
+    );
+    // The operator's own container, and one it made for acme.
+    let operator = stdout_of(
+        &cloud
+            .daemon
+            .hull(&["create", "--name", "ops", "busybox", "true"]),
+    );
+    let owned = stdout_of(&cloud.daemon.hull(&[
+        "create",
+        "--name",
+        "acme-web",
+        "--label",
+        "sh.hull.tenant=acme",
+        "busybox",
+        "true",
+    ]));
+    let everything = stdout_of(&cloud.daemon.hull(&["ps", "-a"]));
+    assert!(
+        everything.contains("ops") && everything.contains("acme-web"),
+        "{everything}"
+    );
+
+    let names = |access: &str, secret: &str| {
+        let listed = cloud.tenant(access, secret, &["ps", "-a", "-q", "--no-trunc"]);
+        assert!(listed.status.success(), "{}", text(&listed.stderr));
+        stdout_of(&listed)
+    };
+    let seen = names(&acme, &acme_secret);
+    assert!(seen.contains(owned.trim()), "{seen}");
+    assert!(!seen.contains(operator.trim()), "{seen}");
+    let seen = names(&beta, &beta_secret);
+    assert!(seen.trim().is_empty(), "beta sees {seen}");
 }

@@ -433,6 +433,7 @@ fn create_options(body: ContainerCreate, name: Option<String>) -> Result<CreateO
 pub(super) async fn list(
     daemon: &Daemon,
     request: &Request<RequestBody>,
+    scope: super::scope::Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(request);
     let all = query.flag("all");
@@ -444,6 +445,9 @@ pub(super) async fn list(
     let mut summaries = Vec::new();
     for container in daemon.containers().list() {
         let record = container.record();
+        if !scope.sees(&record.config.labels) {
+            continue;
+        }
         let wanted_by_status = all || record.state.running() || filters.has("status");
         if !wanted_by_status || !filters.accepts(&record) {
             continue;

@@ -14,6 +14,7 @@ mod pull;
 mod push;
 mod run;
 mod save;
+mod scope;
 mod stats;
 mod stream;
 mod system;
@@ -252,7 +253,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
             templates::remove(&daemon, &key)
         }
         (&Method::POST, "/containers/create") => containers::create(&daemon, request).await,
-        (&Method::GET, "/containers/json") => containers::list(&daemon, &request).await,
+        (&Method::GET, "/containers/json") => {
+            containers::list(&daemon, &request, scope::Scope::Operator).await
+        }
         (&Method::GET, "/events") => events::events(&daemon, &request).await,
         (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
         (&Method::GET, "/networks") => networks::list(&daemon, &request),

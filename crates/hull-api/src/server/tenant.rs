@@ -25,7 +25,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use super::{system, ApiError, Body, RequestBody};
+use super::scope::Scope;
+use super::{containers, system, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
@@ -239,7 +240,7 @@ fn unauthorized(error: VerifyError) -> ApiError {
 /// What a tenant may call. Only what is already scoped to its owner is
 /// open; everything else is refused, never served unscoped.
 async fn route(
-    _daemon: &Daemon,
+    daemon: &Daemon,
     tenant: &Tenant,
     request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
@@ -249,6 +250,9 @@ async fn route(
     match (&method, path.as_str()) {
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
+        (&Method::GET, "/containers/json") => {
+            containers::list(daemon, &request, Scope::Tenant(&tenant.0)).await
+        }
         (_, p) if p.starts_with("/hull/admin/") => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the admin API is served only on hulld's Unix socket",

@@ -1,0 +1,52 @@
+//! Who a request acts for, and what that lets it see.
+//!
+//! Tenancy is checked here, at the API boundary: the runtime below knows
+//! nothing of tenants. A tenant's object carries its owner in a label that
+//! only this layer writes; whatever does not carry the tenant's own is, to
+//! that tenant, as if it did not exist.
+
+use std::collections::BTreeMap;
+
+/// The label that names an object's tenant. Set by the API when a tenant
+/// creates the object; a tenant can neither set nor change it.
+pub const OWNER_LABEL: &str = "sh.hull.tenant";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// The operator, on the Unix socket: every object.
+    Operator,
+    /// A tenant: its own objects only.
+    Tenant(&'a str),
+}
+
+impl Scope<'_> {
+    /// Whether an object with these labels is visible in this scope.
+    pub fn sees(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Scope::Operator => true,
+            Scope::Tenant(tenant) => labels.get(OWNER_LABEL).is_some_and(|owner| owner == tenant),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_sees_only_what_carries_its_own_name() {
+        let labels = |owner: Option<&str>| -> BTreeMap<String, String> {
+            owner
+                .map(|o| (OWNER_LABEL.to_owned(), o.to_owned()))
+                .into_iter()
+                .collect()
+        };
+        let acme = Scope::Tenant("acme");
+        assert!(acme.sees(&labels(Some("acme"))));
+        assert!(!acme.sees(&labels(Some("acme2"))));
+        assert!(!acme.sees(&labels(Some("beta"))));
+        assert!(!acme.sees(&labels(None)), "the operator's own objects");
+        assert!(Scope::Operator.sees(&labels(Some("beta"))));
+        assert!(Scope::Operator.sees(&labels(None)));
+    }
+}
