@@ -422,7 +422,7 @@ fn the_stock_docker_cli_works_as_a_tenant_with_a_client_certificate_until_it_is_
 }
 
 #[test]
-fn a_tenant_lists_only_its_own_containers() {
+fn a_tenant_sees_and_drives_only_its_own_containers() {
     let cloud = Cloud::start(&[]);
     let (acme, acme_secret) = cloud.tenant_with_key("acme");
     let (beta, beta_secret) = cloud.tenant_with_key("beta");
@@ -445,22 +445,71 @@ fn a_tenant_lists_only_its_own_containers() {
         "--label",
         "sh.hull.tenant=acme",
         "busybox",
-        "true",
+        "sh",
+        "-c",
+        "echo hello from acme; sleep 600",
     ]));
+    let (operator, owned) = (operator.trim(), owned.trim());
     let everything = stdout_of(&cloud.daemon.hull(&["ps", "-a"]));
     assert!(
         everything.contains("ops") && everything.contains("acme-web"),
         "{everything}"
     );
 
-    let names = |access: &str, secret: &str| {
-        let listed = cloud.tenant(access, secret, &["ps", "-a", "-q", "--no-trunc"]);
-        assert!(listed.status.success(), "{}", text(&listed.stderr));
-        stdout_of(&listed)
-    };
-    let seen = names(&acme, &acme_secret);
-    assert!(seen.contains(owned.trim()), "{seen}");
-    assert!(!seen.contains(operator.trim()), "{seen}");
-    let seen = names(&beta, &beta_secret);
-    assert!(seen.trim().is_empty(), "beta sees {seen}");
+    let acme_hull = |args: &[&str]| cloud.tenant(&acme, &acme_secret, args);
+    let beta_hull = |args: &[&str]| cloud.tenant(&beta, &beta_secret, args);
+    let listed = stdout_of(&acme_hull(&["ps", "-a", "-q", "--no-trunc"]));
+    assert!(
+        listed.contains(owned) && !listed.contains(operator),
+        "{listed}"
+    );
+    assert_eq!(stdout_of(&beta_hull(&["ps", "-a", "-q"])).trim(), "");
+
+    // By name and by id prefix for its owner; to anyone else, as if it
+    // did not exist: the same answer a made-up name gets.
+    let inspected = stdout_of(&acme_hull(&["inspect", "acme-web"]));
+    assert!(inspected.contains(owned), "{inspected}");
+    assert!(stdout_of(&acme_hull(&["inspect", &owned[..12]])).contains(owned));
+    for (who, reference) in [
+        ("acme", "ops"),
+        ("acme", operator),
+        ("beta", "acme-web"),
+        ("beta", owned),
+    ] {
+        let output = if who == "acme" {
+            acme_hull(&["inspect", reference])
+        } else {
+            beta_hull(&["inspect", reference])
+        };
+        assert_fails(&output, 1, &["No such object", reference]);
+    }
+    let made_up = beta_hull(&["inspect", "no-such-thing"]);
+    assert_fails(&made_up, 1, &["No such object"]);
+    assert_fails(
+        &beta_hull(&["rm", "-f", "acme-web"]),
+        1,
+        &["No such container"],
+    );
+    assert_fails(
+        &beta_hull(&["exec", "acme-web", "true"]),
+        1,
+        &["No such container"],
+    );
+
+    // Its owner drives it: start, logs, exec, then removes it.
+    let started = acme_hull(&["start", "acme-web"]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let exec = acme_hull(&["exec", "acme-web", "echo", "inside"]);
+    assert_eq!(stdout_of(&exec), "inside\n", "{}", text(&exec.stderr));
+    let logs = stdout_of(&acme_hull(&["logs", "acme-web"]));
+    assert!(logs.contains("hello from acme"), "{logs}");
+    assert!(acme_hull(&["rm", "-f", "acme-web"]).status.success());
+    let left = stdout_of(&cloud.daemon.hull(&["ps", "-a", "-q", "--no-trunc"]));
+    assert!(!left.contains(owned) && left.contains(operator), "{left}");
+    // What is not open yet is refused, not served unscoped.
+    assert_fails(
+        &acme_hull(&["rename", "ops", "mine"]),
+        1,
+        &["not open to tenants"],
+    );
 }

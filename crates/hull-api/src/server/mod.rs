@@ -327,7 +327,7 @@ pub(super) fn split_resource<'a>(path: &'a str, prefix: &str) -> (String, &'a st
     (decoded, action)
 }
 
-async fn container_route(
+pub(super) async fn container_route(
     daemon: &Daemon,
     method: &Method,
     reference: &str,

@@ -29,6 +29,32 @@ impl Scope<'_> {
     }
 }
 
+/// The full id of the container `reference` names among those `scope`
+/// sees; another tenant's answers as one that does not exist.
+pub fn container_id(
+    daemon: &crate::daemon::Daemon,
+    scope: Scope<'_>,
+    reference: &str,
+) -> Result<String, super::ApiError> {
+    let container = daemon
+        .containers()
+        .get_visible(reference, |c| scope.sees(&c.config().labels))?;
+    Ok(container.id.clone())
+}
+
+/// Checks that the exec instance `id` runs in a container `scope` sees;
+/// one of another tenant's answers as one that does not exist.
+pub fn check_exec(
+    daemon: &crate::daemon::Daemon,
+    scope: Scope<'_>,
+    id: &str,
+) -> Result<(), super::ApiError> {
+    let not_found = || hull_runtime::ContainerError::ExecNotFound(id.to_owned());
+    let info = daemon.containers().exec_info(id)?;
+    container_id(daemon, scope, &info.container_id).map_err(|_| not_found())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use super::scope::Scope;
-use super::{containers, system, ApiError, Body, RequestBody};
+use super::scope::{self, Scope};
+use super::{containers, exec, system, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
@@ -247,19 +247,52 @@ async fn route(
     let path = super::strip_version(request.uri().path()).to_owned();
     let method = request.method().clone();
     debug!(tenant = %tenant.0, %method, %path, "tenant request");
+    let scope = Scope::Tenant(&tenant.0);
     match (&method, path.as_str()) {
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
-        (&Method::GET, "/containers/json") => {
-            containers::list(daemon, &request, Scope::Tenant(&tenant.0)).await
+        (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
+        (_, p) if p.starts_with("/containers/") => {
+            let (reference, action) = super::split_resource(p, "/containers/");
+            // Renaming and resizing wait for per-tenant names and quotas.
+            let open = matches!(
+                (&method, action),
+                (&Method::GET, "json" | "logs" | "top" | "stats" | "archive")
+                    | (&Method::HEAD, "archive")
+                    | (
+                        &Method::POST,
+                        "start" | "stop" | "restart" | "kill" | "wait"
+                    )
+                    | (&Method::POST, "resize" | "attach" | "exec")
+                    | (&Method::DELETE, "")
+            );
+            if !open {
+                return Err(refused(&method, &path));
+            }
+            let id = scope::container_id(daemon, scope, &reference)?;
+            super::container_route(daemon, &method, &id, action, request).await
+        }
+        (_, p) if p.starts_with("/exec/") => {
+            let (id, action) = super::split_resource(p, "/exec/");
+            scope::check_exec(daemon, scope, &id)?;
+            match (&method, action) {
+                (&Method::POST, "start") => exec::start(daemon, &id, request).await,
+                (&Method::GET, "json") => exec::inspect(daemon, &id),
+                (&Method::POST, "resize") => exec::resize(daemon, &id, &request).await,
+                _ => Err(super::not_found(&method, &path)),
+            }
         }
         (_, p) if p.starts_with("/hull/admin/") => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the admin API is served only on hulld's Unix socket",
         )),
-        _ => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("{method} {path} is not open to tenants on this host yet"),
-        )),
+        _ => Err(refused(&method, &path)),
     }
+}
+
+fn refused(method: &Method, path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("{method} {path} is not open to tenants on this host yet"),
+    )
 }

@@ -445,6 +445,25 @@ impl<H: Hypervisor> Containers<H> {
             .ok_or_else(|| ContainerError::NotFound(reference.to_owned()))
     }
 
+    /// As [`Containers::get`], among only the containers `visible` accepts:
+    /// one it rejects is not found, whatever the reference, so a caller
+    /// shown part of the table learns nothing of the rest.
+    pub fn get_visible(
+        &self,
+        reference: &str,
+        visible: impl Fn(&Container) -> bool,
+    ) -> Result<Arc<Container>, ContainerError> {
+        let reference = reference.strip_prefix('/').unwrap_or(reference);
+        let table: BTreeMap<String, Arc<Container>> = lock(&self.table)
+            .iter()
+            .filter(|(_, c)| visible(c))
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .collect();
+        crate::records::find(&table, reference, |c| c.name())
+            .cloned()
+            .ok_or_else(|| ContainerError::NotFound(reference.to_owned()))
+    }
+
     /// Every container, newest first.
     pub fn list(&self) -> Vec<Arc<Container>> {
         let mut all: Vec<Arc<Container>> = lock(&self.table).values().cloned().collect();
