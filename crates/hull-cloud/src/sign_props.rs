@@ -38,8 +38,10 @@ fn query_of(pairs: &[(String, String)], minimal: bool) -> String {
         .join("&")
 }
 
+type Pairs = Vec<(String, String)>;
+
 /// Pairs with distinct names (as decoded), and the same pairs shuffled.
-fn pairs_and_shuffled() -> impl Strategy<Value = (Vec<(String, String)>, Vec<(String, String)>)> {
+fn pairs_and_shuffled() -> impl Strategy<Value = (Pairs, Pairs)> {
     prop::collection::btree_map("\\PC{0,8}", "\\PC{0,8}", 0..8).prop_flat_map(
         |pairs: BTreeMap<String, String>| {
             let pairs: Vec<_> = pairs.into_iter().collect();
