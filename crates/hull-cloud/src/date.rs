@@ -38,10 +38,13 @@ impl HyperDate {
         if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
             return Err(error());
         }
+        // Bytes, not `str` slices: a multibyte character may straddle a field.
         let digits = |range: std::ops::Range<usize>| -> Result<u64, DateError> {
-            let part = &text[range];
-            if part.bytes().all(|c| c.is_ascii_digit()) {
-                part.parse().map_err(|_| error())
+            let part = &b[range];
+            if part.iter().all(u8::is_ascii_digit) {
+                Ok(part
+                    .iter()
+                    .fold(0, |n, digit| n * 10 + u64::from(digit - b'0')))
             } else {
                 Err(error())
             }
@@ -151,6 +154,20 @@ mod tests {
             "20261202T070209",
             "20261202T0702099Z",
         ] {
+            assert!(HyperDate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_date_with_multibyte_characters_is_refused_not_a_panic() {
+        // 16 bytes with `T` and `Z` in place, but the digit fields would be
+        // cut inside a character (found by fuzzing).
+        for bad in [
+            "202\u{e9}010T000000Z",
+            "2026120\u{e9}T00000Z",
+            "20261202T0\u{20ac}00Z",
+        ] {
+            assert_eq!(bad.len(), 16, "{bad}");
             assert!(HyperDate::parse(bad).is_err(), "{bad}");
         }
     }

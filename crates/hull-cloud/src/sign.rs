@@ -234,3 +234,7 @@ fn percent_decode(text: &str, form: bool) -> Option<Vec<u8>> {
 #[cfg(test)]
 #[path = "sign_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sign_props.rs"]
+mod props;
