@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{daemon, stdout_of, text};
+use common::{daemon, status_field, stdout_of, text};
 use hull_vm::VmUids;
 
 /// The QEMU of the container `id` (its run directory, named after the
@@ -27,18 +27,6 @@ fn qemu_of(daemon: &common::Daemon, id: &str) -> i32 {
         .collect();
     assert_eq!(pids.len(), 1, "the QEMU of {id}: {pids:?}");
     pids[0]
-}
-
-/// A field of `/proc/PID/status`, its tabs made spaces.
-fn status_field(pid: i32, name: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in the status of {pid}"))
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The uid a process runs as, checked to be the same real, effective,

@@ -7,18 +7,14 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::containerd::{self, pids_matching};
-use common::{busybox_archive, eventually, stdout_of, test_guest, text};
+use common::{busybox_archive, eventually, finishes, stdout_of, test_guest, text, HANG};
 
 const RUNTIME: &str = "io.containerd.hull.v2";
 const IMAGE: &str = "docker.io/library/busybox:latest";
-/// How long a `ctr` command may run before the test calls it hung: far past
-/// the agent's signal deadline plus QMP's grace, under TCG.
-const HANG: Duration = Duration::from_secs(180);
 /// hull_runtime::console::MAX_CONSOLE_BYTES, and how much a guest may
 /// write between two looks of the capper (every 2 s).
 const CONSOLE_CAP: u64 = 1 << 20;
@@ -77,24 +73,6 @@ fn vm_dir(ctr: &containerd::Containerd, id: &str) -> PathBuf {
 fn qemus_of(ctr: &containerd::Containerd, id: &str) -> Vec<i32> {
     let run_dir = format!("{}/", vm_dir(ctr, id).display());
     pids_matching(&["qemu-system", &run_dir])
-}
-
-/// Runs `command`, failing the test if it has not finished within [`HANG`].
-fn finishes(mut command: Command) -> (Output, Duration) {
-    let started = Instant::now();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            panic!("{command:?} still runs after {HANG:?}: it hangs on the guest");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child.wait_with_output().unwrap(), started.elapsed())
 }
 
 #[test]

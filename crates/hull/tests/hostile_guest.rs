@@ -6,15 +6,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use common::{eventually, proc_field_mib, stdout_of, test_guest, text, Daemon};
-
-/// How long a lifecycle command may run before the test calls it hung: far
-/// past the agent's deadline plus QMP's grace, under TCG.
-const HANG: Duration = Duration::from_secs(180);
+use common::{eventually, finishes, proc_field_mib, stdout_of, test_guest, text, Daemon};
 
 /// A hulld whose VMs boot hull-test-guest, cold (a template would be the
 /// hostile guest's too, and nothing here needs one).
@@ -48,24 +43,6 @@ fn status(daemon: &Daemon, id: &str) -> String {
 fn run_detached(daemon: &Daemon, attack: &str) -> String {
     let id = stdout_of(&daemon.hull(&["run", "-d", "busybox", attack]));
     id.trim().to_owned()
-}
-
-/// Runs `command`, failing the test if it has not finished within [`HANG`].
-fn finishes(mut command: Command) -> (Output, Duration) {
-    let started = Instant::now();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            panic!("{command:?} still runs after {HANG:?}: it hangs on the guest");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child.wait_with_output().unwrap(), started.elapsed())
 }
 
 /// The pids of the QEMUs of container `id`: their command lines name its

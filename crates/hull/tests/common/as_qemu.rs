@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use super::status_field;
+
 /// The capabilities Hull leaves QEMU, by number, as setpriv names them.
 const CAPS: [(u32, &str); 5] = [
     (0, "chown"),
@@ -11,17 +13,6 @@ const CAPS: [(u32, &str); 5] = [
     (4, "fsetid"),
     (10, "net_bind_service"),
 ];
-
-/// A field of `/proc/PID/status`.
-fn status_field(pid: i32, name: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in the status of {pid}"))
-        .trim()
-        .to_owned()
-}
 
 /// What `sh -c script` prints (stdout and stderr) when it runs in the mount
 /// namespace of the process `pid`, as its real uid and gid with no

@@ -612,3 +612,37 @@ pub fn write_tar<'a>(out: &Path, files: impl Iterator<Item = (&'a str, &'a [u8])
 }
 
 pub mod registry;
+
+/// A field of `/proc/PID/status`, its tabs made spaces.
+pub fn status_field(pid: i32, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in the status of {pid}"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How long a lifecycle command may run before a test calls it hung: far
+/// past the agent's deadline plus QMP's grace, under TCG.
+pub const HANG: Duration = Duration::from_secs(180);
+
+/// Runs `command`, failing the test if it has not finished within [`HANG`].
+pub fn finishes(mut command: Command) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > HANG {
+            let _ = child.kill();
+            panic!("{command:?} still runs after {HANG:?}: it hangs on the guest");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
