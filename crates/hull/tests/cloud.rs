@@ -284,6 +284,31 @@ fn oversized_and_tampered_signed_requests_are_refused_before_any_handler() {
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("away from the server's clock"), "{body}");
     assert!(cloud.daemon.log().contains("serving tenants over TLS"));
+
+    // A client that finishes its handshake and then sends nothing is let go.
+    let script = "import socket, ssl, sys, time\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[2]))), server_hostname='127.0.0.1')\n\
+        s.settimeout(60); start = time.monotonic(); data = s.recv(1)\n\
+        print(len(data), round(time.monotonic() - start))\n";
+    let idle = Command::new("python3")
+        .args(["-c", script])
+        .arg(cloud.ca())
+        .arg(cloud.port.to_string())
+        .output()
+        .unwrap();
+    let answer = stdout_of(&idle);
+    let seconds: u64 = answer
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("99")
+        .parse()
+        .unwrap();
+    assert!(
+        seconds < 30,
+        "an idle client was held {answer}: {}",
+        text(&idle.stderr)
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use hull_cloud::verify::{Verifier, VerifyError};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -37,6 +37,9 @@ pub const MAX_SIGNED_BODY: usize = 1 << 20;
 const MAX_CONNECTIONS: usize = 1024;
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not sent a request's head by then is dropped, so a
+/// slow one cannot hold a connection slot forever.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A fixed clock for signature checks, for tests that replay requests
 /// signed in the past (`YYYYMMDDTHHMMSSZ`). Never set in production.
 pub const TEST_CLOCK_ENV: &str = "HULL_TEST_SIGNATURE_CLOCK";
@@ -88,6 +91,8 @@ pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(err) = connection.await {
