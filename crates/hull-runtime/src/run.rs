@@ -445,10 +445,12 @@ pub(crate) async fn unless_vm_dies<V: Vm, T, E: Into<RunError>>(
         code = wait_exit(&mut exit) => return Err(died(code)),
     };
     match result {
-        Err(RunError::Agent(AgentError::Disconnected)) => {
+        // A channel lost to a dying VM: the VM's end is what to report, and
+        // the loss may be seen first however the channel learnt of it.
+        Err(RunError::Agent(lost @ (AgentError::Disconnected | AgentError::Closed { .. }))) => {
             match tokio::time::timeout(EXIT_AFTER_DISCONNECT, wait_exit(&mut exit)).await {
                 Ok(code) => Err(died(code)),
-                Err(_) => Err(AgentError::Disconnected.into()),
+                Err(_) => Err(lost.into()),
             }
         }
         other => other,
