@@ -95,13 +95,19 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let spawn = |path: &Path| {
             // `read` is sh's own: no child outlives the kill.
-            std::process::Command::new("sh")
+            let mut child = std::process::Command::new("sh")
                 .arg("-c")
-                .arg("read line")
+                .arg("echo ready; read line")
                 .arg(path.join("ctl"))
                 .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
                 .spawn()
-                .unwrap()
+                .unwrap();
+            // Until sh speaks, the child may not have exec'd yet and its
+            // command line is still this test's.
+            let mut ready = [0u8; 6];
+            std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut ready).unwrap();
+            child
         };
         let mut doomed = spawn(dir.path());
         let mut spared = spawn(other.path());
