@@ -111,6 +111,12 @@ impl Client {
         self.transport.describe()
     }
 
+    /// Whether it talks to a cloud's tenant listener rather than a local
+    /// hulld's socket.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.transport, Transport::Tls(_))
+    }
+
     async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ClientError> {
         let request = self.transport.prepare(request).await?;
         let stream = self.transport.connect().await?;

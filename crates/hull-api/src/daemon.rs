@@ -109,6 +109,7 @@ pub struct Daemon {
     containers: Arc<Containers<Qemu>>,
     in_use: ImagesInUse,
     tenants: hull_cloud::store::Store,
+    admission: crate::server::Admission,
     metrics: Arc<Metrics>,
 }
 
@@ -161,8 +162,14 @@ impl Daemon {
             containers,
             in_use: ImagesInUse::default(),
             tenants,
+            admission: Default::default(),
             metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The per-tenant locks that hold a quota's count to its change.
+    pub(crate) fn admission(&self) -> &crate::server::Admission {
+        &self.admission
     }
 
     /// The operator's metrics.

@@ -152,8 +152,10 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         return Ok(125);
     }
     // Hull's run stream takes the pools' VMs, on the default network,
-    // publishing nothing.
-    let pooled = args.publish.is_empty()
+    // publishing nothing; a cloud's tenants create their containers as
+    // docker's clients do, so each is theirs, named, sized and counted.
+    let pooled = !client.is_remote()
+        && args.publish.is_empty()
         && args.volume.is_empty()
         && args.network.is_none()
         && args.log_opt.is_empty()

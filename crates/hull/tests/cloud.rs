@@ -4,114 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
-use common::{assert_fails, stdout_of, text, Daemon};
+use common::cloud::Cloud;
+use common::{assert_fails, stdout_of, text};
 use hull_cloud::date::HyperDate;
 use hull_cloud::sign;
 
 const VECTORS: &str = include_str!("../../hull-cloud/tests/data/hyper-sign-vectors.json");
-
-/// A hulld that also serves tenants over TLS on a port of its own.
-struct Cloud {
-    daemon: Daemon,
-    port: u16,
-}
-
-impl Cloud {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let port = common::free_port();
-        let listen = format!("tcp://127.0.0.1:{port}");
-        let mut env = env.to_vec();
-        env.push(("HULL_LISTEN", &listen));
-        let daemon = Daemon::start(&env);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "no tenant listener: {}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { daemon, port }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.daemon.root.join("tls/ca.pem")
-    }
-
-    fn address(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    /// `hull` as a tenant with these keys (no saved config).
-    fn tenant(&self, access: &str, secret: &str, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
-        command
-            .args(["-H", &self.address(), "--tlscacert"])
-            .arg(self.ca())
-            .args(args)
-            .env("HULL_ACCESS_KEY", access)
-            .env("HULL_SECRET_KEY", secret)
-            .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
-            .stdin(Stdio::null());
-        command.output().unwrap()
-    }
-
-    /// A key for a new tenant `name`: (access key, secret key).
-    fn tenant_with_key(&self, name: &str) -> (String, String) {
-        stdout_of(&self.daemon.hull(&["admin", "tenant", "create", name]));
-        let key: serde_json::Value = serde_json::from_str(&stdout_of(
-            &self
-                .daemon
-                .hull(&["admin", "key", "create", name, "--format", "json"]),
-        ))
-        .unwrap();
-        (
-            key["AccessKey"].as_str().unwrap().to_owned(),
-            key["SecretKey"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    /// curl against the listener: (status, body).
-    fn curl(
-        &self,
-        method: &str,
-        target: &str,
-        headers: &[(String, String)],
-        body: Option<&Path>,
-    ) -> (u16, String) {
-        let mut command = Command::new("curl");
-        command
-            .args([
-                "-sS",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                method,
-                "--cacert",
-            ])
-            .arg(self.ca());
-        for (name, value) in headers {
-            command.arg("-H").arg(format!("{name}: {value}"));
-        }
-        if let Some(body) = body {
-            command
-                .arg("--data-binary")
-                .arg(format!("@{}", body.display()));
-        }
-        command.arg(format!("https://127.0.0.1:{}{target}", self.port));
-        let output = command.output().expect("curl runs");
-        let out = text(&output.stdout);
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-}
 
 #[test]
 fn a_tenant_signs_with_its_key_and_forged_or_revoked_keys_are_refused() {
@@ -385,33 +286,7 @@ fn requests_the_original_hyper_client_signed_pass_the_listener_and_tampered_copi
 fn the_stock_docker_cli_works_as_a_tenant_with_a_client_certificate_until_it_is_revoked() {
     let cloud = Cloud::start(&[]);
     stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "acme"]));
-    let certs = cloud.daemon.root.join("acme-tls");
-    let issued = cloud.daemon.hull(&[
-        "admin",
-        "key",
-        "create",
-        "acme",
-        "--tls-client",
-        "--out",
-        certs.to_str().unwrap(),
-    ]);
-    assert!(issued.status.success(), "{}", text(&issued.stderr));
-    let docker = |args: &[&str]| {
-        Command::new("docker")
-            .arg("--tlsverify")
-            .arg("--tlscacert")
-            .arg(certs.join("ca.pem"))
-            .arg("--tlscert")
-            .arg(certs.join("cert.pem"))
-            .arg("--tlskey")
-            .arg(certs.join("key.pem"))
-            .args(["-H", &cloud.address()])
-            .args(args)
-            .env("DOCKER_CONFIG", cloud.daemon.root.join("docker-config"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker runs")
-    };
+    let docker = |args: &[&str]| cloud.docker_as("acme", args);
     let version = docker(&["version", "--format", "{{.Server.Version}}"]);
     assert_eq!(
         stdout_of(&version).trim(),
@@ -531,10 +406,11 @@ fn a_tenant_sees_and_drives_only_its_own_containers() {
     assert!(acme_hull(&["rm", "-f", "acme-web"]).status.success());
     let left = stdout_of(&cloud.daemon.hull(&["ps", "-a", "-q", "--no-trunc"]));
     assert!(!left.contains(owned) && left.contains(operator), "{left}");
-    // What is not open yet is refused, not served unscoped.
     assert_fails(
         &acme_hull(&["rename", "ops", "mine"]),
         1,
-        &["not open to tenants"],
+        &["No such container"],
     );
+    // What is not open yet is refused, not served unscoped.
+    assert_fails(&acme_hull(&["volume", "ls"]), 1, &["not open to tenants"]);
 }

@@ -20,6 +20,7 @@ mod stream;
 mod system;
 mod templates;
 mod tenant;
+mod tenant_containers;
 mod top;
 mod volumes;
 
@@ -39,6 +40,7 @@ use tracing::debug;
 
 pub use auth::registry_domain;
 pub use tenant::{serve_tenants, Tenant, MAX_SIGNED_BODY, TEST_CLOCK_ENV};
+pub use tenant_containers::{Admission, DEFAULT_SIZE, SIZE_LABEL};
 
 use crate::daemon::Daemon;
 use crate::metrics::Listener;

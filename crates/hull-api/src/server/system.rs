@@ -14,6 +14,11 @@ pub(super) fn ping() -> Response<Body> {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    // The docker CLI checks options such as `--device` against the OS it
+    // learns here.
+    response
+        .headers_mut()
+        .insert("OSType", HeaderValue::from_static("linux"));
     response
 }
 

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
-use super::{containers, exec, system, ApiError, Body, RequestBody};
+use super::{containers, exec, system, tenant_containers, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
@@ -257,16 +257,18 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
         (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
+        (&Method::POST, "/containers/create") => {
+            tenant_containers::create(daemon, &tenant.0, request).await
+        }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = super::split_resource(p, "/containers/");
-            // Renaming and resizing wait for per-tenant names and quotas.
             let open = matches!(
                 (&method, action),
                 (&Method::GET, "json" | "logs" | "top" | "stats" | "archive")
-                    | (&Method::HEAD, "archive")
+                    | (&Method::HEAD | &Method::PUT, "archive")
                     | (
                         &Method::POST,
-                        "start" | "stop" | "restart" | "kill" | "wait"
+                        "start" | "stop" | "restart" | "kill" | "wait" | "rename" | "update"
                     )
                     | (&Method::POST, "resize" | "attach" | "exec")
                     | (&Method::DELETE, "")
@@ -275,7 +277,14 @@ async fn route(
                 return Err(refused(&method, &path));
             }
             let id = scope::container_id(daemon, scope, &reference)?;
-            super::container_route(daemon, &method, &id, action, request).await
+            let routed = super::container_route(daemon, &method, &id, action, request);
+            match action {
+                // What a start takes is counted against the tenant's quota.
+                "start" | "restart" => {
+                    tenant_containers::start_within_quota(daemon, &tenant.0, &id, routed).await
+                }
+                _ => routed.await,
+            }
         }
         (_, p) if p.starts_with("/exec/") => {
             let (id, action) = super::split_resource(p, "/exec/");

@@ -28,6 +28,9 @@ use crate::volume::VolumeSource;
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     pub name: Option<String>,
+    /// Where the name is unique: containers of different namespaces may
+    /// share a name (two tenants' `web`). `None` is the host's own.
+    pub namespace: Option<String>,
     pub image: String,
     pub process: ProcessOptions,
     pub hostname: Option<String>,
@@ -96,22 +99,31 @@ impl<H: Hypervisor> Containers<H> {
         let id = new_container_id();
         let dir = self.dir.join(&id);
 
+        if let Some(namespace) = options.namespace.as_deref() {
+            if !names::is_valid(namespace) {
+                return Err(ContainerError::InvalidName(namespace.to_owned()));
+            }
+        }
+        let namespace = options.namespace;
         let mut table = lock(&self.table);
+        let holder = |name: &str| {
+            table
+                .values()
+                .find(|c| c.is_named(namespace.as_deref(), name))
+                .map(|c| c.id.clone())
+        };
         let name = match options.name.filter(|n| !n.is_empty()) {
             Some(name) => {
                 let name = name.strip_prefix('/').unwrap_or(&name).to_owned();
                 if !names::is_valid(&name) {
                     return Err(ContainerError::InvalidName(name));
                 }
-                if let Some(other) = table.values().find(|c| c.name() == name) {
-                    return Err(ContainerError::NameInUse {
-                        name,
-                        id: other.id.clone(),
-                    });
+                if let Some(id) = holder(&name) {
+                    return Err(ContainerError::NameInUse { name, id });
                 }
                 name
             }
-            None => names::generate(|n| table.values().any(|c| c.name() == n)),
+            None => names::generate(|n| holder(n).is_some()),
         };
         let entrypoint = options
             .process
@@ -126,6 +138,7 @@ impl<H: Hypervisor> Containers<H> {
         let mut record = Record {
             id: id.clone(),
             name,
+            namespace,
             created: SystemTime::now(),
             creating: true,
             config: ContainerConfig {
@@ -266,9 +279,10 @@ impl<H: Hypervisor> Containers<H> {
             return Err(ContainerError::InvalidName(new_name.to_owned()));
         }
         let table = lock(&self.table);
+        let namespace = container.namespace();
         if let Some(other) = table
             .values()
-            .find(|c| c.name() == new_name && c.id != container.id)
+            .find(|c| c.is_named(namespace.as_deref(), new_name) && c.id != container.id)
         {
             return Err(ContainerError::NameInUse {
                 name: new_name.to_owned(),

@@ -206,6 +206,26 @@ impl Container {
         lock(&self.record).name.clone()
     }
 
+    /// Where its name is unique; `None` for the host's own containers.
+    pub fn namespace(&self) -> Option<String> {
+        lock(&self.record).namespace.clone()
+    }
+
+    /// Its name qualified by its namespace (`acme/web`), unique among all
+    /// containers: how the host's operator names another namespace's.
+    pub fn qualified_name(&self) -> String {
+        let record = lock(&self.record);
+        match &record.namespace {
+            Some(namespace) => format!("{namespace}/{}", record.name),
+            None => record.name.clone(),
+        }
+    }
+
+    fn is_named(&self, namespace: Option<&str>, name: &str) -> bool {
+        let record = lock(&self.record);
+        record.name == name && record.namespace.as_deref() == namespace
+    }
+
     pub fn state(&self) -> ContainerState {
         lock(&self.record).state.clone()
     }
@@ -437,17 +457,19 @@ impl<H: Hypervisor> Containers<H> {
         self.networks.restore(&running);
     }
 
-    /// Finds a container by full id, name, or unique id prefix, as docker does.
+    /// Finds a container by full id, name, or unique id prefix, as docker
+    /// does; a namespace's container by its qualified name (`acme/web`).
     pub fn get(&self, reference: &str) -> Result<Arc<Container>, ContainerError> {
         let reference = reference.strip_prefix('/').unwrap_or(reference);
-        crate::records::find(&lock(&self.table), reference, |c| c.name())
+        crate::records::find(&lock(&self.table), reference, |c| c.qualified_name())
             .cloned()
             .ok_or_else(|| ContainerError::NotFound(reference.to_owned()))
     }
 
     /// As [`Containers::get`], among only the containers `visible` accepts:
     /// one it rejects is not found, whatever the reference, so a caller
-    /// shown part of the table learns nothing of the rest.
+    /// shown part of the table learns nothing of the rest. Names are
+    /// matched unqualified: `visible` must accept one namespace at most.
     pub fn get_visible(
         &self,
         reference: &str,

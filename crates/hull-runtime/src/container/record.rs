@@ -251,6 +251,9 @@ impl ContainerState {
 pub struct Record {
     pub id: String,
     pub name: String,
+    /// Where `name` is unique (see [`super::CreateOptions::namespace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub created: SystemTime,
     /// Set while `create` makes the container's parts: a record found so
     /// by a starting hulld is of a create that a crash cut short.
@@ -286,6 +289,7 @@ mod tests {
         Record {
             id: "ab".repeat(32),
             name: "web".into(),
+            namespace: None,
             created: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
             creating: false,
             config: ContainerConfig {

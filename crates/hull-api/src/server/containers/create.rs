@@ -1,0 +1,292 @@
+//! `POST /containers/create`: docker's create request into the runtime's
+//! options.
+
+use super::*;
+use crate::server::scope::OWNER_LABEL;
+
+/// The VM size that holds docker's `Memory` and `NanoCpus`; `None` without them.
+fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
+    let memory = host.memory.filter(|m| *m > 0);
+    let nano_cpus = host.nano_cpus.filter(|n| *n > 0);
+    if memory.is_none() && nano_cpus.is_none() {
+        return Ok(None);
+    }
+    let memory_mib = memory.map_or(0, |bytes| (bytes as u64).div_ceil(1 << 20));
+    let cpus = nano_cpus.map_or(0.0, |n| n as f64 / 1e9);
+    hull_runtime::size::fitting(cpus, memory_mib)
+        .map(Some)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// The container's volumes: `Binds` (`-v`), `Mounts` (`--mount` of type
+/// volume or bind), and an anonymous volume for each of `Volumes` (the
+/// image's and `-v /path`) that neither mounts.
+fn volume_mounts(
+    anonymous: &Option<BTreeMap<String, serde_json::Value>>,
+    host: &HostConfig,
+) -> Result<Vec<VolumeMount>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let new_name = || hull_runtime::new_container_id();
+    let mut mounts = Vec::new();
+    for bind in host.binds.iter().flatten() {
+        mounts.push(volume::parse_bind(bind, new_name).map_err(|e| bad(e.to_string()))?);
+    }
+    for mount in host.mounts.iter().flatten() {
+        let field = |name: &str| mount.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+        let target = field("Target");
+        if !target.starts_with('/') {
+            return Err(bad(format!(
+                "invalid mount target {target:?}: it must be absolute"
+            )));
+        }
+        let source = match (field("Type"), field("Source")) {
+            ("volume", "") => VolumeSource::Anonymous { name: new_name() },
+            ("volume", name) => VolumeSource::Volume { name: name.into() },
+            ("bind", path) if path.starts_with('/') => VolumeSource::Bind { path: path.into() },
+            ("bind", path) => {
+                return Err(bad(format!(
+                    "invalid mount source {path:?}: it must be absolute"
+                )))
+            }
+            (kind, _) => return Err(bad(format!("mounts of type {kind:?} are not supported"))),
+        };
+        mounts.push(VolumeMount {
+            source,
+            target: target.to_owned(),
+            read_only: mount
+                .get("ReadOnly")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        });
+    }
+    for target in anonymous.iter().flat_map(|v| v.keys()) {
+        if !mounts.iter().any(|m| &m.target == target) {
+            mounts.push(volume::parse_bind(target, new_name).map_err(|e| bad(e.to_string()))?);
+        }
+    }
+    Ok(mounts)
+}
+
+/// Docker's `PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`.
+fn port_bindings(
+    bindings: Option<&BTreeMap<String, serde_json::Value>>,
+) -> Result<Vec<PortBinding>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let mut ports = Vec::new();
+    for (key, hosts) in bindings.into_iter().flatten() {
+        let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+        let container_port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad(format!("invalid container port {key:?}")))?;
+        let protocol = Protocol::parse(protocol).map_err(|e| bad(e.to_string()))?;
+        let hosts: Vec<serde_json::Value> = match hosts {
+            serde_json::Value::Null => vec![serde_json::Value::Null],
+            serde_json::Value::Array(hosts) if hosts.is_empty() => vec![serde_json::Value::Null],
+            serde_json::Value::Array(hosts) => hosts.clone(),
+            other => return Err(bad(format!("invalid port binding for {key}: {other}"))),
+        };
+        for host in hosts {
+            let field = |name: &str| host.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+            let host_port = match field("HostPort") {
+                "" => 0,
+                text => text
+                    .parse::<u16>()
+                    .map_err(|_| bad(format!("invalid host port {text:?} for {key}")))?,
+            };
+            let host_ip = field("HostIp").to_owned();
+            if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(bad(format!("invalid host address {host_ip:?} for {key}")));
+            }
+            ports.push(PortBinding {
+                protocol,
+                host_ip,
+                host_port,
+                container_port,
+            });
+        }
+    }
+    Ok(ports)
+}
+
+/// `POST /containers/create?name=…`.
+pub(in crate::server) async fn create(
+    daemon: &Daemon,
+    request: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::of(&request);
+    let name = query.get("name").map(str::to_owned);
+    let body: ContainerCreate = read_json(request).await?;
+    let options = create_options(body, name)?;
+    let container = daemon.containers().create(options).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &ContainerCreated {
+            id: container.id.clone(),
+            warnings: Vec::new(),
+        },
+    ))
+}
+
+pub(in crate::server) fn create_options(
+    body: ContainerCreate,
+    name: Option<String>,
+) -> Result<CreateOptions, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    if body.image.is_empty() {
+        return Err(bad("no image given: set Image".into()));
+    }
+    let host = body.host_config.unwrap_or_default();
+    let volumes = volume_mounts(&body.volumes, &host)?;
+    let endpoints = body
+        .networking_config
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default();
+    // Without a NetworkMode, the one network of EndpointsConfig is it.
+    let mode = match host.network_mode.as_deref().filter(|m| !m.is_empty()) {
+        Some(mode) => mode.to_owned(),
+        None if endpoints.len() == 1 => endpoints.keys().next().cloned().unwrap_or_default(),
+        None => String::new(),
+    };
+    let network = NetworkMode::parse(&mode).map_err(|e| bad(e.to_string()))?;
+    let endpoint = match endpoints.get(&mode) {
+        Some(settings) => endpoint_options(settings)?,
+        None => EndpointOptions::default(),
+    };
+    let ports = port_bindings(host.port_bindings.as_ref())?;
+    if network == NetworkMode::None && !ports.is_empty() {
+        return Err(bad(
+            "conflicting options: port publishing and the container type network mode".into(),
+        ));
+    }
+    let size = vm_size(&host)?;
+    let policy = host.restart_policy.unwrap_or_default();
+    let restart = Policy::from_docker(&policy.name, policy.maximum_retry_count)
+        .ok_or_else(|| bad(format!("invalid restart policy '{}'", policy.name)))?;
+    if host.auto_remove && restart != Policy::No {
+        return Err(bad(
+            "conflicting options: cannot specify both --restart and --rm".into(),
+        ));
+    }
+    let rlimits = host
+        .ulimits
+        .iter()
+        .flatten()
+        .map(Ulimit::to_rlimit)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let log = host.log_config.clone().unwrap_or_default();
+    let log = hull_runtime::container::logs::LogConfig::from_docker(
+        &log.kind,
+        &log.config.unwrap_or_default(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    // `--entrypoint ""` arrives as `[""]`: it clears the image's entrypoint.
+    let entrypoint = body
+        .entrypoint
+        .map(|e| e.into_iter().filter(|part| !part.is_empty()).collect());
+    let labels = body.labels.unwrap_or_default();
+    Ok(CreateOptions {
+        name,
+        image: body.image,
+        process: ProcessOptions {
+            cmd: body.cmd.unwrap_or_default(),
+            entrypoint,
+            env: body.env.unwrap_or_default(),
+            workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
+            user: Some(body.user).filter(|u| !u.is_empty()),
+            tty: body.tty,
+            rlimits,
+        },
+        hostname: Some(body.hostname).filter(|h| !h.is_empty()),
+        open_stdin: body.open_stdin,
+        stdin_once: body.stdin_once,
+        attach_stdin: body.attach_stdin,
+        attach_stdout: body.attach_stdout,
+        attach_stderr: body.attach_stderr,
+        // An owned container's name is unique among its owner's.
+        namespace: labels.get(OWNER_LABEL).cloned(),
+        labels,
+        restart,
+        auto_remove: host.auto_remove,
+        stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
+        stop_timeout: body.stop_timeout,
+        pod: None,
+        size,
+        limits: Limits::from_docker(host.memory, host.nano_cpus),
+        endpoint,
+        network,
+        ports,
+        volumes,
+        log,
+    })
+}
+
+/// How a container joins a network: docker's `EndpointSettings`.
+pub(in crate::server) fn endpoint_options(
+    settings: &EndpointSettings,
+) -> Result<EndpointOptions, ApiError> {
+    let address = settings
+        .ipam_config
+        .as_ref()
+        .map(|ipam| ipam.ipv4_address.as_str())
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid IPv4 address {a:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(EndpointOptions {
+        aliases: settings.aliases.clone().unwrap_or_default(),
+        address,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hull_runtime::volume::VolumeSource;
+
+    #[test]
+    fn restart_and_rm_conflict_and_bad_volumes_are_refused() {
+        let body: ContainerCreate = serde_json::from_str(
+            r#"{"Image":"busybox","HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#,
+        )
+        .unwrap();
+        assert!(create_options(body, None).is_err());
+        for host in [
+            r#"{"Binds":["rel/dir:/b"]}"#,
+            r#"{"Binds":["data:b"]}"#,
+            r#"{"Mounts":[{"Type":"tmpfs","Target":"/t"}]}"#,
+            r#"{"Mounts":[{"Type":"bind","Source":"rel","Target":"/t"}]}"#,
+        ] {
+            let text = format!(r#"{{"Image":"busybox","HostConfig":{host}}}"#);
+            let body: ContainerCreate = serde_json::from_str(&text).unwrap();
+            assert!(create_options(body, None).is_err(), "{host}");
+        }
+        let body: ContainerCreate = serde_json::from_str(
+            r#"{"Image":"busybox","Volumes":{"/cache":{}},"HostConfig":{"Binds":["/a:/b:ro","data:/d"]}}"#,
+        )
+        .unwrap();
+        let volumes = create_options(body, None).unwrap().volumes;
+        assert_eq!(volumes.len(), 3);
+        assert_eq!(volumes[0].source, VolumeSource::Bind { path: "/a".into() });
+        assert!(volumes[0].read_only);
+        assert_eq!(
+            volumes[1].source,
+            VolumeSource::Volume {
+                name: "data".into()
+            }
+        );
+        assert_eq!(volumes[2].target, "/cache");
+        let body: ContainerCreate =
+            serde_json::from_str(r#"{"Image":"busybox","Entrypoint":[""],"Cmd":["ls"]}"#).unwrap();
+        let options = create_options(body, None).unwrap();
+        assert_eq!(options.process.entrypoint, Some(vec![]));
+    }
+}

@@ -1,0 +1,414 @@
+//! A tenant's containers: created in its own namespace under its owner
+//! label, in a Hyper.sh size, within its quota, and with no option that
+//! reaches the host.
+//!
+//! The request is checked as JSON before it is read into docker's create
+//! shape, so an option Hull would otherwise ignore (`Privileged`,
+//! `Devices`) is refused rather than silently dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hull_cloud::quota::Quota;
+use hull_runtime::size::VmSize;
+use hull_runtime::volume::{self, VolumeSource};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::containers::{self, Query};
+use super::scope::OWNER_LABEL;
+use super::{body_bytes, json_response, ApiError, Body, RequestBody};
+use crate::daemon::Daemon;
+use crate::types::container::{ContainerCreate, ContainerCreated};
+
+/// The label that names a container's size, as Hyper.sh's clients set it.
+pub const SIZE_LABEL: &str = "sh_hyper_instancetype";
+/// A tenant's container without a size gets Hyper.sh's default.
+pub const DEFAULT_SIZE: &str = "S4";
+
+/// One lock per tenant, held from a quota's count to the change it admits,
+/// so two concurrent requests cannot both take the last unit.
+#[derive(Default)]
+pub struct Admission(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Admission {
+    async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone();
+        gate.lock_owned().await
+    }
+}
+
+/// `POST /containers/create` for a tenant.
+pub(super) async fn create(
+    daemon: &Daemon,
+    tenant: &str,
+    mut request: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    let name = Query::of(&request).get("name").map(str::to_owned);
+    let bytes = body_bytes(&mut request).await?;
+    let raw: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+    refuse_host_access(&raw)?;
+    let mut body: ContainerCreate = serde_json::from_value(raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
+    let size = apply_size(&mut body)?;
+    let labels = body.labels.get_or_insert_with(Default::default);
+    labels.insert(OWNER_LABEL.to_owned(), tenant.to_owned());
+    labels.insert(SIZE_LABEL.to_owned(), size_name(size));
+    let mut options = containers::create_options(body, name)?;
+    options.namespace = Some(tenant.to_owned());
+
+    let _admitted = daemon.admission().lock(tenant).await;
+    let quota = quota_of(daemon, tenant)?;
+    if let Some(limit) = quota.containers {
+        let used = owned(daemon, tenant).count() as u64;
+        if used >= limit {
+            return Err(over_quota("containers", used, 1, limit, "remove some"));
+        }
+    }
+    let container = daemon.containers().create(options).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &ContainerCreated {
+            id: container.id.clone(),
+            warnings: Vec::new(),
+        },
+    ))
+}
+
+/// Starts (or restarts) the tenant's container `id` if its size fits in
+/// what the quota leaves beside the tenant's other running containers.
+pub(super) async fn start_within_quota<F, T>(
+    daemon: &Daemon,
+    tenant: &str,
+    id: &str,
+    start: F,
+) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let _admitted = daemon.admission().lock(tenant).await;
+    let quota = quota_of(daemon, tenant)?;
+    let size_of = |c: &hull_runtime::Container| {
+        c.config().size.unwrap_or_else(|| {
+            let (vcpus, memory_mib) = daemon.vm_size();
+            VmSize { vcpus, memory_mib }
+        })
+    };
+    let container = daemon.containers().get(id)?;
+    let wanted = size_of(&container);
+    let (mut memory, mut cpus) = (0u64, 0u64);
+    for other in owned(daemon, tenant).filter(|c| c.id != id && c.state().running()) {
+        let size = size_of(&other);
+        memory += u64::from(size.memory_mib);
+        cpus += u64::from(size.vcpus);
+    }
+    let freeing = "stop some of its containers";
+    if let Some(limit) = quota.memory_mib {
+        if memory + u64::from(wanted.memory_mib) > limit {
+            return Err(over_quota(
+                "memory (MiB)",
+                memory,
+                wanted.memory_mib.into(),
+                limit,
+                freeing,
+            ));
+        }
+    }
+    if let Some(limit) = quota.cpus {
+        if cpus + u64::from(wanted.vcpus) > limit {
+            return Err(over_quota(
+                "cpus",
+                cpus,
+                wanted.vcpus.into(),
+                limit,
+                freeing,
+            ));
+        }
+    }
+    start.await
+}
+
+fn quota_of(daemon: &Daemon, tenant: &str) -> Result<Quota, ApiError> {
+    Ok(daemon
+        .tenants()
+        .tenant(tenant)
+        .map_err(ApiError::from)?
+        .quota)
+}
+
+/// The tenant's containers.
+fn owned<'a>(
+    daemon: &'a Daemon,
+    tenant: &'a str,
+) -> impl Iterator<Item = Arc<hull_runtime::Container>> + 'a {
+    daemon
+        .containers()
+        .list()
+        .into_iter()
+        .filter(move |c| c.namespace().as_deref() == Some(tenant))
+}
+
+fn over_quota(what: &str, used: u64, asked: u64, limit: u64, free: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "quota exceeded: {what} in use {used}, asked {asked}, limit {limit}; {free}, or ask the operator for a larger quota"
+        ),
+    )
+}
+
+/// Sets the request's `Memory` and `NanoCpus` to its size: the one its
+/// own `Memory`/`NanoCpus` ask for, else the size label's, else S4.
+fn apply_size(body: &mut ContainerCreate) -> Result<VmSize, ApiError> {
+    let host = body.host_config.get_or_insert_with(Default::default);
+    let memory = host.memory.filter(|m| *m > 0);
+    let nano_cpus = host.nano_cpus.filter(|n| *n > 0);
+    let bad =
+        |e: hull_runtime::size::SizeError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
+    let size = if memory.is_some() || nano_cpus.is_some() {
+        let memory_mib = memory.map_or(0, |bytes| (bytes as u64).div_ceil(1 << 20));
+        let cpus = nano_cpus.map_or(0.0, |n| n as f64 / 1e9);
+        hull_runtime::size::fitting(cpus, memory_mib).map_err(bad)?
+    } else {
+        let label = body.labels.as_ref().and_then(|l| l.get(SIZE_LABEL));
+        hull_runtime::size::named(label.map_or(DEFAULT_SIZE, String::as_str)).map_err(bad)?
+    };
+    if memory.is_none() {
+        host.memory = Some(i64::from(size.memory_mib) << 20);
+    }
+    if nano_cpus.is_none() {
+        host.nano_cpus = Some(i64::from(size.vcpus) * 1_000_000_000);
+    }
+    Ok(size)
+}
+
+fn size_name(size: VmSize) -> String {
+    size.name().map_or_else(|| size.token(), str::to_owned)
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, message)
+}
+
+/// Refuses what would reach past the tenant's VM: the host's devices,
+/// namespaces, files, addresses and networks.
+fn refuse_host_access(raw: &Value) -> Result<(), ApiError> {
+    let host = raw.get("HostConfig").unwrap_or(&Value::Null);
+    let text = |key: &str| host.get(key).and_then(Value::as_str).unwrap_or_default();
+    let listed = |key: &str| {
+        host.get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|items| !items.is_empty())
+    };
+    if host.get("Privileged").and_then(Value::as_bool) == Some(true) {
+        return Err(forbidden(
+            "--privileged is not open to tenants: a tenant's container runs unprivileged in its own VM",
+        ));
+    }
+    for key in ["Devices", "DeviceRequests", "DeviceCgroupRules"] {
+        if listed(key) {
+            return Err(forbidden(format!(
+                "{key}: the host's devices are not open to tenants"
+            )));
+        }
+    }
+    for key in [
+        "PidMode",
+        "IpcMode",
+        "UTSMode",
+        "UsernsMode",
+        "CgroupnsMode",
+    ] {
+        let mode = text(key);
+        if mode == "host" || mode.starts_with("container:") {
+            return Err(forbidden(format!(
+                "{key} {mode:?} is not open to tenants: each container keeps its own"
+            )));
+        }
+    }
+    check_network(raw, text("NetworkMode"))?;
+    let published = host
+        .get("PortBindings")
+        .and_then(Value::as_object)
+        .is_some_and(|ports| !ports.is_empty());
+    if published || host.get("PublishAllPorts").and_then(Value::as_bool) == Some(true) {
+        return Err(forbidden(
+            "publishing ports on the host's addresses is not open to tenants",
+        ));
+    }
+    if listed("VolumesFrom") {
+        return Err(forbidden("--volumes-from is not open to tenants"));
+    }
+    for bind in host
+        .get("Binds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let bind = bind.as_str().unwrap_or_default();
+        // A malformed bind is the create path's 400; only its kind matters here.
+        if let Ok(mount) = volume::parse_bind(bind, || "anonymous".to_owned()) {
+            check_volume_source(&mount.source)?;
+        }
+    }
+    for mount in host
+        .get("Mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |key: &str| mount.get(key).and_then(Value::as_str).unwrap_or_default();
+        match field("Type") {
+            "bind" | "npipe" | "cluster" => {
+                return Err(forbidden(
+                    "bind mounts of the host's files are not open to tenants",
+                ))
+            }
+            "volume" if !field("Source").is_empty() => {
+                return Err(forbidden(
+                    "named volumes are not open to tenants on this host yet: use an anonymous volume (-v /path)",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_volume_source(source: &VolumeSource) -> Result<(), ApiError> {
+    match source {
+        VolumeSource::Bind { .. } => Err(forbidden(
+            "bind mounts of the host's files are not open to tenants",
+        )),
+        VolumeSource::Volume { .. } => Err(forbidden(
+            "named volumes are not open to tenants on this host yet: use an anonymous volume (-v /path)",
+        )),
+        VolumeSource::Anonymous { .. } => Ok(()),
+    }
+}
+
+/// A tenant's container joins the default network or none; the host's
+/// network and the operator's networks are not its to join.
+fn check_network(raw: &Value, mode: &str) -> Result<(), ApiError> {
+    let endpoints = raw
+        .pointer("/NetworkingConfig/EndpointsConfig")
+        .and_then(Value::as_object);
+    let names =
+        std::iter::once(mode).chain(endpoints.into_iter().flatten().map(|(k, _)| k.as_str()));
+    for name in names {
+        match name {
+            "" | "default" | "bridge" | "none" => {}
+            "host" => return Err(forbidden(
+                "--network host is not open to tenants: a tenant's container has its own network",
+            )),
+            other => {
+                return Err(forbidden(format!(
+                    "network {other:?}: a tenant's containers join only the tenant's own network"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(body: &str) -> Option<String> {
+        let raw: Value = serde_json::from_str(body).unwrap();
+        refuse_host_access(&raw).err().map(|e| {
+            let response = e.into_response();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{body}");
+            body.to_owned()
+        })
+    }
+
+    #[test]
+    fn options_that_reach_the_host_are_refused() {
+        for host in [
+            r#"{"Privileged":true}"#,
+            r#"{"Devices":[{"PathOnHost":"/dev/kvm","PathInContainer":"/dev/kvm"}]}"#,
+            r#"{"DeviceRequests":[{"Count":-1}]}"#,
+            r#"{"PidMode":"host"}"#,
+            r#"{"IpcMode":"host"}"#,
+            r#"{"UTSMode":"host"}"#,
+            r#"{"UsernsMode":"host"}"#,
+            r#"{"PidMode":"container:abc"}"#,
+            r#"{"NetworkMode":"host"}"#,
+            r#"{"NetworkMode":"ops-net"}"#,
+            r#"{"Binds":["/etc:/host-etc"]}"#,
+            r#"{"Binds":["/:/host:ro"]}"#,
+            r#"{"Binds":["data:/data"]}"#,
+            r#"{"Mounts":[{"Type":"bind","Source":"/var","Target":"/v"}]}"#,
+            r#"{"Mounts":[{"Type":"volume","Source":"shared","Target":"/v"}]}"#,
+            r#"{"PortBindings":{"22/tcp":[{"HostPort":"22"}]}}"#,
+            r#"{"PublishAllPorts":true}"#,
+            r#"{"VolumesFrom":["other"]}"#,
+        ] {
+            let body = format!(r#"{{"Image":"busybox","HostConfig":{host}}}"#);
+            assert!(refused(&body).is_some(), "{host} was allowed");
+        }
+        let body = r#"{"Image":"busybox","NetworkingConfig":{"EndpointsConfig":{"ops-net":{}}}}"#;
+        assert!(refused(body).is_some());
+    }
+
+    #[test]
+    fn what_stays_in_the_vm_is_allowed() {
+        for host in [
+            r#"{}"#,
+            r#"{"Privileged":false,"Devices":[],"PortBindings":{}}"#,
+            r#"{"NetworkMode":"default"}"#,
+            r#"{"NetworkMode":"bridge"}"#,
+            r#"{"NetworkMode":"none"}"#,
+            r#"{"Binds":["/data"],"Mounts":[{"Type":"tmpfs","Target":"/t"},{"Type":"volume","Target":"/v"}]}"#,
+            r#"{"Memory":134217728,"RestartPolicy":{"Name":"always"}}"#,
+        ] {
+            let body = format!(r#"{{"Image":"busybox","HostConfig":{host}}}"#);
+            assert_eq!(refused(&body), None, "{host}");
+        }
+        assert_eq!(refused(r#"{"Image":"busybox"}"#), None);
+    }
+
+    #[test]
+    fn sizes_come_from_limits_then_the_label_then_the_default() {
+        let size_of = |body: &str| {
+            let mut body: ContainerCreate = serde_json::from_str(body).unwrap();
+            let size = apply_size(&mut body).map(size_name).map_err(|e| e.message);
+            let host = body.host_config.unwrap();
+            (size, host.memory, host.nano_cpus)
+        };
+        assert_eq!(
+            size_of(r#"{"Image":"b"}"#),
+            (Ok("S4".into()), Some(512 << 20), Some(1_000_000_000))
+        );
+        assert_eq!(
+            size_of(r#"{"Image":"b","Labels":{"sh_hyper_instancetype":"M2"}}"#),
+            (Ok("M2".into()), Some(2048 << 20), Some(2_000_000_000))
+        );
+        // An explicit memory limit within a size keeps the limit.
+        assert_eq!(
+            size_of(r#"{"Image":"b","HostConfig":{"Memory":100000000}}"#),
+            (Ok("S2".into()), Some(100_000_000), Some(1_000_000_000))
+        );
+        let (unknown, _, _) = size_of(r#"{"Image":"b","Labels":{"sh_hyper_instancetype":"XL9"}}"#);
+        assert!(unknown.is_err());
+        let (huge, _, _) = size_of(r#"{"Image":"b","HostConfig":{"NanoCpus":64000000000}}"#);
+        assert!(huge.is_err());
+    }
+
+    #[test]
+    fn over_quota_names_the_quota_the_use_and_the_limit() {
+        let message = over_quota("containers", 10, 1, 10, "remove some").message;
+        assert!(message.contains("containers"), "{message}");
+        assert!(message.contains("in use 10"), "{message}");
+        assert!(message.contains("limit 10"), "{message}");
+    }
+}

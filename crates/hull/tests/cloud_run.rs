@@ -1,0 +1,199 @@
+//! Tenants' own containers: created over the TLS listener in the tenant's
+//! namespace, sized as Hyper.sh sized them, counted against its quota, and
+//! refused every option that reaches the host.
+
+mod common;
+
+use common::cloud::Cloud;
+use common::{assert_fails, stdout_of, text};
+
+#[test]
+fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
+    let cloud = Cloud::start(&[]);
+    let (acme, acme_secret) = cloud.tenant_with_key("acme");
+    let (beta, beta_secret) = cloud.tenant_with_key("beta");
+    stdout_of(&cloud.daemon.hull(&[
+        "admin",
+        "tenant",
+        "quota",
+        "acme",
+        "containers=2,memory=640m",
+    ]));
+    let archive = common::busybox_archive();
+    type Hull<'a> = &'a dyn Fn(&[&str]) -> std::process::Output;
+    let acme_hull = |args: &[&str]| cloud.tenant(&acme, &acme_secret, args);
+    let beta_hull = |args: &[&str]| cloud.tenant(&beta, &beta_secret, args);
+    for load in [&acme_hull as Hull, &beta_hull] {
+        let loaded = load(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(loaded.status.success(), "{}", text(&loaded.stderr));
+    }
+
+    // Two tenants each have their `web`; acme's gets the default size.
+    let run = |hull: &dyn Fn(&[&str]) -> std::process::Output, args: &[&str]| {
+        let output = hull(args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        stdout_of(&output).trim().to_owned()
+    };
+    let acme_web = run(
+        &acme_hull,
+        &["run", "-d", "--name", "web", "busybox", "sleep", "600"],
+    );
+    let beta_web = run(
+        &beta_hull,
+        &[
+            "run", "-d", "--name", "web", "--size", "S1", "busybox", "sleep", "600",
+        ],
+    );
+    assert_ne!(acme_web, beta_web);
+    let size_of = |hull: &dyn Fn(&[&str]) -> std::process::Output| {
+        let format = r#"{{index .Config.Labels "sh_hyper_instancetype"}} {{.HostConfig.Memory}} {{index .Config.Labels "sh.hull.tenant"}}"#;
+        run(hull, &["inspect", "--format", format, "web"])
+    };
+    assert_eq!(size_of(&acme_hull), format!("S4 {} acme", 512 << 20));
+    assert_eq!(size_of(&beta_hull), format!("S1 {} beta", 64 << 20));
+    let all = stdout_of(&cloud.daemon.hull(&["ps", "-q", "--no-trunc"]));
+    assert!(all.contains(&acme_web) && all.contains(&beta_web), "{all}");
+    // The operator names a tenant's container by its qualified name.
+    let qualified = stdout_of(
+        &cloud
+            .daemon
+            .hull(&["inspect", "--format", "{{.Id}}", "acme/web"]),
+    );
+    assert_eq!(qualified.trim(), acme_web);
+    assert_fails(
+        &acme_hull(&["create", "--name", "web", "busybox"]),
+        125,
+        &["already in use"],
+    );
+    // A tenant cannot take another's label, nor step outside its namespace by name.
+    let sneaky = run(
+        &acme_hull,
+        &[
+            "create",
+            "--name",
+            "sneaky",
+            "--label",
+            "sh.hull.tenant=beta",
+            "busybox",
+        ],
+    );
+    assert_eq!(
+        run(
+            &acme_hull,
+            &[
+                "inspect",
+                "--format",
+                r#"{{index .Config.Labels "sh.hull.tenant"}}"#,
+                &sneaky
+            ]
+        ),
+        "acme"
+    );
+    assert_fails(&beta_hull(&["inspect", &sneaky]), 1, &["No such object"]);
+    assert_fails(&acme_hull(&["inspect", "beta/web"]), 1, &["No such object"]);
+
+    // Over quota: a third container, then memory beyond 640 MiB (512 + 256).
+    assert_fails(
+        &acme_hull(&["create", "--name", "third", "busybox"]),
+        125,
+        &["quota exceeded", "containers", "in use 2", "limit 2"],
+    );
+    run(&acme_hull, &["rm", "sneaky"]);
+    run(
+        &acme_hull,
+        &[
+            "create", "--name", "second", "--size", "S3", "busybox", "echo", "ran",
+        ],
+    );
+    assert_fails(
+        &acme_hull(&["start", "second"]),
+        1,
+        &["quota exceeded", "memory", "in use 512", "limit 640"],
+    );
+    let state = |name: &str| {
+        run(
+            &acme_hull,
+            &["inspect", "--format", "{{.State.Status}}", name],
+        )
+    };
+    assert_eq!(state("second"), "created", "nothing started");
+    run(&acme_hull, &["rm", "-f", "web"]);
+    run(&acme_hull, &["start", "second"]);
+    let waited = run(&acme_hull, &["wait", "second"]);
+    assert_eq!(waited, "0");
+    assert_eq!(run(&acme_hull, &["logs", "second"]), "ran");
+    // `hull run --rm` as a tenant streams its output as it does locally.
+    let echoed = acme_hull(&["run", "--rm", "--size", "S1", "busybox", "echo", "hello"]);
+    assert_eq!(stdout_of(&echoed), "hello\n", "{}", text(&echoed.stderr));
+
+    // Beta's container is untouched by all of it, and renames within beta.
+    run(&beta_hull, &["rename", "web", "site"]);
+    assert_eq!(
+        run(&beta_hull, &["inspect", "--format", "{{.Id}}", "site"]),
+        beta_web
+    );
+    run(&beta_hull, &["rm", "-f", "site"]);
+}
+
+#[test]
+fn options_that_reach_the_host_are_refused_to_tenants() {
+    if !common::has_docker_cli() {
+        eprintln!("skipped: no docker CLI");
+        return;
+    }
+    let cloud = Cloud::start(&[]);
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "acme"]));
+    let archive = common::busybox_archive();
+    let loaded = cloud.docker_as("acme", &["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.status.success(), "{}", text(&loaded.stderr));
+    let host_file = cloud.daemon.root.join("host-secret");
+    std::fs::write(&host_file, "secret").unwrap();
+    let bind = format!("{}:/secret", host_file.display());
+    for (options, why) in [
+        (vec!["--privileged"], "--privileged"),
+        (vec!["-v", &bind], "bind mounts"),
+        (
+            vec!["--mount", "type=bind,source=/etc,target=/e"],
+            "bind mounts",
+        ),
+        (vec!["-v", "shared:/data"], "named volumes"),
+        (vec!["--network", "host"], "--network host"),
+        (vec!["--pid", "host"], "PidMode"),
+        (vec!["--ipc", "host"], "IpcMode"),
+        (vec!["--device", "/dev/kvm"], "devices"),
+        (vec!["-p", "8080:80"], "publishing ports"),
+    ] {
+        let mut args = vec!["create"];
+        args.extend(&options);
+        args.extend(["busybox", "true"]);
+        let refused = cloud.docker_as("acme", &args);
+        assert!(!refused.status.success(), "{options:?} was allowed");
+        let stderr = text(&refused.stderr);
+        assert!(
+            stderr.contains(why) && stderr.contains("not open to tenants"),
+            "{options:?}: {stderr}"
+        );
+    }
+    let listed = cloud.docker_as("acme", &["ps", "-a", "-q"]);
+    assert_eq!(stdout_of(&listed).trim(), "", "nothing was created");
+    // What stays inside the VM is the tenant's to choose.
+    let created = cloud.docker_as(
+        "acme",
+        &[
+            "create",
+            "-v",
+            "/scratch",
+            "--tmpfs",
+            "/t",
+            "--network",
+            "none",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+}
