@@ -4,11 +4,17 @@
 
 mod common;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use common::cloud::Cloud;
 use common::{assert_fails, stdout_of, text};
 
 #[test]
 fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
+    let began = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let cloud = Cloud::start(&[]);
     let (acme, acme_secret) = cloud.tenant_with_key("acme");
     let (beta, beta_secret) = cloud.tenant_with_key("beta");
@@ -55,8 +61,11 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
     };
     assert_eq!(size_of(&acme_hull), format!("S4 {} acme", 512 << 20));
     assert_eq!(size_of(&beta_hull), format!("S1 {} beta", 64 << 20));
-    let all = stdout_of(&cloud.daemon.hull(&["ps", "-q", "--no-trunc"]));
-    assert!(all.contains(&acme_web) && all.contains(&beta_web), "{all}");
+    let all = stdout_of(&cloud.daemon.hull(&["ps"]));
+    assert!(
+        all.contains("acme/web") && all.contains("beta/web"),
+        "{all}"
+    );
     // The operator names a tenant's container by its qualified name.
     let qualified = stdout_of(
         &cloud
@@ -137,6 +146,31 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
         beta_web
     );
     run(&beta_hull, &["rm", "-f", "site"]);
+
+    // Events: beta's stream carries beta's containers alone.
+    if common::has_docker_cli() {
+        let until = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1;
+        let events = cloud.docker_as(
+            "beta",
+            &[
+                "events",
+                "--since",
+                &began.to_string(),
+                "--until",
+                &until.to_string(),
+                "--format",
+                "{{.Actor.ID}} {{.Action}}",
+            ],
+        );
+        let events = stdout_of(&events);
+        assert!(events.contains(&format!("{beta_web} rename")), "{events}");
+        assert!(!events.contains(&acme_web), "{events}");
+        assert!(!events.contains(&sneaky), "{events}");
+    }
 }
 
 #[test]

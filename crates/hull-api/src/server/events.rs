@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::containers::{parse_filters, timestamp, Query};
+use super::scope::{Scope, OWNER_LABEL};
 use super::stream::channel_body;
 use super::{ApiError, Body};
 use crate::daemon::Daemon;
@@ -42,16 +43,29 @@ struct Actor<'a> {
     attributes: &'a BTreeMap<String, String>,
 }
 
-/// Docker's event filters that apply to containers.
-struct EventFilter(BTreeMap<String, Vec<String>>);
+/// Docker's event filters that apply to containers, and the tenant whose
+/// containers' events alone pass.
+struct EventFilter {
+    filters: BTreeMap<String, Vec<String>>,
+    owner: Option<String>,
+}
 
 impl EventFilter {
     fn parse(text: Option<&str>) -> Result<Self, ApiError> {
-        parse_filters(text).map(Self)
+        Ok(Self {
+            filters: parse_filters(text)?,
+            owner: None,
+        })
     }
 
     fn accepts(&self, event: &ContainerEvent) -> bool {
-        self.0.iter().all(|(key, values)| {
+        // An event carries its container's labels, the owner's among them.
+        if let Some(owner) = &self.owner {
+            if event.attributes.get(OWNER_LABEL) != Some(owner) {
+                return false;
+            }
+        }
+        self.filters.iter().all(|(key, values)| {
             values.iter().any(|value| match key.as_str() {
                 "type" => value == "container",
                 // `exec_start: sh` matches `exec_start`, as in docker.
@@ -94,14 +108,20 @@ fn encode(event: &ContainerEvent) -> Bytes {
 }
 
 /// `GET /events?since=…&until=…&filters=…`.
+/// A tenant gets the events of its own containers only.
 pub(super) async fn events(
     daemon: &Daemon,
     request: &Request<RequestBody>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(request);
     let since = timestamp(query.get("since"))?;
     let until = timestamp(query.get("until"))?;
-    let filter = EventFilter::parse(query.get("filters"))?;
+    let mut filter = EventFilter::parse(query.get("filters"))?;
+    filter.owner = match scope {
+        Scope::Operator => None,
+        Scope::Tenant(tenant) => Some(tenant.to_owned()),
+    };
     let (past, mut live) = daemon.containers().events().subscribe(since);
     let (tx, mut response) = channel_body(64);
     response.headers_mut().insert(
@@ -182,5 +202,25 @@ mod tests {
         assert!(!filter.accepts(&event("start")));
         let images = EventFilter::parse(Some(r#"{"type":{"image":true}}"#)).unwrap();
         assert!(!images.accepts(&event("start")));
+    }
+
+    #[test]
+    fn a_tenant_sees_only_its_own_containers_events() {
+        let mut filter = EventFilter::parse(None).unwrap();
+        filter.owner = Some("acme".into());
+        let owned = |owner: Option<&str>| {
+            let mut e = event("start");
+            if let Some(owner) = owner {
+                e.attributes.insert(OWNER_LABEL.into(), owner.into());
+            }
+            e
+        };
+        assert!(filter.accepts(&owned(Some("acme"))));
+        assert!(!filter.accepts(&owned(Some("beta"))));
+        assert!(!filter.accepts(&owned(None)), "the operator's own");
+        // A filter cannot widen what the tenant sees.
+        let mut widened = EventFilter::parse(Some(r#"{"label":["sh.hull.tenant=beta"]}"#)).unwrap();
+        widened.owner = Some("acme".into());
+        assert!(!widened.accepts(&owned(Some("beta"))));
     }
 }

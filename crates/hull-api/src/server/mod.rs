@@ -258,7 +258,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         (&Method::GET, "/containers/json") => {
             containers::list(&daemon, &request, scope::Scope::Operator).await
         }
-        (&Method::GET, "/events") => events::events(&daemon, &request).await,
+        (&Method::GET, "/events") => {
+            events::events(&daemon, &request, scope::Scope::Operator).await
+        }
         (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
         (&Method::GET, "/networks") => networks::list(&daemon, &request),
         (&Method::POST, "/networks/create") => networks::create(&daemon, request).await,

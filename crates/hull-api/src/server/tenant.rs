@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
-use super::{containers, exec, system, tenant_containers, ApiError, Body, RequestBody};
+use super::{containers, events, exec, system, tenant_containers, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
@@ -257,6 +257,7 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
         (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
+        (&Method::GET, "/events") => events::events(daemon, &request, scope).await,
         (&Method::POST, "/containers/create") => {
             tenant_containers::create(daemon, &tenant.0, request).await
         }

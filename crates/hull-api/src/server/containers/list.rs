@@ -1,12 +1,13 @@
 //! `GET /containers/json` and its filters.
 
 use super::*;
+use crate::server::scope::Scope;
 
 /// `GET /containers/json?all=…&filters=…&limit=…`.
 pub(in crate::server) async fn list(
     daemon: &Daemon,
     request: &Request<RequestBody>,
-    scope: crate::server::scope::Scope<'_>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::of(request);
     let all = query.flag("all");
@@ -25,7 +26,12 @@ pub(in crate::server) async fn list(
         if !wanted_by_status || !filters.accepts(&record) {
             continue;
         }
-        summaries.push(summary(daemon, &record));
+        let mut summary = summary(daemon, &record);
+        // The operator sees every tenant's `web`: each by its qualified name.
+        if let (Scope::Operator, Some(namespace)) = (scope, &record.namespace) {
+            summary.names = vec![format!("/{namespace}/{}", record.name)];
+        }
+        summaries.push(summary);
         if limit.is_some_and(|l| summaries.len() >= l) {
             break;
         }
