@@ -142,11 +142,19 @@ pub fn add_image_volumes<'a>(
     }
 }
 
+/// Docker's rule for a volume's (or snapshot's) name, which may be
+/// qualified by a namespace as `name@namespace`: how the API gives each
+/// tenant names of its own, which no other can spell.
 fn check_name(name: &str) -> Result<(), VolumeError> {
-    let mut chars = name.chars();
-    let valid = name.len() >= 2
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let word = |text: &str| {
+        let mut chars = text.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    let valid = match name.split_once('@') {
+        Some((plain, namespace)) => plain.len() >= 2 && word(plain) && word(namespace),
+        None => name.len() >= 2 && word(name),
+    };
     if valid {
         Ok(())
     } else {
@@ -451,6 +459,20 @@ mod tests {
             volumes.create("!bad", None, false),
             Err(VolumeError::InvalidName(_))
         ));
+        // A namespace's own `data` is another volume; a name cannot carry
+        // a second namespace to reach into another's.
+        volumes.create("data@acme", None, false).unwrap();
+        assert_eq!(volumes.list().len(), 2);
+        for bad in ["data@beta@acme", "data@", "@acme", "d@acme", "data@-x"] {
+            assert!(
+                matches!(
+                    volumes.create(bad, None, false),
+                    Err(VolumeError::InvalidName(_))
+                ),
+                "{bad}"
+            );
+        }
+        volumes.remove("data@acme").unwrap();
         volumes.remove("data").unwrap();
         assert!(matches!(volumes.get("data"), Err(VolumeError::NotFound(_))));
     }

@@ -147,6 +147,62 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
     );
     run(&beta_hull, &["rm", "-f", "site"]);
 
+    // Volumes and snapshots: each tenant's `data` is its own.
+    run(&acme_hull, &["volume", "create", "data"]);
+    run(&beta_hull, &["volume", "create", "data"]);
+    let names = |listing: String| -> Vec<String> {
+        listing
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().last().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(run(&acme_hull, &["volume", "ls"])), ["data"]);
+    let everyone = names(stdout_of(&cloud.daemon.hull(&["volume", "ls"])));
+    for name in ["data@acme", "data@beta"] {
+        assert!(everyone.iter().any(|n| n == name), "{everyone:?}");
+    }
+    run(
+        &acme_hull,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "data:/d",
+            "busybox",
+            "sh",
+            "-c",
+            "echo acme > /d/f",
+        ],
+    );
+    let read = beta_hull(&["run", "--rm", "-v", "data:/d", "busybox", "cat", "/d/f"]);
+    assert!(!read.status.success(), "beta read acme's volume");
+    run(&acme_hull, &["volume", "snapshot", "data", "monday"]);
+    assert_eq!(
+        names(run(&beta_hull, &["volume", "snapshot", "ls"])),
+        Vec::<String>::new()
+    );
+    assert_fails(
+        &beta_hull(&["volume", "inspect", "data@acme"]),
+        1,
+        &["no such volume"],
+    );
+    assert_fails(
+        &beta_hull(&["volume", "rm", "data@acme"]),
+        1,
+        &["no such volume"],
+    );
+    assert_fails(
+        &beta_hull(&["volume", "snapshot", "inspect", "monday@acme"]),
+        1,
+        &["no such snapshot"],
+    );
+    assert_fails(
+        &beta_hull(&["volume", "create", "--from", "monday", "stolen"]),
+        1,
+        &["no such snapshot"],
+    );
+
     // Events: beta's stream carries beta's containers alone.
     if common::has_docker_cli() {
         let until = SystemTime::now()
@@ -194,7 +250,6 @@ fn options_that_reach_the_host_are_refused_to_tenants() {
             vec!["--mount", "type=bind,source=/etc,target=/e"],
             "bind mounts",
         ),
-        (vec!["-v", "shared:/data"], "named volumes"),
         (vec!["--network", "host"], "--network host"),
         (vec!["--pid", "host"], "PidMode"),
         (vec!["--ipc", "host"], "IpcMode"),

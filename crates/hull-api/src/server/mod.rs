@@ -236,20 +236,6 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
                 _ => Err(not_found(method, p)),
             }
         }
-        (&Method::POST, "/hull/volumes/create") => volumes::create_from(&daemon, request).await,
-        (&Method::GET, "/hull/volumes/snapshots") => Ok(volumes::snapshots(&daemon)),
-        (method, p) if p.starts_with("/hull/volumes/snapshots/") => {
-            let (name, _) = split_resource(p, "/hull/volumes/snapshots/");
-            match *method {
-                Method::GET => volumes::inspect_snapshot(&daemon, &name),
-                Method::DELETE => volumes::remove_snapshot(&daemon, &name),
-                _ => Err(not_found(method, p)),
-            }
-        }
-        (&Method::POST, p) if p.starts_with("/hull/volumes/") && p.ends_with("/snapshot") => {
-            let (volume, _) = split_resource(p, "/hull/volumes/");
-            volumes::snapshot(&daemon, &volume, request).await
-        }
         (&Method::DELETE, p) if p.starts_with("/hull/templates/") => {
             let (key, _) = split_resource(p, "/hull/templates/");
             templates::remove(&daemon, &key)
@@ -277,16 +263,8 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
                 _ => Err(not_found(method, p)),
             }
         }
-        (&Method::GET, "/volumes") => Ok(volumes::list(&daemon)),
-        (&Method::POST, "/volumes/create") => volumes::create(&daemon, request).await,
-        (&Method::POST, "/volumes/prune") => volumes::prune(&daemon, &request),
-        (method, p) if p.starts_with("/volumes/") => {
-            let (name, _) = split_resource(p, "/volumes/");
-            match *method {
-                Method::GET => volumes::inspect(&daemon, &name),
-                Method::DELETE => volumes::remove(&daemon, &name),
-                _ => Err(not_found(method, p)),
-            }
+        (_, p) if p.starts_with("/volumes") || p.starts_with("/hull/volumes/") => {
+            volumes::route(&daemon, request, scope::Scope::Operator).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");

@@ -20,6 +20,26 @@ pub enum Scope<'a> {
 }
 
 impl Scope<'_> {
+    /// The store's name for what this scope calls `name`: a tenant's
+    /// volumes and snapshots are `name@tenant`, a form no other can spell.
+    pub fn qualify(&self, name: &str) -> String {
+        match self {
+            Scope::Operator => name.to_owned(),
+            Scope::Tenant(tenant) => format!("{name}@{tenant}"),
+        }
+    }
+
+    /// What this scope calls the store's `name`; `None` if not its own.
+    pub fn unqualify<'n>(&self, name: &'n str) -> Option<&'n str> {
+        match self {
+            Scope::Operator => Some(name),
+            Scope::Tenant(tenant) => name
+                .strip_suffix(tenant)
+                .and_then(|rest| rest.strip_suffix('@'))
+                .filter(|plain| !plain.contains('@')),
+        }
+    }
+
     /// Whether an object with these labels is visible in this scope.
     pub fn sees(&self, labels: &BTreeMap<String, String>) -> bool {
         match self {
@@ -74,5 +94,16 @@ mod tests {
         assert!(!acme.sees(&labels(None)), "the operator's own objects");
         assert!(Scope::Operator.sees(&labels(Some("beta"))));
         assert!(Scope::Operator.sees(&labels(None)));
+    }
+
+    #[test]
+    fn a_tenant_names_only_its_own_volumes() {
+        let acme = Scope::Tenant("acme");
+        assert_eq!(acme.qualify("data"), "data@acme");
+        assert_eq!(acme.unqualify("data@acme"), Some("data"));
+        for other in ["data", "data@beta", "data@xacme", "data@beta@acme", "acme"] {
+            assert_eq!(acme.unqualify(other), None, "{other}");
+        }
+        assert_eq!(Scope::Operator.unqualify("data@acme"), Some("data@acme"));
     }
 }

@@ -26,7 +26,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
-use super::{containers, events, exec, system, tenant_containers, ApiError, Body, RequestBody};
+use super::{
+    containers, events, exec, system, tenant_containers, volumes, ApiError, Body, RequestBody,
+};
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
@@ -258,6 +260,9 @@ async fn route(
         (&Method::GET, "/version") => Ok(system::version()),
         (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
         (&Method::GET, "/events") => events::events(daemon, &request, scope).await,
+        (_, p) if p.starts_with("/volumes") || p.starts_with("/hull/volumes/") => {
+            volumes::route(daemon, request, scope).await
+        }
         (&Method::POST, "/containers/create") => {
             tenant_containers::create(daemon, &tenant.0, request).await
         }

@@ -16,7 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::containers::{self, Query};
-use super::scope::OWNER_LABEL;
+use super::scope::{Scope, OWNER_LABEL};
 use super::{body_bytes, json_response, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::types::container::{ContainerCreate, ContainerCreated};
@@ -63,13 +63,48 @@ pub(super) async fn create(
     labels.insert(SIZE_LABEL.to_owned(), size_name(size));
     let mut options = containers::create_options(body, name)?;
     options.namespace = Some(tenant.to_owned());
+    // The tenant's volume `data` is its own: `data@tenant` in the store.
+    let scope = Scope::Tenant(tenant);
+    for mount in &mut options.volumes {
+        match &mut mount.source {
+            VolumeSource::Volume { name } | VolumeSource::Anonymous { name } => {
+                *name = scope.qualify(name);
+            }
+            VolumeSource::Bind { .. } => return Err(bind_refused()),
+        }
+    }
 
-    let _admitted = daemon.admission().lock(tenant).await;
-    let quota = quota_of(daemon, tenant)?;
-    if let Some(limit) = quota.containers {
-        let used = owned(daemon, tenant).count() as u64;
-        if used >= limit {
-            return Err(over_quota("containers", used, 1, limit, "remove some"));
+    let _admitted = admit_one(
+        daemon,
+        tenant,
+        "containers",
+        |q| q.containers,
+        || owned(daemon, tenant).count() as u64,
+    )
+    .await?;
+    // Named volumes made on first use count against the volume quota.
+    let volumes = daemon.containers().volumes();
+    let new_volumes = options
+        .volumes
+        .iter()
+        .filter(
+            |m| matches!(&m.source, VolumeSource::Volume { name } if volumes.get(name).is_err()),
+        )
+        .count() as u64;
+    if let (Some(limit), true) = (quota_of(daemon, tenant)?.volumes, new_volumes > 0) {
+        let used = volumes
+            .list()
+            .iter()
+            .filter(|v| scope.unqualify(&v.record.name).is_some())
+            .count() as u64;
+        if used + new_volumes > limit {
+            return Err(over_quota(
+                "volumes",
+                used,
+                new_volumes,
+                limit,
+                "remove some",
+            ));
         }
     }
     let container = daemon.containers().create(options).await?;
@@ -133,6 +168,26 @@ where
         }
     }
     start.await
+}
+
+/// Waits for the tenant's admission lock and checks that one more of
+/// `what` fits its quota beside the `used` it has; the lock comes back to
+/// be held until the object is made.
+pub(super) async fn admit_one(
+    daemon: &Daemon,
+    tenant: &str,
+    what: &str,
+    limit_of: impl FnOnce(&Quota) -> Option<u64>,
+    used: impl FnOnce() -> u64,
+) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+    let admitted = daemon.admission().lock(tenant).await;
+    if let Some(limit) = limit_of(&quota_of(daemon, tenant)?) {
+        let used = used();
+        if used >= limit {
+            return Err(over_quota(what, used, 1, limit, "remove some"));
+        }
+    }
+    Ok(admitted)
 }
 
 fn quota_of(daemon: &Daemon, tenant: &str) -> Result<Quota, ApiError> {
@@ -266,16 +321,7 @@ fn refuse_host_access(raw: &Value) -> Result<(), ApiError> {
     {
         let field = |key: &str| mount.get(key).and_then(Value::as_str).unwrap_or_default();
         match field("Type") {
-            "bind" | "npipe" | "cluster" => {
-                return Err(forbidden(
-                    "bind mounts of the host's files are not open to tenants",
-                ))
-            }
-            "volume" if !field("Source").is_empty() => {
-                return Err(forbidden(
-                    "named volumes are not open to tenants on this host yet: use an anonymous volume (-v /path)",
-                ))
-            }
+            "bind" | "npipe" | "cluster" => return Err(bind_refused()),
             _ => {}
         }
     }
@@ -284,14 +330,13 @@ fn refuse_host_access(raw: &Value) -> Result<(), ApiError> {
 
 fn check_volume_source(source: &VolumeSource) -> Result<(), ApiError> {
     match source {
-        VolumeSource::Bind { .. } => Err(forbidden(
-            "bind mounts of the host's files are not open to tenants",
-        )),
-        VolumeSource::Volume { .. } => Err(forbidden(
-            "named volumes are not open to tenants on this host yet: use an anonymous volume (-v /path)",
-        )),
-        VolumeSource::Anonymous { .. } => Ok(()),
+        VolumeSource::Bind { .. } => Err(bind_refused()),
+        VolumeSource::Volume { .. } | VolumeSource::Anonymous { .. } => Ok(()),
     }
+}
+
+fn bind_refused() -> ApiError {
+    forbidden("bind mounts of the host's files are not open to tenants")
 }
 
 /// A tenant's container joins the default network or none; the host's
@@ -346,9 +391,7 @@ mod tests {
             r#"{"NetworkMode":"ops-net"}"#,
             r#"{"Binds":["/etc:/host-etc"]}"#,
             r#"{"Binds":["/:/host:ro"]}"#,
-            r#"{"Binds":["data:/data"]}"#,
             r#"{"Mounts":[{"Type":"bind","Source":"/var","Target":"/v"}]}"#,
-            r#"{"Mounts":[{"Type":"volume","Source":"shared","Target":"/v"}]}"#,
             r#"{"PortBindings":{"22/tcp":[{"HostPort":"22"}]}}"#,
             r#"{"PublishAllPorts":true}"#,
             r#"{"VolumesFrom":["other"]}"#,
@@ -368,7 +411,8 @@ mod tests {
             r#"{"NetworkMode":"default"}"#,
             r#"{"NetworkMode":"bridge"}"#,
             r#"{"NetworkMode":"none"}"#,
-            r#"{"Binds":["/data"],"Mounts":[{"Type":"tmpfs","Target":"/t"},{"Type":"volume","Target":"/v"}]}"#,
+            r#"{"Binds":["/data","data:/d"],"Mounts":[{"Type":"tmpfs","Target":"/t"},{"Type":"volume","Target":"/v"}]}"#,
+            r#"{"Mounts":[{"Type":"volume","Source":"shared","Target":"/v"}]}"#,
             r#"{"Memory":134217728,"RestartPolicy":{"Name":"always"}}"#,
         ] {
             let body = format!(r#"{{"Image":"busybox","HostConfig":{host}}}"#);

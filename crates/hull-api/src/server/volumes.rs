@@ -8,10 +8,12 @@ use super::RequestBody;
 use hull_runtime::volume::snapshot::{Snapshot, SnapshotError};
 use hull_runtime::volume::{self, Volume, VolumeError};
 use hull_runtime::ContainerError;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::containers::{no_content, parse_filters, read_json, Query};
+use super::scope::Scope;
+use super::tenant_containers::admit_one;
 use super::{json_response, ApiError, Body};
 use crate::daemon::Daemon;
 
@@ -24,6 +26,44 @@ impl From<VolumeError> for ApiError {
 impl From<SnapshotError> for ApiError {
     fn from(error: SnapshotError) -> Self {
         ContainerError::Snapshot(error).into()
+    }
+}
+
+/// `/volumes…` and `/hull/volumes/…` for `scope`.
+pub(super) async fn route(
+    daemon: &Daemon,
+    request: Request<RequestBody>,
+    scope: Scope<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let path = super::strip_version(request.uri().path()).to_owned();
+    let method = request.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/volumes") => Ok(list(daemon, scope)),
+        (&Method::POST, "/volumes/create") => create(daemon, request, scope).await,
+        (&Method::POST, "/volumes/prune") => prune(daemon, &request, scope),
+        (&Method::POST, "/hull/volumes/create") => create_from(daemon, request, scope).await,
+        (&Method::GET, "/hull/volumes/snapshots") => Ok(snapshots(daemon, scope)),
+        (_, p) if p.starts_with("/hull/volumes/snapshots/") => {
+            let (name, _) = super::split_resource(p, "/hull/volumes/snapshots/");
+            match method {
+                Method::GET => inspect_snapshot(daemon, &name, scope),
+                Method::DELETE => remove_snapshot(daemon, &name, scope),
+                _ => Err(super::not_found(&method, p)),
+            }
+        }
+        (&Method::POST, p) if p.starts_with("/hull/volumes/") && p.ends_with("/snapshot") => {
+            let (volume, _) = super::split_resource(p, "/hull/volumes/");
+            snapshot(daemon, &volume, request, scope).await
+        }
+        (_, p) if p.starts_with("/volumes/") => {
+            let (name, _) = super::split_resource(p, "/volumes/");
+            match method {
+                Method::GET => inspect(daemon, &name, scope),
+                Method::DELETE => remove(daemon, &name, scope),
+                _ => Err(super::not_found(&method, p)),
+            }
+        }
+        _ => Err(super::not_found(&method, &path)),
     }
 }
 
@@ -57,12 +97,18 @@ struct UsageData {
     ref_count: i64,
 }
 
-fn body(daemon: &Daemon, volume: &Volume) -> VolumeBody {
+fn body(daemon: &Daemon, volume: &Volume, scope: Scope<'_>) -> VolumeBody {
     let users = daemon.containers().volume_users(&volume.record.name).len();
+    let name = scope.unqualify(&volume.record.name).unwrap_or_default();
+    // Where the disk lies on the host is the operator's to know.
+    let mountpoint = match scope {
+        Scope::Operator => volume.disk.display().to_string(),
+        Scope::Tenant(_) => String::new(),
+    };
     VolumeBody {
-        name: volume.record.name.clone(),
+        name: name.to_owned(),
         driver: "local",
-        mountpoint: volume.disk.display().to_string(),
+        mountpoint,
         created_at: humantime::format_rfc3339_seconds(volume.record.created).to_string(),
         labels: BTreeMap::new(),
         scope: "local",
@@ -74,14 +120,11 @@ fn body(daemon: &Daemon, volume: &Volume) -> VolumeBody {
     }
 }
 
-/// `GET /volumes`.
-pub(super) fn list(daemon: &Daemon) -> Response<Body> {
-    let volumes: Vec<VolumeBody> = daemon
-        .containers()
-        .volumes()
-        .list()
+/// `GET /volumes`: those of the scope.
+pub(super) fn list(daemon: &Daemon, scope: Scope<'_>) -> Response<Body> {
+    let volumes: Vec<VolumeBody> = owned_volumes(daemon, scope)
         .iter()
-        .map(|v| body(daemon, v))
+        .map(|v| body(daemon, v, scope))
         .collect();
     json_response(
         StatusCode::OK,
@@ -89,10 +132,37 @@ pub(super) fn list(daemon: &Daemon) -> Response<Body> {
     )
 }
 
+/// The volumes `scope` sees.
+fn owned_volumes(daemon: &Daemon, scope: Scope<'_>) -> Vec<Volume> {
+    let mut volumes = daemon.containers().volumes().list();
+    volumes.retain(|v| scope.unqualify(&v.record.name).is_some());
+    volumes
+}
+
+/// For a tenant, its admission lock once one more `what` fits its quota.
+async fn admit(
+    daemon: &Daemon,
+    scope: Scope<'_>,
+    what: &str,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+    let Scope::Tenant(tenant) = scope else {
+        return Ok(None);
+    };
+    let guard = if what == "snapshots" {
+        let used = || owned_snapshots(daemon, scope).len() as u64;
+        admit_one(daemon, tenant, what, |q| q.snapshots, used).await?
+    } else {
+        let used = || owned_volumes(daemon, scope).len() as u64;
+        admit_one(daemon, tenant, what, |q| q.volumes, used).await?
+    };
+    Ok(Some(guard))
+}
+
 /// `POST /volumes/create`.
 pub(super) async fn create(
     daemon: &Daemon,
     request: Request<RequestBody>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let create: VolumeCreate = read_json(request).await?;
     if !matches!(create.driver.as_str(), "" | "local") {
@@ -115,20 +185,37 @@ pub(super) async fn create(
     } else {
         (create.name, false)
     };
+    let name = scope.qualify(&name);
     let volumes = daemon.containers().volumes();
+    // Creating an existing volume returns it, as docker's does: no quota.
+    let _admitted = match volumes.get(&name) {
+        Ok(_) => None,
+        Err(_) => admit(daemon, scope, "volumes").await?,
+    };
     let made = volumes.create(&name, size, anonymous)?;
-    Ok(json_response(StatusCode::CREATED, &body(daemon, &made)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &body(daemon, &made, scope),
+    ))
 }
 
 /// `GET /volumes/{name}`.
-pub(super) fn inspect(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiError> {
-    let volume = daemon.containers().volumes().get(name)?;
-    Ok(json_response(StatusCode::OK, &body(daemon, &volume)))
+pub(super) fn inspect(
+    daemon: &Daemon,
+    name: &str,
+    scope: Scope<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let volume = daemon.containers().volumes().get(&scope.qualify(name))?;
+    Ok(json_response(StatusCode::OK, &body(daemon, &volume, scope)))
 }
 
 /// `DELETE /volumes/{name}`.
-pub(super) fn remove(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiError> {
-    daemon.containers().remove_volume(name)?;
+pub(super) fn remove(
+    daemon: &Daemon,
+    name: &str,
+    scope: Scope<'_>,
+) -> Result<Response<Body>, ApiError> {
+    daemon.containers().remove_volume(&scope.qualify(name))?;
     Ok(no_content())
 }
 
@@ -137,6 +224,7 @@ pub(super) fn remove(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiE
 pub(super) fn prune(
     daemon: &Daemon,
     request: &Request<RequestBody>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let filters = parse_filters(Query::of(request).get("filters"))?;
     let all = filters
@@ -145,13 +233,14 @@ pub(super) fn prune(
     let containers = daemon.containers();
     let mut deleted = Vec::new();
     let mut reclaimed = 0u64;
-    for volume in containers.volumes().list() {
+    for volume in owned_volumes(daemon, scope) {
         if !(all || volume.record.anonymous) {
             continue;
         }
         if containers.remove_volume(&volume.record.name).is_ok() {
             reclaimed += volume.used_bytes;
-            deleted.push(volume.record.name);
+            let name = scope.unqualify(&volume.record.name).unwrap_or_default();
+            deleted.push(name.to_owned());
         }
     }
     Ok(json_response(
@@ -174,10 +263,11 @@ struct SnapshotBody {
     method: hull_runtime::volume::snapshot::CopyMethod,
 }
 
-fn snapshot_body(snapshot: &Snapshot) -> SnapshotBody {
+fn snapshot_body(snapshot: &Snapshot, scope: Scope<'_>) -> SnapshotBody {
+    let shown = |name: &str| scope.unqualify(name).unwrap_or_default().to_owned();
     SnapshotBody {
-        name: snapshot.record.name.clone(),
-        volume: snapshot.record.volume.clone(),
+        name: shown(&snapshot.record.name),
+        volume: shown(&snapshot.record.volume),
         created_at: humantime::format_rfc3339_seconds(snapshot.record.created).to_string(),
         size: snapshot.record.size,
         used: snapshot.used_bytes,
@@ -198,36 +288,62 @@ pub(super) async fn snapshot(
     daemon: &Daemon,
     volume: &str,
     request: Request<RequestBody>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let create: SnapshotCreate = read_json(request).await?;
+    let _admitted = admit(daemon, scope, "snapshots").await?;
     let made = daemon
         .containers()
-        .snapshot_volume(volume, &create.name)
+        .snapshot_volume(&scope.qualify(volume), &scope.qualify(&create.name))
         .await?;
-    Ok(json_response(StatusCode::CREATED, &snapshot_body(&made)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &snapshot_body(&made, scope),
+    ))
+}
+
+/// The snapshots `scope` sees.
+fn owned_snapshots(daemon: &Daemon, scope: Scope<'_>) -> Vec<Snapshot> {
+    let mut snapshots = daemon.containers().volumes().snapshots();
+    snapshots.retain(|s| scope.unqualify(&s.record.name).is_some());
+    snapshots
 }
 
 /// `GET /hull/volumes/snapshots`.
-pub(super) fn snapshots(daemon: &Daemon) -> Response<Body> {
-    let snapshots: Vec<SnapshotBody> = daemon
-        .containers()
-        .volumes()
-        .snapshots()
+pub(super) fn snapshots(daemon: &Daemon, scope: Scope<'_>) -> Response<Body> {
+    let snapshots: Vec<SnapshotBody> = owned_snapshots(daemon, scope)
         .iter()
-        .map(snapshot_body)
+        .map(|s| snapshot_body(s, scope))
         .collect();
     json_response(StatusCode::OK, &snapshots)
 }
 
 /// `GET /hull/volumes/snapshots/{name}`.
-pub(super) fn inspect_snapshot(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiError> {
-    let snapshot = daemon.containers().volumes().get_snapshot(name)?;
-    Ok(json_response(StatusCode::OK, &snapshot_body(&snapshot)))
+pub(super) fn inspect_snapshot(
+    daemon: &Daemon,
+    name: &str,
+    scope: Scope<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let snapshot = daemon
+        .containers()
+        .volumes()
+        .get_snapshot(&scope.qualify(name))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &snapshot_body(&snapshot, scope),
+    ))
 }
 
 /// `DELETE /hull/volumes/snapshots/{name}`.
-pub(super) fn remove_snapshot(daemon: &Daemon, name: &str) -> Result<Response<Body>, ApiError> {
-    daemon.containers().volumes().remove_snapshot(name)?;
+pub(super) fn remove_snapshot(
+    daemon: &Daemon,
+    name: &str,
+    scope: Scope<'_>,
+) -> Result<Response<Body>, ApiError> {
+    daemon
+        .containers()
+        .volumes()
+        .remove_snapshot(&scope.qualify(name))?;
     Ok(no_content())
 }
 
@@ -244,6 +360,7 @@ struct RestoreCreate {
 pub(super) async fn create_from(
     daemon: &Daemon,
     request: Request<RequestBody>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let create: RestoreCreate = read_json(request).await?;
     if create.name.is_empty() || create.from.is_empty() {
@@ -252,7 +369,11 @@ pub(super) async fn create_from(
             "a restored volume needs a Name and the snapshot it comes From",
         ));
     }
+    let _admitted = admit(daemon, scope, "volumes").await?;
     let volumes = daemon.containers().volumes();
-    let made = volumes.create_from(&create.name, &create.from)?;
-    Ok(json_response(StatusCode::CREATED, &body(daemon, &made)))
+    let made = volumes.create_from(&scope.qualify(&create.name), &scope.qualify(&create.from))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &body(daemon, &made, scope),
+    ))
 }
