@@ -35,7 +35,7 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
     }
 
     // Two tenants each have their `web`; acme's gets the default size.
-    let run = |hull: &dyn Fn(&[&str]) -> std::process::Output, args: &[&str]| {
+    let run = |hull: Hull, args: &[&str]| {
         let output = hull(args);
         assert!(
             output.status.success(),
@@ -55,9 +55,20 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
         ],
     );
     assert_ne!(acme_web, beta_web);
-    let size_of = |hull: &dyn Fn(&[&str]) -> std::process::Output| {
-        let format = r#"{{index .Config.Labels "sh_hyper_instancetype"}} {{.HostConfig.Memory}} {{index .Config.Labels "sh.hull.tenant"}}"#;
-        run(hull, &["inspect", "--format", format, "web"])
+    let inspect = |hull: Hull, reference: &str| -> serde_json::Value {
+        let listed: serde_json::Value =
+            serde_json::from_str(&run(hull, &["inspect", reference])).expect("inspect prints JSON");
+        listed[0].clone()
+    };
+    let size_of = |hull: Hull| {
+        let web = inspect(hull, "web");
+        let labels = &web["Config"]["Labels"];
+        format!(
+            "{} {} {}",
+            labels["sh_hyper_instancetype"].as_str().unwrap_or_default(),
+            web["HostConfig"]["Memory"],
+            labels["sh.hull.tenant"].as_str().unwrap_or_default()
+        )
     };
     assert_eq!(size_of(&acme_hull), format!("S4 {} acme", 512 << 20));
     assert_eq!(size_of(&beta_hull), format!("S1 {} beta", 64 << 20));
@@ -67,12 +78,8 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
         "{all}"
     );
     // The operator names a tenant's container by its qualified name.
-    let qualified = stdout_of(
-        &cloud
-            .daemon
-            .hull(&["inspect", "--format", "{{.Id}}", "acme/web"]),
-    );
-    assert_eq!(qualified.trim(), acme_web);
+    let qualified = stdout_of(&cloud.daemon.hull(&["inspect", "acme/web"]));
+    assert!(qualified.contains(&acme_web), "{qualified}");
     assert_fails(
         &acme_hull(&["create", "--name", "web", "busybox"]),
         125,
@@ -91,15 +98,7 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
         ],
     );
     assert_eq!(
-        run(
-            &acme_hull,
-            &[
-                "inspect",
-                "--format",
-                r#"{{index .Config.Labels "sh.hull.tenant"}}"#,
-                &sneaky
-            ]
-        ),
+        inspect(&acme_hull, &sneaky)["Config"]["Labels"]["sh.hull.tenant"],
         "acme"
     );
     assert_fails(&beta_hull(&["inspect", &sneaky]), 1, &["No such object"]);
@@ -123,13 +122,11 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
         1,
         &["quota exceeded", "memory", "in use 512", "limit 640"],
     );
-    let state = |name: &str| {
-        run(
-            &acme_hull,
-            &["inspect", "--format", "{{.State.Status}}", name],
-        )
-    };
-    assert_eq!(state("second"), "created", "nothing started");
+    assert_eq!(
+        inspect(&acme_hull, "second")["State"]["Status"],
+        "created",
+        "nothing started"
+    );
     run(&acme_hull, &["rm", "-f", "web"]);
     run(&acme_hull, &["start", "second"]);
     let waited = run(&acme_hull, &["wait", "second"]);
@@ -141,10 +138,7 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
 
     // Beta's container is untouched by all of it, and renames within beta.
     run(&beta_hull, &["rename", "web", "site"]);
-    assert_eq!(
-        run(&beta_hull, &["inspect", "--format", "{{.Id}}", "site"]),
-        beta_web
-    );
+    assert_eq!(inspect(&beta_hull, "site")["Id"], beta_web.as_str());
     run(&beta_hull, &["rm", "-f", "site"]);
 
     // Volumes and snapshots: each tenant's `data` is its own.
