@@ -5,7 +5,28 @@ use hull_api::types::Info;
 use hull_api::Client;
 
 pub async fn show(client: &Client) -> Result<()> {
-    let info: Info = client.get_json("/info").await?;
+    let info: serde_json::Value = client.get_json("/info").await?;
+    // A cloud's tenant is shown its own share, not the host's.
+    if let Some(tenant) = info["Tenant"].as_str() {
+        println!("Tenant: {tenant}");
+        println!("Region: {}", info["Region"].as_str().unwrap_or("?"));
+        println!(
+            "Containers: {} ({} running)",
+            info["Containers"], info["ContainersRunning"]
+        );
+        if let Some(quota) = info["Quota"].as_object() {
+            let entries: Vec<String> = quota
+                .iter()
+                .map(|(name, limit)| match limit.as_u64() {
+                    Some(limit) => format!("{name} {limit}"),
+                    None => format!("{name} unlimited"),
+                })
+                .collect();
+            println!("Quota: {}", entries.join(", "));
+        }
+        return Ok(());
+    }
+    let info: Info = serde_json::from_value(info)?;
     println!("Images: {}", info.images);
     println!("Root Dir: {}", info.root_dir);
     if let Some(accel) = info.accelerator {

@@ -132,6 +132,11 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
     let waited = run(&acme_hull, &["wait", "second"]);
     assert_eq!(waited, "0");
     assert_eq!(run(&acme_hull, &["logs", "second"]), "ran");
+    let info = run(&acme_hull, &["info"]);
+    for line in ["Tenant: acme", "Containers: 1 (0 running)", "Containers 2"] {
+        assert!(info.contains(line), "{info}");
+    }
+    assert!(!info.contains("Root Dir"), "the host's paths: {info}");
     // `hull run --rm` as a tenant streams its output as it does locally.
     let echoed = acme_hull(&["run", "--rm", "--size", "S1", "busybox", "echo", "hello"]);
     assert_eq!(stdout_of(&echoed), "hello\n", "{}", text(&echoed.stderr));

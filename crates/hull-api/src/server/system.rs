@@ -70,6 +70,40 @@ pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
     ))
 }
 
+/// `GET /info` for a tenant: its own containers and quota, nothing of the
+/// host's (no paths, no other tenants' counts, no start history).
+pub(super) fn tenant_info(daemon: &Daemon, tenant: &str) -> Result<Response<Body>, ApiError> {
+    let owned: Vec<_> = daemon
+        .containers()
+        .list()
+        .into_iter()
+        .filter(|c| c.namespace().as_deref() == Some(tenant))
+        .collect();
+    let running = owned.iter().filter(|c| c.state().running()).count();
+    let quota = daemon
+        .tenants()
+        .tenant(tenant)
+        .map_err(ApiError::from)?
+        .quota;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "Containers": owned.len(),
+            "ContainersRunning": running,
+            "ContainersPaused": 0,
+            "ContainersStopped": owned.len() - running,
+            "OperatingSystem": "Hull",
+            "OSType": "linux",
+            "Architecture": std::env::consts::ARCH,
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "Name": daemon.cloud_config().region,
+            "Region": daemon.cloud_config().region,
+            "Tenant": tenant,
+            "Quota": quota,
+        }),
+    ))
+}
+
 /// `GET /system/df`: the images and the bytes their layers take.
 pub(super) async fn df(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
     let images = super::images::summaries(daemon).await?;

@@ -258,6 +258,7 @@ async fn route(
     match (&method, path.as_str()) {
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
+        (&Method::GET, "/info") => system::tenant_info(daemon, &tenant.0),
         (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
         (&Method::GET, "/events") => events::events(daemon, &request, scope).await,
         (_, p) if p.starts_with("/volumes") || p.starts_with("/hull/volumes/") => {

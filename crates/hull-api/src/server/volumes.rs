@@ -165,7 +165,8 @@ pub(super) async fn create(
     scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let create: VolumeCreate = read_json(request).await?;
-    if !matches!(create.driver.as_str(), "" | "local") {
+    // `hyper volume create` names Hyper.sh's own driver.
+    if !matches!(create.driver.as_str(), "" | "local" | "hyper") {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
