@@ -5,6 +5,7 @@
 use super::RequestBody;
 use bytes::Bytes;
 use hull_runtime::container::{LogFilter, OutputChunk, StdinMessage};
+use hull_runtime::WaitCondition;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -15,6 +16,9 @@ use super::containers::Query;
 use super::stream::{stdcopy, upgraded_response, wants_upgrade, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{ApiError, Body};
 use crate::daemon::Daemon;
+
+/// How long a finished stream waits for its container's exit to be recorded.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) async fn attach(
     daemon: &Daemon,
@@ -61,7 +65,17 @@ pub(super) async fn attach(
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => serve(TokioIo::new(upgraded), tty, history, live, stdin).await,
+            Ok(upgraded) => {
+                // Clients that inspect the container once its stream ends
+                // (docker 1.10's `run --rm`, the hyper client) must find it
+                // stopped: the output closes an instant before the exit is
+                // recorded.
+                let exited = async {
+                    let exited = container.wait(WaitCondition::NotRunning);
+                    let _ = tokio::time::timeout(EXIT_GRACE, exited).await;
+                };
+                serve(TokioIo::new(upgraded), tty, history, live, stdin, exited).await;
+            }
             Err(err) => warn!(error = %err, "attach upgrade failed"),
         }
     });
@@ -78,6 +92,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     history: Vec<OutputChunk>,
     live: Option<mpsc::Receiver<OutputChunk>>,
     stdin: Option<(mpsc::Sender<StdinMessage>, bool)>,
+    exited: impl std::future::Future<Output = ()>,
 ) {
     let (mut reader, mut writer) = tokio::io::split(connection);
     let output = async {
@@ -88,6 +103,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             while let Some((stream, bytes)) = live.recv().await {
                 write_chunk(&mut writer, tty, stream, &bytes).await?;
             }
+            exited.await;
         }
         Ok::<_, std::io::Error>(())
     };

@@ -98,7 +98,22 @@ struct UsageData {
 }
 
 fn body(daemon: &Daemon, volume: &Volume, scope: Scope<'_>) -> VolumeBody {
-    let users = daemon.containers().volume_users(&volume.record.name).len();
+    let users = daemon.containers().volume_users(&volume.record.name);
+    // Hyper.sh's clients read a volume's size (GB) and its container from
+    // its labels.
+    let labels = match scope {
+        Scope::Operator => BTreeMap::new(),
+        Scope::Tenant(_) => BTreeMap::from([
+            (
+                "size".to_owned(),
+                volume.record.size.div_ceil(1 << 30).to_string(),
+            ),
+            (
+                "container".to_owned(),
+                users.first().map(|c| c.id.clone()).unwrap_or_default(),
+            ),
+        ]),
+    };
     let name = scope.unqualify(&volume.record.name).unwrap_or_default();
     // Where the disk lies on the host is the operator's to know.
     let mountpoint = match scope {
@@ -110,12 +125,12 @@ fn body(daemon: &Daemon, volume: &Volume, scope: Scope<'_>) -> VolumeBody {
         driver: "local",
         mountpoint,
         created_at: humantime::format_rfc3339_seconds(volume.record.created).to_string(),
-        labels: BTreeMap::new(),
+        labels,
         scope: "local",
         options: BTreeMap::from([("size".to_owned(), volume.record.size.to_string())]),
         usage_data: UsageData {
             size: i64::try_from(volume.used_bytes).unwrap_or(i64::MAX),
-            ref_count: users as i64,
+            ref_count: users.len() as i64,
         },
     }
 }
@@ -175,12 +190,16 @@ pub(super) async fn create(
             ),
         ));
     }
-    let size = volume::parse_options(
-        create
-            .driver_opts
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    )?;
+    let mut options = create.driver_opts;
+    // Hyper.sh's driver sized volumes in whole GB: `size=10`.
+    if create.driver == "hyper" {
+        if let Some(size) = options.get_mut("size") {
+            if !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit()) {
+                size.push('g');
+            }
+        }
+    }
+    let size = volume::parse_options(options.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let (name, anonymous) = if create.name.is_empty() {
         (hull_runtime::new_container_id(), true)
     } else {
