@@ -35,9 +35,14 @@ pub enum TenantCommand {
     Inspect { name: String },
     /// Change a tenant's quota (only the entries given).
     Quota { name: String, quota: String },
-    /// Remove a tenant and revoke its keys.
+    /// Remove a tenant and revoke its keys; refused while it owns
+    /// containers, volumes or snapshots, unless --force removes them too.
     #[command(alias = "remove")]
-    Rm { name: String },
+    Rm {
+        name: String,
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,8 +119,11 @@ async fn tenant(client: &Client, command: TenantCommand) -> Result<i32> {
             let tenant: Value = client.call_json(Method::POST, &path, Some(&quota)).await?;
             println!("{}", quota_text(&tenant["Quota"]));
         }
-        TenantCommand::Rm { name } => {
-            let path = format!("/hull/admin/tenants/{}", encode(&name));
+        TenantCommand::Rm { name, force } => {
+            let mut path = format!("/hull/admin/tenants/{}", encode(&name));
+            if force {
+                path.push_str("?force=1");
+            }
             client
                 .call_json::<()>(Method::DELETE, &path, None::<&()>)
                 .await?;

@@ -40,6 +40,8 @@ struct TenantDetail {
     #[serde(flatten)]
     tenant: hull_cloud::store::Tenant,
     keys: Vec<hull_cloud::store::KeyInfo>,
+    /// What it holds now, as its quota counts it.
+    used: super::tenancy::Use,
 }
 
 pub(super) async fn route(
@@ -80,10 +82,19 @@ pub(super) async fn route(
                     let detail = TenantDetail {
                         tenant: store.tenant(&name)?,
                         keys: store.keys(Some(&name))?,
+                        used: super::tenancy::use_of(daemon, &name),
                     };
                     Ok(json_response(StatusCode::OK, &detail))
                 }
                 (&Method::DELETE, "") => {
+                    store.tenant(&name)?;
+                    // No create of the tenant's slips in between.
+                    let _admitted = daemon.admission().lock(&name).await;
+                    if Query::of(&request).flag("force") {
+                        super::tenancy::remove_all(daemon, &name).await?;
+                    } else {
+                        super::tenancy::check_owns_nothing(daemon, &name)?;
+                    }
                     store.remove_tenant(&name)?;
                     Ok(no_content())
                 }

@@ -19,6 +19,7 @@ mod stats;
 mod stream;
 mod system;
 mod templates;
+mod tenancy;
 mod tenant;
 mod tenant_containers;
 mod top;
@@ -39,8 +40,9 @@ use tokio::net::UnixListener;
 use tracing::debug;
 
 pub use auth::registry_domain;
+pub use tenancy::Admission;
 pub use tenant::{serve_tenants, Tenant, MAX_SIGNED_BODY, TEST_CLOCK_ENV};
-pub use tenant_containers::{Admission, DEFAULT_SIZE, SIZE_LABEL};
+pub use tenant_containers::{DEFAULT_SIZE, SIZE_LABEL};
 
 use crate::daemon::Daemon;
 use crate::metrics::Listener;

@@ -6,10 +6,6 @@
 //! shape, so an option Hull would otherwise ignore (`Privileged`,
 //! `Devices`) is refused rather than silently dropped.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use hull_cloud::quota::Quota;
 use hull_runtime::size::VmSize;
 use hull_runtime::volume::{self, VolumeSource};
 use hyper::{Request, Response, StatusCode};
@@ -17,6 +13,7 @@ use serde_json::Value;
 
 use super::containers::{self, Query};
 use super::scope::{Scope, OWNER_LABEL};
+use super::tenancy::{admit_one, over_quota, owned, quota_of, size_of};
 use super::{body_bytes, json_response, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::types::container::{ContainerCreate, ContainerCreated};
@@ -25,24 +22,6 @@ use crate::types::container::{ContainerCreate, ContainerCreated};
 pub const SIZE_LABEL: &str = "sh_hyper_instancetype";
 /// A tenant's container without a size gets Hyper.sh's default.
 pub const DEFAULT_SIZE: &str = "S4";
-
-/// One lock per tenant, held from a quota's count to the change it admits,
-/// so two concurrent requests cannot both take the last unit.
-#[derive(Default)]
-pub struct Admission(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl Admission {
-    async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let gate = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(tenant.to_owned())
-            .or_default()
-            .clone();
-        gate.lock_owned().await
-    }
-}
 
 /// `POST /containers/create` for a tenant.
 pub(super) async fn create(
@@ -130,17 +109,11 @@ where
 {
     let _admitted = daemon.admission().lock(tenant).await;
     let quota = quota_of(daemon, tenant)?;
-    let size_of = |c: &hull_runtime::Container| {
-        c.config().size.unwrap_or_else(|| {
-            let (vcpus, memory_mib) = daemon.vm_size();
-            VmSize { vcpus, memory_mib }
-        })
-    };
     let container = daemon.containers().get(id)?;
-    let wanted = size_of(&container);
+    let wanted = size_of(daemon, &container);
     let (mut memory, mut cpus) = (0u64, 0u64);
     for other in owned(daemon, tenant).filter(|c| c.id != id && c.state().running()) {
-        let size = size_of(&other);
+        let size = size_of(daemon, &other);
         memory += u64::from(size.memory_mib);
         cpus += u64::from(size.vcpus);
     }
@@ -168,55 +141,6 @@ where
         }
     }
     start.await
-}
-
-/// Waits for the tenant's admission lock and checks that one more of
-/// `what` fits its quota beside the `used` it has; the lock comes back to
-/// be held until the object is made.
-pub(super) async fn admit_one(
-    daemon: &Daemon,
-    tenant: &str,
-    what: &str,
-    limit_of: impl FnOnce(&Quota) -> Option<u64>,
-    used: impl FnOnce() -> u64,
-) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
-    let admitted = daemon.admission().lock(tenant).await;
-    if let Some(limit) = limit_of(&quota_of(daemon, tenant)?) {
-        let used = used();
-        if used >= limit {
-            return Err(over_quota(what, used, 1, limit, "remove some"));
-        }
-    }
-    Ok(admitted)
-}
-
-fn quota_of(daemon: &Daemon, tenant: &str) -> Result<Quota, ApiError> {
-    Ok(daemon
-        .tenants()
-        .tenant(tenant)
-        .map_err(ApiError::from)?
-        .quota)
-}
-
-/// The tenant's containers.
-fn owned<'a>(
-    daemon: &'a Daemon,
-    tenant: &'a str,
-) -> impl Iterator<Item = Arc<hull_runtime::Container>> + 'a {
-    daemon
-        .containers()
-        .list()
-        .into_iter()
-        .filter(move |c| c.namespace().as_deref() == Some(tenant))
-}
-
-fn over_quota(what: &str, used: u64, asked: u64, limit: u64, free: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "quota exceeded: {what} in use {used}, asked {asked}, limit {limit}; {free}, or ask the operator for a larger quota"
-        ),
-    )
 }
 
 /// Sets the request's `Memory` and `NanoCpus` to its size: the one its

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::containers::{no_content, parse_filters, read_json, Query};
 use super::scope::Scope;
-use super::tenant_containers::admit_one;
+use super::tenancy::admit_one;
 use super::{json_response, ApiError, Body};
 use crate::daemon::Daemon;
 

@@ -1,0 +1,169 @@
+//! A tenant's share of the host: the lock that holds a quota's count to
+//! the change it admits, what the tenant uses now, and the removal of all
+//! it owns.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hull_cloud::quota::Quota;
+use hyper::StatusCode;
+use serde::Serialize;
+
+use super::scope::Scope;
+use super::ApiError;
+use crate::daemon::Daemon;
+
+/// One lock per tenant, held from a quota's count to the change it admits,
+/// so two concurrent requests cannot both take the last unit.
+#[derive(Default)]
+pub struct Admission(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Admission {
+    pub(super) async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone();
+        gate.lock_owned().await
+    }
+}
+
+/// Waits for the tenant's admission lock and checks that one more of
+/// `what` fits its quota beside the `used` it has; the lock comes back to
+/// be held until the object is made.
+pub(super) async fn admit_one(
+    daemon: &Daemon,
+    tenant: &str,
+    what: &str,
+    limit_of: impl FnOnce(&Quota) -> Option<u64>,
+    used: impl FnOnce() -> u64,
+) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+    let admitted = daemon.admission().lock(tenant).await;
+    if let Some(limit) = limit_of(&quota_of(daemon, tenant)?) {
+        let used = used();
+        if used >= limit {
+            return Err(over_quota(what, used, 1, limit, "remove some"));
+        }
+    }
+    Ok(admitted)
+}
+
+pub(super) fn quota_of(daemon: &Daemon, tenant: &str) -> Result<Quota, ApiError> {
+    Ok(daemon
+        .tenants()
+        .tenant(tenant)
+        .map_err(ApiError::from)?
+        .quota)
+}
+
+/// The tenant's containers.
+pub(super) fn owned<'a>(
+    daemon: &'a Daemon,
+    tenant: &'a str,
+) -> impl Iterator<Item = Arc<hull_runtime::Container>> + 'a {
+    daemon
+        .containers()
+        .list()
+        .into_iter()
+        .filter(move |c| c.namespace().as_deref() == Some(tenant))
+}
+
+pub(super) fn over_quota(what: &str, used: u64, asked: u64, limit: u64, free: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "quota exceeded: {what} in use {used}, asked {asked}, limit {limit}; {free}, or ask the operator for a larger quota"
+        ),
+    )
+}
+
+/// What a tenant holds now, counted as its quota counts it.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct Use {
+    pub containers: u64,
+    pub running: u64,
+    /// The memory of its running containers' sizes, in MiB.
+    pub memory_mib: u64,
+    pub cpus: u64,
+    pub volumes: u64,
+    pub snapshots: u64,
+}
+
+pub(super) fn use_of(daemon: &Daemon, tenant: &str) -> Use {
+    let mut used = Use::default();
+    for container in owned(daemon, tenant) {
+        used.containers += 1;
+        if container.state().running() {
+            let size = size_of(daemon, &container);
+            used.running += 1;
+            used.memory_mib += u64::from(size.memory_mib);
+            used.cpus += u64::from(size.vcpus);
+        }
+    }
+    let scope = Scope::Tenant(tenant);
+    let volumes = daemon.containers().volumes();
+    used.volumes = volumes
+        .list()
+        .iter()
+        .filter(|v| scope.unqualify(&v.record.name).is_some())
+        .count() as u64;
+    used.snapshots = volumes
+        .snapshots()
+        .iter()
+        .filter(|s| scope.unqualify(&s.record.name).is_some())
+        .count() as u64;
+    used
+}
+
+/// A container's VM size; the daemon's default for one made without.
+pub(super) fn size_of(
+    daemon: &Daemon,
+    container: &hull_runtime::Container,
+) -> hull_runtime::size::VmSize {
+    container.config().size.unwrap_or_else(|| {
+        let (vcpus, memory_mib) = daemon.vm_size();
+        hull_runtime::size::VmSize { vcpus, memory_mib }
+    })
+}
+
+/// Removes everything the tenant owns: its containers (stopped first),
+/// then its volumes and snapshots. The first failure ends it, named.
+pub(super) async fn remove_all(daemon: &Daemon, tenant: &str) -> Result<(), ApiError> {
+    let containers = daemon.containers();
+    for container in owned(daemon, tenant) {
+        containers.remove(&container, true).await?;
+    }
+    let scope = Scope::Tenant(tenant);
+    let volumes = containers.volumes();
+    for snapshot in volumes.snapshots() {
+        if scope.unqualify(&snapshot.record.name).is_some() {
+            volumes.remove_snapshot(&snapshot.record.name)?;
+        }
+    }
+    for volume in volumes.list() {
+        if scope.unqualify(&volume.record.name).is_some() {
+            containers.remove_volume(&volume.record.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to forget a tenant that still owns objects: they would linger,
+/// unreachable, and return to a new tenant of the same name.
+pub(super) fn check_owns_nothing(daemon: &Daemon, tenant: &str) -> Result<(), ApiError> {
+    let used = use_of(daemon, tenant);
+    if used.containers + used.volumes + used.snapshots == 0 {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "tenant {tenant} still owns {} containers, {} volumes and {} snapshots: remove them first, or remove the tenant with --force to remove them too",
+            used.containers, used.volumes, used.snapshots
+        ),
+    ))
+}
