@@ -108,6 +108,14 @@ pub(super) async fn route(
                     store.add_client_cert(&name, &bundle.fingerprint)?;
                     Ok(json_response(StatusCode::CREATED, &bundle))
                 }
+                (&Method::POST, "network") => {
+                    store.tenant(&name)?;
+                    let network = super::tenant_net::tenant_network(daemon, &name)?;
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({ "Name": network }),
+                    ))
+                }
                 (&Method::POST, "keys") => {
                     // With a body, the operator brings the key; without, one is made.
                     let brought: Option<hull_cloud::store::NewKey> = read_json(request).await?;

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
-use super::{containers, exec, system, ApiError, Body, RequestBody};
+use super::{containers, exec, networks, system, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
@@ -257,6 +257,14 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
         (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
+        (&Method::GET, "/networks") => networks::list(daemon, &request, scope),
+        (&Method::GET, p) if p.starts_with("/networks/") => {
+            let (reference, action) = super::split_resource(p, "/networks/");
+            if !action.is_empty() {
+                return Err(super::not_found(&method, &path));
+            }
+            networks::inspect(daemon, &reference, scope)
+        }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = super::split_resource(p, "/containers/");
             // Renaming and resizing wait for per-tenant names and quotas.
