@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use common::netns::{self, address_on, reaches, secret_server, NetNs};
@@ -24,17 +25,47 @@ const NET_PEER: &str = "198.51.100.2";
 /// An operator's bridge network, and the stand-in for its container.
 const OPS_SUBNET: &str = "10.97.9.0/24";
 const OPS_GUEST: &str = "10.97.9.50";
+/// The tenants' TLS listener, on the namespace's own loopback.
+const TENANT_PORT: u16 = 8443;
 
 fn shared() -> &'static (NetNs, Daemon) {
     static SHARED: OnceLock<(NetNs, Daemon)> = OnceLock::new();
     SHARED.get_or_init(|| {
         let netns = NetNs::new("tenants");
-        let daemon = Daemon::start_in(Some(&netns.name), &[]);
+        let listen = format!("tcp://127.0.0.1:{TENANT_PORT}");
+        let daemon = Daemon::start_in(Some(&netns.name), &[("HULL_LISTEN", &listen)]);
         let archive = common::busybox_archive();
         stdout_of(&daemon.hull(&["load", "-i", archive.to_str().unwrap()]));
         daemon.wait_for_template();
         (netns, daemon)
     })
+}
+
+/// A new key of `tenant`'s.
+fn key_of(daemon: &Daemon, tenant: &str) -> serde_json::Value {
+    let out = stdout_of(&daemon.hull(&["admin", "key", "create", tenant, "--format", "json"]));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `hull` with a tenant's `key`, through the TLS listener.
+fn as_tenant(netns: &NetNs, daemon: &Daemon, key: &serde_json::Value, args: &[&str]) -> Output {
+    common::eventually(30, || {
+        reaches(netns, "127.0.0.1", TENANT_PORT)
+            .then_some(())
+            .ok_or_else(|| "no tenant listener yet".to_owned())
+    });
+    let address = format!("tcp://127.0.0.1:{TENANT_PORT}");
+    Command::new("ip")
+        .args(["netns", "exec", &netns.name, env!("CARGO_BIN_EXE_hull")])
+        .args(["-H", &address, "--tlscacert"])
+        .arg(daemon.root.join("tls/ca.pem"))
+        .args(args)
+        .env("HULL_ACCESS_KEY", key["AccessKey"].as_str().unwrap())
+        .env("HULL_SECRET_KEY", key["SecretKey"].as_str().unwrap())
+        .env("HULL_CONFIG", daemon.root.join("no-config.json"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// A busybox httpd on port 80 serving `text`.
@@ -70,7 +101,7 @@ fn labels_and_subnet(daemon: &Daemon, network: &str) -> (serde_json::Value, Stri
 
 #[test]
 fn each_tenant_gets_one_network_of_its_own_however_many_ask_at_once() {
-    let (_, daemon) = shared();
+    let (netns, daemon) = shared();
     let hull = |args: &[&str]| stdout_of(&daemon.hull(args));
     hull(&["admin", "tenant", "create", "gamma"]);
     hull(&["admin", "tenant", "create", "delta"]);
@@ -102,6 +133,29 @@ fn each_tenant_gets_one_network_of_its_own_however_many_ask_at_once() {
     let nobody = daemon.hull(&["admin", "tenant", "network", "nobody"]);
     assert!(!nobody.status.success());
     assert!(!hull(&["network", "ls"]).contains("tenant:nobody"));
+
+    // A tenant sees its own network only: not another's, not the
+    // operator's, not the predefined ones, which hold the operator's
+    // containers.
+    hull(&["network", "create", "operators"]);
+    let key = key_of(daemon, "gamma");
+    let listed = stdout_of(&as_tenant(netns, daemon, &key, &["network", "ls"]));
+    let names: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(names, ["tenant:gamma"], "{listed}");
+    let own = as_tenant(netns, daemon, &key, &["network", "inspect", "tenant:gamma"]);
+    assert!(stdout_of(&own).contains(&gamma_subnet));
+    for hidden in ["tenant:delta", "operators", "bridge"] {
+        let inspect = as_tenant(netns, daemon, &key, &["network", "inspect", hidden]);
+        common::assert_fails(&inspect, 1, &["not found"]);
+    }
+    hull(&["network", "rm", "operators"]);
+    // A tenant's network goes with it.
+    hull(&["admin", "tenant", "rm", "delta"]);
+    assert!(!hull(&["network", "ls"]).contains("tenant:delta"));
 }
 
 #[test]

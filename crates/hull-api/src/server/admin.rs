@@ -85,6 +85,7 @@ pub(super) async fn route(
                 }
                 (&Method::DELETE, "") => {
                     store.remove_tenant(&name)?;
+                    super::tenant_net::forget_network(daemon, &name);
                     Ok(no_content())
                 }
                 (&Method::POST, "quota") => {

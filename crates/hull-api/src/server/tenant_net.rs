@@ -61,6 +61,21 @@ pub fn tenant_network(daemon: &Daemon, tenant: &str) -> Result<String, ApiError>
     Ok(record.name)
 }
 
+/// Removes a removed tenant's network, unless containers are still on it
+/// (it goes with the last of them at the next tenant removal or prune).
+pub fn forget_network(daemon: &Daemon, tenant: &str) {
+    let networks = daemon.containers().networks();
+    let name = network_name(tenant);
+    match networks.get(&name) {
+        Ok(record) if record.labels.get(OWNER_LABEL).map(String::as_str) == Some(tenant) => {
+            if let Err(err) = networks.remove(&record.id) {
+                tracing::warn!(network = %name, error = %err, "cannot remove a removed tenant's network");
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A network of the reserved name is made only here; one that is not the
 /// tenant's own isolated network (an operator's hand on the records) is
 /// refused rather than joined.

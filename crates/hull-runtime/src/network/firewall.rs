@@ -224,6 +224,13 @@ impl Ruleset<'_> {
                 );
             }
             if bridge.isolated {
+                // A forged source would have replies (which come in as
+                // established) sent to whoever holds that address.
+                let _ = writeln!(
+                    out,
+                    "    iifname \"{name}\" ip saddr != {} drop",
+                    bridge.subnet
+                );
                 // Its own subnet is switched on the bridge, never routed.
                 let _ = writeln!(
                     out,
@@ -475,6 +482,7 @@ mod tests {
         };
         at("iifname \"hb-cccc\" oifname \"hb-*\" oifname != \"hb-cccc\" drop");
         at("iifname \"hb-cccc\" oifname != \"hb-cccc\" meta nfproto ipv6 drop");
+        let spoofed = at("iifname \"hb-cccc\" ip saddr != 10.128.0.0/24 drop");
         let private = at(&format!(
             "iifname \"hb-cccc\" oifname != \"hb-cccc\" ip daddr {{ {PRIVATE_RANGES} }} jump refuse"
         ));
@@ -484,7 +492,10 @@ mod tests {
         assert!(replies < inward);
         // Every other network's drops come before anything is let in.
         let last_drop = at("oifname \"hb-bbbb\" iifname != \"hb-bbbb\" drop");
-        assert!(private < replies && last_drop < replies, "{forward:?}");
+        assert!(
+            spoofed < replies && private < replies && last_drop < replies,
+            "{forward:?}"
+        );
         // Out through NAT, as any network that is not internal.
         assert!(script.contains("ip saddr 10.128.0.0/24 oifname != \"hb-cccc\" masquerade"));
         // The host: its resolver only, as for every bridge.
