@@ -61,6 +61,47 @@ pub fn tenant_network(daemon: &Daemon, tenant: &str) -> Result<String, ApiError>
     Ok(record.name)
 }
 
+/// The network a tenant's new container joins for the `--network` it asked
+/// for (`requested`, docker's `HostConfig.NetworkMode`): its own network for
+/// none given, `default`, `bridge` or its own network's name; `none` as
+/// asked; anything else is refused, with the same words whether or not
+/// such a network exists.
+// The tenants' container create path calls it; remove this with that.
+#[allow(dead_code)]
+pub fn tenant_network_for(
+    daemon: &Daemon,
+    tenant: &str,
+    requested: &str,
+) -> Result<String, ApiError> {
+    match choose(tenant, requested)? {
+        Choice::Own => tenant_network(daemon, tenant),
+        Choice::None => Ok("none".to_owned()),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Choice {
+    Own,
+    None,
+}
+
+fn choose(tenant: &str, requested: &str) -> Result<Choice, ApiError> {
+    let own = network_name(tenant);
+    match requested {
+        "" | "default" | "bridge" => Ok(Choice::Own),
+        "none" => Ok(Choice::None),
+        asked if asked == own => Ok(Choice::Own),
+        "host" => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a tenant's container cannot use the host's network: it joins its tenant's own",
+        )),
+        asked => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("a tenant's container joins its tenant's own network ({own}), not {asked:?}"),
+        )),
+    }
+}
+
 /// Removes a removed tenant's network, unless containers are still on it
 /// (it goes with the last of them at the next tenant removal or prune).
 pub fn forget_network(daemon: &Daemon, tenant: &str) {
@@ -122,6 +163,32 @@ mod tests {
         assert!(network_name("acme").contains(':'));
         assert!(tenant_pool().range.contains(Ipv4Addr::new(10, 191, 255, 1)));
         assert!(!tenant_pool().range.overlaps(&SubnetPool::default().range));
+    }
+
+    #[test]
+    fn a_tenants_container_goes_on_its_own_network_whatever_it_asks() {
+        for asked in ["", "default", "bridge", "tenant:acme"] {
+            assert_eq!(choose("acme", asked).unwrap(), Choice::Own, "{asked}");
+        }
+        assert_eq!(choose("acme", "none").unwrap(), Choice::None);
+        for asked in [
+            "host",
+            "tenant:beta",
+            "backend",
+            "container:x",
+            "tenant:acm",
+            "Tenant:acme",
+        ] {
+            let refused = choose("acme", asked).unwrap_err();
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{asked}");
+        }
+        // Another tenant's network and one that does not exist read alike.
+        let other = choose("acme", "tenant:beta").unwrap_err().message;
+        let missing = choose("acme", "tenant:nobody").unwrap_err().message;
+        assert_eq!(
+            other.replace("tenant:beta", "X"),
+            missing.replace("tenant:nobody", "X")
+        );
     }
 
     #[test]
