@@ -10,13 +10,14 @@ pub mod firewall;
 mod host;
 pub mod resolver;
 pub mod store;
+mod subnet;
 
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 
 pub use bridges::{tap_name, Attachment, Networks};
-pub use store::{Endpoint, NetworkOptions, NetworkRecord, Subnet};
+pub use store::{Endpoint, NetworkOptions, NetworkRecord, Subnet, SubnetPool};
 
 use hull_proto::{InterfaceSpec, NetworkSpec};
 use hull_vm::{HostForward, NetBackend};
@@ -62,8 +63,10 @@ pub enum NetworkError {
     Overlap { subnet: String, network: String },
     #[error("gateway {gateway} is not a host address of subnet {subnet}")]
     Gateway { gateway: String, subnet: String },
-    #[error("no free /24 is left in 10.89.0.0/16 for a new network; give one with --subnet")]
-    NoSubnet,
+    #[error("no free /{size} is left in {pool} for a new network; give one with --subnet")]
+    NoSubnet { pool: String, size: u8 },
+    #[error("invalid reserved network name {0:?}: expected <owner>:<name>, each part [a-zA-Z0-9][a-zA-Z0-9_.-]")]
+    InvalidReservedName(String),
     #[error("error while removing network: network {network} has active endpoints ({containers})")]
     InUse { network: String, containers: String },
     #[error("address {address} is not in network {network}'s subnet {subnet}")]

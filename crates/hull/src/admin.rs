@@ -43,6 +43,8 @@ pub enum TenantCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Print the name of the tenant's own network, made if missing.
+    Network { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +120,11 @@ async fn tenant(client: &Client, command: TenantCommand) -> Result<i32> {
             let path = format!("/hull/admin/tenants/{}/quota", encode(&name));
             let tenant: Value = client.call_json(Method::POST, &path, Some(&quota)).await?;
             println!("{}", quota_text(&tenant["Quota"]));
+        }
+        TenantCommand::Network { name } => {
+            let path = format!("/hull/admin/tenants/{}/network", encode(&name));
+            let network: Value = client.call_json(Method::POST, &path, None::<&()>).await?;
+            println!("{}", network["Name"].as_str().unwrap_or_default());
         }
         TenantCommand::Rm { name, force } => {
             let mut path = format!("/hull/admin/tenants/{}", encode(&name));

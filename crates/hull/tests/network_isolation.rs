@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::netns::{self, NetNs};
+use common::netns::{self, address_on, secret_server, NetNs};
 use common::{stdout_of, Daemon};
 
 /// The host's resolver in the namespace, as systemd-resolved's stub sits.
@@ -83,21 +82,6 @@ fn name_server_reply(query: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
-/// A TCP server in the namespace at `address` (port 0: a free one) that
-/// writes `secret` to whoever connects; its port.
-fn secret_server(netns: &NetNs, address: &str, secret: &'static str) -> u16 {
-    let address = address.to_owned();
-    let listener = netns.within(move || TcpListener::bind((address.as_str(), 0)).unwrap());
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let _ = stream.write_all(format!("{secret}\n").as_bytes());
-        }
-    });
-    port
-}
-
 /// Whether a TCP connection to `address:port` from the namespace, as
 /// `uid` (`None`: root), gets through.
 fn connects_as(netns: &NetNs, uid: Option<u32>, address: &str, port: u16) -> bool {
@@ -122,29 +106,6 @@ fn connects_as(netns: &NetNs, uid: Option<u32>, address: &str, port: u16) -> boo
 /// A busybox httpd on port 80 serving `text`.
 fn serve(text: &str) -> String {
     format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www")
-}
-
-/// The address and gateway of a container on a network.
-fn address_on(daemon: &Daemon, network: &str, container: &str) -> (String, String) {
-    let out = stdout_of(&daemon.hull(&["network", "inspect", network]));
-    let network = &serde_json::from_str::<serde_json::Value>(&out).unwrap()[0];
-    let gateway = network["IPAM"]["Config"][0]["Gateway"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let out = stdout_of(&daemon.hull(&["inspect", container]));
-    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["Id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let address = network["Containers"][&id]["IPv4Address"]
-        .as_str()
-        .expect("the container is on the network")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    (address, gateway)
 }
 
 #[test]

@@ -96,6 +96,7 @@ pub(super) async fn route(
                         super::tenancy::check_owns_nothing(daemon, &name)?;
                     }
                     store.remove_tenant(&name)?;
+                    super::tenant_net::forget_network(daemon, &name);
                     Ok(no_content())
                 }
                 (&Method::POST, "quota") => {
@@ -118,6 +119,14 @@ pub(super) async fn route(
                     })?;
                     store.add_client_cert(&name, &bundle.fingerprint)?;
                     Ok(json_response(StatusCode::CREATED, &bundle))
+                }
+                (&Method::POST, "network") => {
+                    store.tenant(&name)?;
+                    let network = super::tenant_net::tenant_network(daemon, &name)?;
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({ "Name": network }),
+                    ))
                 }
                 (&Method::POST, "keys") => {
                     // With a body, the operator brings the key; without, one is made.

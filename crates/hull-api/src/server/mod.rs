@@ -22,6 +22,7 @@ mod templates;
 mod tenancy;
 mod tenant;
 mod tenant_containers;
+pub(crate) mod tenant_net;
 mod top;
 mod volumes;
 
@@ -250,13 +251,15 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
             events::events(&daemon, &request, scope::Scope::Operator).await
         }
         (&Method::POST, "/containers/prune") => containers::prune(&daemon).await,
-        (&Method::GET, "/networks") => networks::list(&daemon, &request),
+        (&Method::GET, "/networks") => networks::list(&daemon, &request, scope::Scope::Operator),
         (&Method::POST, "/networks/create") => networks::create(&daemon, request).await,
         (&Method::POST, "/networks/prune") => networks::prune(&daemon, &request),
         (method, p) if p.starts_with("/networks/") => {
             let (reference, action) = split_resource(p, "/networks/");
             match (method, action) {
-                (&Method::GET, "") => networks::inspect(&daemon, &reference),
+                (&Method::GET, "") => {
+                    networks::inspect(&daemon, &reference, scope::Scope::Operator)
+                }
                 (&Method::DELETE, "") => networks::remove(&daemon, &reference),
                 (&Method::POST, "connect") => networks::connect(&daemon, &reference, request).await,
                 (&Method::POST, "disconnect") => {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::containers::{endpoint_options, parse_filters, read_json, Query};
+use super::scope::Scope;
 use super::{json_response, ApiError, Body};
 use crate::daemon::Daemon;
 use crate::types::container::EndpointSettings;
@@ -167,16 +168,19 @@ fn predefined_json(
     })
 }
 
-/// Every network, predefined ones first.
-fn all_networks(daemon: &Daemon) -> Vec<(bool, serde_json::Value)> {
+/// Every network `scope` sees, predefined ones first. A tenant sees its
+/// own network only: the predefined ones hold the operator's containers.
+fn all_networks(daemon: &Daemon, scope: Scope<'_>) -> Vec<(bool, serde_json::Value)> {
     let predefined = PREDEFINED
         .iter()
+        .filter(|_| scope == Scope::Operator)
         .map(|(name, driver, mode)| (true, predefined_json(daemon, name, driver, mode)));
     let custom = daemon
         .containers()
         .networks()
         .list()
         .into_iter()
+        .filter(|n| scope.sees(&n.labels))
         .map(|n| (false, record_json(daemon, &n)));
     predefined.chain(custom).collect()
 }
@@ -221,9 +225,10 @@ fn accepts(
 pub(super) fn list(
     daemon: &Daemon,
     request: &Request<RequestBody>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let filters = parse_filters(Query::of(request).get("filters"))?;
-    let networks: Vec<serde_json::Value> = all_networks(daemon)
+    let networks: Vec<serde_json::Value> = all_networks(daemon, scope)
         .into_iter()
         .filter(|(builtin, n)| accepts(&filters, *builtin, n))
         .map(|(_, n)| n)
@@ -231,21 +236,41 @@ pub(super) fn list(
     Ok(json_response(StatusCode::OK, &networks))
 }
 
-/// The network a path names: a predefined one by name or id, or a
-/// user-defined one by name, id or id prefix.
-fn find(daemon: &Daemon, reference: &str) -> Result<serde_json::Value, ApiError> {
-    for (name, driver, mode) in &PREDEFINED {
-        if reference == *name || reference == predefined_id(name) {
-            return Ok(predefined_json(daemon, name, driver, mode));
+/// The network a path names among those `scope` sees: a predefined one by
+/// name or id, or a user-defined one by name, id or id prefix. One a
+/// tenant does not see answers as one that does not exist.
+fn find(daemon: &Daemon, reference: &str, scope: Scope<'_>) -> Result<serde_json::Value, ApiError> {
+    if scope == Scope::Operator {
+        for (name, driver, mode) in &PREDEFINED {
+            if reference == *name || reference == predefined_id(name) {
+                return Ok(predefined_json(daemon, name, driver, mode));
+            }
         }
     }
-    let network = daemon.containers().networks().get(reference)?;
+    let networks = daemon.containers().networks();
+    let network = match scope {
+        Scope::Operator => networks.get(reference)?,
+        // Among its own only, so that an id prefix matches no other's.
+        Scope::Tenant(_) => networks
+            .list()
+            .into_iter()
+            .filter(|n| scope.sees(&n.labels))
+            .find(|n| n.name == reference || n.id.starts_with(reference) && !reference.is_empty())
+            .ok_or_else(|| NetworkError::UnknownNetwork(reference.to_owned()))?,
+    };
     Ok(record_json(daemon, &network))
 }
 
 /// `GET /networks/{id}`.
-pub(super) fn inspect(daemon: &Daemon, reference: &str) -> Result<Response<Body>, ApiError> {
-    Ok(json_response(StatusCode::OK, &find(daemon, reference)?))
+pub(super) fn inspect(
+    daemon: &Daemon,
+    reference: &str,
+    scope: Scope<'_>,
+) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &find(daemon, reference, scope)?,
+    ))
 }
 
 /// `POST /networks/create`.

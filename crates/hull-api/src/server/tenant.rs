@@ -27,7 +27,8 @@ use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
 use super::{
-    containers, events, exec, system, tenant_containers, volumes, ApiError, Body, RequestBody,
+    containers, events, exec, networks, system, tenant_containers, volumes, ApiError, Body,
+    RequestBody,
 };
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
@@ -266,6 +267,14 @@ async fn route(
         }
         (&Method::POST, "/containers/create") => {
             tenant_containers::create(daemon, &tenant.0, request).await
+        }
+        (&Method::GET, "/networks") => networks::list(daemon, &request, scope),
+        (&Method::GET, p) if p.starts_with("/networks/") => {
+            let (reference, action) = super::split_resource(p, "/networks/");
+            if !action.is_empty() {
+                return Err(super::not_found(&method, &path));
+            }
+            networks::inspect(daemon, &reference, scope)
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = super::split_resource(p, "/containers/");

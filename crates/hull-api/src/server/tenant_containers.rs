@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::containers::{self, Query};
 use super::scope::{Scope, OWNER_LABEL};
 use super::tenancy::{admit_one, over_quota, owned, quota_of, size_of};
-use super::{body_bytes, json_response, ApiError, Body, RequestBody};
+use super::{body_bytes, json_response, tenant_net, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::types::container::{ContainerCreate, ContainerCreated};
 
@@ -33,10 +33,11 @@ pub(super) async fn create(
     let bytes = body_bytes(&mut request).await?;
     let raw: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
-    refuse_host_access(&raw)?;
+    refuse_host_access(&raw, &tenant_net::network_name(tenant))?;
     let mut body: ContainerCreate = serde_json::from_value(raw)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
     let size = apply_size(&mut body)?;
+    join_own_network(daemon, tenant, &mut body)?;
     let labels = body.labels.get_or_insert_with(Default::default);
     labels.insert(OWNER_LABEL.to_owned(), tenant.to_owned());
     labels.insert(SIZE_LABEL.to_owned(), size_name(size));
@@ -178,7 +179,7 @@ fn forbidden(message: impl Into<String>) -> ApiError {
 
 /// Refuses what would reach past the tenant's VM: the host's devices,
 /// namespaces, files, addresses and networks.
-fn refuse_host_access(raw: &Value) -> Result<(), ApiError> {
+fn refuse_host_access(raw: &Value, own_network: &str) -> Result<(), ApiError> {
     let host = raw.get("HostConfig").unwrap_or(&Value::Null);
     let text = |key: &str| host.get(key).and_then(Value::as_str).unwrap_or_default();
     let listed = |key: &str| {
@@ -212,7 +213,7 @@ fn refuse_host_access(raw: &Value) -> Result<(), ApiError> {
             )));
         }
     }
-    check_network(raw, text("NetworkMode"))?;
+    check_network(raw, text("NetworkMode"), own_network)?;
     let published = host
         .get("PortBindings")
         .and_then(Value::as_object)
@@ -263,9 +264,39 @@ fn bind_refused() -> ApiError {
     forbidden("bind mounts of the host's files are not open to tenants")
 }
 
-/// A tenant's container joins the default network or none; the host's
+/// Puts the container on the tenant's own network (made on first use), or
+/// none if it asked for none; the endpoint settings it gave for the
+/// default network (aliases, an address) apply to its own.
+fn join_own_network(
+    daemon: &Daemon,
+    tenant: &str,
+    body: &mut ContainerCreate,
+) -> Result<(), ApiError> {
+    let host = body.host_config.get_or_insert_with(Default::default);
+    let endpoints = body
+        .networking_config
+        .as_mut()
+        .and_then(|n| n.endpoints_config.as_mut());
+    let mut asked = host.network_mode.clone().unwrap_or_default();
+    if asked.is_empty() {
+        if let Some(only) = endpoints.as_ref().filter(|e| e.len() == 1) {
+            asked = only.keys().next().cloned().unwrap_or_default();
+        }
+    }
+    let network = tenant_net::tenant_network_for(daemon, tenant, &asked)?;
+    if let Some(endpoints) = endpoints {
+        if let Some(settings) = endpoints.remove(&asked) {
+            endpoints.clear();
+            endpoints.insert(network.clone(), settings);
+        }
+    }
+    host.network_mode = Some(network);
+    Ok(())
+}
+
+/// A tenant's container joins its own network or none; the host's
 /// network and the operator's networks are not its to join.
-fn check_network(raw: &Value, mode: &str) -> Result<(), ApiError> {
+fn check_network(raw: &Value, mode: &str, own: &str) -> Result<(), ApiError> {
     let endpoints = raw
         .pointer("/NetworkingConfig/EndpointsConfig")
         .and_then(Value::as_object);
@@ -274,6 +305,7 @@ fn check_network(raw: &Value, mode: &str) -> Result<(), ApiError> {
     for name in names {
         match name {
             "" | "default" | "bridge" | "none" => {}
+            own_name if own_name == own => {}
             "host" => return Err(forbidden(
                 "--network host is not open to tenants: a tenant's container has its own network",
             )),
@@ -293,7 +325,7 @@ mod tests {
 
     fn refused(body: &str) -> Option<String> {
         let raw: Value = serde_json::from_str(body).unwrap();
-        refuse_host_access(&raw).err().map(|e| {
+        refuse_host_access(&raw, "tenant:acme").err().map(|e| {
             let response = e.into_response();
             assert_eq!(response.status(), StatusCode::FORBIDDEN, "{body}");
             body.to_owned()
@@ -313,6 +345,7 @@ mod tests {
             r#"{"PidMode":"container:abc"}"#,
             r#"{"NetworkMode":"host"}"#,
             r#"{"NetworkMode":"ops-net"}"#,
+            r#"{"NetworkMode":"tenant:beta"}"#,
             r#"{"Binds":["/etc:/host-etc"]}"#,
             r#"{"Binds":["/:/host:ro"]}"#,
             r#"{"Mounts":[{"Type":"bind","Source":"/var","Target":"/v"}]}"#,
@@ -335,6 +368,7 @@ mod tests {
             r#"{"NetworkMode":"default"}"#,
             r#"{"NetworkMode":"bridge"}"#,
             r#"{"NetworkMode":"none"}"#,
+            r#"{"NetworkMode":"tenant:acme"}"#,
             r#"{"Binds":["/data","data:/d"],"Mounts":[{"Type":"tmpfs","Target":"/t"},{"Type":"volume","Target":"/v"}]}"#,
             r#"{"Mounts":[{"Type":"volume","Source":"shared","Target":"/v"}]}"#,
             r#"{"Memory":134217728,"RestartPolicy":{"Name":"always"}}"#,

@@ -86,12 +86,39 @@ impl Networks {
         self.store.list()
     }
 
-    pub fn create(&self, options: NetworkOptions) -> Result<NetworkRecord, NetworkError> {
-        let taken = match &self.host {
+    /// Why bridges cannot be made here, if they cannot: containers on
+    /// bridge networks then use QEMU's user-mode network instead.
+    pub fn bridges_unavailable(&self) -> Option<&str> {
+        self.host.as_ref().err().map(String::as_str)
+    }
+
+    /// Subnets the host routes now, which automatic subnets avoid.
+    fn routed(&self) -> Vec<super::Subnet> {
+        match &self.host {
             Ok(host) => host.routed_subnets(),
             Err(_) => Vec::new(),
-        };
-        let record = self.store.create(options, &taken)?;
+        }
+    }
+
+    pub fn create(&self, options: NetworkOptions) -> Result<NetworkRecord, NetworkError> {
+        let record = self.store.create(options, &self.routed())?;
+        self.bring_up(record)
+    }
+
+    /// The network of a reserved name (`<owner>:<name>`, which `create`
+    /// refuses), made with `options` unless it exists. Concurrent calls get
+    /// the same network; the caller checks that an existing one is what it
+    /// asked for.
+    pub fn ensure(&self, options: NetworkOptions) -> Result<NetworkRecord, NetworkError> {
+        match self.store.ensure(options, &self.routed())? {
+            (record, true) => self.bring_up(record),
+            (record, false) => Ok(record),
+        }
+    }
+
+    /// A new network's bridge, resolver and rules; the record goes if they
+    /// cannot be made.
+    fn bring_up(&self, record: NetworkRecord) -> Result<NetworkRecord, NetworkError> {
         if let Err(err) = self.activate(&record) {
             let _ = self.store.remove(&record.id);
             if let Ok(host) = &self.host {
@@ -100,7 +127,7 @@ impl Networks {
             return Err(err);
         }
         self.apply_firewall()?;
-        info!(network = %record.name, subnet = %record.subnet, "network created");
+        info!(network = %record.name, subnet = %record.subnet, isolated = record.isolated, "network created");
         Ok(record)
     }
 
@@ -335,6 +362,7 @@ impl Networks {
                     subnet: n.subnet,
                     gateway: n.gateway,
                     internal: n.internal,
+                    isolated: n.isolated,
                 })
                 .collect(),
             Err(_) => Vec::new(),

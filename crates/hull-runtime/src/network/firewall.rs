@@ -17,6 +17,12 @@ use super::Protocol;
 
 pub const TABLE: &str = "hull";
 
+/// Where an isolated network may not send: private and shared address
+/// space (a LAN, a provider's metadata service at 169.254.169.254), the
+/// host's loopback and what is not unicast. The internet is what is left.
+pub const PRIVATE_RANGES: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, \
+169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3";
+
 /// A bridge network as the firewall sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeRules {
@@ -25,6 +31,9 @@ pub struct BridgeRules {
     /// Where the network's resolver listens.
     pub gateway: Ipv4Addr,
     pub internal: bool,
+    /// Reaches only the internet, and is reached only by replies and its
+    /// published ports.
+    pub isolated: bool,
 }
 
 /// A published port of a container on a bridge network.
@@ -214,6 +223,38 @@ impl Ruleset<'_> {
                     "    iifname \"{name}\" oifname \"{prefix}*\" oifname != \"{name}\" drop"
                 );
             }
+            if bridge.isolated {
+                // A forged source would have replies (which come in as
+                // established) sent to whoever holds that address.
+                let _ = writeln!(
+                    out,
+                    "    iifname \"{name}\" ip saddr != {} drop",
+                    bridge.subnet
+                );
+                // Its own subnet is switched on the bridge, never routed.
+                let _ = writeln!(
+                    out,
+                    "    iifname \"{name}\" oifname != \"{name}\" meta nfproto ipv6 drop"
+                );
+                let _ = writeln!(
+                    out,
+                    "    iifname \"{name}\" oifname != \"{name}\" ip daddr {{ {PRIVATE_RANGES} }} jump refuse"
+                );
+            }
+        }
+        // After every drop above, so that nothing another network may not
+        // send is let in by these.
+        for bridge in self.bridges.iter().filter(|b| b.isolated) {
+            let name = &bridge.bridge;
+            let _ = writeln!(
+                out,
+                "    oifname \"{name}\" iifname != \"{name}\" ct state established,related accept"
+            );
+            let _ = writeln!(
+                out,
+                "    oifname \"{name}\" iifname != \"{name}\" ct status dnat accept"
+            );
+            let _ = writeln!(out, "    oifname \"{name}\" iifname != \"{name}\" drop");
         }
         let _ = writeln!(out, "  }}");
     }
@@ -235,12 +276,14 @@ mod tests {
                 subnet: "10.89.1.0/24".parse().unwrap(),
                 gateway: Ipv4Addr::new(10, 89, 1, 1),
                 internal: false,
+                isolated: false,
             },
             BridgeRules {
                 bridge: "hb-bbbb".into(),
                 subnet: "10.89.2.0/24".parse().unwrap(),
                 gateway: Ipv4Addr::new(10, 89, 2, 1),
                 internal: true,
+                isolated: false,
             },
         ]
     }
@@ -410,5 +453,67 @@ mod tests {
         );
         assert!(rules.contains("iifname \"hb-aaaa\" oifname \"hb-*\" oifname != \"hb-aaaa\" drop"));
         assert!(rules.contains("iifname \"hb-bbbb\" oifname != \"hb-bbbb\" drop"));
+    }
+
+    #[test]
+    fn an_isolated_network_reaches_only_the_internet_and_only_replies_come_in() {
+        let [open, internal] = bridges();
+        let isolated = BridgeRules {
+            bridge: "hb-cccc".into(),
+            subnet: "10.128.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 128, 0, 1),
+            internal: false,
+            isolated: true,
+        };
+        let bridges = [isolated, open, internal];
+        let script = Ruleset {
+            vm_uids: UIDS,
+            host_resolvers: &[],
+            bridges: &bridges,
+            ports: &[],
+        }
+        .script();
+        let forward = chain(&script, "forward");
+        let at = |line: &str| {
+            forward
+                .iter()
+                .position(|l| *l == line)
+                .unwrap_or_else(|| panic!("{line} in {forward:?}"))
+        };
+        at("iifname \"hb-cccc\" oifname \"hb-*\" oifname != \"hb-cccc\" drop");
+        at("iifname \"hb-cccc\" oifname != \"hb-cccc\" meta nfproto ipv6 drop");
+        let spoofed = at("iifname \"hb-cccc\" ip saddr != 10.128.0.0/24 drop");
+        let private = at(&format!(
+            "iifname \"hb-cccc\" oifname != \"hb-cccc\" ip daddr {{ {PRIVATE_RANGES} }} jump refuse"
+        ));
+        let replies =
+            at("oifname \"hb-cccc\" iifname != \"hb-cccc\" ct state established,related accept");
+        let inward = at("oifname \"hb-cccc\" iifname != \"hb-cccc\" drop");
+        assert!(replies < inward);
+        // Every other network's drops come before anything is let in.
+        let last_drop = at("oifname \"hb-bbbb\" iifname != \"hb-bbbb\" drop");
+        assert!(
+            spoofed < replies && private < replies && last_drop < replies,
+            "{forward:?}"
+        );
+        // Out through NAT, as any network that is not internal.
+        assert!(script.contains("ip saddr 10.128.0.0/24 oifname != \"hb-cccc\" masquerade"));
+        // The host: its resolver only, as for every bridge.
+        assert!(chain(&script, "bridge_input").contains(
+            &"iifname \"hb-cccc\" ip saddr 10.128.0.0/24 ip daddr 10.128.0.1 udp dport 53 accept"
+        ));
+        // Other networks' rules are as they were.
+        assert!(!forward
+            .iter()
+            .any(|l| l.contains("oifname \"hb-aaaa\" iifname")));
+        for range in [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+        ] {
+            assert!(PRIVATE_RANGES.contains(range), "{range}");
+        }
     }
 }

@@ -3,108 +3,22 @@
 //! record per network so that addresses survive hulld restarts.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::subnet::{Subnet, SubnetPool};
 use super::NetworkError;
 
-/// Where subnets for networks created without one come from: `/24`s of
-/// `10.89.0.0/16`, the first that nothing on the host uses.
-const AUTO_SUBNETS: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 89, 0, 0), 24);
 /// Names docker gives its predefined networks.
 pub const RESERVED_NAMES: [&str; 4] = ["bridge", "default", "host", "none"];
-
-/// An IPv4 subnet, `10.89.1.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Subnet {
-    network: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Subnet {
-    pub fn new(address: Ipv4Addr, prefix: u8) -> Option<Self> {
-        (prefix <= 30).then(|| Self {
-            network: Ipv4Addr::from(u32::from(address) & mask(prefix)),
-            prefix,
-        })
-    }
-
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    pub fn contains(&self, address: Ipv4Addr) -> bool {
-        u32::from(address) & mask(self.prefix) == u32::from(self.network)
-    }
-
-    pub fn overlaps(&self, other: &Subnet) -> bool {
-        self.contains(other.network) || other.contains(self.network)
-    }
-
-    /// The addresses that hosts may take: neither the network's own address
-    /// nor its broadcast address.
-    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
-        let first = u32::from(self.network) + 1;
-        let broadcast = u32::from(self.network) | !mask(self.prefix);
-        (first..broadcast).map(Ipv4Addr::from)
-    }
-
-    fn is_host(&self, address: Ipv4Addr) -> bool {
-        let broadcast = u32::from(self.network) | !mask(self.prefix);
-        self.contains(address) && address != self.network && u32::from(address) != broadcast
-    }
-}
-
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    }
-}
-
-impl fmt::Display for Subnet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-impl FromStr for Subnet {
-    type Err = NetworkError;
-
-    fn from_str(text: &str) -> Result<Self, NetworkError> {
-        let invalid = || NetworkError::Subnet(text.to_owned());
-        let (address, prefix) = text.split_once('/').ok_or_else(invalid)?;
-        let address: Ipv4Addr = address.parse().map_err(|_| invalid())?;
-        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
-        let subnet = Self::new(address, prefix).ok_or_else(invalid)?;
-        if subnet.network != address {
-            return Err(invalid());
-        }
-        Ok(subnet)
-    }
-}
-
-impl TryFrom<String> for Subnet {
-    type Error = NetworkError;
-    fn try_from(text: String) -> Result<Self, NetworkError> {
-        text.parse()
-    }
-}
-
-impl From<Subnet> for String {
-    fn from(subnet: Subnet) -> String {
-        subnet.to_string()
-    }
-}
+/// Parts a reserved name's: `<owner>:<name>`. No name that `create` takes
+/// has it, so only [`NetworkStore::ensure`] makes such networks.
+pub const RESERVED_SEPARATOR: char = ':';
 
 /// A container's place on a network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +42,11 @@ pub struct NetworkRecord {
     /// No way out of the network: no NAT, no forwarding.
     #[serde(default)]
     pub internal: bool,
+    /// Out only to the internet: no way to the host (but its resolver),
+    /// to other networks or to private addresses, and no way in but
+    /// replies and published ports.
+    #[serde(default)]
+    pub isolated: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -169,8 +88,11 @@ pub struct NetworkOptions {
     pub subnet: Option<Subnet>,
     pub gateway: Option<Ipv4Addr>,
     pub internal: bool,
+    pub isolated: bool,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
+    /// Where the subnet comes from when none is given.
+    pub pool: SubnetPool,
 }
 
 pub struct NetworkStore {
@@ -178,17 +100,29 @@ pub struct NetworkStore {
     table: Mutex<BTreeMap<String, NetworkRecord>>,
 }
 
-fn check_name(name: &str) -> Result<(), NetworkError> {
+/// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn docker_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !valid {
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_name(name: &str) -> Result<(), NetworkError> {
+    if !docker_name(name) {
         return Err(NetworkError::InvalidName(name.to_owned()));
     }
     if RESERVED_NAMES.contains(&name) {
         return Err(NetworkError::Reserved(name.to_owned()));
     }
     Ok(())
+}
+
+/// `<owner>:<name>`, each part a name docker takes.
+fn check_reserved_name(name: &str) -> Result<(), NetworkError> {
+    match name.split_once(RESERVED_SEPARATOR) {
+        Some((owner, rest)) if docker_name(owner) && docker_name(rest) => Ok(()),
+        _ => Err(NetworkError::InvalidReservedName(name.to_owned())),
+    }
 }
 
 impl NetworkStore {
@@ -264,6 +198,34 @@ impl NetworkStore {
         if table.values().any(|n| n.name == options.name) {
             return Err(NetworkError::Exists(options.name));
         }
+        self.insert(&mut table, options, taken)
+    }
+
+    /// The network of a reserved name (`<owner>:<name>`), created with
+    /// `options` unless it exists; `true` with one just created. One lock
+    /// covers the look-up and the creation, so concurrent callers get the
+    /// same network. The caller checks that an existing one is what it
+    /// asked for.
+    pub fn ensure(
+        &self,
+        options: NetworkOptions,
+        taken: &[Subnet],
+    ) -> Result<(NetworkRecord, bool), NetworkError> {
+        check_reserved_name(&options.name)?;
+        let mut table = self.table();
+        if let Some(existing) = table.values().find(|n| n.name == options.name) {
+            return Ok((existing.clone(), false));
+        }
+        self.insert(&mut table, options, taken)
+            .map(|record| (record, true))
+    }
+
+    fn insert(
+        &self,
+        table: &mut BTreeMap<String, NetworkRecord>,
+        options: NetworkOptions,
+        taken: &[Subnet],
+    ) -> Result<NetworkRecord, NetworkError> {
         let ours: Vec<Subnet> = table.values().map(|n| n.subnet).collect();
         let subnet = match options.subnet {
             Some(subnet) => {
@@ -275,7 +237,10 @@ impl NetworkStore {
                 }
                 subnet
             }
-            None => auto_subnet(&ours, taken)?,
+            None => {
+                let used: Vec<Subnet> = ours.iter().chain(taken).copied().collect();
+                options.pool.allocate(&used)?
+            }
         };
         let gateway = match options.gateway {
             Some(gateway) if subnet.is_host(gateway) => gateway,
@@ -294,6 +259,7 @@ impl NetworkStore {
             subnet,
             gateway,
             internal: options.internal,
+            isolated: options.isolated,
             labels: options.labels,
             options: options.options,
             endpoints: BTreeMap::new(),
@@ -432,14 +398,6 @@ fn mac_for(address: Ipv4Addr) -> String {
     format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
-fn auto_subnet(ours: &[Subnet], taken: &[Subnet]) -> Result<Subnet, NetworkError> {
-    let (base, prefix) = AUTO_SUBNETS;
-    (0..=255u32)
-        .map(|n| Subnet::new(Ipv4Addr::from(u32::from(base) + (n << 8)), prefix).expect("/24"))
-        .find(|s| !ours.iter().chain(taken).any(|t| t.overlaps(s)))
-        .ok_or(NetworkError::NoSubnet)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,25 +406,6 @@ mod tests {
         NetworkOptions {
             name: name.into(),
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn subnets_parse_and_hold_their_hosts() {
-        let subnet: Subnet = "10.1.2.0/24".parse().unwrap();
-        assert!(subnet.contains("10.1.2.200".parse().unwrap()));
-        assert!(!subnet.contains("10.1.3.1".parse().unwrap()));
-        assert_eq!(subnet.hosts().count(), 254);
-        assert_eq!(subnet.hosts().next(), Some(Ipv4Addr::new(10, 1, 2, 1)));
-        assert!(subnet.overlaps(&"10.1.0.0/16".parse().unwrap()));
-        for bad in [
-            "10.1.2.1/24",
-            "10.1.2.0",
-            "10.1.2.0/31",
-            "x/24",
-            "10.1.2.0/33",
-        ] {
-            assert!(bad.parse::<Subnet>().is_err(), "{bad}");
         }
     }
 
@@ -561,5 +500,73 @@ mod tests {
             store.create(options("-bad"), &[]),
             Err(NetworkError::InvalidName(_))
         ));
+    }
+
+    #[test]
+    fn a_reserved_name_is_made_once_however_many_ask_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::open(dir.path()).unwrap();
+        let wanted = || NetworkOptions {
+            name: "tenant:acme".into(),
+            isolated: true,
+            pool: SubnetPool {
+                range: "10.128.0.0/10".parse().unwrap(),
+                size: 24,
+            },
+            ..Default::default()
+        };
+        let made: Vec<(NetworkRecord, bool)> = std::thread::scope(|scope| {
+            let askers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| store.ensure(wanted(), &[]).unwrap()))
+                .collect();
+            askers.into_iter().map(|a| a.join().unwrap()).collect()
+        });
+        assert_eq!(made.iter().filter(|(_, created)| *created).count(), 1);
+        assert!(made.iter().all(|(n, _)| n.id == made[0].0.id));
+        assert_eq!(store.list().len(), 1);
+        let record = store.get("tenant:acme").unwrap();
+        assert!(record.isolated);
+        assert_eq!(record.subnet.to_string(), "10.128.0.0/24");
+        // Another owner's gets a subnet of its own; the records persist.
+        let mut other = wanted();
+        other.name = "tenant:beta".into();
+        let (beta, _) = store.ensure(other, &[]).unwrap();
+        assert_eq!(beta.subnet.to_string(), "10.128.1.0/24");
+        let reopened = NetworkStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.get("tenant:acme").unwrap(), record);
+    }
+
+    #[test]
+    fn reserved_names_are_made_only_by_ensure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::open(dir.path()).unwrap();
+        // No name create takes has the separator, so none clashes.
+        assert!(matches!(
+            store.create(options("tenant:acme"), &[]),
+            Err(NetworkError::InvalidName(_))
+        ));
+        store.create(options("tenant-acme"), &[]).unwrap();
+        store.create(options("acme"), &[]).unwrap();
+        for bad in [
+            "acme",
+            "tenant:",
+            ":acme",
+            "tenant:a:b",
+            "tenant:-x",
+            "x y:z",
+            "t:é",
+        ] {
+            assert!(
+                matches!(
+                    store.ensure(options(bad), &[]),
+                    Err(NetworkError::InvalidReservedName(_))
+                ),
+                "{bad}"
+            );
+        }
+        let (made, created) = store.ensure(options("tenant:acme"), &[]).unwrap();
+        assert!(created);
+        assert_ne!(made.id, store.get("acme").unwrap().id);
+        assert_eq!(store.get("tenant:acme").unwrap().id, made.id);
     }
 }

@@ -1,7 +1,10 @@
 //! Network namespaces the tests make, so that bridges, taps, routes and
-//! nftables rules never touch the host's, and are gone when the tests end.
+//! nftables rules never touch the host's, and are gone when the tests end;
+//! and what tests of reachability need in them: servers and probes.
 
 use std::fs::File;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,4 +119,51 @@ pub fn link(a: &NetNs, a_address: &str, b: &NetNs, b_address: &str) {
     a.ip(&["link", "set", a_end, "up"]);
     b.ip(&["addr", "add", b_address, "dev", b_end]);
     b.ip(&["link", "set", b_end, "up"]);
+}
+
+/// A TCP server in the namespace at `address` (port 0: a free one) that
+/// writes `secret` to whoever connects; its port.
+pub fn secret_server(netns: &NetNs, address: &str, secret: &'static str) -> u16 {
+    let address = address.to_owned();
+    let listener = netns.within(move || TcpListener::bind((address.as_str(), 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(format!("{secret}\n").as_bytes());
+        }
+    });
+    port
+}
+
+/// Whether a TCP connection to `address:port` from the namespace gets
+/// through within 3 s.
+pub fn reaches(netns: &NetNs, address: &str, port: u16) -> bool {
+    let target = format!("{address}:{port}")
+        .parse()
+        .expect("an address and a port");
+    netns.within(|| TcpStream::connect_timeout(&target, std::time::Duration::from_secs(3)).is_ok())
+}
+
+/// The address and gateway of a container on a network.
+pub fn address_on(daemon: &super::Daemon, network: &str, container: &str) -> (String, String) {
+    let out = super::stdout_of(&daemon.hull(&["network", "inspect", network]));
+    let network = &serde_json::from_str::<serde_json::Value>(&out).unwrap()[0];
+    let gateway = network["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = super::stdout_of(&daemon.hull(&["inspect", container]));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let address = network["Containers"][&id]["IPv4Address"]
+        .as_str()
+        .expect("the container is on the network")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    (address, gateway)
 }
