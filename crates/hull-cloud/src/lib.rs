@@ -10,4 +10,6 @@ pub mod quota;
 pub mod seal;
 pub mod sign;
 pub mod store;
+pub mod usage;
 pub mod verify;
+pub mod witness;
