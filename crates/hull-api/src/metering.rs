@@ -134,7 +134,12 @@ impl Metering {
         // A pod's VM is its pod's: it outlives the container, so its
         // witness would not see the container's end.
         if config.pod.is_none() {
-            self.witness(id, &self.vms.join(hull_runtime::container::vm_name(&run.container_id)));
+            self.witness(
+                id,
+                &self
+                    .vms
+                    .join(hull_runtime::container::vm_name(&run.container_id)),
+            );
         }
         Ok(())
     }
@@ -231,7 +236,9 @@ fn spawn_witness(program: &Path, db: &Path, id: i64, pidfd: OwnedFd) -> std::io:
 /// pidfd at descriptor 3 until QEMU exits, then close the run.
 pub fn run_witness(args: &[std::ffi::OsString]) -> Result<(), String> {
     let [db, run] = args else {
-        return Err(format!("{WITNESS_ARG} takes the usage database and a run id"));
+        return Err(format!(
+            "{WITNESS_ARG} takes the usage database and a run id"
+        ));
     };
     let run: i64 = run
         .to_str()

@@ -130,7 +130,10 @@ fn since_is_seconds_since_the_epoch_and_never_in_the_future() {
     let now = 1_700_000_000_000;
     assert_eq!(parse_since("", now).unwrap(), 0);
     assert_eq!(parse_since("1700000000", now).unwrap(), now);
-    assert_eq!(parse_since("1600000000.25", now).unwrap(), 1_600_000_000_250);
+    assert_eq!(
+        parse_since("1600000000.25", now).unwrap(),
+        1_600_000_000_250
+    );
     for bad in [
         "soon",
         "-1",

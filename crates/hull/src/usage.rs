@@ -44,7 +44,12 @@ pub async fn admin_usage(client: &Client, args: AdminUsageArgs) -> Result<i32> {
     if let Some(tenant) = &args.tenant {
         query.push_str(&format!("&tenant={}", encode(tenant)));
     }
-    show(client, &format!("/hull/admin/usage?{query}"), args.common.format).await
+    show(
+        client,
+        &format!("/hull/admin/usage?{query}"),
+        args.common.format,
+    )
+    .await
 }
 
 fn since_query(since: Option<&str>) -> Result<String> {

@@ -131,7 +131,10 @@ fn main() -> Result<()> {
     // A run's witness is hulld started again by itself: a small process
     // that must not parse hulld's flags, take its lock or start a runtime.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| a == hull_api::metering::WITNESS_ARG) {
+    if argv
+        .get(1)
+        .is_some_and(|a| a == hull_api::metering::WITNESS_ARG)
+    {
         return hull_api::metering::run_witness(&argv[2..]).map_err(anyhow::Error::msg);
     }
     serve()
