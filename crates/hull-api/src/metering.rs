@@ -23,6 +23,12 @@ pub const WITNESS_ARG: &str = "--usage-witness";
 /// The descriptor a witness finds QEMU's pidfd at.
 pub const WITNESS_FD: i32 = 3;
 
+/// A change to the records, read from one event.
+enum Change {
+    Start { run: NewRun, own_vm: bool },
+    End { container_id: String, at: i64 },
+}
+
 /// Records runs in the usage database.
 pub struct Metering {
     usage: Arc<Usage>,
@@ -90,13 +96,13 @@ impl Metering {
                         continue;
                     }
                 };
-                if !matches!(event.action.as_str(), "start" | "die") {
+                // Read at once, while the container surely exists: one
+                // run with `--rm` may be gone a moment after its start.
+                let Some(change) = metering.change_of(&containers, &event) else {
                     continue;
-                }
-                let (metering, containers) = (metering.clone(), containers.clone());
-                let handled =
-                    tokio::task::spawn_blocking(move || metering.on_event(&containers, &event))
-                        .await;
+                };
+                let metering = metering.clone();
+                let handled = tokio::task::spawn_blocking(move || metering.apply(change)).await;
                 if let Ok(Err(err)) = handled {
                     warn!(error = %crate::server::error_chain(&err), "cannot record a container run");
                 }
@@ -104,42 +110,50 @@ impl Metering {
         });
     }
 
-    fn on_event(
-        &self,
-        containers: &Containers<Qemu>,
-        event: &ContainerEvent,
-    ) -> Result<(), UsageError> {
+    /// What an event changes in the records, if anything.
+    fn change_of(&self, containers: &Containers<Qemu>, event: &ContainerEvent) -> Option<Change> {
         let at = usage::ms_of(event.time);
-        if event.action == "die" {
-            self.usage.end_container(&event.id, at, EndedBy::Daemon)?;
-            return Ok(());
+        match event.action.as_str() {
+            "die" => Some(Change::End {
+                container_id: event.id.clone(),
+                at,
+            }),
+            "start" => {
+                let config = containers.get(&event.id).ok()?.config();
+                let size = config.size.unwrap_or(self.default_size);
+                let run = NewRun {
+                    tenant: config.labels.get(OWNER_LABEL).cloned(),
+                    container_id: event.id.clone(),
+                    container_name: event.attributes.get("name").cloned().unwrap_or_default(),
+                    size: Size {
+                        name: size.name().map_or_else(|| size.token(), str::to_owned),
+                        vcpus: size.vcpus,
+                        memory_mib: size.memory_mib,
+                    },
+                    start_ms: at,
+                };
+                // A pod's VM is its pod's: it outlives the container, so a
+                // witness on it would not see the container's end.
+                let own_vm = config.pod.is_none();
+                Some(Change::Start { run, own_vm })
+            }
+            _ => None,
         }
-        let Ok(container) = containers.get(&event.id) else {
-            return Ok(());
-        };
-        let config = container.config();
-        let size = config.size.unwrap_or(self.default_size);
-        let run = NewRun {
-            tenant: config.labels.get(OWNER_LABEL).cloned(),
-            container_id: container.id.clone(),
-            container_name: container.name(),
-            size: Size {
-                name: size.name().map_or_else(|| size.token(), str::to_owned),
-                vcpus: size.vcpus,
-                memory_mib: size.memory_mib,
-            },
-            start_ms: at,
-        };
-        let id = self.usage.start(&run)?;
-        // A pod's VM is its pod's: it outlives the container, so its
-        // witness would not see the container's end.
-        if config.pod.is_none() {
-            self.witness(
-                id,
-                &self
-                    .vms
-                    .join(hull_runtime::container::vm_name(&run.container_id)),
-            );
+    }
+
+    fn apply(&self, change: Change) -> Result<(), UsageError> {
+        match change {
+            Change::End { container_id, at } => {
+                self.usage
+                    .end_container(&container_id, at, EndedBy::Daemon)?;
+            }
+            Change::Start { run, own_vm } => {
+                let id = self.usage.start(&run)?;
+                if own_vm {
+                    let name = hull_runtime::container::vm_name(&run.container_id);
+                    self.witness(id, &self.vms.join(name));
+                }
+            }
         }
         Ok(())
     }
