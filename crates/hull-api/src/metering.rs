@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hull_cloud::storage::Stored;
 use hull_cloud::usage::{self, EndedBy, NewRun, Size, Usage, UsageError};
 use hull_runtime::container::events::ContainerEvent;
 use hull_runtime::size::VmSize;
@@ -176,7 +177,7 @@ impl Metering {
     /// At start, after re-attaching: closes the runs left open whose
     /// container no longer runs (their witness would have closed them at
     /// their real end; these end at their last beat), then notes the
-    /// running ones alive every beat.
+    /// running ones alive and samples the volumes every beat.
     pub fn reconcile(self: &Arc<Self>, containers: &Arc<Containers<Qemu>>) {
         let alive = |id: &str| containers.get(id).is_ok_and(|c| c.state().running());
         match self.usage.reconcile(alive) {
@@ -189,14 +190,31 @@ impl Metering {
             }
         }
         let usage = self.usage.clone();
+        let containers = containers.clone();
         tokio::spawn(async move {
             let mut beat = tokio::time::interval(usage::BEAT);
             loop {
                 beat.tick().await;
-                let usage = usage.clone();
+                let (usage, containers) = (usage.clone(), containers.clone());
                 let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(err) = usage.beat(None, usage::now_ms()) {
+                    let now = usage::now_ms();
+                    if let Err(err) = usage.beat(None, now) {
                         warn!(error = %crate::server::error_chain(&err), "cannot note the runs alive");
+                    }
+                    // Volumes carry no owner yet: the operator's until
+                    // tenants create their own.
+                    let volumes: Vec<Stored> = containers
+                        .volumes()
+                        .list()
+                        .into_iter()
+                        .map(|v| Stored {
+                            name: v.record.name,
+                            tenant: None,
+                            bytes: v.record.size,
+                        })
+                        .collect();
+                    if let Err(err) = usage.sample("volume", &volumes, now) {
+                        warn!(error = %crate::server::error_chain(&err), "cannot sample the volumes");
                     }
                 })
                 .await;

@@ -102,6 +102,14 @@ pub struct Run {
     pub ended_by: Option<String>,
 }
 
+/// What `GET /hull/usage` answers: container runs and stored volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UsageReport {
+    pub runs: Vec<Run>,
+    pub storage: Vec<crate::storage::StorageUse>,
+}
+
 /// Whose runs a report holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner<'a> {
@@ -192,10 +200,11 @@ impl Usage {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(Duration::from_secs(10))?;
         db.execute_batch(SCHEMA)?;
+        db.execute_batch(crate::storage::SCHEMA)?;
         Ok(Self { db: Mutex::new(db) })
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         // Every change is a transaction: a panic under the lock leaves the
         // database consistent.
         self.db.lock().unwrap_or_else(|e| e.into_inner())

@@ -1,5 +1,6 @@
 //! `hull usage` (a tenant's own runs) and `hull admin usage` (everyone's):
-//! container seconds billed, per tenant, container and size, and a total.
+//! container seconds billed, per tenant, container and size, and a total;
+//! then volumes' GB-seconds.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -7,7 +8,8 @@ use std::time::SystemTime;
 use anyhow::{bail, Result};
 use hull_api::units::api_timestamp;
 use hull_api::Client;
-use hull_cloud::usage::Run;
+use hull_cloud::storage::StorageUse;
+use hull_cloud::usage::{Run, UsageReport};
 
 use crate::admin::Format;
 use crate::images::print_table;
@@ -63,10 +65,16 @@ fn since_query(since: Option<&str>) -> Result<String> {
 }
 
 async fn show(client: &Client, path: &str, format: Format) -> Result<i32> {
-    let runs: Vec<Run> = client.get_json(path).await?;
+    let report: UsageReport = client.get_json(path).await?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
-        Format::Text => print_table(&table(&runs)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => {
+            print_table(&table(&report.runs));
+            if !report.storage.is_empty() {
+                println!();
+                print_table(&storage_table(&report.storage));
+            }
+        }
     }
     Ok(0)
 }
@@ -114,6 +122,34 @@ fn table(runs: &[Run]) -> Vec<Vec<String>> {
         String::new(),
         runs.len().to_string(),
         total.to_string(),
+    ]);
+    rows
+}
+
+/// One row per stored volume, then the total GB-seconds.
+fn storage_table(stored: &[StorageUse]) -> Vec<Vec<String>> {
+    let mut rows = vec![["TENANT", "VOLUME", "SIZE", "GB-SECONDS"]
+        .map(str::to_owned)
+        .to_vec()];
+    for item in stored {
+        let gone = if item.gone.is_some() {
+            " (removed)"
+        } else {
+            ""
+        };
+        rows.push(vec![
+            item.tenant.clone().unwrap_or_else(|| "-".to_owned()),
+            format!("{}{gone}", item.name),
+            format!("{:.1} GiB", item.bytes as f64 / f64::from(1u32 << 30)),
+            format!("{:.0}", item.gb_seconds),
+        ]);
+    }
+    let total: f64 = stored.iter().map(|s| s.gb_seconds).sum();
+    rows.push(vec![
+        "TOTAL".to_owned(),
+        String::new(),
+        String::new(),
+        format!("{total:.0}"),
     ]);
     rows
 }

@@ -21,7 +21,8 @@ fn now_ms() -> i64 {
 }
 
 fn runs(output: &std::process::Output) -> Vec<Value> {
-    serde_json::from_str(&stdout_of(output)).unwrap()
+    let report: Value = serde_json::from_str(&stdout_of(output)).unwrap();
+    serde_json::from_value(report["Runs"].clone()).unwrap()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! recorded, a tenant's own on the tenant listener, everyone's on the
 //! operator's socket.
 
-use hull_cloud::usage::{self, Owner, UsageError};
+use hull_cloud::usage::{self, Owner, UsageError, UsageReport};
 use hyper::{Request, Response, StatusCode};
 
 use super::containers::Query;
@@ -40,11 +40,14 @@ pub(super) async fn report(
     };
     let usage = daemon.metering().usage().clone();
     // SQLite blocks: off the async workers.
-    let runs = tokio::task::spawn_blocking(move || {
+    let report = tokio::task::spawn_blocking(move || {
         let owner = owner.as_deref().map_or(Owner::Everyone, Owner::Tenant);
-        usage.report(owner, since, now)
+        Ok::<_, UsageError>(UsageReport {
+            runs: usage.report(owner, since, now)?,
+            storage: usage.storage_report(owner, since)?,
+        })
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(json_response(StatusCode::OK, &runs))
+    Ok(json_response(StatusCode::OK, &report))
 }
