@@ -31,13 +31,7 @@ pub(super) async fn report(
     let query = Query::of(request);
     let now = usage::now_ms();
     let since = usage::parse_since(query.get("since").unwrap_or(""), now)?;
-    let owner: Option<String> = match tenant {
-        Some(tenant) => Some(tenant.to_owned()),
-        None => query
-            .get("tenant")
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned),
-    };
+    let owner = owner(tenant, query.get("tenant"));
     let usage = daemon.metering().usage().clone();
     // SQLite blocks: off the async workers.
     let report = tokio::task::spawn_blocking(move || {
@@ -50,4 +44,35 @@ pub(super) async fn report(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(json_response(StatusCode::OK, &report))
+}
+
+/// Whose records a report holds: a tenant's own whatever it asks for; the
+/// operator's pick (`?tenant=`), or everyone's.
+fn owner(tenant: Option<&str>, asked: Option<&str>) -> Option<String> {
+    match tenant {
+        Some(tenant) => Some(tenant.to_owned()),
+        None => asked.filter(|t| !t.is_empty()).map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_gets_its_own_records_whatever_it_asks_for() {
+        assert_eq!(owner(Some("acme"), Some("beta")).as_deref(), Some("acme"));
+        assert_eq!(owner(Some("acme"), Some("")).as_deref(), Some("acme"));
+        assert_eq!(owner(None, Some("beta")).as_deref(), Some("beta"));
+        assert_eq!(owner(None, Some("")), None);
+        assert_eq!(owner(None, None), None);
+    }
+
+    #[test]
+    fn bad_or_future_sinces_are_bad_requests() {
+        for since in ["soon", "1800000000000"] {
+            let error = ApiError::from(usage::parse_since(since, 0).unwrap_err());
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{since}");
+        }
+    }
 }
