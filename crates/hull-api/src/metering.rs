@@ -170,7 +170,7 @@ impl Metering {
             Err(why) => return debug!(run = id, why, "no QEMU to witness"),
         };
         if let Err(err) = spawn_witness(program, &self.db, id, pidfd) {
-            warn!(run = id, error = %err, "cannot start the run's witness: an end while hulld is down will be known only to the minute");
+            warn!(run = id, error = %err, "cannot start the run's witness: an end while hulld is down will be known only to its last beat");
         }
     }
 
