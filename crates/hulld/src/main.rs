@@ -209,13 +209,14 @@ async fn serve() -> Result<()> {
 
     daemon.cap_consoles();
     let daemon = Arc::new(daemon);
+    // Before any listener: no container starts unrecorded.
+    daemon.follow_usage();
     if let Some(addr) = listen {
         tenants::listen(addr, cert, &args.root, daemon.clone()).await?;
     }
     if let Some(addr) = metrics {
         serve_metrics(addr, daemon.clone()).await?;
     }
-    daemon.follow_usage();
     let resuming = daemon.clone();
     tokio::spawn(async move {
         if let Err(err) = resuming.reattach_containers().await {
