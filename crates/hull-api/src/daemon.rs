@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::in_use::ImagesInUse;
+use crate::metering::Metering;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum DaemonError {
     TemplateDir(#[from] hull_runtime::TemplateDirError),
     #[error("cannot open the cloud's tenant database")]
     Cloud(#[from] hull_cloud::store::StoreError),
+    #[error("cannot open the usage database")]
+    Usage(#[from] hull_cloud::usage::UsageError),
     #[error("cannot create {}", .path.display())]
     StateDir {
         path: PathBuf,
@@ -89,6 +92,10 @@ pub struct CloudConfig {
     /// The region request signatures are scoped to (`us-west-1` is what the
     /// original `hyper` client uses unless told otherwise).
     pub region: String,
+    /// The program that witnesses container runs for metering (hulld
+    /// itself); `None`: runs that end while hulld is down are closed at
+    /// their last beat.
+    pub witness: Option<PathBuf>,
 }
 
 impl Default for CloudConfig {
@@ -96,6 +103,7 @@ impl Default for CloudConfig {
         Self {
             secrets_key: PathBuf::from("/etc/hull/secrets.key"),
             region: "us-west-1".to_owned(),
+            witness: None,
         }
     }
 }
@@ -110,6 +118,7 @@ pub struct Daemon {
     in_use: ImagesInUse,
     tenants: hull_cloud::store::Store,
     admission: crate::server::Admission,
+    metering: Arc<Metering>,
     metrics: Arc<Metrics>,
 }
 
@@ -153,6 +162,15 @@ impl Daemon {
             &config.root.join("cloud.db"),
             &config.cloud.secrets_key,
         )?;
+        let default_size = hull_runtime::size::VmSize {
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+        };
+        let metering = Arc::new(Metering::open(
+            &config.root,
+            config.cloud.witness.clone(),
+            default_size,
+        )?);
         Ok(Self {
             config,
             images,
@@ -163,6 +181,7 @@ impl Daemon {
             in_use: ImagesInUse::default(),
             tenants,
             admission: Default::default(),
+            metering,
             metrics: Arc::new(Metrics::new()),
         })
     }
@@ -180,17 +199,34 @@ impl Daemon {
     /// The metrics in the Prometheus text format, VMs read now. Asking
     /// boots nothing: before the runtime is set up there are no VMs.
     pub fn render_metrics(&self) -> String {
-        let snapshot = self
+        let mut snapshot = self
             .runtime
             .get()
             .map(|runtime| crate::metrics::snapshot(runtime))
             .unwrap_or_default();
+        snapshot.usage = self.metering.totals();
         self.metrics.render(&snapshot)
     }
 
     /// Tenants and their keys.
     pub fn tenants(&self) -> &hull_cloud::store::Store {
         &self.tenants
+    }
+
+    /// Container runs' usage records.
+    pub fn metering(&self) -> &Arc<Metering> {
+        &self.metering
+    }
+
+    /// Starts recording container runs; call before re-attaching.
+    pub fn follow_usage(&self) {
+        self.metering.follow(&self.containers);
+    }
+
+    /// Closes the runs whose VM went while no hulld ran; call after
+    /// re-attaching.
+    pub fn reconcile_usage(&self) {
+        self.metering.reconcile(&self.containers);
     }
 
     /// Hull's own CA and certificates for the tenant listener.

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod daemon;
 pub mod in_use;
+pub mod metering;
 pub mod metrics;
 pub mod server;
 pub mod stdcopy;

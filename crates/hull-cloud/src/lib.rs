@@ -9,5 +9,8 @@ pub mod date;
 pub mod quota;
 pub mod seal;
 pub mod sign;
+pub mod storage;
 pub mod store;
+pub mod usage;
 pub mod verify;
+pub mod witness;

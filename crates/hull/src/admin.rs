@@ -17,6 +17,8 @@ pub enum AdminCommand {
     /// Manage tenants' access keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Container seconds billed, per tenant, container and size.
+    Usage(crate::usage::AdminUsageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +89,7 @@ async fn run(client: &Client, command: AdminCommand) -> Result<i32> {
     match command {
         AdminCommand::Tenant(command) => tenant(client, command).await,
         AdminCommand::Key(command) => key(client, command).await,
+        AdminCommand::Usage(args) => crate::usage::admin_usage(client, args).await,
     }
 }
 

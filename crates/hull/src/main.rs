@@ -25,6 +25,7 @@ mod stdio;
 mod tag;
 mod templates;
 mod terminal;
+mod usage;
 mod volumes;
 
 use std::path::PathBuf;
@@ -135,6 +136,8 @@ enum Command {
     Version,
     /// Save a cloud's credentials: hull config --accesskey AK --secretkey SK tcp://HOST:PORT
     Config(cloud::ConfigArgs),
+    /// Container seconds billed: your runs per container and size, and a total.
+    Usage(usage::UsageArgs),
     /// The operator's commands: tenants and their keys.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -164,6 +167,9 @@ fn main() -> ExitCode {
         match command {
             Command::Config(_) => unreachable!("handled above"),
             Command::Admin(command) => admin::admin(&client, command).await,
+            Command::Usage(args) => usage::usage(&client, args)
+                .await
+                .or_else(containers::failed),
             Command::Run(args) => run::run(&client, args).await,
             Command::Create(args) => create::create(&client, args).await,
             Command::Ps(args) => ps::ps(&client, args).await.or_else(containers::failed),

@@ -403,7 +403,8 @@ fn a_tenant_sees_and_drives_only_its_own_containers() {
     assert_eq!(stdout_of(&exec), "inside\n", "{}", text(&exec.stderr));
     let logs = stdout_of(&acme_hull(&["logs", "acme-web"]));
     assert!(logs.contains("hello from acme"), "{logs}");
-    assert!(acme_hull(&["rm", "-f", "acme-web"]).status.success());
+    let removed = acme_hull(&["rm", "-f", "acme-web"]);
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
     let left = stdout_of(&cloud.daemon.hull(&["ps", "-a", "-q", "--no-trunc"]));
     assert!(!left.contains(owned) && left.contains(operator), "{left}");
     assert_fails(

@@ -127,8 +127,21 @@ const LOG_MAX_FILES: u32 = 3;
 /// The group whose members may use the API socket, when it exists.
 const SOCKET_GROUP: &str = "hull";
 
+fn main() -> Result<()> {
+    // A run's witness is hulld started again by itself: a small process
+    // that must not parse hulld's flags, take its lock or start a runtime.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == hull_api::metering::WITNESS_ARG)
+    {
+        return hull_api::metering::run_witness(&argv[2..]).map_err(anyhow::Error::msg);
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn serve() -> Result<()> {
     let args = Args::parse();
     if args.memory_overcommit.is_nan() || args.memory_overcommit <= 0.0 {
         bail!(
@@ -179,6 +192,7 @@ async fn main() -> Result<()> {
         cloud: hull_api::CloudConfig {
             secrets_key: args.secrets_key.clone(),
             region: args.region.clone(),
+            witness: std::env::current_exe().ok(),
         },
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
@@ -195,6 +209,8 @@ async fn main() -> Result<()> {
 
     daemon.cap_consoles();
     let daemon = Arc::new(daemon);
+    // Before any listener: no container starts unrecorded.
+    daemon.follow_usage();
     if let Some(addr) = listen {
         tenants::listen(addr, cert, &args.root, daemon.clone()).await?;
     }
@@ -206,6 +222,7 @@ async fn main() -> Result<()> {
         if let Err(err) = resuming.reattach_containers().await {
             warn!(error = %hull_api::server::error_chain(&err), "cannot re-attach to the containers of the last hulld");
         }
+        resuming.reconcile_usage();
         // A pool is asked for to be ready before the first run, so its
         // template and clones are made now rather than on first use.
         if resuming.has_pool() {

@@ -77,6 +77,25 @@ struct SizeLabels {
     size: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    /// A tenant's name (made by the operator, so a bounded set), or empty
+    /// for the operator's own containers.
+    tenant: String,
+    size: &'static str,
+}
+
+/// Billed container seconds of one tenant and size, read from the usage
+/// records at each scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// `None`: the operator's own.
+    pub tenant: Option<String>,
+    /// The size's name as metering recorded it.
+    pub size: String,
+    pub seconds: u64,
+}
+
 /// What one size's VMs are doing, read from the runtime at each scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SizeState {
@@ -96,6 +115,7 @@ pub struct SizeState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub sizes: Vec<SizeState>,
+    pub usage: Vec<TenantUsage>,
 }
 
 /// Hull's metrics, shared by the API's listeners and the runtime's hook.
@@ -109,6 +129,7 @@ pub struct Metrics {
     templates: Family<StateLabels, Gauge>,
     pool_idle: Family<SizeLabels, Gauge>,
     pool_target: Family<SizeLabels, Gauge>,
+    tenant_seconds: Family<TenantLabels, Counter>,
     /// One scrape at a time: a scrape clears and sets the gauges before it
     /// encodes them.
     scrape: Mutex<()>,
@@ -167,6 +188,12 @@ impl Metrics {
             "Idle clones each size's pool keeps",
             pool_target.clone(),
         );
+        let tenant_seconds = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "tenant_container_seconds",
+            "Billed container seconds (per second, 10 s at least per start) by tenant (empty: the operator's) and size",
+            tenant_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -176,6 +203,7 @@ impl Metrics {
             templates,
             pool_idle,
             pool_target,
+            tenant_seconds,
             scrape: Mutex::new(()),
         }
     }
@@ -211,6 +239,7 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.set_gauges(snapshot);
+        self.count_usage(&snapshot.usage);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -270,6 +299,34 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Brings the usage counters up to the records' totals. Counters only
+    /// grow: a run's estimate that its recorded end lowers stays counted
+    /// until the totals pass it again.
+    fn count_usage(&self, usage: &[TenantUsage]) {
+        let mut totals = std::collections::HashMap::new();
+        for entry in usage {
+            let labels = TenantLabels {
+                tenant: entry.tenant.clone().unwrap_or_default(),
+                size: named_size(&entry.size),
+            };
+            *totals.entry(labels).or_insert(0u64) += entry.seconds;
+        }
+        for (labels, seconds) in totals {
+            let counter = self.tenant_seconds.get_or_create(&labels);
+            counter.inc_by(seconds.saturating_sub(counter.get()));
+        }
+    }
+}
+
+/// A recorded size's name as a label: one of Hull's sizes or `other`.
+fn named_size(name: &str) -> &'static str {
+    hull_runtime::size::SIZES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("other", |(n, _)| n)
+}
+
 /// What `runtime`'s VMs, templates and pools are doing now.
 pub fn snapshot<H: hull_vm::Hypervisor>(runtime: &hull_runtime::Runtime<H>) -> Snapshot {
     let mut sizes = std::collections::BTreeMap::new();
@@ -298,6 +355,7 @@ pub fn snapshot<H: hull_vm::Hypervisor>(runtime: &hull_runtime::Runtime<H>) -> S
     }
     Snapshot {
         sizes: sizes.into_values().collect(),
+        usage: Vec::new(),
     }
 }
 

@@ -126,6 +126,7 @@ fn vms_templates_and_pools_are_read_from_the_snapshot() {
                 template: None,
             },
         ],
+        usage: Vec::new(),
     };
     let text = metrics.render(&snapshot);
     let lines = lines(&text);
@@ -154,6 +155,46 @@ fn vms_templates_and_pools_are_read_from_the_snapshot() {
     let text = metrics.render(&Snapshot::default());
     assert!(!text.contains("hull_vms{"), "{text}");
     assert!(!text.contains("hull_pool_idle_vms{"), "{text}");
+}
+
+#[test]
+fn tenants_usage_counts_up_to_the_records_and_never_down() {
+    let metrics = Metrics::new();
+    let usage = |tenant: Option<&str>, size: &str, seconds| TenantUsage {
+        tenant: tenant.map(str::to_owned),
+        size: size.to_owned(),
+        seconds,
+    };
+    let snapshot = |entries| Snapshot {
+        sizes: Vec::new(),
+        usage: entries,
+    };
+    let text = metrics.render(&snapshot(vec![
+        usage(Some("acme"), "S2", 40),
+        usage(None, "S4", 10),
+        // Made-up size names share one label.
+        usage(Some("acme"), "3x300", 12),
+        usage(Some("acme"), "7x7", 3),
+    ]));
+    let lines = lines(&text);
+    for expected in [
+        r#"hull_tenant_container_seconds_total{tenant="acme",size="S2"} 40"#,
+        r#"hull_tenant_container_seconds_total{tenant="",size="S4"} 10"#,
+        r#"hull_tenant_container_seconds_total{tenant="acme",size="other"} 15"#,
+    ] {
+        assert!(lines.contains(&expected), "no {expected} in {text}");
+    }
+    // A running run's estimate lowered by its recorded end is not taken back.
+    let text = metrics.render(&snapshot(vec![usage(Some("acme"), "S2", 38)]));
+    assert!(
+        text.contains(r#"hull_tenant_container_seconds_total{tenant="acme",size="S2"} 40"#),
+        "{text}"
+    );
+    let text = metrics.render(&snapshot(vec![usage(Some("acme"), "S2", 55)]));
+    assert!(
+        text.contains(r#"hull_tenant_container_seconds_total{tenant="acme",size="S2"} 55"#),
+        "{text}"
+    );
 }
 
 /// Serves `body` on a listener with room for `max` connections.

@@ -14,7 +14,7 @@ mod pull;
 mod push;
 mod run;
 mod save;
-mod scope;
+pub(crate) mod scope;
 mod stats;
 mod stream;
 mod system;
@@ -24,6 +24,7 @@ mod tenant;
 mod tenant_containers;
 pub(crate) mod tenant_net;
 mod top;
+mod usage;
 mod volumes;
 
 use std::convert::Infallible;
@@ -222,6 +223,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (&Method::DELETE, p) if p.starts_with("/images/") => {
             images::remove(&daemon, p, &request).await
+        }
+        (&Method::GET, "/hull/usage" | "/hull/admin/usage") => {
+            usage::report(&daemon, &request, None).await
         }
         (_, p) if p.starts_with("/hull/admin/") => admin::route(&daemon, &method, p, request).await,
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,

@@ -312,6 +312,9 @@ async fn route(
                 _ => Err(super::not_found(&method, &path)),
             }
         }
+        (&Method::GET, "/hull/usage") => {
+            super::usage::report(daemon, &request, Some(&tenant.0)).await
+        }
         (_, p) if p.starts_with("/hull/admin/") => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the admin API is served only on hulld's Unix socket",

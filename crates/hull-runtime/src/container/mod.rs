@@ -45,6 +45,7 @@ pub use record::{
     ContainerConfig, ContainerState, PodMembership, Record, RestartPolicy, Status, StoredProcess,
     StreamIds,
 };
+pub use run::vm_name;
 pub use stop::parse_signal;
 
 use attach::{OutputHub, StdinPipe};

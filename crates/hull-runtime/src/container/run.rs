@@ -497,7 +497,7 @@ pub(super) async fn processes_after_reattach(
 
 /// The directory name of a container's VM: short, because QEMU's sockets
 /// live in it and socket paths are limited to 108 bytes.
-pub(super) fn vm_name(container: &str) -> String {
+pub fn vm_name(container: &str) -> String {
     format!(
         "{}{}",
         super::DETACHED_VM_PREFIX,

@@ -13,26 +13,12 @@ use crate::VmExit;
 
 /// Takes back the detached VM whose directory is `run_dir`.
 pub(super) async fn adopt(id: &str, run_dir: &Path) -> Result<QemuVm, QemuError> {
-    let (ctl_path, qmp_path, pid_path) = detached_paths(run_dir);
+    let (ctl_path, qmp_path, _) = detached_paths(run_dir);
     let gone = |why: String| QemuError::Gone {
         run_dir: run_dir.to_owned(),
         why,
     };
-    let pid: u32 = fs::read_to_string(&pid_path)
-        .map_err(|e| gone(format!("its pid file is unreadable ({e})")))?
-        .trim()
-        .parse()
-        .map_err(|_| gone("its pid file is malformed".into()))?;
-    let pidfd =
-        pidfd_open(pid).map_err(|e| gone(format!("QEMU (pid {pid}) is not running ({e})")))?;
-    // The pid may have been reused: it must be the QEMU serving this
-    // directory, which its name says (or, from before names, its socket).
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    let name = format!("guest={}\0", cmdline::vm_name(run_dir).replace(',', ",,"));
-    if !cmdline.contains(&name) && !cmdline.contains(&ctl_path.display().to_string()) {
-        return Err(gone(format!("pid {pid} is no longer its QEMU")));
-    }
+    let (pid, pidfd) = qemu_of(run_dir).map_err(gone)?;
     let uid = fs::read_to_string(run_dir.join(UID_FILE))
         .ok()
         .and_then(|uid| uid.trim().parse().ok());
@@ -53,6 +39,28 @@ pub(super) async fn adopt(id: &str, run_dir: &Path) -> Result<QemuVm, QemuError>
     vm.qmp = Some(Mutex::new(Qmp::handshake(qmp, id).await?));
     vm.control = Some(connect_when_ready(&ctl_path, "control channel", &mut exit).await?);
     Ok(vm)
+}
+
+/// The pid of the QEMU serving the detached VM in `run_dir`, and a pidfd
+/// on it; or why there is none (it is not running).
+pub fn qemu_of(run_dir: &Path) -> Result<(u32, OwnedFd), String> {
+    let (ctl_path, _, pid_path) = detached_paths(run_dir);
+    let pid: u32 = fs::read_to_string(&pid_path)
+        .map_err(|e| format!("its pid file is unreadable ({e})"))?
+        .trim()
+        .parse()
+        .map_err(|_| "its pid file is malformed".to_owned())?;
+    let pidfd = pidfd_open(pid).map_err(|e| format!("QEMU (pid {pid}) is not running ({e})"))?;
+    // The pid may have been reused: it must be the QEMU serving this
+    // directory, which its name says (or, from before names, its socket).
+    // Checked after the pidfd is open, so the pidfd is that process's.
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let name = format!("guest={}\0", cmdline::vm_name(run_dir).replace(',', ",,"));
+    if !cmdline.contains(&name) && !cmdline.contains(&ctl_path.display().to_string()) {
+        return Err(format!("pid {pid} is no longer its QEMU"));
+    }
+    Ok((pid, pidfd))
 }
 
 /// A pidfd for `pid`: signals and exit notification without pid reuse races.

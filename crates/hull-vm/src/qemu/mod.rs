@@ -24,6 +24,7 @@ mod adopt;
 mod cmdline;
 mod spawn;
 mod vm;
+pub use adopt::qemu_of;
 pub use cmdline::{Passed, SANDBOX};
 pub use vm::QemuVm;
 

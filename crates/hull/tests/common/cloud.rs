@@ -32,6 +32,15 @@ impl Cloud {
         Self { daemon, port }
     }
 
+    /// As [`Daemon::restart_after_crash_with`], the tenant listener on the
+    /// same port again.
+    pub fn restart_after_crash_with(&self, env: &[(&str, &str)], meanwhile: impl FnOnce()) {
+        let listen = self.address();
+        let mut env = env.to_vec();
+        env.push(("HULL_LISTEN", &listen));
+        self.daemon.restart_after_crash_with(&env, meanwhile);
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.daemon.root.join("tls/ca.pem")
     }

@@ -1,0 +1,296 @@
+//! Metering on the daemon's side: container runs recorded from the
+//! runtime's events (the runtime stays tenant-agnostic), a witness beside
+//! each run's QEMU so that an end while hulld is down is still seen, and
+//! the reconciliation of what was left open when hulld starts again.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hull_cloud::storage::Stored;
+use hull_cloud::usage::{self, EndedBy, NewRun, Size, Usage, UsageError};
+use hull_runtime::container::events::ContainerEvent;
+use hull_runtime::size::VmSize;
+use hull_runtime::Containers;
+use hull_vm::Qemu;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, warn};
+
+use crate::server::scope::OWNER_LABEL;
+
+/// The first argument that makes hulld a run's witness:
+/// `hulld <WITNESS_ARG> <usage.db> <run id>`, QEMU's pidfd at descriptor 3.
+pub const WITNESS_ARG: &str = "--usage-witness";
+/// The descriptor a witness finds QEMU's pidfd at.
+pub const WITNESS_FD: i32 = 3;
+
+/// A change to the records, read from one event.
+enum Change {
+    Start { run: NewRun, own_vm: bool },
+    End { container_id: String, at: i64 },
+}
+
+/// Records runs in the usage database.
+pub struct Metering {
+    usage: Arc<Usage>,
+    db: PathBuf,
+    /// The VMs' directories, where a container's QEMU leaves its pid.
+    vms: PathBuf,
+    /// The program that witnesses runs (hulld itself); `None`: no witness,
+    /// so an end while hulld is down is known only to the last beat.
+    witness: Option<PathBuf>,
+    /// The operator's default size, for containers created without one.
+    default_size: VmSize,
+}
+
+impl Metering {
+    pub fn open(
+        root: &Path,
+        witness: Option<PathBuf>,
+        default_size: VmSize,
+    ) -> Result<Self, UsageError> {
+        let db = root.join("usage.db");
+        Ok(Self {
+            usage: Arc::new(Usage::open(&db)?),
+            db,
+            vms: root.join("vms"),
+            witness,
+            default_size,
+        })
+    }
+
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.usage
+    }
+
+    /// Billed seconds so far by tenant and size, for the metrics; none if
+    /// the database cannot be read (the scrape goes on without them).
+    pub fn totals(&self) -> Vec<crate::metrics::TenantUsage> {
+        match self.usage.totals(usage::now_ms()) {
+            Ok(totals) => totals
+                .into_iter()
+                .map(|(tenant, size, seconds)| crate::metrics::TenantUsage {
+                    tenant,
+                    size,
+                    seconds,
+                })
+                .collect(),
+            Err(err) => {
+                warn!(error = %crate::server::error_chain(&err), "cannot read the usage totals");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Follows the containers' events: a `start` opens a run, a `die`
+    /// closes it. Call before re-attaching, so no end goes unseen.
+    pub fn follow(self: &Arc<Self>, containers: &Arc<Containers<Qemu>>) {
+        let (_, mut events) = containers.events().subscribe(None);
+        let (metering, containers) = (self.clone(), containers.clone());
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Lagged(missed)) => {
+                        warn!(missed, "metering fell behind the container events");
+                        continue;
+                    }
+                };
+                // Read at once, while the container surely exists: one
+                // run with `--rm` may be gone a moment after its start.
+                let Some(change) = metering.change_of(&containers, &event) else {
+                    continue;
+                };
+                let metering = metering.clone();
+                let handled = tokio::task::spawn_blocking(move || metering.apply(change)).await;
+                if let Ok(Err(err)) = handled {
+                    warn!(error = %crate::server::error_chain(&err), "cannot record a container run");
+                }
+            }
+        });
+    }
+
+    /// What an event changes in the records, if anything.
+    fn change_of(&self, containers: &Containers<Qemu>, event: &ContainerEvent) -> Option<Change> {
+        let at = usage::ms_of(event.time);
+        match event.action.as_str() {
+            "die" => Some(Change::End {
+                container_id: event.id.clone(),
+                at,
+            }),
+            "start" => {
+                let config = containers.get(&event.id).ok()?.config();
+                let size = config.size.unwrap_or(self.default_size);
+                let run = NewRun {
+                    tenant: config.labels.get(OWNER_LABEL).cloned(),
+                    container_id: event.id.clone(),
+                    container_name: event.attributes.get("name").cloned().unwrap_or_default(),
+                    size: Size {
+                        name: size.name().map_or_else(|| size.token(), str::to_owned),
+                        vcpus: size.vcpus,
+                        memory_mib: size.memory_mib,
+                    },
+                    start_ms: at,
+                };
+                // A pod's VM is its pod's: it outlives the container, so a
+                // witness on it would not see the container's end.
+                let own_vm = config.pod.is_none();
+                Some(Change::Start { run, own_vm })
+            }
+            _ => None,
+        }
+    }
+
+    fn apply(&self, change: Change) -> Result<(), UsageError> {
+        match change {
+            Change::End { container_id, at } => {
+                self.usage
+                    .end_container(&container_id, at, EndedBy::Daemon)?;
+            }
+            Change::Start { run, own_vm } => {
+                let id = self.usage.start(&run)?;
+                if own_vm {
+                    let name = hull_runtime::container::vm_name(&run.container_id);
+                    self.witness(id, &self.vms.join(name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the witness of run `id`, whose QEMU serves `run_dir`.
+    fn witness(&self, id: i64, run_dir: &Path) {
+        let Some(program) = &self.witness else {
+            return;
+        };
+        let pidfd = match hull_vm::qemu::qemu_of(run_dir) {
+            Ok((_, pidfd)) => pidfd,
+            // Gone already: its `die` follows.
+            Err(why) => return debug!(run = id, why, "no QEMU to witness"),
+        };
+        if let Err(err) = spawn_witness(program, &self.db, id, pidfd) {
+            warn!(run = id, error = %err, "cannot start the run's witness: an end while hulld is down will be known only to its last beat");
+        }
+    }
+
+    /// At start, after re-attaching: closes the runs left open whose
+    /// container no longer runs (their witness would have closed them at
+    /// their real end; these end at their last beat), then notes the
+    /// running ones alive and samples the volumes every beat.
+    pub fn reconcile(self: &Arc<Self>, containers: &Arc<Containers<Qemu>>) {
+        let alive = |id: &str| containers.get(id).is_ok_and(|c| c.state().running());
+        match self.usage.reconcile(alive) {
+            Ok(closed) if !closed.is_empty() => {
+                warn!(runs = ?closed, "runs whose end nobody saw closed at their last beat")
+            }
+            Ok(_) => {}
+            Err(err) => {
+                warn!(error = %crate::server::error_chain(&err), "cannot reconcile the usage records")
+            }
+        }
+        let usage = self.usage.clone();
+        let containers = containers.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(usage::BEAT);
+            loop {
+                beat.tick().await;
+                let (usage, containers) = (usage.clone(), containers.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = usage::now_ms();
+                    if let Err(err) = usage.beat(None, now) {
+                        warn!(error = %crate::server::error_chain(&err), "cannot note the runs alive");
+                    }
+                    // Volumes carry no owner yet: the operator's until
+                    // tenants create their own.
+                    let volumes: Vec<Stored> = containers
+                        .volumes()
+                        .list()
+                        .into_iter()
+                        .map(|v| Stored {
+                            name: v.record.name,
+                            tenant: None,
+                            bytes: v.record.size,
+                        })
+                        .collect();
+                    if let Err(err) = usage.sample("volume", &volumes, now) {
+                        warn!(error = %crate::server::error_chain(&err), "cannot sample the volumes");
+                    }
+                })
+                .await;
+            }
+        });
+    }
+}
+
+/// Starts `program` as the witness of run `id`: in a session of its own, so
+/// that it outlives hulld (and a Ctrl-C meant for hulld), with `pidfd` as
+/// descriptor 3. Its exit is reaped by tokio once the handle is dropped.
+fn spawn_witness(program: &Path, db: &Path, id: i64, pidfd: OwnedFd) -> std::io::Result<()> {
+    let raw = pidfd.as_raw_fd();
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(WITNESS_ARG)
+        .arg(db)
+        .arg(id.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(false);
+    // SAFETY: runs in the forked child before exec, making only the
+    // async-signal-safe calls setsid, dup2 and fcntl on a descriptor that
+    // `pidfd` keeps open through the spawn.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec on the copy; a pidfd that already
+            // is descriptor 3 needs it cleared by hand.
+            let cleared = if raw == WITNESS_FD {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, WITNESS_FD)
+            };
+            if cleared == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    drop(pidfd);
+    drop(child);
+    Ok(())
+}
+
+/// A witness's whole life (`hulld --usage-witness DB RUN`): watch the
+/// pidfd at descriptor 3 until QEMU exits, then close the run.
+pub fn run_witness(args: &[std::ffi::OsString]) -> Result<(), String> {
+    let [db, run] = args else {
+        return Err(format!(
+            "{WITNESS_ARG} takes the usage database and a run id"
+        ));
+    };
+    let run: i64 = run
+        .to_str()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| format!("{run:?} is not a run id"))?;
+    // SAFETY: hulld's metering passed QEMU's pidfd as this descriptor, and
+    // nothing else in this process owns it.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(WITNESS_FD) };
+    if let Err(err) = check_open(&pidfd) {
+        return Err(format!("descriptor {WITNESS_FD} is not a pidfd: {err}"));
+    }
+    hull_cloud::witness::watch(Path::new(db), run, &pidfd)
+        .map_err(|e| crate::server::error_chain(&e))
+}
+
+/// Refuses a descriptor 3 that is not open (a witness started by hand).
+fn check_open(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

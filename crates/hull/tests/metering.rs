@@ -1,0 +1,204 @@
+//! Metering end to end: a tenant's container run recorded with its size and
+//! a 10 s minimum, and closed at its real end when its VM ends while hulld
+//! is down (killed with SIGKILL), not when hulld comes back.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::cloud::Cloud;
+use common::{assert_fails, eventually, stdout_of, text};
+use serde_json::Value;
+
+const ENV: &[(&str, &str)] = &[("HULL_NO_TEMPLATES", "1")];
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn runs(output: &std::process::Output) -> Vec<Value> {
+    let report: Value = serde_json::from_str(&stdout_of(output)).unwrap();
+    serde_json::from_value(report["Runs"].clone()).unwrap()
+}
+
+#[test]
+fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
+    let metrics_port = common::free_port();
+    let metrics = format!("tcp://127.0.0.1:{metrics_port}");
+    let env = [ENV, &[("HULL_METRICS", metrics.as_str())]].concat();
+    let cloud = Cloud::start(&env);
+    let (acme, acme_secret) = cloud.tenant_with_key("acme");
+    let (beta, beta_secret) = cloud.tenant_with_key("beta");
+    let archive = common::busybox_archive();
+    stdout_of(
+        &cloud
+            .daemon
+            .hull(&["load", "-i", archive.to_str().unwrap()]),
+    );
+    let acme_usage = |args: &[&str]| cloud.tenant(&acme, &acme_secret, args);
+
+    // Made by the operator with the owner's label until tenants create
+    // their own containers (the create path then sets it for them).
+    let id = stdout_of(&cloud.daemon.hull(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--size",
+        "S2",
+        "--label",
+        "sh.hull.tenant=acme",
+        "busybox",
+        "sleep",
+        "600",
+    ]));
+    let id = id.trim();
+    let mut open = Vec::new();
+    eventually(30, || {
+        open = runs(&acme_usage(&["usage", "--format", "json"]));
+        (open.len() == 1).then_some(()).ok_or(format!("{open:?}"))
+    });
+    let run = &open[0];
+    assert_eq!(run["ContainerId"], id);
+    assert_eq!(run["ContainerName"], "web");
+    assert_eq!(run["Tenant"], "acme");
+    assert_eq!(run["Size"]["Name"], "S2");
+    assert_eq!(run["Size"]["Vcpus"], 1);
+    assert_eq!(run["Size"]["MemoryMiB"], 128);
+    assert!(run["End"].is_null(), "{run}");
+    let start = run["Start"].as_i64().unwrap();
+    // Another tenant sees none of it.
+    let theirs = runs(&cloud.tenant(&beta, &beta_secret, &["usage", "--format", "json"]));
+    assert!(theirs.is_empty(), "{theirs:?}");
+
+    // hulld dies; the VM ends while no hulld runs; hulld comes back later.
+    let pid_file = cloud
+        .daemon
+        .root
+        .join("vms")
+        .join(format!("c-{}", &id[..16]))
+        .join("qemu.pid");
+    let mut killed_at = 0;
+    cloud.restart_after_crash_with(&env, || {
+        let qemu: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        killed_at = now_ms();
+        // SAFETY: signalling the VM this test's hulld started.
+        unsafe { libc::kill(qemu, libc::SIGKILL) };
+        // Long enough that an end taken at the restart would show.
+        std::thread::sleep(Duration::from_secs(4));
+    });
+    let restarted_at = now_ms();
+    let mut closed = Value::Null;
+    eventually(60, || {
+        // The tenant listener comes up a moment after the socket.
+        let output = acme_usage(&["usage", "--format", "json"]);
+        if !output.status.success() {
+            return Err(text(&output.stderr));
+        }
+        let all = runs(&output);
+        closed = all.first().cloned().unwrap_or_default();
+        (!closed["End"].is_null())
+            .then_some(())
+            .ok_or(format!("still open: {all:?}"))
+    });
+    let end = closed["End"].as_i64().unwrap();
+    let off = end - killed_at;
+    eprintln!(
+        "the run ended {off} ms after QEMU was killed; hulld came back {} ms after",
+        restarted_at - killed_at
+    );
+    assert_eq!(closed["EndedBy"], "witness", "{closed}");
+    assert!(
+        (-50..1000).contains(&off),
+        "{closed}: killed at {killed_at}"
+    );
+    assert!(end < restarted_at - 2000, "{closed}");
+    let seconds = closed["Seconds"].as_u64().unwrap();
+    let expected = (((end - start) as u64).div_ceil(1000)).max(10);
+    assert_eq!(seconds, expected, "{closed}");
+
+    // A run that ends while hulld runs is closed by whichever sees the end
+    // first (the witness, at QEMU's exit, usually precedes hulld's `die`);
+    // an operator's run has no tenant; a short one is billed 10 s.
+    stdout_of(
+        &cloud
+            .daemon
+            .hull(&["run", "--name", "quick", "busybox", "true"]),
+    );
+    let mut quick = Value::Null;
+    eventually(30, || {
+        let all = runs(&cloud.daemon.hull(&["admin", "usage", "--format", "json"]));
+        quick = all
+            .into_iter()
+            .find(|r| r["ContainerName"] == "quick")
+            .unwrap_or_default();
+        (!quick["End"].is_null())
+            .then_some(())
+            .ok_or(format!("{quick}"))
+    });
+    assert!(quick["Tenant"].is_null(), "{quick}");
+    assert_eq!(quick["Seconds"], 10, "{quick}");
+    assert!(
+        quick["EndedBy"] == "hulld" || quick["EndedBy"] == "witness",
+        "{quick}"
+    );
+
+    let table = stdout_of(&cloud.daemon.hull(&["admin", "usage"]));
+    assert!(table.contains("acme") && table.contains("TOTAL"), "{table}");
+    let only_acme = runs(
+        &cloud
+            .daemon
+            .hull(&["admin", "usage", "--tenant", "acme", "--format", "json"]),
+    );
+    assert_eq!(only_acme.len(), 1, "{only_acme:?}");
+    let later = runs(
+        &cloud
+            .daemon
+            .hull(&["admin", "usage", "--since", "1s", "--format", "json"]),
+    );
+    assert!(
+        later.iter().all(|r| r["ContainerName"] != "web"),
+        "{later:?}"
+    );
+    assert_fails(
+        &acme_usage(&["usage", "--since", "2100-01-01T00:00:00Z"]),
+        1,
+        &["lies in the future"],
+    );
+    for since in ["soon", "1e9", "99999999999999999999", "-5"] {
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&cloud.daemon.socket)
+            .arg(format!("http://hull/hull/admin/usage?since={since}"))
+            .output()
+            .unwrap();
+        assert_eq!(text(&output.stdout), "400", "since={since}");
+    }
+
+    let scraped = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+        .output()
+        .unwrap();
+    let scraped = text(&scraped.stdout);
+    assert!(
+        scraped.contains(&format!(
+            "hull_tenant_container_seconds_total{{tenant=\"acme\",size=\"S2\"}} {seconds}"
+        )),
+        "{scraped}"
+    );
+}
