@@ -94,12 +94,52 @@ pub struct Pulled {
 
 type Events<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
 
+/// How a pull treats the store's shared names and the configured mirrors.
+#[derive(Clone, Copy, Debug)]
+pub struct PullOptions {
+    /// Point the store's own tag at the image (the operator's view).
+    pub tag: bool,
+    /// Try the configured mirrors before the registry.
+    pub mirrors: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            tag: true,
+            mirrors: true,
+        }
+    }
+}
+
 /// Pulls `reference` into `store`, reporting each step to `events`.
 pub async fn pull(
     store: &ImageStore,
     client: &RegistryClient,
     reference: &Reference,
     credentials: Option<Credentials>,
+    events: Events<'_>,
+) -> Result<Pulled, PullError> {
+    pull_with(
+        store,
+        client,
+        reference,
+        credentials,
+        PullOptions::default(),
+        events,
+    )
+    .await
+}
+
+/// [`pull`], as `options` say. Without mirrors, the manifest always comes
+/// from the registry itself with `credentials`, so that the pull proves
+/// access to the image even when its blobs are already in the store.
+pub async fn pull_with(
+    store: &ImageStore,
+    client: &RegistryClient,
+    reference: &Reference,
+    credentials: Option<Credentials>,
+    options: PullOptions,
     events: Events<'_>,
 ) -> Result<Pulled, PullError> {
     let reference = reference.clone().with_default_tag();
@@ -112,8 +152,15 @@ pub async fn pull(
         Some(&wanted),
         format!("Pulling from {}", reference.path()),
     ));
-    let (repository, (bytes, content_type, digest)) =
-        first_source(client, &reference, credentials, &shown, &wanted).await?;
+    let (repository, (bytes, content_type, digest)) = first_source(
+        client,
+        &reference,
+        credentials,
+        options.mirrors,
+        &shown,
+        &wanted,
+    )
+    .await?;
     let parse = |content_type: Option<&str>, bytes: &[u8]| {
         manifest::parse(content_type, bytes).map_err(|source| PullError::Manifest {
             reference: shown.clone(),
@@ -178,7 +225,10 @@ pub async fn pull(
         config: manifest.config.clone(),
         config_bytes,
         layers,
-        tag: reference.tag().map(|_| reference.to_string()),
+        tag: reference
+            .tag()
+            .filter(|_| options.tag)
+            .map(|_| reference.to_string()),
         repository: reference.name(),
     };
     let committing = store.clone();
@@ -213,10 +263,16 @@ async fn first_source(
     client: &RegistryClient,
     reference: &Reference,
     credentials: Option<Credentials>,
+    mirrors: bool,
     shown: &str,
     wanted: &str,
 ) -> Result<(Repository, (Bytes, Option<String>, Digest)), PullError> {
-    for mirror in client.mirror_repositories(reference) {
+    let mirrors = if mirrors {
+        client.mirror_repositories(reference)
+    } else {
+        Vec::new()
+    };
+    for mirror in mirrors {
         match mirror.manifest(shown, wanted).await {
             Ok(found) => {
                 tracing::info!(mirror = %mirror.domain(), reference = %shown, "pulling from a mirror");
