@@ -108,7 +108,7 @@ pub struct Daemon {
     runtime: OnceCell<Arc<Runtime<Qemu>>>,
     containers: Arc<Containers<Qemu>>,
     in_use: ImagesInUse,
-    tenants: hull_cloud::store::Store,
+    tenants: Arc<hull_cloud::store::Store>,
     metrics: Arc<Metrics>,
 }
 
@@ -160,7 +160,7 @@ impl Daemon {
             runtime: OnceCell::new(),
             containers,
             in_use: ImagesInUse::default(),
-            tenants,
+            tenants: Arc::new(tenants),
             metrics: Arc::new(Metrics::new()),
         })
     }
@@ -182,7 +182,7 @@ impl Daemon {
     }
 
     /// Tenants and their keys.
-    pub fn tenants(&self) -> &hull_cloud::store::Store {
+    pub fn tenants(&self) -> &Arc<hull_cloud::store::Store> {
         &self.tenants
     }
 
@@ -209,6 +209,14 @@ impl Daemon {
     pub fn used_image_ids(&self) -> std::collections::BTreeSet<String> {
         let mut ids = self.in_use.ids();
         ids.extend(self.containers.image_ids());
+        // Images only tenants name are dangling in the operator's view but
+        // must stay: each tenant's table points at them.
+        match self.tenants.images_of_tenants() {
+            Ok(held) => ids.extend(held),
+            Err(err) => {
+                warn!(error = %crate::server::error_chain(&err), "cannot list the images tenants keep")
+            }
+        }
         ids
     }
 

@@ -202,22 +202,7 @@ impl Store {
                 .optional()?
                 .is_some())
         };
-        if !held(&tx)? {
-            if let Some(limit) = quota.images {
-                let used: u64 = tx.query_row(
-                    "SELECT COUNT(DISTINCT image) FROM tenant_images WHERE tenant = ?1",
-                    [tenant],
-                    |row| row.get(0),
-                )?;
-                if used >= limit {
-                    return Err(ImagesError::Quota {
-                        tenant: tenant.to_owned(),
-                        used,
-                        limit,
-                    });
-                }
-            }
-        }
+        let was_held = held(&tx)?;
         let id_row = [(RefKind::Id, id.to_owned())];
         let names = if names.is_empty() { &id_row[..] } else { names };
         let mut moved_from = BTreeSet::new();
@@ -259,6 +244,22 @@ impl Store {
                     [tenant, &old],
                 )?;
                 released.push(old);
+            }
+        }
+        // Counted once the change is made: a tag that moves off an image
+        // frees its place. Returning before the commit rolls it all back.
+        if let (false, Some(limit)) = (was_held, quota.images) {
+            let after: u64 = tx.query_row(
+                "SELECT COUNT(DISTINCT image) FROM tenant_images WHERE tenant = ?1",
+                [tenant],
+                |row| row.get(0),
+            )?;
+            if after > limit {
+                return Err(ImagesError::Quota {
+                    tenant: tenant.to_owned(),
+                    used: after - 1,
+                    limit,
+                });
             }
         }
         tx.commit()?;

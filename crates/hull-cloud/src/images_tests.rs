@@ -281,3 +281,20 @@ fn a_tenants_images_go_with_it_and_survive_a_reopen() {
     store.remove_tenant("acme").unwrap();
     assert_eq!(store.images_of_tenants().unwrap(), [id('b')].into());
 }
+
+#[test]
+fn a_tag_that_moves_at_the_limit_frees_the_place_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    store
+        .set_quota("acme", Quota::default().with_overrides("images=1").unwrap())
+        .unwrap();
+    store
+        .record_tenant_image("acme", &id('a'), &[tag(BUSYBOX)])
+        .unwrap();
+    let released = store
+        .record_tenant_image("acme", &id('b'), &[tag(BUSYBOX)])
+        .unwrap();
+    assert_eq!(released, vec![id('a')]);
+    assert_eq!(store.tenant_image_count("acme").unwrap(), 1);
+}

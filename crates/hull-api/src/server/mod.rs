@@ -20,6 +20,7 @@ mod stream;
 mod system;
 mod templates;
 mod tenant;
+mod tenant_images;
 mod top;
 mod volumes;
 

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
-use super::{containers, exec, system, ApiError, Body, RequestBody};
+use super::{containers, exec, system, tenant_images, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
 use crate::DOCKER_API_VERSION;
@@ -257,6 +257,21 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
         (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
+        (&Method::GET, "/images/json") => tenant_images::list(daemon, &tenant.0).await,
+        (&Method::POST, "/images/create") => tenant_images::pull(daemon, &tenant.0, &request).await,
+        (&Method::POST, "/images/load") => tenant_images::load(daemon, &tenant.0, request).await,
+        (&Method::POST, p) if p.starts_with("/images/") && p.ends_with("/tag") => {
+            tenant_images::tag(daemon, &tenant.0, p, &request).await
+        }
+        (&Method::GET, p) if p.starts_with("/images/") && p.ends_with("/history") => {
+            tenant_images::history(daemon, &tenant.0, p).await
+        }
+        (&Method::GET, p) if p.starts_with("/images/") && p.ends_with("/json") => {
+            tenant_images::inspect(daemon, &tenant.0, p).await
+        }
+        (&Method::DELETE, p) if p.starts_with("/images/") => {
+            tenant_images::remove(daemon, &tenant.0, p, &request).await
+        }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = super::split_resource(p, "/containers/");
             // Renaming and resizing wait for per-tenant names and quotas.
