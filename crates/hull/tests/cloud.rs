@@ -4,114 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
 
-use common::{assert_fails, stdout_of, text, Daemon};
+use common::cloud::Cloud;
+use common::{assert_fails, stdout_of, text};
 use hull_cloud::date::HyperDate;
 use hull_cloud::sign;
 
 const VECTORS: &str = include_str!("../../hull-cloud/tests/data/hyper-sign-vectors.json");
-
-/// A hulld that also serves tenants over TLS on a port of its own.
-struct Cloud {
-    daemon: Daemon,
-    port: u16,
-}
-
-impl Cloud {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let port = common::free_port();
-        let listen = format!("tcp://127.0.0.1:{port}");
-        let mut env = env.to_vec();
-        env.push(("HULL_LISTEN", &listen));
-        let daemon = Daemon::start(&env);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "no tenant listener: {}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { daemon, port }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.daemon.root.join("tls/ca.pem")
-    }
-
-    fn address(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    /// `hull` as a tenant with these keys (no saved config).
-    fn tenant(&self, access: &str, secret: &str, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
-        command
-            .args(["-H", &self.address(), "--tlscacert"])
-            .arg(self.ca())
-            .args(args)
-            .env("HULL_ACCESS_KEY", access)
-            .env("HULL_SECRET_KEY", secret)
-            .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
-            .stdin(Stdio::null());
-        command.output().unwrap()
-    }
-
-    /// A key for a new tenant `name`: (access key, secret key).
-    fn tenant_with_key(&self, name: &str) -> (String, String) {
-        stdout_of(&self.daemon.hull(&["admin", "tenant", "create", name]));
-        let key: serde_json::Value = serde_json::from_str(&stdout_of(
-            &self
-                .daemon
-                .hull(&["admin", "key", "create", name, "--format", "json"]),
-        ))
-        .unwrap();
-        (
-            key["AccessKey"].as_str().unwrap().to_owned(),
-            key["SecretKey"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    /// curl against the listener: (status, body).
-    fn curl(
-        &self,
-        method: &str,
-        target: &str,
-        headers: &[(String, String)],
-        body: Option<&Path>,
-    ) -> (u16, String) {
-        let mut command = Command::new("curl");
-        command
-            .args([
-                "-sS",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                method,
-                "--cacert",
-            ])
-            .arg(self.ca());
-        for (name, value) in headers {
-            command.arg("-H").arg(format!("{name}: {value}"));
-        }
-        if let Some(body) = body {
-            command
-                .arg("--data-binary")
-                .arg(format!("@{}", body.display()));
-        }
-        command.arg(format!("https://127.0.0.1:{}{target}", self.port));
-        let output = command.output().expect("curl runs");
-        let out = text(&output.stdout);
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-}
 
 #[test]
 fn a_tenant_signs_with_its_key_and_forged_or_revoked_keys_are_refused() {
@@ -170,8 +71,8 @@ fn a_tenant_signs_with_its_key_and_forged_or_revoked_keys_are_refused() {
     // What a tenant may not do, it is told so.
     let admin = cloud.tenant(&access, &secret, &["admin", "tenant", "ls"]);
     assert_fails(&admin, 1, &["only on hulld's Unix socket"]);
-    let images = cloud.tenant(&access, &secret, &["images"]);
-    assert_fails(&images, 125, &["not open to tenants"]);
+    let networks = cloud.tenant(&access, &secret, &["network", "ls"]);
+    assert_fails(&networks, 1, &["not open to tenants"]);
 
     // The secret is sealed in the state directory; its master key lives elsewhere.
     for file in ["cloud.db", "cloud.db-wal"] {
@@ -422,12 +323,15 @@ fn the_stock_docker_cli_works_as_a_tenant_with_a_client_certificate_until_it_is_
     let ps = docker(&["ps", "-a", "-q"]);
     assert!(ps.status.success(), "{}", text(&ps.stderr));
     assert_eq!(stdout_of(&ps).trim(), "", "acme owns no container");
-    let images = docker(&["images"]);
-    assert!(!images.status.success());
+    let images = docker(&["images", "-q"]);
+    assert!(images.status.success(), "{}", text(&images.stderr));
+    assert_eq!(stdout_of(&images).trim(), "", "acme holds no image");
+    let networks = docker(&["network", "ls"]);
+    assert!(!networks.status.success());
     assert!(
-        text(&images.stderr).contains("not open to tenants"),
+        text(&networks.stderr).contains("not open to tenants"),
         "{}",
-        text(&images.stderr)
+        text(&networks.stderr)
     );
 
     let keys = stdout_of(&cloud.daemon.hull(&["admin", "key", "ls", "acme"]));

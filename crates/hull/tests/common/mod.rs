@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod as_qemu;
+pub mod cloud;
 pub mod containerd;
 pub mod netns;
 

@@ -1,0 +1,152 @@
+//! A hulld that serves tenants over TLS, and what tests do as its tenants.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{stdout_of, text, Daemon};
+
+/// A hulld that also serves tenants over TLS on a port of its own.
+pub struct Cloud {
+    pub daemon: Daemon,
+    pub port: u16,
+}
+
+impl Cloud {
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let port = super::free_port();
+        let listen = format!("tcp://127.0.0.1:{port}");
+        let mut env = env.to_vec();
+        env.push(("HULL_LISTEN", &listen));
+        let daemon = Daemon::start(&env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "no tenant listener: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { daemon, port }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.daemon.root.join("tls/ca.pem")
+    }
+
+    pub fn address(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// `hull` as a tenant with these keys (no saved config).
+    pub fn tenant(&self, access: &str, secret: &str, args: &[&str]) -> Output {
+        self.tenant_with(access, secret, &[], args)
+    }
+
+    /// [`Cloud::tenant`] with more environment, e.g. `HULL_REGISTRY_AUTH`.
+    pub fn tenant_with(
+        &self,
+        access: &str,
+        secret: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
+        command
+            .args(["-H", &self.address(), "--tlscacert"])
+            .arg(self.ca())
+            .args(args)
+            .env("HULL_ACCESS_KEY", access)
+            .env("HULL_SECRET_KEY", secret)
+            .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
+            .env("HULL_AUTH_FILE", self.daemon.root.join("no-auth.json"))
+            .env_remove("HULL_REGISTRY_AUTH")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        command.output().unwrap()
+    }
+
+    /// A key for a new tenant `name`: (access key, secret key).
+    pub fn tenant_with_key(&self, name: &str) -> (String, String) {
+        stdout_of(&self.daemon.hull(&["admin", "tenant", "create", name]));
+        let key: serde_json::Value = serde_json::from_str(&stdout_of(
+            &self
+                .daemon
+                .hull(&["admin", "key", "create", name, "--format", "json"]),
+        ))
+        .unwrap();
+        (
+            key["AccessKey"].as_str().unwrap().to_owned(),
+            key["SecretKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// curl against the listener: (status, body).
+    pub fn curl(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: Option<&Path>,
+    ) -> (u16, String) {
+        let mut command = Command::new("curl");
+        command
+            .args([
+                "-sS",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                method,
+                "--cacert",
+            ])
+            .arg(self.ca());
+        for (name, value) in headers {
+            command.arg("-H").arg(format!("{name}: {value}"));
+        }
+        if let Some(body) = body {
+            command
+                .arg("--data-binary")
+                .arg(format!("@{}", body.display()));
+        }
+        command.arg(format!("https://127.0.0.1:{}{target}", self.port));
+        let output = command.output().expect("curl runs");
+        let out = text(&output.stdout);
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+/// A docker-archive of one image, `tag`, whose one layer holds the file
+/// `hello` with `content`: small enough for a tenant's signed body.
+pub fn tiny_archive(dir: &Path, tag: &str, content: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let layer_path = dir.join(format!("{}-layer.tar", tag.replace([':', '/'], "_")));
+    super::write_tar(&layer_path, [("hello", content.as_bytes())].into_iter());
+    let layer = std::fs::read(&layer_path).unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&layer)));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", hex::encode(Sha256::digest(&config)));
+    let manifest = serde_json::to_vec(&serde_json::json!([
+        {"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}
+    ]))
+    .unwrap();
+    let archive = dir.join(format!("{}.tar", tag.replace([':', '/'], "_")));
+    super::write_tar(
+        &archive,
+        [
+            ("manifest.json", manifest.as_slice()),
+            (config_name.as_str(), config.as_slice()),
+            ("layer/layer.tar", layer.as_slice()),
+        ]
+        .into_iter(),
+    );
+    archive
+}
