@@ -167,4 +167,12 @@ fn the_images_quota_refuses_a_pull_or_load_and_records_nothing() {
         !listed.contains("busybox") && !listed.contains("small/second"),
         "{listed}"
     );
+
+    // A tenant removed takes its names along, and the images only it kept.
+    let first_id = image_id(&cloud, &small, "small/first:1");
+    let held = stdout_of(&cloud.daemon.hull(&["images", "-q", "--no-trunc"]));
+    assert!(held.contains(&first_id), "{held}");
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "rm", "small"]));
+    let left = stdout_of(&cloud.daemon.hull(&["images", "-q", "--no-trunc"]));
+    assert!(!left.contains(&first_id), "{left}");
 }

@@ -84,7 +84,11 @@ pub(super) async fn route(
                     Ok(json_response(StatusCode::OK, &detail))
                 }
                 (&Method::DELETE, "") => {
+                    let held = store.tenant_images(&name)?;
                     store.remove_tenant(&name)?;
+                    // Its names went with it; images nobody else uses go too.
+                    let ids = held.into_iter().map(|r| r.image).collect();
+                    super::tenant_images::release(daemon, ids).await;
                     Ok(no_content())
                 }
                 (&Method::POST, "quota") => {

@@ -257,7 +257,9 @@ pub(super) async fn remove(
 
 /// Deletes from the shared store those of `ids` that nobody uses: no
 /// tenant names them, no operator tag, no container or run.
-async fn release(daemon: &Daemon, ids: Vec<String>) {
+pub(super) async fn release(daemon: &Daemon, mut ids: Vec<String>) {
+    ids.sort();
+    ids.dedup();
     if ids.is_empty() {
         return;
     }
