@@ -176,3 +176,56 @@ fn the_images_quota_refuses_a_pull_or_load_and_records_nothing() {
     let left = stdout_of(&cloud.daemon.hull(&["images", "-q", "--no-trunc"]));
     assert!(!left.contains(&first_id), "{left}");
 }
+
+#[test]
+fn the_docker_cli_logs_in_and_pulls_a_private_image_as_a_tenant() {
+    if !common::has_docker_cli() {
+        eprintln!("skipped: no docker CLI");
+        return;
+    }
+    let registry = Registry::with_busybox_behind_basic_auth();
+    let name = registry.name("library/busybox:1.36");
+    let cloud = Cloud::start(&[]);
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "acme"]));
+    let certs = cloud.daemon.root.join("acme-tls");
+    stdout_of(&cloud.daemon.hull(&[
+        "admin",
+        "key",
+        "create",
+        "acme",
+        "--tls-client",
+        "--out",
+        certs.to_str().unwrap(),
+    ]));
+    let docker = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .arg("--tlsverify")
+            .arg("--tlscacert")
+            .arg(certs.join("ca.pem"))
+            .arg("--tlscert")
+            .arg(certs.join("cert.pem"))
+            .arg("--tlskey")
+            .arg(certs.join("key.pem"))
+            .args(["-H", &cloud.address()])
+            .args(args)
+            .env("DOCKER_CONFIG", cloud.daemon.root.join("docker-config"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("docker runs")
+    };
+    let anonymous = docker(&["pull", &name]);
+    assert!(!anonymous.status.success(), "{}", stdout_of(&anonymous));
+    let wrong = docker(&["login", "-u", "hull", "-p", "wrong", &registry.addr]);
+    assert!(!wrong.status.success(), "{}", stdout_of(&wrong));
+    let login = docker(&["login", "-u", "hull", "-p", "s3cret", &registry.addr]);
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    let pulled = docker(&["pull", &name]);
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+    let listed = stdout_of(&docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+    assert_eq!(listed.trim(), name, "{listed}");
+    let history = docker(&["history", "-q", &name]);
+    assert!(history.status.success(), "{}", text(&history.stderr));
+    let removed = docker(&["rmi", &name]);
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    assert_eq!(stdout_of(&docker(&["images", "-q"])).trim(), "");
+}

@@ -257,6 +257,8 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/_ping") => Ok(system::ping()),
         (&Method::GET, "/version") => Ok(system::version()),
         (&Method::GET, "/containers/json") => containers::list(daemon, &request, scope).await,
+        // Checks credentials against a registry, storing nothing (`docker login`).
+        (&Method::POST, "/auth") => super::auth::login(daemon, request).await,
         (&Method::GET, "/images/json") => tenant_images::list(daemon, &tenant.0).await,
         (&Method::POST, "/images/create") => tenant_images::pull(daemon, &tenant.0, &request).await,
         (&Method::POST, "/images/load") => tenant_images::load(daemon, &tenant.0, request).await,

@@ -372,7 +372,7 @@ impl PullJob {
         };
         let options = PullOptions {
             tag: false,
-            mirrors: false,
+            host_config: false,
         };
         let pulled = registry::pull_with(
             &self.store,

@@ -94,20 +94,21 @@ pub struct Pulled {
 
 type Events<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
 
-/// How a pull treats the store's shared names and the configured mirrors.
+/// How a pull treats the store's shared names and what the host configured.
 #[derive(Clone, Copy, Debug)]
 pub struct PullOptions {
     /// Point the store's own tag at the image (the operator's view).
     pub tag: bool,
-    /// Try the configured mirrors before the registry.
-    pub mirrors: bool,
+    /// Try the configured mirrors before the registry, and fall back to the
+    /// credentials configured for the registry when none are given.
+    pub host_config: bool,
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
         Self {
             tag: true,
-            mirrors: true,
+            host_config: true,
         }
     }
 }
@@ -131,9 +132,10 @@ pub async fn pull(
     .await
 }
 
-/// [`pull`], as `options` say. Without mirrors, the manifest always comes
-/// from the registry itself with `credentials`, so that the pull proves
-/// access to the image even when its blobs are already in the store.
+/// [`pull`], as `options` say. Without the host's configuration, the
+/// manifest always comes from the registry itself with exactly
+/// `credentials`, so that the pull proves the caller's own access to the
+/// image even when its blobs are already in the store.
 pub async fn pull_with(
     store: &ImageStore,
     client: &RegistryClient,
@@ -156,7 +158,7 @@ pub async fn pull_with(
         client,
         &reference,
         credentials,
-        options.mirrors,
+        options.host_config,
         &shown,
         &wanted,
     )
@@ -263,11 +265,11 @@ async fn first_source(
     client: &RegistryClient,
     reference: &Reference,
     credentials: Option<Credentials>,
-    mirrors: bool,
+    host_config: bool,
     shown: &str,
     wanted: &str,
 ) -> Result<(Repository, (Bytes, Option<String>, Digest)), PullError> {
-    let mirrors = if mirrors {
+    let mirrors = if host_config {
         client.mirror_repositories(reference)
     } else {
         Vec::new()
@@ -283,7 +285,11 @@ async fn first_source(
             }
         }
     }
-    let repository = client.repository(reference, credentials);
+    let repository = if host_config {
+        client.repository(reference, credentials)
+    } else {
+        client.repository_as(reference, credentials)
+    };
     let found = repository.manifest(shown, wanted).await?;
     Ok((repository, found))
 }
