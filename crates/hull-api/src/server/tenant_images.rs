@@ -360,9 +360,10 @@ impl PullJob {
     async fn run(&self, progress: &Progress) -> Result<(), BoxError> {
         let shown = self.reference.familiar();
         // The shared store's own state is not the tenant's business:
-        // whether a layer or the image was there already is not told.
+        // whether a layer or the image was there already, or is being
+        // fetched for someone else, is not told.
         let events = |mut event: PullEvent| {
-            if event.status.starts_with("Status:") {
+            if event.status.starts_with("Status:") || event.status == "Waiting" {
                 return;
             }
             if event.status == "Already exists" {
@@ -468,13 +469,36 @@ pub(super) async fn load(
         }
     }
     let mut released = Vec::new();
-    for image in &loaded {
-        let names: Vec<_> = image
-            .repo_tags
-            .iter()
-            .map(|tag| (RefKind::Tag, tag.clone()))
-            .collect();
-        released.extend(cloud.record_tenant_image(tenant, &image.id, &names)?);
+    {
+        let _shared = SHARED_IMAGES.lock().await;
+        for image in &loaded {
+            let names: Vec<_> = image
+                .repo_tags
+                .iter()
+                .map(|tag| (RefKind::Tag, tag.clone()))
+                .collect();
+            released.extend(cloud.record_tenant_image(tenant, &image.id, &names)?);
+        }
+        // As after a pull: a removal may have deleted a loaded image
+        // between its import and its record.
+        let store = daemon.images().clone();
+        let ids: Vec<String> = loaded.iter().map(|i| i.id.clone()).collect();
+        let gone = blocking(move || {
+            Ok(ids
+                .into_iter()
+                .filter(|id| store.resolve(id).is_err())
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        if !gone.is_empty() {
+            for id in &gone {
+                cloud.forget_tenant_image(tenant, id)?;
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "an image was removed while it was loaded: load the archive again",
+            ));
+        }
     }
     release(daemon, released).await;
     super::prebuild_rootfs(
