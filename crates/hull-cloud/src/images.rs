@@ -39,10 +39,12 @@ pub enum ImagesError {
     NoTenant(String),
     #[error("the cloud database's quota record of {0} is malformed")]
     BadQuota(String, #[source] serde_json::Error),
-    #[error("quota exceeded: images is {limit} and tenant {tenant} already keeps {used}: remove an image first")]
+    /// Worded as the API's other quotas: the quota, the use, the limit.
+    #[error("quota exceeded: images in use {used}, asked {asked}, limit {limit}; remove an image of tenant {tenant}'s, or ask the operator for a larger quota")]
     Quota {
         tenant: String,
         used: u64,
+        asked: u64,
         limit: u64,
     },
     #[error("{0:?} is not an image id (sha256: and 64 lowercase hex digits)")]
@@ -258,6 +260,7 @@ impl Store {
                 return Err(ImagesError::Quota {
                     tenant: tenant.to_owned(),
                     used: after - 1,
+                    asked: 1,
                     limit,
                 });
             }

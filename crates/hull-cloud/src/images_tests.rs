@@ -161,7 +161,7 @@ fn the_images_quota_refuses_a_new_image_and_records_nothing() {
     );
     let message = refused.to_string();
     assert!(
-        message.contains("images is 1") && message.contains("keeps 1"),
+        message.contains("images in use 1") && message.contains("limit 1"),
         "{message}"
     );
     assert_eq!(

@@ -152,7 +152,7 @@ fn the_images_quota_refuses_a_pull_or_load_and_records_nothing() {
     let pulled = cloud.tenant_with(&small.0, &small.1, &with_auth, &["pull", &name]);
     let message = fails_saying(&pulled, &["quota", "images"]);
     assert!(
-        message.contains("is 1") && message.contains("keeps 1"),
+        message.contains("images in use 1") && message.contains("limit 1"),
         "{message}"
     );
     let second = tiny_archive(dir.path(), "small/second:1", "two");

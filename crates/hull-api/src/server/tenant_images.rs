@@ -336,6 +336,7 @@ fn check_room(cloud: &CloudStore, tenant: &str, name: &str) -> Result<(), ApiErr
         return Err(ImagesError::Quota {
             tenant: tenant.to_owned(),
             used,
+            asked: 1,
             limit,
         }
         .into());
@@ -463,6 +464,7 @@ pub(super) async fn load(
             return Err(ImagesError::Quota {
                 tenant: tenant.to_owned(),
                 used,
+                asked: new.len() as u64,
                 limit,
             }
             .into());
