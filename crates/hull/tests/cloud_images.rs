@@ -187,32 +187,7 @@ fn the_docker_cli_logs_in_and_pulls_a_private_image_as_a_tenant() {
     let name = registry.name("library/busybox:1.36");
     let cloud = Cloud::start(&[]);
     stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "acme"]));
-    let certs = cloud.daemon.root.join("acme-tls");
-    stdout_of(&cloud.daemon.hull(&[
-        "admin",
-        "key",
-        "create",
-        "acme",
-        "--tls-client",
-        "--out",
-        certs.to_str().unwrap(),
-    ]));
-    let docker = |args: &[&str]| {
-        std::process::Command::new("docker")
-            .arg("--tlsverify")
-            .arg("--tlscacert")
-            .arg(certs.join("ca.pem"))
-            .arg("--tlscert")
-            .arg(certs.join("cert.pem"))
-            .arg("--tlskey")
-            .arg(certs.join("key.pem"))
-            .args(["-H", &cloud.address()])
-            .args(args)
-            .env("DOCKER_CONFIG", cloud.daemon.root.join("docker-config"))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("docker runs")
-    };
+    let docker = |args: &[&str]| cloud.docker_as("acme", args);
     let anonymous = docker(&["pull", &name]);
     assert!(!anonymous.status.success(), "{}", stdout_of(&anonymous));
     let wrong = docker(&["login", "-u", "hull", "-p", "wrong", &registry.addr]);

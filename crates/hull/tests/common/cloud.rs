@@ -1,4 +1,5 @@
-//! A hulld that serves tenants over TLS, and what tests do as its tenants.
+//! A hulld that also serves tenants over TLS, and clients that act as
+//! its tenants.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -41,17 +42,6 @@ impl Cloud {
 
     /// `hull` as a tenant with these keys (no saved config).
     pub fn tenant(&self, access: &str, secret: &str, args: &[&str]) -> Output {
-        self.tenant_with(access, secret, &[], args)
-    }
-
-    /// [`Cloud::tenant`] with more environment, e.g. `HULL_REGISTRY_AUTH`.
-    pub fn tenant_with(
-        &self,
-        access: &str,
-        secret: &str,
-        env: &[(&str, &str)],
-        args: &[&str],
-    ) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
         command
             .args(["-H", &self.address(), "--tlscacert"])
@@ -60,9 +50,6 @@ impl Cloud {
             .env("HULL_ACCESS_KEY", access)
             .env("HULL_SECRET_KEY", secret)
             .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
-            .env("HULL_AUTH_FILE", self.daemon.root.join("no-auth.json"))
-            .env_remove("HULL_REGISTRY_AUTH")
-            .envs(env.iter().copied())
             .stdin(Stdio::null());
         command.output().unwrap()
     }
@@ -116,6 +103,65 @@ impl Cloud {
         let out = text(&output.stdout);
         let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
         (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// The stock docker CLI as `tenant`, with a client certificate issued
+    /// to it (made on first use).
+    pub fn docker_as(&self, tenant: &str, args: &[&str]) -> Output {
+        let certs = self.daemon.root.join(format!("{tenant}-tls"));
+        if !certs.join("key.pem").exists() {
+            let issued = self.daemon.hull(&[
+                "admin",
+                "key",
+                "create",
+                tenant,
+                "--tls-client",
+                "--out",
+                certs.to_str().unwrap(),
+            ]);
+            assert!(issued.status.success(), "{}", text(&issued.stderr));
+        }
+        Command::new("docker")
+            .arg("--tlsverify")
+            .arg("--tlscacert")
+            .arg(certs.join("ca.pem"))
+            .arg("--tlscert")
+            .arg(certs.join("cert.pem"))
+            .arg("--tlskey")
+            .arg(certs.join("key.pem"))
+            .args(["-H", &self.address()])
+            .args(args)
+            .env("DOCKER_CONFIG", self.daemon.root.join("docker-config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker runs")
+    }
+}
+
+/// What the image tests add: more environment, and archives small enough
+/// for a signed body.
+impl Cloud {
+    /// [`Cloud::tenant`] with more environment, e.g. `HULL_REGISTRY_AUTH`.
+    pub fn tenant_with(
+        &self,
+        access: &str,
+        secret: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
+        command
+            .args(["-H", &self.address(), "--tlscacert"])
+            .arg(self.ca())
+            .args(args)
+            .env("HULL_ACCESS_KEY", access)
+            .env("HULL_SECRET_KEY", secret)
+            .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
+            .env("HULL_AUTH_FILE", self.daemon.root.join("no-auth.json"))
+            .env_remove("HULL_REGISTRY_AUTH")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        command.output().unwrap()
     }
 }
 
