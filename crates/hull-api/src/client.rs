@@ -192,20 +192,44 @@ impl Client {
             path: archive.to_owned(),
             source,
         };
-        let reader: Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin> =
-            if archive == Path::new("-") {
-                Box::new(tokio::io::stdin())
+        // A cloud's listener holds an upload to the hash it was signed
+        // with: hash the archive first (from a spool, if it is stdin), then
+        // stream it.
+        let mut spool = None;
+        let mut hash = None;
+        let reader: Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin> = if self.is_remote() {
+            let path = if archive == Path::new("-") {
+                let file = tempfile::NamedTempFile::new().map_err(read_err)?;
+                let mut out = tokio::fs::File::from_std(file.reopen().map_err(read_err)?);
+                tokio::io::copy(&mut tokio::io::stdin(), &mut out)
+                    .await
+                    .map_err(read_err)?;
+                spool.insert(file).path().to_owned()
             } else {
-                Box::new(tokio::fs::File::open(archive).await.map_err(read_err)?)
+                archive.to_owned()
             };
+            hash = Some(file_sha256(&path).await.map_err(read_err)?);
+            Box::new(tokio::fs::File::open(&path).await.map_err(read_err)?)
+        } else if archive == Path::new("-") {
+            Box::new(tokio::io::stdin())
+        } else {
+            Box::new(tokio::fs::File::open(archive).await.map_err(read_err)?)
+        };
         let chunks = tokio_util::io::ReaderStream::new(reader).map_ok(Frame::data);
         let body = BodyExt::boxed(StreamBody::new(chunks));
         let mut request = Self::request(Method::POST, "/images/load", body);
+        if let Some(hash) = hash {
+            request.headers_mut().insert(
+                hull_cloud::sign::CONTENT_SHA256_HEADER,
+                HeaderValue::from_str(&hash).expect("hex is a header value"),
+            );
+        }
         request.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-tar"),
         );
         let response = Self::check(self.send(request).await?).await?;
+        drop(spool);
         let body = response.into_body().collect().await?.to_bytes();
         body.split(|b| *b == b'\n')
             .filter(|line| !line.is_empty())
@@ -376,4 +400,20 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 
 fn empty() -> Body {
     full(Bytes::new())
+}
+
+/// The hex SHA-256 of a file's contents, read in chunks.
+async fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buffer[..n]);
+    }
 }

@@ -116,7 +116,7 @@ pub struct Daemon {
     runtime: OnceCell<Arc<Runtime<Qemu>>>,
     containers: Arc<Containers<Qemu>>,
     in_use: ImagesInUse,
-    tenants: hull_cloud::store::Store,
+    tenants: Arc<hull_cloud::store::Store>,
     admission: crate::server::Admission,
     metering: Arc<Metering>,
     metrics: Arc<Metrics>,
@@ -179,7 +179,7 @@ impl Daemon {
             runtime: OnceCell::new(),
             containers,
             in_use: ImagesInUse::default(),
-            tenants,
+            tenants: Arc::new(tenants),
             admission: Default::default(),
             metering,
             metrics: Arc::new(Metrics::new()),
@@ -209,7 +209,7 @@ impl Daemon {
     }
 
     /// Tenants and their keys.
-    pub fn tenants(&self) -> &hull_cloud::store::Store {
+    pub fn tenants(&self) -> &Arc<hull_cloud::store::Store> {
         &self.tenants
     }
 
@@ -252,6 +252,14 @@ impl Daemon {
     pub fn used_image_ids(&self) -> std::collections::BTreeSet<String> {
         let mut ids = self.in_use.ids();
         ids.extend(self.containers.image_ids());
+        // Images only tenants name are dangling in the operator's view but
+        // must stay: each tenant's table points at them.
+        match self.tenants.images_of_tenants() {
+            Ok(held) => ids.extend(held),
+            Err(err) => {
+                warn!(error = %crate::server::error_chain(&err), "cannot list the images tenants keep")
+            }
+        }
         ids
     }
 

@@ -6,6 +6,7 @@
 //! hands the runtime a scope.
 
 pub mod date;
+pub mod images;
 pub mod quota;
 pub mod seal;
 pub mod sign;

@@ -117,6 +117,7 @@ impl Store {
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        db.execute_batch(crate::images::SCHEMA)?;
         Ok(Self {
             db: Mutex::new(db),
             secrets_key: secrets_key.to_owned(),
@@ -132,7 +133,7 @@ impl Store {
         Ok(self.sealer.get_or_init(|| sealer))
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (every
         // change is a transaction), so the connection stays usable.
         self.db.lock().unwrap_or_else(|e| e.into_inner())
@@ -396,7 +397,7 @@ fn random_text(len: usize, alphabet: &[u8]) -> Result<String, SealError> {
     Ok(out)
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

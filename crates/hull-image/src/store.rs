@@ -242,6 +242,31 @@ impl ImageStore {
         archive: impl Read,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Vec<LoadedImage>, StoreError> {
+        let loaded = self.import(archive, progress)?;
+        let _lock = self.lock("tags")?;
+        let mut tags = self.tags()?;
+        for image in &loaded {
+            let id: Digest = image.id.parse()?;
+            for tag in &image.repo_tags {
+                if let Some(old) = tags.insert(tag.clone(), id.clone()) {
+                    if old != id {
+                        tracing::info!(%tag, from = %old, to = %id, "tag moved");
+                    }
+                }
+            }
+        }
+        self.write_json(&self.root.join(TAGS), &tags)?;
+        Ok(loaded)
+    }
+
+    /// Loads an archive as [`load`](Self::load) does but leaves the store's
+    /// tags alone: the names the archive gives come back for the caller to
+    /// keep elsewhere (a tenant's own table).
+    pub fn import(
+        &self,
+        archive: impl Read,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Vec<LoadedImage>, StoreError> {
         let tmp = self.root.join("tmp");
         let staging = tempfile::Builder::new()
             .prefix("load-")
@@ -251,17 +276,10 @@ impl ImageStore {
         for image in &images {
             self.commit(image)?;
         }
-        let _lock = self.lock("tags")?;
-        let mut tags = self.tags()?;
         let mut loaded = Vec::new();
         for image in &images {
             let id = image.config.digest.to_string();
             for tag in &image.repo_tags {
-                if let Some(old) = tags.insert(tag.clone(), image.config.digest.clone()) {
-                    if old != image.config.digest {
-                        tracing::info!(%tag, from = %old, to = %id, "tag moved");
-                    }
-                }
                 progress(&format!("Loaded image: {}", reference::familiar(tag)));
             }
             if image.repo_tags.is_empty() {
@@ -272,7 +290,6 @@ impl ImageStore {
                 repo_tags: image.repo_tags.clone(),
             });
         }
-        self.write_json(&self.root.join(TAGS), &tags)?;
         Ok(loaded)
     }
 

@@ -257,3 +257,21 @@ fn a_layer_escaping_the_rootfs_fails_the_build_with_the_layer_named() {
     assert_eq!(source, "entry '../x' escapes the rootfs");
     assert_eq!(fs::read_dir(store.root().join("erofs")).unwrap().count(), 0);
 }
+
+#[test]
+fn import_stores_an_image_but_leaves_the_stores_tags_alone() {
+    let (_dir, store) = store();
+    let image = busybox("sh");
+    let files = docker_files(std::slice::from_ref(&image), false);
+    let imported = store
+        .import(&testutil::archive(&files)[..], &mut |_| {})
+        .unwrap();
+    assert_eq!(imported[0].id, image.id().to_string());
+    assert_eq!(imported[0].repo_tags, ["docker.io/library/busybox:latest"]);
+    assert!(matches!(
+        store.resolve("busybox"),
+        Err(StoreError::NotFound(_))
+    ));
+    let found = store.resolve(&image.id().to_string()).unwrap();
+    assert!(found.repo_tags.is_empty(), "{:?}", found.repo_tags);
+}

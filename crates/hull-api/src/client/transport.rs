@@ -92,15 +92,31 @@ impl Transport {
             return Ok(request);
         };
         let (mut parts, body) = request.into_parts();
-        let body = Limited::new(body, MAX_SIGNED_BODY)
-            .collect()
-            .await
-            .map_err(|source| ClientError::Body {
-                limit: MAX_SIGNED_BODY,
-                source,
-            })?
-            .to_bytes();
-        let payload = sign::payload_sha256(&body);
+        // A streamed upload comes with its hash, taken as it was spooled;
+        // any other body is read whole and hashed here.
+        let hashed = parts
+            .headers
+            .get(sign::CONTENT_SHA256_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (payload, body) = match hashed {
+            Some(payload) => (payload, body),
+            None => {
+                let body = Limited::new(body, MAX_SIGNED_BODY)
+                    .collect()
+                    .await
+                    .map_err(|source| ClientError::Body {
+                        limit: MAX_SIGNED_BODY,
+                        source,
+                    })?
+                    .to_bytes();
+                let payload = sign::payload_sha256(&body);
+                let body = Full::new(body)
+                    .map_err(|never: std::convert::Infallible| match never {})
+                    .boxed();
+                (payload, body)
+            }
+        };
         let date = HyperDate::from_time(SystemTime::now());
         let headers = &mut parts.headers;
         let value = |text: &str| HeaderValue::from_str(text).expect("printable ASCII");
@@ -128,9 +144,6 @@ impl Transport {
         parts
             .headers
             .insert(header::AUTHORIZATION, value(&authorization));
-        let body = Full::new(body)
-            .map_err(|never: std::convert::Infallible| match never {})
-            .boxed();
         Ok(Request::from_parts(parts, body))
     }
 }

@@ -95,8 +95,12 @@ pub(super) async fn route(
                     } else {
                         super::tenancy::check_owns_nothing(daemon, &name)?;
                     }
+                    let held = store.tenant_images(&name)?;
                     store.remove_tenant(&name)?;
                     super::tenant_net::forget_network(daemon, &name);
+                    // Its image names went with it; images nobody else uses go too.
+                    let ids = held.into_iter().map(|r| r.image).collect();
+                    super::tenant_images::release(daemon, ids).await;
                     Ok(no_content())
                 }
                 (&Method::POST, "quota") => {

@@ -26,19 +26,32 @@ pub(super) async fn summaries(daemon: &Daemon) -> Result<Vec<ImageSummary>, ApiE
     let summaries = blocking(move || images.list()).await?;
     Ok(summaries
         .into_iter()
-        .map(|image| ImageSummary {
-            id: image.id,
-            parent_id: String::new(),
-            repo_tags: image.repo_tags.iter().map(|t| familiar(t)).collect(),
-            repo_digests: image.repo_digests.iter().map(|d| familiar(d)).collect(),
-            created: image.created_unix.unwrap_or(0),
-            size: i64::try_from(image.size).unwrap_or(i64::MAX),
-            shared_size: -1,
-            labels: Default::default(),
-            containers: -1,
-            rootfs_ready: Some(image.rootfs_ready),
+        .map(|image| {
+            let tags = image.repo_tags.iter().map(|t| familiar(t)).collect();
+            let digests = image.repo_digests.iter().map(|d| familiar(d)).collect();
+            summary(image, tags, digests)
         })
         .collect())
+}
+
+/// A line of `GET /images/json` for `image` under these (familiar) names.
+pub(super) fn summary(
+    image: hull_image::ImageSummary,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+) -> ImageSummary {
+    ImageSummary {
+        id: image.id,
+        parent_id: String::new(),
+        repo_tags,
+        repo_digests,
+        created: image.created_unix.unwrap_or(0),
+        size: i64::try_from(image.size).unwrap_or(i64::MAX),
+        shared_size: -1,
+        labels: Default::default(),
+        containers: -1,
+        rootfs_ready: Some(image.rootfs_ready),
+    }
 }
 
 /// The image name of `/images/{name}{suffix}`, percent-decoded.
@@ -67,7 +80,7 @@ pub(super) fn query_value(request: &Request<RequestBody>, key: &str) -> Option<S
         .map(|(_, v)| v.into_owned())
 }
 
-fn is_true(value: Option<String>) -> bool {
+pub(super) fn is_true(value: Option<String>) -> bool {
     matches!(value.as_deref(), Some("1" | "true" | "True"))
 }
 
@@ -76,10 +89,24 @@ pub(super) async fn inspect(daemon: &Daemon, path: &str) -> Result<Response<Body
     let name = name_in(path, "/json")?;
     let images = daemon.images().clone();
     let image = blocking(move || images.resolve(&name)).await?;
-    let body = ImageInspect {
+    let tags = image.repo_tags.iter().map(|t| familiar(t)).collect();
+    let digests = image.repo_digests.iter().map(|d| familiar(d)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &inspect_body(image, tags, digests),
+    ))
+}
+
+/// What `GET /images/{name}/json` answers for `image` under these (familiar) names.
+pub(super) fn inspect_body(
+    image: hull_image::Image,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+) -> ImageInspect {
+    ImageInspect {
         id: image.id,
-        repo_tags: image.repo_tags.iter().map(|t| familiar(t)).collect(),
-        repo_digests: image.repo_digests.iter().map(|d| familiar(d)).collect(),
+        repo_tags,
+        repo_digests,
         parent: String::new(),
         comment: String::new(),
         created: image.created.unwrap_or_default(),
@@ -99,8 +126,7 @@ pub(super) async fn inspect(daemon: &Daemon, path: &str) -> Result<Response<Body
                 .map(|l| l.diff_id.to_string())
                 .collect(),
         },
-    };
-    Ok(json_response(StatusCode::OK, &body))
+    }
 }
 
 /// `POST /images/{name}/tag?repo=…&tag=…`.
@@ -165,7 +191,7 @@ pub(super) async fn prune(
     ))
 }
 
-fn delete_item(removal: Removal) -> ImageDeleteItem {
+pub(super) fn delete_item(removal: Removal) -> ImageDeleteItem {
     match removal {
         Removal::Untagged(tag) => ImageDeleteItem {
             untagged: Some(tag),
@@ -178,11 +204,13 @@ fn delete_item(removal: Removal) -> ImageDeleteItem {
     }
 }
 
-/// `POST /images/load`: the body is a docker-archive or OCI-layout tar.
-pub(super) async fn load(
+/// Spools an uploaded archive to a file under the state directory, up to
+/// what the host takes; a body that breaks off (or, from a tenant, does not
+/// match its signed hash) is an error, and nothing is kept.
+pub(super) async fn spool_upload(
     daemon: &Daemon,
     request: Request<RequestBody>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<tempfile::NamedTempFile, ApiError> {
     let internal = |what: &str, err: std::io::Error| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {err}"))
     };
@@ -226,7 +254,15 @@ pub(super) async fn load(
         .await
         .map_err(|e| internal("cannot spool the upload", e))?;
     drop(file);
+    Ok(spool)
+}
 
+/// `POST /images/load`: the body is a docker-archive or OCI-layout tar.
+pub(super) async fn load(
+    daemon: &Daemon,
+    request: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    let spool = spool_upload(daemon, request).await?;
     let images = daemon.images().clone();
     let (lines, loaded) = blocking(move || {
         let archive = std::fs::File::open(spool.path()).map_err(|source| StoreError::Read {
@@ -244,6 +280,11 @@ pub(super) async fn load(
         daemon.images().clone(),
         loaded.into_iter().map(|image| image.id).collect(),
     );
+    Ok(stream_lines(lines))
+}
+
+/// Docker's JSON stream of `{"stream": line}` messages, as `load` answers.
+pub(super) fn stream_lines(lines: Vec<String>) -> Response<Body> {
     let mut body = Vec::new();
     for line in lines {
         let progress = ProgressLine {
@@ -258,12 +299,22 @@ pub(super) async fn load(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    response
 }
 
 /// `GET /images/{name}/history`: newest step first, as docker lists it.
 pub(super) async fn history(daemon: &Daemon, path: &str) -> Result<Response<Body>, ApiError> {
     let name = name_in(path, "/history")?;
+    history_of(daemon, name, None).await
+}
+
+/// The history of the image `name` resolves to in the store; its newest
+/// step shows `tags` (familiar), or the store's own tags when `None`.
+pub(super) async fn history_of(
+    daemon: &Daemon,
+    name: String,
+    tags: Option<Vec<String>>,
+) -> Result<Response<Body>, ApiError> {
     let images = daemon.images().clone();
     let (image, steps) = blocking(move || {
         let image = images.resolve(&name)?;
@@ -271,6 +322,7 @@ pub(super) async fn history(daemon: &Daemon, path: &str) -> Result<Response<Body
         Ok((image, steps))
     })
     .await?;
+    let tags = tags.unwrap_or_else(|| image.repo_tags.iter().map(|t| familiar(t)).collect());
     let body: Vec<crate::types::HistoryItem> = steps
         .into_iter()
         .enumerate()
@@ -287,7 +339,7 @@ pub(super) async fn history(daemon: &Daemon, path: &str) -> Result<Response<Body
                 .and_then(hull_image::spec::parse_rfc3339)
                 .unwrap_or(0),
             created_by: step.created_by,
-            tags: (i == 0).then(|| image.repo_tags.iter().map(|t| familiar(t)).collect()),
+            tags: (i == 0).then(|| tags.clone()),
             size: i64::try_from(step.size).unwrap_or(i64::MAX),
             comment: step.comment,
         })

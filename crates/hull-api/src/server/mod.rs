@@ -22,6 +22,7 @@ mod templates;
 mod tenancy;
 mod tenant;
 mod tenant_containers;
+mod tenant_images;
 pub(crate) mod tenant_net;
 mod top;
 mod usage;
@@ -54,7 +55,10 @@ use crate::DOCKER_API_VERSION;
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 /// A request's body: hyper's own from the Unix socket, or one the tenant
 /// listener has already read and checked against its signature.
-pub(crate) type RequestBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type RequestBody = BoxBody<Bytes, BodyError>;
+/// Why a request's body could not be read: the connection's error, or a
+/// streamed body that did not match its signed hash.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An error answered in the Engine API's shape.
 #[derive(Debug)]
@@ -163,7 +167,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) -> std::io::Resu
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let daemon = daemon.clone();
-                let request = request.map(BodyExt::boxed);
+                let request = request.map(|body| body.map_err(BodyError::from).boxed());
                 async move { Ok::<_, Infallible>(route(daemon, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()

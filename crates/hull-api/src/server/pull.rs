@@ -22,7 +22,7 @@ use crate::types::{ErrorBody, ProgressDetail, ProgressLine};
 pub(crate) const REGISTRY_AUTH: &str = "x-registry-auth";
 
 /// What `fromImage`, `tag` (a tag or a digest) and Hull's `insecure` ask for.
-fn parse_query(query: &str) -> Result<(Reference, bool), ApiError> {
+pub(super) fn parse_query(query: &str) -> Result<(Reference, bool), ApiError> {
     let mut from = None;
     let mut tag = None;
     let mut insecure = false;
@@ -53,7 +53,7 @@ fn parse_query(query: &str) -> Result<(Reference, bool), ApiError> {
     Ok((reference, insecure))
 }
 
-fn line(progress: &ProgressLine) -> Bytes {
+pub(super) fn line(progress: &ProgressLine) -> Bytes {
     let mut bytes = serde_json::to_vec(progress).expect("progress serializes");
     bytes.push(b'\n');
     bytes.into()

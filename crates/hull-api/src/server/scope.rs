@@ -75,6 +75,28 @@ pub fn check_exec(
     Ok(())
 }
 
+/// The full id (`sha256:…`) of the image `reference` names among those
+/// `scope` may run: for the operator, the image store's own names; for a
+/// tenant, only the images it pulled, loaded or tagged itself. Another
+/// tenant's image, by name, id, id prefix or digest, answers as a missing
+/// one. The container create path resolves its image through this and
+/// hands the runtime the id it returns.
+pub async fn image_visible(
+    daemon: &crate::daemon::Daemon,
+    scope: Scope<'_>,
+    reference: &str,
+) -> Result<String, super::ApiError> {
+    match scope {
+        Scope::Operator => {
+            let images = daemon.images().clone();
+            let reference = reference.to_owned();
+            let image = super::blocking(move || images.resolve(&reference)).await?;
+            Ok(image.id)
+        }
+        Scope::Tenant(tenant) => super::tenant_images::resolve(daemon, tenant, reference).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

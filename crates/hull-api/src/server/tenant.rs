@@ -9,17 +9,20 @@
 //! signed with before any handler sees it.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hull_cloud::date::HyperDate;
 use hull_cloud::sign::{self, Request as Signed};
 use hull_cloud::verify::{Verifier, VerifyError};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -27,8 +30,8 @@ use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
 use super::{
-    containers, events, exec, networks, system, tenant_containers, volumes, ApiError, Body,
-    RequestBody,
+    containers, events, exec, networks, system, tenant_containers, tenant_images, volumes,
+    ApiError, Body, BodyError, RequestBody,
 };
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
@@ -186,11 +189,76 @@ async fn authenticate(
         })
         .map_err(unauthorized)?;
     let tenant = Tenant(tenant.expect("a verified request has a key's tenant"));
+    if streams(&parts) {
+        let body = HashChecked::new(body, verified.payload_sha256);
+        return Ok((tenant, Request::from_parts(parts, body.boxed())));
+    }
     let body = read_body(body).await?;
     if sign::payload_sha256(&body) != verified.payload_sha256 {
         return Err(unauthorized(VerifyError::BodyMismatch));
     }
     Ok((tenant, Request::from_parts(parts, buffered(body))))
+}
+
+/// Whether a request's body is streamed to its handler rather than read
+/// whole first: an image upload, which may be far past the signed-body
+/// limit. Its handler spools it to disk and acts only on its whole.
+fn streams(parts: &hyper::http::request::Parts) -> bool {
+    parts.method == Method::POST && super::strip_version(parts.uri.path()) == "/images/load"
+}
+
+/// A streamed body held to the hash it was signed with: its data passes
+/// through as it comes, and its end is an error unless the hash matches,
+/// so a handler that acts only on a whole body never acts on a forged one.
+struct HashChecked {
+    inner: Incoming,
+    hasher: Sha256,
+    signed: String,
+    ended: bool,
+}
+
+impl HashChecked {
+    fn new(inner: Incoming, signed: String) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            signed,
+            ended: false,
+        }
+    }
+}
+
+impl hyper::body::Body for HashChecked {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.hasher.update(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => Poll::Ready(Some(Err(err.into()))),
+            None => {
+                this.ended = true;
+                let hash = hex::encode(std::mem::take(&mut this.hasher).finalize());
+                if hash == this.signed {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(VerifyError::BodyMismatch.into())))
+                }
+            }
+        }
+    }
 }
 
 /// A request on a connection made with a tenant's client certificate.
@@ -210,6 +278,11 @@ async fn by_certificate(
             )
         })?;
     let (parts, body) = request.into_parts();
+    // The certificate proved who sends it; there is no hash to hold it to.
+    if streams(&parts) {
+        let body = body.map_err(BodyError::from).boxed();
+        return Ok((Tenant(tenant), Request::from_parts(parts, body)));
+    }
     let body = read_body(body).await?;
     Ok((Tenant(tenant), Request::from_parts(parts, buffered(body))))
 }
@@ -275,6 +348,23 @@ async fn route(
                 return Err(super::not_found(&method, &path));
             }
             networks::inspect(daemon, &reference, scope)
+        }
+        // Checks credentials against a registry, storing nothing (`docker login`).
+        (&Method::POST, "/auth") => super::auth::login(daemon, request).await,
+        (&Method::GET, "/images/json") => tenant_images::list(daemon, &tenant.0).await,
+        (&Method::POST, "/images/create") => tenant_images::pull(daemon, &tenant.0, &request).await,
+        (&Method::POST, "/images/load") => tenant_images::load(daemon, &tenant.0, request).await,
+        (&Method::POST, p) if p.starts_with("/images/") && p.ends_with("/tag") => {
+            tenant_images::tag(daemon, &tenant.0, p, &request).await
+        }
+        (&Method::GET, p) if p.starts_with("/images/") && p.ends_with("/history") => {
+            tenant_images::history(daemon, &tenant.0, p).await
+        }
+        (&Method::GET, p) if p.starts_with("/images/") && p.ends_with("/json") => {
+            tenant_images::inspect(daemon, &tenant.0, p).await
+        }
+        (&Method::DELETE, p) if p.starts_with("/images/") => {
+            tenant_images::remove(daemon, &tenant.0, p, &request).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = super::split_resource(p, "/containers/");

@@ -12,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::containers::{self, Query};
-use super::scope::{Scope, OWNER_LABEL};
+use super::scope::{self, Scope, OWNER_LABEL};
 use super::tenancy::{admit_one, over_quota, owned, quota_of, size_of};
 use super::{body_bytes, json_response, tenant_net, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
@@ -41,8 +41,11 @@ pub(super) async fn create(
     let labels = body.labels.get_or_insert_with(Default::default);
     labels.insert(OWNER_LABEL.to_owned(), tenant.to_owned());
     labels.insert(SIZE_LABEL.to_owned(), size_name(size));
+    // The tenant runs only images it pulled or loaded, by its own names.
+    let image_id = scope::image_visible(daemon, Scope::Tenant(tenant), &body.image).await?;
     let mut options = containers::create_options(body, name)?;
     options.namespace = Some(tenant.to_owned());
+    options.image_id = Some(image_id);
     // The tenant's volume `data` is its own: `data@tenant` in the store.
     let scope = Scope::Tenant(tenant);
     for mount in &mut options.volumes {

@@ -155,8 +155,19 @@ impl RegistryClient {
         reference: &Reference,
         credentials: Option<Credentials>,
     ) -> Repository {
+        let credentials =
+            credentials.or_else(|| self.config.credentials_for(reference.domain()).cloned());
+        self.repository_as(reference, credentials)
+    }
+
+    /// A session with the repository `reference` names, with exactly
+    /// `credentials` (none: anonymous), never those configured: a tenant's.
+    pub fn repository_as(
+        &self,
+        reference: &Reference,
+        credentials: Option<Credentials>,
+    ) -> Repository {
         let domain = reference.domain().to_owned();
-        let credentials = credentials.or_else(|| self.config.credentials_for(&domain).cloned());
         Repository {
             http: self.http.clone(),
             base: self.config.base_url(&domain),
@@ -525,6 +536,24 @@ mod tests {
         assert_eq!(
             local.blob_url(&digest),
             format!("http://127.0.0.1:5000/v2/a/b/blobs/{digest}")
+        );
+    }
+
+    #[test]
+    fn a_session_as_someone_never_borrows_the_configured_credentials() {
+        let client = RegistryClient::new(RegistryConfig {
+            credentials: vec![("127.0.0.1:5000".into(), Credentials::new("op", "secret"))],
+            ..Default::default()
+        })
+        .unwrap();
+        let reference = Reference::parse("127.0.0.1:5000/private/app").unwrap();
+        assert!(client.repository(&reference, None).credentials.is_some());
+        assert!(client.repository_as(&reference, None).credentials.is_none());
+        let own = Credentials::new("tenant", "pw");
+        let theirs = client.repository_as(&reference, Some(own));
+        assert_eq!(
+            theirs.credentials.map(|c| c.username),
+            Some("tenant".to_owned())
         );
     }
 

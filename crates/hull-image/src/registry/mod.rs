@@ -23,7 +23,7 @@ use std::net::IpAddr;
 pub use auth::{Credentials, CredentialsError};
 pub use client::{ClientError, RegistryClient, Repository};
 pub use mirror::{Mirror, MirrorError};
-pub use pull::{pull, PullError, PullEvent, Pulled};
+pub use pull::{pull, pull_with, PullError, PullEvent, PullOptions, Pulled};
 pub use push::{push, PushError, Pushed};
 
 /// The host serving the default domain's API.

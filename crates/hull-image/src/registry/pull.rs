@@ -94,12 +94,54 @@ pub struct Pulled {
 
 type Events<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
 
+/// How a pull treats the store's shared names and what the host configured.
+#[derive(Clone, Copy, Debug)]
+pub struct PullOptions {
+    /// Point the store's own tag at the image (the operator's view).
+    pub tag: bool,
+    /// Try the configured mirrors before the registry, and fall back to the
+    /// credentials configured for the registry when none are given.
+    pub host_config: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            tag: true,
+            host_config: true,
+        }
+    }
+}
+
 /// Pulls `reference` into `store`, reporting each step to `events`.
 pub async fn pull(
     store: &ImageStore,
     client: &RegistryClient,
     reference: &Reference,
     credentials: Option<Credentials>,
+    events: Events<'_>,
+) -> Result<Pulled, PullError> {
+    pull_with(
+        store,
+        client,
+        reference,
+        credentials,
+        PullOptions::default(),
+        events,
+    )
+    .await
+}
+
+/// [`pull`], as `options` say. Without the host's configuration, the
+/// manifest always comes from the registry itself with exactly
+/// `credentials`, so that the pull proves the caller's own access to the
+/// image even when its blobs are already in the store.
+pub async fn pull_with(
+    store: &ImageStore,
+    client: &RegistryClient,
+    reference: &Reference,
+    credentials: Option<Credentials>,
+    options: PullOptions,
     events: Events<'_>,
 ) -> Result<Pulled, PullError> {
     let reference = reference.clone().with_default_tag();
@@ -112,8 +154,15 @@ pub async fn pull(
         Some(&wanted),
         format!("Pulling from {}", reference.path()),
     ));
-    let (repository, (bytes, content_type, digest)) =
-        first_source(client, &reference, credentials, &shown, &wanted).await?;
+    let (repository, (bytes, content_type, digest)) = first_source(
+        client,
+        &reference,
+        credentials,
+        options.host_config,
+        &shown,
+        &wanted,
+    )
+    .await?;
     let parse = |content_type: Option<&str>, bytes: &[u8]| {
         manifest::parse(content_type, bytes).map_err(|source| PullError::Manifest {
             reference: shown.clone(),
@@ -178,7 +227,10 @@ pub async fn pull(
         config: manifest.config.clone(),
         config_bytes,
         layers,
-        tag: reference.tag().map(|_| reference.to_string()),
+        tag: reference
+            .tag()
+            .filter(|_| options.tag)
+            .map(|_| reference.to_string()),
         repository: reference.name(),
     };
     let committing = store.clone();
@@ -213,10 +265,16 @@ async fn first_source(
     client: &RegistryClient,
     reference: &Reference,
     credentials: Option<Credentials>,
+    host_config: bool,
     shown: &str,
     wanted: &str,
 ) -> Result<(Repository, (Bytes, Option<String>, Digest)), PullError> {
-    for mirror in client.mirror_repositories(reference) {
+    let mirrors = if host_config {
+        client.mirror_repositories(reference)
+    } else {
+        Vec::new()
+    };
+    for mirror in mirrors {
         match mirror.manifest(shown, wanted).await {
             Ok(found) => {
                 tracing::info!(mirror = %mirror.domain(), reference = %shown, "pulling from a mirror");
@@ -227,7 +285,11 @@ async fn first_source(
             }
         }
     }
-    let repository = client.repository(reference, credentials);
+    let repository = if host_config {
+        client.repository(reference, credentials)
+    } else {
+        client.repository_as(reference, credentials)
+    };
     let found = repository.manifest(shown, wanted).await?;
     Ok((repository, found))
 }

@@ -28,6 +28,9 @@ use crate::volume::VolumeSource;
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     pub name: Option<String>,
+    /// The image `image` names, when the caller resolved it itself (a
+    /// tenant's names are not the store's tags); `image` is then shown only.
+    pub image_id: Option<String>,
     /// Where the name is unique: containers of different namespaces may
     /// share a name (two tenants' `web`). `None` is the host's own.
     pub namespace: Option<String>,
@@ -75,7 +78,7 @@ impl<H: Hypervisor> Containers<H> {
         mut options: CreateOptions,
     ) -> Result<Arc<Container>, ContainerError> {
         let images = self.images.clone();
-        let reference = options.image.clone();
+        let reference = options.image_id.clone().unwrap_or(options.image.clone());
         let image = tokio::task::spawn_blocking(move || images.resolve(&reference))
             .await
             .expect("image lookups do not panic")?;

@@ -146,3 +146,62 @@ impl Cloud {
             .expect("docker runs")
     }
 }
+
+/// What the image tests add: more environment, and archives small enough
+/// for a signed body.
+impl Cloud {
+    /// [`Cloud::tenant`] with more environment, e.g. `HULL_REGISTRY_AUTH`.
+    pub fn tenant_with(
+        &self,
+        access: &str,
+        secret: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
+        command
+            .args(["-H", &self.address(), "--tlscacert"])
+            .arg(self.ca())
+            .args(args)
+            .env("HULL_ACCESS_KEY", access)
+            .env("HULL_SECRET_KEY", secret)
+            .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
+            .env("HULL_AUTH_FILE", self.daemon.root.join("no-auth.json"))
+            .env_remove("HULL_REGISTRY_AUTH")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        command.output().unwrap()
+    }
+}
+
+/// A docker-archive of one image, `tag`, whose one layer holds the file
+/// `hello` with `content`: small enough for a tenant's signed body.
+pub fn tiny_archive(dir: &Path, tag: &str, content: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let layer_path = dir.join(format!("{}-layer.tar", tag.replace([':', '/'], "_")));
+    super::write_tar(&layer_path, [("hello", content.as_bytes())].into_iter());
+    let layer = std::fs::read(&layer_path).unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&layer)));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", hex::encode(Sha256::digest(&config)));
+    let manifest = serde_json::to_vec(&serde_json::json!([
+        {"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}
+    ]))
+    .unwrap();
+    let archive = dir.join(format!("{}.tar", tag.replace([':', '/'], "_")));
+    super::write_tar(
+        &archive,
+        [
+            ("manifest.json", manifest.as_slice()),
+            (config_name.as_str(), config.as_slice()),
+            ("layer/layer.tar", layer.as_slice()),
+        ]
+        .into_iter(),
+    );
+    archive
+}

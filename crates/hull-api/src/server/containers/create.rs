@@ -207,6 +207,7 @@ pub(in crate::server) fn create_options(
         attach_stderr: body.attach_stderr,
         // An owned container's name is unique among its owner's.
         namespace: labels.get(OWNER_LABEL).cloned(),
+        image_id: None,
         labels,
         restart,
         auto_remove: host.auto_remove,
