@@ -271,10 +271,16 @@ fn requests_the_original_hyper_client_signed_pass_the_listener_and_tampered_copi
         let body = (!vector["body"].as_str().unwrap().is_empty()).then_some(body_file.as_path());
 
         // Authenticated: what follows is the tenant route's own answer,
-        // an empty list of the tenant's containers or a refusal.
+        // an empty list of the tenant's containers, the volume the hyper
+        // client asked for (its driver and GB size), or a refusal.
         let (code, answer) = cloud.curl(method, target, &headers, body);
         if target.starts_with("/v1.23/containers/json") {
             assert_eq!((code, answer.trim()), (200, "[]"), "{target}");
+        } else if target == "/v1.23/volumes/create" {
+            assert_eq!(code, 201, "{target}: {answer}");
+            let volume: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(volume["Name"], "data", "{answer}");
+            assert_eq!(volume["Labels"]["size"], "10", "{answer}");
         } else {
             assert_eq!(code, 403, "{target}: {answer}");
             assert!(answer.contains("not open to tenants"), "{target}: {answer}");
