@@ -5,8 +5,8 @@
 //! LAN (192.168.77.0/24) and the internet (198.51.100.0/24). A namespace
 //! plugged into an operator's bridge network stands for its container.
 //!
-//! Until tenants create their own containers, the operator makes them on
-//! the network `hull admin tenant network` names, labelled with the owner.
+//! Each tenant loads its own image and runs its containers over the TLS
+//! listener; the operator names them by their qualified names (`acme/a1`).
 
 mod common;
 
@@ -73,22 +73,31 @@ fn serve(text: &str) -> String {
     format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www")
 }
 
-/// A running container of `tenant` on its network, serving `page`.
-fn tenant_container(daemon: &Daemon, tenant: &str, network: &str, name: &str, page: &str) {
-    stdout_of(&daemon.hull(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        network,
-        "--label",
-        &format!("sh.hull.tenant={tenant}"),
-        "busybox",
-        "sh",
-        "-c",
-        &serve(page),
-    ]));
+/// A running container the tenant of `key` runs (on its own network, as
+/// every tenant container is), serving `page`.
+fn tenant_container(
+    netns: &NetNs,
+    daemon: &Daemon,
+    key: &serde_json::Value,
+    name: &str,
+    page: &str,
+) {
+    let run = as_tenant(
+        netns,
+        daemon,
+        key,
+        &[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "busybox",
+            "sh",
+            "-c",
+            &serve(page),
+        ],
+    );
+    stdout_of(&run);
 }
 
 /// The network's labels and subnet, as inspect shows them.
@@ -209,12 +218,22 @@ fn tenants_containers_reach_each_other_and_the_internet_and_nothing_else() {
     let acme = hull(&["admin", "tenant", "network", "acme"]);
     let beta = hull(&["admin", "tenant", "network", "beta"]);
     let (acme, beta) = (acme.trim(), beta.trim());
-    tenant_container(daemon, "acme", acme, "a1", "a1-page");
-    tenant_container(daemon, "acme", acme, "a2", "a2-page");
-    tenant_container(daemon, "beta", beta, "b1", "b1-page");
-    let (a1, acme_gateway) = address_on(daemon, acme, "a1");
-    let (a2, _) = address_on(daemon, acme, "a2");
-    let (b1, beta_gateway) = address_on(daemon, beta, "b1");
+    let (acme_key, beta_key) = (key_of(daemon, "acme"), key_of(daemon, "beta"));
+    let archive = common::busybox_archive();
+    for key in [&acme_key, &beta_key] {
+        stdout_of(&as_tenant(
+            host,
+            daemon,
+            key,
+            &["load", "-i", archive.to_str().unwrap()],
+        ));
+    }
+    tenant_container(host, daemon, &acme_key, "a1", "a1-page");
+    tenant_container(host, daemon, &acme_key, "a2", "a2-page");
+    tenant_container(host, daemon, &beta_key, "b1", "b1-page");
+    let (a1, acme_gateway) = address_on(daemon, acme, "acme/a1");
+    let (a2, _) = address_on(daemon, acme, "acme/a2");
+    let (b1, beta_gateway) = address_on(daemon, beta, "beta/b1");
 
     // Each probe prints what it reaches: another tenant's page, the host's
     // servers (through the gateway, at its LAN and internet addresses),
@@ -240,7 +259,7 @@ fn tenants_containers_reach_each_other_and_the_internet_and_nothing_else() {
 
     let out = hull(&[
         "exec",
-        "a1",
+        "acme/a1",
         "sh",
         "-c",
         &format!(
@@ -262,7 +281,7 @@ fn tenants_containers_reach_each_other_and_the_internet_and_nothing_else() {
 
     let out = hull(&[
         "exec",
-        "b1",
+        "beta/b1",
         "sh",
         "-c",
         &format!(
@@ -295,7 +314,7 @@ fn tenants_containers_reach_each_other_and_the_internet_and_nothing_else() {
     assert!(reaches(host, LAN_PEER, lan_port));
     assert!(reaches(host, OPS_GUEST, ops_port));
 
-    hull(&["rm", "-f", "a1", "a2", "b1"]);
+    hull(&["rm", "-f", "acme/a1", "acme/a2", "beta/b1"]);
     host.ip(&["link", "del", "opsport"]);
     hull(&["network", "rm", "ops"]);
 }
