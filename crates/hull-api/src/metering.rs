@@ -201,15 +201,14 @@ impl Metering {
                     if let Err(err) = usage.beat(None, now) {
                         warn!(error = %crate::server::error_chain(&err), "cannot note the runs alive");
                     }
-                    // Volumes carry no owner yet: the operator's until
-                    // tenants create their own.
+                    // A tenant's volume is `name@tenant` in the store.
                     let volumes: Vec<Stored> = containers
                         .volumes()
                         .list()
                         .into_iter()
                         .map(|v| Stored {
+                            tenant: v.record.name.rsplit_once('@').map(|(_, t)| t.to_owned()),
                             name: v.record.name,
-                            tenant: None,
                             bytes: v.record.size,
                         })
                         .collect();
