@@ -107,11 +107,7 @@ impl Usage {
         owner: Owner<'_>,
         since_ms: i64,
     ) -> Result<Vec<StorageUse>, UsageError> {
-        let (everyone, tenant) = match owner {
-            Owner::Everyone => (true, None),
-            Owner::Operator => (false, None),
-            Owner::Tenant(name) => (false, Some(name)),
-        };
+        let (everyone, tenant) = owner.filter();
         let db = self.db();
         let mut statement = db.prepare(
             "SELECT kind, name, tenant, bytes, first_ms, last_ms, gone_ms, mib_ms FROM storage

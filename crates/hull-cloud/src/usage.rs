@@ -119,6 +119,17 @@ pub enum Owner<'a> {
     Tenant(&'a str),
 }
 
+impl<'a> Owner<'a> {
+    /// The query's parameters: (everyone, the tenant; `None` is the operator).
+    pub(crate) fn filter(self) -> (bool, Option<&'a str>) {
+        match self {
+            Owner::Everyone => (true, None),
+            Owner::Operator => (false, None),
+            Owner::Tenant(name) => (false, Some(name)),
+        }
+    }
+}
+
 pub struct Usage {
     db: Mutex<Connection>,
 }
@@ -323,11 +334,7 @@ impl Usage {
         since_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<Run>, UsageError> {
-        let (everyone, tenant) = match owner {
-            Owner::Everyone => (true, None),
-            Owner::Operator => (false, None),
-            Owner::Tenant(name) => (false, Some(name)),
-        };
+        let (everyone, tenant) = owner.filter();
         let db = self.db();
         let mut statement = db.prepare(
             "SELECT id, tenant, container_id, container_name, size, vcpus, memory_mib,

@@ -74,6 +74,23 @@ pub(super) fn name_in(path: &str, suffix: &str) -> Result<String, ApiError> {
 }
 
 /// The value of `key` in a query string.
+/// The `repo[:tag]` a `POST /images/{name}/tag` names.
+pub(super) fn tag_target(request: &Request<RequestBody>) -> Result<String, ApiError> {
+    let repo = query_value(request, "repo").unwrap_or_default();
+    if repo.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "repository name must have at least one component",
+        ));
+    }
+    Ok(
+        match query_value(request, "tag").filter(|t| !t.is_empty()) {
+            Some(tag) => format!("{repo}:{tag}"),
+            None => repo,
+        },
+    )
+}
+
 pub(super) fn query_value(request: &Request<RequestBody>, key: &str) -> Option<String> {
     form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == key)
@@ -136,17 +153,7 @@ pub(super) async fn tag(
     request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let name = name_in(path, "/tag")?;
-    let repo = query_value(request, "repo").unwrap_or_default();
-    if repo.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "repository name must have at least one component",
-        ));
-    }
-    let target = match query_value(request, "tag").filter(|t| !t.is_empty()) {
-        Some(tag) => format!("{repo}:{tag}"),
-        None => repo,
-    };
+    let target = tag_target(request)?;
     let images = daemon.images().clone();
     blocking(move || images.tag(&name, &target)).await?;
     let mut response = Response::new(full(""));

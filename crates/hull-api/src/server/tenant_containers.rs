@@ -14,9 +14,9 @@ use serde_json::Value;
 use super::containers::{self, Query};
 use super::scope::{self, Scope, OWNER_LABEL};
 use super::tenancy::{admit_one, over_quota, owned, quota_of, size_of};
-use super::{body_bytes, json_response, tenant_net, ApiError, Body, RequestBody};
+use super::{body_bytes, tenant_net, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
-use crate::types::container::{ContainerCreate, ContainerCreated};
+use crate::types::container::ContainerCreate;
 
 /// The label that names a container's size, as Hyper.sh's clients set it.
 pub const SIZE_LABEL: &str = "sh_hyper_instancetype";
@@ -90,14 +90,7 @@ pub(super) async fn create(
             ));
         }
     }
-    let container = daemon.containers().create(options).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &ContainerCreated {
-            id: container.id.clone(),
-            warnings: Vec::new(),
-        },
-    ))
+    containers::create_with(daemon, options).await
 }
 
 /// Starts (or restarts) the tenant's container `id` if its size fits in
@@ -151,18 +144,18 @@ where
 /// own `Memory`/`NanoCpus` ask for, else the size label's, else S4.
 fn apply_size(body: &mut ContainerCreate) -> Result<VmSize, ApiError> {
     let host = body.host_config.get_or_insert_with(Default::default);
-    let memory = host.memory.filter(|m| *m > 0);
-    let nano_cpus = host.nano_cpus.filter(|n| *n > 0);
-    let bad =
-        |e: hull_runtime::size::SizeError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
-    let size = if memory.is_some() || nano_cpus.is_some() {
-        let memory_mib = memory.map_or(0, |bytes| (bytes as u64).div_ceil(1 << 20));
-        let cpus = nano_cpus.map_or(0.0, |n| n as f64 / 1e9);
-        hull_runtime::size::fitting(cpus, memory_mib).map_err(bad)?
-    } else {
-        let label = body.labels.as_ref().and_then(|l| l.get(SIZE_LABEL));
-        hull_runtime::size::named(label.map_or(DEFAULT_SIZE, String::as_str)).map_err(bad)?
+    let size = match containers::vm_size(host)? {
+        Some(size) => size,
+        None => {
+            let label = body.labels.as_ref().and_then(|l| l.get(SIZE_LABEL));
+            hull_runtime::size::named(label.map_or(DEFAULT_SIZE, String::as_str))
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+        }
     };
+    let (memory, nano_cpus) = (
+        host.memory.filter(|m| *m > 0),
+        host.nano_cpus.filter(|n| *n > 0),
+    );
     if memory.is_none() {
         host.memory = Some(i64::from(size.memory_mib) << 20);
     }

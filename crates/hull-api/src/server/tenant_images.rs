@@ -180,17 +180,7 @@ pub(super) async fn tag(
     request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let id = visible(daemon, tenant, &name_in(path, "/tag")?).await?;
-    let repo = query_value(request, "repo").unwrap_or_default();
-    if repo.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "repository name must have at least one component",
-        ));
-    }
-    let target = match query_value(request, "tag").filter(|t| !t.is_empty()) {
-        Some(tag) => format!("{repo}:{tag}"),
-        None => repo,
-    };
+    let target = super::images::tag_target(request)?;
     let reference = Reference::parse(&target).map_err(StoreError::from)?;
     if reference.digest().is_some() {
         return Err(StoreError::from(TagError::DigestTarget(target)).into());

@@ -51,16 +51,7 @@ impl Cloud {
 
     /// `hull` as a tenant with these keys (no saved config).
     pub fn tenant(&self, access: &str, secret: &str, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
-        command
-            .args(["-H", &self.address(), "--tlscacert"])
-            .arg(self.ca())
-            .args(args)
-            .env("HULL_ACCESS_KEY", access)
-            .env("HULL_SECRET_KEY", secret)
-            .env("HULL_CONFIG", self.daemon.root.join("no-config.json"))
-            .stdin(Stdio::null());
-        command.output().unwrap()
+        self.tenant_with(access, secret, &[], args)
     }
 
     /// A key for a new tenant `name`: (access key, secret key).

@@ -5,7 +5,7 @@ use super::*;
 use crate::server::scope::OWNER_LABEL;
 
 /// The VM size that holds docker's `Memory` and `NanoCpus`; `None` without them.
-fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
+pub(in crate::server) fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
     let memory = host.memory.filter(|m| *m > 0);
     let nano_cpus = host.nano_cpus.filter(|n| *n > 0);
     if memory.is_none() && nano_cpus.is_none() {
@@ -119,6 +119,14 @@ pub(in crate::server) async fn create(
     let name = query.get("name").map(str::to_owned);
     let body: ContainerCreate = read_json(request).await?;
     let options = create_options(body, name)?;
+    create_with(daemon, options).await
+}
+
+/// Creates the container and answers docker's `201 {"Id": …}`.
+pub(in crate::server) async fn create_with(
+    daemon: &Daemon,
+    options: CreateOptions,
+) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().create(options).await?;
     Ok(json_response(
         StatusCode::CREATED,

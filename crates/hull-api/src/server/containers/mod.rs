@@ -37,7 +37,7 @@ mod inspect;
 mod list;
 mod logs;
 
-pub(super) use create::{create, create_options, endpoint_options};
+pub(super) use create::{create, create_options, create_with, endpoint_options, vm_size};
 pub(super) use inspect::inspect;
 pub(super) use list::{list, parse_filters};
 pub(super) use logs::{logs, timestamp};
