@@ -96,6 +96,9 @@ pub struct CloudConfig {
     /// itself); `None`: runs that end while hulld is down are closed at
     /// their last beat.
     pub witness: Option<PathBuf>,
+    /// Private registry hosts tenants' pulls may reach; otherwise they
+    /// reach public addresses only.
+    pub tenant_registries: Vec<String>,
 }
 
 impl Default for CloudConfig {
@@ -104,6 +107,7 @@ impl Default for CloudConfig {
             secrets_key: PathBuf::from("/etc/hull/secrets.key"),
             region: "us-west-1".to_owned(),
             witness: None,
+            tenant_registries: Vec::new(),
         }
     }
 }
@@ -112,6 +116,7 @@ pub struct Daemon {
     config: DaemonConfig,
     images: Arc<ImageStore>,
     registry: RegistryClient,
+    tenant_registry: RegistryClient,
     accel: AccelDecision,
     runtime: OnceCell<Arc<Runtime<Qemu>>>,
     containers: Arc<Containers<Qemu>>,
@@ -149,6 +154,12 @@ impl Daemon {
         let accel = accel::decide(config.accel, &SystemProbe, false);
         info!("{}", accel.reason);
         let registry = RegistryClient::new(registry_config())?;
+        let tenant_registry = RegistryClient::with_reach(
+            registry_config(),
+            hull_image::registry::Reach::Public {
+                allowed: Arc::new(config.cloud.tenant_registries.clone()),
+            },
+        )?;
         let containers = Arc::new(Containers::open(
             &config.root.join("containers"),
             &config.root.join("pods"),
@@ -175,6 +186,7 @@ impl Daemon {
             config,
             images,
             registry,
+            tenant_registry,
             accel,
             runtime: OnceCell::new(),
             containers,
@@ -300,6 +312,12 @@ impl Daemon {
 
     pub fn registry(&self) -> &RegistryClient {
         &self.registry
+    }
+
+    /// The registry client of tenants' pulls and logins: public addresses
+    /// only, and the private hosts the operator allows.
+    pub fn tenant_registry(&self) -> &RegistryClient {
+        &self.tenant_registry
     }
 
     /// Credentials kept for `domain` in `<root>/auth.json` (docker's `auths`

@@ -4,6 +4,10 @@
 
 mod common;
 
+/// The tests' registry listens on loopback, which tenants' pulls may reach
+/// only as the operator allows.
+const LOOPBACK_REGISTRY: &[(&str, &str)] = &[("HULL_TENANT_REGISTRIES", "127.0.0.1")];
+
 use common::cloud::{tiny_archive, Cloud};
 use common::registry::Registry;
 use common::{stdout_of, text};
@@ -39,7 +43,7 @@ fn images(cloud: &Cloud, keys: &(String, String)) -> String {
 fn a_tenant_sees_and_names_only_images_it_pulled_with_its_own_credentials() {
     let registry = Registry::with_busybox_behind_basic_auth();
     let name = registry.name("library/busybox:1.36");
-    let cloud = Cloud::start(&[]);
+    let cloud = Cloud::start(LOOPBACK_REGISTRY);
     let acme = cloud.tenant_with_key("acme");
     let beta = cloud.tenant_with_key("beta");
     let with_auth = [("HULL_REGISTRY_AUTH", "hull:s3cret")];
@@ -115,7 +119,7 @@ fn a_tenant_sees_and_names_only_images_it_pulled_with_its_own_credentials() {
 fn the_images_quota_refuses_a_pull_or_load_and_records_nothing() {
     let registry = Registry::with_busybox_behind_basic_auth();
     let name = registry.name("library/busybox:1.36");
-    let cloud = Cloud::start(&[]);
+    let cloud = Cloud::start(LOOPBACK_REGISTRY);
     stdout_of(
         &cloud
             .daemon
@@ -185,7 +189,7 @@ fn the_docker_cli_logs_in_and_pulls_a_private_image_as_a_tenant() {
     }
     let registry = Registry::with_busybox_behind_basic_auth();
     let name = registry.name("library/busybox:1.36");
-    let cloud = Cloud::start(&[]);
+    let cloud = Cloud::start(LOOPBACK_REGISTRY);
     stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "acme"]));
     let docker = |args: &[&str]| cloud.docker_as("acme", args);
     let anonymous = docker(&["pull", &name]);
@@ -203,4 +207,31 @@ fn the_docker_cli_logs_in_and_pulls_a_private_image_as_a_tenant() {
     let removed = docker(&["rmi", &name]);
     assert!(removed.status.success(), "{}", text(&removed.stderr));
     assert_eq!(stdout_of(&docker(&["images", "-q"])).trim(), "");
+}
+
+#[test]
+fn a_tenants_pull_reaches_no_private_address_the_operator_did_not_allow() {
+    let registry = Registry::with_busybox_behind_basic_auth();
+    let cloud = Cloud::start(&[]);
+    let acme = cloud.tenant_with_key("acme");
+    let with_auth = [("HULL_REGISTRY_AUTH", "hull:s3cret")];
+    // The registry by its loopback address, and by a name that resolves to it.
+    let by_address = registry.name("library/busybox:1.36");
+    let by_name = by_address.replace("127.0.0.1", "localhost");
+    for name in [&by_address, &by_name] {
+        let pulled = cloud.tenant_with(&acme.0, &acme.1, &with_auth, &["pull", name]);
+        fails_saying(&pulled, &["private address"]);
+    }
+    assert_eq!(
+        images(&cloud, &acme).lines().count(),
+        1,
+        "nothing was pulled"
+    );
+    let server = by_address.split('/').next().unwrap();
+    let login = cloud.tenant(
+        &acme.0,
+        &acme.1,
+        &["login", "-u", "hull", "-p", "s3cret", server],
+    );
+    fails_saying(&login, &["private address"]);
 }

@@ -110,6 +110,16 @@ struct Args {
     /// The region tenants' request signatures are scoped to.
     #[arg(long, env = "HULL_REGION", default_value = "us-west-1")]
     region: String,
+    /// A registry host (name or address) tenants' pulls may reach though
+    /// it is private; otherwise they reach public addresses only. Repeat it
+    /// for several.
+    #[arg(
+        long = "tenant-registry",
+        env = "HULL_TENANT_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    tenant_registries: Vec<String>,
 }
 
 fn parse_vm_uids(text: &str) -> Result<hull_vm::uids::VmUids, String> {
@@ -193,6 +203,7 @@ async fn serve() -> Result<()> {
             secrets_key: args.secrets_key.clone(),
             region: args.region.clone(),
             witness: std::env::current_exe().ok(),
+            tenant_registries: args.tenant_registries.clone(),
         },
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;

@@ -6,7 +6,6 @@ use hull_image::registry::{ClientError, Credentials};
 use hyper::{Request, Response, StatusCode};
 
 use super::{error_chain, json_response, ApiError, Body};
-use crate::daemon::Daemon;
 use crate::types::{AuthConfig, AuthResponse};
 
 /// The registry domain of a login's server address: docker sends Docker
@@ -24,8 +23,9 @@ pub fn registry_domain(server_address: &str) -> String {
     }
 }
 
+/// `client` is the daemon's own registry client, or the tenants' one.
 pub(super) async fn login(
-    daemon: &Daemon,
+    client: &hull_image::registry::RegistryClient,
     mut request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
@@ -38,17 +38,13 @@ pub(super) async fn login(
     let domain = registry_domain(&config.server_address);
     let mut credentials = Credentials::new(&config.username, &config.password);
     credentials.server_address = domain.clone();
-    daemon
-        .registry()
-        .login(&domain, credentials)
-        .await
-        .map_err(|err| {
-            let status = match err {
-                ClientError::LoginRefused { .. } => StatusCode::UNAUTHORIZED,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            ApiError::new(status, error_chain(&err))
-        })?;
+    client.login(&domain, credentials).await.map_err(|err| {
+        let status = match err {
+            ClientError::LoginRefused { .. } => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error_chain(&err))
+    })?;
     tracing::info!(registry = %domain, user = %config.username, "login succeeded");
     Ok(json_response(
         StatusCode::OK,

@@ -207,7 +207,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         (&Method::POST, "/images/create") => pull::create(&daemon, request).await,
         (&Method::POST, "/images/prune") => images::prune(&daemon, &request).await,
         (&Method::GET, "/system/df") => system::df(&daemon).await,
-        (&Method::POST, "/auth") => auth::login(&daemon, request).await,
+        (&Method::POST, "/auth") => auth::login(daemon.registry(), request).await,
         (&Method::POST, p) if p.starts_with("/images/") && p.ends_with("/push") => {
             push::push(&daemon, p, request).await
         }

@@ -350,7 +350,7 @@ async fn route(
             networks::inspect(daemon, &reference, scope)
         }
         // Checks credentials against a registry, storing nothing (`docker login`).
-        (&Method::POST, "/auth") => super::auth::login(daemon, request).await,
+        (&Method::POST, "/auth") => super::auth::login(daemon.tenant_registry(), request).await,
         (&Method::GET, "/images/json") => tenant_images::list(daemon, &tenant.0).await,
         (&Method::POST, "/images/create") => tenant_images::pull(daemon, &tenant.0, &request).await,
         (&Method::POST, "/images/load") => tenant_images::load(daemon, &tenant.0, request).await,

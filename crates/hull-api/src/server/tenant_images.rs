@@ -298,7 +298,7 @@ pub(super) async fn pull(
     check_room(&cloud, tenant, &reference.to_string())?;
     let job = PullJob {
         store: daemon.images().clone(),
-        client: daemon.registry().clone(),
+        client: daemon.tenant_registry().clone(),
         cloud,
         metrics: daemon.metrics().clone(),
         tenant: tenant.to_owned(),

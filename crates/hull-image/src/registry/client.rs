@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use super::auth::{Challenge, Credentials, TokenResponse};
 use super::manifest;
 use super::mirror::{Mirror, MirrorError};
+use super::reach::Reach;
 use super::RegistryConfig;
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -71,6 +72,8 @@ pub enum ClientError {
     },
     #[error("cannot build an HTTP client")]
     Build(#[source] reqwest::Error),
+    #[error(transparent)]
+    NotPublic(#[from] super::reach::NotPublic),
 }
 
 fn detail(message: &str) -> String {
@@ -85,6 +88,7 @@ fn detail(message: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct RegistryClient {
     http: reqwest::Client,
+    reach: Reach,
     config: RegistryConfig,
     /// Shared by every clone and replaceable while pulls run, as docker
     /// reloads its `registry-mirrors` without a restart.
@@ -93,14 +97,24 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<RegistryClient, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_reach(config, Reach::Any)
+    }
+
+    /// A client that reaches only what `reach` allows, whatever address a
+    /// registry, its token realm or a redirect names.
+    pub fn with_reach(config: RegistryConfig, reach: Reach) -> Result<RegistryClient, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("hull/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(ClientError::Build)?;
+            .redirect(reach.redirect_policy());
+        if let Some(resolver) = reach.resolver() {
+            builder = builder.dns_resolver(resolver);
+        }
+        let http = builder.build().map_err(ClientError::Build)?;
         Ok(RegistryClient {
             http,
+            reach,
             config,
             mirrors: Arc::default(),
         })
@@ -132,6 +146,7 @@ impl RegistryClient {
             .iter()
             .map(|mirror| Repository {
                 http: self.http.clone(),
+                reach: self.reach.clone(),
                 base: mirror.base.clone(),
                 domain: mirror.domain.clone(),
                 path: reference.path().to_owned(),
@@ -170,6 +185,7 @@ impl RegistryClient {
         let domain = reference.domain().to_owned();
         Repository {
             http: self.http.clone(),
+            reach: self.reach.clone(),
             base: self.config.base_url(&domain),
             domain,
             path: reference.path().to_owned(),
@@ -185,6 +201,7 @@ impl RegistryClient {
     pub async fn login(&self, domain: &str, credentials: Credentials) -> Result<(), ClientError> {
         let registry = Repository {
             http: self.http.clone(),
+            reach: self.reach.clone(),
             base: self.config.base_url(domain),
             domain: domain.to_owned(),
             path: String::new(),
@@ -223,6 +240,7 @@ enum Auth {
 #[derive(Debug)]
 pub struct Repository {
     http: reqwest::Client,
+    reach: Reach,
     base: String,
     domain: String,
     path: String,
@@ -432,7 +450,12 @@ impl Repository {
     }
 
     async fn execute(&self, request: RequestBuilder) -> Result<Response, ClientError> {
-        request.send().await.map_err(|e| self.http_err(e))
+        let request = request.build().map_err(|e| self.http_err(e))?;
+        self.reach.check_url(request.url().as_str())?;
+        self.http
+            .execute(request)
+            .await
+            .map_err(|e| self.http_err(e))
     }
 
     pub(crate) fn http_err(&self, source: reqwest::Error) -> ClientError {

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod mirror;
 pub mod pull;
 pub mod push;
+pub mod reach;
 #[cfg(test)]
 mod transfer_tests;
 
@@ -25,6 +26,7 @@ pub use client::{ClientError, RegistryClient, Repository};
 pub use mirror::{Mirror, MirrorError};
 pub use pull::{pull, pull_with, PullError, PullEvent, PullOptions, Pulled};
 pub use push::{push, PushError, Pushed};
+pub use reach::Reach;
 
 /// The host serving the default domain's API.
 pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
