@@ -453,3 +453,40 @@ fn a_tenant_sees_and_drives_only_its_own_containers() {
         &["not open to tenants"],
     );
 }
+
+#[test]
+fn a_tenant_that_holds_its_bodies_open_is_refused_more_and_others_are_not() {
+    let cloud = Cloud::start(&[]);
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "acme"]));
+    let version = cloud.docker_as("acme", &["version", "--format", "{{.Server.Version}}"]);
+    assert!(version.status.success(), "{}", text(&version.stderr));
+    let certs = cloud.daemon.root.join("acme-tls");
+    // 16 requests whose bodies never finish, then a 17th: refused with 429.
+    let script = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+        def send(n):\n\
+        \x20   s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[4]))), server_hostname='127.0.0.1')\n\
+        \x20   s.sendall(b'POST /volumes/create HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n{' % n)\n\
+        \x20   return s\n\
+        held = [send(1000) for _ in range(16)]\n\
+        import time; time.sleep(1)\n\
+        s = send(1000); s.settimeout(20)\n\
+        print(s.recv(200).split(b'\\r\\n')[0].decode())\n";
+    let probe = Command::new("python3")
+        .args(["-c", script])
+        .arg(cloud.ca())
+        .arg(certs.join("cert.pem"))
+        .arg(certs.join("key.pem"))
+        .arg(cloud.port.to_string())
+        .output()
+        .unwrap();
+    let status = stdout_of(&probe);
+    assert!(status.contains("429"), "{status} {}", text(&probe.stderr));
+    // Requests without a body still pass meanwhile; the slots come back
+    // once the held connections are gone.
+    let ps = cloud.docker_as("acme", &["ps", "-q"]);
+    assert!(ps.status.success(), "{}", text(&ps.stderr));
+    let created = cloud.docker_as("acme", &["volume", "create", "after"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+}

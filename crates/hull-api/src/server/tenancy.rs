@@ -13,15 +13,36 @@ use super::scope::Scope;
 use super::ApiError;
 use crate::daemon::Daemon;
 
-/// One lock per tenant, held from a quota's count to the change it admits,
-/// so two concurrent requests cannot both take the last unit.
+/// Request bodies one tenant may hold in memory at once (each at most
+/// the signed-body limit), so that no tenant fills the host's memory.
+pub const MAX_BODIES_PER_TENANT: usize = 16;
+
+/// Per tenant: one lock, held from a quota's count to the change it
+/// admits, so two concurrent requests cannot both take the last unit; and
+/// the slots of the request bodies it holds in memory.
 #[derive(Default)]
-pub struct Admission(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub struct Admission {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    bodies: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
 
 impl Admission {
+    /// A slot for one of the tenant's request bodies, while it is held;
+    /// `None` when all its slots are taken.
+    pub(super) fn body_slot(&self, tenant: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = self
+            .bodies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_BODIES_PER_TENANT)))
+            .clone();
+        slots.try_acquire_owned().ok()
+    }
+
     pub(super) async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let gate = self
-            .0
+            .locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .entry(tenant.to_owned())
@@ -166,4 +187,24 @@ pub(super) fn check_owns_nothing(daemon: &Daemon, tenant: &str) -> Result<(), Ap
             used.containers, used.volumes, used.snapshots
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_holds_a_bounded_number_of_bodies_and_others_are_not_held_back() {
+        let admission = Admission::default();
+        let held: Vec<_> = (0..MAX_BODIES_PER_TENANT)
+            .map(|_| admission.body_slot("acme").expect("a free slot"))
+            .collect();
+        assert!(admission.body_slot("acme").is_none(), "past the bound");
+        assert!(
+            admission.body_slot("beta").is_some(),
+            "another tenant's own"
+        );
+        drop(held);
+        assert!(admission.body_slot("acme").is_some(), "slots come back");
+    }
 }

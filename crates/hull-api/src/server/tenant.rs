@@ -24,11 +24,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::scope::{self, Scope};
+use super::tenancy::MAX_BODIES_PER_TENANT;
 use super::{
     containers, events, exec, networks, system, tenant_containers, tenant_images, volumes,
     ApiError, Body, BodyError, RequestBody,
@@ -193,11 +194,12 @@ async fn authenticate(
         let body = HashChecked::new(body, verified.payload_sha256);
         return Ok((tenant, Request::from_parts(parts, body.boxed())));
     }
+    let slot = body_slot(daemon, &tenant.0, &body)?;
     let body = read_body(body).await?;
     if sign::payload_sha256(&body) != verified.payload_sha256 {
         return Err(unauthorized(VerifyError::BodyMismatch));
     }
-    Ok((tenant, Request::from_parts(parts, buffered(body))))
+    Ok((tenant, Request::from_parts(parts, buffered(body, slot))))
 }
 
 /// Whether a request's body is streamed to its handler rather than read
@@ -283,8 +285,12 @@ async fn by_certificate(
         let body = body.map_err(BodyError::from).boxed();
         return Ok((Tenant(tenant), Request::from_parts(parts, body)));
     }
+    let slot = body_slot(daemon, &tenant, &body)?;
     let body = read_body(body).await?;
-    Ok((Tenant(tenant), Request::from_parts(parts, buffered(body))))
+    Ok((
+        Tenant(tenant),
+        Request::from_parts(parts, buffered(body, slot)),
+    ))
 }
 
 /// A request's body, read up to the limit.
@@ -308,10 +314,61 @@ async fn read_body(body: Incoming) -> Result<bytes::Bytes, ApiError> {
         .to_bytes())
 }
 
-fn buffered(body: bytes::Bytes) -> RequestBody {
-    Full::new(body)
-        .map_err(|never: Infallible| match never {})
-        .boxed()
+/// One of the tenant's body slots, for a body that is not empty: a tenant
+/// with all its slots taken is asked to wait (429), not let in to fill the
+/// host's memory.
+fn body_slot(
+    daemon: &Daemon,
+    tenant: &str,
+    body: &Incoming,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    if hyper::body::Body::is_end_stream(body) {
+        return Ok(None);
+    }
+    daemon.admission().body_slot(tenant).map(Some).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this tenant already has {MAX_BODIES_PER_TENANT} requests with bodies in progress: retry when one ends"
+            ),
+        )
+    })
+}
+
+/// A body read whole; it keeps its tenant's slot until the handler drops it.
+fn buffered(body: bytes::Bytes, slot: Option<OwnedSemaphorePermit>) -> RequestBody {
+    Held {
+        inner: Full::new(body),
+        _slot: slot,
+    }
+    .boxed()
+}
+
+struct Held {
+    inner: Full<bytes::Bytes>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_frame(cx)
+            .map_err(|never: Infallible| match never {})
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn unauthorized(error: VerifyError) -> ApiError {
