@@ -238,7 +238,10 @@ impl Daemon {
     /// Closes the runs whose VM went while no hulld ran; call after
     /// re-attaching.
     pub fn reconcile_usage(&self) {
-        self.metering.reconcile(&self.containers);
+        let (tenants, images) = (self.tenants.clone(), self.images.clone());
+        let tenant_images = move || crate::metering::tenant_images(&tenants, &images);
+        self.metering
+            .reconcile(&self.containers, Arc::new(tenant_images));
     }
 
     /// Hull's own CA and certificates for the tenant listener.

@@ -178,7 +178,11 @@ impl Metering {
     /// container no longer runs (their witness would have closed them at
     /// their real end; these end at their last beat), then notes the
     /// running ones alive and samples the volumes every beat.
-    pub fn reconcile(self: &Arc<Self>, containers: &Arc<Containers<Qemu>>) {
+    pub fn reconcile(
+        self: &Arc<Self>,
+        containers: &Arc<Containers<Qemu>>,
+        tenant_images: Arc<dyn Fn() -> Vec<Stored> + Send + Sync>,
+    ) {
         let alive = |id: &str| containers.get(id).is_ok_and(|c| c.state().running());
         match self.usage.reconcile(alive) {
             Ok(closed) if !closed.is_empty() => {
@@ -196,6 +200,7 @@ impl Metering {
             loop {
                 beat.tick().await;
                 let (usage, containers) = (usage.clone(), containers.clone());
+                let tenant_images = tenant_images.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = usage::now_ms();
                     if let Err(err) = usage.beat(None, now) {
@@ -214,6 +219,9 @@ impl Metering {
                         .collect();
                     if let Err(err) = usage.sample("volume", &volumes, now) {
                         warn!(error = %crate::server::error_chain(&err), "cannot sample the volumes");
+                    }
+                    if let Err(err) = usage.sample("image", &tenant_images(), now) {
+                        warn!(error = %crate::server::error_chain(&err), "cannot sample the images");
                     }
                 })
                 .await;
@@ -292,4 +300,35 @@ fn check_open(fd: &OwnedFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Each tenant's images as stored: one entry per image a tenant keeps, at
+/// the size of its unpacked layers (a layer shared underneath is charged
+/// to each tenant that keeps it, as if stored for it alone).
+pub(crate) fn tenant_images(
+    tenants: &hull_cloud::store::Store,
+    images: &hull_image::ImageStore,
+) -> Vec<Stored> {
+    let mut stored = Vec::new();
+    for tenant in tenants.tenants().unwrap_or_default() {
+        let mut ids: Vec<String> = tenants
+            .tenant_images(&tenant.name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.image)
+            .collect();
+        ids.dedup();
+        for id in ids {
+            if let Ok(image) = images.resolve(&id) {
+                // Sampled items are told apart by name: `id@tenant`, as
+                // a tenant's volumes are named.
+                stored.push(Stored {
+                    name: format!("{id}@{}", tenant.name),
+                    tenant: Some(tenant.name.clone()),
+                    bytes: image.size,
+                });
+            }
+        }
+    }
+    stored
 }

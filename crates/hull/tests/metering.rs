@@ -40,21 +40,10 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
             .hull(&["load", "-i", archive.to_str().unwrap()]),
     );
     let acme_usage = |args: &[&str]| cloud.tenant(&acme, &acme_secret, args);
+    stdout_of(&acme_usage(&["load", "-i", archive.to_str().unwrap()]));
 
-    // Made by the operator with the owner's label until tenants create
-    // their own containers (the create path then sets it for them).
-    let id = stdout_of(&cloud.daemon.hull(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--size",
-        "S2",
-        "--label",
-        "sh.hull.tenant=acme",
-        "busybox",
-        "sleep",
-        "600",
+    let id = stdout_of(&acme_usage(&[
+        "run", "-d", "--name", "web", "--size", "S2", "busybox", "sleep", "600",
     ]));
     let id = id.trim();
     let mut open = Vec::new();
@@ -124,6 +113,22 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
     let seconds = closed["Seconds"].as_u64().unwrap();
     let expected = (((end - start) as u64).div_ceil(1000)).max(10);
     assert_eq!(seconds, expected, "{closed}");
+    // The image acme keeps is sampled as its own stored bytes (the first
+    // sample is taken once hulld has taken its VMs back).
+    eventually(60, || {
+        let output = acme_usage(&["usage", "--format", "json"]);
+        let report: Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+        let stored = report["Storage"].as_array().cloned().unwrap_or_default();
+        stored
+            .iter()
+            .any(|s| {
+                s["Kind"] == "image"
+                    && s["Tenant"] == "acme"
+                    && s["Bytes"].as_u64().unwrap_or(0) > 0
+            })
+            .then_some(())
+            .ok_or(format!("no image sampled: {report}"))
+    });
 
     // A run that ends while hulld runs is closed by whichever sees the end
     // first (the witness, at QEMU's exit, usually precedes hulld's `die`);
