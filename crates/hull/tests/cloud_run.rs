@@ -127,6 +127,27 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
         "created",
         "nothing started"
     );
+    // The operator sees what acme uses, as its quota counts it.
+    let detail: serde_json::Value = serde_json::from_str(&stdout_of(
+        &cloud.daemon.hull(&["admin", "tenant", "inspect", "acme"]),
+    ))
+    .unwrap();
+    let used = &detail["Used"];
+    assert_eq!(
+        (
+            &used["Containers"],
+            &used["Running"],
+            &used["MemoryMib"],
+            &used["Images"]
+        ),
+        (&2.into(), &1.into(), &512.into(), &1.into()),
+        "{detail}"
+    );
+    assert_fails(
+        &cloud.daemon.hull(&["admin", "tenant", "rm", "acme"]),
+        1,
+        &["still owns 2 containers"],
+    );
     run(&acme_hull, &["rm", "-f", "web"]);
     run(&acme_hull, &["start", "second"]);
     let waited = run(&acme_hull, &["wait", "second"]);
@@ -226,6 +247,18 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
         assert!(!events.contains(&acme_web), "{events}");
         assert!(!events.contains(&sneaky), "{events}");
     }
+
+    // Removing a tenant by force removes all it owns.
+    stdout_of(
+        &cloud
+            .daemon
+            .hull(&["admin", "tenant", "rm", "--force", "acme"]),
+    );
+    let left = stdout_of(&cloud.daemon.hull(&["ps", "-a"]));
+    assert!(!left.contains("acme/"), "{left}");
+    let volumes = stdout_of(&cloud.daemon.hull(&["volume", "ls"]));
+    assert!(!volumes.contains("@acme"), "{volumes}");
+    assert!(volumes.contains("data@beta"), "{volumes}");
 }
 
 #[test]

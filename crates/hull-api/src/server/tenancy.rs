@@ -112,6 +112,8 @@ pub(super) struct Use {
     pub cpus: u64,
     pub volumes: u64,
     pub snapshots: u64,
+    /// Distinct images it keeps.
+    pub images: u64,
 }
 
 pub(super) fn use_of(daemon: &Daemon, tenant: &str) -> Use {
@@ -137,6 +139,10 @@ pub(super) fn use_of(daemon: &Daemon, tenant: &str) -> Use {
         .iter()
         .filter(|s| scope.unqualify(&s.record.name).is_some())
         .count() as u64;
+    used.images = daemon
+        .tenants()
+        .tenant_image_count(tenant)
+        .unwrap_or_default();
     used
 }
 
