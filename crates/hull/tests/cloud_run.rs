@@ -197,6 +197,12 @@ fn tenants_run_their_own_named_and_sized_containers_within_their_quota() {
     );
     let read = beta_hull(&["run", "--rm", "-v", "data:/d", "busybox", "cat", "/d/f"]);
     assert!(!read.status.success(), "beta read acme's volume");
+    // Nor can beta spell acme's volume as the store names it.
+    let spelled = beta_hull(&["create", "-v", "data@acme:/d", "busybox"]);
+    assert!(!spelled.status.success(), "beta mounted data@acme");
+    assert!(!names(run(&beta_hull, &["volume", "ls"]))
+        .iter()
+        .any(|n| n.contains("acme")));
     run(&acme_hull, &["volume", "snapshot", "data", "monday"]);
     assert_eq!(
         names(run(&beta_hull, &["volume", "snapshot", "ls"])),
