@@ -73,7 +73,13 @@ pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
 /// `GET /info` for a tenant: its own containers and quota, nothing of the
 /// host's (no paths, no other tenants' counts, no start history).
 pub(super) fn tenant_info(daemon: &Daemon, tenant: &str) -> Result<Response<Body>, ApiError> {
-    let used = super::tenancy::use_of(daemon, tenant);
+    let owned: Vec<_> = daemon
+        .containers()
+        .list()
+        .into_iter()
+        .filter(|c| c.namespace().as_deref() == Some(tenant))
+        .collect();
+    let running = owned.iter().filter(|c| c.state().running()).count();
     let quota = daemon
         .tenants()
         .tenant(tenant)
@@ -82,10 +88,10 @@ pub(super) fn tenant_info(daemon: &Daemon, tenant: &str) -> Result<Response<Body
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({
-            "Containers": used.containers,
-            "ContainersRunning": used.running,
+            "Containers": owned.len(),
+            "ContainersRunning": running,
             "ContainersPaused": 0,
-            "ContainersStopped": used.containers - used.running,
+            "ContainersStopped": owned.len() - running,
             "OperatingSystem": "Hull",
             "OSType": "linux",
             "Architecture": std::env::consts::ARCH,
