@@ -73,13 +73,7 @@ pub(super) async fn info(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
 /// `GET /info` for a tenant: its own containers and quota, nothing of the
 /// host's (no paths, no other tenants' counts, no start history).
 pub(super) fn tenant_info(daemon: &Daemon, tenant: &str) -> Result<Response<Body>, ApiError> {
-    let owned: Vec<_> = daemon
-        .containers()
-        .list()
-        .into_iter()
-        .filter(|c| c.namespace().as_deref() == Some(tenant))
-        .collect();
-    let running = owned.iter().filter(|c| c.state().running()).count();
+    let used = super::tenancy::use_of(daemon, tenant);
     let quota = daemon
         .tenants()
         .tenant(tenant)
@@ -88,10 +82,10 @@ pub(super) fn tenant_info(daemon: &Daemon, tenant: &str) -> Result<Response<Body
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({
-            "Containers": owned.len(),
-            "ContainersRunning": running,
+            "Containers": used.containers,
+            "ContainersRunning": used.running,
             "ContainersPaused": 0,
-            "ContainersStopped": owned.len() - running,
+            "ContainersStopped": used.containers - used.running,
             "OperatingSystem": "Hull",
             "OSType": "linux",
             "Architecture": std::env::consts::ARCH,

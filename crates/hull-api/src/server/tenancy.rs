@@ -9,6 +9,9 @@ use hull_cloud::quota::Quota;
 use hyper::StatusCode;
 use serde::Serialize;
 
+use hull_runtime::volume::snapshot::Snapshot;
+use hull_runtime::volume::Volume;
+
 use super::scope::Scope;
 use super::ApiError;
 use crate::daemon::Daemon;
@@ -128,22 +131,27 @@ pub(super) fn use_of(daemon: &Daemon, tenant: &str) -> Use {
         }
     }
     let scope = Scope::Tenant(tenant);
-    let volumes = daemon.containers().volumes();
-    used.volumes = volumes
-        .list()
-        .iter()
-        .filter(|v| scope.unqualify(&v.record.name).is_some())
-        .count() as u64;
-    used.snapshots = volumes
-        .snapshots()
-        .iter()
-        .filter(|s| scope.unqualify(&s.record.name).is_some())
-        .count() as u64;
+    used.volumes = owned_volumes(daemon, scope).len() as u64;
+    used.snapshots = owned_snapshots(daemon, scope).len() as u64;
     used.images = daemon
         .tenants()
         .tenant_image_count(tenant)
         .unwrap_or_default();
     used
+}
+
+/// The volumes `scope` sees.
+pub(super) fn owned_volumes(daemon: &Daemon, scope: Scope<'_>) -> Vec<Volume> {
+    let mut volumes = daemon.containers().volumes().list();
+    volumes.retain(|v| scope.unqualify(&v.record.name).is_some());
+    volumes
+}
+
+/// The snapshots `scope` sees.
+pub(super) fn owned_snapshots(daemon: &Daemon, scope: Scope<'_>) -> Vec<Snapshot> {
+    let mut snapshots = daemon.containers().volumes().snapshots();
+    snapshots.retain(|s| scope.unqualify(&s.record.name).is_some());
+    snapshots
 }
 
 /// A container's VM size; the daemon's default for one made without.

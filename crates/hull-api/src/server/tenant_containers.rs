@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::containers::{self, Query};
 use super::scope::{self, Scope, OWNER_LABEL};
-use super::tenancy::{admit_one, over_quota, owned, quota_of, size_of};
+use super::tenancy::{admit_one, over_quota, owned, owned_volumes, quota_of, size_of};
 use super::{body_bytes, tenant_net, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::types::container::ContainerCreate;
@@ -75,11 +75,7 @@ pub(super) async fn create(
         )
         .count() as u64;
     if let (Some(limit), true) = (quota_of(daemon, tenant)?.volumes, new_volumes > 0) {
-        let used = volumes
-            .list()
-            .iter()
-            .filter(|v| scope.unqualify(&v.record.name).is_some())
-            .count() as u64;
+        let used = owned_volumes(daemon, scope).len() as u64;
         if used + new_volumes > limit {
             return Err(over_quota(
                 "volumes",

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::containers::{no_content, parse_filters, read_json, Query};
 use super::scope::Scope;
-use super::tenancy::admit_one;
+use super::tenancy::{admit_one, owned_snapshots, owned_volumes};
 use super::{json_response, ApiError, Body};
 use crate::daemon::Daemon;
 
@@ -145,13 +145,6 @@ pub(super) fn list(daemon: &Daemon, scope: Scope<'_>) -> Response<Body> {
         StatusCode::OK,
         &serde_json::json!({"Volumes": volumes, "Warnings": []}),
     )
-}
-
-/// The volumes `scope` sees.
-fn owned_volumes(daemon: &Daemon, scope: Scope<'_>) -> Vec<Volume> {
-    let mut volumes = daemon.containers().volumes().list();
-    volumes.retain(|v| scope.unqualify(&v.record.name).is_some());
-    volumes
 }
 
 /// For a tenant, its admission lock once one more `what` fits its quota.
@@ -320,13 +313,6 @@ pub(super) async fn snapshot(
         StatusCode::CREATED,
         &snapshot_body(&made, scope),
     ))
-}
-
-/// The snapshots `scope` sees.
-fn owned_snapshots(daemon: &Daemon, scope: Scope<'_>) -> Vec<Snapshot> {
-    let mut snapshots = daemon.containers().volumes().snapshots();
-    snapshots.retain(|s| scope.unqualify(&s.record.name).is_some());
-    snapshots
 }
 
 /// `GET /hull/volumes/snapshots`.
