@@ -62,18 +62,23 @@ fn open(path: &Path) -> std::io::Result<Option<LogFile>> {
 /// The files of the log, oldest first, all opened before any is read.
 /// They are opened newest first and a file seen twice (renamed by a
 /// rotation between two opens) is kept once, so the list is in order and
-/// whole up to the moment the current file was opened.
+/// whole up to the moment the current file was opened. A rotation renames
+/// from the oldest down, so while it runs one name is missing: a missing
+/// name is the end only if the next one is missing too.
 pub(super) fn open_all(path: &Path) -> std::io::Result<Vec<LogFile>> {
     let mut files: Vec<LogFile> = Vec::new();
     let mut index = 0;
+    let mut gap = false;
     loop {
         let Some(file) = open(&numbered(path, index))? else {
-            if index == 0 {
-                index += 1;
-                continue;
+            if gap {
+                break;
             }
-            break;
+            gap = true;
+            index += 1;
+            continue;
         };
+        gap = false;
         if !files.iter().any(|f| f.id == file.id) {
             files.push(file);
         }
@@ -81,6 +86,11 @@ pub(super) fn open_all(path: &Path) -> std::io::Result<Vec<LogFile>> {
     }
     files.reverse();
     Ok(files)
+}
+
+/// Whether `file` was removed from the set (dropped as the oldest).
+pub(super) fn is_removed(file: &File) -> std::io::Result<bool> {
+    Ok(file.metadata()?.nlink() == 0)
 }
 
 /// The file written now, if there is one.
@@ -127,6 +137,22 @@ mod tests {
         rotate(&path, 1).unwrap();
         assert!(!path.exists());
         assert!(contents(&path).is_empty());
+    }
+
+    #[test]
+    fn a_rotation_half_done_hides_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        for generation in 0..3 {
+            std::fs::write(&path, format!("{generation}")).unwrap();
+            if generation < 2 {
+                rotate(&path, 10).unwrap();
+            }
+        }
+        // A rotation has moved .2 and .1 up but not yet the current file.
+        std::fs::rename(numbered(&path, 2), numbered(&path, 3)).unwrap();
+        std::fs::rename(numbered(&path, 1), numbered(&path, 2)).unwrap();
+        assert_eq!(contents(&path), ["0", "1", "2"]);
     }
 
     #[test]

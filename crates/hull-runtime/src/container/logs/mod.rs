@@ -370,6 +370,11 @@ pub fn read(
     send_written(path, filter, sink).map(|_| ())
 }
 
+/// How often, and how long after, a follower looks again for the file
+/// after the one it read when a rotation under way hides it.
+const MAX_LOOKS: u32 = 1000;
+const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Where a follower is: a file it holds open and how far it has read.
 struct Position {
     file: Option<LogFile>,
@@ -388,6 +393,7 @@ fn catch_up(
         path: path.to_owned(),
         source,
     };
+    let mut looks = 0;
     loop {
         let Some(log) = &at.file else {
             // Nothing was written yet: the current file, once there is one.
@@ -416,15 +422,24 @@ fn catch_up(
             return Ok(false);
         }
         let files = files::open_all(path).map_err(read_error)?;
+        let dropped = files::is_removed(&log.file).map_err(read_error)?;
         let next = match files.iter().position(|f| f.id == log.id) {
             Some(index) => files.into_iter().nth(index + 1),
             // Dropped meanwhile: the oldest file left follows it.
-            None => files.into_iter().next(),
+            None if dropped => files.into_iter().next(),
+            None => None,
         };
         match next {
             Some(next) => {
                 at.file = Some(next);
                 at.offset = 0;
+            }
+            // Its successor exists but a rotation under way hid it (or
+            // the file itself) from this look: look again shortly, as
+            // this pass may be the last.
+            None if looks < MAX_LOOKS => {
+                looks += 1;
+                std::thread::sleep(LOOK_AGAIN);
             }
             None => return Ok(true),
         }

@@ -264,3 +264,33 @@ async fn followers_lose_nothing_across_rotations() {
     let expected: Vec<String> = (0..60).map(|i| format!("line {i:04}\n")).collect();
     assert_eq!(lines(&seen), expected);
 }
+
+#[test]
+fn a_follower_finds_the_next_file_in_a_rotation_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c-json.log");
+    // One line per file: .2 holds a, .1 holds b, the current file c.
+    let mut writer = writer(&path, small(1, 10));
+    for line in ["a\n", "b\n", "c\n"] {
+        writer.append(LogStream::Stdout, line.as_bytes(), at(0));
+    }
+    let held = File::open(files::numbered(&path, 2)).unwrap();
+    let mut position = Position {
+        offset: held.metadata().unwrap().len(),
+        file: Some(files::LogFile {
+            id: files::file_id(&held).unwrap(),
+            file: held,
+        }),
+    };
+    // The next rotation has moved .2 and .1 up, not yet the current file.
+    std::fs::rename(files::numbered(&path, 2), files::numbered(&path, 3)).unwrap();
+    std::fs::rename(files::numbered(&path, 1), files::numbered(&path, 2)).unwrap();
+    let mut seen = Vec::new();
+    let wanted = catch_up(&path, &mut position, &all(), &mut |entry| {
+        seen.push(entry);
+        true
+    })
+    .unwrap();
+    assert!(wanted);
+    assert_eq!(lines(&seen), ["b\n", "c\n"]);
+}
