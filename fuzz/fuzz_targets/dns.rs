@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use hull_runtime::network::dns;
+use hull_net::dns;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

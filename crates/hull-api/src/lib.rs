@@ -17,8 +17,8 @@ pub use daemon::{CloudConfig, Daemon, DaemonConfig};
 pub use hull_image::registry::auth::{AuthFile, Credentials};
 pub use hull_image::Reference;
 pub use hull_runtime::pod::{parse as parse_pod_file, PodSpec};
+pub use hull_runtime::size;
 pub use hull_runtime::AdmissionConfig;
-pub use hull_runtime::{network, size};
 pub use hyper::Method;
 pub use types::{RunControlMessage, RunEvent, RunSpec};
 

@@ -6,7 +6,6 @@ pub mod agent;
 pub mod console;
 pub mod container;
 pub mod halt;
-pub mod network;
 pub mod pod;
 pub mod pool;
 mod records;

@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::future::Future;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,7 +278,7 @@ impl<H: Hypervisor> Runtime<H> {
         let size = prepared.size.unwrap_or(self.vms.default_size);
         let limited = apply_limits(&vm, &agent, size, prepared.limits);
         unless_vm_dies(&vm, exit.clone(), limited).await?;
-        let (_, network) = crate::network::user_network(&[]);
+        let (_, network) = hull_net::user_network(&[]);
         let configure = Request::ConfigureNetwork(network);
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&configure)).await?;
 
@@ -491,17 +490,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A 64-hex-digit id like docker's.
-pub fn new_container_id() -> String {
-    hex::encode(random_bytes::<32>())
-}
-
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("/dev/urandom is readable");
-    bytes
-}
+pub use hull_net::records::new_id as new_container_id;
+pub(crate) use hull_net::records::random_bytes;
 
 /// A VM's place on the host: its directory, removed when dropped, and its
 /// admission, given back then. It lives exactly as long as the VM.

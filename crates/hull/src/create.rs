@@ -252,7 +252,7 @@ pub(crate) fn parse_bytes(text: &str) -> Result<i64> {
 fn port_bindings(publish: &[String]) -> Result<BTreeMap<String, serde_json::Value>> {
     let mut bindings: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for entry in publish {
-        for binding in hull_api::network::parse_publish(entry)? {
+        for binding in hull_net::parse_publish(entry)? {
             let host_port = match binding.host_port {
                 0 => String::new(),
                 port => port.to_string(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::RequestBody;
-use hull_runtime::network::{NetworkError, NetworkMode, NetworkOptions, NetworkRecord};
+use hull_net::{NetworkError, NetworkMode, NetworkOptions, NetworkRecord};
 use hull_runtime::ContainerError;
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -145,7 +145,7 @@ fn predefined_json(
         })
         .collect();
     let config = if *mode == NetworkMode::User {
-        json!([{"Subnet": "10.0.2.0/24", "Gateway": hull_runtime::network::user_gateway().to_string()}])
+        json!([{"Subnet": "10.0.2.0/24", "Gateway": hull_net::user_gateway().to_string()}])
     } else {
         json!([])
     };

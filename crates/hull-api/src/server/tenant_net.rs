@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use hull_runtime::network::{NetworkOptions, NetworkRecord, Subnet, SubnetPool};
+use hull_net::{NetworkOptions, NetworkRecord, Subnet, SubnetPool};
 use hyper::StatusCode;
 
 use super::scope::OWNER_LABEL;

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use hull_net::NetworkMode;
 use hull_proto::Request;
 use hull_vm::Hypervisor;
 use tracing::{info, warn};
@@ -18,7 +19,6 @@ use super::{
     lock, names, Container, ContainerConfig, ContainerError, ContainerState, Containers,
     EndpointOptions, PodMembership, Record, RestartPolicy, WRITABLE_DISK, WRITABLE_DISK_BYTES,
 };
-use crate::network::NetworkMode;
 use crate::run::{new_container_id, remove_dir};
 use crate::size::{Limits, VmSize};
 use crate::spec::{process_config, ProcessOptions};
@@ -53,10 +53,10 @@ pub struct CreateOptions {
     pub size: Option<crate::size::VmSize>,
     /// Its memory and CPU limits within that size.
     pub limits: crate::size::Limits,
-    pub network: crate::network::NetworkMode,
+    pub network: hull_net::NetworkMode,
     /// How it joins a user-defined `network`.
     pub endpoint: EndpointOptions,
-    pub ports: Vec<crate::network::PortBinding>,
+    pub ports: Vec<hull_net::PortBinding>,
     /// Named volumes (created if missing) and host directories.
     pub volumes: Vec<crate::volume::VolumeMount>,
     /// How much of its output its log keeps.

@@ -129,7 +129,7 @@ pub enum ContainerError {
     #[error(transparent)]
     Pod(#[from] crate::pod::PodError),
     #[error(transparent)]
-    Network(#[from] crate::network::NetworkError),
+    Network(#[from] hull_net::NetworkError),
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
     #[error(transparent)]
@@ -370,7 +370,7 @@ pub struct Containers<H: Hypervisor> {
     events: events::Events,
     pods: crate::pod::Pods,
     volumes: crate::volume::Volumes,
-    networks: crate::network::Networks,
+    networks: hull_net::Networks,
     /// Each pod's VM while it runs; the lock orders its boot and power-off.
     pod_vms: Mutex<BTreeMap<String, pod::PodSlot<H::Vm>>>,
 }
@@ -424,7 +424,7 @@ impl<H: Hypervisor> Containers<H> {
         info!(containers = table.len(), "containers loaded");
         let pods = crate::pod::Pods::open(pods_dir)?;
         let volumes = crate::volume::Volumes::open(volumes_dir)?;
-        let networks = crate::network::Networks::open(networks_dir, vm_uids)?;
+        let networks = hull_net::Networks::open(networks_dir, vm_uids)?;
         let containers = Self {
             dir: dir.to_owned(),
             images,
@@ -449,7 +449,7 @@ impl<H: Hypervisor> Containers<H> {
             .into_iter()
             .filter(|c| c.state().status == Status::Running && c.config().pod.is_none())
             .filter_map(|c| match c.config().network {
-                crate::network::NetworkMode::Network(network) => {
+                hull_net::NetworkMode::Network(network) => {
                     Some((c.id.clone(), network, c.state().ports))
                 }
                 _ => None,

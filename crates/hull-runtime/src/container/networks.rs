@@ -4,10 +4,10 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use hull_net::{NetworkError, NetworkMode, NetworkRecord, Networks};
 use hull_vm::Hypervisor;
 
 use super::{lock, Container, ContainerError, Containers};
-use crate::network::{NetworkError, NetworkMode, NetworkRecord, Networks};
 
 /// How a container joins a network, besides which one.
 #[derive(Debug, Clone, Default)]

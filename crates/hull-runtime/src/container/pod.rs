@@ -20,7 +20,6 @@ use super::{
     DETACHED_VM_PREFIX, WRITABLE_DISK,
 };
 use crate::agent::AgentClient;
-use crate::network;
 use crate::pod::{member_name, PodRecord, PodSpec};
 use crate::run::{unless_vm_dies, RunDir, Runtime};
 use crate::spec::ProcessOptions;
@@ -276,7 +275,7 @@ impl<H: Hypervisor> Containers<H> {
         container.update(|s| {
             s.streams = Some(streams);
             s.ports = ports;
-            s.ip_address = network::USER_ADDRESS.to_owned();
+            s.ip_address = hull_net::USER_ADDRESS.to_owned();
         });
         let run = Run {
             sandbox: Sandbox::Pod(pod_vm),
@@ -343,7 +342,7 @@ impl<H: Hypervisor> Containers<H> {
             .iter()
             .flat_map(|c| c.ports.iter().cloned())
             .collect();
-        let (backend, network) = network::user_network(&ports);
+        let (backend, network) = hull_net::user_network(&ports);
         let StartedVm { vm, agent, run_dir } = runtime
             .vms
             .start_with(

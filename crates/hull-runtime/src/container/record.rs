@@ -131,10 +131,10 @@ pub struct ContainerConfig {
     #[serde(default)]
     pub limits: crate::size::Limits,
     #[serde(default)]
-    pub network: crate::network::NetworkMode,
+    pub network: hull_net::NetworkMode,
     /// The ports it publishes, as asked (a host port 0 is chosen at start).
     #[serde(default)]
-    pub ports: Vec<crate::network::PortBinding>,
+    pub ports: Vec<hull_net::PortBinding>,
     #[serde(default)]
     pub volumes: Vec<crate::volume::VolumeMount>,
     /// Where its output goes and how much of it is kept.
@@ -234,7 +234,7 @@ pub struct ContainerState {
     pub streams: Option<StreamIds>,
     /// The ports published while it runs, with their host ports.
     #[serde(default)]
-    pub ports: Vec<crate::network::PortBinding>,
+    pub ports: Vec<hull_net::PortBinding>,
     /// Its address while it runs; empty without a network.
     #[serde(default)]
     pub ip_address: String,

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hull_net::NetworkMode;
 use hull_proto::{
     ContainerSpec, ExitStatus, MountSource, MountSpec, ProcessSpec, ProcessState, Request,
     Response, RootfsSpec,
@@ -17,7 +18,6 @@ use tracing::{debug, info, warn};
 use super::supervise::{Run, Sandbox, Stdio};
 use super::{lock, Container, ContainerError, Containers, Status, StreamIds, WRITABLE_DISK};
 use crate::agent::{AgentClient, AgentError};
-use crate::network::{self, NetworkMode};
 use crate::run::{
     remove_dir, start_process, unless_vm_dies, RunDir, RunError, Runtime, ROOTFS_SERIAL, STDERR,
     STDIN, STDOUT,
@@ -133,12 +133,12 @@ impl<H: Hypervisor> Containers<H> {
         let (backend, network, ports) = match &config.network {
             NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
             NetworkMode::User => {
-                let ports = network::assign_host_ports(&config.ports)?;
-                let (backend, spec) = network::user_network(&ports);
+                let ports = hull_net::assign_host_ports(&config.ports)?;
+                let (backend, spec) = hull_net::user_network(&ports);
                 (backend, Some(spec), ports)
             }
             NetworkMode::Network(network) => {
-                let ports = network::assign_host_ports(&config.ports)?;
+                let ports = hull_net::assign_host_ports(&config.ports)?;
                 let attachment = self.networks.attach(network, &id, &ports)?;
                 (attachment.backend, Some(attachment.spec), ports)
             }
@@ -508,7 +508,7 @@ pub fn vm_name(container: &str) -> String {
 /// Takes a container's tap and port rules down when dropped, unless
 /// released: a start that fails part-way leaves nothing behind.
 struct DetachUnlessReleased<'a> {
-    networks: &'a crate::network::Networks,
+    networks: &'a hull_net::Networks,
     container_id: Option<String>,
 }
 

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use hull_net::{PortBinding, Protocol};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::container::RestartPolicy;
-use crate::network::{PortBinding, Protocol};
 use crate::size::{self, SizeError, VmSize};
 
 /// The annotation that names a pod's size (`S1` … `L3`).

@@ -219,7 +219,7 @@ pub(super) fn networks_json(
         }),
         NetworkMode::User => serde_json::json!({
             "NetworkID": "bridge", "EndpointID": "",
-            "Gateway": if address.is_empty() { String::new() } else { hull_runtime::network::user_gateway().to_string() },
+            "Gateway": if address.is_empty() { String::new() } else { hull_net::user_gateway().to_string() },
             "IPAddress": address, "IPPrefixLen": if address.is_empty() { 0 } else { 24 },
             "MacAddress": "", "Aliases": null,
         }),

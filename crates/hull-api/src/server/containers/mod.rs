@@ -19,7 +19,7 @@ use hyper::{Request, Response, StatusCode};
 use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
-use hull_runtime::network::{NetworkError, NetworkMode, PortBinding, Protocol};
+use hull_net::{NetworkError, NetworkMode, PortBinding, Protocol};
 use hull_runtime::size::{Limits, VmSize};
 use hull_runtime::volume::{self, VolumeMount, VolumeSource};
 

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::subnet::{Subnet, SubnetPool};
-use super::NetworkError;
+pub use crate::subnet::{Subnet, SubnetPool};
+use crate::NetworkError;
 
 /// Names docker gives its predefined networks.
 pub const RESERVED_NAMES: [&str; 4] = ["bridge", "default", "host", "none"];
@@ -60,7 +60,7 @@ impl NetworkRecord {
     /// The host's bridge for this network; at most 15 characters, as
     /// interface names must be.
     pub fn bridge(&self) -> String {
-        format!("{}{}", super::BRIDGE_PREFIX, &self.id[..12])
+        format!("{}{}", crate::BRIDGE_PREFIX, &self.id[..12])
     }
 
     /// The address a name on this network stands for: a container's name,
@@ -253,7 +253,7 @@ impl NetworkStore {
             None => subnet.hosts().next().expect("a /30 or larger has hosts"),
         };
         let record = NetworkRecord {
-            id: crate::run::new_container_id(),
+            id: crate::records::new_id(),
             name: options.name,
             created: SystemTime::now(),
             subnet,
@@ -340,7 +340,7 @@ impl NetworkStore {
                 .ok_or_else(|| NetworkError::Exhausted(record.name.clone()))?,
         };
         let endpoint = Endpoint {
-            id: crate::run::new_container_id(),
+            id: crate::records::new_id(),
             container_name: container_name.trim_start_matches('/').to_owned(),
             aliases,
             address,

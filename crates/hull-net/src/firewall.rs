@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use hull_vm::uids::VmUids;
 
-use super::store::Subnet;
-use super::Protocol;
+use crate::store::Subnet;
+use crate::Protocol;
 
 pub const TABLE: &str = "hull";
 
@@ -182,7 +182,7 @@ impl Ruleset<'_> {
     }
 
     fn bridge_filter(&self, out: &mut String) {
-        let prefix = super::BRIDGE_PREFIX;
+        let prefix = crate::BRIDGE_PREFIX;
         let _ = writeln!(
             out,
             "  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"{prefix}*\" jump bridge_input\n  }}"

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::store::Subnet;
-use super::NetworkError;
+use crate::store::Subnet;
+use crate::NetworkError;
 
 /// Whether Hull's nftables tables can be written here, or why not.
 pub fn detect_firewall() -> Result<Firewall, String> {

@@ -18,8 +18,8 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::dns::{self, Lookup, Question, CLASS_IN, HEADER_LEN};
-use super::store::Subnet;
+use crate::dns::{self, Lookup, Question, CLASS_IN, HEADER_LEN};
+use crate::store::Subnet;
 
 /// A query is at most this long; longer ones are not DNS over UDP.
 const MAX_QUERY: usize = 4096;
@@ -322,7 +322,7 @@ impl Forwarder {
     fn free_id(&mut self) -> u16 {
         loop {
             if self.random.len() < 2 {
-                self.random = crate::run::random_bytes::<256>().to_vec();
+                self.random = crate::records::random_bytes::<256>().to_vec();
             }
             let id = u16::from_be_bytes([self.random[0], self.random[1]]);
             self.random.drain(..2);

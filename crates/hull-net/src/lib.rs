@@ -1,13 +1,15 @@
-//! A container's network: which one it joins, and the host ports it
-//! publishes. The default, user-mode network needs no privileges: the guest
-//! sits behind QEMU's NAT at 10.0.2.15, reaches out through it, and its
-//! published ports are forwarded from the host by QEMU. User-defined
-//! networks are bridges on the host (see [`bridges`]).
+//! Hull's networking, below the runtime: which network a container joins,
+//! and the host ports it publishes. The default, user-mode network needs no
+//! privileges: the guest sits behind QEMU's NAT at 10.0.2.15, reaches out
+//! through it, and its published ports are forwarded from the host by QEMU.
+//! User-defined networks are bridges on the host (see [`bridges`]), with
+//! their addresses (IPAM), a resolver and nftables rules.
 
 mod bridges;
 pub mod dns;
 pub mod firewall;
 mod host;
+pub mod records;
 pub mod resolver;
 pub mod store;
 mod subnet;
@@ -282,7 +284,7 @@ pub fn assign_host_ports(bindings: &[PortBinding]) -> Result<Vec<PortBinding>, N
 
 /// A locally administered, unicast MAC address.
 pub fn random_mac() -> String {
-    let bytes = crate::run::random_bytes::<5>();
+    let bytes = crate::records::random_bytes::<5>();
     format!(
         "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         bytes[0], bytes[1], bytes[2], bytes[3], bytes[4]

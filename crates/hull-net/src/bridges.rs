@@ -13,10 +13,10 @@ use tracing::{info, warn};
 
 use hull_vm::uids::VmUids;
 
-use super::firewall::{BridgeRules, PortRule, Ruleset};
-use super::host::{self, Firewall, HostNetwork};
-use super::store::{NetworkOptions, NetworkRecord, NetworkStore};
-use super::{dns, resolver, NetworkError, PortBinding, TAP_PREFIX};
+use crate::firewall::{BridgeRules, PortRule, Ruleset};
+use crate::host::{self, Firewall, HostNetwork};
+use crate::store::{NetworkOptions, NetworkRecord, NetworkStore};
+use crate::{dns, resolver, NetworkError, PortBinding, TAP_PREFIX};
 
 /// How a container's VM joins its network.
 pub struct Attachment {
@@ -93,7 +93,7 @@ impl Networks {
     }
 
     /// Subnets the host routes now, which automatic subnets avoid.
-    fn routed(&self) -> Vec<super::Subnet> {
+    fn routed(&self) -> Vec<crate::Subnet> {
         match &self.host {
             Ok(host) => host.routed_subnets(),
             Err(_) => Vec::new(),
@@ -232,7 +232,7 @@ impl Networks {
             .cloned()
             .ok_or_else(|| NetworkError::NotConnected(record.name.clone()))?;
         let Ok(host) = &self.host else {
-            let (backend, spec) = super::user_network(ports);
+            let (backend, spec) = crate::user_network(ports);
             return Ok(Attachment {
                 backend,
                 spec,

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::NetworkError;
+use crate::NetworkError;
 
 /// An IPv4 subnet, `10.89.1.0/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
