@@ -4,6 +4,7 @@ mod admin;
 mod archive;
 mod attach;
 mod auth;
+pub mod connections;
 mod containers;
 mod events;
 mod exec;
