@@ -1,5 +1,5 @@
 //! The tenant listener's connections are shared fairly: one tenant holds
-//! at most its own number of them (held streams count), one address at
+//! at most its own number of them (held streams and attaches count), one address at
 //! most its own number before they authenticate, and a connection carries
 //! one tenant's requests only. No VM boots here.
 
@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::cloud::Cloud;
+use common::cloud::{tiny_archive, Cloud};
 use common::{stdout_of, text};
 
 /// A tenant with client certificates opens `GET /events` streams up to its
@@ -50,9 +50,15 @@ def status(data):
     return data.split(b'\r\n')[0].decode() if isinstance(data, bytes) else data.split('\r\n')[0]
 # One at a time: each authenticates before the next is a stranger.
 held, answers = [], {'held': []}
-for _ in range(limit):
+for _ in range(limit - 1):
     held.append(send('acme', '/events'))
     answers['held'].append(status(head(held[-1])))
+# An attach takes the connection over from HTTP; it still counts.
+attach = contexts['acme'].wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='127.0.0.1')
+attach.settimeout(20)
+attach.sendall(b'POST /containers/held/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n')
+held.append(attach)
+answers['held'].append(status(head(attach)))
 refused = send('acme', '/containers/json')
 answers['refused'] = whole(refused)
 answers['other_tenant'] = status(whole(send('beta', '/containers/json', close=True)))
@@ -134,10 +140,19 @@ fn one_tenant_or_one_address_cannot_hold_the_connections_others_need() {
         ("HULL_MAX_CONNECTIONS_PER_TENANT", "4"),
         ("HULL_MAX_UNAUTHENTICATED_PER_ADDRESS", "3"),
     ]);
-    for tenant in ["acme", "beta"] {
-        stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", tenant]));
-    }
+    let (access, secret) = cloud.tenant_with_key("acme");
+    stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "beta"]));
     let (acme, beta) = (cloud.client_certs("acme"), cloud.client_certs("beta"));
+    // A container to attach to; it never starts, so no VM boots.
+    let dir = tempfile::tempdir().unwrap();
+    let image = tiny_archive(dir.path(), "tiny:1", "held");
+    for args in [
+        &["load", "-i", image.to_str().unwrap()][..],
+        &["create", "--name", "held", "tiny:1"],
+    ] {
+        let done = cloud.tenant(&access, &secret, args);
+        assert!(done.status.success(), "{args:?}: {}", text(&done.stderr));
+    }
     let path = |dir: &std::path::Path, file: &str| dir.join(file).display().to_string();
     let ca = cloud.ca().display().to_string();
     let port = cloud.port.to_string();
@@ -156,9 +171,17 @@ fn one_tenant_or_one_address_cannot_hold_the_connections_others_need() {
             &path(&beta, "key.pem"),
         ],
     );
-    for held in streams["held"].as_array().unwrap() {
-        assert!(held.as_str().unwrap().contains(" 200 "), "{streams}");
+    let held: Vec<&str> = streams["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(held.len(), 4, "{streams}");
+    for answer in &held[..3] {
+        assert!(answer.contains(" 200 "), "{streams}");
     }
+    assert!(held[3].contains(" 101 "), "the attach: {streams}");
     let refused = streams["refused"].as_str().unwrap();
     let (head, body) = refused.split_once("\r\n\r\n").unwrap_or((refused, ""));
     assert!(head.starts_with("HTTP/1.1 429 "), "{refused}");

@@ -10,7 +10,12 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Connections served at once, all peers and tenants together.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -136,6 +141,67 @@ impl Connection {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             Holder::Tenant(_)
         )
+    }
+}
+
+/// A connection's stream with its slots, which go back when the stream is
+/// dropped: also when an upgrade (attach, exec) has taken the stream over
+/// from hyper, whose connection (and its service) ends at the upgrade.
+pub struct Counted<S> {
+    stream: S,
+    _connection: Arc<Connection>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S> Counted<S> {
+    /// `stream`, holding `connection`'s slot and `permit`, its place among
+    /// all connections.
+    pub fn new(stream: S, connection: Arc<Connection>, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            stream,
+            _connection: connection,
+            _permit: permit,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use super::connections::{Connection, ConnectionError, Connections};
+use super::connections::{Connection, ConnectionError, Connections, Counted};
 use super::scope::{self, Scope};
 use super::tenancy::MAX_BODIES_PER_TENANT;
 use super::{
@@ -77,7 +77,6 @@ pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<
         };
         let (daemon, tls) = (daemon.clone(), tls.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => return debug!(%peer, error = %err, "TLS handshake failed"),
@@ -93,6 +92,7 @@ pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<
                 .and_then(|chain| chain.first())
                 .map(|cert| crate::tls::fingerprint(cert));
             let connection = Arc::new(connection);
+            let stream = Counted::new(stream, connection.clone(), permit);
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let (daemon, connection) = (daemon.clone(), connection.clone());
                 let certificate = certificate.clone();
