@@ -60,6 +60,16 @@ pub enum ConnectionError {
     OtherTenant,
 }
 
+impl ConnectionError {
+    /// The limit it met, as the metrics name it.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            ConnectionError::TenantFull { .. } => "tenant",
+            ConnectionError::OtherTenant => "other_tenant",
+        }
+    }
+}
+
 /// The tenant listener's connections, counted per address and per tenant.
 pub struct Connections {
     limits: ConnectionLimits,

@@ -73,6 +73,7 @@ pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<
         // Closed at once, before a handshake costs anything.
         let Some(connection) = connections.admit(peer.ip()) else {
             debug!(%peer, "refused a connection: its address holds its limit of unauthenticated ones");
+            daemon.metrics().refused_connection("address");
             continue;
         };
         let (daemon, tls) = (daemon.clone(), tls.clone());
@@ -151,7 +152,10 @@ async fn handle(
     let (mut response, close) = match identify(daemon, &parts, &who) {
         Err(error) => (error.into_response(), !connection.authenticated()),
         Ok((tenant, proof)) => match connection.claim(&tenant.0) {
-            Err(refused) => (refused_connection(&refused).into_response(), true),
+            Err(refused) => {
+                daemon.metrics().refused_connection(refused.limit());
+                (refused_connection(&refused).into_response(), true)
+            }
             Ok(()) => {
                 let served = match with_body(daemon, &tenant, parts, body, proof).await {
                     Ok(request) => route(daemon, &tenant, request).await,
