@@ -136,9 +136,12 @@ fn python(script: &str, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn one_tenant_or_one_address_cannot_hold_the_connections_others_need() {
+    let metrics_port = common::free_port();
+    let metrics = format!("tcp://127.0.0.1:{metrics_port}");
     let cloud = Cloud::start(&[
         ("HULL_MAX_CONNECTIONS_PER_TENANT", "4"),
         ("HULL_MAX_UNAUTHENTICATED_PER_ADDRESS", "3"),
+        ("HULL_METRICS", &metrics),
     ]);
     let (access, secret) = cloud.tenant_with_key("acme");
     stdout_of(&cloud.daemon.hull(&["admin", "tenant", "create", "beta"]));
@@ -242,6 +245,22 @@ fn one_tenant_or_one_address_cannot_hold_the_connections_others_need() {
         after.last().unwrap().as_str().unwrap().contains(" 200 "),
         "the address's slots never came back: {handshakes}"
     );
+
+    // The operator sees each refusal counted by the limit it met.
+    let stream = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    let (_, scraped) =
+        common::http_exchange(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    // (A retry that came before the idle ones were gone counts too.)
+    let refusals = |limit: &str| -> u64 {
+        let series = format!(r#"hull_tenant_connections_refused_total{{limit="{limit}"}} "#);
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("no {limit} series: {scraped}"))
+    };
+    assert_eq!(refusals("tenant"), 1, "{scraped}");
+    assert!(refusals("address") >= 1, "{scraped}");
 }
 
 #[test]
