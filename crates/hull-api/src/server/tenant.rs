@@ -161,7 +161,12 @@ async fn handle(
                     Ok(request) => route(daemon, &tenant, request).await,
                     Err(error) => Err(error),
                 };
-                let response = served.unwrap_or_else(ApiError::into_response);
+                let scope = Scope::Tenant(&tenant.0);
+                let response = served.unwrap_or_else(|error| {
+                    // The runtime words its errors with the store's names.
+                    ApiError::new(error.status, scope.unqualify_text(&error.message))
+                        .into_response()
+                });
                 (response, false)
             }
         },
@@ -481,7 +486,7 @@ async fn route(
                 return Err(refused(&method, &path));
             }
             let id = scope::container_id(daemon, scope, &reference)?;
-            let routed = super::container_route(daemon, &method, &id, action, request);
+            let routed = super::container_route(daemon, &method, &id, action, request, scope);
             match action {
                 // What a start takes is counted against the tenant's quota.
                 "start" | "restart" => {
