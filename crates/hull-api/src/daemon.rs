@@ -99,6 +99,9 @@ pub struct CloudConfig {
     /// Private registry hosts tenants' pulls may reach; otherwise they
     /// reach public addresses only.
     pub tenant_registries: Vec<String>,
+    /// How many connections the tenant listener serves: in all, per
+    /// tenant, and per address before they authenticate.
+    pub connections: crate::server::connections::ConnectionLimits,
 }
 
 impl Default for CloudConfig {
@@ -108,6 +111,7 @@ impl Default for CloudConfig {
             region: "us-west-1".to_owned(),
             witness: None,
             tenant_registries: Vec::new(),
+            connections: Default::default(),
         }
     }
 }

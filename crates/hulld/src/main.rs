@@ -120,6 +120,29 @@ struct Args {
         value_name = "HOST"
     )]
     tenant_registries: Vec<String>,
+    /// Connections the tenant listener serves at once; more wait in the
+    /// kernel's backlog.
+    #[arg(long, env = "HULL_MAX_CONNECTIONS", value_name = "N", value_parser = parse_count,
+          default_value_t = hull_api::server::connections::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Connections one tenant may hold at once on the tenant listener
+    /// (held streams such as `logs -f`, `events` and attach count); a
+    /// request on one more is answered 429 and its connection closed.
+    #[arg(long, env = "HULL_MAX_CONNECTIONS_PER_TENANT", value_name = "N", value_parser = parse_count,
+          default_value_t = hull_api::server::connections::DEFAULT_MAX_PER_TENANT)]
+    max_connections_per_tenant: usize,
+    /// Connections one address (an IPv6 /64) may hold on the tenant
+    /// listener before they authenticate; one more is closed at once.
+    #[arg(long, env = "HULL_MAX_UNAUTHENTICATED_PER_ADDRESS", value_name = "N", value_parser = parse_count,
+          default_value_t = hull_api::server::connections::DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS)]
+    max_unauthenticated_per_address: usize,
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(count) if count > 0 => Ok(count),
+        _ => Err(format!("'{text}' is not a count of 1 or more")),
+    }
 }
 
 fn parse_vm_uids(text: &str) -> Result<hull_vm::uids::VmUids, String> {
@@ -204,6 +227,11 @@ async fn serve() -> Result<()> {
             region: args.region.clone(),
             witness: std::env::current_exe().ok(),
             tenant_registries: args.tenant_registries.clone(),
+            connections: hull_api::server::connections::ConnectionLimits {
+                total: args.max_connections,
+                per_tenant: args.max_connections_per_tenant,
+                unauthenticated_per_address: args.max_unauthenticated_per_address,
+            },
         },
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;

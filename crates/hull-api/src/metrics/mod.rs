@@ -62,6 +62,11 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PathLabels {
     path: &'static str,
 }
@@ -124,6 +129,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     pulls: Family<ResultLabels, Counter>,
+    refused_connections: Family<LimitLabels, Counter>,
     starts: Family<PathLabels, Histogram>,
     vms: Family<StateLabels, Gauge>,
     templates: Family<StateLabels, Gauge>,
@@ -155,6 +161,12 @@ impl Metrics {
             "image_pulls",
             "Image pulls from registries, by result (ok, error)",
             pulls.clone(),
+        );
+        let refused_connections = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "tenant_connections_refused",
+            "Tenant listener connections refused, by the limit they met (address: unauthenticated ones per address; tenant: one tenant's; other_tenant: a request of another tenant's on a connection)",
+            refused_connections.clone(),
         );
         let starts = Family::<PathLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(START_BUCKETS)) as fn() -> Histogram,
@@ -198,6 +210,7 @@ impl Metrics {
             registry,
             requests,
             pulls,
+            refused_connections,
             starts,
             vms,
             templates,
@@ -223,6 +236,14 @@ impl Metrics {
     pub fn pull(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.pulls.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts a tenant listener connection refused at `limit` (`address`,
+    /// `tenant`, `other_tenant`).
+    pub fn refused_connection(&self, limit: &'static str) {
+        self.refused_connections
+            .get_or_create(&LimitLabels { limit })
+            .inc();
     }
 
     /// Records a VM start: `path` as the runtime names it.

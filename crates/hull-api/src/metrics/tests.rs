@@ -98,6 +98,22 @@ fn pulls_are_counted_by_result() {
 }
 
 #[test]
+fn refused_tenant_connections_are_counted_by_limit() {
+    let metrics = Metrics::new();
+    metrics.refused_connection("address");
+    metrics.refused_connection("address");
+    metrics.refused_connection("tenant");
+    let text = metrics.render(&Snapshot::default());
+    let lines = lines(&text);
+    for line in [
+        r#"hull_tenant_connections_refused_total{limit="address"} 2"#,
+        r#"hull_tenant_connections_refused_total{limit="tenant"} 1"#,
+    ] {
+        assert!(lines.contains(&line), "{text}");
+    }
+}
+
+#[test]
 fn vms_templates_and_pools_are_read_from_the_snapshot() {
     let metrics = Metrics::new();
     let snapshot = Snapshot {

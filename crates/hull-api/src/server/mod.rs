@@ -4,6 +4,7 @@ mod admin;
 mod archive;
 mod attach;
 mod auth;
+pub mod connections;
 mod containers;
 mod events;
 mod exec;
@@ -281,7 +282,8 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");
-            container_route(&daemon, &method, &reference, action, request).await
+            let scope = scope::Scope::Operator;
+            container_route(&daemon, &method, &reference, action, request, scope).await
         }
         (_, p) if p.starts_with("/exec/") => {
             let (id, action) = split_resource(p, "/exec/");
@@ -328,14 +330,15 @@ pub(super) async fn container_route(
     reference: &str,
     action: &str,
     request: Request<RequestBody>,
+    scope: scope::Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     match (method, action) {
-        (&Method::GET, "json") => containers::inspect(daemon, reference),
+        (&Method::GET, "json") => containers::inspect(daemon, reference, scope),
         (&Method::POST, "start") => containers::start(daemon, reference).await,
         (&Method::POST, "stop") => containers::stop(daemon, reference, &request).await,
         (&Method::POST, "restart") => containers::restart(daemon, reference, &request).await,
         (&Method::POST, "kill") => containers::kill(daemon, reference, &request).await,
-        (&Method::POST, "wait") => containers::wait(daemon, reference, &request).await,
+        (&Method::POST, "wait") => containers::wait(daemon, reference, &request, scope).await,
         (&Method::POST, "rename") => containers::rename(daemon, reference, &request),
         (&Method::POST, "update") => containers::update(daemon, reference, request).await,
         (&Method::POST, "resize") => containers::resize(daemon, reference, &request).await,

@@ -40,6 +40,17 @@ impl Scope<'_> {
         }
     }
 
+    /// `text` as this scope reads it: a tenant's own qualified names in it
+    /// (`data@acme`, `acme/web`) as the tenant calls them (`data`, `web`).
+    /// The runtime words its errors with the store's names; every error
+    /// the tenant listener answers passes through here.
+    pub fn unqualify_text(&self, text: &str) -> String {
+        match self {
+            Scope::Operator => text.to_owned(),
+            Scope::Tenant(tenant) => strip_qualifier(text, tenant),
+        }
+    }
+
     /// Whether an object with these labels is visible in this scope.
     pub fn sees(&self, labels: &BTreeMap<String, String>) -> bool {
         match self {
@@ -47,6 +58,48 @@ impl Scope<'_> {
             Scope::Tenant(tenant) => labels.get(OWNER_LABEL).is_some_and(|owner| owner == tenant),
         }
     }
+}
+
+/// `text` without `tenant`'s qualifiers: `@tenant` right after a name, and
+/// `tenant/` right before one, each only where it is the whole qualifier
+/// (`data@acme2` and `xacme/web` stay as they are for `acme`).
+fn strip_qualifier(text: &str, tenant: &str) -> String {
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let bytes = text.as_bytes();
+    // A tenant's name may hold a `.`; one that ends a sentence ends it too.
+    let ends_at = |end: usize| match bytes.get(end) {
+        None => true,
+        Some(b'.') => !bytes.get(end + 1).copied().is_some_and(name_byte),
+        Some(&b) => !name_byte(b),
+    };
+    let suffix = format!("@{tenant}");
+    let prefix = format!("{tenant}/");
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        if rest.starts_with(suffix.as_bytes())
+            && before.is_some_and(name_byte)
+            && ends_at(at + suffix.len())
+        {
+            at += suffix.len();
+            continue;
+        }
+        if rest.starts_with(prefix.as_bytes())
+            && !before.is_some_and(|b| name_byte(b) || matches!(b, b'/' | b'@' | b':'))
+            && bytes
+                .get(at + prefix.len())
+                .is_some_and(u8::is_ascii_alphanumeric)
+        {
+            at += prefix.len();
+            continue;
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    // Only whole ASCII runs were left out: the rest is the text's own UTF-8.
+    String::from_utf8(out).expect("cut at ASCII bytes only")
 }
 
 /// The full id of the container `reference` names among those `scope`
@@ -127,5 +180,55 @@ mod tests {
             assert_eq!(acme.unqualify(other), None, "{other}");
         }
         assert_eq!(Scope::Operator.unqualify("data@acme"), Some("data@acme"));
+    }
+
+    #[test]
+    fn a_tenants_errors_name_its_objects_as_it_does() {
+        let acme = Scope::Tenant("acme");
+        for (store, shown) in [
+            ("get data@acme: no such volume", "get data: no such volume"),
+            (
+                "invalid volume name \"x@acme\": only [a-zA-Z0-9]…",
+                "invalid volume name \"x\": only [a-zA-Z0-9]…",
+            ),
+            (
+                "volume data@acme is attached to the running container web",
+                "volume data is attached to the running container web",
+            ),
+            ("No such container: acme/web", "No such container: web"),
+            (
+                "cannot read /var/lib/hull/volumes/data@acme/volume.json: gone",
+                "cannot read /var/lib/hull/volumes/data/volume.json: gone",
+            ),
+            // What the tenant spelled, less its own qualifier only.
+            (
+                "get data@beta@acme: no such volume",
+                "get data@beta: no such volume",
+            ),
+            ("ends with data@acme.", "ends with data."),
+            (
+                "…volume is in use - [data@acme, tmp@acme]",
+                "…volume is in use - [data, tmp]",
+            ),
+        ] {
+            assert_eq!(acme.unqualify_text(store), shown, "{store}");
+        }
+        // Another tenant's, longer names, and what is no qualifier stay.
+        for kept in [
+            "get data@acme2: no such volume",
+            "get data@acme.corp: no such volume",
+            "get data@xacme: no such volume",
+            "No such container: xacme/web",
+            "network tenant:acme",
+            "/srv/acme/web",
+            "sh.hull.tenant=acme",
+            "@acme",
+            "acme/",
+            "café@acme2 ünï",
+        ] {
+            assert_eq!(acme.unqualify_text(kept), kept);
+        }
+        assert_eq!(acme.unqualify_text("café data@acme ünï"), "café data ünï");
+        assert_eq!(Scope::Operator.unqualify_text("data@acme"), "data@acme");
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! Whoever reaches the port is a stranger until a signature or a client
 //! certificate proves which tenant it is. Everything is bounded before it is
-//! read: the TLS handshake has a deadline, connections are counted, and a
-//! request's body is read only up to a limit and held to the hash it was
-//! signed with before any handler sees it.
+//! read: the TLS handshake has a deadline, connections are counted (per
+//! address until their first request authenticates, per tenant from then
+//! on: `connections`), and a request's body is read only up to a limit and
+//! held to the hash it was signed with before any handler sees it.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use hull_cloud::date::HyperDate;
 use hull_cloud::sign::{self, Request as Signed};
 use hull_cloud::verify::{Verifier, VerifyError};
 use hyper::body::{Frame, Incoming};
-use hyper::header::HeaderValue;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
@@ -28,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use super::connections::{Connection, ConnectionError, Connections, Counted};
 use super::scope::{self, Scope};
 use super::tenancy::MAX_BODIES_PER_TENANT;
 use super::{
@@ -40,8 +42,6 @@ use crate::DOCKER_API_VERSION;
 
 /// The largest body a tenant's signed request may carry.
 pub const MAX_SIGNED_BODY: usize = 1 << 20;
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 1024;
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not sent a request's head by then is dropped, so a
@@ -58,7 +58,8 @@ pub struct Tenant(pub String);
 /// Serves tenants on `listener` with TLS until the process ends.
 pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<Daemon>) {
     let clock = test_clock();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections::new(daemon.cloud_config().connections));
+    let slots = Arc::new(Semaphore::new(connections.limits().total));
     loop {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
         let (stream, peer) = match listener.accept().await {
@@ -69,9 +70,14 @@ pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<
                 continue;
             }
         };
+        // Closed at once, before a handshake costs anything.
+        let Some(connection) = connections.admit(peer.ip()) else {
+            debug!(%peer, "refused a connection: its address holds its limit of unauthenticated ones");
+            daemon.metrics().refused_connection("address");
+            continue;
+        };
         let (daemon, tls) = (daemon.clone(), tls.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => return debug!(%peer, error = %err, "TLS handshake failed"),
@@ -86,15 +92,17 @@ pub async fn serve_tenants(listener: TcpListener, tls: TlsAcceptor, daemon: Arc<
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|cert| crate::tls::fingerprint(cert));
+            let connection = Arc::new(connection);
+            let stream = Counted::new(stream, connection.clone(), permit);
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let daemon = daemon.clone();
+                let (daemon, connection) = (daemon.clone(), connection.clone());
                 let certificate = certificate.clone();
                 async move {
                     let who = Credential {
                         certificate: certificate.as_deref(),
                         clock,
                     };
-                    Ok::<_, Infallible>(handle(&daemon, request, who).await)
+                    Ok::<_, Infallible>(handle(&daemon, request, who, &connection).await)
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -124,39 +132,85 @@ struct Credential<'a> {
     clock: Option<SystemTime>,
 }
 
+/// How a request proved its tenant: a signature, which holds its body to
+/// a hash, or the connection's client certificate, which has none.
+enum Proof {
+    Signed { payload_sha256: String },
+    Certificate,
+}
+
 async fn handle(
     daemon: &Daemon,
     request: Request<Incoming>,
     who: Credential<'_>,
+    connection: &Connection,
 ) -> Response<Body> {
     let method = request.method().clone();
-    let authenticated = match who.certificate {
-        Some(fingerprint) => by_certificate(daemon, request, fingerprint).await,
-        None => authenticate(daemon, request, who.clock.unwrap_or_else(SystemTime::now)).await,
+    let (parts, body) = request.into_parts();
+    // A connection whose request proves no tenant, or that may not carry
+    // this tenant's, is closed after the answer: a stranger gets one try.
+    let (mut response, close) = match identify(daemon, &parts, &who) {
+        Err(error) => (error.into_response(), !connection.authenticated()),
+        Ok((tenant, proof)) => match connection.claim(&tenant.0) {
+            Err(refused) => {
+                daemon.metrics().refused_connection(refused.limit());
+                (refused_connection(&refused).into_response(), true)
+            }
+            Ok(()) => {
+                let served = match with_body(daemon, &tenant, parts, body, proof).await {
+                    Ok(request) => route(daemon, &tenant, request).await,
+                    Err(error) => Err(error),
+                };
+                let scope = Scope::Tenant(&tenant.0);
+                let response = served.unwrap_or_else(|error| {
+                    // The runtime words its errors with the store's names.
+                    ApiError::new(error.status, scope.unqualify_text(&error.message))
+                        .into_response()
+                });
+                (response, false)
+            }
+        },
     };
-    let mut response = match authenticated {
-        Ok((tenant, request)) => route(daemon, &tenant, request)
-            .await
-            .unwrap_or_else(ApiError::into_response),
-        Err(error) => error.into_response(),
-    };
-    response
-        .headers_mut()
-        .insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
+    let headers = response.headers_mut();
+    headers.insert("Api-Version", HeaderValue::from_static(DOCKER_API_VERSION));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     daemon
         .metrics()
         .request(Listener::Tenant, &method, response.status());
     response
 }
 
-/// Checks the request's signature and reads its body, held to the signed
-/// hash; the request comes back with that body.
-async fn authenticate(
+fn refused_connection(error: &ConnectionError) -> ApiError {
+    let status = match error {
+        ConnectionError::TenantFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ConnectionError::OtherTenant => StatusCode::FORBIDDEN,
+    };
+    ApiError::new(status, error.to_string())
+}
+
+/// The tenant a request comes from: its signature's key's, checked
+/// against its head (its body is held to the signed hash as it is read),
+/// or its connection's client certificate's.
+fn identify(
     daemon: &Daemon,
-    request: Request<Incoming>,
-    now: SystemTime,
-) -> Result<(Tenant, Request<RequestBody>), ApiError> {
-    let (parts, body) = request.into_parts();
+    parts: &hyper::http::request::Parts,
+    who: &Credential<'_>,
+) -> Result<(Tenant, Proof), ApiError> {
+    if let Some(fingerprint) = who.certificate {
+        let tenant = daemon
+            .tenants()
+            .tenant_of_cert(fingerprint)
+            .map_err(ApiError::from)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "the client certificate is unknown or revoked",
+                )
+            })?;
+        return Ok((Tenant(tenant), Proof::Certificate));
+    }
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -176,6 +230,7 @@ async fn authenticate(
     };
     let mut tenant = None;
     let verifier = Verifier::new(&daemon.cloud_config().region);
+    let now = who.clock.unwrap_or_else(SystemTime::now);
     let verified = verifier
         .verify(&signed, now, |access_key| {
             let found = daemon.tenants().secret_of(access_key);
@@ -190,16 +245,37 @@ async fn authenticate(
         })
         .map_err(unauthorized)?;
     let tenant = Tenant(tenant.expect("a verified request has a key's tenant"));
+    let proof = Proof::Signed {
+        payload_sha256: verified.payload_sha256,
+    };
+    Ok((tenant, proof))
+}
+
+/// The request with its body: read whole (within the tenant's body slots)
+/// and held to its signed hash, or streamed to its handler.
+async fn with_body(
+    daemon: &Daemon,
+    tenant: &Tenant,
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+    proof: Proof,
+) -> Result<Request<RequestBody>, ApiError> {
     if streams(&parts) {
-        let body = HashChecked::new(body, verified.payload_sha256);
-        return Ok((tenant, Request::from_parts(parts, body.boxed())));
+        let body = match proof {
+            Proof::Signed { payload_sha256 } => HashChecked::new(body, payload_sha256).boxed(),
+            // The certificate proved who sends it; there is no hash to hold it to.
+            Proof::Certificate => body.map_err(BodyError::from).boxed(),
+        };
+        return Ok(Request::from_parts(parts, body));
     }
     let slot = body_slot(daemon, &tenant.0, &body)?;
     let body = read_body(body).await?;
-    if sign::payload_sha256(&body) != verified.payload_sha256 {
-        return Err(unauthorized(VerifyError::BodyMismatch));
+    if let Proof::Signed { payload_sha256 } = &proof {
+        if sign::payload_sha256(&body) != *payload_sha256 {
+            return Err(unauthorized(VerifyError::BodyMismatch));
+        }
     }
-    Ok((tenant, Request::from_parts(parts, buffered(body, slot))))
+    Ok(Request::from_parts(parts, buffered(body, slot)))
 }
 
 /// Whether a request's body is streamed to its handler rather than read
@@ -261,36 +337,6 @@ impl hyper::body::Body for HashChecked {
             }
         }
     }
-}
-
-/// A request on a connection made with a tenant's client certificate.
-async fn by_certificate(
-    daemon: &Daemon,
-    request: Request<Incoming>,
-    fingerprint: &str,
-) -> Result<(Tenant, Request<RequestBody>), ApiError> {
-    let tenant = daemon
-        .tenants()
-        .tenant_of_cert(fingerprint)
-        .map_err(ApiError::from)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "the client certificate is unknown or revoked",
-            )
-        })?;
-    let (parts, body) = request.into_parts();
-    // The certificate proved who sends it; there is no hash to hold it to.
-    if streams(&parts) {
-        let body = body.map_err(BodyError::from).boxed();
-        return Ok((Tenant(tenant), Request::from_parts(parts, body)));
-    }
-    let slot = body_slot(daemon, &tenant, &body)?;
-    let body = read_body(body).await?;
-    Ok((
-        Tenant(tenant),
-        Request::from_parts(parts, buffered(body, slot)),
-    ))
 }
 
 /// A request's body, read up to the limit.
@@ -440,7 +486,7 @@ async fn route(
                 return Err(refused(&method, &path));
             }
             let id = scope::container_id(daemon, scope, &reference)?;
-            let routed = super::container_route(daemon, &method, &id, action, request);
+            let routed = super::container_route(daemon, &method, &id, action, request, scope);
             match action {
                 // What a start takes is counted against the tenant's quota.
                 "start" | "restart" => {

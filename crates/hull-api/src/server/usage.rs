@@ -6,6 +6,7 @@ use hull_cloud::usage::{self, Owner, UsageError, UsageReport};
 use hyper::{Request, Response, StatusCode};
 
 use super::containers::Query;
+use super::scope::Scope;
 use super::{json_response, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 
@@ -43,7 +44,21 @@ pub(super) async fn report(
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(json_response(StatusCode::OK, &report))
+    Ok(json_response(StatusCode::OK, &shown_to(report, tenant)))
+}
+
+/// The report as `tenant` reads it: its stored items (`data@acme`,
+/// `sha256:…@acme` in the records) by its own names.
+fn shown_to(mut report: UsageReport, tenant: Option<&str>) -> UsageReport {
+    if let Some(tenant) = tenant {
+        let scope = Scope::Tenant(tenant);
+        for item in &mut report.storage {
+            if let Some(name) = scope.unqualify(&item.name) {
+                item.name = name.to_owned();
+            }
+        }
+    }
+    report
 }
 
 /// Whose records a report holds: a tenant's own whatever it asks for; the
@@ -66,6 +81,35 @@ mod tests {
         assert_eq!(owner(None, Some("beta")).as_deref(), Some("beta"));
         assert_eq!(owner(None, Some("")), None);
         assert_eq!(owner(None, None), None);
+    }
+
+    #[test]
+    fn a_tenant_reads_its_stored_items_by_its_own_names() {
+        let item = |name: &str| hull_cloud::storage::StorageUse {
+            kind: "volume".into(),
+            name: name.into(),
+            tenant: Some("acme".into()),
+            bytes: 1,
+            first: 0,
+            last: 0,
+            gone: None,
+            gb_seconds: 0.0,
+        };
+        let report = || UsageReport {
+            runs: Vec::new(),
+            storage: vec![item("data@acme"), item("sha256:ab@acme")],
+        };
+        let names = |report: UsageReport| -> Vec<String> {
+            report.storage.into_iter().map(|s| s.name).collect()
+        };
+        assert_eq!(
+            names(shown_to(report(), Some("acme"))),
+            ["data", "sha256:ab"]
+        );
+        assert_eq!(
+            names(shown_to(report(), None)),
+            ["data@acme", "sha256:ab@acme"]
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use hull_cloud::date::HyperDate;
+use hull_cloud::sign;
 
 use super::{stdout_of, text, Daemon};
 
@@ -77,19 +80,8 @@ impl Cloud {
         headers: &[(String, String)],
         body: Option<&Path>,
     ) -> (u16, String) {
-        let mut command = Command::new("curl");
-        command
-            .args([
-                "-sS",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                method,
-                "--cacert",
-            ])
-            .arg(self.ca());
+        let mut command = self.curl_command(method, target);
+        command.arg("--cacert").arg(self.ca());
         for (name, value) in headers {
             command.arg("-H").arg(format!("{name}: {value}"));
         }
@@ -98,29 +90,60 @@ impl Cloud {
                 .arg("--data-binary")
                 .arg(format!("@{}", body.display()));
         }
+        run_curl(command)
+    }
+
+    /// Headers of a request signed now with `access`/`secret` (host included).
+    pub fn signed_headers(
+        &self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        access: &str,
+        secret: &str,
+    ) -> Vec<(String, String)> {
+        let host = format!("127.0.0.1:{}", self.port);
+        let payload = sign::payload_sha256(body);
+        let date = HyperDate::from_time(SystemTime::now());
+        let mut headers = vec![
+            ("Host".to_owned(), host),
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("X-Hyper-Date".to_owned(), date.stamp().to_owned()),
+            ("X-Hyper-Content-Sha256".to_owned(), payload.clone()),
+        ];
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let request = sign::Request {
+            method,
+            path,
+            query,
+            headers: headers.clone(),
+            payload_sha256: &payload,
+        };
+        let credentials = sign::Credentials {
+            access_key: access.to_owned(),
+            secret_key: secret.to_owned(),
+            region: "us-west-1".to_owned(),
+        };
+        headers.push((
+            "Authorization".to_owned(),
+            sign::authorization(&credentials, &request, &date),
+        ));
+        headers
+    }
+
+    /// curl's command for one request to the listener; its output ends
+    /// with the status.
+    fn curl_command(&self, method: &str, target: &str) -> Command {
+        let mut command = Command::new("curl");
+        command.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
         command.arg(format!("https://127.0.0.1:{}{target}", self.port));
-        let output = command.output().expect("curl runs");
-        let out = text(&output.stdout);
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
+        command
     }
 
     /// The stock docker CLI as `tenant`, with a client certificate issued
     /// to it (made on first use).
     pub fn docker_as(&self, tenant: &str, args: &[&str]) -> Output {
-        let certs = self.daemon.root.join(format!("{tenant}-tls"));
-        if !certs.join("key.pem").exists() {
-            let issued = self.daemon.hull(&[
-                "admin",
-                "key",
-                "create",
-                tenant,
-                "--tls-client",
-                "--out",
-                certs.to_str().unwrap(),
-            ]);
-            assert!(issued.status.success(), "{}", text(&issued.stderr));
-        }
+        let certs = self.client_certs(tenant);
         Command::new("docker")
             .arg("--tlsverify")
             .arg("--tlscacert")
@@ -136,6 +159,61 @@ impl Cloud {
             .output()
             .expect("docker runs")
     }
+}
+
+/// Requests sent with a tenant's client certificate.
+impl Cloud {
+    /// The directory of `tenant`'s client certificate (`cert.pem`,
+    /// `key.pem`, `ca.pem`), issued on first use.
+    pub fn client_certs(&self, tenant: &str) -> PathBuf {
+        let certs = self.daemon.root.join(format!("{tenant}-tls"));
+        if !certs.join("key.pem").exists() {
+            let issued = self.daemon.hull(&[
+                "admin",
+                "key",
+                "create",
+                tenant,
+                "--tls-client",
+                "--out",
+                certs.to_str().unwrap(),
+            ]);
+            assert!(issued.status.success(), "{}", text(&issued.stderr));
+        }
+        certs
+    }
+
+    /// curl as `tenant`, with its client certificate: (status, raw body).
+    pub fn curl_as(
+        &self,
+        tenant: &str,
+        method: &str,
+        target: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let certs = self.client_certs(tenant);
+        let mut command = self.curl_command(method, target);
+        command
+            .arg("--cacert")
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join("cert.pem"))
+            .arg("--key")
+            .arg(certs.join("key.pem"));
+        if let Some(body) = body {
+            command
+                .args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(body);
+        }
+        run_curl(command)
+    }
+}
+
+/// Runs a command of [`Cloud::curl_command`]: (status, body).
+fn run_curl(mut command: Command) -> (u16, String) {
+    let output = command.output().expect("curl runs");
+    let out = text(&output.stdout);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// What the image tests add: more environment, and archives small enough

@@ -3,20 +3,28 @@
 use super::list::{networks_json, rfc3339};
 use super::*;
 
-/// Docker's `Mounts` of inspect.
-pub(super) fn mounts_json(daemon: &Daemon, volumes: &[VolumeMount]) -> Vec<serde_json::Value> {
+/// Docker's `Mounts` of inspect. A tenant sees its volumes by its own
+/// names, and not where their disks lie on the host.
+pub(super) fn mounts_json(
+    daemon: &Daemon,
+    volumes: &[VolumeMount],
+    scope: Scope<'_>,
+) -> Vec<serde_json::Value> {
     volumes
         .iter()
         .map(|mount| {
             let (kind, name, source) = match &mount.source {
                 VolumeSource::Volume { name } | VolumeSource::Anonymous { name } => {
-                    let path = daemon
-                        .containers()
-                        .volumes()
-                        .get(name)
-                        .map(|v| v.disk.display().to_string())
-                        .unwrap_or_default();
-                    ("volume", name.as_str(), path)
+                    let path = match scope {
+                        Scope::Operator => daemon
+                            .containers()
+                            .volumes()
+                            .get(name)
+                            .map(|v| v.disk.display().to_string())
+                            .unwrap_or_default(),
+                        Scope::Tenant(_) => String::new(),
+                    };
+                    ("volume", shown(scope, name), path)
                 }
                 VolumeSource::Bind { path } => ("bind", "", path.display().to_string()),
             };
@@ -35,6 +43,29 @@ pub(super) fn mounts_json(daemon: &Daemon, volumes: &[VolumeMount]) -> Vec<serde
             json
         })
         .collect()
+}
+
+/// A volume's name as `scope` calls it.
+fn shown<'n>(scope: Scope<'_>, name: &'n str) -> &'n str {
+    scope.unqualify(name).unwrap_or(name)
+}
+
+/// Docker's `HostConfig.Binds`: named volumes and host paths, by the
+/// names `scope` gives them.
+fn binds(volumes: &[VolumeMount], scope: Scope<'_>) -> Option<Vec<String>> {
+    let binds: Vec<String> = volumes
+        .iter()
+        .filter_map(|m| {
+            let source = match &m.source {
+                VolumeSource::Volume { name } => shown(scope, name).to_owned(),
+                VolumeSource::Bind { path } => path.display().to_string(),
+                VolumeSource::Anonymous { .. } => return None,
+            };
+            let mode = if m.read_only { ":ro" } else { "" };
+            Some(format!("{source}:{}{mode}", m.target))
+        })
+        .collect();
+    Some(binds).filter(|b| !b.is_empty())
 }
 
 /// Docker's `Ports` map of inspect: each container port with its bindings.
@@ -64,9 +95,12 @@ pub(super) fn ports_map(
 }
 
 /// `GET /containers/{id}/json`.
+/// A tenant (`scope`) sees its volumes by its own names, and none of the
+/// host's paths.
 pub(in crate::server) fn inspect(
     daemon: &Daemon,
     reference: &str,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let record = container.record();
@@ -91,7 +125,8 @@ pub(in crate::server) fn inspect(
             dead: false,
             pid: state.pid,
             exit_code: state.exit_code,
-            error: state.error.clone(),
+            // The runtime words a failed start with the store's names.
+            error: scope.unqualify_text(&state.error),
             started_at: rfc3339(state.started_at),
             finished_at: rfc3339(state.finished_at),
         },
@@ -99,7 +134,10 @@ pub(in crate::server) fn inspect(
         resolv_conf_path: String::new(),
         hostname_path: String::new(),
         hosts_path: String::new(),
-        log_path: container.log_path().display().to_string(),
+        log_path: match scope {
+            Scope::Operator => container.log_path().display().to_string(),
+            Scope::Tenant(_) => String::new(),
+        },
         name: format!("/{}", record.name),
         restart_count: state.restart_count,
         driver: "erofs+overlay".into(),
@@ -116,22 +154,7 @@ pub(in crate::server) fn inspect(
                 kind: "json-file".into(),
                 config: config.log.docker_options(),
             },
-            binds: Some(
-                config
-                    .volumes
-                    .iter()
-                    .filter_map(|m| {
-                        let source = match &m.source {
-                            VolumeSource::Volume { name } => name.clone(),
-                            VolumeSource::Bind { path } => path.display().to_string(),
-                            VolumeSource::Anonymous { .. } => return None,
-                        };
-                        let mode = if m.read_only { ":ro" } else { "" };
-                        Some(format!("{source}:{}{mode}", m.target))
-                    })
-                    .collect(),
-            )
-            .filter(|b: &Vec<String>| !b.is_empty()),
+            binds: binds(&config.volumes, scope),
             port_bindings: ports_map(&config.ports, false),
             memory: config.limits.memory_bytes.map_or_else(
                 || config.size.map_or(0, |s| i64::from(s.memory_mib) << 20),
@@ -155,7 +178,7 @@ pub(in crate::server) fn inspect(
             )
             .filter(|u: &Vec<Ulimit>| !u.is_empty()),
         },
-        mounts: mounts_json(daemon, &config.volumes),
+        mounts: mounts_json(daemon, &config.volumes, scope),
         config: InspectConfig {
             hostname: config.hostname.clone(),
             domainname: String::new(),

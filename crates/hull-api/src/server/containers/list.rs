@@ -1,7 +1,6 @@
 //! `GET /containers/json` and its filters.
 
 use super::*;
-use crate::server::scope::Scope;
 
 /// `GET /containers/json?all=…&filters=…&limit=…`.
 pub(in crate::server) async fn list(

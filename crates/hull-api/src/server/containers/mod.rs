@@ -16,6 +16,7 @@ use hull_runtime::{
 };
 use hyper::{Request, Response, StatusCode};
 
+use super::scope::Scope;
 use super::stream::{channel_body, stdcopy, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
@@ -258,6 +259,7 @@ pub(super) async fn wait(
     daemon: &Daemon,
     reference: &str,
     request: &Request<RequestBody>,
+    scope: Scope<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
     let condition = match Query::of(request).get("condition").unwrap_or("") {
@@ -276,8 +278,15 @@ pub(super) async fn wait(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
+    let tenant = match scope {
+        Scope::Operator => None,
+        Scope::Tenant(tenant) => Some(tenant.to_owned()),
+    };
     tokio::spawn(async move {
         let (code, error) = container.wait(condition).await;
+        // The runtime words a failed start with the store's names.
+        let scope = tenant.as_deref().map_or(Scope::Operator, Scope::Tenant);
+        let error = scope.unqualify_text(&error);
         let body = WaitResponse {
             status_code: i64::from(code),
             error: (!error.is_empty()).then_some(WaitError { message: error }),
