@@ -77,7 +77,36 @@ impl Cloud {
         headers: &[(String, String)],
         body: Option<&Path>,
     ) -> (u16, String) {
+        self.curl_with(Command::new("curl"), method, target, headers, body)
+    }
+
+    /// curl as `tenant`, with a client certificate issued to it (made on
+    /// first use): (status, body).
+    pub fn curl_as(
+        &self,
+        tenant: &str,
+        method: &str,
+        target: &str,
+        body: Option<&Path>,
+    ) -> (u16, String) {
+        let certs = self.client_certs(tenant);
         let mut command = Command::new("curl");
+        command
+            .arg("--cert")
+            .arg(certs.join("cert.pem"))
+            .arg("--key")
+            .arg(certs.join("key.pem"));
+        self.curl_with(command, method, target, &[], body)
+    }
+
+    fn curl_with(
+        &self,
+        mut command: Command,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: Option<&Path>,
+    ) -> (u16, String) {
         command
             .args([
                 "-sS",
@@ -108,19 +137,7 @@ impl Cloud {
     /// The stock docker CLI as `tenant`, with a client certificate issued
     /// to it (made on first use).
     pub fn docker_as(&self, tenant: &str, args: &[&str]) -> Output {
-        let certs = self.daemon.root.join(format!("{tenant}-tls"));
-        if !certs.join("key.pem").exists() {
-            let issued = self.daemon.hull(&[
-                "admin",
-                "key",
-                "create",
-                tenant,
-                "--tls-client",
-                "--out",
-                certs.to_str().unwrap(),
-            ]);
-            assert!(issued.status.success(), "{}", text(&issued.stderr));
-        }
+        let certs = self.client_certs(tenant);
         Command::new("docker")
             .arg("--tlsverify")
             .arg("--tlscacert")
@@ -135,6 +152,27 @@ impl Cloud {
             .stdin(Stdio::null())
             .output()
             .expect("docker runs")
+    }
+}
+
+impl Cloud {
+    /// The directory of a client certificate issued to `tenant` (made on
+    /// first use): `ca.pem`, `cert.pem`, `key.pem`.
+    pub fn client_certs(&self, tenant: &str) -> PathBuf {
+        let certs = self.daemon.root.join(format!("{tenant}-tls"));
+        if !certs.join("key.pem").exists() {
+            let issued = self.daemon.hull(&[
+                "admin",
+                "key",
+                "create",
+                tenant,
+                "--tls-client",
+                "--out",
+                certs.to_str().unwrap(),
+            ]);
+            assert!(issued.status.success(), "{}", text(&issued.stderr));
+        }
+        certs
     }
 }
 
