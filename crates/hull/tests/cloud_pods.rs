@@ -52,7 +52,7 @@ fn json(output: &str) -> serde_json::Value {
 
 #[test]
 fn tenants_run_their_own_pods_in_their_own_namespaces_within_their_quota() {
-    let cloud = Cloud::start(&[("HULL_NO_TEMPLATES", "1")]);
+    let cloud = Cloud::start_isolated(&[("HULL_NO_TEMPLATES", "1")]);
     let (acme, acme_secret) = cloud.tenant_with_key("acme");
     let (beta, beta_secret) = cloud.tenant_with_key("beta");
     stdout_of(&cloud.daemon.hull(&[
@@ -315,7 +315,41 @@ fn tenants_run_their_own_pods_in_their_own_namespaces_within_their_quota() {
     assert_eq!(pod_of(&beta_hull, "app")["Status"], "1/1 running");
     assert_eq!(run(&beta_hull, &["logs", "app.main"]), "hello from beta");
 
-    // A tenant removed with --force takes its pods along.
+    // A hulld killed and started again takes beta's pod back with its VM,
+    // its address and its tap on beta's network.
+    let address_of = |hull: Hull| {
+        json(&run(hull, &["inspect", "app.main"]))[0]["NetworkSettings"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let beta_address = address_of(&beta_hull);
+    assert!(beta_address.starts_with("10.1"), "{beta_address}");
+    let tap = format!("ht-{}", &beta_id[..12]);
+    let tap_exists = || {
+        cloud
+            .command("ip")
+            .args(["link", "show", &tap])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(tap_exists(), "{tap}");
+    cloud.restart_after_crash_with(&[("HULL_NO_TEMPLATES", "1")], || {});
+    assert_eq!(pod_of(&beta_hull, "app")["Status"], "1/1 running");
+    assert_eq!(address_of(&beta_hull), beta_address);
+    // Once hulld has taken the VM back, exec reaches into it again.
+    common::eventually(60, || {
+        let inside = beta_hull(&["exec", "app.main", "ip", "-4", "addr"]);
+        let said = text(&inside.stdout);
+        said.contains(&format!("inet {beta_address}/"))
+            .then_some(())
+            .ok_or_else(|| format!("{said} {}", text(&inside.stderr)))
+    });
+    assert!(tap_exists(), "{tap} removed at the restart");
+
+    // A tenant removed with --force takes its pods along, and their taps.
     stdout_of(
         &cloud
             .daemon
@@ -325,4 +359,5 @@ fn tenants_run_their_own_pods_in_their_own_namespaces_within_their_quota() {
     assert!(!all.contains("app"), "{all}");
     let containers = run(&|a| cloud.daemon.hull(a), &["ps", "-a"]);
     assert!(!containers.contains("app."), "{containers}");
+    assert!(!tap_exists(), "{tap} left behind");
 }

@@ -1,35 +1,78 @@
 //! A hulld that also serves tenants over TLS, and clients that act as
 //! its tenants.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::netns::NetNs;
 use super::{stdout_of, text, Daemon};
 
 /// A hulld that also serves tenants over TLS on a port of its own.
 pub struct Cloud {
     pub daemon: Daemon,
     pub port: u16,
+    /// The network namespace hulld runs in, if it has one of its own;
+    /// the listener's clients run in it too.
+    pub netns: Option<NetNs>,
 }
 
 impl Cloud {
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(None, env)
+    }
+
+    /// As [`Cloud::start`], hulld in a network namespace of its own: its
+    /// bridges, taps and firewall are then out of reach of the other
+    /// hullds on the machine, each of which takes the taps and Hull's
+    /// table of its namespace for its own.
+    pub fn start_isolated(env: &[(&str, &str)]) -> Self {
+        Self::start_with(Some(NetNs::new("cloud")), env)
+    }
+
+    fn start_with(netns: Option<NetNs>, env: &[(&str, &str)]) -> Self {
         let port = super::free_port();
         let listen = format!("tcp://127.0.0.1:{port}");
         let mut env = env.to_vec();
         env.push(("HULL_LISTEN", &listen));
-        let daemon = Daemon::start(&env);
+        let daemon = Daemon::start_in(netns.as_ref().map(|n| n.name.as_str()), &env);
+        let cloud = Self {
+            daemon,
+            port,
+            netns,
+        };
+        cloud.wait_for_listener();
+        cloud
+    }
+
+    fn wait_for_listener(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let listening = || match &self.netns {
+            Some(netns) => super::netns::reaches(netns, "127.0.0.1", self.port),
+            None => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        };
+        while !listening() {
             assert!(
                 Instant::now() < deadline,
                 "no tenant listener: {}",
-                daemon.log()
+                self.daemon.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { daemon, port }
+    }
+
+    /// `program`, to run where hulld's network is: in its namespace if it
+    /// has one.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &netns.name]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
     }
 
     /// As [`Daemon::restart_after_crash_with`], the tenant listener on the
@@ -39,6 +82,7 @@ impl Cloud {
         let mut env = env.to_vec();
         env.push(("HULL_LISTEN", &listen));
         self.daemon.restart_after_crash_with(&env, meanwhile);
+        self.wait_for_listener();
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -77,7 +121,7 @@ impl Cloud {
         headers: &[(String, String)],
         body: Option<&Path>,
     ) -> (u16, String) {
-        self.curl_with(Command::new("curl"), method, target, headers, body)
+        self.curl_with(self.command("curl"), method, target, headers, body)
     }
 
     /// curl as `tenant`, with a client certificate issued to it (made on
@@ -90,7 +134,7 @@ impl Cloud {
         body: Option<&Path>,
     ) -> (u16, String) {
         let certs = self.client_certs(tenant);
-        let mut command = Command::new("curl");
+        let mut command = self.command("curl");
         command
             .arg("--cert")
             .arg(certs.join("cert.pem"))
@@ -138,7 +182,7 @@ impl Cloud {
     /// to it (made on first use).
     pub fn docker_as(&self, tenant: &str, args: &[&str]) -> Output {
         let certs = self.client_certs(tenant);
-        Command::new("docker")
+        self.command("docker")
             .arg("--tlsverify")
             .arg("--tlscacert")
             .arg(certs.join("ca.pem"))
@@ -187,7 +231,7 @@ impl Cloud {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
+        let mut command = self.command(env!("CARGO_BIN_EXE_hull"));
         command
             .args(["-H", &self.address(), "--tlscacert"])
             .arg(self.ca())
