@@ -117,10 +117,13 @@ async fn create(client: &Client, args: PodFileArgs, start: bool) -> Result<i32> 
         std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the pod file {}", path.display()))?
     };
-    // Checked here too, so that a bad file is named before any image pull.
-    let spec = hull_api::parse_pod_file(&text)?;
-    for container in &spec.containers {
-        crate::pull::ensure_image(client, &container.image).await?;
+    // Images are pulled only for a file that reads as a pod here; the
+    // daemon has the last word on any other (why it is malformed, or, on
+    // a cloud, what in it is not the tenant's to do).
+    if let Ok(spec) = hull_api::parse_pod_file(&text) {
+        for container in &spec.containers {
+            crate::pull::ensure_image(client, &container.image).await?;
+        }
     }
     let created = client.create_pod(&text).await?;
     if start {

@@ -25,6 +25,7 @@ mod tenant;
 mod tenant_containers;
 mod tenant_images;
 pub(crate) mod tenant_net;
+mod tenant_pods;
 mod top;
 mod usage;
 mod volumes;
@@ -237,16 +238,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         (&Method::GET, "/hull/templates") => Ok(templates::list(&daemon)),
         (&Method::GET, "/hull/pool") => Ok(templates::pool(&daemon)),
         (&Method::POST, "/hull/pods/create") => pods::create(&daemon, request).await,
-        (&Method::GET, "/hull/pods/json") => Ok(pods::list(&daemon)),
+        (&Method::GET, "/hull/pods/json") => Ok(pods::list(&daemon, scope::Scope::Operator)),
         (method, p) if p.starts_with("/hull/pods/") => {
-            let (reference, action) = split_resource(p, "/hull/pods/");
-            match (method, action) {
-                (&Method::GET, "json") => pods::inspect(&daemon, &reference),
-                (&Method::POST, "start") => pods::start(&daemon, &reference).await,
-                (&Method::POST, "stop") => pods::stop(&daemon, &reference, &request).await,
-                (&Method::DELETE, "") => pods::remove(&daemon, &reference, &request).await,
-                _ => Err(not_found(method, p)),
-            }
+            pods::route(&daemon, scope::Scope::Operator, method, p, request).await
         }
         (&Method::DELETE, p) if p.starts_with("/hull/templates/") => {
             let (key, _) = split_resource(p, "/hull/templates/");

@@ -58,6 +58,32 @@ impl Scope<'_> {
             Scope::Tenant(tenant) => labels.get(OWNER_LABEL).is_some_and(|owner| owner == tenant),
         }
     }
+
+    /// Whether an object of this namespace (a pod's) is visible in this
+    /// scope: a tenant's objects live in the namespace of its name.
+    pub fn owns(&self, namespace: Option<&str>) -> bool {
+        match self {
+            Scope::Operator => true,
+            Scope::Tenant(tenant) => namespace == Some(*tenant),
+        }
+    }
+}
+
+/// The pod `reference` names among those `scope` sees: the operator names
+/// a tenant's by its qualified name (`acme/app`); another tenant's answers
+/// as one that does not exist.
+pub fn pod(
+    daemon: &crate::daemon::Daemon,
+    scope: Scope<'_>,
+    reference: &str,
+) -> Result<std::sync::Arc<hull_runtime::pod::PodRecord>, super::ApiError> {
+    let containers = daemon.containers();
+    Ok(match scope {
+        Scope::Operator => containers.pod(reference)?,
+        Scope::Tenant(_) => {
+            containers.pod_visible(reference, |p| scope.owns(p.namespace.as_deref()))?
+        }
+    })
 }
 
 /// `text` without `tenant`'s qualifiers: `@tenant` right after a name, and
@@ -169,6 +195,16 @@ mod tests {
         assert!(!acme.sees(&labels(None)), "the operator's own objects");
         assert!(Scope::Operator.sees(&labels(Some("beta"))));
         assert!(Scope::Operator.sees(&labels(None)));
+    }
+
+    #[test]
+    fn a_tenant_owns_only_its_own_namespace() {
+        let acme = Scope::Tenant("acme");
+        assert!(acme.owns(Some("acme")));
+        for other in [None, Some("beta"), Some("acme2"), Some("")] {
+            assert!(!acme.owns(other), "{other:?}");
+        }
+        assert!(Scope::Operator.owns(None) && Scope::Operator.owns(Some("beta")));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use hull_cloud::quota::Quota;
 use hyper::StatusCode;
 use serde::Serialize;
 
+use hull_runtime::pod::PodRecord;
 use hull_runtime::volume::snapshot::Snapshot;
 use hull_runtime::volume::Volume;
 
@@ -65,11 +66,23 @@ pub(super) async fn admit_one(
     limit_of: impl FnOnce(&Quota) -> Option<u64>,
     used: impl FnOnce() -> u64,
 ) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+    admit(daemon, tenant, what, 1, limit_of, used).await
+}
+
+/// As [`admit_one`], for `asked` more of `what` at once (a pod's containers).
+pub(super) async fn admit(
+    daemon: &Daemon,
+    tenant: &str,
+    what: &str,
+    asked: u64,
+    limit_of: impl FnOnce(&Quota) -> Option<u64>,
+    used: impl FnOnce() -> u64,
+) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
     let admitted = daemon.admission().lock(tenant).await;
     if let Some(limit) = limit_of(&quota_of(daemon, tenant)?) {
         let used = used();
-        if used >= limit {
-            return Err(over_quota(what, used, 1, limit, "remove some"));
+        if used + asked > limit {
+            return Err(over_quota(what, used, asked, limit, "remove some"));
         }
     }
     Ok(admitted)
@@ -124,8 +137,10 @@ pub(super) fn use_of(daemon: &Daemon, tenant: &str) -> Use {
     for container in owned(daemon, tenant) {
         used.containers += 1;
         if container.state().running() {
-            let size = size_of(daemon, &container);
             used.running += 1;
+        }
+        if holds(daemon, &container) {
+            let size = size_of(daemon, &container);
             used.memory_mib += u64::from(size.memory_mib);
             used.cpus += u64::from(size.vcpus);
         }
@@ -154,6 +169,30 @@ pub(super) fn owned_snapshots(daemon: &Daemon, scope: Scope<'_>) -> Vec<Snapshot
     snapshots
 }
 
+/// Whether the container holds its size on the host: while it runs, and
+/// a pod's container while any of its pod's runs, as the pod's VM holds
+/// them all, so that one that exited lends no room to the others.
+pub(super) fn holds(daemon: &Daemon, container: &hull_runtime::Container) -> bool {
+    container.state().running()
+        || with_pod(daemon, container)
+            .iter()
+            .any(|member| member.state().running())
+}
+
+/// The containers of the container's pod; none for one of no pod.
+pub(super) fn with_pod(
+    daemon: &Daemon,
+    container: &hull_runtime::Container,
+) -> Vec<Arc<hull_runtime::Container>> {
+    let containers = daemon.containers();
+    container
+        .config()
+        .pod
+        .and_then(|membership| containers.pod(&membership.pod).ok())
+        .map(|pod| containers.pod_members(&pod))
+        .unwrap_or_default()
+}
+
 /// A container's VM size; the daemon's default for one made without.
 pub(super) fn size_of(
     daemon: &Daemon,
@@ -165,10 +204,21 @@ pub(super) fn size_of(
     })
 }
 
-/// Removes everything the tenant owns: its containers (stopped first),
-/// then its volumes and snapshots. The first failure ends it, named.
+/// The tenant's pods.
+pub(super) fn owned_pods(daemon: &Daemon, tenant: &str) -> Vec<Arc<PodRecord>> {
+    let mut pods = daemon.containers().pods();
+    pods.retain(|p| p.namespace.as_deref() == Some(tenant));
+    pods
+}
+
+/// Removes everything the tenant owns: its pods and containers (stopped
+/// first), then its volumes and snapshots. The first failure ends it, named.
 pub(super) async fn remove_all(daemon: &Daemon, tenant: &str) -> Result<(), ApiError> {
     let containers = daemon.containers();
+    // A pod's containers go only with their pod.
+    for pod in owned_pods(daemon, tenant) {
+        containers.remove_pod(&pod, true).await?;
+    }
     for container in owned(daemon, tenant) {
         containers.remove(&container, true).await?;
     }

@@ -33,8 +33,8 @@ use super::connections::{Connection, ConnectionError, Connections, Counted};
 use super::scope::{self, Scope};
 use super::tenancy::MAX_BODIES_PER_TENANT;
 use super::{
-    containers, events, exec, networks, system, tenant_containers, tenant_images, volumes,
-    ApiError, Body, BodyError, RequestBody,
+    containers, events, exec, networks, pods, system, tenant_containers, tenant_images,
+    tenant_pods, volumes, ApiError, Body, BodyError, RequestBody,
 };
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
@@ -490,7 +490,8 @@ async fn route(
             match action {
                 // What a start takes is counted against the tenant's quota.
                 "start" | "restart" => {
-                    tenant_containers::start_within_quota(daemon, &tenant.0, &id, routed).await
+                    let ids = [id.clone()];
+                    tenant_containers::start_within_quota(daemon, &tenant.0, &ids, routed).await
                 }
                 _ => routed.await,
             }
@@ -504,6 +505,13 @@ async fn route(
                 (&Method::POST, "resize") => exec::resize(daemon, &id, &request).await,
                 _ => Err(super::not_found(&method, &path)),
             }
+        }
+        (&Method::POST, "/hull/pods/create") => {
+            tenant_pods::create(daemon, &tenant.0, request).await
+        }
+        (&Method::GET, "/hull/pods/json") => Ok(pods::list(daemon, scope)),
+        (method, p) if p.starts_with("/hull/pods/") => {
+            pods::route(daemon, scope, method, p, request).await
         }
         (&Method::GET, "/hull/usage") => {
             super::usage::report(daemon, &request, Some(&tenant.0)).await

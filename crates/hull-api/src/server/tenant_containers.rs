@@ -6,14 +6,19 @@
 //! shape, so an option Hull would otherwise ignore (`Privileged`,
 //! `Devices`) is refused rather than silently dropped.
 
+use std::sync::Arc;
+
 use hull_runtime::size::VmSize;
 use hull_runtime::volume::{self, VolumeSource};
+use hull_runtime::Container;
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::containers::{self, Query};
 use super::scope::{self, Scope, OWNER_LABEL};
-use super::tenancy::{admit_one, over_quota, owned, owned_volumes, quota_of, size_of};
+use super::tenancy::{
+    admit_one, holds, over_quota, owned, owned_volumes, quota_of, size_of, with_pod,
+};
 use super::{body_bytes, tenant_net, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
 use crate::types::container::ContainerCreate;
@@ -89,12 +94,13 @@ pub(super) async fn create(
     containers::create_with(daemon, options).await
 }
 
-/// Starts (or restarts) the tenant's container `id` if its size fits in
-/// what the quota leaves beside the tenant's other running containers.
+/// Starts (or restarts) the tenant's containers `ids` (one, or a pod's)
+/// if their sizes fit in what the quota leaves beside what the tenant's
+/// other containers hold.
 pub(super) async fn start_within_quota<F, T>(
     daemon: &Daemon,
     tenant: &str,
-    id: &str,
+    ids: &[String],
     start: F,
 ) -> Result<T, ApiError>
 where
@@ -102,35 +108,47 @@ where
 {
     let _admitted = daemon.admission().lock(tenant).await;
     let quota = quota_of(daemon, tenant)?;
-    let container = daemon.containers().get(id)?;
-    let wanted = size_of(daemon, &container);
+    // A pod's container starts its pod's VM, which holds all of them.
+    let mut starting: Vec<Arc<Container>> = Vec::new();
+    for id in ids {
+        let container = daemon.containers().get(id)?;
+        let pod = with_pod(daemon, &container);
+        let added = if pod.is_empty() { vec![container] } else { pod };
+        for container in added {
+            if !starting.iter().any(|c| c.id == container.id) {
+                starting.push(container);
+            }
+        }
+    }
+    let (mut wanted_memory, mut wanted_cpus) = (0u64, 0u64);
+    for container in &starting {
+        let size = size_of(daemon, container);
+        wanted_memory += u64::from(size.memory_mib);
+        wanted_cpus += u64::from(size.vcpus);
+    }
     let (mut memory, mut cpus) = (0u64, 0u64);
-    for other in owned(daemon, tenant).filter(|c| c.id != id && c.state().running()) {
+    let others = owned(daemon, tenant)
+        .filter(|c| !starting.iter().any(|s| s.id == c.id) && holds(daemon, c));
+    for other in others {
         let size = size_of(daemon, &other);
         memory += u64::from(size.memory_mib);
         cpus += u64::from(size.vcpus);
     }
     let freeing = "stop some of its containers";
     if let Some(limit) = quota.memory_mib {
-        if memory + u64::from(wanted.memory_mib) > limit {
+        if memory + wanted_memory > limit {
             return Err(over_quota(
                 "memory (MiB)",
                 memory,
-                wanted.memory_mib.into(),
+                wanted_memory,
                 limit,
                 freeing,
             ));
         }
     }
     if let Some(limit) = quota.cpus {
-        if cpus + u64::from(wanted.vcpus) > limit {
-            return Err(over_quota(
-                "cpus",
-                cpus,
-                wanted.vcpus.into(),
-                limit,
-                freeing,
-            ));
+        if cpus + wanted_cpus > limit {
+            return Err(over_quota("cpus", cpus, wanted_cpus, limit, freeing));
         }
     }
     start.await
@@ -161,11 +179,11 @@ fn apply_size(body: &mut ContainerCreate) -> Result<VmSize, ApiError> {
     Ok(size)
 }
 
-fn size_name(size: VmSize) -> String {
+pub(super) fn size_name(size: VmSize) -> String {
     size.name().map_or_else(|| size.token(), str::to_owned)
 }
 
-fn forbidden(message: impl Into<String>) -> ApiError {
+pub(super) fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)
 }
 

@@ -187,7 +187,9 @@ impl<H: Hypervisor> Containers<H> {
                     self.volumes.create(name, None, anonymous)?;
                 }
             }
-            if let NetworkMode::Network(network) = &record.config.network {
+            // A pod's containers share the pod's one address.
+            let own_address = record.config.pod.is_none();
+            if let (NetworkMode::Network(network), true) = (&record.config.network, own_address) {
                 self.networks.connect(
                     network,
                     &id,
@@ -263,7 +265,9 @@ impl<H: Hypervisor> Containers<H> {
             lock(&self.table).remove(&container.id);
             self.undo_create(&container.record(), &container.dir, &others);
         }
-        let known: Vec<String> = lock(&self.table).keys().cloned().collect();
+        // A pod's address is keyed by the pod's id.
+        let mut known: Vec<String> = lock(&self.table).keys().cloned().collect();
+        known.extend(self.pod_ids());
         for network in self.networks.list() {
             for container in network.endpoints.keys() {
                 if !known.contains(container) {

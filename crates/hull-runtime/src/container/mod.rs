@@ -40,7 +40,7 @@ pub use attach::{OutputChunk, StdinMessage};
 pub use create::{ContainerUpdate, CreateOptions};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
 pub use logs::{LogEntry, LogFilter, LogStream};
-pub use pod::PodStatus;
+pub use pod::{MemberOptions, PodOptions, PodStatus};
 pub use record::{
     ContainerConfig, ContainerState, PodMembership, Record, RestartPolicy, Status, StoredProcess,
     StreamIds,
@@ -444,7 +444,7 @@ impl<H: Hypervisor> Containers<H> {
     /// running: those whose VM turns out to be gone are detached as
     /// `reattach_all` finds them.
     fn restore_networks(&self) {
-        let running: Vec<_> = self
+        let mut running: Vec<_> = self
             .list()
             .into_iter()
             .filter(|c| c.state().status == Status::Running && c.config().pod.is_none())
@@ -455,6 +455,17 @@ impl<H: Hypervisor> Containers<H> {
                 _ => None,
             })
             .collect();
+        let pods = self
+            .running_pods()
+            .into_iter()
+            .filter_map(|pod| match &pod.network {
+                hull_net::NetworkMode::Network(network) => {
+                    let ports = pod.spec.containers.iter().flat_map(|c| c.ports.clone());
+                    Some((pod.id.clone(), network.clone(), ports.collect()))
+                }
+                _ => None,
+            });
+        running.extend(pods);
         self.networks.restore(&running);
     }
 

@@ -507,13 +507,14 @@ pub fn vm_name(container: &str) -> String {
 
 /// Takes a container's tap and port rules down when dropped, unless
 /// released: a start that fails part-way leaves nothing behind.
-struct DetachUnlessReleased<'a> {
-    networks: &'a hull_net::Networks,
-    container_id: Option<String>,
+pub(super) struct DetachUnlessReleased<'a> {
+    pub networks: &'a hull_net::Networks,
+    /// The key of its address: a container's id, or a pod's.
+    pub container_id: Option<String>,
 }
 
 impl DetachUnlessReleased<'_> {
-    fn release(mut self) {
+    pub fn release(mut self) {
         self.container_id = None;
     }
 }

@@ -84,6 +84,10 @@ pub struct PodContainer {
     /// The ports it publishes on the host (those with a `hostPort`).
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// The smallest size that holds its own resources (limits, else
+    /// requests); `None` if it names none.
+    #[serde(default)]
+    pub wants: Option<VmSize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,14 +328,20 @@ pub fn parse(text: &str) -> Result<PodSpec, PodFileError> {
                 .get(key)
                 .or_else(|| resources.requests.get(key))
         };
+        let (mut own_cpus, mut own_memory_mib) = (None, None);
         if let Some(quantity) = wanted("cpu") {
-            cpus += size::parse_cpus(&quantity.text())?;
-            asked = true;
+            own_cpus = Some(size::parse_cpus(&quantity.text())?);
         }
         if let Some(quantity) = wanted("memory") {
-            memory_mib += size::parse_memory_mib(&quantity.text())?;
-            asked = true;
+            own_memory_mib = Some(size::parse_memory_mib(&quantity.text())?);
         }
+        let wants = match (own_cpus, own_memory_mib) {
+            (None, None) => None,
+            (c, m) => Some(size::fitting(c.unwrap_or(0.0), m.unwrap_or(0))?),
+        };
+        asked |= wants.is_some();
+        cpus += own_cpus.unwrap_or(0.0);
+        memory_mib += own_memory_mib.unwrap_or(0);
         containers.push(PodContainer {
             name: container.name,
             image,
@@ -343,6 +353,7 @@ pub fn parse(text: &str) -> Result<PodSpec, PodFileError> {
             stdin: container.stdin,
             mounts,
             ports,
+            wants,
         });
     }
     let size = match file.metadata.annotations.get(SIZE_ANNOTATION) {
@@ -462,6 +473,9 @@ spec:
         assert_eq!(writer.working_dir.as_deref(), Some("/tmp"));
         // 1.5 CPUs and 164 MiB: the smallest size holding them is M2.
         assert_eq!(pod.size, Some(size::named("M2").unwrap()));
+        // Each on its own: 0.5 CPUs and 64 MiB, 1 CPU and 100 MiB.
+        assert_eq!(server.wants, Some(size::named("S1").unwrap()));
+        assert_eq!(writer.wants, Some(size::named("S2").unwrap()));
     }
 
     #[test]

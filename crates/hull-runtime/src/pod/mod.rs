@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use hull_net::NetworkMode;
+
 pub use file::{parse, PodContainer, PodFileError, PodMount, PodSpec};
 
 const RECORD_FILE: &str = "pod.json";
@@ -47,11 +49,31 @@ pub struct PodRecord {
     pub spec: PodSpec,
     /// The ids of its containers, in the pod file's order.
     pub members: Vec<String>,
+    /// Where its name is unique, as its containers'; `None`: the host's own.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The network its VM joins: by id on a user-defined network, where the
+    /// pod holds one address, keyed by the pod's id, for all its containers.
+    #[serde(default)]
+    pub network: NetworkMode,
 }
 
 impl PodRecord {
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// Its name qualified by its namespace (`acme/app`), unique among all
+    /// pods: how the host's operator names another namespace's.
+    pub fn qualified_name(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{namespace}/{}", self.name()),
+            None => self.name().to_owned(),
+        }
+    }
+
+    fn is_named(&self, namespace: Option<&str>, name: &str) -> bool {
+        self.name() == name && self.namespace.as_deref() == namespace
     }
 
     fn save(&self, dir: &Path) -> Result<(), PodError> {
@@ -119,9 +141,29 @@ impl Pods {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A pod by id, name, or unique id prefix.
+    /// A pod by id, name, or unique id prefix; a namespace's pod by its
+    /// qualified name (`acme/app`).
     pub fn get(&self, reference: &str) -> Result<Arc<PodRecord>, PodError> {
-        crate::records::find(&self.lock(), reference, |p| p.name().to_owned())
+        crate::records::find(&self.lock(), reference, |p| p.qualified_name())
+            .cloned()
+            .ok_or_else(|| PodError::NotFound(reference.to_owned()))
+    }
+
+    /// As [`Pods::get`], among only the pods `visible` accepts: one it
+    /// rejects is not found, whatever the reference. Names are matched
+    /// unqualified: `visible` must accept one namespace at most.
+    pub fn get_visible(
+        &self,
+        reference: &str,
+        visible: impl Fn(&PodRecord) -> bool,
+    ) -> Result<Arc<PodRecord>, PodError> {
+        let table: BTreeMap<String, Arc<PodRecord>> = self
+            .lock()
+            .iter()
+            .filter(|(_, p)| visible(p))
+            .map(|(id, p)| (id.clone(), p.clone()))
+            .collect();
+        crate::records::find(&table, reference, |p| p.name().to_owned())
             .cloned()
             .ok_or_else(|| PodError::NotFound(reference.to_owned()))
     }
@@ -133,9 +175,9 @@ impl Pods {
         all
     }
 
-    /// Refuses a name another pod has.
-    pub fn check_name(&self, name: &str) -> Result<(), PodError> {
-        match self.lock().values().find(|p| p.name() == name) {
+    /// Refuses a name another pod of the namespace has.
+    pub fn check_name(&self, namespace: Option<&str>, name: &str) -> Result<(), PodError> {
+        match self.lock().values().find(|p| p.is_named(namespace, name)) {
             Some(other) => Err(PodError::NameInUse {
                 name: name.to_owned(),
                 id: other.id.clone(),
@@ -147,7 +189,11 @@ impl Pods {
     /// Records a new pod.
     pub fn insert(&self, record: PodRecord) -> Result<Arc<PodRecord>, PodError> {
         let mut table = self.lock();
-        if let Some(other) = table.values().find(|p| p.name() == record.name()) {
+        let namespace = record.namespace.as_deref();
+        if let Some(other) = table
+            .values()
+            .find(|p| p.is_named(namespace, record.name()))
+        {
             return Err(PodError::NameInUse {
                 name: record.name().to_owned(),
                 id: other.id.clone(),
@@ -188,7 +234,48 @@ mod tests {
             created: SystemTime::now(),
             spec: parse(&text).unwrap(),
             members: vec!["m1".into()],
+            namespace: None,
+            network: NetworkMode::User,
         }
+    }
+
+    fn namespaced(id: &str, namespace: &str, name: &str) -> PodRecord {
+        PodRecord {
+            namespace: Some(namespace.into()),
+            ..record(id, name)
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_namespace_and_others_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let pods = Pods::open(dir.path()).unwrap();
+        pods.insert(record("aaa111", "app")).unwrap();
+        pods.insert(namespaced("bbb222", "acme", "app")).unwrap();
+        pods.insert(namespaced("ccc333", "beta", "app")).unwrap();
+        assert!(matches!(
+            pods.insert(namespaced("ddd444", "acme", "app")),
+            Err(PodError::NameInUse { .. })
+        ));
+        assert!(pods.check_name(Some("acme"), "app").is_err());
+        assert!(pods.check_name(Some("gamma"), "app").is_ok());
+        // The operator names a namespace's pod by its qualified name.
+        assert_eq!(pods.get("app").unwrap().id, "aaa111");
+        assert_eq!(pods.get("acme/app").unwrap().id, "bbb222");
+        // A tenant finds its own by name, id or prefix, and nothing else.
+        let acme = |p: &PodRecord| p.namespace.as_deref() == Some("acme");
+        for own in ["app", "bbb222", "bb"] {
+            assert_eq!(pods.get_visible(own, acme).unwrap().id, "bbb222", "{own}");
+        }
+        for other in ["ccc333", "ccc", "beta/app", "acme/app", "aaa111", "zzz"] {
+            let err = pods.get_visible(other, acme).unwrap_err();
+            assert_eq!(err.to_string(), format!("No such pod: {other}"));
+        }
+        let reopened = Pods::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.get("beta/app").unwrap().namespace.as_deref(),
+            Some("beta")
+        );
     }
 
     #[test]

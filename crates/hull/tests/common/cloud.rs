@@ -1,6 +1,7 @@
 //! A hulld that also serves tenants over TLS, and clients that act as
 //! its tenants.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -8,31 +9,73 @@ use std::time::{Duration, Instant, SystemTime};
 use hull_cloud::date::HyperDate;
 use hull_cloud::sign;
 
+use super::netns::NetNs;
 use super::{stdout_of, text, Daemon};
 
 /// A hulld that also serves tenants over TLS on a port of its own.
 pub struct Cloud {
     pub daemon: Daemon,
     pub port: u16,
+    /// The network namespace hulld runs in, if it has one of its own;
+    /// the listener's clients run in it too.
+    pub netns: Option<NetNs>,
 }
 
 impl Cloud {
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(None, env)
+    }
+
+    /// As [`Cloud::start`], hulld in a network namespace of its own: its
+    /// bridges, taps and firewall are then out of reach of the other
+    /// hullds on the machine, each of which takes the taps and Hull's
+    /// table of its namespace for its own.
+    pub fn start_isolated(env: &[(&str, &str)]) -> Self {
+        Self::start_with(Some(NetNs::new("cloud")), env)
+    }
+
+    fn start_with(netns: Option<NetNs>, env: &[(&str, &str)]) -> Self {
         let port = super::free_port();
         let listen = format!("tcp://127.0.0.1:{port}");
         let mut env = env.to_vec();
         env.push(("HULL_LISTEN", &listen));
-        let daemon = Daemon::start(&env);
+        let daemon = Daemon::start_in(netns.as_ref().map(|n| n.name.as_str()), &env);
+        let cloud = Self {
+            daemon,
+            port,
+            netns,
+        };
+        cloud.wait_for_listener();
+        cloud
+    }
+
+    fn wait_for_listener(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let listening = || match &self.netns {
+            Some(netns) => super::netns::reaches(netns, "127.0.0.1", self.port),
+            None => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        };
+        while !listening() {
             assert!(
                 Instant::now() < deadline,
                 "no tenant listener: {}",
-                daemon.log()
+                self.daemon.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { daemon, port }
+    }
+
+    /// `program`, to run where hulld's network is: in its namespace if it
+    /// has one.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &netns.name]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
     }
 
     /// As [`Daemon::restart_after_crash_with`], the tenant listener on the
@@ -42,6 +85,7 @@ impl Cloud {
         let mut env = env.to_vec();
         env.push(("HULL_LISTEN", &listen));
         self.daemon.restart_after_crash_with(&env, meanwhile);
+        self.wait_for_listener();
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -134,7 +178,7 @@ impl Cloud {
     /// curl's command for one request to the listener; its output ends
     /// with the status.
     fn curl_command(&self, method: &str, target: &str) -> Command {
-        let mut command = Command::new("curl");
+        let mut command = self.command("curl");
         command.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
         command.arg(format!("https://127.0.0.1:{}{target}", self.port));
         command
@@ -144,7 +188,7 @@ impl Cloud {
     /// to it (made on first use).
     pub fn docker_as(&self, tenant: &str, args: &[&str]) -> Output {
         let certs = self.client_certs(tenant);
-        Command::new("docker")
+        self.command("docker")
             .arg("--tlsverify")
             .arg("--tlscacert")
             .arg(certs.join("ca.pem"))
@@ -206,6 +250,32 @@ impl Cloud {
         }
         run_curl(command)
     }
+
+    /// curl as `tenant` with its client certificate, the body read from
+    /// `body`: (status, raw body).
+    pub fn curl_file_as(
+        &self,
+        tenant: &str,
+        method: &str,
+        target: &str,
+        body: Option<&Path>,
+    ) -> (u16, String) {
+        let certs = self.client_certs(tenant);
+        let mut command = self.curl_command(method, target);
+        command
+            .arg("--cacert")
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join("cert.pem"))
+            .arg("--key")
+            .arg(certs.join("key.pem"));
+        if let Some(body) = body {
+            command
+                .arg("--data-binary")
+                .arg(format!("@{}", body.display()));
+        }
+        run_curl(command)
+    }
 }
 
 /// Runs a command of [`Cloud::curl_command`]: (status, body).
@@ -227,7 +297,7 @@ impl Cloud {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hull"));
+        let mut command = self.command(env!("CARGO_BIN_EXE_hull"));
         command
             .args(["-H", &self.address(), "--tlscacert"])
             .arg(self.ca())

@@ -224,7 +224,9 @@ pub(super) fn networks_json(
         }),
         NetworkMode::Network(id) => {
             let network = containers.networks().get(id).ok();
-            let endpoint = network.as_ref().and_then(|n| n.endpoints.get(&record.id));
+            // A pod's containers share the pod's address, keyed by its id.
+            let key = record.config.pod.as_ref().map_or(&record.id, |p| &p.pod);
+            let endpoint = network.as_ref().and_then(|n| n.endpoints.get(key));
             match (network.as_ref(), endpoint) {
                 (Some(network), Some(endpoint)) => serde_json::json!({
                     "NetworkID": network.id,
