@@ -125,6 +125,21 @@ fn a_tenant_sees_only_its_own_names_and_others_objects_read_as_missing() {
     );
     assert!(busy.contains("volume data is attached"), "{busy}");
 
+    // Its processes carry uids: the host's account names are not its own.
+    let top: serde_json::Value = serde_json::from_str(&expect(
+        as_acme("GET", "/containers/web/top", None),
+        200,
+        "top",
+    ))
+    .unwrap();
+    let sleeper = top["Processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row[7].as_str().unwrap_or("").contains("sleep"))
+        .unwrap_or_else(|| panic!("no sleep in {top}"));
+    assert_eq!(sleeper[0], "0", "{top}");
+
     // What acme reads of its own: inspect, list, volumes, snapshots,
     // networks, info, events, usage, and the errors of its own objects.
     let inspected: serde_json::Value = serde_json::from_str(&expect(

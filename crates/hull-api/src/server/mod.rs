@@ -340,7 +340,10 @@ pub(super) async fn container_route(
         (&Method::POST, "attach") => attach::attach(daemon, reference, request).await,
         (&Method::POST, "exec") => exec::create(daemon, reference, request).await,
         (&Method::DELETE, "") => containers::remove(daemon, reference, &request).await,
-        (&Method::GET, "top") => top::top(daemon, reference, &request).await,
+        (&Method::GET, "top") => {
+            let host_names = matches!(scope, scope::Scope::Operator);
+            top::top(daemon, reference, &request, host_names).await
+        }
         (&Method::GET, "stats") => stats::stats(daemon, reference, &request).await,
         (&Method::HEAD, "archive") => archive::stat(daemon, reference, &request).await,
         (&Method::GET, "archive") => archive::get(daemon, reference, &request).await,

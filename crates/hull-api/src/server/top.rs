@@ -16,17 +16,24 @@ use crate::types::stats::TopResponse;
 
 const TITLES: [&str; 8] = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"];
 
-/// `GET /containers/{id}/top?ps_args=…`.
+/// `GET /containers/{id}/top?ps_args=…`. `host_names`: users are named
+/// from the host's `/etc/passwd`, as docker does; a tenant gets uids, since
+/// the host's accounts are none of its business.
 pub(super) async fn top(
     daemon: &Daemon,
     reference: &str,
     request: &Request<RequestBody>,
+    host_names: bool,
 ) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().get(reference)?;
     check_ps_args(Query::of(request).get("ps_args").unwrap_or(""))?;
     let processes = container.processes().await?;
     let started = container.state().started_at;
-    let users = host_users();
+    let users = if host_names {
+        host_users()
+    } else {
+        BTreeMap::new()
+    };
     let body = TopResponse {
         titles: TITLES.iter().map(|t| (*t).to_owned()).collect(),
         processes: rows(&processes, started, SystemTime::now(), &users),
