@@ -234,6 +234,17 @@ impl Cloud {
         target: &str,
         body: Option<&str>,
     ) -> (u16, String) {
+        let mut command = self.tenant_curl(tenant, method, target);
+        if let Some(body) = body {
+            command
+                .args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(body);
+        }
+        run_curl(command)
+    }
+
+    /// curl as `tenant`, with its client certificate.
+    fn tenant_curl(&self, tenant: &str, method: &str, target: &str) -> Command {
         let certs = self.client_certs(tenant);
         let mut command = self.curl_command(method, target);
         command
@@ -243,12 +254,7 @@ impl Cloud {
             .arg(certs.join("cert.pem"))
             .arg("--key")
             .arg(certs.join("key.pem"));
-        if let Some(body) = body {
-            command
-                .args(["-H", "Content-Type: application/json", "--data-binary"])
-                .arg(body);
-        }
-        run_curl(command)
+        command
     }
 
     /// curl as `tenant` with its client certificate, the body read from
@@ -260,15 +266,7 @@ impl Cloud {
         target: &str,
         body: Option<&Path>,
     ) -> (u16, String) {
-        let certs = self.client_certs(tenant);
-        let mut command = self.curl_command(method, target);
-        command
-            .arg("--cacert")
-            .arg(certs.join("ca.pem"))
-            .arg("--cert")
-            .arg(certs.join("cert.pem"))
-            .arg("--key")
-            .arg(certs.join("key.pem"));
+        let mut command = self.tenant_curl(tenant, method, target);
         if let Some(body) = body {
             command
                 .arg("--data-binary")
