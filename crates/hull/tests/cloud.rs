@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use common::cloud::Cloud;
 use common::{assert_fails, stdout_of, text};
 use hull_cloud::date::HyperDate;
-use hull_cloud::sign;
 
 const VECTORS: &str = include_str!("../../hull-cloud/tests/data/hyper-sign-vectors.json");
 
@@ -92,51 +91,13 @@ fn a_tenant_signs_with_its_key_and_forged_or_revoked_keys_are_refused() {
     assert!(!tenants.contains("acme"), "{tenants}");
 }
 
-/// Headers of a request signed now with `access`/`secret` (host included).
-fn signed_headers(
-    cloud: &Cloud,
-    method: &str,
-    target: &str,
-    body: &[u8],
-    access: &str,
-    secret: &str,
-) -> Vec<(String, String)> {
-    let host = format!("127.0.0.1:{}", cloud.port);
-    let payload = sign::payload_sha256(body);
-    let date = HyperDate::from_time(SystemTime::now());
-    let mut headers = vec![
-        ("Host".to_owned(), host),
-        ("Content-Type".to_owned(), "application/json".to_owned()),
-        ("X-Hyper-Date".to_owned(), date.stamp().to_owned()),
-        ("X-Hyper-Content-Sha256".to_owned(), payload.clone()),
-    ];
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let request = sign::Request {
-        method,
-        path,
-        query,
-        headers: headers.clone(),
-        payload_sha256: &payload,
-    };
-    let credentials = sign::Credentials {
-        access_key: access.to_owned(),
-        secret_key: secret.to_owned(),
-        region: "us-west-1".to_owned(),
-    };
-    headers.push((
-        "Authorization".to_owned(),
-        sign::authorization(&credentials, &request, &date),
-    ));
-    headers
-}
-
 #[test]
 fn oversized_and_tampered_signed_requests_are_refused_before_any_handler() {
     let cloud = Cloud::start(&[]);
     let (access, secret) = cloud.tenant_with_key("acme");
     let dir = tempfile::tempdir().unwrap();
 
-    let ok = signed_headers(&cloud, "GET", "/_ping", b"", &access, &secret);
+    let ok = cloud.signed_headers("GET", "/_ping", b"", &access, &secret);
     assert_eq!(cloud.curl("GET", "/_ping", &ok, None).0, 200);
     assert_eq!(cloud.curl("GET", "/_ping", &[], None).0, 401, "unsigned");
 
@@ -144,15 +105,14 @@ fn oversized_and_tampered_signed_requests_are_refused_before_any_handler() {
     let big = vec![b'x'; hull_api::server::MAX_SIGNED_BODY + 1];
     let big_file = dir.path().join("big");
     std::fs::write(&big_file, &big).unwrap();
-    let headers = signed_headers(&cloud, "POST", "/volumes/create", &big, &access, &secret);
+    let headers = cloud.signed_headers("POST", "/volumes/create", &big, &access, &secret);
     let (code, body) = cloud.curl("POST", "/volumes/create", &headers, Some(&big_file));
     assert_eq!(code, 413, "{body}");
 
     // A body other than the one signed.
     let small = dir.path().join("small");
     std::fs::write(&small, b"{\"Name\":\"evil\"}").unwrap();
-    let headers = signed_headers(
-        &cloud,
+    let headers = cloud.signed_headers(
         "POST",
         "/volumes/create",
         b"{\"Name\":\"data\"}",
@@ -172,7 +132,7 @@ fn oversized_and_tampered_signed_requests_are_refused_before_any_handler() {
     forged[last] ^= 1;
     let forged_file = dir.path().join("forged.tar");
     std::fs::write(&forged_file, &forged).unwrap();
-    let headers = signed_headers(&cloud, "POST", "/images/load", &archive, &access, &secret);
+    let headers = cloud.signed_headers("POST", "/images/load", &archive, &access, &secret);
     let (code, body) = cloud.curl("POST", "/images/load", &headers, Some(&forged_file));
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("body does not match"), "{body}");

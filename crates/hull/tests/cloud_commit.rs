@@ -141,6 +141,18 @@ fn tenants_commit_export_and_import_only_their_own_within_their_quota() {
         &["import", "http://127.0.0.1:1/rootfs.tar", "fetched:1"],
         &["a tenant imports only what it sends"],
     );
+    // A streamed import is held to the hash it was signed with.
+    let signed = std::fs::read(&tar).unwrap();
+    let target = "/images/create?fromSrc=-&repo=forged";
+    let headers = cloud.signed_headers("POST", target, &signed, &acme_keys.0, &acme_keys.1);
+    let forged = dir.path().join("forged.tar");
+    tiny_tar(&forged, "forged");
+    let (code, body) = cloud.curl("POST", target, &headers, Some(&forged));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("reading the upload failed"), "{body}");
+    let (code, body) = cloud.curl("POST", target, &headers, Some(&tar));
+    assert_eq!(code, 200, "the signed body itself is taken: {body}");
+    assert!(ok(&acme, &["images"]).contains("forged"));
     let hostile = dir.path().join("hostile.tar");
     common::write_tar(&hostile, [("../escape", &b"x"[..])].into_iter());
     fails(&acme, &["import", hostile.to_str().unwrap()], &["'..'"]);

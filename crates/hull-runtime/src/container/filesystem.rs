@@ -29,8 +29,9 @@ use crate::start::{pooled_network, StartedVm, VmNeeds};
 
 /// Chunks of a read that may wait for a slow client.
 const READ_BACKLOG: usize = 16;
-/// A guest that sends nothing for this long while it reads a stopped
-/// container's files is given up on, so the container can start again.
+/// A guest that sends nothing, or a client that takes nothing, for this
+/// long while a stopped container's files are read is given up on, so the
+/// container can start again.
 const IDLE_READ: Duration = Duration::from_secs(120);
 
 type Reading = Result<mpsc::Receiver<Bytes>, ContainerError>;
@@ -110,8 +111,15 @@ impl<H: Hypervisor> Containers<H> {
                                 break;
                             }
                         };
-                        if tx.send(chunk).await.is_err() {
-                            break;
+                        // Nor may a client that stopped reading hold the
+                        // container's lock for ever.
+                        match tokio::time::timeout(IDLE_READ, tx.send(chunk)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                warn!(container = %container.id, "the client reading a stopped container's files went silent");
+                                break;
+                            }
                         }
                     }
                 }

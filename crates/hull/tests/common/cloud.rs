@@ -69,6 +69,46 @@ impl Cloud {
         )
     }
 
+    /// Headers of a request signed now with `access`/`secret` (host included).
+    pub fn signed_headers(
+        &self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        access: &str,
+        secret: &str,
+    ) -> Vec<(String, String)> {
+        use hull_cloud::date::HyperDate;
+        use hull_cloud::sign;
+        let host = format!("127.0.0.1:{}", self.port);
+        let payload = sign::payload_sha256(body);
+        let date = HyperDate::from_time(std::time::SystemTime::now());
+        let mut headers = vec![
+            ("Host".to_owned(), host),
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("X-Hyper-Date".to_owned(), date.stamp().to_owned()),
+            ("X-Hyper-Content-Sha256".to_owned(), payload.clone()),
+        ];
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let request = sign::Request {
+            method,
+            path,
+            query,
+            headers: headers.clone(),
+            payload_sha256: &payload,
+        };
+        let credentials = sign::Credentials {
+            access_key: access.to_owned(),
+            secret_key: secret.to_owned(),
+            region: "us-west-1".to_owned(),
+        };
+        headers.push((
+            "Authorization".to_owned(),
+            sign::authorization(&credentials, &request, &date),
+        ));
+        headers
+    }
+
     /// curl against the listener: (status, body).
     pub fn curl(
         &self,
