@@ -445,4 +445,39 @@ fn hostile_imports_are_refused_and_store_nothing() {
     assert!(answer.contains("\"status\":\"sha256:"), "{answer}");
     let images = stdout_of(&daemon.hull(&["images"]));
     assert!(images.contains("fine "), "{images}");
+
+    // The operator may have hulld fetch the archive from a URL.
+    let url = serve_once(std::fs::read(&fine).unwrap());
+    let fetched = daemon.hull(&["import", &url, "fetched:1"]);
+    assert!(stdout_of(&fetched).starts_with("sha256:"));
+    assert!(stdout_of(&daemon.hull(&["images"])).contains("fetched "));
+    let missing = daemon.hull(&["import", "http://127.0.0.1:1/nothing.tar"]);
+    assert_fails(
+        &missing,
+        1,
+        &["cannot fetch http://127.0.0.1:1/nothing.tar"],
+    );
+}
+
+/// A URL whose first GET is answered with `body`.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/rootfs.tar", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut stream = reader.into_inner();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+    });
+    url
 }
