@@ -19,8 +19,8 @@ pub struct CommitArgs {
     /// Commit message.
     #[arg(short, long, default_value = "")]
     message: String,
-    /// Taken as docker takes it; Hull does not pause a container's VM to commit it.
-    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    /// `-p=false` is taken, as docker takes it; Hull never pauses a container to commit it.
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pause: bool,
     container: String,
     /// REPOSITORY[:TAG] of the new image.

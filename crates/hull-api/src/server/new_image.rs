@@ -5,7 +5,8 @@
 //! tenant.
 
 use hull_cloud::images::ImagesError;
-use hull_image::{ImageConfig, Reference, StoreError};
+use hull_image::limits::LimitError;
+use hull_image::{CommitError, ImageConfig, Reference, StoreError};
 use hyper::{Request, StatusCode};
 
 use super::scope::Scope;
@@ -100,13 +101,17 @@ pub(super) async fn staging(
 /// A new layer's refusal: the client's archive (or the container's files)
 /// is at fault, not the host.
 pub(super) fn layer_error(what: &str, error: StoreError) -> ApiError {
-    match error {
-        StoreError::Layer(_) | StoreError::Limit { .. } => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{what}: {}", error_chain(&error)),
-        ),
-        other => other.into(),
-    }
+    let status = match &error {
+        StoreError::Commit(CommitError::Limit {
+            source: LimitError::Disk { .. },
+            ..
+        }) => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::Layer(_)
+        | StoreError::Limit { .. }
+        | StoreError::Commit(CommitError::Limit { .. }) => StatusCode::BAD_REQUEST,
+        _ => return error.into(),
+    };
+    ApiError::new(status, format!("{what}: {}", error_chain(&error)))
 }
 
 /// Names the new image `id` in `scope` (`target`, or only its id), and
