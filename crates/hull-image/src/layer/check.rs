@@ -7,7 +7,7 @@
 //! relative symlink leading above the root, hard links only to files the
 //! archive holds before them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{self, Read};
@@ -61,7 +61,8 @@ pub struct CheckedLayer {
 }
 
 /// Reads the whole `blob` and checks it; memory stays within a few MiB
-/// plus a few bytes per symlink and file of the archive.
+/// plus a few bytes per symlink and file of the archive (at most
+/// `max_entries` of them).
 pub fn check(blob: impl Read, limits: &Limits) -> Result<CheckedLayer, CheckError> {
     let mut raw = HashingReader::new(blob);
     let (compression, diff_id, unpacked_size) = {
@@ -107,12 +108,14 @@ pub fn check(blob: impl Read, limits: &Limits) -> Result<CheckedLayer, CheckErro
     })
 }
 
-/// What the entries so far named: symlinks by the keyed hash of their
-/// path (with the paths, to compare on a hit), files by hash alone.
+/// What the entries so far named, by a keyed hash of their path alone, so
+/// that no name is held. A collision (one in 2^64 per pair, and no client
+/// can aim for one without the key) at worst refuses an innocent entry
+/// beneath a symlink, or lets by here a hard link the unpacker refuses.
 #[derive(Default)]
 struct Names {
     keys: RandomState,
-    symlinks: HashMap<u64, Vec<PathBuf>>,
+    symlinks: HashSet<u64>,
     files: HashSet<u64>,
 }
 
@@ -135,11 +138,11 @@ impl Names {
         }
         let hashes = self.prefix_hashes(&path);
         for (depth, hash) in hashes[..hashes.len() - 1].iter().enumerate() {
-            let prefix: PathBuf = path.components().take(depth + 1).collect();
-            if self.symlinks.get(hash).is_some_and(|p| p.contains(&prefix)) {
+            if self.symlinks.contains(hash) {
+                let link: PathBuf = path.components().take(depth + 1).collect();
                 return Err(CheckError::BeneathLink {
                     entry: shown,
-                    link: prefix.display().to_string(),
+                    link: link.display().to_string(),
                 });
             }
         }
@@ -157,7 +160,7 @@ impl Names {
                         target: String::from_utf8_lossy(&link).into_owned(),
                     });
                 }
-                self.symlinks.entry(own).or_default().push(path);
+                self.symlinks.insert(own);
             }
             EntryType::Link => {
                 let target = String::from_utf8_lossy(&link).into_owned();
