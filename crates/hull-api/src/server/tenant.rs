@@ -203,7 +203,7 @@ async fn authenticate(
 }
 
 /// Whether a request's body is streamed to its handler rather than read
-/// whole first: an image upload, which may be far past the signed-body
+/// whole first: an image upload (a load, an import), which may be far past the signed-body
 /// limit. Its handler spools it to disk and acts only on its whole.
 fn streams(parts: &hyper::http::request::Parts) -> bool {
     let path = super::strip_version(parts.uri.path());
