@@ -237,7 +237,7 @@ fn append<W: Write>(
 /// its `.` components, but docker names the contents of `dir/.` `./…`, and
 /// its CLI renames them by replacing that first `.` (`docker cp c:/dir/.
 /// new` makes `new/…`): without it, they would land beside `new`.
-fn put<W: Write>(
+pub(crate) fn put<W: Write>(
     builder: &mut tar::Builder<W>,
     header: &mut tar::Header,
     name: &Path,
@@ -284,7 +284,7 @@ fn set_field<W: Write>(
 }
 
 /// The names in the directory `fd`, sorted so archives are reproducible.
-fn children(fd: &File) -> io::Result<Vec<OsString>> {
+pub(crate) fn children(fd: &File) -> io::Result<Vec<OsString>> {
     let mut names = fs::read_dir(fsat::fd_path(fd))?
         .map(|entry| entry.map(|e| e.file_name()))
         .collect::<io::Result<Vec<_>>>()?;
@@ -295,13 +295,13 @@ fn children(fd: &File) -> io::Result<Vec<OsString>> {
 /// Exactly `len` bytes of a file whose size was put in a tar header: cut
 /// if it grew since, padded with zeros if it shrank, so the archive stays
 /// well-formed.
-struct Exactly<R> {
+pub(crate) struct Exactly<R> {
     inner: R,
     remaining: u64,
 }
 
 impl<R: Read> Exactly<R> {
-    fn new(inner: R, len: u64) -> Self {
+    pub(crate) fn new(inner: R, len: u64) -> Self {
         Self {
             inner,
             remaining: len,

@@ -14,6 +14,7 @@ mod copy;
 pub mod copyup;
 pub mod cpus;
 pub mod disk;
+pub mod export;
 pub mod flow;
 pub mod freeze;
 pub mod fsat;

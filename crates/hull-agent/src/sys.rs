@@ -66,6 +66,26 @@ pub fn mknod_char(path: &Path, mode: libc::mode_t, rdev: libc::dev_t) -> io::Res
     check(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | mode, rdev) })
 }
 
+/// Whether the extended attribute `name` of `path` (followed if a link)
+/// holds exactly `value`; a missing attribute or one unreadable is `false`.
+pub fn xattr_is(path: &Path, name: &str, value: &[u8]) -> bool {
+    let (Ok(path), Ok(name)) = (path_cstring(path), cstring(name)) else {
+        return false;
+    };
+    let mut buf = [0u8; 16];
+    // SAFETY: both strings are NUL-terminated and outlive the call; the
+    // kernel writes at most `buf.len()` bytes into `buf`.
+    let len = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    usize::try_from(len).is_ok_and(|len| &buf[..len] == value)
+}
+
 pub fn chroot(path: &Path) -> io::Result<()> {
     let c = path_cstring(path)?;
     // SAFETY: `c` is a NUL-terminated string that outlives the call.

@@ -2,6 +2,7 @@
 
 mod containers;
 mod filters;
+mod images;
 mod pods;
 mod socket;
 mod transport;
@@ -9,10 +10,9 @@ mod transport;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hull_cloud::sign::Credentials;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,6 +27,7 @@ use crate::RUN_UPGRADE;
 
 pub use containers::{ContainerStream, LogsOptions, PendingWait};
 pub use filters::{flag_filters, FilterFlagError};
+pub use images::CommitOptions;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -184,57 +185,6 @@ impl Client {
         let bytes = response.into_body().collect().await?.to_bytes();
         let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
         Ok(serde_json::from_slice(bytes)?)
-    }
-
-    /// Uploads an image archive (a file, or stdin for `-`) and returns hulld's progress lines.
-    pub async fn load(&self, archive: &Path) -> Result<Vec<ProgressLine>, ClientError> {
-        let read_err = |source| ClientError::ReadFile {
-            path: archive.to_owned(),
-            source,
-        };
-        // A cloud's listener holds an upload to the hash it was signed
-        // with: hash the archive first (from a spool, if it is stdin), then
-        // stream it.
-        let mut spool = None;
-        let mut hash = None;
-        let reader: Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin> = if self.is_remote() {
-            let path = if archive == Path::new("-") {
-                let file = tempfile::NamedTempFile::new().map_err(read_err)?;
-                let mut out = tokio::fs::File::from_std(file.reopen().map_err(read_err)?);
-                tokio::io::copy(&mut tokio::io::stdin(), &mut out)
-                    .await
-                    .map_err(read_err)?;
-                spool.insert(file).path().to_owned()
-            } else {
-                archive.to_owned()
-            };
-            hash = Some(file_sha256(&path).await.map_err(read_err)?);
-            Box::new(tokio::fs::File::open(&path).await.map_err(read_err)?)
-        } else if archive == Path::new("-") {
-            Box::new(tokio::io::stdin())
-        } else {
-            Box::new(tokio::fs::File::open(archive).await.map_err(read_err)?)
-        };
-        let chunks = tokio_util::io::ReaderStream::new(reader).map_ok(Frame::data);
-        let body = BodyExt::boxed(StreamBody::new(chunks));
-        let mut request = Self::request(Method::POST, "/images/load", body);
-        if let Some(hash) = hash {
-            request.headers_mut().insert(
-                hull_cloud::sign::CONTENT_SHA256_HEADER,
-                HeaderValue::from_str(&hash).expect("hex is a header value"),
-            );
-        }
-        request.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-tar"),
-        );
-        let response = Self::check(self.send(request).await?).await?;
-        drop(spool);
-        let body = response.into_body().collect().await?.to_bytes();
-        body.split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .map(|line| serde_json::from_slice(line).map_err(ClientError::from))
-            .collect()
     }
 
     /// Streams the `docker save` archive of `names` (an OCI layout when `oci`) into `out`.

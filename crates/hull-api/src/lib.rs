@@ -12,7 +12,7 @@ pub mod tls;
 pub mod types;
 pub mod units;
 
-pub use client::{Client, ClientError, ProgressStream};
+pub use client::{Client, ClientError, CommitOptions, ProgressStream};
 pub use daemon::{CloudConfig, Daemon, DaemonConfig};
 pub use hull_image::registry::auth::{AuthFile, Credentials};
 pub use hull_image::Reference;

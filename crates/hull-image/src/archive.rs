@@ -7,6 +7,7 @@
 
 mod docker;
 mod oci;
+pub(crate) use oci::host_architecture;
 
 use std::collections::HashMap;
 use std::fs::{self, File};

@@ -3,6 +3,8 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
+pub mod check;
+
 use crate::digest::{Digest, HashingReader};
 use crate::limits::{Guard, Guarded, GuardedEntries, LimitError, Limits, MAX_NAME};
 use crate::spec::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};

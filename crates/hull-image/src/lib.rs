@@ -6,6 +6,7 @@
 
 pub mod archive;
 mod at;
+pub mod changes;
 pub mod digest;
 pub mod erofs;
 pub mod export;
@@ -15,6 +16,7 @@ pub mod limits;
 pub mod reference;
 pub mod registry;
 mod rootpath;
+pub mod source;
 pub mod spec;
 mod store;
 #[cfg(test)]
@@ -26,6 +28,6 @@ pub use reference::Reference;
 pub use spec::ImageConfig;
 pub use store::{
     CommitError, Committed, HistoryEntry, Image, ImageRecord, ImageStore, ImageSummary,
-    LabelFilter, LayerRecord, LoadedImage, PruneFilter, PruneFilterError, Pruned, PulledImage,
-    PulledLayer, Removal, StoreError, TagError,
+    LabelFilter, LayerRecord, LoadedImage, NewImage, PruneFilter, PruneFilterError, Pruned,
+    PulledImage, PulledLayer, Removal, StoreError, TagError,
 };

@@ -83,6 +83,11 @@ pub struct ConfigFile {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// Who made it, and why (`docker commit -a … -m …`, `docker import -m …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub config: ImageConfig,
     pub rootfs: RootFs,

@@ -26,6 +26,7 @@ use crate::reference::{self, Reference, ReferenceError};
 use crate::spec::{self, ConfigFile, Descriptor, ImageConfig};
 use crate::unpack::UnpackError;
 
+mod compose;
 mod history;
 mod prune;
 mod pulled;
@@ -33,6 +34,7 @@ mod rootfs;
 mod scratch;
 mod tags;
 
+pub use compose::NewImage;
 pub use history::HistoryEntry;
 pub use prune::{LabelFilter, PruneFilter, PruneFilterError, Pruned};
 pub use pulled::{CommitError, Committed, PulledImage, PulledLayer};
@@ -85,6 +87,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the image's layer is refused")]
+    Layer(#[source] crate::layer::check::CheckError),
     #[error("cannot unpack layer {layer}")]
     Unpack {
         layer: Digest,
@@ -157,6 +161,8 @@ pub struct Image {
     pub created: Option<String>,
     pub architecture: String,
     pub os: String,
+    pub author: Option<String>,
+    pub comment: Option<String>,
     /// Bytes of the unpacked layers.
     pub size: u64,
     pub record: ImageRecord,
@@ -429,6 +435,8 @@ impl ImageStore {
             created: config.created,
             architecture: config.architecture,
             os: config.os,
+            author: config.author,
+            comment: config.comment,
             size: record.layers.iter().map(|l| l.unpacked_size).sum(),
             record,
         })

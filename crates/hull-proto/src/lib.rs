@@ -19,9 +19,9 @@ pub use frame::{
     parse_header, Frame, FrameDecoder, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use message::{
-    path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, GuestStats, Hello, InterfaceSpec,
-    MountSource, MountSpec, NetworkSpec, PathStat, ProcessInfo, ProcessSpec, ProcessState, Request,
-    RequestError, Response, RootfsSpec, RouteSpec, StreamId, USER_HZ,
+    path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, FilesystemView, GuestStats, Hello,
+    InterfaceSpec, MountSource, MountSpec, NetworkSpec, PathStat, ProcessInfo, ProcessSpec,
+    ProcessState, Request, RequestError, Response, RootfsSpec, RouteSpec, StreamId, USER_HZ,
 };
 pub use resync::{find_resync, ResyncScanner, RESYNC};
 pub use rlimit::{Rlimit, RLIMIT_KINDS, RLIM_INFINITY};

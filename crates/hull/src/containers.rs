@@ -337,6 +337,10 @@ pub enum ContainerCommand {
     Attach(crate::attach::AttachArgs),
     /// Remove every stopped container.
     Prune(PruneArgs),
+    /// Create a new image from a container's changes (`hull commit`).
+    Commit(crate::commit::CommitArgs),
+    /// Export a container's filesystem as a tar archive (`hull export`).
+    Export(crate::commit::ExportArgs),
 }
 
 pub async fn container(client: &Client, command: ContainerCommand) -> Result<i32> {
@@ -357,6 +361,8 @@ pub async fn container(client: &Client, command: ContainerCommand) -> Result<i32
         ContainerCommand::Exec(args) => crate::exec::exec(client, args).await,
         ContainerCommand::Attach(args) => crate::attach::attach(client, args).await,
         ContainerCommand::Prune(args) => prune(client, args).await,
+        ContainerCommand::Commit(args) => crate::commit::commit(client, args).await.map(|()| 0),
+        ContainerCommand::Export(args) => crate::commit::export(client, args).await.map(|()| 0),
     };
     result.or_else(failed)
 }

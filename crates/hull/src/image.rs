@@ -25,6 +25,8 @@ pub enum ImageCommand {
     Save(crate::save::SaveArgs),
     /// Load images from a tar archive (`hull load`).
     Load(crate::load::LoadArgs),
+    /// Import a tarball as a one-layer image (`hull import`).
+    Import(crate::commit::ImportArgs),
     /// Remove dangling images, or with -a every image, and the blobs no image uses.
     Prune(PruneArgs),
 }
@@ -58,6 +60,10 @@ pub async fn run(client: &Client, command: ImageCommand) -> Result<i32> {
         ImageCommand::Tag(args) => crate::tag::tag(client, args).await.map(|()| 0),
         ImageCommand::Save(args) => crate::save::save(client, args).await.map(|()| 0),
         ImageCommand::Load(args) => crate::load::load(client, args).await.map(|()| 0),
+        ImageCommand::Import(args) => crate::commit::import(client, args)
+            .await
+            .map(|()| 0)
+            .or_else(crate::containers::failed),
         ImageCommand::Prune(args) => prune(client, args).await.map(|()| 0),
     }
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod attach;
 mod cloud;
+mod commit;
 mod containers;
 mod create;
 mod daemon;
@@ -88,6 +89,12 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Attach this terminal to a running container.
     Attach(attach::AttachArgs),
+    /// Create a new image from a container's changes.
+    Commit(commit::CommitArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(commit::ExportArgs),
+    /// Import the contents of a tarball to create a filesystem image.
+    Import(commit::ImportArgs),
     /// Manage containers.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -197,6 +204,18 @@ fn main() -> ExitCode {
             Command::Exec(args) => exec::exec(&client, args).await.or_else(containers::failed),
             Command::Attach(args) => attach::attach(&client, args)
                 .await
+                .or_else(containers::failed),
+            Command::Commit(args) => commit::commit(&client, args)
+                .await
+                .map(|()| 0)
+                .or_else(containers::failed),
+            Command::Export(args) => commit::export(&client, args)
+                .await
+                .map(|()| 0)
+                .or_else(containers::failed),
+            Command::Import(args) => commit::import(&client, args)
+                .await
+                .map(|()| 0)
                 .or_else(containers::failed),
             Command::Container(command) => containers::container(&client, command).await,
             Command::Images(args) => images::list(&client, args).await.map(|()| 0),

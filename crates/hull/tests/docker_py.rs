@@ -1,5 +1,6 @@
 //! docker-py, the Docker SDK for Python, against hulld: run, detached
-//! containers, logs, exec, stop, wait and remove, unchanged.
+//! containers, logs, exec, commit, export, import, stop, wait and
+//! remove, unchanged.
 
 mod common;
 
@@ -41,6 +42,9 @@ fn docker_py_drives_containers() {
             "logs b'started\\n'",
             "exec 4 b'in exec\\n'",
             "list ['py-web']",
+            "commit b'py\\n'",
+            "export True",
+            "import b'py\\n'",
             "stopped exited 137",
             "wait 137",
             "removed True",

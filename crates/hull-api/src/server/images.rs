@@ -125,10 +125,10 @@ pub(super) fn inspect_body(
         repo_tags,
         repo_digests,
         parent: String::new(),
-        comment: String::new(),
+        comment: image.comment.unwrap_or_default(),
         created: image.created.unwrap_or_default(),
         docker_version: String::new(),
-        author: String::new(),
+        author: image.author.unwrap_or_default(),
         config: image.config,
         architecture: image.architecture,
         variant: None,
@@ -218,21 +218,30 @@ pub(super) async fn spool_upload(
     daemon: &Daemon,
     request: Request<RequestBody>,
 ) -> Result<tempfile::NamedTempFile, ApiError> {
-    let internal = |what: &str, err: std::io::Error| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {err}"))
-    };
     let spool_dir = daemon.root().join("tmp");
     std::fs::create_dir_all(&spool_dir).map_err(|e| internal("cannot create a spool", e))?;
+    let budget = daemon.images().upload_budget(&spool_dir);
     let spool = tempfile::NamedTempFile::new_in(&spool_dir)
         .map_err(|e| internal("cannot create a spool", e))?;
-    let mut file = tokio::fs::File::from_std(
-        spool
-            .reopen()
-            .map_err(|e| internal("cannot open the spool", e))?,
-    );
-    let budget = daemon.images().upload_budget(&spool_dir);
+    spool_body(request.into_body(), spool.path(), budget).await?;
+    Ok(spool)
+}
+
+fn internal(what: &str, err: std::io::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {err}"))
+}
+
+/// Writes `body` to the file `path`, at most `budget` bytes of it.
+pub(super) async fn spool_body(
+    body: RequestBody,
+    path: &std::path::Path,
+    budget: u64,
+) -> Result<(), ApiError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| internal("cannot open the spool", e))?;
     let mut spooled = 0u64;
-    let mut body = BodyStream::new(request.into_body());
+    let mut body = BodyStream::new(body);
     while let Some(frame) = body.try_next().await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -245,10 +254,10 @@ pub(super) async fn spool_upload(
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!(
-                        "the image archive is refused: it is larger than the {budget} bytes this host takes \
+                        "the archive is refused: it is larger than the {budget} bytes this host takes \
                          (the image size cap, hulld --max-image-size, or the free disk of {}): \
                          nothing was loaded",
-                        spool_dir.display()
+                        path.parent().unwrap_or(path).display()
                     ),
                 ));
             }
@@ -259,9 +268,7 @@ pub(super) async fn spool_upload(
     }
     file.flush()
         .await
-        .map_err(|e| internal("cannot spool the upload", e))?;
-    drop(file);
-    Ok(spool)
+        .map_err(|e| internal("cannot spool the upload", e))
 }
 
 /// `POST /images/load`: the body is a docker-archive or OCI-layout tar.

@@ -4,12 +4,15 @@ mod admin;
 mod archive;
 mod attach;
 mod auth;
+mod commit;
 pub mod connections;
 mod containers;
 mod events;
 mod exec;
 mod images;
+mod import;
 mod networks;
+mod new_image;
 mod pods;
 mod pull;
 mod push;
@@ -206,7 +209,13 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         (&Method::GET, "/info") => system::info(&daemon).await,
         (&Method::GET, "/images/json") => images::list(&daemon).await,
         (&Method::POST, "/images/load") => images::load(&daemon, request).await,
+        (&Method::POST, "/images/create") if import::is_import(request.uri()) => {
+            import::import(&daemon, scope::Scope::Operator, request).await
+        }
         (&Method::POST, "/images/create") => pull::create(&daemon, request).await,
+        (&Method::POST, "/commit") => {
+            commit::commit(&daemon, scope::Scope::Operator, request).await
+        }
         (&Method::POST, "/images/prune") => images::prune(&daemon, &request).await,
         (&Method::GET, "/system/df") => system::df(&daemon).await,
         (&Method::POST, "/auth") => auth::login(daemon.registry(), request).await,
@@ -348,6 +357,7 @@ pub(super) async fn container_route(
         (&Method::HEAD, "archive") => archive::stat(daemon, reference, &request).await,
         (&Method::GET, "archive") => archive::get(daemon, reference, &request).await,
         (&Method::PUT, "archive") => archive::put(daemon, reference, request).await,
+        (&Method::GET, "export") => commit::export(daemon, reference).await,
         _ => Err(not_found(
             method,
             &format!("/containers/{reference}/{action}"),

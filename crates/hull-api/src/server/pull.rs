@@ -31,12 +31,6 @@ pub(super) fn parse_query(query: &str) -> Result<(Reference, bool), ApiError> {
             "fromImage" => from = Some(value.into_owned()),
             "tag" if !value.is_empty() => tag = Some(value.into_owned()),
             "insecure" => insecure = matches!(&*value, "1" | "true"),
-            "fromSrc" => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "importing from a source (fromSrc) is not supported",
-                ))
-            }
             _ => {}
         }
     }

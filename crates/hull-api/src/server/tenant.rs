@@ -33,8 +33,8 @@ use super::connections::{Connection, ConnectionError, Connections, Counted};
 use super::scope::{self, Scope};
 use super::tenancy::MAX_BODIES_PER_TENANT;
 use super::{
-    containers, events, exec, networks, pods, system, tenant_containers, tenant_images,
-    tenant_pods, volumes, ApiError, Body, BodyError, RequestBody,
+    commit, containers, events, exec, import, networks, pods, system, tenant_containers,
+    tenant_images, tenant_pods, volumes, ApiError, Body, BodyError, RequestBody,
 };
 use crate::daemon::Daemon;
 use crate::metrics::Listener;
@@ -279,10 +279,12 @@ async fn with_body(
 }
 
 /// Whether a request's body is streamed to its handler rather than read
-/// whole first: an image upload, which may be far past the signed-body
+/// whole first: an image upload (a load, an import), which may be far past the signed-body
 /// limit. Its handler spools it to disk and acts only on its whole.
 fn streams(parts: &hyper::http::request::Parts) -> bool {
-    parts.method == Method::POST && super::strip_version(parts.uri.path()) == "/images/load"
+    let path = super::strip_version(parts.uri.path());
+    let import = path == "/images/create" && import::is_import(&parts.uri);
+    parts.method == Method::POST && (path == "/images/load" || import)
 }
 
 /// A streamed body held to the hash it was signed with: its data passes
@@ -455,7 +457,11 @@ async fn route(
         // Checks credentials against a registry, storing nothing (`docker login`).
         (&Method::POST, "/auth") => super::auth::login(daemon.tenant_registry(), request).await,
         (&Method::GET, "/images/json") => tenant_images::list(daemon, &tenant.0).await,
+        (&Method::POST, "/images/create") if import::is_import(request.uri()) => {
+            import::import(daemon, scope, request).await
+        }
         (&Method::POST, "/images/create") => tenant_images::pull(daemon, &tenant.0, &request).await,
+        (&Method::POST, "/commit") => commit::commit(daemon, scope, request).await,
         (&Method::POST, "/images/load") => tenant_images::load(daemon, &tenant.0, request).await,
         (&Method::POST, p) if p.starts_with("/images/") && p.ends_with("/tag") => {
             tenant_images::tag(daemon, &tenant.0, p, &request).await
@@ -473,8 +479,10 @@ async fn route(
             let (reference, action) = super::split_resource(p, "/containers/");
             let open = matches!(
                 (&method, action),
-                (&Method::GET, "json" | "logs" | "top" | "stats" | "archive")
-                    | (&Method::HEAD | &Method::PUT, "archive")
+                (
+                    &Method::GET,
+                    "json" | "logs" | "top" | "stats" | "archive" | "export"
+                ) | (&Method::HEAD | &Method::PUT, "archive")
                     | (
                         &Method::POST,
                         "start" | "stop" | "restart" | "kill" | "wait" | "rename" | "update"

@@ -274,6 +274,47 @@ pub(super) async fn release(daemon: &Daemon, mut ids: Vec<String>) {
     }
 }
 
+/// Gives `tenant` an image made on its behalf (a commit, an import) under
+/// `name`, or its id alone. One that its images quota cannot hold is
+/// refused and deleted again, unless someone else uses it.
+pub(super) async fn adopt(
+    daemon: &Daemon,
+    tenant: &str,
+    id: &str,
+    name: Option<String>,
+) -> Result<(), ApiError> {
+    let cloud = daemon.tenants();
+    let names: Vec<_> = name.into_iter().map(|n| (RefKind::Tag, n)).collect();
+    let recorded = {
+        let _shared = SHARED_IMAGES.lock().await;
+        let recorded = cloud.record_tenant_image(tenant, id, &names);
+        if recorded.is_ok() {
+            // As after a pull: a removal may have deleted the new image
+            // between its making and its record.
+            let store = daemon.images().clone();
+            let wanted = id.to_owned();
+            if blocking(move || Ok(store.resolve(&wanted).is_err())).await? {
+                cloud.forget_tenant_image(tenant, id)?;
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the new image was removed as it was made: try again",
+                ));
+            }
+        }
+        recorded
+    };
+    match recorded {
+        Ok(released) => {
+            release(daemon, released).await;
+            Ok(())
+        }
+        Err(err) => {
+            release(daemon, vec![id.to_owned()]).await;
+            Err(err.into())
+        }
+    }
+}
+
 /// `POST /images/create?fromImage=…&tag=…` for a tenant.
 pub(super) async fn pull(
     daemon: &Daemon,

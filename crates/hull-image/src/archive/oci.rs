@@ -123,7 +123,7 @@ fn pick_manifest(
     pick_manifest(staged, chosen, &name, depth + 1)
 }
 
-fn host_architecture() -> &'static str {
+pub(crate) fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -219,7 +219,11 @@ impl ImageStore {
     }
 
     /// Checks that an image's layers together fit the limit and the store's disk.
-    fn check_image_size(&self, image: &Digest, layers: &[LayerRecord]) -> Result<(), StoreError> {
+    pub(super) fn check_image_size(
+        &self,
+        image: &Digest,
+        layers: &[LayerRecord],
+    ) -> Result<(), StoreError> {
         let size = layers
             .iter()
             .fold(0u64, |sum, l| sum.saturating_add(l.unpacked_size));

@@ -35,6 +35,7 @@ pub fn deadline(request: &Request) -> Option<Duration> {
         | Request::RemoveContainer { .. }
         | Request::FreezeDisk { .. }
         | Request::SetOnlineCpus { .. }
+        | Request::ReadFilesystem { .. }
         | Request::Shutdown
         | Request::ConfigureNetwork(_) => KERNEL_WORK,
         Request::CreateContainer(_) => CREATE,
@@ -60,6 +61,7 @@ pub fn request_name(request: &Request) -> &'static str {
         Request::StatPath { .. } => "StatPath",
         Request::ReadArchive { .. } => "ReadArchive",
         Request::WriteArchive { .. } => "WriteArchive",
+        Request::ReadFilesystem { .. } => "ReadFilesystem",
         Request::FreezeDisk { .. } => "FreezeDisk",
         Request::ThawDisk { .. } => "ThawDisk",
         Request::SetOnlineCpus { .. } => "SetOnlineCpus",

@@ -7,6 +7,7 @@ pub mod attach;
 mod create;
 pub mod events;
 mod exec;
+mod filesystem;
 mod inspect;
 pub mod logs;
 pub mod names;
@@ -39,6 +40,7 @@ use crate::spec::SpecError;
 pub use attach::{OutputChunk, StdinMessage};
 pub use create::{ContainerUpdate, CreateOptions};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
+pub use filesystem::FilesystemView;
 pub use logs::{LogEntry, LogFilter, LogStream};
 pub use pod::{MemberOptions, PodOptions, PodStatus};
 pub use record::{
@@ -84,6 +86,10 @@ pub enum ContainerError {
     InvalidSignal(String),
     #[error("container {0} is not running: Hull copies files only while the container runs")]
     CopyNotRunning(String),
+    #[error("container {0} is between runs (restarting, or its VM is being found again): wait until it runs or stops, then try again")]
+    FilesBusy(String),
+    #[error("container {container} of pod {pod} is not running: Hull reads a pod member's files only while its pod runs; start the pod first")]
+    PodMemberFiles { container: String, pod: String },
     #[error("Could not find the file {path} in container {container}")]
     PathNotFound { path: String, container: String },
     /// The agent refused a copy as asked (not a directory, a malformed tar).

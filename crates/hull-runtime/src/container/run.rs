@@ -25,7 +25,7 @@ use crate::run::{
 use crate::start::{StartedVm, VmNeeds};
 use crate::volume::VolumeSource;
 
-const WRITABLE_SERIAL: &str = "hull-writable";
+pub(super) const WRITABLE_SERIAL: &str = "hull-writable";
 
 /// How long a re-attached agent may take to answer.
 pub(super) const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);

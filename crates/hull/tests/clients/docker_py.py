@@ -1,6 +1,8 @@
 """docker-py (the Docker SDK for Python) against hulld: each check prints one
 line that the Rust test compares with what docker would answer."""
+import io
 import os
+import tarfile
 import time
 
 import docker
@@ -23,6 +25,13 @@ print("logs", container.logs())
 result = container.exec_run(["sh", "-c", "echo in exec; exit 4"])
 print("exec", result.exit_code, result.output)
 print("list", [c.name for c in client.containers.list(filters={"label": "via=docker-py"})])
+container.exec_run(["sh", "-c", "echo py > /py"])
+image = container.commit("py-committed", "1", changes=['CMD ["cat", "/py"]'])
+print("commit", client.containers.run(image.id, remove=True))
+exported = b"".join(container.export())
+print("export", "py" in tarfile.open(fileobj=io.BytesIO(exported)).getnames())
+client.api.import_image_from_data(exported, repository="py-imported", tag="1")
+print("import", client.containers.run("py-imported:1", ["cat", "/py"], remove=True))
 container.stop(timeout=1)
 container.reload()
 print("stopped", container.status, container.attrs["State"]["ExitCode"])

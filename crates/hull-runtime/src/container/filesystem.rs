@@ -1,0 +1,218 @@
+//! A container's filesystem as a tar: whole (`docker export`) or its
+//! changes as one image layer (`docker commit`).
+//!
+//! A running container's agent reads it. A stopped container's files are
+//! on its writable disk, which only a guest can read safely (the host
+//! never mounts a filesystem a guest wrote): a VM of its own is started
+//! for the read, with the container's image and writable disk and nothing
+//! else (no network, no volumes, no process), and powered off after it.
+//! The container cannot be started meanwhile.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+pub use hull_proto::FilesystemView;
+use hull_proto::{ContainerSpec, Request, RootfsSpec};
+use hull_vm::{DiskConfig, Hypervisor, Vm};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::exec::NEXT_STREAM;
+use super::run::WRITABLE_SERIAL;
+use super::supervise::power_off;
+use super::{Container, ContainerError, Containers, WRITABLE_DISK};
+use crate::agent::AgentClient;
+use crate::run::{new_container_id, unless_vm_dies, Runtime, ROOTFS_SERIAL};
+use crate::start::{pooled_network, StartedVm, VmNeeds};
+
+/// Chunks of a read that may wait for a slow client.
+const READ_BACKLOG: usize = 16;
+/// A guest that sends nothing, or a client that takes nothing, for this
+/// long while a stopped container's files are read is given up on, so the
+/// container can start again.
+const IDLE_READ: Duration = Duration::from_secs(120);
+
+type Reading = Result<mpsc::Receiver<Bytes>, ContainerError>;
+
+impl<H: Hypervisor> Containers<H> {
+    /// A tar of the container's filesystem as `view` says, once its agent
+    /// has started sending it. A tar that ends short means the read broke
+    /// off in the guest.
+    pub async fn read_filesystem(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        view: FilesystemView,
+    ) -> Reading {
+        if let Ok(agent) = container.running_agent() {
+            return container.read_with(&agent, view).await;
+        }
+        let (ready, reading) = oneshot::channel();
+        let (containers, runtime, container) = (self.clone(), runtime.clone(), container.clone());
+        tokio::spawn(async move {
+            containers
+                .read_stopped(&runtime, &container, view, ready)
+                .await;
+        });
+        reading.await.unwrap_or(Err(ContainerError::AgentSilent))
+    }
+
+    /// Reads a stopped container's files in a VM started for it, under
+    /// the container's lock; tells `ready` once the tar flows (or why not)
+    /// and powers the VM off when it ends.
+    async fn read_stopped(
+        &self,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        view: FilesystemView,
+        ready: oneshot::Sender<Reading>,
+    ) {
+        let _op = container.ops.lock().await;
+        // It may have been started while the lock was awaited.
+        if let Ok(agent) = container.running_agent() {
+            let _ = ready.send(container.read_with(&agent, view).await);
+            return;
+        }
+        let config = container.config();
+        if container.state().running() {
+            let _ = ready.send(Err(ContainerError::FilesBusy(container.id.clone())));
+            return;
+        }
+        if let Some(membership) = &config.pod {
+            let _ = ready.send(Err(ContainerError::PodMemberFiles {
+                container: container.id.clone(),
+                pod: membership.pod.clone(),
+            }));
+            return;
+        }
+        let started = match self.files_vm(runtime, container).await {
+            Ok(started) => started,
+            Err(err) => {
+                let _ = ready.send(Err(err));
+                return;
+            }
+        };
+        let StartedVm { vm, agent, run_dir } = started;
+        match container.read_with(&agent, view).await {
+            Err(err) => {
+                let _ = ready.send(Err(err));
+            }
+            Ok(mut tar) => {
+                let (tx, rx) = mpsc::channel(READ_BACKLOG);
+                if ready.send(Ok(rx)).is_ok() {
+                    loop {
+                        let chunk = match tokio::time::timeout(IDLE_READ, tar.recv()).await {
+                            Ok(Some(chunk)) => chunk,
+                            Ok(None) => break,
+                            Err(_) => {
+                                warn!(container = %container.id, "the guest reading a stopped container's files went silent");
+                                break;
+                            }
+                        };
+                        // Nor may a client that stopped reading hold the
+                        // container's lock for ever.
+                        match tokio::time::timeout(IDLE_READ, tx.send(chunk)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                warn!(container = %container.id, "the client reading a stopped container's files went silent");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        power_off(&vm, &agent, &mut vm.exit()).await;
+        drop(run_dir);
+        debug!(container = %container.id, "the VM that read its files is off");
+    }
+
+    /// A VM with the container's image and writable disk, the container's
+    /// layers mounted in it and nothing run.
+    async fn files_vm(
+        &self,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+    ) -> Result<StartedVm<H::Vm>, ContainerError> {
+        let config = container.config();
+        let mut disks = vec![DiskConfig {
+            id: "rootfs".into(),
+            path: self.image_rootfs(&config.image_id).await?,
+            serial: ROOTFS_SERIAL.into(),
+            read_only: true,
+        }];
+        if config.persistent {
+            disks.push(DiskConfig {
+                id: "writable".into(),
+                path: container.dir.join(WRITABLE_DISK),
+                serial: WRITABLE_SERIAL.into(),
+                read_only: false,
+            });
+        }
+        let needs = VmNeeds {
+            size: None,
+            network: pooled_network(),
+            shares: Vec::new(),
+        };
+        let name = format!("files-{}", &new_container_id()[..16]);
+        let started = runtime.vms.start_with(&name, disks, false, needs).await?;
+        let create = Request::CreateContainer(ContainerSpec {
+            id: container.id.clone(),
+            hostname: config.hostname.clone(),
+            rootfs: RootfsSpec {
+                serial: ROOTFS_SERIAL.into(),
+                fs_type: "erofs".into(),
+            },
+            writable: config.persistent.then(|| RootfsSpec {
+                serial: WRITABLE_SERIAL.into(),
+                fs_type: "ext4".into(),
+            }),
+            mounts: Vec::new(),
+            host_etc_files: Vec::new(),
+        });
+        let vm = &started.vm;
+        if let Err(err) = unless_vm_dies(vm, vm.exit(), started.agent.request_done(&create)).await {
+            vm.kill();
+            return Err(err.into());
+        }
+        Ok(started)
+    }
+}
+
+impl Container {
+    /// Asks `agent` for the tar; its chunks come as the client takes them.
+    async fn read_with(&self, agent: &AgentClient, view: FilesystemView) -> Reading {
+        let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        // Registered first: the agent sends right after its answer.
+        let mut output = agent.open_output(stream);
+        let request = Request::ReadFilesystem {
+            container: self.id.clone(),
+            stream,
+            view,
+        };
+        agent
+            .request_done(&request)
+            .await
+            .map_err(|err| match err {
+                crate::agent::AgentError::Disconnected => {
+                    ContainerError::FilesBusy(self.id.clone())
+                }
+                other => other.into(),
+            })?;
+        let (tx, rx) = mpsc::channel(READ_BACKLOG);
+        tokio::spawn(async move {
+            let mut client_gone = false;
+            while let Some(chunk) = output.recv().await {
+                // A departed client must not leave the agent blocked on its
+                // window: keep taking (and crediting) the rest.
+                if !client_gone && tx.send(chunk).await.is_err() {
+                    client_gone = true;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

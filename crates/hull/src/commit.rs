@@ -1,0 +1,121 @@
+//! `hull commit`, `hull export` and `hull import`, with docker's flags.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hull_api::{Client, CommitOptions};
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Author (e.g. "Jane Doe <jane@example.com>").
+    #[arg(short, long, default_value = "")]
+    author: String,
+    /// Dockerfile instruction to apply to the image (CMD, ENTRYPOINT, ENV,
+    /// EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable.
+    #[arg(short, long = "change")]
+    change: Vec<String>,
+    /// Commit message.
+    #[arg(short, long, default_value = "")]
+    message: String,
+    /// `-p=false` is taken, as docker takes it; Hull never pauses a container to commit it.
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pause: bool,
+    container: String,
+    /// REPOSITORY[:TAG] of the new image.
+    reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// File to write; standard output when omitted.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Dockerfile instruction to apply to the image; repeatable.
+    #[arg(short, long = "change")]
+    change: Vec<String>,
+    /// Commit message of the imported image.
+    #[arg(short, long, default_value = "")]
+    message: String,
+    /// The image's platform: only linux is taken.
+    #[arg(long)]
+    platform: Option<String>,
+    /// A tar (plain, gzip or zstd), `-` for standard input, or a URL for
+    /// hulld to fetch.
+    file: String,
+    /// REPOSITORY[:TAG] of the new image.
+    reference: Option<String>,
+}
+
+pub async fn commit(client: &Client, args: CommitArgs) -> Result<()> {
+    let options = CommitOptions {
+        reference: args.reference.unwrap_or_default(),
+        comment: args.message,
+        author: args.author,
+        changes: args.change,
+    };
+    println!("{}", client.commit(&args.container, &options).await?);
+    Ok(())
+}
+
+pub async fn export(client: &Client, args: ExportArgs) -> Result<()> {
+    match &args.output {
+        Some(path) => {
+            // Written beside the target and renamed: a failed export leaves no partial tar.
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let tmp = tempfile::Builder::new()
+                .prefix(".hull-export-")
+                .tempfile_in(dir.unwrap_or(std::path::Path::new(".")))
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+            client.export(&args.container, &mut file).await?;
+            file.sync_all().await?;
+            tmp.persist(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            client
+                .export(&args.container, &mut tokio::io::stdout())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn import(client: &Client, args: ImportArgs) -> Result<()> {
+    if let Some(platform) = args.platform.as_deref() {
+        if !platform.starts_with("linux") {
+            bail!("this host imports linux images only, not {platform}");
+        }
+    }
+    let reference = args.reference.unwrap_or_default();
+    let remote = args.file.starts_with("http://") || args.file.starts_with("https://");
+    let lines = if remote {
+        client
+            .import_url(&args.file, &reference, &args.message, &args.change)
+            .await?
+    } else {
+        let file = PathBuf::from(&args.file);
+        client
+            .import(&file, &reference, &args.message, &args.change)
+            .await?
+    };
+    for line in lines {
+        if let Some(error) = line.error {
+            bail!("{error}");
+        }
+        if let Some(status) = line.status {
+            println!("{status}");
+        }
+    }
+    Ok(())
+}
