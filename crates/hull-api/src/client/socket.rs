@@ -4,8 +4,10 @@
 //! ends quietly, but a write to a Unix socket whose peer has gone raises it
 //! too when it is a `writev`, as hyper's are: hulld refusing an upload
 //! mid-stream (`load` past the size cap) would kill the CLI before it could
-//! read hulld's answer. Writes here use `sendmsg(MSG_NOSIGNAL)`, so a closed
-//! peer is an `EPIPE` error instead.
+//! read hulld's answer. The same holds for the TCP socket under a cloud's
+//! TLS, which a listener closes after refusing an upload early (over
+//! quota). Writes here use `sendmsg(MSG_NOSIGNAL)`, so a closed peer is an
+//! `EPIPE` error instead.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
@@ -13,18 +15,43 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
-/// A connected Unix stream whose writes never raise SIGPIPE.
-pub(super) struct QuietStream(UnixStream);
+/// A connected stream socket of tokio's: what [`QuietStream`] needs of it.
+pub(super) trait StreamSocket: AsyncRead + AsyncWrite + AsRawFd + Unpin {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
 
-impl QuietStream {
-    pub(super) fn new(stream: UnixStream) -> Self {
+macro_rules! stream_socket {
+    ($stream:ty) => {
+        impl StreamSocket for $stream {
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_write_ready(self, cx)
+            }
+            fn try_io<R>(
+                &self,
+                interest: Interest,
+                f: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                <$stream>::try_io(self, interest, f)
+            }
+        }
+    };
+}
+stream_socket!(UnixStream);
+stream_socket!(TcpStream);
+
+/// A connected stream whose writes never raise SIGPIPE.
+pub(super) struct QuietStream<S>(S);
+
+impl<S: StreamSocket> QuietStream<S> {
+    pub(super) fn new(stream: S) -> Self {
         Self(stream)
     }
 }
 
-impl AsyncRead for QuietStream {
+impl<S: StreamSocket> AsyncRead for QuietStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -34,7 +61,7 @@ impl AsyncRead for QuietStream {
     }
 }
 
-impl AsyncWrite for QuietStream {
+impl<S: StreamSocket> AsyncWrite for QuietStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -74,7 +74,7 @@ impl Transport {
                     .map_err(connect_err)?;
                 let tls = target
                     .connector
-                    .connect(target.server_name.clone(), tcp)
+                    .connect(target.server_name.clone(), QuietStream::new(tcp))
                     .await
                     .map_err(connect_err)?;
                 Ok(Box::new(tls))
