@@ -194,7 +194,6 @@ impl Client {
         oci: bool,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<(), ClientError> {
-        use tokio::io::AsyncWriteExt;
         let mut query = form_urlencoded::Serializer::new(String::new());
         for name in names {
             query.append_pair("names", name);
@@ -203,9 +202,17 @@ impl Client {
             query.append_pair("format", "oci");
         }
         let path = format!("/images/get?{}", query.finish());
-        let response = self
-            .send(Self::request(Method::GET, &path, empty()))
-            .await?;
+        self.download(&path, out).await
+    }
+
+    /// Streams the body of `GET path` into `out`.
+    pub(crate) async fn download(
+        &self,
+        path: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<(), ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let response = self.send(Self::request(Method::GET, path, empty())).await?;
         let mut body = Self::check(response).await?.into_body();
         let write_err = |source| ClientError::WriteOutput { source };
         while let Some(frame) = body.frame().await {

@@ -98,20 +98,9 @@ impl Client {
         container: &str,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<(), ClientError> {
-        use tokio::io::AsyncWriteExt;
         let name: String = form_urlencoded::byte_serialize(container.as_bytes()).collect();
-        let path = format!("/containers/{name}/export");
-        let response = self
-            .send(Self::request(Method::GET, &path, empty()))
-            .await?;
-        let mut body = Self::check(response).await?.into_body();
-        let write_err = |source| ClientError::WriteOutput { source };
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                out.write_all(&data).await.map_err(write_err)?;
-            }
-        }
-        out.flush().await.map_err(write_err)
+        self.download(&format!("/containers/{name}/export"), out)
+            .await
     }
 
     /// POSTs an archive as a streamed body. A cloud's listener holds an
