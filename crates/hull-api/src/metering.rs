@@ -1,6 +1,6 @@
-//! Metering on the daemon's side: container runs recorded from the
-//! runtime's events (the runtime stays tenant-agnostic), a witness beside
-//! each run's QEMU so that an end while hulld is down is still seen, and
+//! Metering on the daemon's side: container runs and pod VMs' runs recorded
+//! from the runtime's events (the runtime stays tenant-agnostic), a witness
+//! beside each run's QEMU so that an end while hulld is down is still seen, and
 //! the reconciliation of what was left open when hulld starts again.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hull_cloud::storage::Stored;
-use hull_cloud::usage::{self, EndedBy, NewRun, Size, Usage, UsageError};
-use hull_runtime::container::events::ContainerEvent;
+use hull_cloud::usage::{self, EndedBy, NewRun, RunKind, Size, Usage, UsageError};
+use hull_runtime::container::events::{ContainerEvent, PodVmEvent};
 use hull_runtime::size::VmSize;
 use hull_runtime::Containers;
 use hull_vm::Qemu;
@@ -26,7 +26,10 @@ pub const WITNESS_FD: i32 = 3;
 
 /// A change to the records, read from one event.
 enum Change {
-    Start { run: NewRun, own_vm: bool },
+    /// A run starts in the VM of that directory name, which its witness
+    /// watches.
+    Start { run: NewRun, vm: String },
+    /// The runs of a container or pod end.
     End { container_id: String, at: i64 },
 }
 
@@ -82,36 +85,49 @@ impl Metering {
         }
     }
 
-    /// Follows the containers' events: a `start` opens a run, a `die`
-    /// closes it. Call before re-attaching, so no end goes unseen.
+    /// Follows the containers' events (a `start` opens a run, a `die`
+    /// closes it) and the pods' VMs (billed as one from boot to power-off).
+    /// Call before re-attaching, so no end goes unseen.
     pub fn follow(self: &Arc<Self>, containers: &Arc<Containers<Qemu>>) {
-        let (_, mut events) = containers.events().subscribe(None);
+        let (_, events) = containers.events().subscribe(None);
+        let pod_vms = containers.events().subscribe_pod_vms();
+        self.follow_feed(containers, events, Self::change_of);
+        self.follow_feed(containers, pod_vms, Self::pod_change_of);
+    }
+
+    /// Applies the changes one feed's events make, in their order.
+    fn follow_feed<E: Clone + Send + 'static>(
+        self: &Arc<Self>,
+        containers: &Arc<Containers<Qemu>>,
+        mut feed: tokio::sync::broadcast::Receiver<E>,
+        change_of: fn(&Self, &Containers<Qemu>, &E) -> Option<Change>,
+    ) {
         let (metering, containers) = (self.clone(), containers.clone());
         tokio::spawn(async move {
             loop {
-                let event = match events.recv().await {
+                let event = match feed.recv().await {
                     Ok(event) => event,
                     Err(RecvError::Closed) => return,
                     Err(RecvError::Lagged(missed)) => {
-                        warn!(missed, "metering fell behind the container events");
+                        warn!(missed, "metering fell behind the runtime's events");
                         continue;
                     }
                 };
                 // Read at once, while the container surely exists: one
                 // run with `--rm` may be gone a moment after its start.
-                let Some(change) = metering.change_of(&containers, &event) else {
+                let Some(change) = change_of(&metering, &containers, &event) else {
                     continue;
                 };
                 let metering = metering.clone();
                 let handled = tokio::task::spawn_blocking(move || metering.apply(change)).await;
                 if let Ok(Err(err)) = handled {
-                    warn!(error = %crate::server::error_chain(&err), "cannot record a container run");
+                    warn!(error = %crate::server::error_chain(&err), "cannot record a run");
                 }
             }
         });
     }
 
-    /// What an event changes in the records, if anything.
+    /// What a container's event changes in the records, if anything.
     fn change_of(&self, containers: &Containers<Qemu>, event: &ContainerEvent) -> Option<Change> {
         let at = usage::ms_of(event.time);
         match event.action.as_str() {
@@ -121,24 +137,54 @@ impl Metering {
             }),
             "start" => {
                 let config = containers.get(&event.id).ok()?.config();
-                let size = config.size.unwrap_or(self.default_size);
+                // A pod's container runs in the pod's VM, billed as a whole.
+                if config.pod.is_some() {
+                    return None;
+                }
                 let run = NewRun {
                     tenant: config.labels.get(OWNER_LABEL).cloned(),
+                    kind: RunKind::Container,
                     container_id: event.id.clone(),
                     container_name: event.attributes.get("name").cloned().unwrap_or_default(),
-                    size: Size {
-                        name: size.name().map_or_else(|| size.token(), str::to_owned),
-                        vcpus: size.vcpus,
-                        memory_mib: size.memory_mib,
-                    },
+                    size: self.billed(config.size),
                     start_ms: at,
                 };
-                // A pod's VM is its pod's: it outlives the container, so a
-                // witness on it would not see the container's end.
-                let own_vm = config.pod.is_none();
-                Some(Change::Start { run, own_vm })
+                let vm = hull_runtime::container::vm_name(&run.container_id);
+                Some(Change::Start { run, vm })
             }
             _ => None,
+        }
+    }
+
+    /// What a pod VM's coming or going changes in the records.
+    fn pod_change_of(&self, containers: &Containers<Qemu>, event: &PodVmEvent) -> Option<Change> {
+        let at = usage::ms_of(event.time);
+        if !event.running {
+            return Some(Change::End {
+                container_id: event.pod.clone(),
+                at,
+            });
+        }
+        let pod = containers.pod(&event.pod).ok()?;
+        let run = NewRun {
+            tenant: pod.namespace.clone(),
+            kind: RunKind::Pod,
+            container_id: pod.id.clone(),
+            container_name: pod.name().to_owned(),
+            size: self.billed(pod.spec.size),
+            start_ms: at,
+        };
+        let vm = hull_runtime::container::pod_vm_name(&pod.id);
+        Some(Change::Start { run, vm })
+    }
+
+    /// A VM's size as billed; none given is the operator's default.
+    fn billed(&self, size: Option<VmSize>) -> Size {
+        let size = size.unwrap_or(self.default_size);
+        Size {
+            name: size.name().map_or_else(|| size.token(), str::to_owned),
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
         }
     }
 
@@ -148,15 +194,51 @@ impl Metering {
                 self.usage
                     .end_container(&container_id, at, EndedBy::Daemon)?;
             }
-            Change::Start { run, own_vm } => {
-                let id = self.usage.start(&run)?;
-                if own_vm {
-                    let name = hull_runtime::container::vm_name(&run.container_id);
-                    self.witness(id, &self.vms.join(name));
+            Change::Start { run, vm } => {
+                // A pod's VM taken back after a restart of hulld is still
+                // in the run its boot opened, watched by that run's witness.
+                if run.kind == RunKind::Pod && self.usage.open_run_of(&run.container_id)?.is_some()
+                {
+                    return Ok(());
                 }
+                let id = self.usage.start(&run)?;
+                self.witness(id, &self.vms.join(vm));
             }
         }
         Ok(())
+    }
+
+    /// Opens the run of an operator's foreground `hull run` (no container
+    /// record, no events), closed when the returned guard drops. Its VM
+    /// dies with hulld, so a crash ends it at its last beat.
+    pub async fn foreground(
+        self: &Arc<Self>,
+        id: &str,
+        image: &str,
+        size: Option<VmSize>,
+    ) -> ForegroundRun {
+        let run = NewRun {
+            tenant: None,
+            kind: RunKind::Container,
+            container_id: id.to_owned(),
+            container_name: image.to_owned(),
+            size: self.billed(size),
+            start_ms: usage::now_ms(),
+        };
+        let usage = self.usage.clone();
+        let started = tokio::task::spawn_blocking(move || usage.start(&run)).await;
+        let run = match started {
+            Ok(Ok(run)) => Some(run),
+            Ok(Err(err)) => {
+                warn!(error = %crate::server::error_chain(&err), "cannot record a foreground run");
+                None
+            }
+            Err(_) => None,
+        };
+        ForegroundRun {
+            usage: self.usage.clone(),
+            run,
+        }
     }
 
     /// Starts the witness of run `id`, whose QEMU serves `run_dir`.
@@ -183,7 +265,10 @@ impl Metering {
         containers: &Arc<Containers<Qemu>>,
         tenant_images: Arc<dyn Fn() -> Vec<Stored> + Send + Sync>,
     ) {
-        let alive = |id: &str| containers.get(id).is_ok_and(|c| c.state().running());
+        // A run's id is its container's, or its pod's.
+        let alive = |id: &str| {
+            containers.get(id).is_ok_and(|c| c.state().running()) || containers.pod_vm_running(id)
+        };
         match self.usage.reconcile(alive) {
             Ok(closed) if !closed.is_empty() => {
                 warn!(runs = ?closed, "runs whose end nobody saw closed at their last beat")
@@ -225,6 +310,27 @@ impl Metering {
                     }
                 })
                 .await;
+            }
+        });
+    }
+}
+
+/// A foreground run being billed; dropping it closes the run.
+pub struct ForegroundRun {
+    usage: Arc<Usage>,
+    run: Option<i64>,
+}
+
+impl Drop for ForegroundRun {
+    fn drop(&mut self) {
+        let Some(run) = self.run else {
+            return;
+        };
+        let (usage, end) = (self.usage.clone(), usage::now_ms());
+        // SQLite blocks: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = usage.end(run, end, EndedBy::Daemon) {
+                warn!(error = %crate::server::error_chain(&err), "cannot close a foreground run");
             }
         });
     }

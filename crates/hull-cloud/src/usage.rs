@@ -49,11 +49,31 @@ pub struct Size {
     pub memory_mib: u32,
 }
 
+/// What ran: a container in a VM of its own, or a pod's VM, billed as one
+/// from its boot to its power-off whatever its containers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunKind {
+    #[default]
+    Container,
+    Pod,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Container => "container",
+            RunKind::Pod => "pod",
+        }
+    }
+}
+
 /// A run as it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRun {
     /// `None`: the operator's own.
     pub tenant: Option<String>,
+    pub kind: RunKind,
+    /// The container's id, or the pod's.
     pub container_id: String,
     pub container_name: String,
     pub size: Size,
@@ -88,6 +108,9 @@ impl EndedBy {
 pub struct Run {
     pub id: i64,
     pub tenant: Option<String>,
+    /// `container` or `pod`.
+    #[serde(default = "container_kind")]
+    pub kind: String,
     pub container_id: String,
     pub container_name: String,
     pub size: Size,
@@ -100,6 +123,10 @@ pub struct Run {
     pub seconds: u64,
     /// `hulld`, `witness` or `last-seen`, once ended.
     pub ended_by: Option<String>,
+}
+
+fn container_kind() -> String {
+    RunKind::Container.as_str().to_owned()
 }
 
 /// What `GET /hull/usage` answers: container runs and stored volumes.
@@ -158,6 +185,10 @@ CREATE INDEX IF NOT EXISTS runs_by_end ON runs(end_ms);
 CREATE INDEX IF NOT EXISTS runs_by_container ON runs(container_id) WHERE end_ms IS NULL;
 ";
 
+/// Runs recorded before pods were billed as a unit have no kind: they are
+/// containers'.
+const ADD_KIND: &str = "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'container'";
+
 /// Billed seconds of a run from `start` to `end` (milliseconds).
 pub fn billed_seconds(start_ms: i64, end_ms: i64) -> u64 {
     let ms = u64::try_from(end_ms.saturating_sub(start_ms)).unwrap_or(0);
@@ -211,6 +242,14 @@ impl Usage {
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(Duration::from_secs(10))?;
         db.execute_batch(SCHEMA)?;
+        let has_kind: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = 'kind'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_kind {
+            db.execute_batch(ADD_KIND)?;
+        }
         db.execute_batch(crate::storage::SCHEMA)?;
         Ok(Self { db: Mutex::new(db) })
     }
@@ -233,8 +272,8 @@ impl Usage {
         )?;
         tx.execute(
             "INSERT INTO runs (tenant, container_id, container_name, size, vcpus, memory_mib,
-                               start_ms, seen_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                               start_ms, seen_ms, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
             params![
                 run.tenant,
                 run.container_id,
@@ -243,6 +282,7 @@ impl Usage {
                 run.size.vcpus,
                 run.size.memory_mib,
                 run.start_ms,
+                run.kind.as_str(),
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -338,7 +378,7 @@ impl Usage {
         let db = self.db();
         let mut statement = db.prepare(
             "SELECT id, tenant, container_id, container_name, size, vcpus, memory_mib,
-                    start_ms, end_ms, ended_by
+                    start_ms, end_ms, ended_by, kind
              FROM runs
              WHERE (end_ms IS NULL OR end_ms >= ?1)
                AND (?2 OR tenant IS ?3)
@@ -352,6 +392,7 @@ impl Usage {
                 Ok(Run {
                     id: row.get(0)?,
                     tenant: row.get(1)?,
+                    kind: row.get(10)?,
                     container_id: row.get(2)?,
                     container_name: row.get(3)?,
                     size: Size {

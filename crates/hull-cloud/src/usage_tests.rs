@@ -7,6 +7,7 @@ fn usage(dir: &Path) -> Usage {
 fn run(tenant: Option<&str>, container: &str, start_ms: i64) -> NewRun {
     NewRun {
         tenant: tenant.map(str::to_owned),
+        kind: RunKind::Container,
         container_id: container.to_owned(),
         container_name: format!("name-{container}"),
         size: Size {
@@ -157,4 +158,38 @@ fn since_is_seconds_since_the_epoch_and_never_in_the_future() {
             "{future}"
         );
     }
+}
+
+#[test]
+fn runs_recorded_before_kinds_existed_read_as_containers_and_pods_as_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    {
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT,
+                container_id TEXT NOT NULL, container_name TEXT NOT NULL,
+                size TEXT NOT NULL, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL,
+                start_ms INTEGER NOT NULL, end_ms INTEGER, seen_ms INTEGER NOT NULL,
+                ended_by TEXT);
+             INSERT INTO runs (tenant, container_id, container_name, size, vcpus, memory_mib,
+                               start_ms, end_ms, seen_ms, ended_by)
+             VALUES ('acme', 'old', 'web', 'S2', 1, 128, 1000, 5000, 5000, 'hulld');",
+        )
+        .unwrap();
+    }
+    let usage = Usage::open(&path).unwrap();
+    // Opening it again finds the column in place.
+    let usage_again = Usage::open(&path).unwrap();
+    drop(usage_again);
+    let mut pod = run(Some("acme"), "pod1", 2000);
+    pod.kind = RunKind::Pod;
+    usage.start(&pod).unwrap();
+    let report = usage.report(Owner::Tenant("acme"), 0, 3000).unwrap();
+    let kinds: Vec<(&str, &str)> = report
+        .iter()
+        .map(|r| (r.container_id.as_str(), r.kind.as_str()))
+        .collect();
+    assert_eq!(kinds, [("old", "container"), ("pod1", "pod")]);
 }

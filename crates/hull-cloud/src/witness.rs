@@ -66,7 +66,7 @@ fn exited_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::{NewRun, Owner, Size};
+    use crate::usage::{NewRun, Owner, RunKind, Size};
     use std::os::fd::{FromRawFd, RawFd};
 
     fn pidfd_of(pid: u32) -> OwnedFd {
@@ -87,6 +87,7 @@ mod tests {
         let run = usage
             .start(&NewRun {
                 tenant: Some("acme".into()),
+                kind: RunKind::Container,
                 container_id: "c1".into(),
                 container_name: "web".into(),
                 size: Size {

@@ -200,6 +200,7 @@ impl<H: Hypervisor> Runtime<H> {
         let images = self.images.clone();
         let rootfs = blocking(move || images.rootfs(&image)).await?;
         Ok(Prepared {
+            id: new_container_id(),
             process,
             rootfs,
             stdin: request.stdin,
@@ -260,7 +261,7 @@ impl<H: Hypervisor> Runtime<H> {
     /// Runs the prepared process in a VM of its own with `io`, and returns how
     /// it exited. The VM is gone when this returns or is dropped.
     pub async fn run(&self, prepared: Prepared, io: RunIo) -> Result<ExitStatus, RunError> {
-        let id = new_container_id();
+        let id = prepared.id.clone();
         let rootfs = DiskConfig {
             id: "rootfs".into(),
             path: prepared.rootfs.clone(),
@@ -323,6 +324,9 @@ pub(crate) async fn greet<V: Vm>(vm: &mut V) -> Result<AgentClient, RunError> {
 /// What `prepare` found: the process to run and the image's rootfs.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The run's container id, known before it starts so that it can be
+    /// metered.
+    pub id: String,
     pub process: crate::spec::ProcessConfig,
     pub rootfs: PathBuf,
     pub stdin: bool,

@@ -84,8 +84,10 @@ fn table(runs: &[Run]) -> Vec<Vec<String>> {
     let mut sums: BTreeMap<(String, String, String), (usize, u64, bool)> = BTreeMap::new();
     for run in runs {
         let tenant = run.tenant.clone().unwrap_or_else(|| "-".to_owned());
+        // A pod's VM is billed as one: `pod app (…)`.
+        let pod = if run.kind == "pod" { "pod " } else { "" };
         let container = format!(
-            "{} ({})",
+            "{pod}{} ({})",
             run.container_name,
             &run.container_id[..12.min(run.container_id.len())]
         );
@@ -163,6 +165,7 @@ mod tests {
         Run {
             id: 1,
             tenant: tenant.map(str::to_owned),
+            kind: "container".into(),
             container_id: format!("{name}0123456789abcdef"),
             container_name: name.to_owned(),
             size: Size {

@@ -1,6 +1,7 @@
-//! Metering end to end: a tenant's container run recorded with its size and
-//! a 10 s minimum, and closed at its real end when its VM ends while hulld
-//! is down (killed with SIGKILL), not when hulld comes back.
+//! Metering end to end: a tenant's container run and pod VM recorded with
+//! their sizes and a 10 s minimum, and closed at their real end when their
+//! VM ends while hulld is down (killed with SIGKILL), not when hulld comes
+//! back; the operator's foreground runs billed too.
 
 mod common;
 
@@ -19,6 +20,18 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// A pod of two S1 containers whose `side` ends at once.
+const POD: &str = r#"
+metadata:
+  name: app
+  labels: {sh_hyper_instancetype: S1}
+spec:
+  restartPolicy: Never
+  containers:
+    - {name: main, image: busybox, command: [sleep, "600"]}
+    - {name: side, image: busybox, command: [echo, side done]}
+"#;
 
 fn runs(output: &std::process::Output) -> Vec<Value> {
     let report: Value = serde_json::from_str(&stdout_of(output)).unwrap();
@@ -52,6 +65,7 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
         (open.len() == 1).then_some(()).ok_or(format!("{open:?}"))
     });
     let run = &open[0];
+    assert_eq!(run["Kind"], "container");
     assert_eq!(run["ContainerId"], id);
     assert_eq!(run["ContainerName"], "web");
     assert_eq!(run["Tenant"], "acme");
@@ -64,7 +78,43 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
     let theirs = runs(&cloud.tenant(&beta, &beta_secret, &["usage", "--format", "json"]));
     assert!(theirs.is_empty(), "{theirs:?}");
 
-    // hulld dies; the VM ends while no hulld runs; hulld comes back later.
+    // A pod's VM is billed as one run at the pod's size (2 × S1), whatever
+    // its containers do: its `side` ending at once ends nothing.
+    let pod_file = cloud.daemon.root.parent().unwrap().join("pod.yaml");
+    std::fs::write(&pod_file, POD).unwrap();
+    let pod = stdout_of(&acme_usage(&[
+        "pod",
+        "run",
+        "-f",
+        pod_file.to_str().unwrap(),
+    ]));
+    let pod = pod.trim().to_owned();
+    let mut pod_run = Value::Null;
+    eventually(60, || {
+        let all = runs(&acme_usage(&["usage", "--format", "json"]));
+        let side_done = stdout_of(&acme_usage(&["logs", "app.side"])) == "side done\n";
+        pod_run = all
+            .iter()
+            .find(|r| r["Kind"] == "pod")
+            .cloned()
+            .unwrap_or_default();
+        (side_done && all.len() == 2)
+            .then_some(())
+            .ok_or(format!("{all:?}"))
+    });
+    assert_eq!(pod_run["ContainerId"], pod.as_str(), "{pod_run}");
+    assert_eq!(pod_run["ContainerName"], "app", "{pod_run}");
+    assert_eq!(pod_run["Size"]["Vcpus"], 2, "{pod_run}");
+    assert_eq!(pod_run["Size"]["MemoryMiB"], 128, "{pod_run}");
+    assert!(pod_run["End"].is_null(), "{pod_run}");
+    let pod_pid_file = cloud
+        .daemon
+        .root
+        .join("vms")
+        .join(format!("c-pod-{}", &pod[..16]))
+        .join("qemu.pid");
+
+    // hulld dies; the VMs end while no hulld runs; hulld comes back later.
     let pid_file = cloud
         .daemon
         .root
@@ -73,14 +123,20 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
         .join("qemu.pid");
     let mut killed_at = 0;
     cloud.restart_after_crash_with(&env, || {
-        let qemu: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = |file: &std::path::Path| -> i32 {
+            std::fs::read_to_string(file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (qemu, pod_qemu) = (pid(&pid_file), pid(&pod_pid_file));
         killed_at = now_ms();
-        // SAFETY: signalling the VM this test's hulld started.
-        unsafe { libc::kill(qemu, libc::SIGKILL) };
+        // SAFETY: signalling the VMs this test's hulld started.
+        unsafe {
+            libc::kill(qemu, libc::SIGKILL);
+            libc::kill(pod_qemu, libc::SIGKILL);
+        }
         // Long enough that an end taken at the restart would show.
         std::thread::sleep(Duration::from_secs(4));
     });
@@ -94,10 +150,18 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
         }
         let all = runs(&output);
         closed = all.first().cloned().unwrap_or_default();
-        (!closed["End"].is_null())
+        pod_run = all.get(1).cloned().unwrap_or_default();
+        (!closed["End"].is_null() && !pod_run["End"].is_null())
             .then_some(())
             .ok_or(format!("still open: {all:?}"))
     });
+    assert_eq!(pod_run["Kind"], "pod", "{pod_run}");
+    assert_eq!(pod_run["EndedBy"], "witness", "{pod_run}");
+    let pod_off = pod_run["End"].as_i64().unwrap() - killed_at;
+    assert!(
+        (-50..1000).contains(&pod_off),
+        "{pod_run}: killed at {killed_at}"
+    );
     let end = closed["End"].as_i64().unwrap();
     let off = end - killed_at;
     eprintln!(
@@ -156,6 +220,24 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
         "{quick}"
     );
 
+    // The operator's foreground `run --rm` (Hull's own run stream, no
+    // container record) is billed too, under the image's name.
+    stdout_of(&cloud.daemon.hull(&["run", "--rm", "busybox", "true"]));
+    let mut foreground = Value::Null;
+    eventually(30, || {
+        let all = runs(&cloud.daemon.hull(&["admin", "usage", "--format", "json"]));
+        foreground = all
+            .into_iter()
+            .find(|r| r["ContainerName"] == "busybox")
+            .unwrap_or_default();
+        (!foreground["End"].is_null())
+            .then_some(())
+            .ok_or(format!("{foreground}"))
+    });
+    assert!(foreground["Tenant"].is_null(), "{foreground}");
+    assert_eq!(foreground["Seconds"], 10, "{foreground}");
+    assert_eq!(foreground["EndedBy"], "hulld", "{foreground}");
+
     let table = stdout_of(&cloud.daemon.hull(&["admin", "usage"]));
     assert!(table.contains("acme") && table.contains("TOTAL"), "{table}");
     let only_acme = runs(
@@ -163,7 +245,7 @@ fn a_run_that_ends_while_hulld_is_down_is_closed_at_its_real_end() {
             .daemon
             .hull(&["admin", "usage", "--tenant", "acme", "--format", "json"]),
     );
-    assert_eq!(only_acme.len(), 1, "{only_acme:?}");
+    assert_eq!(only_acme.len(), 2, "{only_acme:?}");
     let later = runs(
         &cloud
             .daemon

@@ -61,10 +61,17 @@ pub(super) async fn start(
         .map(|id| daemon.images_in_use().hold(id));
 
     let upgrade = hyper::upgrade::on(&mut request);
+    let metering = daemon.metering().clone();
     tokio::spawn(async move {
         let _in_use = in_use;
         match upgrade.await {
-            Ok(upgraded) => serve_run(TokioIo::new(upgraded), runtime, prepared, spec).await,
+            Ok(upgraded) => {
+                // Billed from here to the run's end, whichever way it ends.
+                let _run = metering
+                    .foreground(&prepared.id, &spec.image, spec.size)
+                    .await;
+                serve_run(TokioIo::new(upgraded), runtime, prepared, spec).await
+            }
             Err(err) => warn!(error = %err, "run stream upgrade failed"),
         }
     });

@@ -21,10 +21,21 @@ pub struct ContainerEvent {
     pub time: SystemTime,
 }
 
-/// The feed of container events.
+/// A pod's VM came up (or was taken back after a restart of hulld) or went
+/// away. Not a docker event: a pod's VM is billed as one, whatever its
+/// containers do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodVmEvent {
+    pub pod: String,
+    pub running: bool,
+    pub time: SystemTime,
+}
+
+/// The feed of container events, and beside it that of pods' VMs.
 pub struct Events {
     live: broadcast::Sender<ContainerEvent>,
     past: Mutex<VecDeque<ContainerEvent>>,
+    pod_vms: broadcast::Sender<PodVmEvent>,
 }
 
 impl Default for Events {
@@ -32,6 +43,7 @@ impl Default for Events {
         Self {
             live: broadcast::channel(HISTORY).0,
             past: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            pod_vms: broadcast::channel(HISTORY).0,
         }
     }
 }
@@ -46,6 +58,19 @@ impl Events {
         // Sent under the lock, so a subscriber sees each event once: in the
         // past it copied, or live.
         let _ = self.live.send(event);
+    }
+
+    pub(crate) fn emit_pod_vm(&self, pod: &str, running: bool) {
+        let _ = self.pod_vms.send(PodVmEvent {
+            pod: pod.to_owned(),
+            running,
+            time: SystemTime::now(),
+        });
+    }
+
+    /// A receiver of the pod VMs' comings and goings from now on.
+    pub fn subscribe_pod_vms(&self) -> broadcast::Receiver<PodVmEvent> {
+        self.pod_vms.subscribe()
     }
 
     /// The kept events since `since`, and a receiver of those to come.

@@ -42,6 +42,7 @@ pub use create::{ContainerUpdate, CreateOptions};
 pub use exec::{ExecConfig, ExecInfo, ExecIo};
 pub use filesystem::FilesystemView;
 pub use logs::{LogEntry, LogFilter, LogStream};
+pub use pod::pod_vm_name;
 pub use pod::{MemberOptions, PodOptions, PodStatus};
 pub use record::{
     ContainerConfig, ContainerState, PodMembership, Record, RestartPolicy, Status, StoredProcess,

@@ -12,8 +12,9 @@ use hull_vm::Hypervisor;
 use serde::Serialize;
 use tracing::{info, warn};
 
+pub use vm::pod_vm_name;
+pub(super) use vm::PodSlot;
 pub(crate) use vm::PodVm;
-pub(super) use vm::{pod_vm_name, PodSlot};
 
 use super::{lock, Container, ContainerError, Containers, CreateOptions, PodMembership};
 use crate::pod::{member_name, PodRecord, PodSpec};

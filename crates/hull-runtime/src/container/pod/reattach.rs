@@ -91,6 +91,7 @@ impl<H: Hypervisor> Containers<H> {
                     .count_adopted(pod.spec.size.unwrap_or(runtime.vms.default_size)),
             ),
         });
+        self.announce_pod_vm(&pod.id, &pod_vm.vm);
         *running_vm = Some(pod_vm.clone());
         drop(running_vm);
         for (container, state, exited, outputs) in listening {

@@ -35,7 +35,7 @@ pub(crate) struct PodVm<V> {
 pub(in crate::container) type PodSlot<V> = Arc<tokio::sync::Mutex<Option<Arc<PodVm<V>>>>>;
 
 /// The directory of a pod's VM: detached, as containers' VMs are.
-pub(in crate::container) fn pod_vm_name(pod: &str) -> String {
+pub fn pod_vm_name(pod: &str) -> String {
     format!("{DETACHED_VM_PREFIX}pod-{}", &pod[..16.min(pod.len())])
 }
 
@@ -98,6 +98,7 @@ impl<H: Hypervisor> Containers<H> {
                     self.detach_pod(&pod);
                 }
                 let booted = Arc::new(self.boot_pod(runtime, &pod).await?);
+                self.announce_pod_vm(&pod.id, &booted.vm);
                 *running_vm = Some(booted.clone());
                 booted
             }
@@ -129,6 +130,34 @@ impl<H: Hypervisor> Containers<H> {
             exited,
         };
         self.watch_run(runtime, container, run, stdio, pid, true)
+    }
+
+    /// Tells the pods' VM feed that this pod's VM runs, and later that it
+    /// ended. A VM that hulld merely lets go of (at its own exit) has not
+    /// ended: that is its witness's to see.
+    pub(super) fn announce_pod_vm(self: &Arc<Self>, pod: &str, vm: &H::Vm) {
+        self.events.emit_pod_vm(pod, true);
+        let mut exit = vm.exit();
+        let (containers, pod) = (Arc::downgrade(self), pod.to_owned());
+        tokio::spawn(async move {
+            if exit.wait_for(Option::is_some).await.is_ok() {
+                if let Some(containers) = containers.upgrade() {
+                    containers.events.emit_pod_vm(&pod, false);
+                }
+            }
+        });
+    }
+
+    /// Whether the pod's VM runs now; one being booted or powered off
+    /// this moment counts as running.
+    pub fn pod_vm_running(&self, pod: &str) -> bool {
+        let Some(slot) = lock(&self.pod_vms).get(pod).cloned() else {
+            return false;
+        };
+        let running = slot
+            .try_lock()
+            .map(|vm| vm.as_ref().is_some_and(|p| p.vm.exit().borrow().is_none()));
+        running.unwrap_or(true)
     }
 
     /// Boots the pod's VM with the disks of all its containers and mounts
