@@ -9,5 +9,5 @@ pub mod schedule;
 
 pub use plan::{due, Due};
 pub use policy::{Concurrency, Notify};
-pub use record::{CronSpec, Run, Status};
+pub use record::{rfc3339, CronSpec, CronView, Run, Status};
 pub use schedule::{Schedule, ScheduleError};

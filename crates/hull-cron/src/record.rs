@@ -146,9 +146,40 @@ pub fn output_tail(output: &[u8]) -> String {
     joined
 }
 
+/// A `--since` as Unix seconds: Unix seconds, RFC 3339, or a duration
+/// before `now` (`90s`, `10m`, `2h`, `1d`).
+pub fn parse_since(text: &str, now: i64) -> Option<i64> {
+    if let Ok(unix) = text.parse::<i64>() {
+        return Some(unix);
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp());
+    }
+    let unit = match text.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let count: i64 = text[..text.len() - 1].parse().ok()?;
+    now.checked_sub(count.checked_mul(unit)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_takes_unix_times_rfc3339_and_durations() {
+        assert_eq!(parse_since("1700000000", 0), Some(1_700_000_000));
+        assert_eq!(parse_since("2024-01-01T00:00:00Z", 0), Some(1_704_067_200));
+        assert_eq!(parse_since("10m", 1_000), Some(400));
+        assert_eq!(parse_since("2h", 10_000), Some(2_800));
+        assert_eq!(parse_since("soon", 0), None);
+        assert_eq!(parse_since("", 0), None);
+        assert_eq!(parse_since("99999999999999999d", 0), None);
+    }
 
     #[test]
     fn names_fit_a_container_name_with_a_unix_time() {
@@ -194,4 +225,36 @@ mod tests {
         assert_eq!(json["ConcurrencyPolicy"], "Allow");
         assert_eq!(json["NotifyPolicy"], "on-failure");
     }
+}
+
+/// A cron as `inspect` and `ls` show it: its definition, state and counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CronView {
+    pub name: String,
+    /// The owning tenant, shown to the operator; none for the operator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(flatten)]
+    pub spec: CronSpec,
+    pub suspended: bool,
+    pub success_count: u64,
+    pub error_count: u64,
+    /// When its last run started (RFC 3339), if it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// When it fires next (RFC 3339), unless suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+    /// Runs going on now.
+    #[serde(default)]
+    pub running: usize,
+    pub created: String,
+}
+
+/// A Unix time as RFC 3339 in UTC, as the Engine API writes times.
+pub fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
