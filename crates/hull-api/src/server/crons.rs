@@ -26,19 +26,8 @@ const MAX_SPEC_BODY: usize = 64 * 1024;
 /// The most of an internal answer read (a run's output tail, an error).
 const MAX_ANSWER: usize = 256 * 1024;
 
-/// Routes `/crons…` for `owner` (`None`: the operator). Boxed: a cron's
-/// runs call the routes that lead here, and the box ends that cycle of types.
-pub(super) fn route<'a>(
-    daemon: &'a Daemon,
-    owner: Option<&'a str>,
-    request: Request<RequestBody>,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>,
-> {
-    Box::pin(route_unboxed(daemon, owner, request))
-}
-
-async fn route_unboxed(
+/// Routes `/crons…` for `owner` (`None`: the operator).
+pub(super) async fn route(
     daemon: &Daemon,
     owner: Option<&str>,
     request: Request<RequestBody>,
@@ -82,11 +71,8 @@ async fn create(
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid cron definition: {e}")))?;
     let schedule = Schedule::parse(&spec.schedule, &spec.time_zone)
         .map_err(|e| bad(format!("invalid schedule: {e}")))?;
-    if !spec
-        .config
-        .get("Image")
-        .is_some_and(|i| i.as_str().is_some_and(|s| !s.is_empty()))
-    {
+    let image = spec.config.get("Image").and_then(Value::as_str);
+    if image.unwrap_or_default().is_empty() {
         return Err(bad("the cron's Config names no Image".to_owned()));
     }
     if let Some(tenant) = owner {
