@@ -205,6 +205,22 @@ fn runs_missed_while_hulld_was_down_are_recorded(cloud: &Cloud) {
             .then_some(())
             .ok_or(format!("{} missed after the stop: {runs:?}", missed.len()))
     });
+    // A run the killed hulld left is taken back: waited for, recorded, removed.
+    eventually(120, || {
+        let ps = stdout_of(&cloud.daemon.hull(&["ps", "-a"]));
+        let left: Vec<&str> = ps
+            .split_whitespace()
+            .filter(|name| {
+                let stamp = name.trim_start_matches('/').strip_prefix("tick-");
+                stamp
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .is_some_and(|s| s <= stopped_at)
+            })
+            .collect();
+        left.is_empty().then_some(()).ok_or(format!(
+            "containers of runs before the stop are left: {left:?}"
+        ))
+    });
 }
 
 fn tenants_see_only_their_own_crons(cloud: &Cloud, archive: &std::path::Path) {

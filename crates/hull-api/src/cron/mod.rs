@@ -71,6 +71,7 @@ impl Crons {
 pub fn spawn(daemon: Arc<Daemon>) {
     let _ = daemon.crons().daemon.set(Arc::downgrade(&daemon));
     tokio::spawn(async move {
+        adopt(&daemon).await;
         loop {
             let next = tick(&daemon).await;
             let now = SystemTime::now()
@@ -197,19 +198,103 @@ pub(crate) fn fire(daemon: &Daemon, row: &CronRow, spec: &CronSpec, scheduled: i
                 crate::server::crons::call(&daemon, owner, Method::POST, &path, Bytes::new()).await;
         }
         info!(cron = %row.name, scheduled, "starting a cron run");
-        let record = run::run(&daemon, owner, &row.name, &spec, scheduled, &replaced).await;
-        {
-            let mut running = daemon.crons().lock();
-            if let Some(ongoing) = running.get_mut(&row.id) {
-                ongoing.retain(|r| r.scheduled != scheduled);
-                if ongoing.is_empty() {
-                    running.remove(&row.id);
-                }
-            }
-        }
-        finish(&daemon, &row, &spec, record);
+        attend(daemon, row, spec, scheduled, false, replaced).await;
     });
     true
+}
+
+/// Runs (or, `adopted`, waits for) the run due at `scheduled`, already
+/// counted as going on, and records it.
+async fn attend(
+    daemon: Arc<Daemon>,
+    row: CronRow,
+    spec: CronSpec,
+    scheduled: i64,
+    adopted: bool,
+    replaced: Arc<AtomicBool>,
+) {
+    let owner = row.tenant.as_deref();
+    let record = run::run(
+        &daemon, owner, &row.name, &spec, scheduled, adopted, &replaced,
+    )
+    .await;
+    {
+        let mut running = daemon.crons().lock();
+        if let Some(ongoing) = running.get_mut(&row.id) {
+            ongoing.retain(|r| r.scheduled != scheduled);
+            if ongoing.is_empty() {
+                running.remove(&row.id);
+            }
+        }
+    }
+    finish(&daemon, &row, &spec, record);
+}
+
+/// Takes back the runs a stopped hulld left: each cron's containers
+/// (`<cron>-<unix time>`) still there are waited for (if they still run),
+/// recorded and removed, as if this hulld had started them.
+async fn adopt(daemon: &Arc<Daemon>) {
+    let Ok(rows) = daemon.tenants().crons(None, true) else {
+        return;
+    };
+    let mut owners: std::collections::BTreeMap<Option<String>, Vec<CronRow>> = Default::default();
+    for row in rows {
+        owners.entry(row.tenant.clone()).or_default().push(row);
+    }
+    for (owner, rows) in owners {
+        let listed = crate::server::crons::call(
+            daemon,
+            owner.as_deref(),
+            Method::GET,
+            "/containers/json?all=1",
+            Bytes::new(),
+        )
+        .await;
+        let Ok(containers) = serde_json::from_slice::<Vec<serde_json::Value>>(&listed.1) else {
+            warn!(owner = ?owner, "cannot list the containers of cron runs a stopped hulld left");
+            continue;
+        };
+        let names = containers
+            .iter()
+            .flat_map(|c| c["Names"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| {
+                n.as_str()
+                    .and_then(|n| n.strip_prefix('/'))
+                    .map(str::to_owned)
+            });
+        for name in names {
+            let found = rows.iter().find_map(|row| {
+                let stamp = name.strip_prefix(&row.name)?.strip_prefix('-')?;
+                let digits = !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit());
+                Some((row, stamp.parse::<i64>().ok().filter(|_| digits)?))
+            });
+            let Some((row, scheduled)) = found else {
+                continue;
+            };
+            let Some((spec, _)) = definition(row) else {
+                continue;
+            };
+            info!(cron = %row.name, scheduled, "taking back a run a stopped hulld left");
+            let replaced = Arc::new(AtomicBool::new(false));
+            track_running(daemon, row.id, scheduled, &name, &replaced);
+            let (daemon, row) = (daemon.clone(), row.clone());
+            tokio::spawn(attend(daemon, row, spec, scheduled, true, replaced));
+        }
+    }
+}
+
+fn track_running(
+    daemon: &Daemon,
+    id: i64,
+    scheduled: i64,
+    container: &str,
+    replaced: &Arc<AtomicBool>,
+) {
+    daemon.crons().lock().entry(id).or_default().push(Running {
+        scheduled,
+        container: container.to_owned(),
+        replaced: replaced.clone(),
+    });
 }
 
 /// Stores a run's record and counts it, then notifies the owner's webhook

@@ -16,7 +16,8 @@ use crate::server::crons::call;
 use crate::stdcopy::{Decoder, Stream};
 
 /// Runs `spec`'s container for the time `scheduled` of the cron `name`
-/// owned by `owner`; `replaced` is set when a later run (policy Replace)
+/// owned by `owner` (`adopted`: a stopped hulld started it; it is only
+/// waited for); `replaced` is set when a later run (policy Replace)
 /// stopped it.
 pub(super) async fn run(
     daemon: &Arc<Daemon>,
@@ -24,12 +25,20 @@ pub(super) async fn run(
     name: &str,
     spec: &CronSpec,
     scheduled: i64,
+    adopted: bool,
     replaced: &AtomicBool,
 ) -> Run {
     let container = container_name(name, scheduled);
     let mut record = Run::not_started(name, scheduled, Status::Failed);
-    record.started = Some(super::unix_now());
-    let outcome = run_container(daemon, owner, &container, spec).await;
+    let outcome = if adopted {
+        attend(daemon, owner, &container, false).await
+    } else {
+        record.started = Some(super::unix_now());
+        match create(daemon, owner, &container, spec).await {
+            Ok(()) => attend(daemon, owner, &container, true).await,
+            Err(message) => Err(message),
+        }
+    };
     record.finished = Some(super::unix_now());
     match outcome {
         Ok((exit_code, output)) => {
@@ -48,29 +57,34 @@ pub(super) async fn run(
     record
 }
 
-/// Creates, starts and waits for the container, then reads its output's
-/// tail and removes it: its exit code and output, or why it did not run.
-async fn run_container(
+async fn create(
     daemon: &Arc<Daemon>,
     owner: Option<&str>,
     container: &str,
     spec: &CronSpec,
-) -> Result<(i64, String), String> {
+) -> Result<(), String> {
     let body = Bytes::from(serde_json::to_vec(&spec.config).expect("JSON serializes"));
-    let created = call(
-        daemon,
-        owner,
-        Method::POST,
-        &format!("/containers/create?name={container}"),
-        body,
-    )
-    .await;
-    expect(created, StatusCode::CREATED, "create")?;
+    let path = format!("/containers/create?name={container}");
+    let created = call(daemon, owner, Method::POST, &path, body).await;
+    expect(created, StatusCode::CREATED, "create").map(drop)
+}
+
+/// Starts the container (with `start`) and waits for it, then reads its
+/// output's tail and removes it: its exit code and output, or why it did
+/// not run.
+async fn attend(
+    daemon: &Arc<Daemon>,
+    owner: Option<&str>,
+    container: &str,
+    start: bool,
+) -> Result<(i64, String), String> {
+    let path = format!("/containers/{container}");
     let ran = async {
-        let path = format!("/containers/{container}");
-        let start = format!("{path}/start");
-        let started = call(daemon, owner, Method::POST, &start, Bytes::new()).await;
-        expect(started, StatusCode::NO_CONTENT, "start")?;
+        if start {
+            let start = format!("{path}/start");
+            let started = call(daemon, owner, Method::POST, &start, Bytes::new()).await;
+            expect(started, StatusCode::NO_CONTENT, "start")?;
+        }
         let wait = format!("{path}/wait");
         let waited = call(daemon, owner, Method::POST, &wait, Bytes::new()).await;
         let waited = expect(waited, StatusCode::OK, "wait for")?;
@@ -90,14 +104,8 @@ async fn run_container(
         Ok::<_, String>((exit_code, output))
     }
     .await;
-    let removed = call(
-        daemon,
-        owner,
-        Method::DELETE,
-        &format!("/containers/{container}?force=1"),
-        Bytes::new(),
-    )
-    .await;
+    let remove = format!("{path}?force=1");
+    let removed = call(daemon, owner, Method::DELETE, &remove, Bytes::new()).await;
     if let Err(message) = expect(removed, StatusCode::NO_CONTENT, "remove") {
         tracing::warn!(%container, %message, "cannot remove a cron run's container");
     }
