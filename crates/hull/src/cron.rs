@@ -57,6 +57,7 @@ pub enum CronCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// The cron's name; its runs are containers named NAME-<unix time>.
     #[arg(long)]
     name: String,
     /// Five fields (minute hour day-of-month month day-of-week), six with
@@ -84,7 +85,9 @@ pub struct CreateArgs {
     /// Which runs are posted: on-failure, on-success, all.
     #[arg(long, default_value = "on-failure", requires = "notify_url")]
     notify: String,
+    /// The image each run starts from.
     image: String,
+    /// The command each run runs, instead of the image's.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
