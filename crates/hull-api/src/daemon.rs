@@ -129,6 +129,7 @@ pub struct Daemon {
     admission: crate::server::Admission,
     metering: Arc<Metering>,
     metrics: Arc<Metrics>,
+    crons: crate::cron::Crons,
 }
 
 impl Daemon {
@@ -199,6 +200,7 @@ impl Daemon {
             admission: Default::default(),
             metering,
             metrics: Arc::new(Metrics::new()),
+            crons: Default::default(),
         })
     }
 
@@ -230,6 +232,11 @@ impl Daemon {
     }
 
     /// Container runs' usage records.
+    /// Hyper Cron's scheduler state.
+    pub fn crons(&self) -> &crate::cron::Crons {
+        &self.crons
+    }
+
     pub fn metering(&self) -> &Arc<Metering> {
         &self.metering
     }

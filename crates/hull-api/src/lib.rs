@@ -2,6 +2,7 @@
 //! serves, Hull's own endpoints, the daemon behind them and a client.
 
 pub mod client;
+pub mod cron;
 pub mod daemon;
 pub mod in_use;
 pub mod metering;

@@ -5,6 +5,7 @@
 //! stays tenant-agnostic: the API boundary authenticates a request here and
 //! hands the runtime a scope.
 
+pub mod crons;
 pub mod date;
 pub mod images;
 pub mod quota;

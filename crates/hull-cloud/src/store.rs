@@ -118,6 +118,7 @@ impl Store {
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
         db.execute_batch(crate::images::SCHEMA)?;
+        db.execute_batch(crate::crons::SCHEMA)?;
         Ok(Self {
             db: Mutex::new(db),
             secrets_key: secrets_key.to_owned(),

@@ -6,6 +6,7 @@ mod cloud;
 mod commit;
 mod containers;
 mod create;
+mod cron;
 mod daemon;
 mod each;
 mod exec;
@@ -136,6 +137,9 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Run containers on a schedule.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
             Command::Pool(command) => templates::pool(&client, command).await,
             Command::Pod(command) => pods::pod(&client, command).await,
             Command::Volume(command) => volumes::volume(&client, command).await,
+            Command::Cron(command) => cron::cron(&client, command).await,
             Command::Network(command) => networks::network(&client, command).await,
         }
     });

@@ -256,6 +256,7 @@ async fn serve() -> Result<()> {
     if let Some(addr) = metrics {
         serve_metrics(addr, daemon.clone()).await?;
     }
+    hull_api::cron::spawn(daemon.clone());
     let resuming = daemon.clone();
     tokio::spawn(async move {
         if let Err(err) = resuming.reattach_containers().await {

@@ -7,6 +7,7 @@ mod auth;
 mod commit;
 pub mod connections;
 mod containers;
+pub(crate) mod crons;
 mod events;
 mod exec;
 mod images;
@@ -282,6 +283,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p.starts_with("/volumes") || p.starts_with("/hull/volumes/") => {
             volumes::route(&daemon, request, scope::Scope::Operator).await
+        }
+        (_, p) if p == "/crons" || p.starts_with("/crons/") => {
+            crons::route(&daemon, None, request).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");

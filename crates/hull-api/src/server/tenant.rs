@@ -425,7 +425,7 @@ fn unauthorized(error: VerifyError) -> ApiError {
 
 /// What a tenant may call. Only what is already scoped to its owner is
 /// open; everything else is refused, never served unscoped.
-async fn route(
+pub(super) async fn route(
     daemon: &Daemon,
     tenant: &Tenant,
     request: Request<RequestBody>,
@@ -523,6 +523,9 @@ async fn route(
         }
         (&Method::GET, "/hull/usage") => {
             super::usage::report(daemon, &request, Some(&tenant.0)).await
+        }
+        (_, p) if p == "/crons" || p.starts_with("/crons/") => {
+            super::crons::route(daemon, Some(&tenant.0), request).await
         }
         (_, p) if p.starts_with("/hull/admin/") => Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -189,7 +189,7 @@ pub(super) fn forbidden(message: impl Into<String>) -> ApiError {
 
 /// Refuses what would reach past the tenant's VM: the host's devices,
 /// namespaces, files, addresses and networks.
-fn refuse_host_access(raw: &Value, own_network: &str) -> Result<(), ApiError> {
+pub(super) fn refuse_host_access(raw: &Value, own_network: &str) -> Result<(), ApiError> {
     let host = raw.get("HostConfig").unwrap_or(&Value::Null);
     let text = |key: &str| host.get(key).and_then(Value::as_str).unwrap_or_default();
     let listed = |key: &str| {
