@@ -19,6 +19,7 @@ mod push;
 mod run;
 mod save;
 pub(crate) mod scope;
+pub(crate) mod sg;
 mod stats;
 mod stream;
 mod system;
@@ -282,6 +283,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p.starts_with("/volumes") || p.starts_with("/hull/volumes/") => {
             volumes::route(&daemon, request, scope::Scope::Operator).await
+        }
+        (method, p) if p == "/sg" || p.starts_with("/sg/") => {
+            sg::route(&daemon, scope::Scope::Operator, method, p, request).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");
