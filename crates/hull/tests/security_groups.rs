@@ -68,9 +68,14 @@ fn setup() -> &'static Setup {
         let archive = archive.to_str().unwrap();
         as_tenant(&cloud, &acme, &["load", "-i", archive]);
         as_tenant(&cloud, &beta, &["load", "-i", archive]);
-        for (name, yaml) in [("web", WEB), ("db", DB)] {
+        // Each names the other: the rules of the first come once both exist.
+        for (name, yaml, verb) in [
+            ("web", "name: web\n", "create"),
+            ("db", DB, "create"),
+            ("web", WEB, "update"),
+        ] {
             let file = write(&cloud, name, yaml);
-            as_tenant(&cloud, &acme, &["sg", "create", "-f", &file]);
+            as_tenant(&cloud, &acme, &["sg", verb, "-f", &file]);
         }
         // Every VM serves a page on 80 and another on 81.
         let serve = |page: &str| {
@@ -163,7 +168,7 @@ fn groups_allow_only_what_their_rules_say_and_updates_apply_live() {
         s,
         "client",
         &format!(
-            "{}{}{}ping -c 1 -W 2 {} && echo pinged; {}done",
+            "{}{}{}ping -c 1 -W 2 {} && echo pinged; {}echo done",
             fetch(&s.web, 80),
             fetch(&s.web, 81),
             fetch(&s.db, 80),
@@ -183,7 +188,7 @@ fn groups_allow_only_what_their_rules_say_and_updates_apply_live() {
     // Egress by group and port: web reaches db on 80 only, and nothing
     // else (not the client, not the internet).
     let web_probes = format!(
-        "{}{}{}{}done",
+        "{}{}{}{}echo done",
         fetch(&s.db, 80),
         fetch(&s.db, 81),
         fetch(&s.client, 80),
@@ -194,7 +199,7 @@ fn groups_allow_only_what_their_rules_say_and_updates_apply_live() {
     assert!(!out.contains("client-page"), "{out}");
     assert!(!out.contains("internet-page"), "{out}");
     // db has no egress rule at all.
-    let out = in_container(s, "db", &format!("{}{net}done", fetch(&s.client, 80)));
+    let out = in_container(s, "db", &format!("{}{net}echo done", fetch(&s.client, 80)));
     assert!(
         !out.contains("client-page") && !out.contains("internet-page"),
         "{out}"
@@ -209,7 +214,7 @@ fn groups_allow_only_what_their_rules_say_and_updates_apply_live() {
     let out = in_container(
         s,
         "client",
-        &format!("ping -c 1 -W 2 {} && echo pinged; done", s.web),
+        &format!("ping -c 1 -W 2 {} && echo pinged; echo done", s.web),
     );
     assert!(out.contains("pinged"), "{out}");
 
@@ -230,7 +235,7 @@ fn groups_allow_only_what_their_rules_say_and_updates_apply_live() {
         !reaches(host, &s.client, 81),
         "the host is not in the prefix"
     );
-    let out = in_container(s, "client", &format!("{net}done"));
+    let out = in_container(s, "client", &format!("{net}echo done"));
     assert!(out.contains("internet-page"), "{out}");
     // The prefix changed live to the host's address on the network.
     let file = write(&s.cloud, "pinned", &pinned(&format!("{}/32", s.gateway)));
@@ -286,7 +291,7 @@ fn another_tenants_groups_are_as_missing_ones() {
     assert_fails(&out, 1, &["security group db not found"]);
     // Nor does a container join another's group (refused before any VM).
     let out = tenant_output(&s.cloud, &s.beta, &["create", "--sg", "db", "busybox"]);
-    assert_fails(&out, 1, &["security group db not found"]);
+    assert_fails(&out, 125, &["security group db not found"]);
     // The raw API, as Hyper.sh's paths have it: 404 as a missing one.
     let (code, body) = s.cloud.curl_as("beta", "GET", "/sg/db", None);
     assert_eq!(code, 404, "{body}");
@@ -329,7 +334,7 @@ fn hostile_bodies_are_refused_and_bounded() {
     }
     args.push("busybox");
     let out = tenant_output(&s.cloud, &s.acme, &args);
-    assert_fails(&out, 1, &["at most 10 security groups"]);
+    assert_fails(&out, 125, &["at most 10 security groups"]);
 }
 
 #[test]
@@ -337,8 +342,14 @@ fn groups_need_a_bridge_network() {
     let s = setup();
     let file = write(&s.cloud, "ops", "name: ops\n");
     stdout_of(&s.cloud.daemon.hull(&["sg", "create", "-f", &file]));
+    let archive = common::busybox_archive();
+    stdout_of(
+        &s.cloud
+            .daemon
+            .hull(&["load", "-i", archive.to_str().unwrap()]),
+    );
     let out = s.cloud.daemon.hull(&["create", "--sg", "ops", "busybox"]);
-    assert_fails(&out, 1, &["bridge network"]);
+    assert_fails(&out, 125, &["bridge network"]);
     // The operator's groups are not the tenants'.
     let out = tenant_output(&s.cloud, &s.acme, &["sg", "inspect", "ops"]);
     assert_fails(&out, 1, &["not found"]);
