@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use common::cloud::Cloud;
 use common::netns::{self, address_on, reaches, secret_server, NetNs};
@@ -115,6 +115,12 @@ fn setup() -> &'static Setup {
     })
 }
 
+/// One case at a time: one of them restarts hulld.
+fn turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn write(cloud: &Cloud, name: &str, yaml: &str) -> String {
     let path: PathBuf = cloud.daemon.root.join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
@@ -158,6 +164,7 @@ fn fetch(address: &str, port: u16) -> String {
 #[test]
 fn groups_allow_only_what_their_rules_say_and_updates_apply_live() {
     let s = setup();
+    let _turn = turn();
     let host = s.cloud.netns.as_ref().unwrap();
     let net = format!("timeout 4 nc {NET_PEER} {} </dev/null; ", s.net_port);
 
@@ -258,6 +265,7 @@ fn groups_allow_only_what_their_rules_say_and_updates_apply_live() {
 #[test]
 fn a_group_in_use_cannot_be_removed() {
     let s = setup();
+    let _turn = turn();
     let rm = tenant_output(&s.cloud, &s.acme, &["sg", "rm", "db"]);
     assert_fails(&rm, 1, &["security group db is in use", "db"]);
     let listed = as_tenant(&s.cloud, &s.acme, &["sg", "ls"]);
@@ -269,6 +277,7 @@ fn a_group_in_use_cannot_be_removed() {
 #[test]
 fn another_tenants_groups_are_as_missing_ones() {
     let s = setup();
+    let _turn = turn();
     for args in [
         &["sg", "inspect", "web"][..],
         &["sg", "rm", "web"],
@@ -304,6 +313,7 @@ fn another_tenants_groups_are_as_missing_ones() {
 #[test]
 fn hostile_bodies_are_refused_and_bounded() {
     let s = setup();
+    let _turn = turn();
     let mut many = "name: many\nrules:\n".to_owned();
     for port in 1..=101 {
         many.push_str(&format!(
@@ -340,6 +350,7 @@ fn hostile_bodies_are_refused_and_bounded() {
 #[test]
 fn groups_need_a_bridge_network() {
     let s = setup();
+    let _turn = turn();
     let file = write(&s.cloud, "ops", "name: ops\n");
     stdout_of(&s.cloud.daemon.hull(&["sg", "create", "-f", &file]));
     let archive = common::busybox_archive();
@@ -353,4 +364,46 @@ fn groups_need_a_bridge_network() {
     // The operator's groups are not the tenants'.
     let out = tenant_output(&s.cloud, &s.acme, &["sg", "inspect", "ops"]);
     assert_fails(&out, 1, &["not found"]);
+}
+
+#[test]
+fn the_rules_are_made_again_from_the_records_after_a_crash() {
+    let s = setup();
+    let _turn = turn();
+    let host = s.cloud.netns.as_ref().unwrap();
+    assert!(reaches(host, &s.web, 80) && !reaches(host, &s.web, 81));
+    s.cloud
+        .restart_after_crash_with(&[("HULL_NO_TEMPLATES", "1")], || {
+            // What hulld leaves is lost, and a stale rule is left in its
+            // place that would let nothing from the host reach a container.
+            for args in [
+                &["delete", "table", "bridge", "hull"][..],
+                &["add", "table", "bridge", "hull"],
+                &[
+                    "add",
+                    "chain",
+                    "bridge",
+                    "hull",
+                    "output",
+                    "{ type filter hook output priority filter; policy drop; }",
+                ],
+            ] {
+                let out = host.exec("nft", args);
+                assert!(out.status.success(), "nft {args:?}: {}", text(&out.stderr));
+            }
+            assert!(!reaches(host, &s.client, 80), "the stale rule holds");
+        });
+    common::eventually(60, || {
+        let ruled = reaches(host, &s.web, 80) && !reaches(host, &s.web, 81);
+        ruled
+            .then_some(())
+            .ok_or_else(|| format!("not ruled again yet: {}", s.cloud.daemon.log()))
+    });
+    assert!(reaches(host, &s.client, 81), "no stale rule");
+    let table = text(
+        &host
+            .exec("nft", &["list", "table", "bridge", "hull"])
+            .stdout,
+    );
+    assert_eq!(table.matches("policy drop").count(), 0, "{table}");
 }
