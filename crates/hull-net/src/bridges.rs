@@ -30,10 +30,12 @@ pub struct Networks {
     store: Arc<NetworkStore>,
     /// `Err`: why bridges cannot be made here, and containers on bridge
     /// networks use the user-mode network instead.
-    host: Result<HostNetwork, String>,
+    pub(crate) host: Result<HostNetwork, String>,
     resolvers: Mutex<BTreeMap<String, tokio::task::AbortHandle>>,
     /// The published ports of running containers on bridge networks.
-    published: Mutex<BTreeMap<String, Vec<PortRule>>>,
+    pub(crate) published: Mutex<BTreeMap<String, Vec<PortRule>>>,
+    /// Security groups and their containers.
+    pub(crate) groups: crate::sg::GroupStore,
     /// `Err`: why Hull's nftables tables cannot be written here.
     firewall: Result<Firewall, String>,
     /// The uids of VMs' QEMU processes, which the firewall rules.
@@ -43,7 +45,7 @@ pub struct Networks {
     writing: Mutex<()>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -67,6 +69,12 @@ impl Networks {
         }
         let networks = Self {
             store: Arc::new(NetworkStore::open(dir)?),
+            groups: crate::sg::GroupStore::open(&dir.join("security-groups")).map_err(|e| {
+                NetworkError::Host {
+                    command: "open the security group records".into(),
+                    message: e.to_string(),
+                }
+            })?,
             host,
             resolvers: Mutex::default(),
             published: Mutex::default(),
@@ -201,6 +209,11 @@ impl Networks {
 
     /// Releases a removed container's addresses on every network.
     pub fn forget(&self, container_id: &str) {
+        if self.forget_groups(container_id) {
+            if let Err(err) = self.apply_firewall() {
+                warn!(error = %err, "cannot update the firewall");
+            }
+        }
         for network in self.list() {
             if network.endpoints.contains_key(container_id) {
                 if let Err(err) = self.store.disconnect(&network.id, container_id) {
@@ -347,7 +360,7 @@ impl Networks {
         }
     }
 
-    fn apply_firewall(&self) -> Result<(), NetworkError> {
+    pub(crate) fn apply_firewall(&self) -> Result<(), NetworkError> {
         let Ok(firewall) = &self.firewall else {
             return Ok(());
         };
@@ -377,7 +390,9 @@ impl Networks {
             bridges: &bridges,
             ports: &ports,
         };
-        firewall.apply(&ruleset.script())
+        let mut script = ruleset.script();
+        script.push_str(&self.security_script());
+        firewall.apply(&script)
     }
 }
 

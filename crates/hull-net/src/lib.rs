@@ -11,6 +11,7 @@ pub mod firewall;
 mod host;
 pub mod records;
 pub mod resolver;
+pub mod sg;
 pub mod store;
 mod subnet;
 

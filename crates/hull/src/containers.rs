@@ -182,6 +182,12 @@ pub struct UpdateArgs {
     /// Restart policy: no, always, unless-stopped, on-failure[:N].
     #[arg(long)]
     restart: Option<String>,
+    /// Add the containers to a security group (repeat for more).
+    #[arg(long = "sg-add", value_name = "NAME")]
+    sg_add: Vec<String>,
+    /// Take the containers out of a security group (repeat for more).
+    #[arg(long = "sg-rm", value_name = "NAME")]
+    sg_rm: Vec<String>,
     /// Containers: names or ids.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -203,9 +209,11 @@ pub async fn update(client: &Client, args: UpdateArgs) -> Result<i32> {
         }
         cpus => cpus.map(|cpus| (cpus * 1e9).round() as i64),
     };
-    if memory.is_none() && nano_cpus.is_none() && args.restart.is_none() {
+    let groups = !args.sg_add.is_empty() || !args.sg_rm.is_empty();
+    if memory.is_none() && nano_cpus.is_none() && args.restart.is_none() && !groups {
         bail!("you must provide one or more flags when using this command");
     }
+    let limits = memory.is_some() || nano_cpus.is_some() || args.restart.is_some();
     let update = ContainerUpdate {
         memory,
         nano_cpus,
@@ -216,11 +224,16 @@ pub async fn update(client: &Client, args: UpdateArgs) -> Result<i32> {
             .transpose()?,
         ..ContainerUpdate::default()
     };
-    let update = &update;
+    let (update, args) = (&update, &args);
     Ok(each(&args.containers, |container| async move {
-        let updated = client.update_container(&container, update).await?;
-        for warning in updated.warnings {
-            eprintln!("WARNING: {warning}");
+        if groups {
+            crate::sg::update_groups(client, &container, &args.sg_add, &args.sg_rm).await?;
+        }
+        if limits {
+            let updated = client.update_container(&container, update).await?;
+            for warning in updated.warnings {
+                eprintln!("WARNING: {warning}");
+            }
         }
         Ok(container)
     })

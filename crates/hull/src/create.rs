@@ -132,7 +132,12 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
         entrypoint: args.entrypoint.clone().map(|e| vec![e]),
         image: args.image.clone(),
         working_dir: args.workdir.clone().unwrap_or_default(),
-        labels: Some(labels(&args.label)),
+        labels: Some(
+            labels(&args.label)
+                .into_iter()
+                .chain(crate::sg::labels(&args.sg))
+                .collect(),
+        ),
         host_config: Some(HostConfig {
             restart_policy: args.restart.as_deref().map(restart_policy).transpose()?,
             auto_remove: args.rm,

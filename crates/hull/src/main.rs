@@ -23,6 +23,7 @@ mod pull;
 mod push;
 mod run;
 mod save;
+mod sg;
 mod stdio;
 mod tag;
 mod templates;
@@ -143,6 +144,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Manage security groups: the firewall of containers' interfaces.
+    #[command(subcommand)]
+    Sg(sg::SgCommand),
     /// Show the versions of hull and of the hulld it reaches.
     Version,
     /// Save a cloud's credentials: hull config --accesskey AK --secretkey SK tcp://HOST:PORT
@@ -241,6 +245,7 @@ fn main() -> ExitCode {
             Command::Volume(command) => volumes::volume(&client, command).await,
             Command::Cron(command) => cron::cron(&client, command).await,
             Command::Network(command) => networks::network(&client, command).await,
+            Command::Sg(command) => sg::sg(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Set a label (KEY=VALUE, or KEY).
     #[arg(short, long = "label", value_name = "KEY=VALUE")]
     pub(crate) label: Vec<String>,
+    /// Put the container in a security group (repeat for more); it must be
+    /// on a bridge network.
+    #[arg(long = "sg", value_name = "NAME")]
+    pub(crate) sg: Vec<String>,
     /// The container's host name.
     #[arg(long)]
     pub(crate) hostname: Option<String>,

@@ -20,6 +20,7 @@ mod push;
 mod run;
 mod save;
 pub(crate) mod scope;
+pub(crate) mod sg;
 mod stats;
 mod stream;
 mod system;
@@ -286,6 +287,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p == "/crons" || p.starts_with("/crons/") => {
             crons::route(&daemon, None, request).await
+        }
+        (method, p) if p == "/sg" || p.starts_with("/sg/") => {
+            sg::route(&daemon, scope::Scope::Operator, method, p, request).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");

@@ -518,6 +518,9 @@ pub(super) async fn route(
             tenant_pods::create(daemon, &tenant.0, request).await
         }
         (&Method::GET, "/hull/pods/json") => Ok(pods::list(daemon, scope)),
+        (method, p) if p == "/sg" || p.starts_with("/sg/") => {
+            super::sg::route(daemon, scope, method, p, request).await
+        }
         (method, p) if p.starts_with("/hull/pods/") => {
             pods::route(daemon, scope, method, p, request).await
         }

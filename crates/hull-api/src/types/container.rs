@@ -124,6 +124,10 @@ pub struct ContainerUpdate {
     pub blkio_weight: Option<i64>,
     pub pids_limit: Option<i64>,
     pub restart_policy: Option<RestartPolicy>,
+    /// Hyper.sh's client sends the container's labels to change its
+    /// security groups (`sh_hyper_sg_<name>`); only those are read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -127,7 +127,17 @@ pub(in crate::server) async fn create_with(
     daemon: &Daemon,
     options: CreateOptions,
 ) -> Result<Response<Body>, ApiError> {
+    let groups = crate::server::sg::check_create(daemon, &options.labels, &options.network)?;
     let container = daemon.containers().create(options).await?;
+    let joined = crate::server::sg::join(daemon, &container, groups);
+    if let Err(err) = joined {
+        // The container is not made unless it is ruled as asked.
+        let removed = daemon.containers().remove(&container, true).await;
+        if let Err(why) = removed {
+            tracing::warn!(container = %container.id, error = %why, "cannot remove a container whose security groups failed");
+        }
+        return Err(err);
+    }
     Ok(json_response(
         StatusCode::CREATED,
         &ContainerCreated {

@@ -343,6 +343,18 @@ pub(super) async fn update(
 ) -> Result<Response<Body>, ApiError> {
     let container = daemon.containers().get(reference)?;
     let body: ContainerUpdateBody = read_json(request).await?;
+    if let Some(labels) = &body.labels {
+        crate::server::sg::relabel(daemon, &container, labels)?;
+        let rest = ContainerUpdateBody {
+            labels: None,
+            ..body.clone()
+        };
+        if serde_json::to_value(&rest).ok()
+            == serde_json::to_value(ContainerUpdateBody::default()).ok()
+        {
+            return Ok(json_response(StatusCode::OK, &ContainerUpdated::default()));
+        }
+    }
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     let mut nano_cpus = body.nano_cpus.filter(|n| *n > 0);
     if let Some(quota) = body.cpu_quota.filter(|q| *q > 0) {
