@@ -41,6 +41,8 @@ pub struct Networks {
     /// Held from reading the state to writing the tables, so that tables
     /// written from older state never replace newer ones.
     writing: Mutex<()>,
+    /// Floating IPs: their records, the pool and the uplink.
+    pub(crate) fips: crate::fip::Fips,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +75,7 @@ impl Networks {
             firewall,
             vm_uids,
             writing: Mutex::default(),
+            fips: crate::fip::Fips::open(&dir.join("fips"))?,
         };
         networks.apply_firewall()?;
         Ok(networks)
@@ -201,6 +204,7 @@ impl Networks {
 
     /// Releases a removed container's addresses on every network.
     pub fn forget(&self, container_id: &str) {
+        self.forget_fip(container_id);
         for network in self.list() {
             if network.endpoints.contains_key(container_id) {
                 if let Err(err) = self.store.disconnect(&network.id, container_id) {
@@ -347,7 +351,7 @@ impl Networks {
         }
     }
 
-    fn apply_firewall(&self) -> Result<(), NetworkError> {
+    pub(crate) fn apply_firewall(&self) -> Result<(), NetworkError> {
         let Ok(firewall) = &self.firewall else {
             return Ok(());
         };
@@ -368,6 +372,10 @@ impl Networks {
             Err(_) => Vec::new(),
         };
         let ports: Vec<PortRule> = lock(&self.published).values().flatten().cloned().collect();
+        let fips = match &self.host {
+            Ok(_) => self.fips.attached(&self.list()),
+            Err(_) => Vec::new(),
+        };
         // Read each time: the host's resolver may move.
         let host_resolvers: Vec<std::net::IpAddr> =
             dns::host_name_servers().iter().map(|a| a.ip()).collect();
@@ -377,7 +385,11 @@ impl Networks {
             bridges: &bridges,
             ports: &ports,
         };
-        firewall.apply(&ruleset.script())
+        let mut script = ruleset.script();
+        script.extend(self.fips.script(&fips));
+        firewall.apply(&script)?;
+        // Answered for on the uplink only once the rules are in place.
+        Ok(self.fips.reconcile(&fips)?)
     }
 }
 

@@ -9,6 +9,7 @@ mod create;
 mod daemon;
 mod each;
 mod exec;
+mod fip;
 mod image;
 mod images;
 mod info;
@@ -139,6 +140,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Manage floating IPs: public addresses for containers.
+    #[command(subcommand)]
+    Fip(fip::FipCommand),
     /// Show the versions of hull and of the hulld it reaches.
     Version,
     /// Save a cloud's credentials: hull config --accesskey AK --secretkey SK tcp://HOST:PORT
@@ -236,6 +240,7 @@ fn main() -> ExitCode {
             Command::Pod(command) => pods::pod(&client, command).await,
             Command::Volume(command) => volumes::volume(&client, command).await,
             Command::Network(command) => networks::network(&client, command).await,
+            Command::Fip(command) => fip::fip(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

@@ -9,6 +9,7 @@ pub mod connections;
 mod containers;
 mod events;
 mod exec;
+mod fips;
 mod images;
 mod import;
 mod networks;
@@ -282,6 +283,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p.starts_with("/volumes") || p.starts_with("/hull/volumes/") => {
             volumes::route(&daemon, request, scope::Scope::Operator).await
+        }
+        (_, p) if p == "/fips" || p.starts_with("/fips/") => {
+            fips::route(&daemon, scope::Scope::Operator, request).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");
