@@ -118,21 +118,25 @@ fn open_from_outside(world: &World, ip: &str, port: u16) -> bool {
 }
 
 /// The source address of the next connection to a listener outside, made
-/// by `connect`.
-fn source_seen_outside(world: &World, connect: impl FnOnce(u16)) -> Ipv4Addr {
+/// by `connect` (which may wait for the listener to close it).
+fn source_seen_outside(world: &World, connect: impl FnOnce(u16) + Send) -> Ipv4Addr {
     let listener = world
         .outside
         .within(|| TcpListener::bind((OUTSIDE, 0)).unwrap());
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
-    connect(port);
     let mut peer = None;
-    eventually(30, || {
-        let (_, from) = listener
-            .accept()
-            .map_err(|e| format!("no connection came out: {e}"))?;
-        peer = Some(from);
-        Ok(())
+    std::thread::scope(|scope| {
+        let connecting = scope.spawn(move || connect(port));
+        eventually(30, || {
+            // Dropped at once: the client sees its connection closed.
+            let (_, from) = listener
+                .accept()
+                .map_err(|e| format!("no connection came out: {e}"))?;
+            peer = Some(from);
+            Ok(())
+        });
+        connecting.join().unwrap();
     });
     match peer.unwrap().ip() {
         std::net::IpAddr::V4(ip) => ip,
@@ -179,7 +183,7 @@ fn a_fip_is_the_containers_address_both_ways_through_stop_and_start_until_detach
     assert!(!open_from_outside(world, "198.51.100.30", 80));
 
     let connect = |port: u16| {
-        let probe = format!("echo hello | nc {OUTSIDE} {port}");
+        let probe = format!("echo hello | nc -w 10 {OUTSIDE} {port}");
         let _ = world.acme(&["exec", "web", "sh", "-c", &probe]);
     };
     assert_eq!(source_seen_outside(world, connect).to_string(), ip);
