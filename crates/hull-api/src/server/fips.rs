@@ -83,7 +83,7 @@ pub(super) fn take_tenant_ports(raw: &mut Value) -> Result<String, ApiError> {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     format!(
-                        "a tenant's container publishes its ports on its floating IP, at their own numbers: use -p {own_port}, not a host address or port"
+                        "publishing ports on the host's addresses is not open to tenants: a tenant's container publishes its ports only on its floating IP, at their own numbers (use -p {own_port})"
                     ),
                 ));
             }
@@ -266,4 +266,56 @@ fn list(daemon: &Daemon, scope: Scope<'_>, query: &Query) -> Result<Response<Bod
         })
         .collect();
     Ok(json_response(StatusCode::OK, &listed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(body: &str) -> Result<(String, Value), ApiError> {
+        let mut raw: Value = serde_json::from_str(body).unwrap();
+        take_tenant_ports(&mut raw).map(|ports| (ports, raw))
+    }
+
+    #[test]
+    fn a_tenants_ports_are_taken_for_its_fip_and_never_reach_the_host() {
+        let (ports, raw) = take(
+            r#"{"HostConfig":{"PortBindings":{"80/tcp":[{"HostIp":"","HostPort":""}],"53/udp":[{"HostPort":"53"}],"8081":[]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(ports, "53/udp,80/tcp,8081/tcp");
+        assert!(raw["HostConfig"].get("PortBindings").is_none());
+        assert_eq!(take(r#"{"Image":"x"}"#).unwrap().0, "");
+        assert_eq!(
+            take(r#"{"HostConfig":{"PortBindings":null}}"#).unwrap().0,
+            ""
+        );
+    }
+
+    #[test]
+    fn host_addresses_other_ports_and_hostile_keys_are_refused() {
+        for (body, status) in [
+            (
+                r#"{"HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}}"#,
+                403,
+            ),
+            (
+                r#"{"HostConfig":{"PortBindings":{"80/tcp":[{"HostIp":"127.0.0.1"}]}}}"#,
+                403,
+            ),
+            (r#"{"HostConfig":{"PortBindings":{"80-90/tcp":[]}}}"#, 400),
+            (r#"{"HostConfig":{"PortBindings":{"0/tcp":[]}}}"#, 400),
+            (r#"{"HostConfig":{"PortBindings":{"80/sctp":[]}}}"#, 400),
+            (r#"{"HostConfig":{"PortBindings":{"a,b":[]}}}"#, 400),
+            (r#"{"HostConfig":{"PortBindings":[1]}}"#, 400),
+        ] {
+            let refused = take(body).unwrap_err();
+            assert_eq!(refused.status.as_u16(), status, "{body}");
+        }
+        let many: serde_json::Map<String, Value> = (1..=MAX_PORTS as u16 + 1)
+            .map(|p| (format!("{p}/tcp"), Value::Array(Vec::new())))
+            .collect();
+        let mut raw = serde_json::json!({"HostConfig": {"PortBindings": many}});
+        assert!(take_tenant_ports(&mut raw).is_err());
+    }
 }
