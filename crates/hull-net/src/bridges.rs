@@ -43,6 +43,8 @@ pub struct Networks {
     /// Held from reading the state to writing the tables, so that tables
     /// written from older state never replace newer ones.
     writing: Mutex<()>,
+    /// Floating IPs: their records, the pool and the uplink.
+    pub(crate) fips: crate::fip::Fips,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,6 +83,7 @@ impl Networks {
             firewall,
             vm_uids,
             writing: Mutex::default(),
+            fips: crate::fip::Fips::open(&dir.join("fips"))?,
         };
         networks.apply_firewall()?;
         Ok(networks)
@@ -214,6 +217,7 @@ impl Networks {
                 warn!(error = %err, "cannot update the firewall");
             }
         }
+        self.forget_fip(container_id);
         for network in self.list() {
             if network.endpoints.contains_key(container_id) {
                 if let Err(err) = self.store.disconnect(&network.id, container_id) {
@@ -381,6 +385,10 @@ impl Networks {
             Err(_) => Vec::new(),
         };
         let ports: Vec<PortRule> = lock(&self.published).values().flatten().cloned().collect();
+        let fips = match &self.host {
+            Ok(_) => self.fips.attached(&self.list()),
+            Err(_) => Vec::new(),
+        };
         // Read each time: the host's resolver may move.
         let host_resolvers: Vec<std::net::IpAddr> =
             dns::host_name_servers().iter().map(|a| a.ip()).collect();
@@ -392,7 +400,10 @@ impl Networks {
         };
         let mut script = ruleset.script();
         script.push_str(&self.security_script());
-        firewall.apply(&script)
+        script.extend(self.fips.script(&fips));
+        firewall.apply(&script)?;
+        // Answered for on the uplink only once the rules are in place.
+        Ok(self.fips.reconcile(&fips)?)
     }
 }
 

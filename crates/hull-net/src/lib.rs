@@ -7,6 +7,7 @@
 
 mod bridges;
 pub mod dns;
+pub mod fip;
 pub mod firewall;
 mod host;
 pub mod records;
@@ -94,6 +95,8 @@ pub enum NetworkError {
     PortAllocated(String),
     #[error("{command} failed: {message}")]
     Host { command: String, message: String },
+    #[error(transparent)]
+    Fip(#[from] fip::FipError),
     #[error("cannot {what} {}", .path.display())]
     Io {
         what: &'static str,

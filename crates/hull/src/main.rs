@@ -10,6 +10,7 @@ mod cron;
 mod daemon;
 mod each;
 mod exec;
+mod fip;
 mod image;
 mod images;
 mod info;
@@ -147,6 +148,9 @@ enum Command {
     /// Manage security groups: the firewall of containers' interfaces.
     #[command(subcommand)]
     Sg(sg::SgCommand),
+    /// Manage floating IPs: public addresses for containers.
+    #[command(subcommand)]
+    Fip(fip::FipCommand),
     /// Show the versions of hull and of the hulld it reaches.
     Version,
     /// Save a cloud's credentials: hull config --accesskey AK --secretkey SK tcp://HOST:PORT
@@ -246,6 +250,7 @@ fn main() -> ExitCode {
             Command::Cron(command) => cron::cron(&client, command).await,
             Command::Network(command) => networks::network(&client, command).await,
             Command::Sg(command) => sg::sg(&client, command).await,
+            Command::Fip(command) => fip::fip(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

@@ -107,6 +107,27 @@ struct Args {
     /// where tenants cannot reach it.
     #[arg(long, env = "HULL_METRICS", value_name = "tcp://ADDR:PORT")]
     metrics: Option<String>,
+    /// The operator's public range (198.51.100.16/28) that floating IPs are
+    /// allocated from; needs --uplink.
+    #[arg(
+        long = "fip-pool",
+        env = "HULL_FIP_POOL",
+        value_name = "CIDR",
+        requires = "uplink"
+    )]
+    fip_pool: Option<String>,
+    /// The interface on which the FIP pool's addresses are reached.
+    #[arg(long, env = "HULL_UPLINK", value_name = "INTERFACE")]
+    uplink: Option<String>,
+    /// How the uplink answers for attached FIPs: proxy-arp (the host answers
+    /// ARP for them but never holds them, so no service of its own is
+    /// reached at a FIP) or address (added to the uplink).
+    #[arg(
+        long = "fip-uplink-mode",
+        env = "HULL_FIP_UPLINK_MODE",
+        default_value = "proxy-arp"
+    )]
+    fip_uplink_mode: hull_net::fip::UplinkMode,
     /// The region tenants' request signatures are scoped to.
     #[arg(long, env = "HULL_REGION", default_value = "us-west-1")]
     region: String,
@@ -235,6 +256,20 @@ async fn serve() -> Result<()> {
         },
     })
     .with_context(|| format!("cannot start with state in {}", args.root.display()))?;
+    if let Some(pool) = &args.fip_pool {
+        let config = hull_net::fip::FipConfig {
+            pool: pool
+                .parse()
+                .map_err(|e| anyhow::anyhow!("invalid --fip-pool: {e}"))?,
+            uplink: args.uplink.clone().context("--fip-pool needs --uplink")?,
+            mode: args.fip_uplink_mode,
+        };
+        daemon
+            .containers()
+            .networks()
+            .configure_fips(config)
+            .context("cannot enable floating IPs")?;
+    }
     if let Some(max) = args.max_image_size {
         let mut limits = daemon.images().limits();
         limits.max_unpacked_bytes = max;

@@ -10,6 +10,7 @@ mod containers;
 pub(crate) mod crons;
 mod events;
 mod exec;
+mod fips;
 mod images;
 mod import;
 mod networks;
@@ -290,6 +291,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (method, p) if p == "/sg" || p.starts_with("/sg/") => {
             sg::route(&daemon, scope::Scope::Operator, method, p, request).await
+        }
+        (_, p) if p == "/fips" || p.starts_with("/fips/") => {
+            fips::route(&daemon, scope::Scope::Operator, request).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");

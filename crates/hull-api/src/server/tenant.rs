@@ -443,6 +443,9 @@ pub(super) async fn route(
         (_, p) if p.starts_with("/volumes") || p.starts_with("/hull/volumes/") => {
             volumes::route(daemon, request, scope).await
         }
+        (_, p) if p == "/fips" || p.starts_with("/fips/") => {
+            super::fips::route(daemon, scope, request).await
+        }
         (&Method::POST, "/containers/create") => {
             tenant_containers::create(daemon, &tenant.0, request).await
         }

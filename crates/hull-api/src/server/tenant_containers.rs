@@ -36,8 +36,9 @@ pub(super) async fn create(
 ) -> Result<Response<Body>, ApiError> {
     let name = Query::of(&request).get("name").map(str::to_owned);
     let bytes = body_bytes(&mut request).await?;
-    let raw: Value = serde_json::from_slice(&bytes)
+    let mut raw: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+    let fip_ports = super::fips::take_tenant_ports(&mut raw)?;
     refuse_host_access(&raw, &tenant_net::network_name(tenant))?;
     let mut body: ContainerCreate = serde_json::from_value(raw)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
@@ -46,6 +47,10 @@ pub(super) async fn create(
     let labels = body.labels.get_or_insert_with(Default::default);
     labels.insert(OWNER_LABEL.to_owned(), tenant.to_owned());
     labels.insert(SIZE_LABEL.to_owned(), size_name(size));
+    labels.remove(super::fips::PORTS_LABEL);
+    if !fip_ports.is_empty() {
+        labels.insert(super::fips::PORTS_LABEL.to_owned(), fip_ports);
+    }
     // The tenant runs only images it pulled or loaded, by its own names.
     let image_id = scope::image_visible(daemon, Scope::Tenant(tenant), &body.image).await?;
     let mut options = containers::create_options(body, name)?;

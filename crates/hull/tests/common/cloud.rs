@@ -34,6 +34,12 @@ impl Cloud {
         Self::start_with(Some(NetNs::new("cloud")), env)
     }
 
+    /// As [`Cloud::start_isolated`], in a namespace the test has already
+    /// furnished (links hulld needs at its start).
+    pub fn start_in(netns: NetNs, env: &[(&str, &str)]) -> Self {
+        Self::start_with(Some(netns), env)
+    }
+
     fn start_with(netns: Option<NetNs>, env: &[(&str, &str)]) -> Self {
         let port = super::free_port();
         let listen = format!("tcp://127.0.0.1:{port}");

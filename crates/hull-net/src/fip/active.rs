@@ -1,0 +1,82 @@
+//! The FIPs of one hulld: the records, and once the operator gave a pool,
+//! the pool and the uplink that answers for attached FIPs.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::uplink::{self, Uplink};
+use super::{rules, AttachedFip, FipConfig, FipError, FipStore};
+use crate::store::NetworkRecord;
+
+struct Active {
+    config: FipConfig,
+    uplink: Box<dyn Uplink>,
+}
+
+pub struct Fips {
+    pub store: FipStore,
+    active: Mutex<Option<Active>>,
+}
+
+impl Fips {
+    pub fn open(dir: &Path) -> Result<Self, FipError> {
+        Ok(Self {
+            store: FipStore::open(dir)?,
+            active: Mutex::new(None),
+        })
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, Option<Active>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn configure(&self, config: FipConfig, uplink: Box<dyn Uplink>) {
+        *self.active() = Some(Active { config, uplink });
+    }
+
+    pub fn config(&self) -> Result<FipConfig, FipError> {
+        self.active()
+            .as_ref()
+            .map(|a| a.config.clone())
+            .ok_or(FipError::NoPool)
+    }
+
+    /// The attached FIPs whose containers are on a bridge network.
+    pub fn attached(&self, networks: &[NetworkRecord]) -> Vec<AttachedFip> {
+        self.store
+            .attached()
+            .into_iter()
+            .filter_map(|record| {
+                let container_id = record.container?;
+                let (network, endpoint) = networks
+                    .iter()
+                    .find_map(|n| Some((n, n.endpoints.get(&container_id)?)))?;
+                Some(AttachedFip {
+                    ip: record.ip,
+                    container_ip: endpoint.address,
+                    bridge: network.bridge(),
+                    ports: record.ports,
+                    container_id,
+                })
+            })
+            .collect()
+    }
+
+    /// The chains for `attached`, when this host has a pool.
+    pub fn script(&self, attached: &[AttachedFip]) -> Option<String> {
+        let active = self.active();
+        Some(rules::script(&active.as_ref()?.config, attached))
+    }
+
+    /// Makes the uplink answer for exactly the `attached` FIPs.
+    pub fn reconcile(&self, attached: &[AttachedFip]) -> Result<(), FipError> {
+        let active = self.active();
+        let Some(active) = active.as_ref() else {
+            return Ok(());
+        };
+        let wanted: Vec<(Ipv4Addr, String)> =
+            attached.iter().map(|f| (f.ip, f.bridge.clone())).collect();
+        uplink::reconcile(active.uplink.as_ref(), &active.config.pool, &wanted)
+    }
+}

@@ -1,0 +1,341 @@
+//! Floating IPs, end to end. hulld runs in a namespace standing for the
+//! host, whose uplink is a veth to an "outside" namespace standing for the
+//! internet (198.51.100.0/24, the pool 198.51.100.16/28 on it): a FIP is
+//! the only way from outside to a tenant's container, and only to the
+//! ports it published; the container's connections out leave from it.
+//! One busybox VM serves every case.
+
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use common::cloud::Cloud;
+use common::netns::{self, reaches, NetNs};
+use common::{eventually, stdout_of, text};
+
+const POOL: &str = "198.51.100.16/28";
+const OUTSIDE: &str = "198.51.100.2";
+
+struct World {
+    cloud: Cloud,
+    outside: NetNs,
+    acme: (String, String),
+    beta: (String, String),
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let host = NetNs::new("fiphost");
+        let outside = NetNs::new("outside");
+        netns::link(&host, "198.51.100.1/24", &outside, "198.51.100.2/24");
+        let uplink = uplink_of(&host);
+        let cloud = Cloud::start_in(host, &[("HULL_FIP_POOL", POOL), ("HULL_UPLINK", &uplink)]);
+        let acme = cloud.tenant_with_key("acme");
+        let beta = cloud.tenant_with_key("beta");
+        let archive = common::busybox_archive();
+        stdout_of(
+            &cloud
+                .daemon
+                .hull(&["load", "-i", archive.to_str().unwrap()]),
+        );
+        for (access, secret) in [&acme, &beta] {
+            stdout_of(&cloud.tenant(access, secret, &["load", "-i", archive.to_str().unwrap()]));
+        }
+        World {
+            cloud,
+            outside,
+            acme,
+            beta,
+        }
+    })
+}
+
+/// The host's end of the veth to the outside.
+fn uplink_of(host: &NetNs) -> String {
+    let links = text(&host.ip(&["-o", "link", "show", "type", "veth"]).stdout);
+    links
+        .split_whitespace()
+        .nth(1)
+        .and_then(|name| name.split('@').next())
+        .expect("the uplink veth")
+        .to_owned()
+}
+
+impl World {
+    fn acme(&self, args: &[&str]) -> Output {
+        self.cloud.tenant(&self.acme.0, &self.acme.1, args)
+    }
+
+    fn beta(&self, args: &[&str]) -> Output {
+        self.cloud.tenant(&self.beta.0, &self.beta.1, args)
+    }
+
+    fn host(&self) -> &NetNs {
+        self.cloud.netns.as_ref().unwrap()
+    }
+
+    /// The listing as the tenant of `keys` sees it.
+    fn listing(&self, keys: &(String, String)) -> serde_json::Value {
+        let (status, body) = self.cloud.curl(
+            "GET",
+            "/fips",
+            &self
+                .cloud
+                .signed_headers("GET", "/fips", b"", &keys.0, &keys.1),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The container `ip` is attached to, as the tenant of `keys` lists it.
+    fn container_of(&self, keys: &(String, String), ip: &str) -> String {
+        let listing = self.listing(keys);
+        let entry = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["fip"] == ip)
+            .unwrap_or_else(|| panic!("{ip} in {listing}"));
+        entry["container"].as_str().unwrap().to_owned()
+    }
+
+    /// A signed POST as the tenant of `keys`: (status, body).
+    fn post(&self, keys: &(String, String), target: &str) -> (u16, String) {
+        let headers = self
+            .cloud
+            .signed_headers("POST", target, b"", &keys.0, &keys.1);
+        self.cloud.curl("POST", target, &headers, None)
+    }
+}
+
+/// Whether `port` of `ip` answers from outside.
+fn open_from_outside(world: &World, ip: &str, port: u16) -> bool {
+    reaches(&world.outside, ip, port)
+}
+
+/// The source address of the next connection to a listener outside, made
+/// by `connect` (which may wait for the listener to close it).
+fn source_seen_outside(world: &World, connect: impl FnOnce(u16) + Send) -> Ipv4Addr {
+    let listener = world
+        .outside
+        .within(|| TcpListener::bind((OUTSIDE, 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let mut peer = None;
+    std::thread::scope(|scope| {
+        let connecting = scope.spawn(move || connect(port));
+        eventually(30, || {
+            // Dropped at once: the client sees its connection closed.
+            let (_, from) = listener
+                .accept()
+                .map_err(|e| format!("no connection came out: {e}"))?;
+            peer = Some(from);
+            Ok(())
+        });
+        connecting.join().unwrap();
+    });
+    match peer.unwrap().ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("an IPv6 peer {other}"),
+    }
+}
+
+#[test]
+fn a_fip_is_the_containers_address_both_ways_through_stop_and_start_until_detached() {
+    let world = world();
+    let ip = stdout_of(&world.acme(&["fip", "allocate", "1"]))
+        .trim()
+        .to_owned();
+    assert!(ip.starts_with("198.51.100."), "{ip}");
+    stdout_of(&world.acme(&["fip", "name", &ip, "web-ip"]));
+    // Port 80 published; 8081 served but not published.
+    stdout_of(&world.acme(&[
+        "run", "-d", "--name", "web", "-p", "80", "busybox", "sh", "-c",
+        "mkdir -p /www && echo fip-page > /www/index.html && httpd -p 8081 -h /www && exec httpd -f -p 80 -h /www",
+    ]));
+    stdout_of(&world.acme(&["fip", "attach", &ip, "web"]));
+    assert_eq!(world.container_of(&world.acme, &ip), "web");
+    let listed = stdout_of(&world.acme(&["fip", "ls"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&ip) && l.contains("web-ip")),
+        "{listed}"
+    );
+
+    eventually(60, || {
+        open_from_outside(world, &ip, 80)
+            .then_some(())
+            .ok_or_else(|| format!("{ip}:80 does not answer from outside"))
+    });
+    let page = world.outside.within(|| common::http_get(&ip, 80));
+    assert_eq!(page.trim(), "fip-page");
+    // Served inside, but never published: a FIP opens no port.
+    let answers_inside =
+        stdout_of(&world.acme(&["exec", "web", "wget", "-q", "-O-", "http://127.0.0.1:8081/"]));
+    assert_eq!(answers_inside.trim(), "fip-page");
+    assert!(!open_from_outside(world, &ip, 8081));
+    // Nor does an address of the pool that is nobody's.
+    assert!(!open_from_outside(world, "198.51.100.30", 80));
+
+    let connect = |port: u16| {
+        let probe = format!("echo hello | nc -w 10 {OUTSIDE} {port}");
+        let _ = world.acme(&["exec", "web", "sh", "-c", &probe]);
+    };
+    assert_eq!(source_seen_outside(world, connect).to_string(), ip);
+
+    // Through stop and start.
+    stdout_of(&world.acme(&["stop", "-t", "1", "web"]));
+    assert!(!open_from_outside(world, &ip, 80));
+    assert_eq!(world.container_of(&world.acme, &ip), "web");
+    stdout_of(&world.acme(&["start", "web"]));
+    eventually(60, || {
+        open_from_outside(world, &ip, 80)
+            .then_some(())
+            .ok_or_else(|| "not reachable after start".to_owned())
+    });
+    assert_eq!(source_seen_outside(world, connect).to_string(), ip);
+
+    // Detached: unreachable, and out through the host's own address again.
+    stdout_of(&world.acme(&["fip", "detach", "web"]));
+    assert!(!open_from_outside(world, &ip, 80));
+    assert_eq!(
+        source_seen_outside(world, connect).to_string(),
+        "198.51.100.1"
+    );
+    let dangling = stdout_of(&world.acme(&["fip", "ls", "-f", "dangling=true"]));
+    assert!(dangling.contains(&ip), "{dangling}");
+
+    // Removed with the container: detached, still the tenant's.
+    stdout_of(&world.acme(&["fip", "attach", &ip, "web"]));
+    let proxies = text(&world.host().ip(&["neigh", "show", "proxy"]).stdout);
+    assert!(proxies.contains(&ip), "proxy ARP for {ip}: {proxies}");
+    stdout_of(&world.acme(&["rm", "-f", "web"]));
+    assert_eq!(world.container_of(&world.acme, &ip), "");
+    let proxies = text(&world.host().ip(&["neigh", "show", "proxy"]).stdout);
+    assert!(!proxies.contains(&ip), "{proxies}");
+
+    stdout_of(&world.acme(&["fip", "release", &ip]));
+    let listed = world.listing(&world.acme);
+    assert!(!listed.to_string().contains(&ip), "{listed}");
+}
+
+#[test]
+fn fips_are_counted_against_the_quota_and_nothing_is_allocated_over_it() {
+    let world = world();
+    let gamma = world.cloud.tenant_with_key("gamma");
+    stdout_of(
+        &world
+            .cloud
+            .daemon
+            .hull(&["admin", "tenant", "quota", "gamma", "fips=1"]),
+    );
+    let (status, body) = world.post(&gamma, "/fips/allocate?count=2");
+    assert_eq!(status, 403, "{body}");
+    for needle in ["fips", "in use 0", "asked 2", "limit 1"] {
+        assert!(body.contains(needle), "{needle} in {body}");
+    }
+    assert_eq!(world.listing(&gamma), serde_json::json!([]));
+    let (status, body) = world.post(&gamma, "/fips/allocate?count=1");
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = world.post(&gamma, "/fips/allocate?count=1");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("in use 1"), "{body}");
+    // Hostile counts and addresses are refused before anything is allocated.
+    for target in [
+        "/fips/allocate?count=99999999999999999999",
+        "/fips/allocate?count=-1",
+        "/fips/allocate?count=0",
+        "/fips/release?ip=not-an-ip",
+        "/fips/name?ip=198.51.100.17&name=..%2F..",
+    ] {
+        let (status, body) = world.post(&gamma, target);
+        assert!(status == 400 || status == 404, "{target}: {status} {body}");
+    }
+    assert_eq!(world.listing(&gamma).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn another_tenants_fip_and_container_answer_as_missing_ones() {
+    let world = world();
+    let ip = stdout_of(&world.acme(&["fip", "allocate", "1"]))
+        .trim()
+        .to_owned();
+    // Created, never started: no VM is needed to be attached to.
+    stdout_of(&world.beta(&["create", "--name", "theirs", "busybox"]));
+    stdout_of(&world.acme(&["create", "--name", "mine", "busybox"]));
+    let missing = "198.51.100.29";
+    let pairs = [
+        (
+            format!("/fips/attach?ip={ip}&container=theirs"),
+            format!("/fips/attach?ip={missing}&container=theirs"),
+        ),
+        (
+            format!("/fips/release?ip={ip}"),
+            format!("/fips/release?ip={missing}"),
+        ),
+        (
+            format!("/fips/name?ip={ip}&name=x"),
+            format!("/fips/name?ip={missing}&name=x"),
+        ),
+    ];
+    for (theirs, none) in pairs {
+        let (status, body) = world.post(&world.beta, &theirs);
+        assert_eq!(status, 404, "{theirs}: {body}");
+        let (_, none_body) = world.post(&world.beta, &none);
+        assert_eq!(body.replace(&ip, "X"), none_body.replace(missing, "X"));
+    }
+    // Beta's container is not acme's to attach to, whatever the FIP.
+    let (status, body) = world.post(
+        &world.acme,
+        &format!("/fips/attach?ip={ip}&container=theirs"),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(world.listing(&world.beta).as_array().unwrap().is_empty());
+    // Its own FIP on its own (stopped) container is fine, and stays.
+    stdout_of(&world.acme(&["fip", "attach", &ip, "mine"]));
+    let refused = world.acme(&["fip", "release", &ip]);
+    assert!(
+        text(&refused.stderr).contains("detach it"),
+        "{}",
+        text(&refused.stderr)
+    );
+    stdout_of(&world.acme(&["rm", "mine"]));
+    stdout_of(&world.acme(&["fip", "release", &ip]));
+    stdout_of(&world.beta(&["rm", "theirs"]));
+}
+
+#[test]
+fn the_operator_manages_every_fip_and_user_mode_containers_get_none() {
+    let world = world();
+    let daemon = &world.cloud.daemon;
+    let ip = stdout_of(&daemon.hull(&["fip", "allocate", "1"]))
+        .trim()
+        .to_owned();
+    stdout_of(&daemon.hull(&["create", "--name", "plain", "busybox"]));
+    let refused = daemon.hull(&["fip", "attach", &ip, "plain"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("bridge network"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let listed = stdout_of(&daemon.hull(&["fip", "ls"]));
+    assert!(
+        listed.contains(&ip) && listed.contains("TENANT"),
+        "{listed}"
+    );
+    stdout_of(&daemon.hull(&["fip", "name", &ip, "ops"]));
+    stdout_of(&daemon.hull(&["fip", "release", &ip]));
+    stdout_of(&daemon.hull(&["rm", "plain"]));
+    // A tenant's FIP, released by the operator.
+    let theirs = stdout_of(&world.beta(&["fip", "allocate", "1"]))
+        .trim()
+        .to_owned();
+    stdout_of(&daemon.hull(&["fip", "release", &theirs]));
+    assert!(!world.listing(&world.beta).to_string().contains(&theirs));
+}
