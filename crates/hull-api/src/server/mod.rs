@@ -297,6 +297,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
                 _ => Err(not_found(&method, &path)),
             }
         }
+        (_, p) if system::is_swarm(p) => Err(system::not_in_swarm()),
         _ => Err(not_found(&method, &path)),
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);

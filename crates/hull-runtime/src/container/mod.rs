@@ -44,8 +44,8 @@ pub use filesystem::FilesystemView;
 pub use logs::{LogEntry, LogFilter, LogStream};
 pub use pod::{MemberOptions, PodOptions, PodStatus};
 pub use record::{
-    ContainerConfig, ContainerState, PodMembership, Record, RestartPolicy, Status, StoredProcess,
-    StreamIds,
+    ClientSettings, ContainerConfig, ContainerState, PodMembership, Record, RestartPolicy, Status,
+    StoredProcess, StreamIds,
 };
 pub use run::vm_name;
 pub use stop::parse_signal;
