@@ -141,3 +141,36 @@ fn swarm_endpoints_answer_as_a_host_outside_a_swarm() {
         assert_eq!(answer["message"], "This node is not part of a swarm");
     }
 }
+
+#[test]
+fn diff_lists_what_a_stopped_container_added_and_deleted() {
+    let daemon = daemon();
+    let id = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["sh", "-c", "touch /test && rm /etc/group"]}),
+    );
+    let (status, answer) = api(daemon, "POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(status, 204, "{answer}");
+    let (status, waited) = api(daemon, "POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!(
+        (status, &waited["StatusCode"]),
+        (200, &json!(0)),
+        "{waited}"
+    );
+    let (status, changes) = api(daemon, "GET", &format!("/containers/{id}/changes"), None);
+    assert_eq!(status, 200, "{changes}");
+    let changes = changes.as_array().unwrap();
+    let kind = |path: &str| {
+        changes
+            .iter()
+            .find(|c| c["Path"] == path)
+            .map(|c| c["Kind"].clone())
+    };
+    assert_eq!(kind("/test"), Some(json!(1)), "added: {changes:?}");
+    assert_eq!(kind("/etc/group"), Some(json!(2)), "deleted: {changes:?}");
+    assert_eq!(kind("/etc"), Some(json!(0)), "changed: {changes:?}");
+    assert_eq!(kind("/bin"), None, "untouched: {changes:?}");
+    let (status, answer) = api(daemon, "GET", "/containers/no-such/changes", None);
+    assert_eq!(status, 404, "{answer}");
+    api(daemon, "DELETE", &format!("/containers/{id}"), None);
+}

@@ -359,6 +359,7 @@ pub(super) async fn container_route(
         (&Method::GET, "archive") => archive::get(daemon, reference, &request).await,
         (&Method::PUT, "archive") => archive::put(daemon, reference, request).await,
         (&Method::GET, "export") => commit::export(daemon, reference).await,
+        (&Method::GET, "changes") => containers::changes(daemon, reference).await,
         _ => Err(not_found(
             method,
             &format!("/containers/{reference}/{action}"),

@@ -33,12 +33,14 @@ use crate::types::container::{
 use crate::types::ulimit::Ulimit;
 use crate::units::{human_duration, unix_seconds};
 
+mod changes;
 mod create;
 mod inspect;
 mod list;
 mod logs;
 mod settings;
 
+pub(super) use changes::changes;
 pub(super) use create::{create, create_options, create_with, endpoint_options, vm_size};
 pub(super) use inspect::inspect;
 pub(super) use list::{list, parse_filters};
