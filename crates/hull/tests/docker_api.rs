@@ -174,3 +174,40 @@ fn diff_lists_what_a_stopped_container_added_and_deleted() {
     assert_eq!(status, 404, "{answer}");
     api(daemon, "DELETE", &format!("/containers/{id}"), None);
 }
+
+#[test]
+fn distribution_inspect_asks_the_registry() {
+    let daemon = daemon();
+    let registry = common::registry::Registry::start();
+    registry.push_archive(&common::busybox_archive(), "library/busybox:1.36", &[]);
+    let manifest = registry.raw_manifest("library/busybox:1.36", &[]);
+    let name = registry.name("library/busybox:1.36");
+    let (status, answer) = api(daemon, "GET", &format!("/distribution/{name}/json"), None);
+    assert_eq!(status, 200, "{answer}");
+    let digest = {
+        use sha2::Digest;
+        format!("sha256:{:x}", sha2::Sha256::digest(&manifest))
+    };
+    assert_eq!(answer["Descriptor"]["digest"], digest.as_str(), "{answer}");
+    assert_eq!(answer["Descriptor"]["size"], manifest.len());
+    let platforms = answer["Platforms"].as_array().unwrap();
+    assert!(platforms.iter().any(|p| p["os"] == "linux"), "{answer}");
+    // A tag the registry lacks, and a registry nobody serves.
+    let missing = registry.name("library/busybox:none");
+    let (status, answer) = api(
+        daemon,
+        "GET",
+        &format!("/distribution/{missing}/json"),
+        None,
+    );
+    assert_eq!(status, 404, "{answer}");
+    let port = common::free_port();
+    let nowhere = format!("127.0.0.1:{port}/busybox:latest");
+    let (status, answer) = api(
+        daemon,
+        "GET",
+        &format!("/distribution/{nowhere}/json"),
+        None,
+    );
+    assert_eq!(status, 500, "{answer}");
+}

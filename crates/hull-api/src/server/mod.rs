@@ -7,6 +7,7 @@ mod auth;
 mod commit;
 pub mod connections;
 mod containers;
+mod distribution;
 mod events;
 mod exec;
 mod images;
@@ -296,6 +297,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
                 (&Method::POST, "resize") => exec::resize(&daemon, &id, &request).await,
                 _ => Err(not_found(&method, &path)),
             }
+        }
+        (&Method::GET, p) if p.starts_with("/distribution/") && p.ends_with("/json") => {
+            distribution::inspect(&daemon, p, &request).await
         }
         (_, p) if system::is_swarm(p) => Err(system::not_in_swarm()),
         _ => Err(not_found(&method, &path)),
