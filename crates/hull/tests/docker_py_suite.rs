@@ -11,7 +11,7 @@ use std::process::Command;
 
 /// How many of docker-py's tests passed when this was last raised: the
 /// count must not fall below it.
-const FLOOR: u32 = 111;
+const FLOOR: u32 = 114;
 
 /// The names docker-py's tests give their images, all busybox here.
 const TEST_IMAGES: [&str; 4] = [
