@@ -8,6 +8,7 @@ mod commit;
 pub mod connections;
 mod containers;
 pub(crate) mod crons;
+mod distribution;
 mod events;
 mod exec;
 mod fips;
@@ -309,6 +310,10 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
                 _ => Err(not_found(&method, &path)),
             }
         }
+        (&Method::GET, p) if p.starts_with("/distribution/") && p.ends_with("/json") => {
+            distribution::inspect(&daemon, p, &request).await
+        }
+        (_, p) if system::is_swarm(p) => Err(system::not_in_swarm()),
         _ => Err(not_found(&method, &path)),
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
@@ -370,6 +375,7 @@ pub(super) async fn container_route(
         (&Method::GET, "archive") => archive::get(daemon, reference, &request).await,
         (&Method::PUT, "archive") => archive::put(daemon, reference, request).await,
         (&Method::GET, "export") => commit::export(daemon, reference).await,
+        (&Method::GET, "changes") => containers::changes(daemon, reference).await,
         _ => Err(not_found(
             method,
             &format!("/containers/{reference}/{action}"),

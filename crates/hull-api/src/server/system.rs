@@ -22,6 +22,32 @@ pub(super) fn ping() -> Response<Body> {
     response
 }
 
+/// Whether `path` is one of swarm mode's endpoints, which Hull, like a
+/// docker host outside a swarm, answers with 503.
+pub(super) fn is_swarm(path: &str) -> bool {
+    [
+        "/swarm",
+        "/nodes",
+        "/services",
+        "/tasks",
+        "/secrets",
+        "/configs",
+    ]
+    .iter()
+    .any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Docker's answer to swarm requests on a host that is in no swarm.
+pub(super) fn not_in_swarm() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "This node is not part of a swarm",
+    )
+}
+
 pub(super) fn version() -> Response<Body> {
     let kernel_version = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -111,4 +137,27 @@ pub(super) async fn df(daemon: &Daemon) -> Result<Response<Body>, ApiError> {
             ..Default::default()
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swarm_endpoints_answer_that_this_node_is_in_no_swarm() {
+        for path in [
+            "/swarm",
+            "/swarm/init",
+            "/nodes",
+            "/services/x/update",
+            "/secrets",
+        ] {
+            assert!(is_swarm(path), "{path}");
+        }
+        for path in ["/swarmy", "/containers/swarm", "/service", "/"] {
+            assert!(!is_swarm(path), "{path}");
+        }
+        let response = not_in_swarm().into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

@@ -50,6 +50,10 @@ pub struct ContainerCreate {
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     pub host_config: Option<HostConfig>,
     pub networking_config: Option<NetworkingConfig>,
+    /// The keys Hull does not read (`MacAddress`, `Healthcheck`...), kept
+    /// to show back in inspect.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -89,6 +93,10 @@ pub struct HostConfig {
     pub ulimits: Option<Vec<Ulimit>>,
     /// The log driver and its options (`--log-driver`, `--log-opt`).
     pub log_config: Option<CreateLogConfig>,
+    /// The keys Hull does not read (`CpuShares`, `PidMode`...), kept to
+    /// show back in inspect.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `HostConfig.LogConfig` as a create sends it: docker's CLI sends a
@@ -235,6 +243,9 @@ pub struct InspectHostConfig {
     /// The main process's resource limits, which exec'd ones share.
     #[serde(default)]
     pub ulimits: Option<Vec<Ulimit>>,
+    /// Docker's other keys: what the client set, or docker's defaults.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -267,6 +278,9 @@ pub struct InspectConfig {
     pub stop_signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
+    /// Docker's other keys that the client set (`MacAddress`...).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

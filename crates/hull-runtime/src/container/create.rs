@@ -61,6 +61,8 @@ pub struct CreateOptions {
     pub volumes: Vec<crate::volume::VolumeMount>,
     /// How much of its output its log keeps.
     pub log: super::logs::LogConfig,
+    /// What the client set that Hull only shows back.
+    pub client_settings: super::ClientSettings,
 }
 
 /// What docker's `update` changes; `None` leaves it as it is.
@@ -68,6 +70,8 @@ pub struct CreateOptions {
 pub struct ContainerUpdate {
     pub limits: Limits,
     pub restart: Option<RestartPolicy>,
+    /// Client settings to keep, merged key by key into the stored ones.
+    pub client_settings: super::ClientSettings,
 }
 
 impl<H: Hypervisor> Containers<H> {
@@ -170,6 +174,7 @@ impl<H: Hypervisor> Containers<H> {
                 ports: options.ports,
                 volumes: options.volumes,
                 log: options.log,
+                client_settings: options.client_settings,
             },
             state: ContainerState::default(),
         };
@@ -340,6 +345,10 @@ impl<H: Hypervisor> Containers<H> {
         record.config.limits = limits;
         if let Some(restart) = update.restart {
             record.config.restart = restart;
+        }
+        for (section, settings) in update.client_settings {
+            let stored = record.config.client_settings.entry(section).or_default();
+            stored.extend(settings);
         }
         record.save(&container.dir)?;
         drop(record);

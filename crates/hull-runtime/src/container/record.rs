@@ -140,7 +140,15 @@ pub struct ContainerConfig {
     /// Where its output goes and how much of it is kept.
     #[serde(default)]
     pub log: super::logs::LogConfig,
+    /// Settings a client gave that Hull keeps, to show them back, without
+    /// acting on them: docker's `HostConfig` and `Config` keys that a VM
+    /// makes moot (`CpuShares`, `PidMode`...), by section and name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_settings: ClientSettings,
 }
+
+/// See [`ContainerConfig::client_settings`].
+pub type ClientSettings = BTreeMap<String, serde_json::Map<String, serde_json::Value>>;
 
 /// The process of a container, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +335,7 @@ mod tests {
                 ports: Vec::new(),
                 volumes: Vec::new(),
                 log: Default::default(),
+                client_settings: Default::default(),
             },
             state: ContainerState::default(),
         }

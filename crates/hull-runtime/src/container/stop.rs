@@ -190,19 +190,20 @@ impl<H: Hypervisor> Containers<H> {
         if signal == libc::SIGKILL {
             container.update(|s| s.stopped_by_user = true);
         }
-        let mut changes = container.changes.subscribe();
-        self.emit(container, "kill", &[("signal", signal.to_string())]);
-        match container.signal(signal).await {
-            Err(err) if signal == libc::SIGKILL && agent_unreachable(&err) => {
-                warn!(container = %container.id, error = %err, "the guest does not take SIGKILL; stopping its VM");
-                let exits = state.exits;
-                container
-                    .halt_and_wait(&mut changes, |s| s.state.exits > exits || s.removed)
-                    .await;
-                Ok(())
-            }
-            other => other,
+        if signal == libc::SIGKILL && state.status == Status::Running {
+            // As docker's, a SIGKILL returns once the container is gone, so
+            // that an inspect right after it shows the exit; a guest that
+            // does not take it has its VM stopped.
+            let mut changes = container.changes.subscribe();
+            let exits = state.exits;
+            self.kill_and_wait(container, &mut changes, move |s| {
+                s.state.exits > exits || s.removed
+            })
+            .await;
+            return Ok(());
         }
+        self.emit(container, "kill", &[("signal", signal.to_string())]);
+        container.signal(signal).await
     }
 
     /// Removes a container, its logs and its writable layer. A running one

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::server::scope::OWNER_LABEL;
+use hull_runtime::container::logs::LogError;
 
 /// The VM size that holds docker's `Memory` and `NanoCpus`; `None` without them.
 pub(in crate::server) fn vm_size(host: &HostConfig) -> Result<Option<VmSize>, ApiError> {
@@ -155,7 +156,9 @@ pub(in crate::server) fn create_options(
     if body.image.is_empty() {
         return Err(bad("no image given: set Image".into()));
     }
-    let host = body.host_config.unwrap_or_default();
+    let mut host = body.host_config.unwrap_or_default();
+    let mut client_settings =
+        super::settings::from_create(std::mem::take(&mut host.other), body.other, host.privileged)?;
     let volumes = volume_mounts(&body.volumes, &host)?;
     let endpoints = body
         .networking_config
@@ -195,11 +198,32 @@ pub(in crate::server) fn create_options(
         .collect::<Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
     let log = host.log_config.clone().unwrap_or_default();
-    let log = hull_runtime::container::logs::LogConfig::from_docker(
-        &log.kind,
-        &log.config.unwrap_or_default(),
-    )
-    .map_err(|e| bad(e.to_string()))?;
+    let log_options = log.config.unwrap_or_default();
+    let kind = if log.kind.is_empty() {
+        "json-file"
+    } else {
+        &log.kind
+    };
+    let log =
+        hull_runtime::container::logs::LogConfig::from_docker(kind, &log_options).map_err(|e| {
+            match e {
+                // docker's own words, which clients match.
+                LogError::Driver(driver) => bad(format!(
+                    "logger: no log driver named '{driver}' is registered"
+                )),
+                other => bad(other.to_string()),
+            }
+        })?;
+    // Docker shows the options as given, not as Hull reads them.
+    if host.log_config.is_some() {
+        client_settings
+            .entry(super::settings::HOST_CONFIG.into())
+            .or_default()
+            .insert(
+                "LogConfig".into(),
+                serde_json::json!({"Type": kind, "Config": log_options}),
+            );
+    }
     // `--entrypoint ""` arrives as `[""]`: it clears the image's entrypoint.
     let entrypoint = body
         .entrypoint
@@ -239,6 +263,7 @@ pub(in crate::server) fn create_options(
         ports,
         volumes,
         log,
+        client_settings,
     })
 }
 
@@ -270,6 +295,43 @@ pub(in crate::server) fn endpoint_options(
 mod tests {
     use super::*;
     use hull_runtime::volume::VolumeSource;
+
+    #[test]
+    fn nulls_where_docker_takes_them_read_as_absent() {
+        let body = br#"{"Image":"busybox","Tty":null,"Cmd":null,"Labels":{"a":"b"},
+            "HostConfig":{"AutoRemove":null,"Privileged":null,"Memory":null,"CpuShares":null,
+            "LogConfig":{"Type":null,"Config":null},"RestartPolicy":null},"MacAddress":null}"#;
+        let body: ContainerCreate = super::super::parse_json(body).unwrap();
+        let options = create_options(body, None).unwrap();
+        assert!(!options.auto_remove);
+        assert!(!options.process.tty);
+        let kept: Vec<_> = options
+            .client_settings
+            .values()
+            .flat_map(|s| s.keys())
+            .collect();
+        assert_eq!(kept, ["LogConfig"], "nulls are not kept");
+        for bad in [&b"{"[..], b"[1", b"{\"Image\":1}"] {
+            assert!(super::super::parse_json::<ContainerCreate>(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn settings_hull_only_shows_back_are_kept_from_the_create() {
+        let body: ContainerCreate = serde_json::from_str(
+            r#"{"Image":"busybox","MacAddress":"02:42:ac:11:00:0a","HostConfig":
+               {"CpuShares":512,"Init":true,"PidMode":"host","Privileged":true}}"#,
+        )
+        .unwrap();
+        let settings = create_options(body, None).unwrap().client_settings;
+        assert_eq!(settings["HostConfig"]["CpuShares"], 512);
+        assert_eq!(settings["HostConfig"]["Init"], true);
+        assert_eq!(settings["HostConfig"]["Privileged"], true);
+        assert_eq!(settings["Config"]["MacAddress"], "02:42:ac:11:00:0a");
+        let body: ContainerCreate =
+            serde_json::from_str(r#"{"Image":"busybox","HostConfig":{"Runtime":"kata"}}"#).unwrap();
+        assert!(create_options(body, None).is_err());
+    }
 
     #[test]
     fn restart_and_rm_conflict_and_bad_volumes_are_refused() {

@@ -1,6 +1,7 @@
 //! `GET /containers/{id}/json`.
 
 use super::list::{networks_json, rfc3339};
+use super::settings;
 use super::*;
 
 /// Docker's `Mounts` of inspect. A tenant sees its volumes by its own
@@ -177,6 +178,7 @@ pub(in crate::server) fn inspect(
                     .collect(),
             )
             .filter(|u: &Vec<Ulimit>| !u.is_empty()),
+            other: serde_json::Map::new(),
         },
         mounts: mounts_json(daemon, &config.volumes, scope),
         config: InspectConfig {
@@ -197,6 +199,7 @@ pub(in crate::server) fn inspect(
             labels: config.labels.clone(),
             stop_signal: config.stop_signal.clone(),
             stop_timeout: config.stop_timeout,
+            other: serde_json::Map::new(),
         },
         network_settings: {
             let networks = networks_json(daemon, &record);
@@ -217,5 +220,29 @@ pub(in crate::server) fn inspect(
             }
         },
     };
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(json_response(
+        StatusCode::OK,
+        &with_client_settings(body, config),
+    ))
+}
+
+/// Adds to `body` the settings the client gave that Hull keeps only to
+/// show them, and docker's defaults for the rest.
+fn with_client_settings(
+    mut body: ContainerInspect,
+    config: &hull_runtime::container::ContainerConfig,
+) -> ContainerInspect {
+    let stored = &config.client_settings;
+    let log = stored
+        .get(settings::HOST_CONFIG)
+        .and_then(|host| host.get("LogConfig"))
+        .and_then(|log| serde_json::from_value(log.clone()).ok());
+    if let Some(log) = log {
+        body.host_config.log_config = log;
+    }
+    let computed = serde_json::to_value(&body.host_config).expect("inspect bodies serialize");
+    body.host_config.other = settings::host_config_extra(&computed, stored);
+    let computed = serde_json::to_value(&body.config).expect("inspect bodies serialize");
+    body.config.other = settings::config_extra(&computed, stored);
+    body
 }

@@ -33,11 +33,14 @@ use crate::types::container::{
 use crate::types::ulimit::Ulimit;
 use crate::units::{human_duration, unix_seconds};
 
+mod changes;
 mod create;
 mod inspect;
 mod list;
 mod logs;
+mod settings;
 
+pub(super) use changes::changes;
 pub(super) use create::{create, create_options, create_with, endpoint_options, vm_size};
 pub(super) use inspect::inspect;
 pub(super) use list::{list, parse_filters};
@@ -151,8 +154,32 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))
+    parse_json(&body)
+}
+
+/// Parses a request body as docker does: a member that is `null` is as
+/// good as absent (Go leaves the field at its zero value), so clients that
+/// send `"AutoRemove": null` are not refused.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let malformed = |e: serde_json::Error| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}"))
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
+    drop_null_members(&mut value);
+    serde_json::from_value(value).map_err(malformed)
+}
+
+/// Removes the members whose value is `null` from every object in `value`.
+/// serde_json bounds the nesting it parses, and so this recursion.
+fn drop_null_members(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(members) => {
+            members.retain(|_, member| !member.is_null());
+            members.values_mut().for_each(drop_null_members);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_members),
+        _ => {}
+    }
 }
 
 pub(super) fn no_content() -> Response<Body> {
@@ -406,9 +433,24 @@ pub(super) async fn update(
     ignored("BlkioWeight", positive(body.blkio_weight), "not supported");
     ignored("PidsLimit", positive(body.pids_limit), "not supported");
     let (vcpus, memory_mib) = daemon.vm_size();
+    let number = |value: Option<i64>| value.map(serde_json::Value::from);
+    let client_settings = settings::from_update(&[
+        ("CpuShares", number(body.cpu_shares)),
+        (
+            "CpusetCpus",
+            body.cpuset_cpus.clone().map(serde_json::Value::from),
+        ),
+        ("CpuPeriod", number(body.cpu_period)),
+        ("CpuQuota", number(body.cpu_quota)),
+        ("MemorySwap", number(body.memory_swap)),
+        ("MemoryReservation", number(body.memory_reservation)),
+        ("BlkioWeight", number(body.blkio_weight)),
+        ("PidsLimit", number(body.pids_limit)),
+    ]);
     let update = ContainerUpdate {
         limits: Limits::from_docker(body.memory, nano_cpus),
         restart,
+        client_settings,
     };
     daemon
         .containers()
