@@ -69,8 +69,27 @@ impl Agent {
         let target = self.open_root(container).and_then(|(_, root)| {
             archive::resolve(&root, path).map_err(|e| resolve_error(&e, path, container))
         });
-        let target = match target {
-            Ok(target) => target,
+        self.send_tar(
+            request,
+            stream,
+            target,
+            &format!("{path} of container {container}"),
+            |target, out| archive::pack(&target, out),
+        );
+    }
+
+    /// Answers a request whose reply is a tar on `stream`: `Failed` when
+    /// `opened` failed, else `Done`, the tar that `pack` writes, then `Eof`.
+    pub(crate) fn send_tar<T, E: std::error::Error>(
+        &self,
+        request: u32,
+        stream: StreamId,
+        opened: Result<T, RequestError>,
+        what: &str,
+        pack: impl FnOnce(T, BufWriter<StreamWriter<'_>>) -> Result<(), E>,
+    ) {
+        let opened = match opened {
+            Ok(opened) => opened,
             Err(error) => {
                 self.unregister_streams(&[stream]);
                 return self.channel.respond(request, &Response::Failed(error));
@@ -84,12 +103,9 @@ impl Agent {
                 channel: &self.channel,
             };
             let out = BufWriter::with_capacity(MAX_DATA_CHUNK, writer);
-            if let Err(e) = archive::pack(&target, out) {
+            if let Err(e) = pack(opened, out) {
                 // The host sees a tar cut short.
-                log!(
-                    "cannot send {path} of container {container}: {}",
-                    error_chain(&e)
-                );
+                log!("cannot send {what}: {}", error_chain(&e));
             }
         }
         self.channel.send(&Frame::eof(stream));

@@ -9,19 +9,16 @@
 //! is walked by descriptors, one name at a time, never following a link.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use hull_proto::{
-    ErrorKind, FilesystemView, Frame, RequestError, Response, StreamId, MAX_DATA_CHUNK,
-};
+use hull_proto::{ErrorKind, FilesystemView, RequestError, StreamId};
 
-use crate::agent::{Agent, Stream};
+use crate::agent::Agent;
 use crate::archive::{children, put, Exactly};
 use crate::container::Container;
-use crate::stdio::StreamWriter;
 use crate::{error_chain, fsat, log, sys};
 
 /// Deepest directory walked, as deep as an image layer may go on the host.
@@ -266,36 +263,15 @@ impl Agent {
             })?;
             Ok((fd, mount))
         });
-        let (root, _mount) = match opened {
-            Ok(opened) => opened,
-            Err(error) => {
-                self.unregister_streams(&[stream]);
-                return self.channel.respond(request, &Response::Failed(error));
-            }
-        };
-        self.channel.respond(request, &Response::Done);
-        if let Some(Stream::Output(window)) = self.stream(stream) {
-            let writer = StreamWriter {
-                stream,
-                window: &window,
-                channel: &self.channel,
-            };
-            let out = BufWriter::with_capacity(MAX_DATA_CHUNK, writer);
+        let what = format!("the filesystem of container {container}");
+        self.send_tar(request, stream, opened, &what, |(root, _mount), out| {
             let opaque = |dir: &File| sys::xattr_is(&fsat::fd_path(dir), OPAQUE_XATTR, b"y");
             let walk = Walk {
                 view,
                 is_opaque: &opaque,
             };
-            if let Err(e) = walk.pack(&root, out) {
-                // The host sees a tar cut short.
-                log!(
-                    "cannot send the filesystem of container {container}: {}",
-                    error_chain(&e)
-                );
-            }
-        }
-        self.channel.send(&Frame::eof(stream));
-        self.unregister_streams(&[stream]);
+            walk.pack(&root, out)
+        });
     }
 }
 

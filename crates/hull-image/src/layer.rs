@@ -88,10 +88,49 @@ pub enum LayerError {
 /// tar stream within `limits`. Memory stays within a few MiB whatever the blob.
 pub fn inspect(blob: impl Read, limits: &Limits) -> Result<LayerInfo, LayerError> {
     let (compression, reader) = decompress(blob).map_err(LayerError::Read)?;
+    let (diff_id, unpacked_size) = walk(reader, limits, &mut NameLengths)?;
+    Ok(LayerInfo {
+        compression,
+        diff_id,
+        unpacked_size,
+    })
+}
+
+/// What a pass over a layer's entries holds each of them to.
+pub(crate) trait Visit {
+    type Error: From<LayerError> + From<LimitError>;
+    fn entry<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<(), Self::Error>;
+}
+
+/// Holds entries to the longest name a layer may have, and no more.
+struct NameLengths;
+
+impl Visit for NameLengths {
+    type Error = LayerError;
+
+    fn entry<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<(), LayerError> {
+        let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
+        let len = entry.path_bytes().len().max(link_len);
+        if len > MAX_NAME {
+            return Err(LimitError::Name { len }.into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads a decompressed layer's tar to its end within `limits`, showing
+/// every entry to `visit`: the tar's diff_id and the sum of its file sizes.
+pub(crate) fn walk<V: Visit>(
+    reader: impl Read,
+    limits: &Limits,
+    visit: &mut V,
+) -> Result<(Digest, u64), V::Error> {
     let guard = Guard::new(*limits);
-    let read_err = |e| match guard.tripped() {
-        Some(limit) => LayerError::Limit(limit),
-        None => LayerError::Read(e),
+    let read_err = |e| -> V::Error {
+        match guard.tripped() {
+            Some(limit) => limit.into(),
+            None => LayerError::Read(e).into(),
+        }
     };
     let mut hashing = HashingReader::new(Guarded::new(reader, guard.clone()));
     let mut unpacked_size = 0u64;
@@ -100,11 +139,7 @@ pub fn inspect(blob: impl Read, limits: &Limits) -> Result<LayerInfo, LayerError
         let entries = archive.entries().map_err(LayerError::Read)?;
         let mut entries = GuardedEntries::new(entries, guard.clone(), limits.max_entries);
         while let Some(mut entry) = entries.next_entry(read_err)? {
-            let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
-            let len = entry.path_bytes().len().max(link_len);
-            if len > MAX_NAME {
-                return Err(LimitError::Name { len }.into());
-            }
+            visit.entry(&entry)?;
             unpacked_size = unpacked_size.saturating_add(entry.size());
             if unpacked_size > limits.max_unpacked_bytes {
                 return Err(LimitError::Unpacked {
@@ -118,11 +153,7 @@ pub fn inspect(blob: impl Read, limits: &Limits) -> Result<LayerInfo, LayerError
     // The tar reader stops at the end-of-archive marker; the diff_id covers the padding after it.
     guard.trailer();
     let (diff_id, _) = hashing.finish().map_err(read_err)?;
-    Ok(LayerInfo {
-        compression,
-        diff_id,
-        unpacked_size,
-    })
+    Ok((diff_id, unpacked_size))
 }
 
 #[cfg(test)]

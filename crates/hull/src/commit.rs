@@ -1,11 +1,12 @@
 //! `hull commit`, `hull export` and `hull import`, with docker's flags.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use hull_api::{Client, CommitOptions};
+
+use crate::archive_out::ArchiveOut;
 
 #[derive(Debug, Args)]
 pub struct CommitArgs {
@@ -65,30 +66,9 @@ pub async fn commit(client: &Client, args: CommitArgs) -> Result<()> {
 }
 
 pub async fn export(client: &Client, args: ExportArgs) -> Result<()> {
-    match &args.output {
-        Some(path) => {
-            // Written beside the target and renamed: a failed export leaves no partial tar.
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-            let tmp = tempfile::Builder::new()
-                .prefix(".hull-export-")
-                .tempfile_in(dir.unwrap_or(std::path::Path::new(".")))
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            let mut file = tokio::fs::File::from_std(tmp.reopen()?);
-            client.export(&args.container, &mut file).await?;
-            file.sync_all().await?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        None => {
-            if std::io::stdout().is_terminal() {
-                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-            }
-            client
-                .export(&args.container, &mut tokio::io::stdout())
-                .await?;
-        }
-    }
-    Ok(())
+    let mut out = ArchiveOut::open(args.output.as_deref(), ".hull-export-")?;
+    client.export(&args.container, out.writer()).await?;
+    out.finish().await
 }
 
 pub async fn import(client: &Client, args: ImportArgs) -> Result<()> {

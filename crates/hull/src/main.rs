@@ -1,6 +1,7 @@
 //! hull: the command-line client of hulld. Parses arguments and calls the API.
 
 mod admin;
+mod archive_out;
 mod attach;
 mod cloud;
 mod commit;

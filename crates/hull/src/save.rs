@@ -1,11 +1,12 @@
 //! `hull save`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use hull_api::Client;
+
+use crate::archive_out::ArchiveOut;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
@@ -30,28 +31,7 @@ pub struct SaveArgs {
 
 pub async fn save(client: &Client, args: SaveArgs) -> Result<()> {
     let oci = args.format == Format::Oci;
-    match &args.output {
-        Some(path) => {
-            // Written beside the target and renamed, so a failed save leaves no partial archive.
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-            let tmp = tempfile::Builder::new()
-                .prefix(".hull-save-")
-                .tempfile_in(dir.unwrap_or(std::path::Path::new(".")))
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            let mut file = tokio::fs::File::from_std(tmp.reopen()?);
-            client.save(&args.images, oci, &mut file).await?;
-            file.sync_all().await?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        None => {
-            if std::io::stdout().is_terminal() {
-                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-            }
-            client
-                .save(&args.images, oci, &mut tokio::io::stdout())
-                .await?;
-        }
-    }
-    Ok(())
+    let mut out = ArchiveOut::open(args.output.as_deref(), ".hull-save-")?;
+    client.save(&args.images, oci, out.writer()).await?;
+    out.finish().await
 }

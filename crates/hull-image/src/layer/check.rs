@@ -16,9 +16,9 @@ use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
 
-use super::{decompress, Compression};
+use super::{decompress, walk, Compression, LayerError, Visit};
 use crate::digest::{Digest, HashingReader};
-use crate::limits::{Guard, Guarded, GuardedEntries, LimitError, Limits, MAX_DEPTH, MAX_NAME};
+use crate::limits::{LimitError, Limits, MAX_DEPTH, MAX_NAME};
 
 /// Why a tar cannot become a layer.
 #[derive(Debug, thiserror::Error)]
@@ -67,32 +67,8 @@ pub fn check(blob: impl Read, limits: &Limits) -> Result<CheckedLayer, CheckErro
     let mut raw = HashingReader::new(blob);
     let (compression, diff_id, unpacked_size) = {
         let (compression, reader) = decompress(&mut raw).map_err(CheckError::Read)?;
-        let guard = Guard::new(*limits);
-        let read_err = |e| match guard.tripped() {
-            Some(limit) => CheckError::Limit(limit),
-            None => CheckError::Read(e),
-        };
-        let mut hashing = HashingReader::new(Guarded::new(reader, guard.clone()));
         let mut names = Names::default();
-        let mut unpacked_size = 0u64;
-        {
-            let mut archive = tar::Archive::new(&mut hashing);
-            let entries = archive.entries().map_err(CheckError::Read)?;
-            let mut entries = GuardedEntries::new(entries, guard.clone(), limits.max_entries);
-            while let Some(mut entry) = entries.next_entry(read_err)? {
-                names.check(&entry)?;
-                unpacked_size = unpacked_size.saturating_add(entry.size());
-                if unpacked_size > limits.max_unpacked_bytes {
-                    return Err(LimitError::Unpacked {
-                        limit: limits.max_unpacked_bytes,
-                    }
-                    .into());
-                }
-                io::copy(&mut entry, &mut io::sink()).map_err(read_err)?;
-            }
-        }
-        guard.trailer();
-        let (diff_id, _) = hashing.finish().map_err(read_err)?;
+        let (diff_id, unpacked_size) = walk(reader, limits, &mut names)?;
         (compression, diff_id, unpacked_size)
     };
     let (digest, size) = raw.finish().map_err(CheckError::Read)?;
@@ -119,8 +95,19 @@ struct Names {
     files: HashSet<u64>,
 }
 
-impl Names {
-    fn check<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<(), CheckError> {
+impl From<LayerError> for CheckError {
+    fn from(error: LayerError) -> Self {
+        match error {
+            LayerError::Read(e) => CheckError::Read(e),
+            LayerError::Limit(limit) => CheckError::Limit(limit),
+        }
+    }
+}
+
+impl Visit for Names {
+    type Error = CheckError;
+
+    fn entry<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<(), CheckError> {
         let raw = entry.path_bytes();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let link = entry.link_name_bytes();
@@ -183,7 +170,9 @@ impl Names {
         }
         Ok(())
     }
+}
 
+impl Names {
     /// The entry's path without `.` parts or a trailing `/`; absolute ones
     /// and any `..` are refused.
     fn clean(&self, raw: &[u8], shown: &str) -> Result<PathBuf, CheckError> {

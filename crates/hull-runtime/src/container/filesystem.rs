@@ -15,14 +15,14 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use hull_proto::FilesystemView;
 use hull_proto::{ContainerSpec, Request, RootfsSpec};
-use hull_vm::{DiskConfig, Hypervisor, Vm};
+use hull_vm::{Hypervisor, Vm};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::exec::NEXT_STREAM;
 use super::run::WRITABLE_SERIAL;
 use super::supervise::power_off;
-use super::{Container, ContainerError, Containers, WRITABLE_DISK};
+use super::{Container, ContainerError, Containers};
 use crate::agent::AgentClient;
 use crate::run::{new_container_id, unless_vm_dies, Runtime, ROOTFS_SERIAL};
 use crate::start::{pooled_network, StartedVm, VmNeeds};
@@ -138,20 +138,7 @@ impl<H: Hypervisor> Containers<H> {
         container: &Arc<Container>,
     ) -> Result<StartedVm<H::Vm>, ContainerError> {
         let config = container.config();
-        let mut disks = vec![DiskConfig {
-            id: "rootfs".into(),
-            path: self.image_rootfs(&config.image_id).await?,
-            serial: ROOTFS_SERIAL.into(),
-            read_only: true,
-        }];
-        if config.persistent {
-            disks.push(DiskConfig {
-                id: "writable".into(),
-                path: container.dir.join(WRITABLE_DISK),
-                serial: WRITABLE_SERIAL.into(),
-                read_only: false,
-            });
-        }
+        let disks = self.container_disks(container).await?;
         let needs = VmNeeds {
             size: None,
             network: pooled_network(),

@@ -115,20 +115,7 @@ impl<H: Hypervisor> Containers<H> {
             return self.launch_member(runtime, container, membership).await;
         }
         let id = container.id.clone();
-        let mut disks = vec![DiskConfig {
-            id: "rootfs".into(),
-            path: self.image_rootfs(&config.image_id).await?,
-            serial: ROOTFS_SERIAL.into(),
-            read_only: true,
-        }];
-        if config.persistent {
-            disks.push(DiskConfig {
-                id: "writable".into(),
-                path: container.dir.join(WRITABLE_DISK),
-                serial: WRITABLE_SERIAL.into(),
-                read_only: false,
-            });
-        }
+        let mut disks = self.container_disks(container).await?;
         let (mounts, shares) = self.volume_mounts(container, &mut disks)?;
         let (backend, network, ports) = match &config.network {
             NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
@@ -406,6 +393,30 @@ impl<V: Vm> Drop for KillUnlessReleased<V> {
 }
 
 impl<H: Hypervisor> Containers<H> {
+    /// The disks of a container's own filesystem: its image's rootfs and,
+    /// when it keeps one, its writable disk.
+    pub(super) async fn container_disks(
+        &self,
+        container: &Container,
+    ) -> Result<Vec<DiskConfig>, ContainerError> {
+        let config = container.config();
+        let mut disks = vec![DiskConfig {
+            id: "rootfs".into(),
+            path: self.image_rootfs(&config.image_id).await?,
+            serial: ROOTFS_SERIAL.into(),
+            read_only: true,
+        }];
+        if config.persistent {
+            disks.push(DiskConfig {
+                id: "writable".into(),
+                path: container.dir.join(WRITABLE_DISK),
+                serial: WRITABLE_SERIAL.into(),
+                read_only: false,
+            });
+        }
+        Ok(disks)
+    }
+
     /// The erofs rootfs of the image, built if it is not yet.
     pub(super) async fn image_rootfs(
         &self,
