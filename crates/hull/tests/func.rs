@@ -94,13 +94,21 @@ fn output_path(call: &str, id: &str) -> String {
 fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owner_s() {
     let started = Instant::now();
     let ttl = RESULT_TTL.to_string();
-    let cloud = Cloud::start_isolated(&[
+    let netns = common::netns::NetNs::new("func");
+    // A port of its own, the same again after a restart.
+    let port = netns.within(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    });
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let env = [
         ("HULL_NO_TEMPLATES", "1"),
-        ("HULL_FUNC_LISTEN", "tcp://127.0.0.1:0"),
+        ("HULL_FUNC_LISTEN", listen.as_str()),
         ("HULL_FUNC_MAX_IO", "64K"),
         ("HULL_FUNC_MAX_QUEUE", "2"),
         ("HULL_FUNC_RESULT_TTL", &ttl),
-    ]);
+    ];
+    let cloud = Cloud::start_in(netns, &env);
     let archive = common::busybox_archive();
     let hull = |args: &[&str]| cloud.daemon.hull(args);
     stdout_of(&hull(&["load", "-i", archive.to_str().unwrap()]));
@@ -214,6 +222,33 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     assert!(
         starts.windows(2).all(|w| w[0] < w[1]),
         "not FIFO: {starts:?}"
+    );
+
+    // hulld killed with calls queued: they run after its restart; the one
+    // it left running is failed, not run twice.
+    let ids: Vec<String> = ["e", "f", "g"]
+        .iter()
+        .map(|body| plane.call_async(&queued, body))
+        .collect();
+    cloud.restart_after_crash_with(&env, || {});
+    let mut answers = Vec::new();
+    for id in &ids {
+        let (status, answer) = plane.send(
+            "GET",
+            &format!("{}/wait", output_path(&queued, id)),
+            &[],
+            b"",
+        );
+        answers.push((status, text(&answer)));
+    }
+    for ((status, answer), body) in answers.iter().zip(["e", "f", "g"]) {
+        let ran = *status == 200 && answer.starts_with(&format!("{body}\n"));
+        let interrupted = *status == 500 && answer.contains("hulld stopped");
+        assert!(ran || interrupted, "{answers:?}");
+    }
+    assert!(
+        answers[1..].iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
     );
 
     // A refreshed uuid: the old URL is unknown, the new one answers.
