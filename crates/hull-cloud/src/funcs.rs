@@ -364,13 +364,24 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Calls a stopped hulld left running are failed with `why`; how many.
-    pub fn fail_running_calls(&self, why: &str) -> Result<usize, FuncsError> {
-        Ok(self.db().execute(
+    /// Calls a stopped hulld left running are failed with `why`: which
+    /// ones, as (function, call).
+    pub fn fail_running_calls(&self, why: &str) -> Result<Vec<(i64, String)>, FuncsError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let failed = {
+            let mut statement =
+                tx.prepare("SELECT func, id FROM func_calls WHERE state = 'running'")?;
+            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.execute(
             "UPDATE func_calls SET state = 'failed', result = ?1, finished = ?2
              WHERE state = 'running'",
             params![why.as_bytes(), now()],
-        )?)
+        )?;
+        tx.commit()?;
+        Ok(failed)
     }
 
     /// Drops the results of calls done before `unfetched_before` (they then

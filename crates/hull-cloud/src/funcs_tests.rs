@@ -60,7 +60,10 @@ fn calls_are_queued_durably_and_fetched_once() {
     assert_eq!(queued, vec![(func.id, second.clone())]);
     assert_eq!(store.call(&second).unwrap().unwrap().body.unwrap(), b"two");
     // A call running when hulld stopped is failed, not run twice.
-    assert_eq!(store.fail_running_calls("stopped").unwrap(), 1);
+    assert_eq!(
+        store.fail_running_calls("stopped").unwrap(),
+        vec![(func.id, first.clone())]
+    );
     assert_eq!(
         store.call(&first).unwrap().unwrap().state,
         CallState::Failed

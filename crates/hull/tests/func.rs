@@ -250,6 +250,11 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         answers[1..].iter().all(|(status, _)| *status == 200),
         "{answers:?}"
     );
+    // The interrupted call's container is removed, not left behind.
+    common::eventually(60, || {
+        let ps = stdout_of(&hull(&["ps", "-a"]));
+        (!ps.contains("-call-")).then_some(()).ok_or(ps)
+    });
 
     // A refreshed uuid: the old URL is unknown, the new one answers.
     let (_, refreshed) = call_path(&hull(&["func", "update", "echo", "--refresh"]));

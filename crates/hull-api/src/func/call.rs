@@ -23,6 +23,11 @@ const STDIN_PIECE: usize = 64 * 1024;
 /// The most of a failed call's stderr kept.
 const MAX_STDERR: usize = 64 * 1024;
 
+/// The container of call `id` of function `func`.
+pub(super) fn container_name(func: &str, id: &str) -> String {
+    format!("{func}-call-{id}")
+}
+
 pub(super) struct Request<'a> {
     pub owner: Option<&'a str>,
     pub func: &'a str,
@@ -36,7 +41,7 @@ pub(super) struct Request<'a> {
 /// Runs the call; its outcome and result (stdout, or what went wrong).
 pub(super) async fn run(daemon: &Arc<Daemon>, request: Request<'_>) -> (CallState, Vec<u8>) {
     let owner = request.owner;
-    let name = format!("{}-call-{}", request.func, request.id);
+    let name = container_name(request.func, request.id);
     let config = request.spec.container_config(&request.env);
     let body = Bytes::from(serde_json::to_vec(&config).expect("JSON serializes"));
     let created = api(

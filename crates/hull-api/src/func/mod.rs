@@ -73,6 +73,9 @@ pub struct Funcs {
     /// Where calls are served, once they are.
     address: OnceLock<std::net::SocketAddr>,
     daemon: OnceLock<Weak<Daemon>>,
+    /// Calls a stopped hulld left running: their containers are removed
+    /// once the containers are re-attached.
+    interrupted: Mutex<Vec<(i64, String)>>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +92,7 @@ impl Default for Funcs {
             config: OnceLock::new(),
             address: OnceLock::new(),
             daemon: OnceLock::new(),
+            interrupted: Mutex::default(),
         }
     }
 }
@@ -132,8 +136,18 @@ pub fn spawn(daemon: Arc<Daemon>) {
     let _ = daemon.funcs().daemon.set(Arc::downgrade(&daemon));
     let store = daemon.tenants();
     match store.fail_running_calls("the call was running when hulld stopped") {
-        Ok(0) => {}
-        Ok(n) => warn!(calls = n, "calls running when hulld stopped are failed"),
+        Ok(failed) if failed.is_empty() => {}
+        Ok(failed) => {
+            warn!(
+                calls = failed.len(),
+                "calls running when hulld stopped are failed"
+            );
+            *daemon
+                .funcs()
+                .interrupted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = failed;
+        }
         Err(err) => {
             warn!(error = %hull_runtime::error_chain(&err), "cannot fail interrupted calls")
         }
@@ -168,6 +182,37 @@ pub fn spawn(daemon: Arc<Daemon>) {
             tokio::time::sleep(EXPIRY_SWEEP).await;
         }
     });
+}
+
+/// Removes the containers of calls a stopped hulld left running (their
+/// calls are failed already); to be called once containers are re-attached.
+pub async fn remove_interrupted(daemon: &Arc<Daemon>) {
+    let interrupted = std::mem::take(
+        &mut *daemon
+            .funcs()
+            .interrupted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    for (func, id) in interrupted {
+        let Ok(Some(row)) = daemon.tenants().func_by_id(func) else {
+            continue;
+        };
+        let path = format!(
+            "/containers/{}?force=1",
+            call::container_name(&row.name, &id)
+        );
+        let owner = row.tenant.as_deref();
+        let removed = crate::server::crons::call(
+            daemon,
+            owner,
+            hyper::Method::DELETE,
+            &path,
+            bytes::Bytes::new(),
+        )
+        .await;
+        info!(function = %row.name, call = %id, status = %removed.0, "removed an interrupted call's container");
+    }
 }
 
 /// Drops results kept unfetched past their time.
