@@ -223,6 +223,19 @@ impl Client {
         out.flush().await.map_err(write_err)
     }
 
+    /// Sends `method path` with `body` as is; the answer's status and bytes,
+    /// whatever the status (a function call's answer is its own).
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let response = self.send(Self::request(method, path, full(body))).await?;
+        let status = response.status().as_u16();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
     /// Starts pulling `reference` (docker's `POST /images/create`); the
     /// progress lines come from the returned stream as the pull runs.
     /// `registry_auth` is an `X-Registry-Auth` value; `insecure` allows plain HTTP.

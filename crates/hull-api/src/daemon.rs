@@ -130,6 +130,7 @@ pub struct Daemon {
     metering: Arc<Metering>,
     metrics: Arc<Metrics>,
     crons: crate::cron::Crons,
+    funcs: crate::func::Funcs,
 }
 
 impl Daemon {
@@ -201,6 +202,7 @@ impl Daemon {
             metering,
             metrics: Arc::new(Metrics::new()),
             crons: Default::default(),
+            funcs: Default::default(),
         })
     }
 
@@ -235,6 +237,10 @@ impl Daemon {
     /// Hyper Cron's scheduler state.
     pub fn crons(&self) -> &crate::cron::Crons {
         &self.crons
+    }
+
+    pub fn funcs(&self) -> &crate::func::Funcs {
+        &self.funcs
     }
 
     pub fn metering(&self) -> &Arc<Metering> {

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod cron;
 pub mod daemon;
+pub mod func;
 pub mod in_use;
 pub mod metering;
 pub mod metrics;

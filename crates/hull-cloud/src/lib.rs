@@ -7,6 +7,7 @@
 
 pub mod crons;
 pub mod date;
+pub mod funcs;
 pub mod images;
 pub mod quota;
 pub mod seal;

@@ -12,6 +12,7 @@ mod daemon;
 mod each;
 mod exec;
 mod fip;
+mod func;
 mod image;
 mod images;
 mod info;
@@ -143,6 +144,9 @@ enum Command {
     /// Run containers on a schedule.
     #[command(subcommand)]
     Cron(cron::CronCommand),
+    /// Functions: each call runs a new container of an image.
+    #[command(subcommand)]
+    Func(func::FuncCommand),
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
@@ -249,6 +253,7 @@ fn main() -> ExitCode {
             Command::Pod(command) => pods::pod(&client, command).await,
             Command::Volume(command) => volumes::volume(&client, command).await,
             Command::Cron(command) => cron::cron(&client, command).await,
+            Command::Func(command) => func::func(&client, command).await,
             Command::Network(command) => networks::network(&client, command).await,
             Command::Sg(command) => sg::sg(&client, command).await,
             Command::Fip(command) => fip::fip(&client, command).await,

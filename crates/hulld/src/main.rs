@@ -1,5 +1,6 @@
 //! hulld: Hull's daemon. Parses arguments and wires the libraries together.
 
+mod funcs;
 mod lock;
 mod logfile;
 mod tenants;
@@ -157,6 +158,26 @@ struct Args {
     #[arg(long, env = "HULL_MAX_UNAUTHENTICATED_PER_ADDRESS", value_name = "N", value_parser = parse_count,
           default_value_t = hull_api::server::connections::DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS)]
     max_unauthenticated_per_address: usize,
+    /// Serve function calls on this address (tcp://127.0.0.1:8080): plain
+    /// HTTP, so a loopback address only.
+    #[arg(long, env = "HULL_FUNC_LISTEN", value_name = "tcp://ADDR:PORT")]
+    func_listen: Option<String>,
+    /// The most bytes of a function call's stdin, and of its stdout.
+    #[arg(long, env = "HULL_FUNC_MAX_IO", value_name = "SIZE", value_parser = parse_size,
+          default_value = "1M")]
+    func_max_io: u64,
+    /// Calls of one function that may wait for a free slot; more answer 429.
+    #[arg(long, env = "HULL_FUNC_MAX_QUEUE", value_name = "N", value_parser = parse_count,
+          default_value_t = 100)]
+    func_max_queue: usize,
+    /// Seconds a call's result is kept unfetched; then it answers 410.
+    #[arg(
+        long,
+        env = "HULL_FUNC_RESULT_TTL",
+        value_name = "SECONDS",
+        default_value_t = 3600
+    )]
+    func_result_ttl: u64,
 }
 
 fn parse_count(text: &str) -> Result<usize, String> {
@@ -292,12 +313,16 @@ async fn serve() -> Result<()> {
         serve_metrics(addr, daemon.clone()).await?;
     }
     hull_api::cron::spawn(daemon.clone());
+    let func_listen = args.func_listen.as_deref();
+    let (io, queue, ttl) = (args.func_max_io, args.func_max_queue, args.func_result_ttl);
+    funcs::start(daemon.clone(), func_listen, io, queue, ttl).await?;
     let resuming = daemon.clone();
     tokio::spawn(async move {
         if let Err(err) = resuming.reattach_containers().await {
             warn!(error = %hull_api::server::error_chain(&err), "cannot re-attach to the containers of the last hulld");
         }
         resuming.reconcile_usage();
+        hull_api::func::remove_interrupted(&resuming).await;
         // A pool is asked for to be ready before the first run, so its
         // template and clones are made now rather than on first use.
         if resuming.has_pool() {

@@ -12,6 +12,7 @@ mod distribution;
 mod events;
 mod exec;
 mod fips;
+mod funcs;
 mod images;
 mod import;
 mod networks;
@@ -158,7 +159,7 @@ pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -
 
 /// How long the server pauses after a failed accept: out of descriptors
 /// (EMFILE) or memory, accepting again at once would spin.
-pub(super) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Serves the API on `listener` until the process ends. A failed accept
 /// is logged and retried: one client too many must not end the daemon.
@@ -289,6 +290,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p == "/crons" || p.starts_with("/crons/") => {
             crons::route(&daemon, None, request).await
+        }
+        (_, p) if p == "/funcs" || p.starts_with("/funcs/") => {
+            funcs::route(&daemon, None, request).await
         }
         (method, p) if p == "/sg" || p.starts_with("/sg/") => {
             sg::route(&daemon, scope::Scope::Operator, method, p, request).await

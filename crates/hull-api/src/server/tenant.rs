@@ -533,6 +533,9 @@ pub(super) async fn route(
         (_, p) if p == "/crons" || p.starts_with("/crons/") => {
             super::crons::route(daemon, Some(&tenant.0), request).await
         }
+        (_, p) if p == "/funcs" || p.starts_with("/funcs/") => {
+            super::funcs::route(daemon, Some(&tenant.0), request).await
+        }
         (_, p) if p.starts_with("/hull/admin/") => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the admin API is served only on hulld's Unix socket",

@@ -1,0 +1,304 @@
+//! The call plane: its own listener, unsigned (a function's uuid is its
+//! calls' secret).
+//!
+//! `POST /call/NAME/UUID/sync` answers with the call's stdout;
+//! `POST /call/NAME/UUID` answers `{"CallId": …}` at once, and
+//! `GET /output/NAME/UUID/CALLID[/wait]` the result: 200 finished (then
+//! gone), 201 running, 202 queued, 404 unknown or fetched, 410 expired,
+//! 500 failed (its stderr), 504 past its timeout, 509 output too large.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hull_cloud::funcs::{CallRow, CallState, FuncRow};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+use super::{submit, take, FuncError};
+use crate::daemon::Daemon;
+use crate::server::{full, Body};
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 512;
+/// The most headers a call may carry.
+const MAX_HEADERS: usize = 64;
+/// The most bytes of headers a call's environment takes.
+const MAX_HEADER_ENV: usize = 16 * 1024;
+/// How long a client may take to send its headers, and its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves calls on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
+    if let Ok(address) = listener.local_addr() {
+        let _ = daemon.funcs().address.set(address);
+    }
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot accept a call connection; retrying");
+                tokio::time::sleep(crate::server::ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let daemon = daemon.clone();
+                async move { Ok::<_, Infallible>(route(&daemon, request).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(64 * 1024);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
+                debug!(error = %err, "call connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn route(daemon: &Daemon, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match (&method, parts.as_slice()) {
+        (&Method::POST, ["call", name, uuid]) => call(daemon, name, uuid, false, request).await,
+        (&Method::POST, ["call", name, uuid, "sync"]) => {
+            call(daemon, name, uuid, true, request).await
+        }
+        (&Method::GET, ["output", name, uuid, id]) => output(daemon, name, uuid, id, false).await,
+        (&Method::GET, ["output", name, uuid, id, "wait"]) => {
+            output(daemon, name, uuid, id, true).await
+        }
+        _ => text(StatusCode::NOT_FOUND, "no such function"),
+    }
+}
+
+/// The function `name` whose uuid is `uuid`; a wrong one of either is unknown.
+fn function(daemon: &Daemon, name: &str, uuid: &str) -> Option<FuncRow> {
+    daemon
+        .tenants()
+        .func_by_uuid(uuid)
+        .ok()
+        .flatten()
+        .filter(|row| row.name == name)
+}
+
+async fn call(
+    daemon: &Daemon,
+    name: &str,
+    uuid: &str,
+    sync: bool,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let Some(func) = function(daemon, name, uuid) else {
+        return text(StatusCode::NOT_FOUND, "no such function");
+    };
+    let env = match environment(&request) {
+        Ok(env) => env,
+        Err(response) => return response,
+    };
+    let max = daemon.funcs().config().max_input;
+    let body = match read_body(request.into_body(), max).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    submit_and_answer(daemon, &func, &env, &body, sync).await
+}
+
+/// Submits a call and answers: its id, or (with `sync`) its result.
+pub(crate) async fn submit_and_answer(
+    daemon: &Daemon,
+    func: &FuncRow,
+    env: &[String],
+    body: &[u8],
+    sync: bool,
+) -> Response<Body> {
+    let id = match submit(daemon, func, env, body) {
+        Ok(id) => id,
+        Err(error) => return refused(&error),
+    };
+    if !sync {
+        let answer = serde_json::json!({ "CallId": id });
+        let mut response = text(StatusCode::ACCEPTED, &answer.to_string());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
+    match take(daemon, func, &id, true).await {
+        Ok(row) => answer(row, &id),
+        Err(error) => refused(&error),
+    }
+}
+
+async fn output(daemon: &Daemon, name: &str, uuid: &str, id: &str, wait: bool) -> Response<Body> {
+    let Some(func) = function(daemon, name, uuid) else {
+        return text(StatusCode::NOT_FOUND, "no such function");
+    };
+    fetch(daemon, &func, id, wait).await
+}
+
+/// Call `id`'s result, taken if it is done.
+pub(crate) async fn fetch(daemon: &Daemon, func: &FuncRow, id: &str, wait: bool) -> Response<Body> {
+    super::expire(daemon);
+    match take(daemon, func, id, wait).await {
+        Ok(row) => answer(row, id),
+        Err(error) => refused(&error),
+    }
+}
+
+/// A call's state as the plane answers it.
+fn answer(row: Option<CallRow>, id: &str) -> Response<Body> {
+    let Some(row) = row else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no such call, or its result was fetched",
+        );
+    };
+    let state = |status: StatusCode, state: &str| {
+        let body = serde_json::json!({ "CallId": id, "State": state });
+        text(status, &body.to_string())
+    };
+    let result = row.result.unwrap_or_default();
+    let mut response = match row.state {
+        CallState::Queued => state(StatusCode::ACCEPTED, "queued"),
+        CallState::Running => state(StatusCode::CREATED, "running"),
+        CallState::Finished => bytes(StatusCode::OK, result),
+        CallState::Failed => bytes(StatusCode::INTERNAL_SERVER_ERROR, result),
+        CallState::Timeout => bytes(StatusCode::GATEWAY_TIMEOUT, result),
+        CallState::TooLarge => bytes(too_large(), result),
+        CallState::Expired => text(StatusCode::GONE, "the call's result expired unfetched"),
+    };
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert("X-Hull-Call-Id", value);
+    }
+    response
+}
+
+/// 509: the call's output went past its bound.
+fn too_large() -> StatusCode {
+    StatusCode::from_u16(509).expect("509 is a valid status")
+}
+
+fn refused(error: &FuncError) -> Response<Body> {
+    let status = match error {
+        FuncError::QueueFull(..) => StatusCode::TOO_MANY_REQUESTS,
+        FuncError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+        FuncError::Store(_) | FuncError::Unreadable(..) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(status, &error.to_string())
+}
+
+/// The call's environment: its method, path and query, and each header as
+/// `HTTP_<NAME>` (Hyper.sh's way). Headers past the bound answer 431.
+#[allow(clippy::result_large_err)]
+pub(crate) fn environment<B>(request: &Request<B>) -> Result<Vec<String>, Response<Body>> {
+    let uri = request.uri();
+    let mut env = vec![
+        format!("HULL_FUNC_METHOD={}", request.method()),
+        format!("HULL_FUNC_PATH={}", uri.path()),
+        format!("HULL_FUNC_QUERY={}", uri.query().unwrap_or("")),
+    ];
+    let mut size = 0;
+    for (name, value) in request.headers() {
+        // hyper gives names lower-case, of token characters only.
+        let key: String = name
+            .as_str()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        let entry = format!("HTTP_{key}={value}");
+        size += entry.len();
+        if size > MAX_HEADER_ENV {
+            return Err(text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &format!("the call's headers are over {MAX_HEADER_ENV} bytes"),
+            ));
+        }
+        env.push(entry);
+    }
+    Ok(env)
+}
+
+/// A call's body, refused (413) past `max` bytes before anything runs.
+#[allow(clippy::result_large_err)]
+pub(crate) async fn read_body<B>(mut body: B, max: usize) -> Result<Vec<u8>, Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the call's body is over {max} bytes"),
+        )
+    };
+    if hyper::body::Body::size_hint(&body)
+        .upper()
+        .or(Some(hyper::body::Body::size_hint(&body).lower()))
+        .is_some_and(|n| n > max as u64)
+    {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut read = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| text(StatusCode::BAD_REQUEST, &e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if read.len() + data.len() > max {
+                    return Err(too_large());
+                }
+                read.extend_from_slice(&data);
+            }
+        }
+        Ok(read)
+    };
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the call's body came too slowly",
+            ))
+        })
+}
+
+fn bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut body = message.to_owned();
+    body.push('\n');
+    bytes(status, body.into_bytes())
+}

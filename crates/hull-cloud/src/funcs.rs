@@ -1,0 +1,411 @@
+//! Functions and their calls, owned by a tenant or by the operator.
+//!
+//! A function's definition is JSON this module keeps but does not read
+//! (its model lives with the call plane); what it owns is who may see a
+//! function, the uuid that is its calls' secret, and each call's state
+//! from queued to fetched, durable so that a queued call outlives hulld.
+
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use serde::Serialize;
+
+use crate::store::{now, Store};
+
+/// Functions one owner may hold.
+pub const MAX_FUNCS_PER_OWNER: usize = 50;
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS funcs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- NULL: the operator's.
+    tenant TEXT REFERENCES tenants(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    uuid TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS funcs_by_owner ON funcs(ifnull(tenant, ''), name);
+CREATE TABLE IF NOT EXISTS func_calls (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    func INTEGER NOT NULL REFERENCES funcs(id) ON DELETE CASCADE,
+    state TEXT NOT NULL,
+    -- The call's environment (a JSON array) and stdin, kept until it runs.
+    env TEXT,
+    body BLOB,
+    -- stdout, or stderr of a failed call.
+    result BLOB,
+    created INTEGER NOT NULL,
+    finished INTEGER
+);
+CREATE INDEX IF NOT EXISTS func_calls_by_state ON func_calls(state, seq);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FuncsError {
+    #[error("the cloud database failed")]
+    Db(#[from] rusqlite::Error),
+    #[error("a function named {0} already exists")]
+    Exists(String),
+    #[error("no function {0}")]
+    NoFunc(String),
+    #[error("no tenant {0}")]
+    NoTenant(String),
+    #[error("{owner} already has {MAX_FUNCS_PER_OWNER} functions: remove one first")]
+    TooMany { owner: String },
+    #[error("the system's random source failed")]
+    Random,
+}
+
+/// A function as stored. `tenant` is `None` for the operator's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FuncRow {
+    pub id: i64,
+    pub tenant: Option<String>,
+    pub name: String,
+    /// Its definition, as JSON.
+    pub spec: String,
+    /// The secret part of its call URL.
+    pub uuid: String,
+    pub created: u64,
+}
+
+/// Where a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CallState {
+    Queued,
+    Running,
+    Finished,
+    Failed,
+    Timeout,
+    TooLarge,
+    /// Its result was kept unfetched past its time, then dropped.
+    Expired,
+}
+
+impl CallState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::TooLarge => "too-large",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "finished" => Self::Finished,
+            "timeout" => Self::Timeout,
+            "too-large" => Self::TooLarge,
+            "expired" => Self::Expired,
+            _ => Self::Failed,
+        }
+    }
+
+    /// Whether the call has its result (or has lost it).
+    pub fn is_done(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// A call as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRow {
+    pub id: String,
+    pub func: i64,
+    pub state: CallState,
+    /// The call's environment, as a JSON array; `None` once it ran.
+    pub env: Option<String>,
+    pub body: Option<Vec<u8>>,
+    pub result: Option<Vec<u8>>,
+    pub created: u64,
+    pub finished: Option<u64>,
+}
+
+const COLUMNS: &str = "id, tenant, name, spec, uuid, created";
+const CALL_COLUMNS: &str = "id, func, state, env, body, result, created, finished";
+
+fn row_of(row: &Row<'_>) -> rusqlite::Result<FuncRow> {
+    Ok(FuncRow {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        name: row.get(2)?,
+        spec: row.get(3)?,
+        uuid: row.get(4)?,
+        created: row.get(5)?,
+    })
+}
+
+fn call_of(row: &Row<'_>) -> rusqlite::Result<CallRow> {
+    Ok(CallRow {
+        id: row.get(0)?,
+        func: row.get(1)?,
+        state: CallState::parse(&row.get::<_, String>(2)?),
+        env: row.get(3)?,
+        body: row.get(4)?,
+        result: row.get(5)?,
+        created: row.get(6)?,
+        finished: row.get(7)?,
+    })
+}
+
+/// `bytes` random bytes as hex: a function's uuid, a call's id.
+fn random_hex(bytes: usize) -> Result<String, FuncsError> {
+    let mut buf = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| FuncsError::Random)?;
+    Ok(hex::encode(buf))
+}
+
+impl Store {
+    /// Creates `tenant`'s (`None`: the operator's) function `name`.
+    pub fn create_func(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        spec: &str,
+    ) -> Result<FuncRow, FuncsError> {
+        let uuid = random_hex(16)?;
+        let mut db = self.db();
+        // IMMEDIATE: the count and the insert see the same functions.
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(tenant) = tenant {
+            let known: Option<i64> = tx
+                .query_row("SELECT 1 FROM tenants WHERE name = ?1", [tenant], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if known.is_none() {
+                return Err(FuncsError::NoTenant(tenant.to_owned()));
+            }
+        }
+        let held: usize = tx.query_row(
+            "SELECT count(*) FROM funcs WHERE ifnull(tenant, '') = ifnull(?1, '')",
+            [tenant],
+            |r| r.get(0),
+        )?;
+        if held >= MAX_FUNCS_PER_OWNER {
+            let owner = tenant.map_or_else(|| "the operator".to_owned(), |t| format!("tenant {t}"));
+            return Err(FuncsError::TooMany { owner });
+        }
+        let inserted = tx.execute(
+            "INSERT INTO funcs (tenant, name, spec, uuid, created) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+            params![tenant, name, spec, uuid, now()],
+        )?;
+        if inserted == 0 {
+            return Err(FuncsError::Exists(name.to_owned()));
+        }
+        let id = tx.last_insert_rowid();
+        let row = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM funcs WHERE id = ?1"),
+            [id],
+            row_of,
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// `tenant`'s function `name`: another owner's answers as a missing one.
+    pub fn func(&self, tenant: Option<&str>, name: &str) -> Result<FuncRow, FuncsError> {
+        self.db()
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM funcs WHERE ifnull(tenant, '') = ifnull(?1, '') AND name = ?2"
+                ),
+                params![tenant, name],
+                row_of,
+            )
+            .optional()?
+            .ok_or_else(|| FuncsError::NoFunc(name.to_owned()))
+    }
+
+    /// The function whose uuid is `uuid`, if any.
+    pub fn func_by_uuid(&self, uuid: &str) -> Result<Option<FuncRow>, FuncsError> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM funcs WHERE uuid = ?1"),
+                [uuid],
+                row_of,
+            )
+            .optional()?)
+    }
+
+    /// A function by its id, if it still exists.
+    pub fn func_by_id(&self, id: i64) -> Result<Option<FuncRow>, FuncsError> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM funcs WHERE id = ?1"),
+                [id],
+                row_of,
+            )
+            .optional()?)
+    }
+
+    /// `tenant`'s functions by name; every owner's with `all`.
+    pub fn funcs(&self, tenant: Option<&str>, all: bool) -> Result<Vec<FuncRow>, FuncsError> {
+        let db = self.db();
+        let mut statement = db.prepare(&format!(
+            "SELECT {COLUMNS} FROM funcs WHERE ?2 OR ifnull(tenant, '') = ifnull(?1, '')
+             ORDER BY ifnull(tenant, ''), name"
+        ))?;
+        let rows = statement.query_map(params![tenant, all], row_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes `tenant`'s function `name` and its calls.
+    pub fn remove_func(&self, tenant: Option<&str>, name: &str) -> Result<FuncRow, FuncsError> {
+        let row = self.func(tenant, name)?;
+        self.db()
+            .execute("DELETE FROM funcs WHERE id = ?1", [row.id])?;
+        Ok(row)
+    }
+
+    /// Replaces `tenant`'s function `name`'s definition (with `spec`) and
+    /// its uuid (with `refresh`: the old call URL answers 404 from now on).
+    pub fn update_func(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        spec: Option<&str>,
+        refresh: bool,
+    ) -> Result<FuncRow, FuncsError> {
+        let row = self.func(tenant, name)?;
+        let uuid = if refresh {
+            random_hex(16)?
+        } else {
+            row.uuid.clone()
+        };
+        self.db().execute(
+            "UPDATE funcs SET spec = ifnull(?2, spec), uuid = ?3 WHERE id = ?1",
+            params![row.id, spec, uuid],
+        )?;
+        self.func(tenant, name)
+    }
+
+    /// Records a queued call of function `func`; its id.
+    pub fn add_call(&self, func: i64, env: &str, body: &[u8]) -> Result<String, FuncsError> {
+        let id = random_hex(12)?;
+        self.db().execute(
+            "INSERT INTO func_calls (id, func, state, env, body, created)
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+            params![id, func, env, body, now()],
+        )?;
+        Ok(id)
+    }
+
+    /// Call `id`, if it is still kept.
+    pub fn call(&self, id: &str) -> Result<Option<CallRow>, FuncsError> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {CALL_COLUMNS} FROM func_calls WHERE id = ?1"),
+                [id],
+                call_of,
+            )
+            .optional()?)
+    }
+
+    /// Marks call `id` running; its request is dropped, being handed on.
+    pub fn start_call(&self, id: &str) -> Result<(), FuncsError> {
+        self.db().execute(
+            "UPDATE func_calls SET state = 'running', env = NULL, body = NULL WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Stores call `id`'s outcome.
+    pub fn finish_call(&self, id: &str, state: CallState, result: &[u8]) -> Result<(), FuncsError> {
+        self.db().execute(
+            "UPDATE func_calls SET state = ?2, result = ?3, finished = ?4, env = NULL, body = NULL
+             WHERE id = ?1",
+            params![id, state.as_str(), result, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Takes call `id` of function `func` if it is done: a result is
+    /// fetched once. A call not done yet is answered and kept; one of
+    /// another function answers as missing.
+    pub fn take_call(&self, func: i64, id: &str) -> Result<Option<CallRow>, FuncsError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                &format!("SELECT {CALL_COLUMNS} FROM func_calls WHERE id = ?1 AND func = ?2"),
+                params![id, func],
+                call_of,
+            )
+            .optional()?;
+        if row.as_ref().is_some_and(|r| r.state.is_done()) {
+            tx.execute("DELETE FROM func_calls WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// Calls waiting to run, oldest first: (function, call).
+    pub fn queued_calls(&self) -> Result<Vec<(i64, String)>, FuncsError> {
+        let db = self.db();
+        let mut statement =
+            db.prepare("SELECT func, id FROM func_calls WHERE state = 'queued' ORDER BY seq")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Calls a stopped hulld left running are failed with `why`: which
+    /// ones, as (function, call).
+    pub fn fail_running_calls(&self, why: &str) -> Result<Vec<(i64, String)>, FuncsError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let failed = {
+            let mut statement =
+                tx.prepare("SELECT func, id FROM func_calls WHERE state = 'running'")?;
+            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.execute(
+            "UPDATE func_calls SET state = 'failed', result = ?1, finished = ?2
+             WHERE state = 'running'",
+            params![why.as_bytes(), now()],
+        )?;
+        tx.commit()?;
+        Ok(failed)
+    }
+
+    /// Drops the results of calls done before `unfetched_before` (they then
+    /// answer as expired) and forgets expired ones done before
+    /// `forget_before`.
+    pub fn expire_calls(
+        &self,
+        unfetched_before: u64,
+        forget_before: u64,
+    ) -> Result<(), FuncsError> {
+        let db = self.db();
+        db.execute(
+            "DELETE FROM func_calls WHERE state = 'expired' AND finished < ?1",
+            [forget_before],
+        )?;
+        db.execute(
+            "UPDATE func_calls SET state = 'expired', result = NULL
+             WHERE state NOT IN ('queued', 'running', 'expired') AND finished < ?1",
+            [unfetched_before],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "funcs_tests.rs"]
+mod tests;
