@@ -130,6 +130,7 @@ pub struct Daemon {
     metering: Arc<Metering>,
     metrics: Arc<Metrics>,
     crons: crate::cron::Crons,
+    services: crate::service::Replicas,
 }
 
 impl Daemon {
@@ -201,6 +202,7 @@ impl Daemon {
             metering,
             metrics: Arc::new(Metrics::new()),
             crons: Default::default(),
+            services: Default::default(),
         })
     }
 
@@ -233,6 +235,11 @@ impl Daemon {
 
     /// Container runs' usage records.
     /// Hyper Cron's scheduler state.
+    /// The services' replicas at work.
+    pub fn services(&self) -> &crate::service::Replicas {
+        &self.services
+    }
+
     pub fn crons(&self) -> &crate::cron::Crons {
         &self.crons
     }

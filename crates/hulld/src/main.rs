@@ -292,6 +292,7 @@ async fn serve() -> Result<()> {
         serve_metrics(addr, daemon.clone()).await?;
     }
     hull_api::cron::spawn(daemon.clone());
+    hull_api::service::spawn(daemon.clone());
     let resuming = daemon.clone();
     tokio::spawn(async move {
         if let Err(err) = resuming.reattach_containers().await {
