@@ -60,6 +60,8 @@ struct View {
     replicas: u64,
     /// Taking connections.
     healthy: usize,
+    /// The addresses the balancer sends new connections to.
+    backends: Vec<std::net::Ipv4Addr>,
     members: Vec<Replica>,
     /// Why the last replica could not be made, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +90,7 @@ fn view(daemon: &Daemon, record: ServiceRecord) -> View {
         size: record.spec.size,
         replicas: record.spec.replicas,
         healthy,
+        backends,
         members,
     }
 }

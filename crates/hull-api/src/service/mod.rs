@@ -36,6 +36,9 @@ pub struct Replicas {
     health: Mutex<health::Table>,
     /// By service id: when making a replica last failed, and why.
     failures: Mutex<BTreeMap<String, (Instant, String)>>,
+    /// Services whose new replicas are being made: a VM boots meanwhile,
+    /// while the others are probed.
+    making: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,7 +160,9 @@ async fn tick(daemon: &Arc<Daemon>) {
 async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
     let owner = record.owner.as_deref();
     let check = record.spec.health_check;
+    let making = lock(&daemon.services().making).contains(&record.id);
     let mut alive = Vec::new();
+    let mut dead = Vec::new();
     for replica in replicas(daemon, record) {
         let hopeless = lock(&daemon.services().health)
             .get(&replica.id)
@@ -165,29 +170,47 @@ async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
         match replica.status {
             Status::Running | Status::Restarting if !hopeless => alive.push(replica),
             Status::Removing => {}
-            _ => {
-                info!(service = %record.spec.name, replica = %replica.name, state = %replica.state, hopeless, "replacing a replica");
-                remove(daemon, owner, &replica.name).await;
-            }
+            // Being made and started.
+            Status::Created if making => {}
+            _ => dead.push((replica, hopeless)),
         }
+    }
+    // The dead leave the balancer before anything else is done.
+    publish(daemon, record, &alive);
+    for (replica, hopeless) in dead {
+        info!(service = %record.spec.name, replica = %replica.name, state = %replica.state, hopeless, "replacing a replica");
+        remove(daemon, owner, &replica.name).await;
     }
     let wanted = usize::try_from(record.spec.replicas).unwrap_or(0);
     if alive.len() < wanted {
-        make(daemon, record, wanted - alive.len()).await;
+        if !making {
+            lock(&daemon.services().making).insert(record.id.clone());
+            let (daemon, record) = (daemon.clone(), record.clone());
+            let count = wanted - alive.len();
+            tokio::spawn(async move {
+                make(&daemon, &record, count).await;
+                lock(&daemon.services().making).remove(&record.id);
+                daemon.services().wake();
+            });
+        }
     } else if alive.len() > wanted {
-        // Unhealthy ones go first, then the newest.
+        // Unhealthy ones go first, then the newest; out of the balancer
+        // before their VMs go.
         let mut extra = alive.clone();
         extra.sort_by_key(|r| (r.healthy, std::cmp::Reverse(r.index)));
-        for replica in extra.iter().take(alive.len() - wanted) {
+        extra.truncate(alive.len() - wanted);
+        alive.retain(|r| !extra.iter().any(|e| e.id == r.id));
+        publish(daemon, record, &alive);
+        for replica in &extra {
             remove(daemon, owner, &replica.name).await;
         }
-        let gone: Vec<String> = extra[..alive.len() - wanted]
-            .iter()
-            .map(|r| r.id.clone())
-            .collect();
-        alive.retain(|r| !gone.contains(&r.id));
     }
     probe(daemon, record, &alive).await;
+    publish(daemon, record, &alive);
+}
+
+/// Gives the balancer the replicas of `alive` that are healthy.
+fn publish(daemon: &Daemon, record: &ServiceRecord, alive: &[Replica]) {
     let healthy: Vec<Ipv4Addr> = {
         let health = lock(&daemon.services().health);
         alive
