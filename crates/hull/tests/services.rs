@@ -126,6 +126,30 @@ fn get(setup: &Setup) -> Option<String> {
     })
 }
 
+/// Sequential `GET /`s from the host to `address:port`: requests per
+/// second and the 99th percentile latency.
+fn measure(setup: &Setup, address: &str, port: u16, n: usize) -> (f64, Duration) {
+    let target: std::net::SocketAddr = format!("{address}:{port}").parse().unwrap();
+    let host = setup.cloud.netns.as_ref().unwrap();
+    host.within(|| {
+        let start = Instant::now();
+        let mut latencies: Vec<Duration> = (0..n)
+            .map(|_| {
+                let begun = Instant::now();
+                let mut stream = TcpStream::connect(target).unwrap();
+                stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).unwrap();
+                assert!(answer.starts_with(b"HTTP/1.") && answer[8..].starts_with(b" 200"));
+                begun.elapsed()
+            })
+            .collect();
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        latencies.sort();
+        (rate, latencies[n * 99 / 100])
+    })
+}
+
 /// Answers per replica over `n` requests from the host (`None`: failed).
 fn spread(setup: &Setup, n: usize) -> BTreeMap<Option<String>, usize> {
     let mut counts = BTreeMap::new();
@@ -161,6 +185,15 @@ fn connections_spread_over_replicas_a_dead_one_is_replaced_and_scale_moves_them(
         let got = counts.get(&Some(name.to_owned())).copied().unwrap_or(0);
         assert!((8..=12).contains(&got), "{name}: {counts:?}");
     }
+
+    // Through the balancer against straight to one replica.
+    let first = inspect(s)["members"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (direct, direct_p99) = measure(s, &first, 8080, 200);
+    let (balanced, balanced_p99) = measure(s, &s.vip, 80, 200);
+    eprintln!("straight to a replica: {direct:.0} requests/s, p99 {direct_p99:?}; through the service: {balanced:.0} requests/s, p99 {balanced_p99:?}");
 
     // A client on the same bridge, by name: hairpinned through the host.
     let out = stdout_of(&s.cloud.daemon.hull(&[
