@@ -29,6 +29,13 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// Replace the replicas with ones of IMAGE, one at a time, each once
+    /// the one before is healthy; back to the old image if one never is.
+    RollingUpdate {
+        #[arg(long)]
+        image: String,
+        service: String,
+    },
     /// Set the number of replicas: hull service scale web=5.
     Scale {
         #[arg(required = true, value_name = "SERVICE=REPLICAS")]
@@ -129,6 +136,15 @@ async fn run(client: &Client, command: ServiceCommand) -> Result<i32> {
                 format!("/services/{}", encode(name))
             })
             .await
+        }
+        ServiceCommand::RollingUpdate { image, service } => {
+            let path = format!(
+                "/services/{}/rolling-update?image={}",
+                encode(&service),
+                encode(&image)
+            );
+            let _: serde_json::Value = client.call_json(Method::POST, &path, None::<&()>).await?;
+            Ok(0)
         }
         ServiceCommand::Scale { scales } => {
             for scale in scales {

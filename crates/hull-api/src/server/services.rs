@@ -63,6 +63,9 @@ struct View {
     /// The addresses the balancer sends new connections to.
     backends: Vec<std::net::Ipv4Addr>,
     members: Vec<Replica>,
+    /// While a rolling update runs: the image it rolls back to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<String>,
     /// Why the last replica could not be made, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -77,6 +80,7 @@ fn view(daemon: &Daemon, record: ServiceRecord) -> View {
         .count();
     View {
         error: daemon.services().failure(&record.id),
+        rollback: record.rollback,
         id: record.id,
         address: record.vip.to_string(),
         network: record.spec.network,
@@ -159,6 +163,26 @@ pub(super) async fn route(
             record.spec.replicas = replicas;
             services.update(record.clone())?;
             daemon.services().wake();
+            Ok(json_response(StatusCode::OK, &view(daemon, record)))
+        }
+        (&Method::POST, "rolling-update") => {
+            let mut record = services.get(owner, &name)?;
+            let image = query
+                .get("image")
+                .filter(|i| !i.trim().is_empty() && i.len() <= 512)
+                .ok_or_else(|| bad("give image=IMAGE, at most 512 bytes"))?
+                .to_owned();
+            if record.rollback.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("service {name} is being updated already"),
+                ));
+            }
+            if image != record.spec.image {
+                record.rollback = Some(std::mem::replace(&mut record.spec.image, image));
+                services.update(record.clone())?;
+                daemon.services().wake();
+            }
             Ok(json_response(StatusCode::OK, &view(daemon, record)))
         }
         _ => Err(super::not_found(&method, &path)),

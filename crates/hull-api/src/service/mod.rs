@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use hull_net::service::{ServiceRecord, LABEL};
+use hull_net::service::{ServiceRecord, IMAGE_LABEL, LABEL};
 use hull_runtime::container::Status;
 use hyper::{Method, StatusCode};
 use serde_json::json;
@@ -65,6 +65,8 @@ pub struct Replica {
     pub address: Option<Ipv4Addr>,
     pub state: String,
     pub healthy: bool,
+    /// The image it was made from.
+    pub image: String,
     #[serde(skip)]
     status: Status,
     #[serde(skip)]
@@ -90,7 +92,14 @@ pub fn replicas(daemon: &Daemon, record: &ServiceRecord) -> Vec<Replica> {
         .map(|c| {
             let state = c.state();
             let name = c.name();
+            let image = c
+                .config()
+                .labels
+                .get(IMAGE_LABEL)
+                .cloned()
+                .unwrap_or_default();
             Replica {
+                image,
                 address: network
                     .as_ref()
                     .and_then(|n| n.endpoints.get(&c.id))
@@ -175,6 +184,17 @@ async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
             _ => dead.push((replica, hopeless)),
         }
     }
+    if record.rollback.is_some()
+        && dead
+            .iter()
+            .any(|(r, hopeless)| *hopeless && r.image == record.spec.image)
+    {
+        roll_back(
+            daemon,
+            record,
+            "a replica of the new image never became healthy",
+        );
+    }
     // The dead leave the balancer before anything else is done.
     publish(daemon, record, &alive);
     for (replica, hopeless) in dead {
@@ -193,11 +213,37 @@ async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
                 daemon.services().wake();
             });
         }
-    } else if alive.len() > wanted {
-        // Unhealthy ones go first, then the newest; out of the balancer
-        // before their VMs go.
+    } else if alive.len() == wanted
+        && !making
+        && alive.iter().all(|r| r.healthy)
+        && alive.iter().any(|r| r.image != record.spec.image)
+    {
+        // A rolling update: one more replica of the new image; an old one
+        // goes once it is healthy.
+        lock(&daemon.services().making).insert(record.id.clone());
+        let (daemon, record) = (daemon.clone(), record.clone());
+        tokio::spawn(async move {
+            make(&daemon, &record, 1).await;
+            lock(&daemon.services().making).remove(&record.id);
+            daemon.services().wake();
+        });
+    } else if alive.len() > wanted
+        && !alive.iter().any(|r| {
+            r.image == record.spec.image
+                && !r.healthy
+                && alive.iter().any(|o| o.image != record.spec.image)
+        })
+    {
+        // Old images go first, then unhealthy ones, then the newest; out
+        // of the balancer before their VMs go.
         let mut extra = alive.clone();
-        extra.sort_by_key(|r| (r.healthy, std::cmp::Reverse(r.index)));
+        extra.sort_by_key(|r| {
+            (
+                r.image == record.spec.image,
+                r.healthy,
+                std::cmp::Reverse(r.index),
+            )
+        });
         extra.truncate(alive.len() - wanted);
         alive.retain(|r| !extra.iter().any(|e| e.id == r.id));
         publish(daemon, record, &alive);
@@ -207,6 +253,39 @@ async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
     }
     probe(daemon, record, &alive).await;
     publish(daemon, record, &alive);
+    if record.rollback.is_some()
+        && alive.len() == wanted
+        && alive
+            .iter()
+            .all(|r| r.healthy && r.image == record.spec.image)
+    {
+        let services = daemon.containers().networks().services();
+        if let Ok(mut current) = services.get(owner, &record.spec.name) {
+            if current.spec.image == record.spec.image {
+                current.rollback = None;
+                let _ = services.update(current);
+                info!(service = %record.spec.name, image = %record.spec.image, "rolling update done");
+            }
+        }
+    }
+}
+
+/// Ends a rolling update that failed: the service's image is the old one
+/// again, so the new image's replicas are the ones replaced.
+fn roll_back(daemon: &Daemon, record: &ServiceRecord, why: &str) {
+    let services = daemon.containers().networks().services();
+    let Ok(mut current) = services.get(record.owner.as_deref(), &record.spec.name) else {
+        return;
+    };
+    let Some(image) = current.rollback.take() else {
+        return;
+    };
+    warn!(service = %current.spec.name, from = %current.spec.image, to = %image, why, "rolling back");
+    current.spec.image = image;
+    if let Err(err) = services.update(current) {
+        warn!(error = %err, "cannot roll back the service");
+    }
+    lock(&daemon.services().failures).remove(&record.id);
 }
 
 /// Gives the balancer the replicas of `alive` that are healthy.
@@ -277,6 +356,9 @@ async fn make(daemon: &Arc<Daemon>, record: &ServiceRecord, count: usize) {
     match failure {
         Some(why) => {
             warn!(service = %record.spec.name, error = %why, "cannot make a replica");
+            if record.rollback.is_some() {
+                roll_back(daemon, record, &why);
+            }
             failures.insert(record.id.clone(), (Instant::now(), why));
         }
         None => {
@@ -297,7 +379,7 @@ async fn make_one(daemon: &Arc<Daemon>, record: &ServiceRecord, name: &str) -> R
     let mut body = json!({
         "Image": spec.image,
         "Hostname": name,
-        "Labels": { LABEL: record.id, "sh.hull.service.name": spec.name },
+        "Labels": { LABEL: record.id, IMAGE_LABEL: spec.image, "sh.hull.service.name": spec.name },
         "HostConfig": host,
     });
     if !spec.cmd.is_empty() {

@@ -33,6 +33,8 @@ use crate::NetworkError;
 pub const ENDPOINT_PREFIX: &str = "service-";
 /// The label that marks a replica with its service's id.
 pub const LABEL: &str = "sh.hull.service";
+/// The label that marks a replica with the image it was made from.
+pub const IMAGE_LABEL: &str = "sh.hull.service.image";
 /// Services of one owner.
 pub const MAX_PER_OWNER: usize = 64;
 
@@ -170,6 +172,7 @@ impl Networks {
             network_id: network.id.clone(),
             vip: endpoint.address,
             created: unix_now(),
+            rollback: None,
         };
         let made = store
             .insert(record.clone())

@@ -22,6 +22,9 @@ pub struct ServiceRecord {
     pub vip: Ipv4Addr,
     /// Seconds since the epoch.
     pub created: u64,
+    /// While a rolling update runs: the image it rolls back to.
+    #[serde(default)]
+    pub rollback: Option<String>,
 }
 
 impl ServiceRecord {
@@ -155,6 +158,7 @@ mod tests {
             network_id: "n".repeat(64),
             vip: Ipv4Addr::new(10, 128, 0, 9),
             created: 1,
+            rollback: None,
         }
     }
 
