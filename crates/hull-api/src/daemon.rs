@@ -131,6 +131,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     crons: crate::cron::Crons,
     funcs: crate::func::Funcs,
+    services: crate::service::Replicas,
 }
 
 impl Daemon {
@@ -203,6 +204,7 @@ impl Daemon {
             metrics: Arc::new(Metrics::new()),
             crons: Default::default(),
             funcs: Default::default(),
+            services: Default::default(),
         })
     }
 
@@ -235,6 +237,11 @@ impl Daemon {
 
     /// Container runs' usage records.
     /// Hyper Cron's scheduler state.
+    /// The services' replicas at work.
+    pub fn services(&self) -> &crate::service::Replicas {
+        &self.services
+    }
+
     pub fn crons(&self) -> &crate::cron::Crons {
         &self.crons
     }

@@ -9,6 +9,7 @@ pub mod in_use;
 pub mod metering;
 pub mod metrics;
 pub mod server;
+pub mod service;
 pub mod stdcopy;
 pub mod tls;
 pub mod types;

@@ -45,6 +45,8 @@ pub struct Networks {
     writing: Mutex<()>,
     /// Floating IPs: their records, the pool and the uplink.
     pub(crate) fips: crate::fip::Fips,
+    /// Services: their records and healthy replicas.
+    pub(crate) services: crate::service::Services,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -84,6 +86,12 @@ impl Networks {
             vm_uids,
             writing: Mutex::default(),
             fips: crate::fip::Fips::open(&dir.join("fips"))?,
+            services: crate::service::Services::open(&dir.join("services")).map_err(|e| {
+                NetworkError::Host {
+                    command: "open the service records".into(),
+                    message: e.to_string(),
+                }
+            })?,
         };
         networks.apply_firewall()?;
         Ok(networks)
@@ -359,6 +367,7 @@ impl Networks {
             }
         }
         drop(published);
+        self.restore_services();
         if let Err(err) = self.apply_firewall() {
             warn!(error = %err, "cannot restore the firewall");
         }
@@ -401,6 +410,7 @@ impl Networks {
         let mut script = ruleset.script();
         script.push_str(&self.security_script());
         script.extend(self.fips.script(&fips));
+        script.push_str(&self.services.script());
         firewall.apply(&script)?;
         // Answered for on the uplink only once the rules are in place.
         Ok(self.fips.reconcile(&fips)?)

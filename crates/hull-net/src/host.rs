@@ -64,7 +64,7 @@ impl Firewall {
     }
 }
 
-fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), NetworkError> {
+pub(crate) fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), NetworkError> {
     let command = || format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)

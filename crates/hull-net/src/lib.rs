@@ -12,6 +12,7 @@ pub mod firewall;
 mod host;
 pub mod records;
 pub mod resolver;
+pub mod service;
 pub mod sg;
 pub mod store;
 mod subnet;

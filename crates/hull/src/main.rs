@@ -26,6 +26,7 @@ mod pull;
 mod push;
 mod run;
 mod save;
+mod service;
 mod sg;
 mod stdio;
 mod tag;
@@ -156,6 +157,9 @@ enum Command {
     /// Manage floating IPs: public addresses for containers.
     #[command(subcommand)]
     Fip(fip::FipCommand),
+    /// Manage services: a balanced address over replicas of one image.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Show the versions of hull and of the hulld it reaches.
     Version,
     /// Save a cloud's credentials: hull config --accesskey AK --secretkey SK tcp://HOST:PORT
@@ -257,6 +261,7 @@ fn main() -> ExitCode {
             Command::Network(command) => networks::network(&client, command).await,
             Command::Sg(command) => sg::sg(&client, command).await,
             Command::Fip(command) => fip::fip(&client, command).await,
+            Command::Service(command) => service::service(&client, command).await,
         }
     });
     // A task may be blocked reading stdin, which would hold up a normal

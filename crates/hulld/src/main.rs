@@ -316,6 +316,7 @@ async fn serve() -> Result<()> {
     let func_listen = args.func_listen.as_deref();
     let (io, queue, ttl) = (args.func_max_io, args.func_max_queue, args.func_result_ttl);
     funcs::start(daemon.clone(), func_listen, io, queue, ttl).await?;
+    hull_api::service::spawn(daemon.clone());
     let resuming = daemon.clone();
     tokio::spawn(async move {
         if let Err(err) = resuming.reattach_containers().await {

@@ -23,6 +23,7 @@ mod push;
 mod run;
 mod save;
 pub(crate) mod scope;
+mod services;
 pub(crate) mod sg;
 mod stats;
 mod stream;
@@ -299,6 +300,9 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p == "/fips" || p.starts_with("/fips/") => {
             fips::route(&daemon, scope::Scope::Operator, request).await
+        }
+        (_, p) if p == "/services" || p.starts_with("/services/") => {
+            services::route(&daemon, scope::Scope::Operator, request).await
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");

@@ -446,6 +446,9 @@ pub(super) async fn route(
         (_, p) if p == "/fips" || p.starts_with("/fips/") => {
             super::fips::route(daemon, scope, request).await
         }
+        (_, p) if p == "/services" || p.starts_with("/services/") => {
+            super::services::route(daemon, scope, request).await
+        }
         (&Method::POST, "/containers/create") => {
             tenant_containers::create(daemon, &tenant.0, request).await
         }

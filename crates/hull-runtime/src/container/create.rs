@@ -275,7 +275,8 @@ impl<H: Hypervisor> Containers<H> {
         known.extend(self.pod_ids());
         for network in self.networks.list() {
             for container in network.endpoints.keys() {
-                if !known.contains(container) {
+                if !known.contains(container) && !hull_net::service::is_service_endpoint(container)
+                {
                     info!(network = %network.name, container = %container, "releasing the address of a container that is gone");
                     self.networks.forget(container);
                 }

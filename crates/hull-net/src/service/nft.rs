@@ -1,0 +1,164 @@
+//! The nftables chains of services, in Hull's own `ip hull` table (and
+//! one filter chain in `inet hull`), written with the rest of Hull's rules
+//! in one transaction.
+//!
+//! - `services`, jumped to from nat prerouting and output at priority -105
+//!   (after the FIPs' -110, before `dstnat`'s published ports): a new TCP
+//!   connection to a service's address at its port is translated to one
+//!   of its healthy replicas, chosen by `numgen inc` (round robin) or by
+//!   `jhash` of the client's address (a client keeps its replica while the
+//!   set of healthy replicas stays the same). Only a connection's first
+//!   packet passes nat chains: conntrack keeps its choice. With no healthy
+//!   replica the connection is dropped.
+//! - `service_postrouting`, nat postrouting at 95 (before `srcnat`): a
+//!   connection to a service leaves masqueraded to the bridge's gateway.
+//!   The client and the replica are most often on one bridge: without it
+//!   the replica would answer the client straight over the bridge, from an
+//!   address the client never asked, and the client would reset it.
+//! - `service_redirects`, filter output: the host routes these connections
+//!   back out of the bridge they came in on, for which Linux sends the
+//!   client an ICMP redirect that conntrack would turn into "reach the
+//!   service's address through the replica"; they are dropped.
+
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use super::Algorithm;
+use crate::firewall::TABLE;
+
+/// After the FIPs' chain (-110), before `dstnat` (-100).
+pub const DNAT_PRIORITY: i32 = -105;
+/// Before `srcnat` (100).
+pub const SNAT_PRIORITY: i32 = 95;
+
+/// A service as its rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRules {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub container_port: u16,
+    pub algorithm: Algorithm,
+    /// The healthy replicas' addresses.
+    pub backends: Vec<Ipv4Addr>,
+}
+
+/// The chains for `services`; empty for none.
+pub fn script(services: &[ServiceRules]) -> String {
+    if services.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "table ip {TABLE} {{");
+    for hook in ["prerouting", "output"] {
+        let _ = writeln!(
+            out,
+            "  chain service_{hook} {{\n    type nat hook {hook} priority {DNAT_PRIORITY}; policy accept;\n    jump services\n  }}"
+        );
+    }
+    let _ = writeln!(out, "  chain services {{");
+    for service in services {
+        let matches = format!("ip daddr {} tcp dport {}", service.vip, service.port);
+        if service.backends.is_empty() {
+            let _ = writeln!(out, "    {matches} drop");
+            continue;
+        }
+        let selector = match service.algorithm {
+            Algorithm::Roundrobin => "numgen inc".to_owned(),
+            Algorithm::Source => "jhash ip saddr".to_owned(),
+        };
+        let map: Vec<String> = service
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, address)| format!("{i} : {address}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "    {matches} dnat to {selector} mod {} map {{ {} }} : {}",
+            service.backends.len(),
+            map.join(", "),
+            service.container_port
+        );
+    }
+    let vips: Vec<String> = services.iter().map(|s| s.vip.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "  }}\n  chain service_postrouting {{\n    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;\n    ct original ip daddr {{ {} }} masquerade\n  }}\n}}",
+        vips.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "table inet {TABLE} {{\n  chain service_redirects {{\n    type filter hook output priority filter; policy accept;\n    oifname \"{}*\" icmp type redirect drop\n  }}\n}}",
+        crate::BRIDGE_PREFIX
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
+        let start = format!("  chain {name} {{");
+        script
+            .lines()
+            .skip_while(|line| *line != start)
+            .skip(1)
+            .take_while(|line| *line != "  }")
+            .map(str::trim)
+            .collect()
+    }
+
+    fn service(vip: &str, algorithm: Algorithm, backends: &[&str]) -> ServiceRules {
+        ServiceRules {
+            vip: vip.parse().unwrap(),
+            port: 80,
+            container_port: 8080,
+            algorithm,
+            backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn services_spread_over_healthy_replicas_and_leave_masqueraded() {
+        let script = script(&[
+            service(
+                "10.128.0.9",
+                Algorithm::Roundrobin,
+                &["10.128.0.2", "10.128.0.3"],
+            ),
+            service("10.128.1.9", Algorithm::Source, &["10.128.1.2"]),
+            service("10.128.2.9", Algorithm::Roundrobin, &[]),
+        ]);
+        assert!(script.starts_with("table ip hull {\n"));
+        assert_eq!(
+            chain(&script, "service_prerouting"),
+            [
+                "type nat hook prerouting priority -105; policy accept;",
+                "jump services"
+            ]
+        );
+        assert_eq!(chain(&script, "service_output")[1], "jump services");
+        assert_eq!(
+            chain(&script, "services"),
+            [
+                "ip daddr 10.128.0.9 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.128.0.2, 1 : 10.128.0.3 } : 8080",
+                "ip daddr 10.128.1.9 tcp dport 80 dnat to jhash ip saddr mod 1 map { 0 : 10.128.1.2 } : 8080",
+                "ip daddr 10.128.2.9 tcp dport 80 drop",
+            ]
+        );
+        assert_eq!(
+            chain(&script, "service_postrouting")[1],
+            "ct original ip daddr { 10.128.0.9, 10.128.1.9, 10.128.2.9 } masquerade"
+        );
+        assert_eq!(
+            chain(&script, "service_redirects")[1],
+            "oifname \"hb-*\" icmp type redirect drop"
+        );
+    }
+
+    #[test]
+    fn without_services_there_are_no_chains() {
+        assert_eq!(script(&[]), "");
+    }
+}
