@@ -66,6 +66,7 @@ done <"$deselected"
 # The tests import the sdist's own `docker` package (it sits at the top of
 # the rootdir); one test at a time, each with a deadline.
 "$cache/venv/bin/python" -m pytest -p no:cacheprovider --timeout "$timeout" -rfE \
+    --durations=40 \
     "${args[@]}" \
     tests/integration/api_container_test.py \
     tests/integration/api_exec_test.py \

@@ -48,7 +48,12 @@ fn docker_pys_own_tests_pass() {
     // pytest's own closing words, which a reader of the whole run's output
     // would take for the suite's verdict.
     for line in report.lines() {
-        if line.starts_with("FAILED ") || line.starts_with("ERROR ") {
+        if line.starts_with("FAILED ")
+            || line.starts_with("ERROR ")
+            || line.contains("s call ")
+            || line.contains("s setup ")
+            || line.contains("s teardown ")
+        {
             eprintln!("docker-py: {line}");
         }
     }

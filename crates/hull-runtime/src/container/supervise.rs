@@ -59,6 +59,8 @@ impl<H: Hypervisor> Containers<H> {
             kill: kill.clone(),
             guest_memory,
         });
+        let own_vm = matches!(run.sandbox, Sandbox::Own { .. });
+        container.changes.send_modify(|s| s.vm_up = own_vm);
         container.update(|s| {
             s.status = Status::Running;
             s.pid = pid;
@@ -152,19 +154,8 @@ impl<H: Hypervisor> Containers<H> {
         if let Some(stdin_pump) = stdin_pump {
             stdin_pump.abort();
         }
-        let in_pod = match sandbox {
-            Sandbox::Own { vm, run_dir } => {
-                power_off(&vm, &agent, &mut vm_exit).await;
-                self.flush_volumes(&container).await;
-                drop(vm);
-                drop(run_dir);
-                self.networks.detach(&container.id);
-                false
-            }
-            Sandbox::Pod(_) => true,
-        };
-        *lock(&container.run) = None;
-
+        // The exit is recorded as soon as the process is gone, as docker
+        // records it: waiters and inspect see it while the VM powers off.
         let config = container.config();
         let mut restart = false;
         container.update(|s| {
@@ -188,6 +179,19 @@ impl<H: Hypervisor> Containers<H> {
         LogWriter::close(&container.log);
         info!(container = %container.id, code, restart, "container exited");
         self.emit(&container, "die", &[("exitCode", code.to_string())]);
+        let in_pod = match sandbox {
+            Sandbox::Own { vm, run_dir } => {
+                power_off(&vm, &agent, &mut vm_exit).await;
+                self.flush_volumes(&container).await;
+                drop(vm);
+                drop(run_dir);
+                self.networks.detach(&container.id);
+                false
+            }
+            Sandbox::Pod(_) => true,
+        };
+        *lock(&container.run) = None;
+        container.changes.send_modify(|s| s.vm_up = false);
         if in_pod {
             self.settle_pod_of(&container).await;
         }
