@@ -375,6 +375,24 @@ fn detach_keys_close_an_attach_and_an_exec_and_the_process_runs_on() {
     read_to_close(&mut stream);
     let (_, inspect) = api(daemon, "GET", &format!("/exec/{exec_id}/json"), None);
     assert_eq!(inspect["Running"], true, "the exec runs on: {inspect}");
+    // A terminal's output framed as the start asks, as docker frames it.
+    let exec = json!({"Cmd": ["echo", "hello"], "AttachStdout": true, "Tty": true});
+    let (_, answer) = api(
+        daemon,
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&exec),
+    );
+    let exec_id = answer["Id"].as_str().unwrap().to_owned();
+    let mut stream = hijack(
+        daemon,
+        "POST",
+        &format!("/exec/{exec_id}/start"),
+        r#"{"Tty":false}"#,
+    );
+    let framed = read_to_close(&mut stream);
+    assert!(framed.starts_with(&[1, 0, 0, 0]), "{framed:?}");
+    assert!(text(&framed).contains("hello\r\n"), "{framed:?}");
     let bad = json!({"Cmd": ["cat"], "DetachKeys": "ctrl-pp"});
     let (status, answer) = api(
         daemon,

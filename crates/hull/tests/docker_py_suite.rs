@@ -37,23 +37,26 @@ fn docker_pys_own_tests_pass() {
     for name in TEST_IMAGES {
         stdout_of(&daemon.hull(&["tag", "busybox:latest", name]));
     }
+    // More of pytest's arguments (`-k Exec`, `-x`) for a run by hand.
+    let extra = std::env::var("DOCKER_PY_ARGS").unwrap_or_default();
     let output = Command::new("bash")
         .arg(common::repo().join("scripts/docker-py-suite.sh"))
+        .args(extra.split_whitespace())
         .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
         .output()
         .expect("scripts/docker-py-suite.sh runs");
     let report = text(&output.stdout);
     let passed = count(&report, "passed");
-    // What failed, by pytest's short summary; then the count, not in
-    // pytest's own closing words, which a reader of the whole run's output
-    // would take for the suite's verdict.
+    // What failed, by pytest's short summary, and the slowest tests (where
+    // CI's time goes); the whole report on a run by hand. Then the count,
+    // not in pytest's own closing words, which a reader of the whole run's
+    // output would take for the suite's verdict.
+    let by_hand = !extra.is_empty();
     for line in report.lines() {
-        if line.starts_with("FAILED ")
-            || line.starts_with("ERROR ")
-            || line.contains("s call ")
-            || line.contains("s setup ")
-            || line.contains("s teardown ")
-        {
+        let slow = [" call ", " setup ", " teardown "]
+            .iter()
+            .any(|phase| line.contains(phase));
+        if by_hand || line.starts_with("FAILED ") || line.starts_with("ERROR ") || slow {
             eprintln!("docker-py: {line}");
         }
     }

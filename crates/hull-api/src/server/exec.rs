@@ -92,7 +92,9 @@ pub(super) async fn start(
         *response.status_mut() = StatusCode::OK;
         return Ok(response);
     }
-    let tty = info.config.tty;
+    // As docker's: the start's `Tty` frames the output, whatever the
+    // exec's own (a terminal's output sent multiplexed, all as stdout).
+    let tty = body.tty;
     let upgrade = upgrade.expect("checked above");
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
