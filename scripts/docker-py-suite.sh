@@ -10,7 +10,8 @@
 # ${HULL_CACHE:-~/.cache/hull}/docker-py-VERSION and remade whenever missing.
 # The tests that need the internet are deselected by
 # crates/hull/tests/clients/docker_py_deselected.txt (one test id and its
-# reason a line). Prints pytest's report; its exit status is pytest's.
+# reason a line). Prints pytest's report, with the slowest tests (where CI's
+# time goes); its exit status is pytest's.
 set -euo pipefail
 
 version=6.1.3
