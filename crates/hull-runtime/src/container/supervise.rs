@@ -156,29 +156,19 @@ impl<H: Hypervisor> Containers<H> {
         }
         // The exit is recorded as soon as the process is gone, as docker
         // records it: waiters and inspect see it while the VM powers off.
+        // A container with volumes is exited once their disks are flushed
+        // to the host: its exit promises its volumes' data.
         let config = container.config();
+        let has_volumes = config
+            .volumes
+            .iter()
+            .any(|m| m.source.volume_name().is_some());
+        let mut exit = Some((code, error));
         let mut restart = false;
-        container.update(|s| {
-            s.status = Status::Exited;
-            s.pid = 0;
-            s.ports.clear();
-            s.ip_address.clear();
-            s.exit_code = code;
-            s.error = error;
-            s.finished_at = Some(SystemTime::now());
-            s.exits += 1;
-            restart = !config.auto_remove
-                && config
-                    .restart
-                    .restarts(code, s.restart_count, s.stopped_by_user);
-            if restart {
-                s.status = Status::Restarting;
-                s.restart_count += 1;
-            }
-        });
-        LogWriter::close(&container.log);
-        info!(container = %container.id, code, restart, "container exited");
-        self.emit(&container, "die", &[("exitCode", code.to_string())]);
+        if !has_volumes {
+            let (code, error) = exit.take().expect("not yet recorded");
+            restart = self.record_exit(&container, &config, code, error);
+        }
         let in_pod = match sandbox {
             Sandbox::Own { vm, run_dir } => {
                 power_off(&vm, &agent, &mut vm_exit).await;
@@ -192,6 +182,9 @@ impl<H: Hypervisor> Containers<H> {
         };
         *lock(&container.run) = None;
         container.changes.send_modify(|s| s.vm_up = false);
+        if let Some((code, error)) = exit {
+            restart = self.record_exit(&container, &config, code, error);
+        }
         if in_pod {
             self.settle_pod_of(&container).await;
         }
@@ -223,6 +216,40 @@ impl<H: Hypervisor> Containers<H> {
             warn!(container = %container.id, error = %err, "cannot restart the container");
             self.settle_pod_of(&container).await;
         }
+    }
+
+    /// Records an exit; returns whether the restart policy starts the
+    /// container again.
+    fn record_exit(
+        &self,
+        container: &Container,
+        config: &super::ContainerConfig,
+        code: i32,
+        error: String,
+    ) -> bool {
+        let mut restart = false;
+        container.update(|s| {
+            s.status = Status::Exited;
+            s.pid = 0;
+            s.ports.clear();
+            s.ip_address.clear();
+            s.exit_code = code;
+            s.error = error;
+            s.finished_at = Some(SystemTime::now());
+            s.exits += 1;
+            restart = !config.auto_remove
+                && config
+                    .restart
+                    .restarts(code, s.restart_count, s.stopped_by_user);
+            if restart {
+                s.status = Status::Restarting;
+                s.restart_count += 1;
+            }
+        });
+        LogWriter::close(&container.log);
+        info!(container = %container.id, code, restart, "container exited");
+        self.emit(container, "die", &[("exitCode", code.to_string())]);
+        restart
     }
 }
 
