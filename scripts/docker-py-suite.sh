@@ -10,7 +10,8 @@
 # ${HULL_CACHE:-~/.cache/hull}/docker-py-VERSION and remade whenever missing.
 # The tests that need the internet are deselected by
 # crates/hull/tests/clients/docker_py_deselected.txt (one test id and its
-# reason a line). Prints pytest's report; its exit status is pytest's.
+# reason a line). Prints pytest's report, with the slowest tests (where CI's
+# time goes); its exit status is pytest's.
 set -euo pipefail
 
 version=6.1.3
@@ -66,6 +67,7 @@ done <"$deselected"
 # The tests import the sdist's own `docker` package (it sits at the top of
 # the rootdir); one test at a time, each with a deadline.
 "$cache/venv/bin/python" -m pytest -p no:cacheprovider --timeout "$timeout" -rfE \
+    --durations=40 \
     "${args[@]}" \
     tests/integration/api_container_test.py \
     tests/integration/api_exec_test.py \

@@ -1,7 +1,8 @@
 //! The Engine API as docker's clients expect it, over the raw socket:
 //! settings docker stores come back from inspect, nulls read as absent, a
-//! SIGKILL returns once the container has exited, and swarm's endpoints
-//! answer as a host outside a swarm does.
+//! SIGKILL returns once the container has exited, an exit is reported
+//! without waiting for the VM's power-off, detach keys end an attach, and
+//! swarm's endpoints answer as a host outside a swarm does.
 
 mod common;
 
@@ -210,4 +211,210 @@ fn distribution_inspect_asks_the_registry() {
         None,
     );
     assert_eq!(status, 500, "{answer}");
+}
+
+/// `start`, then `wait`: the exit code, with the time the wait took.
+fn run_to_exit(daemon: &Daemon, id: &str) -> (Value, std::time::Duration) {
+    let (status, answer) = api(daemon, "POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(status, 204, "{answer}");
+    let began = std::time::Instant::now();
+    let (status, waited) = api(daemon, "POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!(status, 200, "{waited}");
+    (waited["StatusCode"].clone(), began.elapsed())
+}
+
+#[test]
+fn an_exit_is_reported_at_once_and_the_vm_powers_off_after() {
+    let daemon = daemon();
+    // Each run counts the runs before it in its writable layer: a start
+    // right after an exit must find the last run's writes on the disk its
+    // VM (still powering off when the exit was reported) handed back.
+    let script = "echo x >> /runs; echo run-$(wc -l < /runs); exit 3";
+    let id = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["sh", "-c", script],
+                "HostConfig": {"Binds": ["exit-fast:/data"]}}),
+    );
+    for run in 1..=2 {
+        let (code, took) = run_to_exit(daemon, &id);
+        assert_eq!(code, 3, "run {run}");
+        eprintln!("run {run}: the wait took {took:?}");
+        let (_, inspect) = api(daemon, "GET", &format!("/containers/{id}/json"), None);
+        let state = &inspect["State"];
+        assert_eq!(state["Status"], "exited", "{state}");
+        assert_eq!(
+            (&state["Running"], &state["ExitCode"]),
+            (&json!(false), &json!(3))
+        );
+        let (status, _) = api(daemon, "POST", &format!("/containers/{id}/kill"), None);
+        assert_eq!(status, 409, "an exited container is not killed");
+        let logs = Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(&daemon.socket)
+            .arg(format!("http://hulld/v1.43/containers/{id}/logs?stdout=1"))
+            .output()
+            .unwrap();
+        assert!(
+            text(&logs.stdout).contains(&format!("run-{run}")),
+            "run {run}"
+        );
+    }
+    // The volume's next user starts (no "attached to the running
+    // container") and reads what the last one wrote, right after its exit.
+    let writer = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["sh", "-c", "echo written > /data/f"],
+                "HostConfig": {"Binds": ["exit-fast:/data"]}}),
+    );
+    assert_eq!(run_to_exit(daemon, &writer).0, 0);
+    let reader = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["sh", "-c", "test \"$(cat /data/f)\" = written"],
+                "HostConfig": {"Binds": ["exit-fast:/data"]}}),
+    );
+    assert_eq!(
+        run_to_exit(daemon, &reader).0,
+        0,
+        "the reader saw the write"
+    );
+    // Removed right after its exit, with its volume after it.
+    for id in [&id, &writer, &reader] {
+        let (status, answer) = api(daemon, "DELETE", &format!("/containers/{id}"), None);
+        assert_eq!(status, 204, "{answer}");
+    }
+    let (status, answer) = api(daemon, "DELETE", "/volumes/exit-fast", None);
+    assert_eq!(status, 204, "{answer}");
+}
+
+/// Sends `request` on a fresh connection to the daemon, which takes it
+/// over; returns the connection past the answer's headers.
+fn hijack(daemon: &Daemon, method: &str, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} /v1.43{path} HTTP/1.1\r\nHost: hulld\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "{}", text(&head));
+        head.push(byte[0]);
+    }
+    assert!(text(&head).starts_with("HTTP/1.1 101"), "{}", text(&head));
+    stream
+}
+
+/// Reads until the daemon closes the connection; what came.
+fn read_to_close(stream: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut all = Vec::new();
+    stream
+        .read_to_end(&mut all)
+        .expect("the daemon closes the connection");
+    all
+}
+
+#[test]
+fn detach_keys_close_an_attach_and_an_exec_and_the_process_runs_on() {
+    use std::io::Write;
+    let daemon = daemon();
+    let id = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["cat"], "Tty": true, "OpenStdin": true}),
+    );
+    let (status, answer) = api(daemon, "POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(status, 204, "{answer}");
+    // Docker's default, ctrl-p ctrl-q, split across writes; then one of the
+    // client's own, a single key.
+    for (query, keys) in [
+        ("", &[&b"\x10"[..], b"\x11"][..]),
+        ("&detachKeys=ctrl-x", &[b"\x18"]),
+    ] {
+        let path = format!("/containers/{id}/attach?stream=1&stdin=1&stdout=1{query}");
+        let mut stream = hijack(daemon, "POST", &path, "");
+        for key in keys {
+            stream.write_all(key).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let echoed = read_to_close(&mut stream);
+        assert!(
+            !echoed.contains(&0x10),
+            "the keys are not the process's: {echoed:?}"
+        );
+        let (_, inspect) = api(daemon, "GET", &format!("/containers/{id}/json"), None);
+        assert_eq!(inspect["State"]["Status"], "running", "{query}");
+    }
+    let path = format!("/containers/{id}/attach?stream=1&stdin=1&detachKeys=ctrl-1");
+    let (status, answer) = api(daemon, "POST", &path, None);
+    assert_eq!(status, 400, "{answer}");
+
+    let exec = json!({"Cmd": ["cat"], "AttachStdin": true, "AttachStdout": true, "Tty": true,
+                      "detachKeys": "ctrl-y"});
+    let (status, answer) = api(
+        daemon,
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&exec),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let exec_id = answer["Id"].as_str().unwrap().to_owned();
+    let mut stream = hijack(
+        daemon,
+        "POST",
+        &format!("/exec/{exec_id}/start"),
+        r#"{"Tty":true}"#,
+    );
+    stream.write_all(b"\x19").unwrap();
+    read_to_close(&mut stream);
+    let (_, inspect) = api(daemon, "GET", &format!("/exec/{exec_id}/json"), None);
+    assert_eq!(inspect["Running"], true, "the exec runs on: {inspect}");
+    // A terminal's output framed as the start asks, as docker frames it.
+    let exec = json!({"Cmd": ["echo", "hello"], "AttachStdout": true, "Tty": true});
+    let (_, answer) = api(
+        daemon,
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&exec),
+    );
+    let exec_id = answer["Id"].as_str().unwrap().to_owned();
+    let mut stream = hijack(
+        daemon,
+        "POST",
+        &format!("/exec/{exec_id}/start"),
+        r#"{"Tty":false}"#,
+    );
+    let framed = read_to_close(&mut stream);
+    assert!(framed.starts_with(&[1, 0, 0, 0]), "{framed:?}");
+    assert!(text(&framed).contains("hello\r\n"), "{framed:?}");
+    let bad = json!({"Cmd": ["cat"], "DetachKeys": "ctrl-pp"});
+    let (status, answer) = api(
+        daemon,
+        "POST",
+        &format!("/containers/{id}/exec"),
+        Some(&bad),
+    );
+    assert_eq!(status, 400, "{answer}");
+    api(daemon, "DELETE", &format!("/containers/{id}?force=1"), None);
+}
+
+#[test]
+fn a_wait_ends_at_an_exit_that_the_restart_policy_follows() {
+    let daemon = daemon();
+    let id = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["true"],
+                "HostConfig": {"RestartPolicy": {"Name": "always"}}}),
+    );
+    let (code, took) = run_to_exit(daemon, &id);
+    assert_eq!(code, 0);
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let (status, answer) = api(daemon, "DELETE", &format!("/containers/{id}?force=1"), None);
+    assert_eq!(status, 204, "{answer}");
 }

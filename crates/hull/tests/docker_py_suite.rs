@@ -9,11 +9,13 @@ mod common;
 use common::{daemon, stdout_of, text};
 use std::process::Command;
 
-/// How many of docker-py's tests passed when this was last raised (114),
-/// less one for `test_attach_no_stream`, which passes or fails by a race in
-/// a tty-less attach's first bytes until that is mended: the count must not
-/// fall below it.
-const FLOOR: u32 = 113;
+/// How many of docker-py's tests passed when this was last raised (124),
+/// less three that pass or fail by timing on a loaded machine:
+/// `test_attach_no_stream` (a race in a tty-less attach's first bytes),
+/// `test_exec_run_success` (an exec that may run before the main process
+/// wrote the file it reads) and `test_attach_stream_and_cancel` (output
+/// due within three seconds of a start): the count must not fall below it.
+const FLOOR: u32 = 121;
 
 /// The names docker-py's tests give their images, all busybox here.
 const TEST_IMAGES: [&str; 4] = [
@@ -37,18 +39,26 @@ fn docker_pys_own_tests_pass() {
     for name in TEST_IMAGES {
         stdout_of(&daemon.hull(&["tag", "busybox:latest", name]));
     }
+    // More of pytest's arguments (`-k Exec`, `-x`) for a run by hand.
+    let extra = std::env::var("DOCKER_PY_ARGS").unwrap_or_default();
     let output = Command::new("bash")
         .arg(common::repo().join("scripts/docker-py-suite.sh"))
+        .args(extra.split_whitespace())
         .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
         .output()
         .expect("scripts/docker-py-suite.sh runs");
     let report = text(&output.stdout);
     let passed = count(&report, "passed");
-    // What failed, by pytest's short summary; then the count, not in
-    // pytest's own closing words, which a reader of the whole run's output
-    // would take for the suite's verdict.
+    // What failed, by pytest's short summary, and the slowest tests (where
+    // CI's time goes); the whole report on a run by hand. Then the count,
+    // not in pytest's own closing words, which a reader of the whole run's
+    // output would take for the suite's verdict.
+    let by_hand = !extra.is_empty();
     for line in report.lines() {
-        if line.starts_with("FAILED ") || line.starts_with("ERROR ") {
+        let slow = [" call ", " setup ", " teardown "]
+            .iter()
+            .any(|phase| line.contains(phase));
+        if by_hand || line.starts_with("FAILED ") || line.starts_with("ERROR ") || slow {
             eprintln!("docker-py: {line}");
         }
     }

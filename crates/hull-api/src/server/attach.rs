@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::containers::Query;
+use super::detach::{self, DetachWatch, Input};
 use super::stream::{stdcopy, upgraded_response, wants_upgrade, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{ApiError, Body};
 use crate::daemon::Daemon;
@@ -33,6 +34,8 @@ pub(super) async fn attach(
         ));
     }
     let query = Query::of(&request);
+    let detach_keys = detach::parse(query.get("detachKeys").unwrap_or(""))
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, err.to_string()))?;
     let (stdout, stderr) = (query.flag("stdout"), query.flag("stderr"));
     let config = container.config();
     let tty = config.process.tty;
@@ -60,7 +63,11 @@ pub(super) async fn attach(
         .flag("stdin")
         .then(|| container.stdin())
         .flatten()
-        .map(|tx| (tx, config.stdin_once));
+        .map(|tx| Stdin {
+            tx,
+            once: config.stdin_once,
+            watch: DetachWatch::new(detach_keys),
+        });
 
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
@@ -91,7 +98,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     tty: bool,
     history: Vec<OutputChunk>,
     live: Option<mpsc::Receiver<OutputChunk>>,
-    stdin: Option<(mpsc::Sender<StdinMessage>, bool)>,
+    stdin: Option<Stdin>,
     exited: impl std::future::Future<Output = ()>,
 ) {
     let (mut reader, mut writer) = tokio::io::split(connection);
@@ -108,8 +115,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
         Ok::<_, std::io::Error>(())
     };
     let input = async {
-        if let Some((tx, stdin_once)) = stdin {
-            forward_stdin(&mut reader, &tx, stdin_once).await;
+        if let Some(stdin) = stdin {
+            if forward_stdin(&mut reader, stdin).await == Ended::Detached {
+                // The connection closes; the process runs on.
+                return;
+            }
         }
         std::future::pending::<()>().await
     };
@@ -136,26 +146,45 @@ pub(super) async fn write_chunk<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
+/// Where an attached client's input goes.
+struct Stdin {
+    tx: mpsc::Sender<StdinMessage>,
+    /// Whether the process gets EOF when the client closes its side.
+    once: bool,
+    watch: DetachWatch,
+}
+
+/// How a client's input ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    Detached,
+}
+
 /// Copies the client's bytes to the container's stdin until the client
-/// closes its side; then, with `stdin_once`, the process gets EOF.
-async fn forward_stdin<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    tx: &mpsc::Sender<StdinMessage>,
-    stdin_once: bool,
-) {
+/// closes its side (then, with `stdin_once`, the process gets EOF) or
+/// types the detach keys (the process keeps its stdin).
+async fn forward_stdin<R: AsyncRead + Unpin>(reader: &mut R, mut stdin: Stdin) -> Ended {
     let mut buffer = vec![0u8; 32 * 1024];
     loop {
         match reader.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let chunk = Bytes::copy_from_slice(&buffer[..n]);
-                if tx.send(StdinMessage::Data(chunk)).await.is_err() {
-                    return;
+                let (chunk, detached) = match stdin.watch.filter(&buffer[..n]) {
+                    Input::Data(chunk) => (chunk, false),
+                    Input::Detach(chunk) => (chunk, true),
+                };
+                if !chunk.is_empty() && stdin.tx.send(StdinMessage::Data(chunk)).await.is_err() {
+                    return Ended::Closed;
+                }
+                if detached {
+                    return Ended::Detached;
                 }
             }
         }
     }
-    if stdin_once {
-        let _ = tx.send(StdinMessage::Close).await;
+    if stdin.once {
+        let _ = stdin.tx.send(StdinMessage::Close).await;
     }
+    Ended::Closed
 }

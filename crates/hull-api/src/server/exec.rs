@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use super::attach::write_chunk;
 use super::containers::{read_json, terminal_size, Query};
+use super::detach::{self, DetachWatch, Input};
 use super::stream::{upgraded_response, wants_upgrade, CONTENT_MULTIPLEXED, CONTENT_RAW};
 use super::{error_chain, full, json_response, ApiError, Body};
 use crate::daemon::Daemon;
@@ -32,6 +33,8 @@ pub(super) async fn create(
             "No exec command specified",
         ));
     }
+    detach::parse(&body.detach_keys)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, err.to_string()))?;
     let config = ExecConfig {
         args,
         env: body.env.unwrap_or_default(),
@@ -41,6 +44,7 @@ pub(super) async fn create(
         attach_stdin: body.attach_stdin,
         attach_stdout: body.attach_stdout,
         attach_stderr: body.attach_stderr,
+        detach_keys: body.detach_keys,
     };
     let id = daemon
         .containers()
@@ -88,7 +92,9 @@ pub(super) async fn start(
         *response.status_mut() = StatusCode::OK;
         return Ok(response);
     }
-    let tty = info.config.tty;
+    // As docker's: the start's `Tty` frames the output, whatever the
+    // exec's own (a terminal's output sent multiplexed, all as stdout).
+    let tty = body.tty;
     let upgrade = upgrade.expect("checked above");
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
@@ -102,29 +108,62 @@ pub(super) async fn start(
             stdin: info.config.attach_stdin.then_some(stdin_rx),
             output: output_tx,
         };
-        let input = async move {
+        // Checked when the exec was created.
+        let keys = detach::parse(&info.config.detach_keys).unwrap_or_default();
+        let mut watch = DetachWatch::new(keys);
+        let detached = tokio_util::sync::CancellationToken::new();
+        let input = async {
             let mut buffer = vec![0u8; 32 * 1024];
             while let Ok(n) = reader.read(&mut buffer).await {
-                if n == 0
-                    || stdin_tx
-                        .send(Bytes::copy_from_slice(&buffer[..n]))
-                        .await
-                        .is_err()
-                {
+                if n == 0 {
                     break;
+                }
+                let (chunk, detach) = match watch.filter(&buffer[..n]) {
+                    Input::Data(chunk) => (chunk, false),
+                    Input::Detach(chunk) => (chunk, true),
+                };
+                if !chunk.is_empty() && stdin_tx.send(chunk).await.is_err() {
+                    break;
+                }
+                if detach {
+                    // The client goes; the process keeps its stdin and runs on.
+                    detached.cancel();
+                    let _stdin = stdin_tx;
+                    return std::future::pending::<()>().await;
                 }
             }
             drop(stdin_tx);
             std::future::pending::<()>().await
         };
         let run = async {
-            let ran = containers.start_exec(&id, io).await;
+            let ran = containers.start_exec(&id, io);
+            tokio::pin!(ran);
             let mut writer = writer;
             let mut write_failed = false;
-            while let Some((stream, bytes)) = output_rx.recv().await {
-                if !write_failed && write_chunk(&mut writer, tty, stream, &bytes).await.is_err() {
-                    write_failed = true;
+            let mut ran_result = None;
+            loop {
+                tokio::select! {
+                    result = &mut ran, if ran_result.is_none() => ran_result = Some(result),
+                    () = detached.cancelled(), if !write_failed => {
+                        write_failed = true;
+                        let _ = writer.shutdown().await;
+                    }
+                    chunk = output_rx.recv() => match chunk {
+                        Some((stream, bytes)) => {
+                            if !write_failed && write_chunk(&mut writer, tty, stream, &bytes).await.is_err() {
+                                write_failed = true;
+                            }
+                        }
+                        None => break,
+                    },
                 }
+            }
+            let ran = match ran_result {
+                Some(ran) => ran,
+                None => ran.await,
+            };
+            if write_failed {
+                return;
             }
             if let Err(err) = ran {
                 let message = format!("{}\n", error_chain(&err));

@@ -8,6 +8,7 @@ mod commit;
 pub mod connections;
 mod containers;
 pub(crate) mod crons;
+mod detach;
 mod distribution;
 mod events;
 mod exec;

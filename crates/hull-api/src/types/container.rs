@@ -331,6 +331,9 @@ pub struct ExecCreate {
     pub user: String,
     pub privileged: bool,
     pub console_size: Option<[u16; 2]>,
+    /// docker's client sends `detachKeys`; docker reads either.
+    #[serde(alias = "detachKeys")]
+    pub detach_keys: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use super::{
     lock, names, Container, ContainerConfig, ContainerError, ContainerState, Containers,
-    EndpointOptions, PodMembership, Record, RestartPolicy, WRITABLE_DISK, WRITABLE_DISK_BYTES,
+    EndpointOptions, PodMembership, Record, RestartPolicy, Status, WRITABLE_DISK,
+    WRITABLE_DISK_BYTES,
 };
 use crate::run::{new_container_id, remove_dir};
 use crate::size::{Limits, VmSize};
@@ -333,7 +334,10 @@ impl<H: Hypervisor> Containers<H> {
             }
             let size = config.size.unwrap_or(default_size);
             limits.check(size)?;
-            let run = lock(&container.run).clone();
+            // A VM whose process has exited is powering off: the next
+            // start applies the limits.
+            let running = container.state().status == Status::Running;
+            let run = lock(&container.run).clone().filter(|_| running);
             if let Some(run) = run {
                 run.set_guest_memory(limits.guest_memory(size)).await?;
                 let count = limits.online_cpus(size);

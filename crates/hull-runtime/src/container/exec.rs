@@ -30,6 +30,9 @@ pub struct ExecConfig {
     pub attach_stdin: bool,
     pub attach_stdout: bool,
     pub attach_stderr: bool,
+    /// The keys that detach an attached client, in docker's notation;
+    /// empty for docker's default.
+    pub detach_keys: String,
 }
 
 /// An exec instance as inspect shows it.

@@ -87,6 +87,8 @@ impl<H: Hypervisor> Containers<H> {
             }));
             return;
         }
+        // Its last run's VM may still be writing the disk back.
+        container.vm_gone().await;
         let started = match self.files_vm(runtime, container).await {
             Ok(started) => started,
             Err(err) => {

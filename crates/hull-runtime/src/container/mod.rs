@@ -62,6 +62,9 @@ pub const DETACHED_VM_PREFIX: &str = "c-";
 const WRITABLE_DISK: &str = "writable.ext4";
 /// Its size: sparse, so only what the container writes takes space.
 const WRITABLE_DISK_BYTES: u64 = 10 << 30;
+/// The longest a VM's power-off takes: the guest's grace to power off
+/// twice over (asked, then awaited), and its halt.
+const VM_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(40);
 /// The error of containers whose VM stopped with the hulld that ran it.
 pub const INTERRUPTED: &str = "hulld stopped while the container ran, and its VM is gone";
 
@@ -158,6 +161,9 @@ pub enum ContainerError {
 pub struct Snapshot {
     pub state: ContainerState,
     pub removed: bool,
+    /// Whether a VM of the container's is still up: it outlives the
+    /// process by its power-off, which the exit does not wait for.
+    pub vm_up: bool,
 }
 
 /// Which change `wait` waits for, as docker's `condition`.
@@ -190,6 +196,7 @@ impl Container {
         let snapshot = Snapshot {
             state: record.state.clone(),
             removed: false,
+            vm_up: false,
         };
         Self {
             id: record.id.clone(),
@@ -263,11 +270,28 @@ impl Container {
         self.changes.send_modify(|s| s.state = state);
     }
 
+    /// The agent of the running process's VM; none once the process has
+    /// exited, though its VM may still be powering off.
     fn running_agent(&self) -> Result<AgentClient, ContainerError> {
+        let not_running = || ContainerError::NotRunning(self.id.clone());
+        if self.state().status != Status::Running {
+            return Err(not_running());
+        }
         lock(&self.run)
             .as_ref()
             .map(|run| run.agent.clone())
-            .ok_or_else(|| ContainerError::NotRunning(self.id.clone()))
+            .ok_or_else(not_running)
+    }
+
+    /// Waits until the VM of the container's last run is gone: its exit is
+    /// recorded first, its power-off follows, and nothing may use its disks
+    /// (start again, read its files, remove it) before that ends.
+    async fn vm_gone(&self) {
+        let mut changes = self.changes.subscribe();
+        let gone = changes.wait_for(|s| !s.vm_up || s.removed);
+        if tokio::time::timeout(VM_GONE_GRACE, gone).await.is_err() {
+            warn!(container = %self.id, "the VM of the container's last run is still powering off");
+        }
     }
 
     /// Receives the container's live output until its current (or next)
@@ -324,7 +348,11 @@ impl Container {
             .wait_for(|s| match condition {
                 WaitCondition::Removed => s.removed,
                 WaitCondition::NextExit => s.removed || s.state.exits > exits,
-                WaitCondition::NotRunning => s.removed || !s.state.running(),
+                // As docker's: an exit ends the wait even when the restart
+                // policy starts the container again.
+                WaitCondition::NotRunning => {
+                    s.removed || !s.state.running() || s.state.exits > exits
+                }
             })
             .await
             .map(|s| {

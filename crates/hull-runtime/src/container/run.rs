@@ -114,6 +114,7 @@ impl<H: Hypervisor> Containers<H> {
         if let Some(membership) = &config.pod {
             return self.launch_member(runtime, container, membership).await;
         }
+        self.vms_gone(container).await;
         let id = container.id.clone();
         let mut disks = self.container_disks(container).await?;
         let (mounts, shares) = self.volume_mounts(container, &mut disks)?;
@@ -306,6 +307,28 @@ impl<H: Hypervisor> Containers<H> {
 }
 
 impl<H: Hypervisor> Containers<H> {
+    /// Waits until the VMs that still hold the container's disks are gone:
+    /// that of its own last run, and those of other containers, done with
+    /// the volumes it mounts, that are still powering off.
+    async fn vms_gone(&self, container: &Container) {
+        container.vm_gone().await;
+        for mount in &container.config().volumes {
+            if let Some(name) = mount.source.volume_name() {
+                self.volume_users_gone(name).await;
+            }
+        }
+    }
+
+    /// Waits until the VMs of the volume's users whose process has exited
+    /// are gone.
+    pub(super) async fn volume_users_gone(&self, volume: &str) {
+        for user in self.volume_users(volume) {
+            if user.state().status != Status::Running {
+                user.vm_gone().await;
+            }
+        }
+    }
+
     /// The disks (added to `disks`), 9p shares and mounts of the
     /// container's volumes. A named volume's disk goes to one VM at a time.
     fn volume_mounts(

@@ -246,6 +246,9 @@ impl<H: Hypervisor> Containers<H> {
                 .await;
             }
         }
+        // Its writable disk and network go with it: not under a VM still
+        // powering off.
+        container.vm_gone().await;
         self.remove_now(container);
         Ok(())
     }

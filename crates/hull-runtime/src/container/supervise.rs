@@ -59,6 +59,8 @@ impl<H: Hypervisor> Containers<H> {
             kill: kill.clone(),
             guest_memory,
         });
+        let own_vm = matches!(run.sandbox, Sandbox::Own { .. });
+        container.changes.send_modify(|s| s.vm_up = own_vm);
         container.update(|s| {
             s.status = Status::Running;
             s.pid = pid;
@@ -152,6 +154,21 @@ impl<H: Hypervisor> Containers<H> {
         if let Some(stdin_pump) = stdin_pump {
             stdin_pump.abort();
         }
+        // The exit is recorded as soon as the process is gone, as docker
+        // records it: waiters and inspect see it while the VM powers off.
+        // A container with volumes is exited once their disks are flushed
+        // to the host: its exit promises its volumes' data.
+        let config = container.config();
+        let has_volumes = config
+            .volumes
+            .iter()
+            .any(|m| m.source.volume_name().is_some());
+        let mut exit = Some((code, error));
+        let mut restart = false;
+        if !has_volumes {
+            let (code, error) = exit.take().expect("not yet recorded");
+            restart = self.record_exit(&container, &config, code, error);
+        }
         let in_pod = match sandbox {
             Sandbox::Own { vm, run_dir } => {
                 power_off(&vm, &agent, &mut vm_exit).await;
@@ -164,30 +181,10 @@ impl<H: Hypervisor> Containers<H> {
             Sandbox::Pod(_) => true,
         };
         *lock(&container.run) = None;
-
-        let config = container.config();
-        let mut restart = false;
-        container.update(|s| {
-            s.status = Status::Exited;
-            s.pid = 0;
-            s.ports.clear();
-            s.ip_address.clear();
-            s.exit_code = code;
-            s.error = error;
-            s.finished_at = Some(SystemTime::now());
-            s.exits += 1;
-            restart = !config.auto_remove
-                && config
-                    .restart
-                    .restarts(code, s.restart_count, s.stopped_by_user);
-            if restart {
-                s.status = Status::Restarting;
-                s.restart_count += 1;
-            }
-        });
-        LogWriter::close(&container.log);
-        info!(container = %container.id, code, restart, "container exited");
-        self.emit(&container, "die", &[("exitCode", code.to_string())]);
+        container.changes.send_modify(|s| s.vm_up = false);
+        if let Some((code, error)) = exit {
+            restart = self.record_exit(&container, &config, code, error);
+        }
         if in_pod {
             self.settle_pod_of(&container).await;
         }
@@ -219,6 +216,40 @@ impl<H: Hypervisor> Containers<H> {
             warn!(container = %container.id, error = %err, "cannot restart the container");
             self.settle_pod_of(&container).await;
         }
+    }
+
+    /// Records an exit; returns whether the restart policy starts the
+    /// container again.
+    fn record_exit(
+        &self,
+        container: &Container,
+        config: &super::ContainerConfig,
+        code: i32,
+        error: String,
+    ) -> bool {
+        let mut restart = false;
+        container.update(|s| {
+            s.status = Status::Exited;
+            s.pid = 0;
+            s.ports.clear();
+            s.ip_address.clear();
+            s.exit_code = code;
+            s.error = error;
+            s.finished_at = Some(SystemTime::now());
+            s.exits += 1;
+            restart = !config.auto_remove
+                && config
+                    .restart
+                    .restarts(code, s.restart_count, s.stopped_by_user);
+            if restart {
+                s.status = Status::Restarting;
+                s.restart_count += 1;
+            }
+        });
+        LogWriter::close(&container.log);
+        info!(container = %container.id, code, restart, "container exited");
+        self.emit(container, "die", &[("exitCode", code.to_string())]);
+        restart
     }
 }
 

@@ -80,6 +80,7 @@ impl<H: Hypervisor> Containers<H> {
         volume: &str,
         name: &str,
     ) -> Result<Snapshot, ContainerError> {
+        self.volume_users_gone(volume).await;
         let running = self
             .volume_users(volume)
             .into_iter()
