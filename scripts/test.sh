@@ -18,4 +18,5 @@ cargo build --workspace --locked
 scripts/build-agent.sh >/dev/null
 kernel_dir=$(guest/kernel/build.sh)
 export HULL_KERNEL="$kernel_dir/vmlinux"
-cargo test --workspace --locked
+# Every suite runs even after a failure, so one run shows them all.
+cargo test --workspace --locked --no-fail-fast
