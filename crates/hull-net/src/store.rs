@@ -60,7 +60,7 @@ impl NetworkRecord {
     /// The host's bridge for this network; at most 15 characters, as
     /// interface names must be.
     pub fn bridge(&self) -> String {
-        format!("{}{}", crate::BRIDGE_PREFIX, &self.id[..12])
+        bridge_name(&self.id)
     }
 
     /// The address a name on this network stands for: a container's name,
@@ -396,6 +396,11 @@ impl NetworkStore {
 fn mac_for(address: Ipv4Addr) -> String {
     let [a, b, c, d] = address.octets();
     format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// The name of the bridge of the network whose id is `id`.
+pub(crate) fn bridge_name(id: &str) -> String {
+    format!("{}{}", crate::BRIDGE_PREFIX, id.get(..12).unwrap_or(id))
 }
 
 #[cfg(test)]

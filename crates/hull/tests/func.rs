@@ -122,28 +122,35 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     let (address, echo) = create(
         "echo",
         &["--timeout", "30s", "-e", "GREETING=hi"],
-        r#"echo "$HULL_FUNC_METHOD $GREETING $HTTP_X_COLOR"; cat"#,
+        r#"echo "$HULL_FUNC_METHOD $GREETING $HTTP_X_COLOR [$HTTP_PROXY] $HULL_FUNC_PATH"; cat"#,
     );
     let plane = Plane {
         cloud: &cloud,
         address,
     };
 
-    // Called synchronously: stdin in, stdout out, headers in the environment.
+    // Called synchronously: stdin in, stdout out, headers in the environment;
+    // but not `Proxy:` (httpoxy), and not the secret uuid of the path.
     let (status, body) = plane.send(
         "POST",
         &format!("{echo}/sync"),
-        &[("X-Color", "blue")],
+        &[("X-Color", "blue"), ("Proxy", "http://192.0.2.1:3128")],
         b"ping",
     );
-    assert_eq!((status, text(&body).as_str()), (200, "POST hi blue\nping"));
+    assert_eq!(
+        (status, text(&body).as_str()),
+        (200, "POST hi blue [] /call/echo\nping")
+    );
 
     // Asynchronously: an id at once, the result once.
     let early = plane.call_async(&echo, "kept unfetched");
     let id = plane.call_async(&echo, "pong");
     let output = output_path(&echo, &id);
     let (status, body) = plane.send("GET", &format!("{output}/wait"), &[], b"");
-    assert_eq!((status, text(&body).as_str()), (200, "POST hi \npong"));
+    assert_eq!(
+        (status, text(&body).as_str()),
+        (200, "POST hi  [] /call/echo\npong")
+    );
     let (status, _) = plane.send("GET", &output, &[], b"");
     assert_eq!(status, 404, "a result is fetched once");
 
@@ -263,7 +270,7 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     assert_eq!(status, 404);
     let begun = Instant::now();
     let (status, body) = plane.call(&format!("{refreshed}/sync"), "x");
-    assert_eq!((status, body.as_str()), (200, "POST hi \nx"));
+    assert_eq!((status, body.as_str()), (200, "POST hi  [] /call/echo\nx"));
     // Each call is a new VM: its latency, for the record.
     eprintln!(
         "a sync call (cold boot, no templates) took {:?}",

@@ -344,3 +344,42 @@ fn bad_specs_and_other_tenants_are_refused_and_make_nothing() {
         1
     );
 }
+
+#[test]
+fn a_removed_tenants_services_go_with_it_and_a_new_tenant_of_its_name_finds_none() {
+    let s = setup();
+    let _turn = turn();
+    let gamma = s.cloud.tenant_with_key("gamma");
+    as_tenant(
+        &s.cloud,
+        &gamma,
+        &[
+            "service",
+            "create",
+            "--name",
+            "api",
+            "--replicas",
+            "1",
+            "--service-port",
+            "80",
+            "--container-port",
+            "8080",
+            "busybox",
+            "sh",
+            "-c",
+            SERVE,
+        ],
+    );
+    let refused = s.cloud.daemon.hull(&["admin", "tenant", "rm", "gamma"]);
+    assert_fails(&refused, 1, &["1 services"]);
+    stdout_of(
+        &s.cloud
+            .daemon
+            .hull(&["admin", "tenant", "rm", "--force", "gamma"]),
+    );
+    let again = s.cloud.tenant_with_key("gamma");
+    let listed = as_tenant(&s.cloud, &again, &["service", "ls"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let containers = as_tenant(&s.cloud, &again, &["ps", "-a", "-q"]);
+    assert!(containers.trim().is_empty(), "{containers}");
+}

@@ -34,6 +34,8 @@ const MAX_HEADERS: usize = 64;
 const MAX_HEADER_ENV: usize = 16 * 1024;
 /// How long a client may take to send its headers, and its body.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest an output request waits for its call to end.
+const MAX_OUTPUT_WAIT: Duration = Duration::from_secs(60);
 
 /// Serves calls on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
@@ -111,7 +113,7 @@ async fn call(
     let Some(func) = function(daemon, name, uuid) else {
         return text(StatusCode::NOT_FOUND, "no such function");
     };
-    let env = match environment(&request) {
+    let env = match environment(&request, name) {
         Ok(env) => env,
         Err(response) => return response,
     };
@@ -160,7 +162,13 @@ async fn output(daemon: &Daemon, name: &str, uuid: &str, id: &str, wait: bool) -
 /// Call `id`'s result, taken if it is done.
 pub(crate) async fn fetch(daemon: &Daemon, func: &FuncRow, id: &str, wait: bool) -> Response<Body> {
     super::expire(daemon);
-    match take(daemon, func, id, wait).await {
+    // A wait is bounded, then answers the call's state (201, 202) for the
+    // client to ask again: callers can't pile up connections on one call.
+    let taken = match tokio::time::timeout(MAX_OUTPUT_WAIT, take(daemon, func, id, wait)).await {
+        Ok(taken) => taken,
+        Err(_) => take(daemon, func, id, false).await,
+    };
+    match taken {
         Ok(row) => answer(row, id),
         Err(error) => refused(&error),
     }
@@ -211,17 +219,26 @@ fn refused(error: &FuncError) -> Response<Body> {
 /// The call's environment: its method, path and query, and each header as
 /// `HTTP_<NAME>` (Hyper.sh's way). Headers past the bound answer 431.
 #[allow(clippy::result_large_err)]
-pub(crate) fn environment<B>(request: &Request<B>) -> Result<Vec<String>, Response<Body>> {
+pub(crate) fn environment<B>(
+    request: &Request<B>,
+    name: &str,
+) -> Result<Vec<String>, Response<Body>> {
     let uri = request.uri();
     let mut env = vec![
         format!("HULL_FUNC_METHOD={}", request.method()),
-        format!("HULL_FUNC_PATH={}", uri.path()),
+        // Not the request's own path: its uuid is the function's secret.
+        format!("HULL_FUNC_PATH=/call/{name}"),
         format!("HULL_FUNC_QUERY={}", uri.query().unwrap_or("")),
     ];
     let mut size = 0;
-    for (name, value) in request.headers() {
+    for (header, value) in request.headers() {
+        // A caller's `Proxy:` would become HTTP_PROXY, which HTTP clients
+        // in the function obey (httpoxy): it is dropped.
+        if header.as_str() == "proxy" {
+            continue;
+        }
         // hyper gives names lower-case, of token characters only.
-        let key: String = name
+        let key: String = header
             .as_str()
             .chars()
             .map(|c| {

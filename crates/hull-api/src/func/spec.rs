@@ -90,8 +90,9 @@ impl FuncSpec {
 
     /// The container config of one call, whose own environment is `env`.
     pub fn container_config(&self, env: &[String]) -> Value {
-        let mut all_env = self.env.clone();
-        all_env.extend_from_slice(env);
+        // The owner's own entries last: a caller's header can't override them.
+        let mut all_env = env.to_vec();
+        all_env.extend_from_slice(&self.env);
         let mut config = json!({
             "Image": self.image,
             "Env": all_env,
@@ -182,7 +183,7 @@ mod tests {
         let config = spec.container_config(&["HULL_FUNC_METHOD=POST".into()]);
         assert_eq!(config["OpenStdin"], true);
         assert_eq!(config["StdinOnce"], true);
-        assert_eq!(config["Env"], json!(["A=1", "HULL_FUNC_METHOD=POST"]));
+        assert_eq!(config["Env"], json!(["HULL_FUNC_METHOD=POST", "A=1"]));
         assert_eq!(config["Labels"][crate::server::SIZE_LABEL], "S2");
         assert!(config["HostConfig"]["Memory"].as_i64().unwrap() > 0);
         assert!(config.get("Cmd").is_none());

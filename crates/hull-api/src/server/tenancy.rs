@@ -215,6 +215,11 @@ pub(super) fn owned_pods(daemon: &Daemon, tenant: &str) -> Vec<Arc<PodRecord>> {
 /// first), then its volumes and snapshots. The first failure ends it, named.
 pub(super) async fn remove_all(daemon: &Daemon, tenant: &str) -> Result<(), ApiError> {
     let containers = daemon.containers();
+    let networks = containers.networks();
+    // Services first, or their replicas would be made again.
+    for service in owned_services(daemon, tenant) {
+        networks.remove_service(Some(tenant), &service)?;
+    }
     // A pod's containers go only with their pod.
     for pod in owned_pods(daemon, tenant) {
         containers.remove_pod(&pod, true).await?;
@@ -234,20 +239,36 @@ pub(super) async fn remove_all(daemon: &Daemon, tenant: &str) -> Result<(), ApiE
             containers.remove_volume(&volume.record.name)?;
         }
     }
+    // Detached with their containers: released back to the pool.
+    let owner = hull_net::fip::Owner::Tenant(tenant);
+    for fip in networks.list_fips(owner) {
+        networks.release_fip(owner, fip.ip)?;
+    }
     Ok(())
+}
+
+fn owned_services(daemon: &Daemon, tenant: &str) -> Vec<String> {
+    let networks = daemon.containers().networks();
+    let services = networks.services().list();
+    let owned = services
+        .into_iter()
+        .filter(|s| s.owner.as_deref() == Some(tenant));
+    owned.map(|s| s.spec.name).collect()
 }
 
 /// Refuses to forget a tenant that still owns objects: they would linger,
 /// unreachable, and return to a new tenant of the same name.
 pub(super) fn check_owns_nothing(daemon: &Daemon, tenant: &str) -> Result<(), ApiError> {
     let used = use_of(daemon, tenant);
-    if used.containers + used.volumes + used.snapshots == 0 {
+    let services = owned_services(daemon, tenant).len();
+    let fips = daemon.containers().networks().fips_of(tenant);
+    if used.containers + used.volumes + used.snapshots + fips == 0 && services == 0 {
         return Ok(());
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
         format!(
-            "tenant {tenant} still owns {} containers, {} volumes and {} snapshots: remove them first, or remove the tenant with --force to remove them too",
+            "tenant {tenant} still owns {} containers, {} volumes, {} snapshots, {services} services and {fips} floating IPs: remove them first, or remove the tenant with --force to remove them too",
             used.containers, used.volumes, used.snapshots
         ),
     ))

@@ -100,6 +100,7 @@ impl Services {
             .list()
             .into_iter()
             .map(|record| nft::ServiceRules {
+                bridge: crate::store::bridge_name(&record.network_id),
                 vip: record.vip,
                 port: record.service_port(),
                 container_port: record.container_port(),

@@ -2,10 +2,11 @@
 //! one filter chain in `inet hull`), written with the rest of Hull's rules
 //! in one transaction.
 //!
-//! - `services`, jumped to from nat prerouting and output at priority -105
-//!   (after the FIPs' -110, before `dstnat`'s published ports): a new TCP
-//!   connection to a service's address at its port is translated to one
-//!   of its healthy replicas, chosen by `numgen inc` (round robin) or by
+//! - `service_prerouting` and `service_output`, nat at priority -105 (after
+//!   the FIPs' -110, before `dstnat`'s published ports): a new TCP
+//!   connection to a service's address at its port, from the bridge of the
+//!   service's network or from the host, is translated to one of its
+//!   healthy replicas, chosen by `numgen inc` (round robin) or by
 //!   `jhash` of the client's address (a client keeps its replica while the
 //!   set of healthy replicas stays the same). Only a connection's first
 //!   packet passes nat chains: conntrack keeps its choice. With no healthy
@@ -34,6 +35,8 @@ pub const SNAT_PRIORITY: i32 = 95;
 /// A service as its rules need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRules {
+    /// The bridge of the service's network.
+    pub bridge: String,
     pub vip: Ipv4Addr,
     pub port: u16,
     pub container_port: u16,
@@ -49,41 +52,27 @@ pub fn script(services: &[ServiceRules]) -> String {
     }
     let mut out = String::new();
     let _ = writeln!(out, "table ip {TABLE} {{");
+    // From a bridge, only that of the service's own network: the uplink's
+    // neighbours (and other networks) never reach its replicas this way.
+    // From the host itself, every service.
     for hook in ["prerouting", "output"] {
         let _ = writeln!(
             out,
-            "  chain service_{hook} {{\n    type nat hook {hook} priority {DNAT_PRIORITY}; policy accept;\n    jump services\n  }}"
+            "  chain service_{hook} {{\n    type nat hook {hook} priority {DNAT_PRIORITY}; policy accept;"
         );
-    }
-    let _ = writeln!(out, "  chain services {{");
-    for service in services {
-        let matches = format!("ip daddr {} tcp dport {}", service.vip, service.port);
-        if service.backends.is_empty() {
-            let _ = writeln!(out, "    {matches} drop");
-            continue;
+        for service in services {
+            let from = match hook {
+                "prerouting" => format!("iifname \"{}\" ", service.bridge),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "    {from}{}", translation(service));
         }
-        let selector = match service.algorithm {
-            Algorithm::Roundrobin => "numgen inc".to_owned(),
-            Algorithm::Source => "jhash ip saddr".to_owned(),
-        };
-        let map: Vec<String> = service
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, address)| format!("{i} : {address}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "    {matches} dnat to {selector} mod {} map {{ {} }} : {}",
-            service.backends.len(),
-            map.join(", "),
-            service.container_port
-        );
+        let _ = writeln!(out, "  }}");
     }
     let vips: Vec<String> = services.iter().map(|s| s.vip.to_string()).collect();
     let _ = writeln!(
         out,
-        "  }}\n  chain service_postrouting {{\n    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;\n    ct original ip daddr {{ {} }} masquerade\n  }}\n}}",
+        "  chain service_postrouting {{\n    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;\n    ct original ip daddr {{ {} }} masquerade\n  }}\n}}",
         vips.join(", ")
     );
     let _ = writeln!(
@@ -92,6 +81,31 @@ pub fn script(services: &[ServiceRules]) -> String {
         crate::BRIDGE_PREFIX
     );
     out
+}
+
+/// A new connection to `service`'s address and port, sent to one of its
+/// healthy replicas, or dropped when it has none.
+fn translation(service: &ServiceRules) -> String {
+    let matches = format!("ip daddr {} tcp dport {}", service.vip, service.port);
+    if service.backends.is_empty() {
+        return format!("{matches} drop");
+    }
+    let selector = match service.algorithm {
+        Algorithm::Roundrobin => "numgen inc",
+        Algorithm::Source => "jhash ip saddr",
+    };
+    let map: Vec<String> = service
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, address)| format!("{i} : {address}"))
+        .collect();
+    format!(
+        "{matches} dnat to {selector} mod {} map {{ {} }} : {}",
+        service.backends.len(),
+        map.join(", "),
+        service.container_port
+    )
 }
 
 #[cfg(test)]
@@ -111,6 +125,7 @@ mod tests {
 
     fn service(vip: &str, algorithm: Algorithm, backends: &[&str]) -> ServiceRules {
         ServiceRules {
+            bridge: "hb-0123456789ab".to_owned(),
             vip: vip.parse().unwrap(),
             port: 80,
             container_port: 8080,
@@ -131,22 +146,22 @@ mod tests {
             service("10.128.2.9", Algorithm::Roundrobin, &[]),
         ]);
         assert!(script.starts_with("table ip hull {\n"));
+        let translations = [
+            "ip daddr 10.128.0.9 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.128.0.2, 1 : 10.128.0.3 } : 8080",
+            "ip daddr 10.128.1.9 tcp dport 80 dnat to jhash ip saddr mod 1 map { 0 : 10.128.1.2 } : 8080",
+            "ip daddr 10.128.2.9 tcp dport 80 drop",
+        ];
+        let prerouting = chain(&script, "service_prerouting");
         assert_eq!(
-            chain(&script, "service_prerouting"),
-            [
-                "type nat hook prerouting priority -105; policy accept;",
-                "jump services"
-            ]
+            prerouting[0],
+            "type nat hook prerouting priority -105; policy accept;"
         );
-        assert_eq!(chain(&script, "service_output")[1], "jump services");
-        assert_eq!(
-            chain(&script, "services"),
-            [
-                "ip daddr 10.128.0.9 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.128.0.2, 1 : 10.128.0.3 } : 8080",
-                "ip daddr 10.128.1.9 tcp dport 80 dnat to jhash ip saddr mod 1 map { 0 : 10.128.1.2 } : 8080",
-                "ip daddr 10.128.2.9 tcp dport 80 drop",
-            ]
-        );
+        let from_bridge: Vec<String> = translations
+            .iter()
+            .map(|t| format!("iifname \"hb-0123456789ab\" {t}"))
+            .collect();
+        assert_eq!(prerouting[1..], from_bridge);
+        assert_eq!(chain(&script, "service_output")[1..], translations);
         assert_eq!(
             chain(&script, "service_postrouting")[1],
             "ct original ip daddr { 10.128.0.9, 10.128.1.9, 10.128.2.9 } masquerade"
