@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use common::cloud::Cloud;
 use common::netns::{self, reaches, NetNs};
-use common::{eventually, stdout_of, text};
+use common::{assert_fails, eventually, stdout_of, text};
 
 const POOL: &str = "198.51.100.16/28";
 const OUTSIDE: &str = "198.51.100.2";
@@ -257,6 +257,15 @@ fn fips_are_counted_against_the_quota_and_nothing_is_allocated_over_it() {
         assert!(status == 400 || status == 404, "{target}: {status} {body}");
     }
     assert_eq!(world.listing(&gamma).as_array().unwrap().len(), 1);
+
+    // The FIP holds the tenant back from removal, unless forced: then it
+    // goes back to the pool, and a new tenant of the name holds nothing.
+    let hull = |args: &[&str]| world.cloud.daemon.hull(args);
+    let refused = hull(&["admin", "tenant", "rm", "gamma"]);
+    assert_fails(&refused, 1, &["1 floating IPs"]);
+    stdout_of(&hull(&["admin", "tenant", "rm", "--force", "gamma"]));
+    let gamma = world.cloud.tenant_with_key("gamma");
+    assert_eq!(world.listing(&gamma), serde_json::json!([]));
 }
 
 #[test]
