@@ -8,6 +8,7 @@
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
+use crate::owned::{self, NoRoom};
 use crate::store::{now, Store};
 
 /// Crons one owner may hold: each one is state hulld keeps and wakes for.
@@ -111,24 +112,10 @@ impl Store {
         let mut db = self.db();
         // IMMEDIATE: the count and the insert see the same crons.
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(tenant) = tenant {
-            let known: Option<i64> = tx
-                .query_row("SELECT 1 FROM tenants WHERE name = ?1", [tenant], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if known.is_none() {
-                return Err(CronsError::NoTenant(tenant.to_owned()));
-            }
-        }
-        let held: usize = tx.query_row(
-            "SELECT count(*) FROM crons WHERE ifnull(tenant, '') = ifnull(?1, '')",
-            [tenant],
-            |r| r.get(0),
-        )?;
-        if held >= MAX_CRONS_PER_OWNER {
-            let owner = tenant.map_or_else(|| "the operator".to_owned(), |t| format!("tenant {t}"));
-            return Err(CronsError::TooMany { owner });
+        match owned::room(&tx, "crons", tenant, MAX_CRONS_PER_OWNER)? {
+            Ok(()) => {}
+            Err(NoRoom::NoTenant(tenant)) => return Err(CronsError::NoTenant(tenant)),
+            Err(NoRoom::Full(owner)) => return Err(CronsError::TooMany { owner }),
         }
         let inserted = tx.execute(
             "INSERT INTO crons (tenant, name, spec, next_run, created) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -9,6 +9,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
+use crate::owned::{self, NoRoom};
 use crate::store::{now, Store};
 
 /// Functions one owner may hold.
@@ -177,24 +178,10 @@ impl Store {
         let mut db = self.db();
         // IMMEDIATE: the count and the insert see the same functions.
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(tenant) = tenant {
-            let known: Option<i64> = tx
-                .query_row("SELECT 1 FROM tenants WHERE name = ?1", [tenant], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if known.is_none() {
-                return Err(FuncsError::NoTenant(tenant.to_owned()));
-            }
-        }
-        let held: usize = tx.query_row(
-            "SELECT count(*) FROM funcs WHERE ifnull(tenant, '') = ifnull(?1, '')",
-            [tenant],
-            |r| r.get(0),
-        )?;
-        if held >= MAX_FUNCS_PER_OWNER {
-            let owner = tenant.map_or_else(|| "the operator".to_owned(), |t| format!("tenant {t}"));
-            return Err(FuncsError::TooMany { owner });
+        match owned::room(&tx, "funcs", tenant, MAX_FUNCS_PER_OWNER)? {
+            Ok(()) => {}
+            Err(NoRoom::NoTenant(tenant)) => return Err(FuncsError::NoTenant(tenant)),
+            Err(NoRoom::Full(owner)) => return Err(FuncsError::TooMany { owner }),
         }
         let inserted = tx.execute(
             "INSERT INTO funcs (tenant, name, spec, uuid, created) VALUES (?1, ?2, ?3, ?4, ?5)

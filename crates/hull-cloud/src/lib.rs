@@ -9,6 +9,7 @@ pub mod crons;
 pub mod date;
 pub mod funcs;
 pub mod images;
+mod owned;
 pub mod quota;
 pub mod seal;
 pub mod sign;
