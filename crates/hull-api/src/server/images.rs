@@ -231,6 +231,24 @@ fn internal(what: &str, err: std::io::Error) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {err}"))
 }
 
+/// Reads and drops what is left of a refused request's body, up to 1 MiB
+/// and 2 s: a client still sending a small upload then reads the refusal,
+/// where a close on unread bytes would reset the connection under it.
+pub(super) async fn drain(body: RequestBody) {
+    const MAX_DRAIN: usize = 1 << 20;
+    let mut body = BodyStream::new(body);
+    let mut drained = 0;
+    let reading = async {
+        while let Ok(Some(frame)) = body.try_next().await {
+            drained += frame.into_data().map_or(0, |d| d.len());
+            if drained > MAX_DRAIN {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reading).await;
+}
+
 /// Writes `body` to the file `path`, at most `budget` bytes of it.
 pub(super) async fn spool_body(
     body: RequestBody,

@@ -9,7 +9,7 @@
 use hull_image::{ImageConfig, NewImage};
 use hyper::{Request, Response, StatusCode};
 
-use super::images::spool_body;
+use super::images::{drain, spool_body};
 use super::new_image::{self, apply_changes, target};
 use super::pull::line;
 use super::scope::Scope;
@@ -59,7 +59,10 @@ pub(super) async fn import(
         }
         _ => true,
     };
-    new_image::check_room(daemon, scope, target.as_deref())?;
+    if let Err(refused) = new_image::check_room(daemon, scope, target.as_deref()) {
+        drain(request.into_body()).await;
+        return Err(refused);
+    }
 
     let staging = new_image::staging(daemon, "import-").await?;
     let layer = staging.path().join("layer");

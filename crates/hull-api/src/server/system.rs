@@ -23,21 +23,15 @@ pub(super) fn ping() -> Response<Body> {
 }
 
 /// Whether `path` is one of swarm mode's endpoints, which Hull, like a
-/// docker host outside a swarm, answers with 503.
+/// docker host outside a swarm, answers with 503. Not `/services`: those
+/// are Hull's own, as they were Hyper.sh's.
 pub(super) fn is_swarm(path: &str) -> bool {
-    [
-        "/swarm",
-        "/nodes",
-        "/services",
-        "/tasks",
-        "/secrets",
-        "/configs",
-    ]
-    .iter()
-    .any(|prefix| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    })
+    ["/swarm", "/nodes", "/tasks", "/secrets", "/configs"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }
 
 /// Docker's answer to swarm requests on a host that is in no swarm.
@@ -145,16 +139,10 @@ mod tests {
 
     #[test]
     fn swarm_endpoints_answer_that_this_node_is_in_no_swarm() {
-        for path in [
-            "/swarm",
-            "/swarm/init",
-            "/nodes",
-            "/services/x/update",
-            "/secrets",
-        ] {
+        for path in ["/swarm", "/swarm/init", "/nodes", "/tasks/x", "/secrets"] {
             assert!(is_swarm(path), "{path}");
         }
-        for path in ["/swarmy", "/containers/swarm", "/service", "/"] {
+        for path in ["/swarmy", "/containers/swarm", "/services", "/"] {
             assert!(!is_swarm(path), "{path}");
         }
         let response = not_in_swarm().into_response();

@@ -392,7 +392,9 @@ impl Hypervisor for Qemu {
         drop(owned);
         let mut child = spawned.map_err(|source| {
             self.jail.remove_cgroup(&config.id);
-            if source.kind() == io::ErrorKind::NotFound {
+            // A step before exec (the jail's) may fail first; a missing
+            // binary is still the cause to name.
+            if source.kind() == io::ErrorKind::NotFound || binary_missing(&self.binary) {
                 QemuError::NotFound {
                     binary: self.binary.clone(),
                 }
@@ -506,6 +508,15 @@ impl Hypervisor for Qemu {
 
 /// Where a detached VM's directory records the uid its QEMU runs as.
 const UID_FILE: &str = "uid";
+
+/// Whether `binary` (a path, or a name looked up in `PATH`) is nowhere.
+fn binary_missing(binary: &str) -> bool {
+    if binary.contains('/') {
+        return !Path::new(binary).exists();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    !std::env::split_paths(&path).any(|dir| dir.join(binary).exists())
+}
 
 #[cfg(test)]
 mod tests {

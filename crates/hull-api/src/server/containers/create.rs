@@ -207,9 +207,10 @@ pub(in crate::server) fn create_options(
     let log =
         hull_runtime::container::logs::LogConfig::from_docker(kind, &log_options).map_err(|e| {
             match e {
-                // docker's own words, which clients match.
+                // docker's own words, which clients match, then what to do.
                 LogError::Driver(driver) => bad(format!(
-                    "logger: no log driver named '{driver}' is registered"
+                    "logger: no log driver named '{driver}' is registered; Hull logs with \
+                     json-file (also taken for local): leave --log-driver out or give json-file"
                 )),
                 other => bad(other.to_string()),
             }
