@@ -94,6 +94,9 @@ impl<H: Hypervisor> Containers<H> {
         let _op = container.ops.lock().await;
         let stopped = self.stop_locked(container, timeout).await?;
         if stopped {
+            // As docker's: once stop returns, the container publishes no
+            // port, and a user-mode VM's ports close with its QEMU.
+            container.vm_gone().await;
             self.emit(container, "stop", &[]);
         }
         // One stopped while it waited to restart leaves its pod's VM idle.
