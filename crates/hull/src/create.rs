@@ -69,7 +69,10 @@ async fn create_and_run(client: &Client, args: &RunArgs) -> Result<i32> {
         return Ok(0);
     }
     let attached = client.attach_container(&id, args.interactive).await?;
-    let wait = client.wait_container(&id, "next-exit").await?;
+    // As docker's CLI: with --rm, the run ends once the container is gone
+    // (its VM, addresses and name freed), not at its process's exit.
+    let condition = if args.rm { "removed" } else { "next-exit" };
+    let wait = client.wait_container(&id, condition).await?;
     let _raw = stdio::raw_mode(args.tty, args.interactive);
     if let Err(code) = start(client, &id).await {
         return Ok(code);
