@@ -390,7 +390,16 @@ pub fn start_run(
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim_end(), first_line);
+    if line.trim_end() != first_line {
+        // The run ended first: what it said is the cause.
+        let _ = child.kill();
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+        panic!(
+            "the run printed {line:?} before {first_line:?}; its stderr: {stderr}\n{}",
+            daemon.log()
+        );
+    }
     (child, stdout)
 }
 
