@@ -289,16 +289,7 @@ mod tests {
     }
 
     /// The lines of one chain of the script, trimmed.
-    fn chain<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
-        let start = format!("  chain {name} {{");
-        script
-            .lines()
-            .skip_while(|line| *line != start)
-            .skip(1)
-            .take_while(|line| *line != "  }")
-            .map(str::trim)
-            .collect()
-    }
+    use crate::nft_test::chain;
 
     #[test]
     fn without_networks_vms_are_still_kept_off_the_hosts_loopback() {

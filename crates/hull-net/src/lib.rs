@@ -419,3 +419,6 @@ mod tests {
         assert_eq!(old, NetworkMode::User);
     }
 }
+
+#[cfg(test)]
+mod nft_test;

@@ -81,16 +81,7 @@ mod tests {
         }
     }
 
-    fn chain<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
-        let start = format!("  chain {name} {{");
-        script
-            .lines()
-            .skip_while(|line| *line != start)
-            .skip(1)
-            .take_while(|line| *line != "  }")
-            .map(str::trim)
-            .collect()
-    }
+    use crate::nft_test::chain;
 
     #[test]
     fn attached_fips_reach_published_ports_only_and_are_the_source_out() {

@@ -112,16 +112,7 @@ fn translation(service: &ServiceRules) -> String {
 mod tests {
     use super::*;
 
-    fn chain<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
-        let start = format!("  chain {name} {{");
-        script
-            .lines()
-            .skip_while(|line| *line != start)
-            .skip(1)
-            .take_while(|line| *line != "  }")
-            .map(str::trim)
-            .collect()
-    }
+    use crate::nft_test::chain;
 
     fn service(vip: &str, algorithm: Algorithm, backends: &[&str]) -> ServiceRules {
         ServiceRules {

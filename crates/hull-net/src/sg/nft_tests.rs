@@ -12,16 +12,7 @@ fn port(tap: &str, last: u8) -> Port {
 }
 
 /// The lines of one chain of the script, trimmed.
-fn chain<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
-    let start = format!("  chain {name} {{");
-    script
-        .lines()
-        .skip_while(|line| *line != start)
-        .skip(1)
-        .take_while(|line| *line != "  }")
-        .map(str::trim)
-        .collect()
-}
+use crate::nft_test::chain;
 
 const WEB: &str = "
 name: web
