@@ -1,6 +1,6 @@
 //! The daemon's state: the image store and the runtime that boots VMs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hull_image::registry::{self, RegistryClient, RegistryConfig};
@@ -406,6 +406,10 @@ impl Daemon {
                 )?;
                 info!(kernel = %artifacts.kernel.display(), initramfs = %artifacts.initramfs.display(), "guest artifacts ready");
                 let mut qemu = Qemu::new(self.accel.accel, artifacts);
+                // This daemon's VMs under a parent of its own: the sweep
+                // below then never takes a cgroup that another daemon or a
+                // containerd shim has just made and not yet entered.
+                qemu.jail.cgroup_parent = cgroup_parent(&self.config.root);
                 // VMs that ended while no hulld ran left their cgroups.
                 qemu.jail.sweep();
                 // One range for the uids QEMU runs as and those the firewall rules.
@@ -456,4 +460,13 @@ fn template_dir(root: &std::path::Path) -> PathBuf {
     }
     let root_id = hex::encode(Sha256::digest(root.display().to_string()));
     shm.join(format!("hull-{}", &root_id[..12]))
+}
+
+/// The cgroup parent of the daemon whose root is `root`: `hull/` and a
+/// name drawn from the root, the one thing two daemons never share.
+fn cgroup_parent(root: &Path) -> String {
+    use sha2::Digest;
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    format!("hull/hulld-{}", &hex::encode(digest)[..12])
 }

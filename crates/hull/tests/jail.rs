@@ -130,7 +130,17 @@ fn a_containers_qemu_has_a_cgroup_of_its_own_with_its_limits_removed_with_it() {
     let mut dirs = Vec::new();
     for controller in ["memory", "pids", "cpu"] {
         let dir = cgroup_dir(pid, controller);
-        assert!(dir.ends_with(format!("hull/{vm}")), "{}", dir.display());
+        // Under the daemon's own parent, `hull/hulld-<root>`, which no
+        // other daemon sweeps.
+        let parent = dir.parent().unwrap();
+        assert!(dir.ends_with(&vm), "{}", dir.display());
+        assert!(
+            parent.parent().unwrap().ends_with("hull"),
+            "{}",
+            dir.display()
+        );
+        let name = parent.file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with("hulld-"), "{}", dir.display());
         assert_ne!(dir, cgroup_dir(std::process::id() as i32, controller));
         dirs.push(dir);
     }

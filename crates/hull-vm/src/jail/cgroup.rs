@@ -1,7 +1,7 @@
 //! A cgroup per VM: its QEMU's memory, pids and CPU limits.
 //!
-//! Hull's VMs sit under one parent (`hull/` by default), each in a cgroup
-//! named after its VM id. On cgroup v1 the parent is made in each
+//! Hull's VMs sit under one parent (`hull/` by default; a daemon's own
+//! `hull/<instance>`), each in a cgroup named after its VM id. On cgroup v1 the parent is made in each
 //! controller's hierarchy below the cgroup the daemon itself runs in, so the
 //! daemon's own limits still hold its VMs. On v2 a cgroup that holds
 //! processes cannot hand controllers down to children, so the parent sits at
@@ -191,7 +191,7 @@ pub struct Limits {
 pub struct Cgroups<F: CgroupFs = SysFs> {
     pub fs: F,
     pub layout: Layout,
-    /// Hull's parent cgroup, a relative path (`hull`).
+    /// Hull's parent cgroup, a relative path (`hull`, `hull/hulld-…`).
     pub parent: String,
 }
 
@@ -256,16 +256,25 @@ impl<F: CgroupFs> Cgroups<F> {
                 source,
             })
         };
+        // The parent may be nested (`hull/<daemon>`): each level is made,
+        // and on v2 each hands the controllers down, since they reach a
+        // cgroup only through every ancestor's subtree_control.
+        let levels: Vec<&str> = self.parent.split('/').filter(|l| !l.is_empty()).collect();
         for dir in dirs {
             let parent = dir.parent().expect("a VM's cgroup has a parent");
-            if let Layout::V2 { root } = &self.layout {
-                // Controllers reach a cgroup only through each ancestor's
-                // subtree_control.
-                self.write(root, "cgroup.subtree_control", "+memory +pids +cpu")?;
-                mkdir(parent)?;
+            let mut level = parent.to_owned();
+            for _ in &levels {
+                level.pop();
+            }
+            for name in &levels {
+                if let Layout::V2 { .. } = &self.layout {
+                    self.write(&level, "cgroup.subtree_control", "+memory +pids +cpu")?;
+                }
+                level.push(name);
+                mkdir(&level)?;
+            }
+            if let Layout::V2 { .. } = &self.layout {
                 self.write(parent, "cgroup.subtree_control", "+memory +pids +cpu")?;
-            } else {
-                mkdir(parent)?;
             }
             mkdir(dir)?;
         }

@@ -204,3 +204,49 @@ fn a_host_without_controllers_is_reported() {
     let err = Layout::detect(&FakeFs, mount.path(), "0::/\n").unwrap_err();
     assert!(err.to_string().contains("HULL_JAIL=off"), "{err}");
 }
+
+#[test]
+fn a_nested_parent_hands_the_controllers_down_each_level_and_sweeps_only_its_own() {
+    let mount = tempfile::tempdir().unwrap();
+    let mut cgroups = unified(mount.path());
+    cgroups.parent = "hull/hulld-a".into();
+    let mine = cgroups.create("mine", LIMITS).unwrap();
+    assert_eq!(mine.dirs, vec![mount.path().join("hull/hulld-a/mine")]);
+    for level in ["", "hull", "hull/hulld-a"] {
+        assert_eq!(
+            read(mount.path().join(level).join("cgroup.subtree_control")),
+            "+memory +pids +cpu",
+            "{level}"
+        );
+    }
+    assert_eq!(
+        read(mine.dirs[0].join("memory.max")),
+        (192u64 << 20).to_string()
+    );
+    // Another daemon's cgroup, made and not yet entered, is not this one's to sweep.
+    let mut other = unified(mount.path());
+    other.parent = "hull/hulld-b".into();
+    other.create("theirs", LIMITS).unwrap();
+    assert_eq!(cgroups.sweep(), vec!["mine".to_string()]);
+    assert!(mount.path().join("hull/hulld-b/theirs").is_dir());
+}
+
+#[test]
+fn a_nested_parent_on_v1_sits_below_the_daemons_own_cgroup() {
+    let mount = tempfile::tempdir().unwrap();
+    let mut cgroups = hybrid(mount.path());
+    cgroups.parent = "hull/hulld-a".into();
+    let vm = cgroups.create("vm", LIMITS).unwrap();
+    assert!(vm
+        .dirs
+        .contains(&mount.path().join("memory/job/7/hull/hulld-a/vm")));
+    assert!(vm.dirs.contains(&mount.path().join("pids/hull/hulld-a/vm")));
+    assert_eq!(
+        read(
+            mount
+                .path()
+                .join("cpu,cpuacct/hull/hulld-a/vm/cpu.cfs_quota_us")
+        ),
+        "200000"
+    );
+}
