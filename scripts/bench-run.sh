@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: start-to-exit time of `hull run --rm busybox true`, from the
 # pool of resumed clones, from a VM template clone and from a cold boot, against, in the same run, `runc run` of
-# the same rootfs (the reference for a container start) and a raw QEMU boot of
-# the same kernel to a trivial init (the floor for a cold VM). Prints medians
-# and ratios.
+# the same rootfs (the reference for a container start), a raw QEMU boot of
+# the same kernel to a trivial init (the floor for a cold VM) and `hull exec`
+# into a running container (what a process start costs in a VM whose code is
+# translated: the bar for a pooled run). Prints medians and ratios.
 #
 #   scripts/bench-run.sh            RUNS=20 by default
 #   BASELINE=<git revision> scripts/bench-run.sh
@@ -119,7 +120,13 @@ hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/result
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/pool.json" \
   --prepare "bash $work/pool-full.sh" \
   -n "hull run --rm busybox true (from the pool)" "target/release/hull -H unix://$work/pool.sock run --rm busybox true" >&2
-jq -s '.[0].results += .[1].results | .[0]' "$work/results.json" "$work/pool.json" >"$work/all.json"
+# What starting a process costs once its VM's code paths are translated:
+# an exec into a running container, the bar for a pooled run.
+running=$(target/release/hull -H "unix://$work/pool.sock" run -d busybox sleep 1d)
+hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/exec.json" \
+  -n "hull exec CONTAINER true (running container)" "target/release/hull -H unix://$work/pool.sock exec $running true" >&2
+target/release/hull -H "unix://$work/pool.sock" rm -f "$running" >/dev/null
+jq -s '.[0].results += .[1].results + .[2].results | .[0]' "$work/results.json" "$work/pool.json" "$work/exec.json" >"$work/all.json"
 
 echo
 jq -r '
@@ -127,6 +134,11 @@ jq -r '
   (.results[1].median) as $floor |
   .results[] |
   "\(.command | .[0:46] | . + " " * (46 - length)) median \(.median * 1000 | floor) ms   \(.median / $runc * 10 | floor / 10)x runc   \(.median / $floor * 100 | floor / 100)x floor"
+' "$work/all.json"
+jq -r '
+  (.results[] | select(.command | endswith("(from the pool)")) | .median) as $pool |
+  (.results[] | select(.command | startswith("hull exec")) | .median) as $exec |
+  "from the pool / exec into a running container: \($pool / $exec * 100 | floor / 100)x"
 ' "$work/all.json"
 if [ -n "${BASELINE:-}" ]; then
   jq -r --arg base "$BASELINE" '

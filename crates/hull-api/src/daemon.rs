@@ -433,6 +433,7 @@ impl Daemon {
                 };
                 let config = RuntimeConfig {
                     run_root: self.config.root.join("vms"),
+                    warm_dir: Some(self.config.root.join("artifacts")),
                     vcpus: self.config.vcpus,
                     memory_mib: self.config.memory_mib,
                     templates,

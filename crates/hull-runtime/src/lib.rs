@@ -15,6 +15,7 @@ pub mod spec;
 pub mod start;
 pub mod template;
 pub mod volume;
+pub mod warm;
 
 pub use admission::{Admission, AdmissionConfig, AdmissionError};
 pub use agent::{AgentClient, AgentError};

@@ -14,6 +14,8 @@ pub struct PooledVm<V> {
     pub vm: V,
     pub agent: AgentClient,
     pub run_dir: RunDir,
+    /// Warmed, with the pooled VMs' network configured.
+    pub network_ready: bool,
 }
 
 pub struct Pool<V> {

@@ -62,6 +62,14 @@ pub enum RunError {
     Agent(#[from] AgentError),
     #[error(transparent)]
     Admission(#[from] crate::admission::AdmissionError),
+    #[error("cannot warm a pooled VM")]
+    Warm(#[source] Box<crate::warm::WarmError>),
+}
+
+impl From<crate::warm::WarmError> for RunError {
+    fn from(err: crate::warm::WarmError) -> Self {
+        RunError::Warm(Box::new(err))
+    }
 }
 
 impl RunError {
@@ -87,6 +95,9 @@ pub struct RuntimeConfig {
     /// Template clones kept resumed and idle for the next runs, by size
     /// (`None`: the default size).
     pub pools: Vec<(Option<VmSize>, usize)>,
+    /// Where the rootfs that warms pooled VMs is kept (see [`crate::warm`]);
+    /// `None`: pooled VMs are handed out as resumed.
+    pub warm_dir: Option<PathBuf>,
     /// How many VMs, and how much of their memory, the host takes.
     pub admission: crate::admission::AdmissionConfig,
 }
@@ -179,7 +190,8 @@ impl<H: Hypervisor> Runtime<H> {
             config.templates,
             pool_targets,
             crate::admission::Admission::new(config.admission),
-        );
+        )
+        .warming_in(config.warm_dir);
         Self {
             images,
             vms: Arc::new(vms),
@@ -273,15 +285,21 @@ impl<H: Hypervisor> Runtime<H> {
             network: pooled_network(),
             shares: Vec::new(),
         };
-        let StartedVm { vm, agent, run_dir } =
-            self.vms.start_with(&id, vec![rootfs], false, needs).await?;
+        let StartedVm {
+            vm,
+            agent,
+            run_dir,
+            network_ready,
+        } = self.vms.start_with(&id, vec![rootfs], false, needs).await?;
         let exit = vm.exit();
         let size = prepared.size.unwrap_or(self.vms.default_size);
         let limited = apply_limits(&vm, &agent, size, prepared.limits);
         unless_vm_dies(&vm, exit.clone(), limited).await?;
-        let (_, network) = hull_net::user_network(&[]);
-        let configure = Request::ConfigureNetwork(network);
-        unless_vm_dies(&vm, exit.clone(), agent.request_done(&configure)).await?;
+        if !network_ready {
+            let (_, network) = hull_net::user_network(&[]);
+            let configure = Request::ConfigureNetwork(network);
+            unless_vm_dies(&vm, exit.clone(), agent.request_done(&configure)).await?;
+        }
 
         let hostname = id[..12].to_string();
         let create = Request::CreateContainer(ContainerSpec {
@@ -301,10 +319,14 @@ impl<H: Hypervisor> Runtime<H> {
         let status =
             unless_vm_dies(&vm, exit.clone(), run_process(&agent, &id, prepared, io)).await?;
         debug!(container = %id, ?status, "process exited");
+        // The caller has its status now; the VM ends behind it, and its
+        // directory and admission go once QEMU is gone.
         vm.kill();
         let mut exit = exit;
-        let _ = exit.wait_for(Option::is_some).await;
-        drop(run_dir);
+        tokio::spawn(async move {
+            let _ = exit.wait_for(Option::is_some).await;
+            drop((vm, run_dir));
+        });
         Ok(status)
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct StartedVm<V> {
     pub vm: V,
     pub agent: AgentClient,
     pub run_dir: RunDir,
+    /// Its network is the pooled VMs' one, configured by the warm-up.
+    pub network_ready: bool,
 }
 
 /// What a VM needs beyond its disks.
@@ -71,6 +73,10 @@ pub(crate) struct VmFactory<H: Hypervisor> {
     pub starts: std::sync::Mutex<std::collections::VecDeque<StartRecord>>,
     pub on_start: std::sync::OnceLock<StartHook>,
     pub admission: Arc<crate::admission::Admission>,
+    /// Where the warm-up rootfs is kept; `None`: pooled VMs are not warmed.
+    pub warm_dir: Option<std::path::PathBuf>,
+    /// The warm-up rootfs, once built; `None` in it: it cannot be.
+    pub warm_rootfs: tokio::sync::OnceCell<Option<std::path::PathBuf>>,
 }
 
 impl<H: Hypervisor> VmFactory<H> {
@@ -92,6 +98,8 @@ impl<H: Hypervisor> VmFactory<H> {
             starts: Default::default(),
             on_start: std::sync::OnceLock::new(),
             admission,
+            warm_dir: None,
+            warm_rootfs: tokio::sync::OnceCell::new(),
         };
         // Templates of sizes in use before a restart are picked up (or,
         // if outdated, removed) now, so `template ls` shows them and their
@@ -115,6 +123,31 @@ impl<H: Hypervisor> VmFactory<H> {
             }
         }
         factory
+    }
+
+    /// Warms pooled VMs with a rootfs kept in `dir` (see [`crate::warm`]).
+    pub fn warming_in(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.warm_dir = dir;
+        self
+    }
+
+    /// The warm-up rootfs, built on first use; `None` when warming is off
+    /// or the rootfs cannot be built (pooled VMs then go out unwarmed).
+    async fn warm_rootfs(&self) -> Option<std::path::PathBuf> {
+        let dir = self.warm_dir.clone()?;
+        self.warm_rootfs
+            .get_or_init(|| async move {
+                let built = tokio::task::spawn_blocking(move || crate::warm::rootfs(&dir))
+                    .await
+                    .expect("building the warm-up rootfs does not panic");
+                built
+                    .inspect_err(
+                        |err| warn!(error = %crate::error_chain(err), "pooled VMs go out unwarmed"),
+                    )
+                    .ok()
+            })
+            .await
+            .clone()
     }
 
     /// The template and pool of `size`, made on first use.
@@ -253,7 +286,24 @@ impl<H: Hypervisor> VmFactory<H> {
                         class.size,
                     )
                     .await?;
-                Ok::<_, RunError>(PooledVm { vm, agent, run_dir })
+                let mut network_ready = false;
+                if let Some(rootfs) = self.warm_rootfs().await {
+                    let warmed = Instant::now();
+                    if let Err(err) = crate::warm::warm(&vm, &agent, &rootfs).await {
+                        // A VM that cannot run a trivial container is not
+                        // one to hand out.
+                        vm.kill();
+                        return Err(err.into());
+                    }
+                    info!(vm = %id, elapsed_ms = warmed.elapsed().as_millis() as u64, "pooled VM warmed");
+                    network_ready = true;
+                }
+                Ok::<_, RunError>(PooledVm {
+                    vm,
+                    agent,
+                    run_dir,
+                    network_ready,
+                })
             };
             match cloned.await {
                 Ok(pooled) => pool.add(pooled),
@@ -310,6 +360,7 @@ impl<H: Hypervisor> VmFactory<H> {
                         vm: pooled.vm,
                         agent: pooled.agent,
                         run_dir: pooled.run_dir,
+                        network_ready: pooled.network_ready,
                     });
                 }
                 Err(err) => warn!(error = %err, "a pooled VM refused its rootfs; cloning"),
@@ -337,7 +388,12 @@ impl<H: Hypervisor> VmFactory<H> {
             match cloned.await {
                 Ok((vm, agent)) => {
                     self.record_start(id, "template clone", elapsed_ms());
-                    return Ok(StartedVm { vm, agent, run_dir });
+                    return Ok(StartedVm {
+                        vm,
+                        agent,
+                        run_dir,
+                        network_ready: false,
+                    });
                 }
                 Err(err) => {
                     warn!(error = %err, "cloning the VM template failed; rebuilding it, booting cold");
@@ -391,7 +447,12 @@ impl<H: Hypervisor> VmFactory<H> {
             }
         };
         self.record_start(&id, "cold boot", started.elapsed().as_millis() as u64);
-        Ok(StartedVm { vm, agent, run_dir })
+        Ok(StartedVm {
+            vm,
+            agent,
+            run_dir,
+            network_ready: false,
+        })
     }
 
     fn record_start(&self, vm: &str, path: &'static str, elapsed_ms: u64) {

@@ -145,6 +145,32 @@ fn a_pool_hands_out_resumed_clones_and_refills() {
         daemon.log()
     );
     wait_for_full_pool();
+    // Each pooled VM ran a throwaway container before it was handed out,
+    // and what that left is its configured network alone: the run has one
+    // disk, its own, and the default route the warm-up set.
+    assert!(
+        daemon.log().matches("pooled VM warmed").count() >= 4,
+        "{}",
+        daemon.log()
+    );
+    let seen = stdout_of(&daemon.hull(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /sys/block; cat /proc/net/route; ls /",
+    ]));
+    let disks: Vec<&str> = seen.lines().filter(|l| l.starts_with("sd")).collect();
+    assert_eq!(disks.len(), 1, "{seen}");
+    assert!(
+        seen.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+        "no default route: {seen}"
+    );
+    assert!(!seen.contains("warm-up"), "{seen}");
+    assert_eq!(daemon.log().matches("start=\"pool\"").count(), 3);
+    wait_for_full_pool();
 
     // hulld dies with a full pool: its idle VMs go with it, and the next
     // hulld fills a pool of its own and hands it out.
@@ -166,7 +192,7 @@ fn a_pool_hands_out_resumed_clones_and_refills() {
     assert_eq!(new_pool.len(), 2, "{new_pool:?}");
     assert!(new_pool.iter().all(|pid| !pooled_vms.contains(pid)));
     stdout_of(&daemon.hull(&["run", "--rm", "busybox", "true"]));
-    assert_eq!(daemon.log().matches("start=\"pool\"").count(), 3);
+    assert_eq!(daemon.log().matches("start=\"pool\"").count(), 4);
 }
 
 /// The pids of the QEMUs running VMs under hulld's `root`: their command

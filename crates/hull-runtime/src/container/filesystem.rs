@@ -96,7 +96,9 @@ impl<H: Hypervisor> Containers<H> {
                 return;
             }
         };
-        let StartedVm { vm, agent, run_dir } = started;
+        let StartedVm {
+            vm, agent, run_dir, ..
+        } = started;
         match container.read_with(&agent, view).await {
             Err(err) => {
                 let _ = ready.send(Err(err));

@@ -137,7 +137,9 @@ impl<H: Hypervisor> Containers<H> {
             networks: &self.networks,
             container_id: matches!(config.network, NetworkMode::Network(_)).then(|| id.clone()),
         };
-        let StartedVm { vm, agent, run_dir } = runtime
+        let StartedVm {
+            vm, agent, run_dir, ..
+        } = runtime
             .vms
             .start_with(
                 &vm_name(&id),

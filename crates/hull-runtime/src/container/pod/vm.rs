@@ -223,7 +223,9 @@ impl<H: Hypervisor> Containers<H> {
             networks: &self.networks,
             container_id: matches!(pod.network, NetworkMode::Network(_)).then(|| pod.id.clone()),
         };
-        let StartedVm { vm, agent, run_dir } = runtime
+        let StartedVm {
+            vm, agent, run_dir, ..
+        } = runtime
             .vms
             .start_with(
                 &pod_vm_name(&pod.id),
