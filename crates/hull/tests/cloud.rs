@@ -401,8 +401,14 @@ fn a_tenant_sees_and_drives_only_its_own_containers() {
     assert!(started.status.success(), "{}", text(&started.stderr));
     let exec = acme_hull(&["exec", "acme-web", "echo", "inside"]);
     assert_eq!(stdout_of(&exec), "inside\n", "{}", text(&exec.stderr));
-    let logs = stdout_of(&acme_hull(&["logs", "acme-web"]));
-    assert!(logs.contains("hello from acme"), "{logs}");
+    // The main process's echo races the exec; its line reaches the log
+    // once the guest has run it.
+    common::eventually(30, || {
+        let logs = stdout_of(&acme_hull(&["logs", "acme-web"]));
+        logs.contains("hello from acme")
+            .then_some(())
+            .ok_or(logs)
+    });
     let removed = acme_hull(&["rm", "-f", "acme-web"]);
     assert!(removed.status.success(), "{}", text(&removed.stderr));
     let left = stdout_of(&cloud.daemon.hull(&["ps", "-a", "-q", "--no-trunc"]));
