@@ -284,6 +284,8 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     // The budget is read back from what is stored: still full.
     let (status, body) = plane.send("POST", &acme.sleepy, &[], &[b'x'; BIG]);
     assert_eq!(status, 507, "{}", text(&body));
+    // Fetched at once: results here expire unfetched in seconds.
+    acme.frees_its_budget(&plane, &hoard);
     let mut answers = Vec::new();
     for id in &ids {
         let (status, answer) = plane.send(
@@ -308,7 +310,6 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         let ps = stdout_of(&hull(&["ps", "-a"]));
         (!ps.contains("-call-")).then_some(()).ok_or(ps)
     });
-    acme.frees_its_budget(&plane, &hoard);
     acme.holds_its_share_of_connections(&plane, &echo);
 
     // A refreshed uuid: the old URL is unknown, the new one answers.

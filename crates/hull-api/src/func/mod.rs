@@ -259,13 +259,15 @@ pub(crate) fn submit(
     let Some(owner) = funcs.daemon.get().and_then(Weak::upgrade) else {
         return Err(FuncError::NotRunning);
     };
-    let spec = definition(func)?;
+    // Unreadable, it could never run: refused before it is kept.
+    definition(func)?;
     let config = funcs.config();
     let env = serde_json::to_string(env).expect("strings serialize");
     let mut queues = funcs.lock();
-    let (running, waiting) = queues.load(func.id);
-    let free = running < spec.max_concurrency as usize;
-    if !free && waiting >= config.max_queue {
+    // Also when the function has slots free: its calls may wait for its
+    // owner's, and that wait is bounded too.
+    let (_, waiting) = queues.load(func.id);
+    if waiting >= config.max_queue {
         return Err(FuncError::QueueFull(func.name.clone(), waiting));
     }
     let id = daemon

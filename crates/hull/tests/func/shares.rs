@@ -96,6 +96,9 @@ impl<'a> Acme<'a> {
         let big = vec![b'h'; BIG];
         let ids = [(); 2].map(|_| plane.call_async_with(&hoard, &[], &big));
         assert_eq!(self.load("hoard"), (0, 2));
+        // Its queue is bounded also while only the tenant's slots are full.
+        let (status, body) = plane.call(&hoard, "");
+        assert_eq!(status, 429, "{body}");
         let (status, body) = plane.send("POST", &self.sleepy, &[], &big);
         let body = text(&body);
         assert_eq!(status, 507, "{body}");
