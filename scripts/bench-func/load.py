@@ -1,10 +1,17 @@
 """Load loop for scripts/bench-func.sh: concurrent clients calling a
 function synchronously, and the same clients running `runc run` of the same
-command with the same stdin; prints latency percentiles and rates."""
+command with the same stdin; prints latency percentiles and rates.
+
+Two phases, one per hulld (two hullds in one network namespace would take
+each other's bridge and nftables table): `pooled` prints the levels and
+the sustained rate and keeps its warm median in --warm-file; `cold` prints
+cold boots against that median."""
 
 import argparse
 import http.client
+import json
 import statistics
+import sys
 import subprocess
 import threading
 import time
@@ -15,7 +22,7 @@ BODY = b"hello from the function benchmark\n"
 
 def call(url):
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         conn.request("POST", parts.path + "/sync", body=BODY)
         answer = conn.getresponse()
@@ -70,25 +77,57 @@ def pct(latencies, q):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def first(what, work):
+    """Runs `work` once, or stops the benchmark with why: a benchmark whose
+    every call fails would otherwise only show it after all its levels."""
+    start = time.monotonic()
+    try:
+        work(0, 0)
+    except Exception as error:
+        sys.exit(f"the first {what} failed: {error}")
+    log(f"the first {what} took {(time.monotonic() - start) * 1000:.0f}ms")
+
+
+def log(line):
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
-    for flag in ("--work", "--bundle", "--pooled", "--cold"):
+    parser.add_argument("phase", choices=("pooled", "cold"))
+    for flag in ("--url", "--warm-file"):
         parser.add_argument(flag, required=True)
+    parser.add_argument("--bundle")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--sustain", type=float, default=60)
     args = parser.parse_args()
 
     def hull(_client, _n):
-        call(args.pooled)
+        call(args.url)
+
+    if args.phase == "cold":
+        first("cold call", hull)
+        with open(args.warm_file) as f:
+            warm = json.load(f)
+        cold, _, cold_errors = load(hull, 1, 600, max_calls=5)
+        if not cold:
+            sys.exit(f"every cold call failed: {cold_errors[:1]}")
+        print(f"no pool, no template (cold boot per call), 1 client: p50 {pct(cold, .5):.0f}ms"
+              f" against {warm:.0f}ms pooled:"
+              f" {statistics.median(cold) * 1000 / warm:.1f}x, {len(cold_errors)} errors")
+        return
 
     def reference(client, n):
         runc(args.bundle, f"hull-bench-func-{client}-{n}")
 
+    first("call", hull)
+    first("runc run", reference)
     # A few calls first, so each level starts from a pool at rest.
     load(hull, 1, 60, max_calls=3)
     print(f"{'clients':>7} {'call p50':>9} {'call p99':>9} {'runc p50':>9} {'runc p99':>9}"
           f" {'p50 ratio':>9} {'calls/s':>8} {'runc/s':>7} errors")
     for clients in (1, 4, 16):
+        log(f"{clients} clients")
         calls, rate, errors = load(hull, clients, args.seconds)
         runs, runc_rate, runc_errors = load(reference, clients, args.seconds)
         ratio = statistics.median(calls) / statistics.median(runs) if calls and runs else float("nan")
@@ -97,15 +136,15 @@ def main():
               f" {rate:>8.1f} {runc_rate:>7.1f} {len(errors)}/{len(runc_errors)}")
         for error in (errors + runc_errors)[:3]:
             print(f"        e.g. {error}")
+        sys.stdout.flush()
+    log(f"sustaining 4 clients for {args.sustain:.0f}s")
     calls, rate, errors = load(hull, 4, args.sustain)
     print(f"sustained, 4 clients, {args.sustain:.0f}s: {rate:.1f} calls/s,"
           f" p50 {pct(calls, .5):.0f}ms, p99 {pct(calls, .99):.0f}ms, {len(errors)} errors")
 
     warm, _, _ = load(hull, 1, 60, max_calls=5)
-    cold, _, cold_errors = load(lambda c, n: call(args.cold), 1, 600, max_calls=5)
-    print(f"no pool, no template (cold boot per call), 1 client: p50 {pct(cold, .5):.0f}ms"
-          f" against {pct(warm, .5):.0f}ms pooled:"
-          f" {statistics.median(cold) / statistics.median(warm):.1f}x, {len(cold_errors)} errors")
+    with open(args.warm_file, "w") as f:
+        json.dump(statistics.median(warm) * 1000, f)
 
 
 if __name__ == "__main__":

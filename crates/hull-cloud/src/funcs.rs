@@ -14,6 +14,18 @@ use crate::store::{now, Store};
 
 /// Functions one owner may hold.
 pub const MAX_FUNCS_PER_OWNER: usize = 50;
+/// What a kept call costs its owner beside its bytes (its record and its
+/// index entries), so that calls with no body and no output still count.
+pub const CALL_OVERHEAD: u64 = 256;
+
+/// The bytes an owner's calls hold: each kept call's record, and its
+/// environment and body while queued, its result until fetched. `?1` is
+/// the owner (`NULL`: the operator).
+const HELD_BYTES: &str = "
+SELECT ifnull(sum(?2 + ifnull(length(c.env), 0) + ifnull(length(c.body), 0)
+                  + ifnull(length(c.result), 0)), 0)
+FROM func_calls c JOIN funcs f ON f.id = c.func
+WHERE ifnull(f.tenant, '') = ifnull(?1, '')";
 
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS funcs (
@@ -40,6 +52,8 @@ CREATE TABLE IF NOT EXISTS func_calls (
     finished INTEGER
 );
 CREATE INDEX IF NOT EXISTS func_calls_by_state ON func_calls(state, seq);
+-- An owner's held bytes are summed over its functions' calls.
+CREATE INDEX IF NOT EXISTS func_calls_by_func ON func_calls(func);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +70,26 @@ pub enum FuncsError {
     TooMany { owner: String },
     #[error("the system's random source failed")]
     Random,
+    #[error(
+        "the calls of {}'s functions hold {held} bytes (queued requests and results not \
+         fetched yet), and this call's {adding} more would pass their budget of {budget}: \
+         fetch the results of finished calls, remove functions whose calls are not wanted, \
+         or wait for unfetched results to expire, then call again",
+        who(.owner)
+    )]
+    Full {
+        owner: Option<String>,
+        held: u64,
+        adding: u64,
+        budget: u64,
+    },
+}
+
+/// An owner as messages name it.
+fn who(owner: &Option<String>) -> String {
+    owner
+        .as_ref()
+        .map_or_else(|| "the operator".to_owned(), |t| format!("tenant {t}"))
 }
 
 /// A function as stored. `tenant` is `None` for the operator's.
@@ -280,15 +314,51 @@ impl Store {
         self.func(tenant, name)
     }
 
-    /// Records a queued call of function `func`; its id.
-    pub fn add_call(&self, func: i64, env: &str, body: &[u8]) -> Result<String, FuncsError> {
+    /// Records a queued call of function `func`; its id. Refused if the
+    /// bytes the calls of the function's owner hold would pass `budget`.
+    pub fn add_call(
+        &self,
+        func: &FuncRow,
+        env: &str,
+        body: &[u8],
+        budget: u64,
+    ) -> Result<String, FuncsError> {
         let id = random_hex(12)?;
-        self.db().execute(
+        let adding = CALL_OVERHEAD + (env.len() + body.len()) as u64;
+        let mut db = self.db();
+        // IMMEDIATE: the sum and the insert see the same calls.
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held: i64 = tx.query_row(HELD_BYTES, params![func.tenant, CALL_OVERHEAD], |r| {
+            r.get(0)
+        })?;
+        let held = held.max(0) as u64;
+        if held.saturating_add(adding) > budget {
+            return Err(FuncsError::Full {
+                owner: func.tenant.clone(),
+                held,
+                adding,
+                budget,
+            });
+        }
+        let inserted = tx.execute(
             "INSERT INTO func_calls (id, func, state, env, body, created)
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
-            params![id, func, env, body, now()],
+             SELECT ?1, id, 'queued', ?3, ?4, ?5 FROM funcs WHERE id = ?2",
+            params![id, func.id, env, body, now()],
         )?;
+        if inserted == 0 {
+            return Err(FuncsError::NoFunc(func.name.clone()));
+        }
+        tx.commit()?;
         Ok(id)
+    }
+
+    /// The bytes the calls of `tenant`'s (`None`: the operator's)
+    /// functions hold, as `add_call` counts them against its budget.
+    pub fn held_bytes(&self, tenant: Option<&str>) -> Result<u64, FuncsError> {
+        let held: i64 = self
+            .db()
+            .query_row(HELD_BYTES, params![tenant, CALL_OVERHEAD], |r| r.get(0))?;
+        Ok(held.max(0) as u64)
     }
 
     /// Call `id`, if it is still kept.
@@ -303,10 +373,12 @@ impl Store {
             .optional()?)
     }
 
-    /// Marks call `id` running; its request is dropped, being handed on.
+    /// Marks call `id` running. Its body is kept (and counted against its
+    /// owner's budget) until its result takes its place, so that what the
+    /// owner holds does not dip while the call runs.
     pub fn start_call(&self, id: &str) -> Result<(), FuncsError> {
         self.db().execute(
-            "UPDATE func_calls SET state = 'running', env = NULL, body = NULL WHERE id = ?1",
+            "UPDATE func_calls SET state = 'running', env = NULL WHERE id = ?1",
             [id],
         )?;
         Ok(())
@@ -342,12 +414,14 @@ impl Store {
         Ok(row)
     }
 
-    /// Calls waiting to run, oldest first: (function, call).
-    pub fn queued_calls(&self) -> Result<Vec<(i64, String)>, FuncsError> {
+    /// Calls waiting to run, oldest first: (function, its owner, call).
+    pub fn queued_calls(&self) -> Result<Vec<(i64, Option<String>, String)>, FuncsError> {
         let db = self.db();
-        let mut statement =
-            db.prepare("SELECT func, id FROM func_calls WHERE state = 'queued' ORDER BY seq")?;
-        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut statement = db.prepare(
+            "SELECT c.func, f.tenant, c.id FROM func_calls c JOIN funcs f ON f.id = c.func
+             WHERE c.state = 'queued' ORDER BY c.seq",
+        )?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -363,7 +437,7 @@ impl Store {
             rows.collect::<Result<Vec<_>, _>>()?
         };
         tx.execute(
-            "UPDATE func_calls SET state = 'failed', result = ?1, finished = ?2
+            "UPDATE func_calls SET state = 'failed', result = ?1, finished = ?2, body = NULL
              WHERE state = 'running'",
             params![why.as_bytes(), now()],
         )?;

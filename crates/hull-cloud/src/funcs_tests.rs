@@ -50,14 +50,14 @@ fn calls_are_queued_durably_and_fetched_once() {
     let (func, first, second) = {
         let store = store(dir.path());
         let func = store.create_func(None, "echo", "{}").unwrap();
-        let first = store.add_call(func.id, "[]", b"one").unwrap();
-        let second = store.add_call(func.id, "[]", b"two").unwrap();
+        let first = store.add_call(&func, "[]", b"one", u64::MAX).unwrap();
+        let second = store.add_call(&func, "[]", b"two", u64::MAX).unwrap();
         store.start_call(&first).unwrap();
         (func, first, second)
     };
     let store = store(dir.path());
     let queued = store.queued_calls().unwrap();
-    assert_eq!(queued, vec![(func.id, second.clone())]);
+    assert_eq!(queued, vec![(func.id, None, second.clone())]);
     assert_eq!(store.call(&second).unwrap().unwrap().body.unwrap(), b"two");
     // A call running when hulld stopped is failed, not run twice.
     assert_eq!(
@@ -82,7 +82,7 @@ fn calls_are_queued_durably_and_fetched_once() {
     assert!(store.take_call(func.id, &second).unwrap().is_none());
 
     // Unfetched past its time: expired, then forgotten.
-    let third = store.add_call(func.id, "[]", b"").unwrap();
+    let third = store.add_call(&func, "[]", b"", u64::MAX).unwrap();
     store
         .finish_call(&third, CallState::Finished, b"x")
         .unwrap();
@@ -96,7 +96,78 @@ fn calls_are_queued_durably_and_fetched_once() {
         .unwrap();
     assert!(store.call(&third).unwrap().is_none());
     // Removing the function removes its calls.
-    let fourth = store.add_call(func.id, "[]", b"").unwrap();
+    let fourth = store.add_call(&func, "[]", b"", u64::MAX).unwrap();
     store.remove_func(None, "echo").unwrap();
     assert!(store.call(&fourth).unwrap().is_none());
+}
+
+#[test]
+fn an_owner_s_calls_hold_bytes_within_its_budget_until_fetched_expired_or_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    store.create_tenant("acme", Quota::default()).unwrap();
+    store.create_tenant("beta", Quota::default()).unwrap();
+    let hoard = store.create_func(Some("acme"), "hoard", "{}").unwrap();
+    let other = store.create_func(Some("acme"), "other", "{}").unwrap();
+    let beta = store.create_func(Some("beta"), "hoard", "{}").unwrap();
+    let cost = |body: usize| CALL_OVERHEAD + 2 + body as u64;
+    let budget = 3 * cost(1000);
+    let first = store.add_call(&hoard, "[]", &[0; 1000], budget).unwrap();
+    let second = store.add_call(&other, "[]", &[0; 1000], budget).unwrap();
+    assert_eq!(store.held_bytes(Some("acme")).unwrap(), 2 * cost(1000));
+    // Past the budget, across the owner's functions: refused, nothing kept.
+    let refused = store
+        .add_call(&hoard, "[]", &[0; 1001], budget)
+        .unwrap_err();
+    assert!(
+        matches!(refused, FuncsError::Full { held, adding, .. } if held == 2 * cost(1000) && adding == cost(1001)),
+        "{refused:?}"
+    );
+    let message = refused.to_string();
+    assert!(
+        message.contains("tenant acme") && message.contains("fetch the results"),
+        "{message}"
+    );
+    assert_eq!(store.held_bytes(Some("acme")).unwrap(), 2 * cost(1000));
+    // Another owner has a budget of its own.
+    store.add_call(&beta, "[]", &[0; 1000], budget).unwrap();
+    // Running, a call's body is held until its result takes its place.
+    store.start_call(&first).unwrap();
+    assert_eq!(
+        store.held_bytes(Some("acme")).unwrap(),
+        CALL_OVERHEAD + 1000 + cost(1000)
+    );
+    store
+        .finish_call(&first, CallState::Finished, &[1; 2000])
+        .unwrap();
+    assert_eq!(
+        store.held_bytes(Some("acme")).unwrap(),
+        CALL_OVERHEAD + 2000 + cost(1000)
+    );
+    // A fetch frees it all, as does a removal; the empty call's record counts.
+    store.take_call(hoard.id, &first).unwrap().unwrap();
+    assert_eq!(store.held_bytes(Some("acme")).unwrap(), cost(1000));
+    store.add_call(&hoard, "[]", &[0; 1001], budget).unwrap();
+    store.remove_func(Some("acme"), "other").unwrap();
+    assert!(store.call(&second).unwrap().is_none());
+    assert_eq!(store.held_bytes(Some("acme")).unwrap(), cost(1001));
+    // An expired result is dropped, its record still held until forgotten.
+    let third = store.add_call(&hoard, "[]", b"", budget).unwrap();
+    store
+        .finish_call(&third, CallState::Finished, &[0; 500])
+        .unwrap();
+    store.expire_calls(i64::MAX as u64, 0).unwrap();
+    assert_eq!(
+        store.held_bytes(Some("acme")).unwrap(),
+        cost(1001) + CALL_OVERHEAD
+    );
+    // A call of a function removed meanwhile is not kept.
+    let gone = hoard.clone();
+    store.remove_func(Some("acme"), "hoard").unwrap();
+    assert!(matches!(
+        store.add_call(&gone, "[]", b"", budget),
+        Err(FuncsError::NoFunc(_))
+    ));
+    assert_eq!(store.held_bytes(Some("acme")).unwrap(), 0);
+    assert_eq!(store.held_bytes(Some("beta")).unwrap(), cost(1000));
 }

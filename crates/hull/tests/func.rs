@@ -3,9 +3,14 @@
 //! environment; failures, timeouts and oversized output answer as Hyper.sh
 //! did, results are fetched once, calls past a function's concurrency
 //! queue in order, the uuid is the call URL's secret, and a tenant's
-//! functions are its own.
+//! functions are its own. A hostile tenant cannot take the host's share of
+//! others: its calls' stored bytes stay within a budget, its calls running
+//! at once within a bound across its functions, and its callers' call plane
+//! connections within a share.
 
 mod common;
+#[path = "func/shares.rs"]
+mod shares;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,6 +19,9 @@ use std::time::{Duration, Instant};
 use common::cloud::Cloud;
 use common::{assert_fails, stdout_of, text};
 use serde_json::Value;
+use shares::{
+    Acme, BIG, HELD_BUDGET, PER_ADDRESS_UNNAMED, PER_TENANT_CONNECTIONS, PER_TENANT_RUNNING,
+};
 
 /// Results are kept unfetched this long in this test's hulld.
 const RESULT_TTL: u64 = 15;
@@ -68,10 +76,30 @@ impl Plane<'_> {
 
     /// Calls asynchronously: the call id.
     fn call_async(&self, url_path: &str, body: &str) -> String {
-        let (status, answer) = self.call(url_path, body);
+        self.call_async_with(url_path, &[], body.as_bytes())
+    }
+
+    fn call_async_with(&self, url_path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
+        let (status, answer) = self.send("POST", url_path, headers, body);
+        let answer = text(&answer);
         assert_eq!(status, 202, "{answer}");
         let answer: Value = serde_json::from_str(&answer).unwrap();
         answer["CallId"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs a Python script in the plane's namespace with the plane's
+    /// port and `args`: the JSON it prints.
+    fn python(&self, script: &str, args: &[&str]) -> Value {
+        let port = self.address.rsplit(':').next().unwrap();
+        let output = self
+            .cloud
+            .command("python3")
+            .args(["-c", script, port])
+            .args(args)
+            .output()
+            .expect("python3 runs");
+        serde_json::from_str(&stdout_of(&output))
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&output.stderr)))
     }
 }
 
@@ -94,6 +122,8 @@ fn output_path(call: &str, id: &str) -> String {
 fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owner_s() {
     let started = Instant::now();
     let ttl = RESULT_TTL.to_string();
+    let per_tenant_connections = PER_TENANT_CONNECTIONS.to_string();
+    let per_address_unnamed = PER_ADDRESS_UNNAMED.to_string();
     let netns = common::netns::NetNs::new("func");
     // A port of its own, the same again after a restart.
     let port = netns.within(|| {
@@ -107,6 +137,16 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         ("HULL_FUNC_MAX_IO", "64K"),
         ("HULL_FUNC_MAX_QUEUE", "2"),
         ("HULL_FUNC_RESULT_TTL", &ttl),
+        ("HULL_FUNC_MAX_HELD", HELD_BUDGET),
+        ("HULL_FUNC_MAX_RUNNING_PER_TENANT", PER_TENANT_RUNNING),
+        (
+            "HULL_FUNC_MAX_CONNECTIONS_PER_TENANT",
+            &per_tenant_connections,
+        ),
+        (
+            "HULL_FUNC_MAX_UNAUTHENTICATED_PER_ADDRESS",
+            &per_address_unnamed,
+        ),
     ];
     let cloud = Cloud::start_in(netns, &env);
     let archive = common::busybox_archive();
@@ -231,6 +271,9 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         "not FIFO: {starts:?}"
     );
 
+    let acme = Acme::new(&cloud, &archive);
+    let hoard = acme.hogs_its_share(&plane, &echo);
+
     // hulld killed with calls queued: they run after its restart; the one
     // it left running is failed, not run twice.
     let ids: Vec<String> = ["e", "f", "g"]
@@ -238,6 +281,11 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         .map(|body| plane.call_async(&queued, body))
         .collect();
     cloud.restart_after_crash_with(&env, || {});
+    // The budget is read back from what is stored: still full.
+    let (status, body) = plane.send("POST", &acme.sleepy, &[], &[b'x'; BIG]);
+    assert_eq!(status, 507, "{}", text(&body));
+    // Fetched at once: results here expire unfetched in seconds.
+    acme.frees_its_budget(&plane, &hoard);
     let mut answers = Vec::new();
     for id in &ids {
         let (status, answer) = plane.send(
@@ -262,6 +310,7 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         let ps = stdout_of(&hull(&["ps", "-a"]));
         (!ps.contains("-call-")).then_some(()).ok_or(ps)
     });
+    acme.holds_its_share_of_connections(&plane, &echo);
 
     // A refreshed uuid: the old URL is unknown, the new one answers.
     let (_, refreshed) = call_path(&hull(&["func", "update", "echo", "--refresh"]));
@@ -277,7 +326,7 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         begun.elapsed()
     );
 
-    tenants_keep_their_functions(&cloud, &plane, &archive);
+    tenants_keep_their_functions(&cloud, &plane, &acme);
 
     // A result left unfetched past its time: 410.
     let waited = started.elapsed();
@@ -293,12 +342,10 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     eprintln!("functions test took {:?}", started.elapsed());
 }
 
-fn tenants_keep_their_functions(cloud: &Cloud, plane: &Plane<'_>, archive: &std::path::Path) {
-    let (acme, acme_secret) = cloud.tenant_with_key("acme");
+fn tenants_keep_their_functions(cloud: &Cloud, plane: &Plane<'_>, acme: &Acme<'_>) {
     let (beta, beta_secret) = cloud.tenant_with_key("beta");
-    let acme_hull = |args: &[&str]| cloud.tenant(&acme, &acme_secret, args);
+    let acme_hull = |args: &[&str]| acme.hull(args);
     let beta_hull = |args: &[&str]| cloud.tenant(&beta, &beta_secret, args);
-    stdout_of(&acme_hull(&["load", "-i", archive.to_str().unwrap()]));
     let (_, path) = call_path(&acme_hull(&[
         "func",
         "create",

@@ -8,23 +8,70 @@ use hull_api::func::FuncConfig;
 use hull_api::Daemon;
 use tracing::info;
 
+/// The call plane's flags.
+#[derive(Debug, clap::Args)]
+pub struct FuncArgs {
+    /// Serve function calls on this address (tcp://127.0.0.1:8080): plain
+    /// HTTP, so a loopback address only.
+    #[arg(long, env = "HULL_FUNC_LISTEN", value_name = "tcp://ADDR:PORT")]
+    func_listen: Option<String>,
+    /// The most bytes of a function call's stdin, and of its stdout.
+    #[arg(long, env = "HULL_FUNC_MAX_IO", value_name = "SIZE", value_parser = crate::parse_size,
+          default_value = "1M")]
+    func_max_io: u64,
+    /// Calls of one function that may wait for a free slot; more answer 429.
+    #[arg(long, env = "HULL_FUNC_MAX_QUEUE", value_name = "N", value_parser = crate::parse_count,
+          default_value_t = 100)]
+    func_max_queue: usize,
+    /// Seconds a call's result is kept unfetched; then it answers 410.
+    #[arg(
+        long,
+        env = "HULL_FUNC_RESULT_TTL",
+        value_name = "SECONDS",
+        default_value_t = 3600
+    )]
+    func_result_ttl: u64,
+    /// The bytes the calls of one tenant's functions may hold (requests
+    /// waiting to run, results not fetched yet; the operator's functions
+    /// count as one tenant's); a call past it answers 507.
+    #[arg(long, env = "HULL_FUNC_MAX_HELD", value_name = "SIZE", value_parser = crate::parse_size,
+          default_value = "64M")]
+    func_max_held: u64,
+    /// Calls of one tenant's functions running at once, all its functions
+    /// together; more wait in their functions' queues.
+    #[arg(long, env = "HULL_FUNC_MAX_RUNNING_PER_TENANT", value_name = "N", value_parser = crate::parse_count,
+          default_value_t = hull_api::func::DEFAULT_MAX_RUNNING_PER_OWNER)]
+    func_max_running_per_tenant: usize,
+    /// Call plane connections the calls of one tenant's functions may hold
+    /// at once (sync calls and output waits count); a call on one more is
+    /// answered 429 and its connection closed.
+    #[arg(long, env = "HULL_FUNC_MAX_CONNECTIONS_PER_TENANT", value_name = "N", value_parser = crate::parse_count,
+          default_value_t = hull_api::func::DEFAULT_MAX_CONNECTIONS_PER_OWNER)]
+    func_max_connections_per_tenant: usize,
+    /// Call plane connections one address (an IPv6 /64) may hold before a
+    /// request on them names a function; one more is closed at once.
+    #[arg(long, env = "HULL_FUNC_MAX_UNAUTHENTICATED_PER_ADDRESS", value_name = "N", value_parser = crate::parse_count,
+          default_value_t = hull_api::func::DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS)]
+    func_max_unauthenticated_per_address: usize,
+}
+
 /// Sets the call plane's bounds, takes back the calls a stopped hulld
-/// left queued, and serves calls on `listen` (tcp://ADDR:PORT) if given.
-pub async fn start(
-    daemon: Arc<Daemon>,
-    listen: Option<&str>,
-    max_io: u64,
-    max_queue: usize,
-    result_ttl: u64,
-) -> Result<()> {
-    let max_io = usize::try_from(max_io).context("--func-max-io is too large")?;
+/// left queued, and serves calls on `--func-listen` (tcp://ADDR:PORT) if given.
+pub async fn start(daemon: Arc<Daemon>, args: &FuncArgs) -> Result<()> {
+    let max_io = usize::try_from(args.func_max_io).context("--func-max-io is too large")?;
     daemon.funcs().configure(FuncConfig {
         max_input: max_io,
         max_output: max_io,
-        max_queue,
-        result_ttl: Duration::from_secs(result_ttl),
+        max_queue: args.func_max_queue,
+        result_ttl: Duration::from_secs(args.func_result_ttl),
+        max_held_bytes: args.func_max_held,
+        max_running_per_owner: args.func_max_running_per_tenant,
+        max_connections_per_owner: args.func_max_connections_per_tenant,
+        max_unauthenticated_per_address: args.func_max_unauthenticated_per_address,
     });
-    let addr = listen
+    let addr = args
+        .func_listen
+        .as_deref()
         .map(|text| crate::tenants::parse_tcp("--func-listen", text))
         .transpose()?;
     hull_api::func::spawn(daemon.clone());

@@ -158,29 +158,11 @@ struct Args {
     #[arg(long, env = "HULL_MAX_UNAUTHENTICATED_PER_ADDRESS", value_name = "N", value_parser = parse_count,
           default_value_t = hull_api::server::connections::DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS)]
     max_unauthenticated_per_address: usize,
-    /// Serve function calls on this address (tcp://127.0.0.1:8080): plain
-    /// HTTP, so a loopback address only.
-    #[arg(long, env = "HULL_FUNC_LISTEN", value_name = "tcp://ADDR:PORT")]
-    func_listen: Option<String>,
-    /// The most bytes of a function call's stdin, and of its stdout.
-    #[arg(long, env = "HULL_FUNC_MAX_IO", value_name = "SIZE", value_parser = parse_size,
-          default_value = "1M")]
-    func_max_io: u64,
-    /// Calls of one function that may wait for a free slot; more answer 429.
-    #[arg(long, env = "HULL_FUNC_MAX_QUEUE", value_name = "N", value_parser = parse_count,
-          default_value_t = 100)]
-    func_max_queue: usize,
-    /// Seconds a call's result is kept unfetched; then it answers 410.
-    #[arg(
-        long,
-        env = "HULL_FUNC_RESULT_TTL",
-        value_name = "SECONDS",
-        default_value_t = 3600
-    )]
-    func_result_ttl: u64,
+    #[command(flatten)]
+    funcs: funcs::FuncArgs,
 }
 
-fn parse_count(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_count(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(count) if count > 0 => Ok(count),
         _ => Err(format!("'{text}' is not a count of 1 or more")),
@@ -191,7 +173,7 @@ fn parse_vm_uids(text: &str) -> Result<hull_vm::uids::VmUids, String> {
     hull_vm::uids::VmUids::parse(text).map_err(|e| e.to_string())
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     hull_image::limits::parse_size(text)
         .ok_or_else(|| format!("'{text}' is not a size such as 500M or 20G"))
 }
@@ -313,9 +295,7 @@ async fn serve() -> Result<()> {
         serve_metrics(addr, daemon.clone()).await?;
     }
     hull_api::cron::spawn(daemon.clone());
-    let func_listen = args.func_listen.as_deref();
-    let (io, queue, ttl) = (args.func_max_io, args.func_max_queue, args.func_result_ttl);
-    funcs::start(daemon.clone(), func_listen, io, queue, ttl).await?;
+    funcs::start(daemon.clone(), &args.funcs).await?;
     hull_api::service::spawn(daemon.clone());
     let resuming = daemon.clone();
     tokio::spawn(async move {

@@ -8,9 +8,9 @@
 
 mod call;
 pub mod plane;
+mod queue;
 mod spec;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 pub use spec::{FuncSpec, FuncView, SpecError, MAX_CONCURRENCY, MAX_TIMEOUT_SECONDS};
 
 use crate::daemon::Daemon;
+use queue::{Owner, Queues};
 
 /// How often results kept unfetched past their time are dropped.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(30);
@@ -38,7 +39,29 @@ pub struct FuncConfig {
     pub max_queue: usize,
     /// How long a result is kept unfetched; then it answers 410.
     pub result_ttl: Duration,
+    /// The bytes the calls of one owner's functions may hold (queued
+    /// requests, results not fetched yet); a call past it answers 507.
+    pub max_held_bytes: u64,
+    /// Calls of one owner's functions running at once; more wait.
+    pub max_running_per_owner: usize,
+    /// Call plane connections one owner's functions may hold at once.
+    pub max_connections_per_owner: usize,
+    /// Call plane connections one address may hold before a request on
+    /// them names a function.
+    pub max_unauthenticated_per_address: usize,
 }
+
+/// Hyper.sh's quota of concurrent calls per tenant.
+pub const DEFAULT_MAX_RUNNING_PER_OWNER: usize = 10;
+/// Room for the default per-owner running calls' results at the default
+/// 1 MiB each several times over, and for thousands of small calls.
+pub const DEFAULT_MAX_HELD_BYTES: u64 = 64 << 20;
+/// A busy owner's sync calls and output waits (its running calls and
+/// some queued), while eight such owners still leave the plane's 512
+/// connections free ones.
+pub const DEFAULT_MAX_CONNECTIONS_PER_OWNER: usize = 64;
+/// A client's burst of parallel calls, or a NAT of several, passes.
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 32;
 
 impl Default for FuncConfig {
     fn default() -> Self {
@@ -47,6 +70,10 @@ impl Default for FuncConfig {
             max_output: 1 << 20,
             max_queue: 100,
             result_ttl: Duration::from_secs(3600),
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            max_running_per_owner: DEFAULT_MAX_RUNNING_PER_OWNER,
+            max_connections_per_owner: DEFAULT_MAX_CONNECTIONS_PER_OWNER,
+            max_unauthenticated_per_address: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
         }
     }
 }
@@ -66,7 +93,7 @@ pub enum FuncError {
 /// The call plane's shared state.
 #[derive(Debug)]
 pub struct Funcs {
-    slots: Mutex<HashMap<i64, Slot>>,
+    queues: Mutex<Queues>,
     /// The ids of calls as they finish.
     finished: broadcast::Sender<String>,
     config: OnceLock<FuncConfig>,
@@ -78,16 +105,10 @@ pub struct Funcs {
     interrupted: Mutex<Vec<(i64, String)>>,
 }
 
-#[derive(Debug, Default)]
-struct Slot {
-    running: usize,
-    queue: VecDeque<String>,
-}
-
 impl Default for Funcs {
     fn default() -> Self {
         Self {
-            slots: Mutex::default(),
+            queues: Mutex::default(),
             finished: broadcast::channel(1024).0,
             config: OnceLock::new(),
             address: OnceLock::new(),
@@ -114,13 +135,11 @@ impl Funcs {
 
     /// Calls of function `id` running and waiting.
     pub fn load(&self, id: i64) -> (usize, usize) {
-        self.lock()
-            .get(&id)
-            .map_or((0, 0), |s| (s.running, s.queue.len()))
+        self.lock().load(id)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -160,17 +179,18 @@ pub fn spawn(daemon: Arc<Daemon>) {
                     "running the calls a stopped hulld left queued"
                 );
             }
-            let mut funcs = Vec::new();
+            let mut owners = Vec::new();
             {
-                let mut slots = daemon.funcs().lock();
-                for (func, id) in queued {
-                    slots.entry(func).or_default().queue.push_back(id);
-                    funcs.push(func);
+                let mut queues = daemon.funcs().lock();
+                for (func, owner, id) in queued {
+                    queues.push(func, &owner, id);
+                    if !owners.contains(&owner) {
+                        owners.push(owner);
+                    }
                 }
             }
-            funcs.dedup();
-            for func in funcs {
-                pump(&daemon, func);
+            for owner in owners {
+                pump(&daemon, &owner);
             }
         }
         Err(err) => warn!(error = %hull_runtime::error_chain(&err), "cannot read queued calls"),
@@ -239,60 +259,60 @@ pub(crate) fn submit(
     let Some(owner) = funcs.daemon.get().and_then(Weak::upgrade) else {
         return Err(FuncError::NotRunning);
     };
-    let spec = definition(func)?;
-    let max_queue = funcs.config().max_queue;
+    // Unreadable, it could never run: refused before it is kept.
+    definition(func)?;
+    let config = funcs.config();
     let env = serde_json::to_string(env).expect("strings serialize");
-    let mut slots = funcs.lock();
-    let slot = slots.entry(func.id).or_default();
-    let free = slot.running < spec.max_concurrency as usize;
-    if !free && slot.queue.len() >= max_queue {
-        return Err(FuncError::QueueFull(func.name.clone(), slot.queue.len()));
+    let mut queues = funcs.lock();
+    // Also when the function has slots free: its calls may wait for its
+    // owner's, and that wait is bounded too.
+    let (_, waiting) = queues.load(func.id);
+    if waiting >= config.max_queue {
+        return Err(FuncError::QueueFull(func.name.clone(), waiting));
     }
-    let id = daemon.tenants().add_call(func.id, &env, body)?;
-    slot.queue.push_back(id.clone());
-    drop(slots);
-    pump(&owner, func.id);
+    let id = daemon
+        .tenants()
+        .add_call(func, &env, body, config.max_held_bytes)?;
+    queues.push(func.id, &func.tenant, id.clone());
+    drop(queues);
+    pump(&owner, &func.tenant);
     Ok(id)
 }
 
-/// Starts queued calls of function `func` while it has free slots.
-fn pump(daemon: &Arc<Daemon>, func: i64) {
-    let row = match daemon.tenants().func_by_id(func) {
-        Ok(Some(row)) => row,
-        Ok(None) => {
-            daemon.funcs().lock().remove(&func);
-            return;
+/// Starts waiting calls of `owner`'s functions while they, and it, have
+/// free slots.
+fn pump(daemon: &Arc<Daemon>, owner: &Owner) {
+    // Each waiting function's definition, read outside the queues' lock.
+    let waiting = daemon.funcs().lock().waiting_funcs(owner);
+    let mut rows = std::collections::HashMap::new();
+    for func in waiting {
+        match daemon.tenants().func_by_id(func) {
+            Ok(Some(row)) => match definition(&row) {
+                Ok(spec) => {
+                    rows.insert(func, (row, spec.max_concurrency as usize));
+                }
+                Err(err) => warn!(error = %err, "cannot run a function's calls"),
+            },
+            // Gone: its waiting calls went with it.
+            Ok(None) => {}
+            Err(err) => {
+                warn!(error = %hull_runtime::error_chain(&err), "cannot read a function");
+                return;
+            }
         }
-        Err(err) => {
-            warn!(error = %hull_runtime::error_chain(&err), "cannot read a function");
-            return;
-        }
-    };
-    let max = match definition(&row) {
-        Ok(spec) => spec.max_concurrency as usize,
-        Err(err) => {
-            warn!(error = %err, "cannot run a function's calls");
-            return;
-        }
-    };
-    let mut slots = daemon.funcs().lock();
-    let slot = slots.entry(func).or_default();
-    while slot.running < max {
-        let Some(id) = slot.queue.pop_front() else {
-            break;
-        };
-        slot.running += 1;
-        let (daemon, row) = (daemon.clone(), row.clone());
+    }
+    let max_owner = daemon.funcs().config().max_running_per_owner;
+    let started = daemon.funcs().lock().start(owner, max_owner, |func| {
+        rows.get(&func).map(|(_, max)| *max)
+    });
+    for (func, id) in started {
+        let row = rows[&func].0.clone();
+        let daemon = daemon.clone();
         tokio::spawn(async move {
             run(&daemon, &row, &id).await;
-            {
-                let mut slots = daemon.funcs().lock();
-                if let Some(slot) = slots.get_mut(&row.id) {
-                    slot.running = slot.running.saturating_sub(1);
-                }
-            }
+            daemon.funcs().lock().ended(row.id, &row.tenant);
             let _ = daemon.funcs().finished.send(id);
-            pump(&daemon, row.id);
+            pump(&daemon, &row.tenant);
         });
     }
 }

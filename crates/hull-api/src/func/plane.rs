@@ -6,6 +6,12 @@
 //! `GET /output/NAME/UUID/CALLID[/wait]` the result: 200 finished (then
 //! gone), 201 running, 202 queued, 404 unknown or fetched, 410 expired,
 //! 500 failed (its stderr), 504 past its timeout, 509 output too large.
+//!
+//! Its connections are shared as the tenant listener's are: a connection
+//! counts against its peer's address until a request on it names a
+//! function (a right uuid), then against that function's owner for good,
+//! and carries calls of that owner's functions only. So neither one
+//! address nor one owner's callers can hold every connection.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hull_cloud::funcs::{CallRow, CallState, FuncRow};
+use hull_cloud::funcs::{CallRow, CallState, FuncRow, FuncsError};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,6 +30,9 @@ use tracing::debug;
 
 use super::{submit, take, FuncError};
 use crate::daemon::Daemon;
+use crate::server::connections::{
+    Connection, ConnectionError, ConnectionLimits, Connections, Counted,
+};
 use crate::server::{full, Body};
 
 /// Connections served at once; more wait in the kernel's backlog.
@@ -42,25 +51,47 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
     if let Ok(address) = listener.local_addr() {
         let _ = daemon.funcs().address.set(address);
     }
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let config = daemon.funcs().config();
+    let shares = Arc::new(Connections::new(ConnectionLimits {
+        total: MAX_CONNECTIONS,
+        per_tenant: config.max_connections_per_owner,
+        unauthenticated_per_address: config.max_unauthenticated_per_address,
+    }));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot accept a call connection; retrying");
                 tokio::time::sleep(crate::server::ACCEPT_BACKOFF).await;
                 continue;
             }
         };
+        // Closed at once: its address holds its share of unnamed ones.
+        let Some(connection) = shares.admit(peer.ip()) else {
+            debug!(%peer, "refused a call connection: its address holds its limit");
+            continue;
+        };
+        let connection = Arc::new(connection);
+        let stream = Counted::new(stream, connection.clone(), permit);
         let daemon = daemon.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let daemon = daemon.clone();
-                async move { Ok::<_, Infallible>(route(&daemon, request).await) }
+                let (daemon, connection) = (daemon.clone(), connection.clone());
+                async move {
+                    let mut response = route(&daemon, request, &connection).await;
+                    // A stranger's connection gets one try: closed after
+                    // a request that named no function.
+                    if !connection.authenticated() {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -76,43 +107,88 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
     }
 }
 
-async fn route(daemon: &Daemon, request: Request<Incoming>) -> Response<Body> {
+async fn route(
+    daemon: &Daemon,
+    request: Request<Incoming>,
+    connection: &Connection,
+) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
-    match (&method, parts.as_slice()) {
-        (&Method::POST, ["call", name, uuid]) => call(daemon, name, uuid, false, request).await,
-        (&Method::POST, ["call", name, uuid, "sync"]) => {
-            call(daemon, name, uuid, true, request).await
+    let (name, uuid) = match (&method, parts.as_slice()) {
+        (&Method::POST, ["call", name, uuid, ..]) | (&Method::GET, ["output", name, uuid, ..]) => {
+            (*name, *uuid)
         }
-        (&Method::GET, ["output", name, uuid, id]) => output(daemon, name, uuid, id, false).await,
-        (&Method::GET, ["output", name, uuid, id, "wait"]) => {
-            output(daemon, name, uuid, id, true).await
-        }
+        _ => return text(StatusCode::NOT_FOUND, "no such function"),
+    };
+    let func = match function(daemon, name, uuid, connection) {
+        Ok(func) => func,
+        Err(response) => return response,
+    };
+    match (&method, &parts[3..]) {
+        (&Method::POST, []) => call(daemon, &func, false, request).await,
+        (&Method::POST, ["sync"]) => call(daemon, &func, true, request).await,
+        (&Method::GET, [id]) => fetch(daemon, &func, id, false).await,
+        (&Method::GET, [id, "wait"]) => fetch(daemon, &func, id, true).await,
         _ => text(StatusCode::NOT_FOUND, "no such function"),
     }
 }
 
-/// The function `name` whose uuid is `uuid`; a wrong one of either is unknown.
-fn function(daemon: &Daemon, name: &str, uuid: &str) -> Option<FuncRow> {
-    daemon
+/// The function `name` whose uuid is `uuid` (a wrong one of either is
+/// unknown), once `connection` may carry its owner's calls.
+#[allow(clippy::result_large_err)]
+fn function(
+    daemon: &Daemon,
+    name: &str,
+    uuid: &str,
+    connection: &Connection,
+) -> Result<FuncRow, Response<Body>> {
+    let func = daemon
         .tenants()
         .func_by_uuid(uuid)
         .ok()
         .flatten()
         .filter(|row| row.name == name)
+        .ok_or_else(|| text(StatusCode::NOT_FOUND, "no such function"))?;
+    // The operator's functions count as one owner; no tenant is named "".
+    let owner = func.tenant.as_deref().unwrap_or("");
+    connection.claim(owner).map_err(|refused| {
+        let mut response = text(refused_status(&refused), &refused_message(&refused));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    })?;
+    Ok(func)
+}
+
+fn refused_status(refused: &ConnectionError) -> StatusCode {
+    match refused {
+        ConnectionError::TenantFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ConnectionError::OtherTenant => StatusCode::FORBIDDEN,
+    }
+}
+
+fn refused_message(refused: &ConnectionError) -> String {
+    match refused {
+        ConnectionError::TenantFull { limit } => format!(
+            "too many connections: calls of this function's owner already hold {limit}, \
+             the most one owner's functions may hold at once on this host; close idle \
+             keep-alive connections, or retry when sync calls and output waits end"
+        ),
+        ConnectionError::OtherTenant => "this connection carries calls of another owner's \
+             functions: open a connection of its own for each owner's functions"
+            .to_owned(),
+    }
 }
 
 async fn call(
     daemon: &Daemon,
-    name: &str,
-    uuid: &str,
+    func: &FuncRow,
     sync: bool,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(func) = function(daemon, name, uuid) else {
-        return text(StatusCode::NOT_FOUND, "no such function");
-    };
+    let name = func.name.as_str();
     let env = match environment(&request, name) {
         Ok(env) => env,
         Err(response) => return response,
@@ -122,7 +198,7 @@ async fn call(
         Ok(body) => body,
         Err(response) => return response,
     };
-    submit_and_answer(daemon, &func, &env, &body, sync).await
+    submit_and_answer(daemon, func, &env, &body, sync).await
 }
 
 /// Submits a call and answers: its id, or (with `sync`) its result.
@@ -150,13 +226,6 @@ pub(crate) async fn submit_and_answer(
         Ok(row) => answer(row, &id),
         Err(error) => refused(&error),
     }
-}
-
-async fn output(daemon: &Daemon, name: &str, uuid: &str, id: &str, wait: bool) -> Response<Body> {
-    let Some(func) = function(daemon, name, uuid) else {
-        return text(StatusCode::NOT_FOUND, "no such function");
-    };
-    fetch(daemon, &func, id, wait).await
 }
 
 /// Call `id`'s result, taken if it is done.
@@ -211,6 +280,10 @@ fn refused(error: &FuncError) -> Response<Body> {
     let status = match error {
         FuncError::QueueFull(..) => StatusCode::TOO_MANY_REQUESTS,
         FuncError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+        // The owner's calls hold their budget of bytes: room comes back
+        // as results are fetched, not by retrying.
+        FuncError::Store(FuncsError::Full { .. }) => StatusCode::INSUFFICIENT_STORAGE,
+        FuncError::Store(FuncsError::NoFunc(_)) => StatusCode::NOT_FOUND,
         FuncError::Store(_) | FuncError::Unreadable(..) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     text(status, &error.to_string())

@@ -191,6 +191,7 @@ fn funcs_error(error: FuncsError) -> ApiError {
         FuncsError::NoFunc(_) | FuncsError::NoTenant(_) => StatusCode::NOT_FOUND,
         FuncsError::Exists(_) => StatusCode::CONFLICT,
         FuncsError::TooMany { .. } => StatusCode::FORBIDDEN,
+        FuncsError::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
         FuncsError::Db(_) | FuncsError::Random => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, hull_runtime::error_chain(&error))
