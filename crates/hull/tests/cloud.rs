@@ -405,9 +405,7 @@ fn a_tenant_sees_and_drives_only_its_own_containers() {
     // once the guest has run it.
     common::eventually(30, || {
         let logs = stdout_of(&acme_hull(&["logs", "acme-web"]));
-        logs.contains("hello from acme")
-            .then_some(())
-            .ok_or(logs)
+        logs.contains("hello from acme").then_some(()).ok_or(logs)
     });
     let removed = acme_hull(&["rm", "-f", "acme-web"]);
     assert!(removed.status.success(), "{}", text(&removed.stderr));
