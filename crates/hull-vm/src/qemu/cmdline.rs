@@ -35,14 +35,6 @@ impl Qemu {
             // needs the scan to find them.
             cmdline.push_str(" scsi_mod.scan=manual");
         }
-        if self.accel == Accel::Tcg {
-            // The delay loop's calibration takes ~60 ms of emulated time.
-            // Under TCG nothing in the guest depends on exact busy-wait
-            // delays (every device is virtio), so a typical figure stands
-            // in. Under KVM the kernel derives it from the TSC at no cost.
-            cmdline.push_str(" lpj=");
-            cmdline.push_str(TCG_LOOPS_PER_JIFFY);
-        }
         if !self.extra_cmdline.is_empty() {
             cmdline.push(' ');
             cmdline.push_str(&self.extra_cmdline);
@@ -204,10 +196,6 @@ impl Qemu {
 /// capabilities, no new processes or programs, no scheduling or CPU
 /// affinity changes.
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
-
-/// The guest's loops per jiffy under TCG: what its calibration measured
-/// on a 2-core host (425 BogoMIPS at HZ=100).
-const TCG_LOOPS_PER_JIFFY: &str = "2125824";
 
 /// A path QEMU opens to reach a descriptor it inherited.
 fn fd_path(fd: RawFd) -> String {
@@ -408,7 +396,6 @@ mod tests {
         let line = qemu.kernel_cmdline(&config);
         assert!(line.starts_with("console=ttyS0 quiet panic=-1 reboot=t "));
         assert!(line.contains(" scsi_mod.scan=manual"));
-        assert!(line.contains(&format!(" lpj={TCG_LOOPS_PER_JIFFY}")));
         config.disks.push(DiskConfig {
             id: "rootfs".into(),
             path: "/images/a.erofs".into(),
@@ -416,8 +403,9 @@ mod tests {
             read_only: true,
         });
         assert!(!qemu.kernel_cmdline(&config).contains("scsi_mod.scan"));
-        // KVM's kernel calibrates its delay loop from the TSC.
-        qemu.accel = Accel::Kvm;
+        // A preset delay loop (lpj=) is no gain: under TCG the loop's speed
+        // follows the host's load, and a figure too high stretches every
+        // busy-wait of the guest.
         qemu.extra_cmdline = "loglevel=8".into();
         let line = qemu.kernel_cmdline(&config);
         assert!(!line.contains("lpj="));
