@@ -167,14 +167,20 @@ impl<H: Hypervisor> VmFactory<H> {
         classes.values().cloned().collect()
     }
 
-    fn config(&self, id: &str, run_dir: &Path, detached: bool, size: VmSize) -> VmConfig {
+    fn config(
+        &self,
+        id: &str,
+        run_dir: &Path,
+        disks: Vec<DiskConfig>,
+        detached: bool,
+        size: VmSize,
+    ) -> VmConfig {
         VmConfig {
             id: id.to_string(),
             run_dir: run_dir.to_owned(),
             vcpus: size.vcpus,
             memory_mib: size.memory_mib,
-            // Disks come by hot-plug once the agent answers (see `boot`).
-            disks: Vec::new(),
+            disks,
             memory_file: None,
             restore_from: None,
             detached,
@@ -283,10 +289,10 @@ impl<H: Hypervisor> VmFactory<H> {
         let started = Instant::now();
         if !shares.is_empty() {
             let run_dir = RunDir::create(self.run_root.join(id), self.admit(size)?)?;
-            let mut config = self.config(id, &run_dir.path, detached, size);
+            let mut config = self.config(id, &run_dir.path, disks, detached, size);
             config.network = network;
             config.shares = shares;
-            return self.boot(config, &disks, run_dir, started).await;
+            return self.boot(config, run_dir, started).await;
         }
         let class = self.class(size);
         let elapsed_ms = || started.elapsed().as_millis() as u64;
@@ -341,9 +347,9 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
             }
         }
-        let mut config = self.config(id, &run_dir.path, detached, size);
+        let mut config = self.config(id, &run_dir.path, disks, detached, size);
         config.network = network;
-        let started_vm = self.boot(config, &disks, run_dir, started).await?;
+        let started_vm = self.boot(config, run_dir, started).await?;
         // A size's first VM, or one whose template went missing (removed,
         // or failed), has its template built for the next.
         if class
@@ -356,16 +362,10 @@ impl<H: Hypervisor> VmFactory<H> {
         Ok(started_vm)
     }
 
-    /// Boots a VM cold, waits for its agent, then plugs in `disks`.
-    ///
-    /// The disks come by hot-plug, as a clone's do, rather than on QEMU's
-    /// command line: a VM with no boot disk skips the kernel's scan of
-    /// every target of its SCSI bus (see the QEMU backend's command line),
-    /// the largest part of a cold boot under TCG after the RTC's.
+    /// Boots a VM cold and waits for its agent.
     async fn boot(
         &self,
         config: VmConfig,
-        disks: &[DiskConfig],
         run_dir: RunDir,
         started: Instant,
     ) -> Result<StartedVm<H::Vm>, RunError> {
@@ -381,7 +381,6 @@ impl<H: Hypervisor> VmFactory<H> {
             let exit = vm.exit();
             let resume = clock_and_entropy();
             unless_vm_dies(&vm, exit, agent.request_done(&resume)).await?;
-            attach(&vm, disks).await?;
             Ok::<_, RunError>(agent)
         };
         let agent = match greeted.await {
@@ -429,7 +428,7 @@ impl<H: Hypervisor> VmFactory<H> {
         network: NetBackend,
         size: VmSize,
     ) -> Result<(H::Vm, AgentClient), RunError> {
-        let mut config = self.config(id, run_dir, detached, size);
+        let mut config = self.config(id, run_dir, Vec::new(), detached, size);
         config.network = network;
         crate::template::clone_vm(&*self.hypervisor, template, config).await
     }
