@@ -49,7 +49,9 @@ make -C "$src" -j"$(nproc)" bzImage >>"$log" 2>&1 &
 build=$!
 while kill -0 "$build" 2>/dev/null; do
   sleep 10
-  done_objs=$(find "$src" -name '*.o' | wc -l)
+  # make's temporary files come and go under find: its complaints about
+  # them must not end the script (and its trap remove the tree) mid-build.
+  done_objs=$(find "$src" -name '*.o' 2>/dev/null | wc -l || true)
   echo "  kernel build: $done_objs objects compiled" >&2
 done
 if ! wait "$build"; then

@@ -9,6 +9,18 @@ use hull_proto::ContainerSpec;
 /// How often the sysfs scan repeats while the disk has not appeared.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
+/// How long a disk may stay missing before the agent scans the SCSI buses
+/// itself, and how often it scans again after that. The kernel boots with
+/// `scsi_mod.scan=manual` and adds each disk on its hot-plug event; events
+/// that overflow the eight buffers of virtio-scsi's event queue (many
+/// disks plugged at once) reach the guest only as "events missed", whose
+/// rescan the manual mode skips.
+const RESCAN_AFTER: Duration = Duration::from_millis(500);
+const RESCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// Where the kernel lists its SCSI hosts, each with a `scan` file.
+const SCSI_HOSTS: &str = "/sys/class/scsi_host";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("no disk with serial {serial:?} appeared within {waited:?}")]
@@ -49,6 +61,7 @@ pub fn find_by_serial(sys_block: &Path, serial: &str) -> Option<String> {
 /// Waits until the disk with `serial` is visible and its device node exists.
 pub fn wait_for_disk(serial: &str, timeout: Duration) -> Result<PathBuf, DiskError> {
     let start = Instant::now();
+    let mut next_rescan = start + RESCAN_AFTER;
     loop {
         if let Some(name) = find_by_serial(Path::new("/sys/block"), serial) {
             let node = Path::new("/dev").join(name);
@@ -62,8 +75,25 @@ pub fn wait_for_disk(serial: &str, timeout: Duration) -> Result<PathBuf, DiskErr
                 waited: timeout,
             });
         }
+        if Instant::now() >= next_rescan {
+            rescan_scsi_hosts(Path::new(SCSI_HOSTS));
+            next_rescan = Instant::now() + RESCAN_EVERY;
+        }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Asks every SCSI host under `hosts` to scan all its targets and LUNs;
+/// disks already known are left as they are. Returns how many hosts were
+/// asked.
+pub fn rescan_scsi_hosts(hosts: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(hosts) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|host| fs::write(host.path().join("scan"), "- - -\n").is_ok())
+        .count()
 }
 
 /// Waits for a container's image disk and, if it has one, its writable disk.
@@ -122,6 +152,24 @@ mod tests {
     fn short_or_foreign_pages_have_no_serial() {
         assert_eq!(parse_vpd_pg80(&[0, 0x80]), None);
         assert_eq!(parse_vpd_pg80(&[0, 0x83, 0, 1, b'x']), None);
+    }
+
+    #[test]
+    fn a_rescan_asks_every_scsi_host_for_all_targets() {
+        let sys = tempfile::tempdir().unwrap();
+        for host in ["host0", "host1"] {
+            let dir = sys.path().join(host);
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join("scan"), "").unwrap();
+        }
+        // An entry whose scan file cannot be written is skipped, not an error.
+        fs::write(sys.path().join("host2"), "").unwrap();
+        assert_eq!(rescan_scsi_hosts(sys.path()), 2);
+        for host in ["host0", "host1"] {
+            let written = fs::read_to_string(sys.path().join(host).join("scan")).unwrap();
+            assert_eq!(written, "- - -\n");
+        }
+        assert_eq!(rescan_scsi_hosts(&sys.path().join("absent")), 0);
     }
 
     #[test]
