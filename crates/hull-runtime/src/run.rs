@@ -301,18 +301,7 @@ impl<H: Hypervisor> Runtime<H> {
             unless_vm_dies(&vm, exit.clone(), agent.request_done(&configure)).await?;
         }
 
-        let hostname = id[..12].to_string();
-        let create = Request::CreateContainer(ContainerSpec {
-            id: id.clone(),
-            hostname,
-            rootfs: RootfsSpec {
-                serial: ROOTFS_SERIAL.into(),
-                fs_type: "erofs".into(),
-            },
-            writable: None,
-            mounts: Vec::new(),
-            host_etc_files: Vec::new(),
-        });
+        let create = on_rootfs(&id, &id[..12]);
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
         debug!(container = %id, "container created");
 
@@ -329,6 +318,23 @@ impl<H: Hypervisor> Runtime<H> {
         });
         Ok(status)
     }
+}
+
+/// Creates container `id` on the erofs rootfs plugged in as
+/// [`ROOTFS_SERIAL`], with no writable disk and no mounts: a run's, and the
+/// warm-up's.
+pub(crate) fn on_rootfs(id: &str, hostname: &str) -> Request {
+    Request::CreateContainer(ContainerSpec {
+        id: id.to_owned(),
+        hostname: hostname.to_owned(),
+        rootfs: RootfsSpec {
+            serial: ROOTFS_SERIAL.into(),
+            fs_type: "erofs".into(),
+        },
+        writable: None,
+        mounts: Vec::new(),
+        host_etc_files: Vec::new(),
+    })
 }
 
 /// Waits for a freshly booted VM's agent to say hello.

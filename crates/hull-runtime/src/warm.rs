@@ -15,11 +15,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hull_proto::{ContainerSpec, ExitStatus, ProcessSpec, Request, RootfsSpec, StreamId};
+use hull_proto::{ExitStatus, ProcessSpec, Request, StreamId};
 use hull_vm::{DiskConfig, Vm};
 
 use crate::agent::{AgentClient, AgentError};
-use crate::run::{new_container_id, start_process, unless_vm_dies, RunError, ROOTFS_SERIAL};
+use crate::run::{
+    new_container_id, on_rootfs, start_process, unless_vm_dies, RunError, ROOTFS_SERIAL,
+};
 
 /// The warm-up rootfs's file name; the version changes with its program.
 const ROOTFS_NAME: &str = "warm-up-1.erofs";
@@ -127,19 +129,7 @@ pub(crate) async fn warm<V: Vm>(
         agent
             .request_done(&Request::ConfigureNetwork(network))
             .await?;
-        agent
-            .request_done(&Request::CreateContainer(ContainerSpec {
-                id: CONTAINER.into(),
-                hostname: CONTAINER.into(),
-                rootfs: RootfsSpec {
-                    serial: ROOTFS_SERIAL.into(),
-                    fs_type: "erofs".into(),
-                },
-                writable: None,
-                mounts: Vec::new(),
-                host_etc_files: Vec::new(),
-            }))
-            .await?;
+        agent.request_done(&on_rootfs(CONTAINER, CONTAINER)).await?;
         let exited = agent.watch_exit(CONTAINER, "init");
         let mut stdout = agent.open_output(STDOUT);
         let mut stderr = agent.open_output(STDERR);
