@@ -10,11 +10,9 @@ use hull_proto::ContainerSpec;
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How long a disk may stay missing before the agent scans the SCSI buses
-/// itself, and how often it scans again after that. The kernel boots with
-/// `scsi_mod.scan=manual` and adds each disk on its hot-plug event; events
-/// that overflow the eight buffers of virtio-scsi's event queue (many
-/// disks plugged at once) reach the guest only as "events missed", whose
-/// rescan the manual mode skips.
+/// itself, and how often it scans again after that: a fallback for a
+/// hot-plug event the guest did not act on, which costs nothing while
+/// disks appear on their events.
 const RESCAN_AFTER: Duration = Duration::from_millis(500);
 const RESCAN_EVERY: Duration = Duration::from_secs(2);
 
