@@ -81,7 +81,11 @@ pub fn is_service_endpoint(key: &str) -> bool {
 /// The services' records and, by service id, their healthy replicas.
 pub struct Services {
     pub store: ServiceStore,
+    /// What the rules are to hold: what the next firewall write uses.
     backends: Mutex<BTreeMap<String, Vec<Ipv4Addr>>>,
+    /// What the rules in the kernel hold, shown once written: a replica
+    /// shown out of the balancer no longer takes connections.
+    applied: Mutex<BTreeMap<String, Vec<Ipv4Addr>>>,
 }
 
 impl Services {
@@ -89,6 +93,7 @@ impl Services {
         Ok(Self {
             store: ServiceStore::open(dir)?,
             backends: Mutex::default(),
+            applied: Mutex::default(),
         })
     }
 
@@ -198,6 +203,7 @@ impl Networks {
         let record = self.services.store.get(owner, name)?;
         self.services.store.remove(&record.id)?;
         lock(&self.services.backends).remove(&record.id);
+        lock(&self.services.applied).remove(&record.id);
         self.release_vip(&record);
         if let Err(err) = self.apply_firewall() {
             warn!(error = %err, "cannot update the firewall");
@@ -216,14 +222,16 @@ impl Networks {
             if table.get(id) == Some(&backends) {
                 return Ok(());
             }
-            table.insert(id.to_owned(), backends);
+            table.insert(id.to_owned(), backends.clone());
         }
-        self.apply_firewall()
+        self.apply_firewall()?;
+        lock(&self.services.applied).insert(id.to_owned(), backends);
+        Ok(())
     }
 
-    /// The healthy replicas the rules hold for service `id`.
+    /// The healthy replicas the rules in the kernel hold for service `id`.
     pub fn backends(&self, id: &str) -> Vec<Ipv4Addr> {
-        lock(&self.services.backends)
+        lock(&self.services.applied)
             .get(id)
             .cloned()
             .unwrap_or_default()
