@@ -293,7 +293,7 @@ impl<H: Hypervisor> VmFactory<H> {
                         // A VM that cannot run a trivial container is not
                         // one to hand out.
                         vm.kill();
-                        return Err(err.into());
+                        return Err(err);
                     }
                     info!(vm = %id, elapsed_ms = warmed.elapsed().as_millis() as u64, "pooled VM warmed");
                     network_ready = true;

@@ -68,10 +68,6 @@ pub fn rootfs(dir: &Path) -> Result<PathBuf, WarmError> {
     if image.is_file() {
         return Ok(image);
     }
-    let write = |path: &Path| {
-        let path = path.to_owned();
-        move |source| WarmError::Write { path, source }
-    };
     std::fs::create_dir_all(dir).map_err(write(dir))?;
     // Built aside and renamed into place whole: a daemon killed mid-build
     // leaves no half-made image under the final name.
@@ -84,10 +80,6 @@ pub fn rootfs(dir: &Path) -> Result<PathBuf, WarmError> {
 
 /// Builds the warm-up rootfs in the new directory `staging`.
 fn build(staging: &Path) -> Result<PathBuf, WarmError> {
-    let write = |path: &Path| {
-        let path = path.to_owned();
-        move |source| WarmError::Write { path, source }
-    };
     let tree = staging.join("tree");
     std::fs::create_dir_all(&tree).map_err(write(&tree))?;
     let program = tree.join(PROGRAM);
@@ -107,6 +99,12 @@ fn build(staging: &Path) -> Result<PathBuf, WarmError> {
     Ok(built)
 }
 
+/// The error of a failed write at `path`.
+fn write(path: &Path) -> impl FnOnce(io::Error) -> WarmError {
+    let path = path.to_owned();
+    move |source| WarmError::Write { path, source }
+}
+
 /// Runs a throwaway container in `vm` through the steps of a run, from
 /// the rootfs's hot-plug to its unplug; the VM is then as fresh as before
 /// but for its configured network and its translated code.
@@ -114,7 +112,7 @@ pub(crate) async fn warm<V: Vm>(
     vm: &V,
     agent: &AgentClient,
     rootfs: &Path,
-) -> Result<(), WarmError> {
+) -> Result<(), RunError> {
     let warm_up = async {
         let disk = DiskConfig {
             id: "rootfs".into(),
@@ -171,17 +169,11 @@ pub(crate) async fn warm<V: Vm>(
         vm.detach_disk("rootfs")
             .await
             .map_err(|e| WarmError::Disk(Box::new(e)))?;
-        Ok(())
+        Ok::<_, WarmError>(())
     };
-    let guarded = async {
-        match unless_vm_dies(vm, vm.exit(), async { Ok::<_, RunError>(warm_up.await) }).await {
-            Ok(warmed) => warmed,
-            Err(died) => Err(WarmError::Run(died)),
-        }
-    };
-    tokio::time::timeout(TIMEOUT, guarded)
+    tokio::time::timeout(TIMEOUT, unless_vm_dies(vm, vm.exit(), warm_up))
         .await
-        .unwrap_or(Err(WarmError::Timeout))
+        .unwrap_or_else(|_| Err(WarmError::Timeout.into()))
 }
 
 /// Where the program's code is loaded, as static x86-64 executables are.
