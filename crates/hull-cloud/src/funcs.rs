@@ -284,12 +284,37 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Removes `tenant`'s function `name` and its calls.
-    pub fn remove_func(&self, tenant: Option<&str>, name: &str) -> Result<FuncRow, FuncsError> {
-        let row = self.func(tenant, name)?;
-        self.db()
-            .execute("DELETE FROM funcs WHERE id = ?1", [row.id])?;
-        Ok(row)
+    /// Removes `tenant`'s function `name` and its calls: the function and
+    /// the ids of its calls that were running, whose containers are the
+    /// caller's to stop. A call that starts after this finds its record
+    /// gone.
+    pub fn remove_func(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+    ) -> Result<(FuncRow, Vec<String>), FuncsError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM funcs WHERE ifnull(tenant, '') = ifnull(?1, '') AND name = ?2"
+                ),
+                params![tenant, name],
+                row_of,
+            )
+            .optional()?
+            .ok_or_else(|| FuncsError::NoFunc(name.to_owned()))?;
+        let running = {
+            let mut statement = tx.prepare(
+                "SELECT id FROM func_calls WHERE func = ?1 AND state = 'running' ORDER BY seq",
+            )?;
+            let ids = statement.query_map([row.id], |r| r.get(0))?;
+            ids.collect::<Result<Vec<String>, _>>()?
+        };
+        tx.execute("DELETE FROM funcs WHERE id = ?1", [row.id])?;
+        tx.commit()?;
+        Ok((row, running))
     }
 
     /// Replaces `tenant`'s function `name`'s definition (with `spec`) and
@@ -373,12 +398,14 @@ impl Store {
             .optional()?)
     }
 
-    /// Marks call `id` running. Its body is kept (and counted against its
-    /// owner's budget) until its result takes its place, so that what the
-    /// owner holds does not dip while the call runs.
+    /// Marks call `id` running. Its environment and body are kept (and
+    /// counted against its owner's budget) until its result takes their
+    /// place, so that what the owner holds does not dip while the call
+    /// runs, and a call whose container never started can run again after
+    /// a restart.
     pub fn start_call(&self, id: &str) -> Result<(), FuncsError> {
         self.db().execute(
-            "UPDATE func_calls SET state = 'running', env = NULL WHERE id = ?1",
+            "UPDATE func_calls SET state = 'running' WHERE id = ?1",
             [id],
         )?;
         Ok(())
@@ -425,24 +452,17 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Calls a stopped hulld left running are failed with `why`: which
-    /// ones, as (function, call).
-    pub fn fail_running_calls(&self, why: &str) -> Result<Vec<(i64, String)>, FuncsError> {
-        let mut db = self.db();
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let failed = {
-            let mut statement =
-                tx.prepare("SELECT func, id FROM func_calls WHERE state = 'running'")?;
-            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        tx.execute(
-            "UPDATE func_calls SET state = 'failed', result = ?1, finished = ?2, body = NULL
-             WHERE state = 'running'",
-            params![why.as_bytes(), now()],
+    /// Calls marked running, oldest first: (function, its owner, call).
+    /// At start they are those a stopped hulld left running, to be taken
+    /// back with their containers.
+    pub fn running_calls(&self) -> Result<Vec<(i64, Option<String>, String)>, FuncsError> {
+        let db = self.db();
+        let mut statement = db.prepare(
+            "SELECT c.func, f.tenant, c.id FROM func_calls c JOIN funcs f ON f.id = c.func
+             WHERE c.state = 'running' ORDER BY c.seq",
         )?;
-        tx.commit()?;
-        Ok(failed)
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Drops the results of calls done before `unfetched_before` (they then

@@ -59,14 +59,10 @@ fn calls_are_queued_durably_and_fetched_once() {
     let queued = store.queued_calls().unwrap();
     assert_eq!(queued, vec![(func.id, None, second.clone())]);
     assert_eq!(store.call(&second).unwrap().unwrap().body.unwrap(), b"two");
-    // A call running when hulld stopped is failed, not run twice.
+    // A call running when hulld stopped is found again, to be taken back.
     assert_eq!(
-        store.fail_running_calls("stopped").unwrap(),
-        vec![(func.id, first.clone())]
-    );
-    assert_eq!(
-        store.call(&first).unwrap().unwrap().state,
-        CallState::Failed
+        store.running_calls().unwrap(),
+        vec![(func.id, None, first.clone())]
     );
 
     // Not done: answered and kept.
@@ -97,8 +93,10 @@ fn calls_are_queued_durably_and_fetched_once() {
     assert!(store.call(&third).unwrap().is_none());
     // Removing the function removes its calls.
     let fourth = store.add_call(&func, "[]", b"", u64::MAX).unwrap();
-    store.remove_func(None, "echo").unwrap();
+    let (_, running) = store.remove_func(None, "echo").unwrap();
+    assert_eq!(running, vec![first.clone()]);
     assert!(store.call(&fourth).unwrap().is_none());
+    assert!(store.call(&first).unwrap().is_none());
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod crons;
 pub mod date;
+pub mod func_events;
 pub mod funcs;
 pub mod images;
 mod owned;

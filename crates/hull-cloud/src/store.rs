@@ -120,6 +120,7 @@ impl Store {
         db.execute_batch(crate::images::SCHEMA)?;
         db.execute_batch(crate::crons::SCHEMA)?;
         db.execute_batch(crate::funcs::SCHEMA)?;
+        db.execute_batch(crate::func_events::SCHEMA)?;
         Ok(Self {
             db: Mutex::new(db),
             secrets_key: secrets_key.to_owned(),

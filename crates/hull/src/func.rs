@@ -49,6 +49,22 @@ pub enum FuncCommand {
         #[arg(short, long)]
         data: Option<String>,
     },
+    /// Show the events of a function's calls: CALL, QUEUED, RUNNING,
+    /// FINISHED, FAILED, with the first bytes of stdin, stdout and stderr.
+    Logs {
+        name: String,
+        /// Keep showing new events as calls come and go.
+        #[arg(short, long)]
+        follow: bool,
+        /// Show the last N events, or all that are kept.
+        #[arg(long, default_value = "all", value_name = "N")]
+        tail: String,
+        /// Only the events of this call.
+        #[arg(long, value_name = "ID")]
+        callid: Option<String>,
+    },
+    /// Count a function's calls: all, waiting, running, finished, failed.
+    Status { name: String },
     /// Print a call's result (once: then it is gone).
     Get {
         name: String,
@@ -188,6 +204,36 @@ async fn run(client: &Client, command: FuncCommand) -> Result<i32> {
             let answer = client.call_raw(Method::POST, &path, body).await?;
             print_answer(answer)
         }
+        FuncCommand::Logs {
+            name,
+            follow,
+            tail,
+            callid,
+        } => {
+            let mut query = format!("tail={}", encode(&tail));
+            if follow {
+                query.push_str("&follow=1");
+            }
+            if let Some(call) = callid {
+                query.push_str(&format!("&callid={}", encode(&call)));
+            }
+            let path = format!("/funcs/{}/logs?{query}", encode(&name));
+            print_events(client.get_stream(&path).await?).await
+        }
+        FuncCommand::Status { name } => {
+            let path = format!("/funcs/{}/status", encode(&name));
+            let status: Value = client.get_json(&path).await?;
+            let count = |key: &str| status[key].as_u64().unwrap_or(0).to_string();
+            print_table(&[
+                ["TOTAL", "PENDING", "RUNNING", "FINISHED", "FAILED"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                ["Total", "Pending", "Running", "Finished", "Failed"]
+                    .map(count)
+                    .to_vec(),
+            ]);
+            Ok(0)
+        }
         FuncCommand::Get { name, call, wait } => {
             let wait = if wait { "?wait=1" } else { "" };
             let path = format!("/funcs/{}/output/{}{wait}", encode(&name), encode(&call));
@@ -195,6 +241,44 @@ async fn run(client: &Client, command: FuncCommand) -> Result<i32> {
             print_answer(answer)
         }
     }
+}
+
+/// Prints call events as they arrive, one line each as Hyper.sh's client
+/// did; a message from hulld in their stead ends it with exit code 1.
+async fn print_events(stream: impl tokio::io::AsyncBufRead + Unpin) -> Result<i32> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = stream.lines();
+    let mut out = std::io::stdout();
+    while let Some(line) = lines.next_line().await.context("cannot read the events")? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Value = serde_json::from_str(&line)
+            .with_context(|| format!("hulld sent an event that is not JSON: {line:?}"))?;
+        let field = |key: &str| event[key].as_str().unwrap_or("").to_owned();
+        let Some(kind) = event["Event"].as_str() else {
+            eprintln!("hull: {}", field("Message"));
+            return Ok(1);
+        };
+        let head = format!("{} [{kind}] CallId: {}", field("Time"), field("CallId"));
+        let line = match kind {
+            "CALL" => format!("{head}, ShortStdin: {}", field("ShortStdin")),
+            "FINISHED" => format!(
+                "{head}, ShortStdout: {}, ShortStderr: {}",
+                field("ShortStdout"),
+                field("ShortStderr")
+            ),
+            "FAILED" => format!(
+                "{head}, Message: {}, ShortStderr: {}",
+                field("Message"),
+                field("ShortStderr")
+            ),
+            _ => head,
+        };
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
+    Ok(0)
 }
 
 fn print_url(view: &FuncView) {

@@ -9,6 +9,8 @@
 //! connections within a share.
 
 mod common;
+#[path = "func/events.rs"]
+mod events;
 #[path = "func/shares.rs"]
 mod shares;
 
@@ -274,28 +276,55 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     let acme = Acme::new(&cloud, &archive);
     let hoard = acme.hogs_its_share(&plane, &echo);
 
-    // hulld killed with calls queued: they run after its restart; the one
-    // it left running is failed, not run twice.
+    // hulld killed with calls running and queued. A running call goes on
+    // in its VM: the next hulld takes it back, and its result holds what it
+    // wrote before the crash and after. Queued calls run after the restart.
+    let (_, survivor) = create(
+        "survivor",
+        &[],
+        "cat; echo; echo started; sleep 10; echo finished",
+    );
+    let survivor_id = plane.call_async(&survivor, "in");
+    let fed = cloud
+        .daemon
+        .root
+        .join("funcs/calls")
+        .join(format!("{survivor_id}.fed"));
+    common::eventually(120, || {
+        let spooled = fed.with_extension("stdout");
+        let started = std::fs::read(&spooled).is_ok_and(|o| o.ends_with(b"started\n"));
+        (fed.exists() && started)
+            .then_some(())
+            .ok_or_else(|| format!("{} not yet", spooled.display()))
+    });
     let ids: Vec<String> = ["e", "f", "g"]
         .iter()
         .map(|body| plane.call_async(&queued, body))
         .collect();
     cloud.restart_after_crash_with(&env, || {});
+    // Fetched at once, side by side: results here expire unfetched in seconds.
+    let wait = |path: String| {
+        let (status, answer) = plane.send("GET", &format!("{path}/wait"), &[], b"");
+        (status, text(&answer))
+    };
+    let (survived, answers) = std::thread::scope(|s| {
+        let survived = s.spawn(|| wait(output_path(&survivor, &survivor_id)));
+        let others: Vec<_> = ids
+            .iter()
+            .map(|id| s.spawn(|| wait(output_path(&queued, id))))
+            .collect();
+        let others: Vec<_> = others.into_iter().map(|h| h.join().unwrap()).collect();
+        (survived.join().unwrap(), others)
+    });
+    assert_eq!(
+        (survived.0, survived.1.as_str()),
+        (200, "in\nstarted\nfinished\n")
+    );
+    events::events_and_counts_are_kept(&cloud, &plane, &survivor, "survivor");
     // The budget is read back from what is stored: still full.
     let (status, body) = plane.send("POST", &acme.sleepy, &[], &[b'x'; BIG]);
     assert_eq!(status, 507, "{}", text(&body));
-    // Fetched at once: results here expire unfetched in seconds.
     acme.frees_its_budget(&plane, &hoard);
-    let mut answers = Vec::new();
-    for id in &ids {
-        let (status, answer) = plane.send(
-            "GET",
-            &format!("{}/wait", output_path(&queued, id)),
-            &[],
-            b"",
-        );
-        answers.push((status, text(&answer)));
-    }
     for ((status, answer), body) in answers.iter().zip(["e", "f", "g"]) {
         let ran = *status == 200 && answer.starts_with(&format!("{body}\n"));
         let interrupted = *status == 500 && answer.contains("hulld stopped");
@@ -305,7 +334,7 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
         answers[1..].iter().all(|(status, _)| *status == 200),
         "{answers:?}"
     );
-    // The interrupted call's container is removed, not left behind.
+    // No call's container is left behind.
     common::eventually(60, || {
         let ps = stdout_of(&hull(&["ps", "-a"]));
         (!ps.contains("-call-")).then_some(()).ok_or(ps)
@@ -327,6 +356,8 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     );
 
     tenants_keep_their_functions(&cloud, &plane, &acme);
+    events::a_follower_sees_each_call_as_it_happens(&cloud, &plane, &refreshed);
+    events::removal_stops_running_calls(&cloud, &plane);
 
     // A result left unfetched past its time: 410.
     let waited = started.elapsed();
@@ -335,7 +366,7 @@ fn functions_run_each_call_in_a_vm_answer_as_hyper_did_queue_and_stay_their_owne
     assert_eq!(status, 410, "after {waited:?}");
 
     stdout_of(&hull(&[
-        "func", "rm", "echo", "fail", "chatty", "slow", "queued",
+        "func", "rm", "echo", "fail", "chatty", "slow", "queued", "survivor",
     ]));
     let listed = stdout_of(&hull(&["func", "ls"]));
     assert_eq!(listed.lines().count(), 1, "{listed}");

@@ -303,7 +303,7 @@ async fn serve() -> Result<()> {
             warn!(error = %hull_api::server::error_chain(&err), "cannot re-attach to the containers of the last hulld");
         }
         resuming.reconcile_usage();
-        hull_api::func::remove_interrupted(&resuming).await;
+        hull_api::func::resume_interrupted(&resuming).await;
         // A pool is asked for to be ready before the first run, so its
         // template and clones are made now rather than on first use.
         if resuming.has_pool() {

@@ -217,6 +217,21 @@ impl Client {
             .await
     }
 
+    /// A GET whose body is read as it arrives: JSON lines that go on while
+    /// the server has more (`/funcs/NAME/logs?follow=1`).
+    pub async fn get_stream(
+        &self,
+        path: &str,
+    ) -> Result<impl tokio::io::AsyncBufRead + Send + Unpin, ClientError> {
+        let response = self.send(Self::request(Method::GET, path, empty())).await?;
+        let response = Self::check(response).await?;
+        let chunks = response
+            .into_body()
+            .into_data_stream()
+            .map_err(std::io::Error::other);
+        Ok(tokio_util::io::StreamReader::new(chunks))
+    }
+
     /// The container's logs, both streams, as they are read.
     pub async fn container_logs(
         &self,

@@ -7,15 +7,19 @@
 //! one runs it.
 
 mod call;
+pub mod events;
 pub mod plane;
 mod queue;
 mod spec;
+mod spool;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use hull_cloud::func_events::{Detail, Event, EventRow, FuncStatus};
 use hull_cloud::funcs::{CallRow, CallState, FuncRow, FuncsError};
-use tokio::sync::broadcast;
+use hull_runtime::container::{Container, OutputChunk};
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 pub use spec::{FuncSpec, FuncView, SpecError, MAX_CONCURRENCY, MAX_TIMEOUT_SECONDS};
@@ -100,9 +104,23 @@ pub struct Funcs {
     /// Where calls are served, once they are.
     address: OnceLock<std::net::SocketAddr>,
     daemon: OnceLock<Weak<Daemon>>,
-    /// Calls a stopped hulld left running: their containers are removed
-    /// once the containers are re-attached.
-    interrupted: Mutex<Vec<(i64, String)>>,
+    /// Calls a stopped hulld left running, taken back once their
+    /// containers are re-attached.
+    interrupted: Mutex<Vec<Interrupted>>,
+    /// Calls' events as they are recorded, for `func logs --follow`.
+    events: broadcast::Sender<EventRow>,
+    /// When this hulld took over: a call whose container ended before
+    /// ended while no hulld read its output.
+    started: std::time::SystemTime,
+}
+
+/// A call a stopped hulld left running.
+struct Interrupted {
+    func: FuncRow,
+    id: String,
+    /// Its container, with its output subscribed to before the re-attach;
+    /// `None` if it was never made.
+    container: Option<(Arc<Container>, mpsc::Receiver<OutputChunk>)>,
 }
 
 impl Default for Funcs {
@@ -114,6 +132,8 @@ impl Default for Funcs {
             address: OnceLock::new(),
             daemon: OnceLock::new(),
             interrupted: Mutex::default(),
+            events: broadcast::channel(1024).0,
+            started: std::time::SystemTime::now(),
         }
     }
 }
@@ -149,26 +169,16 @@ pub fn definition(row: &FuncRow) -> Result<FuncSpec, FuncError> {
 }
 
 /// Starts the call plane's background work: calls a stopped hulld left
-/// queued run, ones it left running are failed (their result is lost),
-/// and results kept past their time are dropped.
+/// queued run, ones it left running are held to be taken back once their
+/// containers are re-attached, and results kept past their time are
+/// dropped. To be called before containers are re-attached.
 pub fn spawn(daemon: Arc<Daemon>) {
     let _ = daemon.funcs().daemon.set(Arc::downgrade(&daemon));
     let store = daemon.tenants();
-    match store.fail_running_calls("the call was running when hulld stopped") {
-        Ok(failed) if failed.is_empty() => {}
-        Ok(failed) => {
-            warn!(
-                calls = failed.len(),
-                "calls running when hulld stopped are failed"
-            );
-            *daemon
-                .funcs()
-                .interrupted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = failed;
-        }
+    match store.running_calls() {
+        Ok(running) => adopt_running(&daemon, running),
         Err(err) => {
-            warn!(error = %hull_runtime::error_chain(&err), "cannot fail interrupted calls")
+            warn!(error = %hull_runtime::error_chain(&err), "cannot read the calls left running")
         }
     }
     match store.queued_calls() {
@@ -204,9 +214,55 @@ pub fn spawn(daemon: Arc<Daemon>) {
     });
 }
 
-/// Removes the containers of calls a stopped hulld left running (their
-/// calls are failed already); to be called once containers are re-attached.
-pub async fn remove_interrupted(daemon: &Arc<Daemon>) {
+impl std::fmt::Debug for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupted")
+            .field("func", &self.func.name)
+            .field("id", &self.id)
+            .field("container", &self.container.as_ref().map(|(c, _)| &c.id))
+            .finish()
+    }
+}
+
+/// Counts the calls a stopped hulld left running as running and, for each
+/// whose container exists, subscribes to its output before the container
+/// is re-attached, so that nothing it writes from then on is missed.
+fn adopt_running(daemon: &Arc<Daemon>, running: Vec<(i64, Option<String>, String)>) {
+    let ids: Vec<String> = running.iter().map(|(_, _, id)| id.clone()).collect();
+    spool::sweep(daemon.root(), &ids);
+    let mut interrupted = Vec::new();
+    for (func, owner, id) in running {
+        let Ok(Some(row)) = daemon.tenants().func_by_id(func) else {
+            continue;
+        };
+        let container = call::container_of(daemon, owner.as_deref(), &row.name, &id).map(|c| {
+            let output = c.attach_output(true, true);
+            (c, output)
+        });
+        daemon.funcs().lock().adopt(func, &owner);
+        interrupted.push(Interrupted {
+            func: row,
+            id,
+            container,
+        });
+    }
+    if !interrupted.is_empty() {
+        info!(
+            calls = interrupted.len(),
+            "taking back the calls a stopped hulld left running"
+        );
+    }
+    *daemon
+        .funcs()
+        .interrupted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = interrupted;
+}
+
+/// Takes back the calls a stopped hulld left running: each finishes (or
+/// runs, if its container never started) and keeps its result. To be
+/// called once containers are re-attached.
+pub async fn resume_interrupted(daemon: &Arc<Daemon>) {
     let interrupted = std::mem::take(
         &mut *daemon
             .funcs()
@@ -214,25 +270,92 @@ pub async fn remove_interrupted(daemon: &Arc<Daemon>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner()),
     );
-    for (func, id) in interrupted {
-        let Ok(Some(row)) = daemon.tenants().func_by_id(func) else {
-            continue;
-        };
-        let path = format!(
-            "/containers/{}?force=1",
-            call::container_name(&row.name, &id)
-        );
-        let owner = row.tenant.as_deref();
-        let removed = crate::server::crons::call(
-            daemon,
-            owner,
-            hyper::Method::DELETE,
-            &path,
-            bytes::Bytes::new(),
-        )
-        .await;
-        info!(function = %row.name, call = %id, status = %removed.0, "removed an interrupted call's container");
+    for call in interrupted {
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let Interrupted {
+                func,
+                id,
+                container,
+            } = call;
+            let (state, result) = match (definition(&func), request_of(&daemon, &id)) {
+                (Ok(spec), Some((env, stdin))) => {
+                    let request = call::Request {
+                        owner: func.tenant.as_deref(),
+                        func: &func.name,
+                        id: &id,
+                        spec: &spec,
+                        env,
+                        stdin,
+                        max_output: daemon.funcs().config().max_output,
+                    };
+                    let started = daemon.funcs().started;
+                    match container {
+                        Some((container, output)) => {
+                            call::resume(&daemon, request, container, output, started).await
+                        }
+                        None => call::run(&daemon, request).await,
+                    }
+                }
+                (Err(err), _) => (CallState::Failed, err.to_string().into_bytes()),
+                // Removed meanwhile, with its function.
+                (_, None) => (CallState::Failed, Vec::new()),
+            };
+            info!(function = %func.name, call = %id, ?state, "a call taken back ended");
+            conclude(&daemon, &func, &id, state, &result);
+        });
     }
+}
+
+/// The stored environment and stdin of call `id`, if it is still kept.
+fn request_of(daemon: &Daemon, id: &str) -> Option<(Vec<String>, Vec<u8>)> {
+    let row = daemon.tenants().call(id).ok().flatten()?;
+    let env = row
+        .env
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok())
+        .unwrap_or_default();
+    Some((env, row.body.unwrap_or_default()))
+}
+
+/// Stores a call's outcome, records its last event, frees its slot and
+/// starts what waited for it.
+fn conclude(daemon: &Arc<Daemon>, func: &FuncRow, id: &str, state: CallState, result: &[u8]) {
+    if let Err(err) = daemon.tenants().finish_call(id, state, result) {
+        warn!(call = %id, error = %hull_runtime::error_chain(&err), "cannot store a call's result");
+    }
+    events::record_end(daemon, func.id, id, state, result);
+    daemon.funcs().lock().ended(func.id, &func.tenant);
+    let _ = daemon.funcs().finished.send(id.to_owned());
+    pump(daemon, &func.tenant);
+}
+
+/// Removes `owner`'s function `name` with its calls: queued ones are
+/// dropped, running ones' VMs stopped. Returns once they are gone.
+pub(crate) async fn remove(
+    daemon: &Daemon,
+    owner: Option<&str>,
+    name: &str,
+) -> Result<(), FuncError> {
+    let (row, running) = daemon.tenants().remove_func(owner, name)?;
+    let Some(daemon) = daemon.funcs().daemon.get().and_then(Weak::upgrade) else {
+        return Ok(());
+    };
+    let removals = running.iter().map(|id| {
+        let container = call::container_name(&row.name, id);
+        let daemon = daemon.clone();
+        async move { call::remove(&daemon, owner, &container).await }
+    });
+    futures_util::future::join_all(removals).await;
+    if !running.is_empty() {
+        info!(function = %row.name, calls = running.len(), "stopped the running calls of a removed function");
+    }
+    Ok(())
+}
+
+/// Function `func`'s calls counted.
+pub(crate) fn status(daemon: &Daemon, func: &FuncRow) -> Result<FuncStatus, FuncError> {
+    Ok(daemon.tenants().func_status(func.id)?)
 }
 
 /// Drops results kept unfetched past their time.
@@ -275,6 +398,12 @@ pub(crate) fn submit(
         .add_call(func, &env, body, config.max_held_bytes)?;
     queues.push(func.id, &func.tenant, id.clone());
     drop(queues);
+    let detail = Detail {
+        stdin: body,
+        ..Detail::default()
+    };
+    events::record(daemon, func.id, &id, Event::Call, detail);
+    events::record(daemon, func.id, &id, Event::Queued, Detail::default());
     pump(&owner, &func.tenant);
     Ok(id)
 }
@@ -309,54 +438,50 @@ fn pump(daemon: &Arc<Daemon>, owner: &Owner) {
         let row = rows[&func].0.clone();
         let daemon = daemon.clone();
         tokio::spawn(async move {
-            run(&daemon, &row, &id).await;
-            daemon.funcs().lock().ended(row.id, &row.tenant);
-            let _ = daemon.funcs().finished.send(id);
-            pump(&daemon, &row.tenant);
+            if let Some((state, result)) = run(&daemon, &row, &id).await {
+                conclude(&daemon, &row, &id, state, &result);
+            } else {
+                daemon.funcs().lock().ended(row.id, &row.tenant);
+                pump(&daemon, &row.tenant);
+            }
         });
     }
 }
 
-/// Runs call `id` of `func` and stores its outcome.
-async fn run(daemon: &Arc<Daemon>, func: &FuncRow, id: &str) {
+/// Runs call `id` of `func`: its outcome and result, or `None` if the
+/// call is gone or not queued.
+async fn run(daemon: &Arc<Daemon>, func: &FuncRow, id: &str) -> Option<(CallState, Vec<u8>)> {
     let store = daemon.tenants();
-    let row = match store.call(id) {
-        Ok(Some(row)) if row.state == CallState::Queued => row,
-        Ok(_) => return,
+    match store.call(id) {
+        Ok(Some(row)) if row.state == CallState::Queued => {}
+        Ok(_) => return None,
         Err(err) => {
             warn!(call = %id, error = %hull_runtime::error_chain(&err), "cannot read a queued call");
-            return;
+            return None;
         }
-    };
+    }
     if let Err(err) = store.start_call(id) {
         warn!(call = %id, error = %hull_runtime::error_chain(&err), "cannot mark a call running");
     }
-    let env: Vec<String> = row
-        .env
-        .as_deref()
-        .and_then(|e| serde_json::from_str(e).ok())
-        .unwrap_or_default();
-    let body = row.body.unwrap_or_default();
-    let (state, result) = match definition(func) {
+    events::record(daemon, func.id, id, Event::Running, Detail::default());
+    let (env, stdin) = request_of(daemon, id)?;
+    let outcome = match definition(func) {
         Ok(spec) => {
-            let max_output = daemon.funcs().config().max_output;
             let request = call::Request {
                 owner: func.tenant.as_deref(),
                 func: &func.name,
                 id,
                 spec: &spec,
                 env,
-                stdin: body,
-                max_output,
+                stdin,
+                max_output: daemon.funcs().config().max_output,
             };
             call::run(daemon, request).await
         }
         Err(err) => (CallState::Failed, err.to_string().into_bytes()),
     };
-    info!(function = %func.name, call = %id, ?state, "a call ended");
-    if let Err(err) = store.finish_call(id, state, &result) {
-        warn!(call = %id, error = %hull_runtime::error_chain(&err), "cannot store a call's result");
-    }
+    info!(function = %func.name, call = %id, state = ?outcome.0, "a call ended");
+    Some(outcome)
 }
 
 /// Waits until call `id` of `func` is done (or gone), then takes it: a

@@ -6,6 +6,9 @@
 //! `GET /output/NAME/UUID/CALLID[/wait]` the result: 200 finished (then
 //! gone), 201 running, 202 queued, 404 unknown or fetched, 410 expired,
 //! 500 failed (its stderr), 504 past its timeout, 509 output too large.
+//! `GET /status/NAME/UUID` counts the function's calls and
+//! `GET /logs/NAME/UUID[?callid=&tail=&follow=1]` streams their events,
+//! as Hyper.sh's call plane did.
 //!
 //! Its connections are shared as the tenant listener's are: a connection
 //! counts against its peer's address until a request on it names a
@@ -28,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
+use super::events::{self, LogsRequest};
 use super::{submit, take, FuncError};
 use crate::daemon::Daemon;
 use crate::server::connections::{
@@ -116,20 +120,29 @@ async fn route(
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
     let (name, uuid) = match (&method, parts.as_slice()) {
-        (&Method::POST, ["call", name, uuid, ..]) | (&Method::GET, ["output", name, uuid, ..]) => {
-            (*name, *uuid)
-        }
+        (&Method::POST, ["call", name, uuid, ..])
+        | (&Method::GET, ["output" | "status" | "logs", name, uuid, ..]) => (*name, *uuid),
         _ => return text(StatusCode::NOT_FOUND, "no such function"),
     };
     let func = match function(daemon, name, uuid, connection) {
         Ok(func) => func,
         Err(response) => return response,
     };
-    match (&method, &parts[3..]) {
-        (&Method::POST, []) => call(daemon, &func, false, request).await,
-        (&Method::POST, ["sync"]) => call(daemon, &func, true, request).await,
-        (&Method::GET, [id]) => fetch(daemon, &func, id, false).await,
-        (&Method::GET, [id, "wait"]) => fetch(daemon, &func, id, true).await,
+    match (&method, parts[0], &parts[3..]) {
+        (&Method::POST, _, []) => call(daemon, &func, false, request).await,
+        (&Method::POST, _, ["sync"]) => call(daemon, &func, true, request).await,
+        (&Method::GET, "output", [id]) => fetch(daemon, &func, id, false).await,
+        (&Method::GET, "output", [id, "wait"]) => fetch(daemon, &func, id, true).await,
+        (&Method::GET, "status", [] | [""]) => match super::status(daemon, &func) {
+            Ok(status) => json(StatusCode::OK, &status),
+            Err(error) => refused(&error),
+        },
+        (&Method::GET, "logs", [] | [""]) => {
+            match LogsRequest::parse(&crate::server::containers::Query::of(&request)) {
+                Ok(wanted) => events::logs(daemon, &func, wanted),
+                Err(message) => text(StatusCode::BAD_REQUEST, &message),
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "no such function"),
     }
 }
@@ -384,6 +397,15 @@ where
 fn bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
+    response
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let mut response = bytes(status, serde_json::to_vec(value).expect("JSON serializes"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 

@@ -103,6 +103,20 @@ impl Queues {
         started
     }
 
+    /// Counts a call of `owner`'s function `func` running that did not
+    /// start through the queue (one a stopped hulld left running).
+    pub fn adopt(&mut self, func: i64, owner: &Owner) {
+        self.funcs
+            .entry(func)
+            .or_insert_with(|| FuncQueue {
+                owner: owner.clone(),
+                running: 0,
+                waiting: VecDeque::new(),
+            })
+            .running += 1;
+        *self.running.entry(owner.clone()).or_default() += 1;
+    }
+
     /// A call of `owner`'s function `func` ended.
     pub fn ended(&mut self, func: i64, owner: &Owner) {
         if let Some(queue) = self.funcs.get_mut(&func) {

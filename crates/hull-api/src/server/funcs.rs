@@ -3,7 +3,9 @@
 //! `POST /funcs/create?name=` (a `FuncSpec` body), `GET /funcs`,
 //! `GET|DELETE /funcs/{name}`, `POST /funcs/{name}/update?refresh=1` (the
 //! fields to change, or none), `POST /funcs/{name}/call?sync=1` (the
-//! call's stdin), `GET /funcs/{name}/output/{call}?wait=1`. A tenant sees
+//! call's stdin), `GET /funcs/{name}/output/{call}?wait=1`,
+//! `GET /funcs/{name}/status` (calls counted), `GET /funcs/{name}/logs?
+//! callid=&tail=&follow=1` (call events, a JSON object per line). A tenant sees
 //! its own functions only; another's answers 404 as a missing one does.
 
 use hull_cloud::funcs::{FuncRow, FuncsError};
@@ -15,6 +17,7 @@ use serde_json::Value;
 use super::containers::{no_content, Query};
 use super::{json_response, not_found, split_resource, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
+use crate::func::events::LogsRequest;
 use crate::func::{self, plane, FuncSpec, FuncView};
 
 /// The largest function definition read.
@@ -39,11 +42,20 @@ pub(super) async fn route(
                     Ok(json_response(StatusCode::OK, &view(daemon, row, owner)?))
                 }
                 (&Method::DELETE, "") => {
-                    daemon
-                        .tenants()
-                        .remove_func(owner, &name)
-                        .map_err(funcs_error)?;
+                    func::remove(daemon, owner, &name)
+                        .await
+                        .map_err(func_error)?;
                     Ok(no_content())
+                }
+                (&Method::GET, "status") => {
+                    let row = daemon.tenants().func(owner, &name).map_err(funcs_error)?;
+                    let status = func::status(daemon, &row).map_err(func_error)?;
+                    Ok(json_response(StatusCode::OK, &status))
+                }
+                (&Method::GET, "logs") => {
+                    let row = daemon.tenants().func(owner, &name).map_err(funcs_error)?;
+                    let request = LogsRequest::parse(&Query::of(&request)).map_err(bad)?;
+                    Ok(func::events::logs(daemon, &row, request))
                 }
                 (&Method::POST, "update") => update(daemon, owner, &name, request).await,
                 (&Method::POST, "call") => {
@@ -180,6 +192,13 @@ fn view(daemon: &Daemon, row: FuncRow, owner: Option<&str>) -> Result<FuncView, 
         queued,
         created: rfc3339(row.created as i64),
     })
+}
+
+fn func_error(error: func::FuncError) -> ApiError {
+    match error {
+        func::FuncError::Store(error) => funcs_error(error),
+        other => internal(other),
+    }
 }
 
 fn internal(error: func::FuncError) -> ApiError {

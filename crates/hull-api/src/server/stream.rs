@@ -20,7 +20,7 @@ pub(super) const CONTENT_RAW: &str = "application/vnd.docker.raw-stream";
 
 /// A response whose body is what is sent on the returned channel; `capacity`
 /// chunks may wait, then the sender waits for the client.
-pub(super) fn channel_body(capacity: usize) -> (mpsc::Sender<Bytes>, Response<Body>) {
+pub(crate) fn channel_body(capacity: usize) -> (mpsc::Sender<Bytes>, Response<Body>) {
     let (tx, rx) = mpsc::channel::<Bytes>(capacity);
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
         let bytes = rx.recv().await?;

@@ -116,10 +116,10 @@ fn snapshot_status(error: &hull_runtime::volume::snapshot::SnapshotError) -> Sta
 }
 
 /// The query parameters of a request.
-pub(super) struct Query(BTreeMap<String, String>);
+pub(crate) struct Query(BTreeMap<String, String>);
 
 impl Query {
-    pub(super) fn of<B>(request: &Request<B>) -> Self {
+    pub(crate) fn of<B>(request: &Request<B>) -> Self {
         Self(
             form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
                 .into_owned()
@@ -127,11 +127,11 @@ impl Query {
         )
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
 
-    pub(super) fn flag(&self, key: &str) -> bool {
+    pub(crate) fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("1" | "true" | "True" | "yes"))
     }
 
