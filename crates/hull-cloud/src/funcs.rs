@@ -191,6 +191,23 @@ fn call_of(row: &Row<'_>) -> rusqlite::Result<CallRow> {
     })
 }
 
+/// `tenant`'s (`None`: the operator's) function `name`.
+fn func_named(
+    db: &rusqlite::Connection,
+    tenant: Option<&str>,
+    name: &str,
+) -> Result<FuncRow, FuncsError> {
+    db.query_row(
+        &format!(
+            "SELECT {COLUMNS} FROM funcs WHERE ifnull(tenant, '') = ifnull(?1, '') AND name = ?2"
+        ),
+        params![tenant, name],
+        row_of,
+    )
+    .optional()?
+    .ok_or_else(|| FuncsError::NoFunc(name.to_owned()))
+}
+
 /// `bytes` random bytes as hex: a function's uuid, a call's id.
 fn random_hex(bytes: usize) -> Result<String, FuncsError> {
     let mut buf = vec![0u8; bytes];
@@ -237,16 +254,7 @@ impl Store {
 
     /// `tenant`'s function `name`: another owner's answers as a missing one.
     pub fn func(&self, tenant: Option<&str>, name: &str) -> Result<FuncRow, FuncsError> {
-        self.db()
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM funcs WHERE ifnull(tenant, '') = ifnull(?1, '') AND name = ?2"
-                ),
-                params![tenant, name],
-                row_of,
-            )
-            .optional()?
-            .ok_or_else(|| FuncsError::NoFunc(name.to_owned()))
+        func_named(&self.db(), tenant, name)
     }
 
     /// The function whose uuid is `uuid`, if any.
@@ -295,16 +303,7 @@ impl Store {
     ) -> Result<(FuncRow, Vec<String>), FuncsError> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = tx
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM funcs WHERE ifnull(tenant, '') = ifnull(?1, '') AND name = ?2"
-                ),
-                params![tenant, name],
-                row_of,
-            )
-            .optional()?
-            .ok_or_else(|| FuncsError::NoFunc(name.to_owned()))?;
+        let row = func_named(&tx, tenant, name)?;
         let running = {
             let mut statement = tx.prepare(
                 "SELECT id FROM func_calls WHERE func = ?1 AND state = 'running' ORDER BY seq",

@@ -129,12 +129,10 @@ fn an_owner_s_calls_hold_bytes_within_its_budget_until_fetched_expired_or_remove
     assert_eq!(store.held_bytes(Some("acme")).unwrap(), 2 * cost(1000));
     // Another owner has a budget of its own.
     store.add_call(&beta, "[]", &[0; 1000], budget).unwrap();
-    // Running, a call's body is held until its result takes its place.
+    // Running, a call's environment and body are held until its result
+    // takes their place: nothing changes.
     store.start_call(&first).unwrap();
-    assert_eq!(
-        store.held_bytes(Some("acme")).unwrap(),
-        CALL_OVERHEAD + 1000 + cost(1000)
-    );
+    assert_eq!(store.held_bytes(Some("acme")).unwrap(), 2 * cost(1000));
     store
         .finish_call(&first, CallState::Finished, &[1; 2000])
         .unwrap();

@@ -34,6 +34,14 @@ impl Queues {
             .map_or((0, 0), |f| (f.running, f.waiting.len()))
     }
 
+    fn queue_of(&mut self, func: i64, owner: &Owner) -> &mut FuncQueue {
+        self.funcs.entry(func).or_insert_with(|| FuncQueue {
+            owner: owner.clone(),
+            running: 0,
+            waiting: VecDeque::new(),
+        })
+    }
+
     /// Calls of `owner`'s functions running.
     pub fn running(&self, owner: &Owner) -> usize {
         self.running.get(owner).copied().unwrap_or(0)
@@ -43,15 +51,7 @@ impl Queues {
     pub fn push(&mut self, func: i64, owner: &Owner, id: String) {
         let order = self.next;
         self.next += 1;
-        self.funcs
-            .entry(func)
-            .or_insert_with(|| FuncQueue {
-                owner: owner.clone(),
-                running: 0,
-                waiting: VecDeque::new(),
-            })
-            .waiting
-            .push_back((order, id));
+        self.queue_of(func, owner).waiting.push_back((order, id));
     }
 
     /// `owner`'s functions with calls waiting.
@@ -106,14 +106,7 @@ impl Queues {
     /// Counts a call of `owner`'s function `func` running that did not
     /// start through the queue (one a stopped hulld left running).
     pub fn adopt(&mut self, func: i64, owner: &Owner) {
-        self.funcs
-            .entry(func)
-            .or_insert_with(|| FuncQueue {
-                owner: owner.clone(),
-                running: 0,
-                waiting: VecDeque::new(),
-            })
-            .running += 1;
+        self.queue_of(func, owner).running += 1;
         *self.running.entry(owner.clone()).or_default() += 1;
     }
 

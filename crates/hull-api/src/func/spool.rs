@@ -43,45 +43,32 @@ impl Spool {
     /// A new, empty spool for call `id` (a call id is hex: a safe name).
     pub fn create(root: &Path, id: &str) -> Result<Self, SpoolError> {
         let base = dir(root).join(id);
-        let error = |source| SpoolError::Create {
+        fs::create_dir_all(dir(root)).map_err(|source| SpoolError::Create {
             path: base.clone(),
             source,
-        };
-        fs::create_dir_all(dir(root)).map_err(error)?;
+        })?;
         let _ = fs::remove_file(base.with_extension("fed"));
-        let open = |ext: &str| {
-            OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(base.with_extension(ext))
-        };
-        let files = (
-            open("stdout").map_err(error)?,
-            open("stderr").map_err(error)?,
-        );
-        Ok(Self {
+        Self::with_files(
             base,
-            files: Arc::new(Mutex::new(Some(files))),
-        })
+            OpenOptions::new().create(true).write(true).truncate(true),
+        )
     }
 
     /// Call `id`'s spool as a stopped hulld left it, to go on appending.
     pub fn open(root: &Path, id: &str) -> Result<Self, SpoolError> {
-        let base = dir(root).join(id);
-        let error = |source| SpoolError::Create {
-            path: base.clone(),
-            source,
-        };
+        Self::with_files(dir(root).join(id), OpenOptions::new().append(true))
+    }
+
+    fn with_files(base: PathBuf, options: &OpenOptions) -> Result<Self, SpoolError> {
         let open = |ext: &str| {
-            OpenOptions::new()
-                .append(true)
+            options
                 .open(base.with_extension(ext))
+                .map_err(|source| SpoolError::Create {
+                    path: base.clone(),
+                    source,
+                })
         };
-        let files = (
-            open("stdout").map_err(error)?,
-            open("stderr").map_err(error)?,
-        );
+        let files = (open("stdout")?, open("stderr")?);
         Ok(Self {
             base,
             files: Arc::new(Mutex::new(Some(files))),
