@@ -1,4 +1,5 @@
-//! TLS for the tenants' listener and for clients that reach it.
+//! TLS for the tenants' listener, the call plane off loopback, and for
+//! clients that reach them.
 //!
 //! Without `--tls-cert`, hulld makes its own certificate authority at first
 //! start (`<root>/tls/ca.pem`) and a server certificate it signs: clients
@@ -129,7 +130,8 @@ impl OwnCa {
             cert: self.dir.join("cert.pem"),
             key: self.dir.join("key.pem"),
         };
-        if files.cert.exists() && files.key.exists() {
+        // One made for other names (the listeners moved) is made again.
+        if files.cert.exists() && files.key.exists() && self.covers(&files.cert, names) {
             return Ok(files);
         }
         let key = KeyPair::generate()?;
@@ -148,6 +150,36 @@ impl OwnCa {
         write_private(&files.key, &key.serialize_pem())?;
         write_file(&files.cert, &cert.pem())?;
         Ok(files)
+    }
+
+    /// Whether the certificate chain in `path` is the CA's and valid now
+    /// for every one of `names`.
+    fn covers(&self, path: &Path, names: &[String]) -> bool {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let Ok(chain) = certificates(path) else {
+            return false;
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        if roots.add(self.cert.der().clone()).is_err() {
+            return false;
+        }
+        let Ok(verifier) = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build() else {
+            return false;
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        names.iter().all(|name| {
+            // A name no client can ask for needs no cover.
+            let Ok(server) = rustls::pki_types::ServerName::try_from(name.as_str()) else {
+                return true;
+            };
+            verifier
+                .verify_server_cert(&chain[0], &chain[1..], &server, &[], now)
+                .is_ok()
+        })
     }
 
     /// A new client certificate for `tenant`.
@@ -225,10 +257,6 @@ pub fn server_config(
     files: &CertFiles,
     client_ca: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Read {
-        path: files.key.clone(),
-        source,
-    })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in certificates(client_ca)? {
         roots.add(cert)?;
@@ -238,12 +266,43 @@ pub fn server_config(
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(clients)
-        .with_single_cert(certificates(&files.cert)?, key)?;
+        .with_client_cert_verifier(clients);
+    with_certificate(config, files)
+}
+
+/// The server's TLS configuration from its certificate chain and key, for
+/// a listener whose requests carry their own secret (the call plane's
+/// uuids): no client is asked for a certificate.
+pub fn server_config_without_clients(
+    files: &CertFiles,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth();
+    with_certificate(config, files)
+}
+
+fn with_certificate(
+    config: rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>,
+    files: &CertFiles,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Read {
+        path: files.key.clone(),
+        source,
+    })?;
+    let mut config = config.with_single_cert(certificates(&files.cert)?, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The host's name, as a self-made server certificate covers it and as
+/// URLs name a listener bound to every address; `None` if it has none.
+pub fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != "(none)").then(|| name.to_owned())
 }
 
 /// A client's TLS configuration that trusts the CAs in `ca`.

@@ -1,18 +1,22 @@
 //! The function call plane's listener.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hull_api::func::FuncConfig;
-use hull_api::Daemon;
+use hull_api::{tls, Daemon};
 use tracing::info;
+
+use crate::certs::ServerTls;
 
 /// The call plane's flags.
 #[derive(Debug, clap::Args)]
 pub struct FuncArgs {
-    /// Serve function calls on this address (tcp://127.0.0.1:8080): plain
-    /// HTTP, so a loopback address only.
+    /// Serve function calls on this address (tcp://0.0.0.0:8080): plain
+    /// HTTP on a loopback address, TLS with the tenant listener's
+    /// certificate (--tls-cert, or Hull's own under <root>/tls) on any other.
     #[arg(long, env = "HULL_FUNC_LISTEN", value_name = "tcp://ADDR:PORT")]
     func_listen: Option<String>,
     /// The most bytes of a function call's stdin, and of its stdout.
@@ -55,9 +59,31 @@ pub struct FuncArgs {
     func_max_unauthenticated_per_address: usize,
 }
 
+impl FuncArgs {
+    /// `--func-listen`'s address, if given.
+    pub fn listen_address(&self) -> Result<Option<SocketAddr>> {
+        self.func_listen
+            .as_deref()
+            .map(|text| crate::tenants::parse_tcp("--func-listen", text))
+            .transpose()
+    }
+}
+
+/// Whether the call plane on `addr` serves TLS: calls and their results
+/// cross any network but loopback, so only loopback is served plain.
+pub fn needs_tls(addr: &SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
 /// Sets the call plane's bounds, takes back the calls a stopped hulld
-/// left queued, and serves calls on `--func-listen` (tcp://ADDR:PORT) if given.
-pub async fn start(daemon: Arc<Daemon>, args: &FuncArgs) -> Result<()> {
+/// left queued, and serves calls on `addr` if given: with TLS and `cert`
+/// unless it is a loopback address.
+pub async fn start(
+    daemon: Arc<Daemon>,
+    args: &FuncArgs,
+    addr: Option<SocketAddr>,
+    cert: Option<&ServerTls>,
+) -> Result<()> {
     let max_io = usize::try_from(args.func_max_io).context("--func-max-io is too large")?;
     daemon.funcs().configure(FuncConfig {
         max_input: max_io,
@@ -69,23 +95,44 @@ pub async fn start(daemon: Arc<Daemon>, args: &FuncArgs) -> Result<()> {
         max_connections_per_owner: args.func_max_connections_per_tenant,
         max_unauthenticated_per_address: args.func_max_unauthenticated_per_address,
     });
-    let addr = args
-        .func_listen
-        .as_deref()
-        .map(|text| crate::tenants::parse_tcp("--func-listen", text))
-        .transpose()?;
     hull_api::func::spawn(daemon.clone());
     let Some(addr) = addr else {
         return Ok(());
     };
-    // Calls and their results cross it in the clear.
-    if !addr.ip().is_loopback() {
-        bail!("--func-listen serves plain HTTP: give it a loopback address, not {addr}");
-    }
+    let acceptor = match (needs_tls(&addr), cert) {
+        (false, _) => None,
+        (true, Some(cert)) => {
+            let config =
+                tls::server_config_without_clients(&cert.files).with_context(|| cert.unusable())?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        }
+        (true, None) => bail!("--func-listen {addr} serves TLS, but hulld has no certificate"),
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot serve function calls on tcp://{addr}"))?;
-    info!(address = %listener.local_addr()?, "serving function calls");
-    tokio::spawn(hull_api::func::plane::serve(listener, daemon));
+    let tls = acceptor.is_some();
+    info!(address = %listener.local_addr()?, tls, "serving function calls");
+    tokio::spawn(hull_api::func::plane::serve(listener, acceptor, daemon));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_served_plain() {
+        for plain in ["127.0.0.1:8080", "127.0.0.53:8080", "[::1]:8080"] {
+            assert!(!needs_tls(&plain.parse().unwrap()), "{plain}");
+        }
+        for tls in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.0.2.7:8080",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(needs_tls(&tls.parse().unwrap()), "{tls}");
+        }
+    }
 }

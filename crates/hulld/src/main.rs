@@ -1,5 +1,6 @@
 //! hulld: Hull's daemon. Parses arguments and wires the libraries together.
 
+mod certs;
 mod funcs;
 mod lock;
 mod logfile;
@@ -84,8 +85,9 @@ struct Args {
     /// request signed with a tenant's key. The Unix socket stays the operator's.
     #[arg(long, env = "HULL_LISTEN", value_name = "tcp://ADDR:PORT")]
     listen: Option<String>,
-    /// The tenant listener's certificate chain (PEM); without it hulld
-    /// makes its own CA and certificate under <root>/tls.
+    /// The certificate chain (PEM) of the tenant listener and of the call
+    /// plane off loopback; without it hulld makes its own CA and
+    /// certificate under <root>/tls.
     #[arg(long, env = "HULL_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// The key of --tls-cert (PEM).
@@ -226,7 +228,8 @@ async fn serve() -> Result<()> {
         .as_deref()
         .map(|text| tenants::parse_tcp("--metrics", text))
         .transpose()?;
-    let cert = tenants::cert_files(args.tls_cert.clone(), args.tls_key.clone())?;
+    let func_listen = args.funcs.listen_address()?;
+    let cert = certs::cert_files(args.tls_cert.clone(), args.tls_key.clone())?;
     let socket = hull_api::socket_path(&args.host);
     let listener = bind(&socket).await?;
     let daemon = Daemon::open(DaemonConfig {
@@ -288,14 +291,31 @@ async fn serve() -> Result<()> {
     let daemon = Arc::new(daemon);
     // Before any listener: no container starts unrecorded.
     daemon.follow_usage();
-    if let Some(addr) = listen {
-        tenants::listen(addr, cert, &args.root, daemon.clone()).await?;
+    // The tenants' listener and the call plane off loopback serve one
+    // certificate, made (if it is Hull's own) for both their addresses.
+    let tls_addresses: Vec<_> = listen
+        .into_iter()
+        .chain(func_listen.filter(funcs::needs_tls))
+        .collect();
+    let server_tls = if tls_addresses.is_empty() {
+        None
+    } else {
+        Some(certs::server_tls(cert, &args.root, &tls_addresses)?)
+    };
+    if let (Some(addr), Some(cert)) = (listen, &server_tls) {
+        tenants::listen(addr, cert, daemon.clone()).await?;
     }
     if let Some(addr) = metrics {
         serve_metrics(addr, daemon.clone()).await?;
     }
     hull_api::cron::spawn(daemon.clone());
-    funcs::start(daemon.clone(), &args.funcs).await?;
+    funcs::start(
+        daemon.clone(),
+        &args.funcs,
+        func_listen,
+        server_tls.as_ref(),
+    )
+    .await?;
     hull_api::service::spawn(daemon.clone());
     let resuming = daemon.clone();
     tokio::spawn(async move {

@@ -102,7 +102,7 @@ pub struct Funcs {
     finished: broadcast::Sender<String>,
     config: OnceLock<FuncConfig>,
     /// Where calls are served, once they are.
-    address: OnceLock<std::net::SocketAddr>,
+    address: OnceLock<plane::Endpoint>,
     daemon: OnceLock<Weak<Daemon>>,
     /// Calls a stopped hulld left running, taken back once their
     /// containers are re-attached.
@@ -148,9 +148,10 @@ impl Funcs {
         self.config.get().copied().unwrap_or_default()
     }
 
-    /// The base of call URLs (`http://ADDR`), once the plane listens.
+    /// The base of call URLs (`https://HOST:PORT`, `http://` on
+    /// loopback), once the plane listens.
     pub fn base_url(&self) -> Option<String> {
-        self.address.get().map(|a| format!("http://{a}"))
+        self.address.get().map(plane::Endpoint::base_url)
     }
 
     /// Calls of function `id` running and waiting.

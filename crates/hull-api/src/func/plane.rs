@@ -10,6 +10,9 @@
 //! `GET /logs/NAME/UUID[?callid=&tail=&follow=1]` streams their events,
 //! as Hyper.sh's call plane did.
 //!
+//! Off loopback it serves TLS with the tenant listener's certificate, the
+//! handshake under a deadline; no client certificate is asked for.
+//!
 //! Its connections are shared as the tenant listener's are: a connection
 //! counts against its peer's address until a request on it names a
 //! function (a right uuid), then against that function's owner for good,
@@ -17,6 +20,7 @@
 //! address nor one owner's callers can hold every connection.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +31,10 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use super::events::{self, LogsRequest};
@@ -45,15 +51,41 @@ const MAX_CONNECTIONS: usize = 512;
 const MAX_HEADERS: usize = 64;
 /// The most bytes of headers a call's environment takes.
 const MAX_HEADER_ENV: usize = 16 * 1024;
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its headers, and its body.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest an output request waits for its call to end.
 const MAX_OUTPUT_WAIT: Duration = Duration::from_secs(60);
 
-/// Serves calls on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
+/// Where the plane serves calls, and whether with TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub tls: bool,
+}
+
+impl Endpoint {
+    /// The base of call URLs: `https://HOST:PORT` (or `http://` on
+    /// loopback). A plane bound to every address is named by the host's
+    /// name: a client elsewhere can reach it, and Hull's own certificate
+    /// covers it (the wildcard address would be neither).
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        if !self.address.ip().is_unspecified() {
+            return format!("{scheme}://{}", self.address);
+        }
+        let host = crate::tls::host_name().unwrap_or_else(|| "localhost".to_owned());
+        format!("{scheme}://{host}:{}", self.address.port())
+    }
+}
+
+/// Serves calls on `listener` until the process ends, each connection
+/// over TLS with `tls` when given (the plane is off loopback), else plain.
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, daemon: Arc<Daemon>) {
     if let Ok(address) = listener.local_addr() {
-        let _ = daemon.funcs().address.set(address);
+        let tls = tls.is_some();
+        let _ = daemon.funcs().address.set(Endpoint { address, tls });
     }
     let config = daemon.funcs().config();
     let shares = Arc::new(Connections::new(ConnectionLimits {
@@ -74,40 +106,60 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
                 continue;
             }
         };
-        // Closed at once: its address holds its share of unnamed ones.
+        // Closed at once, before a handshake costs anything: its address
+        // holds its share of unnamed ones.
         let Some(connection) = shares.admit(peer.ip()) else {
             debug!(%peer, "refused a call connection: its address holds its limit");
             continue;
         };
         let connection = Arc::new(connection);
-        let stream = Counted::new(stream, connection.clone(), permit);
-        let daemon = daemon.clone();
+        let (daemon, tls) = (daemon.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (daemon, connection) = (daemon.clone(), connection.clone());
-                async move {
-                    let mut response = route(&daemon, request, &connection).await;
-                    // A stranger's connection gets one try: closed after
-                    // a request that named no function.
-                    if !connection.authenticated() {
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(READ_TIMEOUT)
-                .max_headers(MAX_HEADERS)
-                .max_buf_size(64 * 1024);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
-                debug!(error = %err, "call connection ended with an error");
-            }
+            let Some(tls) = tls else {
+                let stream = Counted::new(stream, connection.clone(), permit);
+                return serve_connection(stream, connection, daemon).await;
+            };
+            // The handshake holds the slot and its address's share only
+            // until its deadline, and a failed one nothing after.
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => return debug!(%peer, error = %err, "call TLS handshake failed"),
+                Err(_) => return debug!(%peer, "call TLS handshake timed out"),
+            };
+            let stream = Counted::new(stream, connection.clone(), permit);
+            serve_connection(stream, connection, daemon).await;
         });
+    }
+}
+
+/// Serves the calls on one connection, plain or TLS, until it ends.
+async fn serve_connection<S>(stream: Counted<S>, connection: Arc<Connection>, daemon: Arc<Daemon>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let (daemon, connection) = (daemon.clone(), connection.clone());
+        async move {
+            let mut response = route(&daemon, request, &connection).await;
+            // A stranger's connection gets one try: closed after a request
+            // that named no function.
+            if !connection.authenticated() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(64 * 1024);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = connection.await {
+        debug!(error = %err, "call connection ended with an error");
     }
 }
 
@@ -413,4 +465,29 @@ fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut body = message.to_owned();
     body.push('\n');
     bytes(status, body.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(address: &str, tls: bool) -> String {
+        let address = address.parse().unwrap();
+        Endpoint { address, tls }.base_url()
+    }
+
+    #[test]
+    fn call_urls_name_a_host_clients_reach_and_the_certificate_covers() {
+        assert_eq!(base("127.0.0.1:8080", false), "http://127.0.0.1:8080");
+        assert_eq!(base("[::1]:8080", false), "http://[::1]:8080");
+        assert_eq!(base("192.0.2.7:8443", true), "https://192.0.2.7:8443");
+        assert_eq!(
+            base("[2001:db8::7]:8443", true),
+            "https://[2001:db8::7]:8443"
+        );
+        let host = crate::tls::host_name().unwrap_or_else(|| "localhost".to_owned());
+        for wildcard in ["0.0.0.0:8443", "[::]:8443"] {
+            assert_eq!(base(wildcard, true), format!("https://{host}:8443"));
+        }
+    }
 }
