@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::server::scope::OWNER_LABEL;
+use hull_runtime::container::health;
 use hull_runtime::container::logs::LogError;
 
 /// The VM size that holds docker's `Memory` and `NanoCpus`; `None` without them.
@@ -230,6 +231,9 @@ pub(in crate::server) fn create_options(
         .entrypoint
         .map(|e| e.into_iter().filter(|part| !part.is_empty()).collect());
     let labels = body.labels.unwrap_or_default();
+    if let Some(healthcheck) = &body.healthcheck {
+        health::validate(healthcheck).map_err(|e| bad(e.to_string()))?;
+    }
     Ok(CreateOptions {
         name,
         image: body.image,
@@ -265,6 +269,7 @@ pub(in crate::server) fn create_options(
         volumes,
         log,
         client_settings,
+        healthcheck: body.healthcheck,
     })
 }
 
