@@ -351,3 +351,55 @@ services:
     );
     compose(&["down", "-t", "1"]);
 }
+
+/// hulld's resident memory, in KiB.
+fn hulld_rss_kib(daemon: &Daemon) -> u64 {
+    let pid = daemon.pid().expect("hulld runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_guest_flooding_its_probes_output_does_not_grow_hulld() {
+    if !has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let _up = DAEMON_UP.read().unwrap_or_else(|e| e.into_inner());
+    // 16 MiB from each probe, which fails, so each result is logged.
+    let flood = "head -c 16777216 /dev/zero; exit 1";
+    let run = daemon.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hc-flood",
+        "--health-cmd",
+        flood,
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    stdout_of(&run);
+    becomes(daemon, "hc-flood", "unhealthy", 60);
+    let before = hulld_rss_kib(daemon);
+    eventually(90, || {
+        let health = inspect(daemon, "hc-flood")["State"]["Health"].clone();
+        let streak = health["FailingStreak"].as_u64().unwrap_or(0);
+        (streak >= 5).then_some(()).ok_or(health.to_string())
+    });
+    let grown = hulld_rss_kib(daemon).saturating_sub(before);
+    let health = inspect(daemon, "hc-flood")["State"]["Health"].clone();
+    for entry in health["Log"].as_array().unwrap() {
+        assert_eq!(entry["ExitCode"], 1, "{entry}");
+        assert_eq!(entry["Output"].as_str().unwrap().len(), 4096);
+    }
+    // 64 MiB and more went through; hulld kept a few KiB of it.
+    assert!(grown < 32 << 10, "hulld grew by {grown} KiB");
+    eprintln!("hulld grew by {grown} KiB while probes wrote 64 MiB");
+    stdout_of(&daemon.docker(&["rm", "-f", "hc-flood"]));
+}

@@ -226,8 +226,16 @@ impl BoundedOutput {
         self.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
+    /// The output as text, still within the bound: bytes that are not
+    /// UTF-8 become U+FFFD, which may take more room than they did.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
+        let mut text = String::from_utf8_lossy(&self.0).into_owned();
+        let mut end = text.len().min(MAX_OUTPUT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text
     }
 }
 

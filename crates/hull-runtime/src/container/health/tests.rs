@@ -145,6 +145,10 @@ fn a_probes_output_is_kept_to_its_bound() {
         output.push(&[b'x'; 1000]);
     }
     assert_eq!(output.text().len(), MAX_OUTPUT);
+    let mut invalid = BoundedOutput::default();
+    invalid.push(&[0xff; 2 * MAX_OUTPUT]);
+    let text = invalid.text();
+    assert!(text.len() <= MAX_OUTPUT && text.starts_with('\u{fffd}'));
 }
 
 /// A prober answering from a script, recording when each probe started and
