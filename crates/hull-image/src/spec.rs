@@ -62,6 +62,31 @@ pub struct ImageConfig {
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// The image's `HEALTHCHECK`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// Docker's `Healthcheck`, of an image or a container: durations in
+/// nanoseconds, zero for "the image's" (a container's) or "docker's
+/// default" (an image's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthConfig {
+    /// `["CMD", args…]`, `["CMD-SHELL", command]`, `["NONE"]`; empty for
+    /// the image's.
+    #[serde(deserialize_with = "null_as_default")]
+    pub test: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub interval: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub timeout: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub start_period: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub start_interval: i64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub retries: i64,
 }
 
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>

@@ -156,6 +156,7 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
         networking_config: endpoint(args).map(|(network, settings)| NetworkingConfig {
             endpoints_config: Some(BTreeMap::from([(network, settings)])),
         }),
+        healthcheck: args.health.healthcheck()?,
         ..Default::default()
     })
 }

@@ -13,6 +13,7 @@ mod each;
 mod exec;
 mod fip;
 mod func;
+mod health;
 mod image;
 mod images;
 mod info;

@@ -96,6 +96,8 @@ pub struct RunArgs {
     /// A log option: max-size=SIZE (20m when not given) or max-file=N (5).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub(crate) log_opt: Vec<String>,
+    #[command(flatten)]
+    pub(crate) health: crate::health::HealthArgs,
     /// Image to run.
     pub(crate) image: String,
     /// Command and arguments; the image's command when omitted.
@@ -163,7 +165,8 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         && args.volume.is_empty()
         && args.network.is_none()
         && args.log_opt.is_empty()
-        && args.log_driver.is_none();
+        && args.log_driver.is_none()
+        && !args.health.given();
     if args.rm && !args.detach && pooled {
         return run_streamed(client, args).await;
     }

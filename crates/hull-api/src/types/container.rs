@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ulimit::Ulimit;
+pub use hull_image::spec::HealthConfig;
 
 /// Docker accepts a command as a list or as one string (split by a shell's
 /// rules in the CLI, taken whole here).
@@ -50,7 +51,10 @@ pub struct ContainerCreate {
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     pub host_config: Option<HostConfig>,
     pub networking_config: Option<NetworkingConfig>,
-    /// The keys Hull does not read (`MacAddress`, `Healthcheck`...), kept
+    /// Over the image's `HEALTHCHECK` (`--health-*`, `--no-healthcheck`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+    /// The keys Hull does not read (`MacAddress`, `Domainname`...), kept
     /// to show back in inspect.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -224,6 +228,29 @@ pub struct ContainerStateBody {
     pub error: String,
     pub started_at: String,
     pub finished_at: String,
+    /// Only for a container with a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthBody>,
+}
+
+/// `State.Health` of inspect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthBody {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    pub failing_streak: u32,
+    pub log: Vec<HealthLogEntry>,
+}
+
+/// One probe's result in [`HealthBody::log`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthLogEntry {
+    pub start: String,
+    pub end: String,
+    pub exit_code: i64,
+    pub output: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +305,8 @@ pub struct InspectConfig {
     pub stop_signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
     /// Docker's other keys that the client set (`MacAddress`...).
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,

@@ -64,6 +64,8 @@ pub struct CreateOptions {
     pub log: super::logs::LogConfig,
     /// What the client set that Hull only shows back.
     pub client_settings: super::ClientSettings,
+    /// Its health check over the image's (see [`super::health::merge`]).
+    pub healthcheck: Option<super::health::HealthConfig>,
 }
 
 /// What docker's `update` changes; `None` leaves it as it is.
@@ -176,6 +178,10 @@ impl<H: Hypervisor> Containers<H> {
                 volumes: options.volumes,
                 log: options.log,
                 client_settings: options.client_settings,
+                healthcheck: super::health::merge(
+                    options.healthcheck,
+                    image.config.healthcheck.as_ref(),
+                ),
             },
             state: ContainerState::default(),
         };

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::attach::OutputChunk;
 use super::logs::LogStream;
-use super::{lock, Container, ContainerError, Containers};
+use super::{lock, Container, ContainerError, Containers, StreamIds};
 use crate::run::{new_container_id, RunError};
 
 /// Stream ids of exec processes and archives; those below are the main
@@ -156,6 +156,39 @@ impl<H: Hypervisor> Containers<H> {
     }
 }
 
+/// The process of an exec (or a health probe) in `container`: the
+/// container's environment, directory, user and limits, as `config`
+/// changes them.
+pub(super) fn exec_spec(
+    container: &Container,
+    id: &str,
+    config: &ExecConfig,
+    streams: StreamIds,
+) -> ProcessSpec {
+    let base = container.config().process;
+    let mut env = base.env.clone();
+    for entry in &config.env {
+        let key = entry.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(entry.clone());
+    }
+    let given = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+    ProcessSpec {
+        container: container.id.clone(),
+        id: id.to_owned(),
+        args: config.args.clone(),
+        env,
+        cwd: given(&config.workdir).unwrap_or(base.cwd),
+        user: given(&config.user).unwrap_or(base.user),
+        terminal: config.tty,
+        stdin: streams.stdin,
+        stdout: streams.stdout,
+        stderr: streams.stderr,
+        // As docker's: an exec'd process has the container's limits.
+        rlimits: base.rlimits,
+    }
+}
+
 async fn run_exec(
     exec: &Exec,
     id: &str,
@@ -164,39 +197,16 @@ async fn run_exec(
 ) -> Result<i32, ContainerError> {
     let container = &exec.container;
     let agent = container.running_agent()?;
-    let base = container.config().process;
-    let mut env = base.env.clone();
-    for entry in &config.env {
-        let key = entry.split('=').next().unwrap_or_default();
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(entry.clone());
-    }
     let stream = |wanted: bool| wanted.then(|| NEXT_STREAM.fetch_add(1, Ordering::Relaxed));
     let stdin = stream(config.attach_stdin && io.stdin.is_some());
     let stdout = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
     let stderr = stream(!config.tty);
-    let spec = ProcessSpec {
-        container: container.id.clone(),
-        id: id.to_owned(),
-        args: config.args.clone(),
-        env,
-        cwd: config
-            .workdir
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or(base.cwd),
-        user: config
-            .user
-            .clone()
-            .filter(|u| !u.is_empty())
-            .unwrap_or(base.user),
-        terminal: config.tty,
+    let streams = StreamIds {
         stdin,
         stdout,
         stderr,
-        // As docker's: an exec'd process has the container's limits.
-        rlimits: base.rlimits,
     };
+    let spec = exec_spec(container, id, &config, streams);
     let exited = agent.watch_exit(&container.id, id);
     let mut outputs = vec![(
         LogStream::Stdout,

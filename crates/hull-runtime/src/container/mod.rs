@@ -8,6 +8,7 @@ mod create;
 pub mod events;
 mod exec;
 mod filesystem;
+pub mod health;
 mod inspect;
 pub mod logs;
 pub mod names;

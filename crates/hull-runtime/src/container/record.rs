@@ -145,6 +145,9 @@ pub struct ContainerConfig {
     /// makes moot (`CpuShares`, `PidMode`...), by section and name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub client_settings: ClientSettings,
+    /// Its health check: the image's, as the create changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<super::health::HealthConfig>,
 }
 
 /// See [`ContainerConfig::client_settings`].
@@ -246,6 +249,10 @@ pub struct ContainerState {
     /// Its address while it runs; empty without a network.
     #[serde(default)]
     pub ip_address: String,
+    /// Its health, once a health check ran; kept across its runs (the
+    /// log) and restarts of hulld (all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::Health>,
 }
 
 impl ContainerState {
@@ -336,6 +343,7 @@ mod tests {
                 volumes: Vec::new(),
                 log: Default::default(),
                 client_settings: Default::default(),
+                healthcheck: None,
             },
             state: ContainerState::default(),
         }

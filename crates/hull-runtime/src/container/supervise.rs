@@ -73,6 +73,7 @@ impl<H: Hypervisor> Containers<H> {
         if fresh {
             self.emit(container, "start", &[]);
         }
+        let health = self.watch_health(container, fresh);
         let pump = tokio::spawn(pump_output(container.clone(), log, stdio.outputs));
         let stdin_pump = stdio
             .stdin
@@ -83,6 +84,7 @@ impl<H: Hypervisor> Containers<H> {
             stdin_pump,
             kill,
             memory_requests,
+            health,
         };
         tokio::spawn(
             self.clone()
@@ -110,6 +112,7 @@ impl<H: Hypervisor> Containers<H> {
             stdin_pump,
             kill,
             mut memory_requests,
+            health,
         } = run;
         let started = std::time::Instant::now();
         let vm = sandbox.vm();
@@ -148,6 +151,8 @@ impl<H: Hypervisor> Containers<H> {
                 }
             };
         };
+        // Probes end with the process, before the VM goes.
+        drop(health);
         if tokio::time::timeout(OUTPUT_DRAIN, pump).await.is_err() {
             warn!(container = %container.id, "the container's output did not end with its process");
         }
@@ -291,6 +296,8 @@ struct Watched<V> {
     stdin_pump: Option<JoinHandle<()>>,
     kill: CancellationToken,
     memory_requests: Option<tokio::sync::mpsc::Receiver<GuestMemoryRequest>>,
+    /// Stops the run's health checks when dropped.
+    health: Option<tokio_util::sync::DropGuard>,
 }
 
 /// A change of a running VM's guest memory, made by the run's supervisor,

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::server::scope::OWNER_LABEL;
+use hull_runtime::container::health;
 use hull_runtime::container::logs::LogError;
 
 /// The VM size that holds docker's `Memory` and `NanoCpus`; `None` without them.
@@ -230,6 +231,9 @@ pub(in crate::server) fn create_options(
         .entrypoint
         .map(|e| e.into_iter().filter(|part| !part.is_empty()).collect());
     let labels = body.labels.unwrap_or_default();
+    if let Some(healthcheck) = &body.healthcheck {
+        health::validate(healthcheck).map_err(|e| bad(e.to_string()))?;
+    }
     Ok(CreateOptions {
         name,
         image: body.image,
@@ -265,6 +269,7 @@ pub(in crate::server) fn create_options(
         volumes,
         log,
         client_settings,
+        healthcheck: body.healthcheck,
     })
 }
 
@@ -332,6 +337,40 @@ mod tests {
         let body: ContainerCreate =
             serde_json::from_str(r#"{"Image":"busybox","HostConfig":{"Runtime":"kata"}}"#).unwrap();
         assert!(create_options(body, None).is_err());
+    }
+
+    #[test]
+    fn a_healthcheck_is_read_and_checked_as_docker_checks_it() {
+        let body: ContainerCreate = super::super::parse_json(
+            br#"{"Image":"busybox","Healthcheck":{"Test":["CMD-SHELL","true"],
+                "Interval":1000000000,"Retries":null,"StartPeriod":null}}"#,
+        )
+        .unwrap();
+        let healthcheck = create_options(body, None).unwrap().healthcheck.unwrap();
+        assert_eq!(healthcheck.test, ["CMD-SHELL", "true"]);
+        assert_eq!(
+            (healthcheck.interval, healthcheck.retries),
+            (1_000_000_000, 0)
+        );
+        let body: ContainerCreate =
+            super::super::parse_json(br#"{"Image":"busybox","Healthcheck":null}"#).unwrap();
+        assert!(create_options(body, None).unwrap().healthcheck.is_none());
+        for bad in [
+            r#"{"Test":["CMD","true"],"Interval":10}"#,
+            r#"{"Test":["CMD","true"],"Retries":-1}"#,
+            r#"{"Test":["CMD"]}"#,
+            r#"{"Test":["EXEC","true"]}"#,
+        ] {
+            let text = format!(r#"{{"Image":"busybox","Healthcheck":{bad}}}"#);
+            let body: ContainerCreate = super::super::parse_json(text.as_bytes()).unwrap();
+            assert!(create_options(body, None).is_err(), "{bad}");
+        }
+        for malformed in [
+            &br#"{"Image":"busybox","Healthcheck":{"Interval":"1s"}}"#[..],
+            br#"{"Image":"busybox","Healthcheck":{"Test":"true"}}"#,
+        ] {
+            assert!(super::super::parse_json::<ContainerCreate>(malformed).is_err());
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use super::list::{networks_json, rfc3339};
 use super::settings;
 use super::*;
+use crate::types::container::{HealthBody, HealthLogEntry};
+use hull_runtime::container::health::Health;
 
 /// Docker's `Mounts` of inspect. A tenant sees its volumes by its own
 /// names, and not where their disks lie on the host.
@@ -130,6 +132,11 @@ pub(in crate::server) fn inspect(
             error: scope.unqualify_text(&state.error),
             started_at: rfc3339(state.started_at),
             finished_at: rfc3339(state.finished_at),
+            health: state
+                .health
+                .as_ref()
+                .filter(|_| config.healthcheck.is_some())
+                .map(health_body),
         },
         image: config.image_id.clone(),
         resolv_conf_path: String::new(),
@@ -199,6 +206,7 @@ pub(in crate::server) fn inspect(
             labels: config.labels.clone(),
             stop_signal: config.stop_signal.clone(),
             stop_timeout: config.stop_timeout,
+            healthcheck: config.healthcheck.clone(),
             other: serde_json::Map::new(),
         },
         network_settings: {
@@ -224,6 +232,24 @@ pub(in crate::server) fn inspect(
         StatusCode::OK,
         &with_client_settings(body, config),
     ))
+}
+
+/// Docker's `State.Health`.
+fn health_body(health: &Health) -> HealthBody {
+    HealthBody {
+        status: health.status.as_str().into(),
+        failing_streak: health.failing_streak,
+        log: health
+            .log
+            .iter()
+            .map(|result| HealthLogEntry {
+                start: rfc3339(Some(result.start)),
+                end: rfc3339(Some(result.end)),
+                exit_code: result.exit_code,
+                output: result.output.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// Adds to `body` the settings the client gave that Hull keeps only to

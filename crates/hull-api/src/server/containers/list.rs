@@ -1,6 +1,7 @@
 //! `GET /containers/json` and its filters.
 
 use super::*;
+use hull_runtime::container::health::Schedule;
 
 /// `GET /containers/json?all=…&filters=…&limit=…`.
 pub(in crate::server) async fn list(
@@ -74,7 +75,9 @@ struct Filters {
 impl Filters {
     fn parse(text: Option<&str>, images: &hull_image::ImageStore) -> Result<Self, ApiError> {
         let values = parse_filters(text)?;
-        const KNOWN: [&str; 6] = ["id", "name", "status", "label", "ancestor", "exited"];
+        const KNOWN: [&str; 7] = [
+            "id", "name", "status", "label", "ancestor", "exited", "health",
+        ];
         if let Some(other) = values.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -116,6 +119,7 @@ impl Filters {
                     record.config.image == *value
                         || self.ancestor_ids.contains(&record.config.image_id)
                 }
+                "health" => health_text(record) == value,
                 _ => false,
             };
             // Docker ANDs its label filters and ORs the values of others.
@@ -146,7 +150,11 @@ fn status_text(record: &Record, now: SystemTime) -> String {
     let state = &record.state;
     match state.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(state.started_at)),
+        Status::Running => match health_text(record) {
+            "none" => format!("Up {}", since(state.started_at)),
+            "starting" => format!("Up {} (health: starting)", since(state.started_at)),
+            health => format!("Up {} ({health})", since(state.started_at)),
+        },
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
             state.exit_code,
@@ -161,6 +169,15 @@ fn status_text(record: &Record, now: SystemTime) -> String {
             None => "Created".into(),
         },
         Status::Removing => "Removal In Progress".into(),
+    }
+}
+
+/// Docker's word for a container's health in `ps` and its `health`
+/// filter: `none` without a health check or before its first run.
+fn health_text(record: &Record) -> &'static str {
+    match (&record.config.healthcheck, &record.state.health) {
+        (Some(config), Some(health)) if Schedule::of(config).is_some() => health.status.as_str(),
+        _ => "none",
     }
 }
 
