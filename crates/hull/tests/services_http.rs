@@ -313,13 +313,14 @@ fn oversized_headers_get_431_and_a_hoarder_of_idle_connections_starves_no_one() 
 }
 
 /// Connection-per-request `GET /` load on `target` from `clients` host
-/// threads for `time`: requests per second and the 99th percentile.
+/// threads for `time`: requests per second, the median and 99th
+/// percentile latencies, failures.
 fn load(
     setup: &Setup,
     target: SocketAddr,
     clients: usize,
     time: Duration,
-) -> (f64, Duration, usize) {
+) -> (f64, Duration, Duration, usize) {
     let host = setup.cloud.netns.as_ref().unwrap();
     host.within(|| {
         let start = Instant::now();
@@ -356,8 +357,9 @@ fn load(
         let failed = results.iter().map(|r| r.1).sum();
         let mut all: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
         all.sort();
+        let p50 = all.get(all.len() / 2).copied().unwrap_or_default();
         let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or_default();
-        (all.len() as f64 / elapsed, p99, failed)
+        (all.len() as f64 / elapsed, p50, p99, failed)
     })
 }
 
@@ -396,12 +398,17 @@ fn bench() {
         ("http_direct", replica(&web)),
         ("http_service", service(s)),
     ];
-    for (name, target) in runs {
-        let (rate, p99, failed) = load(s, target, clients, time);
-        println!(
-            "BENCH {name} rps={rate:.0} p99_us={} failed={failed}",
-            p99.as_micros()
-        );
+    // One client shows what a hop adds to a request; many, what the
+    // replicas behind a balancer serve together.
+    for clients in [1, clients] {
+        for (name, target) in runs {
+            let (rate, p50, p99, failed) = load(s, target, clients, time);
+            println!(
+                "BENCH c{clients} {name} rps={rate:.0} p50_us={} p99_us={} failed={failed}",
+                p50.as_micros(),
+                p99.as_micros()
+            );
+        }
     }
     // From a replica's failure (its container killed) to its leaving the
     // balancer, for each path.
