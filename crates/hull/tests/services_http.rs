@@ -28,6 +28,8 @@ struct Setup {
     cloud: Cloud,
     acme: (String, String),
     vip: String,
+    /// The address of `sticky`, a TCP service with affinity.
+    sticky: String,
 }
 
 fn as_tenant(cloud: &Cloud, key: &(String, String), args: &[&str]) -> String {
@@ -87,13 +89,34 @@ fn setup() -> &'static Setup {
                 "interval=500ms,fall=2,rise=1,path=/healthz",
             ],
         );
+        // TCP through the proxy: the fewest connections, and a client
+        // keeps its replica.
+        let sticky = create(
+            &cloud,
+            &acme,
+            "sticky",
+            "2",
+            &[
+                "--algorithm",
+                "leastconn",
+                "--session-affinity",
+                "--health-check",
+                "interval=500ms,fall=2,rise=1",
+            ],
+        );
         as_tenant(
             &cloud,
             &acme,
             &["run", "-d", "--name", "client", "busybox", "sleep", "3600"],
         );
-        let setup = Setup { cloud, acme, vip };
+        let setup = Setup {
+            cloud,
+            acme,
+            vip,
+            sticky,
+        };
         wait_healthy(&setup, "web", 3);
+        wait_healthy(&setup, "sticky", 2);
         setup
     })
 }
@@ -310,6 +333,28 @@ fn oversized_headers_get_431_and_a_hoarder_of_idle_connections_starves_no_one() 
     common::eventually(10, || {
         get(s, "/").map(drop).ok_or_else(|| "not served".to_owned())
     });
+}
+
+#[test]
+fn a_tcp_client_with_affinity_keeps_its_replica() {
+    let s = setup();
+    let _turn = turn();
+    let view = wait_healthy(s, "sticky", 2);
+    assert_eq!(view["proxied"], true, "{view}");
+    let target: SocketAddr = format!("{}:80", s.sticky).parse().unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..8 {
+        let answer = exchange(s, target, b"GET / HTTP/1.0\r\n\r\n").map(|a| a.1);
+        *seen.entry(answer).or_insert(0) += 1;
+    }
+    eprintln!("8 connections from the host: {seen:?}");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen.keys().next().unwrap().is_some(), "{seen:?}");
+    let listed = as_tenant(&s.cloud, &s.acme, &["service", "ls"]);
+    assert!(
+        listed.contains("80->8080/tcp") && listed.contains("80->8080/http"),
+        "{listed}"
+    );
 }
 
 /// Connection-per-request `GET /` load on `target` from `clients` host

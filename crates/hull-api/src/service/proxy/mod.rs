@@ -190,6 +190,8 @@ impl Drop for Running {
 #[derive(Default)]
 pub struct Proxies {
     running: Mutex<BTreeMap<String, Running>>,
+    /// Services whose listener could not bind: said once, not each tick.
+    unbound: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn key(record: &ServiceRecord) -> (Ipv4Addr, u16, String) {
@@ -213,6 +215,7 @@ impl Proxies {
     /// again at the next call.
     pub fn sync(&self, records: &[ServiceRecord]) {
         let mut running = lock(&self.running);
+        lock(&self.unbound).retain(|id| records.iter().any(|r| r.id == *id));
         running.retain(|id, proxy| {
             records
                 .iter()
@@ -226,10 +229,13 @@ impl Proxies {
             let listener = match bind(address) {
                 Ok(listener) => listener,
                 Err(err) => {
-                    warn!(service = %record.spec.name, %address, error = %err, "the service's proxy cannot listen yet");
+                    if lock(&self.unbound).insert(record.id.clone()) {
+                        warn!(service = %record.spec.name, %address, error = %err, "the service's proxy cannot listen yet");
+                    }
                     continue;
                 }
             };
+            lock(&self.unbound).remove(&record.id);
             let pool = Arc::new(Pool::new(
                 record.spec.algorithm,
                 record.spec.session_affinity,
