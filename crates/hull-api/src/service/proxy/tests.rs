@@ -36,6 +36,32 @@ async fn replica(listener: TcpListener, behaviour: Replica) {
                     Ok(n) => head.extend_from_slice(&buffer[..n]),
                 }
             }
+            if head.starts_with(b"GET /trickle ") {
+                // Half the body now, the rest in a while.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfirst-")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let _ = stream.write_all(b"second").await;
+                return;
+            }
+            if head.starts_with(b"POST /upload ") {
+                // Answers on the body's first bytes, before the rest is sent.
+                let body_start = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let mut got = head.len() - body_start;
+                while got < 5 {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ngot!",
+                    )
+                    .await;
+                return;
+            }
             match behaviour {
                 Replica::Fails => return,
                 Replica::Echo if head.starts_with(b"GET /slow ") => {
@@ -281,4 +307,55 @@ async fn tcp_is_spliced_to_the_replica_with_fewest_connections() {
     let mut answer = Vec::new();
     held.read_to_end(&mut answer).await.unwrap();
     assert!(String::from_utf8_lossy(&answer).contains(&busy.to_string()));
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let f = fixture(
+        Protocol::Http,
+        Algorithm::Roundrobin,
+        &[Replica::Echo],
+        Limits::default(),
+    )
+    .await;
+    // A response's first bytes arrive before the replica sent the rest.
+    let mut stream = TcpStream::connect(f.proxy).await.unwrap();
+    stream
+        .write_all(b"GET /trickle HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(1000), async {
+        while !seen.ends_with(b"first-") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    assert!(early.is_ok(), "{}", String::from_utf8_lossy(&seen));
+    // A request's body reaches the replica before the client sent it all.
+    let mut stream = TcpStream::connect(f.proxy).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: 1000000\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(3), async {
+        while !answer.ends_with(b"got!") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }
