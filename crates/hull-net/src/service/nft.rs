@@ -20,7 +20,8 @@
 //!   translated: hulld's proxy listens on its address and port itself, and
 //!   `service_input`, jumped to first from the bridges' input chain (which
 //!   drops what a container sends the host), lets its network's bridge
-//!   reach that port. The proxy's own connections to replicas leave from
+//!   reach that port; `service_guard` keeps every other interface from
+//!   it. The proxy's own connections to replicas leave from
 //!   the host, as its health checks do.
 //! - `service_redirects`, filter output: the host routes these connections
 //!   back out of the bridge they came in on, for which Linux sends the
@@ -95,6 +96,20 @@ pub fn script(services: &[ServiceRules], bridges: bool) -> String {
             out,
             "    iifname \"{}\" ip daddr {} tcp dport {} accept",
             service.bridge, service.vip, service.port
+        );
+    }
+    let _ = writeln!(out, "  }}");
+    // As a DNAT'd service is reached only from its bridge and the host, so
+    // is the proxy: not from the uplink, nor another bridge.
+    let _ = writeln!(
+        out,
+        "  chain service_guard {{\n    type filter hook input priority filter; policy accept;"
+    );
+    for service in services.iter().filter(|s| s.proxied) {
+        let _ = writeln!(
+            out,
+            "    ip daddr {} tcp dport {} iifname != {{ \"lo\", \"{}\" }} drop",
+            service.vip, service.port, service.bridge
         );
     }
     let _ = writeln!(out, "  }}\n}}");
@@ -193,6 +208,10 @@ mod tests {
         assert_eq!(
             chain(&script, "service_input")[..],
             ["iifname \"hb-0123456789ab\" ip daddr 10.128.3.9 tcp dport 80 accept"]
+        );
+        assert_eq!(
+            chain(&script, "service_guard")[1..],
+            ["ip daddr 10.128.3.9 tcp dport 80 iifname != { \"lo\", \"hb-0123456789ab\" } drop"]
         );
         assert!(script.ends_with("insert rule inet hull bridge_input jump service_input\n"));
         assert_eq!(
