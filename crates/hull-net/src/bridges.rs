@@ -410,7 +410,7 @@ impl Networks {
         let mut script = ruleset.script();
         script.push_str(&self.security_script());
         script.extend(self.fips.script(&fips));
-        script.push_str(&self.services.script());
+        script.push_str(&self.services.script(!bridges.is_empty()));
         firewall.apply(&script)?;
         // Answered for on the uplink only once the rules are in place.
         Ok(self.fips.reconcile(&fips)?)

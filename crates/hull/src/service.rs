@@ -1,10 +1,11 @@
 //! `hull service`: a stable address and DNS name on a network that
-//! balances TCP connections over the healthy replicas of one image.
+//! balances TCP connections (or HTTP requests) over the healthy replicas
+//! of one image.
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use hull_api::{Client, Method};
-use hull_net::service::{Algorithm, HealthCheck, ServiceSpec};
+use hull_net::service::{Algorithm, HealthCheck, Protocol, ServiceSpec};
 
 use crate::containers::failed;
 use crate::each::{inspect_each, remove_each};
@@ -59,10 +60,19 @@ pub struct CreateArgs {
     /// The replicas' port those connections go to.
     #[arg(long)]
     container_port: u64,
-    /// roundrobin, or source (a client keeps its replica).
+    /// tcp (connections), or http (each request on its own, through
+    /// hulld's proxy, with X-Forwarded-For).
+    #[arg(long, default_value = "tcp")]
+    protocol: String,
+    /// roundrobin, leastconn (fewest open connections or requests in
+    /// flight), or source (by the client's address).
     #[arg(long, default_value = "roundrobin")]
     algorithm: String,
-    /// interval=3s,fall=3,rise=2: TCP probes of each replica from the host.
+    /// A client keeps its replica while that replica is healthy.
+    #[arg(long)]
+    session_affinity: bool,
+    /// interval=3s,fall=3,rise=2[,path=/healthz]: TCP probes of each
+    /// replica from the host, or HTTP GETs of the path (2xx/3xx pass).
     #[arg(long, default_value = "")]
     health_check: String,
     /// The replicas' size (S1, S2, M1, ...).
@@ -86,7 +96,9 @@ async fn run(client: &Client, command: ServiceCommand) -> Result<i32> {
                 replicas: args.replicas,
                 service_port: args.service_port,
                 container_port: args.container_port,
+                protocol: args.protocol.parse::<Protocol>()?,
                 algorithm: args.algorithm.parse::<Algorithm>()?,
+                session_affinity: args.session_affinity,
                 health_check: args.health_check.parse::<HealthCheck>()?,
                 image: args.image,
                 cmd: args.cmd,
@@ -112,9 +124,10 @@ async fn run(client: &Client, command: ServiceCommand) -> Result<i32> {
                     text("name"),
                     text("address"),
                     format!(
-                        "{}->{}/tcp",
+                        "{}->{}/{}",
                         number("service_port"),
-                        number("container_port")
+                        number("container_port"),
+                        text("protocol")
                     ),
                     number("replicas"),
                     number("healthy"),

@@ -34,6 +34,7 @@ impl From<ServiceError> for ApiError {
             | ServiceError::Replicas(_)
             | ServiceError::Port { .. }
             | ServiceError::Algorithm(_)
+            | ServiceError::Protocol(_)
             | ServiceError::HealthCheck(_)
             | ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -51,7 +52,11 @@ struct View {
     address: String,
     service_port: u64,
     container_port: u64,
+    protocol: hull_net::service::Protocol,
     algorithm: hull_net::service::Algorithm,
+    session_affinity: bool,
+    /// Carried by hulld's proxy rather than nftables.
+    proxied: bool,
     health_check: hull_net::service::HealthCheck,
     image: String,
     cmd: Vec<String>,
@@ -78,6 +83,7 @@ fn view(daemon: &Daemon, record: ServiceRecord) -> View {
         .iter()
         .filter(|r| r.address.is_some_and(|a| backends.contains(&a)))
         .count();
+    let proxied = record.spec.proxied();
     View {
         error: daemon.services().failure(&record.id),
         rollback: record.rollback,
@@ -87,7 +93,10 @@ fn view(daemon: &Daemon, record: ServiceRecord) -> View {
         name: record.spec.name,
         service_port: record.spec.service_port,
         container_port: record.spec.container_port,
+        protocol: record.spec.protocol,
         algorithm: record.spec.algorithm,
+        session_affinity: record.spec.session_affinity,
+        proxied,
         health_check: record.spec.health_check,
         image: record.spec.image,
         cmd: record.spec.cmd,

@@ -1,6 +1,7 @@
 //! The host's health checks of replicas: a TCP connection to the
-//! replica's container port, from hulld itself (the host routes every
-//! bridge network), counted into HAProxy-style fall and rise.
+//! replica's container port, or with a path an HTTP GET of it answered
+//! 2xx or 3xx, from hulld itself (the host routes every bridge network),
+//! counted into HAProxy-style fall and rise.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -60,13 +61,52 @@ impl Health {
     }
 }
 
-/// Whether `address:port` takes a TCP connection within the timeout.
-pub async fn probe(address: Ipv4Addr, port: u16) -> bool {
+/// Bytes of a probe's answer read for its status line.
+const STATUS_LINE: usize = 256;
+
+/// Whether `address:port` takes a TCP connection within the timeout and,
+/// with `path`, answers a GET of it with 2xx or 3xx.
+pub async fn probe(address: Ipv4Addr, port: u16, path: Option<&str>) -> bool {
     let target = SocketAddr::from((address, port));
+    let probed = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await.ok()?;
+        let Some(path) = path else {
+            return Some(true);
+        };
+        Some(http_passes(&mut stream, &target.to_string(), path).await)
+    };
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await,
-        Ok(Ok(_))
+        tokio::time::timeout(PROBE_TIMEOUT, probed).await,
+        Ok(Some(true))
     )
+}
+
+/// A GET of `path` on `stream`: whether its status is 2xx or 3xx.
+async fn http_passes<S>(stream: &mut S, host: &str, path: &str) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: hull-health\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = Vec::with_capacity(STATUS_LINE);
+    let mut buffer = [0u8; STATUS_LINE];
+    while !head.contains(&b'\n') && head.len() < STATUS_LINE {
+        match stream.read(&mut buffer[..STATUS_LINE - head.len()]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    // "HTTP/1.x 200 ..."
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_ascii_whitespace();
+    words.next().is_some_and(|v| v.starts_with("HTTP/"))
+        && words
+            .next()
+            .and_then(|code| code.parse::<u16>().ok())
+            .is_some_and(|code| (200..400).contains(&code))
 }
 
 /// The health of every replica, by container id.
@@ -82,6 +122,7 @@ mod tests {
             interval_ms: 1000,
             fall: 2,
             rise: 2,
+            path: None,
         };
         let now = Instant::now();
         let mut health = Health::default();
@@ -99,5 +140,34 @@ mod tests {
             health.record(&check, false, now);
         }
         assert!(health.hopeless(&check));
+    }
+
+    /// What a replica answers, then whether the probe passes.
+    async fn passes(answer: &'static [u8]) -> (bool, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut probe, mut replica) = tokio::io::duplex(4096);
+        let serve = async move {
+            let mut asked = vec![0u8; 1024];
+            let n = replica.read(&mut asked).await.unwrap();
+            replica.write_all(answer).await.unwrap();
+            String::from_utf8_lossy(&asked[..n]).into_owned()
+        };
+        let (passed, asked) =
+            tokio::join!(http_passes(&mut probe, "10.0.0.2:80", "/healthz"), serve);
+        (passed, asked)
+    }
+
+    #[tokio::test]
+    async fn http_probes_pass_on_2xx_and_3xx_only() {
+        let (passed, asked) = passes(b"HTTP/1.0 200 OK\r\n\r\nok").await;
+        assert!(passed);
+        assert!(asked.starts_with("GET /healthz HTTP/1.0\r\nHost: 10.0.0.2:80\r\n"));
+        assert!(passes(b"HTTP/1.1 302 Found\r\n\r\n").await.0);
+        assert!(!passes(b"HTTP/1.1 404 Not Found\r\n\r\n").await.0);
+        assert!(!passes(b"HTTP/1.1 500 Oops\r\n\r\n").await.0);
+        assert!(!passes(b"SSH-2.0-OpenSSH\r\n").await.0);
+        assert!(!passes(b"").await.0);
+        // A status line that never ends is read no further than its bound.
+        assert!(!passes(&[b'x'; 300]).await.0);
     }
 }

@@ -7,6 +7,7 @@
 //! label, and health is probed again after a restart.
 
 pub mod health;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -39,6 +40,8 @@ pub struct Replicas {
     /// Services whose new replicas are being made: a VM boots meanwhile,
     /// while the others are probed.
     making: Mutex<std::collections::BTreeSet<String>>,
+    /// The proxies of HTTP, leastconn and affinity services.
+    proxies: proxy::Proxies,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,6 +137,7 @@ pub fn spawn(daemon: Arc<Daemon>) {
 
 async fn tick(daemon: &Arc<Daemon>) {
     let records = daemon.containers().networks().services().list();
+    daemon.services().proxies.sync(&records);
     for record in &records {
         reconcile(daemon, record).await;
     }
@@ -168,7 +172,7 @@ async fn tick(daemon: &Arc<Daemon>) {
 
 async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
     let owner = record.owner.as_deref();
-    let check = record.spec.health_check;
+    let check = record.spec.health_check.clone();
     let making = lock(&daemon.services().making).contains(&record.id);
     let mut alive = Vec::new();
     let mut dead = Vec::new();
@@ -298,6 +302,7 @@ fn publish(daemon: &Daemon, record: &ServiceRecord, alive: &[Replica]) {
             .filter_map(|r| r.address)
             .collect()
     };
+    daemon.services().proxies.set_backends(&record.id, &healthy);
     if let Err(err) = daemon
         .containers()
         .networks()
@@ -309,22 +314,27 @@ fn publish(daemon: &Daemon, record: &ServiceRecord, alive: &[Replica]) {
 
 /// Probes the replicas that are due.
 async fn probe(daemon: &Arc<Daemon>, record: &ServiceRecord, alive: &[Replica]) {
-    let check = record.spec.health_check;
+    let check = &record.spec.health_check;
     let now = Instant::now();
     let due: Vec<(String, Ipv4Addr)> = {
         let mut health = lock(&daemon.services().health);
         alive
             .iter()
             .filter_map(|r| Some((r.id.clone(), r.address?)))
-            .filter(|(id, _)| health.entry(id.clone()).or_default().due(&check, now))
+            .filter(|(id, _)| health.entry(id.clone()).or_default().due(check, now))
             .collect()
     };
     let port = record.container_port();
-    let outcomes = join_all(due.iter().map(|(_, address)| health::probe(*address, port))).await;
+    let path = check.path.as_deref();
+    let outcomes = join_all(
+        due.iter()
+            .map(|(_, address)| health::probe(*address, port, path)),
+    )
+    .await;
     let mut health = lock(&daemon.services().health);
     for ((id, address), passed) in due.into_iter().zip(outcomes) {
         let entry = health.entry(id).or_default();
-        if entry.record(&check, passed, Instant::now()) {
+        if entry.record(check, passed, Instant::now()) {
             info!(service = %record.spec.name, replica = %address, healthy = entry.healthy, "replica health changed");
         }
     }

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use tracing::{info, warn};
 
-pub use spec::{Algorithm, HealthCheck, ServiceSpec, MAX_REPLICAS};
+pub use spec::{Algorithm, HealthCheck, Protocol, ServiceSpec, MAX_REPLICAS};
 pub use store::{ServiceRecord, ServiceStore};
 
 use crate::bridges::{lock, Networks};
@@ -50,9 +50,11 @@ pub enum ServiceError {
     Replicas(u64),
     #[error("invalid {what} port {value}: ports are 1 to 65535")]
     Port { what: &'static str, value: u64 },
-    #[error("invalid algorithm {0:?}: roundrobin or source")]
+    #[error("invalid algorithm {0:?}: roundrobin, leastconn or source")]
     Algorithm(String),
-    #[error("invalid health check {0:?}: interval=200ms..60s, fall=1..10, rise=1..10, as interval=3s,fall=3,rise=2")]
+    #[error("invalid protocol {0:?}: tcp or http")]
+    Protocol(String),
+    #[error("invalid health check {0:?}: interval=200ms..60s, fall=1..10, rise=1..10, path=/ and at most 256 printable bytes, as interval=3s,fall=3,rise=2,path=/healthz")]
     HealthCheck(String),
     #[error("invalid service: {0}")]
     Invalid(String),
@@ -98,7 +100,9 @@ impl Services {
     }
 
     /// The chains for every service, with the replicas known healthy.
-    pub(crate) fn script(&self) -> String {
+    /// `bridges`: whether the host's rules have the bridges' input chain,
+    /// which a proxied service's port is opened in.
+    pub(crate) fn script(&self, bridges: bool) -> String {
         let backends = lock(&self.backends);
         let rules: Vec<nft::ServiceRules> = self
             .store
@@ -110,10 +114,11 @@ impl Services {
                 port: record.service_port(),
                 container_port: record.container_port(),
                 algorithm: record.spec.algorithm,
+                proxied: record.spec.proxied(),
                 backends: backends.get(&record.id).cloned().unwrap_or_default(),
             })
             .collect();
-        nft::script(&rules)
+        nft::script(&rules, bridges)
     }
 }
 

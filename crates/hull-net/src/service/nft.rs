@@ -16,6 +16,13 @@
 //!   The client and the replica are most often on one bridge: without it
 //!   the replica would answer the client straight over the bridge, from an
 //!   address the client never asked, and the client would reset it.
+//! - A proxied service (HTTP, `leastconn`, session affinity) is not
+//!   translated: hulld's proxy listens on its address and port itself, and
+//!   `service_input`, jumped to first from the bridges' input chain (which
+//!   drops what a container sends the host), lets its network's bridge
+//!   reach that port; `service_guard` keeps every other interface from
+//!   it. The proxy's own connections to replicas leave from
+//!   the host, as its health checks do.
 //! - `service_redirects`, filter output: the host routes these connections
 //!   back out of the bridge they came in on, for which Linux sends the
 //!   client an ICMP redirect that conntrack would turn into "reach the
@@ -41,12 +48,15 @@ pub struct ServiceRules {
     pub port: u16,
     pub container_port: u16,
     pub algorithm: Algorithm,
+    /// Carried by hulld's proxy, listening at `vip:port`.
+    pub proxied: bool,
     /// The healthy replicas' addresses.
     pub backends: Vec<Ipv4Addr>,
 }
 
-/// The chains for `services`; empty for none.
-pub fn script(services: &[ServiceRules]) -> String {
+/// The chains for `services`; empty for none. `bridges`: whether the
+/// bridges' input chain is there to open proxied services' ports in.
+pub fn script(services: &[ServiceRules], bridges: bool) -> String {
     if services.is_empty() {
         return String::new();
     }
@@ -60,7 +70,7 @@ pub fn script(services: &[ServiceRules]) -> String {
             out,
             "  chain service_{hook} {{\n    type nat hook {hook} priority {DNAT_PRIORITY}; policy accept;"
         );
-        for service in services {
+        for service in services.iter().filter(|s| !s.proxied) {
             let from = match hook {
                 "prerouting" => format!("iifname \"{}\" ", service.bridge),
                 _ => String::new(),
@@ -77,9 +87,38 @@ pub fn script(services: &[ServiceRules]) -> String {
     );
     let _ = writeln!(
         out,
-        "table inet {TABLE} {{\n  chain service_redirects {{\n    type filter hook output priority filter; policy accept;\n    oifname \"{}*\" icmp type redirect drop\n  }}\n}}",
+        "table inet {TABLE} {{\n  chain service_redirects {{\n    type filter hook output priority filter; policy accept;\n    oifname \"{}*\" icmp type redirect drop\n  }}",
         crate::BRIDGE_PREFIX
     );
+    let _ = writeln!(out, "  chain service_input {{");
+    for service in services.iter().filter(|s| s.proxied) {
+        let _ = writeln!(
+            out,
+            "    iifname \"{}\" ip daddr {} tcp dport {} accept",
+            service.bridge, service.vip, service.port
+        );
+    }
+    let _ = writeln!(out, "  }}");
+    // As a DNAT'd service is reached only from its bridge and the host, so
+    // is the proxy: not from the uplink, nor another bridge.
+    let _ = writeln!(
+        out,
+        "  chain service_guard {{\n    type filter hook input priority filter; policy accept;"
+    );
+    for service in services.iter().filter(|s| s.proxied) {
+        let _ = writeln!(
+            out,
+            "    ip daddr {} tcp dport {} iifname != {{ \"lo\", \"{}\" }} drop",
+            service.vip, service.port, service.bridge
+        );
+    }
+    let _ = writeln!(out, "  }}\n}}");
+    if bridges {
+        let _ = writeln!(
+            out,
+            "insert rule inet {TABLE} bridge_input jump service_input"
+        );
+    }
     out
 }
 
@@ -91,7 +130,8 @@ fn translation(service: &ServiceRules) -> String {
         return format!("{matches} drop");
     }
     let selector = match service.algorithm {
-        Algorithm::Roundrobin => "numgen inc",
+        // Leastconn is proxied, never translated.
+        Algorithm::Roundrobin | Algorithm::Leastconn => "numgen inc",
         Algorithm::Source => "jhash ip saddr",
     };
     let map: Vec<String> = service
@@ -121,21 +161,26 @@ mod tests {
             port: 80,
             container_port: 8080,
             algorithm,
+            proxied: algorithm == Algorithm::Leastconn,
             backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
         }
     }
 
     #[test]
     fn services_spread_over_healthy_replicas_and_leave_masqueraded() {
-        let script = script(&[
-            service(
-                "10.128.0.9",
-                Algorithm::Roundrobin,
-                &["10.128.0.2", "10.128.0.3"],
-            ),
-            service("10.128.1.9", Algorithm::Source, &["10.128.1.2"]),
-            service("10.128.2.9", Algorithm::Roundrobin, &[]),
-        ]);
+        let script = script(
+            &[
+                service(
+                    "10.128.0.9",
+                    Algorithm::Roundrobin,
+                    &["10.128.0.2", "10.128.0.3"],
+                ),
+                service("10.128.1.9", Algorithm::Source, &["10.128.1.2"]),
+                service("10.128.2.9", Algorithm::Roundrobin, &[]),
+                service("10.128.3.9", Algorithm::Leastconn, &["10.128.3.2"]),
+            ],
+            true,
+        );
         assert!(script.starts_with("table ip hull {\n"));
         let translations = [
             "ip daddr 10.128.0.9 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.128.0.2, 1 : 10.128.0.3 } : 8080",
@@ -155,8 +200,20 @@ mod tests {
         assert_eq!(chain(&script, "service_output")[1..], translations);
         assert_eq!(
             chain(&script, "service_postrouting")[1],
-            "ct original ip daddr { 10.128.0.9, 10.128.1.9, 10.128.2.9 } masquerade"
+            "ct original ip daddr { 10.128.0.9, 10.128.1.9, 10.128.2.9, 10.128.3.9 } masquerade"
         );
+        // The proxied one is not translated: its port is opened to its
+        // bridge, where hulld listens.
+        assert!(!script.contains("10.128.3.9 tcp dport 80 dnat"));
+        assert_eq!(
+            chain(&script, "service_input")[..],
+            ["iifname \"hb-0123456789ab\" ip daddr 10.128.3.9 tcp dport 80 accept"]
+        );
+        assert_eq!(
+            chain(&script, "service_guard")[1..],
+            ["ip daddr 10.128.3.9 tcp dport 80 iifname != { \"lo\", \"hb-0123456789ab\" } drop"]
+        );
+        assert!(script.ends_with("insert rule inet hull bridge_input jump service_input\n"));
         assert_eq!(
             chain(&script, "service_redirects")[1],
             "oifname \"hb-*\" icmp type redirect drop"
@@ -165,6 +222,6 @@ mod tests {
 
     #[test]
     fn without_services_there_are_no_chains() {
-        assert_eq!(script(&[]), "");
+        assert_eq!(script(&[], true), "");
     }
 }

@@ -21,6 +21,40 @@ pub enum Algorithm {
     Roundrobin,
     /// By the client's address: a client keeps its replica.
     Source,
+    /// To the replica with the fewest open connections (HTTP: requests in
+    /// flight); needs the proxy.
+    Leastconn,
+}
+
+/// What a service balances: TCP connections, or HTTP/1 requests (each
+/// request of a kept-alive connection on its own, through the proxy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Http,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Http => "http",
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ServiceError;
+
+    fn from_str(text: &str) -> Result<Self, ServiceError> {
+        match text {
+            "tcp" => Ok(Self::Tcp),
+            "http" => Ok(Self::Http),
+            other => Err(ServiceError::Protocol(other.chars().take(64).collect())),
+        }
+    }
 }
 
 impl FromStr for Algorithm {
@@ -30,19 +64,26 @@ impl FromStr for Algorithm {
         match text {
             "roundrobin" => Ok(Self::Roundrobin),
             "source" => Ok(Self::Source),
+            "leastconn" => Ok(Self::Leastconn),
             other => Err(ServiceError::Algorithm(other.chars().take(64).collect())),
         }
     }
 }
 
+/// Bytes of a health check's path.
+const MAX_PATH: usize = 256;
+
 /// The host's probe of each replica: a TCP connection to its container
-/// port every `interval_ms`; `fall` failures in a row take a replica out,
-/// `rise` successes in a row put it (back) in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// port (with `path`, an HTTP GET of it answered 2xx or 3xx) every
+/// `interval_ms`; `fall` failures in a row take a replica out, `rise`
+/// successes in a row put it (back) in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
     pub interval_ms: u64,
     pub fall: u32,
     pub rise: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl Default for HealthCheck {
@@ -51,6 +92,7 @@ impl Default for HealthCheck {
             interval_ms: 3000,
             fall: 3,
             rise: 2,
+            path: None,
         }
     }
 }
@@ -58,7 +100,7 @@ impl Default for HealthCheck {
 impl FromStr for HealthCheck {
     type Err = ServiceError;
 
-    /// `interval=3s,fall=3,rise=2`, any of them, in any order.
+    /// `interval=3s,fall=3,rise=2,path=/healthz`, any of them, in any order.
     fn from_str(text: &str) -> Result<Self, ServiceError> {
         let bad = || ServiceError::HealthCheck(text.chars().take(128).collect());
         let mut check = Self::default();
@@ -81,6 +123,7 @@ impl FromStr for HealthCheck {
                 }
                 "fall" => check.fall = value.parse().map_err(|_| bad())?,
                 "rise" => check.rise = value.parse().map_err(|_| bad())?,
+                "path" => check.path = Some(value.to_owned()),
                 _ => return Err(bad()),
             }
         }
@@ -92,13 +135,25 @@ impl HealthCheck {
     pub fn validate(&self) -> Result<(), ServiceError> {
         let ok = (200..=60_000).contains(&self.interval_ms)
             && (1..=10).contains(&self.fall)
-            && (1..=10).contains(&self.rise);
+            && (1..=10).contains(&self.rise)
+            && self.path.as_deref().is_none_or(|path| {
+                // Written into the request line as it is.
+                path.starts_with('/')
+                    && path.len() <= MAX_PATH
+                    && path.bytes().all(|b| b.is_ascii_graphic())
+            });
         if ok {
             Ok(())
         } else {
             Err(ServiceError::HealthCheck(format!(
-                "interval={}ms,fall={},rise={}",
-                self.interval_ms, self.fall, self.rise
+                "interval={}ms,fall={},rise={}{}",
+                self.interval_ms,
+                self.fall,
+                self.rise,
+                self.path
+                    .as_deref()
+                    .map(|p| format!(",path={}", p.chars().take(64).collect::<String>()))
+                    .unwrap_or_default()
             )))
         }
     }
@@ -116,7 +171,13 @@ pub struct ServiceSpec {
     pub service_port: u64,
     pub container_port: u64,
     #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
     pub algorithm: Algorithm,
+    /// A client's connections (requests) keep going to one replica while
+    /// it is healthy.
+    #[serde(default)]
+    pub session_affinity: bool,
     #[serde(default)]
     pub health_check: HealthCheck,
     pub image: String,
@@ -157,6 +218,15 @@ fn check_port(what: &'static str, value: u64) -> Result<u16, ServiceError> {
 }
 
 impl ServiceSpec {
+    /// Whether hulld's proxy carries the service, rather than nftables:
+    /// HTTP requests, counts of open connections and affinity that holds
+    /// while a replica is healthy are more than a DNAT rule can do.
+    pub fn proxied(&self) -> bool {
+        self.protocol == Protocol::Http
+            || self.algorithm == Algorithm::Leastconn
+            || self.session_affinity
+    }
+
     /// The spec's ports, once every field is checked.
     pub fn validate(&self) -> Result<(u16, u16), ServiceError> {
         check_name(&self.name)?;
@@ -194,7 +264,9 @@ mod tests {
             replicas: 3,
             service_port: 80,
             container_port: 8080,
+            protocol: Protocol::Tcp,
             algorithm: Algorithm::Roundrobin,
+            session_affinity: false,
             health_check: HealthCheck::default(),
             image: "busybox".into(),
             cmd: Vec::new(),
@@ -290,7 +362,12 @@ mod tests {
         assert_eq!((check.interval_ms, check.fall, check.rise), (500, 2, 1));
         let check: HealthCheck = "rise=3".parse().unwrap();
         assert_eq!((check.interval_ms, check.fall, check.rise), (3000, 3, 3));
+        let check: HealthCheck = "path=/healthz,fall=1".parse().unwrap();
+        assert_eq!(check.path.as_deref(), Some("/healthz"));
         for bad in [
+            "path=healthz",
+            "path=/a b",
+            "path=/a\r\nHost:x",
             "interval=0s",
             "fall=0",
             "rise=11",
@@ -301,6 +378,19 @@ mod tests {
             assert!(bad.parse::<HealthCheck>().is_err(), "{bad}");
         }
         assert_eq!("source".parse::<Algorithm>().unwrap(), Algorithm::Source);
-        assert!("leastconn".parse::<Algorithm>().is_err());
+        assert_eq!(
+            "leastconn".parse::<Algorithm>().unwrap(),
+            Algorithm::Leastconn
+        );
+        assert!("random".parse::<Algorithm>().is_err());
+        assert_eq!("http".parse::<Protocol>().unwrap(), Protocol::Http);
+        assert!("udp".parse::<Protocol>().is_err());
+        let mut proxied = spec();
+        assert!(!proxied.proxied());
+        proxied.algorithm = Algorithm::Leastconn;
+        assert!(proxied.proxied());
+        proxied.algorithm = Algorithm::Source;
+        proxied.protocol = Protocol::Http;
+        assert!(proxied.proxied());
     }
 }

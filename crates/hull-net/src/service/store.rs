@@ -150,6 +150,8 @@ mod tests {
                 service_port: 80,
                 container_port: 8080,
                 algorithm: Algorithm::Source,
+                protocol: crate::service::Protocol::Tcp,
+                session_affinity: false,
                 health_check: HealthCheck::default(),
                 image: "busybox".into(),
                 cmd: vec!["httpd".into()],
