@@ -51,6 +51,18 @@ fn create(
     replicas: &str,
     extra: &[&str],
 ) -> String {
+    create_from(cloud, acme, name, replicas, extra, "busybox")
+}
+
+/// [`create`] with replicas of `image`.
+fn create_from(
+    cloud: &Cloud,
+    acme: &(String, String),
+    name: &str,
+    replicas: &str,
+    extra: &[&str],
+    image: &str,
+) -> String {
     let mut args = vec![
         "service",
         "create",
@@ -64,7 +76,7 @@ fn create(
         "8080",
     ];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["busybox", "sh", "-c", SERVE]);
+    args.extend_from_slice(&[image, "sh", "-c", SERVE]);
     as_tenant(cloud, acme, &args).trim().to_owned()
 }
 
@@ -269,6 +281,90 @@ fn a_replica_failing_its_healthz_is_taken_out_and_back() {
         .hull(&["exec", "acme/web-1", "sh", "-c", "hostname > /www/healthz"]);
     wait_healthy(s, "web", 3);
     assert_eq!(spread(s, 9).len(), 3);
+}
+
+/// A replica's own HEALTHCHECK counts beside the balancer's probe: while
+/// it starts or fails, the replica gets no traffic though its port answers.
+#[test]
+fn a_replica_failing_its_own_healthcheck_gets_no_traffic() {
+    let s = setup();
+    let _turn = turn();
+    let archive = common::derived_archive("gated:1", |config| {
+        config["Healthcheck"] = serde_json::json!({
+            "Test": ["CMD-SHELL", "test -f /www/ready"],
+            "Interval": 1_000_000_000u64,
+            "Timeout": 5_000_000_000u64,
+            "Retries": 2,
+        });
+    });
+    as_tenant(
+        &s.cloud,
+        &s.acme,
+        &["load", "-i", archive.to_str().unwrap()],
+    );
+    let vip = create_from(
+        &s.cloud,
+        &s.acme,
+        "gated",
+        "1",
+        // Slow probes: a replica out this long is not replaced yet.
+        &["--health-check", "interval=2s,fall=1,rise=1"],
+        "gated:1",
+    );
+    let own_health = || {
+        let out = stdout_of(&s.cloud.daemon.hull(&["inspect", "acme/gated-1"]));
+        let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+        inspected[0]["State"]["Health"]["Status"].clone()
+    };
+    // Its own check fails while its port answers the balancer's probe.
+    let mut member = serde_json::Value::Null;
+    common::eventually(150, || {
+        let now = inspect(s, "gated");
+        member = now["members"][0].clone();
+        (member["state"] == "running" && own_health() == "unhealthy")
+            .then_some(())
+            .ok_or_else(|| format!("not yet unhealthy: {now}"))
+    });
+    let direct: SocketAddr = format!("{}:8080", member["address"].as_str().unwrap())
+        .parse()
+        .unwrap();
+    let request = b"GET / HTTP/1.0\r\n\r\n";
+    assert_eq!(
+        exchange(s, direct, request),
+        Some((200, "gated-1".to_owned()))
+    );
+    assert_eq!(inspect(s, "gated")["backends"], serde_json::json!([]));
+
+    // Ready by its own check: in.
+    stdout_of(
+        &s.cloud
+            .daemon
+            .hull(&["exec", "acme/gated-1", "touch", "/www/ready"]),
+    );
+    common::eventually(60, || {
+        let now = inspect(s, "gated");
+        (now["backends"].as_array().map_or(0, Vec::len) == 1)
+            .then_some(())
+            .ok_or_else(|| format!("not in yet: {now}"))
+    });
+    let through: SocketAddr = format!("{vip}:80").parse().unwrap();
+    assert_eq!(
+        exchange(s, through, request),
+        Some((200, "gated-1".to_owned()))
+    );
+    // Failing it again: out.
+    stdout_of(
+        &s.cloud
+            .daemon
+            .hull(&["exec", "acme/gated-1", "rm", "/www/ready"]),
+    );
+    common::eventually(60, || {
+        let now = inspect(s, "gated");
+        (now["backends"] == serde_json::json!([]))
+            .then_some(())
+            .ok_or_else(|| format!("still in: {now}"))
+    });
+    as_tenant(&s.cloud, &s.acme, &["service", "rm", "gated"]);
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use hull_net::service::{ServiceRecord, IMAGE_LABEL, LABEL};
+use hull_runtime::container::health::HealthStatus;
 use hull_runtime::container::Status;
 use hyper::{Method, StatusCode};
 use serde_json::json;
@@ -333,11 +334,26 @@ async fn probe(daemon: &Arc<Daemon>, record: &ServiceRecord, alive: &[Replica]) 
     .await;
     let mut health = lock(&daemon.services().health);
     for ((id, address), passed) in due.into_iter().zip(outcomes) {
+        let passed = match own_check(daemon, &id) {
+            Some(HealthStatus::Healthy) | None => passed,
+            Some(HealthStatus::Unhealthy) => false,
+            // Not counted either way: a slow start is no failure, but it
+            // takes no traffic until its own check passes.
+            Some(HealthStatus::Starting) => continue,
+        };
         let entry = health.entry(id).or_default();
         if entry.record(check, passed, Instant::now()) {
             info!(service = %record.spec.name, replica = %address, healthy = entry.healthy, "replica health changed");
         }
     }
+}
+
+/// What a replica's own health check (its image's `HEALTHCHECK`, or its
+/// settings') says of it, when it has one: a replica counts as healthy
+/// only when both that check and the balancer's probe pass.
+fn own_check(daemon: &Daemon, id: &str) -> Option<HealthStatus> {
+    let container = daemon.containers().get(id).ok()?;
+    container.state().health.map(|h| h.status)
 }
 
 /// Makes `count` more replicas, at once, named after the service with
