@@ -367,6 +367,70 @@ fn a_replica_failing_its_own_healthcheck_gets_no_traffic() {
     as_tenant(&s.cloud, &s.acme, &["service", "rm", "gated"]);
 }
 
+/// A rolling update to an image whose replicas never become healthy (its
+/// own HEALTHCHECK always fails) rolls back; the old replica serves
+/// throughout and the new one never takes traffic.
+#[test]
+fn a_rolling_update_to_an_image_never_healthy_rolls_back() {
+    let s = setup();
+    let _turn = turn();
+    let archive = common::derived_archive("sick:1", |config| {
+        config["Healthcheck"] = serde_json::json!({
+            "Test": ["CMD-SHELL", "exit 1"],
+            "Interval": 1_000_000_000u64,
+            "Retries": 1,
+        });
+    });
+    as_tenant(
+        &s.cloud,
+        &s.acme,
+        &["load", "-i", archive.to_str().unwrap()],
+    );
+    let vip = create(
+        &s.cloud,
+        &s.acme,
+        "roll",
+        "1",
+        &["--health-check", "interval=500ms,fall=1,rise=1"],
+    );
+    wait_healthy(s, "roll", 1);
+    as_tenant(
+        &s.cloud,
+        &s.acme,
+        &["service", "rolling-update", "--image", "sick:1", "roll"],
+    );
+    let started = Instant::now();
+    let mut saw_sick = false;
+    common::eventually(240, || {
+        let now = inspect(s, "roll");
+        let members = now["members"].as_array().cloned().unwrap_or_default();
+        saw_sick |= members.iter().any(|m| m["image"] == "sick:1");
+        // Only the old image's replica ever takes connections.
+        for backend in now["backends"].as_array().unwrap() {
+            let member = members.iter().find(|m| &m["address"] == backend);
+            assert!(
+                member.is_none_or(|m| m["image"] == "busybox"),
+                "a sick replica takes traffic: {now}"
+            );
+        }
+        let done = now["image"] == "busybox"
+            && now["rollback"].is_null()
+            && members.len() == 1
+            && members[0]["image"] == "busybox"
+            && now["backends"].as_array().map_or(0, Vec::len) == 1;
+        done.then_some(())
+            .ok_or_else(|| format!("not rolled back: {now}"))
+    });
+    assert!(saw_sick, "the new image's replica was never made");
+    eprintln!("rolled back in {:?}", started.elapsed());
+    let through: SocketAddr = format!("{vip}:80").parse().unwrap();
+    assert_eq!(
+        exchange(s, through, b"GET / HTTP/1.0\r\n\r\n"),
+        Some((200, "roll-1".to_owned()))
+    );
+    as_tenant(&s.cloud, &s.acme, &["service", "rm", "roll"]);
+}
+
 #[test]
 fn oversized_headers_get_431_and_a_hoarder_of_idle_connections_starves_no_one() {
     let s = setup();
