@@ -21,6 +21,7 @@ mod load;
 mod login;
 mod logs;
 mod networks;
+mod observe;
 mod pods;
 mod ps;
 mod pull;
@@ -96,6 +97,16 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Attach this terminal to a running container.
     Attach(attach::AttachArgs),
+    /// Show a container's processes.
+    Top(observe::TopArgs),
+    /// Show what a container changed in its image's files (A, C, D).
+    Diff(observe::DiffArgs),
+    /// Show containers' CPU, memory and processes.
+    Stats(observe::StatsArgs),
+    /// Show container events as they happen.
+    Events(observe::EventsArgs),
+    /// Show the steps that made an image.
+    History(observe::HistoryArgs),
     /// Create a new image from a container's changes.
     Commit(commit::CommitArgs),
     /// Export a container's filesystem as a tar archive.
@@ -225,6 +236,21 @@ fn main() -> ExitCode {
             Command::Logs(args) => logs::logs(&client, args).await.or_else(containers::failed),
             Command::Exec(args) => exec::exec(&client, args).await.or_else(containers::failed),
             Command::Attach(args) => attach::attach(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Top(args) => observe::top(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Diff(args) => observe::diff(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Stats(args) => observe::stats(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::Events(args) => observe::events(&client, args)
+                .await
+                .or_else(containers::failed),
+            Command::History(args) => observe::history(&client, args)
                 .await
                 .or_else(containers::failed),
             Command::Commit(args) => commit::commit(&client, args)

@@ -426,3 +426,55 @@ fn pages_the_guest_frees_go_back_to_the_host() {
     });
     hull_out(&["rm", "-f", "frees"]);
 }
+
+/// docker's looking commands: top, diff, stats, events and history.
+#[test]
+fn top_diff_stats_events_and_history_show_a_running_container() {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .saturating_sub(1)
+        .to_string();
+    let id = hull_out(&["run", "-d", "--name", "looked", "busybox", "sleep", "600"]);
+    let id = id.trim();
+    let top = hull_out(&["top", "looked"]);
+    assert!(top.lines().next().is_some_and(|l| l.contains("PID")), "{top}");
+    assert!(top.contains("sleep 600"), "{top}");
+    stdout_of(&daemon().hull(&["exec", "looked", "touch", "/added"]));
+    let diff = hull_out(&["diff", "looked"]);
+    assert!(diff.lines().any(|l| l == "A /added"), "{diff}");
+    let stats = hull_out(&["stats", "--no-stream", "looked"]);
+    let row = stats.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(stats.starts_with("CONTAINER ID"), "{stats}");
+    assert!(
+        row.starts_with(&id[..12]) && row.contains("looked"),
+        "{stats}"
+    );
+    assert!(row.contains("MiB / "), "{stats}");
+    stdout_of(&daemon().hull(&["rm", "-f", "looked"]));
+    // Until a second from now: the kept events, then the stream ends.
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = hull_out(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=looked",
+    ]);
+    for action in ["create", "start", "destroy"] {
+        let wanted = format!(" container {action} {id} (");
+        assert!(events.contains(&wanted), "no {action}: {events}");
+    }
+    assert!(events.contains("name=looked"), "{events}");
+    let history = hull_out(&["history", "busybox"]);
+    assert!(history.starts_with("IMAGE"), "{history}");
+    assert!(history.lines().count() >= 2, "{history}");
+}
