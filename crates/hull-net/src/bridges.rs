@@ -225,7 +225,7 @@ impl Networks {
                 warn!(error = %err, "cannot update the firewall");
             }
         }
-        self.forget_fip(container_id);
+        self.forget_fip(crate::fip::Holder::Container(container_id));
         for network in self.list() {
             if network.endpoints.contains_key(container_id) {
                 if let Err(err) = self.store.disconnect(&network.id, container_id) {
@@ -394,9 +394,12 @@ impl Networks {
             Err(_) => Vec::new(),
         };
         let ports: Vec<PortRule> = lock(&self.published).values().flatten().cloned().collect();
-        let fips = match &self.host {
-            Ok(_) => self.fips.attached(&self.list()),
-            Err(_) => Vec::new(),
+        let (fips, service_fips) = match &self.host {
+            Ok(_) => (
+                self.fips.attached(&self.list()),
+                self.fips.of_services(&self.services.store.list()),
+            ),
+            Err(_) => (Vec::new(), Vec::new()),
         };
         // Read each time: the host's resolver may move.
         let host_resolvers: Vec<std::net::IpAddr> =
@@ -409,11 +412,16 @@ impl Networks {
         };
         let mut script = ruleset.script();
         script.push_str(&self.security_script());
-        script.extend(self.fips.script(&fips));
-        script.push_str(&self.services.script(!bridges.is_empty()));
+        script.extend(self.fips.script(&fips, &service_fips));
+        let uplink = self.fips.uplink();
+        script.push_str(&self.services.script(
+            !bridges.is_empty(),
+            &service_fips,
+            uplink.as_deref(),
+        ));
         firewall.apply(&script)?;
         // Answered for on the uplink only once the rules are in place.
-        Ok(self.fips.reconcile(&fips)?)
+        Ok(self.fips.reconcile(&fips, &service_fips)?)
     }
 }
 

@@ -27,16 +27,21 @@ pub enum FipCommand {
     },
     /// Name a floating IP (an empty name clears it).
     Name { ip: String, name: String },
-    /// Attach a floating IP to a container on a bridge network.
+    /// Attach a floating IP to a container on a bridge network, or to a
+    /// service: its public address.
     Attach {
-        /// Move it from the container it is attached to now.
+        /// Move it from the container or service it is attached to now.
         #[arg(short, long)]
         force: bool,
         ip: String,
-        container: String,
+        #[arg(value_name = "CONTAINER|SERVICE")]
+        target: String,
     },
-    /// Detach the floating IP of a container.
-    Detach { container: String },
+    /// Detach the floating IP of a container or service.
+    Detach {
+        #[arg(value_name = "CONTAINER|SERVICE")]
+        target: String,
+    },
     /// Give floating IPs back to the pool.
     #[command(alias = "rm")]
     Release {
@@ -111,24 +116,18 @@ async fn run(client: &Client, command: FipCommand) -> Result<i32> {
             )
             .await?;
         }
-        FipCommand::Attach {
-            force,
-            ip,
-            container,
-        } => {
-            let path = format!(
-                "/fips/attach?ip={}&container={}{}",
-                encode(&ip),
-                encode(&container),
-                if force { "&force=true" } else { "" }
-            );
-            post(client, &path).await?;
+        FipCommand::Attach { force, ip, target } => {
+            let force = if force { "&force=true" } else { "" };
+            let ip = encode(&ip);
+            on_container_or_service(client, &target, |key, name| {
+                format!("/fips/attach?ip={ip}&{key}={name}{force}")
+            })
+            .await?;
         }
-        FipCommand::Detach { container } => {
-            post(
-                client,
-                &format!("/fips/detach?container={}", encode(&container)),
-            )
+        FipCommand::Detach { target } => {
+            on_container_or_service(client, &target, |key, name| {
+                format!("/fips/detach?{key}={name}")
+            })
             .await?;
         }
         FipCommand::Release { ips } => {
@@ -138,4 +137,35 @@ async fn run(client: &Client, command: FipCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// POSTs `path(key, name)` for the container `target` names, or, when
+/// there is none, for the service: as Hyper.sh's client, one argument
+/// names either.
+async fn on_container_or_service(
+    client: &Client,
+    target: &str,
+    path: impl Fn(&str, &str) -> String,
+) -> Result<()> {
+    let name = encode(target);
+    match post(client, &path("container", &name)).await {
+        Err(err) if no_such_container(&err) => match post(client, &path("service", &name)).await {
+            Err(err) if is_not_found(&err) && err.to_string().starts_with("service ") => {
+                anyhow::bail!("no container or service {target}")
+            }
+            other => other.map(drop),
+        },
+        other => other.map(drop),
+    }
+}
+
+fn is_not_found(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<hull_api::ClientError>(),
+        Some(hull_api::ClientError::Api { status, .. }) if status.as_u16() == 404
+    )
+}
+
+fn no_such_container(err: &anyhow::Error) -> bool {
+    is_not_found(err) && err.to_string().starts_with("No such container")
 }

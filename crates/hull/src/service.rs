@@ -37,6 +37,18 @@ pub enum ServiceCommand {
         image: String,
         service: String,
     },
+    /// Make floating IP FIP the service's public address: its port there
+    /// reaches the balancer, and its replicas go out from it.
+    AttachFip {
+        #[arg(long)]
+        fip: String,
+        /// Move it from the container or service it is attached to now.
+        #[arg(short, long)]
+        force: bool,
+        service: String,
+    },
+    /// Detach the service's floating IP.
+    DetachFip { service: String },
     /// Set the number of replicas: hull service scale web=5.
     Scale {
         #[arg(required = true, value_name = "SERVICE=REPLICAS")]
@@ -113,7 +125,7 @@ async fn run(client: &Client, command: ServiceCommand) -> Result<i32> {
         ServiceCommand::Ls => {
             let listing: Vec<serde_json::Value> = client.get_json("/services").await?;
             let mut rows = vec![[
-                "NAME", "ADDRESS", "PORTS", "REPLICAS", "HEALTHY", "IMAGE", "NETWORK",
+                "NAME", "ADDRESS", "PORTS", "REPLICAS", "HEALTHY", "IMAGE", "NETWORK", "FIP",
             ]
             .map(str::to_owned)
             .to_vec()];
@@ -133,6 +145,7 @@ async fn run(client: &Client, command: ServiceCommand) -> Result<i32> {
                     number("healthy"),
                     text("image"),
                     text("network"),
+                    text("fip"),
                 ]);
             }
             print_table(&rows);
@@ -156,6 +169,25 @@ async fn run(client: &Client, command: ServiceCommand) -> Result<i32> {
                 encode(&service),
                 encode(&image)
             );
+            let _: serde_json::Value = client.call_json(Method::POST, &path, None::<&()>).await?;
+            Ok(0)
+        }
+        ServiceCommand::AttachFip {
+            fip,
+            force,
+            service,
+        } => {
+            let path = format!(
+                "/services/{}/attach-fip?fip={}{}",
+                encode(&service),
+                encode(&fip),
+                if force { "&force=true" } else { "" }
+            );
+            let _: serde_json::Value = client.call_json(Method::POST, &path, None::<&()>).await?;
+            Ok(0)
+        }
+        ServiceCommand::DetachFip { service } => {
+            let path = format!("/services/{}/detach-fip", encode(&service));
             let _: serde_json::Value = client.call_json(Method::POST, &path, None::<&()>).await?;
             Ok(0)
         }

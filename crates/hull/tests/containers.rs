@@ -439,7 +439,10 @@ fn top_diff_stats_events_and_history_show_a_running_container() {
     let id = hull_out(&["run", "-d", "--name", "looked", "busybox", "sleep", "600"]);
     let id = id.trim();
     let top = hull_out(&["top", "looked"]);
-    assert!(top.lines().next().is_some_and(|l| l.contains("PID")), "{top}");
+    assert!(
+        top.lines().next().is_some_and(|l| l.contains("PID")),
+        "{top}"
+    );
     assert!(top.contains("sleep 600"), "{top}");
     stdout_of(&daemon().hull(&["exec", "looked", "touch", "/added"]));
     let diff = hull_out(&["diff", "looked"]);

@@ -35,6 +35,14 @@ fn world() -> &'static World {
         let cloud = Cloud::start_in(host, &[("HULL_FIP_POOL", POOL), ("HULL_UPLINK", &uplink)]);
         let acme = cloud.tenant_with_key("acme");
         let beta = cloud.tenant_with_key("beta");
+        // The cases at once hold more than Hyper.sh's default of two.
+        stdout_of(&cloud.daemon.hull(&[
+            "admin",
+            "tenant",
+            "quota",
+            "acme",
+            "fips=8,containers=20",
+        ]));
         let archive = common::busybox_archive();
         stdout_of(
             &cloud
@@ -347,4 +355,159 @@ fn the_operator_manages_every_fip_and_user_mode_containers_get_none() {
         .to_owned();
     stdout_of(&daemon.hull(&["fip", "release", &theirs]));
     assert!(!world.listing(&world.beta).to_string().contains(&theirs));
+}
+
+/// The tenant's service `name`, as `service inspect` shows it.
+fn service_of(world: &World, name: &str) -> serde_json::Value {
+    let out = stdout_of(&world.acme(&["service", "inspect", name]));
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+/// Waits until `name` has `count` replicas in its balancer.
+fn wait_healthy(world: &World, name: &str, count: usize) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    eventually(180, || {
+        last = service_of(world, name);
+        let backends = last["backends"].as_array().map_or(0, Vec::len);
+        (backends == count)
+            .then_some(())
+            .ok_or_else(|| format!("not yet {count} replicas in the balancer: {last}"))
+    });
+    last
+}
+
+/// The body of one `GET /` at `ip:80` from outside, if it answered.
+fn get_from_outside(world: &World, ip: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let target = format!("{ip}:80").parse().unwrap();
+    world.outside.within(|| {
+        let timeout = std::time::Duration::from_secs(3);
+        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout).ok()?;
+        stream.set_read_timeout(Some(timeout)).ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer.split_once("\r\n\r\n")?.1.trim().to_owned())
+    })
+}
+
+#[test]
+fn a_fip_on_a_service_reaches_its_balancer_from_outside_and_its_replicas_leave_from_it() {
+    let world = world();
+    let serve = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www";
+    let create = |name: &str, protocol: &str| {
+        stdout_of(&world.acme(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            "2",
+            "--service-port",
+            "80",
+            "--container-port",
+            "8080",
+            "--protocol",
+            protocol,
+            "--health-check",
+            "interval=500ms,fall=2,rise=1",
+            "busybox",
+            "sh",
+            "-c",
+            serve,
+        ]))
+    };
+    create("pub", "tcp");
+    create("pubhttp", "http");
+    let ips: Vec<String> = stdout_of(&world.acme(&["fip", "allocate", "2"]))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let (ip, ip_http) = (ips[0].as_str(), ips[1].as_str());
+    stdout_of(&world.acme(&["service", "attach-fip", "--fip", ip, "pub"]));
+    // One argument names a container or a service, as Hyper.sh's client.
+    stdout_of(&world.acme(&["fip", "attach", ip_http, "pubhttp"]));
+    let pub_service = wait_healthy(world, "pub", 2);
+    assert_eq!(pub_service["fip"], ip, "{pub_service}");
+    wait_healthy(world, "pubhttp", 2);
+    assert_eq!(entry_of(world, ip)["service"], "pub");
+    assert_eq!(entry_of(world, ip)["container"], "");
+    assert_eq!(entry_of(world, ip_http)["service"], "pubhttp");
+
+    // From outside, the FIP spreads over both replicas, translated or
+    // proxied.
+    for (ip, service) in [(ip, "pub"), (ip_http, "pubhttp")] {
+        let mut seen = std::collections::BTreeSet::new();
+        eventually(90, || {
+            if let Some(body) = get_from_outside(world, ip) {
+                seen.insert(body);
+            }
+            (seen.len() == 2)
+                .then_some(())
+                .ok_or_else(|| format!("{ip} from outside reached {seen:?}"))
+        });
+        for replica in &seen {
+            assert!(replica.starts_with(&format!("{service}-")), "{seen:?}");
+        }
+        // Only the service's port: not the replicas' own.
+        assert!(!open_from_outside(world, ip, 8080));
+    }
+
+    // The replicas go out from the service's FIP.
+    let replica = pub_service["members"][0]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a member's name in {pub_service}"))
+        .to_owned();
+    let connect = |port: u16| {
+        let probe = format!("echo hello | nc -w 10 {OUTSIDE} {port}");
+        let _ = world.acme(&["exec", &replica, "sh", "-c", &probe]);
+    };
+    assert_eq!(source_seen_outside(world, connect).to_string(), ip);
+
+    // Another tenant can't attach its FIP to the service, nor detach it.
+    let theirs = stdout_of(&world.beta(&["fip", "allocate", "1"]))
+        .trim()
+        .to_owned();
+    let (status, body) = world.post(
+        &world.beta,
+        &format!("/fips/attach?ip={theirs}&service=pub"),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = world.post(&world.beta, "/fips/detach?service=pub");
+    assert_eq!(status, 404, "{body}");
+    let refused = world.beta(&["fip", "attach", &theirs, "pub"]);
+    assert_fails(&refused, 1, &["no container or service pub"]);
+    stdout_of(&world.beta(&["fip", "release", &theirs]));
+    // Nor can acme release it while the service holds it.
+    let refused = world.acme(&["fip", "release", ip]);
+    assert_fails(&refused, 1, &["detach it"]);
+
+    // Detached: gone from outside, and out through the host again.
+    stdout_of(&world.acme(&["fip", "detach", "pub"]));
+    assert!(!open_from_outside(world, ip, 80));
+    assert_eq!(
+        source_seen_outside(world, connect).to_string(),
+        "198.51.100.1"
+    );
+    assert!(service_of(world, "pub").get("fip").is_none());
+    // A removed service gives its FIP back, detached.
+    stdout_of(&world.acme(&["service", "rm", "pubhttp"]));
+    assert_eq!(entry_of(world, ip_http)["service"], "");
+    assert!(!open_from_outside(world, ip_http, 80));
+    stdout_of(&world.acme(&["service", "rm", "pub"]));
+    for ip in [ip, ip_http] {
+        stdout_of(&world.acme(&["fip", "release", ip]));
+    }
+}
+
+/// `ip`'s entry in acme's listing.
+fn entry_of(world: &World, ip: &str) -> serde_json::Value {
+    let listing = world.listing(&world.acme);
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fip"] == ip)
+        .cloned()
+        .unwrap_or_else(|| panic!("{ip} in {listing}"))
 }

@@ -1,11 +1,12 @@
 //! Hyper.sh's floating IPs: `POST /fips/allocate?count=`, `/fips/attach?ip=
 //! &container=`, `/fips/detach?container=`, `/fips/release?ip=`,
-//! `/fips/name?ip=&name=` and `GET /fips`. A tenant sees and changes only
-//! its own FIPs and attaches them only to its own containers; another's
-//! answers as one that does not exist. Allocations count against the
-//! tenant's `fips` quota.
+//! `/fips/name?ip=&name=` and `GET /fips`; `service=NAME` in place of
+//! `container=` attaches to (and detaches from) a service. A tenant sees
+//! and changes only its own FIPs and attaches them only to its own
+//! containers and services; another's answers as one that does not exist.
+//! Allocations count against the tenant's `fips` quota.
 
-use hull_net::fip::{self, FipError, Owner};
+use hull_net::fip::{self, FipError, Holder, Owner};
 use hull_net::{NetworkError, Protocol};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
@@ -189,6 +190,11 @@ pub(super) async fn route<B>(
         }
         (&Method::POST, "/fips/attach") => {
             let ip = ip_of(&query)?;
+            let force = is_true(&query, "force");
+            if let Some(service) = query.get("service").filter(|s| !s.is_empty()) {
+                attach_to_service(daemon, scope, service, ip, force)?;
+                return Ok(no_content());
+            }
             let container = scope::container_id(daemon, scope, &required(&query, "container")?)?;
             let found = daemon.containers().get_visible(&container, |_| true)?;
             let ports = ports_of(&found);
@@ -196,16 +202,22 @@ pub(super) async fn route<B>(
                 .attach_fip(
                     owner(scope),
                     ip,
-                    &container,
+                    Holder::Container(&container),
                     &ports,
-                    is_true(&query, "force"),
+                    force,
                 )
                 .map_err(from_network)?;
             Ok(no_content())
         }
         (&Method::POST, "/fips/detach") => {
+            if let Some(service) = query.get("service").filter(|s| !s.is_empty()) {
+                detach_from_service(daemon, scope, service)?;
+                return Ok(no_content());
+            }
             let container = scope::container_id(daemon, scope, &required(&query, "container")?)?;
-            networks.detach_fip(&container).map_err(from_network)?;
+            networks
+                .detach_fip(Holder::Container(&container))
+                .map_err(from_network)?;
             Ok(no_content())
         }
         (&Method::POST, "/fips/release") => {
@@ -219,6 +231,56 @@ pub(super) async fn route<B>(
         }
         _ => Err(super::not_found(&method, &path)),
     }
+}
+
+/// The id of `scope`'s service `name`; another owner's is not found.
+fn service_id(daemon: &Daemon, scope: Scope<'_>, name: &str) -> Result<String, ApiError> {
+    let owner = match scope {
+        Scope::Operator => None,
+        Scope::Tenant(tenant) => Some(tenant),
+    };
+    Ok(daemon
+        .containers()
+        .networks()
+        .services()
+        .get(owner, name)?
+        .id)
+}
+
+/// Attaches `ip` to `scope`'s service `name`: its port at the FIP reaches
+/// its balancer, and its replicas go out from it.
+pub(super) fn attach_to_service(
+    daemon: &Daemon,
+    scope: Scope<'_>,
+    name: &str,
+    ip: std::net::Ipv4Addr,
+    force: bool,
+) -> Result<(), ApiError> {
+    let id = service_id(daemon, scope, name)?;
+    daemon
+        .containers()
+        .networks()
+        .attach_fip(owner(scope), ip, Holder::Service(&id), &[], force)
+        .map_err(from_network)
+}
+
+pub(super) fn detach_from_service(
+    daemon: &Daemon,
+    scope: Scope<'_>,
+    name: &str,
+) -> Result<std::net::Ipv4Addr, ApiError> {
+    let id = service_id(daemon, scope, name)?;
+    daemon
+        .containers()
+        .networks()
+        .detach_fip(Holder::Service(&id))
+        .map_err(|e| match e {
+            // Named as the user knows it.
+            hull_net::NetworkError::Fip(FipError::NoneAttached(_)) => {
+                FipError::NoneAttached(format!("service {name}")).into()
+            }
+            other => from_network(other),
+        })
 }
 
 /// `GET /fips`: Hyper.sh's fields (`fip`, `name`, `container`, `service`),
@@ -238,11 +300,12 @@ fn list(daemon: &Daemon, scope: Scope<'_>, query: &Query) -> Result<Response<Bod
         }
     };
     let containers = daemon.containers();
+    let services = containers.networks().services().list();
     let listed: Vec<serde_json::Value> = containers
         .networks()
         .list_fips(owner(scope))
         .into_iter()
-        .filter(|record| dangling.is_none_or(|d| d == record.container.is_none()))
+        .filter(|record| dangling.is_none_or(|d| d == record.holder().is_none()))
         .map(|record| {
             let container = record
                 .container
@@ -253,11 +316,17 @@ fn list(daemon: &Daemon, scope: Scope<'_>, query: &Query) -> Result<Response<Bod
                     Scope::Tenant(_) => c.name(),
                 })
                 .unwrap_or_default();
+            let service = record
+                .service
+                .as_deref()
+                .and_then(|id| services.iter().find(|s| s.id == id))
+                .map(|s| s.spec.name.clone())
+                .unwrap_or_default();
             let mut entry = serde_json::json!({
                 "fip": record.ip.to_string(),
                 "name": record.name,
                 "container": container,
-                "service": "",
+                "service": service,
             });
             if scope == Scope::Operator {
                 entry["tenant"] = record.owner.unwrap_or_default().into();

@@ -1,6 +1,7 @@
 //! Services over the API: `GET /services`, `POST /services/create` (the
 //! spec as JSON), `GET` and `DELETE /services/<name>`, and
-//! `POST /services/<name>/scale?replicas=N`. A service is its owner's: a
+//! `POST /services/<name>/scale?replicas=N`, `/rolling-update?image=`,
+//! `/attach-fip?fip=IP[&force=1]` and `/detach-fip`. A service is its owner's: a
 //! tenant's (on the tenant's own network) or the operator's (on the bridge
 //! network it names); another owner's answers 404 as a missing one does.
 //! Replicas are made and removed by the task in [`crate::service`],
@@ -71,6 +72,9 @@ struct View {
     /// While a rolling update runs: the image it rolls back to.
     #[serde(skip_serializing_if = "Option::is_none")]
     rollback: Option<String>,
+    /// Its floating IP, the public address its port answers at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fip: Option<std::net::Ipv4Addr>,
     /// Why the last replica could not be made, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -84,7 +88,12 @@ fn view(daemon: &Daemon, record: ServiceRecord) -> View {
         .filter(|r| r.address.is_some_and(|a| backends.contains(&a)))
         .count();
     let proxied = record.spec.proxied();
+    let fip = daemon
+        .containers()
+        .networks()
+        .fip_of(hull_net::fip::Holder::Service(&record.id));
     View {
+        fip,
         error: daemon.services().failure(&record.id),
         rollback: record.rollback,
         id: record.id,
@@ -192,6 +201,19 @@ pub(super) async fn route(
                 services.update(record.clone())?;
                 daemon.services().wake();
             }
+            Ok(json_response(StatusCode::OK, &view(daemon, record)))
+        }
+        (&Method::POST, "attach-fip") => {
+            let ip = query.get("fip").unwrap_or_default();
+            let ip = hull_net::fip::parse_ip(ip)?;
+            let force = matches!(query.get("force"), Some("1" | "true" | "True"));
+            super::fips::attach_to_service(daemon, scope, &name, ip, force)?;
+            let record = services.get(owner, &name)?;
+            Ok(json_response(StatusCode::OK, &view(daemon, record)))
+        }
+        (&Method::POST, "detach-fip") => {
+            super::fips::detach_from_service(daemon, scope, &name)?;
+            let record = services.get(owner, &name)?;
             Ok(json_response(StatusCode::OK, &view(daemon, record)))
         }
         _ => Err(super::not_found(&method, &path)),

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::uplink::{self, Uplink};
-use super::{rules, AttachedFip, FipConfig, FipError, FipStore};
+use super::{rules, AttachedFip, FipConfig, FipError, FipStore, Holder, ServiceFip};
+use crate::service::ServiceRecord;
 use crate::store::NetworkRecord;
 
 struct Active {
@@ -63,20 +64,51 @@ impl Fips {
             .collect()
     }
 
-    /// The chains for `attached`, when this host has a pool.
-    pub fn script(&self, attached: &[AttachedFip]) -> Option<String> {
-        let active = self.active();
-        Some(rules::script(&active.as_ref()?.config, attached))
+    /// The FIPs attached to the `services` there are.
+    pub fn of_services(&self, services: &[ServiceRecord]) -> Vec<ServiceFip> {
+        services
+            .iter()
+            .filter_map(|record| {
+                Some(ServiceFip {
+                    ip: self.store.of(Holder::Service(&record.id))?,
+                    service_id: record.id.clone(),
+                    vip: record.vip,
+                    port: record.service_port(),
+                    bridge: crate::store::bridge_name(&record.network_id),
+                    proxied: record.spec.proxied(),
+                })
+            })
+            .collect()
     }
 
-    /// Makes the uplink answer for exactly the `attached` FIPs.
-    pub fn reconcile(&self, attached: &[AttachedFip]) -> Result<(), FipError> {
+    /// The uplink, when this host has a pool.
+    pub fn uplink(&self) -> Option<String> {
+        self.active().as_ref().map(|a| a.config.uplink.clone())
+    }
+
+    /// The chains for FIPs `attached` to containers and to `services`,
+    /// when this host has a pool.
+    pub fn script(&self, attached: &[AttachedFip], services: &[ServiceFip]) -> Option<String> {
+        let active = self.active();
+        Some(rules::script(&active.as_ref()?.config, attached, services))
+    }
+
+    /// Makes the uplink answer for exactly the FIPs `attached` to
+    /// containers and to `services`.
+    pub fn reconcile(
+        &self,
+        attached: &[AttachedFip],
+        services: &[ServiceFip],
+    ) -> Result<(), FipError> {
         let active = self.active();
         let Some(active) = active.as_ref() else {
             return Ok(());
         };
-        let wanted: Vec<(Ipv4Addr, String)> =
-            attached.iter().map(|f| (f.ip, f.bridge.clone())).collect();
+        let wanted: Vec<(Ipv4Addr, String)> = attached
+            .iter()
+            .map(|f| (f.ip, f.bridge.clone()))
+            .chain(services.iter().map(|f| (f.ip, f.bridge.clone())))
+            .collect();
         uplink::reconcile(active.uplink.as_ref(), &active.config.pool, &wanted)
     }
 }

@@ -3,7 +3,9 @@
 //! releases. An attached FIP is the container's address to the outside
 //! both ways: connections to it reach the container's published ports (and
 //! nothing else: a FIP opens no port), and the container's traffic out of
-//! the uplink leaves from it.
+//! the uplink leaves from it. Attached to a service, it is the service's
+//! public address: its port reaches the balancer, and the replicas in the
+//! balancer go out from it.
 //!
 //! [`store`] keeps the records, [`rules`] turns them into nftables chains
 //! of Hull's own table, and [`uplink`] makes the uplink answer for the
@@ -22,7 +24,7 @@ use std::str::FromStr;
 use crate::store::Subnet;
 
 pub use active::Fips;
-pub use store::{FipRecord, FipStore, Owner};
+pub use store::{FipRecord, FipStore, Holder, Owner};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FipError {
@@ -42,18 +44,16 @@ pub enum FipError {
     Exhausted { asked: u64, free: u64, pool: String },
     #[error("invalid count {0:?}: allocate 1 to 16 floating IPs at a time")]
     Count(String),
-    #[error("floating IP {ip} is attached to container {container}: detach it first, or attach with -f to move it")]
-    Attached { ip: Ipv4Addr, container: String },
     #[error(
-        "container {container} already has floating IP {ip}: a container has one; detach it first"
+        "floating IP {ip} is attached to {holder}: detach it first, or attach with -f to move it"
     )]
-    HasOne { container: String, ip: Ipv4Addr },
-    #[error("container {0} has no floating IP")]
+    Attached { ip: Ipv4Addr, holder: String },
+    #[error("{holder} already has floating IP {ip}: it has one at a time; detach it first")]
+    HasOne { holder: String, ip: Ipv4Addr },
+    #[error("{0} has no floating IP")]
     NoneAttached(String),
-    #[error(
-        "floating IP {ip} is attached to container {container}: detach it before releasing it"
-    )]
-    InUse { ip: Ipv4Addr, container: String },
+    #[error("floating IP {ip} is attached to {holder}: detach it before releasing it")]
+    InUse { ip: Ipv4Addr, holder: String },
     #[error("container {0} is not on a bridge network: a floating IP needs one; run the container with --network on a bridge network (user-mode and `none` containers cannot have one)")]
     NotBridged(String),
     #[error("cannot write the floating IP records to {path}: {message}")]
@@ -120,6 +120,21 @@ pub struct AttachedFip {
     pub bridge: String,
     /// The container ports it opens: those the container published.
     pub ports: Vec<(crate::Protocol, u16)>,
+}
+
+/// A FIP attached to a service: connections to it at the service's port
+/// reach the service's balancer, as those to its address do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFip {
+    pub ip: Ipv4Addr,
+    pub service_id: String,
+    /// The service's address and port, on the bridge of its network.
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub bridge: String,
+    /// Carried by hulld's proxy, listening at `vip:port`, rather than
+    /// translated by the service's own chains.
+    pub proxied: bool,
 }
 
 /// Parses a FIP as a user gives it.

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use tracing::{info, warn};
 
 use super::uplink::IpUplink;
-use super::{FipConfig, FipError, FipRecord, Owner};
+use super::{FipConfig, FipError, FipRecord, Holder, Owner};
 use crate::{NetworkError, Networks};
 
 impl Networks {
@@ -59,57 +59,58 @@ impl Networks {
         self.fips.store.release(owner, ip)
     }
 
-    /// Attaches `ip` to `container_id`, which the caller has checked
-    /// `owner` may use, opening its published `ports`; it must be on a
-    /// bridge network.
+    /// Attaches `ip` to `holder`, which the caller has checked `owner` may
+    /// use, opening a container's published `ports` (a service opens its
+    /// own port); a container must be on a bridge network.
     pub fn attach_fip(
         &self,
         owner: Owner<'_>,
         ip: Ipv4Addr,
-        container_id: &str,
+        holder: Holder<'_>,
         ports: &[(crate::Protocol, u16)],
         force: bool,
     ) -> Result<(), NetworkError> {
         self.fips.config()?;
-        let bridged = self.bridges_unavailable().is_none()
-            && self
-                .list()
-                .iter()
-                .any(|n| n.endpoints.contains_key(container_id));
-        if !bridged {
-            return Err(FipError::NotBridged(container_id.to_owned()).into());
+        if let Holder::Container(container_id) = holder {
+            let bridged = self.bridges_unavailable().is_none()
+                && self
+                    .list()
+                    .iter()
+                    .any(|n| n.endpoints.contains_key(container_id));
+            if !bridged {
+                return Err(FipError::NotBridged(container_id.to_owned()).into());
+            }
         }
-        self.fips
-            .store
-            .attach(owner, ip, container_id, ports, force)?;
+        self.fips.store.attach(owner, ip, holder, ports, force)?;
         if let Err(err) = self.apply_firewall() {
-            let _ = self.fips.store.detach(container_id);
+            let _ = self.fips.store.detach(holder);
             let _ = self.apply_firewall();
             return Err(err);
         }
-        info!(fip = %ip, container = %container_id, "floating IP attached");
+        info!(fip = %ip, to = %holder, "floating IP attached");
         Ok(())
     }
 
-    /// Detaches the FIP of `container_id`; which it was.
-    pub fn detach_fip(&self, container_id: &str) -> Result<Ipv4Addr, NetworkError> {
-        let ip = self.fips.store.detach(container_id)?;
+    /// Detaches the FIP of `holder`; which it was.
+    pub fn detach_fip(&self, holder: Holder<'_>) -> Result<Ipv4Addr, NetworkError> {
+        let ip = self.fips.store.detach(holder)?;
         self.apply_firewall()?;
-        info!(fip = %ip, container = %container_id, "floating IP detached");
+        info!(fip = %ip, from = %holder, "floating IP detached");
         Ok(ip)
     }
 
-    /// The FIP of a removed container goes back to its owner, detached.
-    pub(crate) fn forget_fip(&self, container_id: &str) {
-        if self.fips.store.of_container(container_id).is_some() {
-            if let Err(err) = self.detach_fip(container_id) {
-                warn!(container = %container_id, error = %err, "cannot detach the floating IP of a removed container");
+    /// The FIP of a removed container or service goes back to its owner,
+    /// detached.
+    pub(crate) fn forget_fip(&self, holder: Holder<'_>) {
+        if self.fips.store.of(holder).is_some() {
+            if let Err(err) = self.detach_fip(holder) {
+                warn!(%holder, error = %err, "cannot detach the floating IP of a removed holder");
             }
         }
     }
 
-    /// The FIP attached to `container_id`, for inspect.
-    pub fn fip_of(&self, container_id: &str) -> Option<Ipv4Addr> {
-        self.fips.store.of_container(container_id)
+    /// The FIP attached to `holder`, for inspect.
+    pub fn fip_of(&self, holder: Holder<'_>) -> Option<Ipv4Addr> {
+        self.fips.store.of(holder)
     }
 }

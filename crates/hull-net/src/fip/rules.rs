@@ -8,6 +8,10 @@
 //!   attached FIP at a port its container published goes to the container
 //!   (while it is stopped, to its address, kept for it, where nothing
 //!   answers);
+//!   a new connection to a service's FIP at the service's port goes on to
+//!   the service's own chain (-105), which balances it as it balances
+//!   those to the service's address, or, for a service hulld's proxy
+//!   carries, to the proxy at the service's address;
 //!   any other new connection to an address of the pool is dropped, so a
 //!   FIP opens no port, and in `address` mode no service of the host nor
 //!   another container's host port is reached at it.
@@ -21,7 +25,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use super::{AttachedFip, FipConfig};
+use super::{AttachedFip, FipConfig, ServiceFip};
 use crate::firewall::TABLE;
 
 /// Before `dstnat` (-100).
@@ -29,8 +33,9 @@ pub const PREROUTING_PRIORITY: i32 = -110;
 /// Before `srcnat` (100).
 pub const POSTROUTING_PRIORITY: i32 = 90;
 
-/// The chains for `attached` FIPs on `config`'s uplink.
-pub fn script(config: &FipConfig, attached: &[AttachedFip]) -> String {
+/// The chains for FIPs `attached` to containers and to `services` on
+/// `config`'s uplink.
+pub fn script(config: &FipConfig, attached: &[AttachedFip], services: &[ServiceFip]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "table ip {TABLE} {{");
     let _ = writeln!(
@@ -50,6 +55,18 @@ pub fn script(config: &FipConfig, attached: &[AttachedFip]) -> String {
                 fip.ip, fip.container_ip
             );
         }
+    }
+    for service in services {
+        let matches = format!("ip daddr {} tcp dport {}", service.ip, service.port);
+        let _ = if service.proxied {
+            writeln!(
+                out,
+                "    {matches} dnat to {}:{}",
+                service.vip, service.port
+            )
+        } else {
+            writeln!(out, "    {matches} accept")
+        };
     }
     let _ = writeln!(out, "    ip daddr {} drop\n  }}", config.pool);
     let _ = writeln!(
@@ -106,7 +123,7 @@ mod tests {
                 ports: Vec::new(),
             },
         ];
-        let script = script(&config(), &attached);
+        let script = script(&config(), &attached, &[]);
         assert!(script.starts_with("table ip hull {\n"));
         assert_eq!(
             chain(&script, "fip_prerouting"),
@@ -129,11 +146,40 @@ mod tests {
 
     #[test]
     fn without_attached_fips_the_pool_is_closed() {
-        let script = script(&config(), &[]);
+        let script = script(&config(), &[], &[]);
         assert_eq!(
             chain(&script, "fip_prerouting")[1..],
             ["ip daddr 198.51.100.16/28 drop"]
         );
+        assert_eq!(chain(&script, "fip_postrouting").len(), 1);
+    }
+
+    #[test]
+    fn a_services_fip_opens_its_port_to_the_balancer_only() {
+        let service = |ip: &str, vip: &str, proxied| ServiceFip {
+            ip: ip.parse().unwrap(),
+            service_id: "s".into(),
+            vip: vip.parse().unwrap(),
+            port: 80,
+            bridge: "hb-aaaa".into(),
+            proxied,
+        };
+        let services = [
+            service("198.51.100.19", "10.128.0.9", false),
+            service("198.51.100.20", "10.128.0.10", true),
+        ];
+        let script = script(&config(), &[], &services);
+        assert_eq!(
+            chain(&script, "fip_prerouting")[1..],
+            [
+                // On to the service's own translation.
+                "ip daddr 198.51.100.19 tcp dport 80 accept",
+                // To the proxy, listening at the service's address.
+                "ip daddr 198.51.100.20 tcp dport 80 dnat to 10.128.0.10:80",
+                "ip daddr 198.51.100.16/28 drop",
+            ]
+        );
+        // A service's replicas go out from its FIP by the service's chain.
         assert_eq!(chain(&script, "fip_postrouting").len(), 1);
     }
 }

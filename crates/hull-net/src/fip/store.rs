@@ -15,6 +15,23 @@ use crate::store::Subnet;
 /// At most this many FIPs are allocated by one request.
 pub const MAX_COUNT: u64 = 16;
 
+/// What a FIP is attached to: a container, or a service (by id), whose
+/// balancer then answers at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder<'a> {
+    Container(&'a str),
+    Service(&'a str),
+}
+
+impl std::fmt::Display for Holder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Container(id) => write!(f, "container {id}"),
+            Holder::Service(id) => write!(f, "service {id}"),
+        }
+    }
+}
+
 /// Who acts: the operator sees and may change every FIP, a tenant only
 /// its own; another's answers as one that does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +60,39 @@ pub struct FipRecord {
     /// The id of the container it is attached to.
     #[serde(default)]
     pub container: Option<String>,
+    /// The id of the service it is attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// That container's published ports (protocol, container port), which
     /// are what the FIP opens; a container's ports never change.
     #[serde(default)]
     pub ports: Vec<(crate::Protocol, u16)>,
     pub allocated: SystemTime,
+}
+
+impl FipRecord {
+    /// What it is attached to, if anything.
+    pub fn holder(&self) -> Option<Holder<'_>> {
+        match (&self.container, &self.service) {
+            (Some(id), _) => Some(Holder::Container(id)),
+            (None, Some(id)) => Some(Holder::Service(id)),
+            (None, None) => None,
+        }
+    }
+
+    fn held_by(&self, holder: Holder<'_>) -> bool {
+        self.holder() == Some(holder)
+    }
+
+    fn set_holder(&mut self, holder: Option<Holder<'_>>) {
+        self.container = None;
+        self.service = None;
+        match holder {
+            Some(Holder::Container(id)) => self.container = Some(id.to_owned()),
+            Some(Holder::Service(id)) => self.service = Some(id.to_owned()),
+            None => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -161,6 +206,7 @@ impl FipStore {
                     owner: owner.clone(),
                     name: String::new(),
                     container: None,
+                    service: None,
                     ports: Vec::new(),
                     allocated: SystemTime::now(),
                 });
@@ -192,36 +238,32 @@ impl FipStore {
         })
     }
 
-    /// Attaches `ip` to `container`, which the caller has checked `owner`
-    /// may use, opening its published `ports`. `force` moves it from
-    /// another container.
+    /// Attaches `ip` to `holder`, which the caller has checked `owner`
+    /// may use, opening `ports` (a container's published ones; a service
+    /// opens its own port). `force` moves it from what holds it now.
     pub fn attach(
         &self,
         owner: Owner<'_>,
         ip: Ipv4Addr,
-        container: &str,
+        holder: Holder<'_>,
         ports: &[(crate::Protocol, u16)],
         force: bool,
     ) -> Result<(), FipError> {
         self.change(|state| {
-            if let Some(other) = state
-                .fips
-                .iter()
-                .find(|r| r.ip != ip && r.container.as_deref() == Some(container))
-            {
+            if let Some(other) = state.fips.iter().find(|r| r.ip != ip && r.held_by(holder)) {
                 return Err(FipError::HasOne {
-                    container: container.to_owned(),
+                    holder: holder.to_string(),
                     ip: other.ip,
                 });
             }
             let record = state.find(owner, ip)?;
-            match &record.container {
-                Some(current) if current != container && !force => Err(FipError::Attached {
+            match record.holder() {
+                Some(current) if current != holder && !force => Err(FipError::Attached {
                     ip,
-                    container: current.clone(),
+                    holder: current.to_string(),
                 }),
                 _ => {
-                    record.container = Some(container.to_owned());
+                    record.set_holder(Some(holder));
                     record.ports = ports.to_vec();
                     Ok(())
                 }
@@ -229,15 +271,15 @@ impl FipStore {
         })
     }
 
-    /// Detaches the FIP of `container`; which it was.
-    pub fn detach(&self, container: &str) -> Result<Ipv4Addr, FipError> {
+    /// Detaches the FIP of `holder`; which it was.
+    pub fn detach(&self, holder: Holder<'_>) -> Result<Ipv4Addr, FipError> {
         self.change(|state| {
             let record = state
                 .fips
                 .iter_mut()
-                .find(|r| r.container.as_deref() == Some(container))
-                .ok_or_else(|| FipError::NoneAttached(container.to_owned()))?;
-            record.container = None;
+                .find(|r| r.held_by(holder))
+                .ok_or_else(|| FipError::NoneAttached(holder.to_string()))?;
+            record.set_holder(None);
             record.ports.clear();
             Ok(record.ip)
         })
@@ -246,10 +288,10 @@ impl FipStore {
     pub fn release(&self, owner: Owner<'_>, ip: Ipv4Addr) -> Result<(), FipError> {
         self.change(|state| {
             let record = state.find(owner, ip)?;
-            if let Some(container) = &record.container {
+            if let Some(holder) = record.holder() {
                 return Err(FipError::InUse {
                     ip,
-                    container: container.clone(),
+                    holder: holder.to_string(),
                 });
             }
             state.fips.retain(|r| r.ip != ip);
@@ -258,12 +300,12 @@ impl FipStore {
         })
     }
 
-    /// The FIP of `container`, if it has one.
-    pub fn of_container(&self, container: &str) -> Option<Ipv4Addr> {
+    /// The FIP of `holder`, if it has one.
+    pub fn of(&self, holder: Holder<'_>) -> Option<Ipv4Addr> {
         self.lock()
             .fips
             .iter()
-            .find(|r| r.container.as_deref() == Some(container))
+            .find(|r| r.held_by(holder))
             .map(|r| r.ip)
     }
 
@@ -272,7 +314,7 @@ impl FipStore {
         self.lock()
             .fips
             .iter()
-            .filter(|r| r.container.is_some())
+            .filter(|r| r.holder().is_some())
             .cloned()
             .collect()
     }
@@ -331,8 +373,8 @@ mod tests {
         for (theirs, none) in [
             (store.name(beta, ip, "x"), store.name(beta, missing, "x")),
             (
-                store.attach(beta, ip, "c1", &[], true),
-                store.attach(beta, missing, "c1", &[], true),
+                store.attach(beta, ip, Holder::Container("c1"), &[], true),
+                store.attach(beta, missing, Holder::Container("c1"), &[], true),
             ),
             (store.release(beta, ip), store.release(beta, missing)),
         ] {
@@ -358,14 +400,15 @@ mod tests {
         let acme = Owner::Tenant("acme");
         let ips = store.allocate(acme, 2, false, &pool()).unwrap();
         let web = [(crate::Protocol::Tcp, 80)];
-        store.attach(acme, ips[0], "c1", &web, false).unwrap();
-        store.attach(acme, ips[0], "c1", &web, false).unwrap();
+        let (c1, c2) = (Holder::Container("c1"), Holder::Container("c2"));
+        store.attach(acme, ips[0], c1, &web, false).unwrap();
+        store.attach(acme, ips[0], c1, &web, false).unwrap();
         assert!(matches!(
-            store.attach(acme, ips[0], "c2", &[], false),
+            store.attach(acme, ips[0], c2, &[], false),
             Err(FipError::Attached { .. })
         ));
         assert!(matches!(
-            store.attach(acme, ips[1], "c1", &[], true),
+            store.attach(acme, ips[1], c1, &[], true),
             Err(FipError::HasOne { .. })
         ));
         assert!(matches!(
@@ -373,7 +416,7 @@ mod tests {
             Err(FipError::InUse { .. })
         ));
         assert_eq!(store.attached()[0].ports, web);
-        store.attach(acme, ips[0], "c2", &[], true).unwrap();
+        store.attach(acme, ips[0], c2, &[], true).unwrap();
         let attached = store.attached();
         assert_eq!(
             (attached[0].ip, attached[0].container.as_deref()),
@@ -383,10 +426,37 @@ mod tests {
             attached[0].ports.is_empty(),
             "the ports of the container it is on"
         );
-        assert_eq!(store.of_container("c1"), None);
-        assert_eq!(store.detach("c2").unwrap(), ips[0]);
-        assert!(matches!(store.detach("c2"), Err(FipError::NoneAttached(_))));
+        assert_eq!(store.of(c1), None);
+        assert_eq!(store.detach(c2).unwrap(), ips[0]);
+        assert!(matches!(store.detach(c2), Err(FipError::NoneAttached(_))));
         store.release(acme, ips[0]).unwrap();
+    }
+
+    #[test]
+    fn a_service_holds_a_fip_as_a_container_does_and_one_id_is_not_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FipStore::open(dir.path()).unwrap();
+        let acme = Owner::Tenant("acme");
+        let ips = store.allocate(acme, 2, false, &pool()).unwrap();
+        let (web, same_id) = (Holder::Service("s1"), Holder::Container("s1"));
+        store.attach(acme, ips[0], web, &[], false).unwrap();
+        // A container whose id is the service's is another holder.
+        assert_eq!(store.of(same_id), None);
+        store.attach(acme, ips[1], same_id, &[], false).unwrap();
+        let refused = store.attach(acme, ips[0], Holder::Container("c9"), &[], false);
+        let Err(FipError::Attached { holder, .. }) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(holder, "service s1");
+        let refused = store.release(acme, ips[0]).unwrap_err();
+        assert!(refused.to_string().contains("service s1"), "{refused}");
+        // The records say so after a restart.
+        let again = FipStore::open(dir.path()).unwrap();
+        assert_eq!(again.of(web), Some(ips[0]));
+        assert_eq!(again.attached()[0].holder(), Some(web));
+        assert_eq!(again.detach(web).unwrap(), ips[0]);
+        assert_eq!(again.of(same_id), Some(ips[1]));
+        assert!(again.list(acme)[0].holder().is_none());
     }
 
     #[test]

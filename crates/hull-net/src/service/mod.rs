@@ -99,10 +99,15 @@ impl Services {
         })
     }
 
-    /// The chains for every service, with the replicas known healthy.
-    /// `bridges`: whether the host's rules have the bridges' input chain,
-    /// which a proxied service's port is opened in.
-    pub(crate) fn script(&self, bridges: bool) -> String {
+    /// The chains for every service, with the replicas known healthy and
+    /// the FIPs attached. `bridges`: whether the host's rules have the
+    /// bridges' input chain, which a proxied service's port is opened in.
+    pub(crate) fn script(
+        &self,
+        bridges: bool,
+        fips: &[crate::fip::ServiceFip],
+        uplink: Option<&str>,
+    ) -> String {
         let backends = lock(&self.backends);
         let rules: Vec<nft::ServiceRules> = self
             .store
@@ -116,9 +121,13 @@ impl Services {
                 algorithm: record.spec.algorithm,
                 proxied: record.spec.proxied(),
                 backends: backends.get(&record.id).cloned().unwrap_or_default(),
+                fip: fips
+                    .iter()
+                    .find(|f| f.service_id == record.id)
+                    .map(|f| f.ip),
             })
             .collect();
-        nft::script(&rules, bridges)
+        nft::script(&rules, bridges, uplink)
     }
 }
 
@@ -206,6 +215,7 @@ impl Networks {
         name: &str,
     ) -> Result<ServiceRecord, ServiceError> {
         let record = self.services.store.get(owner, name)?;
+        self.forget_fip(crate::fip::Holder::Service(&record.id));
         self.services.store.remove(&record.id)?;
         lock(&self.services.backends).remove(&record.id);
         lock(&self.services.applied).remove(&record.id);

@@ -23,6 +23,12 @@
 //!   reach that port; `service_guard` keeps every other interface from
 //!   it. The proxy's own connections to replicas leave from
 //!   the host, as its health checks do.
+//! - A service's FIP (let on by `fip_prerouting`) is translated as its
+//!   address is, from anywhere; a connection to it from a bridge leaves
+//!   masqueraded as above, one from the uplink keeps its client's address.
+//!   The replicas in the balancer go out of the uplink from the FIP. For a
+//!   proxied service `fip_prerouting` sends it to the proxy, and
+//!   `service_guard` lets it by.
 //! - `service_redirects`, filter output: the host routes these connections
 //!   back out of the bridge they came in on, for which Linux sends the
 //!   client an ICMP redirect that conntrack would turn into "reach the
@@ -52,11 +58,14 @@ pub struct ServiceRules {
     pub proxied: bool,
     /// The healthy replicas' addresses.
     pub backends: Vec<Ipv4Addr>,
+    /// Its FIP, if one is attached.
+    pub fip: Option<Ipv4Addr>,
 }
 
 /// The chains for `services`; empty for none. `bridges`: whether the
-/// bridges' input chain is there to open proxied services' ports in.
-pub fn script(services: &[ServiceRules], bridges: bool) -> String {
+/// bridges' input chain is there to open proxied services' ports in;
+/// `uplink`: the FIP pool's interface, if this host has one.
+pub fn script(services: &[ServiceRules], bridges: bool, uplink: Option<&str>) -> String {
     if services.is_empty() {
         return String::new();
     }
@@ -75,16 +84,41 @@ pub fn script(services: &[ServiceRules], bridges: bool) -> String {
                 "prerouting" => format!("iifname \"{}\" ", service.bridge),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "    {from}{}", translation(service));
+            let _ = writeln!(out, "    {from}{}", translation(service, service.vip));
+            if let (Some(fip), "prerouting") = (service.fip, hook) {
+                let _ = writeln!(out, "    {}", translation(service, fip));
+            }
         }
         let _ = writeln!(out, "  }}");
     }
     let vips: Vec<String> = services.iter().map(|s| s.vip.to_string()).collect();
     let _ = writeln!(
         out,
-        "  chain service_postrouting {{\n    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;\n    ct original ip daddr {{ {} }} masquerade\n  }}\n}}",
+        "  chain service_postrouting {{\n    type nat hook postrouting priority {SNAT_PRIORITY}; policy accept;\n    ct original ip daddr {{ {} }} masquerade",
         vips.join(", ")
     );
+    let with_fip: Vec<(&ServiceRules, Ipv4Addr)> =
+        services.iter().filter_map(|s| Some((s, s.fip?))).collect();
+    if !with_fip.is_empty() {
+        let fips: Vec<String> = with_fip.iter().map(|(_, fip)| fip.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "    iifname \"{}*\" ct original ip daddr {{ {} }} masquerade",
+            crate::BRIDGE_PREFIX,
+            fips.join(", ")
+        );
+    }
+    if let Some(uplink) = uplink {
+        for (service, fip) in with_fip.iter().filter(|(s, _)| !s.backends.is_empty()) {
+            let backends: Vec<String> = service.backends.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "    oifname \"{uplink}\" ip saddr {{ {} }} snat to {fip}",
+                backends.join(", ")
+            );
+        }
+    }
+    let _ = writeln!(out, "  }}\n}}");
     let _ = writeln!(
         out,
         "table inet {TABLE} {{\n  chain service_redirects {{\n    type filter hook output priority filter; policy accept;\n    oifname \"{}*\" icmp type redirect drop\n  }}",
@@ -106,10 +140,14 @@ pub fn script(services: &[ServiceRules], bridges: bool) -> String {
         "  chain service_guard {{\n    type filter hook input priority filter; policy accept;"
     );
     for service in services.iter().filter(|s| s.proxied) {
+        let matches = format!("ip daddr {} tcp dport {}", service.vip, service.port);
+        if let Some(fip) = service.fip {
+            let _ = writeln!(out, "    {matches} ct original ip daddr {fip} accept");
+        }
         let _ = writeln!(
             out,
-            "    ip daddr {} tcp dport {} iifname != {{ \"lo\", \"{}\" }} drop",
-            service.vip, service.port, service.bridge
+            "    {matches} iifname != {{ \"lo\", \"{}\" }} drop",
+            service.bridge
         );
     }
     let _ = writeln!(out, "  }}\n}}");
@@ -122,10 +160,11 @@ pub fn script(services: &[ServiceRules], bridges: bool) -> String {
     out
 }
 
-/// A new connection to `service`'s address and port, sent to one of its
-/// healthy replicas, or dropped when it has none.
-fn translation(service: &ServiceRules) -> String {
-    let matches = format!("ip daddr {} tcp dport {}", service.vip, service.port);
+/// A new connection to `address` (the service's own, or its FIP) at the
+/// service's port, sent to one of its healthy replicas, or dropped when it
+/// has none.
+fn translation(service: &ServiceRules, address: Ipv4Addr) -> String {
+    let matches = format!("ip daddr {address} tcp dport {}", service.port);
     if service.backends.is_empty() {
         return format!("{matches} drop");
     }
@@ -163,6 +202,7 @@ mod tests {
             algorithm,
             proxied: algorithm == Algorithm::Leastconn,
             backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
+            fip: None,
         }
     }
 
@@ -180,6 +220,7 @@ mod tests {
                 service("10.128.3.9", Algorithm::Leastconn, &["10.128.3.2"]),
             ],
             true,
+            None,
         );
         assert!(script.starts_with("table ip hull {\n"));
         let translations = [
@@ -222,6 +263,50 @@ mod tests {
 
     #[test]
     fn without_services_there_are_no_chains() {
-        assert_eq!(script(&[], true), "");
+        assert_eq!(script(&[], true, Some("eth1")), "");
+    }
+
+    #[test]
+    fn a_services_fip_is_balanced_as_its_address_and_its_replicas_go_out_from_it() {
+        let mut translated = service(
+            "10.128.0.9",
+            Algorithm::Roundrobin,
+            &["10.128.0.2", "10.128.0.3"],
+        );
+        translated.fip = Some("198.51.100.19".parse().unwrap());
+        let mut proxied = service("10.128.3.9", Algorithm::Leastconn, &["10.128.3.2"]);
+        proxied.fip = Some("198.51.100.20".parse().unwrap());
+        let mut down = service("10.128.4.9", Algorithm::Roundrobin, &[]);
+        down.fip = Some("198.51.100.21".parse().unwrap());
+        let script = script(&[translated, proxied, down], true, Some("eth1"));
+        let prerouting = chain(&script, "service_prerouting");
+        // From anywhere (fip_prerouting lets only its port on), unlike
+        // the address, which only its bridge reaches.
+        for wanted in [
+            "ip daddr 198.51.100.19 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.128.0.2, 1 : 10.128.0.3 } : 8080",
+            "ip daddr 198.51.100.21 tcp dport 80 drop",
+        ] {
+            assert!(prerouting.contains(&wanted), "{wanted}: {prerouting:?}");
+        }
+        assert!(!prerouting.iter().any(|l| l.contains("198.51.100.20")));
+        assert!(!chain(&script, "service_output")
+            .iter()
+            .any(|l| l.contains("198.51.100.")));
+        let postrouting = chain(&script, "service_postrouting");
+        assert_eq!(
+            postrouting[2..],
+            [
+                "iifname \"hb-*\" ct original ip daddr { 198.51.100.19, 198.51.100.20, 198.51.100.21 } masquerade",
+                "oifname \"eth1\" ip saddr { 10.128.0.2, 10.128.0.3 } snat to 198.51.100.19",
+                "oifname \"eth1\" ip saddr { 10.128.3.2 } snat to 198.51.100.20",
+            ]
+        );
+        assert_eq!(
+            chain(&script, "service_guard")[1..],
+            [
+                "ip daddr 10.128.3.9 tcp dport 80 ct original ip daddr 198.51.100.20 accept",
+                "ip daddr 10.128.3.9 tcp dport 80 iifname != { \"lo\", \"hb-0123456789ab\" } drop",
+            ]
+        );
     }
 }
