@@ -383,3 +383,113 @@ fn a_removed_tenants_services_go_with_it_and_a_new_tenant_of_its_name_finds_none
     let containers = as_tenant(&s.cloud, &again, &["ps", "-a", "-q"]);
     assert!(containers.trim().is_empty(), "{containers}");
 }
+
+/// A rolling update to a new image replaces every replica, one at a
+/// time, while a client looping through the service sees no request fail.
+#[test]
+fn a_rolling_update_serves_every_request_of_a_client_looping_through_it() {
+    let s = setup();
+    let _turn = turn();
+    let archive = common::derived_archive("busybox:v2", |config| {
+        let env = config["Env"].as_array_mut().expect("the image's Env");
+        env.push(serde_json::json!("VERSION=v2"));
+    });
+    as_tenant(
+        &s.cloud,
+        &s.acme,
+        &["load", "-i", archive.to_str().unwrap()],
+    );
+    let serve =
+        "mkdir -p /www && echo ${VERSION:-v1} > /www/index.html && exec httpd -f -p 8080 -h /www";
+    let vip = as_tenant(
+        &s.cloud,
+        &s.acme,
+        &[
+            "service",
+            "create",
+            "--name",
+            "roll",
+            "--replicas",
+            "2",
+            "--service-port",
+            "80",
+            "--container-port",
+            "8080",
+            "--health-check",
+            "interval=500ms,fall=2,rise=2",
+            "busybox",
+            "sh",
+            "-c",
+            serve,
+        ],
+    )
+    .trim()
+    .to_owned();
+    let inspect_roll = || {
+        let out = as_tenant(&s.cloud, &s.acme, &["service", "inspect", "roll"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+    };
+    common::eventually(150, || {
+        let now = inspect_roll();
+        (now["backends"].as_array().map_or(0, Vec::len) == 2)
+            .then_some(())
+            .ok_or_else(|| format!("not yet 2 healthy: {now}"))
+    });
+
+    let target: std::net::SocketAddr = format!("{vip}:80").parse().unwrap();
+    let host = s.cloud.netns.as_ref().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answers = std::thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            host.within(|| {
+                let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answer = (|| {
+                        let mut stream =
+                            TcpStream::connect_timeout(&target, Duration::from_secs(5)).ok()?;
+                        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+                        let mut text = String::new();
+                        stream.read_to_string(&mut text).ok()?;
+                        Some(text.split_once("\r\n\r\n")?.1.trim().to_owned())
+                    })();
+                    let key = answer.unwrap_or_else(|| "failed".to_owned());
+                    *answers.entry(key).or_default() += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                answers
+            })
+        });
+        as_tenant(
+            &s.cloud,
+            &s.acme,
+            &["service", "rolling-update", "--image", "busybox:v2", "roll"],
+        );
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let last = loop {
+            let last = inspect_roll();
+            let members = last["members"].as_array().cloned().unwrap_or_default();
+            let done = last["rollback"].is_null()
+                && members.len() == 2
+                && members.iter().all(|m| m["image"] == "busybox:v2")
+                && last["backends"].as_array().map_or(0, Vec::len) == 2;
+            if done || Instant::now() > deadline {
+                break last;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        // A moment more on the new replicas alone.
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let answers = client.join().unwrap();
+        assert_eq!(last["image"], "busybox:v2", "not updated: {last}");
+        assert!(last["rollback"].is_null(), "not done: {last}");
+        answers
+    });
+    eprintln!("answers through the rolling update: {answers:?}");
+    assert_eq!(answers.get("failed"), None, "{answers:?}");
+    assert!(answers.get("v1").is_some_and(|n| *n > 0), "{answers:?}");
+    assert!(answers.get("v2").is_some_and(|n| *n > 0), "{answers:?}");
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    as_tenant(&s.cloud, &s.acme, &["service", "rm", "roll"]);
+}

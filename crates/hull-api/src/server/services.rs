@@ -28,7 +28,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Network(_, NetworkError::UnknownNetwork(_)) => StatusCode::NOT_FOUND,
             ServiceError::Network(_, NetworkError::Exhausted(_)) => StatusCode::CONFLICT,
-            ServiceError::Exists(_) => StatusCode::CONFLICT,
+            ServiceError::Exists(_) | ServiceError::Busy(_) => StatusCode::CONFLICT,
             ServiceError::Quota => StatusCode::FORBIDDEN,
             ServiceError::NoBridges(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::InvalidName(_)
@@ -172,35 +172,34 @@ pub(super) async fn route(
             Ok(no_content())
         }
         (&Method::POST, "scale") => {
-            let mut record = services.get(owner, &name)?;
             let replicas = query
                 .get("replicas")
                 .and_then(|r| r.parse::<u64>().ok())
                 .ok_or_else(|| bad("give replicas=N, a number of 1 or more"))?;
             check_replicas(replicas)?;
-            record.spec.replicas = replicas;
-            services.update(record.clone())?;
+            let record = services.modify(owner, &name, |record| {
+                record.spec.replicas = replicas;
+                Ok(())
+            })?;
             daemon.services().wake();
             Ok(json_response(StatusCode::OK, &view(daemon, record)))
         }
         (&Method::POST, "rolling-update") => {
-            let mut record = services.get(owner, &name)?;
             let image = query
                 .get("image")
                 .filter(|i| !i.trim().is_empty() && i.len() <= 512)
                 .ok_or_else(|| bad("give image=IMAGE, at most 512 bytes"))?
                 .to_owned();
-            if record.rollback.is_some() {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("service {name} is being updated already"),
-                ));
-            }
-            if image != record.spec.image {
-                record.rollback = Some(std::mem::replace(&mut record.spec.image, image));
-                services.update(record.clone())?;
-                daemon.services().wake();
-            }
+            let record = services.modify(owner, &name, |record| {
+                if record.rollback.is_some() {
+                    return Err(ServiceError::Busy(name.clone()));
+                }
+                if image != record.spec.image {
+                    record.rollback = Some(std::mem::replace(&mut record.spec.image, image));
+                }
+                Ok(())
+            })?;
+            daemon.services().wake();
             Ok(json_response(StatusCode::OK, &view(daemon, record)))
         }
         (&Method::POST, "attach-fip") => {

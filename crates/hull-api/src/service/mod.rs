@@ -29,6 +29,10 @@ use crate::server::crons::call;
 
 /// How often the task looks at every service when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
+/// A healthy replica taken out of the balancer (scaled down, or replaced
+/// by a rolling update) keeps running this long for the connections it
+/// has, as a load balancer drains a server.
+const DRAIN: Duration = Duration::from_secs(2);
 /// After a replica could not be made, the next try waits this long.
 const BACKOFF: Duration = Duration::from_secs(5);
 
@@ -43,6 +47,10 @@ pub struct Replicas {
     making: Mutex<std::collections::BTreeSet<String>>,
     /// The proxies of HTTP, leastconn and affinity services.
     proxies: proxy::Proxies,
+    /// By service id, what wakes the task that looks after it: each
+    /// service has its own, so that one whose replicas time out, or whose
+    /// VMs are slow to go, never holds back another tenant's failover.
+    loops: Mutex<BTreeMap<String, Arc<Notify>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,6 +61,9 @@ impl Replicas {
     /// Looks at the services now (one was made, scaled or removed).
     pub fn wake(&self) {
         self.wake.notify_one();
+        for notify in lock(&self.loops).values() {
+            notify.notify_one();
+        }
     }
 
     /// Why making a replica of service `id` last failed, if it did.
@@ -136,11 +147,20 @@ pub fn spawn(daemon: Arc<Daemon>) {
     });
 }
 
+/// Starts a task for each service that has none; takes away replicas and
+/// health of what is gone.
 async fn tick(daemon: &Arc<Daemon>) {
     let records = daemon.containers().networks().services().list();
     daemon.services().proxies.sync(&records);
-    for record in &records {
-        reconcile(daemon, record).await;
+    {
+        let mut loops = lock(&daemon.services().loops);
+        for record in &records {
+            if !loops.contains_key(&record.id) {
+                let notify = Arc::new(Notify::new());
+                loops.insert(record.id.clone(), notify.clone());
+                tokio::spawn(look_after(daemon.clone(), record.id.clone(), notify));
+            }
+        }
     }
     // Replicas of services that are gone (removed, or a removal that a
     // crash cut short).
@@ -169,6 +189,23 @@ async fn tick(daemon: &Arc<Daemon>) {
         .map(|c| c.id.clone())
         .collect();
     lock(&daemon.services().health).retain(|id, _| live.contains(id));
+}
+
+/// Keeps service `id` as its record says, from the record as it is at
+/// each look, until it is removed.
+async fn look_after(daemon: Arc<Daemon>, id: String, notify: Arc<Notify>) {
+    loop {
+        let services = daemon.containers().networks().services();
+        let Some(record) = services.by_id(&id) else {
+            lock(&daemon.services().loops).remove(&id);
+            return;
+        };
+        reconcile(&daemon, &record).await;
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = notify.notified() => {}
+        }
+    }
 }
 
 async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
@@ -252,6 +289,10 @@ async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
         extra.truncate(alive.len() - wanted);
         alive.retain(|r| !extra.iter().any(|e| e.id == r.id));
         publish(daemon, record, &alive);
+        // Connections it took before it left the balancer finish first.
+        if extra.iter().any(|r| r.healthy) {
+            tokio::time::sleep(DRAIN).await;
+        }
         for replica in &extra {
             remove(daemon, owner, &replica.name).await;
         }
@@ -265,12 +306,15 @@ async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
             .all(|r| r.healthy && r.image == record.spec.image)
     {
         let services = daemon.containers().networks().services();
-        if let Ok(mut current) = services.get(owner, &record.spec.name) {
+        let done = services.modify(owner, &record.spec.name, |current| {
+            // Unless another update began meanwhile.
             if current.spec.image == record.spec.image {
                 current.rollback = None;
-                let _ = services.update(current);
-                info!(service = %record.spec.name, image = %record.spec.image, "rolling update done");
             }
+            Ok(())
+        });
+        if done.is_ok_and(|current| current.rollback.is_none()) {
+            info!(service = %record.spec.name, image = %record.spec.image, "rolling update done");
         }
     }
 }
@@ -279,15 +323,17 @@ async fn reconcile(daemon: &Arc<Daemon>, record: &ServiceRecord) {
 /// again, so the new image's replicas are the ones replaced.
 fn roll_back(daemon: &Daemon, record: &ServiceRecord, why: &str) {
     let services = daemon.containers().networks().services();
-    let Ok(mut current) = services.get(record.owner.as_deref(), &record.spec.name) else {
-        return;
-    };
-    let Some(image) = current.rollback.take() else {
-        return;
-    };
-    warn!(service = %current.spec.name, from = %current.spec.image, to = %image, why, "rolling back");
-    current.spec.image = image;
-    if let Err(err) = services.update(current) {
+    let rolled = services.modify(record.owner.as_deref(), &record.spec.name, |current| {
+        // Only the update this replica belongs to, and only once.
+        if current.spec.image == record.spec.image {
+            if let Some(image) = current.rollback.take() {
+                warn!(service = %current.spec.name, from = %current.spec.image, to = %image, why, "rolling back");
+                current.spec.image = image;
+            }
+        }
+        Ok(())
+    });
+    if let Err(err) = rolled {
         warn!(error = %err, "cannot roll back the service");
     }
     lock(&daemon.services().failures).remove(&record.id);

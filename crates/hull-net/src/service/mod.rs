@@ -44,6 +44,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("service {0} already exists")]
     Exists(String),
+    #[error("service {0} is being updated already: wait for its rolling update to end")]
+    Busy(String),
     #[error("invalid service name {0:?}: 1 to 48 of [a-z0-9-], starting with a letter or digit and not ending with '-' (it is a DNS name)")]
     InvalidName(String),
     #[error("invalid replicas {0}: a service has 1 to {MAX_REPLICAS} replicas")]
@@ -159,17 +161,10 @@ impl Networks {
             return Err(ServiceError::NoBridges(why.to_owned()));
         }
         let store = &self.services.store;
+        // Checked again when recorded, under the store's lock: this only
+        // spares a taken name an address.
         if store.get(owner, &spec.name).is_ok() {
             return Err(ServiceError::Exists(spec.name));
-        }
-        if store
-            .list()
-            .iter()
-            .filter(|r| r.owner.as_deref() == owner)
-            .count()
-            >= MAX_PER_OWNER
-        {
-            return Err(ServiceError::Quota);
         }
         let name = spec.name.clone();
         let failed = |e: NetworkError| ServiceError::Network(name.clone(), e);
@@ -195,7 +190,7 @@ impl Networks {
             rollback: None,
         };
         let made = store
-            .insert(record.clone())
+            .insert(record.clone(), MAX_PER_OWNER)
             .and_then(|()| self.hold_vip(&record).map_err(failed))
             .and_then(|()| self.apply_firewall().map_err(failed));
         if let Err(err) = made {

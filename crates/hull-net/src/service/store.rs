@@ -91,6 +91,11 @@ impl ServiceStore {
         self.table().values().cloned().collect()
     }
 
+    /// The service whose id is `id`, if it still exists.
+    pub fn by_id(&self, id: &str) -> Option<ServiceRecord> {
+        self.table().get(id).cloned()
+    }
+
     /// The service `name` of `owner`; another owner's is not found.
     pub fn get(&self, owner: Option<&str>, name: &str) -> Result<ServiceRecord, ServiceError> {
         self.table()
@@ -100,13 +105,21 @@ impl ServiceStore {
             .ok_or_else(|| ServiceError::NotFound(name.chars().take(64).collect()))
     }
 
-    pub(super) fn insert(&self, record: ServiceRecord) -> Result<(), ServiceError> {
+    /// Records a new service, unless its owner has one of its name or
+    /// `max_per_owner` already: checked under the one lock, so two
+    /// creations at once cannot both pass.
+    pub(super) fn insert(
+        &self,
+        record: ServiceRecord,
+        max_per_owner: usize,
+    ) -> Result<(), ServiceError> {
         let mut table = self.table();
-        if table
-            .values()
-            .any(|r| r.owner == record.owner && r.spec.name == record.spec.name)
-        {
+        let owners = || table.values().filter(|r| r.owner == record.owner);
+        if owners().any(|r| r.spec.name == record.spec.name) {
             return Err(ServiceError::Exists(record.spec.name));
+        }
+        if owners().count() >= max_per_owner {
+            return Err(ServiceError::Quota);
         }
         let id = record.id.clone();
         table.insert(id.clone(), record);
@@ -117,14 +130,35 @@ impl ServiceStore {
         Ok(())
     }
 
-    /// Replaces a record that exists.
-    pub fn update(&self, record: ServiceRecord) -> Result<(), ServiceError> {
+    /// Changes `owner`'s service `name` by `change` under the one lock, so
+    /// that a scale, a rolling update and the task's own changes never
+    /// undo one another; the record as it is now. An error of `change`
+    /// leaves it as it was.
+    pub fn modify(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+        change: impl FnOnce(&mut ServiceRecord) -> Result<(), ServiceError>,
+    ) -> Result<ServiceRecord, ServiceError> {
         let mut table = self.table();
-        if !table.contains_key(&record.id) {
-            return Err(ServiceError::NotFound(record.spec.name));
+        let record = table
+            .values_mut()
+            .find(|r| r.owner.as_deref() == owner && r.spec.name == name)
+            .ok_or_else(|| ServiceError::NotFound(name.chars().take(64).collect()))?;
+        let before = record.clone();
+        if let Err(err) = change(record) {
+            *record = before;
+            return Err(err);
         }
-        table.insert(record.id.clone(), record);
-        self.save(&table)
+        let after = record.clone();
+        if after == before {
+            return Ok(after);
+        }
+        if let Err(err) = self.save(&table) {
+            table.insert(before.id.clone(), before);
+            return Err(err);
+        }
+        Ok(after)
     }
 
     pub(super) fn remove(&self, id: &str) -> Result<(), ServiceError> {
@@ -169,10 +203,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ServiceStore::open(dir.path()).unwrap();
         let web = record(Some("acme"), "web");
-        store.insert(web.clone()).unwrap();
-        store.insert(record(Some("beta"), "web")).unwrap();
+        store.insert(web.clone(), 8).unwrap();
+        store.insert(record(Some("beta"), "web"), 8).unwrap();
         assert!(matches!(
-            store.insert(record(Some("acme"), "web")),
+            store.insert(record(Some("acme"), "web"), 8),
             Err(ServiceError::Exists(_))
         ));
         assert!(matches!(
@@ -184,5 +218,63 @@ mod tests {
         assert_eq!(again.get(Some("acme"), "web").unwrap(), web);
         again.remove(&web.id).unwrap();
         assert_eq!(ServiceStore::open(dir.path()).unwrap().list().len(), 1);
+    }
+
+    #[test]
+    fn creations_at_once_never_pass_the_owners_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(ServiceStore::open(dir.path()).unwrap());
+        let made: usize = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|i| {
+                    let store = store.clone();
+                    scope.spawn(move || store.insert(record(Some("acme"), &format!("s{i}")), 3))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| usize::from(t.join().unwrap().is_ok()))
+                .sum()
+        });
+        assert_eq!(made, 3);
+        assert!(matches!(
+            store.insert(record(Some("acme"), "more"), 3),
+            Err(ServiceError::Quota)
+        ));
+        // Another owner has its own.
+        store.insert(record(Some("beta"), "s0"), 3).unwrap();
+    }
+
+    #[test]
+    fn changes_apply_to_the_record_as_it_is_and_a_refused_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ServiceStore::open(dir.path()).unwrap();
+        store.insert(record(Some("acme"), "web"), 8).unwrap();
+        // A scale and a rolling update, each on what the other left.
+        store
+            .modify(Some("acme"), "web", |r| {
+                r.spec.replicas = 5;
+                Ok(())
+            })
+            .unwrap();
+        let updated = store
+            .modify(Some("acme"), "web", |r| {
+                r.rollback = Some(std::mem::replace(&mut r.spec.image, "busybox:2".into()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(updated.spec.replicas, 5);
+        assert_eq!(updated.rollback.as_deref(), Some("busybox"));
+        let refused = store.modify(Some("acme"), "web", |r| {
+            r.spec.replicas = 1;
+            Err(ServiceError::Replicas(0))
+        });
+        assert!(refused.is_err());
+        let again = ServiceStore::open(dir.path()).unwrap();
+        assert_eq!(again.get(Some("acme"), "web").unwrap(), updated);
+        assert!(matches!(
+            store.modify(Some("beta"), "web", |_| Ok(())),
+            Err(ServiceError::NotFound(_))
+        ));
     }
 }
