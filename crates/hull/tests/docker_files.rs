@@ -1,6 +1,6 @@
 //! The stock docker CLI looking into a container that hulld runs: `docker
 //! top` lists its processes, `docker stats` its VM's figures, and `docker
-//! cp` moves files in and out of it.
+//! cp` moves files in and out of it, running or stopped.
 
 mod common;
 
@@ -83,13 +83,11 @@ fn top_stats_and_cp_reach_into_a_running_container() {
         &["Could not find the file /nope in container files"],
     );
 
-    // A stopped container has no VM: top and cp say so, stats reads zero.
+    // A stopped container has no VM: top says so, stats reads zero.
     stdout_of(&daemon.docker(&["kill", "files"]));
     stdout_of(&daemon.docker(&["wait", "files"]));
     let top = daemon.docker(&["top", "files"]);
     assert_fails(&top, 1, &[&format!("container {id} is not running")]);
-    let cp = daemon.docker(&["cp", "files:/etc/hostname", out.to_str().unwrap()]);
-    assert_fails(&cp, 1, &["Hull copies files only while the container runs"]);
     let stats = daemon.docker(&[
         "stats",
         "--no-stream",
@@ -103,6 +101,29 @@ fn top_stats_and_cp_reach_into_a_running_container() {
         "{}",
         text(&stats.stderr)
     );
+    // But cp reaches its files both ways, as docker's does: what its
+    // last run wrote comes out, and what goes in is there at its next start.
+    let stopped_out = dir.path().join("stopped-out");
+    stdout_of(&daemon.docker(&[
+        "cp",
+        "files:/tmp/payload/file",
+        stopped_out.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(&stopped_out).unwrap(),
+        "copied in\n"
+    );
+    std::fs::write(payload.join("file"), "copied in while stopped\n").unwrap();
+    stdout_of(&daemon.docker(&["cp", payload.to_str().unwrap(), "files:/tmp/"]));
+    let missing = daemon.docker(&["cp", "files:/nope", dir.path().to_str().unwrap()]);
+    assert_fails(
+        &missing,
+        1,
+        &["Could not find the file /nope in container files"],
+    );
+    stdout_of(&daemon.docker(&["start", "files"]));
+    let read_back = daemon.docker(&["exec", "files", "cat", "/tmp/payload/file"]);
+    assert_eq!(stdout_of(&read_back), "copied in while stopped\n");
 
     stdout_of(&daemon.docker(&["rm", "-f", "files"]));
 }

@@ -1,5 +1,5 @@
-//! `/containers/{id}/archive`: `docker cp` in and out of a running
-//! container, as tars, with the path's stat in docker's header.
+//! `/containers/{id}/archive`: `docker cp` in and out of a container,
+//! running or stopped, as tars, with the path's stat in docker's header.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -31,8 +31,10 @@ pub(super) async fn stat(
     request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (container, path) = target(daemon, reference, request)?;
-    let stat = container
-        .stat_path(&path)
+    let runtime = super::containers::runtime(daemon).await?;
+    let stat = daemon
+        .containers()
+        .stat_path(&runtime, &container, &path)
         .await
         .map_err(|e| copy_error(e, reference))?;
     let mut response = Response::new(full(Bytes::new()));
@@ -49,9 +51,12 @@ pub(super) async fn get(
     request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (container, path) = target(daemon, reference, request)?;
-    let copy_error = |e| copy_error(e, reference);
-    let stat = container.stat_path(&path).await.map_err(copy_error)?;
-    let mut archive = container.read_archive(&path).await.map_err(copy_error)?;
+    let runtime = super::containers::runtime(daemon).await?;
+    let (stat, mut archive) = daemon
+        .containers()
+        .read_archive(&runtime, &container, &path)
+        .await
+        .map_err(|e| copy_error(e, reference))?;
     let (tx, mut response) = channel_body(4);
     let headers = response.headers_mut();
     headers.insert(
@@ -79,6 +84,7 @@ pub(super) async fn put(
     request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (container, path) = target(daemon, reference, &request)?;
+    let runtime = super::containers::runtime(daemon).await?;
     let (tx, rx) = mpsc::channel(UPLOAD_BACKLOG);
     let mut body = request.into_body();
     let upload = tokio::spawn(async move {
@@ -96,7 +102,10 @@ pub(super) async fn put(
             }
         }
     });
-    let written = container.write_archive(&path, rx).await;
+    let written = daemon
+        .containers()
+        .write_archive(&runtime, &container, &path, rx)
+        .await;
     upload.abort();
     written.map_err(|e| copy_error(e, reference))?;
     Ok(Response::new(full(Bytes::new())))

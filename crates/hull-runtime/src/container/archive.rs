@@ -1,24 +1,86 @@
-//! `docker cp` on the host: what a path of a running container is, and tars
-//! of its files moved over the agent's flow-controlled streams. The VM
-//! holds the container's files, so copies need it running.
+//! `docker cp` on the host: what a path of a container is, and tars of its
+//! files moved over the agent's flow-controlled streams. The VM holds the
+//! container's files: a running container's own agent copies them, a
+//! stopped container's are copied by a VM started for the copy
+//! ([`super::filesystem`]).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hull_proto::{ErrorKind, PathStat, Request, Response};
+use hull_vm::Hypervisor;
 use tokio::sync::mpsc;
 
 use super::exec::NEXT_STREAM;
-use super::{Container, ContainerError};
+use super::{Container, ContainerError, Containers};
 use crate::agent::{AgentClient, AgentError, InputStream};
+use crate::run::Runtime;
+
+impl<H: Hypervisor> Containers<H> {
+    /// What is at `path` in `container`, running or stopped; a symlink is
+    /// described, not followed.
+    pub async fn stat_path(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        path: &str,
+    ) -> Result<PathStat, ContainerError> {
+        if let Ok(agent) = container.running_agent() {
+            return container.stat_with(&agent, path).await;
+        }
+        self.with_stopped_files(runtime, container, async |agent| {
+            container.stat_with(agent, path).await
+        })
+        .await
+    }
+
+    /// What is at `path`, and a tar of it once the agent has found it:
+    /// its entries are named from the path's base name, as docker names
+    /// them. A stopped container's come from one VM started for both.
+    pub async fn read_archive(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        path: &str,
+    ) -> Result<(PathStat, mpsc::Receiver<Bytes>), ContainerError> {
+        let path = path.to_owned();
+        self.read_files(runtime, container, move |container, agent| {
+            Box::pin(async move {
+                let stat = container.stat_with(&agent, &path).await?;
+                let tar = container.read_archive_with(&agent, &path).await?;
+                Ok((stat, tar))
+            })
+        })
+        .await
+    }
+
+    /// Unpacks the tar received on `archive` into the directory `path` of
+    /// `container`, running or stopped; returns once every entry is
+    /// written (for a stopped one: on its disk). An `Err` on `archive`
+    /// means the upload broke off.
+    pub async fn write_archive(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        path: &str,
+        archive: mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<(), ContainerError> {
+        if let Ok(agent) = container.running_agent() {
+            return container.write_archive_with(&agent, path, archive).await;
+        }
+        self.with_stopped_files(runtime, container, async move |agent| {
+            container.write_archive_with(agent, path, archive).await
+        })
+        .await
+    }
+}
 
 /// Chunks of an archive read that may wait for a slow client.
 const READ_BACKLOG: usize = 16;
 
 impl Container {
-    /// What is at `path` in the container; a symlink is described, not followed.
-    pub async fn stat_path(&self, path: &str) -> Result<PathStat, ContainerError> {
-        let agent = self.copy_agent()?;
+    async fn stat_with(&self, agent: &AgentClient, path: &str) -> Result<PathStat, ContainerError> {
         let request = Request::StatPath {
             container: self.id.clone(),
             path: path.to_owned(),
@@ -30,10 +92,11 @@ impl Container {
         }
     }
 
-    /// A tar of `path`, once the agent has found it: its entries are named
-    /// from the path's base name, as docker names them.
-    pub async fn read_archive(&self, path: &str) -> Result<mpsc::Receiver<Bytes>, ContainerError> {
-        let agent = self.copy_agent()?;
+    async fn read_archive_with(
+        &self,
+        agent: &AgentClient,
+        path: &str,
+    ) -> Result<mpsc::Receiver<Bytes>, ContainerError> {
         let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
         // Registered first: the agent sends right after its answer.
         let mut output = agent.open_output(stream);
@@ -60,15 +123,12 @@ impl Container {
         Ok(rx)
     }
 
-    /// Unpacks the tar received on `archive` into the directory `path`;
-    /// returns once every entry is written. An `Err` on `archive` means the
-    /// upload broke off.
-    pub async fn write_archive(
+    async fn write_archive_with(
         &self,
+        agent: &AgentClient,
         path: &str,
         mut archive: mpsc::Receiver<std::io::Result<Bytes>>,
     ) -> Result<(), ContainerError> {
-        let agent = self.copy_agent()?;
         let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
         let input = agent.open_input(stream);
         let request = Request::WriteArchive {
@@ -107,11 +167,6 @@ impl Container {
             (_, Err(err)) | (Err(Upload::Agent(err)), Ok(())) => Err(self.copy_error(path, err)),
             (Ok(()), Ok(())) => Ok(()),
         }
-    }
-
-    fn copy_agent(&self) -> Result<AgentClient, ContainerError> {
-        self.running_agent()
-            .map_err(|_| ContainerError::CopyNotRunning(self.id.clone()))
     }
 
     /// The agent's refusals in docker's terms.

@@ -6,7 +6,8 @@
 //! never mounts a filesystem a guest wrote): a VM of its own is started
 //! for the read, with the container's image and writable disk and nothing
 //! else (no network, no volumes, no process), and powered off after it.
-//! The container cannot be started meanwhile.
+//! The container cannot be started meanwhile. `docker cp` in and out of a
+//! stopped container goes the same way.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,7 +35,11 @@ const READ_BACKLOG: usize = 16;
 /// container can start again.
 const IDLE_READ: Duration = Duration::from_secs(120);
 
-type Reading = Result<mpsc::Receiver<Bytes>, ContainerError>;
+pub(super) type Reading = Result<mpsc::Receiver<Bytes>, ContainerError>;
+/// What a read found before its tar (a path's stat), and the tar.
+pub(super) type Found<T> = Result<(T, mpsc::Receiver<Bytes>), ContainerError>;
+pub(super) type ReadFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Found<T>> + Send>>;
 
 impl<H: Hypervisor> Containers<H> {
     /// A tar of the container's filesystem as `view` says, once its agent
@@ -46,50 +51,96 @@ impl<H: Hypervisor> Containers<H> {
         container: &Arc<Container>,
         view: FilesystemView,
     ) -> Reading {
+        let read = self.read_files(runtime, container, move |container, agent| {
+            Box::pin(async move { Ok(((), container.read_with(&agent, view).await?)) })
+        });
+        Ok(read.await?.1)
+    }
+
+    /// The tar `read` starts from the container's agent: the running
+    /// container's, or that of a VM started for a stopped one, powered off
+    /// once the tar is read.
+    pub(super) async fn read_files<T: Send + 'static>(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        read: impl FnOnce(Arc<Container>, AgentClient) -> ReadFuture<T> + Send + 'static,
+    ) -> Found<T> {
         if let Ok(agent) = container.running_agent() {
-            return container.read_with(&agent, view).await;
+            return read(container.clone(), agent).await;
         }
         let (ready, reading) = oneshot::channel();
         let (containers, runtime, container) = (self.clone(), runtime.clone(), container.clone());
         tokio::spawn(async move {
             containers
-                .read_stopped(&runtime, &container, view, ready)
+                .read_stopped(&runtime, &container, read, ready)
                 .await;
         });
         reading.await.unwrap_or(Err(ContainerError::AgentSilent))
     }
 
-    /// Reads a stopped container's files in a VM started for it, under
-    /// the container's lock; tells `ready` once the tar flows (or why not)
-    /// and powers the VM off when it ends.
-    async fn read_stopped(
+    /// Runs `op` with the agent of a VM started for the stopped
+    /// `container` (or its own, should it have started meanwhile), under
+    /// the container's lock, and powers that VM off after: a write there
+    /// is on the container's disk when this returns.
+    pub(super) async fn with_stopped_files<T>(
         &self,
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
-        view: FilesystemView,
-        ready: oneshot::Sender<Reading>,
+        op: impl AsyncFnOnce(&AgentClient) -> Result<T, ContainerError>,
+    ) -> Result<T, ContainerError> {
+        let _op = container.ops.lock().await;
+        if let Ok(agent) = container.running_agent() {
+            return op(&agent).await;
+        }
+        let StartedVm {
+            vm, agent, run_dir, ..
+        } = self.stopped_files_vm(runtime, container).await?;
+        let out = op(&agent).await;
+        power_off(&vm, &agent, &mut vm.exit()).await;
+        drop(run_dir);
+        debug!(container = %container.id, "the VM that held its files is off");
+        out
+    }
+
+    /// Checks that a stopped `container`'s files may be read by a VM of
+    /// their own, and starts it; called under the container's lock.
+    async fn stopped_files_vm(
+        &self,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+    ) -> Result<StartedVm<H::Vm>, ContainerError> {
+        if container.state().running() {
+            return Err(ContainerError::FilesBusy(container.id.clone()));
+        }
+        if let Some(membership) = &container.config().pod {
+            return Err(ContainerError::PodMemberFiles {
+                container: container.id.clone(),
+                pod: membership.pod.clone(),
+            });
+        }
+        // Its last run's VM may still be writing the disk back.
+        container.vm_gone().await;
+        self.files_vm(runtime, container).await
+    }
+
+    /// Reads a stopped container's files in a VM started for it, under
+    /// the container's lock; tells `ready` once the tar flows (or why not)
+    /// and powers the VM off when it ends.
+    async fn read_stopped<T>(
+        &self,
+        runtime: &Arc<Runtime<H>>,
+        container: &Arc<Container>,
+        read: impl FnOnce(Arc<Container>, AgentClient) -> ReadFuture<T>,
+        ready: oneshot::Sender<Found<T>>,
     ) {
         let _op = container.ops.lock().await;
         // It may have been started while the lock was awaited.
         if let Ok(agent) = container.running_agent() {
-            let _ = ready.send(container.read_with(&agent, view).await);
+            let _ = ready.send(read(container.clone(), agent).await);
             return;
         }
-        let config = container.config();
-        if container.state().running() {
-            let _ = ready.send(Err(ContainerError::FilesBusy(container.id.clone())));
-            return;
-        }
-        if let Some(membership) = &config.pod {
-            let _ = ready.send(Err(ContainerError::PodMemberFiles {
-                container: container.id.clone(),
-                pod: membership.pod.clone(),
-            }));
-            return;
-        }
-        // Its last run's VM may still be writing the disk back.
-        container.vm_gone().await;
-        let started = match self.files_vm(runtime, container).await {
+        let started = match self.stopped_files_vm(runtime, container).await {
             Ok(started) => started,
             Err(err) => {
                 let _ = ready.send(Err(err));
@@ -99,13 +150,13 @@ impl<H: Hypervisor> Containers<H> {
         let StartedVm {
             vm, agent, run_dir, ..
         } = started;
-        match container.read_with(&agent, view).await {
+        match read(container.clone(), agent.clone()).await {
             Err(err) => {
                 let _ = ready.send(Err(err));
             }
-            Ok(mut tar) => {
+            Ok((found, mut tar)) => {
                 let (tx, rx) = mpsc::channel(READ_BACKLOG);
-                if ready.send(Ok(rx)).is_ok() {
+                if ready.send(Ok((found, rx))).is_ok() {
                     loop {
                         let chunk = match tokio::time::timeout(IDLE_READ, tar.recv()).await {
                             Ok(Some(chunk)) => chunk,

@@ -89,7 +89,7 @@ pub enum ContainerError {
     ExecAlreadyRan(String),
     #[error("invalid signal: {0}")]
     InvalidSignal(String),
-    #[error("container {0} is not running: Hull copies files only while the container runs")]
+    #[error("container {0} stopped while its files were copied: try again")]
     CopyNotRunning(String),
     #[error("container {0} is between runs (restarting, or its VM is being found again): wait until it runs or stops, then try again")]
     FilesBusy(String),
