@@ -90,6 +90,11 @@ pub struct CreateArgs {
     /// The replicas' size (S1, S2, M1, ...).
     #[arg(long, default_value = "")]
     size: String,
+    /// A security group the replicas are in (repeat for more); it must
+    /// let the container port in, where the balancer's probes and
+    /// connections come from.
+    #[arg(long = "sg", value_name = "NAME")]
+    sg: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -115,6 +120,7 @@ async fn run(client: &Client, command: ServiceCommand) -> Result<i32> {
                 image: args.image,
                 cmd: args.cmd,
                 size: args.size,
+                security_groups: args.sg,
             };
             let made: serde_json::Value = client
                 .call_json(Method::POST, "/services/create", Some(&spec))

@@ -395,8 +395,16 @@ fn get_from_outside(world: &World, ip: &str) -> Option<String> {
 fn a_fip_on_a_service_reaches_its_balancer_from_outside_and_its_replicas_leave_from_it() {
     let world = world();
     let serve = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www";
-    let create = |name: &str, protocol: &str| {
-        stdout_of(&world.acme(&[
+    // The translated service's replicas are fenced: their port in, all out.
+    let group = world.cloud.daemon.root.join("pubweb.yaml");
+    std::fs::write(
+        &group,
+        "name: pubweb\nrules:\n  - {direction: ingress, protocol: tcp, port_range_min: 8080, port_range_max: 8080, remote_ip_prefix: 0.0.0.0/0}\n  - {direction: egress}\n",
+    )
+    .unwrap();
+    stdout_of(&world.acme(&["sg", "create", "-f", group.to_str().unwrap()]));
+    let create = |name: &str, protocol: &str, group: &str| {
+        let mut args = vec![
             "service",
             "create",
             "--name",
@@ -411,14 +419,17 @@ fn a_fip_on_a_service_reaches_its_balancer_from_outside_and_its_replicas_leave_f
             protocol,
             "--health-check",
             "interval=500ms,fall=2,rise=1",
-            "busybox",
-            "sh",
-            "-c",
-            serve,
-        ]))
+        ];
+        if !group.is_empty() {
+            args.extend(["--sg", group]);
+        }
+        args.extend(["busybox", "sh", "-c", serve]);
+        world.acme(&args)
     };
-    create("pub", "tcp");
-    create("pubhttp", "http");
+    // A group that is not the tenant's makes nothing.
+    assert_fails(&create("nogroup", "tcp", "nosuch"), 1, &["nosuch"]);
+    stdout_of(&create("pub", "tcp", "pubweb"));
+    stdout_of(&create("pubhttp", "http", ""));
     let ips: Vec<String> = stdout_of(&world.acme(&["fip", "allocate", "2"]))
         .split_whitespace()
         .map(str::to_owned)
@@ -452,6 +463,13 @@ fn a_fip_on_a_service_reaches_its_balancer_from_outside_and_its_replicas_leave_f
         // Only the service's port: not the replicas' own.
         assert!(!open_from_outside(world, ip, 8080));
     }
+
+    // Its replicas are in the group, which is in use while they are.
+    assert_eq!(
+        pub_service["security_groups"],
+        serde_json::json!(["pubweb"])
+    );
+    assert_fails(&world.acme(&["sg", "rm", "pubweb"]), 1, &["in use"]);
 
     // The replicas go out from the service's FIP.
     let replica = pub_service["members"][0]["name"]
@@ -495,6 +513,15 @@ fn a_fip_on_a_service_reaches_its_balancer_from_outside_and_its_replicas_leave_f
     assert_eq!(entry_of(world, ip_http)["service"], "");
     assert!(!open_from_outside(world, ip_http, 80));
     stdout_of(&world.acme(&["service", "rm", "pub"]));
+    eventually(60, || {
+        let out = world.acme(&["sg", "rm", "pubweb"]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| text(&out.stderr))
+    });
+    let services = stdout_of(&world.acme(&["service", "ls"]));
+    assert!(!services.contains("nogroup"), "{services}");
     for ip in [ip, ip_http] {
         stdout_of(&world.acme(&["fip", "release", ip]));
     }

@@ -62,6 +62,8 @@ struct View {
     image: String,
     cmd: Vec<String>,
     size: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    security_groups: Vec<String>,
     /// Wanted.
     replicas: u64,
     /// Taking connections.
@@ -110,6 +112,7 @@ fn view(daemon: &Daemon, record: ServiceRecord) -> View {
         image: record.spec.image,
         cmd: record.spec.cmd,
         size: record.spec.size,
+        security_groups: record.spec.security_groups,
         replicas: record.spec.replicas,
         healthy,
         backends,
@@ -228,6 +231,15 @@ fn create(
     spec.validate()?;
     if !spec.size.is_empty() {
         crate::size::named(&spec.size).map_err(|e| bad(e.to_string()))?;
+    }
+    // The groups are the owner's: another's answers as a missing one.
+    let groups_owner = owner(scope).unwrap_or_default();
+    for group in &spec.security_groups {
+        daemon
+            .containers()
+            .networks()
+            .security_groups()
+            .get(groups_owner, group)?;
     }
     spec.network = match scope {
         Scope::Tenant(tenant) => {

@@ -448,10 +448,15 @@ async fn make_one(daemon: &Arc<Daemon>, record: &ServiceRecord, name: &str) -> R
         host["Memory"] = json!(i64::from(size.memory_mib) << 20);
         host["NanoCpus"] = json!(i64::from(size.vcpus) * 1_000_000_000);
     }
+    let mut labels =
+        json!({ LABEL: record.id, IMAGE_LABEL: spec.image, "sh.hull.service.name": spec.name });
+    for group in &spec.security_groups {
+        labels[format!("{}{group}", hull_net::sg::LABEL_PREFIX)] = json!("yes");
+    }
     let mut body = json!({
         "Image": spec.image,
         "Hostname": name,
-        "Labels": { LABEL: record.id, IMAGE_LABEL: spec.image, "sh.hull.service.name": spec.name },
+        "Labels": labels,
         "HostConfig": host,
     });
     if !spec.cmd.is_empty() {

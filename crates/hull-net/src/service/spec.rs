@@ -185,7 +185,13 @@ pub struct ServiceSpec {
     pub cmd: Vec<String>,
     #[serde(default)]
     pub size: String,
+    /// The security groups its replicas are in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
+
+/// Groups one service's replicas are in.
+pub const MAX_GROUPS: usize = 8;
 
 /// A service's name: a DNS label, as its replicas' names grow from it.
 pub fn check_name(name: &str) -> Result<(), ServiceError> {
@@ -234,6 +240,21 @@ impl ServiceSpec {
         let service_port = check_port("service", self.service_port)?;
         let container_port = check_port("container", self.container_port)?;
         self.health_check.validate()?;
+        if self.security_groups.len() > MAX_GROUPS {
+            return Err(ServiceError::Invalid(format!(
+                "a service's replicas are in at most {MAX_GROUPS} security groups"
+            )));
+        }
+        if let Some(bad) = self
+            .security_groups
+            .iter()
+            .find(|g| !crate::sg::model::valid_name(g))
+        {
+            return Err(ServiceError::Invalid(format!(
+                "invalid security group name {:?}",
+                bad.chars().take(64).collect::<String>()
+            )));
+        }
         if self.image.trim().is_empty() || self.image.len() > MAX_FIELD {
             return Err(ServiceError::Invalid(
                 "give the replicas' image, at most 512 bytes".into(),
@@ -271,6 +292,7 @@ mod tests {
             image: "busybox".into(),
             cmd: Vec::new(),
             size: String::new(),
+            security_groups: Vec::new(),
         }
     }
 

@@ -190,6 +190,7 @@ mod tests {
                 image: "busybox".into(),
                 cmd: vec!["httpd".into()],
                 size: String::new(),
+                security_groups: Vec::new(),
             },
             network_id: "n".repeat(64),
             vip: Ipv4Addr::new(10, 128, 0, 9),
