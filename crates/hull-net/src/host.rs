@@ -102,6 +102,14 @@ pub(crate) fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(
     }
 }
 
+/// The fixed address of the bridge whose gateway is `gateway`: locally
+/// administered, unique per gateway on the host, and never a guest's
+/// (theirs are `02:42:` and their own address).
+pub fn bridge_mac(gateway: Ipv4Addr) -> String {
+    let [a, b, c, d] = gateway.octets();
+    format!("02:48:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -124,6 +132,16 @@ impl HostNetwork {
         if !link_exists(name) {
             run("ip", &["link", "add", "name", name, "type", "bridge"], None)?;
         }
+        // A bridge whose address was never set takes the lowest of its
+        // ports' and changes it as taps come and go: every guest's cached
+        // gateway would then point nowhere until its ARP entry expires, so
+        // one VM starting or stopping cut the others off for seconds. Set
+        // once, it stays (a bridge made before this is set on the next start).
+        run(
+            "ip",
+            &["link", "set", "dev", name, "address", &bridge_mac(gateway)],
+            None,
+        )?;
         let address = format!("{gateway}/{}", subnet.prefix());
         run("ip", &["addr", "replace", &address, "dev", name], None)?;
         run("ip", &["link", "set", name, "up"], None)?;
@@ -179,5 +197,17 @@ impl HostNetwork {
             .filter_map(|line| line.split_whitespace().next())
             .filter_map(|destination| destination.parse().ok())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_address_is_fixed_by_its_gateway_and_never_a_guests() {
+        let gateway = Ipv4Addr::new(10, 128, 0, 1);
+        assert_eq!(bridge_mac(gateway), "02:48:0a:80:00:01");
+        assert_ne!(bridge_mac(gateway), crate::store::mac_for(gateway));
     }
 }

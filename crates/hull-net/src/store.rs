@@ -393,7 +393,7 @@ impl NetworkStore {
 
 /// Docker's MAC for an address: `02:42` and the address's four bytes, so
 /// that a container keeps its MAC with its address.
-fn mac_for(address: Ipv4Addr) -> String {
+pub(crate) fn mac_for(address: Ipv4Addr) -> String {
     let [a, b, c, d] = address.octets();
     format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }

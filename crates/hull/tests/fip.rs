@@ -464,6 +464,19 @@ fn a_fip_on_a_service_reaches_its_balancer_from_outside_and_its_replicas_leave_f
         assert!(!open_from_outside(world, ip, 8080));
     }
 
+    // The tenant's bridge keeps its own address as taps come and go (it
+    // would otherwise take its lowest port's, and the guests' cached
+    // gateway would point nowhere).
+    let bridges = text(
+        &world
+            .host()
+            .ip(&["-o", "link", "show", "type", "bridge"])
+            .stdout,
+    );
+    for line in bridges.lines() {
+        assert!(line.contains("link/ether 02:48:0a:"), "{bridges}");
+    }
+
     // Its replicas are in the group, which is in use while they are.
     assert_eq!(
         pub_service["security_groups"],
