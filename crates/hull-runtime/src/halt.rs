@@ -99,6 +99,9 @@ mod tests {
         async fn set_guest_memory(&self, _: u64) -> Result<(), Unsupported> {
             Err(Unsupported)
         }
+        async fn set_running(&self, _: bool) -> Result<(), Unsupported> {
+            Err(Unsupported)
+        }
         async fn save_state(&self, _: &std::path::Path) -> Result<(), Unsupported> {
             Err(Unsupported)
         }

@@ -47,6 +47,8 @@ pub enum RunError {
     Hypervisor(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot change the guest's memory")]
     GuestMemory(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot pause or resume the VM")]
+    Freeze(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the VM did not come up within {}s; its console ends with:\n{console}", BOOT_TIMEOUT.as_secs())]
     BootTimeout { console: String },
     #[error("the VM stopped unexpectedly ({exit}); its console ends with:\n{console}")]

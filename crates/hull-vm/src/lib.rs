@@ -176,6 +176,10 @@ pub trait Vm: Send + Sync + 'static {
     /// the balloon (all of it back to the guest when `bytes` is the VM's
     /// memory). The guest gives the pages up in the background.
     fn set_guest_memory(&self, bytes: u64) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Freezes the guest's vCPUs where they are (`running` false), or lets
+    /// them go on: `docker pause`, which a VM does whole, as no guest
+    /// process can tell.
+    fn set_running(&self, running: bool) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Pauses the VM and writes its device state to `path` (its memory is
     /// already in its memory file). The VM stays paused.
     fn save_state(

@@ -112,6 +112,20 @@ pub async fn kill(client: &Client, args: KillArgs) -> Result<i32> {
 }
 
 #[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `hull pause` (`pause`) and `hull unpause`.
+pub async fn pause(client: &Client, args: PauseArgs, pause: bool) -> Result<i32> {
+    Ok(each(&args.containers, |c| async move {
+        client.pause_container(&c, pause).await.map(|()| c)
+    })
+    .await)
+}
+
+#[derive(Debug, Args)]
 pub struct WaitArgs {
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,

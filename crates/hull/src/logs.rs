@@ -46,7 +46,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
 }
 
 /// docker's `--since`/`--until` as the API's Unix seconds.
-fn timestamp(text: &str, now: SystemTime) -> Result<String> {
+pub(crate) fn timestamp(text: &str, now: SystemTime) -> Result<String> {
     match api_timestamp(text, now) {
         Some(seconds) => Ok(seconds),
         None => bail!("invalid time {text:?}: neither a timestamp nor a duration"),

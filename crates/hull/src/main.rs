@@ -79,6 +79,10 @@ enum Command {
     Restart(containers::StopArgs),
     /// Send a signal to running containers.
     Kill(containers::KillArgs),
+    /// Freeze running containers' VMs where they are.
+    Pause(containers::PauseArgs),
+    /// Let paused containers go on.
+    Unpause(containers::PauseArgs),
     /// Wait for containers to stop and print their exit codes.
     Wait(containers::WaitArgs),
     /// Remove containers.
@@ -219,6 +223,8 @@ fn main() -> ExitCode {
             Command::Stop(args) => containers::stop(&client, args).await,
             Command::Restart(args) => containers::restart(&client, args).await,
             Command::Kill(args) => containers::kill(&client, args).await,
+            Command::Pause(args) => containers::pause(&client, args, true).await,
+            Command::Unpause(args) => containers::pause(&client, args, false).await,
             Command::Wait(args) => containers::wait(&client, args).await,
             Command::Rm(args) => containers::rm(&client, args).await,
             Command::Update(args) => containers::update(&client, args)

@@ -49,7 +49,7 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
-    /// Events since this time (RFC 3339 or Unix seconds).
+    /// Events since this time (RFC 3339, Unix seconds, or a duration ago: 10m).
     #[arg(long)]
     since: Option<String>,
     /// Events until this time; without it, new ones as they come.
@@ -229,9 +229,12 @@ pub async fn events(client: &Client, args: EventsArgs) -> Result<i32> {
         "filters={}",
         encode(&serde_json::to_string(&filters)?)
     )];
+    // As docker's client: `10m` and RFC 3339 times are made Unix seconds here.
+    let now = std::time::SystemTime::now();
     for (key, value) in [("since", &args.since), ("until", &args.until)] {
         if let Some(value) = value {
-            query.push(format!("{key}={}", encode(value)));
+            let seconds = crate::logs::timestamp(value, now)?;
+            query.push(format!("{key}={}", encode(&seconds)));
         }
     }
     let path = format!("/events?{}", query.join("&"));

@@ -481,3 +481,72 @@ fn top_diff_stats_events_and_history_show_a_running_container() {
     assert!(history.starts_with("IMAGE"), "{history}");
     assert!(history.lines().count() >= 2, "{history}");
 }
+
+/// `pause` freezes a container's VM where it is: its output stops, an
+/// exec is refused as docker refuses it, ps and inspect say so; `unpause`
+/// lets it go on; a paused container stops as any other.
+#[test]
+fn a_paused_container_is_frozen_until_unpaused_and_stops_as_any() {
+    hull_out(&[
+        "run",
+        "-d",
+        "--name",
+        "frozen",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done",
+    ]);
+    let lines = || hull_out(&["logs", "frozen"]).lines().count();
+    eventually("the counter to print", || lines() >= 3);
+    hull_out(&["pause", "frozen"]);
+    let state = &inspect("frozen")["State"];
+    assert_eq!(state["Status"], "paused", "{state}");
+    assert_eq!(state["Paused"], true, "{state}");
+    assert_eq!(state["Running"], true, "{state}");
+    let row = ps_row(&["-f", "status=paused"], "frozen").expect("listed as paused");
+    assert!(row.contains("(Paused)"), "{row}");
+    assert_fails(
+        &daemon().hull(&["exec", "frozen", "true"]),
+        1,
+        &["is paused, unpause the container before exec"],
+    );
+    assert_fails(
+        &daemon().hull(&["pause", "frozen"]),
+        1,
+        &["is already paused"],
+    );
+    // Frozen: nothing more is printed while it is paused.
+    let before = lines();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(lines(), before, "it printed while paused");
+
+    hull_out(&["unpause", "frozen"]);
+    eventually("the counter to go on", || lines() > before);
+    assert_eq!(inspect("frozen")["State"]["Status"], "running");
+    assert_fails(
+        &daemon().hull(&["unpause", "frozen"]),
+        1,
+        &["is not paused"],
+    );
+
+    // Paused again, it still stops (its VM goes on to take the signal).
+    hull_out(&["pause", "frozen"]);
+    hull_out(&["stop", "-t", "1", "frozen"]);
+    let state = &inspect("frozen")["State"];
+    assert_eq!(state["Status"], "exited", "{state}");
+    assert_eq!(state["Paused"], false, "{state}");
+    let events = hull_out(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "container=frozen",
+    ]);
+    for action in [" pause ", " unpause "] {
+        assert!(events.contains(action), "{action}: {events}");
+    }
+    hull_out(&["rm", "frozen"]);
+}

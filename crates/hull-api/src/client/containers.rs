@@ -148,6 +148,13 @@ impl Client {
         self.action(Method::POST, &path).await
     }
 
+    /// Freezes (`pause`) or thaws (`unpause`) a running container's VM.
+    pub async fn pause_container(&self, reference: &str, pause: bool) -> Result<(), ClientError> {
+        let action = if pause { "pause" } else { "unpause" };
+        let path = format!("/containers/{}/{action}", encode(reference));
+        self.action(Method::POST, &path).await
+    }
+
     /// Registers a wait for `condition` (`not-running`, `next-exit`,
     /// `removed`); hulld has it once this returns.
     pub async fn wait_container(

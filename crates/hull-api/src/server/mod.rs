@@ -367,6 +367,8 @@ pub(super) async fn container_route(
         (&Method::POST, "stop") => containers::stop(daemon, reference, &request).await,
         (&Method::POST, "restart") => containers::restart(daemon, reference, &request).await,
         (&Method::POST, "kill") => containers::kill(daemon, reference, &request).await,
+        (&Method::POST, "pause") => containers::pause(daemon, reference).await,
+        (&Method::POST, "unpause") => containers::unpause(daemon, reference).await,
         (&Method::POST, "wait") => containers::wait(daemon, reference, &request, scope).await,
         (&Method::POST, "rename") => containers::rename(daemon, reference, &request),
         (&Method::POST, "update") => containers::update(daemon, reference, request).await,

@@ -70,6 +70,7 @@ impl<H: Hypervisor> Containers<H> {
         if !container.state().running() {
             return Err(ContainerError::NotRunning(container.id.clone()));
         }
+        container.check_not_paused()?;
         let id = new_container_id();
         let exec = Exec {
             container: container.clone(),

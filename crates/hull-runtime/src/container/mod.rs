@@ -13,6 +13,7 @@ mod inspect;
 pub mod logs;
 pub mod names;
 mod networks;
+mod pause;
 pub use networks::EndpointOptions;
 mod pod;
 pub mod record;
@@ -79,6 +80,14 @@ pub enum ContainerError {
     InvalidName(String),
     #[error("container {0} is not running")]
     NotRunning(String),
+    #[error("Container {0} is paused, unpause the container before exec")]
+    Paused(String),
+    #[error("Container {0} is already paused")]
+    AlreadyPaused(String),
+    #[error("Container {0} is not paused")]
+    NotPaused(String),
+    #[error("container {container} belongs to pod {pod}, whose containers share one VM: Hull pauses a container's own VM only")]
+    PodPause { container: String, pod: String },
     #[error("container {0} is already running")]
     AlreadyRunning(String),
     #[error("cannot remove container \"/{0}\": container is running: stop the container before removing or force remove")]
@@ -580,7 +589,7 @@ struct RunHandle {
     kill: CancellationToken,
     /// To the run's supervisor, which owns the VM, to change its guest's
     /// memory; `None` in a pod, whose VM is the pod's.
-    guest_memory: Option<mpsc::Sender<supervise::GuestMemoryRequest>>,
+    guest_memory: Option<mpsc::Sender<supervise::VmRequest>>,
 }
 
 impl RunHandle {
@@ -591,7 +600,7 @@ impl RunHandle {
             return Ok(());
         };
         let (done, result) = tokio::sync::oneshot::channel();
-        let request = supervise::GuestMemoryRequest { bytes, done };
+        let request = supervise::VmRequest::GuestMemory { bytes, done };
         if guest_memory.send(request).await.is_err() {
             return Ok(());
         }

@@ -249,6 +249,9 @@ pub struct ContainerState {
     /// Its address while it runs; empty without a network.
     #[serde(default)]
     pub ip_address: String,
+    /// Its VM's vCPUs are frozen (`docker pause`); only while it runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
     /// Its health, once a health check ran; kept across its runs (the
     /// log) and restarts of hulld (all of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +261,15 @@ pub struct ContainerState {
 impl ContainerState {
     pub fn running(&self) -> bool {
         matches!(self.status, Status::Running | Status::Restarting)
+    }
+
+    /// Docker's name of its status: `paused` while its VM is frozen.
+    pub fn status_name(&self) -> &'static str {
+        if self.paused && self.status == Status::Running {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
     }
 }
 

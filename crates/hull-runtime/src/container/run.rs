@@ -271,6 +271,9 @@ impl<H: Hypervisor> Containers<H> {
         let name = vm_name(&id);
         let path = runtime.vms.run_root.join(&name);
         let (vm, agent) = adopt(runtime, &name, &path).await?;
+        if container.state().paused {
+            container.update(|s| s.paused = false);
+        }
         let tty = container.config().process.tty;
         let exited = agent.watch_exit(&id, "init");
         let stdout = agent.open_output(STDOUT);
@@ -507,6 +510,11 @@ pub(super) async fn adopt<H: Hypervisor>(
         .adopt(name, path)
         .await
         .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
+    // A VM paused under the hulld before goes on: its agent must answer,
+    // and its record's pause is cleared with it.
+    if let Err(err) = vm.set_running(true).await {
+        tracing::warn!(vm = %name, error = %err, "cannot resume an adopted VM");
+    }
     let control = vm
         .take_control_channel()
         .expect("an adopted VM has its channel");

@@ -92,6 +92,7 @@ impl<H: Hypervisor> Containers<H> {
         timeout: Option<u32>,
     ) -> Result<bool, ContainerError> {
         let _op = container.ops.lock().await;
+        self.resume_paused(container).await?;
         let stopped = self.stop_locked(container, timeout).await?;
         if stopped {
             // As docker's: once stop returns, the container publishes no
@@ -190,6 +191,7 @@ impl<H: Hypervisor> Containers<H> {
         if !state.running() {
             return Err(ContainerError::NotRunning(container.id.clone()));
         }
+        self.resume_paused(container).await?;
         if signal == libc::SIGKILL {
             container.update(|s| s.stopped_by_user = true);
         }
@@ -239,6 +241,8 @@ impl<H: Hypervisor> Containers<H> {
             if !force {
                 return Err(ContainerError::RemoveRunning(container.name()));
             }
+            // Killed regardless: a VM that will not go on is killed too.
+            let _ = self.resume_paused(container).await;
             container.update(|s| s.stopped_by_user = true);
             if state.status == Status::Running {
                 let mut changes = container.changes.subscribe();

@@ -142,11 +142,22 @@ impl<H: Hypervisor> Containers<H> {
                     (137, "the VM did not answer and was killed".to_owned())
                 }
                 Some(request) = memory_request => {
-                    let result = vm
-                        .set_guest_memory(request.bytes)
-                        .await
-                        .map_err(|e| RunError::GuestMemory(Box::new(e)));
-                    let _ = request.done.send(result);
+                    match request {
+                        VmRequest::GuestMemory { bytes, done } => {
+                            let result = vm
+                                .set_guest_memory(bytes)
+                                .await
+                                .map_err(|e| RunError::GuestMemory(Box::new(e)));
+                            let _ = done.send(result);
+                        }
+                        VmRequest::Running { running, done } => {
+                            let result = vm
+                                .set_running(running)
+                                .await
+                                .map_err(|e| RunError::Freeze(Box::new(e)));
+                            let _ = done.send(result);
+                        }
+                    }
                     continue;
                 }
             };
@@ -235,6 +246,7 @@ impl<H: Hypervisor> Containers<H> {
         let mut restart = false;
         container.update(|s| {
             s.status = Status::Exited;
+            s.paused = false;
             s.pid = 0;
             s.ports.clear();
             s.ip_address.clear();
@@ -295,16 +307,22 @@ struct Watched<V> {
     pump: JoinHandle<()>,
     stdin_pump: Option<JoinHandle<()>>,
     kill: CancellationToken,
-    memory_requests: Option<tokio::sync::mpsc::Receiver<GuestMemoryRequest>>,
+    memory_requests: Option<tokio::sync::mpsc::Receiver<VmRequest>>,
     /// Stops the run's health checks when dropped.
     health: Option<tokio_util::sync::DropGuard>,
 }
 
-/// A change of a running VM's guest memory, made by the run's supervisor,
-/// which owns the VM.
-pub(super) struct GuestMemoryRequest {
-    pub bytes: u64,
-    pub done: oneshot::Sender<Result<(), RunError>>,
+/// A change of a running VM, made by the run's supervisor, which owns it:
+/// its guest's memory, or whether its vCPUs run.
+pub(super) enum VmRequest {
+    GuestMemory {
+        bytes: u64,
+        done: oneshot::Sender<Result<(), RunError>>,
+    },
+    Running {
+        running: bool,
+        done: oneshot::Sender<Result<(), RunError>>,
+    },
 }
 
 /// Lets the guest sync the writable layer and power off; kills it if it

@@ -280,6 +280,12 @@ impl Vm for QemuVm {
         Ok(())
     }
 
+    async fn set_running(&self, running: bool) -> Result<(), QemuError> {
+        self.qmp(if running { "cont" } else { "stop" }, None)
+            .await?;
+        Ok(())
+    }
+
     async fn save_state(&self, path: &std::path::Path) -> Result<(), QemuError> {
         self.qmp("stop", None).await?;
         self.qmp("migrate-set-capabilities", Some(ignore_shared()))

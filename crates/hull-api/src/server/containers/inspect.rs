@@ -120,9 +120,9 @@ pub(in crate::server) fn inspect(
         path,
         args,
         state: ContainerStateBody {
-            status: state.status.as_str().into(),
+            status: state.status_name().into(),
             running: state.status == Status::Running,
-            paused: false,
+            paused: state.paused,
             restarting: state.status == Status::Restarting,
             oom_killed: false,
             dead: false,

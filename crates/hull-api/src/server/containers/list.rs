@@ -106,7 +106,7 @@ impl Filters {
             let matches = |value: &String| match key.as_str() {
                 "id" => record.id.starts_with(value.as_str()),
                 "name" => record.name.contains(value.trim_start_matches('/')),
-                "status" => record.state.status.as_str() == value,
+                "status" => record.state.status_name() == value,
                 "exited" => {
                     record.state.status == Status::Exited
                         && value.parse::<i32>() == Ok(record.state.exit_code)
@@ -150,6 +150,7 @@ fn status_text(record: &Record, now: SystemTime) -> String {
     let state = &record.state;
     match state.status {
         Status::Created => "Created".into(),
+        Status::Running if state.paused => format!("Up {} (Paused)", since(state.started_at)),
         Status::Running => match health_text(record) {
             "none" => format!("Up {}", since(state.started_at)),
             "starting" => format!("Up {} (health: starting)", since(state.started_at)),
@@ -207,7 +208,7 @@ fn summary(daemon: &Daemon, record: &Record) -> ContainerSummary {
             })
             .collect(),
         labels: record.config.labels.clone(),
-        state: record.state.status.as_str().into(),
+        state: record.state.status_name().into(),
         status: status_text(record, SystemTime::now()),
         host_config: SummaryHostConfig {
             network_mode: daemon.containers().network_name(&record.config.network),

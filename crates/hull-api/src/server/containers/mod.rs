@@ -62,7 +62,11 @@ impl From<ContainerError> for ApiError {
             | ContainerError::PodMember { .. }
             | ContainerError::PodRunning(_)
             | ContainerError::Pod(hull_runtime::pod::PodError::NameInUse { .. })
-            | ContainerError::ExecAlreadyRan(_) => StatusCode::CONFLICT,
+            | ContainerError::ExecAlreadyRan(_)
+            | ContainerError::Paused(_)
+            | ContainerError::AlreadyPaused(_)
+            | ContainerError::NotPaused(_)
+            | ContainerError::PodPause { .. } => StatusCode::CONFLICT,
             ContainerError::Network(NetworkError::UnknownNetwork(_)) => StatusCode::NOT_FOUND,
             ContainerError::Network(
                 NetworkError::InUse { .. }
@@ -211,6 +215,20 @@ pub(super) async fn runtime(
         .runtime()
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e)))
+}
+
+/// `POST /containers/{id}/pause`: its VM frozen.
+pub(super) async fn pause(daemon: &Daemon, reference: &str) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    daemon.containers().pause(&container).await?;
+    Ok(no_content())
+}
+
+/// `POST /containers/{id}/unpause`.
+pub(super) async fn unpause(daemon: &Daemon, reference: &str) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    daemon.containers().unpause(&container).await?;
+    Ok(no_content())
 }
 
 /// `POST /containers/{id}/start`.

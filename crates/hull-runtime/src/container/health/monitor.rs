@@ -16,6 +16,11 @@ pub trait Prober: Send + 'static {
     fn probe(&mut self) -> impl Future<Output = (i64, String)> + Send;
     /// Kills the probe whose `probe` was given up at its timeout.
     fn kill(&mut self) -> impl Future<Output = ()> + Send;
+    /// Whether the container is paused: no probe runs in a frozen VM, and
+    /// its health stays as it was.
+    fn paused(&self) -> bool {
+        false
+    }
 }
 
 enum Ended {
@@ -41,6 +46,9 @@ pub async fn monitor<P: Prober>(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+        }
+        if prober.paused() {
+            continue;
         }
         let in_start_period = started.elapsed() < schedule.start_period;
         let start = SystemTime::now();

@@ -36,6 +36,10 @@ struct GuestProber {
 }
 
 impl Prober for GuestProber {
+    fn paused(&self) -> bool {
+        self.container.state().paused
+    }
+
     async fn probe(&mut self) -> (i64, String) {
         let agent = match self.container.running_agent() {
             Ok(agent) => agent,
