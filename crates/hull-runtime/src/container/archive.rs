@@ -45,7 +45,7 @@ impl<H: Hypervisor> Containers<H> {
         path: &str,
     ) -> Result<(PathStat, mpsc::Receiver<Bytes>), ContainerError> {
         let path = path.to_owned();
-        self.read_files(runtime, container, move |container, agent| {
+        self.read_files(runtime, container, true, move |container, agent| {
             Box::pin(async move {
                 let stat = container.stat_with(&agent, &path).await?;
                 let tar = container.read_archive_with(&agent, &path).await?;

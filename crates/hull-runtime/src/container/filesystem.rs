@@ -51,7 +51,9 @@ impl<H: Hypervisor> Containers<H> {
         container: &Arc<Container>,
         view: FilesystemView,
     ) -> Reading {
-        let read = self.read_files(runtime, container, move |container, agent| {
+        // As docker's export and commit: the container's own files, not
+        // its volumes'.
+        let read = self.read_files(runtime, container, false, move |container, agent| {
             Box::pin(async move { Ok(((), container.read_with(&agent, view).await?)) })
         });
         Ok(read.await?.1)
@@ -64,6 +66,7 @@ impl<H: Hypervisor> Containers<H> {
         self: &Arc<Self>,
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
+        with_volumes: bool,
         read: impl FnOnce(Arc<Container>, AgentClient) -> ReadFuture<T> + Send + 'static,
     ) -> Found<T> {
         if let Ok(agent) = container.running_agent() {
@@ -73,7 +76,7 @@ impl<H: Hypervisor> Containers<H> {
         let (containers, runtime, container) = (self.clone(), runtime.clone(), container.clone());
         tokio::spawn(async move {
             containers
-                .read_stopped(&runtime, &container, read, ready)
+                .read_stopped(&runtime, &container, with_volumes, read, ready)
                 .await;
         });
         reading.await.unwrap_or(Err(ContainerError::AgentSilent))
@@ -95,7 +98,7 @@ impl<H: Hypervisor> Containers<H> {
         }
         let StartedVm {
             vm, agent, run_dir, ..
-        } = self.stopped_files_vm(runtime, container).await?;
+        } = self.stopped_files_vm(runtime, container, true).await?;
         let out = op(&agent).await;
         power_off(&vm, &agent, &mut vm.exit()).await;
         drop(run_dir);
@@ -109,6 +112,7 @@ impl<H: Hypervisor> Containers<H> {
         &self,
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
+        with_volumes: bool,
     ) -> Result<StartedVm<H::Vm>, ContainerError> {
         if container.state().running() {
             return Err(ContainerError::FilesBusy(container.id.clone()));
@@ -121,7 +125,7 @@ impl<H: Hypervisor> Containers<H> {
         }
         // Its last run's VM may still be writing the disk back.
         container.vm_gone().await;
-        self.files_vm(runtime, container).await
+        self.files_vm(runtime, container, with_volumes).await
     }
 
     /// Reads a stopped container's files in a VM started for it, under
@@ -131,6 +135,7 @@ impl<H: Hypervisor> Containers<H> {
         &self,
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
+        with_volumes: bool,
         read: impl FnOnce(Arc<Container>, AgentClient) -> ReadFuture<T>,
         ready: oneshot::Sender<Found<T>>,
     ) {
@@ -140,7 +145,10 @@ impl<H: Hypervisor> Containers<H> {
             let _ = ready.send(read(container.clone(), agent).await);
             return;
         }
-        let started = match self.stopped_files_vm(runtime, container).await {
+        let started = match self
+            .stopped_files_vm(runtime, container, with_volumes)
+            .await
+        {
             Ok(started) => started,
             Err(err) => {
                 let _ = ready.send(Err(err));
@@ -185,19 +193,30 @@ impl<H: Hypervisor> Containers<H> {
         debug!(container = %container.id, "the VM that read its files is off");
     }
 
-    /// A VM with the container's image and writable disk, the container's
-    /// layers mounted in it and nothing run.
+    /// A VM with the container's image and writable disk (and, `with_volumes`,
+    /// its volumes at their targets), the container's layers mounted in it
+    /// and nothing run.
     async fn files_vm(
         &self,
         runtime: &Arc<Runtime<H>>,
         container: &Arc<Container>,
+        with_volumes: bool,
     ) -> Result<StartedVm<H::Vm>, ContainerError> {
         let config = container.config();
-        let disks = self.container_disks(container).await?;
+        let mut disks = self.container_disks(container).await?;
+        let (mut mounts, shares) = if with_volumes {
+            self.volume_mounts(container, &mut disks)?
+        } else {
+            Default::default()
+        };
+        // Its volumes were filled at its first run: a copy changes nothing else.
+        for mount in &mut mounts {
+            mount.copy_up = false;
+        }
         let needs = VmNeeds {
             size: None,
             network: pooled_network(),
-            shares: Vec::new(),
+            shares,
         };
         let name = format!("files-{}", &new_container_id()[..16]);
         let started = runtime.vms.start_with(&name, disks, false, needs).await?;
@@ -212,7 +231,7 @@ impl<H: Hypervisor> Containers<H> {
                 serial: WRITABLE_SERIAL.into(),
                 fs_type: "ext4".into(),
             }),
-            mounts: Vec::new(),
+            mounts,
             host_etc_files: Vec::new(),
         });
         let vm = &started.vm;

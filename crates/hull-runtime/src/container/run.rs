@@ -336,7 +336,7 @@ impl<H: Hypervisor> Containers<H> {
 
     /// The disks (added to `disks`), 9p shares and mounts of the
     /// container's volumes. A named volume's disk goes to one VM at a time.
-    fn volume_mounts(
+    pub(super) fn volume_mounts(
         &self,
         container: &Container,
         disks: &mut Vec<DiskConfig>,
