@@ -246,22 +246,14 @@ async fn run(client: &Client, command: FuncCommand) -> Result<i32> {
 /// Prints call events as they arrive, one line each as Hyper.sh's client
 /// did; a message from hulld in their stead ends it with exit code 1.
 async fn print_events(stream: impl tokio::io::AsyncBufRead + Unpin) -> Result<i32> {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = stream.lines();
-    let mut out = std::io::stdout();
-    while let Some(line) = lines.next_line().await.context("cannot read the events")? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: Value = serde_json::from_str(&line)
-            .with_context(|| format!("hulld sent an event that is not JSON: {line:?}"))?;
+    crate::stdio::print_json_lines(stream, |event| {
         let field = |key: &str| event[key].as_str().unwrap_or("").to_owned();
         let Some(kind) = event["Event"].as_str() else {
             eprintln!("hull: {}", field("Message"));
-            return Ok(1);
+            return Err(1);
         };
         let head = format!("{} [{kind}] CallId: {}", field("Time"), field("CallId"));
-        let line = match kind {
+        Ok(match kind {
             "CALL" => format!("{head}, ShortStdin: {}", field("ShortStdin")),
             "FINISHED" => format!(
                 "{head}, ShortStdout: {}, ShortStderr: {}",
@@ -274,11 +266,9 @@ async fn print_events(stream: impl tokio::io::AsyncBufRead + Unpin) -> Result<i3
                 field("ShortStderr")
             ),
             _ => head,
-        };
-        writeln!(out, "{line}")?;
-        out.flush()?;
-    }
-    Ok(0)
+        })
+    })
+    .await
 }
 
 fn print_url(view: &FuncView) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use hull_api::client::flag_filters;
 use hull_api::types::stats::{StatsResponse, TopResponse};
@@ -239,19 +239,7 @@ pub async fn events(client: &Client, args: EventsArgs) -> Result<i32> {
     }
     let path = format!("/events?{}", query.join("&"));
     let stream = client.get_stream(&path).await?;
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = stream.lines();
-    let mut out = std::io::stdout();
-    while let Some(line) = lines.next_line().await.context("cannot read the events")? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: Value = serde_json::from_str(&line)
-            .with_context(|| format!("hulld sent an event that is not JSON: {line:?}"))?;
-        writeln!(out, "{}", event_line(&event))?;
-        out.flush()?;
-    }
-    Ok(0)
+    crate::stdio::print_json_lines(stream, |event| Ok(event_line(event))).await
 }
 
 /// `2024-01-02T13:04:05.000000000Z container start ID (image=…, name=…)`.

@@ -142,3 +142,31 @@ pub fn raw_mode(tty: bool, interactive: bool) -> Option<terminal::RawMode> {
         .then(|| terminal::RawMode::enable(0))
         .flatten()
 }
+
+/// Prints what `line` makes of each JSON line of `stream` (events as hulld
+/// streams them) as it comes, until the stream ends (exit code 0) or
+/// `line` answers an exit code instead of a line.
+pub async fn print_json_lines(
+    stream: impl tokio::io::AsyncBufRead + Unpin,
+    mut line: impl FnMut(&serde_json::Value) -> std::result::Result<String, i32>,
+) -> Result<i32> {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = stream.lines();
+    let mut out = std::io::stdout();
+    while let Some(text) = lines.next_line().await.context("cannot read the events")? {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("hulld sent an event that is not JSON: {text:?}"))?;
+        match line(&event) {
+            Ok(printed) => {
+                writeln!(out, "{printed}")?;
+                out.flush()?;
+            }
+            Err(code) => return Ok(code),
+        }
+    }
+    Ok(0)
+}
