@@ -255,9 +255,9 @@ impl Service {
     /// one, wiring its stdio; returns the guest's pid.
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32, ServiceError> {
         let sandbox = self.sandbox()?;
-        let (config, stdio) = self.with_process(id, exec_id, |p, _| match p.pid {
+        let (config, stdio, initial_size) = self.with_process(id, exec_id, |p, _| match p.pid {
             Some(_) => Err(ServiceError::AlreadyStarted(describe(id, exec_id))),
-            None => Ok((p.config.clone(), p.stdio.clone())),
+            None => Ok((p.config.clone(), p.stdio.clone(), p.pending_size)),
         })?;
         let terminal = stdio.terminal || config.tty;
         let base = self.next_stream.fetch_add(3, Ordering::Relaxed);
@@ -276,6 +276,9 @@ impl Service {
             stdout,
             stderr: (!terminal).then_some(stderr),
             rlimits: config.rlimits,
+            // A resize that came before the start (ctr's and docker's order):
+            // the process sees its size from its first instruction.
+            terminal_size: initial_size.filter(|_| terminal),
         };
         let stdout_target = Target::parse(&stdio.stdout)?;
         let stderr_target = Target::parse(&stdio.stderr)?;
@@ -303,7 +306,7 @@ impl Service {
             p.close_input = close_input;
             Ok((p.exit.clone(), p.pending_size.take()))
         })?;
-        if let Some((rows, cols)) = size.filter(|_| terminal) {
+        if let Some((rows, cols)) = size.filter(|s| terminal && Some(*s) != initial_size) {
             if let Err(err) = self.send_size(id, exec_id, rows, cols).await {
                 warn!(container = id, error = %err, "cannot size the terminal");
             }

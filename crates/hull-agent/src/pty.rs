@@ -36,7 +36,7 @@ fn step_error(step: &'static str) -> PtyError {
 }
 
 /// Opens a new pty pair from the guest's devpts.
-pub fn open() -> Result<Pty, PtyError> {
+pub fn open(size: Option<(u16, u16)>) -> Result<Pty, PtyError> {
     // SAFETY: posix_openpt only takes flags and returns a new descriptor or -1.
     let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
     if fd == -1 {
@@ -69,7 +69,8 @@ pub fn open() -> Result<Pty, PtyError> {
         .custom_flags(libc::O_NOCTTY)
         .open(&path)
         .map_err(|source| PtyError::OpenSlave { path, source })?;
-    set_size(&master, 24, 80).map_err(|source| PtyError::Allocate {
+    let (rows, cols) = size.unwrap_or((24, 80));
+    set_size(&master, rows, cols).map_err(|source| PtyError::Allocate {
         step: "TIOCSWINSZ",
         source,
     })?;
@@ -89,4 +90,29 @@ pub fn set_size(master: &File, rows: u16, cols: u16) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size the terminal has, as its process reads it.
+    fn size_of(pty: &Pty) -> (u16, u16) {
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes a winsize struct that lives across the call.
+        let read = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+        assert_eq!(read, 0, "{}", io::Error::last_os_error());
+        (size.ws_row, size.ws_col)
+    }
+
+    #[test]
+    fn a_terminal_has_the_size_asked_from_its_start_or_24_by_80() {
+        assert_eq!(size_of(&open(Some((30, 100))).unwrap()), (30, 100));
+        assert_eq!(size_of(&open(None).unwrap()), (24, 80));
+    }
 }

@@ -275,7 +275,7 @@ struct Stdio {
 
 fn open_stdio(spec: &ProcessSpec) -> Result<Stdio, StdioError> {
     if spec.terminal {
-        let pty = pty::open()?;
+        let pty = pty::open(spec.terminal_size)?;
         let master = Arc::new(pty.master);
         let output = master.try_clone()?;
         let stdio = [pty.slave.try_clone()?, pty.slave.try_clone()?, pty.slave];

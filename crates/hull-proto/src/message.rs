@@ -287,6 +287,11 @@ pub struct ProcessSpec {
     /// fails the request.
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// With a terminal, its size (rows, columns) from the start, so that
+    /// the process never sees another: a client's resize that came before
+    /// the start. 24×80 without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_size: Option<(u16, u16)>,
 }
 
 /// A process as `Reattach` lists it: what its `StartProcess` named, and its

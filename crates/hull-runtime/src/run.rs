@@ -383,6 +383,7 @@ async fn run_process(
         stdout: STDOUT,
         stderr: (!process.tty).then_some(STDERR),
         rlimits: process.rlimits,
+        terminal_size: None,
     };
     let exited = agent.watch_exit(container, "init");
     let mut pumps = vec![tokio::spawn(forward(agent.open_output(STDOUT), io.stdout))];

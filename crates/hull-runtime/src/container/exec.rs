@@ -187,6 +187,7 @@ pub(super) fn exec_spec(
         stderr: streams.stderr,
         // As docker's: an exec'd process has the container's limits.
         rlimits: base.rlimits,
+        terminal_size: None,
     }
 }
 
