@@ -362,7 +362,33 @@ fn container_logs_rotate_within_max_size_and_max_file() {
         assert_eq!(tail, "line 2998\nline 2999\n");
     }
     let refused = daemon.hull(&["create", "--log-driver", "syslog", "busybox", "true"]);
-    assert_fails(&refused, 125, &["json-file"]);
+    assert_fails(
+        &refused,
+        125,
+        &["logger: no log driver named 'syslog' is registered"],
+    );
+    // `none` keeps nothing: the output goes to whoever is attached only.
+    let out = stdout_of(&daemon.hull(&[
+        "run",
+        "--name",
+        "nolog",
+        "--log-driver",
+        "none",
+        "busybox",
+        "echo",
+        "hello",
+    ]));
+    assert_eq!(out, "hello\n");
+    let refused = daemon.hull(&["logs", "nolog"]);
+    assert_fails(
+        &refused,
+        1,
+        &["configured logging driver does not support reading"],
+    );
+    let inspect = stdout_of(&daemon.hull(&["inspect", "nolog"]));
+    let inspected: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspected[0]["HostConfig"]["LogConfig"]["Type"], "none");
+    stdout_of(&daemon.hull(&["rm", "nolog"]));
 }
 
 #[test]

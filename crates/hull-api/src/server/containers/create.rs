@@ -209,9 +209,10 @@ pub(in crate::server) fn create_options(
         hull_runtime::container::logs::LogConfig::from_docker(kind, &log_options).map_err(|e| {
             match e {
                 // docker's own words, which clients match, then what to do.
+                // Exactly docker's words, which clients compare whole;
+                // the README says which drivers Hull has.
                 LogError::Driver(driver) => bad(format!(
-                    "logger: no log driver named '{driver}' is registered; Hull logs with \
-                     json-file (also taken for local): leave --log-driver out or give json-file"
+                    "logger: no log driver named '{driver}' is registered"
                 )),
                 other => bad(other.to_string()),
             }

@@ -9,6 +9,13 @@ pub(in crate::server) async fn logs(
     request: &Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let container = container(daemon, reference)?;
+    if container.config().log.disabled {
+        // docker's answer for a driver that keeps nothing.
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "configured logging driver does not support reading",
+        ));
+    }
     let query = Query::of(request);
     let (stdout, stderr) = (query.flag("stdout"), query.flag("stderr"));
     if !stdout && !stderr {

@@ -68,6 +68,10 @@ pub enum LogError {
 pub struct LogConfig {
     pub max_size: u64,
     pub max_files: u32,
+    /// Docker's `none` driver: nothing is kept, `logs` has nothing to read
+    /// (attached clients still get the output live).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl Default for LogConfig {
@@ -75,6 +79,7 @@ impl Default for LogConfig {
         Self {
             max_size: DEFAULT_MAX_SIZE,
             max_files: DEFAULT_MAX_FILES,
+            disabled: false,
         }
     }
 }
@@ -83,6 +88,12 @@ impl LogConfig {
     /// Docker's `--log-driver` and `--log-opt`s; what is not given takes
     /// Hull's cap.
     pub fn from_docker(driver: &str, options: &BTreeMap<String, String>) -> Result<Self, LogError> {
+        if driver == "none" {
+            return Ok(Self {
+                disabled: true,
+                ..Self::default()
+            });
+        }
         if !matches!(driver, "" | "json-file" | "local") {
             return Err(LogError::Driver(driver.to_owned()));
         }
@@ -206,6 +217,9 @@ impl LogWriter {
     /// Adds output; complete lines are written at once, a partial line
     /// waits for its end (or for `MAX_PARTIAL_LINE` bytes).
     pub fn append(&mut self, stream: LogStream, mut chunk: &[u8], now: SystemTime) {
+        if self.config.disabled {
+            return;
+        }
         let mut lines = Vec::new();
         let partial = &mut self.partial[stream as usize];
         while let Some(newline) = chunk.iter().position(|&b| b == b'\n') {

@@ -39,7 +39,25 @@ fn small(max_size: u64, max_files: u32) -> LogConfig {
     LogConfig {
         max_size,
         max_files,
+        disabled: false,
     }
+}
+
+#[test]
+fn the_none_driver_keeps_nothing_and_others_are_refused_in_dockers_words() {
+    let none = LogConfig::from_docker("none", &BTreeMap::new()).unwrap();
+    assert!(none.disabled);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c-json.log");
+    let mut writer =
+        LogWriter::open(&path, none, watch::channel(LogProgress::default()).0).unwrap();
+    writer.append(LogStream::Stdout, b"hello\n", SystemTime::now());
+    drop(writer);
+    assert_eq!(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0), 0);
+    assert!(matches!(
+        LogConfig::from_docker("syslog", &BTreeMap::new()),
+        Err(LogError::Driver(_))
+    ));
 }
 
 #[test]
