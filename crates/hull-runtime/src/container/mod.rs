@@ -587,21 +587,21 @@ struct RunHandle {
     agent: AgentClient,
     /// Cancelled to stop the VM at once.
     kill: CancellationToken,
-    /// To the run's supervisor, which owns the VM, to change its guest's
-    /// memory; `None` in a pod, whose VM is the pod's.
-    guest_memory: Option<mpsc::Sender<supervise::VmRequest>>,
+    /// To the run's supervisor, which owns the VM: its guest's memory, its
+    /// pause; `None` in a pod, whose VM is the pod's.
+    vm_requests: Option<mpsc::Sender<supervise::VmRequest>>,
 }
 
 impl RunHandle {
     /// Has the run's supervisor resize the guest's memory. A run that ends
     /// meanwhile drops the request: the next start applies the limits.
     async fn set_guest_memory(&self, bytes: u64) -> Result<(), RunError> {
-        let Some(guest_memory) = &self.guest_memory else {
+        let Some(vm_requests) = &self.vm_requests else {
             return Ok(());
         };
         let (done, result) = tokio::sync::oneshot::channel();
         let request = supervise::VmRequest::GuestMemory { bytes, done };
-        if guest_memory.send(request).await.is_err() {
+        if vm_requests.send(request).await.is_err() {
             return Ok(());
         }
         result.await.unwrap_or(Ok(()))

@@ -15,7 +15,7 @@ use super::{lock, Container, ContainerError, Containers, RunHandle, Status};
 impl RunHandle {
     /// Has the run's supervisor freeze or thaw its VM.
     async fn set_running(&self, running: bool) -> Result<(), ContainerError> {
-        let Some(control) = &self.guest_memory else {
+        let Some(control) = &self.vm_requests else {
             return Ok(());
         };
         let (done, result) = tokio::sync::oneshot::channel();

@@ -47,7 +47,7 @@ impl<H: Hypervisor> Containers<H> {
             container.log.clone(),
         )?;
         let kill = CancellationToken::new();
-        let (guest_memory, memory_requests) = match run.sandbox {
+        let (vm_requests, vm_request_rx) = match run.sandbox {
             Sandbox::Own { .. } => {
                 let (sender, receiver) = tokio::sync::mpsc::channel(1);
                 (Some(sender), Some(receiver))
@@ -57,7 +57,7 @@ impl<H: Hypervisor> Containers<H> {
         *lock(&container.run) = Some(RunHandle {
             agent: run.agent.clone(),
             kill: kill.clone(),
-            guest_memory,
+            vm_requests,
         });
         let own_vm = matches!(run.sandbox, Sandbox::Own { .. });
         container.changes.send_modify(|s| s.vm_up = own_vm);
@@ -83,7 +83,7 @@ impl<H: Hypervisor> Containers<H> {
             pump,
             stdin_pump,
             kill,
-            memory_requests,
+            vm_request_rx,
             health,
         };
         tokio::spawn(
@@ -111,7 +111,7 @@ impl<H: Hypervisor> Containers<H> {
             pump,
             stdin_pump,
             kill,
-            mut memory_requests,
+            mut vm_request_rx,
             health,
         } = run;
         let started = std::time::Instant::now();
@@ -120,7 +120,7 @@ impl<H: Hypervisor> Containers<H> {
         let mut exited = std::pin::pin!(exited);
         let (code, error) = loop {
             let memory_request = async {
-                match &mut memory_requests {
+                match &mut vm_request_rx {
                     Some(requests) => requests.recv().await,
                     None => std::future::pending().await,
                 }
@@ -307,7 +307,7 @@ struct Watched<V> {
     pump: JoinHandle<()>,
     stdin_pump: Option<JoinHandle<()>>,
     kill: CancellationToken,
-    memory_requests: Option<tokio::sync::mpsc::Receiver<VmRequest>>,
+    vm_request_rx: Option<tokio::sync::mpsc::Receiver<VmRequest>>,
     /// Stops the run's health checks when dropped.
     health: Option<tokio_util::sync::DropGuard>,
 }
