@@ -278,6 +278,15 @@ fn a_tenant_sees_only_its_own_names_and_others_objects_read_as_missing() {
         ),
         ("POST", "/containers/NAME/start", None, "bweb", "nosuch"),
         ("DELETE", "/containers/NAME?force=1", None, "bweb", "nosuch"),
+        ("POST", "/containers/NAME/pause", None, "bweb", "nosuch"),
+        ("POST", "/containers/NAME/unpause", None, "bweb", "nosuch"),
+        (
+            "GET",
+            "/containers/NAME/archive?path=%2Fetc",
+            None,
+            "bweb",
+            "nosuch",
+        ),
         (
             "POST",
             "/containers/NAME/exec",
