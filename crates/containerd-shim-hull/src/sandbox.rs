@@ -19,9 +19,10 @@ use hull_vm::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::binds::{self, Bind, BindError};
+use crate::binds::{Bind, BindError};
 use crate::config::{ConfigError, ShimConfig};
 use crate::podnet::{PodNetError, PodNetwork};
+use hull_runtime::share::Share;
 
 /// The tag of the sandbox's one virtio-9p share, where the host
 /// directories bind-mounted into its containers appear.
@@ -44,6 +45,8 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Share(#[from] hull_runtime::share::ShareError),
     #[error("cannot start the sandbox's VM")]
     Start(#[source] QemuError),
     #[error("the sandbox's VM did not come up within {}s; its console ends with:\n{console}", BOOT_TIMEOUT.as_secs())]
@@ -202,13 +205,8 @@ impl Sandbox {
         let run_dir = config.run_root.join(&name);
         // A shim that died left its directory, perhaps with binds in it.
         remove_run_dir(&run_dir);
-        let share = run_dir.join("shared");
-        std::fs::create_dir_all(&share)
-            .and_then(|()| crate::binds::share_with_qemu(&share))
-            .map_err(|source| SandboxError::RunDir {
-                path: share.clone(),
-                source,
-            })?;
+        let share = Share::of(&run_dir);
+        share.prepare()?;
         let network = match &plan.netns {
             Some(netns) => PodNetwork::attach(netns)?,
             None => None,
@@ -229,7 +227,7 @@ impl Sandbox {
                 .map_or(NetBackend::Isolated, PodNetwork::backend),
             shares: vec![HostShare {
                 tag: SHARE_TAG.into(),
-                path: share,
+                path: share.path(),
                 read_only: false,
             }],
         };
@@ -347,9 +345,9 @@ impl Sandbox {
         Ok(())
     }
 
-    /// The host side of the VM's 9p share.
-    pub fn share(&self) -> PathBuf {
-        self.run_dir.join("shared")
+    /// The VM's 9p share.
+    pub fn share(&self) -> Share {
+        Share::of(&self.run_dir)
     }
 
     pub fn agent(&self) -> &AgentClient {
@@ -409,7 +407,7 @@ impl Sandbox {
         let (share, name) = (self.share(), short_name(id));
         let mut mounts = Vec::new();
         for (index, bind) in dirs.iter().enumerate() {
-            let path = binds::mount_in_share(&share, &name, index, bind)?;
+            let path = share.mount(&name, index, &bind.source, bind.read_only)?;
             mounts.push(MountSpec {
                 source: MountSource::HostSubdir {
                     tag: SHARE_TAG.into(),
@@ -431,7 +429,7 @@ impl Sandbox {
             container: id.to_owned(),
         };
         let removed = self.request_done(&request).await;
-        binds::release(&self.share(), &short_name(id));
+        self.share().release(&short_name(id));
         let detached = match removed {
             Ok(()) => self.detach_rootfs(disk).await,
             Err(err) => Err(err),
@@ -450,7 +448,7 @@ impl Sandbox {
 
     /// Undoes what a container's create did before the agent made it.
     pub async fn forget_container(&self, id: &str, disk: &RootfsDisk) {
-        binds::release(&self.share(), &short_name(id));
+        self.share().release(&short_name(id));
         if let Err(err) = self.detach_rootfs(disk).await {
             let error = hull_runtime::error_chain(&err);
             warn!(
@@ -525,12 +523,11 @@ impl Sandbox {
 /// goes only if the share is gone, so nothing is ever removed through a
 /// bind that stayed mounted.
 fn remove_run_dir(run_dir: &Path) {
-    let share = run_dir.join("shared");
-    crate::binds::release_all(&share);
-    if !share.exists() {
+    let share = Share::of(run_dir);
+    if share.release_all() {
         let _ = std::fs::remove_dir_all(run_dir);
     } else {
-        warn!(dir = %share.display(), "host directories stay mounted in the sandbox's share; leaving it");
+        warn!(dir = %share.path().display(), "host directories stay mounted in the sandbox's share; leaving it");
     }
 }
 

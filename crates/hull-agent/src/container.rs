@@ -302,7 +302,15 @@ fn mount_into(rootfs: &Path, mount: &MountSpec) -> Result<(), ContainerError> {
             dir
         }
         MountSource::HostDir { tag } => host_dir(tag)?,
-        MountSource::HostSubdir { tag, path } => host_subdir(&host_dir(tag)?, path)?,
+        MountSource::HostSubdir { tag, path } => {
+            let dir = host_subdir(&host_dir(tag)?, path)?;
+            // A directory volume is filled as a disk's is; a host
+            // directory never is (its spec says no copy-up).
+            if mount.copy_up {
+                crate::copyup::populate(rootfs, &mount.target, &dir)?;
+            }
+            dir
+        }
     };
     let point_error = |source| ContainerError::MountPoint {
         target: mount.target.clone(),

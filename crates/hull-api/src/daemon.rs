@@ -152,9 +152,7 @@ impl Daemon {
             {
                 continue;
             }
-            if let Err(err) = std::fs::remove_dir_all(entry.path()) {
-                warn!(dir = %entry.path().display(), error = %err, "cannot remove a stale VM directory");
-            }
+            hull_runtime::run::remove_vm_dir(&entry.path());
         }
         create(vms)?;
         let images = Arc::new(ImageStore::open(&config.root.join("images"))?);
@@ -426,7 +424,7 @@ impl Daemon {
                     Some(TemplateConfig {
                         dir,
                         key: qemu.template_key(),
-                        share_tag: None,
+                        share_tag: Some(hull_runtime::share::TAG.into()),
                     })
                 } else {
                     None
@@ -439,6 +437,7 @@ impl Daemon {
                     templates,
                     pools: self.config.pools.clone(),
                     admission: self.config.admission,
+                    share_tag: Some(hull_runtime::share::TAG.into()),
                 };
                 let runtime = Arc::new(Runtime::new(qemu, self.images.clone(), config));
                 let metrics = self.metrics.clone();

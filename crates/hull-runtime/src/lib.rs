@@ -10,6 +10,7 @@ pub mod pod;
 pub mod pool;
 mod records;
 pub mod run;
+pub mod share;
 pub mod size;
 pub mod spec;
 pub mod start;

@@ -43,6 +43,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
     #[error("cannot start the VM")]
     Hypervisor(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot change the guest's memory")]
@@ -102,6 +104,9 @@ pub struct RuntimeConfig {
     pub warm_dir: Option<PathBuf>,
     /// How many VMs, and how much of their memory, the host takes.
     pub admission: crate::admission::AdmissionConfig,
+    /// The mount tag of the 9p share every VM gets (see [`crate::share`]);
+    /// a template made with one must have the same.
+    pub share_tag: Option<String>,
 }
 
 /// Holds a fresh VM of `size`, which has all of its size, to the `limits`.
@@ -193,7 +198,8 @@ impl<H: Hypervisor> Runtime<H> {
             pool_targets,
             crate::admission::Admission::new(config.admission),
         )
-        .warming_in(config.warm_dir);
+        .warming_in(config.warm_dir)
+        .sharing(config.share_tag);
         Self {
             images,
             vms: Arc::new(vms),
@@ -285,7 +291,6 @@ impl<H: Hypervisor> Runtime<H> {
         let needs = VmNeeds {
             size: prepared.size,
             network: pooled_network(),
-            shares: Vec::new(),
         };
         let StartedVm {
             vm,
@@ -561,7 +566,18 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        remove_dir(&self.path);
+        remove_vm_dir(&self.path);
+    }
+}
+
+/// Removes a VM's directory, its share's binds released first: the tree
+/// goes only once the share is gone, so nothing is ever removed through a
+/// bind (a volume, a host directory) that stayed mounted.
+pub fn remove_vm_dir(path: &Path) {
+    if crate::share::Share::of(path).release_all() {
+        remove_dir(path);
+    } else {
+        warn!(dir = %path.display(), "host directories stay mounted in the VM's share; leaving its directory");
     }
 }
 

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::agent::AgentClient;
 use crate::pool::{Pool, PooledVm};
 use crate::run::{greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError};
+use crate::share::Share;
 use crate::size::VmSize;
 use crate::template::{Template, TemplateConfig, Templates};
 
@@ -30,7 +31,6 @@ pub(crate) struct VmNeeds {
     /// `None`: the factory's size.
     pub size: Option<VmSize>,
     pub network: NetBackend,
-    pub shares: Vec<HostShare>,
 }
 
 /// Starts remembered for `hull info`.
@@ -77,6 +77,8 @@ pub(crate) struct VmFactory<H: Hypervisor> {
     pub warm_dir: Option<std::path::PathBuf>,
     /// The warm-up rootfs, once built; `None` in it: it cannot be.
     pub warm_rootfs: tokio::sync::OnceCell<Option<std::path::PathBuf>>,
+    /// The mount tag of every VM's 9p share; `None`: VMs have none.
+    pub share_tag: Option<String>,
 }
 
 impl<H: Hypervisor> VmFactory<H> {
@@ -100,6 +102,7 @@ impl<H: Hypervisor> VmFactory<H> {
             admission,
             warm_dir: None,
             warm_rootfs: tokio::sync::OnceCell::new(),
+            share_tag: None,
         };
         // Templates of sizes in use before a restart are picked up (or,
         // if outdated, removed) now, so `template ls` shows them and their
@@ -128,6 +131,13 @@ impl<H: Hypervisor> VmFactory<H> {
     /// Warms pooled VMs with a rootfs kept in `dir` (see [`crate::warm`]).
     pub fn warming_in(mut self, dir: Option<std::path::PathBuf>) -> Self {
         self.warm_dir = dir;
+        self
+    }
+
+    /// Gives every VM a 9p share under `tag`, through which directories
+    /// reach it while it runs.
+    pub fn sharing(mut self, tag: Option<String>) -> Self {
+        self.share_tag = tag;
         self
     }
 
@@ -200,6 +210,7 @@ impl<H: Hypervisor> VmFactory<H> {
         classes.values().cloned().collect()
     }
 
+    /// A VM's configuration, its share made ready for QEMU.
     fn config(
         &self,
         id: &str,
@@ -207,8 +218,18 @@ impl<H: Hypervisor> VmFactory<H> {
         disks: Vec<DiskConfig>,
         detached: bool,
         size: VmSize,
-    ) -> VmConfig {
-        VmConfig {
+    ) -> Result<VmConfig, RunError> {
+        let mut shares = Vec::new();
+        if let Some(tag) = &self.share_tag {
+            let share = Share::of(run_dir);
+            share.prepare()?;
+            shares.push(HostShare {
+                tag: tag.clone(),
+                path: share.path(),
+                read_only: false,
+            });
+        }
+        Ok(VmConfig {
             id: id.to_string(),
             run_dir: run_dir.to_owned(),
             vcpus: size.vcpus,
@@ -218,8 +239,8 @@ impl<H: Hypervisor> VmFactory<H> {
             restore_from: None,
             detached,
             network: NetBackend::Isolated,
-            shares: Vec::new(),
-        }
+            shares,
+        })
     }
 
     /// Builds the default size's template and those of sizes with a pool,
@@ -318,9 +339,8 @@ impl<H: Hypervisor> VmFactory<H> {
 
     /// A VM for container `id` with `disks` attached and what `needs`
     /// says, from the pool, as a template clone, or booted. Each size has
-    /// its own template and pool; templates have no 9p device and pooled
-    /// VMs are on the user-mode network without forwarded ports, so shares
-    /// boot cold and another network is cloned or booted. A `detached` VM
+    /// its own template and pool; pooled VMs are on the user-mode network
+    /// without forwarded ports, so another network is cloned or booted. A `detached` VM
     /// outlives hulld (see [`VmConfig::detached`]); pooled VMs do not, so
     /// it is cloned or booted.
     pub async fn start_with(
@@ -330,20 +350,9 @@ impl<H: Hypervisor> VmFactory<H> {
         detached: bool,
         needs: VmNeeds,
     ) -> Result<StartedVm<H::Vm>, RunError> {
-        let VmNeeds {
-            size,
-            network,
-            shares,
-        } = needs;
+        let VmNeeds { size, network } = needs;
         let size = size.unwrap_or(self.default_size);
         let started = Instant::now();
-        if !shares.is_empty() {
-            let run_dir = RunDir::create(self.run_root.join(id), self.admit(size)?)?;
-            let mut config = self.config(id, &run_dir.path, disks, detached, size);
-            config.network = network;
-            config.shares = shares;
-            return self.boot(config, run_dir, started).await;
-        }
         let class = self.class(size);
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         let pooled = match (&class.pool, detached) {
@@ -403,7 +412,7 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
             }
         }
-        let mut config = self.config(id, &run_dir.path, disks, detached, size);
+        let mut config = self.config(id, &run_dir.path, disks, detached, size)?;
         config.network = network;
         let started_vm = self.boot(config, run_dir, started).await?;
         // A size's first VM, or one whose template went missing (removed,
@@ -489,7 +498,7 @@ impl<H: Hypervisor> VmFactory<H> {
         network: NetBackend,
         size: VmSize,
     ) -> Result<(H::Vm, AgentClient), RunError> {
-        let mut config = self.config(id, run_dir, Vec::new(), detached, size);
+        let mut config = self.config(id, run_dir, Vec::new(), detached, size)?;
         config.network = network;
         crate::template::clone_vm(&*self.hypervisor, template, config).await
     }

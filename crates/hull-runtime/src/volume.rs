@@ -1,6 +1,15 @@
-//! Named volumes: sparse ext4 disk images that outlive containers, attached
-//! to a container's VM as disks; and the `-v` specs that name them or a
-//! host directory (shared over virtio-9p).
+//! Named volumes that outlive containers, and the `-v` specs that name them
+//! or a host directory.
+//!
+//! A volume is of one of two kinds, fixed when it is made:
+//! - **dir** (docker's `local` driver, the default on the operator's
+//!   socket): a host directory that reaches each VM over its 9p share
+//!   ([`crate::share`]), so any number of running containers mount it at
+//!   once and see each other's writes.
+//! - **block** (`--opt type=block`, Hyper.sh's, and every tenant's): a
+//!   sparse ext4 disk image of a fixed size, attached to one VM at a time;
+//!   faster, bounded, billed by its size, and able to be snapshotted.
+//!   Volumes made before dir volumes existed are block volumes.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -12,8 +21,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod snapshot;
 
-/// A volume's disk in its directory.
+/// A block volume's disk in its directory.
 const DISK_FILE: &str = "volume.ext4";
+/// A dir volume's data in its directory, as docker names it.
+const DATA_DIR: &str = "_data";
 const RECORD_FILE: &str = "volume.json";
 /// A volume's size unless `size` says otherwise; sparse, so only what is
 /// written takes space.
@@ -27,8 +38,12 @@ pub enum VolumeError {
     InvalidName(String),
     #[error("invalid volume specification {spec:?}: {why}")]
     Spec { spec: String, why: &'static str },
-    #[error("invalid volume option {0:?}: Hull's volumes take size=N[k|m|g]")]
+    #[error("invalid volume option {0:?}: Hull's volumes take type=dir|block and, for a block volume, size=N[k|m|g]")]
     Option(String),
+    #[error("volume {0}: a tenant's volumes are block volumes, one container's at a time (their size is what is billed); drop type=dir")]
+    TenantDir(String),
+    #[error("volume {0} is a directory volume: {1}")]
+    NotBlock(String, &'static str),
     #[error("remove {name}: volume is in use - [{containers}]")]
     InUse { name: String, containers: String },
     #[error("cannot {what} {}", .path.display())]
@@ -162,31 +177,80 @@ fn check_name(name: &str) -> Result<(), VolumeError> {
     }
 }
 
-/// `size=1g`-style options as bytes.
+/// What a volume is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    /// A sparse ext4 disk image, one VM's at a time.
+    #[default]
+    Block,
+    /// A host directory shared with every VM that mounts it.
+    Dir,
+}
+
+impl VolumeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Dir => "dir",
+        }
+    }
+}
+
+/// What a volume's creator asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VolumeOptions {
+    /// A block volume's size in bytes.
+    pub size: Option<u64>,
+    /// `None`: the name's default (see [`Volumes::create`]).
+    pub kind: Option<VolumeKind>,
+}
+
+/// Docker's `--opt` pairs: `type=dir|block`, `size=1g` (a block volume's).
 pub fn parse_options<'a>(
     options: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<Option<u64>, VolumeError> {
-    let mut size = None;
+) -> Result<VolumeOptions, VolumeError> {
+    let mut parsed = VolumeOptions::default();
     for (key, value) in options {
-        if key != "size" {
-            return Err(VolumeError::Option(format!("{key}={value}")));
+        match key {
+            "type" => {
+                parsed.kind = Some(match value {
+                    "dir" => VolumeKind::Dir,
+                    "block" => VolumeKind::Block,
+                    _ => return Err(VolumeError::Option(format!("{key}={value}"))),
+                })
+            }
+            "size" => parsed.size = Some(parse_size(value)?),
+            _ => return Err(VolumeError::Option(format!("{key}={value}"))),
         }
-        let lower = value.to_ascii_lowercase();
-        let (number, scale) = match lower.chars().last() {
-            Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
-            Some('m') => (&lower[..lower.len() - 1], 1 << 20),
-            Some('g') => (&lower[..lower.len() - 1], 1 << 30),
-            _ => (lower.as_str(), 1),
-        };
-        let bytes = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(scale))
-            .filter(|b| *b >= 16 << 20)
-            .ok_or_else(|| VolumeError::Option(format!("{key}={value} (16m at least)")))?;
-        size = Some(bytes);
     }
-    Ok(size)
+    if parsed.size.is_some() && parsed.kind == Some(VolumeKind::Dir) {
+        return Err(VolumeError::Option(
+            "size with type=dir (a directory volume takes what it needs)".into(),
+        ));
+    }
+    // A size asks for a disk.
+    if parsed.size.is_some() {
+        parsed.kind = Some(VolumeKind::Block);
+    }
+    Ok(parsed)
+}
+
+/// `1g`-style sizes as bytes, 16 MiB at least.
+fn parse_size(value: &str) -> Result<u64, VolumeError> {
+    let lower = value.to_ascii_lowercase();
+    let (number, scale) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower.as_str(), 1),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|b| *b >= 16 << 20)
+        .ok_or_else(|| VolumeError::Option(format!("size={value} (16m at least)")))
 }
 
 /// A volume as recorded.
@@ -194,20 +258,31 @@ pub fn parse_options<'a>(
 pub struct VolumeRecord {
     pub name: String,
     pub created: SystemTime,
-    /// The disk's size in bytes.
+    /// A block volume's disk size in bytes; 0 for a dir volume.
     pub size: u64,
+    /// Absent in records made before dir volumes: those are block volumes.
+    #[serde(default)]
+    pub kind: VolumeKind,
     /// Created for one container's `-v /path`, removed with it by `rm -v`.
     #[serde(default)]
     pub anonymous: bool,
 }
 
-/// A volume and where its disk is.
+/// A volume and where its data is.
 #[derive(Debug, Clone)]
 pub struct Volume {
     pub record: VolumeRecord,
-    pub disk: PathBuf,
-    /// Bytes the sparse disk takes on the host.
+    /// A block volume's disk image, or a dir volume's directory.
+    pub path: PathBuf,
+    /// Bytes a block volume's sparse disk takes on the host; 0 for a dir
+    /// volume, whose tree is not walked to list it.
     pub used_bytes: u64,
+}
+
+impl Volume {
+    pub fn kind(&self) -> VolumeKind {
+        self.record.kind
+    }
 }
 
 /// Every named volume, one directory each.
@@ -246,11 +321,17 @@ impl Volumes {
             fs::read(dir.join(RECORD_FILE)).map_err(|_| VolumeError::NotFound(name.to_owned()))?;
         let record: VolumeRecord =
             serde_json::from_slice(&bytes).map_err(|_| VolumeError::NotFound(name.to_owned()))?;
-        let disk = dir.join(DISK_FILE);
-        let used_bytes = fs::metadata(&disk).map_or(0, |m| m.blocks() * 512);
+        let (path, used_bytes) = match record.kind {
+            VolumeKind::Block => {
+                let disk = dir.join(DISK_FILE);
+                let used = fs::metadata(&disk).map_or(0, |m| m.blocks() * 512);
+                (disk, used)
+            }
+            VolumeKind::Dir => (dir.join(DATA_DIR), 0),
+        };
         Ok(Volume {
             record,
-            disk,
+            path,
             used_bytes,
         })
     }
@@ -268,13 +349,24 @@ impl Volumes {
     }
 
     /// Creates the volume, or returns it if it exists (as docker does).
+    /// Unless `options` say, a tenant's (a namespaced name) is a block
+    /// volume, as Hyper.sh's were, and the operator's a dir volume, as
+    /// docker's are; a tenant's cannot be a dir volume, whose size has
+    /// no bound.
     pub fn create(
         &self,
         name: &str,
-        size: Option<u64>,
+        options: VolumeOptions,
         anonymous: bool,
     ) -> Result<Volume, VolumeError> {
         check_name(name)?;
+        let tenant = name.contains('@');
+        let kind = match (options.kind, tenant) {
+            (Some(VolumeKind::Dir), true) => return Err(VolumeError::TenantDir(name.to_owned())),
+            (Some(kind), _) => kind,
+            (None, true) => VolumeKind::Block,
+            (None, false) => VolumeKind::Dir,
+        };
         let _guard = self.guard();
         if let Ok(volume) = self.get(name) {
             return Ok(volume);
@@ -286,13 +378,23 @@ impl Volumes {
         };
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let made = (|| {
-            let size = size.unwrap_or(DEFAULT_VOLUME_BYTES);
-            let disk = dir.join(DISK_FILE);
-            format_disk(&disk, size)?;
+            let size = match kind {
+                VolumeKind::Block => {
+                    let size = options.size.unwrap_or(DEFAULT_VOLUME_BYTES);
+                    format_disk(&dir.join(DISK_FILE), size)?;
+                    size
+                }
+                VolumeKind::Dir => {
+                    let data = dir.join(DATA_DIR);
+                    fs::create_dir(&data).map_err(io("create", &data))?;
+                    0
+                }
+            };
             let record = VolumeRecord {
                 name: name.to_owned(),
                 created: SystemTime::now(),
                 size,
+                kind,
                 anonymous,
             };
             let path = dir.join(RECORD_FILE);
@@ -355,125 +457,4 @@ pub(crate) fn format_disk(path: &Path, size: u64) -> Result<(), VolumeError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(spec: &str) -> Result<VolumeMount, VolumeError> {
-        parse_bind(spec, || "anon".into())
-    }
-
-    #[test]
-    fn volume_specs_parse_as_docker_reads_them() {
-        let named = parse("data:/data").unwrap();
-        assert_eq!(
-            named.source,
-            VolumeSource::Volume {
-                name: "data".into()
-            }
-        );
-        assert_eq!((named.target.as_str(), named.read_only), ("/data", false));
-        let bind = parse("/srv/src:/src:ro").unwrap();
-        assert_eq!(
-            bind.source,
-            VolumeSource::Bind {
-                path: "/srv/src".into()
-            }
-        );
-        assert!(bind.read_only);
-        let anonymous = parse("/cache").unwrap();
-        assert_eq!(
-            anonymous.source,
-            VolumeSource::Anonymous {
-                name: "anon".into()
-            }
-        );
-        assert!(parse("/cache:ro").unwrap().read_only);
-        for bad in [
-            "data:rel",
-            "data:/",
-            "./src:/src",
-            "src/x:/src",
-            "d:/x:rw:z",
-            "x:/y:rx",
-            "-a:/y",
-        ] {
-            assert!(parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn image_volumes_not_mounted_by_the_user_become_anonymous_volumes() {
-        let mut mounts = vec![parse("data:/data").unwrap()];
-        let image: Vec<String> = ["/data/", "/cache", "relative", "/logs/"]
-            .map(String::from)
-            .to_vec();
-        let mut count = 0;
-        add_image_volumes(&mut mounts, &image, || {
-            count += 1;
-            format!("anon{count}")
-        });
-        let added: Vec<(&str, &VolumeSource)> = mounts[1..]
-            .iter()
-            .map(|m| (m.target.as_str(), &m.source))
-            .collect();
-        assert_eq!(
-            added,
-            [
-                (
-                    "/cache",
-                    &VolumeSource::Anonymous {
-                        name: "anon1".into()
-                    }
-                ),
-                (
-                    "/logs",
-                    &VolumeSource::Anonymous {
-                        name: "anon2".into()
-                    }
-                )
-            ]
-        );
-    }
-
-    #[test]
-    fn options_take_a_size() {
-        assert_eq!(parse_options([("size", "1g")]).unwrap(), Some(1 << 30));
-        assert_eq!(parse_options([("size", "64m")]).unwrap(), Some(64 << 20));
-        assert_eq!(parse_options([]).unwrap(), None);
-        assert!(parse_options([("size", "1k")]).is_err());
-        assert!(parse_options([("type", "nfs")]).is_err());
-    }
-
-    #[test]
-    fn volumes_are_created_once_listed_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let volumes = Volumes::open(dir.path()).unwrap();
-        let made = volumes.create("data", Some(32 << 20), false).unwrap();
-        assert_eq!(made.record.size, 32 << 20);
-        assert!(made.disk.is_file());
-        // Creating it again returns the same volume.
-        let again = volumes.create("data", None, false).unwrap();
-        assert_eq!(again.record.created, made.record.created);
-        assert_eq!(volumes.list().len(), 1);
-        assert!(matches!(
-            volumes.create("!bad", None, false),
-            Err(VolumeError::InvalidName(_))
-        ));
-        // A namespace's own `data` is another volume; a name cannot carry
-        // a second namespace to reach into another's.
-        volumes.create("data@acme", None, false).unwrap();
-        assert_eq!(volumes.list().len(), 2);
-        for bad in ["data@beta@acme", "data@", "@acme", "d@acme", "data@-x"] {
-            assert!(
-                matches!(
-                    volumes.create(bad, None, false),
-                    Err(VolumeError::InvalidName(_))
-                ),
-                "{bad}"
-            );
-        }
-        volumes.remove("data@acme").unwrap();
-        volumes.remove("data").unwrap();
-        assert!(matches!(volumes.get("data"), Err(VolumeError::NotFound(_))));
-    }
-}
+mod tests;

@@ -286,19 +286,11 @@ fn a_probe_that_hangs_past_its_timeout_is_killed_and_counts_as_a_failure() {
 
 #[test]
 fn compose_starts_a_service_once_the_one_it_depends_on_is_healthy() {
-    let present = std::process::Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
-        eprintln!("skipped: docker-compose is not installed (scripts/deps.sh installs it)");
-        return;
-    }
     let daemon = daemon();
     let _up = DAEMON_UP.read().unwrap_or_else(|e| e.into_inner());
-    let project = tempfile::tempdir().unwrap();
-    std::fs::write(
-        project.path().join("docker-compose.yml"),
+    let Some(project) = common::compose::Project::new(
+        daemon,
+        "waits",
         r#"version: "2.4"
 services:
   web:
@@ -316,19 +308,10 @@ services:
       web:
         condition: service_healthy
 "#,
-    )
-    .unwrap();
-    let compose = |args: &[&str]| {
-        let output = std::process::Command::new("docker-compose")
-            .args(["--project-name", "waits"])
-            .args(args)
-            .current_dir(project.path())
-            .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        stdout_of(&output)
+    ) else {
+        return;
     };
+    let compose = |args: &[&str]| project.run(args);
     compose(&["up", "-d"]);
     let web = inspect(daemon, "waits_web_1");
     let app = inspect(daemon, "waits_app_1");

@@ -445,18 +445,10 @@ fn the_docker_cli_manages_networks_and_runs_on_them() {
 
 #[test]
 fn docker_compose_runs_a_project_on_its_default_network() {
-    let present = std::process::Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
-        eprintln!("skipped: docker-compose is not installed (scripts/deps.sh installs it)");
-        return;
-    }
     let (_, daemon) = shared();
-    let project = tempfile::tempdir().unwrap();
-    std::fs::write(
-        project.path().join("docker-compose.yml"),
+    let Some(project) = common::compose::Project::new(
+        daemon,
+        "shop",
         r#"version: "3"
 services:
   db:
@@ -467,19 +459,10 @@ services:
     command: wget -qO- http://db/
     depends_on: [db]
 "#,
-    )
-    .unwrap();
-    let compose = |args: &[&str]| {
-        let output = std::process::Command::new("docker-compose")
-            .args(["--project-name", "shop"])
-            .args(args)
-            .current_dir(project.path())
-            .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        stdout_of(&output)
+    ) else {
+        return;
     };
+    let compose = |args: &[&str]| project.run(args);
     compose(&["up", "-d"]);
     let networks = stdout_of(&daemon.hull(&["network", "ls"]));
     assert!(networks.contains("shop_default"), "{networks}");

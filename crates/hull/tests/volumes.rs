@@ -277,14 +277,14 @@ fn the_images_volumes_become_anonymous_volumes_filled_from_the_image() {
     let name = mounts[0]["Name"].as_str().unwrap().to_owned();
     assert!(hull_out(&["volume", "ls"]).contains(&name));
 
-    // The volume's own ext4 filesystem, holding the image's files with
+    // The volume's directory (over 9p), holding the image's files with
     // their owners, modes and links.
     let script = "awk '$2==\"/seed\"{print $3}' /proc/mounts; \
         stat -c '%n %u:%g %a' /seed /seed/greeting /seed/sub /seed/sub/deep; \
         readlink /seed/link; cat /seed/link /seed/sub/deep";
     assert_eq!(
         hull_out(&["exec", "seeded", "sh", "-c", script]),
-        "ext4\n\
+        "9p\n\
          /seed 1000:1000 750\n\
          /seed/greeting 1000:1000 640\n\
          /seed/sub 0:0 755\n\

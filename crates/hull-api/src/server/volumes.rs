@@ -1,4 +1,4 @@
-//! `/volumes`: named volumes (sparse ext4 disks), in the Engine API's
+//! `/volumes`: named volumes (directories or sparse ext4 disks), in the Engine API's
 //! shapes; and Hull's `/hull/volumes/…`: their snapshots, and volumes
 //! restored from them.
 
@@ -117,7 +117,7 @@ fn body(daemon: &Daemon, volume: &Volume, scope: Scope<'_>) -> VolumeBody {
     let name = scope.unqualify(&volume.record.name).unwrap_or_default();
     // Where the disk lies on the host is the operator's to know.
     let mountpoint = match scope {
-        Scope::Operator => volume.disk.display().to_string(),
+        Scope::Operator => volume.path.display().to_string(),
         Scope::Tenant(_) => String::new(),
     };
     VolumeBody {
@@ -127,7 +127,13 @@ fn body(daemon: &Daemon, volume: &Volume, scope: Scope<'_>) -> VolumeBody {
         created_at: humantime::format_rfc3339_seconds(volume.record.created).to_string(),
         labels,
         scope: "local",
-        options: BTreeMap::from([("size".to_owned(), volume.record.size.to_string())]),
+        options: match volume.kind() {
+            volume::VolumeKind::Block => BTreeMap::from([
+                ("type".to_owned(), "block".to_owned()),
+                ("size".to_owned(), volume.record.size.to_string()),
+            ]),
+            volume::VolumeKind::Dir => BTreeMap::from([("type".to_owned(), "dir".to_owned())]),
+        },
         usage_data: UsageData {
             size: i64::try_from(volume.used_bytes).unwrap_or(i64::MAX),
             ref_count: users.len() as i64,
@@ -192,7 +198,11 @@ pub(super) async fn create(
             }
         }
     }
-    let size = volume::parse_options(options.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let mut options = volume::parse_options(options.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    // Hyper.sh's volumes were disks.
+    if create.driver == "hyper" && options.kind.is_none() {
+        options.kind = Some(volume::VolumeKind::Block);
+    }
     let (name, anonymous) = if create.name.is_empty() {
         (hull_runtime::new_container_id(), true)
     } else {
@@ -205,7 +215,7 @@ pub(super) async fn create(
         Ok(_) => None,
         Err(_) => admit(daemon, scope, "volumes").await?,
     };
-    let made = volumes.create(&name, size, anonymous)?;
+    let made = volumes.create(&name, options, anonymous)?;
     Ok(json_response(
         StatusCode::CREATED,
         &body(daemon, &made, scope),

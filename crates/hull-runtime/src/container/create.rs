@@ -196,7 +196,7 @@ impl<H: Hypervisor> Containers<H> {
             for mount in &record.config.volumes {
                 if let Some(name) = mount.source.volume_name() {
                     let anonymous = matches!(mount.source, VolumeSource::Anonymous { .. });
-                    self.volumes.create(name, None, anonymous)?;
+                    self.volumes.create(name, Default::default(), anonymous)?;
                 }
             }
             // A pod's containers share the pod's one address.

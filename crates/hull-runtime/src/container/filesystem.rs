@@ -204,7 +204,7 @@ impl<H: Hypervisor> Containers<H> {
     ) -> Result<StartedVm<H::Vm>, ContainerError> {
         let config = container.config();
         let mut disks = self.container_disks(container).await?;
-        let (mut mounts, shares) = if with_volumes {
+        let (mut mounts, binds) = if with_volumes {
             self.volume_mounts(container, &mut disks)?
         } else {
             Default::default()
@@ -216,7 +216,6 @@ impl<H: Hypervisor> Containers<H> {
         let needs = VmNeeds {
             size: None,
             network: pooled_network(),
-            shares,
         };
         let name = format!("files-{}", &new_container_id()[..16]);
         let started = runtime.vms.start_with(&name, disks, false, needs).await?;
@@ -235,6 +234,11 @@ impl<H: Hypervisor> Containers<H> {
             host_etc_files: Vec::new(),
         });
         let vm = &started.vm;
+        let bound = super::volumes::bind_into_share(&started.run_dir.path, &container.id, &binds);
+        if let Err(err) = bound {
+            vm.kill();
+            return Err(err);
+        }
         if let Err(err) = unless_vm_dies(vm, vm.exit(), started.agent.request_done(&create)).await {
             vm.kill();
             return Err(err.into());

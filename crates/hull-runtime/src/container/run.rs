@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use hull_net::NetworkMode;
 use hull_proto::{
-    ContainerSpec, ExitStatus, MountSource, MountSpec, ProcessSpec, ProcessState, Request,
-    Response, RootfsSpec,
+    ContainerSpec, ExitStatus, ProcessSpec, ProcessState, Request, Response, RootfsSpec,
 };
-use hull_vm::{DiskConfig, HostShare, Hypervisor, NetBackend, Vm};
+use hull_vm::{DiskConfig, Hypervisor, NetBackend, Vm};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -19,11 +18,9 @@ use super::supervise::{Run, Sandbox, Stdio};
 use super::{lock, Container, ContainerError, Containers, Status, StreamIds, WRITABLE_DISK};
 use crate::agent::{AgentClient, AgentError};
 use crate::run::{
-    remove_dir, start_process, unless_vm_dies, RunDir, RunError, Runtime, ROOTFS_SERIAL, STDERR,
-    STDIN, STDOUT,
+    start_process, unless_vm_dies, RunDir, RunError, Runtime, ROOTFS_SERIAL, STDERR, STDIN, STDOUT,
 };
 use crate::start::{StartedVm, VmNeeds};
-use crate::volume::VolumeSource;
 
 pub(super) const WRITABLE_SERIAL: &str = "hull-writable";
 
@@ -117,7 +114,7 @@ impl<H: Hypervisor> Containers<H> {
         self.vms_gone(container).await;
         let id = container.id.clone();
         let mut disks = self.container_disks(container).await?;
-        let (mounts, shares) = self.volume_mounts(container, &mut disks)?;
+        let (mounts, binds) = self.volume_mounts(container, &mut disks)?;
         let (backend, network, ports) = match &config.network {
             NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
             NetworkMode::User => {
@@ -148,7 +145,6 @@ impl<H: Hypervisor> Containers<H> {
                 VmNeeds {
                     size: config.size,
                     network: backend,
-                    shares,
                 },
             )
             .await?;
@@ -156,6 +152,7 @@ impl<H: Hypervisor> Containers<H> {
         // supervisor, an error must stop the VM explicitly.
         let vm = KillUnlessReleased(Some(vm));
         let exit = vm.get().exit();
+        super::volumes::bind_into_share(&run_dir.path, &id, &binds)?;
         let size = config.size.unwrap_or(runtime.vms.default_size);
         let limited = crate::run::apply_limits(vm.get(), &agent, size, config.limits);
         unless_vm_dies(vm.get(), exit.clone(), limited).await?;
@@ -247,7 +244,7 @@ impl<H: Hypervisor> Containers<H> {
         message: String,
     ) {
         if container.config().pod.is_none() {
-            remove_dir(&runtime.vms.run_root.join(vm_name(&container.id)));
+            crate::run::remove_vm_dir(&runtime.vms.run_root.join(vm_name(&container.id)));
             self.networks.detach(&container.id);
         }
         if container.record_lost(message) {
@@ -332,70 +329,6 @@ impl<H: Hypervisor> Containers<H> {
                 user.vm_gone().await;
             }
         }
-    }
-
-    /// The disks (added to `disks`), 9p shares and mounts of the
-    /// container's volumes. A named volume's disk goes to one VM at a time.
-    pub(super) fn volume_mounts(
-        &self,
-        container: &Container,
-        disks: &mut Vec<DiskConfig>,
-    ) -> Result<(Vec<MountSpec>, Vec<HostShare>), ContainerError> {
-        let config = container.config();
-        let (mut mounts, mut shares) = (Vec::new(), Vec::new());
-        for (index, mount) in config.volumes.iter().enumerate() {
-            let source = match &mount.source {
-                VolumeSource::Volume { name } | VolumeSource::Anonymous { name } => {
-                    let busy = self
-                        .volume_users(name)
-                        .into_iter()
-                        .find(|other| other.id != container.id && lock(&other.run).is_some());
-                    if let Some(other) = busy {
-                        return Err(ContainerError::VolumeBusy {
-                            volume: name.clone(),
-                            container: other.name(),
-                        });
-                    }
-                    let volume = self.volumes.get(name)?;
-                    let serial = super::volumes::volume_serial(index);
-                    disks.push(DiskConfig {
-                        id: format!("volume{index}"),
-                        path: volume.disk,
-                        serial: serial.clone(),
-                        read_only: false,
-                    });
-                    MountSource::Disk {
-                        serial,
-                        fs_type: "ext4".into(),
-                    }
-                }
-                VolumeSource::Bind { path } => {
-                    // As `docker run -v` does, a missing host directory is made.
-                    std::fs::create_dir_all(path).map_err(|source| ContainerError::Io {
-                        what: "create the bind-mounted directory",
-                        path: path.clone(),
-                        source,
-                    })?;
-                    let tag = format!("hull9p{index}");
-                    shares.push(HostShare {
-                        tag: tag.clone(),
-                        path: path.clone(),
-                        read_only: mount.read_only,
-                    });
-                    MountSource::HostDir { tag }
-                }
-            };
-            // A new volume starts with the image's files at its target, as
-            // docker's do; a host directory is shown as it is.
-            let copy_up = matches!(source, MountSource::Disk { .. });
-            mounts.push(MountSpec {
-                source,
-                target: mount.target.clone(),
-                read_only: mount.read_only,
-                copy_up,
-            });
-        }
-        Ok((mounts, shares))
     }
 }
 

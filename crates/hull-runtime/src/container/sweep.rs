@@ -33,7 +33,7 @@ impl<H: Hypervisor> Containers<H> {
             let path = entry.path();
             let killed = kill_processes_naming(&path);
             info!(dir = %path.display(), killed, "removing the VM of a start that a crash cut short");
-            crate::run::remove_dir(&path);
+            crate::run::remove_vm_dir(&path);
         }
     }
 }

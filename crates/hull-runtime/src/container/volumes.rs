@@ -1,17 +1,44 @@
-//! The named volumes of containers: who uses one, removing unused ones.
+//! The volumes of containers: how they reach a VM, who uses one, removing
+//! unused ones.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hull_vm::Hypervisor;
+use hull_vm::{DiskConfig, Hypervisor};
 use tracing::warn;
 
-use hull_proto::Request;
+use hull_proto::{MountSource, MountSpec, Request};
 
 use super::lock;
 use super::{Container, ContainerConfig, ContainerError, Containers};
 use crate::agent::AgentError;
+use crate::share::Share;
 use crate::volume::snapshot::{Snapshot, SnapshotError};
-use crate::volume::{VolumeError, VolumeSource, Volumes};
+use crate::volume::{VolumeError, VolumeKind, VolumeSource, Volumes};
+
+/// A host directory (a dir volume's, or `-v /host:/path`) that goes into
+/// the VM's share once the VM is there.
+pub(super) struct ShareBind {
+    index: usize,
+    source: PathBuf,
+    read_only: bool,
+}
+
+/// Binds the container's directories into the share of the VM whose
+/// directory is `run_dir`; the VM's end takes them out (`remove_vm_dir`).
+pub(super) fn bind_into_share(
+    run_dir: &Path,
+    container: &str,
+    binds: &[ShareBind],
+) -> Result<(), ContainerError> {
+    let share = Share::of(run_dir);
+    for bind in binds {
+        share
+            .mount(container, bind.index, &bind.source, bind.read_only)
+            .map_err(crate::run::RunError::from)?;
+    }
+    Ok(())
+}
 
 impl<H: Hypervisor> Containers<H> {
     /// The named volumes.
@@ -30,6 +57,87 @@ impl<H: Hypervisor> Containers<H> {
                     .any(|m| m.source.volume_name() == Some(name))
             })
             .collect()
+    }
+
+    /// The disks (added to `disks`), directories for the share and mounts
+    /// of the container's volumes. A block volume's disk goes to one VM at
+    /// a time; directories go to any number.
+    pub(super) fn volume_mounts(
+        &self,
+        container: &Container,
+        disks: &mut Vec<DiskConfig>,
+    ) -> Result<(Vec<MountSpec>, Vec<ShareBind>), ContainerError> {
+        let config = container.config();
+        let (mut mounts, mut binds) = (Vec::new(), Vec::new());
+        for (index, mount) in config.volumes.iter().enumerate() {
+            let mut share = |source: PathBuf| {
+                binds.push(ShareBind {
+                    index,
+                    source,
+                    read_only: mount.read_only,
+                });
+                MountSource::HostSubdir {
+                    tag: crate::share::TAG.into(),
+                    path: crate::share::relative(&container.id, index),
+                }
+            };
+            let source = match &mount.source {
+                VolumeSource::Volume { name } | VolumeSource::Anonymous { name } => {
+                    let volume = self.volumes.get(name)?;
+                    match volume.kind() {
+                        VolumeKind::Dir => share(volume.path),
+                        VolumeKind::Block => {
+                            self.check_disk_free(container, name)?;
+                            let serial = volume_serial(index);
+                            disks.push(DiskConfig {
+                                id: format!("volume{index}"),
+                                path: volume.path,
+                                serial: serial.clone(),
+                                read_only: false,
+                            });
+                            MountSource::Disk {
+                                serial,
+                                fs_type: "ext4".into(),
+                            }
+                        }
+                    }
+                }
+                VolumeSource::Bind { path } => {
+                    // As `docker run -v` does, a missing host directory is made.
+                    std::fs::create_dir_all(path).map_err(|source| ContainerError::Io {
+                        what: "create the bind-mounted directory",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    share(path.clone())
+                }
+            };
+            // A new volume starts with the image's files at its target, as
+            // docker's do; a host directory is shown as it is.
+            let copy_up = !matches!(mount.source, VolumeSource::Bind { .. });
+            mounts.push(MountSpec {
+                source,
+                target: mount.target.clone(),
+                read_only: mount.read_only,
+                copy_up,
+            });
+        }
+        Ok((mounts, binds))
+    }
+
+    /// Refuses a block volume whose disk another running container has.
+    fn check_disk_free(&self, container: &Container, volume: &str) -> Result<(), ContainerError> {
+        let busy = self
+            .volume_users(volume)
+            .into_iter()
+            .find(|other| other.id != container.id && lock(&other.run).is_some());
+        match busy {
+            Some(other) => Err(ContainerError::VolumeBusy {
+                volume: volume.to_owned(),
+                container: other.name(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Removes a volume no container mounts.
@@ -57,7 +165,8 @@ impl<H: Hypervisor> Containers<H> {
             .iter()
             .filter_map(|m| m.source.volume_name())
             .filter_map(|name| self.volumes.get(name).ok())
-            .map(|volume| volume.disk)
+            .filter(|volume| volume.kind() == VolumeKind::Block)
+            .map(|volume| volume.path)
             .collect();
         if disks.is_empty() {
             return;

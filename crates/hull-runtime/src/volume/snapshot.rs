@@ -122,6 +122,13 @@ impl Volumes {
     pub fn snapshot(&self, volume: &str, name: &str) -> Result<Snapshot, SnapshotError> {
         check_name(name).map_err(|_| SnapshotError::InvalidName(name.to_owned()))?;
         let source = self.get(volume)?;
+        if source.kind() != super::VolumeKind::Block {
+            return Err(VolumeError::NotBlock(
+                volume.to_owned(),
+                "snapshots are of block volumes (type=block); copy its files instead",
+            )
+            .into());
+        }
         let _guard = self.guard();
         let dir = self.snapshots_dir().join(name);
         match fs::create_dir_all(self.snapshots_dir()).and_then(|()| fs::create_dir(&dir)) {
@@ -133,7 +140,7 @@ impl Volumes {
         }
         let made = (|| {
             let disk = dir.join(DISK_FILE);
-            let method = clone_file(&source.disk, &disk).map_err(io_error("copy", &disk))?;
+            let method = clone_file(&source.path, &disk).map_err(io_error("copy", &disk))?;
             let record = SnapshotRecord {
                 name: name.to_owned(),
                 volume: volume.to_owned(),
@@ -176,6 +183,7 @@ impl Volumes {
                 name: name.to_owned(),
                 created: SystemTime::now(),
                 size: source.record.size,
+                kind: super::VolumeKind::Block,
                 anonymous: false,
             };
             let path = dir.join(RECORD_FILE);
@@ -311,7 +319,14 @@ mod tests {
     fn snapshots_are_taken_listed_restored_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let volumes = Volumes::open(dir.path()).unwrap();
-        let volume = volumes.create("data", Some(32 << 20), false).unwrap();
+        let sized = super::super::parse_options([("size", "32m")]).unwrap();
+        let volume = volumes.create("data", sized, false).unwrap();
+        let shared = volumes.create("shared", Default::default(), false).unwrap();
+        assert!(matches!(
+            volumes.snapshot(&shared.record.name, "snap0"),
+            Err(SnapshotError::Volume(VolumeError::NotBlock(..)))
+        ));
+        volumes.remove("shared").unwrap();
         let snapshot = volumes.snapshot("data", "snap1").unwrap();
         assert_eq!(snapshot.record.volume, "data");
         assert_eq!(snapshot.record.size, 32 << 20);
@@ -329,8 +344,8 @@ mod tests {
 
         let restored = volumes.create_from("data2", "snap1").unwrap();
         assert_eq!(
-            fs::read(&restored.disk).unwrap(),
-            fs::read(&volume.disk).unwrap()
+            fs::read(&restored.path).unwrap(),
+            fs::read(&volume.path).unwrap()
         );
         assert!(matches!(
             volumes.create_from("data", "snap1"),

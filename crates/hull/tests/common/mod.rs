@@ -6,6 +6,7 @@
 pub mod archives;
 pub mod as_qemu;
 pub mod cloud;
+pub mod compose;
 pub mod containerd;
 pub mod netns;
 

@@ -23,7 +23,7 @@ pub(super) fn mounts_json(
                             .containers()
                             .volumes()
                             .get(name)
-                            .map(|v| v.disk.display().to_string())
+                            .map(|v| v.path.display().to_string())
                             .unwrap_or_default(),
                         Scope::Tenant(_) => String::new(),
                     };

@@ -37,7 +37,7 @@ impl<H: Hypervisor> Containers<H> {
                     crate::error_chain(&err)
                 );
                 warn!(pod = %pod.name(), error = %message, "cannot re-attach to the pod's VM");
-                crate::run::remove_dir(&runtime.vms.run_root.join(pod_vm_name(&pod.id)));
+                crate::run::remove_vm_dir(&runtime.vms.run_root.join(pod_vm_name(&pod.id)));
                 self.detach_pod(&pod);
                 for container in &orphans {
                     self.interrupted_exit(runtime, container, message.clone());

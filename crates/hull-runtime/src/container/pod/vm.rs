@@ -234,7 +234,6 @@ impl<H: Hypervisor> Containers<H> {
                 VmNeeds {
                     size: pod.spec.size,
                     network: backend,
-                    shares: Vec::new(),
                 },
             )
             .await?;

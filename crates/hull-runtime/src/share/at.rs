@@ -1,6 +1,6 @@
-//! Mount points in the sandbox's share reached by descriptor: the guest
-//! writes the share, so no path below it is resolved twice or followed
-//! through a symlink.
+//! Mount points in a VM's share reached by descriptor: the guest
+//! writes what is mounted in the share, so no path below it is resolved
+//! twice or followed through a symlink.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
