@@ -3,9 +3,10 @@
 # host, in one run. Prints figures, asserts nothing.
 #
 # (a) Storage. One small static program (scripts/bench-io/iobench.rs, built
-#     here with rustc) runs the same load on the host, on a named volume in a
-#     VM (ext4 on a sparse disk file, virtio-scsi) and on a host directory
-#     bound into a VM (virtio-9p): sequential 1 MiB writes of SIZE_MIB then
+#     here with rustc) runs the same load on the host, on a block volume in a
+#     VM (ext4 on a sparse disk file, virtio-scsi), on a dir volume (the
+#     default, a host directory shared over the VM's virtio-9p share) and on
+#     a host directory bound into a VM (virtio-9p too): sequential 1 MiB writes of SIZE_MIB then
 #     fsync, sequential reads of it, RANDOM_OPS random 4 KiB writes then
 #     fsync, RANDOM_OPS random 4 KiB reads. Before each read pass the file's
 #     pages are dropped from the page cache of the kernel that runs the load
@@ -24,6 +25,7 @@
 #
 #   scripts/bench-io.sh
 #     SIZE_MIB=128 RANDOM_OPS=2000 NET_MIB=64 RUNS=3
+#     STORAGE_ONLY=1 skips the network figures.
 #     HULL_BIN_DIR=dir uses the hull and hulld found there instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +74,8 @@ on() { HULL_ROOT="$work/root" "$bin/hull" -H "unix://$work/hull.sock" "$@"; }
 daemon_pid=$!
 while [ ! -S "$work/hull.sock" ]; do sleep 0.05; done
 on load -q -i "$work/busybox.tar" >/dev/null
-on volume create -o size=$((size_mib * 4))m benchvol >/dev/null
+on volume create -o type=block -o size=$((size_mib * 4))m benchvol >/dev/null
+on volume create -o type=dir benchdir >/dev/null
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -94,6 +97,8 @@ for run in $(seq "$runs"); do
   record host < <("$work/tools/iobench" "$work/host/f" "$size_mib" "$random_ops")
   record volume < <(on run --rm -v benchvol:/vol -v "$work/tools:/tools:ro" busybox \
     /tools/iobench /vol/f "$size_mib" "$random_ops")
+  record dirvol < <(on run --rm -v benchdir:/vol -v "$work/tools:/tools:ro" busybox \
+    /tools/iobench /vol/f "$size_mib" "$random_ops")
   record 9p < <(on run --rm -v "$work/bind:/bind" -v "$work/tools:/tools:ro" busybox \
     /tools/iobench /bind/f "$size_mib" "$random_ops")
 done
@@ -101,10 +106,11 @@ done
 echo
 printf '%-26s %14s %14s %14s %14s\n' "storage" "seq write" "seq read" "rand write" "rand read"
 printf '%-26s %14s %14s %14s %14s\n' "" "MiB/s" "MiB/s" "4k IOPS" "4k IOPS"
-for target in host volume 9p; do
+for target in host volume dirvol 9p; do
   case $target in
     host) label="host (same filesystem)" ;;
-    volume) label="VM: named volume (ext4)" ;;
+    volume) label="VM: block volume (ext4)" ;;
+    dirvol) label="VM: dir volume (9p)" ;;
     9p) label="VM: host dir over 9p" ;;
   esac
   row=()
@@ -119,6 +125,8 @@ for target in host volume 9p; do
   done
   printf '%-26s %14s %14s %14s %14s\n' "$label" "${row[@]}"
 done
+
+[ -n "${STORAGE_ONLY:-}" ] && exit 0
 
 # --- network ---------------------------------------------------------------
 # The receiver: counts what it read until the sender closed its side and

@@ -190,22 +190,36 @@ fn qemu_sees_only_the_files_it_needs() {
     }
     let daemon = daemon();
     let id = run_detached(daemon, &[]);
-    let (_, pid) = qemu_of(daemon, &id);
+    let (name, pid) = qemu_of(daemon, &id);
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     assert_ne!(ns(&pid.to_string()), ns("self"));
 
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    for absent in [
-        "etc/shadow",
-        "etc/passwd",
-        "home",
-        "root/.ssh",
-        "var",
-        "sys",
-        "tmp",
-    ] {
+    for absent in ["etc/shadow", "etc/passwd", "home", "root/.ssh", "sys"] {
         assert!(!root.join(absent).exists(), "QEMU sees /{absent}");
     }
+    // Of the state directory, only the way to the VM's own 9p share.
+    let share = daemon.root.join("vms").join(&name).join("share");
+    let mut dir = PathBuf::from("/");
+    for component in share.strip_prefix("/").unwrap().components() {
+        let seen: Vec<_> = std::fs::read_dir(root.join(dir.strip_prefix("/").unwrap()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        dir.push(component);
+        if dir.parent() != Some(Path::new("/")) {
+            assert_eq!(
+                seen,
+                [component.as_os_str()],
+                "QEMU sees more of {}",
+                dir.display()
+            );
+        }
+    }
+    let shared: Vec<_> = std::fs::read_dir(root.join(share.strip_prefix("/").unwrap()))
+        .unwrap()
+        .collect();
+    assert!(shared.is_empty(), "{shared:?}");
     assert!(root.join("usr/share/qemu").is_dir());
     // Its own processes only, and no kernel knobs.
     assert!(root.join("proc/self/fd").is_dir());
@@ -232,7 +246,8 @@ fn qemu_sees_only_the_files_it_needs() {
         "/etc/ld.so.cache",
         "/etc/resolv.conf",
     ];
-    let allowed = |point: &str| allowed.contains(&point);
+    let share = share.display().to_string();
+    let allowed = |point: &str| allowed.contains(&point) || point == share;
     let mounts = mounts(pid);
     assert!(mounts.len() <= 8, "{mounts:#?}");
     for (point, options) in &mounts {
@@ -269,8 +284,11 @@ fn a_host_bind_is_nosuid_nodev_in_qemus_namespace_and_read_only_when_asked() {
     let rw_flag = format!("{}:/rw", rw.display());
     let ro_flag = format!("{}:/ro:ro", ro.display());
     let id = run_detached(daemon, &["-v", &rw_flag, "-v", &ro_flag]);
-    let (_, pid) = qemu_of(daemon, &id);
+    let (name, pid) = qemu_of(daemon, &id);
     let mounts = mounts(pid);
+    // Binds land below the VM's share, as `<container>/<index>`.
+    let share = daemon.root.join("vms").join(&name).join("share").join(&id);
+    let (rw, ro) = (share.join("0"), share.join("1"));
     let options = |dir: &Path| {
         mounts
             .iter()
@@ -291,6 +309,6 @@ fn a_host_bind_is_nosuid_nodev_in_qemus_namespace_and_read_only_when_asked() {
     // The guest still reads both and writes the writable one.
     let output = daemon.hull(&["exec", &id, "sh", "-c", "cat /ro/file && echo hi > /rw/new"]);
     assert_eq!(stdout_of(&output), "from the host\n");
-    assert_eq!(read(&rw.join("new")), "hi");
+    assert_eq!(read(&host.path().join("rw/new")), "hi");
     stdout_of(&daemon.hull(&["rm", "-f", &id]));
 }
