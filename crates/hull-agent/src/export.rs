@@ -103,6 +103,11 @@ impl Walk<'_> {
                 Err(e) => return Err(failed(&path)(e)),
             };
             let meta = fd.metadata().map_err(failed(&path))?;
+            if meta.is_dir() && self.holds_agent_files_alone(&fd, &path) {
+                // Copied up only for the agent's files: not the container's
+                // change (docker bind-mounts those files instead).
+                continue;
+            }
             if meta.is_dir() {
                 self.entry(builder, &fd, &meta, &path, true)
                     .map_err(failed(&path))?;
@@ -120,6 +125,21 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether, in the changes view, the directory `path` holds nothing but
+    /// files the agent writes.
+    fn holds_agent_files_alone(&self, dir: &File, path: &Path) -> bool {
+        if self.view != FilesystemView::Changes || (self.is_opaque)(dir) {
+            return false;
+        }
+        let Ok(children) = children(dir) else {
+            return false;
+        };
+        !children.is_empty()
+            && children
+                .iter()
+                .all(|child| AGENT_FILES.iter().any(|f| path.join(child) == Path::new(f)))
     }
 
     /// Appends one non-whiteout entry. Sockets are left out, as docker

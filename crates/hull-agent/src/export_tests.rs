@@ -139,3 +139,17 @@ fn a_tree_deeper_than_a_layer_may_go_is_refused() {
     let err = walk.pack(&root, io::sink()).unwrap_err();
     assert!(matches!(err, ExportError::TooDeep { .. }), "{err}");
 }
+
+#[test]
+fn a_directory_copied_up_for_the_agents_files_alone_is_no_change() {
+    let dir = tree();
+    let root = dir.path();
+    fs::remove_file(root.join("etc/passwd")).unwrap();
+    fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    let tar = pack(root, FilesystemView::Changes, &[]);
+    let names: Vec<String> = entries(&tar).into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, ["bin/", "bin/sh", "data/", "data/a"]);
+    // The whole view keeps it.
+    let tar = pack(root, FilesystemView::Whole, &[]);
+    assert!(entries(&tar).iter().any(|(n, _, _)| n == "etc/"));
+}

@@ -53,6 +53,7 @@ impl Agent {
             memory_used_bytes: total.saturating_sub(available),
             memory_limit_bytes: total,
             pids: u32::try_from(pids).unwrap_or(u32::MAX),
+            networks: stats::networks(proc).map_err(|e| failed(&e))?,
         }))
     }
 }

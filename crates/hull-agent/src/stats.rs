@@ -1,10 +1,11 @@
-//! The guest's CPU and memory figures, from `/proc/stat` and `/proc/meminfo`.
+//! The guest's CPU, memory and network figures, from `/proc/stat`,
+//! `/proc/meminfo` and `/proc/net/dev`.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hull_proto::USER_HZ;
+use hull_proto::{InterfaceStats, USER_HZ};
 
 /// Nanoseconds in one `USER_HZ` tick of `/proc/stat`.
 const NS_PER_TICK: u64 = 1_000_000_000 / USER_HZ;
@@ -91,6 +92,41 @@ pub fn memory(proc: &Path) -> Result<(u64, u64), StatsError> {
     })
 }
 
+/// Parses `/proc/net/dev`: two header lines, then `name: ` and 16
+/// counters, the first eight received, the last eight sent. Loopback is
+/// left out, as docker's figures are of the container's own interfaces.
+pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let name = name.trim();
+            let n: Vec<u64> = counters
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            (name != "lo" && n.len() >= 16).then(|| InterfaceStats {
+                name: name.to_owned(),
+                rx_bytes: n[0],
+                rx_packets: n[1],
+                rx_errors: n[2],
+                rx_dropped: n[3],
+                tx_bytes: n[8],
+                tx_packets: n[9],
+                tx_errors: n[10],
+                tx_dropped: n[11],
+            })
+        })
+        .collect()
+}
+
+/// The network interfaces of the guest whose procfs is `proc`.
+pub fn networks(proc: &Path) -> Result<Vec<InterfaceStats>, StatsError> {
+    let (text, _) = read(proc.join("net/dev"))?;
+    Ok(parse_net_dev(&text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +163,37 @@ mod tests {
             "MemTotal:         131072 kB\nMemFree:  1000 kB\nMemAvailable:     65536 kB\n";
         assert_eq!(parse_meminfo(meminfo), Some((128 << 20, 64 << 20)));
         assert_eq!(parse_meminfo("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn interfaces_but_loopback_are_read_with_their_counters() {
+        let dev = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n\
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n\
+  eth0:    5000      40    1    2    0     0          0         0     3000      30    3    4    0     0       0          0\n\
+  bad: 1 2\n";
+        let found = parse_net_dev(dev);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let eth0 = &found[0];
+        assert_eq!(eth0.name, "eth0");
+        assert_eq!(
+            (
+                eth0.rx_bytes,
+                eth0.rx_packets,
+                eth0.rx_errors,
+                eth0.rx_dropped
+            ),
+            (5000, 40, 1, 2)
+        );
+        assert_eq!(
+            (
+                eth0.tx_bytes,
+                eth0.tx_packets,
+                eth0.tx_errors,
+                eth0.tx_dropped
+            ),
+            (3000, 30, 3, 4)
+        );
     }
 
     #[test]

@@ -116,6 +116,12 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "null_as_default")]
     pub config: ImageConfig,
     pub rootfs: RootFs,
+    /// Docker's record of a commit: the container it was made from, and
+    /// that container's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_config: Option<serde_json::Value>,
 }
 
 /// The `rootfs` object of an image config.

@@ -132,6 +132,10 @@ pub struct ImageRecord {
     /// `repository@digest` of every registry the image was pulled from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repo_digests: Vec<String>,
+    /// The image a commit or import was made on, as docker keeps it: on
+    /// this host only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
 }
 
 /// One layer of an image.
@@ -163,6 +167,9 @@ pub struct Image {
     pub os: String,
     pub author: Option<String>,
     pub comment: Option<String>,
+    /// The container a commit was made from, and its config.
+    pub container: Option<String>,
+    pub container_config: Option<serde_json::Value>,
     /// Bytes of the unpacked layers.
     pub size: u64,
     pub record: ImageRecord,
@@ -399,10 +406,12 @@ impl ImageStore {
                 .map(|m| descriptor(spec::MEDIA_TYPE_OCI_MANIFEST, m)),
             index: None,
             repo_digests: Vec::new(),
+            parent: None,
         };
         let path = self.record_path(&record.id);
         if let Ok(old) = self.read_json::<ImageRecord>(&path) {
             record.repo_digests = old.repo_digests;
+            record.parent = old.parent;
         }
         self.write_json(&path, &record)
     }
@@ -437,6 +446,8 @@ impl ImageStore {
             os: config.os,
             author: config.author,
             comment: config.comment,
+            container: config.container,
+            container_config: config.container_config,
             size: record.layers.iter().map(|l| l.unpacked_size).sum(),
             record,
         })

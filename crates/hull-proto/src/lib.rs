@@ -20,8 +20,9 @@ pub use frame::{
 };
 pub use message::{
     path_mode, ContainerSpec, ErrorKind, Event, ExitStatus, FilesystemView, GuestStats, Hello,
-    InterfaceSpec, MountSource, MountSpec, NetworkSpec, PathStat, ProcessInfo, ProcessSpec,
-    ProcessState, Request, RequestError, Response, RootfsSpec, RouteSpec, StreamId, USER_HZ,
+    InterfaceSpec, InterfaceStats, MountSource, MountSpec, NetworkSpec, PathStat, ProcessInfo,
+    ProcessSpec, ProcessState, Request, RequestError, Response, RootfsSpec, RouteSpec, StreamId,
+    USER_HZ,
 };
 pub use resync::{find_resync, ResyncScanner, RESYNC};
 pub use rlimit::{Rlimit, RLIMIT_KINDS, RLIM_INFINITY};

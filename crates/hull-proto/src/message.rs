@@ -375,6 +375,24 @@ pub struct GuestStats {
     pub memory_limit_bytes: u64,
     /// Processes in the container.
     pub pids: u32,
+    /// The guest's network interfaces but loopback; none from an agent
+    /// that predates them.
+    #[serde(default)]
+    pub networks: Vec<InterfaceStats>,
+}
+
+/// One interface's counters, as `/proc/net/dev` has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStats {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// A path in a container, as docker's `X-Docker-Container-Path-Stat`

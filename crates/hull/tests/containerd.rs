@@ -259,7 +259,7 @@ fn shared_bind(ctr: &Containerd, id: &str, qemu: i32, file: &str) -> String {
         .dir
         .join("vms")
         .join(format!("default-{id}"))
-        .join("shared");
+        .join("share");
     let share = format!("{}/", share.display());
     let mountinfo = std::fs::read_to_string(format!("/proc/{qemu}/mountinfo")).unwrap();
     mountinfo

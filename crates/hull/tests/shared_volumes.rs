@@ -86,7 +86,10 @@ fn a_directory_volume_is_shared_by_running_containers_cloned_from_templates() {
             "true",
         ]),
         125,
-        &["block volume attached to the running container sv-disk1"],
+        &[
+            "volume sv-block is attached to the running container sv-disk1",
+            "block volume",
+        ],
     );
 
     hull_out(&[

@@ -130,6 +130,7 @@ pub(super) async fn commit(
         created_by: command_line(&settings),
         comment: query.get("comment").unwrap_or_default().to_owned(),
         author: query.get("author").unwrap_or_default().to_owned(),
+        container: Some((container.id.clone(), container_config(&settings))),
     };
     let images = daemon.images().clone();
     let created = tokio::task::spawn_blocking(move || {
@@ -239,6 +240,21 @@ fn image_config(
     config.volumes = volumes.or(config.volumes);
     config.stop_signal = stop_signal.or(config.stop_signal);
     config
+}
+
+/// The container's config as docker records it in a commit's image.
+fn container_config(container: &ContainerConfig) -> serde_json::Value {
+    let process = &container.process;
+    serde_json::json!({
+        "Hostname": container.hostname,
+        "User": process.user,
+        "Env": process.env,
+        "Cmd": container.cmd,
+        "Entrypoint": (!container.entrypoint.is_empty()).then_some(&container.entrypoint),
+        "Image": container.image,
+        "WorkingDir": if process.cwd == "/" { "" } else { process.cwd.as_str() },
+        "Labels": container.labels,
+    })
 }
 
 /// The container's command as docker's history shows a commit's step.

@@ -124,8 +124,15 @@ pub(super) fn inspect_body(
         id: image.id,
         repo_tags,
         repo_digests,
-        parent: String::new(),
+        parent: image
+            .record
+            .parent
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         comment: image.comment.unwrap_or_default(),
+        container: image.container.unwrap_or_default(),
+        container_config: image.container_config,
         created: image.created.unwrap_or_default(),
         docker_version: String::new(),
         author: image.author.unwrap_or_default(),
@@ -315,18 +322,22 @@ pub(super) async fn load(
     Ok(stream_lines(lines))
 }
 
-/// Docker's JSON stream of `{"stream": line}` messages, as `load` answers.
+/// Docker's JSON stream of `{"stream": line}` messages, as `load` answers:
+/// chunked, a message a chunk, as docker sends it (docker-py decodes a
+/// body of known length as one JSON document).
 pub(super) fn stream_lines(lines: Vec<String>) -> Response<Body> {
-    let mut body = Vec::new();
-    for line in lines {
+    use http_body_util::BodyExt;
+    let frames = lines.into_iter().map(|line| {
         let progress = ProgressLine {
             stream: Some(format!("{line}\n")),
             ..Default::default()
         };
-        serde_json::to_writer(&mut body, &progress).expect("progress serializes");
-        body.push(b'\n');
-    }
-    let mut response = Response::new(full(body));
+        let mut message = serde_json::to_vec(&progress).expect("progress serializes");
+        message.push(b'\n');
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(message)))
+    });
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let mut response = Response::new(body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -84,6 +84,7 @@ pub(super) async fn import(
         created_by: String::new(),
         comment,
         author: String::new(),
+        container: None,
     };
     let images = daemon.images().clone();
     let created = tokio::task::spawn_blocking(move || {

@@ -200,6 +200,11 @@ pub struct ImageInspect {
     pub repo_digests: Vec<String>,
     pub parent: String,
     pub comment: String,
+    /// The container a commit was made from ("" otherwise), and its config.
+    #[serde(default)]
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_config: Option<serde_json::Value>,
     /// RFC 3339, as the image config says.
     pub created: String,
     pub docker_version: String,

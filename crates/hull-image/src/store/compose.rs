@@ -42,6 +42,9 @@ pub struct NewImage {
     pub created_by: String,
     pub comment: String,
     pub author: String,
+    /// A commit's container and its config, kept in the image as docker
+    /// keeps them.
+    pub container: Option<(String, serde_json::Value)>,
 }
 
 impl ImageStore {
@@ -114,6 +117,7 @@ impl ImageStore {
             manifest: None,
             index: None,
             repo_digests: Vec::new(),
+            parent: parent.map(|p| p.record.id.clone()),
         };
         self.write_json(&self.record_path(&id), &record)?;
         tracing::info!(image = %id, layer = %checked.digest, "created an image");
@@ -144,6 +148,10 @@ fn config_file(
         file.insert("os".into(), "linux".into());
     }
     file.insert("created".into(), new.created.clone().into());
+    if let Some((container, config)) = &new.container {
+        file.insert("container".into(), container.clone().into());
+        file.insert("container_config".into(), config.clone());
+    }
     for (key, value) in [("author", &new.author), ("comment", &new.comment)] {
         match value.is_empty() {
             true => file.remove(key),

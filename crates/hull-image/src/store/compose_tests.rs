@@ -23,6 +23,7 @@ fn new_image(cmd: &str) -> NewImage {
         created_by: "sh -c make".into(),
         comment: "made by a test".into(),
         author: "Tester".into(),
+        container: None,
     }
 }
 
@@ -38,11 +39,15 @@ fn a_commit_stacks_one_layer_on_the_parents_and_applies_it_with_whiteouts() {
     let parent = store.resolve("x:1").unwrap();
     let changes = layer(&[("etc/", b""), ("etc/.wh.passwd", b""), ("new", b"made")]);
     let (_staging, path) = staged(&store, &changes);
-    let id = store
-        .create_image(Some(&parent), &path, &new_image("/new"))
-        .unwrap();
+    let mut new = new_image("/new");
+    new.container = Some(("c0ffee".into(), serde_json::json!({"Image": "x:1"})));
+    let id = store.create_image(Some(&parent), &path, &new).unwrap();
 
     let image = store.resolve(&id.to_string()).unwrap();
+    // Where it came from, as docker's inspect shows a commit.
+    assert_eq!(image.record.parent.as_ref(), Some(&parent.record.id));
+    assert_eq!(image.container.as_deref(), Some("c0ffee"));
+    assert_eq!(image.container_config.as_ref().unwrap()["Image"], "x:1");
     assert_eq!(image.record.layers.len(), 3);
     assert_eq!(image.record.layers[2].diff_id, Digest::of(&changes));
     assert_eq!(image.config.cmd, Some(vec!["/new".to_owned()]));

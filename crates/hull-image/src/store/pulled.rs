@@ -164,6 +164,7 @@ impl ImageStore {
             manifest: Some(image.manifest.clone()),
             index: image.index.map(|(d, _)| d),
             repo_digests,
+            parent: None,
         };
         self.write_json(&record_path, &record)?;
         if let Some(tag) = image.tag {

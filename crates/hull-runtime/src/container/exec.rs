@@ -125,11 +125,9 @@ impl<H: Hypervisor> Containers<H> {
             &[("execID", id.to_owned())],
         );
         let result = run_exec(&exec, id, config, io).await;
-        let code = match &result {
-            Ok(code) => *code,
-            Err(ContainerError::Run(err)) => err.exit_code(),
-            Err(_) => 126,
-        };
+        // An exec that cannot start is docker's 126, a missing command too
+        // (a run's is 127).
+        let code = *result.as_ref().unwrap_or(&126);
         {
             let mut info = lock(&exec.info);
             info.running = false;

@@ -154,7 +154,7 @@ pub enum ContainerError {
     Volume(#[from] crate::volume::VolumeError),
     #[error(transparent)]
     Snapshot(#[from] crate::volume::snapshot::SnapshotError),
-    #[error("volume {volume} is a block volume attached to the running container {container}: its disk goes to one VM at a time (a directory volume, type=dir, is shared by any number)")]
+    #[error("volume {volume} is attached to the running container {container}: a block volume's disk goes to one VM at a time")]
     VolumeBusy { volume: String, container: String },
     #[error("container {container} belongs to pod {pod}: its limits are the pod's VM size")]
     PodLimits { container: String, pod: String },

@@ -136,7 +136,11 @@ impl Query {
     }
 
     pub(crate) fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("1" | "true" | "True" | "yes"))
+        // Go's strconv.ParseBool, as docker reads flags; and "yes".
+        matches!(
+            self.get(key),
+            Some("1" | "t" | "T" | "true" | "True" | "TRUE" | "yes")
+        )
     }
 
     pub(super) fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, ApiError> {
