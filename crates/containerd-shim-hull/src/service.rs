@@ -276,6 +276,7 @@ impl Service {
             stdout,
             stderr: (!terminal).then_some(stderr),
             rlimits: config.rlimits,
+            groups: config.groups,
             // A resize that came before the start (ctr's and docker's order):
             // the process sees its size from its first instruction.
             terminal_size: initial_size.filter(|_| terminal),

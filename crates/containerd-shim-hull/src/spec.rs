@@ -60,6 +60,13 @@ pub fn process_from_oci(process: &Process) -> Result<ProcessConfig, SpecError> {
             .flatten()
             .map(|limit| Rlimit::new(limit.typ().to_string(), limit.soft(), limit.hard()))
             .collect(),
+        // CRI's supplemental groups, and the image's for the user.
+        groups: user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(u32::to_string)
+            .collect(),
     })
 }
 
@@ -184,7 +191,7 @@ mod tests {
     const CTR_SPEC: &str = r#"{
         "ociVersion": "1.0.2-dev",
         "process": {
-            "user": {"uid": 1000, "gid": 100},
+            "user": {"uid": 1000, "gid": 100, "additionalGids": [10, 29]},
             "args": ["sh", "-c", "echo hi"],
             "env": ["PATH=/bin", "A=1"],
             "cwd": "/tmp",
@@ -221,6 +228,7 @@ mod tests {
                     Rlimit::new("RLIMIT_NOFILE", 1024, 2048),
                     Rlimit::new("RLIMIT_CORE", 0, hull_proto::RLIM_INFINITY),
                 ],
+                groups: vec!["10".into(), "29".into()],
             }
         );
         assert_eq!(config.hostname, "box");

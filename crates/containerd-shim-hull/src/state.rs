@@ -116,6 +116,7 @@ mod tests {
             user: "0:0".into(),
             tty: false,
             rlimits: Vec::new(),
+            groups: Vec::new(),
         };
         Process::new(config, Stdio::default())
     }

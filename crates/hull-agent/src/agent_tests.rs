@@ -29,6 +29,7 @@ fn spec(container: &str, stdin: Option<u32>, stdout: u32, stderr: Option<u32>) -
         stdout,
         stderr,
         rlimits: Vec::new(),
+        groups: Vec::new(),
         terminal_size: None,
     }
 }

@@ -230,7 +230,9 @@ fn prepare(
     let rootfs = container.rootfs();
     let passwd = user::parse_passwd(&read_etc(&rootfs, "passwd"));
     let groups = user::parse_group(&read_etc(&rootfs, "group"));
-    let user = user::resolve(&spec.user, &passwd, &groups).map_err(|e| invalid(e.to_string()))?;
+    let mut user =
+        user::resolve(&spec.user, &passwd, &groups).map_err(|e| invalid(e.to_string()))?;
+    user::add_groups(&mut user, &spec.groups, &groups).map_err(|e| invalid(e.to_string()))?;
     let home = user.home.as_deref().unwrap_or("/");
     let env = procenv::with_defaults(&spec.env, &container.hostname, home, spec.terminal);
     let candidates = procenv::exec_candidates(name, &env);

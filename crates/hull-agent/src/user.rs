@@ -155,6 +155,29 @@ pub fn resolve(
     Ok(resolved)
 }
 
+/// Adds docker's `GroupAdd` groups (names in `/etc/group`, or gids) to
+/// the user's supplementary groups, once each, as runc does.
+pub fn add_groups(
+    user: &mut ResolvedUser,
+    extra: &[String],
+    groups: &[GroupEntry],
+) -> Result<(), UserError> {
+    for group in extra {
+        let gid = match parse_id(group) {
+            Some(gid) => gid?,
+            None => groups
+                .iter()
+                .find(|g| g.name == *group)
+                .map(|g| g.gid)
+                .ok_or_else(|| UserError::NoSuchGroup(group.clone()))?,
+        };
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +235,27 @@ mod tests {
         let user = resolve_str("4242").unwrap();
         assert_eq!((user.uid, user.gid), (4242, 0));
         assert_eq!(user.home, None);
+    }
+
+    #[test]
+    fn added_groups_join_the_users_own_by_name_or_id() {
+        let mut alice = resolve_str("alice").unwrap();
+        let groups = parse_group(GROUP);
+        add_groups(
+            &mut alice,
+            &["users".into(), "4242".into(), "wheel".into()],
+            &groups,
+        )
+        .unwrap();
+        assert_eq!(alice.additional_gids, [10, 29, 100, 4242]);
+        assert_eq!(
+            add_groups(&mut alice, &["nosuch".into()], &groups),
+            Err(UserError::NoSuchGroup("nosuch".into()))
+        );
+        assert!(matches!(
+            add_groups(&mut alice, &["99999999999".into()], &groups),
+            Err(UserError::OutOfRange(_))
+        ));
     }
 
     #[test]

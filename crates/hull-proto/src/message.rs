@@ -287,6 +287,10 @@ pub struct ProcessSpec {
     /// fails the request.
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// Supplementary groups beyond the user's own (docker's `GroupAdd`):
+    /// names in the container's `/etc/group`, or gids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// With a terminal, its size (rows, columns) from the start, so that
     /// the process never sees another: a client's resize that came before
     /// the start. 24×80 without it.

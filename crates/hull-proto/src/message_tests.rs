@@ -117,6 +117,7 @@ fn every_message_survives_json() {
         stdout: 2,
         stderr: Some(3),
         rlimits: vec![Rlimit::new("RLIMIT_NOFILE", 1024, 2048)],
+        groups: Vec::new(),
         terminal_size: None,
     }));
     round_trip(Request::RemoveContainer {

@@ -388,6 +388,7 @@ async fn run_process(
         stdout: STDOUT,
         stderr: (!process.tty).then_some(STDERR),
         rlimits: process.rlimits,
+        groups: Vec::new(),
         terminal_size: None,
     };
     let exited = agent.watch_exit(container, "init");

@@ -26,6 +26,9 @@ pub struct ProcessOptions {
     /// Resource limits of the process, and of those exec'd beside it.
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// Supplementary groups of the process and its execs (`GroupAdd`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// The process a container starts with.
@@ -37,6 +40,7 @@ pub struct ProcessConfig {
     pub user: String,
     pub tty: bool,
     pub rlimits: Vec<Rlimit>,
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,6 +93,7 @@ pub fn process_config(
             .unwrap_or_default(),
         tty: options.tty,
         rlimits: options.rlimits.clone(),
+        groups: options.groups.clone(),
     })
 }
 

@@ -145,6 +145,7 @@ pub(crate) async fn warm<V: Vm>(
                 stdout: STDOUT,
                 stderr: Some(STDERR),
                 rlimits: Vec::new(),
+                groups: Vec::new(),
                 terminal_size: None,
             },
         )

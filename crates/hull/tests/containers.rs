@@ -111,7 +111,10 @@ fn a_detached_container_lives_through_exec_stop_start_restart_kill_and_rm() {
     assert_fails(
         &output,
         1,
-        &["Error response from daemon:", "container is running"],
+        &[
+            "Error response from daemon:",
+            "You cannot remove a running container",
+        ],
     );
     assert_eq!(hull_out(&["rm", "-f", "web"]), "web\n");
     assert!(ps_row(&["-a"], "web").is_none());

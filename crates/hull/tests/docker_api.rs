@@ -419,3 +419,41 @@ fn a_wait_ends_at_an_exit_that_the_restart_policy_follows() {
     let (status, answer) = api(daemon, "DELETE", &format!("/containers/{id}?force=1"), None);
     assert_eq!(status, 204, "{answer}");
 }
+
+#[test]
+fn added_groups_join_the_process_and_its_execs() {
+    if !common::has_docker_cli() {
+        return;
+    }
+    let daemon = daemon();
+    let run = daemon.docker(&[
+        "run",
+        "--rm",
+        "--group-add",
+        "daemon",
+        "--group-add",
+        "4242",
+        "busybox",
+        "id",
+        "-G",
+    ]);
+    assert_eq!(common::stdout_of(&run), "0 1 4242\n");
+    let unknown = daemon.docker(&["run", "--rm", "--group-add", "nosuch", "busybox", "true"]);
+    assert!(
+        common::text(&unknown.stderr).contains("unable to find group nosuch"),
+        "{}",
+        common::text(&unknown.stderr)
+    );
+    let id = common::stdout_of(&daemon.docker(&[
+        "run",
+        "-d",
+        "--group-add",
+        "4242",
+        "busybox",
+        "sleep",
+        "600",
+    ]));
+    let exec = daemon.docker(&["exec", id.trim(), "id", "-G"]);
+    assert_eq!(common::stdout_of(&exec), "0 4242\n");
+    common::stdout_of(&daemon.docker(&["rm", "-f", id.trim()]));
+}

@@ -17,13 +17,32 @@ use std::process::Command;
 /// due within three seconds of a start): the count must not fall below it.
 const FLOOR: u32 = 126;
 
-/// The names docker-py's tests give their images, all busybox here.
-const TEST_IMAGES: [&str; 4] = [
-    "alpine:3.10",
-    "alpine:latest",
-    "busybox:buildroot-2014.02",
-    "hello-world:latest",
-];
+/// The names docker-py's tests give their images, all busybox here; the
+/// alpine ones with the accounts alpine's own image has that the tests use
+/// (`exec_create(user="postgres")`).
+const TEST_IMAGES: [&str; 2] = ["busybox:buildroot-2014.02", "hello-world:latest"];
+const ALPINE_IMAGES: [&str; 2] = ["alpine:3.10", "alpine:latest"];
+
+/// A layer with busybox's accounts and alpine's `postgres`.
+fn alpine_accounts() -> Vec<u8> {
+    let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                  daemon:x:1:1:daemon:/usr/sbin:/bin/false\n\
+                  postgres:x:70:70::/var/lib/postgresql:/bin/sh\n\
+                  nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n\
+                  hull:x:1000:1000:hull:/home/hull:/bin/sh\n";
+    let group = "root:x:0:\ndaemon:x:1:\npostgres:x:70:\nnogroup:x:65534:\nhull:x:1000:\n";
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in [("etc/passwd", passwd), ("etc/group", group)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_size(data.len() as u64);
+        builder
+            .append_data(&mut header, path, data.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
 
 #[test]
 fn docker_pys_own_tests_pass() {
@@ -39,6 +58,9 @@ fn docker_pys_own_tests_pass() {
     for name in TEST_IMAGES {
         stdout_of(&daemon.hull(&["tag", "busybox:latest", name]));
     }
+    let alpine = common::layered_archive(ALPINE_IMAGES[0], Some(alpine_accounts()), |_| {});
+    stdout_of(&daemon.hull(&["load", "-i", alpine.to_str().unwrap()]));
+    stdout_of(&daemon.hull(&["tag", ALPINE_IMAGES[0], ALPINE_IMAGES[1]]));
     // More of pytest's arguments (`-k Exec`, `-x`) for a run by hand.
     let extra = std::env::var("DOCKER_PY_ARGS").unwrap_or_default();
     let output = Command::new("bash")

@@ -94,6 +94,7 @@ fn spec() -> ProcessSpec {
         stdout: 2,
         stderr: None,
         rlimits: Vec::new(),
+        groups: Vec::new(),
         terminal_size: None,
     }
 }

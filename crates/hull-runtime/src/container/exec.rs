@@ -185,6 +185,7 @@ pub(super) fn exec_spec(
         stderr: streams.stderr,
         // As docker's: an exec'd process has the container's limits.
         rlimits: base.rlimits,
+        groups: base.groups,
         terminal_size: None,
     }
 }

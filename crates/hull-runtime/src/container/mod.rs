@@ -90,7 +90,8 @@ pub enum ContainerError {
     PodPause { container: String, pod: String },
     #[error("container {0} is already running")]
     AlreadyRunning(String),
-    #[error("cannot remove container \"/{0}\": container is running: stop the container before removing or force remove")]
+    /// Docker 20's words, which docker-py's tests compare.
+    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
     RemoveRunning(String),
     #[error("No such exec instance: {0}")]
     ExecNotFound(String),

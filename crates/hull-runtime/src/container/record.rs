@@ -163,6 +163,8 @@ pub struct StoredProcess {
     pub tty: bool,
     #[serde(default)]
     pub rlimits: Vec<hull_proto::Rlimit>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl From<ProcessConfig> for StoredProcess {
@@ -174,6 +176,7 @@ impl From<ProcessConfig> for StoredProcess {
             user: process.user,
             tty: process.tty,
             rlimits: process.rlimits,
+            groups: process.groups,
         }
     }
 }
@@ -330,6 +333,7 @@ mod tests {
                     user: String::new(),
                     tty: false,
                     rlimits: vec![hull_proto::Rlimit::new("RLIMIT_NOFILE", 64, 128)],
+                    groups: vec!["audio".into()],
                 },
                 cmd: vec!["sh".into()],
                 entrypoint: vec![],

@@ -417,6 +417,7 @@ pub(super) async fn start_main_process<V: Vm>(
         stdout: streams.stdout,
         stderr: streams.stderr,
         rlimits: process.rlimits.clone(),
+        groups: process.groups.clone(),
         terminal_size: None,
     };
     let exited = agent.watch_exit(&container.id, "init");

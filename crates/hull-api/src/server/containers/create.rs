@@ -149,6 +149,35 @@ pub(in crate::server) async fn create_with(
     ))
 }
 
+/// `HostConfig.GroupAdd`, as kept among the client's settings: group
+/// names or gids, as strings (docker's) or numbers.
+fn group_add(settings: &hull_runtime::container::ClientSettings) -> Result<Vec<String>, ApiError> {
+    let Some(value) = settings
+        .get(super::settings::HOST_CONFIG)
+        .and_then(|host| host.get("GroupAdd"))
+    else {
+        return Ok(Vec::new());
+    };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid GroupAdd {value}: a list of group names or ids"),
+        )
+    };
+    match value {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(groups) => groups
+            .iter()
+            .map(|group| match group {
+                serde_json::Value::String(name) if !name.is_empty() => Ok(name.clone()),
+                serde_json::Value::Number(id) if id.as_u64().is_some() => Ok(id.to_string()),
+                _ => Err(invalid()),
+            })
+            .collect(),
+        _ => Err(invalid()),
+    }
+}
+
 pub(in crate::server) fn create_options(
     body: ContainerCreate,
     name: Option<String>,
@@ -246,6 +275,7 @@ pub(in crate::server) fn create_options(
             user: Some(body.user).filter(|u| !u.is_empty()),
             tty: body.tty,
             rlimits,
+            groups: group_add(&client_settings)?,
         },
         hostname: Some(body.hostname).filter(|h| !h.is_empty()),
         open_stdin: body.open_stdin,

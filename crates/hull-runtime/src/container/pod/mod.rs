@@ -145,6 +145,7 @@ impl<H: Hypervisor> Containers<H> {
                     user: None,
                     tty: member.tty,
                     rlimits: Vec::new(),
+                    groups: Vec::new(),
                 },
                 hostname: Some(spec.hostname.clone()),
                 open_stdin: member.stdin,
