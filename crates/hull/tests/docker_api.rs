@@ -457,3 +457,81 @@ fn added_groups_join_the_process_and_its_execs() {
     assert_eq!(common::stdout_of(&exec), "0 4242\n");
     common::stdout_of(&daemon.docker(&["rm", "-f", id.trim()]));
 }
+
+#[test]
+fn a_websocket_attach_carries_output_out_and_input_in() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let daemon = daemon();
+    let id = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["sh", "-c", "read line; echo got:$line"],
+                "OpenStdin": true, "StdinOnce": true}),
+    );
+    // A request that is no WebSocket upgrade is refused, saying why.
+    let (status, answer) = api(daemon, "GET", &format!("/containers/{id}/attach/ws"), None);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("websocket"),
+        "{answer}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url =
+        format!("ws://localhost/containers/{id}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1");
+    let said = runtime.block_on(async {
+        let stream = tokio::net::UnixStream::connect(&daemon.socket)
+            .await
+            .unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+            .await
+            .unwrap();
+        let (status, answer) = api(daemon, "POST", &format!("/containers/{id}/start"), None);
+        assert_eq!(status, 204, "{answer}");
+        socket.send(Message::text("hello\n")).await.unwrap();
+        let mut said = Vec::new();
+        let read = async {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Binary(data) = message {
+                    said.extend_from_slice(&data);
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), read)
+            .await
+            .expect("the output ends with the container");
+        said
+    });
+    assert_eq!(String::from_utf8_lossy(&said), "got:hello\n");
+
+    // A client's message past the bound closes its connection.
+    let id = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["sleep", "600"], "OpenStdin": true}),
+    );
+    let (status, _) = api(daemon, "POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(status, 204);
+    let url = format!("ws://localhost/containers/{id}/attach/ws?stream=1&stdin=1&stdout=1");
+    runtime.block_on(async {
+        let stream = tokio::net::UnixStream::connect(&daemon.socket)
+            .await
+            .unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+            .await
+            .unwrap();
+        let _ = socket.send(Message::binary(vec![b'x'; 2 << 20])).await;
+        let closed = async {
+            loop {
+                match socket.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+            .await
+            .expect("hulld closes a connection that sent too much");
+    });
+    let (status, _) = api(daemon, "DELETE", &format!("/containers/{id}?force=1"), None);
+    assert_eq!(status, 204);
+}

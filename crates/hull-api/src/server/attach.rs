@@ -18,6 +18,9 @@ use super::stream::{stdcopy, upgraded_response, wants_upgrade, CONTENT_MULTIPLEX
 use super::{ApiError, Body};
 use crate::daemon::Daemon;
 
+/// How long after the 101 the first output waits (see [`serve`]).
+const FIRST_WRITE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How long a finished stream waits for its container's exit to be recorded.
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -45,17 +48,7 @@ pub(super) async fn attach(
         .flag("stream")
         .then(|| container.attach_output(stdout, stderr));
     let history = if query.flag("logs") {
-        let filter = LogFilter {
-            stdout,
-            stderr,
-            ..Default::default()
-        };
-        let mut entries = container.logs(filter, false);
-        let mut history = Vec::new();
-        while let Some(Ok(entry)) = entries.recv().await {
-            history.push((entry.stream, Bytes::from(entry.line)));
-        }
-        history
+        history(&container, stdout, stderr).await
     } else {
         Vec::new()
     };
@@ -93,6 +86,25 @@ pub(super) async fn attach(
     }))
 }
 
+/// What the container wrote so far, of the streams asked for.
+pub(super) async fn history(
+    container: &hull_runtime::Container,
+    stdout: bool,
+    stderr: bool,
+) -> Vec<OutputChunk> {
+    let filter = LogFilter {
+        stdout,
+        stderr,
+        ..Default::default()
+    };
+    let mut entries = container.logs(filter, false);
+    let mut history = Vec::new();
+    while let Some(Ok(entry)) = entries.recv().await {
+        history.push((entry.stream, Bytes::from(entry.line)));
+    }
+    history
+}
+
 async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     connection: S,
     tty: bool,
@@ -103,6 +115,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
 ) {
     let (mut reader, mut writer) = tokio::io::split(connection);
     let output = async {
+        // Clients that read the 101 through a buffered reader and then take
+        // the raw socket (Python's http.client under docker-py) lose what
+        // arrived with the header; docker's own start of a stream gives
+        // them this much time.
+        tokio::time::sleep(FIRST_WRITE_DELAY).await;
         for (stream, bytes) in history {
             write_chunk(&mut writer, tty, stream, &bytes).await?;
         }

@@ -3,6 +3,7 @@
 mod admin;
 mod archive;
 mod attach;
+mod attach_ws;
 mod auth;
 mod commit;
 pub mod connections;
@@ -375,6 +376,9 @@ pub(super) async fn container_route(
         (&Method::POST, "resize") => containers::resize(daemon, reference, &request).await,
         (&Method::GET, "logs") => containers::logs(daemon, reference, &request).await,
         (&Method::POST, "attach") => attach::attach(daemon, reference, request).await,
+        (&Method::GET | &Method::POST, "attach/ws") => {
+            attach_ws::attach(daemon, reference, request).await
+        }
         (&Method::POST, "exec") => exec::create(daemon, reference, request).await,
         (&Method::DELETE, "") => containers::remove(daemon, reference, &request).await,
         (&Method::GET, "top") => {

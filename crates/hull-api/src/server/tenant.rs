@@ -494,6 +494,7 @@ pub(super) async fn route(
                         "start" | "stop" | "restart" | "kill" | "wait" | "rename" | "update"
                     )
                     | (&Method::POST, "resize" | "attach" | "exec")
+                    | (&Method::GET | &Method::POST, "attach/ws")
                     | (&Method::DELETE, "")
             );
             if !open {
