@@ -2,7 +2,8 @@
 //! settings docker stores come back from inspect, nulls read as absent, a
 //! SIGKILL returns once the container has exited, an exit is reported
 //! without waiting for the VM's power-off, detach keys end an attach, and
-//! swarm's endpoints answer as a host outside a swarm does.
+//! swarm's endpoints answer as a host outside a swarm does; GroupAdd,
+//! MacAddress and the WebSocket attach are honoured.
 
 mod common;
 
@@ -534,4 +535,34 @@ fn a_websocket_attach_carries_output_out_and_input_in() {
     });
     let (status, _) = api(daemon, "DELETE", &format!("/containers/{id}?force=1"), None);
     assert_eq!(status, 204);
+}
+
+#[test]
+fn a_mac_address_given_is_the_interfaces() {
+    let daemon = daemon();
+    let mac = "02:42:ac:11:00:0b";
+    let id = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["sleep", "600"], "MacAddress": mac}),
+    );
+    let (status, answer) = api(daemon, "POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(status, 204, "{answer}");
+    let exec = daemon.hull(&["exec", &id, "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(common::stdout_of(&exec), format!("{mac}\n"));
+    let (_, inspect) = api(daemon, "GET", &format!("/containers/{id}/json"), None);
+    assert_eq!(inspect["NetworkSettings"]["MacAddress"], mac, "{inspect}");
+    let (status, _) = api(daemon, "DELETE", &format!("/containers/{id}?force=1"), None);
+    assert_eq!(status, 204);
+    for bad in ["01:42:ac:11:00:0b", "02:42:ac:11:00", "zz:42:ac:11:00:0b"] {
+        let body = json!({"Image": "busybox", "MacAddress": bad});
+        let (status, answer) = api(daemon, "POST", "/containers/create", Some(&body));
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid MAC address"),
+            "{answer}"
+        );
+    }
 }

@@ -150,6 +150,28 @@ pub struct ContainerConfig {
     pub healthcheck: Option<super::health::HealthConfig>,
 }
 
+impl ContainerConfig {
+    /// The MAC address the client asked for (docker's `MacAddress`), which
+    /// the VM's interface takes in place of the one Hull derives.
+    pub fn mac_address(&self) -> Option<&str> {
+        self.client_settings
+            .get("Config")
+            .and_then(|config| config.get("MacAddress"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|mac| !mac.is_empty())
+    }
+}
+
+/// Whether `mac` is a unicast MAC address as `ip link` takes it.
+pub fn valid_mac(mac: &str) -> bool {
+    let octets: Vec<&str> = mac.split(':').collect();
+    octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()))
+        && u8::from_str_radix(octets[0], 16).is_ok_and(|first| first & 1 == 0)
+}
+
 /// See [`ContainerConfig::client_settings`].
 pub type ClientSettings = BTreeMap<String, serde_json::Map<String, serde_json::Value>>;
 

@@ -115,7 +115,7 @@ impl<H: Hypervisor> Containers<H> {
         let id = container.id.clone();
         let mut disks = self.container_disks(container).await?;
         let (mounts, binds) = self.volume_mounts(container, &mut disks)?;
-        let (backend, network, ports) = match &config.network {
+        let (backend, mut network, ports) = match &config.network {
             NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
             NetworkMode::User => {
                 let ports = hull_net::assign_host_ports(&config.ports)?;
@@ -128,6 +128,11 @@ impl<H: Hypervisor> Containers<H> {
                 (attachment.backend, Some(attachment.spec), ports)
             }
         };
+        if let (Some(spec), Some(mac)) = (network.as_mut(), config.mac_address()) {
+            if let Some(interface) = spec.interfaces.first_mut() {
+                interface.mac = mac.to_owned();
+            }
+        }
         // Until the run is handed to its supervisor, an error must take the
         // container's tap and port rules down again.
         let attached = DetachUnlessReleased {

@@ -220,6 +220,18 @@ pub(in crate::server) fn create_options(
             "conflicting options: cannot specify both --restart and --rm".into(),
         ));
     }
+    let mac = client_settings
+        .get(super::settings::CONFIG)
+        .and_then(|config| config.get("MacAddress"))
+        .and_then(serde_json::Value::as_str)
+        .filter(|mac| !mac.is_empty());
+    if let Some(mac) = mac {
+        if !hull_runtime::container::valid_mac(mac) {
+            return Err(bad(format!(
+                "invalid MAC address {mac:?}: six hex octets, unicast (02:42:ac:11:00:0a)"
+            )));
+        }
+    }
     let rlimits = host
         .ulimits
         .iter()

@@ -260,5 +260,10 @@ pub(super) fn networks_json(
             }
         }
     };
+    let mut value = value;
+    // The interface has the MAC the client asked for, where it runs.
+    if let (Some(mac), false) = (record.config.mac_address(), address.is_empty()) {
+        value["MacAddress"] = mac.into();
+    }
     BTreeMap::from([(name, value)])
 }
