@@ -316,7 +316,7 @@ mod tests {
             memory_used_bytes: 100,
             memory_limit_bytes: 1000,
             pids: 3,
-            networks: Vec::new(),
+            networks: Default::default(),
         };
         let m = metrics(&stats);
         assert_eq!(m.cpu.usage.total, 5);

@@ -1,6 +1,7 @@
 //! The guest's CPU, memory and network figures, from `/proc/stat`,
 //! `/proc/meminfo` and `/proc/net/dev`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ pub fn memory(proc: &Path) -> Result<(u64, u64), StatsError> {
 /// Parses `/proc/net/dev`: two header lines, then `name: ` and 16
 /// counters, the first eight received, the last eight sent. Loopback is
 /// left out, as docker's figures are of the container's own interfaces.
-pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
+pub fn parse_net_dev(text: &str) -> BTreeMap<String, InterfaceStats> {
     text.lines()
         .skip(2)
         .filter_map(|line| {
@@ -106,8 +107,7 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
                 .map(str::parse)
                 .collect::<Result<_, _>>()
                 .ok()?;
-            (name != "lo" && n.len() >= 16).then(|| InterfaceStats {
-                name: name.to_owned(),
+            let counters = InterfaceStats {
                 rx_bytes: n[0],
                 rx_packets: n[1],
                 rx_errors: n[2],
@@ -116,13 +116,14 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
                 tx_packets: n[9],
                 tx_errors: n[10],
                 tx_dropped: n[11],
-            })
+            };
+            (name != "lo" && n.len() >= 16).then(|| (name.to_owned(), counters))
         })
         .collect()
 }
 
 /// The network interfaces of the guest whose procfs is `proc`.
-pub fn networks(proc: &Path) -> Result<Vec<InterfaceStats>, StatsError> {
+pub fn networks(proc: &Path) -> Result<BTreeMap<String, InterfaceStats>, StatsError> {
     let (text, _) = read(proc.join("net/dev"))?;
     Ok(parse_net_dev(&text))
 }
@@ -174,8 +175,7 @@ mod tests {
   bad: 1 2\n";
         let found = parse_net_dev(dev);
         assert_eq!(found.len(), 1, "{found:?}");
-        let eth0 = &found[0];
-        assert_eq!(eth0.name, "eth0");
+        let eth0 = &found["eth0"];
         assert_eq!(
             (
                 eth0.rx_bytes,

@@ -379,16 +379,16 @@ pub struct GuestStats {
     pub memory_limit_bytes: u64,
     /// Processes in the container.
     pub pids: u32,
-    /// The guest's network interfaces but loopback; none from an agent
-    /// that predates them.
+    /// The guest's network interfaces but loopback, by name; none from an
+    /// agent that predates them.
     #[serde(default)]
-    pub networks: Vec<InterfaceStats>,
+    pub networks: std::collections::BTreeMap<String, InterfaceStats>,
 }
 
-/// One interface's counters, as `/proc/net/dev` has them.
+/// One interface's counters, as `/proc/net/dev` has them (and as docker
+/// names them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceStats {
-    pub name: String,
     pub rx_bytes: u64,
     pub rx_packets: u64,
     pub rx_errors: u64,

@@ -146,7 +146,7 @@ fn every_message_survives_json() {
         memory_used_bytes: 20 << 20,
         memory_limit_bytes: 128 << 20,
         pids: 3,
-        networks: Vec::new(),
+        networks: Default::default(),
     }));
     round_trip(Request::StatPath {
         container: "c1".into(),

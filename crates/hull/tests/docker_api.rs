@@ -459,6 +459,18 @@ fn added_groups_join_the_process_and_its_execs() {
     common::stdout_of(&daemon.docker(&["rm", "-f", id.trim()]));
 }
 
+/// A WebSocket client of the daemon's socket at `url`.
+async fn ws_connect(
+    daemon: &Daemon,
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::UnixStream> {
+    let stream = tokio::net::UnixStream::connect(&daemon.socket)
+        .await
+        .unwrap();
+    let (socket, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    socket
+}
+
 #[test]
 fn a_websocket_attach_carries_output_out_and_input_in() {
     use futures_util::{SinkExt, StreamExt};
@@ -481,12 +493,7 @@ fn a_websocket_attach_carries_output_out_and_input_in() {
     let url =
         format!("ws://localhost/containers/{id}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1");
     let said = runtime.block_on(async {
-        let stream = tokio::net::UnixStream::connect(&daemon.socket)
-            .await
-            .unwrap();
-        let (mut socket, _) = tokio_tungstenite::client_async(url.as_str(), stream)
-            .await
-            .unwrap();
+        let mut socket = ws_connect(daemon, &url).await;
         let (status, answer) = api(daemon, "POST", &format!("/containers/{id}/start"), None);
         assert_eq!(status, 204, "{answer}");
         socket.send(Message::text("hello\n")).await.unwrap();
@@ -514,12 +521,7 @@ fn a_websocket_attach_carries_output_out_and_input_in() {
     assert_eq!(status, 204);
     let url = format!("ws://localhost/containers/{id}/attach/ws?stream=1&stdin=1&stdout=1");
     runtime.block_on(async {
-        let stream = tokio::net::UnixStream::connect(&daemon.socket)
-            .await
-            .unwrap();
-        let (mut socket, _) = tokio_tungstenite::client_async(url.as_str(), stream)
-            .await
-            .unwrap();
+        let mut socket = ws_connect(daemon, &url).await;
         let _ = socket.send(Message::binary(vec![b'x'; 2 << 20])).await;
         let closed = async {
             loop {

@@ -15,9 +15,7 @@ use super::containers::Query;
 use super::stream::channel_body;
 use super::{json_response, ApiError, Body};
 use crate::daemon::Daemon;
-use crate::types::stats::{
-    CpuStats, CpuUsage, MemoryStats, NetworkStats, PidsStats, StatsResponse,
-};
+use crate::types::stats::{CpuStats, CpuUsage, MemoryStats, PidsStats, StatsResponse};
 
 /// Between the samples of a stream, as docker's.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -125,23 +123,9 @@ fn response(
         },
         networks: stats
             .filter(|s| !s.networks.is_empty())
-            .map(|s| s.networks.iter().map(network).collect()),
+            .map(|s| s.networks.clone()),
         ..StatsResponse::default()
     }
-}
-
-fn network(interface: &hull_proto::InterfaceStats) -> (String, NetworkStats) {
-    let counters = NetworkStats {
-        rx_bytes: interface.rx_bytes,
-        rx_packets: interface.rx_packets,
-        rx_errors: interface.rx_errors,
-        rx_dropped: interface.rx_dropped,
-        tx_bytes: interface.tx_bytes,
-        tx_packets: interface.tx_packets,
-        tx_errors: interface.tx_errors,
-        tx_dropped: interface.tx_dropped,
-    };
-    (interface.name.clone(), counters)
 }
 
 fn cpu(stats: Option<&GuestStats>) -> CpuStats {
@@ -172,7 +156,7 @@ mod tests {
             memory_used_bytes: 20 << 20,
             memory_limit_bytes: 128 << 20,
             pids: 1,
-            networks: Vec::new(),
+            networks: Default::default(),
         };
         let json = serde_json::to_value(cpu(Some(&stats))).unwrap();
         assert_eq!(json["cpu_usage"]["total_usage"], 3_000);

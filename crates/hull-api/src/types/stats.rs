@@ -31,20 +31,7 @@ pub struct StatsResponse {
     pub memory_stats: MemoryStats,
     /// By interface name; absent without a network, as docker's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub networks: Option<BTreeMap<String, NetworkStats>>,
-}
-
-/// One interface's counters, as docker names them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct NetworkStats {
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_errors: u64,
-    pub tx_dropped: u64,
+    pub networks: Option<BTreeMap<String, hull_proto::InterfaceStats>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
