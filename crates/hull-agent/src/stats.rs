@@ -107,6 +107,9 @@ pub fn parse_net_dev(text: &str) -> BTreeMap<String, InterfaceStats> {
                 .map(str::parse)
                 .collect::<Result<_, _>>()
                 .ok()?;
+            if name == "lo" || n.len() < 16 {
+                return None;
+            }
             let counters = InterfaceStats {
                 rx_bytes: n[0],
                 rx_packets: n[1],
@@ -117,7 +120,7 @@ pub fn parse_net_dev(text: &str) -> BTreeMap<String, InterfaceStats> {
                 tx_errors: n[10],
                 tx_dropped: n[11],
             };
-            (name != "lo" && n.len() >= 16).then(|| (name.to_owned(), counters))
+            Some((name.to_owned(), counters))
         })
         .collect()
 }
