@@ -233,7 +233,7 @@ fn a_detached_container_logs_execs_stops_and_keeps_its_files() {
     let refused = daemon.docker(&["rm", "web"]);
     assert!(!refused.status.success());
     assert!(
-        text(&refused.stderr).contains("stop the container"),
+        text(&refused.stderr).contains("Stop the container"),
         "{}",
         text(&refused.stderr)
     );
