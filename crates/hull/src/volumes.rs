@@ -120,17 +120,11 @@ async fn run(client: &Client, command: VolumeCommand) -> Result<i32> {
         }
         VolumeCommand::Ls => {
             let listing: serde_json::Value = client.get_json("/volumes").await?;
-            // docker's columns, then whether it is a directory or a disk.
-            let mut rows = vec![["DRIVER", "VOLUME NAME", "TYPE"]
-                .map(str::to_owned)
-                .to_vec()];
+            let mut rows = vec![vec!["DRIVER".to_owned(), "VOLUME NAME".to_owned()]];
             for volume in listing["Volumes"].as_array().into_iter().flatten() {
-                let text =
-                    |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
                 rows.push(vec![
-                    text(&volume["Driver"]),
-                    text(&volume["Name"]),
-                    text(&volume["Options"]["type"]),
+                    volume["Driver"].as_str().unwrap_or_default().to_owned(),
+                    volume["Name"].as_str().unwrap_or_default().to_owned(),
                 ]);
             }
             print_table(&rows);
