@@ -142,9 +142,10 @@ measure_idle() { # DAEMON LABEL
 }
 
 # (a') what free page reporting gives back: one container's QEMU before,
-# while and after its guest fills and empties a third of its memory.
-measure_reclaim() { # DAEMON
-  local name=$1 id pid fill=$((memory / 3)) before during after
+# while and after its guest fills and empties a third of its memory. Only
+# cold boots report; a clone keeps what it touched (README, sizes).
+measure_reclaim() { # DAEMON LABEL
+  local name=$1 label=$2 id pid fill=$((memory / 3)) before during after
   id=$(on "$name" run -d busybox sleep 100000)
   sleep "$settle"
   pid=$(qemu_pids "$work/$name" | tail -n 1)
@@ -154,8 +155,8 @@ measure_reclaim() { # DAEMON
   on "$name" exec "$id" rm /dev/shm/fill
   sleep "$settle"
   read -r after _ < <(qemu_memory "$pid")
-  printf 'freed pages      PSS %s MiB idle, %s MiB holding %d MiB in tmpfs, %s MiB %d s after deleting it\n' \
-    "$(mib "$before")" "$(mib "$during")" "$fill" "$(mib "$after")" "$settle"
+  printf 'freed pages, %-15s PSS %s MiB idle, %s MiB holding %d MiB in tmpfs, %s MiB %d s after deleting it\n' \
+    "$label" "$(mib "$before")" "$(mib "$during")" "$fill" "$(mib "$after")" "$settle"
   on "$name" rm -f "$id" >/dev/null
 }
 
@@ -167,7 +168,8 @@ until on clones info | grep -q "VM Template: ready"; do sleep 0.1; done
 echo "(a) host memory per idle container, $samples at a time, measured ${settle} s after start"
 measure_idle cold "cold boot"
 measure_idle clones "template clone"
-measure_reclaim clones
+measure_reclaim cold "cold boot"
+measure_reclaim clones "template clone"
 kill "${daemon_pids[0]}"
 wait "${daemon_pids[0]}" 2>/dev/null || true
 rm -f "$work/cold.sock"

@@ -1,9 +1,10 @@
 //! Guests' consoles kept to a cap. QEMU appends what a guest prints to
-//! `console.log` in the VM's directory; a guest that prints without end
-//! would fill the host's disk. hulld looks every few seconds and, when a
-//! console passes its cap, cuts its start away and keeps its end, which is
-//! what error messages quote. QEMU writes with O_APPEND, so its next
-//! write lands at the new end.
+//! `console.log` in the VM's directory, and its own messages to
+//! `qemu.log`, some of which a guest can provoke at will (a device it
+//! misuses, memory it frees); either would fill the host's disk. hulld
+//! looks every few seconds and, when a log passes its cap, cuts its start
+//! away and keeps its end, which is what error messages quote. QEMU
+//! writes both with O_APPEND, so its next write lands at the new end.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -69,14 +70,19 @@ pub fn cap_all(run_root: &Path) {
     }
 }
 
-/// Caps the console of the VM whose directory is `run_dir`.
+/// The logs in a VM's directory that QEMU appends to.
+pub const CAPPED_LOGS: [&str; 2] = ["console.log", "qemu.log"];
+
+/// Caps the console and QEMU's log of the VM whose directory is `run_dir`.
 pub fn cap_vm(run_dir: &Path) {
-    let path = run_dir.join("console.log");
-    match cap(&path, MAX_CONSOLE_BYTES, KEPT_CONSOLE_BYTES) {
-        Ok(true) => tracing::info!(path = %path.display(), "cut a VM's console log to its cap"),
-        Ok(false) => {}
-        Err(err) => {
-            tracing::warn!(path = %path.display(), error = %err, "cannot cap a VM's console log")
+    for name in CAPPED_LOGS {
+        let path = run_dir.join(name);
+        match cap(&path, MAX_CONSOLE_BYTES, KEPT_CONSOLE_BYTES) {
+            Ok(true) => tracing::info!(path = %path.display(), "cut a VM's log to its cap"),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot cap a VM's log")
+            }
         }
     }
 }
@@ -159,6 +165,20 @@ mod tests {
             left <= MAX_CONSOLE_BYTES + 5 * (MAX_CONSOLE_BYTES / 4),
             "{left}"
         );
+    }
+
+    #[test]
+    fn both_logs_of_a_vm_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(MAX_CONSOLE_BYTES as usize + 4096);
+        for name in CAPPED_LOGS {
+            std::fs::write(dir.path().join(name), &big).unwrap();
+        }
+        cap_vm(dir.path());
+        for name in CAPPED_LOGS {
+            let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+            assert!(len <= KEPT_CONSOLE_BYTES + 4096, "{name}: {len} bytes");
+        }
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub struct HostShare {
 
 /// Names the devices every VM has, for keys of saved device state: a
 /// clone's devices must be its template's.
-pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,balloon,net;no-rtc";
+pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,balloon(no-reporting),net,9p;no-rtc";
 
 /// The backend of a VM's network device. Every VM has the device, so that
 /// clones match their template; the backend is each VM's own.

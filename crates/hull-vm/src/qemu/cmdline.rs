@@ -114,8 +114,20 @@ impl Qemu {
             "virtio-scsi-device,id=scsi0".into(),
             // Sets a container's memory limit below its size and, by free
             // page reporting, hands pages the guest frees back to the host.
+            // Not for RAM in a template's file: QEMU cannot drop pages of a
+            // read-only file (it would log an error per report, which the
+            // guest controls), and one it could write would have its holes
+            // punched for every later clone. Templates go without it too,
+            // as a clone's devices must be the template's.
             "-device".into(),
-            "virtio-balloon-device,id=balloon0,free-page-reporting=on".into(),
+            format!(
+                "virtio-balloon-device,id=balloon0,free-page-reporting={}",
+                if config.memory_file.is_some() {
+                    "off"
+                } else {
+                    "on"
+                }
+            ),
             "-netdev".into(),
             netdev_arg(&config.network, fds.tap),
             "-device".into(),
@@ -300,6 +312,8 @@ mod tests {
         assert!(
             args.contains("-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0")
         );
+        // RAM of its own: pages the guest frees go back to the host.
+        assert!(args.contains("virtio-balloon-device,id=balloon0,free-page-reporting=on"));
     }
 
     #[test]
@@ -364,6 +378,8 @@ mod tests {
             "memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/13,share=off,readonly=on,rom=off"
         ));
         assert!(args.contains("-incoming defer"));
+        // The template's pages cannot be dropped: the guest is not told to report.
+        assert!(args.contains("virtio-balloon-device,id=balloon0,free-page-reporting=off"));
         // QEMU before 8.2 has no read-only backend.
         qemu.version = Some((7, 2));
         let args = qemu.args(&config, &fds).join(" ");

@@ -335,10 +335,16 @@ impl Hypervisor for Qemu {
         });
 
         let log_path = config.run_dir.join("qemu.log");
-        let log = fs::File::create(&log_path).map_err(|source| QemuError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
+        // Appended to, so that hulld can cut its start (console::cap).
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .and_then(|log| log.set_len(0).map(|()| log))
+            .map_err(|source| QemuError::Log {
+                path: log_path.clone(),
+                source,
+            })?;
         let mut command = tokio::process::Command::new(&self.binary);
         command
             .args(&args)
