@@ -130,7 +130,12 @@ impl Walk<'_> {
     /// Whether, in the changes view, the directory `path` holds nothing but
     /// files the agent writes.
     fn holds_agent_files_alone(&self, dir: &File, path: &Path) -> bool {
-        if self.view != FilesystemView::Changes || (self.is_opaque)(dir) {
+        // Only a parent of the agent's files can qualify; every other
+        // directory is spared a second read of its entries.
+        let is_parent = AGENT_FILES
+            .iter()
+            .any(|f| Path::new(f).parent() == Some(path));
+        if self.view != FilesystemView::Changes || !is_parent || (self.is_opaque)(dir) {
             return false;
         }
         let Ok(children) = children(dir) else {

@@ -47,8 +47,8 @@ pub use logs::{LogEntry, LogFilter, LogStream};
 pub use pod::pod_vm_name;
 pub use pod::{MemberOptions, PodOptions, PodStatus};
 pub use record::{
-    valid_mac, ClientSettings, ContainerConfig, ContainerState, PodMembership, Record,
-    RestartPolicy, Status, StoredProcess, StreamIds,
+    mac_address_in, valid_mac, ClientSettings, ContainerConfig, ContainerState, PodMembership,
+    Record, RestartPolicy, Status, StoredProcess, StreamIds,
 };
 pub use run::vm_name;
 pub use stop::parse_signal;

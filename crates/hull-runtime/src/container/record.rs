@@ -154,12 +154,17 @@ impl ContainerConfig {
     /// The MAC address the client asked for (docker's `MacAddress`), which
     /// the VM's interface takes in place of the one Hull derives.
     pub fn mac_address(&self) -> Option<&str> {
-        self.client_settings
-            .get("Config")
-            .and_then(|config| config.get("MacAddress"))
-            .and_then(serde_json::Value::as_str)
-            .filter(|mac| !mac.is_empty())
+        mac_address_in(&self.client_settings)
     }
+}
+
+/// docker's `Config.MacAddress` among a create's settings, if set.
+pub fn mac_address_in(settings: &ClientSettings) -> Option<&str> {
+    settings
+        .get("Config")
+        .and_then(|config| config.get("MacAddress"))
+        .and_then(serde_json::Value::as_str)
+        .filter(|mac| !mac.is_empty())
 }
 
 /// Whether `mac` is a unicast MAC address as `ip link` takes it.

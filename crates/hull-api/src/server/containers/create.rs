@@ -220,12 +220,7 @@ pub(in crate::server) fn create_options(
             "conflicting options: cannot specify both --restart and --rm".into(),
         ));
     }
-    let mac = client_settings
-        .get(super::settings::CONFIG)
-        .and_then(|config| config.get("MacAddress"))
-        .and_then(serde_json::Value::as_str)
-        .filter(|mac| !mac.is_empty());
-    if let Some(mac) = mac {
+    if let Some(mac) = hull_runtime::container::mac_address_in(&client_settings) {
         if !hull_runtime::container::valid_mac(mac) {
             return Err(bad(format!(
                 "invalid MAC address {mac:?}: six hex octets, unicast (02:42:ac:11:00:0a)"
