@@ -1,7 +1,7 @@
 //! Layer blobs: compression detection, decompression, and a checking pass that
 //! computes a layer's diff_id (digest of the uncompressed tar) and unpacked size.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 pub mod check;
 
@@ -49,9 +49,22 @@ impl Compression {
 const ZSTD_MAX_WINDOW_LOG: u32 = 24;
 
 /// Wraps a layer blob in the decompressor its first bytes call for.
-pub fn decompress<'a, R: Read + 'a>(blob: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
-    let mut buffered = BufReader::new(blob);
-    let compression = Compression::sniff(buffered.fill_buf()?);
+pub fn decompress<'a, R: Read + 'a>(mut blob: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    // The magic may come in pieces (a pipe, a download's chunks): read all
+    // of it before sniffing, then put it back in front.
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match blob.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let compression = Compression::sniff(&head[..got]);
+    let buffered =
+        BufReader::with_capacity(1 << 17, io::Cursor::new(head).take(got as u64).chain(blob));
     let reader: Box<dyn Read + 'a> = match compression {
         Compression::None => Box::new(buffered),
         // flate2 holds a gzip header's fields to 64 KiB and its window to 32 KiB.
@@ -89,6 +102,30 @@ pub enum LayerError {
 pub fn inspect(blob: impl Read, limits: &Limits) -> Result<LayerInfo, LayerError> {
     let (compression, reader) = decompress(blob).map_err(LayerError::Read)?;
     let (diff_id, unpacked_size) = walk(reader, limits, &mut NameLengths)?;
+    Ok(LayerInfo {
+        compression,
+        diff_id,
+        unpacked_size,
+    })
+}
+
+/// [`inspect`] on two cores: the blob is decompressed on a thread of its
+/// own while this one hashes and walks the tar stream.
+pub fn inspect_pipelined(
+    blob: impl Read + Send + 'static,
+    limits: &Limits,
+) -> Result<LayerInfo, LayerError> {
+    let (sniffed, compression) = std::sync::mpsc::sync_channel(1);
+    let tar = crate::readahead::ReadAhead::new(move || {
+        let (compression, reader) = decompress(blob)?;
+        let _ = sniffed.send(compression);
+        Ok(reader)
+    })
+    .map_err(LayerError::Read)?;
+    let (diff_id, unpacked_size) = walk(tar, limits, &mut NameLengths)?;
+    let compression = compression
+        .recv()
+        .map_err(|_| LayerError::Read(io::Error::other("the decompressing thread ended")))?;
     Ok(LayerInfo {
         compression,
         diff_id,

@@ -13,6 +13,7 @@ pub mod export;
 mod fsutil;
 pub mod layer;
 pub mod limits;
+pub mod readahead;
 pub mod reference;
 pub mod registry;
 mod rootpath;

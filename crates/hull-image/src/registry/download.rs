@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::client::{ClientError, Repository};
+use super::streamed::StreamedCheck;
 use crate::digest::Digest;
 use crate::spec::Descriptor;
 
@@ -81,12 +82,14 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Downloads the blob `descriptor` names into `dest`, reporting bytes so far
-/// to `progress`. On success `dest` holds exactly the verified content.
+/// to `progress` and handing each chunk to `check`, if any. On success
+/// `dest` holds exactly the verified content.
 pub(crate) async fn blob(
     repository: &Repository,
     descriptor: &Descriptor,
     dest: &Path,
     progress: &mut (dyn FnMut(u64) + Send),
+    mut check: Option<&mut StreamedCheck>,
 ) -> Result<(), DownloadError> {
     let digest = &descriptor.digest;
     let expected = descriptor.size;
@@ -122,6 +125,9 @@ pub(crate) async fn blob(
             file = tokio::fs::File::create(dest).await.map_err(write_err)?;
             hasher = Sha256::new();
             written = 0;
+            if let Some(check) = check.as_deref_mut() {
+                check.abandon();
+            }
         }
         let mut body = response.bytes_stream();
         let mut failure = None;
@@ -141,6 +147,9 @@ pub(crate) async fn blob(
             }
             file.write_all(&chunk).await.map_err(write_err)?;
             hasher.update(&chunk);
+            if let Some(check) = check.as_deref_mut() {
+                check.feed(&chunk).await;
+            }
             written += chunk.len() as u64;
             progress(written);
         }

@@ -16,6 +16,7 @@ pub mod mirror;
 pub mod pull;
 pub mod push;
 pub mod reach;
+mod streamed;
 #[cfg(test)]
 mod transfer_tests;
 

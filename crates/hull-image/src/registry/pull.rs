@@ -13,7 +13,9 @@ use super::client::{ClientError, RegistryClient, Repository};
 use super::download::{self, DownloadError};
 use super::inflight;
 use super::manifest::{self, Document, ManifestError};
+use super::streamed::StreamedCheck;
 use crate::digest::Digest;
+use crate::layer::LayerInfo;
 use crate::limits::{check_disk, LimitError, MAX_CONFIG};
 use crate::reference::Reference;
 use crate::spec::{Descriptor, Manifest};
@@ -352,7 +354,7 @@ async fn fetch_config(
         return Ok(store.read_blob(&config.digest)?);
     }
     let path = staging.join(config.digest.hex());
-    download::blob(repository, config, &path, &mut |_| {}).await?;
+    download::blob(repository, config, &path, &mut |_| {}, None).await?;
     std::fs::read(&path).map_err(|source| {
         PullError::Download(DownloadError::Write {
             path: path.clone(),
@@ -392,33 +394,49 @@ async fn fetch_layers(
     Ok(manifest
         .layers
         .iter()
-        .map(|layer| PulledLayer {
-            descriptor: layer.clone(),
-            staged: downloads
-                .iter()
-                .find(|(d, _)| *d == layer.digest)
-                .and_then(|(_, path)| path.clone()),
+        .map(|layer| {
+            let fetched = downloads.iter().find(|f| f.digest == layer.digest);
+            PulledLayer {
+                descriptor: layer.clone(),
+                staged: fetched.and_then(|f| f.staged.clone()),
+                checked: fetched.and_then(|f| f.checked.clone()),
+            }
         })
         .collect())
 }
 
+/// A layer as a pull fetched it.
+struct Fetched {
+    digest: Digest,
+    /// Its blob in the staging directory; `None` when a concurrent pull
+    /// stored it meanwhile.
+    staged: Option<std::path::PathBuf>,
+    /// Its check, when it ran during this pull's own download.
+    checked: Option<LayerInfo>,
+}
+
 /// Fetches a layer unless a concurrent pull is fetching it already; then it
-/// waits and links that pull's file into its own staging directory. `None`:
-/// the other pull stored it meanwhile.
+/// waits and links that pull's file into its own staging directory.
 async fn fetch_shared_layer(
     store: &ImageStore,
     repository: &Repository,
     layer: &Descriptor,
     staging: &Path,
     events: Events<'_>,
-) -> Result<(Digest, Option<std::path::PathBuf>), PullError> {
+) -> Result<Fetched, PullError> {
     let id = layer.digest.short();
+    let fetched = |staged, checked| Fetched {
+        digest: layer.digest.clone(),
+        staged,
+        checked,
+    };
     loop {
         match store.downloads.claim(&layer.digest) {
             inflight::Claim::Mine(download) => {
-                let (digest, path) = fetch_layer(repository, layer, staging, events).await?;
+                let (path, checked) =
+                    fetch_layer(store, repository, layer, staging, events).await?;
                 download.finish(path.clone());
-                return Ok((digest, Some(path)));
+                return Ok(fetched(Some(path), checked));
             }
             inflight::Claim::Theirs(other) => {
                 events(PullEvent::new(Some(id), "Waiting"));
@@ -426,12 +444,12 @@ async fn fetch_shared_layer(
                     let ours = staging.join(layer.digest.hex());
                     if std::fs::hard_link(&theirs, &ours).is_ok() {
                         events(PullEvent::new(Some(id), "Download complete"));
-                        return Ok((layer.digest.clone(), Some(ours)));
+                        return Ok(fetched(Some(ours), None));
                     }
                 }
                 if store.has_blob(&layer.digest) {
                     events(PullEvent::new(Some(id), "Already exists"));
-                    return Ok((layer.digest.clone(), None));
+                    return Ok(fetched(None, None));
                 }
                 // Their download failed or its file is gone: try ourselves.
             }
@@ -439,12 +457,14 @@ async fn fetch_shared_layer(
     }
 }
 
+/// Downloads a layer into `staging`, checking it as it streams.
 async fn fetch_layer(
+    store: &ImageStore,
     repository: &Repository,
     layer: &Descriptor,
     staging: &Path,
     events: Events<'_>,
-) -> Result<(Digest, std::path::PathBuf), PullError> {
+) -> Result<(std::path::PathBuf, Option<LayerInfo>), PullError> {
     let id = layer.digest.short();
     let path = staging.join(layer.digest.hex());
     let total = layer.size;
@@ -459,8 +479,10 @@ async fn fetch_layer(
             });
         }
     };
-    download::blob(repository, layer, &path, &mut progress).await?;
+    let mut check = StreamedCheck::start(store.limits());
+    download::blob(repository, layer, &path, &mut progress, Some(&mut check)).await?;
     events(PullEvent::new(Some(id), "Verifying Checksum"));
+    let checked = check.finish(layer.size).await;
     events(PullEvent::new(Some(id), "Download complete"));
-    Ok((layer.digest.clone(), path))
+    Ok((path, checked))
 }

@@ -385,6 +385,34 @@ async fn a_pull_earns_a_token_follows_redirects_and_resumes_a_cut_download() {
 }
 
 #[tokio::test]
+async fn a_config_that_lies_about_a_layer_fails_the_pull_and_stores_nothing() {
+    // Every blob matches its digest; the config names another layer's
+    // diff_id. The check that ran during the download must catch it.
+    let layer = testutil::layer(&[("etc/", b""), ("etc/hello", &[3u8; 200_000])]);
+    let other = testutil::layer(&[("etc/", b""), ("etc/hello", b"other")]);
+    let config = testutil::config(&[other], "/bin/sh");
+    let blob = gzip(&layer);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "config": descriptor(MEDIA_TYPE_OCI_CONFIG, &config),
+        "layers": [descriptor(MEDIA_TYPE_LAYER_GZIP, &blob)],
+    }))
+    .unwrap();
+    let served = [&blob, &config]
+        .into_iter()
+        .map(|b| (Digest::of(b).to_string(), b.clone()))
+        .collect();
+    let registry = serve_image(manifest, served).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let (result, _) = pull_from(&registry, &store).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("diff"), "{err}");
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_corrupt_blob_fails_the_pull_and_stores_nothing() {
     let (registry, _) = start(true).await;
     let dir = tempfile::tempdir().unwrap();

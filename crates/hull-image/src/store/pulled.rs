@@ -59,6 +59,9 @@ pub enum CommitError {
 pub struct PulledLayer {
     pub descriptor: Descriptor,
     pub staged: Option<PathBuf>,
+    /// What checking the staged blob while it downloaded found; the
+    /// commit reads the blob itself without it.
+    pub checked: Option<crate::layer::LayerInfo>,
 }
 
 /// Everything of a downloaded image, verified against its digests.
@@ -188,20 +191,10 @@ impl ImageStore {
         diff_id: &Digest,
     ) -> Result<LayerRecord, StoreError> {
         let digest = &layer.descriptor.digest;
-        let path = match &layer.staged {
-            Some(path) => path.clone(),
-            None => self.blob_path(digest),
+        let info = match (&layer.checked, &layer.staged) {
+            (Some(checked), Some(_)) => checked.clone(),
+            _ => self.inspect_blob(layer)?,
         };
-        let blob = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::from(CommitError::Missing {
-                layer: digest.clone(),
-            }),
-            _ => StoreError::Read { path, source: e },
-        })?;
-        let info = layer::inspect(blob, &self.limits()).map_err(|source| CommitError::Layer {
-            layer: digest.clone(),
-            source,
-        })?;
         if &info.diff_id != diff_id {
             return Err(CommitError::DiffId {
                 layer: digest.clone(),
@@ -216,6 +209,28 @@ impl ImageStore {
             size: layer.descriptor.size,
             diff_id: info.diff_id,
             unpacked_size: info.unpacked_size,
+        })
+    }
+
+    /// Reads a layer's blob, staged or stored, through [`layer::inspect`].
+    fn inspect_blob(&self, layer: &PulledLayer) -> Result<layer::LayerInfo, StoreError> {
+        let digest = &layer.descriptor.digest;
+        let path = match &layer.staged {
+            Some(path) => path.clone(),
+            None => self.blob_path(digest),
+        };
+        let blob = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::from(CommitError::Missing {
+                layer: digest.clone(),
+            }),
+            _ => StoreError::Read { path, source: e },
+        })?;
+        layer::inspect(blob, &self.limits()).map_err(|source| {
+            CommitError::Layer {
+                layer: digest.clone(),
+                source,
+            }
+            .into()
         })
     }
 
