@@ -10,6 +10,7 @@ use crate::erofs;
 use crate::fsutil::rename_durably;
 use crate::layer;
 use crate::limits::check_disk;
+use crate::readahead::ReadAhead;
 use crate::unpack::{UnpackError, Unpacker};
 
 impl ImageStore {
@@ -95,7 +96,9 @@ impl ImageStore {
                 layer: layer.digest.clone(),
                 source,
             };
-            let (_, tar) = layer::decompress(blob).map_err(|e| unpack_err(UnpackError::Read(e)))?;
+            // Decompressed on a core of its own while this one writes files.
+            let tar = ReadAhead::new(move || layer::decompress(blob).map(|(_, tar)| tar))
+                .map_err(|e| unpack_err(UnpackError::Read(e)))?;
             unpacker.apply_layer(tar).map_err(unpack_err)?;
         }
         unpacker.finish().map_err(|source| StoreError::Flatten {
