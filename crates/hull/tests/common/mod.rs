@@ -5,10 +5,15 @@
 
 pub mod archives;
 pub mod as_qemu;
+mod cleanup;
 pub mod cloud;
 pub mod compose;
 pub mod containerd;
 pub mod netns;
+
+// Each test binary uses its own part of these.
+#[allow(unused_imports)]
+pub use cleanup::{kill_processes_using, remove_at_exit};
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -48,44 +53,6 @@ pub fn kernel() -> PathBuf {
             PathBuf::from(dir.trim()).join("vmlinux")
         })
         .clone()
-}
-
-/// Directories to remove when the test process exits: the shared daemons
-/// live in statics, which are never dropped.
-static TO_REMOVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-extern "C" fn remove_registered_dirs() {
-    if let Ok(dirs) = TO_REMOVE.lock() {
-        for dir in dirs.iter() {
-            kill_processes_using(dir);
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Kills the processes whose command line names `dir`: the VMs of
-/// containers, which outlive hulld by design, must not outlive the tests.
-pub fn kill_processes_using(dir: &Path) {
-    let needle = dir.display().to_string();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            // SAFETY: signalling a process this test run started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-pub fn remove_at_exit(dir: &Path) {
-    static REGISTERED: std::sync::Once = std::sync::Once::new();
-    REGISTERED.call_once(|| {
-        // SAFETY: registers a plain function that lives for the whole program.
-        unsafe { libc::atexit(remove_registered_dirs) };
-    });
-    TO_REMOVE.lock().unwrap().push(dir.to_owned());
 }
 
 /// A daemon owned by the tests, killed when the test process exits.
@@ -348,7 +315,7 @@ impl Drop for Daemon {
             // SAFETY: signalling the daemon this harness started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        kill_processes_using(self.root.parent().unwrap());
+        cleanup::release(self.root.parent().unwrap());
     }
 }
 
