@@ -53,15 +53,7 @@ pub fn decompress<'a, R: Read + 'a>(mut blob: R) -> io::Result<(Compression, Box
     // The magic may come in pieces (a pipe, a download's chunks): read all
     // of it before sniffing, then put it back in front.
     let mut head = [0u8; 4];
-    let mut got = 0;
-    while got < head.len() {
-        match blob.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let got = crate::readahead::fill(&mut blob, &mut head)?;
     let compression = Compression::sniff(&head[..got]);
     let buffered =
         BufReader::with_capacity(1 << 17, io::Cursor::new(head).take(got as u64).chain(blob));

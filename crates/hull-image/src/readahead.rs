@@ -62,8 +62,8 @@ impl ReadAhead {
     }
 }
 
-/// Reads until `block` is full or the source ends.
-fn fill(source: &mut impl Read, block: &mut [u8]) -> io::Result<usize> {
+/// Reads until `block` is full or the source ends; returns how much it read.
+pub(crate) fn fill(source: &mut impl Read, block: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < block.len() {
         match source.read(&mut block[filled..]) {
