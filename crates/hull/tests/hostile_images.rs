@@ -44,17 +44,14 @@ fn swapped_directory_layer(host: &Path) -> Vec<u8> {
 /// once the rootfs of the images loaded so far is built and its build's
 /// scratch directory, removed just after the image turns ready, is gone.
 fn store_files(daemon: &Daemon) -> Vec<(PathBuf, u64)> {
-    let scratch = daemon.root.join("images/tmp");
     common::eventually(120, || {
         let images = stdout_of(&daemon.hull(&["images"]));
-        if !images.lines().skip(1).all(|l| l.ends_with(" ready")) {
-            return Err(format!("rootfs not built yet: {images}"));
-        }
-        match std::fs::read_dir(&scratch).map(|mut d| d.next().is_none()) {
-            Ok(true) | Err(_) => Ok(()),
-            Ok(false) => Err(format!("{} still holds a build", scratch.display())),
+        match images.lines().skip(1).all(|l| l.ends_with(" ready")) {
+            true => Ok(()),
+            false => Err(format!("rootfs not built yet: {images}")),
         }
     });
+    common::store_scratch_empties(daemon);
     fn walk(dir: &Path, base: &Path, out: &mut Vec<(PathBuf, u64)>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();

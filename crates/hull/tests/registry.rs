@@ -174,10 +174,7 @@ fn a_corrupt_blob_fails_the_pull_and_leaves_the_store_unchanged() {
         "{stderr}"
     );
     assert_eq!(stdout_of(&daemon.hull(&["images"])), before);
-    let staged = std::fs::read_dir(daemon.root.join("images/tmp"))
-        .unwrap()
-        .count();
-    assert_eq!(staged, 0, "the failed pull left files in the store's tmp/");
+    common::store_scratch_empties(&daemon);
 }
 
 #[test]

@@ -467,6 +467,25 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
+/// Waits for the image store's `tmp/` to be empty, and fails if it stays
+/// full: a background rootfs build removes its scratch directory a moment
+/// after the image turns ready, and nothing else may be left there.
+pub fn store_scratch_empties(daemon: &Daemon) {
+    let scratch = daemon.root.join("images/tmp");
+    eventually(60, || {
+        let left: Vec<_> = std::fs::read_dir(&scratch)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        match left.is_empty() {
+            true => Ok(()),
+            false => Err(format!("{} still holds {left:?}", scratch.display())),
+        }
+    });
+}
+
 /// The field `name` (`MemTotal`, `VmRSS`) of a `/proc` file that counts
 /// in kB (`meminfo`, `status`), in MiB.
 pub fn proc_field_mib(text: &str, name: &str) -> u64 {
