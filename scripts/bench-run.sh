@@ -103,7 +103,7 @@ fi
 # Before each pooled run, the pool is full again, as on a host that is not
 # starting containers back to back.
 cat >"$work/pool-full.sh" <<POOL
-until target/release/hull -H unix://$work/pool.sock pool ls | awk 'NR > 1 && \$NF != \$(NF - 1) { exit 1 }'; do
+until target/release/hull -H unix://$work/pool.sock pool ls | awk 'NR > 1 && \$(NF - 1) != \$(NF - 2) { exit 1 }'; do
   sleep 0.05
 done
 POOL

@@ -59,6 +59,8 @@ pub struct Agent {
     pub(crate) streams: Mutex<HashMap<StreamId, Stream>>,
     /// What `ConfigureNetwork` set, for the `/etc` files of containers.
     network: Mutex<NetworkSpec>,
+    /// Image disks mounted ahead of their containers.
+    primed: crate::prime::Primed,
 }
 
 impl Agent {
@@ -69,6 +71,7 @@ impl Agent {
             processes: Mutex::default(),
             streams: Mutex::default(),
             network: Mutex::default(),
+            primed: crate::prime::Primed::default(),
         }
     }
 
@@ -161,6 +164,30 @@ impl Agent {
                     agent.channel.respond(id, &into_response(response));
                 });
             }
+            Request::PrimeRootfs {
+                rootfs,
+                read,
+                path,
+                budget,
+            } => {
+                return self.in_background(id, move |agent| {
+                    let read = crate::prime::files_of(&read, &path);
+                    let primed = agent.primed.prime(&rootfs, &read, budget, DISK_WAIT);
+                    let response = match primed {
+                        Ok(bytes) => {
+                            log!("primed {}: {bytes} bytes read ahead", rootfs.serial);
+                            Ok(Response::Done)
+                        }
+                        Err(e) => Err(prime_error(&e)),
+                    };
+                    agent.channel.respond(id, &into_response(response));
+                });
+            }
+            Request::ReleaseRootfs { serial } => self
+                .primed
+                .release(&serial)
+                .map(|()| Response::Done)
+                .map_err(|e| prime_error(&e)),
             Request::CreateContainer(spec) => {
                 return self.in_background(id, move |agent| {
                     let response = agent.create_container(spec);
@@ -248,8 +275,12 @@ impl Agent {
         }
         let created = disk::wait_for_container_disks(&spec, DISK_WAIT)
             .map_err(|e| RequestError::new(ErrorKind::NotFound, e.to_string()))
-            .and_then(|(image, writable)| {
+            .and_then(|(device, writable)| {
                 let network = lock(&self.network).clone();
+                let image = match self.primed.mount_of(&spec.rootfs.serial, &device) {
+                    Some(dir) => container::Image::Mounted(dir),
+                    None => container::Image::Disk(device),
+                };
                 container::create(&spec, &image, writable.as_deref(), &network).map_err(|e| {
                     let message =
                         format!("cannot create container {}: {}", spec.id, error_chain(&e));
@@ -466,6 +497,19 @@ fn freeze_response(
         };
         RequestError::new(kind, error_chain(&e))
     })
+}
+
+fn prime_error(e: &crate::prime::PrimeError) -> RequestError {
+    use crate::prime::PrimeError as E;
+    let kind = match e {
+        E::InvalidSerial(_) | E::InvalidPath(_) | E::TooManyPaths { .. } => {
+            ErrorKind::InvalidRequest
+        }
+        E::AlreadyPrimed { .. } => ErrorKind::InvalidRequest,
+        E::Disk(_) => ErrorKind::NotFound,
+        _ => ErrorKind::Internal,
+    };
+    RequestError::new(kind, error_chain(e))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod fsat;
 mod inspect;
 pub mod network;
 pub mod port;
+pub mod prime;
 pub mod procenv;
 pub mod process;
 pub mod ps;

@@ -375,7 +375,7 @@ impl Daemon {
     /// Idle VMs in the pools, once the runtime is set up and if it has any.
     pub fn pooled_vms(&self) -> Option<usize> {
         let pools = self.runtime.get()?.pool_status();
-        (!pools.is_empty()).then(|| pools.iter().map(|(_, _, ready)| ready).sum())
+        (!pools.is_empty()).then(|| pools.iter().map(|pool| pool.ready).sum())
     }
 
     /// The runtime if something set it up already: reports about VMs do

@@ -33,7 +33,9 @@ pub use rlimit::{Rlimit, RLIMIT_KINDS, RLIM_INFINITY};
 /// 3: a restarted host re-attaches: the agent outlives its host, answers a
 /// later `Hello` with [`RESYNC`] and its own, and lists its processes
 /// (`Reattach`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: an image disk can be mounted and read ahead of its container
+/// (`PrimeRootfs`, `ReleaseRootfs`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Name of the virtio-serial port that carries the control channel.
 pub const CONTROL_PORT_NAME: &str = "hull.ctl";

@@ -133,6 +133,26 @@ pub enum Request {
     /// find in their `/etc/resolv.conf` and `/etc/hosts`. Sent before the
     /// first `CreateContainer`; without it interfaces stay down.
     ConfigureNetwork(NetworkSpec),
+    /// Mounts the image disk of `rootfs` read-only and reads the files of
+    /// `read`, at most `budget` bytes in all, so that a later container
+    /// finds them in the page cache. Each is an absolute path in the image
+    /// or a program name, found along `path` as exec finds it; paths are
+    /// resolved inside the image, and missing files skipped. A
+    /// `CreateContainer` whose rootfs has this serial then uses this mount,
+    /// until `ReleaseRootfs`; the host neither unplugs nor replaces the
+    /// disk before that. Answered with `Done` once the reads are over.
+    PrimeRootfs {
+        rootfs: RootfsSpec,
+        read: Vec<String>,
+        path: String,
+        budget: u64,
+    },
+    /// Unmounts what `PrimeRootfs` mounted for `serial` (containers made on
+    /// it keep their own mount), so the host may unplug the disk. Answered
+    /// with `Done`, also when nothing was primed under that serial.
+    ReleaseRootfs {
+        serial: String,
+    },
     /// The VM was restored from a template: set the clock and reseed the
     /// random number generator, so that no two clones share either.
     Resume {

@@ -8,6 +8,7 @@ pub mod container;
 pub mod halt;
 pub mod pod;
 pub mod pool;
+pub mod prime;
 mod records;
 pub mod run;
 pub mod share;

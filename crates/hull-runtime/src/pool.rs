@@ -1,6 +1,7 @@
 //! A few template clones kept resumed and idle, so that a run only has to
 //! plug in its rootfs: no QEMU start, no state restore on its path.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -16,6 +17,20 @@ pub struct PooledVm<V> {
     pub run_dir: RunDir,
     /// Warmed, with the pooled VMs' network configured.
     pub network_ready: bool,
+    /// The image rootfs plugged in and mounted (see [`crate::prime`]).
+    pub primed: Option<PathBuf>,
+}
+
+/// A size's pool as reports show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolReport {
+    pub size: crate::size::VmSize,
+    /// Idle VMs the pool keeps.
+    pub target: usize,
+    /// Idle VMs it has.
+    pub ready: usize,
+    /// Of those, the ones primed with an image's rootfs.
+    pub primed: usize,
 }
 
 pub struct Pool<V> {
@@ -37,16 +52,21 @@ impl<V: Vm> Pool<V> {
         self.ready.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A pooled VM that is still running, if any.
-    pub fn take(&self) -> Option<PooledVm<V>> {
+    /// A pooled VM that is still running, if any: one primed with
+    /// `rootfs` first, then an unprimed one, then one primed with another
+    /// rootfs (which the caller has to unplug).
+    pub fn take(&self, rootfs: Option<&Path>) -> Option<PooledVm<V>> {
         let mut ready = self.ready();
-        while let Some(pooled) = ready.pop() {
-            if pooled.vm.exit().borrow().is_none() {
-                return Some(pooled);
-            }
-            // It died while idle; dropping it cleans up.
-        }
-        None
+        // Those that died while idle go; dropping them cleans up.
+        ready.retain(|pooled| pooled.vm.exit().borrow().is_none());
+        let rank = |pooled: &PooledVm<V>| match (&pooled.primed, rootfs) {
+            (Some(primed), Some(wanted)) if primed == wanted => 0,
+            (None, _) => 1,
+            (Some(_), _) => 2,
+        };
+        // The newest of the best: the last added is the most recently warmed.
+        let best = (0..ready.len()).rev().min_by_key(|&i| rank(&ready[i]))?;
+        Some(ready.remove(best))
     }
 
     /// The number of idle VMs the pool keeps.
@@ -60,6 +80,11 @@ impl<V: Vm> Pool<V> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many idle VMs are primed with an image's rootfs.
+    pub fn primed(&self) -> usize {
+        self.ready().iter().filter(|p| p.primed.is_some()).count()
     }
 
     /// How many more VMs the pool wants.

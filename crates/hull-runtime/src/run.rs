@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::agent::{AgentClient, AgentError, OutputStream};
+use crate::prime::Prime;
 use crate::size::{Limits, VmSize};
 use crate::spec::{process_config, ProcessOptions, SpecError};
 use crate::start::{pooled_network, StartedVm, VmFactory, VmNeeds};
@@ -267,13 +268,18 @@ impl<H: Hypervisor> Runtime<H> {
     }
 
     /// Each pool's size, target and idle VMs, smallest first.
-    pub fn pool_status(&self) -> Vec<(VmSize, usize, usize)> {
+    pub fn pool_status(&self) -> Vec<crate::pool::PoolReport> {
         self.vms
             .classes()
             .iter()
             .filter_map(|class| {
                 let pool = class.pool.as_ref()?;
-                Some((class.size, pool.target(), pool.len()))
+                Some(crate::pool::PoolReport {
+                    size: class.size,
+                    target: pool.target(),
+                    ready: pool.len(),
+                    primed: pool.primed(),
+                })
             })
             .collect()
     }
@@ -291,6 +297,10 @@ impl<H: Hypervisor> Runtime<H> {
         let needs = VmNeeds {
             size: prepared.size,
             network: pooled_network(),
+            prime: Some(Prime::for_process(
+                prepared.rootfs.clone(),
+                &prepared.process,
+            )),
         };
         let StartedVm {
             vm,

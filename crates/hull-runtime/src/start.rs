@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::agent::AgentClient;
 use crate::pool::{Pool, PooledVm};
+use crate::prime::Prime;
 use crate::run::{greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError};
 use crate::share::Share;
 use crate::size::VmSize;
@@ -31,6 +32,9 @@ pub(crate) struct VmNeeds {
     /// `None`: the factory's size.
     pub size: Option<VmSize>,
     pub network: NetBackend,
+    /// What the run's VM, and so the size's next pooled VMs, are primed
+    /// with: runs that may take a pooled VM say.
+    pub prime: Option<Prime>,
 }
 
 /// Starts remembered for `hull info`.
@@ -55,6 +59,14 @@ pub(crate) struct SizeClass<V> {
     pub size: VmSize,
     pub templates: Option<Arc<Templates>>,
     pub pool: Option<Arc<Pool<V>>>,
+    /// The image of the size's last pooled run, which new pooled VMs get.
+    pub next_prime: Mutex<Option<Prime>>,
+}
+
+impl<V> SizeClass<V> {
+    pub(crate) fn next_prime(&self) -> std::sync::MutexGuard<'_, Option<Prime>> {
+        self.next_prime.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Builds VMs: each size has a template of its own, made on its first use,
@@ -178,6 +190,7 @@ impl<H: Hypervisor> VmFactory<H> {
                     size,
                     templates,
                     pool,
+                    next_prime: Mutex::new(None),
                 })
             })
             .clone()
@@ -319,11 +332,19 @@ impl<H: Hypervisor> VmFactory<H> {
                     info!(vm = %id, elapsed_ms = warmed.elapsed().as_millis() as u64, "pooled VM warmed");
                     network_ready = true;
                 }
+                let primed = match crate::prime::prime_pooled(class, &vm, &agent).await {
+                    Ok(primed) => primed,
+                    Err(err) => {
+                        vm.kill();
+                        return Err(err);
+                    }
+                };
                 Ok::<_, RunError>(PooledVm {
                     vm,
                     agent,
                     run_dir,
                     network_ready,
+                    primed,
                 })
             };
             match cloned.await {
@@ -350,19 +371,30 @@ impl<H: Hypervisor> VmFactory<H> {
         detached: bool,
         needs: VmNeeds,
     ) -> Result<StartedVm<H::Vm>, RunError> {
-        let VmNeeds { size, network } = needs;
+        let VmNeeds {
+            size,
+            network,
+            prime,
+        } = needs;
         let size = size.unwrap_or(self.default_size);
         let started = Instant::now();
         let class = self.class(size);
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         let pooled = match (&class.pool, detached) {
-            (Some(pool), false) if network == pooled_network() => pool.take(),
+            (Some(pool), false) if network == pooled_network() => {
+                let rootfs = prime.as_ref().map(|p| p.rootfs.as_path());
+                let pooled = pool.take(rootfs);
+                if prime.is_some() {
+                    *class.next_prime() = prime;
+                }
+                pooled
+            }
             _ => None,
         };
         if let Some(pooled) = pooled {
             let (factory, refill) = (self.clone(), class.clone());
             tokio::spawn(async move { factory.fill_pool(&refill).await });
-            match attach(&pooled.vm, &disks).await {
+            match crate::prime::attach_to_pooled(&pooled, &disks).await {
                 Ok(()) => {
                     self.record_start(id, "pool", elapsed_ms());
                     return Ok(StartedVm {
@@ -523,7 +555,7 @@ pub(crate) fn pooled_network() -> NetBackend {
     }
 }
 
-async fn attach<V: Vm>(vm: &V, disks: &[DiskConfig]) -> Result<(), RunError> {
+pub(crate) async fn attach<V: Vm>(vm: &V, disks: &[DiskConfig]) -> Result<(), RunError> {
     for disk in disks {
         let attached = tokio::time::timeout(Duration::from_secs(30), vm.attach_disk(disk));
         match attached.await {

@@ -80,7 +80,7 @@ pub async fn pool(client: &Client, command: PoolCommand) -> Result<i32> {
     match command {
         PoolCommand::Ls => {
             let pools: Vec<PoolStatus> = client.get_json("/hull/pool").await?;
-            let mut rows = vec![["SIZE", "VM", "TARGET", "READY"]
+            let mut rows = vec![["SIZE", "VM", "TARGET", "READY", "PRIMED"]
                 .map(str::to_owned)
                 .to_vec()];
             for pool in pools {
@@ -89,6 +89,7 @@ pub async fn pool(client: &Client, command: PoolCommand) -> Result<i32> {
                     format!("{} vCPU, {} MiB", pool.vcpus, pool.memory_mib),
                     pool.target.to_string(),
                     pool.ready.to_string(),
+                    pool.primed.to_string(),
                 ]);
             }
             print_table(&rows);

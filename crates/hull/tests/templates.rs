@@ -279,7 +279,8 @@ fn each_size_has_its_own_pool_and_template() {
     let deadline = Instant::now() + Duration::from_secs(180);
     while !pools()
         .lines()
-        .any(|l| l.starts_with("S1") && l.ends_with(" 1"))
+        // READY, before PRIMED.
+        .any(|l| l.starts_with("S1") && l.split_whitespace().rev().nth(1) == Some("1"))
     {
         assert!(
             Instant::now() < deadline,
@@ -336,4 +337,101 @@ fn each_size_has_its_own_pool_and_template() {
     let listed = templates();
     assert_eq!(listed.lines().count(), 4, "{listed}");
     assert!(listed.contains("1 vCPU, 64 MiB"), "{listed}");
+}
+
+/// READY and PRIMED of the one pool `hull pool ls` shows.
+fn pool_counts(daemon: &common::Daemon) -> (String, String) {
+    let listed = stdout_of(&daemon.hull(&["pool", "ls"]));
+    let row = listed.lines().nth(1).unwrap_or_default();
+    let mut fields = row.split_whitespace().rev();
+    let primed = fields.next().unwrap_or_default().to_owned();
+    (fields.next().unwrap_or_default().to_owned(), primed)
+}
+
+/// The bytes the agents of the daemon's idle VMs read ahead when primed,
+/// as their consoles say.
+fn primed_reads(daemon: &common::Daemon) -> Vec<u64> {
+    let vms = std::fs::read_dir(daemon.root.join("vms")).unwrap();
+    vms.flatten()
+        .filter_map(|vm| std::fs::read_to_string(vm.path().join("console.log")).ok())
+        .flat_map(|console| {
+            console
+                .lines()
+                .filter_map(|l| l.strip_prefix("hull-agent: primed hull-rootfs: "))
+                .filter_map(|l| l.strip_suffix(" bytes read ahead")?.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+#[test]
+fn pooled_vms_hold_the_image_that_ran_last() {
+    let layer = {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(7);
+        header.set_mode(0o644);
+        header.set_mtime(1_000_000);
+        builder
+            .append_data(&mut header, "marker", &b"marked\n"[..])
+            .unwrap();
+        builder.into_inner().unwrap()
+    };
+    let marked = common::layered_archive("marked:latest", Some(layer), |_| {});
+    let daemon = common::loaded_daemon(&[("HULL_POOL", "1")]);
+    stdout_of(&daemon.hull(&["load", "-q", "-i", marked.to_str().unwrap()]));
+    daemon.wait_for_template();
+    let wait_for = |ready: &str, primed: &str| {
+        common::eventually(120, || match pool_counts(&daemon) {
+            (r, p) if r == ready && p == primed => Ok(()),
+            other => Err(format!("pool is {other:?}, not ({ready}, {primed})")),
+        })
+    };
+    // The template's first run (busybox) primes the pool already.
+    wait_for("1", "1");
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        stdout_of(&daemon.hull(&all))
+    };
+    assert_eq!(run(&["busybox", "echo", "one"]), "one\n");
+    // Its successor holds busybox too, and read the run's program ahead:
+    // busybox itself, through the `echo` link.
+    wait_for("1", "1");
+    let reads = primed_reads(&daemon);
+    assert!(
+        reads.len() == 1 && reads[0] > 500_000,
+        "read ahead: {reads:?}"
+    );
+
+    // A run of busybox takes it: one disk, the image's, and its files.
+    let seen = run(&[
+        "busybox",
+        "sh",
+        "-c",
+        "ls /sys/block; grep -c hull /etc/passwd",
+    ]);
+    let disks = seen.lines().filter(|l| l.starts_with("sd")).count();
+    assert_eq!((disks, seen.lines().last()), (1, Some("1")), "{seen}");
+    wait_for("1", "1");
+    // Another image on a VM primed with busybox gets its own rootfs...
+    assert_eq!(run(&["marked", "cat", "/marker"]), "marked\n");
+    wait_for("1", "1");
+    // ... and busybox, on the VM primed with that one, busybox's again.
+    let seen = run(&["busybox", "sh", "-c", "cat /marker || ls /sys/block"]);
+    assert!(
+        !seen.contains("marked") && seen.lines().filter(|l| l.starts_with("sd")).count() == 1,
+        "{seen}"
+    );
+    assert_eq!(
+        daemon.log().matches("start=\"pool\"").count(),
+        4,
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().matches("pooled VM primed").count() >= 3,
+        "{}",
+        daemon.log()
+    );
 }

@@ -369,10 +369,10 @@ pub fn snapshot<H: hull_vm::Hypervisor>(runtime: &hull_runtime::Runtime<H>) -> S
     for (size, templates) in runtime.templates_by_size() {
         state(&mut sizes, size).template = Some(templates.status());
     }
-    for (size, target, idle) in runtime.pool_status() {
-        let state = state(&mut sizes, size);
-        state.pool_target = target;
-        state.pool_idle = idle;
+    for pool in runtime.pool_status() {
+        let state = state(&mut sizes, pool.size);
+        state.pool_target = pool.target;
+        state.pool_idle = pool.ready;
     }
     Snapshot {
         sizes: sizes.into_values().collect(),

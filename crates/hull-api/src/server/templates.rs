@@ -58,12 +58,13 @@ pub(super) fn pool(daemon: &Daemon) -> Response<Body> {
         .map(|runtime| runtime.pool_status())
         .unwrap_or_default()
         .into_iter()
-        .map(|(size, target, ready)| PoolStatus {
-            size: size.name().map(str::to_owned),
-            vcpus: size.vcpus,
-            memory_mib: size.memory_mib,
-            target,
-            ready,
+        .map(|pool| PoolStatus {
+            size: pool.size.name().map(str::to_owned),
+            vcpus: pool.size.vcpus,
+            memory_mib: pool.size.memory_mib,
+            target: pool.target,
+            ready: pool.ready,
+            primed: pool.primed,
         })
         .collect();
     json_response(StatusCode::OK, &pools)

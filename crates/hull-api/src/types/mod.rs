@@ -151,6 +151,10 @@ pub struct PoolStatus {
     /// Idle VMs the pool keeps.
     pub target: usize,
     pub ready: usize,
+    /// Of the ready ones, those holding the rootfs of the image that ran
+    /// last in this size.
+    #[serde(default)]
+    pub primed: usize,
 }
 
 /// Body of `POST /hull/run`.

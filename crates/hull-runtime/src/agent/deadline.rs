@@ -37,7 +37,9 @@ pub fn deadline(request: &Request) -> Option<Duration> {
         | Request::SetOnlineCpus { .. }
         | Request::ReadFilesystem { .. }
         | Request::Shutdown
-        | Request::ConfigureNetwork(_) => KERNEL_WORK,
+        | Request::ConfigureNetwork(_)
+        | Request::PrimeRootfs { .. }
+        | Request::ReleaseRootfs { .. } => KERNEL_WORK,
         Request::CreateContainer(_) => CREATE,
         Request::WriteArchive { .. } => return None,
     })
@@ -69,5 +71,7 @@ pub fn request_name(request: &Request) -> &'static str {
         Request::Reattach => "Reattach",
         Request::ConfigureNetwork(_) => "ConfigureNetwork",
         Request::Resume { .. } => "Resume",
+        Request::PrimeRootfs { .. } => "PrimeRootfs",
+        Request::ReleaseRootfs { .. } => "ReleaseRootfs",
     }
 }

@@ -216,6 +216,7 @@ impl<H: Hypervisor> Containers<H> {
         let needs = VmNeeds {
             size: None,
             network: pooled_network(),
+            prime: None,
         };
         let name = format!("files-{}", &new_container_id()[..16]);
         let started = runtime.vms.start_with(&name, disks, false, needs).await?;

@@ -150,6 +150,7 @@ impl<H: Hypervisor> Containers<H> {
                 VmNeeds {
                     size: config.size,
                     network: backend,
+                    prime: None,
                 },
             )
             .await?;

@@ -234,6 +234,7 @@ impl<H: Hypervisor> Containers<H> {
                 VmNeeds {
                     size: pod.spec.size,
                     network: backend,
+                    prime: None,
                 },
             )
             .await?;
