@@ -137,6 +137,8 @@ pub fn init_system() -> Result<(), BootError> {
     if let Err(e) = fs::write(PAGE_REPORTING_ORDER, "5") {
         crate::log!("cannot set the free page reporting order: {e}");
     }
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    crate::disk::scan_boot_disks(&cmdline);
     Ok(())
 }
 

@@ -94,6 +94,66 @@ pub fn rescan_scsi_hosts(hosts: &Path) -> usize {
         .count()
 }
 
+/// The kernel's SCSI scan mode, which it reads for every scan.
+const SCAN_MODE: &str = "/sys/module/scsi_mod/parameters/scan";
+/// The word of the kernel command line by which the host tells how many
+/// disks it plugged in before boot (SCSI targets 0 to N - 1).
+const BOOT_TARGETS: &str = "hull.scsi_targets=";
+/// More boot disks than this are scanned for as missing disks are.
+const MAX_BOOT_TARGETS: u32 = 64;
+
+/// Undoes what the host's `scsi_mod.scan=manual` is for. It keeps the
+/// kernel from scanning all 256 targets of the virtio-scsi bus at boot
+/// (a tenth of a cold boot under TCG), but it also makes the kernel ignore
+/// hot-plug events: so the scan mode goes back to `sync` at once, and the
+/// targets the host plugged before boot are scanned, each on its own, in
+/// the background. Returns how many.
+pub fn scan_boot_disks(cmdline: &str) -> u32 {
+    if !cmdline
+        .split_whitespace()
+        .any(|w| w == "scsi_mod.scan=manual")
+    {
+        return 0;
+    }
+    if let Err(e) = fs::write(SCAN_MODE, "sync") {
+        crate::log!("cannot turn SCSI hot-plug scans back on: {e}");
+    }
+    let targets = boot_targets(cmdline);
+    if targets > 0 {
+        let scan = move || {
+            for target in 0..targets {
+                scan_target(Path::new(SCSI_HOSTS), target);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("scan".into()).spawn(scan) {
+            // Disks still appear: a missing one makes its waiter rescan.
+            crate::log!("cannot start scanning the boot disks: {e}");
+        }
+    }
+    targets
+}
+
+/// How many disks the kernel command line says the host plugged at boot.
+fn boot_targets(cmdline: &str) -> u32 {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(BOOT_TARGETS)?.parse().ok())
+        .unwrap_or(0)
+        .min(MAX_BOOT_TARGETS)
+}
+
+/// Asks every SCSI host under `hosts` to scan LUN 0 of `target` on
+/// channel 0. Returns how many were asked.
+fn scan_target(hosts: &Path, target: u32) -> usize {
+    let Ok(entries) = fs::read_dir(hosts) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|host| fs::write(host.path().join("scan"), format!("0 {target} 0\n")).is_ok())
+        .count()
+}
+
 /// Waits for a container's image disk and, if it has one, its writable disk.
 pub fn wait_for_container_disks(
     spec: &ContainerSpec,
@@ -116,6 +176,33 @@ mod tests {
         let mut page = vec![0, 0x80, 0, serial.len() as u8];
         page.extend_from_slice(serial);
         page
+    }
+
+    #[test]
+    fn boot_targets_come_from_the_command_line_and_are_bounded() {
+        assert_eq!(boot_targets("quiet hull.scsi_targets=2 panic=-1"), 2);
+        assert_eq!(boot_targets("hull.scsi_targets=100000"), MAX_BOOT_TARGETS);
+        for line in [
+            "quiet",
+            "hull.scsi_targets=",
+            "hull.scsi_targets=-1",
+            "xhull.scsi_targets=3",
+        ] {
+            assert_eq!(boot_targets(line), 0, "{line}");
+        }
+        // Without a manual scan the kernel found its disks itself.
+        assert_eq!(scan_boot_disks("quiet hull.scsi_targets=3"), 0);
+    }
+
+    #[test]
+    fn a_target_scan_asks_every_host_for_lun_0_of_that_target() {
+        let hosts = tempfile::tempdir().unwrap();
+        for host in ["host0", "host1"] {
+            fs::create_dir(hosts.path().join(host)).unwrap();
+        }
+        assert_eq!(scan_target(hosts.path(), 3), 2);
+        let asked = fs::read_to_string(hosts.path().join("host1/scan")).unwrap();
+        assert_eq!(asked, "0 3 0\n");
     }
 
     #[test]
