@@ -53,20 +53,34 @@ impl<V: Vm> Pool<V> {
     }
 
     /// A pooled VM that is still running, if any: one primed with
-    /// `rootfs` first, then an unprimed one, then one primed with another
-    /// rootfs (which the caller has to unplug).
+    /// `rootfs` first, else an unprimed one. One primed with another image
+    /// is never handed out: its guest held that image's files, whose freed
+    /// pages a guest root could find, and that image may be another
+    /// tenant's. When only those are left, the oldest goes, so the refill
+    /// brings a VM primed with what runs now.
     pub fn take(&self, rootfs: Option<&Path>) -> Option<PooledVm<V>> {
         let mut ready = self.ready();
         // Those that died while idle go; dropping them cleans up.
         ready.retain(|pooled| pooled.vm.exit().borrow().is_none());
-        let rank = |pooled: &PooledVm<V>| match (&pooled.primed, rootfs) {
-            (Some(primed), Some(wanted)) if primed == wanted => 0,
-            (None, _) => 1,
-            (Some(_), _) => 2,
+        let fits = |pooled: &PooledVm<V>| match (&pooled.primed, rootfs) {
+            (Some(primed), Some(wanted)) if primed == wanted => Some(0),
+            (None, _) => Some(1),
+            (Some(_), _) => None,
         };
         // The newest of the best: the last added is the most recently warmed.
-        let best = (0..ready.len()).rev().min_by_key(|&i| rank(&ready[i]))?;
-        Some(ready.remove(best))
+        let best = (0..ready.len())
+            .rev()
+            .filter_map(|i| Some((fits(&ready[i])?, i)))
+            .min_by_key(|&(rank, _)| rank);
+        match best {
+            Some((_, i)) => Some(ready.remove(i)),
+            None => {
+                if !ready.is_empty() {
+                    drop(ready.remove(0));
+                }
+                None
+            }
+        }
     }
 
     /// The number of idle VMs the pool keeps.

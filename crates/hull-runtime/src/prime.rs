@@ -16,7 +16,7 @@ use crate::agent::AgentClient;
 use crate::pool::PooledVm;
 use crate::run::{unless_vm_dies, RunError, ROOTFS_SERIAL};
 use crate::size::VmSize;
-use crate::spec::ProcessConfig;
+use crate::spec::{process_config, ProcessConfig, ProcessOptions};
 use crate::start::SizeClass;
 
 /// The disk id a run's rootfs has, primed or not.
@@ -38,9 +38,24 @@ pub struct Prime {
 }
 
 impl Prime {
+    /// For runs of the image of `config`, whose rootfs is `rootfs`: the
+    /// program the image runs unless told otherwise. Not a run's own
+    /// program: pooled VMs serve every tenant, and what one ran is not for
+    /// another to find in the page cache.
+    pub fn for_image(rootfs: PathBuf, config: &hull_image::ImageConfig) -> Prime {
+        match process_config(config, &ProcessOptions::default()) {
+            Ok(process) => Prime::for_process(rootfs, &process),
+            Err(_) => Prime {
+                rootfs,
+                read: Vec::new(),
+                path: DEFAULT_PATH.to_owned(),
+            },
+        }
+    }
+
     /// For runs of `process` on `rootfs`: its program, found as exec finds
     /// it. A program named relative to the working directory is not read.
-    pub fn for_process(rootfs: PathBuf, process: &ProcessConfig) -> Prime {
+    fn for_process(rootfs: PathBuf, process: &ProcessConfig) -> Prime {
         let program = process.args.first().cloned().unwrap_or_default();
         let path = process
             .env

@@ -219,10 +219,11 @@ impl<H: Hypervisor> Runtime<H> {
         let image = blocking(move || images.resolve(&reference)).await?;
         let process = process_config(&image.config, &request.options)?;
         let images = self.images.clone();
-        let rootfs = blocking(move || images.rootfs(&image)).await?;
+        let (rootfs, image) = blocking(move || Ok((images.rootfs(&image)?, image))).await?;
         Ok(Prepared {
             id: new_container_id(),
             process,
+            prime: Prime::for_image(rootfs.clone(), &image.config),
             rootfs,
             stdin: request.stdin,
             size: request.size,
@@ -297,10 +298,7 @@ impl<H: Hypervisor> Runtime<H> {
         let needs = VmNeeds {
             size: prepared.size,
             network: pooled_network(),
-            prime: Some(Prime::for_process(
-                prepared.rootfs.clone(),
-                &prepared.process,
-            )),
+            prime: Some(prepared.prime.clone()),
         };
         let StartedVm {
             vm,
@@ -374,6 +372,8 @@ pub struct Prepared {
     pub id: String,
     pub process: crate::spec::ProcessConfig,
     pub rootfs: PathBuf,
+    /// What the pool's next VMs are primed with.
+    pub prime: Prime,
     pub stdin: bool,
     pub size: Option<VmSize>,
     pub limits: Limits,

@@ -382,18 +382,20 @@ impl<H: Hypervisor> VmFactory<H> {
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         let pooled = match (&class.pool, detached) {
             (Some(pool), false) if network == pooled_network() => {
-                let rootfs = prime.as_ref().map(|p| p.rootfs.as_path());
-                let pooled = pool.take(rootfs);
+                let rootfs = disks.iter().find(|d| d.id == crate::prime::ROOTFS_DISK);
+                let pooled = pool.take(rootfs.map(|d| d.path.as_path()));
                 if prime.is_some() {
                     *class.next_prime() = prime;
+                }
+                if pool.missing() > 0 {
+                    let (factory, refill) = (self.clone(), class.clone());
+                    tokio::spawn(async move { factory.fill_pool(&refill).await });
                 }
                 pooled
             }
             _ => None,
         };
         if let Some(pooled) = pooled {
-            let (factory, refill) = (self.clone(), class.clone());
-            tokio::spawn(async move { factory.fill_pool(&refill).await });
             match crate::prime::attach_to_pooled(&pooled, &disks).await {
                 Ok(()) => {
                     self.record_start(id, "pool", elapsed_ms());
