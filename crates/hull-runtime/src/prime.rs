@@ -61,13 +61,24 @@ impl Prime {
             .env
             .iter()
             .find_map(|entry| entry.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH)
-            .to_owned();
-        let read = match program.contains('/') && !program.starts_with('/') {
+            .unwrap_or(DEFAULT_PATH);
+        // An image's config may be large: what goes to the agent is not.
+        let path = match path.len() > MAX_TEXT {
+            true => path[..path.floor_char_boundary(MAX_TEXT)]
+                .rsplit_once(':')
+                .map_or("", |(kept, _)| kept),
+            false => path,
+        };
+        let relative = program.contains('/') && !program.starts_with('/');
+        let read = match relative || program.len() > MAX_TEXT {
             true => Vec::new(),
             false => vec![program],
         };
-        Prime { rootfs, read, path }
+        Prime {
+            rootfs,
+            read,
+            path: path.to_owned(),
+        }
     }
 
     fn disk(&self) -> DiskConfig {
@@ -79,6 +90,9 @@ impl Prime {
         }
     }
 }
+
+/// The longest program name or `PATH` sent to prime with.
+const MAX_TEXT: usize = 4096;
 
 /// The `PATH` a container gets when its image sets none, as in docker.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -143,7 +157,11 @@ pub(crate) async fn prime_pooled<V: Vm>(
         return Ok(None);
     }
     let primed = Instant::now();
-    self::prime(vm, agent, &prime, class.size).await?;
+    if let Err(err) = self::prime(vm, agent, &prime, class.size).await {
+        // Its next VMs go out unprimed rather than fail the same way.
+        class.next_prime().take_if(|p| *p == prime);
+        return Err(err);
+    }
     info!(
         vm = %vm.id(),
         rootfs = %prime.rootfs.display(),
@@ -208,6 +226,17 @@ mod tests {
         assert_eq!(prime.path, DEFAULT_PATH);
         let prime = Prime::for_process(rootfs, &process(&["./run"], &["PATH=/bin"]));
         assert!(prime.read.is_empty(), "{prime:?}");
+    }
+
+    #[test]
+    fn an_image_cannot_make_the_request_large() {
+        let rootfs = PathBuf::from("/store/x.erofs");
+        let long_path = format!("PATH={}", vec!["/bin"; 5000].join(":"));
+        let long_name = "x".repeat(MAX_TEXT + 1);
+        let prime = Prime::for_process(rootfs, &process(&[&long_name], &[&long_path]));
+        assert!(prime.read.is_empty());
+        assert!(prime.path.len() <= MAX_TEXT, "{}", prime.path.len());
+        assert!(prime.path.split(':').all(|dir| dir == "/bin"));
     }
 
     #[test]
