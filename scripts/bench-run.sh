@@ -11,6 +11,12 @@
 #                                   also runs a template clone of that
 #                                   revision's hull and hulld (confinement's
 #                                   cost: BASELINE=bb0b0c8, before it)
+#   CLIENTS=4 THROUGHPUT_SECONDS=30 scripts/bench-run.sh
+#                                   throughput: that many clients running
+#                                   back to back for that long, against the
+#                                   pooled hulld (its refills on the same
+#                                   cores) and runc; THROUGHPUT_SECONDS=0
+#                                   skips it
 #   JAIL=compare scripts/bench-run.sh
 #                                   also runs a template clone with QEMU's
 #                                   cgroup and mount namespace off
@@ -18,6 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-20}"
+clients="${CLIENTS:-4}"
+throughput_seconds="${THROUGHPUT_SECONDS:-30}"
 
 scripts/deps.sh
 command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >&2
@@ -153,4 +161,32 @@ if [ "${JAIL:-}" = compare ]; then
     (.results[] | select(.command | endswith(", no jail)")) | .median) as $free |
     "template clone, jailed / no jail: \($now / $free * 100 | floor / 100)x (\($now * 1000 | floor) ms / \($free * 1000 | floor) ms)"
   ' "$work/all.json"
+fi
+
+# Throughput: CLIENTS clients each starting the next run as soon as the last
+# ended, for THROUGHPUT_SECONDS, counting runs that exited 0. A pooled run's
+# VM is refilled on the same cores, so this counts what the pool costs.
+throughput() { # NAME COMMAND... (each client's number replaces {})
+  local name=$1 pids=() client
+  shift
+  for client in $(seq "$clients"); do
+    (
+      done_runs=0
+      end=$((SECONDS + throughput_seconds))
+      while [ "$SECONDS" -lt "$end" ]; do
+        if "${@//\{\}/$client}" >/dev/null 2>&1; then done_runs=$((done_runs + 1)); fi
+      done
+      echo "$done_runs" >"$work/throughput.$name.$client"
+    ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  cat "$work/throughput.$name".* | awk -v s="$throughput_seconds" '{ n += $1 } END { printf "%.1f", n / s }'
+}
+if [ "$throughput_seconds" -gt 0 ]; then
+  echo "throughput: $clients clients for ${throughput_seconds}s each" >&2
+  bash "$work/pool-full.sh"
+  pooled_rate=$(throughput pool target/release/hull -H "unix://$work/pool.sock" run --rm busybox true)
+  runc_rate=$(throughput runc runc run -b "$work/bundle" "hull-bench-{}")
+  echo "throughput, $clients clients: runc run $runc_rate/s, hull run --rm from the pool $pooled_rate/s ($(awk -v a="$pooled_rate" -v b="$runc_rate" 'BEGIN { printf "%.2f", a / b }')x runc)"
 fi

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -146,8 +147,10 @@ impl Primed {
     }
 
     /// Unmounts the primed disk `serial`; nothing primed there is fine.
+    /// A failed unmount keeps it primed, so it can be asked again.
     pub fn release(&self, serial: &str) -> Result<(), PrimeError> {
-        let Some(mounted) = self.map().remove(serial) else {
+        let mut map = self.map();
+        let Some(mounted) = map.get(serial) else {
             return Ok(());
         };
         sys::umount_detach(&mounted.dir).map_err(|source| PrimeError::Unmount {
@@ -155,6 +158,7 @@ impl Primed {
             source,
         })?;
         let _ = std::fs::remove_dir(&mounted.dir);
+        map.remove(serial);
         Ok(())
     }
 }
@@ -179,12 +183,22 @@ pub fn read_ahead(root: &File, paths: &[String], budget: u64) -> u64 {
     let mut left = budget;
     for path in paths {
         let relative = Path::new(path.trim_start_matches('/'));
-        let Ok(file) = fsat::open_in_root(root, relative, libc::O_RDONLY | libc::O_NOCTTY) else {
+        // Found first without opening it: opening a FIFO blocks, and a
+        // device node's open is its driver's.
+        let Ok(found) = fsat::open_in_root(root, relative, libc::O_PATH) else {
             continue;
         };
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
+        if !found.metadata().is_ok_and(|m| m.is_file()) {
             continue;
         }
+        let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(fsat::fd_path(&found))
+        else {
+            continue;
+        };
         let mut limited = file.take(left);
         loop {
             match limited.read(&mut buffer) {
@@ -220,6 +234,16 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("../../../../../../secret", root.path().join("up")).unwrap();
+        // A FIFO nobody writes: opening it to read would block for ever.
+        let fifo = std::ffi::CString::new(
+            root.path()
+                .join("fifo")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         let dir = File::open(root.path()).unwrap();
 
         let all = |paths: &[&str], budget| {
@@ -233,7 +257,10 @@ mod tests {
             "a link inside is followed"
         );
         assert_eq!(all(&["/bin/escape", "/up"], 1 << 20), 0);
-        assert_eq!(all(&["/missing", "/bin", "/bin/prog"], 1 << 20), 3000);
+        assert_eq!(
+            all(&["/missing", "/bin", "/fifo", "/bin/prog"], 1 << 20),
+            3000
+        );
         assert_eq!(
             all(&["/bin/prog", "/bin/link"], 4000),
             4000,

@@ -19,6 +19,29 @@ use crate::size::VmSize;
 use crate::spec::{process_config, ProcessConfig, ProcessOptions};
 use crate::start::SizeClass;
 
+/// What a size's next pooled VMs are primed with.
+#[derive(Debug, Default)]
+pub(crate) struct Priming {
+    /// The rootfs of the size's last pooled run.
+    last: Option<PathBuf>,
+    /// Set once one image ran twice in a row: VMs primed with an image
+    /// serve no other, so a size whose runs change image keeps its VMs
+    /// unprimed rather than replace them at every run.
+    pub next: Option<Prime>,
+}
+
+impl Priming {
+    /// Counts a run of `prime`'s image.
+    pub fn ran(&mut self, prime: Prime) {
+        if self.last.as_ref() == Some(&prime.rootfs) {
+            self.next = Some(prime);
+        } else {
+            self.last = Some(prime.rootfs);
+            self.next = None;
+        }
+    }
+}
+
 /// The disk id a run's rootfs has, primed or not.
 pub(crate) const ROOTFS_DISK: &str = "rootfs";
 /// The most a primed VM reads ahead: page cache is guest memory, which a
@@ -148,18 +171,18 @@ pub(crate) async fn prime_pooled<V: Vm>(
     vm: &V,
     agent: &AgentClient,
 ) -> Result<Option<PathBuf>, RunError> {
-    let Some(prime) = class.next_prime().clone() else {
+    let Some(prime) = class.priming().next.clone() else {
         return Ok(None);
     };
     if !prime.rootfs.is_file() {
         // Its image was removed: nothing to prime until the next run.
-        class.next_prime().take_if(|p| *p == prime);
+        class.priming().next.take_if(|p| *p == prime);
         return Ok(None);
     }
     let primed = Instant::now();
     if let Err(err) = self::prime(vm, agent, &prime, class.size).await {
         // Its next VMs go out unprimed rather than fail the same way.
-        class.next_prime().take_if(|p| *p == prime);
+        class.priming().next.take_if(|p| *p == prime);
         return Err(err);
     }
     info!(
@@ -189,8 +212,10 @@ pub(crate) async fn attach_to_pooled<V: Vm>(
             .collect();
         return crate::start::attach(&pooled.vm, &rest).await;
     }
-    release(&pooled.vm, &pooled.agent).await?;
-    crate::start::attach(&pooled.vm, disks).await
+    // `Pool::take` hands out no such VM: its guest held another image.
+    Err(RunError::Hypervisor(
+        "a pooled VM primed with another image was handed out".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -237,6 +262,29 @@ mod tests {
         assert!(prime.read.is_empty());
         assert!(prime.path.len() <= MAX_TEXT, "{}", prime.path.len());
         assert!(prime.path.split(':').all(|dir| dir == "/bin"));
+    }
+
+    #[test]
+    fn an_image_is_primed_once_it_ran_twice_in_a_row() {
+        let prime = |name: &str| Prime {
+            rootfs: PathBuf::from(name),
+            read: Vec::new(),
+            path: DEFAULT_PATH.into(),
+        };
+        let mut priming = Priming::default();
+        priming.ran(prime("a"));
+        assert_eq!(priming.next, None);
+        priming.ran(prime("a"));
+        assert_eq!(priming.next, Some(prime("a")));
+        priming.ran(prime("a"));
+        assert_eq!(priming.next, Some(prime("a")));
+        // Another image: unprimed until it, too, runs twice.
+        priming.ran(prime("b"));
+        assert_eq!(priming.next, None);
+        priming.ran(prime("a"));
+        assert_eq!(priming.next, None);
+        priming.ran(prime("a"));
+        assert_eq!(priming.next, Some(prime("a")));
     }
 
     #[test]

@@ -59,13 +59,13 @@ pub(crate) struct SizeClass<V> {
     pub size: VmSize,
     pub templates: Option<Arc<Templates>>,
     pub pool: Option<Arc<Pool<V>>>,
-    /// The image of the size's last pooled run, which new pooled VMs get.
-    pub next_prime: Mutex<Option<Prime>>,
+    /// What new pooled VMs get primed with.
+    pub priming: Mutex<crate::prime::Priming>,
 }
 
 impl<V> SizeClass<V> {
-    pub(crate) fn next_prime(&self) -> std::sync::MutexGuard<'_, Option<Prime>> {
-        self.next_prime.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn priming(&self) -> std::sync::MutexGuard<'_, crate::prime::Priming> {
+        self.priming.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -190,7 +190,7 @@ impl<H: Hypervisor> VmFactory<H> {
                     size,
                     templates,
                     pool,
-                    next_prime: Mutex::new(None),
+                    priming: Mutex::default(),
                 })
             })
             .clone()
@@ -384,8 +384,8 @@ impl<H: Hypervisor> VmFactory<H> {
             (Some(pool), false) if network == pooled_network() => {
                 let rootfs = disks.iter().find(|d| d.id == crate::prime::ROOTFS_DISK);
                 let pooled = pool.take(rootfs.map(|d| d.path.as_path()));
-                if prime.is_some() {
-                    *class.next_prime() = prime;
+                if let Some(prime) = prime {
+                    class.priming().ran(prime);
                 }
                 if pool.missing() > 0 {
                     let (factory, refill) = (self.clone(), class.clone());

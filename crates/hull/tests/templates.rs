@@ -387,24 +387,24 @@ fn pooled_vms_hold_the_image_that_ran_last() {
             other => Err(format!("pool is {other:?}, not ({ready}, {primed})")),
         })
     };
-    // The template's first run (busybox) primes the pool already.
-    wait_for("1", "1");
+    // One run of busybox so far (the template's): nothing is primed yet.
+    wait_for("1", "0");
     let run = |args: &[&str]| {
         let mut all = vec!["run", "--rm"];
         all.extend_from_slice(args);
         stdout_of(&daemon.hull(&all))
     };
+    let pooled = || daemon.log().matches("start=\"pool\"").count();
     assert_eq!(run(&["busybox", "echo", "one"]), "one\n");
-    // Its successor holds busybox too, and read the image's program ahead
-    // (its command, `sh`: busybox itself, through the link).
+    assert_eq!(pooled(), 1, "{}", daemon.log());
+    // Busybox ran twice in a row: the next VM holds it, and read the
+    // image's program ahead (its command, `sh`: busybox, through the link).
     wait_for("1", "1");
     let reads = primed_reads(&daemon);
     assert!(
         reads.len() == 1 && reads[0] > 500_000,
         "read ahead: {reads:?}"
     );
-    let pooled = || daemon.log().matches("start=\"pool\"").count();
-    assert_eq!(pooled(), 1, "{}", daemon.log());
 
     // A run of busybox takes it: one disk, the image's, and its files.
     let seen = run(&[
@@ -419,25 +419,30 @@ fn pooled_vms_hold_the_image_that_ran_last() {
     wait_for("1", "1");
 
     // A VM that held busybox is not handed to another image: the run is
-    // cloned, and the VM replaced by one primed with the new image...
+    // cloned, and the VM replaced by an unprimed one...
     assert_eq!(run(&["marked", "cat", "/marker"]), "marked\n");
     assert_eq!(pooled(), 2, "{}", daemon.log());
-    common::eventually(120, || {
-        let log = daemon.log();
-        let mut primed = log.lines().rev().filter(|l| l.contains("pooled VM primed"));
-        match primed.next() {
-            Some(line) if !line.contains(&busybox_rootfs(&daemon)) => Ok(()),
-            _ => Err("no VM primed with the new image yet".to_string()),
-        }
-    });
+    wait_for("1", "0");
+    // ... which the image's second run takes; the one after finds its
+    // rootfs primed, with its own files and nothing else.
+    assert_eq!(run(&["marked", "cat", "/marker"]), "marked\n");
+    assert_eq!(pooled(), 3, "{}", daemon.log());
     wait_for("1", "1");
-    // ... which its next run takes, with its own files and nothing else.
+    let primed = daemon.log();
+    let primed = primed
+        .lines()
+        .rev()
+        .find(|l| l.contains("pooled VM primed"));
+    assert!(
+        primed.is_some_and(|l| !l.contains(&busybox_rootfs(&daemon))),
+        "{primed:?}"
+    );
     let seen = run(&["marked", "sh", "-c", "cat /marker; ls /sys/block"]);
     assert!(
         seen.starts_with("marked\n") && seen.lines().filter(|l| l.starts_with("sd")).count() == 1,
         "{seen}"
     );
-    assert_eq!(pooled(), 3, "{}", daemon.log());
+    assert_eq!(pooled(), 4, "{}", daemon.log());
 }
 
 /// The file name of the busybox image's rootfs, as hulld logs it.
