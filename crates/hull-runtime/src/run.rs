@@ -316,7 +316,7 @@ impl<H: Hypervisor> Runtime<H> {
             unless_vm_dies(&vm, exit.clone(), agent.request_done(&configure)).await?;
         }
 
-        let create = on_rootfs(&id, &id[..12]);
+        let create = on_rootfs(&id, &id[..12], ROOTFS_SERIAL);
         unless_vm_dies(&vm, exit.clone(), agent.request_done(&create)).await?;
         debug!(container = %id, "container created");
 
@@ -335,15 +335,14 @@ impl<H: Hypervisor> Runtime<H> {
     }
 }
 
-/// Creates container `id` on the erofs rootfs plugged in as
-/// [`ROOTFS_SERIAL`], with no writable disk and no mounts: a run's, and the
-/// warm-up's.
-pub(crate) fn on_rootfs(id: &str, hostname: &str) -> Request {
+/// Creates container `id` on the erofs rootfs plugged in as `serial`, with
+/// no writable disk and no mounts: a run's, and the warm-up's.
+pub(crate) fn on_rootfs(id: &str, hostname: &str, serial: &str) -> Request {
     Request::CreateContainer(ContainerSpec {
         id: id.to_owned(),
         hostname: hostname.to_owned(),
         rootfs: RootfsSpec {
-            serial: ROOTFS_SERIAL.into(),
+            serial: serial.into(),
             fs_type: "erofs".into(),
         },
         writable: None,

@@ -19,14 +19,16 @@ use hull_proto::{ExitStatus, ProcessSpec, Request, StreamId};
 use hull_vm::{DiskConfig, Vm};
 
 use crate::agent::{AgentClient, AgentError};
-use crate::run::{
-    new_container_id, on_rootfs, start_process, unless_vm_dies, RunError, ROOTFS_SERIAL,
-};
+use crate::run::{new_container_id, on_rootfs, start_process, unless_vm_dies, RunError};
 
 /// The warm-up rootfs's file name; the version changes with its program.
 const ROOTFS_NAME: &str = "warm-up-1.erofs";
 const PROGRAM: &str = "warm-up";
 const CONTAINER: &str = "warm-up";
+/// The warm-up disk's serial: not a run's, so that a run's or a prime's
+/// disk, plugged right after the warm-up's is unplugged, is never taken
+/// for it while the guest has yet to drop it.
+const SERIAL: &str = "hull-warm-up";
 /// What the program writes; more than this is not the program.
 const GREETING: &[u8] = b"ok\n";
 /// Streams of the warm-up's process, apart from those of runs.
@@ -117,7 +119,7 @@ pub(crate) async fn warm<V: Vm>(
         let disk = DiskConfig {
             id: "rootfs".into(),
             path: rootfs.to_owned(),
-            serial: ROOTFS_SERIAL.into(),
+            serial: SERIAL.into(),
             read_only: true,
         };
         vm.attach_disk(&disk)
@@ -127,7 +129,9 @@ pub(crate) async fn warm<V: Vm>(
         agent
             .request_done(&Request::ConfigureNetwork(network))
             .await?;
-        agent.request_done(&on_rootfs(CONTAINER, CONTAINER)).await?;
+        agent
+            .request_done(&on_rootfs(CONTAINER, CONTAINER, SERIAL))
+            .await?;
         let exited = agent.watch_exit(CONTAINER, "init");
         let mut stdout = agent.open_output(STDOUT);
         let mut stderr = agent.open_output(STDERR);
