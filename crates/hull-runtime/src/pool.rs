@@ -60,8 +60,12 @@ impl<V: Vm> Pool<V> {
     /// brings a VM primed with what runs now.
     pub fn take(&self, rootfs: Option<&Path>) -> Option<PooledVm<V>> {
         let mut ready = self.ready();
-        // Those that died while idle go; dropping them cleans up.
-        ready.retain(|pooled| pooled.vm.exit().borrow().is_none());
+        // Those that died while idle go; dropped (which cleans up) after
+        // the lock is let go, as is one that is replaced.
+        let (alive, mut gone): (Vec<_>, Vec<_>) = std::mem::take(&mut *ready)
+            .into_iter()
+            .partition(|pooled| pooled.vm.exit().borrow().is_none());
+        *ready = alive;
         let fits = |pooled: &PooledVm<V>| match (&pooled.primed, rootfs) {
             (Some(primed), Some(wanted)) if primed == wanted => Some(0),
             (None, _) => Some(1),
@@ -72,15 +76,18 @@ impl<V: Vm> Pool<V> {
             .rev()
             .filter_map(|i| Some((fits(&ready[i])?, i)))
             .min_by_key(|&(rank, _)| rank);
-        match best {
+        let taken = match best {
             Some((_, i)) => Some(ready.remove(i)),
             None => {
                 if !ready.is_empty() {
-                    drop(ready.remove(0));
+                    gone.push(ready.remove(0));
                 }
                 None
             }
-        }
+        };
+        drop(ready);
+        drop(gone);
+        taken
     }
 
     /// The number of idle VMs the pool keeps.
