@@ -85,12 +85,18 @@ pub fn wait_for_disk(serial: &str, timeout: Duration) -> Result<PathBuf, DiskErr
 /// disks already known are left as they are. Returns how many hosts were
 /// asked.
 pub fn rescan_scsi_hosts(hosts: &Path) -> usize {
+    ask_to_scan(hosts, "- - -\n")
+}
+
+/// Writes `what` (`channel target lun`, `-` for all) to the `scan` file of
+/// every SCSI host under `hosts`; returns how many took it.
+fn ask_to_scan(hosts: &Path, what: &str) -> usize {
     let Ok(entries) = fs::read_dir(hosts) else {
         return 0;
     };
     entries
         .flatten()
-        .filter(|host| fs::write(host.path().join("scan"), "- - -\n").is_ok())
+        .filter(|host| fs::write(host.path().join("scan"), what).is_ok())
         .count()
 }
 
@@ -145,13 +151,7 @@ fn boot_targets(cmdline: &str) -> u32 {
 /// Asks every SCSI host under `hosts` to scan LUN 0 of `target` on
 /// channel 0. Returns how many were asked.
 fn scan_target(hosts: &Path, target: u32) -> usize {
-    let Ok(entries) = fs::read_dir(hosts) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|host| fs::write(host.path().join("scan"), format!("0 {target} 0\n")).is_ok())
-        .count()
+    ask_to_scan(hosts, &format!("0 {target} 0\n"))
 }
 
 /// Waits for a container's image disk and, if it has one, its writable disk.

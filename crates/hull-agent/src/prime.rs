@@ -89,9 +89,9 @@ impl Primed {
         wait: Duration,
     ) -> Result<u64, PrimeError> {
         let serial = &rootfs.serial;
-        if serial.is_empty() || serial == "." || serial == ".." || serial.contains(['/', '\0']) {
-            return Err(PrimeError::InvalidSerial(serial.clone()));
-        }
+        // It names a directory, as a container id does.
+        crate::container::validate_id(serial)
+            .map_err(|_| PrimeError::InvalidSerial(serial.clone()))?;
         if read.len() > MAX_PATHS {
             return Err(PrimeError::TooManyPaths { count: read.len() });
         }

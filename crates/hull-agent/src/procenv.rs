@@ -2,8 +2,7 @@
 
 use hull_proto::{ErrorKind, RequestError};
 
-/// The `PATH` docker gives a container whose image sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use hull_proto::DEFAULT_PATH;
 
 /// The value of `key` in a `KEY=value` list (the first one, as getenv finds).
 pub fn lookup<'a>(env: &'a [String], key: &str) -> Option<&'a str> {

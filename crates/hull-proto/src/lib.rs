@@ -37,6 +37,10 @@ pub use rlimit::{Rlimit, RLIMIT_KINDS, RLIM_INFINITY};
 /// (`PrimeRootfs`, `ReleaseRootfs`).
 pub const PROTOCOL_VERSION: u32 = 4;
 
+/// The `PATH` docker gives a container whose image sets none: the agent
+/// runs processes with it, and the host looks for programs along it.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Name of the virtio-serial port that carries the control channel.
 pub const CONTROL_PORT_NAME: &str = "hull.ctl";
 

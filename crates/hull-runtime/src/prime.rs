@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use hull_proto::{Request, RootfsSpec};
+use hull_proto::{Request, RootfsSpec, DEFAULT_PATH};
 use hull_vm::{DiskConfig, Vm};
 use tracing::info;
 
@@ -116,9 +116,6 @@ impl Prime {
 
 /// The longest program name or `PATH` sent to prime with.
 const MAX_TEXT: usize = 4096;
-
-/// The `PATH` a container gets when its image sets none, as in docker.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How much a VM of `size` reads ahead: an eighth of its memory, at most
 /// [`MAX_BUDGET`].
