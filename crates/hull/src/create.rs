@@ -151,6 +151,15 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             port_bindings: Some(port_bindings(&args.publish)?).filter(|b| !b.is_empty()),
             ulimits: Some(args.ulimit.clone()).filter(|u| !u.is_empty()),
             log_config: log_config(args)?,
+            other: [
+                ("ExtraHosts", &args.add_host),
+                ("Links", &args.link),
+                ("VolumesFrom", &args.volumes_from),
+            ]
+            .into_iter()
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(key, values)| (key.to_owned(), serde_json::json!(values)))
+            .collect(),
             ..Default::default()
         }),
         networking_config: endpoint(args).map(|(network, settings)| NetworkingConfig {

@@ -76,6 +76,15 @@ pub struct RunArgs {
     /// The container's IPv4 address on its network.
     #[arg(long)]
     pub(crate) ip: Option<String>,
+    /// Add a line to /etc/hosts: NAME:IP, or NAME:host-gateway for the host.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub(crate) add_host: Vec<String>,
+    /// Link to another container: NAME[:ALIAS] (docker's legacy links).
+    #[arg(long = "link", value_name = "NAME[:ALIAS]")]
+    pub(crate) link: Vec<String>,
+    /// Mount the volumes of another container: NAME[:ro|:rw].
+    #[arg(long = "volumes-from", value_name = "NAME[:MODE]")]
+    pub(crate) volumes_from: Vec<String>,
     /// The VM's size: S1 (1 vCPU, 64 MiB) … L3 (8 vCPUs, 16 GiB).
     #[arg(long, conflicts_with_all = ["cpus", "memory"])]
     pub(crate) size: Option<String>,
@@ -163,6 +172,9 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
     let pooled = !client.is_remote()
         && args.publish.is_empty()
         && args.volume.is_empty()
+        && args.add_host.is_empty()
+        && args.link.is_empty()
+        && args.volumes_from.is_empty()
         && args.network.is_none()
         && args.log_opt.is_empty()
         && args.log_driver.is_none()

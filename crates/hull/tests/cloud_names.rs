@@ -355,6 +355,21 @@ fn a_tenant_sees_only_its_own_names_and_others_objects_read_as_missing() {
             "bdata@beta",
             "zzdata@nobody",
         ),
+        // A link names containers of the tenant's own only, by name or id.
+        (
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"busybox","HostConfig":{"Links":["NAME:x"]}}"#),
+            "bweb",
+            "nosuchweb",
+        ),
+        (
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"busybox","HostConfig":{"Links":["NAME:x"]}}"#),
+            bweb_id.as_str(),
+            random_id.as_str(),
+        ),
     ];
     for (method, target, body, other, missing) in pairs {
         let ask = |name: &str| {

@@ -380,6 +380,9 @@ pub(super) async fn container_route(
             attach_ws::attach(daemon, reference, request).await
         }
         (&Method::POST, "exec") => exec::create(daemon, reference, request).await,
+        (&Method::DELETE, alias) if containers::Query::of(&request).flag("link") => {
+            containers::remove_link(daemon, reference, alias).await
+        }
         (&Method::DELETE, "") => containers::remove(daemon, reference, &request).await,
         (&Method::GET, "top") => {
             let host_names = matches!(scope, scope::Scope::Operator);

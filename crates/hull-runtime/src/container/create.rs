@@ -16,7 +16,7 @@ use hull_vm::Hypervisor;
 use tracing::{info, warn};
 
 use super::{
-    lock, names, Container, ContainerConfig, ContainerError, ContainerState, Containers,
+    links, lock, names, Container, ContainerConfig, ContainerError, ContainerState, Containers,
     EndpointOptions, PodMembership, Record, RestartPolicy, Status, WRITABLE_DISK,
     WRITABLE_DISK_BYTES,
 };
@@ -66,6 +66,12 @@ pub struct CreateOptions {
     pub client_settings: super::ClientSettings,
     /// Its health check over the image's (see [`super::health::merge`]).
     pub healthcheck: Option<super::health::HealthConfig>,
+    /// `--link`: the containers it links to, by reference, with their alias.
+    pub links: Vec<(String, String)>,
+    /// `--volumes-from`: `container[:ro|:rw]` whose volumes it mounts too.
+    pub volumes_from: Vec<String>,
+    /// `--add-host`: name and address (see [`super::links::parse_extra_host`]).
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// What docker's `update` changes; `None` leaves it as it is.
@@ -135,6 +141,16 @@ impl<H: Hypervisor> Containers<H> {
             }
             None => names::generate(|n| holder(n).is_some()),
         };
+        // Links and --volumes-from name containers of the same namespace only.
+        let links = links::resolve_links(&table, namespace.as_deref(), &options.links)?;
+        let mut volumes = options.volumes;
+        let taken = links::volumes_from(
+            &table,
+            namespace.as_deref(),
+            &options.volumes_from,
+            &volumes,
+        )?;
+        volumes.extend(taken);
         let entrypoint = options
             .process
             .entrypoint
@@ -175,9 +191,11 @@ impl<H: Hypervisor> Containers<H> {
                 limits: options.limits,
                 network,
                 ports: options.ports,
-                volumes: options.volumes,
+                volumes,
                 log: options.log,
                 client_settings: options.client_settings,
+                links,
+                extra_hosts: options.extra_hosts,
                 healthcheck: super::health::merge(
                     options.healthcheck,
                     image.config.healthcheck.as_ref(),

@@ -10,6 +10,7 @@ mod exec;
 mod filesystem;
 pub mod health;
 mod inspect;
+pub mod links;
 pub mod logs;
 pub mod names;
 mod networks;
@@ -149,6 +150,8 @@ pub enum ContainerError {
     ProcessLost,
     #[error(transparent)]
     Pod(#[from] crate::pod::PodError),
+    #[error(transparent)]
+    Link(#[from] links::LinkError),
     #[error(transparent)]
     Network(#[from] hull_net::NetworkError),
     #[error(transparent)]

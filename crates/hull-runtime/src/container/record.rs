@@ -145,6 +145,13 @@ pub struct ContainerConfig {
     /// makes moot (`CpuShares`, `PidMode`...), by section and name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub client_settings: ClientSettings,
+    /// The containers it links to (`--link`), which must run when it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<super::links::Link>,
+    /// Lines it adds to `/etc/hosts` (`--add-host`): name and address, or
+    /// [`super::links::HOST_GATEWAY`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<(String, String)>,
     /// Its health check: the image's, as the create changed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<super::health::HealthConfig>,
@@ -386,6 +393,8 @@ mod tests {
                 volumes: Vec::new(),
                 log: Default::default(),
                 client_settings: Default::default(),
+                links: Vec::new(),
+                extra_hosts: Vec::new(),
                 healthcheck: None,
             },
             state: ContainerState::default(),

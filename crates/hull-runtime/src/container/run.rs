@@ -113,6 +113,8 @@ impl<H: Hypervisor> Containers<H> {
         }
         self.vms_gone(container).await;
         let id = container.id.clone();
+        // Before any VM: a linked container that is not running fails the start.
+        let linked = self.link_views(container)?;
         let mut disks = self.container_disks(container).await?;
         let (mounts, binds) = self.volume_mounts(container, &mut disks)?;
         let (backend, mut network, ports) = match &config.network {
@@ -162,15 +164,15 @@ impl<H: Hypervisor> Containers<H> {
         let size = config.size.unwrap_or(runtime.vms.default_size);
         let limited = crate::run::apply_limits(vm.get(), &agent, size, config.limits);
         unless_vm_dies(vm.get(), exit.clone(), limited).await?;
-        let ip_address = match network {
-            Some(spec) => {
-                let address = spec.interfaces[0].address.clone();
-                let configure = Request::ConfigureNetwork(spec);
-                unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&configure)).await?;
-                address.split('/').next().unwrap_or_default().to_owned()
-            }
-            None => String::new(),
-        };
+        // Sent without a network too: the container's /etc/hosts takes
+        // its extra hosts, and a pooled VM forgets its warm-up's network.
+        let mut spec = network.unwrap_or_default();
+        let ip_address = spec.interfaces.first().map_or_else(String::new, |i| {
+            i.address.split('/').next().unwrap_or_default().to_owned()
+        });
+        spec.hosts = etc_hosts(&config.extra_hosts, &spec, linked.hosts);
+        let configure = Request::ConfigureNetwork(spec);
+        unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&configure)).await?;
         let create = Request::CreateContainer(ContainerSpec {
             id: id.clone(),
             hostname: config.hostname.clone(),
@@ -192,7 +194,8 @@ impl<H: Hypervisor> Containers<H> {
             stdout: STDOUT,
             stderr: (!config.process.tty).then_some(STDERR),
         };
-        let (pid, exited, stdio) = start_main_process(vm.get(), &agent, container, streams).await?;
+        let (pid, exited, stdio) =
+            start_main_process(vm.get(), &agent, container, streams, linked.env).await?;
         debug!(container = %id, pid, "container process started");
         let run = Run {
             sandbox: Sandbox::Own {
@@ -402,12 +405,14 @@ impl<H: Hypervisor> Containers<H> {
 }
 
 /// Starts the container's main process (`init`) in `vm` on `streams`,
-/// listening on them before it runs; returns its pid, its exit and its stdio.
+/// listening on them before it runs, with its links' variables before its
+/// own; returns its pid, its exit and its stdio.
 pub(super) async fn start_main_process<V: Vm>(
     vm: &V,
     agent: &AgentClient,
     container: &Container,
     streams: StreamIds,
+    link_env: Vec<String>,
 ) -> Result<(i32, oneshot::Receiver<ExitStatus>, Stdio), ContainerError> {
     let config = container.config();
     let process = &config.process;
@@ -415,7 +420,7 @@ pub(super) async fn start_main_process<V: Vm>(
         container: container.id.clone(),
         id: "init".into(),
         args: process.args.clone(),
-        env: process.env.clone(),
+        env: super::links::merge_env(link_env, &process.env),
         cwd: process.cwd.clone(),
         user: process.user.clone(),
         terminal: process.tty,
@@ -510,4 +515,30 @@ impl Drop for DetachUnlessReleased<'_> {
             self.networks.detach(&id);
         }
     }
+}
+
+/// The `/etc/hosts` lines of a container: its links' then its extra hosts,
+/// `host-gateway` read as the gateway of its first interface (a container
+/// without one leaves that line out).
+fn etc_hosts(
+    extra: &[(String, String)],
+    spec: &hull_proto::NetworkSpec,
+    mut hosts: Vec<(String, Vec<String>)>,
+) -> Vec<(String, Vec<String>)> {
+    let gateway = spec.interfaces.first().and_then(|i| i.gateway.clone());
+    for (name, address) in extra {
+        let address = if address == super::links::HOST_GATEWAY {
+            match &gateway {
+                Some(gateway) => gateway.clone(),
+                None => {
+                    tracing::warn!(host = %name, "no gateway for host-gateway: left out of /etc/hosts");
+                    continue;
+                }
+            }
+        } else {
+            address.clone()
+        };
+        hosts.push((address, vec![name.clone()]));
+    }
+    hosts
 }

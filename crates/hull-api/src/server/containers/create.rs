@@ -178,6 +178,56 @@ fn group_add(settings: &hull_runtime::container::ClientSettings) -> Result<Vec<S
     }
 }
 
+/// A list of strings among the client's `HostConfig` settings (`Links`,
+/// `VolumesFrom`, `ExtraHosts`); null or absent is empty.
+fn host_strings(
+    settings: &hull_runtime::container::ClientSettings,
+    key: &str,
+) -> Result<Vec<String>, ApiError> {
+    let Some(value) = settings
+        .get(super::settings::HOST_CONFIG)
+        .and_then(|host| host.get(key))
+    else {
+        return Ok(Vec::new());
+    };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {key} {value}: a list of strings"),
+        )
+    };
+    match value {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid))
+            .collect(),
+        _ => Err(invalid()),
+    }
+}
+
+/// `--link`, `--volumes-from` and `--add-host`, read and checked.
+#[allow(clippy::type_complexity)]
+fn links_and_hosts(
+    settings: &hull_runtime::container::ClientSettings,
+) -> Result<(Vec<(String, String)>, Vec<String>, Vec<(String, String)>), ApiError> {
+    use hull_runtime::container::links;
+    let bad = |e: links::LinkError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
+    let links = host_strings(settings, "Links")?
+        .iter()
+        .map(|text| links::parse_link(text).map_err(bad))
+        .collect::<Result<_, _>>()?;
+    let volumes_from = host_strings(settings, "VolumesFrom")?;
+    for text in &volumes_from {
+        links::parse_volumes_from(text).map_err(bad)?;
+    }
+    let hosts = host_strings(settings, "ExtraHosts")?
+        .iter()
+        .map(|text| links::parse_extra_host(text).map_err(bad))
+        .collect::<Result<_, _>>()?;
+    Ok((links, volumes_from, hosts))
+}
+
 pub(in crate::server) fn create_options(
     body: ContainerCreate,
     name: Option<String>,
@@ -190,6 +240,14 @@ pub(in crate::server) fn create_options(
     let mut client_settings =
         super::settings::from_create(std::mem::take(&mut host.other), body.other, host.privileged)?;
     let volumes = volume_mounts(&body.volumes, &host)?;
+    let (links, volumes_from, extra_hosts) = links_and_hosts(&client_settings)?;
+    // Kept as sent: inspect shows them and links name them.
+    if let Some(exposed) = body.exposed_ports.filter(|ports| !ports.is_empty()) {
+        client_settings
+            .entry(super::settings::CONFIG.into())
+            .or_default()
+            .insert("ExposedPorts".into(), serde_json::json!(exposed));
+    }
     let endpoints = body
         .networking_config
         .and_then(|n| n.endpoints_config)
@@ -308,6 +366,9 @@ pub(in crate::server) fn create_options(
         log,
         client_settings,
         healthcheck: body.healthcheck,
+        links,
+        volumes_from,
+        extra_hosts,
     })
 }
 

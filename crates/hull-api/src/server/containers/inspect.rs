@@ -228,10 +228,14 @@ pub(in crate::server) fn inspect(
             }
         },
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &with_client_settings(body, config),
-    ))
+    let mut body = with_client_settings(body, config);
+    // Docker shows links by the containers' current names.
+    let links = daemon.containers().links_shown(&container);
+    let links = Some(links).filter(|l| !l.is_empty());
+    body.host_config
+        .other
+        .insert("Links".into(), serde_json::json!(links));
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// Docker's `State.Health`.

@@ -17,6 +17,7 @@ pub(in crate::server) async fn list(
         .filter(|&l: &i64| l > 0)
         .map(|l| l as usize);
     let mut summaries = Vec::new();
+    let link_names = daemon.containers().link_names();
     for container in daemon.containers().list() {
         let record = container.record();
         if !scope.sees(&record.config.labels) {
@@ -30,6 +31,9 @@ pub(in crate::server) async fn list(
         // The operator sees every tenant's `web`: each by its qualified name.
         if let (Scope::Operator, Some(namespace)) = (scope, &record.namespace) {
             summary.names = vec![format!("/{namespace}/{}", record.name)];
+        } else if let Some(names) = link_names.get(&record.id) {
+            // Docker lists a linked container by its links' names too.
+            summary.names.extend(names.iter().cloned());
         }
         summaries.push(summary);
         if limit.is_some_and(|l| summaries.len() >= l) {

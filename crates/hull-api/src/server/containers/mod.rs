@@ -68,6 +68,7 @@ impl From<ContainerError> for ApiError {
             | ContainerError::NotPaused(_)
             | ContainerError::PodPause { .. } => StatusCode::CONFLICT,
             ContainerError::Network(NetworkError::UnknownNetwork(_)) => StatusCode::NOT_FOUND,
+            ContainerError::Link(error) => link_status(error),
             ContainerError::Network(
                 NetworkError::InUse { .. }
                 | NetworkError::Exists(_)
@@ -102,6 +103,21 @@ impl From<ContainerError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error_chain(&error))
+    }
+}
+
+fn link_status(error: &hull_runtime::container::links::LinkError) -> StatusCode {
+    use hull_runtime::container::links::LinkError;
+    match error {
+        LinkError::NoSuchLink { .. } => StatusCode::NOT_FOUND,
+        LinkError::NotRunning { .. } | LinkError::DefaultName => StatusCode::CONFLICT,
+        // Not 404: the docker CLI reads a create's 404 as a missing image
+        // and pulls it.
+        LinkError::NoTarget(_)
+        | LinkError::NoVolumesFrom(_)
+        | LinkError::Invalid(_)
+        | LinkError::InvalidVolumesFrom(_)
+        | LinkError::InvalidHost(_) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -364,6 +380,18 @@ pub(super) async fn remove(
             .containers()
             .remove_anonymous_volumes(&container.config());
     }
+    Ok(no_content())
+}
+
+/// `DELETE /containers/{id}/{alias}?link=true`: removes the container's
+/// link `alias`; both containers stay.
+pub(super) async fn remove_link(
+    daemon: &Daemon,
+    reference: &str,
+    alias: &str,
+) -> Result<Response<Body>, ApiError> {
+    let container = container(daemon, reference)?;
+    daemon.containers().remove_link(&container, alias).await?;
     Ok(no_content())
 }
 

@@ -111,7 +111,7 @@ impl<H: Hypervisor> Containers<H> {
         };
         let agent = pod_vm.agent.clone();
         let (pid, exited, stdio) =
-            start_main_process(&pod_vm.vm, &agent, container, streams).await?;
+            start_main_process(&pod_vm.vm, &agent, container, streams, Vec::new()).await?;
         debug!(container = %container.id, pod = %pod.name(), pid, "pod container started");
         let ports = pod
             .spec
