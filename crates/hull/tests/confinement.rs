@@ -68,6 +68,14 @@ fn each_container_s_qemu_runs_as_its_own_uid_under_seccomp() {
         // 9p's passthrough model's four (every VM has a share), no more.
         assert_eq!(status_field(pid, "CapEff"), "000000000000001b");
         assert_eq!(status_field(pid, "CapAmb"), "000000000000001b");
+        // None of hulld's environment (its HULL_* settings among it).
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let names: Vec<String> = environ
+            .split(|b| *b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| text(v).split('=').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(names, ["PATH"], "QEMU's environment");
     }
     // The VMs still run commands.
     let exec = stdout_of(&daemon.hull(&["exec", &first, "echo", "alive"]));

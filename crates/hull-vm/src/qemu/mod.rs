@@ -346,6 +346,12 @@ impl Hypervisor for Qemu {
                 source,
             })?;
         let mut command = tokio::process::Command::new(&self.binary);
+        // QEMU gets none of hulld's environment (credentials, proxies,
+        // paths): only PATH, to find the binary as hulld found it.
+        command.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
         command
             .args(&args)
             .stdin(Stdio::null())
