@@ -120,10 +120,35 @@ qemu_memory() { # PID
        END { print pss + 0, private + 0 }' "/proc/$1/smaps_rollup"
 }
 
+# Prints one QEMU's PSS by part, in KiB: "tcg qemu guest_private
+# guest_shared files": TCG's translation cache (its one executable
+# anonymous mapping), QEMU's other anonymous memory (heap, arenas, stacks,
+# TCG's TLBs), the guest's RAM (the one mapping of MEMORY MiB) split into
+# the pages it wrote itself and its share of pages others map too (a
+# template's), and QEMU's binary and libraries.
+qemu_parts() { # PID
+  awk -v ram=$((memory * 1024)) '
+    /^[0-9a-f]+-[0-9a-f]+ / {
+      anonymous = NF < 6 || $6 ~ /^\[(heap|stack)/
+      executable = $2 ~ /x/
+      next
+    }
+    $1 == "Size:" {
+      part = "files"
+      if ($2 == ram) part = "guest"
+      else if (anonymous) part = executable ? "tcg" : "qemu"
+    }
+    $1 == "Pss:" { pss[part] += $2 }
+    $1 == "Private_Clean:" || $1 == "Private_Dirty:" { if (part == "guest") private += $2 }
+    END { print pss["tcg"] + 0, pss["qemu"] + 0, private + 0, pss["guest"] - private, pss["files"] + 0 }
+  ' "/proc/$1/smaps"
+}
+
 # (a) SAMPLES idle containers of one daemon: their QEMUs' PSS and private
 # memory, and the guest's view of its memory.
 measure_idle() { # DAEMON LABEL
   local name=$1 label=$2 ids=() id pss_sum=0 private_sum=0 count=0 pid
+  local tcg qemu guest_private guest_shared files parts=(0 0 0 0 0)
   for _ in $(seq "$samples"); do
     ids+=("$(on "$name" run -d busybox sleep 100000)")
   done
@@ -132,12 +157,18 @@ measure_idle() { # DAEMON LABEL
     read -r pss private < <(qemu_memory "$pid")
     pss_sum=$((pss_sum + pss))
     private_sum=$((private_sum + private))
+    read -r tcg qemu guest_private guest_shared files < <(qemu_parts "$pid")
+    parts=($((parts[0] + tcg)) $((parts[1] + qemu)) $((parts[2] + guest_private)) \
+      $((parts[3] + guest_shared)) $((parts[4] + files)))
     count=$((count + 1))
   done
   on "$name" exec "${ids[0]}" cat /proc/meminfo >"$work/meminfo"
   printf '%-16s PSS %6s MiB   private %6s MiB   (mean of %d QEMUs)   guest: MemTotal %s MiB, MemAvailable %s MiB\n' \
     "$label" "$(mib $((pss_sum / count)))" "$(mib $((private_sum / count)))" "$count" \
     "$(mib "$(kib MemTotal "$work/meminfo")")" "$(mib "$(kib MemAvailable "$work/meminfo")")"
+  printf '  %-14s by part: TCG translation cache %s, QEMU heap and stacks %s, guest RAM written %s + shared %s, binaries and libraries %s (MiB)\n' \
+    "" "$(mib $((parts[0] / count)))" "$(mib $((parts[1] / count)))" "$(mib $((parts[2] / count)))" \
+    "$(mib $((parts[3] / count)))" "$(mib $((parts[4] / count)))"
   on "$name" rm -f "${ids[@]}" >/dev/null
 }
 
