@@ -88,15 +88,20 @@ pub fn parse_extra_host(text: &str) -> Result<(String, String), LinkError> {
         .split_once('=')
         .or_else(|| text.split_once(':'))
         .ok_or_else(invalid)?;
-    let name_ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-    if !name_ok || (address != HOST_GATEWAY && address.parse::<IpAddr>().is_err()) {
+    if !is_host_name(name) || (address != HOST_GATEWAY && address.parse::<IpAddr>().is_err()) {
         return Err(invalid());
     }
     Ok((name.to_owned(), address.to_owned()))
+}
+
+/// Whether `name` can stand in an `/etc/hosts` line: letters, digits,
+/// `-`, `.` and `_`, at most 253 of them.
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 /// Reads `--volumes-from`'s `container[:ro|:rw]`: the container and
@@ -269,7 +274,8 @@ impl<H: Hypervisor> Containers<H> {
             if let Some(address) = address {
                 let mut names = vec![link.alias.clone()];
                 for other in [target_config.hostname, target.name()] {
-                    if !names.contains(&other) {
+                    // A host name is the linked container's to choose.
+                    if is_host_name(&other) && !names.contains(&other) {
                         names.push(other);
                     }
                 }

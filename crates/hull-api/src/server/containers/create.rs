@@ -241,6 +241,16 @@ pub(in crate::server) fn create_options(
         super::settings::from_create(std::mem::take(&mut host.other), body.other, host.privileged)?;
     let volumes = volume_mounts(&body.volumes, &host)?;
     let (links, volumes_from, extra_hosts) = links_and_hosts(&client_settings)?;
+    // It lands in /etc/hostname and /etc/hosts, and sethostname takes 64 bytes.
+    let hostname_ok = body.hostname.len() <= 64
+        && (body.hostname.is_empty()
+            || hull_runtime::container::links::is_host_name(&body.hostname));
+    if !hostname_ok {
+        return Err(bad(format!(
+            "invalid hostname {:?}: at most 64 letters, digits, '-', '.' or '_'",
+            body.hostname
+        )));
+    }
     // Kept as sent: inspect shows them and links name them.
     if let Some(exposed) = body.exposed_ports.filter(|ports| !ports.is_empty()) {
         client_settings
@@ -436,6 +446,11 @@ mod tests {
         let body: ContainerCreate =
             serde_json::from_str(r#"{"Image":"busybox","HostConfig":{"Runtime":"kata"}}"#).unwrap();
         assert!(create_options(body, None).is_err());
+        for hostname in ["a b", "x\n10.0.0.1 evil", &"h".repeat(65)] {
+            let text = serde_json::json!({"Image": "busybox", "Hostname": hostname}).to_string();
+            let body: ContainerCreate = serde_json::from_str(&text).unwrap();
+            assert!(create_options(body, None).is_err(), "{hostname:?}");
+        }
     }
 
     #[test]
