@@ -209,3 +209,53 @@ fn a_link_on_a_shared_bridge_network_names_the_address_and_ports() {
     stdout_of(&daemon.docker(&["rm", "-f", "linked-web"]));
     stdout_of(&daemon.docker(&["network", "rm", "linknet"]));
 }
+
+#[test]
+fn compose_links_extra_hosts_and_volumes_from() {
+    let daemon = daemon();
+    let Some(project) = common::compose::Project::new(
+        daemon,
+        "legacy",
+        r#"version: "2.4"
+services:
+  db:
+    image: busybox
+    command: sh -c "echo from-db > /data/f; exec sleep 1000"
+    environment: {ROLE: primary}
+    volumes: ["/data"]
+    expose: ["5432"]
+  app:
+    image: busybox
+    command: sh -c "until [ -s /data/f ]; do sleep 0.1; done; cat /data/f; env; cat /etc/hosts; exec sleep 1000"
+    links: ["db"]
+    extra_hosts: ["cache.internal:10.1.2.3"]
+    volumes_from: ["db"]
+"#,
+    ) else {
+        return;
+    };
+    project.run(&["up", "-d"]);
+    let mut logs = String::new();
+    common::eventually(60, || {
+        logs = project.run(&["logs", "--no-color", "app"]);
+        logs.contains("cache.internal")
+            .then_some(())
+            .ok_or_else(|| logs.clone())
+    });
+    assert!(logs.contains("from-db"), "{logs}");
+    assert!(logs.contains("DB_ENV_ROLE=primary"), "{logs}");
+    assert!(logs.contains("DB_PORT_5432_TCP_ADDR="), "{logs}");
+    // Compose's project network is a bridge: the alias names db's address.
+    let hosts: Vec<&str> = logs.lines().filter(|l| l.contains('\t')).collect();
+    assert!(
+        hosts.iter().any(|l| l.contains("10.1.2.3\tcache.internal")),
+        "{logs}"
+    );
+    assert!(
+        hosts
+            .iter()
+            .any(|l| l.split_whitespace().skip(1).any(|name| name == "db")),
+        "{logs}"
+    );
+    project.run(&["down", "-v", "-t", "1"]);
+}
