@@ -178,14 +178,23 @@ fn a_link_on_a_shared_bridge_network_names_the_address_and_ports() {
     ]));
     let address = address.trim();
     assert!(!address.is_empty());
-    let out = stdout_of(&daemon.docker(&[
+    stdout_of(&daemon.docker(&[
         "run",
-        "--rm",
+        "-d",
+        "--name",
+        "web-linker",
         "--network",
         "linknet",
         "--link",
         "linked-web:w",
         "busybox",
+        "sleep",
+        "1000",
+    ]));
+    // An exec gets the link's variables, as the main process did.
+    let out = stdout_of(&daemon.docker(&[
+        "exec",
+        "web-linker",
         "sh",
         "-c",
         "env; echo ---; cat /etc/hosts",
@@ -206,7 +215,15 @@ fn a_link_on_a_shared_bridge_network_names_the_address_and_ports() {
         [address, "w", "webhost", "linked-web"],
         "{hosts}"
     );
-    stdout_of(&daemon.docker(&["rm", "-f", "linked-web"]));
+    // Docker's documented form names the link by its absolute name.
+    stdout_of(&daemon.docker(&["rm", "--link", "/web-linker/w"]));
+    let links = daemon.docker(&["inspect", "-f", "{{json .HostConfig.Links}}", "web-linker"]);
+    assert_eq!(stdout_of(&links).trim(), "null");
+    // Without an alias there is no link to remove, and the container stays.
+    let api = daemon.docker(&["rm", "--link", "web-linker"]);
+    assert!(!api.status.success());
+    stdout_of(&daemon.docker(&["inspect", "web-linker"]));
+    stdout_of(&daemon.docker(&["rm", "-f", "linked-web", "web-linker"]));
     stdout_of(&daemon.docker(&["network", "rm", "linknet"]));
 }
 

@@ -308,6 +308,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = split_resource(p, "/containers/");
+            let (reference, action) = link_form(&method, &request, reference, action);
             let scope = scope::Scope::Operator;
             container_route(&daemon, &method, &reference, action, request, scope).await
         }
@@ -354,6 +355,26 @@ pub(super) fn split_resource<'a>(path: &'a str, prefix: &str) -> (String, &'a st
     (decoded, action)
 }
 
+/// Whether the request removes a link (`DELETE …?link=true`).
+pub(super) fn removes_link<B>(method: &Method, request: &Request<B>) -> bool {
+    method == Method::DELETE && containers::Query::of(request).flag("link")
+}
+
+/// `docker rm --link /web/db` asks `DELETE /containers//web/db?link=1`: the
+/// container is then the first part of what follows the empty reference.
+pub(super) fn link_form<'a, B>(
+    method: &Method,
+    request: &Request<B>,
+    reference: String,
+    action: &'a str,
+) -> (String, &'a str) {
+    if reference.is_empty() && removes_link(method, request) {
+        let (container, alias) = action.split_once('/').unwrap_or((action, ""));
+        return (container.to_owned(), alias);
+    }
+    (reference, action)
+}
+
 pub(super) async fn container_route(
     daemon: &Daemon,
     method: &Method,
@@ -380,7 +401,7 @@ pub(super) async fn container_route(
             attach_ws::attach(daemon, reference, request).await
         }
         (&Method::POST, "exec") => exec::create(daemon, reference, request).await,
-        (&Method::DELETE, alias) if containers::Query::of(&request).flag("link") => {
+        (&Method::DELETE, alias) if removes_link(method, &request) => {
             containers::remove_link(daemon, reference, alias).await
         }
         (&Method::DELETE, "") => containers::remove(daemon, reference, &request).await,

@@ -483,20 +483,24 @@ pub(super) async fn route(
         }
         (_, p) if p.starts_with("/containers/") => {
             let (reference, action) = super::split_resource(p, "/containers/");
-            let open = matches!(
-                (&method, action),
-                (
-                    &Method::GET,
-                    "json" | "logs" | "top" | "stats" | "archive" | "export"
-                ) | (&Method::HEAD | &Method::PUT, "archive")
-                    | (
-                        &Method::POST,
-                        "start" | "stop" | "restart" | "kill" | "wait" | "rename" | "update"
-                    )
-                    | (&Method::POST, "resize" | "attach" | "exec")
-                    | (&Method::GET | &Method::POST, "attach/ws")
-                    | (&Method::DELETE, "")
-            );
+            let (reference, action) = super::link_form(&method, &request, reference, action);
+            // Its own container's links, which name its own containers only.
+            let unlink = super::removes_link(&method, &request);
+            let open = unlink
+                || matches!(
+                    (&method, action),
+                    (
+                        &Method::GET,
+                        "json" | "logs" | "top" | "stats" | "archive" | "export"
+                    ) | (&Method::HEAD | &Method::PUT, "archive")
+                        | (
+                            &Method::POST,
+                            "start" | "stop" | "restart" | "kill" | "wait" | "rename" | "update"
+                        )
+                        | (&Method::POST, "resize" | "attach" | "exec")
+                        | (&Method::GET | &Method::POST, "attach/ws")
+                        | (&Method::DELETE, "")
+                );
             if !open {
                 return Err(refused(&method, &path));
             }

@@ -86,23 +86,13 @@ pub struct ContainerUpdate {
 impl<H: Hypervisor> Containers<H> {
     /// Creates a container of `options.image`: its record, its volumes, its
     /// address on its network and the disk that will hold its writable layer.
-    pub async fn create(
-        &self,
-        mut options: CreateOptions,
-    ) -> Result<Arc<Container>, ContainerError> {
+    pub async fn create(&self, options: CreateOptions) -> Result<Arc<Container>, ContainerError> {
         let images = self.images.clone();
         let reference = options.image_id.clone().unwrap_or(options.image.clone());
         let image = tokio::task::spawn_blocking(move || images.resolve(&reference))
             .await
             .expect("image lookups do not panic")?;
         let process = process_config(&image.config, &options.process)?;
-        if options.pod.is_none() {
-            crate::volume::add_image_volumes(
-                &mut options.volumes,
-                image.config.volumes.iter().flat_map(|v| v.keys()),
-                new_container_id,
-            );
-        }
         if let Some(size) = options.size {
             options.limits.check(size)?;
         }
@@ -151,6 +141,15 @@ impl<H: Hypervisor> Containers<H> {
             &volumes,
         )?;
         volumes.extend(taken);
+        // After --volumes-from, as docker: the image's volumes fill only
+        // the paths neither the create nor another container's volumes hold.
+        if options.pod.is_none() {
+            crate::volume::add_image_volumes(
+                &mut volumes,
+                image.config.volumes.iter().flat_map(|v| v.keys()),
+                new_container_id,
+            );
+        }
         let entrypoint = options
             .process
             .entrypoint

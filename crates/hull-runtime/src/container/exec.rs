@@ -165,7 +165,7 @@ pub(super) fn exec_spec(
     streams: StreamIds,
 ) -> ProcessSpec {
     let base = container.config().process;
-    let mut env = base.env.clone();
+    let mut env = super::links::merge_env(container.state().link_env, &base.env);
     for entry in &config.env {
         let key = entry.split('=').next().unwrap_or_default();
         env.retain(|e| e.split('=').next() != Some(key));

@@ -167,11 +167,14 @@ pub(super) fn volumes_from(
     for text in sources {
         let (name, read_only) = parse_volumes_from(text)?;
         let source = find_in(table, namespace, &name).ok_or(LinkError::NoVolumesFrom(name))?;
+        let path = |m: &VolumeMount| m.target.trim_end_matches('/').to_owned();
         for mount in source.config().volumes {
-            let free = !own.iter().chain(&taken).any(|m| m.target == mount.target);
+            let free = !own.iter().chain(&taken).any(|m| path(m) == path(&mount));
             if free {
+                // `:ro` makes every mount read-only; `:rw` never makes a
+                // read-only one writable.
                 taken.push(VolumeMount {
-                    read_only: read_only.unwrap_or(mount.read_only),
+                    read_only: mount.read_only || read_only == Some(true),
                     ..mount
                 });
             }

@@ -286,6 +286,9 @@ pub struct ContainerState {
     /// Its address while it runs; empty without a network.
     #[serde(default)]
     pub ip_address: String,
+    /// The variables its links gave it at its start, which its execs get too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_env: Vec<String>,
     /// Its VM's vCPUs are frozen (`docker pause`); only while it runs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,

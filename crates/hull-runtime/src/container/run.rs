@@ -195,7 +195,7 @@ impl<H: Hypervisor> Containers<H> {
             stderr: (!config.process.tty).then_some(STDERR),
         };
         let (pid, exited, stdio) =
-            start_main_process(vm.get(), &agent, container, streams, linked.env).await?;
+            start_main_process(vm.get(), &agent, container, streams, linked.env.clone()).await?;
         debug!(container = %id, pid, "container process started");
         let run = Run {
             sandbox: Sandbox::Own {
@@ -209,6 +209,7 @@ impl<H: Hypervisor> Containers<H> {
             s.streams = None;
             s.ports = ports;
             s.ip_address = ip_address;
+            s.link_env = linked.env;
         });
         attached.release();
         self.watch_run(runtime, container, run, stdio, pid, true)
