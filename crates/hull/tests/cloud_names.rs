@@ -355,7 +355,13 @@ fn a_tenant_sees_only_its_own_names_and_others_objects_read_as_missing() {
             "bdata@beta",
             "zzdata@nobody",
         ),
-        ("DELETE", "/containers/NAME/x?link=1", None, "bweb", "nosuchweb"),
+        (
+            "DELETE",
+            "/containers/NAME/x?link=1",
+            None,
+            "bweb",
+            "nosuchweb",
+        ),
         // A link names containers of the tenant's own only, by name or id.
         (
             "POST",

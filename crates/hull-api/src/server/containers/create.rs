@@ -149,40 +149,13 @@ pub(in crate::server) async fn create_with(
     ))
 }
 
-/// `HostConfig.GroupAdd`, as kept among the client's settings: group
-/// names or gids, as strings (docker's) or numbers.
-fn group_add(settings: &hull_runtime::container::ClientSettings) -> Result<Vec<String>, ApiError> {
-    let Some(value) = settings
-        .get(super::settings::HOST_CONFIG)
-        .and_then(|host| host.get("GroupAdd"))
-    else {
-        return Ok(Vec::new());
-    };
-    let invalid = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid GroupAdd {value}: a list of group names or ids"),
-        )
-    };
-    match value {
-        serde_json::Value::Null => Ok(Vec::new()),
-        serde_json::Value::Array(groups) => groups
-            .iter()
-            .map(|group| match group {
-                serde_json::Value::String(name) if !name.is_empty() => Ok(name.clone()),
-                serde_json::Value::Number(id) if id.as_u64().is_some() => Ok(id.to_string()),
-                _ => Err(invalid()),
-            })
-            .collect(),
-        _ => Err(invalid()),
-    }
-}
-
-/// A list of strings among the client's `HostConfig` settings (`Links`,
-/// `VolumesFrom`, `ExtraHosts`); null or absent is empty.
-fn host_strings(
+/// A list among the client's `HostConfig` settings, each item read by
+/// `item` (`None`: not what `what` says); null or absent is empty.
+fn host_list(
     settings: &hull_runtime::container::ClientSettings,
     key: &str,
+    what: &str,
+    item: impl Fn(&serde_json::Value) -> Option<String>,
 ) -> Result<Vec<String>, ApiError> {
     let Some(value) = settings
         .get(super::settings::HOST_CONFIG)
@@ -193,17 +166,42 @@ fn host_strings(
     let invalid = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("invalid {key} {value}: a list of strings"),
+            format!("invalid {key} {value}: {what}"),
         )
     };
     match value {
         serde_json::Value::Null => Ok(Vec::new()),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid))
-            .collect(),
+        serde_json::Value::Array(items) => {
+            items.iter().map(|i| item(i).ok_or_else(invalid)).collect()
+        }
         _ => Err(invalid()),
     }
+}
+
+/// `HostConfig.GroupAdd`: group names or gids, as strings (docker's) or
+/// numbers.
+fn group_add(settings: &hull_runtime::container::ClientSettings) -> Result<Vec<String>, ApiError> {
+    host_list(
+        settings,
+        "GroupAdd",
+        "a list of group names or ids",
+        |group| match group {
+            serde_json::Value::String(name) if !name.is_empty() => Some(name.clone()),
+            serde_json::Value::Number(id) if id.as_u64().is_some() => Some(id.to_string()),
+            _ => None,
+        },
+    )
+}
+
+/// A list of strings among the client's `HostConfig` settings (`Links`,
+/// `VolumesFrom`, `ExtraHosts`).
+fn host_strings(
+    settings: &hull_runtime::container::ClientSettings,
+    key: &str,
+) -> Result<Vec<String>, ApiError> {
+    host_list(settings, key, "a list of strings", |item| {
+        item.as_str().map(str::to_owned)
+    })
 }
 
 /// `--link`, `--volumes-from` and `--add-host`, read and checked.
