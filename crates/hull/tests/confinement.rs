@@ -84,7 +84,9 @@ fn each_container_s_qemu_runs_as_its_own_uid_under_seccomp() {
     // The uid is free again once its QEMU is gone, and the next VM takes it.
     let third = run_detached(daemon, &["busybox", "sleep", "600"]);
     let uid = sole_uid(qemu_of(daemon, &third));
-    assert!(uid == uid_a || uid == uid_b, "{uid} reuses a freed uid");
+    // The first free uid: one of theirs, or a lower one that a VM of a
+    // test running beside this one gave back meanwhile.
+    assert!(uid <= uid_a.max(uid_b), "{uid} reuses a freed uid");
     stdout_of(&daemon.hull(&["rm", "-f", &third]));
 }
 

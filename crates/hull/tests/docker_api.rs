@@ -41,6 +41,18 @@ fn create(daemon: &Daemon, body: &Value) -> String {
 #[test]
 fn host_config_keys_docker_stores_come_back_from_inspect() {
     let daemon = daemon();
+    // VolumesFrom names a container that is there, as docker requires.
+    let source = create(
+        daemon,
+        &json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Binds": ["/vf"]}}),
+    );
+    let (status, _) = api(
+        daemon,
+        "POST",
+        &format!("/containers/{source}/rename?name=other"),
+        None,
+    );
+    assert_eq!(status, 204);
     let id = create(
         daemon,
         &json!({
@@ -69,6 +81,11 @@ fn host_config_keys_docker_stores_come_back_from_inspect() {
     assert_eq!(host["Isolation"], "default");
     assert_eq!(host["Runtime"], "runc");
     assert_eq!(host["VolumesFrom"], json!(["other"]));
+    let mounts = inspect["Mounts"].as_array().unwrap();
+    assert!(
+        mounts.iter().any(|m| m["Destination"] == "/vf"),
+        "other's volume is mounted: {mounts:?}"
+    );
     assert_eq!(host["DeviceCgroupRules"], json!(["c 7:128 rwm"]));
     assert_eq!(host["MemorySwappiness"], 10);
     assert_eq!(host["GroupAdd"], json!(["1000"]));
@@ -104,8 +121,15 @@ fn host_config_keys_docker_stores_come_back_from_inspect() {
             "{answer}"
         );
     }
-    let (status, _) = api(daemon, "DELETE", &format!("/containers/{id}"), None);
-    assert_eq!(status, 204);
+    for container in [id, source] {
+        let (status, _) = api(
+            daemon,
+            "DELETE",
+            &format!("/containers/{container}?v=1"),
+            None,
+        );
+        assert_eq!(status, 204);
+    }
 }
 
 #[test]
