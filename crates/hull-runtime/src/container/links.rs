@@ -346,6 +346,32 @@ impl<H: Hypervisor> Containers<H> {
     }
 }
 
+/// The `/etc/hosts` lines of a container: its links' then its extra hosts,
+/// `host-gateway` read as the gateway of its first interface (a container
+/// without one leaves that line out).
+pub(super) fn etc_hosts(
+    extra: &[(String, String)],
+    spec: &hull_proto::NetworkSpec,
+    mut hosts: Vec<(String, Vec<String>)>,
+) -> Vec<(String, Vec<String>)> {
+    let gateway = spec.interfaces.first().and_then(|i| i.gateway.clone());
+    for (name, address) in extra {
+        let address = if address == HOST_GATEWAY {
+            match &gateway {
+                Some(gateway) => gateway.clone(),
+                None => {
+                    tracing::warn!(host = %name, "no gateway for host-gateway: left out of /etc/hosts");
+                    continue;
+                }
+            }
+        } else {
+            address.clone()
+        };
+        hosts.push((address, vec![name.clone()]));
+    }
+    hosts
+}
+
 /// The ports a container publishes or exposes, as docker's link variables
 /// list them: ordered by number, then protocol.
 fn exposed_ports(config: &super::ContainerConfig) -> Vec<(u16, &'static str)> {

@@ -165,12 +165,12 @@ impl<H: Hypervisor> Containers<H> {
         let limited = crate::run::apply_limits(vm.get(), &agent, size, config.limits);
         unless_vm_dies(vm.get(), exit.clone(), limited).await?;
         // Sent without a network too: the container's /etc/hosts takes
-        // its extra hosts, and a pooled VM forgets its warm-up's network.
+        // its extra hosts.
         let mut spec = network.unwrap_or_default();
         let ip_address = spec.interfaces.first().map_or_else(String::new, |i| {
             i.address.split('/').next().unwrap_or_default().to_owned()
         });
-        spec.hosts = etc_hosts(&config.extra_hosts, &spec, linked.hosts);
+        spec.hosts = super::links::etc_hosts(&config.extra_hosts, &spec, linked.hosts);
         let configure = Request::ConfigureNetwork(spec);
         unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&configure)).await?;
         let create = Request::CreateContainer(ContainerSpec {
@@ -516,30 +516,4 @@ impl Drop for DetachUnlessReleased<'_> {
             self.networks.detach(&id);
         }
     }
-}
-
-/// The `/etc/hosts` lines of a container: its links' then its extra hosts,
-/// `host-gateway` read as the gateway of its first interface (a container
-/// without one leaves that line out).
-fn etc_hosts(
-    extra: &[(String, String)],
-    spec: &hull_proto::NetworkSpec,
-    mut hosts: Vec<(String, Vec<String>)>,
-) -> Vec<(String, Vec<String>)> {
-    let gateway = spec.interfaces.first().and_then(|i| i.gateway.clone());
-    for (name, address) in extra {
-        let address = if address == super::links::HOST_GATEWAY {
-            match &gateway {
-                Some(gateway) => gateway.clone(),
-                None => {
-                    tracing::warn!(host = %name, "no gateway for host-gateway: left out of /etc/hosts");
-                    continue;
-                }
-            }
-        } else {
-            address.clone()
-        };
-        hosts.push((address, vec![name.clone()]));
-    }
-    hosts
 }
