@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hull_proto::{
-    ContainerSpec, ErrorKind, Event, ExitStatus, Frame, FrameKind, NetworkSpec, ProcessState,
-    Request, RequestError, Response, StreamId, INITIAL_WINDOW,
+    ContainerSpec, ErrorKind, Event, ExitStatus, Frame, FrameKind, InterfaceSpec, NetworkSpec,
+    ProcessState, Request, RequestError, Response, StreamId, INITIAL_WINDOW,
 };
 
 use crate::channel::Channel;
@@ -46,6 +46,14 @@ pub(crate) struct ProcessTable {
     pub exited: VecDeque<ProcessState>,
 }
 
+fn network_failure(error: network::NetworkError) -> RequestError {
+    let kind = match error {
+        network::NetworkError::Configure { .. } => ErrorKind::Internal,
+        _ => ErrorKind::InvalidRequest,
+    };
+    RequestError::new(kind, error_chain(&error))
+}
+
 /// Exited processes a `Reattached` listing names; a restarted host needs
 /// only those that ended while it was away.
 pub(crate) const EXITED_KEPT: usize = 256;
@@ -59,6 +67,8 @@ pub struct Agent {
     pub(crate) streams: Mutex<HashMap<StreamId, Stream>>,
     /// What `ConfigureNetwork` set, for the `/etc` files of containers.
     network: Mutex<NetworkSpec>,
+    /// The network devices as they booted, to find each slot's interface.
+    nics: network::Nics,
     /// Image disks mounted ahead of their containers.
     primed: crate::prime::Primed,
 }
@@ -71,6 +81,7 @@ impl Agent {
             processes: Mutex::default(),
             streams: Mutex::default(),
             network: Mutex::default(),
+            nics: network::Nics::read(std::path::Path::new("/sys/class/net")),
             primed: crate::prime::Primed::default(),
         }
     }
@@ -164,6 +175,12 @@ impl Agent {
                     agent.channel.respond(id, &into_response(response));
                 });
             }
+            Request::ConfigureInterface { slot, interface } => {
+                return self.in_background(id, move |agent| {
+                    let response = agent.configure_interface(slot, interface);
+                    agent.channel.respond(id, &into_response(response));
+                });
+            }
             Request::PrimeRootfs {
                 rootfs,
                 read,
@@ -248,15 +265,27 @@ impl Agent {
     }
 
     fn configure_network(&self, spec: NetworkSpec) -> Result<Response, RequestError> {
-        network::configure(&spec).map_err(|e| {
-            let kind = match e {
-                network::NetworkError::Configure { .. } => ErrorKind::Internal,
-                _ => ErrorKind::InvalidRequest,
-            };
-            RequestError::new(kind, error_chain(&e))
-        })?;
+        network::configure(&spec, &self.nics).map_err(network_failure)?;
         log!("network configured: {} interfaces", spec.interfaces.len());
         *lock(&self.network) = spec;
+        Ok(Response::Done)
+    }
+
+    fn configure_interface(
+        &self,
+        slot: u32,
+        interface: Option<InterfaceSpec>,
+    ) -> Result<Response, RequestError> {
+        let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+        network::configure_slot(slot, interface.as_ref(), &self.nics).map_err(network_failure)?;
+        log!(
+            "network device {slot} {}",
+            if interface.is_some() {
+                "configured"
+            } else {
+                "taken down"
+            }
+        );
         Ok(Response::Done)
     }
 

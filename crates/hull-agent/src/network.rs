@@ -171,41 +171,113 @@ fn interfaces(sys_class_net: &Path) -> Vec<String> {
     names
 }
 
-/// Configures the VM's interfaces as `spec` says.
-pub fn configure(spec: &NetworkSpec) -> Result<(), NetworkError> {
+/// The VM's network devices as they were at boot: each interface's name
+/// and the MAC its device came with, which names its slot
+/// ([`hull_proto::nic_mac`]). Read before any interface takes its
+/// network's MAC; a clone of a template has its template's.
+#[derive(Debug, Clone, Default)]
+pub struct Nics {
+    /// In device order.
+    boot: Vec<(String, Option<[u8; 6]>)>,
+}
+
+impl Nics {
+    pub fn read(sys_class_net: &Path) -> Self {
+        let boot = interfaces(sys_class_net)
+            .into_iter()
+            .map(|name| {
+                let mac = fs::read_to_string(sys_class_net.join(&name).join("address"))
+                    .ok()
+                    .and_then(|text| parse_mac(text.trim()).ok());
+                (name, mac)
+            })
+            .collect();
+        Self { boot }
+    }
+
+    /// The interface of device `slot`: the one that booted with the slot's
+    /// MAC, or else (a VM whose devices have no such MACs) the slot-th in
+    /// device order.
+    pub fn name_of(&self, slot: usize) -> Option<&str> {
+        let wanted = hull_proto::nic_mac(slot);
+        let by_mac = self.boot.iter().find(|(_, mac)| *mac == Some(wanted));
+        let any_slot_macs = self
+            .boot
+            .iter()
+            .any(|(_, mac)| mac.is_some_and(|m| m[..5] == wanted[..5]));
+        match by_mac {
+            Some((name, _)) => Some(name),
+            None if any_slot_macs => None,
+            None => self.boot.get(slot).map(|(name, _)| name.as_str()),
+        }
+    }
+}
+
+/// Configures the VM's interfaces as `spec` says: its first interface is
+/// device slot 0's, and so on.
+pub fn configure(spec: &NetworkSpec, nics: &Nics) -> Result<(), NetworkError> {
     let wanted = spec
         .interfaces
         .iter()
         .map(parse_interface)
         .collect::<Result<Vec<_>, _>>()?;
-    let names = interfaces(Path::new("/sys/class/net"));
-    if names.len() < wanted.len() {
-        return Err(NetworkError::Missing {
+    let names = (0..wanted.len())
+        .map(|slot| nics.name_of(slot))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(NetworkError::Missing {
             wanted: wanted.len(),
-            found: names.len(),
-        });
+            found: nics.boot.len(),
+        })?;
+    for (name, interface) in names.into_iter().zip(&wanted) {
+        apply(name, interface)?;
     }
-    for (name, interface) in names.iter().zip(&wanted) {
-        let fail = |what| {
-            let interface = name.clone();
-            move |source| NetworkError::Configure {
-                interface,
-                what,
-                source,
-            }
-        };
-        sys::set_mac_address(name, interface.mac).map_err(fail("set its MAC address"))?;
-        sys::set_ipv4_address(name, interface.address, interface.netmask)
-            .map_err(fail("set its address"))?;
-        if let Some(mtu) = interface.mtu {
-            sys::set_mtu(name, mtu).map_err(fail("set its MTU"))?;
+    Ok(())
+}
+
+/// Configures device `slot`'s interface as `spec` says, or with `None`
+/// takes its address and link down: a network joined or left while
+/// containers run.
+pub fn configure_slot(
+    slot: usize,
+    spec: Option<&InterfaceSpec>,
+    nics: &Nics,
+) -> Result<(), NetworkError> {
+    let interface = spec.map(parse_interface).transpose()?;
+    let name = nics.name_of(slot).ok_or(NetworkError::Missing {
+        wanted: slot + 1,
+        found: nics.boot.len(),
+    })?;
+    match interface {
+        Some(interface) => apply(name, &interface),
+        None => {
+            sys::clear_ipv4_address(name).map_err(failed(name, "remove its address"))?;
+            sys::set_link_down(name).map_err(failed(name, "take it down"))
         }
-        sys::set_link_up(name).map_err(fail("bring it up"))?;
-        for route in interface.routes_in_order() {
-            sys::add_route(name, route.destination, route.netmask, route.gateway)
-                .or_else(already_there)
-                .map_err(fail("add a route"))?;
-        }
+    }
+}
+
+/// The error of step `what` on interface `name`.
+fn failed(name: &str, what: &'static str) -> impl FnOnce(std::io::Error) -> NetworkError {
+    let interface = name.to_owned();
+    move |source| NetworkError::Configure {
+        interface,
+        what,
+        source,
+    }
+}
+
+fn apply(name: &str, interface: &Interface) -> Result<(), NetworkError> {
+    sys::set_mac_address(name, interface.mac).map_err(failed(name, "set its MAC address"))?;
+    sys::set_ipv4_address(name, interface.address, interface.netmask)
+        .map_err(failed(name, "set its address"))?;
+    if let Some(mtu) = interface.mtu {
+        sys::set_mtu(name, mtu).map_err(failed(name, "set its MTU"))?;
+    }
+    sys::set_link_up(name).map_err(failed(name, "bring it up"))?;
+    for route in interface.routes_in_order() {
+        sys::add_route(name, route.destination, route.netmask, route.gateway)
+            .or_else(already_there)
+            .map_err(failed(name, "add a route"))?;
     }
     Ok(())
 }
@@ -255,6 +327,48 @@ mod tests {
             mtu: None,
             routes: Vec::new(),
         }
+    }
+
+    fn sys_class_net(interfaces: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mac) in interfaces {
+            fs::create_dir(dir.path().join(name)).unwrap();
+            fs::write(dir.path().join(name).join("address"), format!("{mac}\n")).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn slots_are_found_by_boot_mac_whatever_order_the_kernel_named_them() {
+        // The kernel probed the devices last first.
+        let dir = sys_class_net(&[
+            ("lo", "00:00:00:00:00:00"),
+            ("eth0", &hull_proto::nic_mac_text(2)),
+            ("eth1", &hull_proto::nic_mac_text(1)),
+            ("eth2", &hull_proto::nic_mac_text(0)),
+        ]);
+        let nics = Nics::read(dir.path());
+        assert_eq!(nics.name_of(0), Some("eth2"));
+        assert_eq!(nics.name_of(1), Some("eth1"));
+        assert_eq!(nics.name_of(2), Some("eth0"));
+        // A slot the VM lacks is not some other slot's interface.
+        assert_eq!(nics.name_of(3), None);
+        assert!(matches!(
+            configure_slot(3, None, &nics),
+            Err(NetworkError::Missing {
+                wanted: 4,
+                found: 3
+            })
+        ));
+    }
+
+    #[test]
+    fn devices_without_slot_macs_go_by_device_order() {
+        let dir = sys_class_net(&[("eth1", "52:54:00:12:34:57"), ("eth0", "52:54:00:12:34:56")]);
+        let nics = Nics::read(dir.path());
+        assert_eq!(nics.name_of(0), Some("eth0"));
+        assert_eq!(nics.name_of(1), Some("eth1"));
+        assert_eq!(nics.name_of(2), None);
     }
 
     #[test]

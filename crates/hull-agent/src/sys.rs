@@ -169,6 +169,35 @@ pub fn set_link_up(name: &str) -> io::Result<()> {
     check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) })
 }
 
+/// Takes the network interface `name` down, as `ip link set NAME down`:
+/// its routes go with it.
+pub fn set_link_down(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    let mut request = interface_request(name)?;
+    // SAFETY: `request` is an ifreq naming the interface, valid for the call.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) })?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { request.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short) };
+    // SAFETY: as above; the kernel only reads the name and flags.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) })
+}
+
+/// Removes the interface's IPv4 address (setting 0.0.0.0 deletes it), so
+/// that the VM no longer answers for it on any link.
+pub fn clear_ipv4_address(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = ioctl_socket()?;
+    let mut request = interface_request(name)?;
+    request.ifr_ifru.ifru_addr = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+    // SAFETY: `request` is a valid ifreq holding the address.
+    match check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFADDR, &request) }) {
+        // It had none.
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+        other => other,
+    }
+}
+
 /// A socket for interface ioctls.
 fn ioctl_socket() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;

@@ -27,13 +27,16 @@ pub struct Attachment {
 }
 
 pub struct Networks {
-    store: Arc<NetworkStore>,
+    pub(crate) store: Arc<NetworkStore>,
     /// `Err`: why bridges cannot be made here, and containers on bridge
     /// networks use the user-mode network instead.
     pub(crate) host: Result<HostNetwork, String>,
     resolvers: Mutex<BTreeMap<String, tokio::task::AbortHandle>>,
     /// The published ports of running containers on bridge networks.
     pub(crate) published: Mutex<BTreeMap<String, Vec<PortRule>>>,
+    /// The networks plugged into running VMs' spare devices: container,
+    /// then slot, to network id.
+    pub(crate) secondary: Mutex<BTreeMap<String, BTreeMap<usize, String>>>,
     /// Security groups and their containers.
     pub(crate) groups: crate::sg::GroupStore,
     /// `Err`: why Hull's nftables tables cannot be written here.
@@ -82,6 +85,7 @@ impl Networks {
             host,
             resolvers: Mutex::default(),
             published: Mutex::default(),
+            secondary: Mutex::default(),
             firewall,
             vm_uids,
             writing: Mutex::default(),
@@ -151,7 +155,7 @@ impl Networks {
     }
 
     /// The network's bridge and resolver, made if missing.
-    fn activate(&self, record: &NetworkRecord) -> Result<(), NetworkError> {
+    pub(crate) fn activate(&self, record: &NetworkRecord) -> Result<(), NetworkError> {
         let Ok(host) = &self.host else {
             return Ok(());
         };
@@ -172,7 +176,9 @@ impl Networks {
                 message: e.to_string(),
             })?;
         let (store, id) = (self.store.clone(), record.id.clone());
-        let lookup: dns::Lookup = Arc::new(move |name: &str| store.get(&id).ok()?.resolve(name));
+        let lookup: dns::Lookup = Arc::new(move |name: &str, client| {
+            crate::secondary::resolve_in(&store, &id, name, client)
+        });
         // An internal network has no way out, not even for names.
         let upstreams = if record.internal {
             Vec::new()
@@ -200,7 +206,8 @@ impl Networks {
         Ok(record)
     }
 
-    /// Gives a container an address on a network.
+    /// Gives a container an address on a network, its first or a
+    /// `secondary` one.
     pub fn connect(
         &self,
         reference: &str,
@@ -208,10 +215,29 @@ impl Networks {
         container_name: &str,
         aliases: Vec<String>,
         address: Option<Ipv4Addr>,
+        secondary: bool,
     ) -> Result<NetworkRecord, NetworkError> {
         self.store
-            .connect(reference, container_id, container_name, aliases, address)
+            .connect_as(
+                reference,
+                container_id,
+                container_name,
+                aliases,
+                address,
+                secondary,
+            )
             .map(|(record, _)| record)
+    }
+
+    /// Makes the container's endpoint on `reference` its first network's,
+    /// or a secondary one's.
+    pub fn set_secondary(
+        &self,
+        reference: &str,
+        container_id: &str,
+        secondary: bool,
+    ) -> Result<bool, NetworkError> {
+        self.store.set_secondary(reference, container_id, secondary)
     }
 
     pub fn disconnect(&self, reference: &str, container_id: &str) -> Result<bool, NetworkError> {
@@ -252,8 +278,7 @@ impl Networks {
     ) -> Result<Attachment, NetworkError> {
         let record = self.store.get(network)?;
         let endpoint = record
-            .endpoints
-            .get(container_id)
+            .primary_endpoint(container_id)
             .cloned()
             .ok_or_else(|| NetworkError::NotConnected(record.name.clone()))?;
         let Ok(host) = &self.host else {
@@ -321,11 +346,13 @@ impl Networks {
         })
     }
 
-    /// Takes down what `attach` set up for a container whose VM is gone.
+    /// Takes down what `attach` and `attach_secondary` set up for a
+    /// container whose VM is gone.
     pub fn detach(&self, container_id: &str) {
         let Ok(host) = &self.host else {
             return;
         };
+        self.detach_all_secondary(container_id);
         if let Err(err) = host.remove_link(&tap_name(container_id)) {
             warn!(container = %container_id, error = %err, "cannot remove the container's tap");
         }
@@ -338,12 +365,27 @@ impl Networks {
 
     /// Brings the host in line with the records after hulld starts: every
     /// network's bridge and resolver, taps only for VMs that still run
-    /// (`running`: container id and its published ports, by network), and
-    /// Hull's tables rebuilt from scratch.
-    pub fn restore(&self, running: &[(String, String, Vec<PortBinding>)]) {
+    /// (`running`: container id and its published ports, by network;
+    /// `plugged`: container id, spare device slot and network), and Hull's
+    /// tables rebuilt from scratch.
+    pub fn restore(
+        &self,
+        running: &[(String, String, Vec<PortBinding>)],
+        plugged: &[(String, usize, String)],
+    ) {
         let Ok(host) = &self.host else {
             return;
         };
+        {
+            let mut secondary = lock(&self.secondary);
+            secondary.clear();
+            for (container_id, slot, network) in plugged {
+                secondary
+                    .entry(container_id.clone())
+                    .or_default()
+                    .insert(*slot, network.clone());
+            }
+        }
         for network in self.list() {
             if let Err(err) = self.activate(&network) {
                 warn!(network = %network.name, error = %err, "cannot bring the network up");
@@ -355,12 +397,16 @@ impl Networks {
             let Ok(record) = self.store.get(network) else {
                 continue;
             };
-            if let Some(endpoint) = record.endpoints.get(container_id) {
+            if let Some(endpoint) = record.primary_endpoint(container_id) {
                 published.insert(container_id.clone(), port_rules(ports, endpoint.address));
             }
         }
+        let spares = self.secondary_taps();
         for tap in host.links_named(TAP_PREFIX) {
-            let owned = published.keys().any(|id| tap_name(id) == tap);
+            let owned = published.keys().any(|id| tap_name(id) == tap)
+                || spares
+                    .iter()
+                    .any(|(id, slot, _)| crate::tap_name_for(id, *slot) == tap);
             if !owned {
                 info!(tap = %tap, "removing the tap of a VM that is gone");
                 let _ = host.remove_link(&tap);

@@ -138,8 +138,9 @@ pub fn name_servers(resolv_conf: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Names on one network, as the server looks them up.
-pub type Lookup = Arc<dyn Fn(&str) -> Option<Ipv4Addr> + Send + Sync>;
+/// Names as the server looks them up for a client (by its address): the
+/// names of its network, then those of its other networks.
+pub type Lookup = Arc<dyn Fn(&str, Ipv4Addr) -> Option<Ipv4Addr> + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ pub mod firewall;
 mod host;
 pub mod records;
 pub mod resolver;
+mod secondary;
 pub mod service;
 pub mod sg;
 pub mod store;
@@ -22,6 +23,7 @@ use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 
 pub use bridges::{tap_name, Attachment, Networks};
+pub use secondary::tap_name_for;
 pub use store::{Endpoint, NetworkOptions, NetworkRecord, Subnet, SubnetPool};
 
 use hull_proto::{InterfaceSpec, NetworkSpec};
@@ -88,10 +90,12 @@ pub enum NetworkError {
     NotConnected(String),
     #[error("container {container} is already connected to network {network}")]
     AlreadyConnected { container: String, network: String },
-    #[error("container {container} is on network {network}: a Hull container has one network interface, so disconnect it from {network} first")]
-    OneNetwork { container: String, network: String },
-    #[error("container {0} is running: a running VM cannot change networks; stop it first")]
-    Running(String),
+    #[error("container {container} is on {max} networks, as many as its VM has network devices: disconnect it from one first")]
+    TooManyNetworks { container: String, max: usize },
+    #[error("network {network} is container {container}'s first network, which its VM keeps while it runs: stop the container to disconnect it")]
+    FirstNetwork { container: String, network: String },
+    #[error("a second network ({network}) needs bridge networks, which this host lacks: {why}")]
+    NoBridges { network: String, why: String },
     #[error("Bind for {0} failed: port is already allocated")]
     PortAllocated(String),
     #[error("{command} failed: {message}")]

@@ -186,7 +186,11 @@ impl Forwarder {
             return;
         };
         if question.qclass == CLASS_IN {
-            if let Some(address) = lookup(&question.name) {
+            let client = match peer.ip() {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            };
+            if let Some(address) = lookup(&question.name, client) {
                 debug!(name = %question.name, %address, "answered from the network");
                 let _ = socket
                     .send_to(&dns::answer(query, &question, address), peer)
@@ -381,7 +385,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let address = socket.local_addr().unwrap();
         let lookup: Lookup =
-            Arc::new(|name: &str| (name == "db").then_some(Ipv4Addr::new(10, 0, 0, 9)));
+            Arc::new(|name: &str, _| (name == "db").then_some(Ipv4Addr::new(10, 0, 0, 9)));
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(serve_with(
             socket,

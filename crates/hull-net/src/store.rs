@@ -30,6 +30,11 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     pub address: Ipv4Addr,
     pub mac: String,
+    /// A network the container joined besides its first one: its VM's
+    /// spare network device carries it, without the default route, the
+    /// published ports or a floating IP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secondary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +70,11 @@ impl NetworkRecord {
 
     /// The address a name on this network stands for: a container's name,
     /// one of its aliases, or the start of its id.
+    /// The container's endpoint here, if this is its first network.
+    pub fn primary_endpoint(&self, container_id: &str) -> Option<&Endpoint> {
+        self.endpoints.get(container_id).filter(|e| !e.secondary)
+    }
+
     pub fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
         let name = name.trim_end_matches('.');
         self.endpoints
@@ -306,6 +316,27 @@ impl NetworkStore {
         aliases: Vec<String>,
         requested: Option<Ipv4Addr>,
     ) -> Result<(NetworkRecord, Endpoint), NetworkError> {
+        self.connect_as(
+            reference,
+            container_id,
+            container_name,
+            aliases,
+            requested,
+            false,
+        )
+    }
+
+    /// As [`NetworkStore::connect`], as the container's `secondary`
+    /// network or its first.
+    pub fn connect_as(
+        &self,
+        reference: &str,
+        container_id: &str,
+        container_name: &str,
+        aliases: Vec<String>,
+        requested: Option<Ipv4Addr>,
+        secondary: bool,
+    ) -> Result<(NetworkRecord, Endpoint), NetworkError> {
         let mut table = self.table();
         let network_id =
             crate::records::find(&table, reference, |n: &NetworkRecord| n.name.clone())
@@ -345,6 +376,7 @@ impl NetworkStore {
             aliases,
             address,
             mac: mac_for(address),
+            secondary,
         };
         record
             .endpoints
@@ -366,6 +398,30 @@ impl NetworkStore {
         }
         self.save(&record)?;
         table.insert(record.id.clone(), record);
+        Ok(true)
+    }
+
+    /// Makes the container's endpoint on a network its first network's
+    /// (`secondary` false) or a secondary one's; `false` if it has none.
+    pub fn set_secondary(
+        &self,
+        reference: &str,
+        container_id: &str,
+        secondary: bool,
+    ) -> Result<bool, NetworkError> {
+        let mut table = self.table();
+        let mut record =
+            crate::records::find(&table, reference, |n: &NetworkRecord| n.name.clone())
+                .cloned()
+                .ok_or_else(|| NetworkError::UnknownNetwork(reference.to_owned()))?;
+        let Some(endpoint) = record.endpoints.get_mut(container_id) else {
+            return Ok(false);
+        };
+        if endpoint.secondary != secondary {
+            endpoint.secondary = secondary;
+            self.save(&record)?;
+            table.insert(record.id.clone(), record);
+        }
         Ok(true)
     }
 

@@ -35,7 +35,32 @@ pub use rlimit::{Rlimit, RLIMIT_KINDS, RLIM_INFINITY};
 /// (`Reattach`).
 /// 4: an image disk can be mounted and read ahead of its container
 /// (`PrimeRootfs`, `ReleaseRootfs`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: network devices are told apart by their boot MACs ([`nic_mac`]),
+/// and one can be configured while containers run (`ConfigureInterface`).
+pub const PROTOCOL_VERSION: u32 = 5;
+
+/// How many network devices a VM has: the first, and spares that networks
+/// joined while it runs (or after its first, at its start) plug into.
+/// Eight virtio-mmio transports are all microvm has without ACPI, and the
+/// other devices take six.
+pub const NIC_SLOTS: usize = 3;
+
+/// The MAC address network device `slot` has at boot, by which the agent
+/// finds it (the order of `eth0`, `eth1`, … follows the kernel's probing,
+/// not the command line). The agent then gives each interface the MAC of
+/// its network's endpoint. Locally administered, unicast.
+pub fn nic_mac(slot: usize) -> [u8; 6] {
+    [0x02, 0x48, 0x55, 0x4c, 0x00, slot as u8]
+}
+
+/// [`nic_mac`] as QEMU and `ip` write it.
+pub fn nic_mac_text(slot: usize) -> String {
+    let mac = nic_mac(slot);
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
 
 /// The `PATH` docker gives a container whose image sets none: the agent
 /// runs processes with it, and the host looks for programs along it.

@@ -133,6 +133,14 @@ pub enum Request {
     /// find in their `/etc/resolv.conf` and `/etc/hosts`. Sent before the
     /// first `CreateContainer`; without it interfaces stay down.
     ConfigureNetwork(NetworkSpec),
+    /// Configures the VM's network device `slot` (0 is the first; see
+    /// [`crate::nic_mac`]) as `interface` says, or, with `None`, takes its
+    /// address away and its link down: a network joined or left while the
+    /// VM runs. Answered with `Done`.
+    ConfigureInterface {
+        slot: u32,
+        interface: Option<InterfaceSpec>,
+    },
     /// Mounts the image disk of `rootfs` read-only and reads the files of
     /// `read`, at most `budget` bytes in all, so that a later container
     /// finds them in the page cache. Each is an absolute path in the image

@@ -19,6 +19,10 @@ fn every_message_survives_json() {
     round_trip(Request::ThawDisk {
         serial: "hull-vol-0".into(),
     });
+    round_trip(Request::ConfigureInterface {
+        slot: 2,
+        interface: None,
+    });
     round_trip(Request::ConfigureNetwork(NetworkSpec {
         interfaces: vec![InterfaceSpec {
             mac: "02:00:00:00:00:01".into(),

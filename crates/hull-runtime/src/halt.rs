@@ -96,6 +96,12 @@ mod tests {
         async fn detach_disk(&self, _: &str) -> Result<(), Unsupported> {
             Err(Unsupported)
         }
+        async fn plug_nic(&self, _: usize, _: &str) -> Result<(), Unsupported> {
+            Err(Unsupported)
+        }
+        async fn unplug_nic(&self, _: usize) -> Result<(), Unsupported> {
+            Err(Unsupported)
+        }
         async fn set_guest_memory(&self, _: u64) -> Result<(), Unsupported> {
             Err(Unsupported)
         }

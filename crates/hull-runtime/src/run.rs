@@ -52,6 +52,8 @@ pub enum RunError {
     GuestMemory(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot pause or resume the VM")]
     Freeze(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot plug a network into the VM or unplug one")]
+    Nic(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the VM did not come up within {}s; its console ends with:\n{console}", BOOT_TIMEOUT.as_secs())]
     BootTimeout { console: String },
     #[error("the VM stopped unexpectedly ({exit}); its console ends with:\n{console}")]

@@ -59,7 +59,8 @@ pub struct HostShare {
 
 /// Names the devices every VM has, for keys of saved device state: a
 /// clone's devices must be its template's.
-pub const DEVICE_LAYOUT: &str = "serial,rng,scsi,balloon(no-reporting),net,9p;no-rtc";
+pub const DEVICE_LAYOUT: &str =
+    "serial,rng,scsi,balloon(no-reporting),net(slot macs),net,net,9p;no-rtc";
 
 /// The backend of a VM's network device. Every VM has the device, so that
 /// clones match their template; the backend is each VM's own.
@@ -172,6 +173,18 @@ pub trait Vm: Send + Sync + 'static {
     /// [`DiskConfig::id`]), which the guest must no longer use; when it
     /// returns, the hypervisor has let go of the disk's file.
     fn detach_disk(&self, id: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Plugs the host's tap `tap` into spare network device `slot` (1 or
+    /// more; see [`hull_proto::NIC_SLOTS`]), whose guest interface then
+    /// carries its traffic. The host opens the tap; the hypervisor gets
+    /// the open descriptor.
+    fn plug_nic(
+        &self,
+        slot: usize,
+        tap: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Takes out what `plug_nic` plugged into `slot`: the hypervisor closes
+    /// the tap. Nothing plugged there is no error.
+    fn unplug_nic(&self, slot: usize) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Leaves the guest `bytes` of its memory and takes the rest back with
     /// the balloon (all of it back to the guest when `bytes` is the VM's
     /// memory). The guest gives the pages up in the background.

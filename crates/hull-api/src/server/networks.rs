@@ -360,7 +360,7 @@ pub(super) async fn connect(
 ) -> Result<Response<Body>, ApiError> {
     refuse_predefined(
         reference,
-        "connected to: a Hull container joins one network, given when it is created",
+        "connected to: only user-defined networks are joined after create",
     )?;
     let body: Connect = read_json(request).await?;
     let container = daemon.containers().get(&body.container)?;

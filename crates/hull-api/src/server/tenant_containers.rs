@@ -299,9 +299,11 @@ fn join_own_network(
         }
     }
     let network = tenant_net::tenant_network_for(daemon, tenant, &asked)?;
+    // The tenant's network is the one it joins: no other endpoint stays.
     if let Some(endpoints) = endpoints {
-        if let Some(settings) = endpoints.remove(&asked) {
-            endpoints.clear();
+        let settings = endpoints.remove(&asked);
+        endpoints.clear();
+        if let Some(settings) = settings {
             endpoints.insert(network.clone(), settings);
         }
     }

@@ -52,7 +52,7 @@ impl Fips {
                 let container_id = record.container?;
                 let (network, endpoint) = networks
                     .iter()
-                    .find_map(|n| Some((n, n.endpoints.get(&container_id)?)))?;
+                    .find_map(|n| Some((n, n.primary_endpoint(&container_id)?)))?;
                 Some(AttachedFip {
                     ip: record.ip,
                     container_ip: endpoint.address,

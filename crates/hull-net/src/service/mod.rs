@@ -172,7 +172,7 @@ impl Networks {
         let id = crate::records::new_id();
         let key = endpoint_key(&id);
         let connected = self
-            .connect(&network.id, &key, &spec.name, Vec::new(), None)
+            .connect(&network.id, &key, &spec.name, Vec::new(), None, false)
             .map_err(failed)?;
         let endpoint = connected
             .endpoints

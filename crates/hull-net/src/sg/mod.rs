@@ -155,10 +155,11 @@ impl Networks {
             return String::new();
         }
         let networks = self.list();
+        // The container's address and gateway on its first network.
         let endpoint = |id: &str| {
             networks
                 .iter()
-                .find_map(|n| n.endpoints.get(id).map(|e| (e.address, n.gateway)))
+                .find_map(|n| n.primary_endpoint(id).map(|e| (e.address, n.gateway)))
         };
         let memberships = self.groups.memberships();
         let groups = self.groups.all();
@@ -168,19 +169,29 @@ impl Networks {
                 .find(|g| g.owner == owner && g.group.name == name)
                 .map(|g| &g.group)
         };
-        let running: Vec<String> = lock(&self.published).keys().cloned().collect();
+        // Every tap of a running VM, with its container's address and
+        // gateway on the tap's network.
+        let mut taps: Vec<(String, String, (std::net::Ipv4Addr, std::net::Ipv4Addr))> = Vec::new();
+        for id in lock(&self.published).keys() {
+            if let Some(on) = endpoint(id) {
+                taps.push((id.clone(), tap_name(id), on));
+            }
+        }
+        for (id, slot, network) in self.secondary_taps() {
+            let on = networks
+                .iter()
+                .find(|n| n.id == network)
+                .and_then(|n| Some((n.endpoints.get(&id)?.address, n.gateway)));
+            if let Some(on) = on {
+                taps.push((id.clone(), crate::tap_name_for(&id, slot), on));
+            }
+        }
         let mut ports = Vec::new();
         let mut guarded = Vec::new();
-        for id in &running {
-            let Some((address, gateway)) = endpoint(id) else {
-                continue;
-            };
-            let port = Port {
-                tap: tap_name(id),
-                address,
-            };
+        for (id, tap, (address, gateway)) in taps {
+            let port = Port { tap, address };
             ports.push(port.clone());
-            if let Some(membership) = memberships.get(id) {
+            if let Some(membership) = memberships.get(&id) {
                 guarded.push(Guarded {
                     port,
                     gateway,

@@ -38,6 +38,7 @@ pub fn deadline(request: &Request) -> Option<Duration> {
         | Request::ReadFilesystem { .. }
         | Request::Shutdown
         | Request::ConfigureNetwork(_)
+        | Request::ConfigureInterface { .. }
         | Request::PrimeRootfs { .. }
         | Request::ReleaseRootfs { .. } => KERNEL_WORK,
         Request::CreateContainer(_) => CREATE,
@@ -70,6 +71,7 @@ pub fn request_name(request: &Request) -> &'static str {
         Request::Shutdown => "Shutdown",
         Request::Reattach => "Reattach",
         Request::ConfigureNetwork(_) => "ConfigureNetwork",
+        Request::ConfigureInterface { .. } => "ConfigureInterface",
         Request::Resume { .. } => "Resume",
         Request::PrimeRootfs { .. } => "PrimeRootfs",
         Request::ReleaseRootfs { .. } => "ReleaseRootfs",

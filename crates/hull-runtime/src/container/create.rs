@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use hull_net::NetworkMode;
+use hull_net::{NetworkError, NetworkMode};
 use hull_proto::Request;
 use hull_vm::Hypervisor;
 use tracing::{info, warn};
@@ -57,6 +57,9 @@ pub struct CreateOptions {
     pub network: hull_net::NetworkMode,
     /// How it joins a user-defined `network`.
     pub endpoint: EndpointOptions,
+    /// Networks it joins besides its first, and how (docker's
+    /// `EndpointsConfig` with more than one network).
+    pub secondary_networks: Vec<(String, EndpointOptions)>,
     pub ports: Vec<hull_net::PortBinding>,
     /// Named volumes (created if missing) and host directories.
     pub volumes: Vec<crate::volume::VolumeMount>,
@@ -102,6 +105,26 @@ impl<H: Hypervisor> Containers<H> {
             }
             other => other,
         };
+        let mut secondary = Vec::new();
+        for (reference, endpoint) in &options.secondary_networks {
+            let id = self.networks.get(reference)?.id;
+            if network == NetworkMode::Network(id.clone())
+                || secondary.iter().any(|(s, _)| *s == id)
+            {
+                continue;
+            }
+            secondary.push((id, endpoint.clone()));
+        }
+        if network == NetworkMode::None && !secondary.is_empty() {
+            return Err(NetworkError::Unsupported("none joins no other network".into()).into());
+        }
+        if secondary.len() >= hull_proto::NIC_SLOTS {
+            return Err(NetworkError::TooManyNetworks {
+                container: options.name.clone().unwrap_or_default(),
+                max: hull_proto::NIC_SLOTS,
+            }
+            .into());
+        }
         let id = new_container_id();
         let dir = self.dir.join(&id);
 
@@ -225,7 +248,20 @@ impl<H: Hypervisor> Containers<H> {
                     &record.name,
                     options.endpoint.aliases,
                     options.endpoint.address,
+                    false,
                 )?;
+            }
+            if own_address {
+                for (network, endpoint) in secondary {
+                    self.networks.connect(
+                        &network,
+                        &id,
+                        &record.name,
+                        endpoint.aliases,
+                        endpoint.address,
+                        true,
+                    )?;
+                }
             }
             if record.config.persistent {
                 create_writable_disk(&dir.join(WRITABLE_DISK))?;

@@ -33,12 +33,12 @@ use hull_image::{ImageStore, StoreError};
 use hull_proto::Request;
 use hull_vm::Hypervisor;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agent::{AgentClient, AgentError};
 use crate::run::{remove_dir, RunError};
 use crate::spec::SpecError;
+use supervise::RunHandle;
 
 pub use attach::{OutputChunk, StdinMessage};
 pub use create::{ContainerUpdate, CreateOptions};
@@ -166,6 +166,8 @@ pub enum ContainerError {
     Size(#[from] crate::size::SizeError),
     #[error("container {container} belongs to pod {pod}: remove the pod instead")]
     PodMember { container: String, pod: String },
+    #[error("container {container} belongs to pod {pod}, whose network is the pod's: a pod's containers join no other")]
+    PodNetwork { container: String, pod: String },
     #[error("cannot remove pod {0}: its containers are running: stop the pod before removing it or force remove")]
     PodRunning(String),
 }
@@ -493,6 +495,18 @@ impl<H: Hypervisor> Containers<H> {
     /// running: those whose VM turns out to be gone are detached as
     /// `reattach_all` finds them.
     fn restore_networks(&self) {
+        let plugged: Vec<(String, usize, String)> = self
+            .list()
+            .into_iter()
+            .filter(|c| c.state().status == Status::Running && c.config().pod.is_none())
+            .flat_map(|c| {
+                let id = c.id.clone();
+                c.state()
+                    .plugged
+                    .into_iter()
+                    .map(move |(slot, network)| (id.clone(), slot, network))
+            })
+            .collect();
         let mut running: Vec<_> = self
             .list()
             .into_iter()
@@ -515,7 +529,7 @@ impl<H: Hypervisor> Containers<H> {
                 _ => None,
             });
         running.extend(pods);
-        self.networks.restore(&running);
+        self.networks.restore(&running, &plugged);
     }
 
     /// Finds a container by full id, name, or unique id prefix, as docker
@@ -582,32 +596,5 @@ impl<H: Hypervisor> Containers<H> {
             .values()
             .map(|c| lock(&c.record).config.image_id.clone())
             .collect()
-    }
-}
-
-/// How to reach the VM of a running container.
-#[derive(Clone)]
-struct RunHandle {
-    agent: AgentClient,
-    /// Cancelled to stop the VM at once.
-    kill: CancellationToken,
-    /// To the run's supervisor, which owns the VM: its guest's memory, its
-    /// pause; `None` in a pod, whose VM is the pod's.
-    vm_requests: Option<mpsc::Sender<supervise::VmRequest>>,
-}
-
-impl RunHandle {
-    /// Has the run's supervisor resize the guest's memory. A run that ends
-    /// meanwhile drops the request: the next start applies the limits.
-    async fn set_guest_memory(&self, bytes: u64) -> Result<(), RunError> {
-        let Some(vm_requests) = &self.vm_requests else {
-            return Ok(());
-        };
-        let (done, result) = tokio::sync::oneshot::channel();
-        let request = supervise::VmRequest::GuestMemory { bytes, done };
-        if vm_requests.send(request).await.is_err() {
-            return Ok(());
-        }
-        result.await.unwrap_or(Ok(()))
     }
 }

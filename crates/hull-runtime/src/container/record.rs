@@ -286,6 +286,10 @@ pub struct ContainerState {
     /// Its address while it runs; empty without a network.
     #[serde(default)]
     pub ip_address: String,
+    /// The networks plugged into its VM's spare network devices while it
+    /// runs: slot, to network id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub plugged: std::collections::BTreeMap<usize, String>,
     /// The variables its links gave it at its start, which its execs get too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link_env: Vec<String>,

@@ -137,9 +137,10 @@ impl<H: Hypervisor> Containers<H> {
         }
         // Until the run is handed to its supervisor, an error must take the
         // container's tap and port rules down again.
+        // Secondary networks' taps too.
         let attached = DetachUnlessReleased {
             networks: &self.networks,
-            container_id: matches!(config.network, NetworkMode::Network(_)).then(|| id.clone()),
+            container_id: Some(id.clone()),
         };
         let StartedVm {
             vm, agent, run_dir, ..
@@ -173,6 +174,10 @@ impl<H: Hypervisor> Containers<H> {
         spec.hosts = super::links::etc_hosts(&config.extra_hosts, &spec, linked.hosts);
         let configure = Request::ConfigureNetwork(spec);
         unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&configure)).await?;
+        // Before the process, which finds all its networks up.
+        let secondary =
+            async { Ok::<_, RunError>(self.plug_secondary(vm.get(), &agent, &id).await) };
+        let plugged = unless_vm_dies(vm.get(), exit.clone(), secondary).await??;
         let create = Request::CreateContainer(ContainerSpec {
             id: id.clone(),
             hostname: config.hostname.clone(),
@@ -209,6 +214,7 @@ impl<H: Hypervisor> Containers<H> {
             s.streams = None;
             s.ports = ports;
             s.ip_address = ip_address;
+            s.plugged = plugged;
             s.link_env = linked.env;
         });
         attached.release();

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::attach::StdinMessage;
 use super::logs::{LogStream, LogWriter};
 use super::pod::PodVm;
-use super::{lock, Container, ContainerError, Containers, RunHandle, Status};
+use super::{lock, Container, ContainerError, Containers, Status};
 use crate::agent::{AgentClient, AgentError, InputStream, OutputStream};
 use crate::halt::halt;
 use crate::run::{wait_exit, RunDir, RunError, Runtime};
@@ -157,6 +157,13 @@ impl<H: Hypervisor> Containers<H> {
                                 .map_err(|e| RunError::Freeze(Box::new(e)));
                             let _ = done.send(result);
                         }
+                        VmRequest::Nic { slot, tap, done } => {
+                            let result = match &tap {
+                                Some(tap) => vm.plug_nic(slot, tap).await,
+                                None => vm.unplug_nic(slot).await,
+                            };
+                            let _ = done.send(result.map_err(|e| RunError::Nic(Box::new(e))));
+                        }
                     }
                     continue;
                 }
@@ -250,6 +257,7 @@ impl<H: Hypervisor> Containers<H> {
             s.pid = 0;
             s.ports.clear();
             s.ip_address.clear();
+            s.plugged.clear();
             s.exit_code = code;
             s.error = error;
             s.finished_at = Some(SystemTime::now());
@@ -321,6 +329,13 @@ pub(super) enum VmRequest {
     },
     Running {
         running: bool,
+        done: oneshot::Sender<Result<(), RunError>>,
+    },
+    /// Plugs the tap of that name into spare network device `slot`, or
+    /// with `None` unplugs what is there.
+    Nic {
+        slot: usize,
+        tap: Option<String>,
         done: oneshot::Sender<Result<(), RunError>>,
     },
 }
@@ -400,5 +415,32 @@ async fn pump_stdin(container: Arc<Container>, input: InputStream) {
                 return;
             }
         }
+    }
+}
+
+/// How to reach the VM of a running container.
+#[derive(Clone)]
+pub(super) struct RunHandle {
+    pub(super) agent: AgentClient,
+    /// Cancelled to stop the VM at once.
+    pub(super) kill: CancellationToken,
+    /// To the run's supervisor, which owns the VM: its guest's memory, its
+    /// pause; `None` in a pod, whose VM is the pod's.
+    pub(super) vm_requests: Option<tokio::sync::mpsc::Sender<VmRequest>>,
+}
+
+impl RunHandle {
+    /// Has the run's supervisor resize the guest's memory. A run that ends
+    /// meanwhile drops the request: the next start applies the limits.
+    pub(super) async fn set_guest_memory(&self, bytes: u64) -> Result<(), RunError> {
+        let Some(vm_requests) = &self.vm_requests else {
+            return Ok(());
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        let request = VmRequest::GuestMemory { bytes, done };
+        if vm_requests.send(request).await.is_err() {
+            return Ok(());
+        }
+        result.await.unwrap_or(Ok(()))
     }
 }

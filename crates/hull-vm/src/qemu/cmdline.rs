@@ -140,8 +140,26 @@ impl Qemu {
             "-netdev".into(),
             netdev_arg(&config.network, fds.tap),
             "-device".into(),
-            "virtio-net-device,netdev=net0".into(),
+            format!(
+                "virtio-net-device,netdev=net0,mac={}",
+                hull_proto::nic_mac_text(0)
+            ),
         ]);
+        // The spare network devices, each on an empty hub of its own, where
+        // a network joined later plugs in (`Vm::plug_nic`). Every VM has
+        // them, so that clones match their template.
+        for slot in 1..hull_proto::NIC_SLOTS {
+            args.extend([
+                "-netdev".into(),
+                format!("hubport,id={},hubid={slot}", nic_netdev(slot)),
+                "-device".into(),
+                format!(
+                    "virtio-net-device,netdev={},mac={}",
+                    nic_netdev(slot),
+                    hull_proto::nic_mac_text(slot)
+                ),
+            ]);
+        }
         if let (Some(memory), Some(fd)) = (&config.memory_file, fds.memory) {
             // A clone maps the template's memory privately; with QEMU 8.2
             // or later it opens the file read-only, so that it can never
@@ -224,6 +242,11 @@ pub(super) fn vm_name(run_dir: &std::path::Path) -> String {
 /// Doubles commas, which would end a value in QEMU's option syntax.
 fn escape(value: &str) -> String {
     value.replace(',', ",,")
+}
+
+/// The netdev of spare network device `slot`: its port on hub `slot`.
+pub(super) fn nic_netdev(slot: usize) -> String {
+    format!("nic{slot}")
 }
 
 /// The `-netdev` of the VM's network device; a tap comes opened, as `tap`.
@@ -321,8 +344,15 @@ mod tests {
         assert!(args.ends_with(&format!("-sandbox {SANDBOX}")));
         assert!(!args.contains("/images/a.erofs") && !args.contains("/k/vmlinux"));
         assert!(
-            args.contains("-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0")
+            args.contains("-netdev hubport,id=net0,hubid=0 -device virtio-net-device,netdev=net0,mac=02:48:55:4c:00:00 ")
         );
+        // The spares, each on its own hub, known by their MACs.
+        assert!(args.contains(
+            "-netdev hubport,id=nic1,hubid=1 -device virtio-net-device,netdev=nic1,mac=02:48:55:4c:00:01 "
+        ));
+        assert!(args.contains(
+            "-netdev hubport,id=nic2,hubid=2 -device virtio-net-device,netdev=nic2,mac=02:48:55:4c:00:02 "
+        ));
         // RAM of its own: pages the guest frees go back to the host.
         assert!(args.contains("virtio-balloon-device,id=balloon0,free-page-reporting=on"));
     }

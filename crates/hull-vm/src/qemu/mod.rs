@@ -30,6 +30,8 @@ pub use vm::QemuVm;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
+    #[error("network device slot {0} is not a spare one: spares are 1 to {max}", max = hull_proto::NIC_SLOTS - 1)]
+    NicSlot(usize),
     #[error("{binary} not found: install QEMU (apt-get install qemu-system-x86) or set HULL_QEMU")]
     NotFound { binary: String },
     #[error("cannot start {binary}")]

@@ -117,6 +117,12 @@ impl QemuVm {
     }
 }
 
+/// The ids of the tap plugged into spare device `slot` and of its port on
+/// the slot's hub.
+fn plugged_netdevs(slot: usize) -> (String, String) {
+    (format!("tap{slot}"), format!("port{slot}"))
+}
+
 /// How long an unplugged disk's device may take to go.
 const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -272,6 +278,60 @@ impl Vm for QemuVm {
         .await?;
         qmp.execute("blockdev-del", Some(json!({ "node-name": id })))
             .await?;
+        Ok(())
+    }
+
+    async fn plug_nic(&self, slot: usize, ifname: &str) -> Result<(), QemuError> {
+        if slot == 0 || slot >= hull_proto::NIC_SLOTS {
+            return Err(QemuError::NicSlot(slot));
+        }
+        let tap = spawn::open_tap(ifname, None).map_err(|source| QemuError::Tap {
+            ifname: ifname.to_owned(),
+            source,
+        })?;
+        let (tap_id, port) = plugged_netdevs(slot);
+        // A tap left from a plug that failed half-way goes first.
+        let _ = self.unplug_nic(slot).await;
+        self.qmp_with_fd("getfd", json!({ "fdname": tap_id }), tap.as_fd())
+            .await?;
+        drop(tap);
+        let added = self
+            .qmp(
+                "netdev_add",
+                Some(json!({ "type": "tap", "id": tap_id, "fd": tap_id })),
+            )
+            .await;
+        if let Err(err) = added {
+            let _ = self.qmp("closefd", Some(json!({ "fdname": tap_id }))).await;
+            return Err(err.into());
+        }
+        // The tap joins the slot's hub, on which the device sits alone.
+        let joined = self
+            .qmp(
+                "netdev_add",
+                Some(json!({ "type": "hubport", "id": port, "hubid": slot, "netdev": tap_id })),
+            )
+            .await;
+        if let Err(err) = joined {
+            let _ = self.qmp("netdev_del", Some(json!({ "id": tap_id }))).await;
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    async fn unplug_nic(&self, slot: usize) -> Result<(), QemuError> {
+        let (tap_id, port) = plugged_netdevs(slot);
+        let mut gone = 0;
+        for id in [port, tap_id] {
+            match self.qmp("netdev_del", Some(json!({ "id": id }))).await {
+                Ok(_) => gone += 1,
+                // Not there: never plugged, or already out.
+                Err(QmpError::Command { class, .. })
+                    if class == "DeviceNotFound" || class == "GenericError" => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        tracing::debug!(vm = %self.id, slot, gone, "network device unplugged");
         Ok(())
     }
 

@@ -271,6 +271,14 @@ pub(in crate::server) fn create_options(
         Some(settings) => endpoint_options(settings)?,
         None => EndpointOptions::default(),
     };
+    // The other user-defined networks of EndpointsConfig (API 1.44's
+    // `--network a --network b`) are joined besides.
+    let secondary_networks = endpoints
+        .iter()
+        .filter(|(name, _)| **name != mode)
+        .filter(|(name, _)| !matches!(name.as_str(), "" | "default" | "bridge" | "none" | "host"))
+        .map(|(name, settings)| Ok((name.clone(), endpoint_options(settings)?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let ports = port_bindings(host.port_bindings.as_ref())?;
     if network == NetworkMode::None && !ports.is_empty() {
         return Err(bad(
@@ -368,6 +376,7 @@ pub(in crate::server) fn create_options(
         size,
         limits: Limits::from_docker(host.memory, host.nano_cpus),
         endpoint,
+        secondary_networks,
         network,
         ports,
         volumes,

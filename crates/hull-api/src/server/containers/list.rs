@@ -250,16 +250,7 @@ pub(super) fn networks_json(
             let key = record.config.pod.as_ref().map_or(&record.id, |p| &p.pod);
             let endpoint = network.as_ref().and_then(|n| n.endpoints.get(key));
             match (network.as_ref(), endpoint) {
-                (Some(network), Some(endpoint)) => serde_json::json!({
-                    "NetworkID": network.id,
-                    "EndpointID": endpoint.id,
-                    "Gateway": network.gateway.to_string(),
-                    "IPAddress": endpoint.address.to_string(),
-                    "IPPrefixLen": network.subnet.prefix(),
-                    "MacAddress": endpoint.mac,
-                    "Aliases": endpoint.aliases,
-                    "DNSNames": [endpoint.container_name.clone(), record.id[..12].to_owned()],
-                }),
+                (Some(network), Some(endpoint)) => endpoint_json(network, endpoint, &record.id),
                 _ => serde_json::json!({"NetworkID": id}),
             }
         }
@@ -269,5 +260,34 @@ pub(super) fn networks_json(
     if let (Some(mac), false) = (record.config.mac_address(), address.is_empty()) {
         value["MacAddress"] = mac.into();
     }
-    BTreeMap::from([(name, value)])
+    let mut networks = BTreeMap::from([(name, value)]);
+    if record.config.pod.is_none() {
+        for network in containers.secondary_networks(&record.id) {
+            if let Some(endpoint) = network.endpoints.get(&record.id) {
+                networks.insert(
+                    network.name.clone(),
+                    endpoint_json(&network, endpoint, &record.id),
+                );
+            }
+        }
+    }
+    networks
+}
+
+/// A container's endpoint on a user-defined network, as docker shows it.
+fn endpoint_json(
+    network: &hull_net::NetworkRecord,
+    endpoint: &hull_net::Endpoint,
+    container_id: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "NetworkID": network.id,
+        "EndpointID": endpoint.id,
+        "Gateway": network.gateway.to_string(),
+        "IPAddress": endpoint.address.to_string(),
+        "IPPrefixLen": network.subnet.prefix(),
+        "MacAddress": endpoint.mac,
+        "Aliases": endpoint.aliases,
+        "DNSNames": [endpoint.container_name.clone(), container_id[..12].to_owned()],
+    })
 }

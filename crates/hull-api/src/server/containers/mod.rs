@@ -60,6 +60,7 @@ impl From<ContainerError> for ApiError {
             | ContainerError::NotRunning(_)
             | ContainerError::RemoveRunning(_)
             | ContainerError::PodMember { .. }
+            | ContainerError::PodNetwork { .. }
             | ContainerError::PodRunning(_)
             | ContainerError::Pod(hull_runtime::pod::PodError::NameInUse { .. })
             | ContainerError::ExecAlreadyRan(_)
@@ -73,8 +74,9 @@ impl From<ContainerError> for ApiError {
                 NetworkError::InUse { .. }
                 | NetworkError::Exists(_)
                 | NetworkError::AlreadyConnected { .. }
-                | NetworkError::OneNetwork { .. }
-                | NetworkError::Running(_)
+                | NetworkError::TooManyNetworks { .. }
+                | NetworkError::FirstNetwork { .. }
+                | NetworkError::NoBridges { .. }
                 | NetworkError::AddressInUse { .. }
                 | NetworkError::Overlap { .. },
             ) => StatusCode::CONFLICT,

@@ -214,7 +214,7 @@ impl<H: Hypervisor> Containers<H> {
         };
         let aliases = members.iter().map(|c| c.name()).collect();
         self.networks
-            .connect(network, id, &spec.name, aliases, None)?;
+            .connect(network, id, &spec.name, aliases, None, false)?;
         Ok(())
     }
 
