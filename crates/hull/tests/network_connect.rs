@@ -177,7 +177,24 @@ fn a_running_container_joins_and_leaves_networks_at_once() {
     let networks = networks_of(daemon, "multi");
     assert!(networks.get("conn-a").is_none(), "{networks}");
 
-    docker(&["rm", "-f", "multi", "web-b"]);
+    // A container on the default network joins one besides: by address at
+    // once, and by name from its next start, when its resolver is the
+    // network's.
+    docker(&["run", "-d", "--name", "plain", "busybox", "sleep", "600"]);
+    docker(&["network", "connect", "conn-b", "plain"]);
+    assert_eq!(
+        exec(daemon, "plain", &format!("wget -qO- http://{web_b}/")),
+        "from-b\n"
+    );
+    docker(&["restart", "-t", "1", "plain"]);
+    assert_eq!(exec(daemon, "plain", "wget -qO- http://web-b/"), "from-b\n");
+    let networks = networks_of(daemon, "plain");
+    assert!(
+        networks.get("bridge").is_some() && networks.get("conn-b").is_some(),
+        "{networks}"
+    );
+
+    docker(&["rm", "-f", "multi", "web-b", "plain"]);
     assert!(!links(netns).contains(&format!("ht-{}", &id[..10])));
     docker(&["network", "rm", "conn-a", "conn-b", "conn-c", "conn-d"]);
 }

@@ -172,6 +172,13 @@ impl<H: Hypervisor> Containers<H> {
             i.address.split('/').next().unwrap_or_default().to_owned()
         });
         spec.hosts = super::links::etc_hosts(&config.extra_hosts, &spec, linked.hosts);
+        // Off user-defined networks, names come from the first one joined
+        // besides, whose resolver answers for all of the container's.
+        if !matches!(config.network, NetworkMode::Network(_)) {
+            if let Some(network) = self.secondary_networks(&id).first() {
+                spec.dns.insert(0, network.gateway.to_string());
+            }
+        }
         let configure = Request::ConfigureNetwork(spec);
         unless_vm_dies(vm.get(), exit.clone(), agent.request_done(&configure)).await?;
         // Before the process, which finds all its networks up.
