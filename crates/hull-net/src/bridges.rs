@@ -352,11 +352,12 @@ impl Networks {
         let Ok(host) = &self.host else {
             return;
         };
-        self.detach_all_secondary(container_id);
+        let secondary = self.detach_all_secondary(container_id);
         if let Err(err) = host.remove_link(&tap_name(container_id)) {
             warn!(container = %container_id, error = %err, "cannot remove the container's tap");
         }
-        if lock(&self.published).remove(container_id).is_some() {
+        let published = lock(&self.published).remove(container_id).is_some();
+        if published || secondary {
             if let Err(err) = self.apply_firewall() {
                 warn!(error = %err, "cannot update the firewall");
             }

@@ -14,11 +14,16 @@ use crate::store::NetworkStore;
 use crate::{NetworkError, TAP_PREFIX};
 
 /// The tap of a container's VM for its network device `slot`: slot 0's is
-/// [`tap_name`]; a spare's adds the slot, in the 15 bytes a name may have.
+/// [`tap_name`] (twelve hex digits of the id); a spare's has eleven and a
+/// letter for the slot that no hex digit is, in the 15 bytes a name may
+/// have, so that it is never another container's first tap.
 pub fn tap_name_for(container_id: &str, slot: usize) -> String {
     match slot {
         0 => tap_name(container_id),
-        _ => format!("{TAP_PREFIX}{}-{slot}", &container_id[..10]),
+        _ => {
+            let letter = char::from(b'w' + u8::try_from(slot).unwrap_or(0));
+            format!("{TAP_PREFIX}{}{letter}", &container_id[..11])
+        }
     }
 }
 
@@ -88,14 +93,16 @@ impl Networks {
         }
     }
 
-    /// Takes down every spare device's tap of a VM that is gone.
-    pub(crate) fn detach_all_secondary(&self, container_id: &str) {
-        lock(&self.secondary).remove(container_id);
+    /// Takes down every spare device's tap of a VM that is gone; whether
+    /// any was plugged, whose rules go too.
+    pub(crate) fn detach_all_secondary(&self, container_id: &str) -> bool {
+        let had = lock(&self.secondary).remove(container_id).is_some();
         if let Ok(host) = &self.host {
             for slot in 1..hull_proto::NIC_SLOTS {
                 let _ = host.remove_link(&tap_name_for(container_id, slot));
             }
         }
+        had
     }
 
     /// The plugged spare devices: container, slot and network id.
@@ -121,16 +128,7 @@ pub(crate) fn resolve_in(
     name: &str,
     client: Ipv4Addr,
 ) -> Option<Ipv4Addr> {
-    let own = store.get(network).ok()?;
-    if let Some(address) = own.resolve(name) {
-        return Some(address);
-    }
-    let (container, _) = own.endpoints.iter().find(|(_, e)| e.address == client)?;
-    store
-        .list()
-        .iter()
-        .filter(|n| n.id != own.id && n.endpoints.contains_key(container))
-        .find_map(|n| n.resolve(name))
+    store.resolve_for(network, name, client)
 }
 
 #[cfg(test)]
@@ -145,12 +143,14 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["ht-0123456789ab", "ht-0123456789-1", "ht-0123456789-2"]
+            ["ht-0123456789ab", "ht-0123456789ax", "ht-0123456789ay"]
         );
         assert!(names
             .iter()
             .all(|n| n.len() <= 15 && n.starts_with(TAP_PREFIX)));
         // A first tap, twelve hex digits, is never a spare's.
-        assert!(names[1..].iter().all(|n| n.contains('-') && n.len() == 15));
+        assert!(names[1..]
+            .iter()
+            .all(|n| n.len() == 15 && !n.ends_with(|c: char| c.is_ascii_hexdigit())));
     }
 }

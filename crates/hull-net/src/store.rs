@@ -68,13 +68,13 @@ impl NetworkRecord {
         bridge_name(&self.id)
     }
 
-    /// The address a name on this network stands for: a container's name,
-    /// one of its aliases, or the start of its id.
     /// The container's endpoint here, if this is its first network.
     pub fn primary_endpoint(&self, container_id: &str) -> Option<&Endpoint> {
         self.endpoints.get(container_id).filter(|e| !e.secondary)
     }
 
+    /// The address a name on this network stands for: a container's name,
+    /// one of its aliases, or the start of its id.
     pub fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
         let name = name.trim_end_matches('.');
         self.endpoints
@@ -399,6 +399,22 @@ impl NetworkStore {
         self.save(&record)?;
         table.insert(record.id.clone(), record);
         Ok(true)
+    }
+
+    /// The address of `name` for a client at `client` on network `id`: a
+    /// name there, else one on the client's other networks. Read under the
+    /// lock, without a copy: a guest may ask as often as it likes.
+    pub fn resolve_for(&self, id: &str, name: &str, client: Ipv4Addr) -> Option<Ipv4Addr> {
+        let table = self.table();
+        let own = table.get(id)?;
+        if let Some(address) = own.resolve(name) {
+            return Some(address);
+        }
+        let (container, _) = own.endpoints.iter().find(|(_, e)| e.address == client)?;
+        table
+            .values()
+            .filter(|n| n.id != own.id && n.endpoints.contains_key(container))
+            .find_map(|n| n.resolve(name))
     }
 
     /// Makes the container's endpoint on a network its first network's

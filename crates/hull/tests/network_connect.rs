@@ -125,12 +125,23 @@ fn a_running_container_joins_and_leaves_networks_at_once() {
     let seen = exec(daemon, "web-b", "nslookup multi-b 2>&1 | grep -A1 Name:");
     assert!(seen.contains(&b_address), "{seen}");
     // Its tap is on conn-b's bridge.
-    let tap = format!("ht-{}-1", &id[..10]);
+    let tap = format!("ht-{}x", &id[..11]);
     let network_b = docker(&["network", "inspect", "--format", "{{.Id}}", "conn-b"]);
     let tap_link = common::text(&netns.ip(&["-o", "link", "show", &tap]).stdout);
     assert!(
         tap_link.contains(&format!("master hb-{}", &network_b.trim()[..12])),
         "{tap_link}"
+    );
+    // It sends from its own address only, as every tap does, so names the
+    // resolver answers by a client's address are that client's.
+    let rules = common::text(
+        &netns
+            .exec("nft", &["list", "table", "bridge", "hull"])
+            .stdout,
+    );
+    assert!(
+        rules.contains(&format!("iifname \"{tap}\" ip saddr != {b_address} drop")),
+        "{rules}"
     );
 
     // As many networks as devices: the first and two more.
@@ -195,7 +206,7 @@ fn a_running_container_joins_and_leaves_networks_at_once() {
     );
 
     docker(&["rm", "-f", "multi", "web-b", "plain"]);
-    assert!(!links(netns).contains(&format!("ht-{}", &id[..10])));
+    assert!(!links(netns).contains(&format!("ht-{}", &id[..11])));
     docker(&["network", "rm", "conn-a", "conn-b", "conn-c", "conn-d"]);
 }
 

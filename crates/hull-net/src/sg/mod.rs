@@ -132,7 +132,7 @@ impl Networks {
             && self
                 .list()
                 .iter()
-                .any(|n| n.endpoints.contains_key(container_id));
+                .any(|n| n.primary_endpoint(container_id).is_some());
         if !groups.is_empty() && !bridged {
             return Err(SgError::UserNetwork(container_id.to_owned()));
         }
@@ -206,14 +206,17 @@ impl Networks {
         }
         let mut members: BTreeMap<(String, String), BTreeSet<std::net::Ipv4Addr>> = BTreeMap::new();
         for (id, membership) in &memberships {
-            let Some((address, _)) = endpoint(id) else {
-                continue;
-            };
+            // Its addresses on all its networks: traffic between members
+            // may cross any of them.
+            let addresses: Vec<std::net::Ipv4Addr> = networks
+                .iter()
+                .filter_map(|n| n.endpoints.get(id).map(|e| e.address))
+                .collect();
             for name in &membership.groups {
                 members
                     .entry((membership.owner.clone(), name.clone()))
                     .or_default()
-                    .insert(address);
+                    .extend(addresses.iter().copied());
             }
         }
         SgRuleset {

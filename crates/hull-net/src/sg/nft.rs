@@ -57,11 +57,12 @@ enum Side {
 
 impl SgRuleset<'_> {
     /// The nft script that makes the table exactly this (absent when no
-    /// container is in a group). Declaring the table before deleting it
-    /// makes the deletion valid when it is absent.
+    /// container runs on a bridge; only the taps' anti-spoofing rules when
+    /// none is in a group). Declaring the table before deleting it makes
+    /// the deletion valid when it is absent.
     pub fn script(&self) -> String {
         let mut out = format!("table bridge {TABLE}\ndelete table bridge {TABLE}\n");
-        if self.guarded.is_empty() {
+        if self.ports.is_empty() && self.guarded.is_empty() {
             return out;
         }
         let sets = self.sets();

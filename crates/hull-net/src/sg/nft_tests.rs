@@ -34,14 +34,39 @@ rules:
 ";
 
 #[test]
-fn no_group_no_table() {
+fn no_tap_no_table() {
     let script = SgRuleset {
-        ports: &[port("ht-aaaaaaaaaaaa", 2)],
+        ports: &[],
         guarded: &[],
         members: &BTreeMap::new(),
     }
     .script();
     assert_eq!(script, "table bridge hull\ndelete table bridge hull\n");
+}
+
+#[test]
+fn without_groups_every_tap_still_sends_from_its_own_address_only() {
+    let script = SgRuleset {
+        ports: &[port("ht-aaaaaaaaaaaa", 2), port("ht-aaaaaaaaaaax", 3)],
+        guarded: &[],
+        members: &BTreeMap::new(),
+    }
+    .script();
+    for hook in ["forward", "input"] {
+        let chain = script
+            .split(&format!("chain {hook} {{"))
+            .nth(1)
+            .and_then(|rest| rest.split("  }").next())
+            .unwrap_or_default();
+        assert!(
+            chain.contains("iifname \"ht-aaaaaaaaaaaa\" ether type ip ip saddr != 10.128.0.2 drop")
+                && chain.contains(
+                    "iifname \"ht-aaaaaaaaaaax\" ether type ip ip saddr != 10.128.0.3 drop"
+                ),
+            "{script}"
+        );
+    }
+    assert!(!script.contains("jump"), "{script}");
 }
 
 #[test]

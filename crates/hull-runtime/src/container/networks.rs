@@ -92,8 +92,19 @@ impl<H: Hypervisor> Containers<H> {
             .into());
         }
         let running = container.state().running();
-        let first = !running && !matches!(container.config().network, NetworkMode::Network(_));
+        let mode = container.config().network;
+        let first = !running && !matches!(mode, NetworkMode::Network(_));
         if !first {
+            if mode == NetworkMode::None {
+                return Err(NetworkError::Unsupported("none joins no other network".into()).into());
+            }
+            if let Some(why) = self.networks.bridges_unavailable() {
+                return Err(NetworkError::NoBridges {
+                    network: record.name,
+                    why: why.to_owned(),
+                }
+                .into());
+            }
             let joined = self.secondary_networks(&container.id).len();
             if joined + 1 >= NIC_SLOTS {
                 return Err(NetworkError::TooManyNetworks {
@@ -158,13 +169,22 @@ impl<H: Hypervisor> Containers<H> {
                 .into());
             }
             let next = self.secondary_networks(&container.id).into_iter().next();
-            if let Some(next) = &next {
-                self.networks
-                    .set_secondary(&next.id, &container.id, false)?;
+            let before = container.config().network;
+            {
+                let mut saved = lock(&container.record);
+                saved.config.network = next
+                    .as_ref()
+                    .map_or(NetworkMode::None, |n| NetworkMode::Network(n.id.clone()));
+                saved.save(&container.dir)?;
             }
-            let mut saved = lock(&container.record);
-            saved.config.network = next.map_or(NetworkMode::None, |n| NetworkMode::Network(n.id));
-            saved.save(&container.dir)?;
+            if let Some(next) = &next {
+                if let Err(err) = self.networks.set_secondary(&next.id, &container.id, false) {
+                    let mut saved = lock(&container.record);
+                    saved.config.network = before;
+                    let _ = saved.save(&container.dir);
+                    return Err(err.into());
+                }
+            }
         } else if running {
             container.check_not_paused()?;
             self.unplug_live(container, &record).await?;
@@ -247,12 +267,14 @@ impl<H: Hypervisor> Containers<H> {
         if let Err(err) = configure_slot(&handle.agent, slot, None).await {
             warn!(container = %container.id, slot, error = %err, "the guest did not take its interface down");
         }
-        handle.nic(slot, None).await?;
+        // The tap goes even if QEMU failed to let go of it: without it the
+        // device reaches no network, whatever the guest does.
+        let unplugged = handle.nic(slot, None).await;
         self.networks.detach_secondary(&container.id, slot);
         container.update(|s| {
             s.plugged.remove(&slot);
         });
-        Ok(())
+        unplugged
     }
 }
 

@@ -169,6 +169,11 @@ impl<H: Hypervisor> Containers<H> {
                 }
             };
         };
+        // Requests for the VM that came too late are answered now (their
+        // senders see it closed), not after the teardown: a caller holding
+        // the container's lock waits for the answer, and the teardown for
+        // that lock.
+        drop(vm_request_rx);
         // Probes end with the process, before the VM goes.
         drop(health);
         if tokio::time::timeout(OUTPUT_DRAIN, pump).await.is_err() {

@@ -326,8 +326,7 @@ impl Vm for QemuVm {
             match self.qmp("netdev_del", Some(json!({ "id": id }))).await {
                 Ok(_) => gone += 1,
                 // Not there: never plugged, or already out.
-                Err(QmpError::Command { class, .. })
-                    if class == "DeviceNotFound" || class == "GenericError" => {}
+                Err(QmpError::Command { class, .. }) if class == "DeviceNotFound" => {}
                 Err(err) => return Err(err.into()),
             }
         }
