@@ -480,10 +480,12 @@ fn a_task_whose_vm_dies_stops_with_255() {
 #[test]
 fn ctr_run_t_gives_the_process_a_terminal_of_the_callers_size() {
     let Some(ctr) = containerd() else { return };
-    // `script` (bsdutils) gives ctr the terminal that `-t` wants.
+    // `script` (bsdutils) gives ctr the terminal that `-t` wants. ctr sends
+    // its size just after the start, to any runtime (runc too): a process
+    // that asks at once may ask first, so this one waits a moment.
     let inner = format!(
         "stty cols 100 rows 30; ctr --address {} run --rm -t --runtime {RUNTIME} {IMAGE} rm-tty \
-         sh -c 'stty size; tty; exit 4'",
+         sh -c 'sleep 1; stty size; tty; exit 4'",
         ctr.dir.join("containerd.sock").display()
     );
     let out = Command::new("script")
