@@ -146,7 +146,7 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             auto_remove: args.rm,
             memory,
             nano_cpus,
-            network_mode: args.network.clone(),
+            network_mode: args.network.first().cloned(),
             binds: Some(args.volume.clone()).filter(|v| !v.is_empty()),
             port_bindings: Some(port_bindings(&args.publish)?).filter(|b| !b.is_empty()),
             ulimits: Some(args.ulimit.clone()).filter(|u| !u.is_empty()),
@@ -162,9 +162,7 @@ fn body(args: &RunArgs) -> Result<ContainerCreate> {
             .collect(),
             ..Default::default()
         }),
-        networking_config: endpoint(args).map(|(network, settings)| NetworkingConfig {
-            endpoints_config: Some(BTreeMap::from([(network, settings)])),
-        }),
+        networking_config: endpoints(args),
         healthcheck: args.health.healthcheck()?,
         ..Default::default()
     })
@@ -189,22 +187,29 @@ fn log_config(args: &RunArgs) -> Result<Option<CreateLogConfig>> {
 }
 
 /// `--network-alias` and `--ip`, as docker sends them: the endpoint
-/// settings of the container's network.
-fn endpoint(args: &RunArgs) -> Option<(String, EndpointSettings)> {
-    let network = args.network.clone()?;
-    if args.network_alias.is_empty() && args.ip.is_none() {
+/// settings of the container's first network; its other networks, joined
+/// besides, by name.
+fn endpoints(args: &RunArgs) -> Option<NetworkingConfig> {
+    let (first, others) = args.network.split_first()?;
+    if others.is_empty() && args.network_alias.is_empty() && args.ip.is_none() {
         return None;
     }
-    Some((
-        network,
-        EndpointSettings {
-            aliases: Some(args.network_alias.clone()),
-            ipam_config: args
-                .ip
-                .clone()
-                .map(|ipv4_address| EndpointIpam { ipv4_address }),
-        },
-    ))
+    let settings = EndpointSettings {
+        aliases: Some(args.network_alias.clone()).filter(|a| !a.is_empty()),
+        ipam_config: args
+            .ip
+            .clone()
+            .map(|ipv4_address| EndpointIpam { ipv4_address }),
+    };
+    let mut endpoints = BTreeMap::from([(first.clone(), settings)]);
+    for network in others {
+        endpoints
+            .entry(network.clone())
+            .or_insert_with(EndpointSettings::default);
+    }
+    Some(NetworkingConfig {
+        endpoints_config: Some(endpoints),
+    })
 }
 
 /// The size `--size`, `--memory` and `--cpus` ask for, as hulld fits it.

@@ -67,10 +67,11 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     pub(crate) publish: Vec<String>,
     /// The network to join: bridge (the default), none, or one made with
-    /// `hull network create`.
+    /// `hull network create`. Given again, the container joins that network
+    /// too (up to three).
     #[arg(long, alias = "net")]
-    pub(crate) network: Option<String>,
-    /// Another name the container answers to on its network.
+    pub(crate) network: Vec<String>,
+    /// Another name the container answers to on its (first) network.
     #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
     pub(crate) network_alias: Vec<String>,
     /// The container's IPv4 address on its network.
@@ -175,7 +176,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         && args.add_host.is_empty()
         && args.link.is_empty()
         && args.volumes_from.is_empty()
-        && args.network.is_none()
+        && args.network.is_empty()
         && args.log_opt.is_empty()
         && args.log_driver.is_none()
         && !args.health.given();

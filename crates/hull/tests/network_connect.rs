@@ -250,6 +250,20 @@ fn docker_run_joins_every_network_it_names_and_keeps_them_across_a_restart_of_hu
         "600",
     ]);
     assert_eq!(exec(&daemon, "both", "wget -qO- http://r/"), "from-right\n");
+    // Hull's own CLI takes --network twice too.
+    let out = stdout_of(&daemon.hull(&[
+        "run",
+        "--rm",
+        "--network",
+        "left",
+        "--network",
+        "right",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://r/",
+    ]));
+    assert_eq!(out, "from-right\n");
 
     daemon.restart_after_crash(&[("HULL_NO_TEMPLATES", "1")]);
     // The VM and its spare device's tap outlive hulld, which takes them
