@@ -32,7 +32,8 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         networks: Vec<String>,
     },
-    /// Put a stopped container on a network.
+    /// Put a container on a network: at once if it runs (up to three
+    /// networks), or from its next start.
     Connect {
         /// Another name the container answers to on the network.
         #[arg(long = "alias")]
@@ -43,7 +44,7 @@ pub enum NetworkCommand {
         network: String,
         container: String,
     },
-    /// Take a stopped container off a network.
+    /// Take a container off a network (a running one keeps its first).
     Disconnect { network: String, container: String },
     /// Remove every network no container is on.
     Prune,
