@@ -314,6 +314,13 @@ fn tenants_containers_reach_each_other_and_the_internet_and_nothing_else() {
     assert!(reaches(host, LAN_PEER, lan_port));
     assert!(reaches(host, OPS_GUEST, ops_port));
 
+    // Nor can the operator bridge them: a tenant's container joins no
+    // network but its tenant's, live or not.
+    for (network, container) in [("ops", "acme/a1"), (beta, "acme/a1"), (acme, "beta/b1")] {
+        let joined = daemon.hull(&["network", "connect", network, container]);
+        common::assert_fails(&joined, 1, &["different owners"]);
+    }
+
     hull(&["rm", "-f", "acme/a1", "acme/a2", "beta/b1"]);
     host.ip(&["link", "del", "opsport"]);
     hull(&["network", "rm", "ops"]);

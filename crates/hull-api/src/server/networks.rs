@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::containers::{endpoint_options, parse_filters, read_json, Query};
-use super::scope::Scope;
+use super::scope::{Scope, OWNER_LABEL};
 use super::{json_response, ApiError, Body};
 use crate::daemon::Daemon;
 use crate::types::container::EndpointSettings;
@@ -364,6 +364,20 @@ pub(super) async fn connect(
     )?;
     let body: Connect = read_json(request).await?;
     let container = daemon.containers().get(&body.container)?;
+    // A tenant's container joins only its tenant's network, and no
+    // operator's container a tenant's: the operator cannot bridge them.
+    let network = daemon.containers().networks().get(reference)?;
+    let owner = |labels: &BTreeMap<String, String>| labels.get(OWNER_LABEL).cloned();
+    if owner(&container.config().labels) != owner(&network.labels) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "container {} and network {} have different owners: a tenant's containers join only their tenant's network",
+                container.name(),
+                network.name
+            ),
+        ));
+    }
     let options = match &body.endpoint_config {
         Some(settings) => endpoint_options(settings)?,
         None => Default::default(),
