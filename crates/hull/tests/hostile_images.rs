@@ -198,10 +198,11 @@ fn an_image_past_the_configured_size_is_refused_and_the_store_unchanged() {
     let layer = {
         let mut builder = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
-        header.set_size(8 << 20);
+        // Far past the cap, so hulld refuses while the client still writes.
+        header.set_size(48 << 20);
         header.set_mode(0o644);
         builder
-            .append_data(&mut header, "big", &vec![0u8; 8 << 20][..])
+            .append_data(&mut header, "big", &vec![0u8; 48 << 20][..])
             .unwrap();
         builder.into_inner().unwrap()
     };

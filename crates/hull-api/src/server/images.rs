@@ -6,6 +6,7 @@ use http_body_util::BodyStream;
 use hull_image::StoreError;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::{blocking, full, json_response, ApiError, Body};
@@ -242,18 +243,23 @@ fn internal(what: &str, err: std::io::Error) -> ApiError {
 /// and 2 s: a client still sending a small upload then reads the refusal,
 /// where a close on unread bytes would reset the connection under it.
 pub(super) async fn drain(body: RequestBody) {
-    const MAX_DRAIN: usize = 1 << 20;
-    let mut body = BodyStream::new(body);
-    let mut drained = 0;
+    drain_rest(&mut BodyStream::new(body), 1 << 20, Duration::from_secs(2)).await;
+}
+
+/// Reads and drops the rest of `body`, at most `max_bytes` of it and for at
+/// most `max_time`, so that the refusal sent next reaches a client still
+/// writing; a client that sends more than that sees the connection close.
+async fn drain_rest(body: &mut BodyStream<RequestBody>, max_bytes: u64, max_time: Duration) {
     let reading = async {
+        let mut drained = 0u64;
         while let Ok(Some(frame)) = body.try_next().await {
-            drained += frame.into_data().map_or(0, |d| d.len());
-            if drained > MAX_DRAIN {
+            drained += frame.into_data().map_or(0, |d| d.len() as u64);
+            if drained > max_bytes {
                 break;
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reading).await;
+    let _ = tokio::time::timeout(max_time, reading).await;
 }
 
 /// Writes `body` to the file `path`, at most `budget` bytes of it.
@@ -276,6 +282,9 @@ pub(super) async fn spool_body(
         if let Ok(data) = frame.into_data() {
             spooled += data.len() as u64;
             if spooled > budget {
+                // The local CLI sends an archive past the cap in well under
+                // these bounds, and then reads why it was refused.
+                drain_rest(&mut body, 256 << 20, Duration::from_secs(5)).await;
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!(
