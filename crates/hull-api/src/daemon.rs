@@ -68,6 +68,8 @@ pub struct DaemonConfig {
     pub artifacts: ArtifactSources,
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// Memory image templates may hold in all, in MiB; 0: none.
+    pub image_template_mib: u64,
     /// Start VMs as clones of a booted template instead of booting each.
     pub templates: bool,
     /// Where template memory lives; a per-root directory on /dev/shm when `None`.
@@ -438,6 +440,7 @@ impl Daemon {
                     pools: self.config.pools.clone(),
                     admission: self.config.admission,
                     share_tag: Some(hull_runtime::share::TAG.into()),
+                    image_template_mib: self.config.image_template_mib,
                 };
                 let runtime = Arc::new(Runtime::new(qemu, self.images.clone(), config));
                 let metrics = self.metrics.clone();

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod console;
 pub mod container;
 pub mod halt;
+pub mod image_template;
 pub mod pod;
 pub mod pool;
 pub mod prime;

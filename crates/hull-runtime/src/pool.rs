@@ -5,10 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use hull_vm::Vm;
+use std::time::Instant;
+
+use hull_vm::{Hypervisor, Vm};
+use tracing::{info, warn};
 
 use crate::agent::AgentClient;
-use crate::run::RunDir;
+use crate::run::{new_container_id, RunDir, RunError};
+use crate::start::{pooled_network, SizeClass, VmFactory};
 
 /// A resumed clone waiting for a container.
 pub struct PooledVm<V> {
@@ -124,5 +128,71 @@ impl<V: Vm> Pool<V> {
 
     pub fn stop_filling(&self) {
         self.filling.store(false, Ordering::Release);
+    }
+}
+
+impl<H: Hypervisor> VmFactory<H> {
+    /// Adds clones to a size's pool until it is full; one task at a time.
+    pub(crate) async fn fill_pool(&self, class: &SizeClass<H::Vm>) {
+        let (Some(pool), Some(templates)) = (&class.pool, &class.templates) else {
+            return;
+        };
+        if !pool.start_filling() {
+            return;
+        }
+        while pool.missing() > 0 {
+            let Some(template) = templates.ready() else {
+                break;
+            };
+            let id = format!("pool-{}", &new_container_id()[..12]);
+            let cloned = async {
+                let ticket = self.admit(class.size)?;
+                let run_dir = RunDir::create(self.run_root.join(&id), ticket)?;
+                let (vm, agent) = self
+                    .clone_template(
+                        &template,
+                        &id,
+                        &run_dir.path,
+                        false,
+                        pooled_network(),
+                        class.size,
+                    )
+                    .await?;
+                let mut network_ready = false;
+                if let Some(rootfs) = self.warm_rootfs().await {
+                    let warmed = Instant::now();
+                    if let Err(err) = crate::warm::warm(&vm, &agent, &rootfs).await {
+                        // A VM that cannot run a trivial container is not
+                        // one to hand out.
+                        vm.kill();
+                        return Err(err);
+                    }
+                    info!(vm = %id, elapsed_ms = warmed.elapsed().as_millis() as u64, "pooled VM warmed");
+                    network_ready = true;
+                }
+                let primed = match crate::prime::prime_pooled(class, &vm, &agent).await {
+                    Ok(primed) => primed,
+                    Err(err) => {
+                        vm.kill();
+                        return Err(err);
+                    }
+                };
+                Ok::<_, RunError>(PooledVm {
+                    vm,
+                    agent,
+                    run_dir,
+                    network_ready,
+                    primed,
+                })
+            };
+            match cloned.await {
+                Ok(pooled) => pool.add(pooled),
+                Err(err) => {
+                    warn!(error = %err, "cannot add a VM to the pool");
+                    break;
+                }
+            }
+        }
+        pool.stop_filling();
     }
 }

@@ -104,7 +104,8 @@ impl Prime {
         }
     }
 
-    fn disk(&self) -> DiskConfig {
+    /// The rootfs disk as a run attaches it.
+    pub(crate) fn disk(&self) -> DiskConfig {
         DiskConfig {
             id: ROOTFS_DISK.into(),
             path: self.rootfs.clone(),
@@ -123,6 +124,20 @@ fn budget(size: VmSize) -> u64 {
     (u64::from(size.memory_mib) << 20 >> 3).min(MAX_BUDGET)
 }
 
+/// Asks the agent to mount `prime`'s rootfs, plugged in already, and to
+/// read ahead what a VM of `size` may hold.
+pub(crate) fn request(prime: &Prime, size: VmSize) -> Request {
+    Request::PrimeRootfs {
+        rootfs: RootfsSpec {
+            serial: ROOTFS_SERIAL.into(),
+            fs_type: "erofs".into(),
+        },
+        read: prime.read.clone(),
+        path: prime.path.clone(),
+        budget: budget(size),
+    }
+}
+
 /// Plugs `prime`'s rootfs into `vm` and has the agent mount it and read
 /// ahead; on failure the disk is unplugged again, if it can be.
 pub(crate) async fn prime<V: Vm>(
@@ -134,16 +149,7 @@ pub(crate) async fn prime<V: Vm>(
     vm.attach_disk(&prime.disk())
         .await
         .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
-    let request = Request::PrimeRootfs {
-        rootfs: RootfsSpec {
-            serial: ROOTFS_SERIAL.into(),
-            fs_type: "erofs".into(),
-        },
-        read: prime.read.clone(),
-        path: prime.path.clone(),
-        budget: budget(size),
-    };
-    let primed = unless_vm_dies(vm, vm.exit(), agent.request_done(&request)).await;
+    let primed = unless_vm_dies(vm, vm.exit(), agent.request_done(&request(prime, size))).await;
     if primed.is_err() {
         let _ = release(vm, agent).await;
     }

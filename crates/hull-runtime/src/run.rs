@@ -110,6 +110,9 @@ pub struct RuntimeConfig {
     /// The mount tag of the 9p share every VM gets (see [`crate::share`]);
     /// a template made with one must have the same.
     pub share_tag: Option<String>,
+    /// Memory that image templates may hold in all, in MiB (see
+    /// [`crate::image_template`]); 0: none are made.
+    pub image_template_mib: u64,
 }
 
 /// Holds a fresh VM of `size`, which has all of its size, to the `limits`.
@@ -202,7 +205,8 @@ impl<H: Hypervisor> Runtime<H> {
             crate::admission::Admission::new(config.admission),
         )
         .warming_in(config.warm_dir)
-        .sharing(config.share_tag);
+        .sharing(config.share_tag)
+        .with_image_templates(config.image_template_mib);
         Self {
             images,
             vms: Arc::new(vms),

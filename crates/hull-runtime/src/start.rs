@@ -11,9 +11,9 @@ use hull_vm::{DiskConfig, HostShare, Hypervisor, NetBackend, Vm, VmConfig};
 use tracing::{info, warn};
 
 use crate::agent::AgentClient;
-use crate::pool::{Pool, PooledVm};
+use crate::pool::Pool;
 use crate::prime::Prime;
-use crate::run::{greet, new_container_id, random_bytes, unless_vm_dies, RunDir, RunError};
+use crate::run::{greet, random_bytes, unless_vm_dies, RunDir, RunError};
 use crate::share::Share;
 use crate::size::VmSize;
 use crate::template::{Template, TemplateConfig, Templates};
@@ -91,6 +91,8 @@ pub(crate) struct VmFactory<H: Hypervisor> {
     pub warm_rootfs: tokio::sync::OnceCell<Option<std::path::PathBuf>>,
     /// The mount tag of every VM's 9p share; `None`: VMs have none.
     pub share_tag: Option<String>,
+    /// Templates with an image's rootfs in; `None` without templates.
+    pub image_templates: Option<crate::image_template::ImageTemplates>,
 }
 
 impl<H: Hypervisor> VmFactory<H> {
@@ -115,6 +117,7 @@ impl<H: Hypervisor> VmFactory<H> {
             warm_dir: None,
             warm_rootfs: tokio::sync::OnceCell::new(),
             share_tag: None,
+            image_templates: None,
         };
         // Templates of sizes in use before a restart are picked up (or,
         // if outdated, removed) now, so `template ls` shows them and their
@@ -126,6 +129,9 @@ impl<H: Hypervisor> VmFactory<H> {
                 .flatten()
             {
                 let name = entry.file_name().to_string_lossy().into_owned();
+                if name == crate::template::IMAGES_DIR {
+                    continue;
+                }
                 match parse_token(&name) {
                     Some(size) => {
                         factory.class(size);
@@ -153,9 +159,22 @@ impl<H: Hypervisor> VmFactory<H> {
         self
     }
 
+    /// Keeps image templates within `budget_mib` of memory; after
+    /// [`Self::sharing`], whose tag they carry.
+    pub fn with_image_templates(mut self, budget_mib: u64) -> Self {
+        self.image_templates = self.templates.as_ref().map(|base| {
+            let base = TemplateConfig {
+                share_tag: self.share_tag.clone().or(base.share_tag.clone()),
+                ..base.clone()
+            };
+            crate::image_template::ImageTemplates::new(base, budget_mib)
+        });
+        self
+    }
+
     /// The warm-up rootfs, built on first use; `None` when warming is off
     /// or the rootfs cannot be built (pooled VMs then go out unwarmed).
-    async fn warm_rootfs(&self) -> Option<std::path::PathBuf> {
+    pub(crate) async fn warm_rootfs(&self) -> Option<std::path::PathBuf> {
         let dir = self.warm_dir.clone()?;
         self.warm_rootfs
             .get_or_init(|| async move {
@@ -208,7 +227,8 @@ impl<H: Hypervisor> VmFactory<H> {
                     .is_some_and(|t| t.ready().is_some())
             })
             .map(|class| u64::from(class.size.memory_mib))
-            .sum();
+            .sum::<u64>()
+            + self.image_templates.as_ref().map_or(0, |t| t.held_mib());
         Ok(self.admission.admit(size, templates_mib)?)
     }
 
@@ -224,7 +244,7 @@ impl<H: Hypervisor> VmFactory<H> {
     }
 
     /// A VM's configuration, its share made ready for QEMU.
-    fn config(
+    pub(crate) fn config(
         &self,
         id: &str,
         run_dir: &Path,
@@ -294,70 +314,6 @@ impl<H: Hypervisor> VmFactory<H> {
         });
     }
 
-    /// Adds clones to a size's pool until it is full; one task at a time.
-    async fn fill_pool(&self, class: &SizeClass<H::Vm>) {
-        let (Some(pool), Some(templates)) = (&class.pool, &class.templates) else {
-            return;
-        };
-        if !pool.start_filling() {
-            return;
-        }
-        while pool.missing() > 0 {
-            let Some(template) = templates.ready() else {
-                break;
-            };
-            let id = format!("pool-{}", &new_container_id()[..12]);
-            let cloned = async {
-                let ticket = self.admit(class.size)?;
-                let run_dir = RunDir::create(self.run_root.join(&id), ticket)?;
-                let (vm, agent) = self
-                    .clone_template(
-                        &template,
-                        &id,
-                        &run_dir.path,
-                        false,
-                        pooled_network(),
-                        class.size,
-                    )
-                    .await?;
-                let mut network_ready = false;
-                if let Some(rootfs) = self.warm_rootfs().await {
-                    let warmed = Instant::now();
-                    if let Err(err) = crate::warm::warm(&vm, &agent, &rootfs).await {
-                        // A VM that cannot run a trivial container is not
-                        // one to hand out.
-                        vm.kill();
-                        return Err(err);
-                    }
-                    info!(vm = %id, elapsed_ms = warmed.elapsed().as_millis() as u64, "pooled VM warmed");
-                    network_ready = true;
-                }
-                let primed = match crate::prime::prime_pooled(class, &vm, &agent).await {
-                    Ok(primed) => primed,
-                    Err(err) => {
-                        vm.kill();
-                        return Err(err);
-                    }
-                };
-                Ok::<_, RunError>(PooledVm {
-                    vm,
-                    agent,
-                    run_dir,
-                    network_ready,
-                    primed,
-                })
-            };
-            match cloned.await {
-                Ok(pooled) => pool.add(pooled),
-                Err(err) => {
-                    warn!(error = %err, "cannot add a VM to the pool");
-                    break;
-                }
-            }
-        }
-        pool.stop_filling();
-    }
-
     /// A VM for container `id` with `disks` attached and what `needs`
     /// says, from the pool, as a template clone, or booted. Each size has
     /// its own template and pool; pooled VMs are on the user-mode network
@@ -379,6 +335,7 @@ impl<H: Hypervisor> VmFactory<H> {
         let size = size.unwrap_or(self.default_size);
         let started = Instant::now();
         let class = self.class(size);
+        let image = prime.clone();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         let pooled = match (&class.pool, detached) {
             (Some(pool), false) if network == pooled_network() => {
@@ -389,7 +346,15 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
                 if pool.missing() > 0 {
                     let (factory, refill) = (self.clone(), class.clone());
-                    tokio::spawn(async move { factory.fill_pool(&refill).await });
+                    tokio::spawn(async move {
+                        if let Ok(ms) = std::env::var("XX_DELAY") {
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                ms.parse().unwrap(),
+                            ))
+                            .await;
+                        }
+                        factory.fill_pool(&refill).await
+                    });
                 }
                 pooled
             }
@@ -410,6 +375,19 @@ impl<H: Hypervisor> VmFactory<H> {
             }
         }
         let run_dir = RunDir::create(self.run_root.join(id), self.admit(size)?)?;
+        let spec = (id, detached, &network, size);
+        if let Some((vm, agent)) = self
+            .from_image_template(image, spec, &run_dir, &disks)
+            .await
+        {
+            self.record_start(id, "image template clone", elapsed_ms());
+            return Ok(StartedVm {
+                vm,
+                agent,
+                run_dir,
+                network_ready: false,
+            });
+        }
         if let Some(template) = class.templates.as_ref().and_then(|t| t.ready()) {
             let cloned = async {
                 let (vm, agent) = self
@@ -498,7 +476,7 @@ impl<H: Hypervisor> VmFactory<H> {
         })
     }
 
-    fn record_start(&self, vm: &str, path: &'static str, elapsed_ms: u64) {
+    pub(crate) fn record_start(&self, vm: &str, path: &'static str, elapsed_ms: u64) {
         info!(container = %vm, start = path, elapsed_ms, "VM ready");
         let record = StartRecord {
             vm: vm.to_owned(),
@@ -523,7 +501,7 @@ impl<H: Hypervisor> VmFactory<H> {
     }
 
     /// Resumes a clone of `template` and gives it its own clock and entropy.
-    async fn clone_template(
+    pub(crate) async fn clone_template(
         &self,
         template: &Template,
         id: &str,

@@ -14,6 +14,7 @@ use hull_proto::Request;
 use hull_vm::{Hypervisor, MemoryFile, Vm, VmConfig};
 use tracing::{info, warn};
 
+use crate::prime::Prime;
 use crate::run::RunError;
 use crate::size::VmSize;
 
@@ -147,6 +148,36 @@ impl TemplateConfig {
     }
 }
 
+impl TemplateConfig {
+    /// The template of `size` with `prime`'s image plugged in: in a
+    /// directory of its own per size and rootfs, under [`IMAGES_DIR`], its
+    /// key the digest of this one's and of what is primed.
+    pub(crate) fn for_image(&self, size: VmSize, prime: &Prime) -> TemplateConfig {
+        use sha2::Digest;
+        let rootfs = prime.rootfs.to_string_lossy();
+        let shape = format!(
+            "{} {} {:?} {rootfs} {:?} {}",
+            self.key,
+            size.token(),
+            self.share_tag,
+            prime.read,
+            prime.path
+        );
+        let name = hex::encode(sha2::Sha256::digest(rootfs.as_bytes()));
+        TemplateConfig {
+            dir: self
+                .dir
+                .join(IMAGES_DIR)
+                .join(format!("{}-{}", size.token(), &name[..16])),
+            key: hex::encode(sha2::Sha256::digest(shape))[..16].to_owned(),
+            share_tag: self.share_tag.clone(),
+        }
+    }
+}
+
+/// Where image templates live, under the template directory.
+pub const IMAGES_DIR: &str = "images";
+
 #[derive(Debug, Clone)]
 enum Slot {
     Missing,
@@ -158,6 +189,9 @@ enum Slot {
 #[derive(Debug)]
 pub struct Templates {
     config: TemplateConfig,
+    /// An image template's rootfs: plugged in, mounted and read ahead
+    /// before the state is saved.
+    prime: Option<Prime>,
     slot: Mutex<Slot>,
 }
 
@@ -168,6 +202,11 @@ impl Templates {
     /// same inputs, and removes templates of other inputs: their memory
     /// files would otherwise hold on to RAM in tmpfs for nothing.
     pub fn new(config: TemplateConfig) -> Self {
+        Self::primed(config, None)
+    }
+
+    /// An image template: `new`'s, with `prime`'s rootfs in the saved VM.
+    pub(crate) fn primed(config: TemplateConfig, prime: Option<Prime>) -> Self {
         if let Ok(entries) = fs::read_dir(&config.dir) {
             for entry in entries.flatten() {
                 if entry.file_name() != config.key.as_str() {
@@ -185,6 +224,7 @@ impl Templates {
         };
         Self {
             config,
+            prime,
             slot: Mutex::new(slot),
         }
     }
@@ -199,6 +239,16 @@ impl Templates {
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The digest of what the template is built from.
+    pub fn key(&self) -> &str {
+        &self.config.key
+    }
+
+    /// The directory of this template's versions.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.config.dir
     }
 
     pub fn ready(&self) -> Option<Arc<Template>> {
@@ -359,7 +409,8 @@ impl Templates {
             run_dir,
             vcpus,
             memory_mib,
-            disks: Vec::new(),
+            // On the command line, as each clone has it.
+            disks: self.prime.iter().map(Prime::disk).collect(),
             memory_file: Some(MemoryFile {
                 path: template.memory.clone(),
                 shared: true,
@@ -386,6 +437,15 @@ impl Templates {
             .await
             .map_err(|e| RunError::Hypervisor(Box::new(e)))?;
         let agent = crate::run::greet(&mut vm).await?;
+        if let Some(prime) = &self.prime {
+            let size = VmSize { vcpus, memory_mib };
+            let request = crate::prime::request(prime, size);
+            let primed = agent.request_done(&request);
+            if let Err(err) = crate::run::unless_vm_dies(&vm, vm.exit(), primed).await {
+                vm.kill();
+                return Err(err);
+            }
+        }
         // The agent answers, so it is idle in its read loop: the state to clone.
         agent.request_done(&Request::Ping).await?;
         vm.save_state(&template.state)

@@ -100,7 +100,7 @@ pub struct MemoryFile {
 }
 
 /// A raw disk image, found in the guest by its SCSI serial.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
     pub id: String,
     pub path: PathBuf,

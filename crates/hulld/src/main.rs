@@ -55,6 +55,12 @@ struct Args {
     /// Directory for VM templates' memory and state (best on tmpfs).
     #[arg(long, env = "HULL_TEMPLATE_DIR")]
     template_dir: Option<PathBuf>,
+    /// Memory, in MiB, that image templates (a size's template with one
+    /// image's rootfs mounted) may hold in all; each holds its size's.
+    /// Frequent images get one, `hull template create IMAGE` pins one.
+    /// 0: none.
+    #[arg(long, env = "HULL_IMAGE_TEMPLATE_MEMORY", default_value_t = 1024)]
+    image_template_memory: u64,
     /// A mirror of Docker Hub (http(s)://host[:port]), tried before it for
     /// images like `busybox`; repeat it for several, tried in order.
     #[arg(
@@ -243,6 +249,7 @@ async fn serve() -> Result<()> {
         memory_mib: args.memory,
         templates: !args.no_templates,
         template_dir: args.template_dir,
+        image_template_mib: args.image_template_memory,
         pools: hull_api::size::parse_pools(&args.pool).context("invalid --pool")?,
         admission: hull_api::AdmissionConfig {
             max_vms: (args.max_vms > 0).then_some(args.max_vms),

@@ -253,6 +253,7 @@ async fn route(daemon: Arc<Daemon>, request: Request<RequestBody>) -> Response<B
         (_, p) if p.starts_with("/hull/admin/") => admin::route(&daemon, &method, p, request).await,
         (&Method::POST, "/hull/run") => run::start(&daemon, request).await,
         (&Method::GET, "/hull/templates") => Ok(templates::list(&daemon)),
+        (&Method::POST, "/hull/templates") => templates::create(&daemon, request).await,
         (&Method::GET, "/hull/pool") => Ok(templates::pool(&daemon)),
         (&Method::POST, "/hull/pods/create") => pods::create(&daemon, request).await,
         (&Method::GET, "/hull/pods/json") => Ok(pods::list(&daemon, scope::Scope::Operator)),

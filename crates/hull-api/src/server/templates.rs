@@ -1,34 +1,93 @@
 //! `/hull/templates` and `/hull/pool`: what fast starts are made of.
 
-use hyper::{Response, StatusCode};
+use hull_runtime::image_template::{ImageTemplateError, ImageTemplateInfo};
+use hull_runtime::size::VmSize;
+use hull_runtime::TemplateInfo;
+use hyper::{Request, Response, StatusCode};
 
-use super::{json_response, ApiError, Body};
+use super::{json_response, ApiError, Body, RequestBody};
 use crate::daemon::Daemon;
-use crate::types::{PoolStatus, TemplateSummary};
+use crate::types::{PoolStatus, TemplateCreate, TemplateSummary};
 use crate::units::unix_seconds;
 
-/// `GET /hull/templates`: the ready templates, one per size at most.
-/// Asking boots nothing.
+/// `GET /hull/templates`: the ready templates, one per size at most, then
+/// the image templates, ready or being built. Asking boots nothing.
 pub(super) fn list(daemon: &Daemon) -> Response<Body> {
-    let templates: Vec<TemplateSummary> = daemon
-        .started_runtime()
-        .map(|runtime| runtime.templates_by_size())
-        .unwrap_or_default()
+    let Some(runtime) = daemon.started_runtime() else {
+        return json_response(StatusCode::OK, &Vec::<TemplateSummary>::new());
+    };
+    let mut templates: Vec<TemplateSummary> = runtime
+        .templates_by_size()
         .into_iter()
         .filter_map(|(size, templates)| {
             let info = templates.describe()?;
-            Some(TemplateSummary {
-                key: info.key,
-                dir: info.dir.display().to_string(),
-                vcpus: size.vcpus,
-                memory_mib: size.memory_mib,
-                memory_bytes: info.memory_bytes,
-                state_bytes: info.state_bytes,
-                built: info.built.map(unix_seconds),
-            })
+            Some(summary(size, Some(info), templates.key(), "ready"))
         })
         .collect();
+    templates.extend(runtime.image_templates().into_iter().map(image_summary));
     json_response(StatusCode::OK, &templates)
+}
+
+fn summary(size: VmSize, info: Option<TemplateInfo>, key: &str, status: &str) -> TemplateSummary {
+    TemplateSummary {
+        key: key.to_owned(),
+        dir: info
+            .as_ref()
+            .map(|i| i.dir.display().to_string())
+            .unwrap_or_default(),
+        vcpus: size.vcpus,
+        memory_mib: size.memory_mib,
+        memory_bytes: info.as_ref().map_or(0, |i| i.memory_bytes),
+        state_bytes: info.as_ref().map_or(0, |i| i.state_bytes),
+        built: info.and_then(|i| i.built).map(unix_seconds),
+        image: None,
+        pinned: false,
+        uses: 0,
+        status: status.to_owned(),
+    }
+}
+
+fn image_summary(template: ImageTemplateInfo) -> TemplateSummary {
+    TemplateSummary {
+        image: Some(format!("sha256:{}", template.image_id)),
+        pinned: template.pinned,
+        uses: template.uses,
+        ..summary(
+            template.size,
+            template.template,
+            &template.key,
+            template.status,
+        )
+    }
+}
+
+/// `POST /hull/templates` `{"Image": …, "Size": …}`: builds that image's
+/// template, pinned, and answers once it is ready (a cold boot and the
+/// rootfs's first reads: seconds under TCG).
+pub(super) async fn create(
+    daemon: &Daemon,
+    mut request: Request<RequestBody>,
+) -> Result<Response<Body>, ApiError> {
+    let body = super::body_bytes(&mut request).await?;
+    let create: TemplateCreate = super::containers::parse_json(&body)?;
+    let size = match create.size.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(
+            hull_runtime::size::named(name)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+        ),
+    };
+    let runtime = super::containers::runtime(daemon).await?;
+    let built = runtime.create_image_template(&create.image, size).await;
+    let template = built.map_err(|err| {
+        let status = match &err {
+            ImageTemplateError::Image(hull_image::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ImageTemplateError::Off | ImageTemplateError::Full { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, hull_runtime::error_chain(&err))
+    })?;
+    Ok(json_response(StatusCode::CREATED, &image_summary(template)))
 }
 
 /// `DELETE /hull/templates/{key}`: a key prefix will do.
@@ -38,6 +97,7 @@ pub(super) fn remove(daemon: &Daemon, key: &str) -> Result<Response<Body>, ApiEr
             .templates_by_size()
             .iter()
             .any(|(_, templates)| templates.remove(key))
+            || runtime.remove_image_template(key)
     });
     if !removed {
         return Err(ApiError::new(

@@ -139,6 +139,29 @@ pub struct TemplateSummary {
     pub state_bytes: u64,
     /// Unix seconds.
     pub built: Option<i64>,
+    /// An image template's image id; `None` for a size's template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// An image template kept until removed (`hull template create`), not
+    /// one made for a frequent image and evicted when room is needed.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Starts of the image in this size since hulld started.
+    #[serde(default)]
+    pub uses: u64,
+    /// `ready` or `building`.
+    #[serde(default)]
+    pub status: String,
+}
+
+/// Body of `POST /hull/templates`: an image template to build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TemplateCreate {
+    pub image: String,
+    /// A size's name (`S1`); the daemon's default size when absent.
+    #[serde(default)]
+    pub size: Option<String>,
 }
 
 /// One pool of `GET /hull/pool`.

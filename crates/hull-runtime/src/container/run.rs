@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::supervise::{Run, Sandbox, Stdio};
 use super::{lock, Container, ContainerError, Containers, Status, StreamIds, WRITABLE_DISK};
 use crate::agent::{AgentClient, AgentError};
+use crate::prime::Prime;
 use crate::run::{
     start_process, unless_vm_dies, RunDir, RunError, Runtime, ROOTFS_SERIAL, STDERR, STDIN, STDOUT,
 };
@@ -142,6 +143,7 @@ impl<H: Hypervisor> Containers<H> {
             networks: &self.networks,
             container_id: Some(id.clone()),
         };
+        let prime = self.image_prime(&config.image_id, &disks).await;
         let StartedVm {
             vm, agent, run_dir, ..
         } = runtime
@@ -153,7 +155,7 @@ impl<H: Hypervisor> Containers<H> {
                 VmNeeds {
                     size: config.size,
                     network: backend,
-                    prime: None,
+                    prime,
                 },
             )
             .await?;
@@ -399,6 +401,22 @@ impl<H: Hypervisor> Containers<H> {
             });
         }
         Ok(disks)
+    }
+
+    /// What an image template of the container's image holds: its rootfs
+    /// (the first of `disks`) and the image's own program, never the
+    /// container's (a template serves every container of the image).
+    async fn image_prime(&self, image_id: &str, disks: &[DiskConfig]) -> Option<Prime> {
+        let rootfs = disks.first()?.path.clone();
+        let images = self.images.clone();
+        let image_id = image_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let image = images.resolve(&image_id).ok()?;
+            Some(Prime::for_image(rootfs, &image.config))
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// The erofs rootfs of the image, built if it is not yet.

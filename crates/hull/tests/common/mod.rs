@@ -143,6 +143,9 @@ impl Daemon {
             .env("HULL_TEMPLATE_DIR", dir.join("templates"))
             .env("HULL_SECRETS_KEY", dir.join("secrets.key"))
             .env("HULL_LOG", "info,hull_runtime=debug")
+            // No image templates unless a test asks: their builds are VMs,
+            // uids and memory that tests counting those did not start.
+            .env("HULL_IMAGE_TEMPLATE_MEMORY", "0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
