@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: start-to-exit time of `hull run --rm busybox true`, from the
-# pool of resumed clones, from a VM template clone and from a cold boot, against, in the same run, `runc run` of
+# pool of resumed clones, from a VM template clone, from a clone of busybox's
+# own image template and from a cold boot, against, in the same run, `runc run` of
 # the same rootfs (the reference for a container start), a raw QEMU boot of
 # the same kernel to a trivial init (the floor for a cold VM) and `hull exec`
 # into a running container (what a process start costs in a VM whose code is
@@ -90,10 +91,15 @@ start_daemon() { # NAME EXTRA-ARGS...; BIN: where hull and hulld are
   # Builds the erofs image, and the template where there is one.
   "$bin/hull" -H "unix://$work/$name.sock" run --rm busybox true
 }
-start_daemon template
+# Image templates off but where measured: a frequent image would get one
+# and make the other rows image template clones.
+start_daemon template --image-template-memory 0
 start_daemon cold --no-templates
-start_daemon pool --pool 2
+start_daemon pool --pool 2 --image-template-memory 0
 until target/release/hull -H "unix://$work/template.sock" info | grep -q "VM Template: ready"; do sleep 0.1; done
+# The image's own template: its rootfs mounted and read ahead before the save.
+TEMPLATE_DIR="/dev/shm/hull-bench-image-$$" start_daemon image
+target/release/hull -H "unix://$work/image.sock" template create busybox >/dev/null
 jail_run=()
 if [ "${JAIL:-}" = compare ]; then
   HULL_JAIL=off TEMPLATE_DIR="/dev/shm/hull-bench-nojail-$$" start_daemon nojail
@@ -116,13 +122,14 @@ until target/release/hull -H unix://$work/pool.sock pool ls | awk 'NR > 1 && \$(
 done
 POOL
 bash "$work/pool-full.sh"
-trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$" "/dev/shm/hull-bench-base-$$" "/dev/shm/hull-bench-nojail-$$"' EXIT
+trap 'cleanup; rm -rf "/dev/shm/hull-bench-$$" "/dev/shm/hull-bench-base-$$" "/dev/shm/hull-bench-nojail-$$" "/dev/shm/hull-bench-image-$$"' EXIT
 
 echo "accelerator: $accel; $runs runs each" >&2
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/results.json" \
   -n "runc run (reference)" "runc run -b $work/bundle hull-bench" \
   -n "raw QEMU boot to trivial init (floor)" "bash $work/floor.sh" \
   -n "hull run --rm busybox true (template clone)" "target/release/hull -H unix://$work/template.sock run --rm busybox true" \
+  -n "hull run --rm busybox true (image template clone)" "target/release/hull -H unix://$work/image.sock run --rm busybox true" \
   -n "hull run --rm busybox true (cold boot)" "target/release/hull -H unix://$work/cold.sock run --rm busybox true" \
   "${jail_run[@]}" "${baseline_run[@]}" >&2
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/pool.json" \
@@ -147,6 +154,11 @@ jq -r '
   (.results[] | select(.command | endswith("(from the pool)")) | .median) as $pool |
   (.results[] | select(.command | startswith("hull exec")) | .median) as $exec |
   "from the pool / exec into a running container: \($pool / $exec * 100 | floor / 100)x"
+' "$work/all.json"
+jq -r '
+  (.results[] | select(.command | endswith("(template clone)")) | .median) as $plain |
+  (.results[] | select(.command | endswith("(image template clone)")) | .median) as $image |
+  "image template clone / template clone: \($image / $plain * 100 | floor / 100)x"
 ' "$work/all.json"
 if [ -n "${BASELINE:-}" ]; then
   jq -r --arg base "$BASELINE" '

@@ -1,5 +1,6 @@
 //! A client of hulld's API, used by the `hull` CLI.
 
+mod archive;
 mod containers;
 mod filters;
 mod images;

@@ -6,6 +6,7 @@ mod attach;
 mod cloud;
 mod commit;
 mod containers;
+mod cp;
 mod create;
 mod cron;
 mod daemon;
@@ -113,6 +114,8 @@ enum Command {
     History(observe::HistoryArgs),
     /// Create a new image from a container's changes.
     Commit(commit::CommitArgs),
+    /// Copy files between a container (running or stopped) and the host.
+    Cp(cp::CpArgs),
     /// Export a container's filesystem as a tar archive.
     Export(commit::ExportArgs),
     /// Import the contents of a tarball to create a filesystem image.
@@ -260,6 +263,10 @@ fn main() -> ExitCode {
                 .await
                 .or_else(containers::failed),
             Command::Commit(args) => commit::commit(&client, args)
+                .await
+                .map(|()| 0)
+                .or_else(containers::failed),
+            Command::Cp(args) => cp::cp(&client, args)
                 .await
                 .map(|()| 0)
                 .or_else(containers::failed),

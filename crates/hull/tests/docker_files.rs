@@ -127,3 +127,65 @@ fn top_stats_and_cp_reach_into_a_running_container() {
 
     stdout_of(&daemon.docker(&["rm", "-f", "files"]));
 }
+
+#[test]
+fn hull_cp_copies_in_and_out_of_running_and_stopped_containers() {
+    let daemon = daemon();
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path();
+    std::fs::create_dir_all(host.join("tree/sub")).unwrap();
+    std::fs::write(host.join("tree/sub/f"), "deep\n").unwrap();
+    std::fs::write(host.join("file"), "top\n").unwrap();
+    let at = |name: &str| host.join(name).to_str().unwrap().to_owned();
+    stdout_of(&daemon.hull(&["run", "-d", "--name", "hullcp", "busybox", "sleep", "1000"]));
+
+    // In: a tree into an existing directory, a file under a new name.
+    stdout_of(&daemon.hull(&["cp", &at("tree"), "hullcp:/tmp"]));
+    stdout_of(&daemon.hull(&["cp", &at("file"), "hullcp:/etc/renamed"]));
+    let inside = daemon.hull(&["exec", "hullcp", "cat", "/tmp/tree/sub/f", "/etc/renamed"]);
+    assert_eq!(stdout_of(&inside), "deep\ntop\n");
+
+    // Out of the stopped container: a tree under a new name, a file into a
+    // directory, a tar to standard output.
+    stdout_of(&daemon.hull(&["stop", "-t", "1", "hullcp"]));
+    stdout_of(&daemon.hull(&["cp", "hullcp:/tmp/tree", &at("copied")]));
+    assert_eq!(
+        std::fs::read_to_string(host.join("copied/sub/f")).unwrap(),
+        "deep\n"
+    );
+    std::fs::create_dir(host.join("into")).unwrap();
+    stdout_of(&daemon.hull(&["cp", "hullcp:/etc/renamed", &at("into")]));
+    assert_eq!(
+        std::fs::read_to_string(host.join("into/renamed")).unwrap(),
+        "top\n"
+    );
+    let tar = daemon.hull(&["cp", "hullcp:/etc/renamed", "-"]);
+    assert!(tar.status.success(), "{}", text(&tar.stderr));
+    let mut archive = tar::Archive::new(&tar.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["renamed"]);
+
+    // What is missing says so, and nothing is written.
+    assert_fails(
+        &daemon.hull(&["cp", "hullcp:/nope", &at("x")]),
+        1,
+        &["/nope", "hullcp"],
+    );
+    assert_fails(
+        &daemon.hull(&["cp", "nosuch:/x", &at("x")]),
+        1,
+        &["No such container"],
+    );
+    assert_fails(
+        &daemon.hull(&["cp", &at("none"), "hullcp:/x"]),
+        1,
+        &["none"],
+    );
+    assert_fails(&daemon.hull(&["cp", "a", "b"]), 1, &["CONTAINER:PATH"]);
+    assert!(!host.join("x").exists());
+    stdout_of(&daemon.hull(&["rm", "-f", "hullcp"]));
+}

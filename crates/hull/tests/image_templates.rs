@@ -35,7 +35,7 @@ fn derived_image(daemon: &Daemon, name: &str) -> String {
     std::fs::write(file.path(), format!("made {name}\n")).unwrap();
     stdout_of(&daemon.hull(&["create", "--name", &source, "busybox", "true"]));
     let target = format!("{source}:/made");
-    stdout_of(&daemon.docker(&["cp", file.path().to_str().unwrap(), &target]));
+    stdout_of(&daemon.hull(&["cp", file.path().to_str().unwrap(), &target]));
     stdout_of(&daemon.hull(&["commit", &source, name]));
     stdout_of(&daemon.hull(&["rm", &source]));
     daemon.image_id(name)

@@ -107,6 +107,18 @@ impl Client {
     /// upload to the hash it was signed with: hash the archive first (from
     /// a spool, if it is stdin), then stream it.
     async fn upload(&self, path: &str, archive: &Path) -> Result<Vec<ProgressLine>, ClientError> {
+        let response = self.upload_as(Method::POST, path, archive).await?;
+        progress_lines(response).await
+    }
+
+    /// Sends `archive` as the streamed body of `method path`; the answer,
+    /// once its status says success.
+    pub(super) async fn upload_as(
+        &self,
+        method: Method,
+        path: &str,
+        archive: &Path,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let read_err = |source| ClientError::ReadFile {
             path: archive.to_owned(),
             source,
@@ -133,7 +145,7 @@ impl Client {
         };
         let chunks = tokio_util::io::ReaderStream::new(reader).map_ok(Frame::data);
         let body = BodyExt::boxed(StreamBody::new(chunks));
-        let mut request = Self::request(Method::POST, path, body);
+        let mut request = Self::request(method, path, body);
         if let Some(hash) = hash {
             request.headers_mut().insert(
                 hull_cloud::sign::CONTENT_SHA256_HEADER,
@@ -146,7 +158,7 @@ impl Client {
         );
         let response = Self::check(self.send(request).await?).await?;
         drop(spool);
-        progress_lines(response).await
+        Ok(response)
     }
 }
 
