@@ -539,6 +539,40 @@ impl<H: Hypervisor> Runtime<H> {
             .ok_or(ImageTemplateError::Off)
     }
 
+    /// Has the template of `image_id` in `size` (the default size when
+    /// `None`) built in the background, unpinned, unless it has one or
+    /// pinned ones fill the budget: a function's calls want every start
+    /// after its first to be a resume, not only those of frequent images.
+    pub fn want_image_template(&self, image_id: &str, size: Option<VmSize>) {
+        if self.vms.image_templates.is_none() {
+            return;
+        }
+        let (vms, store) = (self.vms.clone(), self.images().clone());
+        let image_id = image_id.to_owned();
+        let size = size.unwrap_or(vms.default_size);
+        tokio::spawn(async move {
+            let resolved = tokio::task::spawn_blocking(move || {
+                let image = store.resolve(&image_id)?;
+                let rootfs = store.rootfs(&image)?;
+                Ok::<_, hull_image::StoreError>(Prime::for_image(rootfs, &image.config))
+            })
+            .await;
+            let Ok(Ok(prime)) = resolved else {
+                return;
+            };
+            let Some(images) = vms.image_templates.as_ref() else {
+                return;
+            };
+            match images.reserve(size, &prime, false) {
+                Ok((templates, true)) => {
+                    let _ = vms.build_image_template(size, &prime, &templates).await;
+                }
+                Ok((_, false)) => {}
+                Err(err) => info!(error = %err, "no image template for a function's image"),
+            }
+        });
+    }
+
     /// Every image template, by size and image.
     pub fn image_templates(&self) -> Vec<ImageTemplateInfo> {
         self.vms

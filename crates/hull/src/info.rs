@@ -44,9 +44,10 @@ pub async fn show(client: &Client) -> Result<()> {
     if !info.recent_starts.is_empty() {
         let count = |path: &str| info.recent_starts.iter().filter(|s| s.path == path).count();
         println!(
-            "Recent VM Starts: {} from the pool, {} template clones, {} cold boots",
+            "Recent VM Starts: {} from the pool, {} template clones, {} image template clones, {} cold boots",
             count("pool"),
             count("template clone"),
+            count("image template clone"),
             count("cold boot")
         );
         for start in info.recent_starts.iter().rev().take(5) {

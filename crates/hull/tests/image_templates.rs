@@ -204,3 +204,23 @@ fn frequent_images_get_templates_within_the_budget_and_lose_them_with_the_image(
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
 }
+
+#[test]
+fn a_function_gets_its_image_template_after_its_first_call() {
+    let daemon = loaded_daemon(&[BUDGET]);
+    let busybox = daemon.image_id("busybox");
+    stdout_of(&daemon.hull(&[
+        "func", "create", "--name", "upper", "busybox", "tr", "a-z", "A-Z",
+    ]));
+    let call =
+        |data: &str| stdout_of(&daemon.hull(&["func", "call", "--sync", "-d", data, "upper"]));
+    assert_eq!(call("first"), "FIRST");
+    // Built once the first call is done, unpinned: a cache like any other.
+    eventually(60, || match template_row(&daemon, &busybox) {
+        Some(row) if row.contains("ready") && !row.contains("pinned") => Ok(()),
+        row => Err(format!("{row:?}")),
+    });
+    let before = image_clones(&daemon);
+    assert_eq!(call("second"), "SECOND");
+    assert_eq!(image_clones(&daemon), before + 1, "{}", daemon.log());
+}

@@ -224,7 +224,7 @@ fn templates_are_listed_removed_and_rebuilt_and_starts_are_reported() {
     stdout_of(&daemon.hull(&["run", "--rm", "busybox", "true"]));
     let info = stdout_of(&daemon.hull(&["info"]));
     assert!(
-        info.contains("Recent VM Starts: 0 from the pool, 1 template clones, 1 cold boots"),
+        info.contains("Recent VM Starts: 0 from the pool, 1 template clones, 0 image template clones, 1 cold boots"),
         "{info}"
     );
 

@@ -89,7 +89,16 @@ pub(super) async fn run(daemon: &Arc<Daemon>, request: Request<'_>) -> (CallStat
     // Removing the function stopped the containers of the calls it saw
     // running; one made after that finds its call's record gone.
     let outcome = if call_exists(daemon, request.id) {
-        attend(daemon, &request, &id).await
+        let outcome = attend(daemon, &request, &id).await;
+        // Every function's image gets a template, so its next calls are
+        // resumes; asked once this call is done, not to slow it.
+        if let (Some(runtime), Ok(container)) =
+            (daemon.started_runtime(), daemon.containers().get(&id))
+        {
+            let config = container.config();
+            runtime.want_image_template(&config.image_id, config.size);
+        }
+        outcome
     } else {
         (
             CallState::Failed,

@@ -173,7 +173,7 @@ impl Metrics {
         );
         registry.register(
             "vm_start_seconds",
-            "Time from a run's request for a VM to its agent's readiness, by path (pool, template_clone, cold_boot)",
+            "Time from a run's request for a VM to its agent's readiness, by path (pool, template_clone, image_template_clone, cold_boot)",
             starts.clone(),
         );
         let vms = Family::<StateLabels, Gauge>::default();
@@ -408,6 +408,7 @@ fn start_path(path: &str) -> &'static str {
     match path {
         "pool" => "pool",
         "template clone" => "template_clone",
+        "image template clone" => "image_template_clone",
         "cold boot" => "cold_boot",
         _ => "other",
     }
