@@ -221,6 +221,15 @@ impl ImageTemplates {
         if uses < AUTO_AFTER || self.budget_mib == 0 {
             return Lookup::None;
         }
+        // One build at a time: starts that cycle through many images make
+        // builds (and evictions) no faster than a VM boots.
+        if self
+            .entries()
+            .values()
+            .any(|e| e.templates.status() == "building")
+        {
+            return Lookup::None;
+        }
         match self.reserve(size, prime, false) {
             Ok((templates, true)) => Lookup::Build(templates),
             Ok((_, false)) => Lookup::None,

@@ -21,8 +21,20 @@ use hull_vm::{DiskConfig, Vm};
 use crate::agent::{AgentClient, AgentError};
 use crate::run::{new_container_id, on_rootfs, start_process, unless_vm_dies, RunError};
 
-/// The warm-up rootfs's file name; the version changes with its program.
-const ROOTFS_NAME: &str = "warm-up-1.erofs";
+/// The warm-up rootfs's file name; the version changes with its contents.
+const ROOTFS_NAME: &str = "warm-up-2.erofs";
+/// Files an image's rootfs has, which a run reads or replaces: with them
+/// here, the warm-up also takes the paths of the user's lookup and of the
+/// overlay's copy-ups of `/etc` that a run takes.
+const ETC_FILES: [(&str, &str); 5] = [
+    ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+    ("etc/group", "root:x:0:\n"),
+    ("etc/hosts", "127.0.0.1\tlocalhost\n"),
+    ("etc/hostname", "localhost\n"),
+    ("etc/resolv.conf", "nameserver 127.0.0.1\n"),
+];
+/// Mount points an image's rootfs has.
+const DIRS: [&str; 6] = ["bin", "dev", "proc", "root", "sys", "tmp"];
 const PROGRAM: &str = "warm-up";
 const CONTAINER: &str = "warm-up";
 /// The warm-up disk's serial: not a run's, so that a run's or a prime's
@@ -83,8 +95,16 @@ pub fn rootfs(dir: &Path) -> Result<PathBuf, WarmError> {
 /// Builds the warm-up rootfs in the new directory `staging`.
 fn build(staging: &Path) -> Result<PathBuf, WarmError> {
     let tree = staging.join("tree");
-    std::fs::create_dir_all(&tree).map_err(write(&tree))?;
-    let program = tree.join(PROGRAM);
+    for dir in DIRS.iter().chain(&["etc"]) {
+        let dir = tree.join(dir);
+        std::fs::create_dir_all(&dir).map_err(write(&dir))?;
+    }
+    for (name, text) in ETC_FILES {
+        let path = tree.join(name);
+        std::fs::write(&path, text).map_err(write(&path))?;
+    }
+    // Found along `PATH`, as an image's programs are.
+    let program = tree.join("bin").join(PROGRAM);
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -140,8 +160,8 @@ pub(crate) async fn warm<V: Vm>(
             ProcessSpec {
                 container: CONTAINER.into(),
                 id: "init".into(),
-                args: vec![format!("/{PROGRAM}")],
-                env: vec!["PATH=/".into()],
+                args: vec![PROGRAM.into()],
+                env: vec![format!("PATH={}", hull_proto::DEFAULT_PATH)],
                 cwd: "/".into(),
                 user: String::new(),
                 terminal: false,
