@@ -346,15 +346,7 @@ impl<H: Hypervisor> VmFactory<H> {
                 }
                 if pool.missing() > 0 {
                     let (factory, refill) = (self.clone(), class.clone());
-                    tokio::spawn(async move {
-                        if let Ok(ms) = std::env::var("XX_DELAY") {
-                            tokio::time::sleep(std::time::Duration::from_millis(
-                                ms.parse().unwrap(),
-                            ))
-                            .await;
-                        }
-                        factory.fill_pool(&refill).await
-                    });
+                    tokio::spawn(async move { factory.fill_pool(&refill).await });
                 }
                 pooled
             }
