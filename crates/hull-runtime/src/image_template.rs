@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -93,12 +94,25 @@ struct Entry {
     prime: Prime,
     pinned: bool,
     last_used: Instant,
+    /// The rootfs file the template was made of: an image removed and
+    /// made again has a rootfs of the same name but another file.
+    identity: Option<FileIdentity>,
+}
+
+/// Which file a path named: device, inode, change time (an inode number
+/// comes back for the next file made).
+type FileIdentity = (u64, u64, i64, i64);
+
+fn identity(path: &Path) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
 }
 
 /// What a start finds for its image.
 pub(crate) enum Lookup {
-    /// A ready template to clone.
-    Ready(Arc<Template>),
+    /// A ready template to clone, and the slot it is in.
+    Ready(Arc<Templates>, Arc<Template>),
     /// None yet; this one is to be built now.
     Build(Arc<Templates>),
     None,
@@ -111,6 +125,8 @@ pub(crate) struct ImageTemplates {
     entries: Mutex<BTreeMap<(VmSize, PathBuf), Entry>>,
     /// Starts by size and rootfs, image templates or not.
     uses: Mutex<BTreeMap<(VmSize, PathBuf), u64>>,
+    /// Set while a build that no one asked for runs: one at a time.
+    auto_building: AtomicBool,
 }
 
 impl ImageTemplates {
@@ -122,6 +138,7 @@ impl ImageTemplates {
             budget_mib,
             entries: Mutex::default(),
             uses: Mutex::default(),
+            auto_building: AtomicBool::new(false),
         };
         let dir = this.base.dir.join(IMAGES_DIR);
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -168,6 +185,7 @@ impl ImageTemplates {
             templates: Arc::new(templates),
             pinned: meta.pinned,
             last_used: Instant::now(),
+            identity: identity(&prime.rootfs),
             prime: prime.clone(),
         };
         self.entries().insert((size, prime.rootfs), entry);
@@ -180,7 +198,9 @@ impl ImageTemplates {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<_> = entries
             .iter()
-            .filter(|((_, rootfs), e)| !rootfs.is_file() && e.templates.status() != "building")
+            .filter(|((_, rootfs), e)| {
+                e.identity != identity(rootfs) && e.templates.status() != "building"
+            })
             .map(|(key, _)| key.clone())
             .collect();
         for key in gone {
@@ -212,32 +232,54 @@ impl ImageTemplates {
                     // PATH, say): not a template of this start's image.
                     return Lookup::None;
                 }
-                return match entry.templates.ready() {
-                    Some(template) if prime.rootfs.is_file() => Lookup::Ready(template),
-                    _ => Lookup::None,
-                };
+                match entry.templates.ready() {
+                    Some(template) => return Lookup::Ready(entry.templates.clone(), template),
+                    // Being built, or its build gave way to another
+                    // process's: this start goes on without.
+                    None if entry.templates.status() == "building" => return Lookup::None,
+                    None => {}
+                }
             }
         }
-        if uses < AUTO_AFTER || self.budget_mib == 0 {
+        if uses < AUTO_AFTER {
             return Lookup::None;
         }
-        // One build at a time: starts that cycle through many images make
-        // builds (and evictions) no faster than a VM boots.
-        if self
-            .entries()
-            .values()
-            .any(|e| e.templates.status() == "building")
-        {
-            return Lookup::None;
+        match self.reserve_auto(size, prime) {
+            Some(templates) => Lookup::Build(templates),
+            None => Lookup::None,
+        }
+    }
+
+    /// Registers a template no one asked for, to be built now by the
+    /// caller, who then calls [`Self::auto_built`]: one at a time, so
+    /// that starts cycling through many images make builds (and
+    /// evictions) no faster than a VM boots.
+    pub fn reserve_auto(&self, size: VmSize, prime: &Prime) -> Option<Arc<Templates>> {
+        if self.budget_mib == 0 || self.auto_building.swap(true, Ordering::AcqRel) {
+            return None;
         }
         match self.reserve(size, prime, false) {
-            Ok((templates, true)) => Lookup::Build(templates),
-            Ok((_, false)) => Lookup::None,
+            Ok((templates, true)) => Some(templates),
+            Ok((_, false)) => {
+                self.auto_built();
+                None
+            }
             Err(err) => {
+                self.auto_built();
+                // Counted again from naught: not refused at every start.
+                self.uses
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(size, prime.rootfs.clone()));
                 info!(error = %err, rootfs = %prime.rootfs.display(), "no image template for a frequent image");
-                Lookup::None
+                None
             }
         }
+    }
+
+    /// Ends the build [`Self::reserve_auto`] let start.
+    pub fn auto_built(&self) {
+        self.auto_building.store(false, Ordering::Release);
     }
 
     /// Makes room for and registers the template of `prime`'s image in
@@ -267,6 +309,24 @@ impl ImageTemplates {
             }
         }
         let memory_mib = u64::from(size.memory_mib);
+        // What no eviction frees: pinned ones, and those being built.
+        let kept_mib: u64 = entries
+            .iter()
+            .filter(|(_, e)| e.pinned || e.templates.status() == "building")
+            .map(|((s, _), _)| u64::from(s.memory_mib))
+            .sum();
+        if kept_mib + memory_mib > self.budget_mib {
+            let pinned_mib = entries
+                .iter()
+                .filter(|(_, e)| e.pinned)
+                .map(|((s, _), _)| u64::from(s.memory_mib))
+                .sum();
+            return Err(ImageTemplateError::Full {
+                memory_mib,
+                pinned_mib,
+                budget_mib: self.budget_mib,
+            });
+        }
         let held = |entries: &BTreeMap<_, Entry>| -> u64 {
             entries
                 .keys()
@@ -307,6 +367,7 @@ impl ImageTemplates {
                 prime: prime.clone(),
                 pinned,
                 last_used: Instant::now(),
+                identity: identity(&prime.rootfs),
             },
         );
         Ok((templates, fresh))
@@ -337,17 +398,17 @@ impl ImageTemplates {
 
     /// Forgets a template whose build or clone failed; the image's starts
     /// count from naught again, so it is not rebuilt at every start.
-    pub fn drop_failed(&self, size: VmSize, rootfs: &Path) {
+    pub fn drop_failed(&self, size: VmSize, rootfs: &Path, failed: &Templates) {
         let key = (size, rootfs.to_owned());
         self.uses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         let mut entries = self.entries();
-        if entries
-            .get(&key)
-            .is_some_and(|e| e.templates.status() != "building")
-        {
+        // Not one that replaced it since, nor one being built.
+        if entries.get(&key).is_some_and(|e| {
+            std::ptr::eq(&*e.templates, failed) && e.templates.status() != "building"
+        }) {
             if let Some(old) = entries.remove(&key) {
                 discard(&old.templates);
             }
@@ -368,7 +429,11 @@ impl ImageTemplates {
         let mut entries = self.entries();
         let found = entries
             .iter()
-            .find(|(_, e)| !key.is_empty() && e.templates.key().starts_with(key))
+            .find(|(_, e)| {
+                !key.is_empty()
+                    && e.templates.key().starts_with(key)
+                    && e.templates.status() != "building"
+            })
             .map(|(k, _)| k.clone());
         let Some(found) = found else {
             return false;
@@ -436,12 +501,15 @@ impl<H: Hypervisor> VmFactory<H> {
         if *rootfs != prime.disk() {
             return None;
         }
-        let template = match images.lookup(size, &prime) {
-            Lookup::Ready(template) => template,
+        let (slot, template) = match images.lookup(size, &prime) {
+            Lookup::Ready(slot, template) => (slot, template),
             Lookup::Build(templates) => {
                 let factory = self.clone();
                 tokio::spawn(async move {
                     let _ = factory.build_image_template(size, &prime, &templates).await;
+                    if let Some(images) = factory.image_templates.as_ref() {
+                        images.auto_built();
+                    }
                 });
                 return None;
             }
@@ -450,27 +518,28 @@ impl<H: Hypervisor> VmFactory<H> {
         let cloned = async {
             let mut config = self.config(id, &run_dir.path, vec![prime.disk()], detached, size)?;
             config.network = network.clone();
-            let (vm, agent) =
-                crate::template::clone_vm(&*self.hypervisor, &template, config).await?;
-            let rest: Vec<DiskConfig> = disks
-                .iter()
-                .filter(|d| d.id != ROOTFS_DISK)
-                .cloned()
-                .collect();
-            if let Err(err) = crate::start::attach(&vm, &rest).await {
-                vm.kill();
-                return Err(err);
-            }
-            Ok::<_, RunError>((vm, agent))
+            crate::template::clone_vm(&*self.hypervisor, &template, config).await
         };
-        match cloned.await {
-            Ok(started) => Some(started),
+        let (vm, agent) = match cloned.await {
+            Ok(started) => started,
             Err(err) => {
                 warn!(error = %crate::error_chain(&err), rootfs = %prime.rootfs.display(), "cloning an image template failed; dropping it");
-                images.drop_failed(size, &prime.rootfs);
-                None
+                images.drop_failed(size, &prime.rootfs, &slot);
+                return None;
             }
+        };
+        // The run's own disks: their failure is the run's, not the template's.
+        let rest: Vec<DiskConfig> = disks
+            .iter()
+            .filter(|d| d.id != ROOTFS_DISK)
+            .cloned()
+            .collect();
+        if let Err(err) = crate::start::attach(&vm, &rest).await {
+            warn!(error = %crate::error_chain(&err), "cannot attach a run's disks to an image template's clone");
+            vm.kill();
+            return None;
         }
+        Some((vm, agent))
     }
 
     /// Builds the image template `templates` of `prime`'s image in `size`:
@@ -509,7 +578,7 @@ impl<H: Hypervisor> VmFactory<H> {
             Ok(()) => Ok(()),
             Err(err) => {
                 warn!(error = %crate::error_chain(&err), rootfs = %prime.rootfs.display(), "cannot build an image template");
-                images.drop_failed(size, &prime.rootfs);
+                images.drop_failed(size, &prime.rootfs, templates);
                 Err(ImageTemplateError::Build(Box::new(err)))
             }
         }
@@ -572,12 +641,9 @@ impl<H: Hypervisor> Runtime<H> {
             let Some(images) = vms.image_templates.as_ref() else {
                 return;
             };
-            match images.reserve(size, &prime, false) {
-                Ok((templates, true)) => {
-                    let _ = vms.build_image_template(size, &prime, &templates).await;
-                }
-                Ok((_, false)) => {}
-                Err(err) => info!(error = %err, "no image template for a function's image"),
+            if let Some(templates) = images.reserve_auto(size, &prime) {
+                let _ = vms.build_image_template(size, &prime, &templates).await;
+                images.auto_built();
             }
         });
     }

@@ -80,3 +80,27 @@ fn frequent_images_are_built_within_the_budget_and_pinned_ones_are_kept() {
     assert_eq!(images, ["2"]);
     assert!(templates.reserve(S1, &first, true).is_ok());
 }
+
+#[test]
+fn a_template_that_cannot_fit_evicts_nothing_and_a_remade_rootfs_is_not_its_image() {
+    let root = tempfile::tempdir().unwrap();
+    let small = root.path().join("small.erofs");
+    let big = root.path().join("big.erofs");
+    fs::write(&small, b"erofs").unwrap();
+    fs::write(&big, b"erofs").unwrap();
+    let templates = ImageTemplates::new(base(&root.path().join("t")), 100);
+    templates.reserve(S1, &prime(&small, "sh"), false).unwrap();
+    let large = VmSize {
+        vcpus: 1,
+        memory_mib: 512,
+    };
+    let err = templates
+        .reserve(large, &prime(&big, "sh"), false)
+        .unwrap_err();
+    assert!(matches!(err, ImageTemplateError::Full { .. }), "{err}");
+    assert_eq!(templates.list().len(), 1, "the small one stays");
+    // The image is removed and made again: same name, another file.
+    fs::remove_file(&small).unwrap();
+    fs::write(&small, b"another erofs").unwrap();
+    assert!(templates.list().is_empty());
+}

@@ -441,7 +441,18 @@ impl Templates {
             let size = VmSize { vcpus, memory_mib };
             let request = crate::prime::request(prime, size);
             let primed = agent.request_done(&request);
-            if let Err(err) = crate::run::unless_vm_dies(&vm, vm.exit(), primed).await {
+            // An image that wedges the guest holds no build for ever.
+            let primed = tokio::time::timeout(
+                crate::run::BOOT_TIMEOUT,
+                crate::run::unless_vm_dies(&vm, vm.exit(), primed),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(RunError::BootTimeout {
+                    console: vm.console_tail(),
+                })
+            });
+            if let Err(err) = primed {
                 vm.kill();
                 return Err(err);
             }

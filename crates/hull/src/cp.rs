@@ -106,50 +106,46 @@ async fn copy_out(client: &Client, name: &str, path: &str, dest: &Path) -> Resul
     let mut file = tokio::fs::File::from_std(spool.reopen()?);
     client.copy_from(name, path, &mut file).await?;
     drop(file);
-    let top = base_name(&stat.name).unwrap_or_else(|| stat.name.clone());
+    let top = stat.name.clone();
     let (archive, dir) = (spool.path().to_owned(), dir.clone());
     tokio::task::spawn_blocking(move || unpack(&archive, &dir, &top, rename.as_deref()))
         .await
         .context("the unpack failed")?
 }
 
-/// Unpacks the tar `archive` into `dir`; with `rename`, its top entry
-/// `top` lands as `dir/rename` (unpacked next to it first, then moved).
+/// Unpacks the tar `archive` into a staging directory beside the target,
+/// then moves its top entry `top` to `dir/rename`, or to `dir/top`. Only
+/// `top` and what is under it may be in the archive: a container that
+/// adds other entries (say `.ssh/authorized_keys` beside the file asked
+/// for) is refused, and nothing reaches `dir`. Modes lose setuid, setgid
+/// and group and world write; owners are not kept.
 fn unpack(archive: &Path, dir: &Path, top: &str, rename: Option<&Path>) -> Result<()> {
-    let open = || -> Result<tar::Archive<std::fs::File>> {
-        let mut archive = tar::Archive::new(std::fs::File::open(archive)?);
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(true);
-        Ok(archive)
+    let mut top_parts = Path::new(top).components();
+    let (Some(Component::Normal(_)), None) = (top_parts.next(), top_parts.next()) else {
+        bail!("the container names its file {top:?}: not a file name, refused");
     };
-    let Some(rename) = rename else {
-        return unpack_in(open()?, dir);
-    };
+    let mut archive = tar::Archive::new(std::fs::File::open(archive)?);
+    archive.set_preserve_permissions(false);
+    archive.set_mask(0o7022);
+    archive.set_overwrite(true);
     let staging = tempfile::Builder::new()
         .prefix(".hull-cp-")
         .tempdir_in(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
-    unpack_in(open()?, staging.path())?;
-    let from = staging.path().join(top);
-    let to = dir.join(rename);
-    if std::fs::symlink_metadata(&from).is_err() {
-        bail!("the container's archive holds no {top}");
-    }
-    // A directory replaces nothing: its files merge into one that exists.
-    if to.is_dir() && !to.is_symlink() {
-        bail!("{} exists and is a directory", to.display());
-    }
-    std::fs::rename(&from, &to).with_context(|| format!("cannot write {}", to.display()))
-}
-
-fn unpack_in(mut archive: tar::Archive<std::fs::File>, dir: &Path) -> Result<()> {
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.into_owned();
-        // `unpack_in` refuses what would land outside `dir` and says so
-        // with `false`.
+        if !name.starts_with(top) {
+            bail!(
+                "the container's archive holds {}, not under {top}: refused, nothing copied",
+                name.display()
+            );
+        }
+        // `unpack_in` refuses what would land outside the staging
+        // directory (`..`, a symlink the archive made) and says so with
+        // `false`.
         if !entry
-            .unpack_in(dir)
+            .unpack_in(staging.path())
             .with_context(|| format!("cannot unpack {}", name.display()))?
         {
             bail!(
@@ -158,7 +154,18 @@ fn unpack_in(mut archive: tar::Archive<std::fs::File>, dir: &Path) -> Result<()>
             );
         }
     }
-    Ok(())
+    let from = staging.path().join(top);
+    let to = dir.join(rename.unwrap_or(Path::new(top)));
+    if std::fs::symlink_metadata(&from).is_err() {
+        bail!("the container's archive holds no {top}");
+    }
+    if std::fs::symlink_metadata(&to).is_ok_and(|meta| meta.is_dir()) {
+        bail!(
+            "{} exists and is a directory: remove it first",
+            to.display()
+        );
+    }
+    std::fs::rename(&from, &to).with_context(|| format!("cannot write {}", to.display()))
 }
 
 async fn copy_in(client: &Client, src: &Path, name: &str, path: &str) -> Result<()> {
@@ -268,5 +275,42 @@ mod tests {
         let err = unpack(&archive, &dest, "escape", None).unwrap_err();
         assert!(format!("{err:#}").contains("escape/owned"), "{err:#}");
         assert!(!root.path().join("owned").exists());
+    }
+
+    #[test]
+    fn only_the_file_asked_for_lands_and_without_setuid_or_group_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("home");
+        std::fs::create_dir(&dest).unwrap();
+        let archive = root.path().join("out.tar");
+        let build = |entries: &[(&str, u32)]| {
+            let mut builder = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+            for (name, mode) in entries {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(2);
+                header.set_mode(*mode);
+                builder.append_data(&mut header, name, &b"x\n"[..]).unwrap();
+            }
+            builder.into_inner().unwrap();
+        };
+        // A file beside the one asked for: refused, and nothing written.
+        build(&[("out.txt", 0o644), (".bashrc", 0o644)]);
+        let err = unpack(&archive, &dest, "out.txt", None).unwrap_err();
+        assert!(format!("{err:#}").contains(".bashrc"), "{err:#}");
+        let left: Vec<_> = std::fs::read_dir(&dest).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A setuid, group-writable file comes out plain.
+        build(&[("tool", 0o6775)]);
+        unpack(&archive, &dest, "tool", None).unwrap();
+        let mode = std::fs::metadata(dest.join("tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        // A name that is no file name is refused.
+        for top in ["..", "/", "a/b", ""] {
+            assert!(unpack(&archive, &dest, top, None).is_err(), "{top}");
+        }
     }
 }
