@@ -65,7 +65,7 @@ cleanup() {
     pid=$(cat "$work/$name/hulld.pid" 2>/dev/null) && kill "$pid" 2>/dev/null
     for pid in $(qemu_pids "$work/$name"); do kill -9 "$pid" 2>/dev/null; done
   done
-  rm -rf "$work" "$templates"
+  rm -rf "$work" "$templates" "$templates-images"
 }
 trap cleanup EXIT
 
@@ -84,7 +84,7 @@ start_daemon() { # NAME EXTRA-ARGS...
   shift
   "$bin/hulld" --root "$work/$name" --host "unix://$work/$name.sock" \
     --kernel "$kernel" --agent "$agent" --accel "$accel" \
-    --cpus "$cpus" --memory "$memory" --template-dir "$templates" "$@" 2>"$work/$name.log" &
+    --cpus "$cpus" --memory "$memory" --template-dir "${TEMPLATES:-$templates}" "$@" 2>"$work/$name.log" &
   daemon_pids+=($!)
   while [ ! -S "$work/$name.sock" ]; do sleep 0.05; done
   on "$name" load -q -i "$work/busybox.tar" >/dev/null
@@ -193,17 +193,25 @@ measure_reclaim() { # DAEMON LABEL
 
 echo "accelerator: $accel; VM: $cpus vCPU, $memory MiB; TCG tb-size: ${HULL_TCG_TB_SIZE:-default (32)} MiB" >&2
 start_daemon cold --no-templates
-start_daemon clones
+# Image templates off where plain clones are measured: busybox's starts
+# would otherwise give it one. A third daemon clones busybox's own, its
+# templates apart: daemons of other roots build templates of other keys.
+start_daemon clones --image-template-memory 0
+TEMPLATES="$templates-images" start_daemon images
 until on clones info | grep -q "VM Template: ready"; do sleep 0.1; done
+on images template create busybox >/dev/null
 
 echo "(a) host memory per idle container, $samples at a time, measured ${settle} s after start"
 measure_idle cold "cold boot"
 measure_idle clones "template clone"
+measure_idle images "image template clone"
 measure_reclaim cold "cold boot"
 measure_reclaim clones "template clone"
-kill "${daemon_pids[0]}"
-wait "${daemon_pids[0]}" 2>/dev/null || true
-rm -f "$work/cold.sock"
+for i in 0 2; do
+  kill "${daemon_pids[$i]}"
+  wait "${daemon_pids[$i]}" 2>/dev/null || true
+done
+rm -f "$work/cold.sock" "$work/images.sock"
 
 if [ "$n" -gt 0 ]; then
   echo "(b) density: up to $n idle template clones, stopping while host MemAvailable > $margin_mib MiB"
