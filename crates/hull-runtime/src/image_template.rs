@@ -309,48 +309,25 @@ impl ImageTemplates {
             }
         }
         let memory_mib = u64::from(size.memory_mib);
-        // What no eviction frees: pinned ones, and those being built.
-        let kept_mib: u64 = entries
-            .iter()
-            .filter(|(_, e)| e.pinned || e.templates.status() == "building")
-            .map(|((s, _), _)| u64::from(s.memory_mib))
-            .sum();
-        if kept_mib + memory_mib > self.budget_mib {
-            let pinned_mib = entries
-                .iter()
-                .filter(|(_, e)| e.pinned)
-                .map(|((s, _), _)| u64::from(s.memory_mib))
-                .sum();
+        let evictable = |e: &Entry| !e.pinned && e.templates.status() != "building";
+        // What no eviction frees must leave room, or nothing is evicted.
+        if mib_of(&entries, |e| !evictable(e)) + memory_mib > self.budget_mib {
             return Err(ImageTemplateError::Full {
                 memory_mib,
-                pinned_mib,
+                pinned_mib: mib_of(&entries, |e| e.pinned),
                 budget_mib: self.budget_mib,
             });
         }
-        let held = |entries: &BTreeMap<_, Entry>| -> u64 {
-            entries
-                .keys()
-                .map(|(s, _): &(VmSize, PathBuf)| u64::from(s.memory_mib))
-                .sum()
-        };
-        while held(&entries) + memory_mib > self.budget_mib {
-            // The least recently used that is neither pinned nor building.
-            let victim = entries
+        while mib_of(&entries, |_| true) + memory_mib > self.budget_mib {
+            // The least recently used evictable one; there is one while
+            // the total is over, as what is kept fits.
+            let Some(victim) = entries
                 .iter()
-                .filter(|(_, e)| !e.pinned && e.templates.status() != "building")
+                .filter(|(_, e)| evictable(e))
                 .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone());
-            let Some(victim) = victim else {
-                let pinned_mib = entries
-                    .iter()
-                    .filter(|(_, e)| e.pinned)
-                    .map(|((s, _), _)| u64::from(s.memory_mib))
-                    .sum();
-                return Err(ImageTemplateError::Full {
-                    memory_mib,
-                    pinned_mib,
-                    budget_mib: self.budget_mib,
-                });
+                .map(|(k, _)| k.clone())
+            else {
+                break;
             };
             if let Some(old) = entries.remove(&victim) {
                 info!(rootfs = %victim.1.display(), "evicting the least recently used image template");
@@ -415,13 +392,12 @@ impl ImageTemplates {
         }
     }
 
-    /// Memory that ready image templates hold, in MiB.
+    /// Memory that ready image templates hold, in MiB. Read at every VM
+    /// start, so it does not look for removed images: a template holds its
+    /// memory until it is discarded anyway.
     pub fn held_mib(&self) -> u64 {
-        self.entries()
-            .iter()
-            .filter(|(_, e)| e.templates.ready().is_some())
-            .map(|((size, _), _)| u64::from(size.memory_mib))
-            .sum()
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        mib_of(&entries, |e| e.templates.ready().is_some())
     }
 
     /// Removes the image template whose key starts with `key`.
@@ -463,6 +439,15 @@ impl ImageTemplates {
         list.sort_by(|a, b| (a.size, &a.image_id).cmp(&(b.size, &b.image_id)));
         list
     }
+}
+
+/// The memory of the entries that `keep` chooses, in MiB.
+fn mib_of(entries: &BTreeMap<(VmSize, PathBuf), Entry>, keep: impl Fn(&Entry) -> bool) -> u64 {
+    entries
+        .iter()
+        .filter(|(_, e)| keep(e))
+        .map(|((size, _), _)| u64::from(size.memory_mib))
+        .sum()
 }
 
 /// An image's id, from its rootfs's name (`<id>.erofs`).

@@ -27,6 +27,11 @@ fn template_row(daemon: &Daemon, image_id: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `hull run --rm busybox sh -c script`.
+fn run_sh(daemon: &Daemon, script: &str) -> std::process::Output {
+    daemon.hull(&["run", "--rm", "busybox", "sh", "-c", script])
+}
+
 /// A new image: busybox with one file more, so a rootfs of its own. Made
 /// without a run of busybox, which would count towards its template.
 fn derived_image(daemon: &Daemon, name: &str) -> String {
@@ -58,26 +63,15 @@ fn an_image_template_serves_its_image_runs_and_containers_and_outlives_hulld() {
 
     // A run of the image is a clone of it, its rootfs already mounted.
     let before = image_clones(&daemon);
-    let output = daemon.hull(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
+    let output = run_sh(
+        &daemon,
         "cat /etc/hostname >/dev/null; echo ok > /x; cat /x; exit 3",
-    ]);
+    );
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "ok\n");
     assert_eq!(image_clones(&daemon), before + 1, "{}", daemon.log());
     // Clones share no writes.
-    let output = daemon.hull(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "cat /x 2>/dev/null || echo clean",
-    ]);
+    let output = run_sh(&daemon, "cat /x 2>/dev/null || echo clean");
     assert_eq!(stdout_of(&output), "clean\n");
 
     // A container of the image: its writable layer is plugged in after the

@@ -19,7 +19,7 @@ impl ContainerPathStat {
 }
 
 fn archive_path(container: &str, path: &str) -> String {
-    let name: String = form_urlencoded::byte_serialize(container.as_bytes()).collect();
+    let name = urlencoded(container);
     let mut query = form_urlencoded::Serializer::new(String::new());
     query.append_pair("path", path);
     format!("/containers/{name}/archive?{}", query.finish())

@@ -203,7 +203,7 @@ impl<H: Hypervisor> Containers<H> {
         with_volumes: bool,
     ) -> Result<StartedVm<H::Vm>, ContainerError> {
         let config = container.config();
-        let mut disks = self.container_disks(container).await?;
+        let (mut disks, _) = self.container_disks(container).await?;
         let (mut mounts, binds) = if with_volumes {
             self.volume_mounts(container, &mut disks)?
         } else {

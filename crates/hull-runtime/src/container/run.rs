@@ -116,7 +116,7 @@ impl<H: Hypervisor> Containers<H> {
         let id = container.id.clone();
         // Before any VM: a linked container that is not running fails the start.
         let linked = self.link_views(container)?;
-        let mut disks = self.container_disks(container).await?;
+        let (mut disks, prime) = self.container_disks(container).await?;
         let (mounts, binds) = self.volume_mounts(container, &mut disks)?;
         let (backend, mut network, ports) = match &config.network {
             NetworkMode::None => (NetBackend::Isolated, None, Vec::new()),
@@ -143,7 +143,6 @@ impl<H: Hypervisor> Containers<H> {
             networks: &self.networks,
             container_id: Some(id.clone()),
         };
-        let prime = self.image_prime(&config.image_id, &disks).await;
         let StartedVm {
             vm, agent, run_dir, ..
         } = runtime
@@ -155,7 +154,7 @@ impl<H: Hypervisor> Containers<H> {
                 VmNeeds {
                     size: config.size,
                     network: backend,
-                    prime,
+                    prime: Some(prime),
                 },
             )
             .await?;
@@ -380,18 +379,15 @@ impl<V: Vm> Drop for KillUnlessReleased<V> {
 
 impl<H: Hypervisor> Containers<H> {
     /// The disks of a container's own filesystem: its image's rootfs and,
-    /// when it keeps one, its writable disk.
+    /// when it keeps one, its writable disk; beside them, what an image
+    /// template of its image holds (see [`Self::image_prime`]).
     pub(super) async fn container_disks(
         &self,
         container: &Container,
-    ) -> Result<Vec<DiskConfig>, ContainerError> {
+    ) -> Result<(Vec<DiskConfig>, Prime), ContainerError> {
         let config = container.config();
-        let mut disks = vec![DiskConfig {
-            id: "rootfs".into(),
-            path: self.image_rootfs(&config.image_id).await?,
-            serial: ROOTFS_SERIAL.into(),
-            read_only: true,
-        }];
+        let prime = self.image_prime(&config.image_id).await?;
+        let mut disks = vec![prime.disk()];
         if config.persistent {
             disks.push(DiskConfig {
                 id: "writable".into(),
@@ -400,39 +396,23 @@ impl<H: Hypervisor> Containers<H> {
                 read_only: false,
             });
         }
-        Ok(disks)
+        Ok((disks, prime))
     }
 
-    /// What an image template of the container's image holds: its rootfs
-    /// (the first of `disks`) and the image's own program, never the
+    /// The erofs rootfs of the image, built if it is not yet, and the
+    /// image's own program: what an image template of it holds, never a
     /// container's (a template serves every container of the image).
-    async fn image_prime(&self, image_id: &str, disks: &[DiskConfig]) -> Option<Prime> {
-        let rootfs = disks.first()?.path.clone();
+    pub(super) async fn image_prime(&self, image_id: &str) -> Result<Prime, ContainerError> {
         let images = self.images.clone();
         let image_id = image_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let image = images.resolve(&image_id).ok()?;
-            Some(Prime::for_image(rootfs, &image.config))
-        })
-        .await
-        .ok()
-        .flatten()
-    }
-
-    /// The erofs rootfs of the image, built if it is not yet.
-    pub(super) async fn image_rootfs(
-        &self,
-        image_id: &str,
-    ) -> Result<std::path::PathBuf, ContainerError> {
-        let images = self.images.clone();
-        let image_id = image_id.to_owned();
-        let rootfs = tokio::task::spawn_blocking(move || {
+        let prime = tokio::task::spawn_blocking(move || {
             let image = images.resolve(&image_id)?;
-            images.rootfs(&image)
+            let rootfs = images.rootfs(&image)?;
+            Ok::<_, hull_image::StoreError>(Prime::for_image(rootfs, &image.config))
         })
         .await
         .expect("image tasks do not panic")?;
-        Ok(rootfs)
+        Ok(prime)
     }
 }
 

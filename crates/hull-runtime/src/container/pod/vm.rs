@@ -183,7 +183,7 @@ impl<H: Hypervisor> Containers<H> {
             if disk == next {
                 disks.push(DiskConfig {
                     id: format!("rootfs{disk}"),
-                    path: self.image_rootfs(&config.image_id).await?,
+                    path: self.image_prime(&config.image_id).await?.rootfs,
                     serial: rootfs_serial(disk),
                     read_only: true,
                 });
