@@ -1,5 +1,6 @@
 //! `/hull/templates` and `/hull/pool`: what fast starts are made of.
 
+use http_body_util::BodyExt;
 use hull_runtime::image_template::{ImageTemplateError, ImageTemplateInfo};
 use hull_runtime::size::VmSize;
 use hull_runtime::TemplateInfo;
@@ -61,15 +62,40 @@ fn image_summary(template: ImageTemplateInfo) -> TemplateSummary {
     }
 }
 
+/// The most a `POST /hull/templates` body may be.
+const MAX_CREATE_BODY: usize = 64 << 10;
+
 /// `POST /hull/templates` `{"Image": …, "Size": …}`: builds that image's
 /// template, pinned, and answers once it is ready (a cold boot and the
 /// rootfs's first reads: seconds under TCG).
 pub(super) async fn create(
     daemon: &Daemon,
-    mut request: Request<RequestBody>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = super::body_bytes(&mut request).await?;
-    let create: TemplateCreate = super::containers::parse_json(&body)?;
+    // An image's name and a size: a few hundred bytes are plenty.
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request failed: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > MAX_CREATE_BODY {
+            // Read on a little, so that the client sees why.
+            super::images::drain(body).await;
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request's body is refused: it takes at most {MAX_CREATE_BODY} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&data);
+    }
+    let create: TemplateCreate = super::containers::parse_json(&bytes)?;
     let size = match create.size.as_deref() {
         None | Some("") => None,
         Some(name) => Some(
