@@ -3,7 +3,7 @@
 //! is hashed and parsed on another.
 
 use std::io::{self, Read};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 /// Bytes the source thread reads at a time.
 const BLOCK: usize = 256 << 10;
@@ -13,6 +13,10 @@ const AHEAD: usize = 4;
 /// Reads what `open`'s reader yields, produced on another thread.
 pub struct ReadAhead {
     blocks: Receiver<io::Result<Vec<u8>>>,
+    /// Blocks read out, back to the source thread to be filled again: a
+    /// fresh 256 KiB block each time cost a zeroing and its page faults on
+    /// the thread that is a layer check's slowest.
+    spent: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     at: usize,
 }
@@ -26,6 +30,9 @@ impl ReadAhead {
         F: FnOnce() -> io::Result<R> + Send + 'static,
     {
         let (tx, blocks) = mpsc::sync_channel(AHEAD);
+        // Room for every block there can be: those queued, the one read
+        // out and the one being filled.
+        let (spent, reuse) = mpsc::sync_channel::<Vec<u8>>(AHEAD + 2);
         std::thread::Builder::new()
             .name("hull-readahead".into())
             .spawn(move || {
@@ -37,7 +44,13 @@ impl ReadAhead {
                     }
                 };
                 loop {
-                    let mut block = vec![0u8; BLOCK];
+                    let mut block = match reuse.try_recv() {
+                        Ok(mut block) => {
+                            block.resize(BLOCK, 0);
+                            block
+                        }
+                        Err(_) => vec![0u8; BLOCK],
+                    };
                     let read = fill(&mut source, &mut block);
                     let end = !matches!(read, Ok(n) if n == BLOCK);
                     let sent = match read {
@@ -56,6 +69,7 @@ impl ReadAhead {
             })?;
         Ok(ReadAhead {
             blocks,
+            spent,
             current: Vec::new(),
             at: 0,
         })
@@ -81,7 +95,11 @@ impl Read for ReadAhead {
         if self.at == self.current.len() {
             match self.blocks.recv() {
                 Ok(block) => {
-                    self.current = block?;
+                    let spent = std::mem::replace(&mut self.current, block?);
+                    if spent.capacity() > 0 {
+                        // Full only if the thread is gone: the block is dropped.
+                        let _ = self.spent.try_send(spent);
+                    }
                     self.at = 0;
                 }
                 // The source ended: the thread is gone.

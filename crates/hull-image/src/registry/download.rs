@@ -15,6 +15,9 @@ use super::streamed::StreamedCheck;
 use crate::digest::Digest;
 use crate::spec::Descriptor;
 
+/// Bytes written between two nudges of the kernel to write the blob back:
+/// the fsync at the commit then finds most of a large layer on disk already.
+pub(crate) const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Attempts per blob before giving up.
 const ATTEMPTS: u32 = 4;
 /// Pause before the first retry; doubled for each one after it.
@@ -100,6 +103,7 @@ pub(crate) async fn blob(
     let mut file = tokio::fs::File::create(dest).await.map_err(write_err)?;
     let mut hasher = Sha256::new();
     let mut written = 0u64;
+    let mut written_back = 0u64;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -125,6 +129,7 @@ pub(crate) async fn blob(
             file = tokio::fs::File::create(dest).await.map_err(write_err)?;
             hasher = Sha256::new();
             written = 0;
+            written_back = 0;
             if let Some(check) = check.as_deref_mut() {
                 check.abandon();
             }
@@ -151,6 +156,13 @@ pub(crate) async fn blob(
                 check.feed(&chunk).await;
             }
             written += chunk.len() as u64;
+            if written - written_back >= WRITEBACK_EVERY {
+                // tokio's File writes behind this task: flushing first
+                // puts every byte of the range in the page cache.
+                file.flush().await.map_err(write_err)?;
+                crate::fsutil::start_writeback(&file, written_back, written - written_back);
+                written_back = written;
+            }
             progress(written);
         }
         if written == expected {

@@ -385,6 +385,54 @@ async fn a_pull_earns_a_token_follows_redirects_and_resumes_a_cut_download() {
 }
 
 #[tokio::test]
+async fn a_layer_larger_than_the_writeback_step_lands_intact_across_a_cut() {
+    // Bytes gzip cannot shrink, so the blob spans several early writebacks,
+    // the cut falls between two of them and the resume goes on past it.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let content: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let layer = testutil::layer(&[("data", &content)]);
+    let blob = gzip(&layer);
+    assert!(blob.len() as u64 > 2 * super::download::WRITEBACK_EVERY);
+    let config = testutil::config(std::slice::from_ref(&layer), "/data");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "config": descriptor(MEDIA_TYPE_OCI_CONFIG, &config),
+        "layers": [descriptor(MEDIA_TYPE_LAYER_GZIP, &blob)],
+    }))
+    .unwrap();
+    let blobs = [&blob, &config]
+        .into_iter()
+        .map(|b| (Digest::of(b).to_string(), b.clone()))
+        .collect();
+    let registry = serve_image(manifest, blobs).await;
+    registry
+        .cut
+        .lock()
+        .unwrap()
+        .push(Digest::of(&blob).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
+    let (result, _) = pull_from(&registry, &store).await;
+    result.unwrap();
+    let log = registry.log.lock().unwrap().clone();
+    assert!(log.iter().any(|l| l.contains("bytes=")), "{log:?}");
+    let image = store
+        .resolve(&format!("{}/a/b:1.0", registry.addr))
+        .unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    store.flatten(&image.record, rootfs.path()).unwrap();
+    assert!(std::fs::read(rootfs.path().join("data")).unwrap() == content);
+}
+
+#[tokio::test]
 async fn a_config_that_lies_about_a_layer_fails_the_pull_and_stores_nothing() {
     // Every blob matches its digest; the config names another layer's
     // diff_id. The check that ran during the download must catch it.
