@@ -5,7 +5,8 @@
 #   - `hull pull` until its erofs rootfs is built (what a first `hull run` waits for),
 #   - `hull pull` alone (download, verification and commit),
 #   - `skopeo copy docker://… oci:DIR` of the same image (the reference).
-# Prints the medians and the ratios to skopeo.
+# Prints the medians and the ratios to skopeo, and the erofs build's two
+# steps (flattening the layers, mkfs.erofs) as hulld logs them.
 #
 #   scripts/bench-pull.sh         RUNS=5, SUITE=bookworm by default
 #   HULL_BIN=DIR scripts/bench-pull.sh   use the hull and hulld in DIR, unbuilt
@@ -128,6 +129,12 @@ for run in $(seq 1 "$runs"); do
   built=$(now)
   echo "$pulled - $start" | bc >>"$pull_times"
   echo "$built - $start" | bc >>"$hull_times"
+  # hulld logs the build's steps: the layers flattened, then mkfs.erofs.
+  build_line=$(grep -a 'built erofs rootfs' "$work/hulld-$run.log" | tail -1)
+  for step in flatten mkfs; do
+    ms=$(sed -n "s/.* ${step}_ms=\([0-9]*\).*/\1/p" <<<"$build_line")
+    [ -n "$ms" ] && echo "$ms / 1000" | bc -l >>"$work/$step.txt"
+  done
   kill "$daemon"
   wait "$daemon" 2>/dev/null || true
   rm -rf "$root"
@@ -151,3 +158,7 @@ printf '%-42s median %6.2f s   %5.2fx skopeo\n' \
   "hull pull + erofs rootfs" "$hull_median" "$(echo "$hull_median / $skopeo_median" | bc -l)" \
   "hull pull (stored, verified)" "$pull_median" "$(echo "$pull_median / $skopeo_median" | bc -l)" \
   "skopeo copy docker:// oci: (reference)" "$skopeo_median" 1
+if [ -s "$work/flatten.txt" ] && [ -s "$work/mkfs.txt" ]; then
+  printf '  the erofs build after the pull: layers flattened %.2f s, mkfs.erofs %.2f s (medians)\n' \
+    "$(median "$work/flatten.txt")" "$(median "$work/mkfs.txt")"
+fi

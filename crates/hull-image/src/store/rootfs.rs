@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::{scratch, Image, ImageRecord, ImageStore, StoreError};
 use crate::at::Dir;
@@ -58,12 +59,15 @@ impl ImageStore {
             path: dir.clone(),
             source,
         })?;
+        let started = Instant::now();
         self.flatten(&image.record, &dir)?;
+        let flattened = started.elapsed();
         let built = work.path().join("rootfs.erofs");
         erofs::mkfs(&dir, &built).map_err(|source| StoreError::Erofs {
             image: id.clone(),
             source,
         })?;
+        let made = started.elapsed() - flattened;
         drop(tree);
         // Under the lock that removals take: an image removed while its
         // rootfs was built must not leave the rootfs behind.
@@ -75,7 +79,15 @@ impl ImageStore {
             path: out.clone(),
             source,
         })?;
-        tracing::info!(image = %id, path = %out.display(), "built erofs rootfs");
+        // What a build costs, by step: bench-pull.sh reports these.
+        tracing::info!(
+            image = %id,
+            path = %out.display(),
+            flatten_ms = flattened.as_millis() as u64,
+            mkfs_ms = made.as_millis() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built erofs rootfs"
+        );
         Ok(out)
     }
 
