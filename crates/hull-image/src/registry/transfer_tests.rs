@@ -267,6 +267,22 @@ pub(super) async fn serve_image(
     registry
 }
 
+/// Serves an image of `config` and the one gzip layer `blob` as tag `1.0`.
+async fn serve_one_gzip_layer(config: &[u8], blob: &[u8]) -> Arc<FakeRegistry> {
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "config": descriptor(MEDIA_TYPE_OCI_CONFIG, config),
+        "layers": [descriptor(MEDIA_TYPE_LAYER_GZIP, blob)],
+    }))
+    .unwrap();
+    let blobs = [blob, config]
+        .into_iter()
+        .map(|b| (Digest::of(b).to_string(), b.to_vec()))
+        .collect();
+    serve_image(manifest, blobs).await
+}
+
 /// An empty registry on a loopback port.
 pub(super) async fn serve() -> Arc<FakeRegistry> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -401,18 +417,7 @@ async fn a_layer_larger_than_the_writeback_step_lands_intact_across_a_cut() {
     let blob = gzip(&layer);
     assert!(blob.len() as u64 > 2 * super::download::WRITEBACK_EVERY);
     let config = testutil::config(std::slice::from_ref(&layer), "/data");
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
-        "config": descriptor(MEDIA_TYPE_OCI_CONFIG, &config),
-        "layers": [descriptor(MEDIA_TYPE_LAYER_GZIP, &blob)],
-    }))
-    .unwrap();
-    let blobs = [&blob, &config]
-        .into_iter()
-        .map(|b| (Digest::of(b).to_string(), b.clone()))
-        .collect();
-    let registry = serve_image(manifest, blobs).await;
+    let registry = serve_one_gzip_layer(&config, &blob).await;
     registry
         .cut
         .lock()
@@ -440,18 +445,7 @@ async fn a_config_that_lies_about_a_layer_fails_the_pull_and_stores_nothing() {
     let other = testutil::layer(&[("etc/", b""), ("etc/hello", b"other")]);
     let config = testutil::config(&[other], "/bin/sh");
     let blob = gzip(&layer);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
-        "config": descriptor(MEDIA_TYPE_OCI_CONFIG, &config),
-        "layers": [descriptor(MEDIA_TYPE_LAYER_GZIP, &blob)],
-    }))
-    .unwrap();
-    let served = [&blob, &config]
-        .into_iter()
-        .map(|b| (Digest::of(b).to_string(), b.clone()))
-        .collect();
-    let registry = serve_image(manifest, served).await;
+    let registry = serve_one_gzip_layer(&config, &blob).await;
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(dir.path()).unwrap();
     let (result, _) = pull_from(&registry, &store).await;
